@@ -1,0 +1,457 @@
+//! Types shared by the emptcp eBPF programs (kernel side) and the reconciler
+//! (user side). Every type here is `#[repr(C)]`, has no implicit padding, and
+//! is a key or value of a pinned map, so its layout is an ABI: changing it
+//! changes the map definition, which the planner detects and migrates.
+//!
+//! With the `user` feature the types implement `aya::Pod`.
+#![no_std]
+
+/// Version of the pinned map layout. Bump when a key/value layout changes.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Chains an interface can list (evaluated in order, first match wins).
+pub const MAX_CHAINS_PER_IFACE: usize = 8;
+/// Actions in one chain. Each action is one tail call; the kernel allows 33
+/// tail calls per packet, so this leaves a wide margin.
+pub const MAX_STEPS: usize = 8;
+/// Chain ids live in `0..MAX_CHAINS`.
+pub const MAX_CHAINS: u32 = 256;
+/// Interfaces that can carry a chain list.
+pub const MAX_IFACES: u32 = 256;
+/// Slots of the tail-call program array (`slot == Action as u32`).
+pub const PROG_SLOTS: u32 = 16;
+/// Longest chain name stored in the chain map (bytes, NUL padded).
+pub const CHAIN_NAME_LEN: usize = 48;
+/// Interface names are at most IFNAMSIZ-1 bytes.
+pub const IFNAME_LEN: usize = 16;
+/// Default flow table capacity (the policy can change it).
+pub const DEFAULT_FLOW_CAPACITY: u32 = 1_000_000;
+
+/// Magic value at the start of the XDP metadata written by the entry program,
+/// so an action program never trusts metadata it did not get from us.
+pub const META_MAGIC: u32 = 0x4d50_5443; // "MPTC"
+
+/// The action programs. The discriminant is the tail-call slot in `PROGS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    Count = 1,
+    Drop = 2,
+    RecordFlow = 3,
+    StripAddAddr = 4,
+    RecoverAddAddr = 5,
+    SetBackup = 6,
+    SetWindow = 7,
+}
+
+impl Action {
+    pub const ALL: [Action; 7] = [
+        Action::Count,
+        Action::Drop,
+        Action::RecordFlow,
+        Action::StripAddAddr,
+        Action::RecoverAddAddr,
+        Action::SetBackup,
+        Action::SetWindow,
+    ];
+
+    pub const fn from_u32(v: u32) -> Option<Action> {
+        match v {
+            1 => Some(Action::Count),
+            2 => Some(Action::Drop),
+            3 => Some(Action::RecordFlow),
+            4 => Some(Action::StripAddAddr),
+            5 => Some(Action::RecoverAddAddr),
+            6 => Some(Action::SetBackup),
+            7 => Some(Action::SetWindow),
+            _ => None,
+        }
+    }
+
+    /// Policy name of the action; also the name of its eBPF program.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::Count => "count",
+            Action::Drop => "drop",
+            Action::RecordFlow => "record_flow",
+            Action::StripAddAddr => "strip_add_addr",
+            Action::RecoverAddAddr => "recover_add_addr",
+            Action::SetBackup => "set_backup",
+            Action::SetWindow => "set_window",
+        }
+    }
+}
+
+/// One step of a chain: which action, and its argument (e.g. the backup flag
+/// of `set_backup`, the window of `set_window`; 0 when unused).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainStep {
+    pub action: u32,
+    pub arg: u32,
+}
+
+/// Value of `CHAINS[chain_id]`: the ordered action list of one chain.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainDef {
+    pub len: u32,
+    pub _pad: u32,
+    pub steps: [ChainStep; MAX_STEPS],
+    /// The policy name, so observe can map ids back to names.
+    pub name: [u8; CHAIN_NAME_LEN],
+}
+
+/// Value of `THRESHOLDS[chain_id]`, in bytes of MPTCP data acked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Thresholds {
+    pub remove_below: u64,
+    pub recover_at: u64,
+}
+
+/// `Selector::flags` bits: which parts of `match` the chain has. A part that
+/// is absent matches everything; a present part must match (AND).
+pub const SEL_REMOTE: u32 = 1 << 0;
+pub const SEL_LOCAL: u32 = 1 << 1;
+pub const SEL_REMOTE_PORTS: u32 = 1 << 2;
+pub const SEL_LOCAL_PORTS: u32 = 1 << 3;
+
+/// Value of `SELECTORS[chain_id]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Direction byte of prefix and port keys.
+pub const DIR_REMOTE: u8 = 0;
+pub const DIR_LOCAL: u8 = 1;
+
+/// Bits of `LpmV4`/`LpmV6` before the address: dir (8) + chain id (32).
+pub const LPM_FIXED_BITS: u32 = 40;
+
+/// LPM trie key data for IPv4 prefixes. The direction and the chain id come
+/// first and are always matched in full, so one trie serves every chain:
+/// `prefix_len = LPM_FIXED_BITS + prefix length`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LpmV4 {
+    pub dir: u8,
+    pub chain: [u8; 4],
+    pub addr: [u8; 4],
+    pub _pad: [u8; 3],
+}
+
+/// LPM trie key data for IPv6 prefixes (see [`LpmV4`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LpmV6 {
+    pub dir: u8,
+    pub chain: [u8; 4],
+    pub addr: [u8; 16],
+    pub _pad: [u8; 3],
+}
+
+/// Key of `PORTS`: the chain accepts `port` (host order) in direction `dir`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortKey {
+    pub chain: u32,
+    pub port: u16,
+    pub dir: u8,
+    pub _pad: u8,
+}
+
+/// Value of `IFACES[ifindex]`: the chains of an interface, in policy order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfaceChains {
+    pub n_chains: u32,
+    pub chains: [u32; MAX_CHAINS_PER_IFACE],
+    pub name: [u8; IFNAME_LEN],
+}
+
+/// Per-chain traffic counters (`CHAIN_STATS[chain_id]`, per CPU), written by
+/// the `count` action. Owned by the datapath: apply never writes them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Value of `META[0]`: what apply last converged to. Written as the last step
+/// of an apply, so a crash before it makes the next plan redo the upgrade.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub layout_version: u32,
+    pub _pad: u32,
+    /// sha256 of the eBPF object that is loaded.
+    pub object_sha256: [u8; 32],
+}
+
+/// XDP metadata (in front of the packet, `bpf_xdp_adjust_meta`) carried from
+/// the entry program through the tail calls: the per-packet chain position,
+/// so concurrent packets share nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpMeta {
+    pub magic: u32,
+    pub chain: u32,
+    /// Index of the step being executed.
+    pub pos: u32,
+    /// Offset of the L3 header from the start of the packet.
+    pub l3_off: u16,
+    /// Offset of the TCP header from the start of the packet.
+    pub l4_off: u16,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub _reserved: [u32; 3],
+}
+
+/// Outcomes counted per program in `STATS` (per CPU).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The program ran on a packet.
+    Seen = 0,
+    /// It changed or acted on the packet (counted, dropped, rewritten).
+    Applied = 1,
+    /// It let the packet through untouched (not for it, malformed, ...).
+    Passed = 2,
+    /// Something failed (missing map entry, failed tail call).
+    Error = 3,
+}
+pub const OUTCOMES: u32 = 4;
+pub const OUTCOME_NAMES: [&str; OUTCOMES as usize] = ["seen", "applied", "passed", "error"];
+
+/// Row of `STATS` for the entry program (action rows use `Action as u32`).
+pub const STATS_ROW_ENTRY: u32 = 0;
+/// Entry-specific counters live in row `STATS_ROW_ENTRY` of the outcome
+/// table plus these extra rows, one column each.
+pub const STATS_ROWS: u32 = PROG_SLOTS;
+pub const STATS_LEN: u32 = STATS_ROWS * OUTCOMES;
+
+#[inline(always)]
+pub const fn stats_index(row: u32, outcome: Outcome) -> u32 {
+    row * OUTCOMES + outcome as u32
+}
+
+/// Address-id slots of stored ADD_ADDR options per flow (`FlowState::stored`).
+pub const ADDR_SLOTS: u32 = 16;
+/// Longest ADD_ADDR option: IPv6 + port + HMAC.
+pub const ADD_ADDR_MAX_LEN: usize = 30;
+/// Capacity of `FLOW_ADDRS` (stored ADD_ADDR options of all flows). Most flows
+/// store none or one; a quarter of the flow table is a generous default.
+pub const DEFAULT_FLOW_ADDR_CAPACITY: u32 = DEFAULT_FLOW_CAPACITY / 4;
+
+/// Key of `FLOWS`: one TCP connection (an MPTCP initial subflow) from the
+/// LOCAL host's point of view. On XDP ingress, local = the packet's
+/// destination, remote = its source. IPv4 addresses use the first 4 bytes and
+/// leave the rest zero, so one key type serves both families.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: [u8; 3],
+    /// Host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+}
+
+/// `FlowState::flags` bits.
+/// A DSS data ACK was seen: `FlowState::data_ack` is the baseline.
+pub const FLOW_DATA_ACK_SEEN: u32 = 1 << 0;
+/// A DSS mapping was seen: `FlowState::data_end` is the baseline.
+pub const FLOW_DATA_SEQ_SEEN: u32 = 1 << 1;
+/// `rcv_nxt`/`ack`/`window` hold a segment of the remote.
+pub const FLOW_SEQ_SEEN: u32 = 1 << 2;
+/// `tsval`/`tsecr` hold the newest segment's timestamps.
+pub const FLOW_TS_SEEN: u32 = 1 << 3;
+/// A stored ADD_ADDR is due but no received packet had room for it: user
+/// space should build a duplicate ACK carrying it (see docs/datapath.md).
+pub const FLOW_RECOVER_PENDING: u32 = 1 << 4;
+
+/// Value of `FLOWS`: what the datapath knows about one tracked flow
+/// (104 bytes; see docs/datapath.md for the memory per flow).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowState {
+    /// Flow size compared with the chain's thresholds: upload bytes acked
+    /// (DSS data ACK progress) + download bytes (DSS data sequence progress),
+    /// counted from the first value seen.
+    pub bytes: u64,
+    /// Newest DSS data ACK (64-bit; 4-byte forms extend it by their delta).
+    pub data_ack: u64,
+    /// Newest end of a DSS mapping: data sequence + data-level length.
+    pub data_end: u64,
+    /// Chain that created the flow.
+    pub chain: u32,
+    /// `FLOW_*` bits.
+    pub flags: u32,
+    /// Interface the flow's packets arrive on.
+    pub ifindex: u32,
+    /// Of the newest segment of the remote (wrap-aware): sequence + payload
+    /// length, i.e. the local host's rcv_nxt. A forged duplicate ACK uses it.
+    pub rcv_nxt: u32,
+    /// Acknowledgment number of that segment.
+    pub ack: u32,
+    /// Its TCP timestamps (valid with `FLOW_TS_SEEN`).
+    pub tsval: u32,
+    pub tsecr: u32,
+    /// Its raw (scaled) window field.
+    pub window: u16,
+    /// First 802.1Q/802.1ad tag (TCI) of the SYN-ACK, 0 without one.
+    pub vlan_tci: u16,
+    /// Ethernet destination then source of the SYN-ACK, as received.
+    pub mac: [u8; 12],
+    /// Slots of `FLOW_ADDRS` holding an option (bit i = slot i).
+    pub stored: u32,
+    /// Slots already re-inserted by recover_add_addr.
+    pub recovered: u32,
+    /// Address id of the option in each slot (de-duplication key).
+    pub addr_ids: [u8; ADDR_SLOTS as usize],
+    /// Next slot to fill when the id is new (ring: the oldest is replaced).
+    pub next_slot: u8,
+    /// Window scale shift the remote announced in its SYN-ACK (0 without).
+    pub wscale: u8,
+    pub _pad: [u8; 2],
+    /// ADD_ADDR options overwritten with NOPs, dropped with their pure ACK,
+    /// and re-inserted, for this flow (saturating).
+    pub add_addr_nopped: u16,
+    pub add_addr_dropped: u16,
+    pub add_addr_recovered: u16,
+    pub _pad2: u16,
+}
+
+/// Key of `FLOW_ADDRS`: one stored ADD_ADDR of a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddrKey {
+    pub flow: FlowKey,
+    /// `0..ADDR_SLOTS`.
+    pub slot: u32,
+}
+
+/// Value of `FLOW_ADDRS`: the option bytes as received (kind 30 first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoredAddAddr {
+    /// Option length (16, 18, 28 or 30).
+    pub len: u8,
+    pub _pad: u8,
+    /// `len` bytes of option, zero after.
+    pub bytes: [u8; ADD_ADDR_MAX_LEN],
+}
+
+/// Per-CPU datapath event counters (`FLOW_STATS[FlowStat as u32]`), finer
+/// than the per-action outcomes of `STATS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowStat {
+    FlowsCreated = 0,
+    FlowsRemoved = 1,
+    AddAddrStored = 2,
+    AddAddrDuplicate = 3,
+    AddAddrDroppedPureAck = 4,
+    AddAddrNopped = 5,
+    AddAddrRecovered = 6,
+    RecoverPendingNoRoom = 7,
+    AddAddrLost = 8,
+    MpPrioInserted = 9,
+    MpPrioRewritten = 10,
+    MpPrioNoRoom = 11,
+    WindowRewritten = 12,
+    WindowScaleUnknown = 13,
+    Malformed = 14,
+    FlowInsertFailed = 15,
+}
+pub const FLOW_STATS_LEN: u32 = 16;
+/// Names of the `FlowStat` counters, indexed by `FlowStat as u32`.
+pub const FLOW_STAT_NAMES: [&str; FLOW_STATS_LEN as usize] = [
+    "flows_created",
+    "flows_removed",
+    "add_addr_stored",
+    "add_addr_duplicate",
+    "add_addr_dropped_pure_ack",
+    "add_addr_nopped",
+    "add_addr_recovered",
+    "recover_pending_no_room",
+    "add_addr_lost",
+    "mp_prio_inserted",
+    "mp_prio_rewritten",
+    "mp_prio_no_room",
+    "window_rewritten",
+    "window_scale_unknown",
+    "malformed",
+    "flow_insert_failed",
+];
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all types are #[repr(C)], Copy, made of integers and byte
+    // arrays with explicit padding fields, so every bit pattern is valid.
+    unsafe impl aya::Pod for ChainStep {}
+    unsafe impl aya::Pod for ChainDef {}
+    unsafe impl aya::Pod for Thresholds {}
+    unsafe impl aya::Pod for Selector {}
+    unsafe impl aya::Pod for LpmV4 {}
+    unsafe impl aya::Pod for LpmV6 {}
+    unsafe impl aya::Pod for PortKey {}
+    unsafe impl aya::Pod for IfaceChains {}
+    unsafe impl aya::Pod for ChainCounters {}
+    unsafe impl aya::Pod for ObjectMeta {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowState {}
+    unsafe impl aya::Pod for AddrKey {}
+    unsafe impl aya::Pod for StoredAddAddr {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    // The sizes are the map ABI; a change here must bump LAYOUT_VERSION.
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<ChainStep>(), 8);
+        assert_eq!(size_of::<ChainDef>(), 8 + 8 * MAX_STEPS + CHAIN_NAME_LEN);
+        assert_eq!(size_of::<Thresholds>(), 16);
+        assert_eq!(size_of::<LpmV4>(), 12);
+        assert_eq!(size_of::<LpmV6>(), 24);
+        assert_eq!(size_of::<PortKey>(), 8);
+        assert_eq!(
+            size_of::<IfaceChains>(),
+            4 + 4 * MAX_CHAINS_PER_IFACE + IFNAME_LEN
+        );
+        assert_eq!(size_of::<XdpMeta>(), 32);
+        assert_eq!(size_of::<ObjectMeta>(), 40);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowState>(), 104);
+        assert_eq!(size_of::<AddrKey>(), 44);
+        assert_eq!(size_of::<StoredAddAddr>(), 32);
+    }
+
+    #[test]
+    fn flow_stat_names_cover_every_counter() {
+        assert_eq!(FLOW_STAT_NAMES.len() as u32, FLOW_STATS_LEN);
+        assert_eq!(FlowStat::FlowInsertFailed as u32, FLOW_STATS_LEN - 1);
+    }
+
+    #[test]
+    fn actions_round_trip() {
+        for a in Action::ALL {
+            assert_eq!(Action::from_u32(a as u32), Some(a));
+            assert!((a as u32) < PROG_SLOTS);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Appends an option to a received TCP header by growing the packet at the
+//! front (shared by recover_add_addr and set_backup).
+//!
+//! `bpf_xdp_adjust_head(-n)` makes n bytes of room before the frame; the
+//! headers (Ethernet, VLAN tags, IP, TCP with its options) move n bytes to
+//! the front and the new option fills the gap they leave, so the payload
+//! never moves. Then the lengths and checksums are fixed:
+//! * IPv4 total length (+n) and header checksum, or IPv6 payload length;
+//! * TCP data offset (+n/4) and checksum: the pseudo-header length (+n), the
+//!   data-offset word and the new option words. The payload keeps its word
+//!   parity (n is a multiple of 4), so its sum is unchanged.
+use core::hint::black_box;
+
+use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
+
+use crate::{
+    csum,
+    options::{Buf64, OPT_MAX, TCP_HLEN, Tcp, Where, load, load_be16, store, store_be16},
+};
+
+/// Largest header block that is moved: 22 (Ethernet + 2 tags) + 60 (IPv4
+/// with options) + 20 + 36 (TCP with options that leave room for 4 bytes).
+const HDR_MAX: u32 = 128;
+
+pub enum Insert {
+    /// The option is in the packet.
+    Done,
+    /// Nothing was changed (the head could not grow, or no room).
+    Unchanged,
+    /// The head grew but a later write failed: the packet is inconsistent
+    /// and must not be passed on.
+    Damaged,
+}
+
+/// Does an `n`-byte option fit after the current options?
+#[inline(always)]
+pub fn has_room(t: &Tcp, n: u32) -> bool {
+    t.opt_len + n <= OPT_MAX
+}
+
+/// Appends the first `n` bytes of `opt` (n a multiple of 4, padded with
+/// NOPs by the caller, bytes after n zero) after the options of `t`.
+#[inline(always)]
+pub fn insert_option(ctx: &XdpContext, w: &Where, t: &Tcp, opt: &Buf64, n: u32) -> Insert {
+    let n = black_box(n);
+    if n == 0 || n > OPT_MAX || n & 3 != 0 || !has_room(t, n) {
+        return Insert::Unchanged;
+    }
+    let h = black_box(w.l4 + TCP_HLEN + t.opt_len);
+    if h > HDR_MAX || h == 0 {
+        return Insert::Unchanged;
+    }
+
+    // Everything is computed before the head moves, from the copies.
+    let old_doff = t.be16(12);
+    let new_doff = old_doff.wrapping_add(((n / 4) as u16) << 12);
+    let tcp_csum = csum::replace(
+        t.be16(16),
+        old_doff as u32,
+        // The pseudo-header length grows by n (a 16-bit word in IPv4, the
+        // low word of a 32-bit one in IPv6: same one's complement sum).
+        new_doff as u32 + n + csum::sum40(opt),
+    );
+    let (len_off, old_len) = if w.family == 4 {
+        (w.l3 + 2, load_be16(ctx, w.l3 + 2))
+    } else {
+        (w.l3 + 4, load_be16(ctx, w.l3 + 4))
+    };
+    let Some(old_len) = old_len else {
+        return Insert::Unchanged;
+    };
+    let new_len = old_len.wrapping_add(n as u16);
+    let ip_csum = if w.family == 4 {
+        match load_be16(ctx, w.l3 + 10) {
+            Some(c) => csum::replace16(c, old_len, new_len),
+            None => return Insert::Unchanged,
+        }
+    } else {
+        0
+    };
+
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(n as i32)) } != 0 {
+        return Insert::Unchanged;
+    }
+    // From here on the old offsets are shifted by n; only offsets are used.
+    let mut hdr = [0u64; (HDR_MAX / 8) as usize];
+    let buf = hdr.as_mut_ptr() as *mut u8;
+    let ok = load(ctx, n, buf, h)
+        && store(ctx, 0, buf, h)
+        && store(ctx, h, opt.0.as_ptr(), n)
+        && store_be16(ctx, len_off, new_len)
+        && (w.family != 4 || store_be16(ctx, w.l3 + 10, ip_csum))
+        && store_be16(ctx, w.l4 + 12, new_doff)
+        && store_be16(ctx, w.l4 + 16, tcp_csum);
+    if ok { Insert::Done } else { Insert::Damaged }
+}

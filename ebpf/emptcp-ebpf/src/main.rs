@@ -1,0 +1,32 @@
+//! The emptcp datapath. One object, one program per action:
+//!
+//! * `entry` (XDP, attached to each interface) parses the packet, finds the
+//!   first chain of the interface whose selector matches, writes the chain
+//!   position into XDP metadata and tail-calls the chain's first action;
+//! * each action (`actions/*.rs`) does its one job and tail-calls the next
+//!   step through the pinned `PROGS` array, or returns XDP_PASS at the end.
+//!
+//! Every pointer is bounds-checked against data_end; anything the parser does
+//! not understand leaves untouched with XDP_PASS, never XDP_ABORTED.
+#![no_std]
+#![no_main]
+
+mod actions;
+mod chain;
+mod entry;
+mod maps;
+mod parse;
+mod stats;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable in a verified program: the verifier rejects any path that
+    // could get here. `loop {}` keeps the signature without a call.
+    loop {}
+}
+
+/// License of the programs; GPL-compatible so GPL-only helpers are available.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,73 @@
+//! Every map of the datapath. The reconciler pins each one under
+//! `<root>/maps/<NAME>` and reuses it on the next load, so the layout of the
+//! key and value types (emptcp-common) is an ABI.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
+};
+use emptcp_common::{
+    AddrKey, ChainCounters, ChainDef, DEFAULT_FLOW_ADDR_CAPACITY, DEFAULT_FLOW_CAPACITY,
+    FLOW_STATS_LEN, FlowKey, FlowState, IfaceChains, LpmV4, LpmV6, MAX_CHAINS, MAX_IFACES,
+    ObjectMeta, PROG_SLOTS, PortKey, STATS_LEN, Selector, StoredAddAddr, Thresholds,
+};
+
+/// Tail-call targets: slot `Action as u32` holds that action's program.
+#[map]
+pub static PROGS: ProgramArray = ProgramArray::with_max_entries(PROG_SLOTS, 0);
+
+/// Chain id -> ordered action list (written by apply).
+#[map]
+pub static CHAINS: HashMap<u32, ChainDef> = HashMap::with_max_entries(MAX_CHAINS, 0);
+
+/// Chain id -> per-flow thresholds (written by apply and by deciders).
+#[map]
+pub static THRESHOLDS: HashMap<u32, Thresholds> = HashMap::with_max_entries(MAX_CHAINS, 0);
+
+/// Chain id -> which parts of `match` are present.
+#[map]
+pub static SELECTORS: HashMap<u32, Selector> = HashMap::with_max_entries(MAX_CHAINS, 0);
+
+/// (dir, chain, IPv4 prefix) -> 1. Longest-prefix match over all chains.
+#[map]
+pub static SEL_V4: LpmTrie<LpmV4, u8> = LpmTrie::with_max_entries(16384, 0);
+
+/// (dir, chain, IPv6 prefix) -> 1.
+#[map]
+pub static SEL_V6: LpmTrie<LpmV6, u8> = LpmTrie::with_max_entries(16384, 0);
+
+/// (chain, dir, port) -> 1.
+#[map]
+pub static PORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(65536, 0);
+
+/// ifindex -> the interface's chains in order.
+#[map]
+pub static IFACES: HashMap<u32, IfaceChains> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+/// Per-program, per-outcome packet counters.
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+
+/// Per-chain counters written by the `count` action.
+#[map]
+pub static CHAIN_STATS: PerCpuArray<ChainCounters> = PerCpuArray::with_max_entries(MAX_CHAINS, 0);
+
+/// What apply last converged to (single entry, written by user space only).
+#[map]
+pub static META: Array<ObjectMeta> = Array::with_max_entries(1, 0);
+
+/// Tracked MPTCP flows (record_flow). LRU: when full, the least recently
+/// used flow is evicted and a later packet of it is treated as untracked.
+/// The reconciler sets max_entries from `settings.flow_capacity`.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowState> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+
+/// ADD_ADDR options stored by strip_add_addr, one entry per (flow, slot), so
+/// the many flows that store none pay nothing for the 16-slot ring.
+#[map]
+pub static FLOW_ADDRS: LruHashMap<AddrKey, StoredAddAddr> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_ADDR_CAPACITY, 0);
+
+/// Datapath event counters, indexed by `emptcp_common::FlowStat`.
+#[map]
+pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_STATS_LEN, 0);

@@ -1,0 +1,123 @@
+//! Header parsing for the hot path: Ethernet (+ up to two 802.1Q/802.1ad
+//! tags), IPv4 (with options, no fragments) or IPv6 (TCP as the first next
+//! header), and the fixed TCP header. Anything else is "not for us" and the
+//! caller passes the packet untouched.
+use aya_ebpf::programs::XdpContext;
+
+pub const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_TCP: u8 = 6;
+pub const TCP_HLEN: usize = 20;
+
+/// What the selectors and actions need to know about a TCP packet.
+pub struct Packet {
+    pub l3_off: usize,
+    pub l4_off: usize,
+    /// 4 or 6.
+    pub family: u8,
+    /// Source / destination address; IPv4 uses the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// A pointer to `len` bytes at `off`, if they are inside the packet.
+#[inline(always)]
+pub fn bytes_at(ctx: &XdpContext, off: usize, len: usize) -> Option<*mut u8> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + len > end {
+        return None;
+    }
+    Some((start + off) as *mut u8)
+}
+
+#[inline(always)]
+fn be16(p: *const u8) -> u16 {
+    unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
+}
+
+/// Parses the packet; `None` for anything that is not a well-formed,
+/// unfragmented TCP segment over IPv4 or IPv6.
+#[inline(always)]
+pub fn parse_tcp(ctx: &XdpContext) -> Option<Packet> {
+    let eth = bytes_at(ctx, 0, ETH_HLEN)?;
+    let mut proto = be16(unsafe { eth.add(12) });
+    let mut l3_off = ETH_HLEN;
+    // Two tags at most (QinQ); unrolled so the verifier sees constant offsets.
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        let tag = bytes_at(ctx, l3_off, 4)?;
+        proto = be16(unsafe { tag.add(2) });
+        l3_off += 4;
+        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+            let tag = bytes_at(ctx, l3_off, 4)?;
+            proto = be16(unsafe { tag.add(2) });
+            l3_off += 4;
+        }
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    let (family, l4_off) = match proto {
+        ETH_P_IP => {
+            let ip = bytes_at(ctx, l3_off, 20)?;
+            let vihl = unsafe { *ip };
+            if vihl >> 4 != 4 {
+                return None;
+            }
+            let ihl = ((vihl & 0x0f) as usize) * 4;
+            if ihl < 20 {
+                return None;
+            }
+            // Fragments (MF set or an offset): only the first carries the
+            // TCP header, and rewriting a fragment would be wrong anyway.
+            if be16(unsafe { ip.add(6) }) & 0x3fff != 0 {
+                return None;
+            }
+            if unsafe { *ip.add(9) } != IPPROTO_TCP {
+                return None;
+            }
+            unsafe {
+                core::ptr::copy_nonoverlapping(ip.add(12), src.as_mut_ptr(), 4);
+                core::ptr::copy_nonoverlapping(ip.add(16), dst.as_mut_ptr(), 4);
+            }
+            (4u8, l3_off + ihl)
+        }
+        ETH_P_IPV6 => {
+            let ip = bytes_at(ctx, l3_off, 40)?;
+            if unsafe { *ip } >> 4 != 6 {
+                return None;
+            }
+            // Extension headers are passed untouched (issue: never guess).
+            if unsafe { *ip.add(6) } != IPPROTO_TCP {
+                return None;
+            }
+            unsafe {
+                core::ptr::copy_nonoverlapping(ip.add(8), src.as_mut_ptr(), 16);
+                core::ptr::copy_nonoverlapping(ip.add(24), dst.as_mut_ptr(), 16);
+            }
+            (6u8, l3_off + 40)
+        }
+        _ => return None,
+    };
+    let tcp = bytes_at(ctx, l4_off, TCP_HLEN)?;
+    let doff = ((unsafe { *tcp.add(12) } >> 4) as usize) * 4;
+    if doff < TCP_HLEN {
+        return None;
+    }
+    // The whole TCP header (with options) must be in the packet.
+    bytes_at(ctx, l4_off, doff)?;
+    Some(Packet {
+        l3_off,
+        l4_off,
+        family,
+        src,
+        dst,
+        sport: be16(tcp),
+        dport: be16(unsafe { tcp.add(2) }),
+    })
+}

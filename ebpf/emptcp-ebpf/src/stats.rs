@@ -1,0 +1,20 @@
+//! Per-CPU outcome counters (`STATS`), one row per program.
+use emptcp_common::{FlowStat, Outcome, stats_index};
+
+use crate::maps::{FLOW_STATS, STATS};
+
+#[inline(always)]
+pub fn bump(row: u32, outcome: Outcome) {
+    if let Some(p) = STATS.get_ptr_mut(stats_index(row, outcome)) {
+        // Per-CPU slot: no other writer, a plain add is enough.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Counts one datapath event (`FLOW_STATS`).
+#[inline(always)]
+pub fn event(e: FlowStat) {
+    if let Some(p) = FLOW_STATS.get_ptr_mut(e as u32) {
+        unsafe { *p += 1 };
+    }
+}

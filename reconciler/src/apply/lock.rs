@@ -1,0 +1,55 @@
+//! One apply at a time: an exclusive flock on the bpffs root directory.
+//! (bpffs holds no regular files, but any directory can be flock'ed.) The
+//! lock dies with the process, so a killed apply never leaves it stuck.
+use std::{fs::File, os::fd::AsRawFd as _, path::Path};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("creating bpffs root {path} (is bpffs mounted on /sys/fs/bpf, and are you root?)")]
+    Create {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "another emptcp apply holds the lock on {0}; wait for it, or find it with `fuser -v {0}`"
+    )]
+    Busy(String),
+    #[error("locking {path}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Lock {
+    _dir: File,
+}
+
+/// Creates the root (mode 0700) if needed and locks it without waiting.
+pub fn acquire(root: &Path) -> Result<Lock, LockError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let path = root.display().to_string();
+    if !root.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(|source| LockError::Create {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    let dir = File::open(root).map_err(|source| LockError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(LockError::Busy(path));
+        }
+        return Err(LockError::Io { path, source: e });
+    }
+    Ok(Lock { _dir: dir })
+}

@@ -1,0 +1,453 @@
+//! Apply: execute a plan's steps in order through aya, with all kernel I/O
+//! in the one `execute` match. Each step is idempotent (re-running a step
+//! that already happened is harmless; deleting what is gone is fine), so a
+//! process killed between two steps leaves a state the next plan converges
+//! from.
+mod lock;
+
+use std::{
+    collections::BTreeMap,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, ProgramArray, lpm_trie::Key},
+    programs::{ProgramError, ProgramInfo, Xdp, XdpMode as AyaXdpMode, links::FdLink},
+};
+use emptcp_common::{LAYOUT_VERSION, ObjectMeta, Selector};
+pub use lock::{Lock, LockError, acquire as lock};
+
+use crate::{
+    codec::{self, LpmKey},
+    desired::XdpMode,
+    layout::Layout,
+    netdev::AttachMode,
+    object::{ENTRY_PROGRAM, Object},
+    plan::{Plan, Step},
+    sys,
+};
+
+/// Test hook: `EMPTCP_TEST_KILL_AFTER_STEP=N` SIGKILLs this process right
+/// after step N (1-based), to prove crash-convergence at every boundary.
+pub const KILL_AFTER_ENV: &str = "EMPTCP_TEST_KILL_AFTER_STEP";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("step {index} ({step})")]
+    Step {
+        index: usize,
+        step: String,
+        #[source]
+        source: Box<StepError>,
+    },
+    #[error(
+        "the saved plan is stale: the live state changed since it was made (plan {planned}, live {live}); run `emptcp plan` again"
+    )]
+    Stale { planned: String, live: String },
+    #[error(
+        "the saved plan was made for eBPF object {planned}, but this binary carries {have}; re-plan with this binary"
+    )]
+    ObjectMismatch { planned: String, have: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("map operation failed")]
+    Map(#[from] MapError),
+    #[error("program operation failed")]
+    Program(#[from] ProgramError),
+    #[error("loading the eBPF object failed")]
+    Load(#[from] aya::EbpfError),
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> StepError + 'p {
+    move |source| StepError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn is_enoent(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// Executes plans against one bpffs root.
+pub struct Applier<'a> {
+    layout: &'a Layout,
+    object: &'a Object,
+    /// The object loaded by a `LoadObject` step of this run, if any.
+    loaded: Option<Ebpf>,
+    kill_after: Option<usize>,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(layout: &'a Layout, object: &'a Object) -> Applier<'a> {
+        Applier {
+            layout,
+            object,
+            loaded: None,
+            kill_after: std::env::var(KILL_AFTER_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+
+    /// Runs every step in order; stops at the first failure.
+    pub fn apply(&mut self, plan: &Plan) -> Result<usize, ApplyError> {
+        if !plan.object_sha256.is_empty() && plan.object_sha256 != self.object.sha256 {
+            return Err(ApplyError::ObjectMismatch {
+                planned: plan.object_sha256.clone(),
+                have: self.object.sha256.clone(),
+            });
+        }
+        for (i, step) in plan.steps.iter().enumerate() {
+            tracing::debug!(step = i + 1, "{}", crate::plan::describe(step));
+            self.execute(step).map_err(|source| ApplyError::Step {
+                index: i + 1,
+                step: crate::plan::describe(step),
+                source: Box::new(source),
+            })?;
+            if self.kill_after == Some(i + 1) {
+                // SAFETY: raising SIGKILL on ourselves; never returns.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            }
+        }
+        Ok(plan.steps.len())
+    }
+
+    fn map(&self, name: &str) -> Result<Map, StepError> {
+        let p = self.layout.map(name);
+        let md = MapData::from_pin(&p)?;
+        Ok(Map::from_map_data(md)?)
+    }
+
+    fn hash<K: aya::Pod, V: aya::Pod>(
+        &self,
+        name: &str,
+    ) -> Result<HashMap<MapData, K, V>, StepError> {
+        Ok(HashMap::try_from(self.map(name)?)?)
+    }
+
+    /// The fd of a program: from this run's load, else from its pin.
+    fn prog_fd(&self, name: &str) -> Result<aya::programs::ProgramFd, StepError> {
+        if let Some(ebpf) = &self.loaded
+            && let Some(p) = ebpf.program(name)
+        {
+            return p
+                .fd()?
+                .try_clone()
+                .map_err(io("cloning fd of", Path::new(name)));
+        }
+        Ok(ProgramInfo::from_pin(self.layout.prog(name))?.fd()?)
+    }
+
+    fn execute(&mut self, step: &Step) -> Result<(), StepError> {
+        use Step::*;
+        match step {
+            RetireMap { name, .. } => {
+                let from = self.layout.map(name);
+                if from.exists() {
+                    let to = self.layout.old_map(name);
+                    std::fs::rename(&from, &to).map_err(io("retiring map", &from))?;
+                }
+            }
+            LoadObject { max_entries, .. } => self.load(max_entries)?,
+            CopyMap { name } => {
+                let old = self.layout.old_map(name);
+                if old.exists() {
+                    let from = sys::obj_get(&old).map_err(io("opening", &old))?;
+                    let new = self.layout.map(name);
+                    let to = sys::obj_get(&new).map_err(io("opening", &new))?;
+                    let info = aya::maps::MapInfo::from_pin(&new)?;
+                    let n = sys::copy_entries(
+                        &from,
+                        &to,
+                        info.key_size() as usize,
+                        info.value_size() as usize,
+                    )
+                    .map_err(io("copying entries into", &new))?;
+                    tracing::info!(map = %name, entries = n, "migrated map entries");
+                }
+            }
+            SetSlot { action, slot, .. } => {
+                let fd = self.prog_fd(action)?;
+                let mut progs = ProgramArray::try_from(self.map("PROGS")?)?;
+                progs.set(*slot, &fd, 0)?;
+            }
+            ClearSlot { slot, .. } => {
+                let mut progs = ProgramArray::try_from(self.map("PROGS")?)?;
+                match progs.clear_index(slot) {
+                    Err(e) if !is_enoent(&e) => return Err(e.into()),
+                    _ => {}
+                }
+            }
+            PutThresholds { id, after, .. } => {
+                self.hash::<u32, emptcp_common::Thresholds>("THRESHOLDS")?
+                    .insert(id, codec::thresholds_to_kernel(after), 0)?;
+            }
+            PutChain { id, after, .. } => {
+                self.hash::<u32, emptcp_common::ChainDef>("CHAINS")?
+                    .insert(id, codec::chain_to_kernel(after), 0)?;
+            }
+            PutSelector { id, after, .. } => {
+                let sel = Selector {
+                    flags: *after,
+                    _pad: 0,
+                };
+                self.hash::<u32, Selector>("SELECTORS")?
+                    .insert(id, sel, 0)?;
+            }
+            PutPrefix { entry, .. } => match codec::prefix_to_kernel(entry) {
+                LpmKey::V4(len, data) => {
+                    let mut t: LpmTrie<MapData, emptcp_common::LpmV4, u8> =
+                        LpmTrie::try_from(self.map("SEL_V4")?)?;
+                    t.insert(&Key::new(len, data), 1, 0)?;
+                }
+                LpmKey::V6(len, data) => {
+                    let mut t: LpmTrie<MapData, emptcp_common::LpmV6, u8> =
+                        LpmTrie::try_from(self.map("SEL_V6")?)?;
+                    t.insert(&Key::new(len, data), 1, 0)?;
+                }
+            },
+            DeletePrefix { entry, .. } => {
+                let r = match codec::prefix_to_kernel(entry) {
+                    LpmKey::V4(len, data) => {
+                        let mut t: LpmTrie<MapData, emptcp_common::LpmV4, u8> =
+                            LpmTrie::try_from(self.map("SEL_V4")?)?;
+                        t.remove(&Key::new(len, data))
+                    }
+                    LpmKey::V6(len, data) => {
+                        let mut t: LpmTrie<MapData, emptcp_common::LpmV6, u8> =
+                            LpmTrie::try_from(self.map("SEL_V6")?)?;
+                        t.remove(&Key::new(len, data))
+                    }
+                };
+                ok_if_gone(r)?;
+            }
+            PutPorts { entries, .. } => {
+                let mut m = self.hash::<emptcp_common::PortKey, u8>("PORTS")?;
+                for p in entries {
+                    m.insert(codec::port_to_kernel(p), 1, 0)?;
+                }
+            }
+            DeletePorts { entries, .. } => {
+                let mut m = self.hash::<emptcp_common::PortKey, u8>("PORTS")?;
+                for p in entries {
+                    ok_if_gone(m.remove(&codec::port_to_kernel(p)))?;
+                }
+            }
+            PutIface { ifindex, after, .. } => {
+                self.hash::<u32, emptcp_common::IfaceChains>("IFACES")?
+                    .insert(ifindex, codec::iface_to_kernel(after), 0)?;
+            }
+            DeleteIface { ifindex, .. } => {
+                ok_if_gone(
+                    self.hash::<u32, emptcp_common::IfaceChains>("IFACES")?
+                        .remove(ifindex),
+                )?;
+            }
+            DeleteSelector { id, .. } => {
+                ok_if_gone(self.hash::<u32, Selector>("SELECTORS")?.remove(id))?;
+            }
+            DeleteThresholds { id, .. } => {
+                ok_if_gone(
+                    self.hash::<u32, emptcp_common::Thresholds>("THRESHOLDS")?
+                        .remove(id),
+                )?;
+            }
+            DeleteChain { id, .. } => {
+                ok_if_gone(
+                    self.hash::<u32, emptcp_common::ChainDef>("CHAINS")?
+                        .remove(id),
+                )?;
+            }
+            DetachForeign {
+                iface,
+                prog_id,
+                mode,
+                ..
+            } => detach_foreign(iface, *prog_id, *mode)?,
+            Attach {
+                iface,
+                ifindex,
+                mode,
+            } => self.attach(iface, *ifindex, *mode)?,
+            UpdateLink { iface, .. } => {
+                let pin = self.layout.xdp_link(iface);
+                let link = sys::obj_get(&pin).map_err(io("opening link", &pin))?;
+                let prog = self.prog_fd(ENTRY_PROGRAM)?;
+                sys::link_update(&link, prog.as_fd()).map_err(io("bpf_link_update on", &pin))?;
+            }
+            Detach { iface, .. } => {
+                let pin = self.layout.xdp_link(iface);
+                if let Ok(link) = sys::obj_get(&pin) {
+                    // Detach even if someone else holds an fd of the link;
+                    // a link whose interface is gone reports ENOLINK: fine.
+                    let _ = sys::link_detach(&link);
+                }
+                remove_if_present(&pin)?;
+            }
+            Unpin { path, .. } => remove_if_present(&self.layout.root.join(path))?,
+            RemoveRoot { .. } => {
+                for d in self.layout.all_dirs().iter().chain([&self.layout.root]) {
+                    match std::fs::remove_dir(d) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(StepError::Io {
+                                what: "removing",
+                                path: d.clone(),
+                                source: e,
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            WriteMeta { object_sha256 } => {
+                let mut sha = [0u8; 32];
+                hex::decode_to_slice(object_sha256, &mut sha)
+                    .map_err(|e| StepError::Other(format!("bad object hash: {e}")))?;
+                let mut a: Array<MapData, ObjectMeta> = Array::try_from(self.map("META")?)?;
+                a.set(
+                    0,
+                    ObjectMeta {
+                        layout_version: LAYOUT_VERSION,
+                        _pad: 0,
+                        object_sha256: sha,
+                    },
+                    0,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the object with every map pinned under maps/ (existing pins are
+    /// reused, so their contents survive), verifies and pins each program.
+    fn load(&mut self, max_entries: &BTreeMap<String, u32>) -> Result<(), StepError> {
+        for d in self.layout.all_dirs() {
+            std::fs::create_dir_all(&d).map_err(io("creating", &d))?;
+        }
+        let names: Vec<String> = self.object.maps.keys().cloned().collect();
+        let paths: Vec<PathBuf> = names.iter().map(|n| self.layout.map(n)).collect();
+        let mut loader = EbpfLoader::new();
+        for (n, p) in names.iter().zip(&paths) {
+            loader.map_pin_path(n.as_str(), p.as_path());
+        }
+        for (n, size) in max_entries {
+            loader.map_max_entries(n.as_str(), *size);
+        }
+        let mut ebpf = loader.load(&self.object.bytes)?;
+        for name in &self.object.programs {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| StepError::Other(format!("program {name} missing from object")))?
+                .try_into()?;
+            prog.load()?;
+            // Pin beside, then rename over the old pin: the path always
+            // names a complete program.
+            let tmp = self.layout.progs_dir().join(format!("new-{name}"));
+            remove_if_present(&tmp)?;
+            prog.pin(&tmp)
+                .map_err(|e| StepError::Other(format!("pinning {}: {e}", tmp.display())))?;
+            let dst = self.layout.prog(name);
+            std::fs::rename(&tmp, &dst).map_err(io("pinning", &dst))?;
+        }
+        self.loaded = Some(ebpf);
+        Ok(())
+    }
+
+    fn attach(&mut self, iface: &str, ifindex: u32, mode: XdpMode) -> Result<(), StepError> {
+        let pin = self.layout.xdp_link(iface);
+        if let Some(d) = pin.parent() {
+            std::fs::create_dir_all(d).map_err(io("creating", d))?;
+        }
+        // A pin left by a crash between attach and pin cannot exist (an
+        // unpinned link dies with its process), so a pin here is stale.
+        remove_if_present(&pin)?;
+        let mut prog = Xdp::from_pin(
+            self.layout.prog(ENTRY_PROGRAM),
+            aya_obj::programs::XdpAttachType::Interface,
+        )?;
+        let aya_mode = match mode {
+            XdpMode::Auto => AyaXdpMode::Default,
+            XdpMode::Native => AyaXdpMode::Driver,
+            XdpMode::Skb => AyaXdpMode::Skb,
+        };
+        let id = prog.attach_to_if_index(ifindex, aya_mode)?;
+        let link = prog.take_link(id)?;
+        let fd_link = FdLink::try_from(link).map_err(|e| {
+            StepError::Other(format!(
+                "{iface}: the kernel refused a bpf_link for XDP ({e}); emptcp needs link-based attach (Linux >= 5.9)"
+            ))
+        })?;
+        fd_link
+            .pin(&pin)
+            .map_err(|e| StepError::Other(format!("pinning link {}: {e}", pin.display())))?;
+        Ok(())
+    }
+}
+
+fn ok_if_gone(r: Result<(), MapError>) -> Result<(), StepError> {
+    match r {
+        Err(e) if !is_enoent(&e) => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn remove_if_present(p: &Path) -> Result<(), StepError> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StepError::Io {
+            what: "removing",
+            path: p.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a program we did not attach (only reached with --force): a
+/// link-based attachment is detached by id, a netlink one through iproute2.
+fn detach_foreign(iface: &str, prog_id: u32, mode: AttachMode) -> Result<(), StepError> {
+    for l in aya::programs::loaded_links().flatten() {
+        if l.program_id() == prog_id
+            && let Ok(fd) = sys::link_by_id(l.id())
+            && let Ok(f) = sys::link_facts(&fd)
+            && f.link_type == sys::LINK_TYPE_XDP
+        {
+            return sys::link_detach(&fd)
+                .map_err(io("detaching foreign link on", Path::new(iface)));
+        }
+    }
+    let m = match mode {
+        AttachMode::Native => "xdpdrv",
+        AttachMode::Skb => "xdpgeneric",
+        AttachMode::Hw => "xdpoffload",
+    };
+    let out = Command::new("ip")
+        .args(["link", "set", "dev", iface, m, "off"])
+        .output()
+        .map_err(io("running ip link set", Path::new(iface)))?;
+    if !out.status.success() {
+        return Err(StepError::Other(format!(
+            "ip link set dev {iface} {m} off: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Command-line contract (scripts and CI rely on it; see docs/cli.md).
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::layout::DEFAULT_ROOT;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "emptcp",
+    version,
+    about = "Declarative reconciler for eBPF programs that steer Multipath TCP"
+)]
+pub struct Cli {
+    /// bpffs directory that holds everything emptcp pins.
+    #[arg(long, global = true, env = "EMPTCP_BPFFS_ROOT", default_value = DEFAULT_ROOT)]
+    pub bpffs_root: PathBuf,
+    /// Network namespace (/run/netns/NAME) the interfaces live in; the
+    /// host's bpffs stays in use.
+    #[arg(long, global = true, env = "EMPTCP_NETNS")]
+    pub netns: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Where the policy comes from: one file or a drop-in directory.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct Source {
+    /// Policy file.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Drop-in directory: every *.yaml in lexical order.
+    #[arg(short = 'd', long = "dir")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Overrides {
+    /// Replace foreign XDP programs on the policy's interfaces.
+    #[arg(long)]
+    pub force: bool,
+    /// Allow replacing a state map that cannot be migrated (its contents are lost).
+    #[arg(long)]
+    pub allow_state_loss: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a policy (syntax, types, units, references); no kernel access.
+    Validate {
+        #[command(flatten)]
+        source: Source,
+    },
+    /// Print the JSON Schema of the policy file.
+    Schema,
+    /// Show what apply would change.
+    Plan {
+        #[command(flatten)]
+        source: Source,
+        /// Plan against an exported snapshot instead of the live kernel
+        /// (no root needed).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Exit 2 when there are changes, 0 when none, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Save the plan for a later `emptcp apply PLANFILE`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Converge the kernel to the policy (or execute a saved plan).
+    Apply {
+        /// A plan saved by `plan --out`; refused if the live state changed since.
+        planfile: Option<PathBuf>,
+        #[arg(short = 'f', long = "file", conflicts_with = "planfile")]
+        file: Option<PathBuf>,
+        #[arg(short = 'd', long = "dir", conflicts_with_all = ["planfile", "file"])]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Show what is live: interfaces, links, programs, chains, counters.
+    Status,
+    /// Snapshot operations.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+    /// Detach everything emptcp attached and remove every pin under the root.
+    Destroy,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print the observed state as a JSON snapshot (for `plan --state`).
+    Export,
+}

@@ -1,0 +1,245 @@
+//! The binary's edge: parse arguments, run one command, map errors to exit
+//! codes in one place (0 ok / no changes, 1 error, 2 changes present with
+//! --detailed-exitcode).
+mod args;
+
+use std::{io::Write as _, path::Path, time::Instant};
+
+use anyhow::{Context as _, bail};
+pub use args::Cli;
+use args::{Command, LogFormat, Output, Overrides, Source, StateCommand};
+
+use crate::{
+    apply::{self, Applier},
+    desired::Desired,
+    layout::Layout,
+    netns,
+    object::Object,
+    observe::{self, Observed},
+    plan::{self, Plan, PlanOptions},
+    policy::{self, Policy},
+    status,
+};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_CHANGES: i32 = 2;
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EMPTCP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn load_policy(file: Option<&Path>, dir: Option<&Path>) -> anyhow::Result<Policy> {
+    let r = match (file, dir) {
+        (Some(f), _) => policy::load_file(f),
+        (_, Some(d)) => policy::load_dir(d),
+        _ => bail!("give a policy with -f FILE or -d DIR"),
+    };
+    r.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn desired(p: &Policy, object: &Object) -> anyhow::Result<Desired> {
+    Desired::new(p, object).map_err(|errs| {
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!(
+            "the policy cannot be applied by this build:\n  {}",
+            msgs.join("\n  ")
+        )
+    })
+}
+
+fn make_plan(d: &Desired, o: &Observed, ov: Overrides) -> anyhow::Result<Plan> {
+    let opts = PlanOptions {
+        force: ov.force,
+        allow_state_loss: ov.allow_state_loss,
+    };
+    plan::plan(d, o, opts).map_err(|errs| {
+        let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("cannot plan:\n  {}", msgs.join("\n  "))
+    })
+}
+
+fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Text => {
+            let mut out = anstream::stdout();
+            write!(out, "{}", plan::render_text(plan))?;
+        }
+        Output::Json => println!("{}", plan::render_json(plan)),
+    }
+    Ok(())
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    // setns must happen before any other thread exists.
+    if let Some(ns) = &cli.netns {
+        netns::enter(ns)?;
+    }
+    let layout = Layout::new(&cli.bpffs_root);
+    match cli.command {
+        Command::Validate { source } => {
+            let p = load_policy(source.file.as_deref(), source.dir.as_deref())?;
+            let object = Object::load()?;
+            desired(&p, &object)?;
+            match cli.output {
+                Output::Text => println!(
+                    "policy is valid: {} interface(s), {} chain(s)",
+                    p.interfaces.len(),
+                    p.chains.len()
+                ),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "interfaces": p.interfaces.len(), "chains": p.chains.len()})
+                ),
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Schema => {
+            print!("{}", policy::schema_json());
+            Ok(EXIT_OK)
+        }
+        Command::Plan {
+            source,
+            state,
+            detailed_exitcode,
+            out,
+            overrides,
+        } => {
+            let Source { file, dir } = source;
+            let p = load_policy(file.as_deref(), dir.as_deref())?;
+            let object = Object::load()?;
+            let d = desired(&p, &object)?;
+            let o = match &state {
+                Some(path) => read_snapshot(path)?,
+                None => observe::observe(&layout)?,
+            };
+            let plan = make_plan(&d, &o, overrides)?;
+            print_plan(&plan, cli.output)?;
+            if let Some(out) = out {
+                std::fs::write(&out, plan::render_json(&plan))
+                    .with_context(|| format!("writing plan to {}", out.display()))?;
+            }
+            Ok(if detailed_exitcode && !plan.is_empty() {
+                EXIT_CHANGES
+            } else {
+                EXIT_OK
+            })
+        }
+        Command::Apply {
+            planfile,
+            file,
+            dir,
+            overrides,
+        } => {
+            let object = Object::load()?;
+            let started = Instant::now();
+            let _lock = apply::lock(&layout.root)?;
+            let o = observe::observe(&layout)?;
+            let plan = match &planfile {
+                Some(pf) => {
+                    let text = std::fs::read_to_string(pf)
+                        .with_context(|| format!("reading plan {}", pf.display()))?;
+                    let plan: Plan = serde_json::from_str(&text).with_context(|| {
+                        format!(
+                            "{} is not a plan saved by `emptcp plan --out`",
+                            pf.display()
+                        )
+                    })?;
+                    let live = plan::observed_hash(&o, &plan.interfaces);
+                    if live != plan.observed_hash {
+                        return Err(apply::ApplyError::Stale {
+                            planned: plan.observed_hash,
+                            live,
+                        }
+                        .into());
+                    }
+                    plan
+                }
+                None => {
+                    let p = load_policy(file.as_deref(), dir.as_deref())?;
+                    make_plan(&desired(&p, &object)?, &o, overrides)?
+                }
+            };
+            if cli.output == Output::Text {
+                print_plan(&plan, cli.output)?;
+            }
+            let n = Applier::new(&layout, &object).apply(&plan)?;
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            match cli.output {
+                Output::Text => println!("Apply complete: {n} step(s) in {ms:.1} ms."),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({"applied_steps": n, "elapsed_ms": ms, "plan": plan})
+                ),
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Status => {
+            let o = observe::observe(&layout)?;
+            let s = status::status(&layout, &o);
+            match cli.output {
+                Output::Text => print!("{}", status::render_text(&s)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+            }
+            Ok(EXIT_OK)
+        }
+        Command::State {
+            command: StateCommand::Export,
+        } => {
+            let o = observe::observe(&layout)?;
+            println!("{}", serde_json::to_string_pretty(&o)?);
+            Ok(EXIT_OK)
+        }
+        Command::Destroy => {
+            let object = Object::load()?;
+            if !layout.root.exists() {
+                println!(
+                    "Nothing to destroy: {} does not exist.",
+                    layout.root.display()
+                );
+                return Ok(EXIT_OK);
+            }
+            let lock = apply::lock(&layout.root)?;
+            let o = observe::observe(&layout)?;
+            let plan = plan::destroy(&o);
+            if cli.output == Output::Text {
+                print_plan(&plan, cli.output)?;
+            }
+            // The root directory is removed by the last step; the lock is
+            // on its (still open) fd, which is fine.
+            let n = Applier::new(&layout, &object).apply(&plan)?;
+            drop(lock);
+            println!("Destroy complete: {n} step(s).");
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn read_snapshot(path: &Path) -> anyhow::Result<Observed> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading snapshot {}", path.display()))?;
+    let o: Observed = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a snapshot from `emptcp state export`",
+            path.display()
+        )
+    })?;
+    if o.snapshot_version != observe::SNAPSHOT_VERSION {
+        bail!(
+            "snapshot {} has version {}, this emptcp reads version {}; export it again with this version",
+            path.display(),
+            o.snapshot_version,
+            observe::SNAPSHOT_VERSION
+        );
+    }
+    Ok(o)
+}

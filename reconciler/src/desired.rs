@@ -1,0 +1,203 @@
+//! Desired state: the policy normalized against the eBPF object that will be
+//! loaded. Pure; the only check that needs the object is that each action's
+//! program exists in it.
+use std::collections::{BTreeMap, BTreeSet};
+
+use emptcp_common::{Action as Slot, SEL_LOCAL, SEL_LOCAL_PORTS, SEL_REMOTE, SEL_REMOTE_PORTS};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    object::{MapDef, Object},
+    policy::{self, Action, Hook, Policy},
+    state::{Dir, StepEntry, ThresholdEntry},
+};
+
+/// Name of the flow table map, whose capacity the policy sets.
+pub const FLOWS_MAP: &str = "FLOWS";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    Auto,
+    Native,
+    Skb,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredIface {
+    pub mode: XdpMode,
+    pub chains: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredChain {
+    pub steps: Vec<StepEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<ThresholdEntry>,
+    pub selector_flags: u32,
+    pub prefixes: BTreeSet<(Dir, IpNet)>,
+    pub ports: BTreeSet<(Dir, u16)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    pub object_sha256: String,
+    pub programs: Vec<String>,
+    pub maps: BTreeMap<String, MapDef>,
+    /// Map capacities the policy sets (differ from the object's default).
+    pub map_overrides: BTreeMap<String, u32>,
+    pub interfaces: BTreeMap<String, DesiredIface>,
+    pub chains: BTreeMap<String, DesiredChain>,
+    /// Chain names in policy order (ids for new chains are given in it).
+    pub chain_order: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    #[error(
+        "chain '{chain}': action '{action}' has no program in this build's eBPF object (available: {available})"
+    )]
+    UnsupportedAction {
+        chain: String,
+        action: String,
+        available: String,
+    },
+    #[error("chain '{0}': hook 'egress' is not supported by this version yet; use hook: ingress")]
+    EgressUnsupported(String),
+    #[error(
+        "packet_copy '{0}' is not supported by this version yet; remove the packet_copy section"
+    )]
+    PacketCopyUnsupported(String),
+}
+
+/// The slot (tail-call index) and argument of a policy action.
+pub fn slot_of(a: &Action) -> (Slot, u32) {
+    match a {
+        Action::RecordFlow => (Slot::RecordFlow, 0),
+        Action::StripAddAddr => (Slot::StripAddAddr, 0),
+        Action::RecoverAddAddr => (Slot::RecoverAddAddr, 0),
+        Action::SetBackup { backup } => (Slot::SetBackup, u32::from(*backup)),
+        Action::SetWindow { bytes } => (Slot::SetWindow, *bytes),
+        Action::Count => (Slot::Count, 0),
+        Action::Drop => (Slot::Drop, 0),
+    }
+}
+
+impl Desired {
+    pub fn new(policy: &Policy, object: &Object) -> Result<Desired, Vec<DesiredError>> {
+        let mut errors = Vec::new();
+        let mut maps = object.maps.clone();
+        let mut map_overrides = BTreeMap::new();
+        if let Some(flows) = maps.get_mut(FLOWS_MAP) {
+            flows.max_entries = policy.settings.flow_capacity;
+            map_overrides.insert(FLOWS_MAP.to_string(), policy.settings.flow_capacity);
+        }
+        let available: Vec<&str> = object.action_programs().collect();
+        let mut chains = BTreeMap::new();
+        for c in &policy.chains {
+            if c.hook == Hook::Egress {
+                errors.push(DesiredError::EgressUnsupported(c.name.clone()));
+            }
+            let mut steps = Vec::new();
+            for a in &c.actions {
+                let (slot, arg) = slot_of(a);
+                if !available.contains(&slot.name()) {
+                    errors.push(DesiredError::UnsupportedAction {
+                        chain: c.name.clone(),
+                        action: slot.name().to_string(),
+                        available: available.join(", "),
+                    });
+                }
+                steps.push(StepEntry {
+                    action: slot.name().to_string(),
+                    arg,
+                });
+            }
+            chains.insert(c.name.clone(), chain_of(c, steps));
+        }
+        for pc in &policy.packet_copy {
+            errors.push(DesiredError::PacketCopyUnsupported(pc.name.clone()));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let interfaces = policy
+            .interfaces
+            .iter()
+            .map(|i| {
+                let mode = match i.xdp_mode {
+                    policy::XdpMode::Auto => XdpMode::Auto,
+                    policy::XdpMode::Native => XdpMode::Native,
+                    policy::XdpMode::Skb => XdpMode::Skb,
+                };
+                (
+                    i.name.clone(),
+                    DesiredIface {
+                        mode,
+                        chains: i.chains.clone(),
+                    },
+                )
+            })
+            .collect();
+        Ok(Desired {
+            object_sha256: object.sha256.clone(),
+            programs: object.programs.clone(),
+            maps,
+            map_overrides,
+            interfaces,
+            chains,
+            chain_order: policy.chains.iter().map(|c| c.name.clone()).collect(),
+        })
+    }
+
+    /// The desired state of `destroy`: nothing at all.
+    pub fn empty(object: &Object) -> Desired {
+        Desired {
+            object_sha256: object.sha256.clone(),
+            programs: object.programs.clone(),
+            maps: object.maps.clone(),
+            map_overrides: BTreeMap::new(),
+            interfaces: BTreeMap::new(),
+            chains: BTreeMap::new(),
+            chain_order: Vec::new(),
+        }
+    }
+}
+
+fn chain_of(c: &policy::Chain, steps: Vec<StepEntry>) -> DesiredChain {
+    let m = &c.r#match;
+    let mut flags = 0;
+    let mut prefixes = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    for (dir, nets, bit) in [
+        (Dir::Remote, &m.remote, SEL_REMOTE),
+        (Dir::Local, &m.local, SEL_LOCAL),
+    ] {
+        if !nets.is_empty() {
+            flags |= bit;
+            prefixes.extend(nets.iter().map(|n| (dir, n.trunc())));
+        }
+    }
+    for (dir, ranges, bit) in [
+        (Dir::Remote, &m.remote_ports, SEL_REMOTE_PORTS),
+        (Dir::Local, &m.local_ports, SEL_LOCAL_PORTS),
+    ] {
+        if !ranges.is_empty() {
+            flags |= bit;
+            for r in ranges {
+                ports.extend((r.start..=r.end).map(|p| (dir, p)));
+            }
+        }
+    }
+    DesiredChain {
+        steps,
+        thresholds: c.thresholds.as_ref().map(|t| ThresholdEntry {
+            remove_below: t.remove_below.0,
+            recover_at: t.recover_at.0,
+        }),
+        selector_flags: flags,
+        prefixes,
+        ports,
+    }
+}

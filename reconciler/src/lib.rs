@@ -1,0 +1,20 @@
+//! emptcp: a declarative reconciler for eBPF programs that steer Multipath TCP.
+//!
+//! The pipeline, one module per stage, data flowing one way:
+//! [`policy`] (read + validate the YAML) -> [`desired`] (what the kernel
+//! should hold) -> [`observe`] (what it holds) -> [`plan`] (a pure diff) ->
+//! [`apply`] (kernel I/O). See docs/architecture.md.
+pub mod apply;
+pub mod cli;
+pub mod codec;
+pub mod desired;
+pub mod layout;
+pub mod netdev;
+pub mod netns;
+pub mod object;
+pub mod observe;
+pub mod plan;
+pub mod policy;
+pub mod state;
+pub mod status;
+pub mod sys;

@@ -1,0 +1,139 @@
+//! Interface facts of the current network namespace: index and the XDP
+//! program attached to it (ours or foreign), read from `ip -json -details
+//! link` (iproute2 speaks the netlink for us and is a declared dependency).
+use std::{collections::BTreeMap, process::Command};
+
+use serde::{Deserialize, Serialize};
+
+/// XDP attach mode as the kernel reports it (IFLA_XDP_ATTACHED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    Native,
+    Skb,
+    Hw,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XdpAttachment {
+    pub prog_id: u32,
+    pub prog_name: String,
+    pub mode: AttachMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetDev {
+    pub ifindex: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<XdpAttachment>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetdevError {
+    #[error("running `ip -json -details link show` (is iproute2 installed?)")]
+    Spawn(#[source] std::io::Error),
+    #[error("`ip -json -details link show` failed: {0}")]
+    Failed(String),
+    #[error("cannot parse `ip -json` output")]
+    Parse(#[from] serde_json::Error),
+}
+
+#[derive(Deserialize)]
+struct IpLink {
+    ifindex: u32,
+    ifname: String,
+    #[serde(default)]
+    xdp: Option<IpXdp>,
+}
+
+#[derive(Deserialize)]
+struct IpXdp {
+    mode: u32,
+    #[serde(default)]
+    prog: Option<IpProg>,
+    #[serde(default)]
+    attached: Vec<IpAttached>,
+}
+
+#[derive(Deserialize)]
+struct IpAttached {
+    mode: u32,
+    prog: IpProg,
+}
+
+#[derive(Deserialize)]
+struct IpProg {
+    id: u32,
+    #[serde(default)]
+    name: String,
+}
+
+fn mode_of(m: u32) -> Option<AttachMode> {
+    match m {
+        1 => Some(AttachMode::Native),
+        2 => Some(AttachMode::Skb),
+        3 => Some(AttachMode::Hw),
+        _ => None,
+    }
+}
+
+/// All interfaces of the current network namespace by name.
+pub fn list() -> Result<BTreeMap<String, NetDev>, NetdevError> {
+    let out = Command::new("ip")
+        .args(["-json", "-details", "link", "show"])
+        .output()
+        .map_err(NetdevError::Spawn)?;
+    if !out.status.success() {
+        return Err(NetdevError::Failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    parse(&out.stdout)
+}
+
+fn parse(json: &[u8]) -> Result<BTreeMap<String, NetDev>, NetdevError> {
+    let links: Vec<IpLink> = serde_json::from_slice(json)?;
+    Ok(links
+        .into_iter()
+        .map(|l| {
+            let xdp = l.xdp.and_then(|x| {
+                // Multi-mode (4) lists each attachment; the first is enough
+                // to know the slot is taken and by what.
+                let (mode, prog) = match (x.prog, x.attached.into_iter().next()) {
+                    (Some(p), _) => (x.mode, p),
+                    (None, Some(a)) => (a.mode, a.prog),
+                    (None, None) => return None,
+                };
+                Some(XdpAttachment {
+                    prog_id: prog.id,
+                    prog_name: prog.name,
+                    mode: mode_of(mode)?,
+                })
+            });
+            (
+                l.ifname,
+                NetDev {
+                    ifindex: l.ifindex,
+                    xdp,
+                },
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ip_json() {
+        let j = br#"[{"ifindex":1,"ifname":"lo"},
+            {"ifindex":7,"ifname":"veth0","xdp":{"mode":2,"prog":{"id":42,"name":"entry","tag":"ab","jited":1}}},
+            {"ifindex":8,"ifname":"veth1","xdp":{"mode":4,"attached":[{"mode":1,"prog":{"id":5,"name":"x"}}]}}]"#;
+        let m = parse(j).unwrap();
+        assert_eq!(m["lo"].xdp, None);
+        assert_eq!(m["veth0"].xdp.as_ref().unwrap().prog_id, 42);
+        assert_eq!(m["veth0"].xdp.as_ref().unwrap().mode, AttachMode::Skb);
+        assert_eq!(m["veth1"].xdp.as_ref().unwrap().mode, AttachMode::Native);
+    }
+}

@@ -1,0 +1,109 @@
+//! The eBPF object embedded in the binary (built by build.rs), its identity
+//! and the map definitions it declares. Pure: parsing needs no kernel, so
+//! `plan --state` works offline.
+use std::{borrow::Cow, collections::BTreeMap};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Environment variable naming an object file to load instead of the
+/// embedded one (development and upgrade tests).
+pub const OBJECT_ENV: &str = "EMPTCP_OBJECT";
+
+static EMBEDDED: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/emptcp"));
+
+/// The object built into this binary (tests derive "rebuilt" objects from it).
+pub fn embedded() -> &'static [u8] {
+    EMBEDDED
+}
+
+/// Name of the entry program (the one attached to interfaces).
+pub const ENTRY_PROGRAM: &str = "entry";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("this binary was built without its eBPF object (AYA_BUILD_SKIP was set)")]
+    Missing,
+    #[error("cannot read eBPF object {path}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot parse eBPF object")]
+    Parse(#[from] aya_obj::ParseError),
+}
+
+/// Definition of a map as the kernel reports it; compared with the pinned
+/// map before reuse (aya does not check, see TOOLCHAIN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapDef {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+}
+
+/// The object to load: bytes, hash, programs and map definitions.
+pub struct Object {
+    pub bytes: Cow<'static, [u8]>,
+    pub sha256: String,
+    pub programs: Vec<String>,
+    pub maps: BTreeMap<String, MapDef>,
+}
+
+impl Object {
+    /// The embedded object, or the file named by `EMPTCP_OBJECT`.
+    pub fn load() -> Result<Object, ObjectError> {
+        let bytes: Cow<'static, [u8]> = match std::env::var_os(OBJECT_ENV) {
+            Some(p) => Cow::Owned(std::fs::read(&p).map_err(|source| ObjectError::Read {
+                path: p.to_string_lossy().into_owned(),
+                source,
+            })?),
+            None => Cow::Borrowed(EMBEDDED),
+        };
+        Object::from_bytes(bytes)
+    }
+
+    pub fn from_bytes(bytes: Cow<'static, [u8]>) -> Result<Object, ObjectError> {
+        if bytes.is_empty() {
+            return Err(ObjectError::Missing);
+        }
+        let obj = aya_obj::Object::parse(&bytes)?;
+        let mut programs: Vec<String> = obj.programs.keys().cloned().collect();
+        programs.sort();
+        let maps = obj
+            .maps
+            .iter()
+            // .rodata/.bss/.data are rewritten on every load, never pinned.
+            .filter(|(name, _)| !name.starts_with('.'))
+            .map(|(name, m)| {
+                (
+                    name.clone(),
+                    MapDef {
+                        map_type: m.map_type(),
+                        key_size: m.key_size(),
+                        value_size: m.value_size(),
+                        max_entries: m.max_entries(),
+                        flags: m.map_flags(),
+                    },
+                )
+            })
+            .collect();
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        Ok(Object {
+            bytes,
+            sha256,
+            programs,
+            maps,
+        })
+    }
+
+    /// Action programs (every program but the entry).
+    pub fn action_programs(&self) -> impl Iterator<Item = &str> {
+        self.programs
+            .iter()
+            .map(String::as_str)
+            .filter(|p| *p != ENTRY_PROGRAM)
+    }
+}

@@ -1,0 +1,263 @@
+//! Observe: read what is live under the bpffs root (our pinned maps,
+//! programs and links, the entries we own) and the interfaces of the
+//! network namespace. Returns plain data that serializes to a snapshot
+//! (`emptcp state export`), so `plan --state` needs no kernel.
+//!
+//! Contract: read-only, never creates or removes anything.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapInfo},
+    programs::ProgramInfo,
+};
+use emptcp_common::{
+    ChainDef, IfaceChains, LpmV4, LpmV6, ObjectMeta, PROG_SLOTS, PortKey, Selector, Thresholds,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    codec,
+    layout::{self, Layout},
+    netdev::{self, NetDev},
+    object::MapDef,
+    state::Entries,
+    sys,
+};
+
+/// Snapshot format version (bumped on incompatible changes).
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedMeta {
+    pub layout_version: u32,
+    pub object_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedProg {
+    pub id: u32,
+    pub tag: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedLink {
+    pub id: u32,
+    pub prog_id: u32,
+    /// 0 when the interface it was attached to is gone.
+    pub ifindex: u32,
+}
+
+/// Everything observe found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    pub snapshot_version: u32,
+    pub root: PathBuf,
+    /// Kernel release the snapshot was taken on (informational).
+    #[serde(default)]
+    pub kernel: String,
+    pub meta: Option<ObservedMeta>,
+    /// Pinned maps by name (`old-NAME` while a migration is in flight).
+    pub maps: BTreeMap<String, MapDef>,
+    /// Pinned programs by name.
+    pub programs: BTreeMap<String, ObservedProg>,
+    /// PROGS slot -> program id.
+    pub prog_slots: BTreeMap<u32, u32>,
+    /// Pinned XDP links by interface name.
+    pub links: BTreeMap<String, ObservedLink>,
+    /// Interfaces of the network namespace.
+    pub netdevs: BTreeMap<String, NetDev>,
+    /// Entries of the configuration maps.
+    pub entries: Entries,
+    /// Files under the root that are not part of our layout (never touched).
+    pub unknown: Vec<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("reading {path}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading pinned {what} {path}: {detail}")]
+    Pin {
+        what: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error(transparent)]
+    Netdev(#[from] netdev::NetdevError),
+}
+
+fn pin_err(what: &'static str, path: &Path, e: impl std::fmt::Display) -> ObserveError {
+    ObserveError::Pin {
+        what,
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ObserveError + '_ {
+    move |source| ObserveError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads the live state. Missing root = nothing applied yet (not an error).
+pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
+    let mut o = Observed {
+        snapshot_version: SNAPSHOT_VERSION,
+        root: layout.root.clone(),
+        kernel: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        netdevs: netdev::list()?,
+        ..Default::default()
+    };
+    if !layout.root.exists() {
+        return Ok(o);
+    }
+    for name in layout::list(&layout.root).map_err(io_err(&layout.root))? {
+        if !matches!(name.as_str(), "maps" | "progs" | "links") {
+            o.unknown.push(layout.root.join(name));
+        }
+    }
+    let maps_dir = layout.maps_dir();
+    for name in layout::list(&maps_dir).map_err(io_err(&maps_dir))? {
+        let p = maps_dir.join(&name);
+        let info = MapInfo::from_pin(&p).map_err(|e| pin_err("map", &p, e))?;
+        o.maps.insert(
+            name,
+            MapDef {
+                map_type: info.map_type().map(|t| t as u32).unwrap_or(0),
+                key_size: info.key_size(),
+                value_size: info.value_size(),
+                max_entries: info.max_entries(),
+                flags: info.map_flags(),
+            },
+        );
+    }
+    let progs_dir = layout.progs_dir();
+    for name in layout::list(&progs_dir).map_err(io_err(&progs_dir))? {
+        let p = progs_dir.join(&name);
+        let info = ProgramInfo::from_pin(&p).map_err(|e| pin_err("program", &p, e))?;
+        o.programs.insert(
+            name,
+            ObservedProg {
+                id: info.id(),
+                tag: format!("{:016x}", info.tag()),
+            },
+        );
+    }
+    let links_dir = layout.xdp_links_dir();
+    for name in layout::list(&links_dir).map_err(io_err(&links_dir))? {
+        let p = links_dir.join(&name);
+        let fd = sys::obj_get(&p).map_err(|e| pin_err("link", &p, e))?;
+        let f = sys::link_facts(&fd).map_err(|e| pin_err("link", &p, e))?;
+        o.links.insert(
+            name,
+            ObservedLink {
+                id: f.id,
+                prog_id: f.prog_id,
+                ifindex: f.ifindex,
+            },
+        );
+    }
+    read_slots(layout, &mut o)?;
+    read_entries(layout, &mut o)?;
+    Ok(o)
+}
+
+fn read_slots(layout: &Layout, o: &mut Observed) -> Result<(), ObserveError> {
+    if !o.maps.contains_key("PROGS") {
+        return Ok(());
+    }
+    let p = layout.map("PROGS");
+    let fd = sys::obj_get(&p).map_err(|e| pin_err("map", &p, e))?;
+    for slot in 0..PROG_SLOTS {
+        if let Some(id) = sys::prog_array_get(&fd, slot).map_err(|e| pin_err("map", &p, e))? {
+            o.prog_slots.insert(slot, id);
+        }
+    }
+    Ok(())
+}
+
+/// Opens a pinned map if it exists and has the key/value sizes of `K`/`V`.
+/// A map with another layout is left to the planner (it plans a
+/// replacement); its entries are not ours to decode.
+fn open(layout: &Layout, o: &Observed, name: &str, k: usize, v: usize) -> Option<(PathBuf, Map)> {
+    let def = o.maps.get(name)?;
+    if def.key_size as usize != k || def.value_size as usize != v {
+        return None;
+    }
+    let p = layout.map(name);
+    let md = MapData::from_pin(&p).ok()?;
+    Map::from_map_data(md).ok().map(|m| (p, m))
+}
+
+macro_rules! each_hash {
+    ($layout:expr, $o:expr, $name:literal, $k:ty, $v:ty, |$key:ident, $val:ident| $body:expr) => {
+        if let Some((p, m)) = open($layout, $o, $name, size_of::<$k>(), size_of::<$v>()) {
+            let map: HashMap<MapData, $k, $v> =
+                HashMap::try_from(m).map_err(|e| pin_err("map", &p, e))?;
+            for r in map.iter() {
+                let ($key, $val) = r.map_err(|e| pin_err("map", &p, e))?;
+                $body;
+            }
+        }
+    };
+}
+
+fn read_entries(layout: &Layout, o: &mut Observed) -> Result<(), ObserveError> {
+    let mut e = Entries::default();
+    each_hash!(layout, o, "CHAINS", u32, ChainDef, |k, v| e
+        .chains
+        .insert(k, codec::chain_from_kernel(&v)));
+    each_hash!(layout, o, "THRESHOLDS", u32, Thresholds, |k, v| e
+        .thresholds
+        .insert(k, codec::thresholds_from_kernel(&v)));
+    each_hash!(layout, o, "SELECTORS", u32, Selector, |k, v| e
+        .selectors
+        .insert(k, v.flags));
+    each_hash!(layout, o, "PORTS", PortKey, u8, |k, _v| e
+        .ports
+        .insert(codec::port_from_kernel(&k)));
+    each_hash!(layout, o, "IFACES", u32, IfaceChains, |k, v| e
+        .ifaces
+        .insert(k, codec::iface_from_kernel(&v)));
+    if let Some((p, m)) = open(layout, o, "SEL_V4", 4 + size_of::<LpmV4>(), 1) {
+        let t: LpmTrie<MapData, LpmV4, u8> =
+            LpmTrie::try_from(m).map_err(|e| pin_err("map", &p, e))?;
+        for r in t.iter() {
+            let (k, _) = r.map_err(|e| pin_err("map", &p, e))?;
+            e.prefixes
+                .extend(codec::prefix_v4_from_kernel(k.prefix_len(), &k.data()));
+        }
+    }
+    if let Some((p, m)) = open(layout, o, "SEL_V6", 4 + size_of::<LpmV6>(), 1) {
+        let t: LpmTrie<MapData, LpmV6, u8> =
+            LpmTrie::try_from(m).map_err(|e| pin_err("map", &p, e))?;
+        for r in t.iter() {
+            let (k, _) = r.map_err(|e| pin_err("map", &p, e))?;
+            e.prefixes
+                .extend(codec::prefix_v6_from_kernel(k.prefix_len(), &k.data()));
+        }
+    }
+    if let Some((p, m)) = open(layout, o, "META", 4, size_of::<ObjectMeta>()) {
+        let a: Array<MapData, ObjectMeta> =
+            Array::try_from(m).map_err(|e| pin_err("map", &p, e))?;
+        let meta = a.get(&0, 0).map_err(|e| pin_err("map", &p, e))?;
+        if meta.layout_version != 0 {
+            o.meta = Some(ObservedMeta {
+                layout_version: meta.layout_version,
+                object_sha256: hex::encode(meta.object_sha256),
+            });
+        }
+    }
+    o.entries = e;
+    Ok(())
+}

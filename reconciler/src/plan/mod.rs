@@ -1,0 +1,696 @@
+//! Plan: a pure function from (desired, observed) to an ordered list of
+//! idempotent steps. No I/O. The order keeps traffic from ever seeing a half
+//! state: new programs and entries first, then selectors and interface
+//! lists switch to them, then links swap, then stale entries and pins go,
+//! and META is written last.
+mod render;
+pub use render::describe;
+mod step;
+mod view;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use emptcp_common::{Action, LAYOUT_VERSION, MAX_CHAINS};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+pub use render::{render_json, render_text};
+pub use step::{Change, Step};
+pub use view::View;
+
+use crate::{
+    desired::{Desired, XdpMode},
+    layout::OLD_PREFIX,
+    netdev::{AttachMode, NetDev},
+    object::{ENTRY_PROGRAM, MapDef},
+    observe::Observed,
+    state::{Entries, IfaceEntry, PortEntry},
+};
+
+/// Maps whose every entry apply writes from the policy: replacing them loses
+/// nothing. Every other map holds datapath state (flows, counters).
+pub const CONFIG_MAPS: &[&str] = &[
+    "PROGS",
+    "CHAINS",
+    "THRESHOLDS",
+    "SELECTORS",
+    "SEL_V4",
+    "SEL_V6",
+    "PORTS",
+    "IFACES",
+    "META",
+];
+
+const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Replace foreign XDP programs on the policy's interfaces.
+    pub force: bool,
+    /// Allow replacing a state map whose definition changed and cannot be
+    /// migrated (its contents are lost).
+    pub allow_state_loss: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub object_sha256: String,
+    /// Hash of the observed state the plan was computed from; apply of a
+    /// saved plan refuses when the live state no longer has it.
+    pub observed_hash: String,
+    /// Interfaces the plan looked at (their facts are part of the hash).
+    pub interfaces: Vec<String>,
+    pub steps: Vec<Step>,
+    /// Facts worth telling that need no step (e.g. a missing interface).
+    pub notes: Vec<String>,
+    pub before: View,
+    pub after: View,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "interface {iface} has a foreign XDP program attached (id {prog_id}, name '{prog_name}', mode {mode:?}); emptcp never detaches programs it did not attach: remove it, or re-run with --force to replace it"
+    )]
+    Foreign {
+        iface: String,
+        prog_id: u32,
+        prog_name: String,
+        mode: AttachMode,
+    },
+    #[error(
+        "map {name} holds datapath state and its definition changed ({before:?} -> {after:?}) in a way that cannot be migrated; re-run with --allow-state-loss to replace it (its contents are lost)"
+    )]
+    StateLoss {
+        name: String,
+        before: MapDef,
+        after: MapDef,
+    },
+    #[error(
+        "more than {max} chains would be live (ids are kept for existing chains); apply a policy with fewer chains first"
+    )]
+    TooManyChains { max: u32 },
+}
+
+/// Hash of the parts of `o` a plan depends on.
+pub fn observed_hash(o: &Observed, interfaces: &[String]) -> String {
+    #[derive(Serialize)]
+    struct Relevant<'a> {
+        meta: &'a Option<crate::observe::ObservedMeta>,
+        maps: &'a BTreeMap<String, MapDef>,
+        programs: &'a BTreeMap<String, crate::observe::ObservedProg>,
+        prog_slots: &'a BTreeMap<u32, u32>,
+        links: &'a BTreeMap<String, crate::observe::ObservedLink>,
+        entries: &'a Entries,
+        netdevs: BTreeMap<&'a String, &'a NetDev>,
+    }
+    let r = Relevant {
+        meta: &o.meta,
+        maps: &o.maps,
+        programs: &o.programs,
+        prog_slots: &o.prog_slots,
+        links: &o.links,
+        entries: &o.entries,
+        netdevs: o
+            .netdevs
+            .iter()
+            .filter(|(n, _)| interfaces.contains(n) || o.links.contains_key(*n))
+            .collect(),
+    };
+    let json = serde_json::to_vec(&r).unwrap_or_default();
+    hex::encode(Sha256::digest(json))
+}
+
+fn migratable(before: &MapDef, after: &MapDef) -> bool {
+    before.map_type == after.map_type
+        && before.key_size == after.key_size
+        && before.value_size == after.value_size
+        && before.flags == after.flags
+        && matches!(
+            after.map_type,
+            BPF_MAP_TYPE_HASH | BPF_MAP_TYPE_ARRAY | BPF_MAP_TYPE_LRU_HASH
+        )
+}
+
+/// Computes the plan. Pure.
+pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<PlanError>> {
+    let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    let mut s = Steps::default();
+
+    // --- maps and the object ------------------------------------------------
+    let mut retired: BTreeSet<&str> = BTreeSet::new();
+    let mut creates = Vec::new();
+    for (name, want) in &d.maps {
+        match o.maps.get(name) {
+            None => creates.push(name.clone()),
+            Some(have) if have == want => {}
+            Some(have) => {
+                let config = CONFIG_MAPS.contains(&name.as_str());
+                let migrate = !config && migratable(have, want);
+                if !config && !migrate && !opts.allow_state_loss {
+                    errors.push(PlanError::StateLoss {
+                        name: name.clone(),
+                        before: *have,
+                        after: *want,
+                    });
+                    continue;
+                }
+                retired.insert(name);
+                creates.push(name.clone());
+                s.retire.push(Step::RetireMap {
+                    name: name.clone(),
+                    before: *have,
+                    after: *want,
+                    migrate,
+                });
+                if migrate {
+                    s.copy.push(Step::CopyMap { name: name.clone() });
+                }
+                s.unpin.push(unpin_map(&format!("{OLD_PREFIX}{name}")));
+            }
+        }
+    }
+    let meta_ok = o
+        .meta
+        .as_ref()
+        .is_some_and(|m| m.object_sha256 == d.object_sha256 && m.layout_version == LAYOUT_VERSION);
+    let progs_ok = d.programs.iter().all(|p| o.programs.contains_key(p));
+    let need_load = !meta_ok || !progs_ok || !creates.is_empty();
+    if need_load {
+        s.load.push(Step::LoadObject {
+            object_sha256: d.object_sha256.clone(),
+            creates_maps: creates,
+            max_entries: d.map_overrides.clone(),
+        });
+    }
+    // Leftovers of an interrupted migration: finish it.
+    for (name, have) in &o.maps {
+        let Some(base) = name.strip_prefix(OLD_PREFIX) else {
+            continue;
+        };
+        if retired.contains(base) {
+            // Retired again in this plan: RetireMap replaces the older
+            // copy and its unpin is already planned.
+            continue;
+        }
+        if let Some(want) = d.maps.get(base)
+            && !CONFIG_MAPS.contains(&base)
+            && migratable(have, want)
+        {
+            s.copy.push(Step::CopyMap { name: base.into() });
+        }
+        s.unpin.push(unpin_map(name));
+    }
+    for name in o.maps.keys() {
+        if !name.starts_with(OLD_PREFIX) && !d.maps.contains_key(name) {
+            s.unpin.push(unpin_map(name));
+        }
+    }
+
+    // --- tail-call slots ---------------------------------------------------
+    let mut wanted_slots = BTreeSet::new();
+    for a in Action::ALL {
+        if !d.programs.iter().any(|p| p == a.name()) {
+            continue;
+        }
+        let slot = a as u32;
+        wanted_slots.insert(slot);
+        let have = if retired.contains("PROGS") {
+            None
+        } else {
+            o.prog_slots.get(&slot).copied()
+        };
+        let pinned = o.programs.get(a.name()).map(|p| p.id);
+        if need_load || have.is_none() || have != pinned {
+            s.slots.push(Step::SetSlot {
+                action: a.name().into(),
+                slot,
+                before: have,
+            });
+        }
+    }
+    if !retired.contains("PROGS") {
+        for (slot, id) in &o.prog_slots {
+            if !wanted_slots.contains(slot) {
+                s.clear_slots.push(Step::ClearSlot {
+                    slot: *slot,
+                    before: *id,
+                });
+            }
+        }
+    }
+
+    // --- entries -------------------------------------------------------------
+    let ids = match allocate_ids(d, o) {
+        Ok(ids) => ids,
+        Err(e) => {
+            errors.push(e);
+            BTreeMap::new()
+        }
+    };
+    let want = desired_entries(d, o, &ids, &mut notes);
+    let have = effective_entries(o, &retired);
+    diff_entries(&want, &have, &ids, &mut s);
+
+    // --- links ------------------------------------------------------------------
+    let entry_prog = o.programs.get(ENTRY_PROGRAM).map(|p| p.id);
+    for (name, iface) in &d.interfaces {
+        let Some(dev) = o.netdevs.get(name) else {
+            continue; // noted in desired_entries
+        };
+        let mut link_ok = false;
+        if let Some(link) = o.links.get(name) {
+            let attached_here = link.ifindex == dev.ifindex
+                && dev.xdp.as_ref().is_some_and(|x| x.prog_id == link.prog_id);
+            let mode_ok = dev
+                .xdp
+                .as_ref()
+                .is_some_and(|x| mode_matches(iface.mode, x.mode));
+            if attached_here && mode_ok {
+                link_ok = true;
+                if need_load || Some(link.prog_id) != entry_prog {
+                    s.links.push(Step::UpdateLink {
+                        iface: name.clone(),
+                        link_id: link.id,
+                        before_prog: link.prog_id,
+                    });
+                }
+            } else {
+                if attached_here {
+                    notes.push(format!(
+                        "{name}: XDP mode changes to {:?}: the program is re-attached (not hitless)",
+                        iface.mode
+                    ));
+                }
+                s.relink.push(Step::Detach {
+                    iface: name.clone(),
+                    link_id: link.id,
+                });
+            }
+        }
+        if link_ok {
+            continue;
+        }
+        let ours = o.links.get(name).map(|l| l.prog_id);
+        if let Some(x) = &dev.xdp
+            && Some(x.prog_id) != ours
+        {
+            if opts.force {
+                s.relink.push(Step::DetachForeign {
+                    iface: name.clone(),
+                    prog_id: x.prog_id,
+                    prog_name: x.prog_name.clone(),
+                    mode: x.mode,
+                });
+            } else {
+                errors.push(PlanError::Foreign {
+                    iface: name.clone(),
+                    prog_id: x.prog_id,
+                    prog_name: x.prog_name.clone(),
+                    mode: x.mode,
+                });
+            }
+        }
+        s.links.push(Step::Attach {
+            iface: name.clone(),
+            ifindex: dev.ifindex,
+            mode: iface.mode,
+        });
+    }
+    for (name, link) in &o.links {
+        if !d.interfaces.contains_key(name) || !o.netdevs.contains_key(name) {
+            s.detach.push(Step::Detach {
+                iface: name.clone(),
+                link_id: link.id,
+            });
+        }
+    }
+    for name in o.programs.keys() {
+        if !d.programs.contains(name) {
+            s.unpin.push(Step::Unpin {
+                path: format!("progs/{name}"),
+                what: "program of an older object".into(),
+            });
+        }
+    }
+    if need_load || !meta_ok {
+        s.meta.push(Step::WriteMeta {
+            object_sha256: d.object_sha256.clone(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let interfaces: Vec<String> = d.interfaces.keys().cloned().collect();
+    Ok(Plan {
+        object_sha256: d.object_sha256.clone(),
+        observed_hash: observed_hash(o, &interfaces),
+        interfaces,
+        steps: s.into_ordered(),
+        notes,
+        before: View::observed(o),
+        after: View::desired(d),
+    })
+}
+
+/// The plan of `destroy`: detach every link of ours, remove every pin and
+/// the root. Pure.
+pub fn destroy(o: &Observed) -> Plan {
+    let mut steps = Vec::new();
+    for (name, link) in &o.links {
+        steps.push(Step::Detach {
+            iface: name.clone(),
+            link_id: link.id,
+        });
+    }
+    for name in o.programs.keys() {
+        steps.push(Step::Unpin {
+            path: format!("progs/{name}"),
+            what: "program".into(),
+        });
+    }
+    for name in o.maps.keys() {
+        steps.push(unpin_map(name));
+    }
+    if o.root.exists() || !steps.is_empty() {
+        steps.push(Step::RemoveRoot {
+            path: o.root.display().to_string(),
+        });
+    }
+    Plan {
+        object_sha256: String::new(),
+        observed_hash: observed_hash(o, &[]),
+        interfaces: Vec::new(),
+        steps,
+        notes: Vec::new(),
+        before: View::observed(o),
+        after: View::default(),
+    }
+}
+
+fn unpin_map(name: &str) -> Step {
+    Step::Unpin {
+        path: format!("maps/{name}"),
+        what: if name.starts_with(OLD_PREFIX) {
+            "map replaced by a new definition".into()
+        } else {
+            "map no longer in the object".into()
+        },
+    }
+}
+
+fn mode_matches(want: XdpMode, have: AttachMode) -> bool {
+    match want {
+        XdpMode::Auto => true,
+        XdpMode::Native => have == AttachMode::Native,
+        XdpMode::Skb => have == AttachMode::Skb,
+    }
+}
+
+/// Keeps the id of every chain that exists by name; new chains take the
+/// lowest free ids in policy order.
+fn allocate_ids(d: &Desired, o: &Observed) -> Result<BTreeMap<String, u32>, PlanError> {
+    let mut ids = BTreeMap::new();
+    let mut used = BTreeSet::new();
+    for (id, c) in &o.entries.chains {
+        if d.chains.contains_key(&c.name) && !ids.contains_key(&c.name) {
+            ids.insert(c.name.clone(), *id);
+        }
+        used.insert(*id);
+    }
+    let mut next = 0u32;
+    for name in &d.chain_order {
+        if ids.contains_key(name) {
+            continue;
+        }
+        // Ids of chains being deleted are not reused in the same plan, so
+        // a packet never sees a new chain with an old chain's entries.
+        while used.contains(&next) {
+            next += 1;
+        }
+        if next >= MAX_CHAINS {
+            return Err(PlanError::TooManyChains { max: MAX_CHAINS });
+        }
+        ids.insert(name.clone(), next);
+        used.insert(next);
+    }
+    Ok(ids)
+}
+
+fn desired_entries(
+    d: &Desired,
+    o: &Observed,
+    ids: &BTreeMap<String, u32>,
+    notes: &mut Vec<String>,
+) -> Entries {
+    let mut e = Entries::default();
+    for (name, c) in &d.chains {
+        let Some(&id) = ids.get(name) else { continue };
+        e.chains.insert(
+            id,
+            crate::state::ChainEntry {
+                name: name.clone(),
+                steps: c.steps.clone(),
+            },
+        );
+        if let Some(t) = c.thresholds {
+            e.thresholds.insert(id, t);
+        }
+        e.selectors.insert(id, c.selector_flags);
+        for (dir, net) in &c.prefixes {
+            e.prefixes.insert(crate::state::PrefixEntry {
+                chain: id,
+                dir: *dir,
+                prefix: *net,
+            });
+        }
+        for (dir, port) in &c.ports {
+            e.ports.insert(PortEntry {
+                chain: id,
+                dir: *dir,
+                port: *port,
+            });
+        }
+    }
+    for (name, iface) in &d.interfaces {
+        let Some(dev) = o.netdevs.get(name) else {
+            notes.push(format!(
+                "interface {name} does not exist (yet): nothing to attach; it is attached by the first apply after it appears"
+            ));
+            continue;
+        };
+        e.ifaces.insert(
+            dev.ifindex,
+            IfaceEntry {
+                name: name.clone(),
+                chains: iface
+                    .chains
+                    .iter()
+                    .filter_map(|c| ids.get(c).copied())
+                    .collect(),
+            },
+        );
+    }
+    e
+}
+
+/// Observed entries, minus those of maps being replaced (they start empty).
+fn effective_entries(o: &Observed, retired: &BTreeSet<&str>) -> Entries {
+    let mut e = o.entries.clone();
+    let gone = |m: &str| retired.contains(m) || !o.maps.contains_key(m);
+    if gone("CHAINS") {
+        e.chains.clear();
+    }
+    if gone("THRESHOLDS") {
+        e.thresholds.clear();
+    }
+    if gone("SELECTORS") {
+        e.selectors.clear();
+    }
+    if gone("SEL_V4") {
+        e.prefixes.retain(|p| !p.prefix.addr().is_ipv4());
+    }
+    if gone("SEL_V6") {
+        e.prefixes.retain(|p| !p.prefix.addr().is_ipv6());
+    }
+    if gone("PORTS") {
+        e.ports.clear();
+    }
+    if gone("IFACES") {
+        e.ifaces.clear();
+    }
+    e
+}
+
+fn chain_name(ids: &BTreeMap<String, u32>, have: &Entries, id: u32) -> String {
+    ids.iter()
+        .find(|(_, v)| **v == id)
+        .map(|(k, _)| k.clone())
+        .or_else(|| have.chains.get(&id).map(|c| c.name.clone()))
+        .unwrap_or_else(|| format!("#{id}"))
+}
+
+fn diff_entries(want: &Entries, have: &Entries, ids: &BTreeMap<String, u32>, s: &mut Steps) {
+    let name = |id: u32| chain_name(ids, have, id);
+    for (id, t) in &want.thresholds {
+        let before = have.thresholds.get(id).copied();
+        if before != Some(*t) {
+            s.puts.push(Step::PutThresholds {
+                id: *id,
+                chain: name(*id),
+                before,
+                after: *t,
+            });
+        }
+    }
+    for (id, c) in &want.chains {
+        let before = have.chains.get(id).cloned();
+        if before.as_ref() != Some(c) {
+            s.puts.push(Step::PutChain {
+                id: *id,
+                before,
+                after: c.clone(),
+            });
+        }
+    }
+    for p in want.prefixes.difference(&have.prefixes) {
+        s.puts.push(Step::PutPrefix {
+            chain: name(p.chain),
+            entry: p.clone(),
+        });
+    }
+    for (chain, entries) in group_ports(want.ports.difference(&have.ports)) {
+        s.puts.push(Step::PutPorts {
+            chain: name(chain),
+            entries,
+        });
+    }
+    for (id, f) in &want.selectors {
+        let before = have.selectors.get(id).copied();
+        if before != Some(*f) {
+            s.selectors.push(Step::PutSelector {
+                id: *id,
+                chain: name(*id),
+                before,
+                after: *f,
+            });
+        }
+    }
+    for (ifindex, i) in &want.ifaces {
+        let before = have.ifaces.get(ifindex).cloned();
+        if before.as_ref() != Some(i) {
+            s.ifaces.push(Step::PutIface {
+                ifindex: *ifindex,
+                before,
+                after: i.clone(),
+            });
+        }
+    }
+    // Deletes, most-referencing first.
+    for (ifindex, i) in &have.ifaces {
+        if !want.ifaces.contains_key(ifindex) {
+            s.deletes.push(Step::DeleteIface {
+                ifindex: *ifindex,
+                before: i.clone(),
+            });
+        }
+    }
+    for (id, f) in &have.selectors {
+        if !want.selectors.contains_key(id) {
+            s.deletes.push(Step::DeleteSelector {
+                id: *id,
+                chain: name(*id),
+                before: *f,
+            });
+        }
+    }
+    for (chain, entries) in group_ports(have.ports.difference(&want.ports)) {
+        s.deletes.push(Step::DeletePorts {
+            chain: name(chain),
+            entries,
+        });
+    }
+    for p in have.prefixes.difference(&want.prefixes) {
+        s.deletes.push(Step::DeletePrefix {
+            chain: name(p.chain),
+            entry: p.clone(),
+        });
+    }
+    for (id, t) in &have.thresholds {
+        if !want.thresholds.contains_key(id) {
+            s.deletes.push(Step::DeleteThresholds {
+                id: *id,
+                chain: name(*id),
+                before: *t,
+            });
+        }
+    }
+    for (id, c) in &have.chains {
+        if !want.chains.contains_key(id) {
+            s.deletes.push(Step::DeleteChain {
+                id: *id,
+                before: c.clone(),
+            });
+        }
+    }
+}
+
+fn group_ports<'a>(it: impl Iterator<Item = &'a PortEntry>) -> BTreeMap<u32, Vec<PortEntry>> {
+    let mut m: BTreeMap<u32, Vec<PortEntry>> = BTreeMap::new();
+    for p in it {
+        m.entry(p.chain).or_default().push(*p);
+    }
+    m
+}
+
+/// Steps by phase; `into_ordered` fixes the hitless order.
+#[derive(Default)]
+struct Steps {
+    retire: Vec<Step>,
+    load: Vec<Step>,
+    copy: Vec<Step>,
+    slots: Vec<Step>,
+    puts: Vec<Step>,
+    selectors: Vec<Step>,
+    ifaces: Vec<Step>,
+    relink: Vec<Step>,
+    links: Vec<Step>,
+    deletes: Vec<Step>,
+    clear_slots: Vec<Step>,
+    detach: Vec<Step>,
+    unpin: Vec<Step>,
+    meta: Vec<Step>,
+}
+
+impl Steps {
+    fn into_ordered(self) -> Vec<Step> {
+        [
+            self.retire,
+            self.load,
+            self.copy,
+            self.slots,
+            self.puts,
+            self.selectors,
+            self.ifaces,
+            self.relink,
+            self.links,
+            self.deletes,
+            self.clear_slots,
+            self.detach,
+            self.unpin,
+            self.meta,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}

@@ -1,0 +1,220 @@
+//! Rendering of a plan: text (grouped `+ ~ -` lines and a unified diff of
+//! the canonical views, coloured only on a terminal) and JSON.
+use std::fmt::Write as _;
+
+use anstyle::{AnsiColor, Style};
+
+use super::{Change, Plan, Step};
+use crate::state::{Dir, PortEntry};
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ];
+    for (u, m) in UNITS {
+        if b >= m && b.is_multiple_of(m) {
+            return format!("{}{u}", b / m);
+        }
+    }
+    format!("{b}B")
+}
+
+fn ports(entries: &[PortEntry]) -> String {
+    let dir = match entries.first().map(|p| p.dir) {
+        Some(Dir::Local) => "local",
+        _ => "remote",
+    };
+    let list: Vec<String> = entries.iter().map(|p| p.port.to_string()).collect();
+    format!("{dir} ports [{}]", list.join(", "))
+}
+
+/// One line describing a step (without its `+ ~ -` marker).
+pub fn describe(step: &Step) -> String {
+    use Step::*;
+    match step {
+        RetireMap {
+            name,
+            before,
+            after,
+            migrate,
+        } => format!(
+            "map {name}: definition changes (entries {} -> {}, key {} -> {}, value {} -> {}): {}",
+            before.max_entries,
+            after.max_entries,
+            before.key_size,
+            after.key_size,
+            before.value_size,
+            after.value_size,
+            if *migrate {
+                "migrate entries to a new map"
+            } else {
+                "replace (entries rewritten or lost)"
+            }
+        ),
+        LoadObject {
+            object_sha256,
+            creates_maps,
+            ..
+        } => {
+            let mut s = format!(
+                "load eBPF object {}",
+                &object_sha256[..object_sha256.len().min(12)]
+            );
+            if !creates_maps.is_empty() {
+                let _ = write!(s, " (creates maps {})", creates_maps.join(", "));
+            }
+            s
+        }
+        CopyMap { name } => format!("map {name}: copy entries from the old map"),
+        SetSlot {
+            action,
+            slot,
+            before,
+        } => match before {
+            Some(id) => format!("tail-call slot {slot} ({action}): program {id} -> new"),
+            None => format!("tail-call slot {slot} ({action})"),
+        },
+        PutThresholds {
+            chain,
+            before,
+            after,
+            ..
+        } => match before {
+            Some(b) => format!(
+                "thresholds of chain {chain}: remove_below {} -> {}, recover_at {} -> {}",
+                human_bytes(b.remove_below),
+                human_bytes(after.remove_below),
+                human_bytes(b.recover_at),
+                human_bytes(after.recover_at)
+            ),
+            None => format!(
+                "thresholds of chain {chain}: remove_below {}, recover_at {}",
+                human_bytes(after.remove_below),
+                human_bytes(after.recover_at)
+            ),
+        },
+        PutChain { id, after, .. } => {
+            let acts: Vec<&str> = after.steps.iter().map(|s| s.action.as_str()).collect();
+            format!(
+                "chain {} (id {id}): actions [{}]",
+                after.name,
+                acts.join(", ")
+            )
+        }
+        PutPrefix { chain, entry } => {
+            format!("chain {chain}: {} prefix {}", dir(entry.dir), entry.prefix)
+        }
+        PutPorts { chain, entries } => format!("chain {chain}: {}", ports(entries)),
+        PutSelector { chain, after, .. } => format!("selector of chain {chain} (flags {after:#x})"),
+        PutIface { ifindex, after, .. } => format!(
+            "interface {} (ifindex {ifindex}): chain ids {:?}",
+            after.name, after.chains
+        ),
+        DetachForeign {
+            iface,
+            prog_id,
+            prog_name,
+            mode,
+        } => {
+            format!("foreign XDP program {prog_name} (id {prog_id}, {mode:?}) on {iface} (--force)")
+        }
+        Attach { iface, mode, .. } => format!("attach XDP entry to {iface} (mode {mode:?})"),
+        UpdateLink {
+            iface,
+            link_id,
+            before_prog,
+        } => format!(
+            "replace program behind link {link_id} on {iface} (program {before_prog} -> new, atomic)"
+        ),
+        DeleteIface { before, .. } => format!("interface {} chain list", before.name),
+        DeletePorts { chain, entries } => format!("chain {chain}: {}", ports(entries)),
+        DeletePrefix { chain, entry } => {
+            format!("chain {chain}: {} prefix {}", dir(entry.dir), entry.prefix)
+        }
+        DeleteSelector { chain, .. } => format!("selector of chain {chain}"),
+        DeleteThresholds { chain, .. } => format!("thresholds of chain {chain}"),
+        DeleteChain { id, before } => format!("chain {} (id {id})", before.name),
+        ClearSlot { slot, before } => format!("tail-call slot {slot} (program {before})"),
+        Detach { iface, link_id } => format!("detach XDP link {link_id} from {iface}"),
+        Unpin { path, what } => format!("unpin {path} ({what})"),
+        RemoveRoot { path } => format!("remove {path}"),
+        WriteMeta { object_sha256 } => {
+            format!(
+                "record object {} as converged",
+                &object_sha256[..object_sha256.len().min(12)]
+            )
+        }
+    }
+}
+
+fn dir(d: Dir) -> &'static str {
+    match d {
+        Dir::Remote => "remote",
+        Dir::Local => "local",
+    }
+}
+
+fn style(c: Change) -> (char, Style) {
+    match c {
+        Change::Add => ('+', AnsiColor::Green.on_default()),
+        Change::Modify => ('~', AnsiColor::Yellow.on_default()),
+        Change::Remove => ('-', AnsiColor::Red.on_default()),
+    }
+}
+
+/// Text rendering. ANSI codes are always emitted; write through
+/// `anstream`, which strips them when the output is not a terminal.
+pub fn render_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let count = |c: Change| plan.steps.iter().filter(|s| s.change() == c).count();
+    if plan.steps.is_empty() {
+        out.push_str("No changes. The live state matches the policy.\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "Plan: {} to add, {} to change, {} to remove.",
+            count(Change::Add),
+            count(Change::Modify),
+            count(Change::Remove)
+        );
+        for (i, step) in plan.steps.iter().enumerate() {
+            let (mark, st) = style(step.change());
+            let _ = writeln!(out, "{st}{:>3}. {mark} {}{st:#}", i + 1, describe(step));
+        }
+    }
+    for n in &plan.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    let before = plan.before.to_yaml();
+    let after = plan.after.to_yaml();
+    if before != after {
+        out.push_str("\nDiff (observed -> desired):\n");
+        let diff = similar::TextDiff::from_lines(&before, &after);
+        for line in diff
+            .unified_diff()
+            .context_radius(3)
+            .header("observed", "desired")
+            .to_string()
+            .lines()
+        {
+            let st = if line.starts_with('+') && !line.starts_with("+++") {
+                AnsiColor::Green.on_default()
+            } else if line.starts_with('-') && !line.starts_with("---") {
+                AnsiColor::Red.on_default()
+            } else if line.starts_with("@@") {
+                AnsiColor::Cyan.on_default()
+            } else {
+                Style::new()
+            };
+            let _ = writeln!(out, "{st}{line}{st:#}");
+        }
+    }
+    out
+}
+
+pub fn render_json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).unwrap_or_default()
+}

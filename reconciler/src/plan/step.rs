@@ -1,0 +1,189 @@
+//! The steps of a plan. Each is idempotent and carries its before/after so
+//! a printed plan shows exactly what apply will do, and a saved plan can be
+//! executed without the policy.
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    desired::XdpMode,
+    netdev::AttachMode,
+    object::MapDef,
+    state::{ChainEntry, IfaceEntry, PortEntry, PrefixEntry, ThresholdEntry},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    /// Move a map whose definition changed aside (`maps/old-NAME`); the
+    /// running programs keep using it until they are replaced. Undo: rename
+    /// it back.
+    RetireMap {
+        name: String,
+        before: MapDef,
+        after: MapDef,
+        /// Entries are copied into the new map (otherwise rewritten from the
+        /// policy for configuration maps, or lost with --allow-state-loss).
+        migrate: bool,
+    },
+    /// Load the eBPF object: reuse pinned maps, create and pin missing ones,
+    /// pin every program (replacing older pins atomically by rename).
+    LoadObject {
+        object_sha256: String,
+        creates_maps: Vec<String>,
+        /// Capacities that differ from the object's (e.g. FLOWS).
+        #[serde(default)]
+        max_entries: std::collections::BTreeMap<String, u32>,
+    },
+    /// Copy entries from `maps/old-NAME` into the new map (existing keys win).
+    CopyMap {
+        name: String,
+    },
+    /// Point tail-call slot `slot` at the pinned program `action`.
+    SetSlot {
+        action: String,
+        slot: u32,
+        before: Option<u32>,
+    },
+    PutThresholds {
+        id: u32,
+        chain: String,
+        before: Option<ThresholdEntry>,
+        after: ThresholdEntry,
+    },
+    PutChain {
+        id: u32,
+        before: Option<ChainEntry>,
+        after: ChainEntry,
+    },
+    PutPrefix {
+        chain: String,
+        entry: PrefixEntry,
+    },
+    PutPorts {
+        chain: String,
+        entries: Vec<PortEntry>,
+    },
+    PutSelector {
+        id: u32,
+        chain: String,
+        before: Option<u32>,
+        after: u32,
+    },
+    PutIface {
+        ifindex: u32,
+        before: Option<IfaceEntry>,
+        after: IfaceEntry,
+    },
+    /// Remove a program emptcp did not attach (only planned with --force).
+    DetachForeign {
+        iface: String,
+        prog_id: u32,
+        prog_name: String,
+        mode: AttachMode,
+    },
+    /// Attach the pinned entry program and pin the link.
+    Attach {
+        iface: String,
+        ifindex: u32,
+        mode: XdpMode,
+    },
+    /// Swap the program behind the pinned link (bpf_link_update, atomic).
+    UpdateLink {
+        iface: String,
+        link_id: u32,
+        before_prog: u32,
+    },
+    DeleteIface {
+        ifindex: u32,
+        before: IfaceEntry,
+    },
+    DeletePorts {
+        chain: String,
+        entries: Vec<PortEntry>,
+    },
+    DeletePrefix {
+        chain: String,
+        entry: PrefixEntry,
+    },
+    DeleteSelector {
+        id: u32,
+        chain: String,
+        before: u32,
+    },
+    DeleteThresholds {
+        id: u32,
+        chain: String,
+        before: ThresholdEntry,
+    },
+    DeleteChain {
+        id: u32,
+        before: ChainEntry,
+    },
+    ClearSlot {
+        slot: u32,
+        before: u32,
+    },
+    /// Detach by removing our link pin (and BPF_LINK_DETACH).
+    Detach {
+        iface: String,
+        link_id: u32,
+    },
+    /// Remove a pin of ours (stale program, map of an older object, a
+    /// migrated map's old copy).
+    Unpin {
+        path: String,
+        what: String,
+    },
+    /// Remove the (empty) root directories: `destroy` only.
+    RemoveRoot {
+        path: String,
+    },
+    /// Record the converged object in META (last, so a crash before it
+    /// makes the next plan redo the upgrade).
+    WriteMeta {
+        object_sha256: String,
+    },
+}
+
+/// How a step changes its resource, for the `+ ~ -` rendering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Add,
+    Modify,
+    Remove,
+}
+
+impl Step {
+    pub fn change(&self) -> Change {
+        use Step::*;
+        match self {
+            LoadObject { .. } | Attach { .. } | PutPrefix { .. } | PutPorts { .. } => Change::Add,
+            SetSlot { before, .. } => opt(before),
+            PutThresholds { before, .. } => opt(before),
+            PutChain { before, .. } => opt(before),
+            PutSelector { before, .. } => opt(before),
+            PutIface { before, .. } => opt(before),
+            RetireMap { .. } | CopyMap { .. } | UpdateLink { .. } | WriteMeta { .. } => {
+                Change::Modify
+            }
+            DetachForeign { .. }
+            | DeleteIface { .. }
+            | DeletePorts { .. }
+            | DeletePrefix { .. }
+            | DeleteSelector { .. }
+            | DeleteThresholds { .. }
+            | DeleteChain { .. }
+            | ClearSlot { .. }
+            | Detach { .. }
+            | Unpin { .. }
+            | RemoveRoot { .. } => Change::Remove,
+        }
+    }
+}
+
+fn opt<T>(before: &Option<T>) -> Change {
+    if before.is_some() {
+        Change::Modify
+    } else {
+        Change::Add
+    }
+}

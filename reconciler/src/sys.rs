@@ -1,0 +1,210 @@
+//! The few bpf(2) commands aya 0.14 does not expose: the XDP ifindex of a
+//! link, the program id in a PROG_ARRAY slot, and link detach. The attribute
+//! layouts are the kernel's stable UAPI (include/uapi/linux/bpf.h).
+use std::{
+    ffi::CString,
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    path::Path,
+};
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+const BPF_LINK_DETACH: libc::c_long = 34;
+
+/// `union bpf_attr` is at most a few hundred bytes; commands read their own
+/// prefix of it. Zeroed padding is required by the kernel.
+#[repr(C, align(8))]
+struct Attr([u8; 128]);
+
+impl Attr {
+    fn new() -> Attr {
+        Attr([0; 128])
+    }
+    fn u32_at(&mut self, off: usize, v: u32) -> &mut Self {
+        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn u64_at(&mut self, off: usize, v: u64) -> &mut Self {
+        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
+    // SAFETY: attr is a valid, writable buffer of the size we pass.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut Attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn fd_result(r: libc::c_long) -> OwnedFd {
+    // SAFETY: the kernel returned a fresh file descriptor we now own.
+    unsafe { OwnedFd::from_raw_fd(r as RawFd) }
+}
+
+/// Opens a pinned object (map, program or link).
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let mut attr = Attr::new();
+    attr.u64_at(0, c.as_ptr() as u64);
+    bpf(BPF_OBJ_GET, &mut attr).map(fd_result)
+}
+
+/// What a link reports about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkFacts {
+    pub link_type: u32,
+    pub id: u32,
+    pub prog_id: u32,
+    /// For XDP links: the interface (0 once the interface is gone).
+    pub ifindex: u32,
+}
+
+/// `BPF_LINK_TYPE_XDP`.
+pub const LINK_TYPE_XDP: u32 = 6;
+
+pub fn link_facts(fd: &OwnedFd) -> io::Result<LinkFacts> {
+    // struct bpf_link_info: type, id, prog_id, then an 8-aligned union whose
+    // xdp member starts with the ifindex.
+    let mut info = [0u8; 64];
+    let mut attr = Attr::new();
+    attr.u32_at(0, fd.as_raw_fd() as u32)
+        .u32_at(4, info.len() as u32)
+        .u64_at(8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let u = |o: usize| u32::from_ne_bytes([info[o], info[o + 1], info[o + 2], info[o + 3]]);
+    Ok(LinkFacts {
+        link_type: u(0),
+        id: u(4),
+        prog_id: u(8),
+        ifindex: u(16),
+    })
+}
+
+/// The id of the program in slot `index` of a PROG_ARRAY, `None` if empty.
+pub fn prog_array_get(map: &OwnedFd, index: u32) -> io::Result<Option<u32>> {
+    let key = index;
+    let mut value = 0u32;
+    let mut attr = Attr::new();
+    attr.u32_at(0, map.as_raw_fd() as u32)
+        .u64_at(8, &key as *const u32 as u64)
+        .u64_at(16, &mut value as *mut u32 as u64);
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens a link by id (for links we do not hold a pin of).
+pub fn link_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, id);
+    bpf(BPF_LINK_GET_FD_BY_ID, &mut attr).map(fd_result)
+}
+
+/// Detaches a link even while other fds or pins hold it.
+pub fn link_detach(fd: &OwnedFd) -> io::Result<()> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, fd.as_raw_fd() as u32);
+    bpf(BPF_LINK_DETACH, &mut attr).map(|_| ())
+}
+
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+/// Create only, never overwrite (map update flag).
+pub const BPF_NOEXIST: u64 = 1;
+
+/// Swaps the program behind a link atomically.
+pub fn link_update(link: &OwnedFd, prog: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let mut attr = Attr::new();
+    attr.u32_at(0, link.as_raw_fd() as u32)
+        .u32_at(4, prog.as_raw_fd() as u32);
+    bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
+}
+
+fn map_op(
+    cmd: libc::c_long,
+    map: &OwnedFd,
+    key: *const u8,
+    value: u64,
+    flags: u64,
+) -> io::Result<()> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, map.as_raw_fd() as u32)
+        .u64_at(8, key as u64)
+        .u64_at(16, value)
+        .u64_at(24, flags);
+    bpf(cmd, &mut attr).map(|_| ())
+}
+
+/// Copies every entry of `from` into `to` (same key and value size), keeping
+/// entries `to` already has. Returns the number of entries copied. Values of
+/// per-CPU maps are not supported (the planner never migrates them).
+pub fn copy_entries(
+    from: &OwnedFd,
+    to: &OwnedFd,
+    key_size: usize,
+    value_size: usize,
+) -> io::Result<u64> {
+    let mut key = vec![0u8; key_size];
+    let mut next = vec![0u8; key_size];
+    let mut value = vec![0u8; value_size];
+    let mut first = true;
+    let mut copied = 0;
+    loop {
+        let cur = if first {
+            std::ptr::null()
+        } else {
+            key.as_ptr()
+        };
+        match map_op(BPF_MAP_GET_NEXT_KEY, from, cur, next.as_mut_ptr() as u64, 0) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(copied),
+            Err(e) => return Err(e),
+        }
+        first = false;
+        key.copy_from_slice(&next);
+        match map_op(
+            BPF_MAP_LOOKUP_ELEM,
+            from,
+            key.as_ptr(),
+            value.as_mut_ptr() as u64,
+            0,
+        ) {
+            Ok(()) => {}
+            // Deleted meanwhile (LRU eviction): skip it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(e),
+        }
+        match map_op(
+            BPF_MAP_UPDATE_ELEM,
+            to,
+            key.as_ptr(),
+            value.as_ptr() as u64,
+            BPF_NOEXIST,
+        ) {
+            Ok(()) => copied += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            // E2BIG: the new map is full (smaller capacity); stop copying.
+            Err(e) if e.raw_os_error() == Some(libc::E2BIG) => return Ok(copied),
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,510 @@
+//! Real-kernel lifecycle of a policy: attach, idempotence, a live
+//! threshold change, hitless program replacement, state that survives,
+//! interface removal, destroy, foreign programs. Each test has its own
+//! namespaces and bpffs root, so they run in parallel.
+mod common;
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+fn policy(iface: &str, remove_below: &str, extra_iface: Option<&str>) -> String {
+    let mut p = format!(
+        r#"version: 1
+interfaces:
+  - name: {iface}
+    xdp_mode: native
+    chains: [count-tcp]
+"#
+    );
+    if let Some(x) = extra_iface {
+        p.push_str(&format!(
+            "  - name: {x}\n    xdp_mode: skb\n    chains: [count-tcp]\n"
+        ));
+    }
+    p.push_str(&format!(
+        r#"chains:
+  - name: count-tcp
+    match:
+      remote: [192.0.2.0/24, "2001:db8::/32"]
+      local_ports: [5201, 8000-8003]
+    thresholds:
+      remove_below: {remove_below}
+      recover_at: 4MiB
+    actions: [count]
+"#
+    ));
+    p
+}
+
+fn plan_json(root: &std::path::Path, ns: &str, file: &std::path::Path) -> Value {
+    let out = emptcp(
+        root,
+        Some(ns),
+        &["-o", "json", "plan", "-f", file.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn iface<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in status: {status}"))
+}
+
+/// Sends TCP SYNs from `a` to `b:port` (nothing listens: each SYN is
+/// answered by RST, but it has crossed b's XDP hook).
+fn tcp_syns(pair: &Pair, port: u16, n: usize) {
+    in_netns(&pair.a, || {
+        for _ in 0..n {
+            let _ = std::net::TcpStream::connect_timeout(
+                &SocketAddr::from(([192, 0, 2, 2], port)),
+                Duration::from_millis(200),
+            );
+        }
+    });
+}
+
+#[test]
+fn apply_attaches_pins_and_converges() {
+    if !root_or_skip("apply_attaches_pins_and_converges") {
+        return;
+    }
+    let t = tag("apply");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let f = policy_file(&dir, "p.yaml", &policy(&pair.dev_b, "1MiB", None));
+    let fs = f.to_str().unwrap();
+    let ns = pair.b.name.as_str();
+
+    // First plan has changes (exit 2), apply converges, second plan is empty (exit 0).
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", fs],
+        2,
+    );
+    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", fs],
+        0,
+    );
+
+    // The kernel shows it: ip link reports XDP (native on veth), the link is pinned.
+    let link = pair.b.exec(&format!("ip -d link show dev {}", pair.dev_b));
+    assert!(link.contains("xdp"), "no xdp on {}: {link}", pair.dev_b);
+    let pin = root.path.join("links/xdp").join(&pair.dev_b);
+    assert!(pin.exists(), "link pin missing");
+    let bpftool = must(&format!("bpftool link show pinned {}", pin.display()));
+    assert!(bpftool.contains("xdp"), "{bpftool}");
+
+    // Status reports interface, mode and program; the pinned link survived
+    // the apply process.
+    let st = status_json(&root.path, ns);
+    let i = iface(&st, &pair.dev_b);
+    assert_eq!(i["attached"], true);
+    assert_eq!(i["mode"], "native");
+    assert_eq!(i["program"], "entry");
+    assert!(i["link_id"].as_u64().unwrap() > 0);
+    assert_eq!(st["chains"][0]["name"], "count-tcp");
+
+    // Traffic is counted by the chain.
+    tcp_syns(&pair, 5201, 3);
+    tcp_syns(&pair, 9999, 2); // not selected
+    let st = status_json(&root.path, ns);
+    let pk = st["chains"][0]["packets"].as_u64().unwrap();
+    assert!(pk >= 3, "count action saw {pk} packets");
+    assert!(st["programs"]["entry"]["seen"].as_u64().unwrap() >= 5);
+
+    emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
+    assert!(!root.path.exists(), "destroy left the root behind");
+    let link = pair.b.exec(&format!("ip -d link show dev {}", pair.dev_b));
+    assert!(
+        !link.contains("prog/xdp"),
+        "program still attached after destroy: {link}"
+    );
+}
+
+#[test]
+fn threshold_change_is_one_map_update() {
+    if !root_or_skip("threshold_change_is_one_map_update") {
+        return;
+    }
+    let t = tag("thresh");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let f = policy_file(&dir, "p.yaml", &policy(&pair.dev_b, "1MiB", None));
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", f.to_str().unwrap()],
+        0,
+    );
+    let before = status_json(&root.path, ns);
+
+    let f2 = policy_file(&dir, "p2.yaml", &policy(&pair.dev_b, "2MiB", None));
+    let plan = plan_json(&root.path, ns, &f2);
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "expected exactly one step: {plan:#}");
+    assert_eq!(steps[0]["kind"], "put_thresholds");
+    assert_eq!(steps[0]["before"]["remove_below"], 1 << 20);
+    assert_eq!(steps[0]["after"]["remove_below"], 2 << 20);
+    let text = emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "-f", f2.to_str().unwrap()],
+        0,
+    );
+    assert!(text.contains("remove_below 1MiB -> 2MiB"), "{text}");
+
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", f2.to_str().unwrap()],
+        0,
+    );
+    let after = status_json(&root.path, ns);
+    let (b, a) = (iface(&before, &pair.dev_b), iface(&after, &pair.dev_b));
+    assert_eq!(b["link_id"], a["link_id"], "re-attached");
+    assert_eq!(b["program_id"], a["program_id"], "program replaced");
+    assert_eq!(after["chains"][0]["thresholds"]["remove_below"], 2 << 20);
+    let dump = must(&format!(
+        "bpftool -j map dump pinned {}",
+        root.path.join("maps/THRESHOLDS").display()
+    ));
+    assert!(
+        dump.contains("2097152") || dump.contains("0x00 0x00 0x20"),
+        "{dump}"
+    );
+}
+
+/// A copy of the embedded object with a different build id: a "rebuilt"
+/// program with the same maps.
+fn rebuilt_object(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let mut bytes = emptcp::object::embedded().to_vec();
+    let marker = b"emptcp-build-000";
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("build id marker in object");
+    bytes[at + 15] = b'1';
+    let p = dir.path().join("emptcp-rebuilt.o");
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn program_upgrade_is_atomic_and_hitless() {
+    if !root_or_skip("program_upgrade_is_atomic_and_hitless") {
+        return;
+    }
+    let t = tag("upgr");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let f = policy_file(&dir, "p.yaml", &policy(&pair.dev_b, "1MiB", None));
+    let fs = f.to_str().unwrap();
+    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
+    let before = status_json(&root.path, ns);
+
+    // A continuous UDP stream a -> b across the hook while the program swaps.
+    let rx = in_netns(&pair.b, || UdpSocket::bind("192.0.2.2:7000").unwrap());
+    rx.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let tx = in_netns(&pair.a, || UdpSocket::bind("192.0.2.1:0").unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tx.send_to(&sent.to_be_bytes(), "192.0.2.2:7000").unwrap();
+                sent += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            sent
+        })
+    };
+    let receiver = std::thread::spawn(move || {
+        let mut got = 0u64;
+        let mut buf = [0u8; 64];
+        while rx.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        got
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let obj = rebuilt_object(&dir);
+    let out = emptcp_env(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", fs],
+        &[("EMPTCP_OBJECT", obj.to_str().unwrap())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("replace program behind link"), "{text}");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    let got = receiver.join().unwrap();
+    assert!(sent > 500, "stream too short: {sent}");
+    assert_eq!(got, sent, "packets lost during the program swap");
+
+    let after = status_json(&root.path, ns);
+    let (b, a) = (iface(&before, &pair.dev_b), iface(&after, &pair.dev_b));
+    assert_eq!(b["link_id"], a["link_id"], "link must be kept");
+    assert_ne!(b["program_id"], a["program_id"], "program must be replaced");
+    // With the rebuilt object, a plan is empty; with the original it is an upgrade again.
+    let o = emptcp_env(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", fs],
+        &[("EMPTCP_OBJECT", obj.to_str().unwrap())],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", fs],
+        2,
+    );
+}
+
+#[test]
+fn datapath_state_survives_reapply_and_restart() {
+    if !root_or_skip("datapath_state_survives_reapply_and_restart") {
+        return;
+    }
+    let t = tag("state");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let f = policy_file(&dir, "p.yaml", &policy(&pair.dev_b, "1MiB", None));
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", f.to_str().unwrap()],
+        0,
+    );
+    tcp_syns(&pair, 8001, 4);
+    let c1 = status_json(&root.path, ns)["chains"][0]["packets"]
+        .as_u64()
+        .unwrap();
+    assert!(c1 >= 4);
+    // Re-apply with a change, and with a rebuilt object (programs reloaded,
+    // maps reused from their pins): the counter written by the datapath stays.
+    let f2 = policy_file(&dir, "p2.yaml", &policy(&pair.dev_b, "3MiB", None));
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", f2.to_str().unwrap()],
+        0,
+    );
+    let obj = rebuilt_object(&dir);
+    let o = emptcp_env(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", f2.to_str().unwrap()],
+        &[("EMPTCP_OBJECT", obj.to_str().unwrap())],
+    );
+    assert!(o.status.success());
+    // Every emptcp invocation is a fresh process: this status is a "restart".
+    let c2 = status_json(&root.path, ns)["chains"][0]["packets"]
+        .as_u64()
+        .unwrap();
+    assert!(c2 >= c1, "counter lost: {c1} -> {c2}");
+    tcp_syns(&pair, 8001, 1);
+    let c3 = status_json(&root.path, ns)["chains"][0]["packets"]
+        .as_u64()
+        .unwrap();
+    assert!(c3 > c2, "counting stopped after upgrade");
+}
+
+#[test]
+fn removed_interface_is_detached_and_destroy_cleans_all() {
+    if !root_or_skip("removed_interface_is_detached_and_destroy_cleans_all") {
+        return;
+    }
+    let t = tag("rmif");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let ns = pair.b.name.as_str();
+    // A second interface in b: another veth pair inside the namespace.
+    pair.b.exec("ip link add vx0 type veth peer name vx1");
+    pair.b.exec("ip link set vx0 up");
+    pair.b.exec("ip link set vx1 up");
+    let dir = tempfile::tempdir().unwrap();
+    let both = policy_file(&dir, "both.yaml", &policy(&pair.dev_b, "1MiB", Some("vx0")));
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", both.to_str().unwrap()],
+        0,
+    );
+    let st = status_json(&root.path, ns);
+    assert_eq!(iface(&st, "vx0")["mode"], "skb");
+    let keep = iface(&st, &pair.dev_b).clone();
+
+    let one = policy_file(&dir, "one.yaml", &policy(&pair.dev_b, "1MiB", None));
+    let plan = plan_json(&root.path, ns, &one);
+    let kinds: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["delete_iface", "detach"], "{plan:#}");
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", one.to_str().unwrap()],
+        0,
+    );
+    assert!(!root.path.join("links/xdp/vx0").exists());
+    assert!(!pair.b.exec("ip -d link show dev vx0").contains("prog/xdp"));
+    let st = status_json(&root.path, ns);
+    let k = iface(&st, &pair.dev_b);
+    assert_eq!(k["link_id"], keep["link_id"]);
+    assert_eq!(k["program_id"], keep["program_id"]);
+    assert_eq!(st["interfaces"].as_array().unwrap().len(), 1);
+
+    emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
+    assert!(!root.path.exists());
+    assert!(
+        !pair
+            .b
+            .exec(&format!("ip -d link show dev {}", pair.dev_b))
+            .contains("prog/xdp")
+    );
+    // destroy on nothing is fine.
+    emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
+}
+
+#[test]
+fn foreign_program_is_a_plan_error_unless_forced() {
+    if !root_or_skip("foreign_program_is_a_plan_error_unless_forced") {
+        return;
+    }
+    let t = tag("foreign");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let ns = pair.b.name.as_str();
+    // Someone else's XDP program on the interface, attached from this test
+    // process through its own bpf_link (kept alive by `_foreign`).
+    let mut ebpf = aya::Ebpf::load(emptcp::object::embedded()).unwrap();
+    let prog: &mut aya::programs::Xdp = ebpf.program_mut("entry").unwrap().try_into().unwrap();
+    prog.load().unwrap();
+    let foreign_id = prog.info().unwrap().id();
+    let dev = pair.dev_b.clone();
+    in_netns(&pair.b, || {
+        prog.attach(&dev, aya::programs::XdpMode::Skb).unwrap()
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let f = policy_file(&dir, "p.yaml", &policy(&pair.dev_b, "1MiB", None));
+    let fs = f.to_str().unwrap();
+    let o = emptcp(&root.path, Some(ns), &["plan", "-f", fs]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("foreign XDP program") && err.contains(&foreign_id.to_string()),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    let o = emptcp(&root.path, Some(ns), &["apply", "-f", fs]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        !root.path.join("links").exists(),
+        "apply must not half-apply"
+    );
+
+    emptcp_ok(&root.path, Some(ns), &["apply", "--force", "-f", fs], 0);
+    let st = status_json(&root.path, ns);
+    let i = iface(&st, &pair.dev_b);
+    assert_eq!(i["attached"], true);
+    assert_ne!(i["program_id"].as_u64().unwrap(), u64::from(foreign_id));
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", fs],
+        0,
+    );
+    drop(ebpf);
+}
+
+#[test]
+fn plan_from_snapshot_as_non_root_matches_live_plan() {
+    if !root_or_skip("plan_from_snapshot_as_non_root_matches_live_plan") {
+        return;
+    }
+    let t = tag("snap");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let ns = pair.b.name.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let f = policy_file(&dir, "p.yaml", &policy(&pair.dev_b, "1MiB", None));
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", f.to_str().unwrap()],
+        0,
+    );
+    let f2 = policy_file(&dir, "p2.yaml", &policy(&pair.dev_b, "2MiB", None));
+    let snap = emptcp_ok(&root.path, Some(ns), &["state", "export"], 0);
+    let snap_path = dir.path().join("snapshot.json");
+    std::fs::write(&snap_path, snap).unwrap();
+    let live = emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["-o", "json", "plan", "-f", f2.to_str().unwrap()],
+        0,
+    );
+
+    // As `nobody`, with no kernel access at all.
+    must(&format!(
+        "chmod 755 {} && chmod 644 {}/*",
+        dir.path().display(),
+        dir.path().display()
+    ));
+    let started = Instant::now();
+    let o = sh(&format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups env NO_COLOR=1 {} -o json plan --state {} -f {}",
+        emptcp_bin(),
+        snap_path.display(),
+        f2.display()
+    ));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let offline: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let live: Value = serde_json::from_str(&live).unwrap();
+    assert_eq!(offline, live, "offline plan differs from live plan");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

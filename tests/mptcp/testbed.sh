@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Two-path MPTCP testbed: netns emptcp-cli$ID (client) <-> emptcp-srv$ID (server), two veth pairs.
+#
+#   emptcp-cli                               emptcp-srv
+#   cli0 192.0.2.1/24     <== path A ==>  srv0 192.0.2.2/24     (initial subflow)
+#   cli1 198.51.100.1/24  <== path B ==>  srv1 198.51.100.2/24  (announced via ADD_ADDR)
+#
+# Server: endpoint 198.51.100.2 "signal"  -> sends ADD_ADDR on the initial subflow.
+# Client: NO endpoints (by default) + limits add_addr_accepted/subflows > 0, so the ONLY
+#         way a 2nd subflow appears is: client receives ADD_ADDR -> MP_JOIN to 198.51.100.2.
+#
+# Verbs:
+#   up | down | status
+#   counters cli|srv [REGEX]     MPTcpExt*/Tcp csum counters (absolute, "Name Value" lines)
+#   monitor-start cli|srv / monitor-stop cli|srv   (ip mptcp monitor -> $RUN/monitor-<ns>.log)
+#   xfer [mptcp_xfer.py client args]     e.g. xfer --download 10M --wait-subflows 1
+#   prio backup|nobackup         server flips its endpoint -> server sends MP_PRIO to client
+#   xdp-attach DEV xdp|xdpgeneric|xdpdrv OBJ [SEC]   (DEV in emptcp-cli, e.g. cli0)
+#   xdp-detach [DEV]             detach from cli0+cli1 (default) or DEV
+#   csum-offload on|off          TX csum offload on server veths (off => client verifies TCP csum)
+#
+# Env: LAB_RUN (${TMPDIR:-/tmp}/emptcp-testbed)  LAB_ID ("", suffix for parallel instances)  PORT (5201)  START_SERVER (1)
+#      CLIENT_EP (none|subflow|fullmesh)  -- non-"none" adds a client endpoint on cli1, which
+#      creates subflows WITHOUT needing ADD_ADDR (don't use it for ADD_ADDR tests).
+#      ADD_ADDR_TIMEOUT (unset = kernel default 120s; ADD_ADDR is retransmitted if no echo)
+#      RP_FILTER (0)  CLI_LIMITS ("subflows 4 add_addr_accepted 4")  SRV_LIMITS ("subflows 4 add_addr_accepted 0")
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LAB_ID=${LAB_ID:-}            # e.g. LAB_ID=-7 -> emptcp-cli-7/emptcp-srv-7, for parallel instances
+RUN=${LAB_RUN:-${TMPDIR:-/tmp}/emptcp-testbed}$LAB_ID
+CLI=emptcp-cli$LAB_ID
+SRV=emptcp-srv$LAB_ID
+PORT=${PORT:-5201}
+START_SERVER=${START_SERVER:-1}
+CLIENT_EP=${CLIENT_EP:-none}
+PY=${PYTHON:-python3}
+RP_FILTER=${RP_FILTER:-0}
+CLI_LIMITS=${CLI_LIMITS:-"subflows 4 add_addr_accepted 4"}
+SRV_LIMITS=${SRV_LIMITS:-"subflows 4 add_addr_accepted 0"}
+
+A_CLI=192.0.2.1   A_SRV=192.0.2.2
+B_CLI=198.51.100.1 B_SRV=198.51.100.2
+
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+ns_of() { case $1 in cli|$CLI) echo $CLI;; srv|$SRV) echo $SRV;; *) echo "bad ns '$1' (cli|srv)" >&2; exit 1;; esac; }
+ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
+die() { echo "testbed: $*" >&2; exit 1; }
+
+ns_sysctls() {
+    local ns=$1
+    nsx "$ns" sysctl -qw net.mptcp.enabled=1
+    # rp_filter: asymmetric subflows (src on one veth, dst on the other, e.g. CLIENT_EP=subflow)
+    # are dropped under strict rp_filter=1; IPv4 devconf is inherited from init_net, so set it
+    # explicitly (default 0).
+    nsx "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=$RP_FILTER net.ipv4.conf.default.rp_filter=$RP_FILTER
+    # no IPv6 (no DAD/RS noise in XDP counters, no v6 link-local subflow candidates)
+    nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    if [[ -n ${ADD_ADDR_TIMEOUT:-} ]]; then nsx "$ns" sysctl -qw net.mptcp.add_addr_timeout="$ADD_ADDR_TIMEOUT"; fi
+    nsx "$ns" ip link set lo up
+}
+
+start_server() {
+    mkdir -p "$RUN"
+    rm -f "$RUN/server.ready"
+    # call ip directly (not via a shell function) so $! is the real server pid:
+    # 'ip netns exec' and 'setsid' both exec() in place
+    ip netns exec $SRV setsid "$PY" "$HERE/mptcp_xfer.py" server --port "$PORT" \
+        --ready-file "$RUN/server.ready" >"$RUN/server.log" 2>&1 < /dev/null &
+    echo $! >"$RUN/server.pid"
+    for _ in $(seq 100); do [[ -s $RUN/server.ready ]] && return 0; sleep 0.02; done
+    die "server did not start (see $RUN/server.log)"
+}
+
+kill_pidfile() {
+    local f=$1 pid
+    [[ -f $f ]] || return 0
+    pid=$(cat "$f")
+    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; fi
+    rm -f "$f"
+}
+
+up() {
+    ns_exists $CLI && die "$CLI exists; run '$0 down' first"
+    mkdir -p "$RUN"
+    ip netns add $CLI
+    ip netns add $SRV
+    ns_sysctls $CLI
+    ns_sysctls $SRV
+    # path A and path B
+    ip link add cli0 netns $CLI type veth peer name srv0 netns $SRV
+    ip link add cli1 netns $CLI type veth peer name srv1 netns $SRV
+    nsx $CLI ip addr add $A_CLI/24 dev cli0
+    nsx $CLI ip addr add $B_CLI/24 dev cli1
+    nsx $SRV ip addr add $A_SRV/24 dev srv0
+    nsx $SRV ip addr add $B_SRV/24 dev srv1
+    for d in cli0 cli1; do nsx $CLI ip link set $d up; nsx $CLI sysctl -qw net.ipv4.conf.$d.rp_filter=$RP_FILTER; done
+    for d in srv0 srv1; do nsx $SRV ip link set $d up; nsx $SRV sysctl -qw net.ipv4.conf.$d.rp_filter=$RP_FILTER; done
+
+    # server: accept joins (subflows limit counts EXTRA subflows), announce path B
+    nsx $SRV ip mptcp limits set $SRV_LIMITS
+    nsx $SRV ip mptcp endpoint flush
+    nsx $SRV ip mptcp endpoint add $B_SRV dev srv1 id 2 signal
+    # client: accept ADD_ADDRs and create joins for them; no local endpoints by default
+    nsx $CLI ip mptcp limits set $CLI_LIMITS
+    nsx $CLI ip mptcp endpoint flush
+    case $CLIENT_EP in
+        none) ;;
+        subflow) nsx $CLI ip mptcp endpoint add $B_CLI dev cli1 id 2 subflow ;;
+        fullmesh) nsx $CLI ip mptcp endpoint add $B_CLI dev cli1 id 2 subflow fullmesh ;;
+        *) die "CLIENT_EP must be none|subflow|fullmesh" ;;
+    esac
+    # wait for carrier on all four ends (veth normally has it immediately)
+    local ok=0
+    for _ in $(seq 100); do
+        if [[ $(ip -n $CLI -o link show up | grep -c 'cli[01]@.*LOWER_UP') == 2 &&
+              $(ip -n $SRV -o link show up | grep -c 'srv[01]@.*LOWER_UP') == 2 ]]; then ok=1; break; fi
+        sleep 0.02
+    done
+    [[ $ok == 1 ]] || die "veth links did not come up"
+    [[ $START_SERVER == 1 ]] && start_server
+    return 0
+}
+
+down() {
+    for ns in $CLI $SRV; do kill_pidfile "$RUN/monitor-$ns.pid"; done
+    kill_pidfile "$RUN/server.pid"
+    for ns in $CLI $SRV; do
+        if ns_exists "$ns"; then
+            # kill anything still running inside (only processes in our lab namespaces)
+            for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+            ip netns del "$ns"
+        fi
+    done
+    rm -f "$RUN"/server.ready
+}
+
+status() {
+    for ns in $CLI $SRV; do
+        echo "== $ns"; nsx $ns ip -br addr show | grep -v '^lo'
+        nsx $ns ip link show | grep -E 'xdp|prog' || true
+        nsx $ns ip mptcp limits show; nsx $ns ip mptcp endpoint show
+        nsx $ns ss -MHn 2>/dev/null | head -5 || true
+    done
+}
+
+counters() {
+    local ns; ns=$(ns_of "${1:-cli}"); local re=${2:-'^(MPTcpExt|TcpInCsumErrors)'}
+    # absolute values straight from procfs (nstat's history file would be shared across netns)
+    nsx "$ns" cat /proc/net/netstat /proc/net/snmp | awk '
+        { pfx=$1; sub(":","",pfx)
+          if (seen[pfx]) { for (i=2;i<=NF;i++) print pfx h[pfx SUBSEP i], $i; seen[pfx]=0 }
+          else           { for (i=2;i<=NF;i++) h[pfx SUBSEP i]=$i;            seen[pfx]=1 } }' | grep -E "$re"
+}
+
+monitor_start() {
+    local ns; ns=$(ns_of "$1"); mkdir -p "$RUN"
+    kill_pidfile "$RUN/monitor-$ns.pid"
+    ip netns exec "$ns" setsid ip mptcp monitor >"$RUN/monitor-$ns.log" 2>&1 </dev/null &
+    echo $! >"$RUN/monitor-$ns.pid"
+    sleep 0.1   # let it subscribe before traffic starts
+}
+monitor_stop() { local ns; ns=$(ns_of "$1"); sleep 0.1; kill_pidfile "$RUN/monitor-$ns.pid"; cat "$RUN/monitor-$ns.log"; }
+
+xfer() { nsx $CLI "$PY" "$HERE/mptcp_xfer.py" client --host $A_SRV --port "$PORT" "$@"; }
+
+prio() {
+    local f=${1:-backup}
+    nsx $SRV ip mptcp endpoint change id 2 "$f"
+}
+
+xdp_attach() {
+    local dev=$1 mode=$2 obj=$3 sec=${4:-xdp}
+    nsx $CLI ip link set dev "$dev" "$mode" obj "$obj" sec "$sec"
+}
+xdp_detach() {
+    local devs=${1:-"cli0 cli1"} d m
+    for d in $devs; do for m in xdp xdpgeneric; do nsx $CLI ip link set dev "$d" $m off 2>/dev/null || true; done; done
+}
+
+csum_offload() {
+    local v=${1:-off}
+    for d in srv0 srv1; do nsx $SRV ethtool -K "$d" tx "$v" >/dev/null; done
+}
+
+cmd=${1:-}; shift || true
+case $cmd in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    counters) counters "$@" ;;
+    monitor-start) monitor_start "${1:-cli}" ;;
+    monitor-stop) monitor_stop "${1:-cli}" ;;
+    xfer) xfer "$@" ;;
+    prio) prio "$@" ;;
+    xdp-attach) xdp_attach "$@" ;;
+    xdp-detach) xdp_detach "$@" ;;
+    csum-offload) csum_offload "$@" ;;
+    *) sed -n '2,30p' "$0"; exit 1 ;;
+esac
