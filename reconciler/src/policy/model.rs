@@ -202,6 +202,7 @@ pub struct Match {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "strict::prefixes"
     )]
+    #[schemars(with = "Vec<strict::IpPrefixSchema>")]
     pub remote: Vec<IpNet>,
     /// Prefixes of this node's address.
     #[serde(
@@ -209,6 +210,7 @@ pub struct Match {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "strict::prefixes"
     )]
+    #[schemars(with = "Vec<strict::IpPrefixSchema>")]
     pub local: Vec<IpNet>,
     /// The peer's TCP ports: ports (443) or ranges ("8000-8100").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -234,3 +234,27 @@ impl<'de> Visitor<'de> for PrefixesVisitor {
         Ok(out)
     }
 }
+
+/// Schema of an address prefix, used instead of ipnet's own: ipnet 2.12's
+/// `IpNet` schema is a `oneOf` whose IPv6 pattern also matches IPv4
+/// prefixes, so every IPv4 prefix fails it ("valid under more than one").
+/// Here the IPv6 pattern requires a ':'.
+pub(crate) struct IpPrefixSchema;
+
+impl schemars::JsonSchema for IpPrefixSchema {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IpPrefix".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "An IPv4 or IPv6 address prefix (address/length) without host bits set. Quote IPv6 prefixes.",
+            "examples": ["203.0.113.0/24", "2001:db8::/32"],
+            "type": "string",
+            "anyOf": [
+                { "pattern": r"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])/(?:3[0-2]|[1-2][0-9]|[0-9])$" },
+                { "pattern": r"^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*/(?:12[0-8]|1[0-1][0-9]|[1-9][0-9]|[0-9])$" }
+            ]
+        })
+    }
+}

@@ -150,7 +150,7 @@ impl fmt::Display for Duration {
             return f.write_str("0s");
         }
         for (unit, per) in FORMAT_UNITS {
-            if nanos % per == 0 {
+            if nanos.is_multiple_of(per) {
                 return write!(f, "{}{unit}", nanos / per);
             }
         }

@@ -128,7 +128,7 @@ impl fmt::Display for ByteSize {
         let mut best = format!("{}B", self.0);
         if self.0 != 0 {
             for (unit, multiplier) in FORMAT_UNITS {
-                if self.0 % multiplier == 0 {
+                if self.0.is_multiple_of(multiplier) {
                     let candidate = format!("{}{unit}", self.0 / multiplier);
                     if candidate.len() < best.len() {
                         best = candidate;

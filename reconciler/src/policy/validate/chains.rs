@@ -286,7 +286,10 @@ mod tests {
     fn cpu_usage_decider() {
         let th = "    thresholds:\n      remove_below: 1MiB\n      recover_at: 4MiB\n      decider:\n        cpu_usage: {interval: 10ms, busy_above: 80%, busy_recover_at: 2MiB}\n";
         let text = chain("[record_flow, strip_add_addr]", th);
-        let e = one_error(&text, "cpu_usage interval 10ms of chain 'c' is out of range");
+        let e = one_error(
+            &text,
+            "cpu_usage interval 10ms of chain 'c' is out of range",
+        );
         assert_at(&e, 8, 31);
         assert_eq!(e.hint.as_deref(), Some("the interval is 100ms to 1h"));
         let e = one_error(

@@ -145,7 +145,10 @@ mod tests {
         let all = errors(&text);
         assert_eq!(all.len(), 3, "{all:#?}");
         assert_at(&all[0], 6, 22);
-        assert_eq!(all[1].message, "port range 8100-8000 in match.remote_ports of chain 'c' is reversed");
+        assert_eq!(
+            all[1].message,
+            "port range 8100-8000 in match.remote_ports of chain 'c' is reversed"
+        );
         assert_eq!(all[1].hint.as_deref(), Some("did you mean 8000-8100?"));
         assert_at(&all[1], 6, 25);
         assert!(all[2].hint.as_deref().unwrap().contains("1-100"));
