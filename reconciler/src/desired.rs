@@ -86,14 +86,29 @@ pub fn slot_of(a: &Action) -> (Slot, u32) {
 
 impl Desired {
     pub fn new(policy: &Policy, object: &Object) -> Result<Desired, Vec<DesiredError>> {
+        Desired::build(policy, &object.sha256, &object.programs, &object.maps)
+    }
+
+    /// `new` from the object's identity, programs and maps (tests plan
+    /// against a described object without an ELF file).
+    pub fn build(
+        policy: &Policy,
+        object_sha256: &str,
+        programs: &[String],
+        object_maps: &BTreeMap<String, MapDef>,
+    ) -> Result<Desired, Vec<DesiredError>> {
         let mut errors = Vec::new();
-        let mut maps = object.maps.clone();
+        let mut maps = object_maps.clone();
         let mut map_overrides = BTreeMap::new();
         if let Some(flows) = maps.get_mut(FLOWS_MAP) {
             flows.max_entries = policy.settings.flow_capacity;
             map_overrides.insert(FLOWS_MAP.to_string(), policy.settings.flow_capacity);
         }
-        let available: Vec<&str> = object.action_programs().collect();
+        let available: Vec<&str> = programs
+            .iter()
+            .map(String::as_str)
+            .filter(|p| *p != crate::object::ENTRY_PROGRAM)
+            .collect();
         let mut chains = BTreeMap::new();
         for c in &policy.chains {
             if c.hook == Hook::Egress {
@@ -141,8 +156,8 @@ impl Desired {
             })
             .collect();
         Ok(Desired {
-            object_sha256: object.sha256.clone(),
-            programs: object.programs.clone(),
+            object_sha256: object_sha256.to_string(),
+            programs: programs.to_vec(),
             maps,
             map_overrides,
             interfaces,

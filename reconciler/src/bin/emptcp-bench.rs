@@ -52,8 +52,13 @@ impl Drop for Bed {
 fn big_policy(ifaces: usize, chains: usize) -> String {
     let mut p = String::from("version: 1\ninterfaces:\n");
     for i in 0..ifaces {
-        let list: Vec<String> = (0..8).map(|k| format!("c{}", (i * 4 + k) % chains)).collect();
-        p.push_str(&format!("  - name: bench{i}\n    xdp_mode: skb\n    chains: [{}]\n", list.join(", ")));
+        let list: Vec<String> = (0..8)
+            .map(|k| format!("c{}", (i * 4 + k) % chains))
+            .collect();
+        p.push_str(&format!(
+            "  - name: bench{i}\n    xdp_mode: skb\n    chains: [{}]\n",
+            list.join(", ")
+        ));
     }
     p.push_str("chains:\n");
     for c in 0..chains {
@@ -93,7 +98,10 @@ fn main() -> anyhow::Result<()> {
         ))?;
     }
     for (n, peer) in [("cli0", "srv0"), ("cli1", "srv1")] {
-        sh(&format!("ip -n {ns} link add {n} type veth peer name {peer} && ip -n {ns} link set {n} up && ip -n {ns} link set {peer} up", ns = bed.ns))?;
+        sh(&format!(
+            "ip -n {ns} link add {n} type veth peer name {peer} && ip -n {ns} link set {n} up && ip -n {ns} link set {peer} up",
+            ns = bed.ns
+        ))?;
     }
     netns::enter(&bed.ns)?;
     let object = Object::load()?;
@@ -148,7 +156,10 @@ fn main() -> anyhow::Result<()> {
         "| of which observe (bpffs + maps + `ip -json link`), p50 | {:.2} ms | |",
         percentile(&mut observe_only, 0.5)
     );
-    println!("| first apply of that policy ({steps} steps) | {:.1} ms | |", cold.as_secs_f64() * 1e3);
+    println!(
+        "| first apply of that policy ({steps} steps) | {:.1} ms | |",
+        cold.as_secs_f64() * 1e3
+    );
     println!(
         "| quickstart apply -> converged, first in this process / warm p50 of 10 | {:.1} ms / {:.1} ms | < 300 ms warm |",
         first.as_secs_f64() * 1e3,

@@ -6,6 +6,8 @@
 mod render;
 pub use render::describe;
 mod step;
+#[cfg(test)]
+mod tests;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};

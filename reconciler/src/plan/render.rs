@@ -8,18 +8,7 @@ use super::{Change, Plan, Step};
 use crate::state::{Dir, PortEntry};
 
 fn human_bytes(b: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-        ("B", 1),
-    ];
-    for (u, m) in UNITS {
-        if b >= m && b.is_multiple_of(m) {
-            return format!("{}{u}", b / m);
-        }
-    }
-    format!("{b}B")
+    crate::policy::ByteSize(b).to_string()
 }
 
 fn ports(entries: &[PortEntry]) -> String {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     desired::Desired,
     observe::Observed,
+    policy::ByteSize,
     state::{Dir, StepEntry, ThresholdEntry},
 };
 
@@ -31,7 +32,7 @@ pub struct ViewIface {
 pub struct ViewChain {
     pub actions: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thresholds: Option<ThresholdEntry>,
+    pub thresholds: Option<ViewThresholds>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -40,6 +41,20 @@ pub struct ViewChain {
     pub remote_ports: Vec<u16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub local_ports: Vec<u16>,
+}
+
+/// Thresholds with units, as an operator writes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewThresholds {
+    pub remove_below: String,
+    pub recover_at: String,
+}
+
+fn thresholds(t: Option<ThresholdEntry>) -> Option<ViewThresholds> {
+    t.map(|t| ViewThresholds {
+        remove_below: ByteSize(t.remove_below).to_string(),
+        recover_at: ByteSize(t.recover_at).to_string(),
+    })
 }
 
 fn action(s: &StepEntry) -> String {
@@ -58,7 +73,7 @@ impl View {
             .map(|(name, c)| {
                 let mut v = ViewChain {
                     actions: c.steps.iter().map(action).collect(),
-                    thresholds: c.thresholds,
+                    thresholds: thresholds(c.thresholds),
                     ..Default::default()
                 };
                 for (dir, net) in &c.prefixes {
@@ -110,7 +125,7 @@ impl View {
                     c.name.clone(),
                     ViewChain {
                         actions: c.steps.iter().map(action).collect(),
-                        thresholds: e.thresholds.get(id).copied(),
+                        thresholds: thresholds(e.thresholds.get(id).copied()),
                         ..Default::default()
                     },
                 )

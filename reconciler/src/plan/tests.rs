@@ -1,0 +1,550 @@
+//! Scenario tests of the planner (desired state -> expected steps), with
+//! golden renderings. `simulate` plays a plan onto an in-memory `Observed`
+//! the way apply does to the kernel, so "after apply, the plan is empty" is
+//! checked for every scenario here and proven on the real kernel by
+//! tests/lifecycle.rs and tests/crash.rs.
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::{
+    netdev::{NetDev, XdpAttachment},
+    observe::{ObservedLink, ObservedMeta, ObservedProg},
+    policy,
+};
+
+const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const SHA_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn def(map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> MapDef {
+    MapDef {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        flags: 0,
+    }
+}
+
+fn object_maps() -> BTreeMap<String, MapDef> {
+    [
+        ("PROGS", def(3, 4, 4, 16)),
+        ("CHAINS", def(1, 4, 120, 256)),
+        ("THRESHOLDS", def(1, 4, 16, 256)),
+        ("SELECTORS", def(1, 4, 8, 256)),
+        ("SEL_V4", def(11, 16, 1, 16384)),
+        ("SEL_V6", def(11, 28, 1, 16384)),
+        ("PORTS", def(1, 8, 1, 65536)),
+        ("IFACES", def(1, 4, 52, 256)),
+        ("META", def(2, 4, 40, 1)),
+        ("STATS", def(6, 4, 8, 64)),
+        ("CHAIN_STATS", def(6, 4, 16, 256)),
+        ("FLOWS", def(9, 40, 64, 1_000_000)),
+    ]
+    .into_iter()
+    .map(|(n, d)| (n.to_string(), d))
+    .collect()
+}
+
+fn programs() -> Vec<String> {
+    [
+        "count",
+        "drop",
+        "entry",
+        "record_flow",
+        "recover_add_addr",
+        "strip_add_addr",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn desired_with(text: &str, sha: &str) -> Desired {
+    let p = policy::load_str("policy.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+    Desired::build(&p, sha, &programs(), &object_maps()).unwrap()
+}
+
+fn desired(text: &str) -> Desired {
+    desired_with(text, SHA_A)
+}
+
+/// A namespace with eth0 (ifindex 2) and eth1 (ifindex 3), nothing applied.
+fn fresh() -> Observed {
+    let mut o = Observed {
+        snapshot_version: crate::observe::SNAPSHOT_VERSION,
+        root: "/sys/fs/bpf/emptcp".into(),
+        ..Default::default()
+    };
+    for (n, i) in [("eth0", 2), ("eth1", 3)] {
+        o.netdevs.insert(
+            n.into(),
+            NetDev {
+                ifindex: i,
+                xdp: None,
+            },
+        );
+    }
+    o
+}
+
+/// Plays `plan` onto `o` as apply would (ids are handed out in order).
+fn simulate(plan: &Plan, d: &Desired, o: &mut Observed) {
+    let mut next_id = 100 + o.programs.len() as u32 * 10 + o.links.len() as u32;
+    let mut id = || {
+        next_id += 1;
+        next_id
+    };
+    for s in &plan.steps {
+        match s {
+            Step::RetireMap { name, .. } => {
+                if let Some(m) = o.maps.remove(name) {
+                    o.maps.insert(format!("{OLD_PREFIX}{name}"), m);
+                }
+            }
+            Step::LoadObject { .. } => {
+                for (n, m) in &d.maps {
+                    o.maps.entry(n.clone()).or_insert(*m);
+                }
+                for p in &d.programs {
+                    o.programs.insert(
+                        p.clone(),
+                        ObservedProg {
+                            id: id(),
+                            tag: "t".into(),
+                        },
+                    );
+                }
+            }
+            Step::CopyMap { .. } => {}
+            Step::SetSlot { action, slot, .. } => {
+                o.prog_slots.insert(*slot, o.programs[action].id);
+            }
+            Step::ClearSlot { slot, .. } => {
+                o.prog_slots.remove(slot);
+            }
+            Step::PutThresholds { id, after, .. } => {
+                o.entries.thresholds.insert(*id, *after);
+            }
+            Step::PutChain { id, after, .. } => {
+                o.entries.chains.insert(*id, after.clone());
+            }
+            Step::PutPrefix { entry, .. } => {
+                o.entries.prefixes.insert(entry.clone());
+            }
+            Step::PutPorts { entries, .. } => o.entries.ports.extend(entries.iter().copied()),
+            Step::PutSelector { id, after, .. } => {
+                o.entries.selectors.insert(*id, *after);
+            }
+            Step::PutIface { ifindex, after, .. } => {
+                o.entries.ifaces.insert(*ifindex, after.clone());
+            }
+            Step::DeleteIface { ifindex, .. } => {
+                o.entries.ifaces.remove(ifindex);
+            }
+            Step::DeletePorts { entries, .. } => {
+                for p in entries {
+                    o.entries.ports.remove(p);
+                }
+            }
+            Step::DeletePrefix { entry, .. } => {
+                o.entries.prefixes.remove(entry);
+            }
+            Step::DeleteSelector { id, .. } => {
+                o.entries.selectors.remove(id);
+            }
+            Step::DeleteThresholds { id, .. } => {
+                o.entries.thresholds.remove(id);
+            }
+            Step::DeleteChain { id, .. } => {
+                o.entries.chains.remove(id);
+            }
+            Step::DetachForeign { iface, .. } => {
+                o.netdevs.get_mut(iface).unwrap().xdp = None;
+            }
+            Step::Attach {
+                iface,
+                ifindex,
+                mode,
+            } => {
+                let prog_id = o.programs["entry"].id;
+                let link = ObservedLink {
+                    id: id(),
+                    prog_id,
+                    ifindex: *ifindex,
+                };
+                o.links.insert(iface.clone(), link);
+                o.netdevs.get_mut(iface).unwrap().xdp = Some(XdpAttachment {
+                    prog_id,
+                    prog_name: "entry".into(),
+                    mode: if *mode == XdpMode::Skb {
+                        AttachMode::Skb
+                    } else {
+                        AttachMode::Native
+                    },
+                });
+            }
+            Step::UpdateLink { iface, .. } => {
+                let prog_id = o.programs["entry"].id;
+                o.links.get_mut(iface).unwrap().prog_id = prog_id;
+                o.netdevs
+                    .get_mut(iface)
+                    .unwrap()
+                    .xdp
+                    .as_mut()
+                    .unwrap()
+                    .prog_id = prog_id;
+            }
+            Step::Detach { iface, .. } => {
+                o.links.remove(iface);
+                if let Some(n) = o.netdevs.get_mut(iface) {
+                    n.xdp = None;
+                }
+            }
+            Step::Unpin { path, .. } => {
+                if let Some(m) = path.strip_prefix("maps/") {
+                    o.maps.remove(m);
+                } else if let Some(p) = path.strip_prefix("progs/") {
+                    o.programs.remove(p);
+                }
+            }
+            Step::RemoveRoot { .. } => {}
+            Step::WriteMeta { object_sha256 } => {
+                o.meta = Some(ObservedMeta {
+                    layout_version: LAYOUT_VERSION,
+                    object_sha256: object_sha256.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// Plans, applies in memory, and asserts the next plan is empty.
+fn converge(d: &Desired, o: &mut Observed, opts: PlanOptions) -> Plan {
+    let p = plan(d, o, opts).unwrap_or_else(|e| panic!("{e:?}"));
+    simulate(&p, d, o);
+    let again = plan(d, o, opts).unwrap();
+    assert!(
+        again.is_empty(),
+        "plan after apply is not empty: {:#?}",
+        again.steps
+    );
+    p
+}
+
+fn kinds(p: &Plan) -> Vec<String> {
+    p.steps
+        .iter()
+        .map(|s| {
+            serde_json::to_value(s).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+fn text(p: &Plan) -> String {
+    // Strip ANSI so the golden files are plain text.
+    let raw = render_text(p);
+    let mut out = String::new();
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+const BASE: &str = r#"
+version: 1
+interfaces:
+  - name: eth0
+    xdp_mode: native
+    chains: [short, bulk]
+chains:
+  - name: short
+    match:
+      remote: [203.0.113.0/24, "2001:db8::/32"]
+      local_ports: [443]
+    thresholds: {remove_below: 1MiB, recover_at: 4MiB}
+    actions: [record_flow, strip_add_addr, recover_add_addr, count]
+  - name: bulk
+    match: {remote_ports: [5201]}
+    actions: [count]
+"#;
+
+#[test]
+fn fresh_install_then_empty() {
+    let d = desired(BASE);
+    let mut o = fresh();
+    let p = converge(&d, &mut o, PlanOptions::default());
+    insta::assert_snapshot!("fresh_install", text(&p));
+    assert_eq!(p.steps.first().map(|s| s.change()), Some(Change::Add));
+    assert!(matches!(p.steps.last(), Some(Step::WriteMeta { .. })));
+}
+
+#[test]
+fn threshold_change_is_one_step() {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    let d2 = desired(&BASE.replace("remove_below: 1MiB", "remove_below: 2MiB"));
+    let p = converge(&d2, &mut o, PlanOptions::default());
+    assert_eq!(kinds(&p), ["put_thresholds"]);
+    insta::assert_snapshot!("threshold_change", text(&p));
+    insta::assert_json_snapshot!("threshold_change_json", p.steps);
+}
+
+#[test]
+fn chain_ids_are_stable_when_chains_are_added_and_removed() {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    let id_of = |o: &Observed, n: &str| {
+        *o.entries
+            .chains
+            .iter()
+            .find(|(_, c)| c.name == n)
+            .unwrap()
+            .0
+    };
+    let (short, bulk) = (id_of(&o, "short"), id_of(&o, "bulk"));
+    // A new chain first in policy order, and `short` removed.
+    let text = r#"
+version: 1
+interfaces:
+  - name: eth0
+    chains: [fresh, bulk]
+chains:
+  - name: fresh
+    match: {local_ports: [80]}
+    actions: [drop]
+  - name: bulk
+    match: {remote_ports: [5201]}
+    actions: [count]
+"#;
+    let p = converge(&desired(text), &mut o, PlanOptions::default());
+    assert_eq!(id_of(&o, "bulk"), bulk, "existing chain changed id");
+    let fresh_id = id_of(&o, "fresh");
+    assert_ne!(fresh_id, short, "an id freed in the same plan was reused");
+    insta::assert_snapshot!("chains_added_removed", self::text(&p));
+}
+
+#[test]
+fn removed_interface_is_detached_only() {
+    let two = BASE.replace(
+        "chains:\n  - name: short",
+        "  - name: eth1\n    xdp_mode: skb\n    chains: [bulk]\nchains:\n  - name: short",
+    );
+    let mut o = fresh();
+    converge(&desired(&two), &mut o, PlanOptions::default());
+    let p = converge(&desired(BASE), &mut o, PlanOptions::default());
+    assert_eq!(kinds(&p), ["delete_iface", "detach"]);
+}
+
+#[test]
+fn foreign_program_needs_force() {
+    let mut o = fresh();
+    o.netdevs.get_mut("eth0").unwrap().xdp = Some(XdpAttachment {
+        prog_id: 7,
+        prog_name: "xdp_lb".into(),
+        mode: AttachMode::Native,
+    });
+    let d = desired(BASE);
+    let errs = plan(&d, &o, PlanOptions::default()).unwrap_err();
+    let msg = errs[0].to_string();
+    assert!(
+        msg.contains("eth0") && msg.contains("xdp_lb") && msg.contains("--force"),
+        "{msg}"
+    );
+    let p = converge(
+        &d,
+        &mut o,
+        PlanOptions {
+            force: true,
+            ..Default::default()
+        },
+    );
+    let k = kinds(&p);
+    let fi = k.iter().position(|k| k == "detach_foreign").unwrap();
+    let ai = k.iter().position(|k| k == "attach").unwrap();
+    assert!(fi < ai);
+}
+
+#[test]
+fn object_upgrade_swaps_programs_behind_links() {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    let link = o.links["eth0"].id;
+    let p = converge(&desired_with(BASE, SHA_B), &mut o, PlanOptions::default());
+    let k = kinds(&p);
+    assert_eq!(k[0], "load_object");
+    assert!(k.contains(&"update_link".to_string()));
+    assert!(
+        !k.iter()
+            .any(|k| k.starts_with("put_") || k == "attach" || k == "detach"),
+        "{k:?}"
+    );
+    assert_eq!(k.last().unwrap(), "write_meta");
+    assert_eq!(o.links["eth0"].id, link, "link must be kept");
+    insta::assert_snapshot!("upgrade", text(&p));
+}
+
+#[test]
+fn capacity_change_migrates_state_map() {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    let bigger = BASE.replace(
+        "version: 1\n",
+        "version: 1\nsettings: {flow_capacity: 2000000}\n",
+    );
+    let p = converge(&desired(&bigger), &mut o, PlanOptions::default());
+    let k = kinds(&p);
+    assert_eq!(&k[..3], ["retire_map", "load_object", "copy_map"], "{k:?}");
+    assert!(
+        p.steps
+            .iter()
+            .any(|s| matches!(s, Step::Unpin { path, .. } if path == "maps/old-FLOWS"))
+    );
+    assert_eq!(o.maps["FLOWS"].max_entries, 2_000_000);
+}
+
+#[test]
+fn incompatible_state_map_needs_allow_state_loss() {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    o.maps.get_mut("CHAIN_STATS").unwrap().value_size = 8; // pinned by an older layout
+    let d = desired(BASE);
+    let errs = plan(&d, &o, PlanOptions::default()).unwrap_err();
+    assert!(matches!(&errs[0], PlanError::StateLoss { name, .. } if name == "CHAIN_STATS"));
+    let p = converge(
+        &d,
+        &mut o,
+        PlanOptions {
+            allow_state_loss: true,
+            ..Default::default()
+        },
+    );
+    assert!(p.steps.iter().any(
+        |s| matches!(s, Step::RetireMap { name, migrate: false, .. } if name == "CHAIN_STATS")
+    ));
+}
+
+#[test]
+fn config_map_with_new_layout_is_recreated_and_refilled() {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    o.maps.get_mut("CHAINS").unwrap().value_size = 64;
+    let p = converge(&desired(BASE), &mut o, PlanOptions::default());
+    let k = kinds(&p);
+    assert_eq!(k[0], "retire_map");
+    assert_eq!(
+        k.iter().filter(|k| *k == "put_chain").count(),
+        2,
+        "chains must be refilled: {k:?}"
+    );
+}
+
+#[test]
+fn interrupted_migration_is_finished() {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    let flows = o.maps["FLOWS"];
+    o.maps.insert(
+        "old-FLOWS".into(),
+        MapDef {
+            max_entries: 500_000,
+            ..flows
+        },
+    );
+    let p = converge(&desired(BASE), &mut o, PlanOptions::default());
+    assert_eq!(kinds(&p), ["copy_map", "unpin"]);
+}
+
+#[test]
+fn mode_change_reattaches_with_a_note() {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    let p = converge(
+        &desired(&BASE.replace("xdp_mode: native", "xdp_mode: skb")),
+        &mut o,
+        PlanOptions::default(),
+    );
+    assert_eq!(kinds(&p), ["detach", "attach"]);
+    assert!(p.notes[0].contains("re-attached"), "{:?}", p.notes);
+}
+
+#[test]
+fn missing_interface_is_a_note_not_an_error() {
+    let mut o = fresh();
+    o.netdevs.remove("eth0");
+    let p = converge(&desired(BASE), &mut o, PlanOptions::default());
+    assert!(!kinds(&p).contains(&"attach".to_string()));
+    assert!(p.notes.iter().any(|n| n.contains("eth0 does not exist")));
+    // It appears: the next plan attaches it.
+    o.netdevs.insert(
+        "eth0".into(),
+        NetDev {
+            ifindex: 9,
+            xdp: None,
+        },
+    );
+    let p = converge(&desired(BASE), &mut o, PlanOptions::default());
+    assert_eq!(kinds(&p), ["put_iface", "attach"]);
+}
+
+#[test]
+fn recreated_interface_gets_a_new_link() {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    // eth0 deleted and created again: new ifindex, our link is dead (ifindex 0).
+    o.links.get_mut("eth0").unwrap().ifindex = 0;
+    o.netdevs.insert(
+        "eth0".into(),
+        NetDev {
+            ifindex: 12,
+            xdp: None,
+        },
+    );
+    let p = converge(&desired(BASE), &mut o, PlanOptions::default());
+    assert_eq!(kinds(&p), ["put_iface", "detach", "attach", "delete_iface"]);
+}
+
+#[test]
+fn destroy_removes_everything() {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    let p = destroy(&o);
+    let k = kinds(&p);
+    assert_eq!(k[0], "detach");
+    assert_eq!(k.last().unwrap(), "remove_root");
+    assert!(
+        k.iter()
+            .all(|k| ["detach", "unpin", "remove_root"].contains(&k.as_str()))
+    );
+}
+
+#[test]
+fn observed_hash_ignores_unrelated_interfaces() {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    let h = observed_hash(&o, &["eth0".to_string()]);
+    o.netdevs.insert(
+        "docker0".into(),
+        NetDev {
+            ifindex: 40,
+            xdp: None,
+        },
+    );
+    assert_eq!(h, observed_hash(&o, &["eth0".to_string()]));
+    o.entries
+        .thresholds
+        .values_mut()
+        .for_each(|t| t.recover_at += 1);
+    assert_ne!(h, observed_hash(&o, &["eth0".to_string()]));
+}
