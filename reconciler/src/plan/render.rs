@@ -71,20 +71,26 @@ pub fn describe(step: &Step) -> String {
             before,
             after,
             ..
-        } => match before {
-            Some(b) => format!(
-                "thresholds of chain {chain}: remove_below {} -> {}, recover_at {} -> {}",
-                human_bytes(b.remove_below),
-                human_bytes(after.remove_below),
-                human_bytes(b.recover_at),
-                human_bytes(after.recover_at)
-            ),
-            None => format!(
-                "thresholds of chain {chain}: remove_below {}, recover_at {}",
-                human_bytes(after.remove_below),
-                human_bytes(after.recover_at)
-            ),
-        },
+        } => {
+            let mut parts = Vec::new();
+            for (name, old, new) in [
+                (
+                    "remove_below",
+                    before.map(|b| b.remove_below),
+                    after.remove_below,
+                ),
+                ("recover_at", before.map(|b| b.recover_at), after.recover_at),
+            ] {
+                match old {
+                    None => parts.push(format!("{name} {}", human_bytes(new))),
+                    Some(o) if o != new => {
+                        parts.push(format!("{name} {} -> {}", human_bytes(o), human_bytes(new)))
+                    }
+                    Some(_) => {}
+                }
+            }
+            format!("thresholds of chain {chain}: {}", parts.join(", "))
+        }
         PutChain { id, after, .. } => {
             let acts: Vec<&str> = after.steps.iter().map(|s| s.action.as_str()).collect();
             format!(
