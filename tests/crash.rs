@@ -18,7 +18,7 @@ fn policy(ifaces: &[&str], chains: &[(&str, u16)]) -> String {
     p.push_str("chains:\n");
     for (name, port) in chains {
         p.push_str(&format!(
-            "  - name: {name}\n    match: {{local_ports: [{port}], remote: [198.51.100.0/24]}}\n    thresholds: {{remove_below: 1MiB, recover_at: 2MiB}}\n    actions: [count]\n"
+            "  - name: {name}\n    match: {{local_ports: [{port}], remote: [198.51.100.0/24]}}\n    thresholds: {{remove_below: 1MiB, recover_at: 2MiB}}\n    actions: [record_flow, strip_add_addr, recover_add_addr, count]\n"
         ));
     }
     p

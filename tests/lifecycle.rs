@@ -39,7 +39,7 @@ interfaces:
     thresholds:
       remove_below: {remove_below}
       recover_at: 4MiB
-    actions: [count]
+    actions: [record_flow, strip_add_addr, recover_add_addr, count]
 "#
     ));
     p
