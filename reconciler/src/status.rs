@@ -8,7 +8,13 @@ use aya::maps::{Map, MapData, PerCpuArray};
 use emptcp_common::{Action, ChainCounters, OUTCOME_NAMES, OUTCOMES, STATS_ROW_ENTRY, STATS_ROWS};
 use serde::Serialize;
 
-use crate::{layout::Layout, netdev::AttachMode, observe::Observed, state::ThresholdEntry};
+use crate::{
+    layout::Layout,
+    netdev::AttachMode,
+    observe::Observed,
+    state::ThresholdEntry,
+    watch::state_file::{self, DaemonState, ErrorReport, fmt_utc, now_unix},
+};
 
 #[derive(Debug, Serialize)]
 pub struct IfaceStatus {
@@ -40,6 +46,167 @@ pub struct Status {
     pub chains: Vec<ChainStatus>,
     /// program -> outcome -> packets (summed over CPUs).
     pub programs: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The `emptcp watch` daemon of this root, when it has a status file.
+    pub daemon: Option<DaemonStatus>,
+}
+
+/// What the daemon last published, plus whether it is still running.
+#[derive(Debug, Serialize)]
+pub struct DaemonStatus {
+    /// The status file it was read from.
+    pub status_file: String,
+    /// The process is running (its pid exists and it has not stopped).
+    pub alive: bool,
+    #[serde(flatten)]
+    pub state: DaemonState,
+}
+
+/// Adds the daemon's state (from its status file under `state_dir`, keyed
+/// by the bpffs root) to `s`. A missing or unreadable file leaves it out.
+pub fn attach_daemon(s: &mut Status, state_dir: &std::path::Path, bpffs_root: &std::path::Path) {
+    let path = state_file::path_for(state_dir, bpffs_root);
+    match state_file::read(&path) {
+        Ok(Some(state)) => {
+            let alive = state.running && state_file::pid_alive(state.pid);
+            s.daemon = Some(DaemonStatus {
+                status_file: path.display().to_string(),
+                alive,
+                state,
+            });
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
+}
+
+fn ago(at: f64) -> String {
+    let d = (now_unix() - at).max(0.0);
+    let rel = if d < 120.0 {
+        format!("{d:.0}s ago")
+    } else if d < 7200.0 {
+        format!("{:.0}m ago", d / 60.0)
+    } else {
+        format!("{:.1}h ago", d / 3600.0)
+    };
+    format!("{} ({rel})", fmt_utc(at))
+}
+
+fn render_error(out: &mut String, e: &ErrorReport) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "    error ({}): {}", e.kind, e.message);
+    for d in &e.details {
+        let place = match (&d.file, d.line, d.column) {
+            (Some(f), Some(l), Some(c)) => format!("{f}:{l}:{c}: "),
+            (Some(f), _, _) => format!("{f}: "),
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "      {place}{}", d.message);
+        if let Some(h) = &d.hint {
+            let _ = writeln!(out, "        hint: {h}");
+        }
+    }
+}
+
+fn render_daemon(out: &mut String, d: &DaemonStatus) {
+    use std::fmt::Write as _;
+    let st = &d.state;
+    let short = |h: &Option<String>| {
+        h.as_deref()
+            .map(|h| h[..12.min(h.len())].to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let state = if d.alive {
+        format!("running (pid {})", st.pid)
+    } else if st.running {
+        format!(
+            "NOT RUNNING (pid {} is gone; it did not stop cleanly)",
+            st.pid
+        )
+    } else {
+        "stopped".to_string()
+    };
+    let _ = writeln!(out, "daemon: {state}, since {}", ago(st.started_at));
+    let _ = writeln!(
+        out,
+        "  policy: {} {} (target {}, applied {}, newest read {}{})",
+        st.policy.kind,
+        st.policy.path,
+        short(&st.policy.target_hash),
+        short(&st.policy.applied_hash),
+        short(&st.policy.read_hash),
+        if st.policy.valid {
+            ""
+        } else {
+            ": INVALID, the last good policy stays live"
+        }
+    );
+    if let Some(e) = &st.policy.error {
+        render_error(out, e);
+    }
+    if let Some(r) = &st.last_reconcile {
+        let state = match (r.outcome.as_str(), r.converged) {
+            ("policy_error", true) => "datapath unchanged, converged to the last good policy",
+            ("policy_error" | "no_policy", false) => "datapath unchanged",
+            (_, true) => "converged",
+            (_, false) => "NOT converged",
+        };
+        let _ = writeln!(
+            out,
+            "  last reconcile: {} by {}, {} step(s), {:.1} ms, {state} ({})",
+            r.outcome,
+            r.trigger,
+            r.steps,
+            r.duration_ms,
+            ago(r.at)
+        );
+        if let Some(e) = &r.error
+            && st.policy.error.as_ref() != Some(e)
+        {
+            render_error(out, e);
+        }
+    }
+    if let Some(t) = st.last_success_at {
+        let _ = writeln!(out, "  last success: {}", ago(t));
+    }
+    if !st.missing_interfaces.is_empty() {
+        let _ = writeln!(
+            out,
+            "  missing interfaces (attached when they appear): {}",
+            st.missing_interfaces.join(", ")
+        );
+    }
+    let c = &st.counters;
+    let by: Vec<String> = c
+        .reconciles
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  counters: reconciles [{}], drift corrections {}, policy errors {}, decider changes {}",
+        by.join(" "),
+        c.drift_corrections,
+        c.policy_errors,
+        c.decider_changes
+    );
+    for dc in &st.deciders {
+        let _ = writeln!(
+            out,
+            "  decider {} ({}): {}, cpu {}, busy above {}% / calm below {}%, recover_at in force {}",
+            dc.chain,
+            dc.kind,
+            if dc.busy { "BUSY" } else { "calm" },
+            dc.cpu_usage_percent
+                .map(|u| format!("{u:.1}%"))
+                .unwrap_or_else(|| "-".into()),
+            dc.busy_above_percent,
+            dc.calm_below_percent,
+            dc.recover_at_in_force
+        );
+    }
+    if let Some(a) = &st.metrics_addr {
+        let _ = writeln!(out, "  metrics: http://{a}/metrics");
+    }
 }
 
 fn percpu<V: aya::Pod>(layout: &Layout, name: &str) -> Option<PerCpuArray<MapData, V>> {
@@ -132,6 +299,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
         interfaces,
         chains,
         programs,
+        daemon: None,
     }
 }
 
@@ -199,6 +367,9 @@ pub fn render_text(s: &Status) -> String {
             let parts: Vec<String> = o.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(out, "  {:<18} {}", p, parts.join(" "));
         }
+    }
+    if let Some(d) = &s.daemon {
+        render_daemon(&mut out, d);
     }
     out
 }

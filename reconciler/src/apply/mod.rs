@@ -57,10 +57,10 @@ pub enum ApplyError {
 pub enum StepError {
     #[error("map operation failed")]
     Map(#[from] MapError),
-    #[error("program operation failed")]
-    Program(#[from] ProgramError),
-    #[error("loading the eBPF object failed")]
-    Load(#[from] aya::EbpfError),
+    /// A program failed to load or attach; verifier logs are shortened to
+    /// their tail (the full log is logged at debug level).
+    #[error("{0}")]
+    Program(String),
     #[error("{what} {path}")]
     Io {
         what: &'static str,
@@ -76,6 +76,38 @@ fn io<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> 
         what,
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// Keeps the first line and the last lines of a verifier log: the tail says
+/// why the program was rejected, the rest is thousands of lines.
+fn shorten(full: String) -> String {
+    const TAIL: usize = 25;
+    let Some(at) = full.find("Verifier output:") else {
+        return full;
+    };
+    tracing::debug!(verifier_log = %full, "full verifier log");
+    let lines: Vec<&str> = full[at..].lines().collect();
+    if lines.len() <= TAIL + 1 {
+        return full;
+    }
+    format!(
+        "{}Verifier output (last {TAIL} of {} lines; EMPTCP_LOG=debug shows all):\n{}",
+        &full[..at],
+        lines.len(),
+        lines[lines.len() - TAIL..].join("\n")
+    )
+}
+
+impl From<ProgramError> for StepError {
+    fn from(e: ProgramError) -> Self {
+        StepError::Program(shorten(e.to_string()))
+    }
+}
+
+impl From<aya::EbpfError> for StepError {
+    fn from(e: aya::EbpfError) -> Self {
+        StepError::Program(shorten(format!("loading the eBPF object: {e}")))
     }
 }
 

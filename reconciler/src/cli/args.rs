@@ -1,9 +1,9 @@
 //! Command-line contract (scripts and CI rely on it; see docs/cli.md).
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::layout::DEFAULT_ROOT;
+use crate::{layout::DEFAULT_ROOT, watch::state_file::DEFAULT_STATE_DIR};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -100,8 +100,16 @@ pub enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
-    /// Show what is live: interfaces, links, programs, chains, counters.
-    Status,
+    /// Show what is live: interfaces, links, programs, chains, counters,
+    /// and the state of the `emptcp watch` daemon of this bpffs root.
+    Status {
+        /// Where `emptcp watch` writes its status file.
+        #[arg(long, env = "EMPTCP_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// List the MPTCP connections the datapath tracks: addresses, size,
+    /// chain, stored ADD_ADDR options.
+    Flows,
     /// Snapshot operations.
     State {
         #[command(subcommand)]
@@ -109,6 +117,51 @@ pub enum Command {
     },
     /// Detach everything emptcp attached and remove every pin under the root.
     Destroy,
+    /// Run as the node agent: converge now, then on every change of the
+    /// policy, on a drift timer, when a policy interface appears or changes,
+    /// when a threshold decider flips, and on SIGHUP. SIGTERM stops it and
+    /// leaves the datapath running.
+    Watch {
+        #[command(flatten)]
+        source: Source,
+        /// How often the kernel is re-observed and drift corrected.
+        #[arg(long, default_value = "30s", value_parser = parse_drift_interval)]
+        drift_interval: Duration,
+        /// Quiet time after the last file event before the policy is re-read.
+        #[arg(long, default_value = "100ms", value_parser = parse_debounce)]
+        debounce: Duration,
+        /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9464); bound in
+        /// the namespace emptcp starts in, before --netns is entered.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
+        /// Where the status file (read by `emptcp status`) is written.
+        #[arg(long, env = "EMPTCP_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    text.parse::<crate::policy::Duration>()
+        .map(|d| d.get())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_drift_interval(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_millis(100) {
+        return Err("the drift interval is at least 100ms".into());
+    }
+    Ok(d)
+}
+
+fn parse_debounce(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d > Duration::from_secs(60) {
+        return Err("the debounce is at most 60s".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Subcommand)]

@@ -80,6 +80,11 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
 
 /// Runs the command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    // The daemon binds its metrics listener first, then enters the
+    // namespace itself (before its runtime starts any thread).
+    if matches!(cli.command, Command::Watch { .. }) {
+        return run_watch(cli);
+    }
     // setns must happen before any other thread exists.
     if let Some(ns) = &cli.netns {
         netns::enter(ns)?;
@@ -183,12 +188,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(EXIT_OK)
         }
-        Command::Status => {
+        Command::Status { state_dir } => {
             let o = observe::observe(&layout)?;
-            let s = status::status(&layout, &o);
+            let mut s = status::status(&layout, &o);
+            status::attach_daemon(&mut s, &state_dir, &cli.bpffs_root);
             match cli.output {
                 Output::Text => print!("{}", status::render_text(&s)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Flows => {
+            let o = observe::observe(&layout)?;
+            let flows = crate::flows::list(&layout, &o);
+            match cli.output {
+                Output::Text => print!("{}", crate::flows::render_text(&flows)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&flows)?),
             }
             Ok(EXIT_OK)
         }
@@ -221,7 +236,40 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("Destroy complete: {n} step(s).");
             Ok(EXIT_OK)
         }
+        Command::Watch { .. } => unreachable!("handled above"),
     }
+}
+
+fn run_watch(cli: Cli) -> anyhow::Result<i32> {
+    let Command::Watch {
+        source,
+        drift_interval,
+        debounce,
+        metrics,
+        state_dir,
+        overrides,
+    } = cli.command
+    else {
+        bail!("not a watch command");
+    };
+    let source = match (source.file, source.dir) {
+        (Some(f), _) => crate::watch::source::Source::File(f),
+        (_, Some(d)) => crate::watch::source::Source::Dir(d),
+        _ => bail!("give a policy with -f FILE or -d DIR"),
+    };
+    crate::watch::run(crate::watch::WatchOptions {
+        source,
+        bpffs_root: cli.bpffs_root,
+        netns: cli.netns,
+        drift_interval,
+        debounce,
+        metrics,
+        state_dir,
+        plan: PlanOptions {
+            force: overrides.force,
+            allow_state_loss: overrides.allow_state_loss,
+        },
+    })
 }
 
 fn read_snapshot(path: &Path) -> anyhow::Result<Observed> {

@@ -1,0 +1,497 @@
+//! Prometheus metrics of the daemon (`--metrics ADDR`): the daemon's own
+//! series are recorded as things happen (through the `metrics` facade);
+//! the datapath's counters are read from the pinned per-CPU maps when
+//! scraped, so an idle daemon with nobody scraping does no map I/O.
+//!
+//! The HTTP side is deliberately tiny (HTTP/1.0-style, one request per
+//! connection): `GET /metrics`, `GET /healthz`, `GET /readyz`. The listener
+//! is bound before the daemon enters `--netns`, so it lives in the network
+//! namespace emptcp was started in.
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use emptcp_common::{
+    Action, ChainCounters, ChainDef, FLOW_STAT_NAMES, FLOW_STATS_LEN, FlowStat, OUTCOME_NAMES,
+    OUTCOMES, STATS_ROW_ENTRY, STATS_ROWS,
+};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::{codec, layout::Layout};
+
+pub const RECONCILES: &str = "emptcp_reconciles_total";
+pub const RECONCILE_SECONDS: &str = "emptcp_reconcile_duration_seconds";
+pub const LAST_RECONCILE: &str = "emptcp_last_reconcile_timestamp_seconds";
+pub const LAST_SUCCESS: &str = "emptcp_last_successful_reconcile_timestamp_seconds";
+pub const CONVERGED: &str = "emptcp_converged";
+pub const DRIFT: &str = "emptcp_drift_corrections_total";
+pub const POLICY_ERRORS: &str = "emptcp_policy_errors_total";
+pub const POLICY_VALID: &str = "emptcp_policy_valid";
+pub const POLICY_READS: &str = "emptcp_policy_reads_total";
+pub const POLICY_INFO: &str = "emptcp_policy_info";
+pub const MISSING_IFACES: &str = "emptcp_interfaces_missing";
+pub const DECIDER_BUSY: &str = "emptcp_decider_busy";
+pub const DECIDER_USAGE: &str = "emptcp_decider_cpu_usage_percent";
+pub const DECIDER_RECOVER_AT: &str = "emptcp_decider_recover_at_bytes";
+pub const DECIDER_CHANGES: &str = "emptcp_decider_changes_total";
+pub const PACKETS: &str = "emptcp_datapath_packets_total";
+pub const CHAIN_PACKETS: &str = "emptcp_chain_packets_total";
+pub const CHAIN_BYTES: &str = "emptcp_chain_bytes_total";
+pub const FLOWS: &str = "emptcp_flows_tracked";
+pub const EVENTS: &str = "emptcp_datapath_events_total";
+pub const STRIPPED: &str = "emptcp_add_addr_stripped_total";
+pub const RECOVERED: &str = "emptcp_add_addr_recovered_total";
+pub const BUILD_INFO: &str = "emptcp_build_info";
+
+/// Installs the global recorder; returns the handle that renders it.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(RECONCILE_SECONDS.into()),
+            &[
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
+        )?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+    describe();
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Counters exist (at 0) from the start, so rate() and alerts work
+    // before the first event.
+    for outcome in [
+        "applied",
+        "noop",
+        "policy_error",
+        "plan_error",
+        "apply_error",
+        "observe_error",
+        "lock_busy",
+        "lock_error",
+        "no_policy",
+    ] {
+        counter!(RECONCILES, "outcome" => outcome).increment(0);
+    }
+    counter!(DRIFT).increment(0);
+    counter!(POLICY_ERRORS).increment(0);
+    counter!(DECIDER_CHANGES).increment(0);
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(
+        RECONCILES,
+        "Reconciles by outcome (applied, noop, policy_error, plan_error, apply_error, observe_error, lock_busy, no_policy)."
+    );
+    describe_histogram!(
+        RECONCILE_SECONDS,
+        Unit::Seconds,
+        "Duration of reconciles that reached the kernel (observe + plan + apply + verify)."
+    );
+    describe_gauge!(
+        LAST_RECONCILE,
+        Unit::Seconds,
+        "Unix time of the newest reconcile."
+    );
+    describe_gauge!(
+        LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the newest reconcile that left the datapath converged."
+    );
+    describe_gauge!(
+        CONVERGED,
+        "1 when the datapath is converged to the target policy, else 0."
+    );
+    describe_counter!(
+        DRIFT,
+        "Reconciles that changed the kernel although neither the policy nor a decider had changed (drift healed)."
+    );
+    describe_counter!(
+        POLICY_ERRORS,
+        "Reads of a new policy that failed to parse or validate (the last good policy stays live)."
+    );
+    describe_gauge!(
+        POLICY_VALID,
+        "0 while the newest policy read is invalid, else 1."
+    );
+    describe_counter!(
+        POLICY_READS,
+        "Reads of the policy source, by whether its hash changed."
+    );
+    describe_gauge!(
+        POLICY_INFO,
+        "1 for the hash (sha256 prefix) of the policy being converged to, 0 for earlier ones."
+    );
+    describe_gauge!(MISSING_IFACES, "Policy interfaces that do not exist (yet).");
+    describe_gauge!(
+        DECIDER_BUSY,
+        "1 while a cpu_usage decider holds its chain at busy_recover_at."
+    );
+    describe_gauge!(
+        DECIDER_USAGE,
+        "CPU usage over the decider's newest interval, percent."
+    );
+    describe_gauge!(
+        DECIDER_RECOVER_AT,
+        Unit::Bytes,
+        "recover_at in force for the chain."
+    );
+    describe_counter!(DECIDER_CHANGES, "Busy/calm flips of the deciders.");
+    describe_counter!(
+        PACKETS,
+        "Packets per eBPF program and outcome (STATS map, summed over CPUs)."
+    );
+    describe_counter!(
+        CHAIN_PACKETS,
+        "Packets counted per chain (CHAIN_STATS map)."
+    );
+    describe_counter!(
+        CHAIN_BYTES,
+        Unit::Bytes,
+        "Bytes counted per chain (CHAIN_STATS map)."
+    );
+    describe_gauge!(
+        FLOWS,
+        "Flows in the FLOWS table (0 without one); counted at most every 30 s."
+    );
+    describe_counter!(
+        EVENTS,
+        "Datapath events (FLOW_STATS map, summed over CPUs)."
+    );
+    describe_counter!(
+        STRIPPED,
+        "ADD_ADDR options stripped (overwritten with NOPs or dropped with their pure ACK)."
+    );
+    describe_counter!(RECOVERED, "Stored ADD_ADDR options re-inserted.");
+    describe_gauge!(BUILD_INFO, "Build information.");
+}
+
+/// Liveness and readiness, shared by the loop, the watchdog and the HTTP
+/// server. The loop only blocks inside a converge; a converge that takes
+/// longer than `max_converge` counts as hung.
+#[derive(Debug)]
+pub struct Health {
+    /// Set after the first converge attempt.
+    pub ready: AtomicBool,
+    /// Unix seconds when the running converge started; 0 when idle.
+    busy_since: AtomicU64,
+    max_converge: Duration,
+}
+
+impl Health {
+    pub fn new(max_converge: Duration) -> Health {
+        Health {
+            ready: AtomicBool::new(false),
+            busy_since: AtomicU64::new(0),
+            max_converge,
+        }
+    }
+    pub fn busy(&self, busy: bool) {
+        let v = if busy {
+            (super::state_file::now_unix() as u64).max(1)
+        } else {
+            0
+        };
+        self.busy_since.store(v, Ordering::Relaxed);
+    }
+    /// False when a converge has been running for too long.
+    pub fn alive(&self) -> bool {
+        let since = self.busy_since.load(Ordering::Relaxed);
+        let now = super::state_file::now_unix() as u64;
+        since == 0 || now.saturating_sub(since) <= self.max_converge.as_secs()
+    }
+}
+
+/// Cached flow count (a key walk costs one syscall per flow).
+#[derive(Default)]
+struct FlowCount {
+    at: Option<Instant>,
+    value: u64,
+}
+
+const FLOW_COUNT_MAX_AGE: Duration = Duration::from_secs(30);
+
+fn open(layout: &Layout, name: &str) -> Option<Map> {
+    let md = MapData::from_pin(layout.map(name)).ok()?;
+    Map::from_map_data(md).ok()
+}
+
+fn sum_row(m: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {
+    m.get(&idx, 0).map(|v| v.iter().sum()).unwrap_or(0)
+}
+
+/// Reads the datapath counters into the registry. Blocking (map syscalls).
+fn collect_datapath(layout: &Layout, flows: &Mutex<FlowCount>) {
+    if let Some(m) = open(layout, "STATS").and_then(|m| PerCpuArray::try_from(m).ok()) {
+        for row in 0..STATS_ROWS {
+            let prog = if row == STATS_ROW_ENTRY {
+                "entry"
+            } else if let Some(a) = Action::from_u32(row) {
+                a.name()
+            } else {
+                continue;
+            };
+            for (k, outcome) in OUTCOME_NAMES.iter().enumerate() {
+                let v = sum_row(&m, row * OUTCOMES + k as u32);
+                counter!(PACKETS, "program" => prog, "outcome" => *outcome).absolute(v);
+            }
+        }
+    }
+    let names: BTreeMap<u32, String> = open(layout, "CHAINS")
+        .and_then(|m| HashMap::<MapData, u32, ChainDef>::try_from(m).ok())
+        .map(|m| {
+            m.iter()
+                .flatten()
+                .map(|(id, def)| (id, codec::chain_from_kernel(&def).name))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(m) = open(layout, "CHAIN_STATS")
+        .and_then(|m| PerCpuArray::<MapData, ChainCounters>::try_from(m).ok())
+    {
+        for (id, name) in &names {
+            let (p, b) = m
+                .get(id, 0)
+                .map(|v| {
+                    v.iter()
+                        .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes))
+                })
+                .unwrap_or((0, 0));
+            counter!(CHAIN_PACKETS, "chain" => name.clone()).absolute(p);
+            counter!(CHAIN_BYTES, "chain" => name.clone()).absolute(b);
+        }
+    }
+    if let Some(m) = open(layout, "FLOW_STATS").and_then(|m| PerCpuArray::try_from(m).ok()) {
+        let mut v = [0u64; FLOW_STATS_LEN as usize];
+        for (i, slot) in v.iter_mut().enumerate() {
+            *slot = sum_row(&m, i as u32);
+            counter!(EVENTS, "event" => FLOW_STAT_NAMES[i]).absolute(*slot);
+        }
+        counter!(STRIPPED).absolute(
+            v[FlowStat::AddAddrNopped as usize] + v[FlowStat::AddAddrDroppedPureAck as usize],
+        );
+        counter!(RECOVERED).absolute(v[FlowStat::AddAddrRecovered as usize]);
+    } else {
+        counter!(STRIPPED).absolute(0);
+        counter!(RECOVERED).absolute(0);
+    }
+    let mut fc = flows.lock().unwrap_or_else(|e| e.into_inner());
+    if fc.at.is_none_or(|t| t.elapsed() >= FLOW_COUNT_MAX_AGE) {
+        fc.value = count_keys(layout, "FLOWS");
+        fc.at = Some(Instant::now());
+    }
+    gauge!(FLOWS).set(fc.value as f64);
+}
+
+/// Number of keys of a pinned hash map (0 when absent). Bounded by the
+/// map's capacity: a walk that restarts (its current key was evicted
+/// under it) cannot run forever.
+fn count_keys(layout: &Layout, name: &str) -> u64 {
+    let path = layout.map(name);
+    let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
+        return 0;
+    };
+    let Ok(fd) = crate::sys::obj_get(&path) else {
+        return 0;
+    };
+    let mut key = vec![0u8; info.key_size() as usize];
+    let mut next = vec![0u8; info.key_size() as usize];
+    let mut n: u64 = 0;
+    let mut first = true;
+    while n < u64::from(info.max_entries()) {
+        if !next_key(&fd, if first { None } else { Some(&key) }, &mut next) {
+            break;
+        }
+        first = false;
+        n += 1;
+        std::mem::swap(&mut key, &mut next);
+    }
+    n
+}
+
+fn next_key(fd: &std::os::fd::OwnedFd, key: Option<&[u8]>, next: &mut [u8]) -> bool {
+    use std::os::fd::AsRawFd as _;
+    // union bpf_attr for BPF_MAP_GET_NEXT_KEY: map_fd, pad, key, next_key.
+    #[repr(C)]
+    struct Attr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        next_key: u64,
+    }
+    let attr = Attr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.map_or(0, |k| k.as_ptr() as u64),
+        next_key: next.as_mut_ptr() as u64,
+    };
+    const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+    // SAFETY: attr points at buffers of the map's key size, alive for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_GET_NEXT_KEY,
+            &attr as *const Attr,
+            size_of::<Attr>() as u32,
+        )
+    };
+    r == 0
+}
+
+/// Serves `/metrics`, `/healthz`, `/readyz` on `listener` until the task is
+/// dropped.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    handle: PrometheusHandle,
+    layout: Layout,
+    health: Arc<Health>,
+) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|_| tokio::net::TcpListener::from_std(listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics listener unusable");
+            return;
+        }
+    };
+    let flows = Arc::new(Mutex::new(FlowCount::default()));
+    // At most a few scrapes at once: a slow client cannot pile up tasks.
+    let slots = Arc::new(tokio::sync::Semaphore::new(4));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream); // busy: the scraper retries
+            continue;
+        };
+        let (handle, layout, health, flows) = (
+            handle.clone(),
+            layout.clone(),
+            health.clone(),
+            flows.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                respond(stream, handle, layout, health, flows),
+            )
+            .await;
+        });
+    }
+}
+
+async fn respond(
+    mut stream: tokio::net::TcpStream,
+    handle: PrometheusHandle,
+    layout: Layout,
+    health: Arc<Health>,
+    flows: Arc<Mutex<FlowCount>>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 8192 {
+            return reply(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+            )
+            .await;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    if method != "GET" && method != "HEAD" {
+        return reply(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n",
+        )
+        .await;
+    }
+    let (status, ctype, body) = match path {
+        "/metrics" => {
+            let l = layout.clone();
+            let f = flows.clone();
+            let _ = tokio::task::spawn_blocking(move || collect_datapath(&l, &f)).await;
+            handle.run_upkeep();
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                handle.render(),
+            )
+        }
+        "/healthz" => {
+            if health.alive() {
+                ("200 OK", "text/plain", "ok\n".to_string())
+            } else {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "a converge has been running for too long\n".to_string(),
+                )
+            }
+        }
+        "/readyz" => {
+            if health.ready.load(Ordering::Relaxed) {
+                ("200 OK", "text/plain", "ready\n".to_string())
+            } else {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "starting\n".to_string(),
+                )
+            }
+        }
+        "/" => (
+            "200 OK",
+            "text/plain",
+            "emptcp watch: /metrics /healthz /readyz\n".to_string(),
+        ),
+        _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+    };
+    let body = if method == "HEAD" {
+        String::new()
+    } else {
+        body
+    };
+    reply(&mut stream, status, ctype, &body).await
+}
+
+async fn reply(
+    stream: &mut tokio::net::TcpStream,
+    status: &str,
+    ctype: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,82 @@
+//! The two-path MPTCP testbed (tests/mptcp/testbed.sh) as a Rust fixture:
+//! `up` in new, uniquely named namespaces, `down` on drop (also on failure).
+//!
+//!   emptcp-cli<ID>                      emptcp-srv<ID>
+//!   cli0 192.0.2.1    <== path A ==>  srv0 192.0.2.2     (first subflow)
+//!   cli1 198.51.100.1 <== path B ==>  srv1 198.51.100.2  (announced with ADD_ADDR)
+#![allow(dead_code)]
+
+use std::{collections::BTreeMap, path::PathBuf, process::Command};
+
+pub struct Testbed {
+    pub id: String,
+    pub cli: String,
+    pub srv: String,
+    script: PathBuf,
+}
+
+impl Testbed {
+    pub fn up(tag: &str) -> Testbed {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mptcp/testbed.sh");
+        let id = format!("-{tag}");
+        let tb = Testbed {
+            cli: format!("emptcp-cli{id}"),
+            srv: format!("emptcp-srv{id}"),
+            id,
+            script,
+        };
+        tb.run(&["up"]);
+        // Receivers verify TCP checksums only with TX offload off on the sender.
+        tb.run(&["csum-offload", "off"]);
+        tb
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let o = Command::new(&self.script)
+            .args(args)
+            .env("LAB_ID", &self.id)
+            .output()
+            .expect("testbed.sh");
+        assert!(
+            o.status.success(),
+            "testbed.sh {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Absolute MPTcpExt / Tcp counters of the client or the server.
+    pub fn counters(&self, side: &str) -> BTreeMap<String, u64> {
+        self.run(&["counters", side, "."])
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// One client connection (mptcp_xfer.py client args); returns its JSON.
+    pub fn xfer(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["xfer"];
+        a.extend_from_slice(args);
+        let out = self.run(&a);
+        let line = out.lines().last().unwrap_or_default();
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("xfer output {out:?}: {e}"))
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script)
+            .arg("down")
+            .env("LAB_ID", &self.id)
+            .output();
+    }
+}
+
+/// `after - before` for one counter.
+pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name: &str) -> i64 {
+    after.get(name).copied().unwrap_or(0) as i64 - before.get(name).copied().unwrap_or(0) as i64
+}

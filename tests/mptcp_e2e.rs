@@ -1,0 +1,243 @@
+//! End to end on a two-path MPTCP testbed (namespaces made by the test):
+//! the kernel's own MPTCP counters prove what the datapath does.
+//!
+//! * baseline: without emptcp every flow opens the second subflow;
+//! * short flow (< remove_below): no join, no fallback, no checksum error;
+//! * long flows (>= recover_at): the stored ADD_ADDR reaches the client, the
+//!   second subflow is established, data verified byte for byte;
+//! * a threshold change applied while a flow is live takes effect on it;
+//! * in native and generic (skb) XDP mode.
+mod common;
+mod mptcp_common;
+
+use std::path::Path;
+
+use common::*;
+use mptcp_common::*;
+
+fn policy(mode: &str, remove_below: &str, recover_at: &str) -> String {
+    format!(
+        r#"version: 1
+interfaces:
+  - {{name: cli0, xdp_mode: {mode}, chains: [mptcp]}}
+  - {{name: cli1, xdp_mode: {mode}, chains: [mptcp]}}
+chains:
+  - name: mptcp
+    match: {{remote: [192.0.2.0/24, 198.51.100.0/24], remote_ports: [5201]}}
+    thresholds: {{remove_below: {remove_below}, recover_at: {recover_at}}}
+    actions: [record_flow, strip_add_addr, recover_add_addr, count]
+"#
+    )
+}
+
+struct Lab {
+    tb: Testbed,
+    root: BpfRoot,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(name: &str) -> Lab {
+        let t = tag(name);
+        Lab {
+            tb: Testbed::up(&t),
+            root: BpfRoot::new(&t),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn apply(&self, policy_text: &str) {
+        let f = policy_file(&self.dir, "p.yaml", policy_text);
+        emptcp_ok(
+            &self.root.path,
+            Some(&self.tb.cli),
+            &["apply", "-f", f.to_str().unwrap()],
+            0,
+        );
+    }
+    fn destroy(&self) {
+        emptcp_ok(&self.root.path, Some(&self.tb.cli), &["destroy"], 0);
+    }
+    fn root(&self) -> &Path {
+        &self.root.path
+    }
+}
+
+const JOIN: &str = "MPTcpExtMPJoinSynAckRx";
+const JOIN_TX: &str = "MPTcpExtMPJoinSynTx";
+const ADD_ADDR: &str = "MPTcpExtAddAddr";
+const FALLBACK: &str = "MPTcpExtMPCapableDataFallback";
+const CSUM: &str = "TcpInCsumErrors";
+
+/// Runs one client connection and returns the client counter deltas.
+fn run(lab: &Lab, args: &[&str]) -> (serde_json::Value, impl Fn(&str) -> i64) {
+    let before = lab.tb.counters("cli");
+    let res = lab.tb.xfer(args);
+    let after = lab.tb.counters("cli");
+    assert_eq!(res["rc"], 0, "transfer failed or data corrupted: {res}");
+    assert_eq!(
+        res["mptcp_info"]["fallback"], false,
+        "connection fell back to TCP: {res}"
+    );
+    (res, move |n: &str| delta(&before, &after, n))
+}
+
+fn no_damage(d: &impl Fn(&str) -> i64) {
+    assert_eq!(d(FALLBACK), 0, "MPTCP fell back to TCP");
+    assert_eq!(d(CSUM), 0, "the client saw TCP checksum errors");
+}
+
+fn short_and_long(mode: &str) {
+    let lab = Lab::new(&format!("sl{mode}"));
+    // Baseline in the same run: without emptcp, even a short flow joins.
+    let (_, d) = run(
+        &lab,
+        &[
+            "--download",
+            "100K",
+            "--wait-subflows",
+            "1",
+            "--wait-timeout",
+            "2",
+        ],
+    );
+    assert_eq!(
+        d(JOIN),
+        1,
+        "baseline: the second subflow should open at once"
+    );
+
+    lab.apply(&policy(mode, "1MiB", "4MiB"));
+    let (_, d) = run(
+        &lab,
+        &[
+            "--download",
+            "100K",
+            "--wait-subflows",
+            "1",
+            "--wait-timeout",
+            "1",
+        ],
+    );
+    assert_eq!(d(JOIN_TX), 0, "short flow opened a second subflow");
+    assert_eq!(d(ADD_ADDR), 0, "short flow: ADD_ADDR reached the client");
+    no_damage(&d);
+    let st = status_json(lab.root(), &lab.tb.cli);
+    assert!(
+        st["programs"]["strip_add_addr"]["applied"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{st}"
+    );
+
+    // Long upload: the stored ADD_ADDR is re-inserted and the join happens.
+    let (_, d) = run(
+        &lab,
+        &[
+            "--upload",
+            "20M",
+            "--wait-subflows",
+            "1",
+            "--wait-timeout",
+            "3",
+        ],
+    );
+    assert!(d(ADD_ADDR) >= 1, "long upload: ADD_ADDR not delivered");
+    assert_eq!(d(JOIN), 1, "long upload: second subflow not established");
+    no_damage(&d);
+
+    // Request/response on one connection (5 MiB each way).
+    let (_, d) = run(
+        &lab,
+        &[
+            "--reqresp",
+            "80",
+            "--rr-size",
+            "64K",
+            "--wait-subflows",
+            "1",
+            "--wait-timeout",
+            "3",
+        ],
+    );
+    assert!(d(ADD_ADDR) >= 1, "request/response: ADD_ADDR not delivered");
+    assert_eq!(
+        d(JOIN),
+        1,
+        "request/response: second subflow not established"
+    );
+    no_damage(&d);
+    lab.destroy();
+}
+
+#[test]
+fn short_flow_single_path_long_flow_joins_native() {
+    if root_or_skip("short_flow_single_path_long_flow_joins_native") {
+        short_and_long("native");
+    }
+}
+
+#[test]
+fn short_flow_single_path_long_flow_joins_skb() {
+    if root_or_skip("short_flow_single_path_long_flow_joins_skb") {
+        short_and_long("skb");
+    }
+}
+
+#[test]
+fn live_threshold_change_takes_effect_on_a_live_flow() {
+    if !root_or_skip("live_threshold_change_takes_effect_on_a_live_flow") {
+        return;
+    }
+    let lab = Lab::new("live");
+    lab.apply(&policy("native", "1MiB", "1GiB"));
+    // A paced request/response flow: 40 rounds of 64 KiB each way, 50 ms apart.
+    let before = lab.tb.counters("cli");
+    let handle = {
+        let script =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mptcp/testbed.sh");
+        let id = lab.tb.id.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new(script)
+                .args([
+                    "xfer",
+                    "--reqresp",
+                    "40",
+                    "--rr-size",
+                    "64K",
+                    "--rr-pause",
+                    "0.05",
+                    "--wait-subflows",
+                    "1",
+                    "--wait-timeout",
+                    "3",
+                ])
+                .env("LAB_ID", id)
+                .output()
+                .unwrap()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let mid = lab.tb.counters("cli");
+    assert_eq!(
+        delta(&before, &mid, JOIN_TX),
+        0,
+        "joined before the threshold change"
+    );
+    lab.apply(&policy("native", "1MiB", "2MiB"));
+    let out = handle.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = lab.tb.counters("cli");
+    assert_eq!(
+        delta(&before, &after, JOIN),
+        1,
+        "the live flow did not pick up the new recover_at"
+    );
+    assert_eq!(delta(&before, &after, FALLBACK), 0);
+    assert_eq!(delta(&before, &after, CSUM), 0);
+    lab.destroy();
+}

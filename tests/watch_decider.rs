@@ -1,0 +1,161 @@
+//! The cpu_usage threshold decider: a synthetic load (a busy loop on every
+//! core for a few seconds) moves the chain's recover_at in the THRESHOLDS
+//! map to busy_recover_at, and back once the load stops. The decision goes
+//! through plan/apply and is never counted as drift.
+mod common;
+#[path = "watch_support/mod.rs"]
+mod watch_support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::*;
+use watch_support::*;
+
+const MIB: u64 = 1 << 20;
+
+fn recover_at(root: &std::path::Path, ns: &str) -> Option<u64> {
+    let e = export(root, ns);
+    let (id, _) = e["entries"]["chains"]
+        .as_object()?
+        .iter()
+        .find(|(_, c)| c["name"] == "short")?;
+    e["entries"]["thresholds"][id.as_str()]["recover_at"].as_u64()
+}
+
+fn wait_recover_at(
+    root: &std::path::Path,
+    ns: &str,
+    want: u64,
+    timeout: Duration,
+    d: &Daemon,
+) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if recover_at(root, ns) == Some(want) {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "recover_at did not become {want}: {:?}\nstate: {:#}\nlog:\n{}",
+            recover_at(root, ns),
+            d.state().unwrap_or_default(),
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn cpu_usage_decider_moves_the_threshold_and_back() {
+    if !root_or_skip("cpu_usage_decider_moves_the_threshold_and_back") {
+        return;
+    }
+    let needed = ["record_flow", "strip_add_addr", "recover_add_addr"];
+    if !object_has(&needed) {
+        eprintln!(
+            "SKIPPED cpu_usage_decider_moves_the_threshold_and_back: the eBPF object has no {needed:?} programs (thresholds need them)"
+        );
+        return;
+    }
+    let t = tag("wdec");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let ns = pair.b.name.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("10-p.yaml"),
+        format!(
+            "version: 1
+interfaces:
+  - name: {}
+    chains: [short]
+chains:
+  - name: short
+    match: {{remote_ports: [5201]}}
+    thresholds:
+      remove_below: 1MiB
+      recover_at: 4MiB
+      decider: {{cpu_usage: {{interval: 200ms, busy_above: 60%, busy_recover_at: 64MiB}}}}
+    actions: [record_flow, strip_add_addr, recover_add_addr]
+",
+            pair.dev_b
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&root.path, ns, &["-d", d.to_str().unwrap()]);
+    daemon.wait_state("converged", Duration::from_secs(30), |s| {
+        s["last_reconcile"]["converged"] == true
+    });
+    // Calm (an idle test machine): the policy's recover_at.
+    wait_recover_at(&root.path, ns, 4 * MIB, Duration::from_secs(5), &daemon);
+
+    // A busy loop on every core for 3 s.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let stop = Arc::new(AtomicBool::new(false));
+    let burners: Vec<_> = (0..cores)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect();
+    let busy_in = wait_recover_at(&root.path, ns, 64 * MIB, Duration::from_secs(3), &daemon);
+    eprintln!("busy_recover_at in force {busy_in:?} into the load");
+    let st = daemon.status();
+    let dec = &st["daemon"]["deciders"][0];
+    assert_eq!(dec["chain"], "short");
+    assert_eq!(dec["busy"], true, "{dec:#}");
+    assert_eq!(dec["recover_at_in_force"], 64 * MIB);
+    assert!(dec["cpu_usage_percent"].as_f64().unwrap() > 60.0, "{dec:#}");
+    let m = daemon.scrape();
+    assert_eq!(
+        metric(&m, "emptcp_decider_busy{chain=\"short\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "emptcp_decider_recover_at_bytes{chain=\"short\"}"),
+        Some((64 * MIB) as f64)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for b in burners {
+        b.join().unwrap();
+    }
+    let calm_in = wait_recover_at(&root.path, ns, 4 * MIB, Duration::from_secs(5), &daemon);
+    eprintln!("recover_at back {calm_in:?} after the load stopped");
+    let s = daemon.state().unwrap();
+    assert!(
+        s["counters"]["decider_changes"].as_u64().unwrap() >= 2,
+        "{s:#}"
+    );
+    assert_eq!(
+        s["counters"]["drift_corrections"], 0,
+        "a decision counted as drift: {s:#}"
+    );
+    let m = daemon.scrape();
+    assert_eq!(
+        metric(&m, "emptcp_decider_busy{chain=\"short\"}"),
+        Some(0.0)
+    );
+    assert!(metric(&m, "emptcp_decider_cpu_usage_percent{chain=\"short\"}").is_some());
+    // The decision is live state, not drift: a drift pass keeps it.
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-d", d.to_str().unwrap()],
+        0,
+    );
+}
