@@ -1,0 +1,706 @@
+//! The datapath actions on the real kernel (BPF_PROG_TEST_RUN): crafted
+//! server->client segments run through the entry program (the whole chain,
+//! by tail calls) or through one action, and every output byte is compared
+//! with a frame built independently (lengths and checksums from scratch),
+//! whose checksums etherparse verifies again.
+//!
+//! Needs root (loads programs); skips loudly otherwise.
+mod datapath_common;
+
+use std::net::IpAddr;
+
+use datapath_common::*;
+use emptcp_common::{
+    Action, FLOW_DATA_ACK_SEEN, FLOW_RECOVER_PENDING, FLOW_SEQ_SEEN, FLOW_TS_SEEN, FlowStat,
+    FlowState, Outcome, StoredAddAddr, Thresholds,
+};
+
+const CHAIN: u32 = 7;
+const REMOVE_BELOW: u64 = 10_000;
+const RECOVER_AT: u64 = 20_000;
+const TH: Thresholds = Thresholds {
+    remove_below: REMOVE_BELOW,
+    recover_at: RECOVER_AT,
+};
+const EMPTCP: [(Action, u32); 3] = [
+    (Action::RecordFlow, 0),
+    (Action::StripAddAddr, 0),
+    (Action::RecoverAddAddr, 0),
+];
+
+macro_rules! need_root {
+    () => {
+        if !root_or_skip(module_path!()) {
+            return;
+        }
+    };
+}
+
+fn dp_with(steps: &[(Action, u32)]) -> Dp {
+    let mut dp = Dp::load();
+    dp.chain(CHAIN, steps, TH, LO);
+    dp
+}
+
+fn v4(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn syn_ack(base: &Seg) -> Seg {
+    base.clone().with(|s| {
+        s.flags = SYN | ACK;
+        s.seq = base.seq.wrapping_sub(1);
+        s.opts = opts(&[
+            &[2, 4, 0x05, 0xb4],
+            &wscale(7),
+            &ts(1000, 500),
+            &mp_capable(42),
+        ]);
+    })
+}
+
+/// Runs the SYN-ACK of `base`'s connection through the chain.
+fn handshake(dp: &Dp, base: &Seg) {
+    let r = dp.entry(&syn_ack(base).frame());
+    assert_eq!(r.verdict, XDP_PASS);
+    assert!(dp.flow(&base.key()).is_some(), "SYN-ACK created no flow");
+}
+
+/// A pure ACK as Linux sends it on an established MPTCP subflow: timestamps
+/// and a DSS with a 4-byte data ACK (20 bytes of options, 20 of room).
+fn pure_ack(base: &Seg, data_ack: u64) -> Seg {
+    base.clone()
+        .with(|s| s.opts = opts(&[&ts(2000, 900), &dss(Some((data_ack, 4)), None)]))
+}
+
+/// A server data segment with a full DSS: no room left (40 bytes).
+fn full_data(base: &Seg) -> Seg {
+    base.clone().with(|s| {
+        s.flags = ACK | PSH;
+        s.opts = opts(&[
+            &ts(2001, 901),
+            &dss(Some((5000, 8)), Some((70_000, 8, 1, 100))),
+        ]);
+        s.payload = vec![0xab; 100];
+    })
+}
+
+fn flow_of(dp: &Dp, s: &Seg) -> FlowState {
+    dp.flow(&s.key()).expect("flow tracked")
+}
+
+/// `seg` passes through the chain untouched.
+fn assert_untouched(dp: &Dp, seg: &Seg, what: &str) {
+    let f = seg.frame();
+    let r = dp.entry(&f);
+    assert_eq!(r.verdict, XDP_PASS, "{what}: verdict");
+    assert_frame_eq(&r.frame, &f, what);
+}
+
+/// `seg` leaves the chain as `want` (and with valid checksums).
+fn assert_becomes(dp: &Dp, seg: &Seg, want: &Seg, what: &str) {
+    let r = dp.entry(&seg.frame());
+    assert_eq!(r.verdict, XDP_PASS, "{what}: verdict");
+    assert_frame_eq(&r.frame, &want.frame(), what);
+    assert_checksums_valid(&r.frame);
+}
+
+/// `opts` with the bytes `[at, at + len)` overwritten by NOPs.
+fn nopped(o: &[u8], at: usize, len: usize) -> Vec<u8> {
+    let mut o = o.to_vec();
+    o[at..at + len].fill(1);
+    o
+}
+
+// ---- verifier --------------------------------------------------------------
+
+#[test]
+fn every_program_passes_the_verifier() {
+    need_root!();
+    let dp = Dp::load();
+    let mut names: Vec<&str> = dp.ebpf.programs().map(|(n, _)| n).collect();
+    names.sort();
+    let mut want: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+    want.push("entry");
+    want.sort();
+    assert_eq!(names, want, "one program per action, named as the action");
+    for n in names {
+        let p: &aya::programs::Xdp = dp.ebpf.program(n).unwrap().try_into().unwrap();
+        let info = p.info().unwrap();
+        println!(
+            "{n:>17}: verified {:>6} insns, {:>5} translated bytes",
+            info.verified_instruction_count().unwrap_or(0),
+            info.size_translated().unwrap_or(0)
+        );
+    }
+}
+
+// ---- record_flow -----------------------------------------------------------
+
+#[test]
+fn syn_ack_with_mp_capable_creates_the_flow() {
+    need_root!();
+    for base in [
+        Seg::v4(),
+        Seg::v6(),
+        Seg::v4().with(|s| s.vlans = vec![100]),
+    ] {
+        let dp = dp_with(&EMPTCP);
+        let sa = syn_ack(&base);
+        assert_untouched(&dp, &sa, "SYN-ACK");
+        let f = flow_of(&dp, &base);
+        assert_eq!(f.chain, CHAIN);
+        assert_eq!(f.wscale, 7);
+        assert_eq!(f.ifindex, LO);
+        assert_eq!(f.rcv_nxt, base.seq, "SYN takes one sequence number");
+        assert_eq!(f.ack, sa.ack);
+        assert_eq!(f.window, sa.window);
+        assert_eq!((f.tsval, f.tsecr), (1000, 500));
+        assert_eq!(f.flags, FLOW_SEQ_SEEN | FLOW_TS_SEEN);
+        assert_eq!(&f.mac[..6], &CLIENT_MAC);
+        assert_eq!(&f.mac[6..], &SERVER_MAC);
+        assert_eq!(f.vlan_tci, base.vlans.first().copied().unwrap_or(0));
+        assert_eq!(f.bytes, 0);
+        assert_eq!(dp.event(FlowStat::FlowsCreated), 1);
+    }
+}
+
+#[test]
+fn only_mp_capable_syn_acks_create_flows() {
+    need_root!();
+    let dp = dp_with(&EMPTCP);
+    let base = Seg::v4();
+    // Plain TCP SYN-ACK, a SYN, a data segment of an unknown flow.
+    let plain = syn_ack(&base).with(|s| s.opts = opts(&[&wscale(7)]));
+    let syn = syn_ack(&base).with(|s| s.flags = SYN);
+    for s in [plain, syn, pure_ack(&base, 1)] {
+        assert_untouched(&dp, &s, "not a flow start");
+    }
+    assert!(dp.flow(&base.key()).is_none());
+    // No window scale option: shift 0.
+    let sa = syn_ack(&base).with(|s| s.opts = opts(&[&mp_capable(1)]));
+    assert_untouched(&dp, &sa, "SYN-ACK without wscale");
+    assert_eq!(flow_of(&dp, &base).wscale, 0);
+}
+
+#[test]
+fn fin_and_rst_remove_the_flow_and_its_options() {
+    need_root!();
+    for flag in [FIN | ACK, RST, RST | ACK] {
+        let dp = dp_with(&EMPTCP);
+        let base = Seg::v6();
+        handshake(&dp, &base);
+        // Two stored options (dropped pure ACKs).
+        for id in [1, 2] {
+            let s = base
+                .clone()
+                .with(|s| s.opts = opts(&[&add_addr(id, v4("198.51.100.2"), None, false)]));
+            assert_eq!(dp.entry(&s.frame()).verdict, XDP_DROP);
+        }
+        assert_eq!(dp.flow_addr_count(), 2);
+        let fin = base.clone().with(|s| s.flags = flag);
+        assert_untouched(&dp, &fin, "FIN/RST");
+        assert!(
+            dp.flow(&base.key()).is_none(),
+            "flow removed on flags {flag:#x}"
+        );
+        assert_eq!(dp.flow_addr_count(), 0, "stored options removed");
+        assert_eq!(dp.event(FlowStat::FlowsRemoved), 1);
+    }
+}
+
+#[test]
+fn dss_data_ack_4_and_8_bytes_with_wrap_around() {
+    need_root!();
+    let dp = dp_with(&[(Action::RecordFlow, 0)]);
+    let base = Seg::v4();
+    handshake(&dp, &base);
+    let ack = |v: u64, n: usize| {
+        base.clone()
+            .with(|s| s.opts = opts(&[&dss(Some((v, n)), None)]))
+    };
+    // The first value is the baseline.
+    assert_untouched(&dp, &ack(0xffff_ff00, 4), "baseline");
+    assert_eq!(flow_of(&dp, &base).bytes, 0);
+    assert_eq!(
+        flow_of(&dp, &base).flags & FLOW_DATA_ACK_SEEN,
+        FLOW_DATA_ACK_SEEN
+    );
+    // 32-bit wrap: 0xffffff00 -> 0x00000100 is 0x200 bytes.
+    assert_untouched(&dp, &ack(0x0000_0100, 4), "wrap");
+    let f = flow_of(&dp, &base);
+    assert_eq!(f.bytes, 0x200);
+    assert_eq!(
+        f.data_ack, 0x1_0000_0100,
+        "4-byte form extends the 64-bit ack"
+    );
+    // The 8-byte form continues from there.
+    assert_untouched(&dp, &ack(0x1_0000_0500, 8), "8-byte ack");
+    assert_eq!(flow_of(&dp, &base).bytes, 0x600);
+    // A reordered (older) ack adds nothing; a duplicate neither.
+    assert_untouched(&dp, &ack(0x1_0000_0400, 8), "old ack");
+    assert_untouched(&dp, &ack(0x0000_0500, 4), "duplicate ack");
+    let f = flow_of(&dp, &base);
+    assert_eq!((f.bytes, f.data_ack), (0x600, 0x1_0000_0500));
+}
+
+#[test]
+fn dss_mappings_count_download_bytes_with_wrap_around() {
+    need_root!();
+    let dp = dp_with(&[(Action::RecordFlow, 0)]);
+    let base = Seg::v6();
+    handshake(&dp, &base);
+    let data = |dsn: u64, n: usize, len: u16, seq: u32| {
+        base.clone().with(|s| {
+            s.seq = seq;
+            s.opts = opts(&[&dss(None, Some((dsn, n, 1, len)))]);
+            s.payload = vec![7; len as usize];
+        })
+    };
+    // Baseline end 0xffffff00 + 0x80, then a 4-byte mapping across the wrap.
+    assert_untouched(&dp, &data(0xffff_ff00, 4, 0x80, base.seq), "baseline");
+    assert_untouched(&dp, &data(0xffff_ff80, 4, 0x100, base.seq + 0x80), "wrap");
+    let f = flow_of(&dp, &base);
+    assert_eq!(f.bytes, 0x100);
+    assert_eq!(f.data_end, 0x1_0000_0080);
+    assert_eq!(f.rcv_nxt, base.seq + 0x180, "newest seq + payload");
+    // 8-byte form, and a retransmission that adds nothing.
+    assert_untouched(
+        &dp,
+        &data(0x1_0000_0080, 8, 0x40, base.seq + 0x180),
+        "8-byte",
+    );
+    assert_untouched(
+        &dp,
+        &data(0xffff_ff80, 4, 0x100, base.seq + 0x80),
+        "retransmit",
+    );
+    let f = flow_of(&dp, &base);
+    assert_eq!(f.bytes, 0x140);
+    assert_eq!(
+        f.rcv_nxt,
+        base.seq + 0x1c0,
+        "an old segment does not move rcv_nxt"
+    );
+}
+
+// ---- strip_add_addr --------------------------------------------------------
+
+/// Every non-echo ADD_ADDR form, in segments that are not pure ACKs, comes
+/// out as NOPs; its bytes are stored.
+#[test]
+fn strip_nops_every_add_addr_form() {
+    need_root!();
+    let a4 = v4("198.51.100.2");
+    let a6: IpAddr = "2001:db8:1::2".parse().unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("v4", add_addr(2, a4, None, false)),
+        ("v4+port", add_addr(2, a4, Some(8080), false)),
+        ("v6", add_addr(2, a6, None, false)),
+        ("v6+port", add_addr(2, a6, Some(8080), false)),
+    ];
+    for base in [Seg::v4(), Seg::v6()] {
+        for (name, aa) in &cases {
+            let dp = dp_with(&EMPTCP);
+            handshake(&dp, &base);
+            // With a data ACK and a payload, at an even and an odd offset.
+            for odd in [false, true] {
+                let lead: &[u8] = if odd { &[1] } else { &[] };
+                let trail: &[u8] = if odd { &[1] } else { &[] };
+                let o = opts(&[lead, aa, trail, &dss(Some((10, 4)), None)]);
+                let at = o.len() - 8 - trail.len() - aa.len();
+                assert_eq!(at % 2 == 1, odd, "{name}: offset parity");
+                let seg = base.clone().with(|s| {
+                    s.opts = o.clone();
+                    s.payload = vec![0x5a; 33];
+                });
+                let want = seg.clone().with(|s| s.opts = nopped(&o, at, aa.len()));
+                assert_becomes(&dp, &seg, &want, name);
+            }
+            let st = dp.flow_addr(&base.key(), 0).expect("stored");
+            assert_eq!(&st.bytes[..aa.len()], &aa[..], "{name}: stored bytes");
+            assert_eq!(st.len as usize, aa.len());
+            assert!(st.bytes[aa.len()..].iter().all(|b| *b == 0));
+            let f = flow_of(&dp, &base);
+            assert_eq!((f.stored, f.add_addr_nopped), (1, 2), "{name}");
+            assert_eq!(dp.event(FlowStat::AddAddrNopped), 2);
+        }
+    }
+}
+
+#[test]
+fn strip_nops_add_addr_on_a_pure_ack_with_another_mptcp_option() {
+    need_root!();
+    let dp = dp_with(&EMPTCP);
+    let base = Seg::v4();
+    handshake(&dp, &base);
+    let aa = add_addr(3, v4("198.51.100.2"), None, false);
+    let o = opts(&[&dss(Some((10, 4)), None), &aa]);
+    let seg = base.clone().with(|s| s.opts = o.clone());
+    let want = seg.clone().with(|s| s.opts = nopped(&o, 8, 16));
+    assert_becomes(&dp, &seg, &want, "pure ACK with DSS");
+}
+
+#[test]
+fn pure_ack_whose_only_mptcp_option_is_add_addr_is_dropped() {
+    need_root!();
+    for base in [Seg::v4(), Seg::v6().with(|s| s.vlans = vec![5])] {
+        let dp = dp_with(&EMPTCP);
+        handshake(&dp, &base);
+        let aa = add_addr(1, v4("198.51.100.2"), None, false);
+        let seg = base.clone().with(|s| s.opts = opts(&[&ts(1, 2), &aa]));
+        let r = dp.entry(&seg.frame());
+        assert_eq!(r.verdict, XDP_DROP);
+        assert_eq!(&dp.flow_addr(&base.key(), 0).unwrap().bytes[..16], &aa[..]);
+        let f = flow_of(&dp, &base);
+        assert_eq!((f.stored, f.add_addr_dropped), (1, 1));
+        assert_eq!(dp.event(FlowStat::AddAddrDroppedPureAck), 1);
+        assert_eq!(dp.outcome(Action::StripAddAddr, Outcome::Applied), 1);
+    }
+}
+
+#[test]
+fn echo_add_addrs_are_never_stripped() {
+    need_root!();
+    let dp = dp_with(&EMPTCP);
+    let base = Seg::v4();
+    handshake(&dp, &base);
+    let a6: IpAddr = "2001:db8:1::2".parse().unwrap();
+    for aa in [
+        add_addr(1, v4("198.51.100.2"), None, true),
+        add_addr(1, v4("198.51.100.2"), Some(1), true),
+        add_addr(1, a6, None, true),
+        add_addr(1, a6, Some(1), true),
+    ] {
+        assert!([8, 10, 20, 22].contains(&aa.len()));
+        let seg = base.clone().with(|s| s.opts = opts(&[&aa]));
+        assert_untouched(&dp, &seg, "echo");
+    }
+    assert_eq!(flow_of(&dp, &base).stored, 0);
+}
+
+#[test]
+fn retransmitted_add_addrs_are_stored_once() {
+    need_root!();
+    let dp = dp_with(&EMPTCP);
+    let base = Seg::v4();
+    handshake(&dp, &base);
+    let send = |id: u8| {
+        let s = base
+            .clone()
+            .with(|s| s.opts = opts(&[&add_addr(id, v4("198.51.100.2"), None, false)]));
+        assert_eq!(dp.entry(&s.frame()).verdict, XDP_DROP);
+    };
+    for _ in 0..3 {
+        send(9);
+    }
+    send(4);
+    send(9);
+    let f = flow_of(&dp, &base);
+    assert_eq!((f.stored, f.next_slot), (0b11, 2));
+    assert_eq!(&f.addr_ids[..2], &[9, 4]);
+    assert_eq!(dp.event(FlowStat::AddAddrStored), 2);
+    assert_eq!(dp.event(FlowStat::AddAddrDuplicate), 3);
+    assert_eq!(dp.flow_addr_count(), 2);
+    // The ring: 16 slots, a 17th id replaces the oldest.
+    for id in 10..25 {
+        send(id);
+    }
+    let f = flow_of(&dp, &base);
+    assert_eq!(f.stored, 0xffff);
+    assert_eq!(f.addr_ids[0], 24, "oldest slot reused");
+    assert_eq!(f.addr_ids[1], 4);
+    assert_eq!(dp.flow_addr(&base.key(), 0).unwrap().bytes[3], 24);
+}
+
+#[test]
+fn flows_at_or_above_remove_below_keep_their_add_addr() {
+    need_root!();
+    let mut dp = dp_with(&EMPTCP);
+    let base = Seg::v4();
+    handshake(&dp, &base);
+    let mut f = flow_of(&dp, &base);
+    f.bytes = REMOVE_BELOW;
+    dp.put_flow(&base.key(), &f);
+    let seg = base
+        .clone()
+        .with(|s| s.opts = opts(&[&add_addr(1, v4("198.51.100.2"), None, false)]));
+    assert_untouched(&dp, &seg, "big flow");
+    // An untracked flow is not touched either.
+    let other = seg.clone().with(|s| s.sport = 444);
+    assert_untouched(&dp, &other, "untracked");
+    assert_eq!(dp.flow_addr_count(), 0);
+}
+
+// ---- recover_add_addr ------------------------------------------------------
+
+/// Stores `aa` while the flow is small, then grows it past recover_at with
+/// data ACKs, all through the chain.
+fn store_then_grow(dp: &Dp, base: &Seg, aa: &[u8]) {
+    handshake(dp, base);
+    let s = base.clone().with(|s| s.opts = opts(&[aa]));
+    assert_eq!(dp.entry(&s.frame()).verdict, XDP_DROP, "stored by strip");
+    let grow = |v| {
+        base.clone()
+            .with(|s| s.opts = opts(&[&dss(Some((v, 8)), None)]))
+    };
+    dp.entry(&grow(1).frame());
+    // (Packets with room after this get the option: use a full one.)
+    let big = full_data(base).with(|s| {
+        s.opts = opts(&[
+            &ts(1, 1),
+            &dss(Some((1 + RECOVER_AT, 8)), Some((1, 8, 1, 100))),
+        ])
+    });
+    assert_eq!(big.opts.len(), 40);
+    let r = dp.entry(&big.frame());
+    assert_eq!(r.verdict, XDP_PASS);
+    assert_frame_eq(&r.frame, &big.frame(), "no room: untouched");
+    assert!(flow_of(dp, base).bytes >= RECOVER_AT);
+}
+
+#[test]
+fn recover_inserts_into_a_pure_ack_with_room() {
+    need_root!();
+    let a4 = v4("198.51.100.2");
+    let a6: IpAddr = "2001:db8:1::2".parse().unwrap();
+    let cases: Vec<(&str, Seg, Vec<u8>)> = vec![
+        ("v4", Seg::v4(), add_addr(2, a4, None, false)),
+        (
+            "v4 vlan",
+            Seg::v4().with(|s| s.vlans = vec![100]),
+            add_addr(2, a4, Some(80), false),
+        ),
+        (
+            "v4 qinq + ip options",
+            Seg::v4().with(|s| {
+                s.vlans = vec![100, 200];
+                s.ip_opts = vec![1, 1, 1, 0];
+            }),
+            add_addr(2, a4, None, false),
+        ),
+        ("v6", Seg::v6(), add_addr(2, a6, None, false)),
+        (
+            "v6 vlan",
+            Seg::v6().with(|s| s.vlans = vec![7]),
+            add_addr(2, a6, Some(80), false),
+        ),
+    ];
+    for (name, base, aa) in cases {
+        let dp = dp_with(&EMPTCP);
+        store_then_grow(&dp, &base, &aa);
+        assert_ne!(
+            flow_of(&dp, &base).flags & FLOW_RECOVER_PENDING,
+            0,
+            "{name}"
+        );
+        // Room: a bare DSS with a 4-byte data ACK (8 bytes) leaves 32.
+        let ack = base.clone().with(|s| {
+            s.opts = opts(&[&dss(Some((1 + RECOVER_AT, 4)), None)]);
+        });
+        let mut o = ack.opts.clone();
+        o.extend(opts(&[&aa]));
+        let want = ack.clone().with(|s| s.opts = o);
+        assert_becomes(&dp, &ack, &want, name);
+        let f = flow_of(&dp, &base);
+        assert_eq!((f.recovered, f.add_addr_recovered), (1, 1), "{name}");
+        assert_eq!(f.flags & FLOW_RECOVER_PENDING, 0, "{name}: pending cleared");
+        // Inserted once only.
+        assert_untouched(&dp, &ack, name);
+        assert_eq!(dp.event(FlowStat::AddAddrRecovered), 1);
+    }
+}
+
+#[test]
+fn recover_one_option_per_packet_in_slot_order() {
+    need_root!();
+    let dp = dp_with(&EMPTCP);
+    let base = Seg::v4();
+    let a = add_addr(1, v4("198.51.100.2"), None, false);
+    let b = add_addr(2, v4("203.0.113.2"), None, false);
+    handshake(&dp, &base);
+    for aa in [&a, &b] {
+        let s = base.clone().with(|s| s.opts = opts(&[aa]));
+        assert_eq!(dp.entry(&s.frame()).verdict, XDP_DROP);
+    }
+    let ack = |v| pure_ack(&base, v);
+    dp.entry(&ack(1).frame());
+    // The packet that crosses recover_at already gets the first option:
+    // record_flow runs first in the chain.
+    for (v, aa) in [(1 + RECOVER_AT, &a), (2 + RECOVER_AT, &b)] {
+        let seg = ack(v);
+        let mut o = seg.opts.clone();
+        o.extend_from_slice(aa);
+        assert_becomes(&dp, &seg, &seg.clone().with(|s| s.opts = o), "in order");
+    }
+    assert_untouched(&dp, &ack(3 + RECOVER_AT), "all recovered");
+    assert_eq!(flow_of(&dp, &base).recovered, 0b11);
+}
+
+#[test]
+fn recover_without_room_leaves_the_packet_and_marks_the_flow() {
+    need_root!();
+    let dp = dp_with(&EMPTCP);
+    let base = Seg::v4();
+    store_then_grow(&dp, &base, &add_addr(1, v4("198.51.100.2"), None, false));
+    assert_eq!(dp.event(FlowStat::RecoverPendingNoRoom), 1);
+    let f = flow_of(&dp, &base);
+    assert_ne!(f.flags & FLOW_RECOVER_PENDING, 0);
+    assert_eq!(f.recovered, 0);
+    // What a duplicate-ACK builder needs is there: rcv_nxt of the newest
+    // segment (seq + 100 bytes of payload), ack, window, timestamps, MACs.
+    let big = full_data(&base);
+    assert_eq!(f.rcv_nxt, big.seq + 100);
+    assert_eq!(
+        (f.ack, f.window, f.tsval, f.tsecr),
+        (big.ack, big.window, 1, 1)
+    );
+    assert_eq!(&f.mac[6..], &SERVER_MAC);
+    // 28 bytes of options leave 12, too few for the 16-byte option.
+    let tight = base.clone().with(|s| {
+        s.opts = opts(&[
+            &ts(5, 5),
+            &dss(Some((RECOVER_AT + 5, 8)), None),
+            &[1, 1, 1, 1],
+        ])
+    });
+    assert_eq!(tight.opts.len(), 28);
+    assert_untouched(&dp, &tight, "28 bytes of options: no room for 16");
+}
+
+#[test]
+fn recover_as_a_single_action_with_metadata() {
+    need_root!();
+    let mut dp = dp_with(&[(Action::RecoverAddAddr, 0)]);
+    let base = Seg::v6().with(|s| s.vlans = vec![3]);
+    let aa = add_addr(5, "2001:db8:1::9".parse().unwrap(), Some(443), false);
+    let mut st = StoredAddAddr {
+        len: aa.len() as u8,
+        ..StoredAddAddr::default()
+    };
+    st.bytes[..aa.len()].copy_from_slice(&aa);
+    dp.put_flow_addr(&base.key(), 3, &st);
+    let mut f = FlowState {
+        chain: CHAIN,
+        bytes: RECOVER_AT,
+        stored: 1 << 3,
+        ..FlowState::default()
+    };
+    f.addr_ids[3] = 5;
+    dp.put_flow(&base.key(), &f);
+    let seg = base
+        .clone()
+        .with(|s| s.opts = opts(&[&dss(Some((1, 4)), None)]));
+    let r = dp.action(Action::RecoverAddAddr, CHAIN, 0, &seg.frame());
+    assert_eq!(r.verdict, XDP_PASS);
+    let mut o = seg.opts.clone();
+    o.extend(opts(&[&aa]));
+    assert_frame_eq(
+        &r.frame,
+        &seg.clone().with(|s| s.opts = o).frame(),
+        "action",
+    );
+    assert_checksums_valid(&r.frame);
+    assert_eq!(flow_of(&dp, &base).recovered, 1 << 3);
+}
+
+// ---- set_backup ------------------------------------------------------------
+
+#[test]
+fn set_backup_inserts_mp_prio() {
+    need_root!();
+    for base in [Seg::v4(), Seg::v6(), Seg::v4().with(|s| s.vlans = vec![9])] {
+        for backup in [true, false] {
+            let dp = dp_with(&[(Action::SetBackup, backup as u32)]);
+            let seg = pure_ack(&base, 77);
+            let mut o = seg.opts.clone();
+            o.extend(opts(&[&mp_prio(backup)]));
+            assert_eq!(&o[20..], &[1, 30, 3, 0x50 | backup as u8]);
+            assert_becomes(&dp, &seg, &seg.clone().with(|s| s.opts = o), "insert");
+            assert_eq!(dp.event(FlowStat::MpPrioInserted), 1);
+        }
+    }
+}
+
+#[test]
+fn set_backup_rewrites_an_existing_mp_prio() {
+    need_root!();
+    for base in [Seg::v4(), Seg::v6()] {
+        for (have, want) in [(false, true), (true, false)] {
+            let dp = dp_with(&[(Action::SetBackup, want as u32)]);
+            // The flag byte at an odd option offset, then at an even one.
+            let odd = opts(&[&mp_prio(have), &dss(Some((5, 4)), None)]);
+            let mut even = dss(Some((5, 4)), None);
+            even.extend(mp_prio(have));
+            even.push(1);
+            for (o, at) in [(odd, 3), (even, 10)] {
+                assert_eq!(o[at - 2..at], [30, 3]);
+                let seg = base.clone().with(|s| s.opts = o.clone());
+                let mut w = o.clone();
+                w[at] = 0x50 | want as u8;
+                assert_becomes(&dp, &seg, &seg.clone().with(|s| s.opts = w), "rewrite");
+            }
+            assert_eq!(dp.event(FlowStat::MpPrioRewritten), 2);
+        }
+    }
+}
+
+#[test]
+fn set_backup_leaves_other_packets_alone() {
+    need_root!();
+    let dp = dp_with(&[(Action::SetBackup, 1)]);
+    let base = Seg::v4();
+    let cases = [
+        ("plain TCP", base.clone().with(|s| s.opts = ts(1, 2))),
+        (
+            "already backup",
+            base.clone().with(|s| s.opts = opts(&[&mp_prio(true)])),
+        ),
+        ("no room", full_data(&base)),
+        ("SYN-ACK", syn_ack(&base)),
+        (
+            "RST",
+            base.clone().with(|s| {
+                s.flags = RST;
+                s.opts = opts(&[&dss(Some((1, 4)), None)]);
+            }),
+        ),
+    ];
+    for (name, seg) in cases {
+        assert_untouched(&dp, &seg, name);
+    }
+    assert_eq!(dp.event(FlowStat::MpPrioNoRoom), 1);
+}
+
+// ---- set_window ------------------------------------------------------------
+
+#[test]
+fn set_window_scales_by_the_remote_shift() {
+    need_root!();
+    for base in [Seg::v4(), Seg::v6()] {
+        for (bytes, field) in [(1_000_000u32, 7812u16), (100_000_000, 65535), (64, 0)] {
+            let dp = dp_with(&[(Action::RecordFlow, 0), (Action::SetWindow, bytes)]);
+            // The SYN-ACK's window is never scaled.
+            let sa = syn_ack(&base);
+            let want = sa.clone().with(|s| s.window = bytes.min(65535) as u16);
+            assert_becomes(&dp, &sa, &want, "SYN-ACK window");
+            assert_eq!(flow_of(&dp, &base).wscale, 7);
+            let seg = pure_ack(&base, 9).with(|s| s.payload = vec![1, 2, 3]);
+            assert_becomes(&dp, &seg, &seg.clone().with(|s| s.window = field), "window");
+            assert_eq!(dp.event(FlowStat::WindowRewritten), 2);
+        }
+    }
+}
+
+#[test]
+fn set_window_needs_the_shift() {
+    need_root!();
+    let dp = dp_with(&[(Action::SetWindow, 1000)]);
+    let seg = pure_ack(&Seg::v4(), 9);
+    assert_untouched(&dp, &seg, "untracked flow");
+    assert_eq!(dp.event(FlowStat::WindowScaleUnknown), 1);
+    // Run as a single action too.
+    let r = dp.action(Action::SetWindow, CHAIN, 0, &seg.frame());
+    assert_eq!(r.verdict, XDP_PASS);
+    assert_frame_eq(&r.frame, &seg.frame(), "single action");
+}

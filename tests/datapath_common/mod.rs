@@ -1,0 +1,551 @@
+//! Shared fixtures of the datapath tests: the object loaded with private,
+//! unpinned maps (so tests run in parallel), chains configured by hand,
+//! BPF_PROG_TEST_RUN through the entry program or one action, and a packet
+//! builder that computes every length and checksum from scratch — never
+//! incrementally, so it checks the datapath's incremental arithmetic.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::IpAddr;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, ProgramArray},
+    programs::{ProgramFd, TestRun as _, TestRunOptions, Xdp},
+};
+use emptcp_common::{
+    Action, AddrKey, CHAIN_NAME_LEN, ChainDef, ChainStep, FLOW_STATS_LEN, FlowKey, FlowStat,
+    FlowState, IFNAME_LEN, IfaceChains, MAX_CHAINS_PER_IFACE, MAX_STEPS, Outcome, Selector,
+    StoredAddAddr, Thresholds, XdpMeta, stats_index,
+};
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// The loopback interface: BPF_PROG_TEST_RUN needs a real ifindex.
+pub const LO: u32 = 1;
+
+/// True when the test can load programs; otherwise says loudly why not.
+pub fn root_or_skip(test: &str) -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    eprintln!(
+        "SKIPPED {test}: needs root to load eBPF (kernel {})",
+        kernel.trim()
+    );
+    false
+}
+
+/// The object, loaded with small private maps and PROGS filled.
+pub struct Dp {
+    pub ebpf: Ebpf,
+    /// Keeps the tail-call slots alive (cleared with the last reference).
+    _progs: ProgramArray<MapData>,
+}
+
+/// The result of one BPF_PROG_TEST_RUN.
+#[derive(Debug)]
+pub struct Run {
+    pub verdict: u32,
+    /// The frame after the program, without the XDP metadata.
+    pub frame: Vec<u8>,
+}
+
+impl Dp {
+    pub fn load() -> Dp {
+        let mut ebpf = EbpfLoader::new()
+            // Small tables: every test loads its own copy.
+            .map_max_entries("FLOWS", 4096)
+            .map_max_entries("FLOW_ADDRS", 4096)
+            .load(emptcp::object::embedded())
+            .expect("load object");
+        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+        for n in &names {
+            let p: &mut Xdp = ebpf.program_mut(n).unwrap().try_into().unwrap();
+            if let Err(e) = p.load() {
+                panic!("program {n} rejected: {e:?}");
+            }
+        }
+        let mut progs = ProgramArray::try_from(ebpf.take_map("PROGS").unwrap()).unwrap();
+        for a in Action::ALL {
+            let p: &Xdp = ebpf.program(a.name()).unwrap().try_into().unwrap();
+            let fd: &ProgramFd = p.fd().unwrap();
+            progs.set(a as u32, fd, 0).unwrap();
+        }
+        Dp {
+            ebpf,
+            _progs: progs,
+        }
+    }
+
+    /// Chain `id` = `steps` (action, arg) on interface `ifindex`, matching
+    /// every TCP packet.
+    pub fn chain(&mut self, id: u32, steps: &[(Action, u32)], th: Thresholds, ifindex: u32) {
+        let mut def = ChainDef {
+            len: steps.len() as u32,
+            _pad: 0,
+            steps: [ChainStep::default(); MAX_STEPS],
+            name: [0; CHAIN_NAME_LEN],
+        };
+        for (i, (a, arg)) in steps.iter().enumerate() {
+            def.steps[i] = ChainStep {
+                action: *a as u32,
+                arg: *arg,
+            };
+        }
+        def.name[..4].copy_from_slice(b"test");
+        let mut m: HashMap<_, u32, ChainDef> =
+            HashMap::try_from(self.ebpf.map_mut("CHAINS").unwrap()).unwrap();
+        m.insert(id, def, 0).unwrap();
+        self.thresholds(id, th);
+        let mut m: HashMap<_, u32, Selector> =
+            HashMap::try_from(self.ebpf.map_mut("SELECTORS").unwrap()).unwrap();
+        m.insert(id, Selector::default(), 0).unwrap();
+        let mut chains = [0u32; MAX_CHAINS_PER_IFACE];
+        chains[0] = id;
+        let ifc = IfaceChains {
+            n_chains: 1,
+            chains,
+            name: [0; IFNAME_LEN],
+        };
+        let mut m: HashMap<_, u32, IfaceChains> =
+            HashMap::try_from(self.ebpf.map_mut("IFACES").unwrap()).unwrap();
+        m.insert(ifindex, ifc, 0).unwrap();
+    }
+
+    pub fn thresholds(&mut self, id: u32, th: Thresholds) {
+        let mut m: HashMap<_, u32, Thresholds> =
+            HashMap::try_from(self.ebpf.map_mut("THRESHOLDS").unwrap()).unwrap();
+        m.insert(id, th, 0).unwrap();
+    }
+
+    fn run(&self, prog: &str, data: &[u8], meta_len: u32, ifindex: u32) -> Run {
+        let p: &Xdp = self.ebpf.program(prog).unwrap().try_into().unwrap();
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex. `data` = metadata length.
+        let ctx_in = xdp_md(meta_len, data.len() as u32, ifindex);
+        let mut ctx_out = [0u8; 24];
+        let mut out = vec![0u8; data.len() + 512];
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(data),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx_in),
+                ctx_out: Some(&mut ctx_out),
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("test_run {prog}: {e:?}"));
+        let meta = u32::from_ne_bytes(ctx_out[..4].try_into().unwrap()) as usize;
+        out.truncate(r.data_size_out as usize);
+        Run {
+            verdict: r.return_value,
+            frame: out[meta..].to_vec(),
+        }
+    }
+
+    /// Runs `frame` through the entry program (the whole chain).
+    pub fn entry(&self, frame: &[u8]) -> Run {
+        self.run("entry", frame, 0, LO)
+    }
+
+    /// Runs `frame` through one action, with the metadata the entry would
+    /// have written for step `pos` of chain `chain`.
+    pub fn action(&self, a: Action, chain: u32, pos: u32, frame: &[u8]) -> Run {
+        let (l3, l4, family) = offsets(frame);
+        let meta = XdpMeta {
+            magic: emptcp_common::META_MAGIC,
+            chain,
+            pos,
+            l3_off: l3 as u16,
+            l4_off: l4 as u16,
+            family,
+            _pad: [0; 3],
+            _reserved: [0; 3],
+        };
+        let mut data = pod_bytes(&meta);
+        data.extend_from_slice(frame);
+        self.run(a.name(), &data, size_of::<XdpMeta>() as u32, LO)
+    }
+
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowState> {
+        let m: HashMap<_, FlowKey, FlowState> =
+            HashMap::try_from(self.ebpf.map("FLOWS").unwrap()).unwrap();
+        m.get(key, 0).ok()
+    }
+
+    pub fn put_flow(&mut self, key: &FlowKey, f: &FlowState) {
+        let mut m: HashMap<_, FlowKey, FlowState> =
+            HashMap::try_from(self.ebpf.map_mut("FLOWS").unwrap()).unwrap();
+        m.insert(key, f, 0).unwrap();
+    }
+
+    pub fn flow_addr(&self, key: &FlowKey, slot: u32) -> Option<StoredAddAddr> {
+        let m: HashMap<_, AddrKey, StoredAddAddr> =
+            HashMap::try_from(self.ebpf.map("FLOW_ADDRS").unwrap()).unwrap();
+        m.get(&AddrKey { flow: *key, slot }, 0).ok()
+    }
+
+    pub fn put_flow_addr(&mut self, key: &FlowKey, slot: u32, v: &StoredAddAddr) {
+        let mut m: HashMap<_, AddrKey, StoredAddAddr> =
+            HashMap::try_from(self.ebpf.map_mut("FLOW_ADDRS").unwrap()).unwrap();
+        m.insert(AddrKey { flow: *key, slot }, v, 0).unwrap();
+    }
+
+    pub fn flow_addr_count(&self) -> usize {
+        let m: HashMap<_, AddrKey, StoredAddAddr> =
+            HashMap::try_from(self.ebpf.map("FLOW_ADDRS").unwrap()).unwrap();
+        m.keys().count()
+    }
+
+    /// `FLOW_STATS[e]` summed over CPUs.
+    pub fn event(&self, e: FlowStat) -> u64 {
+        let m: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("FLOW_STATS").unwrap()).unwrap();
+        assert!((e as u32) < FLOW_STATS_LEN);
+        m.get(&(e as u32), 0).unwrap().iter().sum()
+    }
+
+    /// `STATS[row, outcome]` summed over CPUs.
+    pub fn outcome(&self, a: Action, o: Outcome) -> u64 {
+        let m: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("STATS").unwrap()).unwrap();
+        m.get(&stats_index(a as u32, o), 0).unwrap().iter().sum()
+    }
+}
+
+fn xdp_md(meta_len: u32, len: u32, ifindex: u32) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    for (i, v) in [meta_len, len, 0, ifindex, 0, 0].iter().enumerate() {
+        b[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    b
+}
+
+pub fn pod_bytes<T: Copy>(v: &T) -> Vec<u8> {
+    let p = v as *const T as *const u8;
+    unsafe { std::slice::from_raw_parts(p, size_of::<T>()) }.to_vec()
+}
+
+/// L3/L4 offsets and family of a frame this builder made (for metadata).
+fn offsets(f: &[u8]) -> (usize, usize, u8) {
+    let mut l3 = 14;
+    let mut proto = u16::from_be_bytes([f[12], f[13]]);
+    while proto == 0x8100 || proto == 0x88a8 {
+        proto = u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]);
+        l3 += 4;
+    }
+    if proto == 0x86dd {
+        (l3, l3 + 40, 6)
+    } else {
+        (l3, l3 + (f[l3] & 0x0f) as usize * 4, 4)
+    }
+}
+
+// ---- packets ---------------------------------------------------------------
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+
+pub const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// A TCP segment from the server (remote) to the client (local).
+#[derive(Clone, Debug)]
+pub struct Seg {
+    pub vlans: Vec<u16>,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub ip_opts: Vec<u8>,
+    pub opts: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl Seg {
+    pub fn v4() -> Seg {
+        Seg {
+            vlans: vec![],
+            src: "192.0.2.2".parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+            sport: 443,
+            dport: 40000,
+            seq: 1_000_000,
+            ack: 2_000_000,
+            flags: ACK,
+            window: 502,
+            ip_opts: vec![],
+            opts: vec![],
+            payload: vec![],
+        }
+    }
+
+    pub fn v6() -> Seg {
+        Seg {
+            src: "2001:db8::2".parse().unwrap(),
+            dst: "2001:db8::1".parse().unwrap(),
+            ..Seg::v4()
+        }
+    }
+
+    pub fn with(mut self, f: impl FnOnce(&mut Seg)) -> Seg {
+        f(&mut self);
+        self
+    }
+
+    /// The flow key the datapath derives (local = destination).
+    pub fn key(&self) -> FlowKey {
+        let mut k = FlowKey {
+            local_port: self.dport,
+            remote_port: self.sport,
+            ..FlowKey::default()
+        };
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                k.family = 4;
+                k.remote[..4].copy_from_slice(&s.octets());
+                k.local[..4].copy_from_slice(&d.octets());
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                k.family = 6;
+                k.remote = s.octets();
+                k.local = d.octets();
+            }
+            _ => panic!("mixed families"),
+        }
+        k
+    }
+
+    /// The Ethernet frame, with lengths and checksums computed from scratch.
+    pub fn frame(&self) -> Vec<u8> {
+        assert_eq!(self.opts.len() % 4, 0, "options must be padded");
+        let mut tcp = Vec::new();
+        tcp.extend_from_slice(&self.sport.to_be_bytes());
+        tcp.extend_from_slice(&self.dport.to_be_bytes());
+        tcp.extend_from_slice(&self.seq.to_be_bytes());
+        tcp.extend_from_slice(&self.ack.to_be_bytes());
+        tcp.push((((20 + self.opts.len()) / 4) as u8) << 4);
+        tcp.push(self.flags);
+        tcp.extend_from_slice(&self.window.to_be_bytes());
+        tcp.extend_from_slice(&[0, 0, 0, 0]);
+        tcp.extend_from_slice(&self.opts);
+        tcp.extend_from_slice(&self.payload);
+        let mut f = Vec::new();
+        f.extend_from_slice(&CLIENT_MAC);
+        f.extend_from_slice(&SERVER_MAC);
+        for (i, v) in self.vlans.iter().enumerate() {
+            // Outer tag 802.1ad when stacked, like QinQ.
+            let tpid: u16 = if i == 0 && self.vlans.len() > 1 {
+                0x88a8
+            } else {
+                0x8100
+            };
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let c = checksum(&[&pseudo4(s.octets(), d.octets(), tcp.len()), &tcp]);
+                tcp[16..18].copy_from_slice(&c.to_be_bytes());
+                f.extend_from_slice(&0x0800u16.to_be_bytes());
+                let ihl = 20 + self.ip_opts.len();
+                let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
+                ip.extend_from_slice(&((ihl + tcp.len()) as u16).to_be_bytes());
+                ip.extend_from_slice(&[0x12, 0x34, 0x40, 0x00, 64, 6, 0, 0]);
+                ip.extend_from_slice(&s.octets());
+                ip.extend_from_slice(&d.octets());
+                ip.extend_from_slice(&self.ip_opts);
+                let c = checksum(&[&ip]);
+                ip[10..12].copy_from_slice(&c.to_be_bytes());
+                f.extend_from_slice(&ip);
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let c = checksum(&[&pseudo6(s.octets(), d.octets(), tcp.len()), &tcp]);
+                tcp[16..18].copy_from_slice(&c.to_be_bytes());
+                f.extend_from_slice(&0x86ddu16.to_be_bytes());
+                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                f.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+                f.extend_from_slice(&[6, 64]);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+            }
+            _ => panic!("mixed families"),
+        }
+        f.extend_from_slice(&tcp);
+        f
+    }
+}
+
+fn pseudo4(s: [u8; 4], d: [u8; 4], len: usize) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&s);
+    p.extend_from_slice(&d);
+    p.extend_from_slice(&[0, 6]);
+    p.extend_from_slice(&(len as u16).to_be_bytes());
+    p
+}
+
+fn pseudo6(s: [u8; 16], d: [u8; 16], len: usize) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&s);
+    p.extend_from_slice(&d);
+    p.extend_from_slice(&(len as u32).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 6]);
+    p
+}
+
+/// The Internet checksum of the concatenation of `parts` (each even-length
+/// except possibly the last).
+pub fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u64 = 0;
+    for p in parts {
+        for c in p.chunks(2) {
+            let hi = c[0] as u64;
+            let lo = if c.len() > 1 { c[1] as u64 } else { 0 };
+            sum += (hi << 8) | lo;
+        }
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Checks the IP and TCP checksums of a frame with etherparse, a second
+/// implementation independent of both the datapath and [`Seg::frame`].
+pub fn assert_checksums_valid(frame: &[u8]) {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(frame).expect("frame parses");
+    let Some(TransportSlice::Tcp(tcp)) = &p.transport else {
+        panic!("not TCP");
+    };
+    let want = match &p.net {
+        Some(NetSlice::Ipv4(ip)) => {
+            let h = ip.header().to_header();
+            assert_eq!(
+                h.header_checksum,
+                h.calc_header_checksum(),
+                "IPv4 header checksum"
+            );
+            tcp.calc_checksum_ipv4(h.source, h.destination).unwrap()
+        }
+        Some(NetSlice::Ipv6(ip)) => {
+            let h = ip.header().to_header();
+            tcp.calc_checksum_ipv6(h.source, h.destination).unwrap()
+        }
+        _ => panic!("not IP"),
+    };
+    assert_eq!(tcp.checksum(), want, "TCP checksum");
+}
+
+// ---- TCP and MPTCP options (raw bytes, RFC 7323 / RFC 8684) ----------------
+
+pub fn nops(n: usize) -> Vec<u8> {
+    vec![1; n]
+}
+
+/// NOP NOP + timestamps, as Linux sends them (12 bytes).
+pub fn ts(tsval: u32, tsecr: u32) -> Vec<u8> {
+    let mut o = vec![1, 1, 8, 10];
+    o.extend_from_slice(&tsval.to_be_bytes());
+    o.extend_from_slice(&tsecr.to_be_bytes());
+    o
+}
+
+/// NOP + window scale (4 bytes).
+pub fn wscale(shift: u8) -> Vec<u8> {
+    vec![1, 3, 3, shift]
+}
+
+/// MP_CAPABLE of a SYN-ACK (v1, with the sender's key; 12 bytes).
+pub fn mp_capable(key: u64) -> Vec<u8> {
+    let mut o = vec![30, 12, 0x01, 0x81];
+    o.extend_from_slice(&key.to_be_bytes());
+    o
+}
+
+/// DSS: optional data ACK (value, 4 or 8 bytes) and optional mapping
+/// (data seq, 4 or 8 bytes, subflow seq, data-level length).
+pub fn dss(ack: Option<(u64, usize)>, map: Option<(u64, usize, u32, u16)>) -> Vec<u8> {
+    let mut flags = 0u8;
+    let mut body = Vec::new();
+    if let Some((v, n)) = ack {
+        flags |= 0x01 | if n == 8 { 0x02 } else { 0 };
+        body.extend_from_slice(&v.to_be_bytes()[8 - n..]);
+    }
+    if let Some((dsn, n, ssn, dll)) = map {
+        flags |= 0x04 | if n == 8 { 0x08 } else { 0 };
+        body.extend_from_slice(&dsn.to_be_bytes()[8 - n..]);
+        body.extend_from_slice(&ssn.to_be_bytes());
+        body.extend_from_slice(&dll.to_be_bytes());
+    }
+    let mut o = vec![30, (4 + body.len()) as u8, 0x20, flags];
+    o.extend_from_slice(&body);
+    o
+}
+
+/// ADD_ADDR: address id, address (4 or 16 bytes), optional port, and the
+/// 8-byte HMAC unless it is an echo.
+pub fn add_addr(id: u8, addr: IpAddr, port: Option<u16>, echo: bool) -> Vec<u8> {
+    let mut body = match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    if let Some(p) = port {
+        body.extend_from_slice(&p.to_be_bytes());
+    }
+    if !echo {
+        body.extend_from_slice(
+            &0x1122_3344_5566_7700u64
+                .wrapping_add(id as u64)
+                .to_be_bytes(),
+        );
+    }
+    let mut o = vec![30, (4 + body.len()) as u8, 0x30 | echo as u8, id];
+    o.extend_from_slice(&body);
+    o
+}
+
+/// MP_PRIO, 3-byte form.
+pub fn mp_prio(backup: bool) -> Vec<u8> {
+    vec![30, 3, 0x50 | backup as u8]
+}
+
+/// Concatenates options and pads them with NOPs (in front) to 4 bytes.
+pub fn opts(parts: &[&[u8]]) -> Vec<u8> {
+    let mut o: Vec<u8> = parts.concat();
+    let pad = (4 - o.len() % 4) % 4;
+    let mut v = nops(pad);
+    v.append(&mut o);
+    v
+}
+
+/// Pretty hex diff for a failed frame comparison.
+pub fn assert_frame_eq(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let first = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{what}: frames differ (len {} vs {}, first difference at {first:?})\n got: {}\nwant: {}",
+            got.len(),
+            want.len(),
+            hex(got),
+            hex(want)
+        );
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
