@@ -8,7 +8,7 @@ use common::*;
 
 fn policy(ifaces: &[&str], chains: &[(&str, u16)]) -> String {
     let names: Vec<&str> = chains.iter().map(|c| c.0).collect();
-    let mut p = String::from("version: 1\ninterfaces:\n");
+    let mut p = String::from("version: 1\nsettings: {flow_capacity: 16384}\ninterfaces:\n");
     for i in ifaces {
         p.push_str(&format!(
             "  - name: {i}\n    chains: [{}]\n",

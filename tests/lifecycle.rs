@@ -19,6 +19,7 @@ use serde_json::Value;
 fn policy(iface: &str, remove_below: &str, extra_iface: Option<&str>) -> String {
     let mut p = format!(
         r#"version: 1
+settings: {{flow_capacity: 16384}}
 interfaces:
   - name: {iface}
     xdp_mode: native

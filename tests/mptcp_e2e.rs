@@ -18,6 +18,7 @@ use mptcp_common::*;
 fn policy(mode: &str, remove_below: &str, recover_at: &str) -> String {
     format!(
         r#"version: 1
+settings: {{flow_capacity: 16384}}
 interfaces:
   - {{name: cli0, xdp_mode: {mode}, chains: [mptcp]}}
   - {{name: cli1, xdp_mode: {mode}, chains: [mptcp]}}
@@ -190,7 +191,9 @@ fn live_threshold_change_takes_effect_on_a_live_flow() {
         return;
     }
     let lab = Lab::new("live");
-    lab.apply(&policy("native", "1MiB", "1GiB"));
+    // Everything the flow announces is stripped (it stays far below
+    // remove_below) and nothing is recovered (recover_at is out of reach)...
+    lab.apply(&policy("native", "64MiB", "1GiB"));
     // A paced request/response flow: 40 rounds of 64 KiB each way, 50 ms apart.
     let before = lab.tb.counters("cli");
     let handle = {
@@ -224,7 +227,8 @@ fn live_threshold_change_takes_effect_on_a_live_flow() {
         0,
         "joined before the threshold change"
     );
-    lab.apply(&policy("native", "1MiB", "2MiB"));
+    // ...until recover_at drops below the live flow's size.
+    lab.apply(&policy("native", "2MiB", "2MiB"));
     let out = handle.join().unwrap();
     assert!(
         out.status.success(),

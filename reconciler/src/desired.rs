@@ -15,6 +15,8 @@ use crate::{
 
 /// Name of the flow table map, whose capacity the policy sets.
 pub const FLOWS_MAP: &str = "FLOWS";
+/// Stored ADD_ADDR options, sized from the flow table.
+pub const FLOW_ADDRS_MAP: &str = "FLOW_ADDRS";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -103,6 +105,13 @@ impl Desired {
         if let Some(flows) = maps.get_mut(FLOWS_MAP) {
             flows.max_entries = policy.settings.flow_capacity;
             map_overrides.insert(FLOWS_MAP.to_string(), policy.settings.flow_capacity);
+        }
+        // Stored ADD_ADDRs: most flows store none; a quarter of the flow
+        // table (the datapath's default ratio) scales with it.
+        if let Some(addrs) = maps.get_mut(FLOW_ADDRS_MAP) {
+            let n = (policy.settings.flow_capacity / 4).max(1024);
+            addrs.max_entries = n;
+            map_overrides.insert(FLOW_ADDRS_MAP.to_string(), n);
         }
         let available: Vec<&str> = programs
             .iter()

@@ -13,9 +13,9 @@ use aya::{
     programs::{ProgramFd, TestRun as _, TestRunOptions, Xdp},
 };
 use emptcp_common::{
-    Action, AddrKey, CHAIN_NAME_LEN, ChainDef, ChainStep, FLOW_STATS_LEN, FlowKey, FlowStat,
-    FlowState, IFNAME_LEN, IfaceChains, MAX_CHAINS_PER_IFACE, MAX_STEPS, Outcome, Selector,
-    StoredAddAddr, Thresholds, XdpMeta, stats_index,
+    Action, AddrKey, CHAIN_NAME_LEN, ChainCounters, ChainDef, ChainStep, FLOW_STATS_LEN, FlowKey,
+    FlowStat, FlowState, IFNAME_LEN, IfaceChains, MAX_CHAINS_PER_IFACE, MAX_STEPS, Outcome,
+    Selector, StoredAddAddr, Thresholds, XdpMeta, stats_index,
 };
 
 pub const XDP_ABORTED: u32 = 0;
@@ -145,6 +145,22 @@ impl Dp {
         }
     }
 
+    /// Mean time per run of `frame` through `prog`, over `repeat` runs
+    /// (BPF_PROG_TEST_RUN's own clock; the frame is reset between runs).
+    pub fn time(&self, prog: &str, frame: &[u8], repeat: u32) -> std::time::Duration {
+        let p: &Xdp = self.ebpf.program(prog).unwrap().try_into().unwrap();
+        let ctx_in = xdp_md(0, frame.len() as u32, LO);
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx_in),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .unwrap();
+        r.duration
+    }
+
     /// Runs `frame` through the entry program (the whole chain).
     pub fn entry(&self, frame: &[u8]) -> Run {
         self.run("entry", frame, 0, LO)
@@ -205,6 +221,13 @@ impl Dp {
             PerCpuArray::try_from(self.ebpf.map("FLOW_STATS").unwrap()).unwrap();
         assert!((e as u32) < FLOW_STATS_LEN);
         m.get(&(e as u32), 0).unwrap().iter().sum()
+    }
+
+    /// Packets the `count` action saw for chain `id` (all CPUs).
+    pub fn chain_packets(&self, id: u32) -> u64 {
+        let m: PerCpuArray<_, ChainCounters> =
+            PerCpuArray::try_from(self.ebpf.map("CHAIN_STATS").unwrap()).unwrap();
+        m.get(&id, 0).unwrap().iter().map(|c| c.packets).sum()
     }
 
     /// `STATS[row, outcome]` summed over CPUs.

@@ -60,13 +60,13 @@ pub fn remove(key: &FlowKey) -> bool {
     FLOWS.remove(key).is_ok()
 }
 
-/// Stores the ADD_ADDR at option offset `off` (length `len`) in the flow's
+/// Stores the ADD_ADDR `aa` (`len` bytes) in the flow's
 /// ring. A retransmit (same address id) overwrites its own slot, so the
 /// ring never fills with copies; a new id takes the next slot, replacing
 /// the oldest when all 16 are used.
 #[inline(always)]
-pub fn store_add_addr(key: &FlowKey, f: &mut FlowState, t: &Tcp, off: u32, len: u32) {
-    let id = t.opts.at(off + 3);
+pub fn store_add_addr(key: &FlowKey, f: &mut FlowState, aa: &[u8; 32], len: u32) {
+    let id = aa[3];
     let mut slot = ADDR_SLOTS;
     for i in 0..ADDR_SLOTS {
         if f.stored & (1 << i) != 0 && f.addr_ids[i as usize] == id {
@@ -83,11 +83,8 @@ pub fn store_add_addr(key: &FlowKey, f: &mut FlowState, t: &Tcp, off: u32, len: 
         _pad: 0,
         bytes: [0; ADD_ADDR_MAX_LEN],
     };
-    for i in 0..ADD_ADDR_MAX_LEN as u32 {
-        if i < len {
-            v.bytes[i as usize] = t.opts.at(off + i);
-        }
-    }
+    // `aa` holds `len` bytes and zeros after them.
+    v.bytes.copy_from_slice(&aa[..ADD_ADDR_MAX_LEN]);
     let ak = AddrKey { flow: *key, slot };
     if FLOW_ADDRS.insert(&ak, &v, 0).is_err() {
         stats::event(FlowStat::AddAddrLost);

@@ -15,12 +15,14 @@ use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
 
 use crate::{
     csum,
+    maps::SCRATCH,
     options::{Buf64, OPT_MAX, TCP_HLEN, Tcp, Where, load, load_be16, store, store_be16},
 };
 
-/// Largest header block that is moved: 22 (Ethernet + 2 tags) + 60 (IPv4
-/// with options) + 20 + 36 (TCP with options that leave room for 4 bytes).
-const HDR_MAX: u32 = 128;
+/// Largest header block that is moved (the size of a `SCRATCH` slot): 22
+/// (Ethernet + 2 tags) + 60 (IPv4 with options) + 20 + 36 (TCP options that
+/// leave room for 4 bytes) = 138.
+pub const HDR_MAX: u32 = 144;
 
 pub enum Insert {
     /// The option is in the packet.
@@ -56,10 +58,10 @@ pub fn insert_option(ctx: &XdpContext, w: &Where, t: &Tcp, opt: &Buf64, n: u32) 
     let new_doff = old_doff.wrapping_add(((n / 4) as u16) << 12);
     let tcp_csum = csum::replace(
         t.be16(16),
-        old_doff as u32,
+        old_doff,
         // The pseudo-header length grows by n (a 16-bit word in IPv4, the
         // low word of a 32-bit one in IPv6: same one's complement sum).
-        new_doff as u32 + n + csum::sum40(opt),
+        csum::fold(new_doff as u64 + n as u64 + csum::sum40(opt) as u64),
     );
     let (len_off, old_len) = if w.family == 4 {
         (w.l3 + 2, load_be16(ctx, w.l3 + 2))
@@ -72,7 +74,7 @@ pub fn insert_option(ctx: &XdpContext, w: &Where, t: &Tcp, opt: &Buf64, n: u32) 
     let new_len = old_len.wrapping_add(n as u16);
     let ip_csum = if w.family == 4 {
         match load_be16(ctx, w.l3 + 10) {
-            Some(c) => csum::replace16(c, old_len, new_len),
+            Some(c) => csum::replace(c, old_len, new_len),
             None => return Insert::Unchanged,
         }
     } else {
@@ -83,8 +85,10 @@ pub fn insert_option(ctx: &XdpContext, w: &Where, t: &Tcp, opt: &Buf64, n: u32) 
         return Insert::Unchanged;
     }
     // From here on the old offsets are shifted by n; only offsets are used.
-    let mut hdr = [0u64; (HDR_MAX / 8) as usize];
-    let buf = hdr.as_mut_ptr() as *mut u8;
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Insert::Damaged;
+    };
+    let buf = scratch as *mut u8;
     let ok = load(ctx, n, buf, h)
         && store(ctx, 0, buf, h)
         && store(ctx, h, opt.0.as_ptr(), n)

@@ -13,8 +13,12 @@
 
 mod actions;
 mod chain;
+mod csum;
 mod entry;
+mod flow;
+mod insert;
 mod maps;
+mod options;
 mod parse;
 mod stats;
 

@@ -71,3 +71,10 @@ pub static FLOW_ADDRS: LruHashMap<AddrKey, StoredAddAddr> =
 /// Datapath event counters, indexed by `emptcp_common::FlowStat`.
 #[map]
 pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_STATS_LEN, 0);
+
+/// Per-CPU scratch space for the header block moved by an option insert:
+/// too big for the 512-byte BPF stack next to the option copies. XDP runs
+/// one program at a time per CPU, so one slot per CPU is enough.
+#[map]
+pub static SCRATCH: PerCpuArray<[u64; crate::insert::HDR_MAX as usize / 8]> =
+    PerCpuArray::with_max_entries(1, 0);

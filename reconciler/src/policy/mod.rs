@@ -274,7 +274,7 @@ chains:
         assert!(e.hint.as_deref().unwrap().contains("1073725440"));
         let text = "version: 1\nchains: [{name: c, actions: [set_window: {bytes: 0}]}]\n";
         assert!(load_str("p", text).is_err());
-        let text = "version: 1\nchains: [{name: c, actions: [set_window: {bytes: 1073725440}]}]\n";
+        let text = "version: 1\nchains: [{name: c, actions: [record_flow, set_window: {bytes: 1073725440}]}]\n";
         assert!(load_str("p", text).is_ok());
     }
 

@@ -2,3 +2,8 @@
 //! action; the shared plumbing is `chain::action_program!`.
 mod count;
 mod drop;
+mod record_flow;
+mod recover_add_addr;
+mod set_backup;
+mod set_window;
+mod strip_add_addr;

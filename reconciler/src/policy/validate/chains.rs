@@ -91,7 +91,15 @@ fn check_actions(ctx: &mut Ctx<'_>, spot: Spot<'_>, chain: &Chain) {
     let record = position(chain, |a| matches!(a, Action::RecordFlow));
     let strip = position(chain, |a| matches!(a, Action::StripAddAddr));
     let recover = position(chain, |a| matches!(a, Action::RecoverAddAddr));
-    for (needs_flow, action) in [(strip, "strip_add_addr"), (recover, "recover_add_addr")] {
+    // set_window needs the window scale record_flow saw on the SYN-ACK.
+    // (Egress chains have no record_flow: their window rule is the peer's.)
+    let window = position(chain, |a| matches!(a, Action::SetWindow { .. }))
+        .filter(|_| chain.hook == Hook::Ingress);
+    for (needs_flow, action) in [
+        (strip, "strip_add_addr"),
+        (recover, "recover_add_addr"),
+        (window, "set_window"),
+    ] {
         if let Some(p) = needs_flow
             && record.is_none_or(|r| r > p)
         {
@@ -99,7 +107,7 @@ fn check_actions(ctx: &mut Ctx<'_>, spot: Spot<'_>, chain: &Chain) {
                 at(p),
                 format!("{action} needs record_flow earlier in chain '{name}'"),
                 format!(
-                    "record_flow creates the flow and counts its bytes: list it before {action}"
+                    "record_flow creates the flow (its size, its window scale): list it before {action}"
                 ),
             );
         }

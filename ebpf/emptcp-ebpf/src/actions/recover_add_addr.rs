@@ -1,0 +1,114 @@
+//! `recover_add_addr`: once a tracked flow reaches its chain's `recover_at`,
+//! re-insert the ADD_ADDR options strip_add_addr stored, one per received
+//! packet that has room for it (see `insert.rs`), oldest slot first.
+//!
+//! A packet without room (a data segment with timestamps and a full DSS)
+//! passes untouched and the flow is marked `FLOW_RECOVER_PENDING`: user
+//! space can then forge a duplicate ACK carrying the option from the
+//! flow's newest seq/ack/window/timestamps and MACs (docs/datapath.md).
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use emptcp_common::{
+    ADD_ADDR_MAX_LEN, ADDR_SLOTS, Action, AddrKey, ChainStep, FLOW_RECOVER_PENDING, FlowStat,
+    Outcome, XdpMeta,
+};
+
+use crate::{
+    action_program,
+    chain::Verdict,
+    flow,
+    insert::{Insert, has_room, insert_option},
+    maps::{FLOW_ADDRS, THRESHOLDS},
+    options::{Buf64, FIN, KIND_NOP, Opts, RST, SYN, Tcp, Where},
+    stats,
+};
+
+action_program!(recover_add_addr, Action::RecoverAddAddr, run);
+
+const ROW: u32 = Action::RecoverAddAddr as u32;
+
+#[inline(always)]
+fn run(ctx: &XdpContext, m: *mut XdpMeta, _step: ChainStep) -> Verdict {
+    let w = Where::of(m);
+    match recover(ctx, &w) {
+        Some(v) => v,
+        None => {
+            stats::bump(ROW, Outcome::Passed);
+            Verdict::Next
+        }
+    }
+}
+
+/// `None`: nothing to do, the packet passes untouched.
+#[inline(always)]
+fn recover(ctx: &XdpContext, w: &Where) -> Option<Verdict> {
+    let t = Tcp::load(ctx, w)?;
+    // Connection setup and teardown segments are left alone.
+    if t.flags() & (SYN | FIN | RST) != 0 {
+        return None;
+    }
+    let opts = t.check();
+    if opts == Opts::Malformed {
+        stats::event(FlowStat::Malformed);
+        return None;
+    }
+    let key = flow::key(ctx, w, &t)?;
+    let f = flow::get(&key)?;
+    let Some(th) = (unsafe { THRESHOLDS.get(w.chain) }) else {
+        stats::bump(ROW, Outcome::Error);
+        return Some(Verdict::Next);
+    };
+    if f.bytes < th.recover_at {
+        return None;
+    }
+    let slot = flow::next_to_recover(f);
+    if slot >= ADDR_SLOTS {
+        return None;
+    }
+    let bit = 1u32 << slot;
+    let ak = AddrKey { flow: key, slot };
+    let stored = unsafe { FLOW_ADDRS.get(&ak) }.copied();
+    // Only the lengths strip stores (16, 18, 28, 30): padding is 0 or 2.
+    let Some(v) = stored.filter(|v| matches!(v.len, 16 | 18 | 28 | 30)) else {
+        // Evicted from FLOW_ADDRS (or never complete): nothing to insert.
+        f.stored &= !bit;
+        stats::event(FlowStat::AddAddrLost);
+        return None;
+    };
+    let len = v.len as u32;
+    let n = (len + 3) & !3;
+    if opts == Opts::Eol || !has_room(&t, n) {
+        f.flags |= FLOW_RECOVER_PENDING;
+        stats::event(FlowStat::RecoverPendingNoRoom);
+        return None;
+    }
+    // NOPs first (two when the length is 18 or 30), like Linux pads its
+    // own options; the stored bytes are zero after `len`.
+    let mut opt = Buf64::zeroed();
+    if n != len {
+        opt.0[0] = KIND_NOP;
+        opt.0[1] = KIND_NOP;
+        opt.0[2..2 + ADD_ADDR_MAX_LEN].copy_from_slice(&v.bytes);
+    } else {
+        opt.0[..ADD_ADDR_MAX_LEN].copy_from_slice(&v.bytes);
+    }
+    match insert_option(ctx, w, &t, &opt, n) {
+        Insert::Done => {
+            f.recovered |= bit;
+            if flow::next_to_recover(f) >= ADDR_SLOTS {
+                f.flags &= !FLOW_RECOVER_PENDING;
+            }
+            f.add_addr_recovered = f.add_addr_recovered.saturating_add(1);
+            stats::event(FlowStat::AddAddrRecovered);
+            stats::bump(ROW, Outcome::Applied);
+            Some(Verdict::Next)
+        }
+        Insert::Unchanged => {
+            stats::bump(ROW, Outcome::Error);
+            Some(Verdict::Next)
+        }
+        Insert::Damaged => {
+            stats::bump(ROW, Outcome::Error);
+            Some(Verdict::Return(xdp_action::XDP_DROP))
+        }
+    }
+}

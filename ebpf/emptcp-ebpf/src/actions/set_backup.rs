@@ -1,0 +1,104 @@
+//! `set_backup` (arg: 1 = backup, 0 = regular): make an MPTCP segment carry
+//! MP_PRIO with the wanted B flag. An MP_PRIO already present gets its flag
+//! rewritten; otherwise a NOP + the 3-byte MP_PRIO is inserted when the
+//! options have room (`insert.rs`). Only segments that already carry an
+//! MPTCP option are touched (never plain TCP, SYN or RST).
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use emptcp_common::{Action, ChainStep, FlowStat, Outcome, XdpMeta};
+
+use crate::{
+    action_program,
+    chain::Verdict,
+    csum,
+    insert::{Insert, has_room, insert_option},
+    options::{
+        Buf64, KIND_MPTCP, KIND_NOP, Opts, RST, SYN, TCP_HLEN, Tcp, Where, any_mptcp, mp_prio,
+        store, store_be16,
+    },
+    stats,
+};
+
+action_program!(set_backup, Action::SetBackup, run);
+
+const ROW: u32 = Action::SetBackup as u32;
+/// Subtype 5 in the high nibble; the B flag is bit 0.
+const MP_PRIO_B2: u8 = 0x50;
+
+#[inline(always)]
+fn run(ctx: &XdpContext, m: *mut XdpMeta, step: ChainStep) -> Verdict {
+    let w = Where::of(m);
+    match set(ctx, &w, (step.arg != 0) as u8) {
+        Some(v) => v,
+        None => {
+            stats::bump(ROW, Outcome::Passed);
+            Verdict::Next
+        }
+    }
+}
+
+#[inline(always)]
+fn set(ctx: &XdpContext, w: &Where, backup: u8) -> Option<Verdict> {
+    let t = Tcp::load(ctx, w)?;
+    if t.flags() & (SYN | RST) != 0 {
+        return None;
+    }
+    let opts = t.check();
+    if opts == Opts::Malformed {
+        stats::event(FlowStat::Malformed);
+        return None;
+    }
+    if !t.find(any_mptcp).found {
+        return None;
+    }
+    let prio = t.find(mp_prio);
+    let mut o = [0u8; 4];
+    if prio.found && t.read(ctx, w, &prio, &mut o) {
+        let at = prio.off + 2;
+        let b = o[2];
+        let nb = (b & !1) | backup;
+        if nb != b {
+            // The flag byte is the high half of a checksum word at an even
+            // option offset (options start at an even TCP offset).
+            let word = |v: u8| {
+                if at & 1 == 0 {
+                    (v as u16) << 8
+                } else {
+                    v as u16
+                }
+            };
+            let c = csum::replace(t.be16(16), word(b), word(nb));
+            if !store(ctx, w.l4 + TCP_HLEN + at, &nb, 1) || !store_be16(ctx, w.l4 + 16, c) {
+                stats::bump(ROW, Outcome::Error);
+                return Some(Verdict::Return(xdp_action::XDP_DROP));
+            }
+            stats::event(FlowStat::MpPrioRewritten);
+        }
+        stats::bump(ROW, Outcome::Applied);
+        return Some(Verdict::Next);
+    }
+    if opts == Opts::Eol || !has_room(&t, 4) {
+        stats::event(FlowStat::MpPrioNoRoom);
+        return None;
+    }
+    let mut opt = Buf64::zeroed();
+    // NOP first, like Linux pads its own options.
+    opt.0[0] = KIND_NOP;
+    opt.0[1] = KIND_MPTCP;
+    opt.0[2] = 3;
+    opt.0[3] = MP_PRIO_B2 | backup;
+    match insert_option(ctx, w, &t, &opt, 4) {
+        Insert::Done => {
+            stats::event(FlowStat::MpPrioInserted);
+            stats::bump(ROW, Outcome::Applied);
+            Some(Verdict::Next)
+        }
+        Insert::Unchanged => {
+            stats::bump(ROW, Outcome::Error);
+            Some(Verdict::Next)
+        }
+        Insert::Damaged => {
+            stats::bump(ROW, Outcome::Error);
+            Some(Verdict::Return(xdp_action::XDP_DROP))
+        }
+    }
+}
