@@ -39,7 +39,8 @@ fn kill_at_every_step(name: &str, from: Option<&str>, to: &str, env: &[(&str, &s
     let pair = Pair::new(&t);
     let ns = pair.b.name.as_str();
     pair.b.exec("ip link add vx0 type veth peer name vx1");
-    pair.b.exec("ip link set vx0 up && ip link set vx1 up");
+    pair.b.exec("ip link set vx0 up");
+    pair.b.exec("ip link set vx1 up");
     let dir = tempfile::tempdir().unwrap();
     let to_f = policy_file(&dir, "to.yaml", &to.replace("IFACE", &pair.dev_b));
     let to_s = to_f.to_str().unwrap();
