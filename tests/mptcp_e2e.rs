@@ -245,3 +245,76 @@ fn live_threshold_change_takes_effect_on_a_live_flow() {
     assert_eq!(delta(&before, &after, CSUM), 0);
     lab.destroy();
 }
+
+/// Kills the background `emptcp agent` even when the test fails.
+struct Bg(std::process::Child);
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn pure_download_recovers_through_the_agent() {
+    if !root_or_skip("pure_download_recovers_through_the_agent") {
+        return;
+    }
+    let lab = Lab::new("dl");
+    lab.apply(&policy("native", "1MiB", "4MiB"));
+    // Without the agent, no received segment of a download has room for the
+    // option: the flow reaches recover_at but the client never joins.
+    let (_, d) = run(
+        &lab,
+        &[
+            "--download",
+            "20M",
+            "--wait-subflows",
+            "1",
+            "--wait-timeout",
+            "1",
+        ],
+    );
+    assert_eq!(
+        d(JOIN),
+        0,
+        "download joined without the agent: did a segment have room?"
+    );
+    let st = status_json(lab.root(), &lab.tb.cli);
+    assert!(st["chains"][0]["packets"].as_u64().unwrap() > 0);
+
+    // With the agent, the forged duplicate ACK carries the stored ADD_ADDR.
+    let agent = Bg(std::process::Command::new(emptcp_bin())
+        .args([
+            "--bpffs-root",
+            lab.root().to_str().unwrap(),
+            "--netns",
+            &lab.tb.cli,
+            "agent",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (res, d) = run(
+        &lab,
+        &[
+            "--download",
+            "20M",
+            "--wait-subflows",
+            "1",
+            "--wait-timeout",
+            "3",
+        ],
+    );
+    assert!(d(ADD_ADDR) >= 1, "ADD_ADDR not delivered: {res}");
+    assert_eq!(
+        d(JOIN),
+        1,
+        "pure download: second subflow not established: {res}"
+    );
+    no_damage(&d);
+    drop(agent);
+    lab.destroy();
+}

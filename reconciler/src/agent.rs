@@ -23,9 +23,7 @@ use std::{
 };
 
 use aya::maps::{HashMap, Map, MapData, RingBuf};
-use emptcp_common::{
-    AddrKey, FLOW_TS_SEEN, FlowKey, FlowState, RecoverEvent, StoredAddAddr,
-};
+use emptcp_common::{AddrKey, FLOW_TS_SEEN, FlowKey, FlowState, RecoverEvent, StoredAddAddr};
 
 use crate::{
     layout::Layout,
@@ -107,7 +105,9 @@ fn open(layout: &Layout, name: &str) -> Result<Map, AgentError> {
 
 impl Agent {
     pub fn open(layout: &Layout) -> Result<Agent, AgentError> {
-        let err = |n: &str| move |e| AgentError::Map(n.to_string(), e);
+        fn err(n: &'static str) -> impl Fn(aya::maps::MapError) -> AgentError {
+            move |e| AgentError::Map(n.to_string(), e)
+        }
         Ok(Agent {
             events: RingBuf::try_from(open(layout, "EVENTS")?).map_err(err("EVENTS"))?,
             flows: HashMap::try_from(open(layout, "FLOWS")?).map_err(err("FLOWS"))?,
@@ -120,14 +120,18 @@ impl Agent {
     /// Handles every queued event; returns how many.
     pub fn drain(&mut self) -> usize {
         let mut n = 0;
-        while let Some(item) = self.events.next() {
-            n += 1;
-            if item.len() < std::mem::size_of::<RecoverEvent>() {
-                continue;
-            }
-            // SAFETY: the datapath writes a RecoverEvent (repr(C), Pod).
-            let ev: RecoverEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            drop(item);
+        loop {
+            let ev = {
+                let Some(item) = self.events.next() else {
+                    break;
+                };
+                n += 1;
+                if item.len() < std::mem::size_of::<RecoverEvent>() {
+                    continue;
+                }
+                // SAFETY: the datapath writes a RecoverEvent (repr(C), Pod).
+                unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<RecoverEvent>()) }
+            };
             self.stats.events.fetch_add(1, Ordering::Relaxed);
             self.handle(&ev);
         }
@@ -139,7 +143,13 @@ impl Agent {
             self.stats.stale.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let Ok(opt) = self.addrs.get(&AddrKey { flow: ev.key, slot: ev.slot }, 0) else {
+        let Ok(opt) = self.addrs.get(
+            &AddrKey {
+                flow: ev.key,
+                slot: ev.slot,
+            },
+            0,
+        ) else {
             self.stats.stale.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -148,10 +158,20 @@ impl Agent {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        match sys::test_run_xdp(self.injector.as_fd(), &frame, flow.ifindex, 1, sys::BPF_F_TEST_XDP_LIVE_FRAMES) {
+        match sys::test_run_xdp(
+            self.injector.as_fd(),
+            &frame,
+            flow.ifindex,
+            1,
+            sys::BPF_F_TEST_XDP_LIVE_FRAMES,
+        ) {
             Ok(_) => {
                 self.stats.injected.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(ifindex = flow.ifindex, slot = ev.slot, "injected a stored ADD_ADDR");
+                tracing::debug!(
+                    ifindex = flow.ifindex,
+                    slot = ev.slot,
+                    "injected a stored ADD_ADDR"
+                );
             }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -164,7 +184,11 @@ impl Agent {
     pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
         let fd = self.events.as_raw_fd();
         while !stop.load(Ordering::Relaxed) {
-            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd.
             let r = unsafe { libc::poll(&mut pfd, 1, 200) };
             if r < 0 {

@@ -4,6 +4,7 @@
 //! [`policy`] (read + validate the YAML) -> [`desired`] (what the kernel
 //! should hold) -> [`observe`] (what it holds) -> [`plan`] (a pure diff) ->
 //! [`apply`] (kernel I/O). See docs/architecture.md.
+pub mod agent;
 pub mod apply;
 pub mod cli;
 pub mod codec;

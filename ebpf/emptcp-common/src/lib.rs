@@ -328,8 +328,23 @@ pub struct FlowState {
     pub add_addr_nopped: u16,
     pub add_addr_dropped: u16,
     pub add_addr_recovered: u16,
-    pub _pad2: u16,
+    /// Packets without room seen while recovery is pending; every 16th (up
+    /// to 128) is reported on `EVENTS` so user space can deliver the option.
+    pub pending_packets: u16,
 }
+
+/// `EVENTS` record: flow `key` has the stored option in `slot` due and no
+/// received packet has room for it (see reconciler/src/agent.rs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoverEvent {
+    pub key: FlowKey,
+    pub slot: u32,
+    pub ifindex: u32,
+}
+
+/// Size of the `EVENTS` ring buffer.
+pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Key of `FLOW_ADDRS`: one stored ADD_ADDR of a flow.
 #[repr(C)]
@@ -409,6 +424,7 @@ mod pod {
     unsafe impl aya::Pod for IfaceChains {}
     unsafe impl aya::Pod for ChainCounters {}
     unsafe impl aya::Pod for ObjectMeta {}
+    unsafe impl aya::Pod for RecoverEvent {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowState {}
     unsafe impl aya::Pod for AddrKey {}

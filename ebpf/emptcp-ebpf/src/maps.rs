@@ -3,12 +3,12 @@
 //! key and value types (emptcp-common) is an ABI.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use emptcp_common::{
     AddrKey, ChainCounters, ChainDef, DEFAULT_FLOW_ADDR_CAPACITY, DEFAULT_FLOW_CAPACITY,
-    FLOW_STATS_LEN, FlowKey, FlowState, IfaceChains, LpmV4, LpmV6, MAX_CHAINS, MAX_IFACES,
-    ObjectMeta, PROG_SLOTS, PortKey, STATS_LEN, Selector, StoredAddAddr, Thresholds,
+    EVENTS_BYTES, FLOW_STATS_LEN, FlowKey, FlowState, IfaceChains, LpmV4, LpmV6, MAX_CHAINS,
+    MAX_IFACES, ObjectMeta, PROG_SLOTS, PortKey, STATS_LEN, Selector, StoredAddAddr, Thresholds,
 };
 
 /// Tail-call targets: slot `Action as u32` holds that action's program.
@@ -67,6 +67,10 @@ pub static FLOWS: LruHashMap<FlowKey, FlowState> =
 #[map]
 pub static FLOW_ADDRS: LruHashMap<AddrKey, StoredAddAddr> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_ADDR_CAPACITY, 0);
+
+/// Flows whose stored ADD_ADDR needs a forged duplicate ACK (RecoverEvent).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Datapath event counters, indexed by `emptcp_common::FlowStat`.
 #[map]

@@ -110,6 +110,10 @@ pub enum Command {
     /// List the MPTCP connections the datapath tracks: addresses, size,
     /// chain, stored ADD_ADDR options.
     Flows,
+    /// Run only the recovery agent: deliver stored ADD_ADDRs that no
+    /// received packet had room for (pure downloads) as forged duplicate
+    /// ACKs. `emptcp watch` runs it already.
+    Agent,
     /// Snapshot operations.
     State {
         #[command(subcommand)]

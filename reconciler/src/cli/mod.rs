@@ -198,6 +198,26 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(EXIT_OK)
         }
+        Command::Agent => {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [libc::SIGTERM, libc::SIGINT] {
+                // SAFETY: registering an async-signal-safe flag setter.
+                signal_hook_flag(sig, &stop);
+            }
+            let mut agent = crate::agent::Agent::open(&layout)?;
+            tracing::info!(root = %layout.root.display(), "recovery agent running");
+            agent.run(&stop)?;
+            let s = &agent.stats;
+            use std::sync::atomic::Ordering::Relaxed;
+            tracing::info!(
+                events = s.events.load(Relaxed),
+                injected = s.injected.load(Relaxed),
+                failed = s.failed.load(Relaxed),
+                stale = s.stale.load(Relaxed),
+                "recovery agent stopped"
+            );
+            Ok(EXIT_OK)
+        }
         Command::Flows => {
             let o = observe::observe(&layout)?;
             let flows = crate::flows::list(&layout, &o);
@@ -238,6 +258,20 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Watch { .. } => unreachable!("handled above"),
     }
+}
+
+/// Sets `flag` when `sig` arrives (the agent polls it every 200 ms).
+fn signal_hook_flag(sig: libc::c_int, flag: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    static FLAG: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+        std::sync::OnceLock::new();
+    let _ = FLAG.set(flag.clone());
+    extern "C" fn on_signal(_: libc::c_int) {
+        if let Some(f) = FLAG.get() {
+            f.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    // SAFETY: the handler only does an atomic store.
+    unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
 }
 
 fn run_watch(cli: Cli) -> anyhow::Result<i32> {

@@ -109,6 +109,14 @@ pub fn run(opts: WatchOptions) -> anyhow::Result<i32> {
         netns::enter(ns)?;
     }
     let object = Arc::new(Object::load()?);
+    // The recovery agent (stored ADD_ADDRs of pure downloads) runs beside
+    // the reconcile loop, in the same network namespace (entered above).
+    let agent_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let agent = crate::agent::spawn(
+        crate::layout::Layout::new(&opts.bpffs_root),
+        agent_stop.clone(),
+    );
+    let _stop_agent = StopOnDrop(agent_stop, Some(agent));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)
@@ -123,6 +131,21 @@ pub fn run(opts: WatchOptions) -> anyhow::Result<i32> {
         );
         d.run(listener).await
     })
+}
+
+/// Stops and joins the recovery agent thread when the daemon returns.
+struct StopOnDrop(
+    Arc<std::sync::atomic::AtomicBool>,
+    Option<std::thread::JoinHandle<()>>,
+);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.1.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// The newest valid policy.

@@ -9,7 +9,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use emptcp_common::{
     ADD_ADDR_MAX_LEN, ADDR_SLOTS, Action, AddrKey, ChainStep, FLOW_RECOVER_PENDING, FlowStat,
-    Outcome, XdpMeta,
+    Outcome, RecoverEvent, XdpMeta,
 };
 
 use crate::{
@@ -17,7 +17,7 @@ use crate::{
     chain::Verdict,
     flow,
     insert::{Insert, has_room, insert_option},
-    maps::{FLOW_ADDRS, THRESHOLDS},
+    maps::{EVENTS, FLOW_ADDRS, THRESHOLDS},
     options::{Buf64, FIN, KIND_NOP, Opts, RST, SYN, Tcp, Where},
     stats,
 };
@@ -79,6 +79,20 @@ fn recover(ctx: &XdpContext, w: &Where) -> Option<Verdict> {
     if opts == Opts::Eol || !has_room(&t, n) {
         f.flags |= FLOW_RECOVER_PENDING;
         stats::event(FlowStat::RecoverPendingNoRoom);
+        // Ask user space for a forged duplicate ACK, spaced out and bounded
+        // so a long download sends a handful of events, not one per packet.
+        let c = f.pending_packets;
+        f.pending_packets = c.saturating_add(1);
+        if c % 16 == 0 && c < 128 {
+            let ev = RecoverEvent {
+                key,
+                slot,
+                ifindex: f.ifindex,
+            };
+            if EVENTS.output::<RecoverEvent>(&ev, 0).is_err() {
+                stats::bump(ROW, Outcome::Error);
+            }
+        }
         return None;
     }
     // NOPs first (two when the length is 18 or 30), like Linux pads its
