@@ -1,8 +1,39 @@
 #!/usr/bin/env bash
 # Benchmarks (docs/benchmarks.md): every number is measured by this command
 # in one run, on the machine it runs on. Needs root.
+#   scripts/bench.sh              everything
+#   scripts/bench.sh reconcile|watch|datapath|throughput
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo build --release --locked -p emptcp --bins 2>&1 | grep -E '^error' -A5 || true
-./target/release/emptcp-bench "$@"
+what=${1:-all}
+
+throughput() {
+    # MPTCP download through native XDP on veth, with the quickstart chain
+    # attached vs without, same testbed, same run; median of 5 each.
+    local E=$PWD/target/release/emptcp TB=tests/mptcp/testbed.sh
+    export LAB_ID=-bench$$
+    local root=/sys/fs/bpf/emptcp-bench-tp$$ cli=emptcp-cli$LAB_ID
+    trap '"$E" --bpffs-root "$root" --netns "$cli" destroy >/dev/null 2>&1; "$TB" down >/dev/null 2>&1; rm -rf "$root"' RETURN
+    "$TB" up >/dev/null
+    run() { for _ in 1 2 3 4 5; do "$TB" xfer --download 200M | python3 -c 'import json,sys; print(json.load(sys.stdin)["mbit_s"])'; done | sort -n | sed -n 3p; }
+    local base with
+    base=$(run)
+    "$E" --bpffs-root "$root" --netns "$cli" apply -f examples/policies/quickstart.yaml >/dev/null
+    with=$(run)
+    echo "| MPTCP download 200 MB over veth, native XDP: without / with the quickstart chain (median of 5) | ${base} / ${with} Mbit/s | $(python3 -c "print(f'{$with/$base:.2f}×')") | ≥ 0.95× |"
+}
+
+case $what in
+    reconcile) ./target/release/emptcp-bench ;;
+    watch) ./target/release/emptcp-bench --watch ;;
+    datapath) ./target/release/emptcp-bench-datapath ;;
+    throughput) echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
+    all)
+        ./target/release/emptcp-bench; echo
+        ./target/release/emptcp-bench --watch; echo
+        ./target/release/emptcp-bench-datapath; echo
+        echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
+    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput]" >&2; exit 1 ;;
+esac

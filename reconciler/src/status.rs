@@ -290,6 +290,15 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
                 let v: u64 = stats.get(&idx, 0).map(|v| v.iter().sum()).unwrap_or(0);
                 outcomes.insert(name.to_string(), v);
             }
+            if row == STATS_ROW_ENTRY {
+                // The entry program does not count `seen` on its hot path:
+                // every TCP packet on a chained interface ends in one outcome.
+                let seen = ["applied", "passed", "error"]
+                    .iter()
+                    .map(|k| outcomes[*k])
+                    .sum();
+                outcomes.insert("seen".to_string(), seen);
+            }
             programs.insert(prog, outcomes);
         }
     }

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::lpm_trie::Key, programs::XdpContext,
 };
 use emptcp_common::{
-    DIR_LOCAL, DIR_REMOTE, LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE, META_MAGIC, Outcome,
-    PortKey, SEL_LOCAL, SEL_LOCAL_PORTS, SEL_REMOTE, SEL_REMOTE_PORTS, STATS_ROW_ENTRY, XdpMeta,
+    DIR_LOCAL, DIR_REMOTE, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE,
+    META_MAGIC, Outcome, PortKey, SEL_LOCAL, SEL_LOCAL_PORTS, SEL_REMOTE, SEL_REMOTE_PORTS,
+    STATS_ROW_ENTRY, XdpMeta,
 };
 
 use crate::{
@@ -25,9 +26,19 @@ static EMPTCP_BUILD_ID: [u8; 16] = *b"emptcp-build-000";
 
 #[xdp]
 pub fn entry(ctx: XdpContext) -> u32 {
-    stats::bump(STATS_ROW_ENTRY, Outcome::Seen);
-    let verdict = try_entry(&ctx);
-    if verdict.is_none() {
+    // Hot path: a packet that is not TCP, or arrives on an interface with
+    // no chains, leaves after the parser and at most one lookup, without
+    // touching a counter.
+    let Some(pkt) = parse_tcp(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some(ifc) = (unsafe { IFACES.get(ifindex) }) else {
+        return xdp_action::XDP_PASS;
+    };
+    // `seen` is not counted here (one lookup less per packet): status
+    // reports it as applied + passed + error.
+    if try_entry(&ctx, &pkt, ifc).is_none() {
         stats::bump(STATS_ROW_ENTRY, Outcome::Passed);
     }
     xdp_action::XDP_PASS
@@ -36,24 +47,25 @@ pub fn entry(ctx: XdpContext) -> u32 {
 /// `Some` when a chain was started (and failed to tail call), `None` when the
 /// packet is not for us. Either way the packet passes.
 #[inline(always)]
-fn try_entry(ctx: &XdpContext) -> Option<()> {
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let ifc = unsafe { IFACES.get(ifindex) }?;
-    let pkt = parse_tcp(ctx)?;
+fn try_entry(ctx: &XdpContext, pkt: &Packet, ifc: &IfaceChains) -> Option<()> {
     let mut found = None;
     for i in 0..MAX_CHAINS_PER_IFACE {
         if i as u32 >= ifc.n_chains {
             break;
         }
         let id = ifc.chains[i];
-        if selects(id, &pkt) {
+        if selects(id, pkt) {
             found = Some(id);
             break;
         }
     }
     let chain_id = found?;
-    // Room for the chain position in front of the packet.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(core::mem::size_of::<XdpMeta>() as i32)) } != 0 {
+    // Room for the chain position in front of the packet. Received frames
+    // have no metadata; a frame that already has ours (BPF_PROG_TEST_RUN
+    // with repeat runs the same buffer again) keeps its 32 bytes.
+    let have = (ctx.data() - ctx.metadata()) as i32;
+    let delta = have - core::mem::size_of::<XdpMeta>() as i32;
+    if delta != 0 && unsafe { bpf_xdp_adjust_meta(ctx.ctx, delta) } != 0 {
         stats::bump(STATS_ROW_ENTRY, Outcome::Error);
         return Some(());
     }
@@ -88,17 +100,18 @@ fn selects(id: u32, pkt: &Packet) -> bool {
         return false;
     };
     let flags = sel.flags;
-    // On the receive path the remote end is the packet's source.
-    if flags & SEL_REMOTE != 0 && !prefix_match(DIR_REMOTE, id, pkt.family, &pkt.src) {
-        return false;
-    }
-    if flags & SEL_LOCAL != 0 && !prefix_match(DIR_LOCAL, id, pkt.family, &pkt.dst) {
-        return false;
-    }
+    // Ports first: a hash lookup is cheaper than an LPM walk. On the receive
+    // path the remote end is the packet's source.
     if flags & SEL_REMOTE_PORTS != 0 && !port_match(DIR_REMOTE, id, pkt.sport) {
         return false;
     }
     if flags & SEL_LOCAL_PORTS != 0 && !port_match(DIR_LOCAL, id, pkt.dport) {
+        return false;
+    }
+    if flags & SEL_REMOTE != 0 && !prefix_match(DIR_REMOTE, id, pkt.family, &pkt.src) {
+        return false;
+    }
+    if flags & SEL_LOCAL != 0 && !prefix_match(DIR_LOCAL, id, pkt.family, &pkt.dst) {
         return false;
     }
     true

@@ -60,8 +60,10 @@ pub fn parse_tcp(ctx: &XdpContext) -> Option<Packet> {
             l3_off += 4;
         }
     }
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
+    // Zeroed as two u64 stores each: `[0u8; 16]` becomes a byte-loop memset
+    // call, and this runs for every packet.
+    let mut src: [u8; 16] = unsafe { core::mem::transmute([0u64; 2]) };
+    let mut dst: [u8; 16] = unsafe { core::mem::transmute([0u64; 2]) };
     let (family, l4_off) = match proto {
         ETH_P_IP => {
             let ip = bytes_at(ctx, l3_off, 20)?;
