@@ -181,7 +181,10 @@ fn set_backup_moves_an_upload_to_the_other_subflow() {
     no_damage(&d);
     let st = status_json(lab.root(), &lab.tb.cli);
     assert!(
-        st["programs"]["set_backup"]["applied"].as_u64().unwrap_or(0) >= 1,
+        st["programs"]["set_backup"]["applied"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
         "{st}"
     );
     lab.destroy();
@@ -240,7 +243,10 @@ fn set_window_caps_what_the_client_sends() {
     no_damage(&d);
     let st = status_json(lab.root(), &lab.tb.cli);
     assert!(
-        st["programs"]["set_window"]["applied"].as_u64().unwrap_or(0) >= 1,
+        st["programs"]["set_window"]["applied"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
         "{st}"
     );
 

@@ -131,17 +131,16 @@ fn main() -> anyhow::Result<()> {
     netns::enter(&ns)?;
     let object = Object::load()?;
     let layout = Layout::new(&root);
+    // EMPTCP_BENCH_ACTIONS narrows the chain to cost the actions one by one
+    // (e.g. "record_flow" or "record_flow, strip_add_addr").
+    let actions = std::env::var("EMPTCP_BENCH_ACTIONS")
+        .unwrap_or_else(|_| "record_flow, strip_add_addr, recover_add_addr".into());
     converge(
         &layout,
         &object,
-        r#"version: 1
-interfaces: [{name: bdp0, xdp_mode: skb, chains: [mptcp]}]
-chains:
-  - name: mptcp
-    match: {remote: [192.0.2.0/24], remote_ports: [5201]}
-    thresholds: {remove_below: 1MiB, recover_at: 4MiB}
-    actions: [record_flow, strip_add_addr, recover_add_addr]
-"#,
+        &format!(
+            "version: 1\ninterfaces: [{{name: bdp0, xdp_mode: skb, chains: [mptcp]}}]\nchains:\n  - name: mptcp\n    match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}\n    thresholds: {{remove_below: 1MiB, recover_at: 4MiB}}\n    actions: [{actions}]\n"
+        ),
     )?;
     let ifindex = nix::net::if_::if_nametoindex("bdp0")?;
     let pass = sys::load_xdp_pass("bench_pass")?;
@@ -173,7 +172,7 @@ chains:
         ("non-TCP packet (UDP)", udp_frame()),
         ("TCP packet matching no chain", other),
         (
-            "MPTCP data packet through record_flow + strip + recover",
+            "MPTCP data packet through the chain (default: record_flow + strip + recover)",
             data,
         ),
     ] {
