@@ -22,8 +22,10 @@ ROOT=/sys/fs/bpf/emptcp-demo$$
 POLICY=examples/policies/quickstart.yaml
 em() { "$E" --bpffs-root "$ROOT" --netns "$CLI" "$@"; }
 
+AGENT_PID=
 cleanup() {
     echo "== teardown"
+    [[ -n $AGENT_PID ]] && kill "$AGENT_PID" 2>/dev/null || true
     em destroy >/dev/null 2>&1 || true
     "$TB" down >/dev/null 2>&1 || true
     rm -rf "$ROOT"
@@ -33,12 +35,12 @@ trap cleanup EXIT
 
 joins() { "$TB" counters cli '^MPTcpExtMPJoinSynTx ' | awk '{print $2}'; }
 fallbacks() { "$TB" counters cli '^(MPTcpExtMPCapableDataFallback|TcpInCsumErrors) ' | awk '{s+=$2} END {print s+0}'; }
-xfer() { # $1 = download size; prints "joins +N" for that one connection
+xfer() { # $1 = download|upload, $2 = size; prints the joins of that one connection
     local before after
     before=$(joins)
-    "$TB" xfer --download "$1" --wait-subflows 1 --wait-timeout "${2:-1}" >/dev/null
+    "$TB" xfer --"$1" "$2" --wait-subflows 1 --wait-timeout "${3:-1}" >/dev/null
     after=$(joins)
-    echo "download $1: second subflow joins +$((after - before))"
+    echo "$1 $2: second subflow joins +$((after - before))"
 }
 
 echo "== testbed up"
@@ -46,8 +48,8 @@ echo "== testbed up"
 "$TB" csum-offload off   # the client then verifies every TCP checksum we rewrite
 
 echo; echo "== baseline, without emptcp: every flow opens the second subflow"
-xfer 100K
-xfer 20M
+xfer download 100K
+xfer upload 20M
 
 echo; echo "== emptcp validate / plan / apply ($POLICY)"
 em validate -f "$POLICY"
@@ -57,13 +59,24 @@ echo "-- a second plan is empty:"
 em plan --detailed-exitcode -f "$POLICY"
 
 echo; echo "== with emptcp: a short flow stays on one path, a long one gets the second"
+# The recovery agent (also part of `emptcp watch`) delivers stored ADD_ADDRs
+# to pure downloads, whose segments have no option room left.
+em agent 2>/dev/null &
+AGENT_PID=$!
+sleep 0.3
 f0=$(fallbacks)
-xfer 100K
-xfer 20M 3
+xfer download 100K
+xfer upload 20M 3
+xfer download 20M 3
 echo "fallbacks to TCP / checksum errors during the demo: $(( $(fallbacks) - f0 ))"
+
+echo; echo "== emptcp flows (a short download held open 2 s: its ADD_ADDR is stored, not delivered)"
+"$TB" xfer --download 100K --linger 2 >/dev/null &
+sleep 1
+em flows
+wait
 
 echo; echo "== emptcp status"
 em status
-if em flows >/dev/null 2>&1; then echo "== emptcp flows"; em flows; fi
 echo; echo "== client kernel counters (MPTcpExt)"
 "$TB" counters cli '^MPTcpExt(AddAddr|MPJoinSynTx|MPJoinSynAckRx|MPCapableDataFallback|EchoAddTx) |^TcpInCsumErrors '

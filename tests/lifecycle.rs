@@ -510,3 +510,154 @@ fn plan_from_snapshot_as_non_root_matches_live_plan() {
     assert_eq!(offline, live, "offline plan differs from live plan");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn saved_plan_is_refused_when_stale_and_applied_when_fresh() {
+    if !root_or_skip("saved_plan_is_refused_when_stale_and_applied_when_fresh") {
+        return;
+    }
+    let t = tag("saved");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let f1 = policy_file(&dir, "p1.yaml", &policy(&pair.dev_b, "1MiB", None));
+    let f2 = policy_file(&dir, "p2.yaml", &policy(&pair.dev_b, "2MiB", None));
+    let f3 = policy_file(&dir, "p3.yaml", &policy(&pair.dev_b, "3MiB", None));
+    let planfile = dir.path().join("plan.json");
+    let pf = planfile.to_str().unwrap();
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", f1.to_str().unwrap()],
+        0,
+    );
+    // Saved against the 1 MiB state; the live state then moves to 3 MiB.
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "-f", f2.to_str().unwrap(), "--out", pf],
+        0,
+    );
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", f3.to_str().unwrap()],
+        0,
+    );
+    let o = emptcp(&root.path, Some(ns), &["apply", pf]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("stale"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let st = status_json(&root.path, ns);
+    assert_eq!(
+        st["chains"][0]["thresholds"]["remove_below"],
+        3 << 20,
+        "a stale plan changed something"
+    );
+    // A fresh saved plan applies exactly what it printed.
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "-f", f2.to_str().unwrap(), "--out", pf],
+        0,
+    );
+    emptcp_ok(&root.path, Some(ns), &["apply", pf], 0);
+    let st = status_json(&root.path, ns);
+    assert_eq!(st["chains"][0]["thresholds"]["remove_below"], 2 << 20);
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", f2.to_str().unwrap()],
+        0,
+    );
+}
+
+#[test]
+fn flow_table_capacity_change_migrates_its_entries() {
+    if !root_or_skip("flow_table_capacity_change_migrates_its_entries") {
+        return;
+    }
+    let t = tag("migr");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let f1 = policy_file(&dir, "p1.yaml", &policy(&pair.dev_b, "1MiB", None));
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", f1.to_str().unwrap()],
+        0,
+    );
+    // A tracked flow, as the datapath would have written it.
+    let flows = root.path.join("maps/FLOWS");
+    let mut key = emptcp_common::FlowKey {
+        family: 4,
+        local_port: 40000,
+        remote_port: 5201,
+        ..Default::default()
+    };
+    key.local[..4].copy_from_slice(&[192, 0, 2, 2]);
+    key.remote[..4].copy_from_slice(&[192, 0, 2, 1]);
+    let value = emptcp_common::FlowState {
+        bytes: 12345,
+        ..Default::default()
+    };
+    {
+        let md = aya::maps::MapData::from_pin(&flows).unwrap();
+        let mut m: aya::maps::HashMap<
+            aya::maps::MapData,
+            emptcp_common::FlowKey,
+            emptcp_common::FlowState,
+        > = aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(md).unwrap()).unwrap();
+        m.insert(key, value, 0).unwrap();
+    }
+    let bigger =
+        policy(&pair.dev_b, "1MiB", None).replace("flow_capacity: 16384", "flow_capacity: 32768");
+    let f2 = policy_file(&dir, "p2.yaml", &bigger);
+    let plan = plan_json(&root.path, ns, &f2);
+    let steps = plan["steps"].as_array().unwrap();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["kind"] == "retire_map" && s["name"] == "FLOWS" && s["migrate"] == true),
+        "{plan:#}"
+    );
+    let before = status_json(&root.path, ns);
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", f2.to_str().unwrap()],
+        0,
+    );
+    let info = aya::maps::MapInfo::from_pin(&flows).unwrap();
+    assert_eq!(info.max_entries(), 32768);
+    let md = aya::maps::MapData::from_pin(&flows).unwrap();
+    let m: aya::maps::HashMap<
+        aya::maps::MapData,
+        emptcp_common::FlowKey,
+        emptcp_common::FlowState,
+    > = aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(md).unwrap()).unwrap();
+    assert_eq!(
+        m.get(&key, 0).unwrap().bytes,
+        12345,
+        "flow state lost in the migration"
+    );
+    assert!(!root.path.join("maps/old-FLOWS").exists());
+    // Programs were swapped behind the same link to use the new map.
+    let after = status_json(&root.path, ns);
+    assert_eq!(
+        iface(&before, &pair.dev_b)["link_id"],
+        iface(&after, &pair.dev_b)["link_id"]
+    );
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", f2.to_str().unwrap()],
+        0,
+    );
+}

@@ -131,6 +131,45 @@ fn short_and_long(mode: &str) {
         "{st}"
     );
 
+    // `emptcp flows` shows a live short flow with the ADD_ADDR it holds back.
+    let held = {
+        let script =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mptcp/testbed.sh");
+        let id = lab.tb.id.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new(script)
+                .args(["xfer", "--download", "100K", "--linger", "2"])
+                .env("LAB_ID", id)
+                .output()
+                .unwrap()
+        })
+    };
+    let mut stored = serde_json::Value::Null;
+    for _ in 0..30 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let out = emptcp_ok(lab.root(), Some(&lab.tb.cli), &["-o", "json", "flows"], 0);
+        let flows: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if let Some(f) = flows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| !f["add_addrs"].as_array().unwrap().is_empty())
+        {
+            stored = f.clone();
+            break;
+        }
+    }
+    assert_eq!(
+        stored["add_addrs"][0]["address"], "198.51.100.2",
+        "no stored ADD_ADDR in `emptcp flows`"
+    );
+    assert_eq!(stored["add_addrs"][0]["recovered"], false);
+    assert!(
+        stored["remote"].as_str().unwrap().ends_with(":5201"),
+        "{stored}"
+    );
+    assert!(held.join().unwrap().status.success());
+
     // Long upload: the stored ADD_ADDR is re-inserted and the join happens.
     let (_, d) = run(
         &lab,
@@ -262,26 +301,13 @@ fn pure_download_recovers_through_the_agent() {
     }
     let lab = Lab::new("dl");
     lab.apply(&policy("native", "1MiB", "4MiB"));
-    // Without the agent, no received segment of a download has room for the
-    // option: the flow reaches recover_at but the client never joins.
-    let (_, d) = run(
-        &lab,
-        &[
-            "--download",
-            "20M",
-            "--wait-subflows",
-            "1",
-            "--wait-timeout",
-            "1",
-        ],
-    );
-    assert_eq!(
-        d(JOIN),
-        0,
-        "download joined without the agent: did a segment have room?"
-    );
-    let st = status_json(lab.root(), &lab.tb.cli);
-    assert!(st["chains"][0]["packets"].as_u64().unwrap() > 0);
+    // Without the agent, a download recovers only if some server segment
+    // after recover_at happens to have option room (a window update, say):
+    // usually none has, and the client never joins (not asserted: it
+    // depends on timing). The datapath test
+    // `recover_without_room_leaves_the_packet_and_marks_the_flow` pins the
+    // no-room path itself.
+    let _ = run(&lab, &["--download", "20M"]);
 
     // With the agent, the forged duplicate ACK carries the stored ADD_ADDR.
     let agent = Bg(std::process::Command::new(emptcp_bin())
