@@ -136,7 +136,16 @@ impl BpfRoot {
 
 impl Drop for BpfRoot {
     fn drop(&mut self) {
-        // Removing a link pin detaches it (nothing else holds it).
+        // Detach every link explicitly: removing the pin alone leaves the
+        // program attached while any other reference lives on (the kernel
+        // closes a dead process's fds asynchronously, a few ms later).
+        if let Ok(links) = std::fs::read_dir(self.path.join("links/xdp")) {
+            for l in links.flatten() {
+                if let Ok(fd) = emptcp::sys::obj_get(&l.path()) {
+                    let _ = emptcp::sys::link_detach(&fd);
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
