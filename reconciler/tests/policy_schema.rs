@@ -56,7 +56,8 @@ fn schema_and_loader_agree_on_values() {
     let chain_name = "version: 1\nchains: [{name: @, actions: [count]}]\n";
     let ifname =
         "version: 1\ninterfaces: [{name: @, chains: [c]}]\nchains: [{name: c, actions: [count]}]\n";
-    let window = "version: 1\nchains: [{name: c, actions: [record_flow, set_window: {bytes: @}]}]\n";
+    let window =
+        "version: 1\nchains: [{name: c, actions: [record_flow, set_window: {bytes: @}]}]\n";
 
     let cases: &[(&str, &str, bool)] = &[
         (size, "4MiB", true),
