@@ -274,6 +274,20 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
             }
         })
         .collect();
+    let programs = program_counters(layout);
+    Status {
+        root: layout.root.display().to_string(),
+        object_sha256: o.meta.as_ref().map(|m| m.object_sha256.clone()),
+        interfaces,
+        chains,
+        programs,
+        daemon: None,
+    }
+}
+
+/// Packets per program and outcome from the STATS map, summed over CPUs.
+/// The one place that knows the table's layout (status and metrics use it).
+pub fn program_counters(layout: &Layout) -> BTreeMap<String, BTreeMap<String, u64>> {
     let mut programs = BTreeMap::new();
     if let Some(stats) = percpu::<u64>(layout, "STATS") {
         for row in 0..STATS_ROWS {
@@ -302,14 +316,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
             programs.insert(prog, outcomes);
         }
     }
-    Status {
-        root: layout.root.display().to_string(),
-        object_sha256: o.meta.as_ref().map(|m| m.object_sha256.clone()),
-        interfaces,
-        chains,
-        programs,
-        daemon: None,
-    }
+    programs
 }
 
 pub fn render_text(s: &Status) -> String {

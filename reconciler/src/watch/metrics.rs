@@ -17,10 +17,7 @@ use std::{
 };
 
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use emptcp_common::{
-    Action, ChainCounters, ChainDef, FLOW_STAT_NAMES, FLOW_STATS_LEN, FlowStat, OUTCOME_NAMES,
-    OUTCOMES, STATS_ROW_ENTRY, STATS_ROWS,
-};
+use emptcp_common::{ChainCounters, ChainDef, FLOW_STAT_NAMES, FLOW_STATS_LEN, FlowStat};
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -231,19 +228,9 @@ fn sum_row(m: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {
 
 /// Reads the datapath counters into the registry. Blocking (map syscalls).
 fn collect_datapath(layout: &Layout, flows: &Mutex<FlowCount>) {
-    if let Some(m) = open(layout, "STATS").and_then(|m| PerCpuArray::try_from(m).ok()) {
-        for row in 0..STATS_ROWS {
-            let prog = if row == STATS_ROW_ENTRY {
-                "entry"
-            } else if let Some(a) = Action::from_u32(row) {
-                a.name()
-            } else {
-                continue;
-            };
-            for (k, outcome) in OUTCOME_NAMES.iter().enumerate() {
-                let v = sum_row(&m, row * OUTCOMES + k as u32);
-                counter!(PACKETS, "program" => prog, "outcome" => *outcome).absolute(v);
-            }
+    for (prog, outcomes) in crate::status::program_counters(layout) {
+        for (outcome, v) in outcomes {
+            counter!(PACKETS, "program" => prog.clone(), "outcome" => outcome).absolute(v);
         }
     }
     let names: BTreeMap<u32, String> = open(layout, "CHAINS")
