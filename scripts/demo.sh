@@ -72,9 +72,10 @@ echo "fallbacks to TCP / checksum errors during the demo: $(( $(fallbacks) - f0 
 
 echo; echo "== emptcp flows (a short download held open 2 s: its ADD_ADDR is stored, not delivered)"
 "$TB" xfer --download 100K --linger 2 >/dev/null &
+held=$!
 sleep 1
 em flows
-wait
+wait "$held"
 
 echo; echo "== emptcp status"
 em status
