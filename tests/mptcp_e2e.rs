@@ -10,8 +10,6 @@
 mod common;
 mod mptcp_common;
 
-use std::path::Path;
-
 use common::*;
 use mptcp_common::*;
 
@@ -29,38 +27,6 @@ chains:
     actions: [record_flow, strip_add_addr, recover_add_addr, count]
 "#
     )
-}
-
-struct Lab {
-    tb: Testbed,
-    root: BpfRoot,
-    dir: tempfile::TempDir,
-}
-
-impl Lab {
-    fn new(name: &str) -> Lab {
-        let t = tag(name);
-        Lab {
-            tb: Testbed::up(&t),
-            root: BpfRoot::new(&t),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn apply(&self, policy_text: &str) {
-        let f = policy_file(&self.dir, "p.yaml", policy_text);
-        emptcp_ok(
-            &self.root.path,
-            Some(&self.tb.cli),
-            &["apply", "-f", f.to_str().unwrap()],
-            0,
-        );
-    }
-    fn destroy(&self) {
-        emptcp_ok(&self.root.path, Some(&self.tb.cli), &["destroy"], 0);
-    }
-    fn root(&self) -> &Path {
-        &self.root.path
-    }
 }
 
 const JOIN: &str = "MPTcpExtMPJoinSynAckRx";

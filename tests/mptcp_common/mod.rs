@@ -76,6 +76,41 @@ impl Drop for Testbed {
     }
 }
 
+/// A testbed, a private bpffs root and a temp dir for policies: what an
+/// end-to-end test needs, removed on drop (also on failure).
+pub struct Lab {
+    pub tb: Testbed,
+    pub root: crate::common::BpfRoot,
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn new(name: &str) -> Lab {
+        let t = crate::common::tag(name);
+        Lab {
+            tb: Testbed::up(&t),
+            root: crate::common::BpfRoot::new(&t),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    /// `emptcp apply` of `policy_text` in the client namespace.
+    pub fn apply(&self, policy_text: &str) {
+        let f = crate::common::policy_file(&self.dir, "p.yaml", policy_text);
+        crate::common::emptcp_ok(
+            &self.root.path,
+            Some(&self.tb.cli),
+            &["apply", "-f", f.to_str().unwrap()],
+            0,
+        );
+    }
+    pub fn destroy(&self) {
+        crate::common::emptcp_ok(&self.root.path, Some(&self.tb.cli), &["destroy"], 0);
+    }
+    pub fn root(&self) -> &std::path::Path {
+        &self.root.path
+    }
+}
+
 /// `after - before` for one counter.
 pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name: &str) -> i64 {
     after.get(name).copied().unwrap_or(0) as i64 - before.get(name).copied().unwrap_or(0) as i64
