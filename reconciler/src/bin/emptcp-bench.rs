@@ -54,6 +54,27 @@ impl Drop for Bed {
     }
 }
 
+impl Bed {
+    /// A namespace `name` with 16 interfaces (8 veth pairs bench0..bench15)
+    /// and a bpffs root of the same name; both removed on drop.
+    fn sixteen_veths(name: &str) -> anyhow::Result<Bed> {
+        let bed = Bed {
+            ns: name.to_string(),
+            root: PathBuf::from(format!("/sys/fs/bpf/{name}")),
+        };
+        sh(&format!("ip netns add {}", bed.ns))?;
+        for i in 0..8 {
+            sh(&format!(
+                "ip -n {ns} link add bench{a} type veth peer name bench{b} && ip -n {ns} link set bench{a} up && ip -n {ns} link set bench{b} up",
+                ns = bed.ns,
+                a = 2 * i,
+                b = 2 * i + 1
+            ))?;
+        }
+        Ok(bed)
+    }
+}
+
 fn big_policy(ifaces: usize, chains: usize) -> String {
     let mut p = String::from("version: 1\ninterfaces:\n");
     for i in 0..ifaces {
@@ -92,19 +113,7 @@ fn main() -> anyhow::Result<()> {
         return bench_watch();
     }
     let id = std::process::id();
-    let bed = Bed {
-        ns: format!("emptcp-bench{id}"),
-        root: PathBuf::from(format!("/sys/fs/bpf/emptcp-bench{id}")),
-    };
-    sh(&format!("ip netns add {}", bed.ns))?;
-    for i in 0..8 {
-        sh(&format!(
-            "ip -n {ns} link add bench{a} type veth peer name bench{b} && ip -n {ns} link set bench{a} up && ip -n {ns} link set bench{b} up",
-            ns = bed.ns,
-            a = 2 * i,
-            b = 2 * i + 1
-        ))?;
-    }
+    let bed = Bed::sixteen_veths(&format!("emptcp-bench{id}"))?;
     for (n, peer) in [("cli0", "srv0"), ("cli1", "srv1")] {
         sh(&format!(
             "ip -n {ns} link add {n} type veth peer name {peer} && ip -n {ns} link set {n} up && ip -n {ns} link set {peer} up",
@@ -226,19 +235,7 @@ impl Watcher {
 /// `emptcp watch` numbers: change -> converged latency, idle CPU and RSS.
 fn bench_watch() -> anyhow::Result<()> {
     let id = std::process::id();
-    let bed = Bed {
-        ns: format!("emptcp-benchw{id}"),
-        root: PathBuf::from(format!("/sys/fs/bpf/emptcp-benchw{id}")),
-    };
-    sh(&format!("ip netns add {}", bed.ns))?;
-    for i in 0..8 {
-        sh(&format!(
-            "ip -n {ns} link add bench{a} type veth peer name bench{b} && ip -n {ns} link set bench{a} up && ip -n {ns} link set bench{b} up",
-            ns = bed.ns,
-            a = 2 * i,
-            b = 2 * i + 1
-        ))?;
-    }
+    let bed = Bed::sixteen_veths(&format!("emptcp-benchw{id}"))?;
     let work = std::env::temp_dir().join(format!("emptcp-benchw{id}"));
     let dir = work.join("policy.d");
     std::fs::create_dir_all(&dir)?;
