@@ -32,26 +32,6 @@ chains:
 const JOIN: &str = "MPTcpExtMPJoinSynAckRx";
 const JOIN_TX: &str = "MPTcpExtMPJoinSynTx";
 const ADD_ADDR: &str = "MPTcpExtAddAddr";
-const FALLBACK: &str = "MPTcpExtMPCapableDataFallback";
-const CSUM: &str = "TcpInCsumErrors";
-
-/// Runs one client connection and returns the client counter deltas.
-fn run(lab: &Lab, args: &[&str]) -> (serde_json::Value, impl Fn(&str) -> i64) {
-    let before = lab.tb.counters("cli");
-    let res = lab.tb.xfer(args);
-    let after = lab.tb.counters("cli");
-    assert_eq!(res["rc"], 0, "transfer failed or data corrupted: {res}");
-    assert_eq!(
-        res["mptcp_info"]["fallback"], false,
-        "connection fell back to TCP: {res}"
-    );
-    (res, move |n: &str| delta(&before, &after, n))
-}
-
-fn no_damage(d: &impl Fn(&str) -> i64) {
-    assert_eq!(d(FALLBACK), 0, "MPTCP fell back to TCP");
-    assert_eq!(d(CSUM), 0, "the client saw TCP checksum errors");
-}
 
 fn short_and_long(mode: &str) {
     let lab = Lab::new(&format!("sl{mode}"));

@@ -30,28 +30,8 @@ impl Lab {
 }
 
 const PRIO_RX: &str = "MPTcpExtMPPrioRx";
-const FALLBACK: &str = "MPTcpExtMPCapableDataFallback";
-const CSUM: &str = "TcpInCsumErrors";
 const PATH_A: &str = "192.0.2.1:";
 const PATH_B: &str = "198.51.100.1:";
-
-/// Runs one client connection and returns its JSON and the client counter deltas.
-fn run(lab: &Lab, args: &[&str]) -> (Value, impl Fn(&str) -> i64) {
-    let before = lab.tb.counters("cli");
-    let res = lab.tb.xfer(args);
-    let after = lab.tb.counters("cli");
-    assert_eq!(res["rc"], 0, "transfer failed or data corrupted: {res}");
-    assert_eq!(
-        res["mptcp_info"]["fallback"], false,
-        "connection fell back to TCP: {res}"
-    );
-    (res, move |n: &str| delta(&before, &after, n))
-}
-
-fn no_damage(d: &impl Fn(&str) -> i64) {
-    assert_eq!(d(FALLBACK), 0, "MPTCP fell back to TCP");
-    assert_eq!(d(CSUM), 0, "the client saw TCP checksum errors");
-}
 
 /// The subflow (MPTCP_TCPINFO entry) whose local address starts with `local`.
 fn subflow<'a>(res: &'a Value, local: &str) -> &'a Value {

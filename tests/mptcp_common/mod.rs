@@ -111,6 +111,30 @@ impl Lab {
     }
 }
 
+/// Client counters the end-to-end tests read.
+pub const FALLBACK: &str = "MPTcpExtMPCapableDataFallback";
+pub const CSUM: &str = "TcpInCsumErrors";
+
+/// Runs one client connection: asserts the data was verified and nothing
+/// fell back, returns its JSON and the client counter deltas.
+pub fn run(lab: &Lab, args: &[&str]) -> (serde_json::Value, impl Fn(&str) -> i64) {
+    let before = lab.tb.counters("cli");
+    let res = lab.tb.xfer(args);
+    let after = lab.tb.counters("cli");
+    assert_eq!(res["rc"], 0, "transfer failed or data corrupted: {res}");
+    assert_eq!(
+        res["mptcp_info"]["fallback"], false,
+        "connection fell back to TCP: {res}"
+    );
+    (res, move |n: &str| delta(&before, &after, n))
+}
+
+/// No fallback to TCP and no TCP checksum error on the client.
+pub fn no_damage(d: &impl Fn(&str) -> i64) {
+    assert_eq!(d(FALLBACK), 0, "MPTCP fell back to TCP");
+    assert_eq!(d(CSUM), 0, "the client saw TCP checksum errors");
+}
+
 /// `after - before` for one counter.
 pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name: &str) -> i64 {
     after.get(name).copied().unwrap_or(0) as i64 - before.get(name).copied().unwrap_or(0) as i64
