@@ -40,8 +40,9 @@ fn invalid_policy_keeps_the_datapath_then_a_fix_converges() {
         "version: 1\nchains:\n  - name: b\n    match: {local_ports: [6001]}\n    actions: [cuont]\n",
     )
     .unwrap();
+    // The status file is written in steps: wait for the reconcile outcome too.
     let st = daemon.wait_state("the policy error", Duration::from_secs(2), |s| {
-        s["policy"]["valid"] == false
+        s["policy"]["valid"] == false && s["last_reconcile"]["outcome"] == "policy_error"
     });
     let e = &st["policy"]["error"];
     assert_eq!(e["kind"], "policy", "{e:#}");
