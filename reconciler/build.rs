@@ -14,6 +14,7 @@ fn main() -> anyhow::Result<()> {
     for p in [&ebpf, &common] {
         println!("cargo:rerun-if-changed={}", p.join("src").display());
         println!("cargo:rerun-if-changed={}", p.join("Cargo.toml").display());
+        println!("cargo:rerun-if-changed={}", p.join("build.rs").display());
     }
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

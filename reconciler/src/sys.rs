@@ -252,10 +252,26 @@ pub fn test_run_xdp(
     repeat: u32,
     flags: u32,
 ) -> io::Result<TestRun> {
+    test_run_xdp_meta(prog, data, 0, ingress_ifindex, repeat, flags)
+}
+
+/// [`test_run_xdp`] with the first `meta_len` bytes of `data` given to the
+/// program as XDP metadata (in front of the packet), e.g. to run one action
+/// program of a chain on its own.
+pub fn test_run_xdp_meta(
+    prog: std::os::fd::BorrowedFd<'_>,
+    data: &[u8],
+    meta_len: u32,
+    ingress_ifindex: u32,
+    repeat: u32,
+    flags: u32,
+) -> io::Result<TestRun> {
     use std::os::fd::AsRawFd as _;
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-    // rx_queue_index, egress_ifindex.
+    // rx_queue_index, egress_ifindex. The kernel reads `data` as the
+    // metadata length.
     let mut ctx = [0u32; 6];
+    ctx[0] = meta_len;
     ctx[1] = data.len() as u32;
     ctx[3] = ingress_ifindex;
     let mut attr = Attr::new();
@@ -264,7 +280,7 @@ pub fn test_run_xdp(
         .u64_at(16, data.as_ptr() as u64)
         .u32_at(32, repeat)
         .u32_at(64, flags);
-    if ingress_ifindex != 0 || flags != 0 {
+    if ingress_ifindex != 0 || flags != 0 || meta_len != 0 {
         attr.u32_at(40, std::mem::size_of_val(&ctx) as u32)
             .u64_at(48, ctx.as_ptr() as u64);
     }
