@@ -3,13 +3,14 @@
 use std::net::IpAddr;
 
 use emptcp_common::{
-    Action, CHAIN_NAME_LEN, ChainDef, ChainStep, DIR_LOCAL, DIR_REMOTE, IFNAME_LEN, IfaceChains,
-    LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE, MAX_STEPS, PortKey, Thresholds,
+    Action, CHAIN_NAME_LEN, ChainDef, ChainStep, DIR_LOCAL, DIR_REMOTE, IFNAME_LEN, INLINE_PORTS,
+    IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE, MAX_STEPS, PortKey,
+    Thresholds,
 };
 use ipnet::IpNet;
 
 use crate::state::{
-    ChainEntry, Dir, IfaceEntry, PortEntry, PrefixEntry, StepEntry, ThresholdEntry,
+    ChainEntry, Dir, IfaceEntry, IfaceFilter, PortEntry, PrefixEntry, StepEntry, ThresholdEntry,
 };
 
 fn put_name<const N: usize>(s: &str) -> [u8; N] {
@@ -97,14 +98,31 @@ pub fn thresholds_from_kernel(t: &Thresholds) -> ThresholdEntry {
     }
 }
 
-pub fn iface_to_kernel(i: &IfaceEntry) -> IfaceChains {
+pub fn iface_to_kernel(ifindex: u32, i: &IfaceEntry) -> IfaceChains {
     let mut chains = [0u32; MAX_CHAINS_PER_IFACE];
     for (slot, c) in chains.iter_mut().zip(&i.chains) {
         *slot = *c;
     }
+    let mut chain_flags = [0u32; MAX_CHAINS_PER_IFACE];
+    for (slot, f) in chain_flags.iter_mut().zip(&i.filter.chain_flags) {
+        *slot = *f;
+    }
+    let mut ports = [[0u16; 2 * INLINE_PORTS]; MAX_CHAINS_PER_IFACE];
+    for (slot, p) in ports.iter_mut().zip(&i.filter.inline_ports) {
+        for (d, s) in slot.iter_mut().zip(p) {
+            *d = *s;
+        }
+    }
     IfaceChains {
         n_chains: i.chains.len().min(MAX_CHAINS_PER_IFACE) as u32,
+        ifindex,
+        ports,
+        require: i.filter.require,
+        _pad: 0,
         chains,
+        chain_flags,
+        remote_ports: i.filter.remote_ports,
+        local_ports: i.filter.local_ports,
         name: put_name::<IFNAME_LEN>(&i.name),
     }
 }
@@ -114,6 +132,13 @@ pub fn iface_from_kernel(i: &IfaceChains) -> IfaceEntry {
     IfaceEntry {
         name: get_name(&i.name),
         chains: i.chains[..n].to_vec(),
+        filter: IfaceFilter {
+            chain_flags: i.chain_flags[..n].to_vec(),
+            inline_ports: i.ports[..n].iter().map(|p| p.to_vec()).collect(),
+            require: i.require,
+            remote_ports: i.remote_ports,
+            local_ports: i.local_ports,
+        },
     }
 }
 

@@ -51,10 +51,32 @@ pub struct PortEntry {
     pub port: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IfaceEntry {
     pub name: String,
     pub chains: Vec<u32>,
+    /// What lets the entry program decide without more lookups, derived
+    /// from the chains (see `plan::iface_filter`).
+    #[serde(default)]
+    pub filter: IfaceFilter,
+}
+
+/// Per-interface summary of its chains' selectors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfaceFilter {
+    /// `SEL_*` flags of each chain, in the interface's chain order (with
+    /// `SEL_*_PORTS_INLINE` when its ports are in `inline_ports`).
+    pub chain_flags: Vec<u32>,
+    /// Per chain: its remote then local ports when a direction has at most
+    /// `INLINE_PORTS` (each half padded by repeating its first port).
+    pub inline_ports: Vec<Vec<u16>>,
+    /// `SEL_*` parts every chain of the interface has.
+    pub require: u32,
+    /// Bits `emptcp_common::port_bucket(port)` of every remote / local
+    /// port the chains list (a packet whose port bit is clear matches no
+    /// chain that requires the port).
+    pub remote_ports: [u64; 4],
+    pub local_ports: [u64; 4],
 }
 
 /// Everything apply writes into the configuration maps.

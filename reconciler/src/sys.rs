@@ -243,6 +243,29 @@ pub struct TestRun {
     pub duration_ns: u32,
 }
 
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_XDP: u32 = 37;
+/// XDP_FLAGS_DRV_MODE: native XDP.
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// Attaches an XDP program to `ifindex` with a bpf_link (detached when the
+/// returned fd is closed, since it is not pinned).
+pub fn xdp_link_create(
+    prog: std::os::fd::BorrowedFd<'_>,
+    ifindex: u32,
+    flags: u32,
+) -> io::Result<OwnedFd> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let mut attr = Attr::new();
+    attr.u32_at(0, prog.as_raw_fd() as u32)
+        .u32_at(4, ifindex)
+        .u32_at(8, BPF_XDP)
+        .u32_at(12, flags);
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// Runs an XDP program on `data`. `ingress_ifindex` (with `flags`) selects
 /// the device for live frames; `repeat` runs it that many times.
 pub fn test_run_xdp(
@@ -253,6 +276,36 @@ pub fn test_run_xdp(
     flags: u32,
 ) -> io::Result<TestRun> {
     test_run_xdp_meta(prog, data, 0, ingress_ifindex, repeat, flags)
+}
+
+/// Runs an XDP program once on `data` and returns its verdict and the frame
+/// it left, metadata included: `(retval, bytes, metadata length)`.
+pub fn test_run_xdp_out(
+    prog: std::os::fd::BorrowedFd<'_>,
+    data: &[u8],
+    ingress_ifindex: u32,
+) -> io::Result<(u32, Vec<u8>, usize)> {
+    use std::os::fd::AsRawFd as _;
+    let mut ctx = [0u32; 6];
+    ctx[1] = data.len() as u32;
+    ctx[3] = ingress_ifindex;
+    let mut ctx_out = [0u32; 6];
+    // Room for a grown head and the metadata in front of it.
+    let mut out = vec![0u8; data.len() + 512];
+    let mut attr = Attr::new();
+    attr.u32_at(0, prog.as_raw_fd() as u32)
+        .u32_at(8, data.len() as u32)
+        .u32_at(12, out.len() as u32)
+        .u64_at(16, data.as_ptr() as u64)
+        .u64_at(24, out.as_mut_ptr() as u64)
+        .u32_at(40, std::mem::size_of_val(&ctx) as u32)
+        .u32_at(44, std::mem::size_of_val(&ctx_out) as u32)
+        .u64_at(48, ctx.as_ptr() as u64)
+        .u64_at(56, ctx_out.as_mut_ptr() as u64);
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    let u = |o: usize| u32::from_ne_bytes([attr.0[o], attr.0[o + 1], attr.0[o + 2], attr.0[o + 3]]);
+    out.truncate(u(12) as usize);
+    Ok((u(4), out, ctx_out[0] as usize))
 }
 
 /// [`test_run_xdp`] with the first `meta_len` bytes of `data` given to the

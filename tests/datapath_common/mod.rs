@@ -14,8 +14,8 @@ use aya::{
 };
 use emptcp_common::{
     Action, AddrKey, CHAIN_NAME_LEN, ChainCounters, ChainDef, ChainStep, FLOW_STATS_LEN, FlowKey,
-    FlowStat, FlowState, IFNAME_LEN, IfaceChains, MAX_CHAINS_PER_IFACE, MAX_STEPS, Outcome,
-    Selector, StoredAddAddr, Thresholds, XdpMeta, stats_index,
+    FlowStat, FlowState, IfaceChains, MAX_CHAINS_PER_IFACE, MAX_STEPS, OptRef, Outcome, Selector,
+    StoredAddAddr, Thresholds, XdpMeta, stats_index,
 };
 
 pub const XDP_ABORTED: u32 = 0;
@@ -43,6 +43,8 @@ pub struct Dp {
     pub ebpf: Ebpf,
     /// Keeps the tail-call slots alive (cleared with the last reference).
     _progs: ProgramArray<MapData>,
+    /// Steps of each chain set with [`Dp::chain`] (for [`Dp::action`]).
+    steps: std::collections::HashMap<u32, Vec<(Action, u32)>>,
 }
 
 /// The result of one BPF_PROG_TEST_RUN.
@@ -77,6 +79,7 @@ impl Dp {
         Dp {
             ebpf,
             _progs: progs,
+            steps: std::collections::HashMap::new(),
         }
     }
 
@@ -89,6 +92,7 @@ impl Dp {
             steps: [ChainStep::default(); MAX_STEPS],
             name: [0; CHAIN_NAME_LEN],
         };
+        self.steps.insert(id, steps.to_vec());
         for (i, (a, arg)) in steps.iter().enumerate() {
             def.steps[i] = ChainStep {
                 action: *a as u32,
@@ -105,10 +109,14 @@ impl Dp {
         m.insert(id, Selector::default(), 0).unwrap();
         let mut chains = [0u32; MAX_CHAINS_PER_IFACE];
         chains[0] = id;
+        // Only the IFACES hash: the tests exercise the entry program's
+        // fallback path (apply also fills the IFACE_SLOTS cache, which the
+        // end-to-end tests and the benchmark exercise).
         let ifc = IfaceChains {
             n_chains: 1,
+            ifindex,
             chains,
-            name: [0; IFNAME_LEN],
+            ..IfaceChains::EMPTY
         };
         let mut m: HashMap<_, u32, IfaceChains> =
             HashMap::try_from(self.ebpf.map_mut("IFACES").unwrap()).unwrap();
@@ -169,17 +177,7 @@ impl Dp {
     /// Runs `frame` through one action, with the metadata the entry would
     /// have written for step `pos` of chain `chain`.
     pub fn action(&self, a: Action, chain: u32, pos: u32, frame: &[u8]) -> Run {
-        let (l3, l4, family) = offsets(frame);
-        let meta = XdpMeta {
-            magic: emptcp_common::META_MAGIC,
-            chain,
-            pos,
-            l3_off: l3 as u16,
-            l4_off: l4 as u16,
-            family,
-            _pad: [0; 3],
-            _reserved: [0; 3],
-        };
+        let meta = describe(frame, chain, pos, &self.steps[&chain]);
         let mut data = pod_bytes(&meta);
         data.extend_from_slice(frame);
         self.run(a.name(), &data, size_of::<XdpMeta>() as u32, LO)
@@ -249,6 +247,102 @@ fn xdp_md(meta_len: u32, len: u32, ifindex: u32) -> [u8; 24] {
 pub fn pod_bytes<T: Copy>(v: &T) -> Vec<u8> {
     let p = v as *const T as *const u8;
     unsafe { std::slice::from_raw_parts(p, size_of::<T>()) }.to_vec()
+}
+
+/// The metadata the entry program writes for `frame` at step `pos` of a
+/// chain with `steps`: an independent implementation of its parse and option
+/// scan (from RFC 793/8684, not from the eBPF code).
+fn describe(frame: &[u8], chain: u32, pos: u32, steps: &[(Action, u32)]) -> XdpMeta {
+    let (l3, l4, family) = offsets(frame);
+    let be16 = |i: usize| u16::from_be_bytes([frame[i], frame[i + 1]]);
+    let be32 = |i: usize| u32::from_be_bytes(frame[i..i + 4].try_into().unwrap());
+    let seg_len = if family == 4 {
+        be16(l3 + 2) as usize - (l4 - l3)
+    } else {
+        be16(l3 + 4) as usize
+    };
+    let mut key = FlowKey {
+        family,
+        local_port: be16(l4 + 2),
+        remote_port: be16(l4),
+        ..FlowKey::default()
+    };
+    let (src, n) = if family == 4 {
+        (l3 + 12, 4)
+    } else {
+        (l3 + 8, 16)
+    };
+    key.remote[..n].copy_from_slice(&frame[src..src + n]);
+    key.local[..n].copy_from_slice(&frame[src + n..src + 2 * n]);
+    let mut m = XdpMeta {
+        magic: emptcp_common::META_MAGIC,
+        chain,
+        key,
+        l3_off: l3 as u16,
+        l4_off: l4 as u16,
+        seg_len: seg_len as u16,
+        seq: be32(l4 + 4),
+        ack: be32(l4 + 8),
+        window: be16(l4 + 14),
+        pos: pos as u8,
+        n_steps: steps.len() as u8,
+        family,
+        tcp_flags: frame[l4 + 13],
+        ..XdpMeta::default()
+    };
+    for (i, (a, arg)) in steps.iter().enumerate() {
+        m.steps[i] = *a as u8;
+        m.args[i] = *arg;
+    }
+    let opts = &frame[l4 + 20..l4 + (frame[l4 + 12] >> 4) as usize * 4];
+    m.opt_len = opts.len() as u8;
+    let mut i = 0;
+    m.opt_state = emptcp_common::OPTS_OK;
+    while i < opts.len() {
+        match opts[i] {
+            0 => {
+                m.opt_state = emptcp_common::OPTS_EOL;
+                break;
+            }
+            1 => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let len = opts[i + 1] as usize;
+        let r = OptRef {
+            off: i as u8,
+            len: len as u8,
+        };
+        let sub = opts.get(i + 2).map_or(0xff, |b| b >> 4);
+        match (opts[i], sub) {
+            (30, s) => {
+                m.n_mptcp += 1;
+                match s {
+                    2 if m.dss.len == 0 => m.dss = r,
+                    0 if m.capable.len == 0 => m.capable = r,
+                    5 if matches!(len, 3 | 4) && m.prio.len == 0 => m.prio = r,
+                    3 if opts[i + 2] & 1 == 0
+                        && matches!(len, 16 | 18 | 28 | 30)
+                        && m.add_addr.len == 0 =>
+                    {
+                        m.add_addr = r
+                    }
+                    _ => {}
+                }
+            }
+            (8, _) if len == 10 => {
+                m.ts = r;
+                m.tsval = u32::from_be_bytes(opts[i + 2..i + 6].try_into().unwrap());
+                m.tsecr = u32::from_be_bytes(opts[i + 6..i + 10].try_into().unwrap());
+            }
+            (3, _) if len == 3 => m.wscale = r,
+            _ => {}
+        }
+        i += len;
+    }
+    m
 }
 
 /// L3/L4 offsets and family of a frame this builder made (for metadata).

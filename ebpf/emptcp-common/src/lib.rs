@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. Bump when a key/value layout changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Chains an interface can list (evaluated in order, first match wins).
 pub const MAX_CHAINS_PER_IFACE: usize = 8;
@@ -116,6 +116,13 @@ pub const SEL_REMOTE: u32 = 1 << 0;
 pub const SEL_LOCAL: u32 = 1 << 1;
 pub const SEL_REMOTE_PORTS: u32 = 1 << 2;
 pub const SEL_LOCAL_PORTS: u32 = 1 << 3;
+/// In `IfaceChains::chain_flags` only: the chain's remote / local ports are
+/// all in `IfaceChains::ports` (at most `INLINE_PORTS`), so the entry
+/// program compares them there instead of looking them up in `PORTS`.
+pub const SEL_REMOTE_PORTS_INLINE: u32 = 1 << 4;
+pub const SEL_LOCAL_PORTS_INLINE: u32 = 1 << 5;
+/// Ports per direction a chain can keep inline.
+pub const INLINE_PORTS: usize = 4;
 
 /// Value of `SELECTORS[chain_id]`.
 #[repr(C)]
@@ -164,13 +171,58 @@ pub struct PortKey {
     pub _pad: u8,
 }
 
-/// Value of `IFACES[ifindex]`: the chains of an interface, in policy order.
+/// Value of `IFACES[ifindex]` (and of its cache `IFACE_SLOTS[ifindex %
+/// IFACE_SLOTS]`): the chains of an interface in policy order, with what
+/// the entry program needs to reject a packet no chain can match without
+/// another lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IfaceChains {
     pub n_chains: u32,
+    /// The interface (the slot cache is direct-mapped: a slot holding
+    /// another interface is a miss).
+    pub ifindex: u32,
+    /// `SEL_*` parts that every chain of the interface has: a packet that
+    /// fails one of them (by the port filters below) matches no chain.
+    pub require: u32,
+    pub _pad: u32,
     pub chains: [u32; MAX_CHAINS_PER_IFACE],
+    /// `SEL_*` flags of each chain.
+    pub chain_flags: [u32; MAX_CHAINS_PER_IFACE],
+    /// Inline port sets of each chain (with `SEL_*_PORTS_INLINE`): remote
+    /// ports then local ports, each padded by repeating its first port.
+    pub ports: [[u16; 2 * INLINE_PORTS]; MAX_CHAINS_PER_IFACE],
+    /// Bloom-style filters of the chains' remote / local ports: bit
+    /// `port_bucket(port)` is set for every listed port.
+    pub remote_ports: [u64; 4],
+    pub local_ports: [u64; 4],
     pub name: [u8; IFNAME_LEN],
+}
+
+impl IfaceChains {
+    /// An unused slot of `IFACE_SLOTS`.
+    pub const EMPTY: IfaceChains = IfaceChains {
+        n_chains: 0,
+        ifindex: 0,
+        require: 0,
+        _pad: 0,
+        chains: [0; MAX_CHAINS_PER_IFACE],
+        chain_flags: [0; MAX_CHAINS_PER_IFACE],
+        ports: [[0; 2 * INLINE_PORTS]; MAX_CHAINS_PER_IFACE],
+        remote_ports: [0; 4],
+        local_ports: [0; 4],
+        name: [0; IFNAME_LEN],
+    };
+}
+
+/// Slots of the `IFACE_SLOTS` direct-mapped cache of `IFACES`.
+pub const IFACE_SLOTS: u32 = 1024;
+
+/// Bucket of a port in `IfaceChains::remote_ports`/`local_ports`: both bytes
+/// mixed, so well-known ports and their +N variants (443, 8443) differ.
+#[inline(always)]
+pub const fn port_bucket(port: u16) -> u32 {
+    ((port ^ (port >> 8) ^ (port >> 3)) & 0xff) as u32
 }
 
 /// Per-chain traffic counters (`CHAIN_STATS[chain_id]`, per CPU), written by
@@ -193,24 +245,97 @@ pub struct ObjectMeta {
     pub object_sha256: [u8; 32],
 }
 
-/// XDP metadata (in front of the packet, `bpf_xdp_adjust_meta`) carried from
-/// the entry program through the tail calls: the per-packet chain position,
-/// so concurrent packets share nothing.
+/// `XdpMeta::opt_state`: the options are well formed and end at the data
+/// offset.
+pub const OPTS_OK: u8 = 0;
+/// An EOL ends the option list early (anything appended after it would be
+/// ignored by the receiver, so nothing is appended).
+pub const OPTS_EOL: u8 = 1;
+/// An option has an impossible length or runs past the header, or the IP
+/// length disagrees with the frame: every action passes the packet untouched.
+pub const OPTS_BAD: u8 = 2;
+
+/// Where one option sits in the TCP options (`off` from the first option
+/// byte); `len == 0` means absent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptRef {
+    pub off: u8,
+    pub len: u8,
+}
+
+/// `XdpMeta::flow`: no `record_flow` ran before this step.
+pub const META_FLOW_UNKNOWN: u8 = 0;
+/// `record_flow` found no tracked flow for the packet.
+pub const META_FLOW_UNTRACKED: u8 = 1;
+/// `record_flow` found (or created) the flow: `flow_bytes`/`flow_due` hold.
+pub const META_FLOW_TRACKED: u8 = 2;
+
+/// XDP metadata (in front of the packet, `bpf_xdp_adjust_meta`) written by
+/// the entry program and carried through the tail calls. It is the packet's
+/// parse, done once: the chain's steps, the flow key, the header fields and
+/// where each option the actions care about sits, so an action reads only
+/// the bytes it needs and looks nothing up but its flow. An action that
+/// changes the packet or learns about the flow updates it. 144 bytes: more
+/// than 32 needs Linux 6.4 or later.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpMeta {
     pub magic: u32,
     pub chain: u32,
-    /// Index of the step being executed.
-    pub pos: u32,
+    /// Size of the flow after `record_flow` (with `flow == TRACKED`).
+    pub flow_bytes: u64,
+    /// The flow key of the packet (local = destination on ingress).
+    pub key: FlowKey,
+    /// The chain's step arguments (`ChainStep::arg`), copied at entry.
+    pub args: [u32; MAX_STEPS],
+    /// The chain's step actions (`Action as u8`), copied at entry.
+    pub steps: [u8; MAX_STEPS],
+    /// TCP sequence and acknowledgment numbers (host order).
+    pub seq: u32,
+    pub ack: u32,
+    /// TCP timestamps (valid when `ts.len != 0`).
+    pub tsval: u32,
+    pub tsecr: u32,
     /// Offset of the L3 header from the start of the packet.
     pub l3_off: u16,
     /// Offset of the TCP header from the start of the packet.
     pub l4_off: u16,
+    /// TCP header + payload, from the IP length fields.
+    pub seg_len: u16,
+    /// Raw TCP window field.
+    pub window: u16,
+    /// Index of the step being executed, and the number of steps.
+    pub pos: u8,
+    pub n_steps: u8,
     /// 4 or 6.
     pub family: u8,
-    pub _pad: [u8; 3],
-    pub _reserved: [u32; 3],
+    /// Byte 15 of the object's build id (see the entry program).
+    pub build: u8,
+    pub tcp_flags: u8,
+    /// Bytes of TCP options (data offset * 4 - 20), at most 40.
+    pub opt_len: u8,
+    /// `OPTS_*`.
+    pub opt_state: u8,
+    /// MPTCP options in the list.
+    pub n_mptcp: u8,
+    /// First DSS.
+    pub dss: OptRef,
+    /// Timestamps (kind 8, length 10).
+    pub ts: OptRef,
+    /// First non-echo ADD_ADDR with a valid length.
+    pub add_addr: OptRef,
+    /// MP_PRIO (length 3 or 4).
+    pub prio: OptRef,
+    /// MP_CAPABLE.
+    pub capable: OptRef,
+    /// Window scale (kind 3, length 3).
+    pub wscale: OptRef,
+    /// `META_FLOW_*`: what `record_flow` found.
+    pub flow: u8,
+    /// The flow has a stored ADD_ADDR not re-inserted yet.
+    pub flow_due: u8,
+    pub _pad: [u8; 2],
 }
 
 /// Outcomes counted per program in `STATS` (per CPU).
@@ -447,9 +572,12 @@ mod tests {
         assert_eq!(size_of::<PortKey>(), 8);
         assert_eq!(
             size_of::<IfaceChains>(),
-            4 + 4 * MAX_CHAINS_PER_IFACE + IFNAME_LEN
+            16 + 8 * MAX_CHAINS_PER_IFACE
+                + 4 * INLINE_PORTS * MAX_CHAINS_PER_IFACE
+                + 64
+                + IFNAME_LEN
         );
-        assert_eq!(size_of::<XdpMeta>(), 32);
+        assert_eq!(size_of::<XdpMeta>(), 144);
         assert_eq!(size_of::<ObjectMeta>(), 40);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowState>(), 104);

@@ -1,12 +1,10 @@
-//! Chain plumbing shared by every action: reading the per-packet position
-//! from XDP metadata and tail-calling the next step.
+//! Chain plumbing shared by every action: the packet's description in the
+//! XDP metadata (written once by the entry program) and the tail call to the
+//! next step. No map lookup: the steps travel with the packet.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use emptcp_common::{ChainStep, MAX_STEPS, META_MAGIC, Outcome, XdpMeta};
+use emptcp_common::{MAX_STEPS, META_MAGIC, OPTS_BAD, Outcome, XdpMeta};
 
-use crate::{
-    maps::{CHAINS, PROGS},
-    stats,
-};
+use crate::{maps::PROGS, stats};
 
 /// The metadata the entry program put in front of the packet, if it is ours.
 #[inline(always)]
@@ -22,15 +20,14 @@ pub fn meta(ctx: &XdpContext) -> Option<*mut XdpMeta> {
     Some(m)
 }
 
-/// The step being executed (its argument), read from the chain map.
+/// The current step's argument (e.g. the backup flag, the window).
 #[inline(always)]
-pub fn current_step(m: *const XdpMeta) -> Option<ChainStep> {
-    let (chain, pos) = unsafe { ((*m).chain, (*m).pos as usize) };
-    let def = unsafe { CHAINS.get(chain) }?;
-    if pos >= MAX_STEPS {
-        return None;
-    }
-    Some(def.steps[pos])
+pub fn arg(m: *const XdpMeta) -> u32 {
+    // Copied to the stack first: a variable offset into packet metadata
+    // loses its bounds for the verifier, one into the stack does not.
+    let pos = unsafe { (*m).pos } as usize;
+    let args = unsafe { (*m).args };
+    args[pos & (MAX_STEPS - 1)]
 }
 
 /// Tail-calls step `pos` of the packet's chain; returns XDP_PASS when the
@@ -38,19 +35,15 @@ pub fn current_step(m: *const XdpMeta) -> Option<ChainStep> {
 /// the calling program `row`).
 #[inline(always)]
 pub fn jump(ctx: &XdpContext, m: *mut XdpMeta, pos: u32, row: u32) -> u32 {
-    let chain = unsafe { (*m).chain };
-    let Some(def) = (unsafe { CHAINS.get(chain) }) else {
-        stats::bump(row, Outcome::Error);
-        return xdp_action::XDP_PASS;
-    };
-    // black_box: keep LLVM from indexing with a copy of `pos` it has not
-    // bounds-checked (the verifier then sees an unbounded offset).
-    let idx = core::hint::black_box(pos as usize);
-    if idx >= MAX_STEPS || pos >= def.len {
+    let n = unsafe { (*m).n_steps } as u32;
+    if pos >= n || pos >= MAX_STEPS as u32 {
         return xdp_action::XDP_PASS;
     }
-    let action = def.steps[idx].action;
-    unsafe { (*m).pos = pos };
+    // The step list as one word: no variable offset into the metadata
+    // (the verifier would lose its bounds).
+    let steps = u64::from_le_bytes(unsafe { (*m).steps });
+    let action = ((steps >> ((pos & (MAX_STEPS as u32 - 1)) * 8)) & 0xff) as u32;
+    unsafe { (*m).pos = pos as u8 };
     unsafe { PROGS.tail_call(ctx, action) };
     stats::bump(row, Outcome::Error);
     xdp_action::XDP_PASS
@@ -59,12 +52,19 @@ pub fn jump(ctx: &XdpContext, m: *mut XdpMeta, pos: u32, row: u32) -> u32 {
 /// Continue with the step after the current one.
 #[inline(always)]
 pub fn next(ctx: &XdpContext, m: *mut XdpMeta, row: u32) -> u32 {
-    let pos = unsafe { (*m).pos } + 1;
+    let pos = unsafe { (*m).pos } as u32 + 1;
     jump(ctx, m, pos, row)
 }
 
+/// Is the packet one the actions may look into (options well formed, IP
+/// length consistent with the frame)? The entry counted the others.
+#[inline(always)]
+pub fn well_formed(m: *const XdpMeta) -> bool {
+    unsafe { (*m).opt_state != OPTS_BAD }
+}
+
 /// Defines an action program: `$name` is the program (and policy) name, `$row`
-/// the action, `$body(ctx, meta, step) -> Verdict` its work.
+/// the action, `$body(ctx, meta) -> Verdict` its work.
 #[macro_export]
 macro_rules! action_program {
     ($name:ident, $action:expr, $body:path) => {
@@ -77,11 +77,7 @@ macro_rules! action_program {
                 $crate::stats::bump(row, emptcp_common::Outcome::Error);
                 return aya_ebpf::bindings::xdp_action::XDP_PASS;
             };
-            let Some(step) = $crate::chain::current_step(m) else {
-                $crate::stats::bump(row, emptcp_common::Outcome::Error);
-                return aya_ebpf::bindings::xdp_action::XDP_PASS;
-            };
-            match $body(&ctx, m, step) {
+            match $body(&ctx, m) {
                 $crate::chain::Verdict::Next => {
                     // Re-derived: an action that grew the head
                     // (bpf_xdp_adjust_head) moved the metadata with it, and

@@ -1,21 +1,26 @@
 //! The entry program attached to each interface: parse, select a chain,
-//! start it. The hot path for traffic that is not ours: non-TCP packets and
-//! interfaces without chains leave after a handful of instructions.
+//! describe the packet in the XDP metadata once, start the chain.
+//!
+//! The hot path is traffic that is not ours. A non-TCP packet leaves after
+//! the parser; a TCP packet on an interface whose every chain lists ports
+//! leaves after one inlined array lookup when its ports are in no chain's
+//! filter. Only candidates pay for hash and LPM lookups.
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_xdp_adjust_meta, macros::xdp,
     maps::lpm_trie::Key, programs::XdpContext,
 };
 use emptcp_common::{
-    DIR_LOCAL, DIR_REMOTE, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE,
-    META_MAGIC, Outcome, PortKey, SEL_LOCAL, SEL_LOCAL_PORTS, SEL_REMOTE, SEL_REMOTE_PORTS,
-    STATS_ROW_ENTRY, XdpMeta,
+    ChainDef, DIR_LOCAL, DIR_REMOTE, FlowKey, IFACE_SLOTS, INLINE_PORTS, IfaceChains,
+    LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE, MAX_STEPS, META_FLOW_UNKNOWN, META_MAGIC,
+    Outcome, PortKey, SEL_LOCAL, SEL_LOCAL_PORTS, SEL_LOCAL_PORTS_INLINE, SEL_REMOTE,
+    SEL_REMOTE_PORTS, SEL_REMOTE_PORTS_INLINE, STATS_ROW_ENTRY, XdpMeta, port_bucket,
 };
 
 use crate::{
     chain,
-    maps::{IFACES, PORTS, SEL_V4, SEL_V6, SELECTORS},
-    parse::{Packet, parse_tcp},
-    stats,
+    maps::{CHAINS, IFACE_SLOTS as SLOTS, IFACES, PORTS, SEL_V4, SEL_V6},
+    parse::{Packet, parse_tcp, tcp_numbers},
+    scan, stats,
 };
 
 /// Identifies the build of this object. Read on every matched packet so it
@@ -24,16 +29,14 @@ use crate::{
 #[unsafe(no_mangle)]
 static EMPTCP_BUILD_ID: [u8; 16] = *b"emptcp-build-000";
 
+const META_LEN: i32 = core::mem::size_of::<XdpMeta>() as i32;
+
 #[xdp]
 pub fn entry(ctx: XdpContext) -> u32 {
-    // Hot path: a packet that is not TCP, or arrives on an interface with
-    // no chains, leaves after the parser and at most one lookup, without
-    // touching a counter.
     let Some(pkt) = parse_tcp(&ctx) else {
         return xdp_action::XDP_PASS;
     };
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(ifc) = (unsafe { IFACES.get(ifindex) }) else {
+    let Some(ifc) = iface(ctx.ingress_ifindex() as u32) else {
         return xdp_action::XDP_PASS;
     };
     // `seen` is not counted here (one lookup less per packet): status
@@ -44,69 +47,154 @@ pub fn entry(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The interface's chains: the direct-mapped slot (an inlined array
+/// lookup), or the hash when another interface holds the slot.
+#[inline(always)]
+fn iface(ifindex: u32) -> Option<&'static IfaceChains> {
+    if let Some(c) = SLOTS.get(ifindex & (IFACE_SLOTS - 1))
+        && c.ifindex == ifindex
+        && c.n_chains != 0
+    {
+        return Some(c);
+    }
+    unsafe { IFACES.get(ifindex) }
+}
+
+/// Does the port filter `f` possibly hold `port`?
+#[inline(always)]
+fn may_hold(f: &[u64; 4], port: u16) -> bool {
+    let b = port_bucket(port);
+    f[(b >> 6) as usize & 3] & (1u64 << (b & 63)) != 0
+}
+
 /// `Some` when a chain was started (and failed to tail call), `None` when the
 /// packet is not for us. Either way the packet passes.
 #[inline(always)]
 fn try_entry(ctx: &XdpContext, pkt: &Packet, ifc: &IfaceChains) -> Option<()> {
+    // Ports every chain requires and no chain lists: not ours, no lookup.
+    if ifc.require & SEL_REMOTE_PORTS != 0 && !may_hold(&ifc.remote_ports, pkt.sport) {
+        return None;
+    }
+    if ifc.require & SEL_LOCAL_PORTS != 0 && !may_hold(&ifc.local_ports, pkt.dport) {
+        return None;
+    }
     let mut found = None;
     for i in 0..MAX_CHAINS_PER_IFACE {
         if i as u32 >= ifc.n_chains {
             break;
         }
         let id = ifc.chains[i];
-        if selects(id, pkt) {
+        if selects(id, ifc.chain_flags[i], &ifc.ports[i], pkt) {
             found = Some(id);
             break;
         }
     }
     let chain_id = found?;
-    // Room for the chain position in front of the packet. Received frames
+    let Some(def) = (unsafe { CHAINS.get(chain_id) }) else {
+        stats::bump(STATS_ROW_ENTRY, Outcome::Error);
+        return Some(());
+    };
+    // Read before the metadata moves (it invalidates packet pointers).
+    let Some(nums) = tcp_numbers(ctx, pkt.l4_off) else {
+        return None;
+    };
+    // Room for the description in front of the packet. Received frames
     // have no metadata; a frame that already has ours (BPF_PROG_TEST_RUN
-    // with repeat runs the same buffer again) keeps its 32 bytes.
+    // with repeat runs the same buffer again) keeps it.
     let have = (ctx.data() - ctx.metadata()) as i32;
-    let delta = have - core::mem::size_of::<XdpMeta>() as i32;
-    if delta != 0 && unsafe { bpf_xdp_adjust_meta(ctx.ctx, delta) } != 0 {
+    if have != META_LEN && unsafe { bpf_xdp_adjust_meta(ctx.ctx, have - META_LEN) } != 0 {
         stats::bump(STATS_ROW_ENTRY, Outcome::Error);
         return Some(());
     }
     let m = ctx.metadata();
-    if m + core::mem::size_of::<XdpMeta>() > ctx.data() {
+    if m + META_LEN as usize > ctx.data() {
         stats::bump(STATS_ROW_ENTRY, Outcome::Error);
         return Some(());
     }
     let m = m as *mut XdpMeta;
-    let build = unsafe { core::ptr::read_volatile(&EMPTCP_BUILD_ID[15]) };
-    unsafe {
-        m.write(XdpMeta {
-            magic: META_MAGIC,
-            chain: chain_id,
-            pos: 0,
-            l3_off: pkt.l3_off as u16,
-            l4_off: pkt.l4_off as u16,
-            family: pkt.family,
-            _pad: [build, 0, 0],
-            _reserved: [0; 3],
-        })
-    };
+    describe(ctx, m, pkt, nums, chain_id, def);
     stats::bump(STATS_ROW_ENTRY, Outcome::Applied);
     chain::jump(ctx, m, 0, STATS_ROW_ENTRY);
     Some(())
 }
 
-/// Does chain `id`'s selector accept the packet? Absent parts match all.
+/// Writes the packet's description: chain steps, flow key, header offsets
+/// and the option scan.
 #[inline(always)]
-fn selects(id: u32, pkt: &Packet) -> bool {
-    let Some(sel) = (unsafe { SELECTORS.get(id) }) else {
-        return false;
-    };
-    let flags = sel.flags;
-    // Ports first: a hash lookup is cheaper than an LPM walk. On the receive
-    // path the remote end is the packet's source.
-    if flags & SEL_REMOTE_PORTS != 0 && !port_match(DIR_REMOTE, id, pkt.sport) {
-        return false;
+fn describe(
+    ctx: &XdpContext,
+    m: *mut XdpMeta,
+    pkt: &Packet,
+    (seq, ack, window): (u32, u32, u16),
+    chain_id: u32,
+    def: &ChainDef,
+) {
+    let build = unsafe { core::ptr::read_volatile(&EMPTCP_BUILD_ID[15]) };
+    let mut steps = [0u8; MAX_STEPS];
+    let mut args = [0u32; MAX_STEPS];
+    for i in 0..MAX_STEPS {
+        steps[i] = def.steps[i].action as u8;
+        args[i] = def.steps[i].arg;
     }
-    if flags & SEL_LOCAL_PORTS != 0 && !port_match(DIR_LOCAL, id, pkt.dport) {
-        return false;
+    unsafe {
+        (*m).magic = META_MAGIC;
+        (*m).chain = chain_id;
+        (*m).key = FlowKey {
+            family: pkt.family,
+            _pad: [0; 3],
+            local_port: pkt.dport,
+            remote_port: pkt.sport,
+            local: pkt.dst,
+            remote: pkt.src,
+        };
+        (*m).steps = steps;
+        (*m).args = args;
+        (*m).l3_off = pkt.l3_off as u16;
+        (*m).l4_off = pkt.l4_off as u16;
+        (*m).pos = 0;
+        (*m).n_steps = def.len.min(MAX_STEPS as u32) as u8;
+        (*m).family = pkt.family;
+        (*m).build = build;
+        (*m).tcp_flags = pkt.flags;
+        (*m).seg_len = pkt.seg_len;
+        (*m).seq = seq;
+        (*m).ack = ack;
+        (*m).window = window;
+        (*m).tsval = 0;
+        (*m).tsecr = 0;
+        (*m).flow_bytes = 0;
+        (*m).flow = META_FLOW_UNKNOWN;
+        (*m).flow_due = 0;
+    }
+    scan::options(ctx, m, pkt);
+}
+
+/// Does chain `id` (selector parts `flags`) accept the packet? Absent parts
+/// match all.
+#[inline(always)]
+fn selects(id: u32, flags: u32, inline: &[u16; 2 * INLINE_PORTS], pkt: &Packet) -> bool {
+    // Ports first: compared inline for small sets, else a hash lookup,
+    // which is still cheaper than an LPM walk. On the receive path the
+    // remote end is the packet's source.
+    if flags & SEL_REMOTE_PORTS != 0 {
+        let ok = if flags & SEL_REMOTE_PORTS_INLINE != 0 {
+            inline[..INLINE_PORTS].contains(&pkt.sport)
+        } else {
+            port_match(DIR_REMOTE, id, pkt.sport)
+        };
+        if !ok {
+            return false;
+        }
+    }
+    if flags & SEL_LOCAL_PORTS != 0 {
+        let ok = if flags & SEL_LOCAL_PORTS_INLINE != 0 {
+            inline[INLINE_PORTS..].contains(&pkt.dport)
+        } else {
+            port_match(DIR_LOCAL, id, pkt.dport)
+        };
+        if !ok {
+            return false;
+        }
     }
     if flags & SEL_REMOTE != 0 && !prefix_match(DIR_REMOTE, id, pkt.family, &pkt.src) {
         return false;

@@ -1,35 +1,13 @@
 //! The flow table: keys from packets, removal with the stored options, and
 //! the per-flow ring of ADD_ADDR options (de-duplicated by address id).
-use aya_ebpf::programs::XdpContext;
 use emptcp_common::{
     ADD_ADDR_MAX_LEN, ADDR_SLOTS, AddrKey, FlowKey, FlowStat, FlowState, StoredAddAddr,
 };
 
 use crate::{
     maps::{FLOW_ADDRS, FLOWS},
-    options::{Tcp, Where, load},
     stats,
 };
-
-/// The flow key of a received packet: local = destination, remote = source.
-#[inline(always)]
-pub fn key(ctx: &XdpContext, w: &Where, t: &Tcp) -> Option<FlowKey> {
-    let mut k = FlowKey {
-        family: w.family,
-        _pad: [0; 3],
-        local_port: t.be16(2),
-        remote_port: t.be16(0),
-        local: [0; 16],
-        remote: [0; 16],
-    };
-    let (src, len) = if w.family == 4 { (12, 4) } else { (8, 16) };
-    if !load(ctx, w.l3 + src, k.remote.as_mut_ptr(), len)
-        || !load(ctx, w.l3 + src + len, k.local.as_mut_ptr(), len)
-    {
-        return None;
-    }
-    Some(k)
-}
 
 /// The tracked flow of `key`, if any.
 #[inline(always)]

@@ -13,10 +13,12 @@ use core::hint::black_box;
 
 use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
 
+use emptcp_common::XdpMeta;
+
 use crate::{
-    csum,
+    chain, csum,
     maps::SCRATCH,
-    options::{Buf64, OPT_MAX, TCP_HLEN, Tcp, Where, load, load_be16, store, store_be16},
+    options::{Buf64, Hdr, OPT_MAX, Seg, TCP_HLEN, load, load_be16, store, store_be16},
 };
 
 /// Largest header block that is moved (the size of a `SCRATCH` slot): 22
@@ -25,8 +27,9 @@ use crate::{
 pub const HDR_MAX: u32 = 144;
 
 pub enum Insert {
-    /// The option is in the packet.
-    Done,
+    /// The option is in the packet (at option offset `at`); the metadata
+    /// (moved with the head) is returned with its lengths updated.
+    Done { at: u32, m: *mut XdpMeta },
     /// Nothing was changed (the head could not grow, or no room).
     Unchanged,
     /// The head grew but a later write failed: the packet is inconsistent
@@ -36,19 +39,21 @@ pub enum Insert {
 
 /// Does an `n`-byte option fit after the current options?
 #[inline(always)]
-pub fn has_room(t: &Tcp, n: u32) -> bool {
-    t.opt_len + n <= OPT_MAX
+pub fn has_room(s: &Seg, n: u32) -> bool {
+    s.opt_len + n <= OPT_MAX
 }
 
 /// Appends the first `n` bytes of `opt` (n a multiple of 4, padded with
-/// NOPs by the caller, bytes after n zero) after the options of `t`.
+/// NOPs by the caller, bytes after n zero) after the options of `s`, whose
+/// fixed header is `t`.
 #[inline(always)]
-pub fn insert_option(ctx: &XdpContext, w: &Where, t: &Tcp, opt: &Buf64, n: u32) -> Insert {
+pub fn insert_option(ctx: &XdpContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
+    let w = s;
     let n = black_box(n);
-    if n == 0 || n > OPT_MAX || n & 3 != 0 || !has_room(t, n) {
+    if n == 0 || n > OPT_MAX || n & 3 != 0 || !has_room(s, n) {
         return Insert::Unchanged;
     }
-    let h = black_box(w.l4 + TCP_HLEN + t.opt_len);
+    let h = black_box(w.l4 + TCP_HLEN + s.opt_len);
     if h > HDR_MAX || h == 0 {
         return Insert::Unchanged;
     }
@@ -96,5 +101,15 @@ pub fn insert_option(ctx: &XdpContext, w: &Where, t: &Tcp, opt: &Buf64, n: u32) 
         && (w.family != 4 || store_be16(ctx, w.l3 + 10, ip_csum))
         && store_be16(ctx, w.l4 + 12, new_doff)
         && store_be16(ctx, w.l4 + 16, tcp_csum);
-    if ok { Insert::Done } else { Insert::Damaged }
+    if !ok {
+        return Insert::Damaged;
+    }
+    let Some(m) = chain::meta(ctx) else {
+        return Insert::Damaged;
+    };
+    unsafe {
+        (*m).opt_len = (s.opt_len + n) as u8;
+        (*m).seg_len = (s.seg_len + n) as u16;
+    }
+    Insert::Done { at: s.opt_len, m }
 }

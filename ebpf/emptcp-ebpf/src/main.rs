@@ -20,6 +20,7 @@ mod insert;
 mod maps;
 mod options;
 mod parse;
+mod scan;
 mod stats;
 
 #[cfg(not(test))]

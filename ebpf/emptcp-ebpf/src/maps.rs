@@ -43,6 +43,12 @@ pub static PORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static IFACES: HashMap<u32, IfaceChains> = HashMap::with_max_entries(MAX_IFACES, 0);
 
+/// Direct-mapped cache of `IFACES` (slot `ifindex % IFACE_SLOTS`, the value
+/// names its ifindex): an array lookup is inlined by the verifier, a hash
+/// lookup is a call, and this one runs for every TCP packet.
+#[map]
+pub static IFACE_SLOTS: Array<IfaceChains> = Array::with_max_entries(emptcp_common::IFACE_SLOTS, 0);
+
 /// Per-program, per-outcome packet counters.
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);

@@ -24,6 +24,13 @@ pub struct Packet {
     /// Host byte order.
     pub sport: u16,
     pub dport: u16,
+    /// TCP flags byte.
+    pub flags: u8,
+    /// TCP header length (data offset * 4), 20..=60.
+    pub doff: u8,
+    /// TCP header + payload according to the IP length fields (checked
+    /// against the frame by the option scan).
+    pub seg_len: u16,
 }
 
 /// A pointer to `len` bytes at `off`, if they are inside the packet.
@@ -40,6 +47,17 @@ pub fn bytes_at(ctx: &XdpContext, off: usize, len: usize) -> Option<*mut u8> {
 #[inline(always)]
 fn be16(p: *const u8) -> u16 {
     unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
+}
+
+/// Sequence, acknowledgment and window of the TCP header at `l4_off`
+/// (read only for packets a chain takes).
+#[inline(always)]
+pub fn tcp_numbers(ctx: &XdpContext, l4_off: usize) -> Option<(u32, u32, u16)> {
+    let t = bytes_at(ctx, l4_off, TCP_HLEN)?;
+    let be32 = |i: usize| unsafe {
+        u32::from_be_bytes([*t.add(i), *t.add(i + 1), *t.add(i + 2), *t.add(i + 3)])
+    };
+    Some((be32(4), be32(8), be16(unsafe { t.add(14) })))
 }
 
 /// Parses the packet; `None` for anything that is not a well-formed,
@@ -64,7 +82,7 @@ pub fn parse_tcp(ctx: &XdpContext) -> Option<Packet> {
     // call, and this runs for every packet.
     let mut src: [u8; 16] = unsafe { core::mem::transmute([0u64; 2]) };
     let mut dst: [u8; 16] = unsafe { core::mem::transmute([0u64; 2]) };
-    let (family, l4_off) = match proto {
+    let (family, l4_off, seg_len) = match proto {
         ETH_P_IP => {
             let ip = bytes_at(ctx, l3_off, 20)?;
             let vihl = unsafe { *ip };
@@ -87,7 +105,8 @@ pub fn parse_tcp(ctx: &XdpContext) -> Option<Packet> {
                 core::ptr::copy_nonoverlapping(ip.add(12), src.as_mut_ptr(), 4);
                 core::ptr::copy_nonoverlapping(ip.add(16), dst.as_mut_ptr(), 4);
             }
-            (4u8, l3_off + ihl)
+            let total = be16(unsafe { ip.add(2) }) as usize;
+            (4u8, l3_off + ihl, total.wrapping_sub(ihl) as u16)
         }
         ETH_P_IPV6 => {
             let ip = bytes_at(ctx, l3_off, 40)?;
@@ -102,7 +121,7 @@ pub fn parse_tcp(ctx: &XdpContext) -> Option<Packet> {
                 core::ptr::copy_nonoverlapping(ip.add(8), src.as_mut_ptr(), 16);
                 core::ptr::copy_nonoverlapping(ip.add(24), dst.as_mut_ptr(), 16);
             }
-            (6u8, l3_off + 40)
+            (6u8, l3_off + 40, be16(unsafe { ip.add(4) }))
         }
         _ => return None,
     };
@@ -121,5 +140,8 @@ pub fn parse_tcp(ctx: &XdpContext) -> Option<Packet> {
         dst,
         sport: be16(tcp),
         dport: be16(unsafe { tcp.add(2) }),
+        flags: unsafe { *tcp.add(13) },
+        doff: doff as u8,
+        seg_len,
     })
 }

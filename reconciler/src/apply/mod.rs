@@ -176,6 +176,25 @@ impl<'a> Applier<'a> {
         Ok(HashMap::try_from(self.map(name)?)?)
     }
 
+    /// Writes (or, with `None`, clears) interface `ifindex`'s slot of the
+    /// `IFACE_SLOTS` cache, unless another interface holds the slot: that
+    /// one keeps it and this one is found through the `IFACES` hash.
+    fn put_slot(
+        &self,
+        ifindex: u32,
+        v: Option<emptcp_common::IfaceChains>,
+    ) -> Result<(), StepError> {
+        let mut slots: aya::maps::Array<_, emptcp_common::IfaceChains> =
+            aya::maps::Array::try_from(self.map("IFACE_SLOTS")?)?;
+        let slot = ifindex % emptcp_common::IFACE_SLOTS;
+        let held = slots.get(&slot, 0)?;
+        if held.n_chains != 0 && held.ifindex != ifindex {
+            return Ok(());
+        }
+        slots.set(slot, v.unwrap_or(emptcp_common::IfaceChains::EMPTY), 0)?;
+        Ok(())
+    }
+
     /// The fd of a program: from this run's load, else from its pin.
     fn prog_fd(&self, name: &str) -> Result<aya::programs::ProgramFd, StepError> {
         if let Some(ebpf) = &self.loaded
@@ -285,10 +304,16 @@ impl<'a> Applier<'a> {
                 }
             }
             PutIface { ifindex, after, .. } => {
+                let v = codec::iface_to_kernel(*ifindex, after);
+                // The slot cache first: after a crash between the two
+                // writes the hash still differs from the policy, so the
+                // next plan repeats this step and both agree again.
+                self.put_slot(*ifindex, Some(v))?;
                 self.hash::<u32, emptcp_common::IfaceChains>("IFACES")?
-                    .insert(ifindex, codec::iface_to_kernel(after), 0)?;
+                    .insert(ifindex, v, 0)?;
             }
             DeleteIface { ifindex, .. } => {
+                self.put_slot(*ifindex, None)?;
                 ok_if_gone(
                     self.hash::<u32, emptcp_common::IfaceChains>("IFACES")?
                         .remove(ifindex),

@@ -13,7 +13,6 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use aya::programs::ProgramInfo;
-use emptcp_common::{META_MAGIC, XdpMeta};
 use emptcp::{
     apply::{self, Applier},
     desired::Desired,
@@ -115,9 +114,37 @@ fn memlock(fd: i32) -> anyhow::Result<u64> {
         .context("memlock")
 }
 
+/// `--hold-pass NETNS IFACE...`: attach a bare XDP_PASS program (native) to
+/// each interface and hold it until killed: the throughput baseline of
+/// `scripts/bench.sh throughput` (attaching any XDP program to a veth turns
+/// off its peer's GSO, which no program can avoid).
+fn hold_pass(ns: &str, ifaces: &[String]) -> anyhow::Result<()> {
+    netns::enter(ns)?;
+    let pass = sys::load_xdp_pass("bench_pass")?;
+    let mut links = Vec::new();
+    for i in ifaces {
+        let ifindex = nix::net::if_::if_nametoindex(i.as_str())?;
+        links.push(
+            sys::xdp_link_create(pass.as_fd(), ifindex, sys::XDP_FLAGS_DRV_MODE)
+                .with_context(|| format!("attach XDP_PASS to {i}"))?,
+        );
+    }
+    println!("ready");
+    loop {
+        std::thread::park();
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("emptcp-bench-datapath needs root (namespaces, bpffs, XDP)");
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--hold-pass") {
+        let Some(ns) = args.get(1) else {
+            bail!("usage: emptcp-bench-datapath --hold-pass NETNS IFACE...");
+        };
+        return hold_pass(ns, &args[2..]);
     }
     let id = std::process::id();
     let ns = format!("emptcp-bdp{id}");
@@ -190,35 +217,27 @@ fn main() -> anyhow::Result<()> {
         }
         rows.push((name, base, cost));
     }
-    // Each action program alone on the data packet: metadata as the entry
-    // program writes it, positioned at the chain's last step so nothing is
-    // tail-called after it.
-    let n_steps = actions.split(',').count() as u32;
+    // Each action program alone on the data packet, with the metadata the
+    // entry program wrote for it (taken from one run of the whole chain,
+    // which leaves the position at the last step: nothing is tail-called
+    // after the program measured).
+    let (_, described, meta_len) = sys::test_run_xdp_out(entry.as_fd(), &data, ifindex)?;
+    if meta_len == 0 {
+        bail!("the entry program left no metadata on the data packet");
+    }
     let mut alone = Vec::new();
     for name in actions.split(',').map(str::trim) {
         let prog = ProgramInfo::from_pin(layout.prog(name))?.fd()?;
-        let meta = XdpMeta {
-            magic: META_MAGIC,
-            chain: 0,
-            pos: n_steps - 1,
-            l3_off: 14,
-            l4_off: 34,
-            family: 4,
-            ..XdpMeta::default()
-        };
-        // SAFETY: XdpMeta is repr(C) plain data without padding holes.
-        let mut frame = unsafe {
-            std::slice::from_raw_parts(
-                (&meta as *const XdpMeta).cast::<u8>(),
-                std::mem::size_of::<XdpMeta>(),
-            )
-        }
-        .to_vec();
-        let meta_len = frame.len() as u32;
-        frame.extend_from_slice(&data);
         let mut v = Vec::new();
         for _ in 0..runs {
-            let r = sys::test_run_xdp_meta(prog.as_fd(), &frame, meta_len, ifindex, REPEAT, 0)?;
+            let r = sys::test_run_xdp_meta(
+                prog.as_fd(),
+                &described,
+                meta_len as u32,
+                ifindex,
+                REPEAT,
+                0,
+            )?;
             v.push(f64::from(r.duration_ns));
         }
         v.sort_by(f64::total_cmp);
@@ -241,7 +260,9 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!();
-    println!("| one action program alone on the data packet (metadata given) | ns | ratio to bare XDP_PASS |");
+    println!(
+        "| one action program alone on the data packet (metadata given) | ns | ratio to bare XDP_PASS |"
+    );
     println!("|---|---|---|");
     let base = rows[0].1;
     for (name, ns) in &alone {

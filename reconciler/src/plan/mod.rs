@@ -26,7 +26,7 @@ use crate::{
     netdev::{AttachMode, NetDev},
     object::{ENTRY_PROGRAM, MapDef},
     observe::Observed,
-    state::{Entries, IfaceEntry, PortEntry},
+    state::{Entries, IfaceEntry, IfaceFilter, PortEntry},
 };
 
 /// Maps whose every entry apply writes from the policy: replacing them loses
@@ -40,6 +40,7 @@ pub const CONFIG_MAPS: &[&str] = &[
     "SEL_V6",
     "PORTS",
     "IFACES",
+    "IFACE_SLOTS",
     "META",
 ];
 
@@ -490,19 +491,75 @@ fn desired_entries(
             ));
             continue;
         };
+        let chains: Vec<u32> = iface
+            .chains
+            .iter()
+            .filter_map(|c| ids.get(c).copied())
+            .collect();
+        let filter = iface_filter(&chains, &e);
         e.ifaces.insert(
             dev.ifindex,
             IfaceEntry {
                 name: name.clone(),
-                chains: iface
-                    .chains
-                    .iter()
-                    .filter_map(|c| ids.get(c).copied())
-                    .collect(),
+                chains,
+                filter,
             },
         );
     }
     e
+}
+
+/// The entry program's summary of an interface's chains (`chains`, with
+/// their selectors and ports already in `e`): each chain's selector parts,
+/// the parts every chain has, and the port filters.
+pub fn iface_filter(chains: &[u32], e: &Entries) -> IfaceFilter {
+    use emptcp_common::{INLINE_PORTS, SEL_LOCAL_PORTS_INLINE, SEL_REMOTE_PORTS_INLINE};
+    let mut chain_flags = Vec::new();
+    let mut inline_ports = Vec::new();
+    for id in chains {
+        let mut flags = e.selectors.get(id).copied().unwrap_or(0);
+        let mut inline = vec![0u16; 2 * INLINE_PORTS];
+        for (half, dir, bit) in [
+            (0, crate::state::Dir::Remote, SEL_REMOTE_PORTS_INLINE),
+            (1, crate::state::Dir::Local, SEL_LOCAL_PORTS_INLINE),
+        ] {
+            let ports: Vec<u16> = e
+                .ports
+                .iter()
+                .filter(|p| p.chain == *id && p.dir == dir)
+                .map(|p| p.port)
+                .collect();
+            if (1..=INLINE_PORTS).contains(&ports.len()) {
+                flags |= bit;
+                let out = &mut inline[half * INLINE_PORTS..(half + 1) * INLINE_PORTS];
+                for (k, slot) in out.iter_mut().enumerate() {
+                    *slot = ports[k.min(ports.len() - 1)];
+                }
+            }
+        }
+        chain_flags.push(flags);
+        inline_ports.push(inline);
+    }
+    let require = if chain_flags.is_empty() {
+        0
+    } else {
+        chain_flags.iter().fold(u32::MAX, |a, f| a & f)
+    };
+    let mut f = IfaceFilter {
+        chain_flags,
+        inline_ports,
+        require,
+        ..IfaceFilter::default()
+    };
+    for p in e.ports.iter().filter(|p| chains.contains(&p.chain)) {
+        let b = emptcp_common::port_bucket(p.port) as usize;
+        let words = match p.dir {
+            crate::state::Dir::Remote => &mut f.remote_ports,
+            crate::state::Dir::Local => &mut f.local_ports,
+        };
+        words[b / 64] |= 1 << (b % 64);
+    }
+    f
 }
 
 /// Observed entries, minus those of maps being replaced (they start empty).

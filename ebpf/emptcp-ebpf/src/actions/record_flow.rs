@@ -9,19 +9,16 @@
 //! Untracked flows and malformed packets pass untouched.
 use aya_ebpf::programs::XdpContext;
 use emptcp_common::{
-    Action, ChainStep, FLOW_DATA_ACK_SEEN, FLOW_DATA_SEQ_SEEN, FLOW_SEQ_SEEN, FLOW_TS_SEEN,
-    FlowKey, FlowStat, FlowState, Outcome, XdpMeta,
+    Action, FLOW_DATA_ACK_SEEN, FLOW_DATA_SEQ_SEEN, FLOW_SEQ_SEEN, FLOW_TS_SEEN, FlowKey, FlowStat,
+    FlowState, META_FLOW_TRACKED, META_FLOW_UNTRACKED, Outcome, XdpMeta,
 };
 
 use crate::{
     action_program,
-    chain::Verdict,
+    chain::{self, Verdict},
     flow,
     maps::FLOWS,
-    options::{
-        ACK, Buf64, FIN, Opts, RST, SYN, Tcp, Where, dss, load, mp_capable, timestamps,
-        window_scale,
-    },
+    options::{ACK, Buf64, FIN, RST, SYN, Seg, key, load},
     stats,
 };
 
@@ -37,22 +34,14 @@ const DSS_M: u8 = 0x04;
 const DSS_M8: u8 = 0x08;
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta, _step: ChainStep) -> Verdict {
-    let w = Where::of(m);
-    let Some(t) = Tcp::load(ctx, &w) else {
-        stats::bump(ROW, Outcome::Passed);
-        return Verdict::Next;
-    };
-    if t.check() == Opts::Malformed {
-        stats::event(FlowStat::Malformed);
+fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
+    if !chain::well_formed(m) {
         stats::bump(ROW, Outcome::Passed);
         return Verdict::Next;
     }
-    let Some(key) = flow::key(ctx, &w, &t) else {
-        stats::bump(ROW, Outcome::Passed);
-        return Verdict::Next;
-    };
-    let fl = t.flags();
+    let s = Seg::of(m);
+    let key = key(m);
+    let fl = s.flags;
     let done = if fl & (FIN | RST) != 0 {
         let removed = flow::remove(&key);
         if removed {
@@ -60,18 +49,19 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta, _step: ChainStep) -> Verdict {
         }
         removed
     } else if fl & SYN != 0 {
-        fl & ACK != 0 && t.find(mp_capable).found && create(ctx, &w, &t, &key)
+        fl & ACK != 0 && s.capable.len != 0 && create(ctx, &s, &key)
     } else if let Some(f) = flow::get(&key) {
-        let d = t.find(dss);
         // The longest DSS: 4 + data ACK 8 + DSN 8 + subflow seq 4 +
         // data-level length 2 + checksum 2 = 28.
         let mut o = [0u8; 32];
-        if d.found && t.read(ctx, &w, &d, &mut o) {
-            account_dss(f, &o, d.len);
+        if s.read(ctx, s.dss, &mut o) {
+            account_dss(f, &o, s.dss.len as u32);
         }
-        note_segment(ctx, &w, f, &t);
+        note_segment(&s, f);
+        describe_flow(ctx, Some(f));
         true
     } else {
+        describe_flow(ctx, None);
         false
     };
     stats::bump(
@@ -88,17 +78,16 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta, _step: ChainStep) -> Verdict {
 /// A new flow from its SYN-ACK. A flow already under this key (a
 /// retransmitted SYN-ACK, or a reused 4-tuple) starts over.
 #[inline(always)]
-fn create(ctx: &XdpContext, w: &Where, t: &Tcp, key: &FlowKey) -> bool {
+fn create(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> bool {
     flow::remove(key);
-    let ws = t.find(window_scale);
-    let mut wb = [0u8; 3];
-    let shift = if ws.found && t.read(ctx, w, &ws, &mut wb) {
+    let mut wb = [0u8; 8];
+    let shift = if s.read(ctx, s.wscale, &mut wb) {
         wb[2].min(14)
     } else {
         0
     };
     let mut f = FlowState {
-        chain: w.chain,
+        chain: s.chain,
         ifindex: ctx.ingress_ifindex() as u32,
         // RFC 7323: a shift above 14 is used as 14.
         wscale: shift,
@@ -107,11 +96,11 @@ fn create(ctx: &XdpContext, w: &Where, t: &Tcp, key: &FlowKey) -> bool {
     let mut eth = Buf64::zeroed();
     if load(ctx, 0, eth.0.as_mut_ptr(), 16) {
         f.mac.copy_from_slice(&eth.0[..12]);
-        if w.l3 > 14 {
+        if s.l3 > 14 {
             f.vlan_tci = eth.be16(14);
         }
     }
-    note_segment(ctx, w, &mut f, t);
+    note_segment(s, &mut f);
     if FLOWS.insert(key, &f, 0).is_err() {
         stats::event(FlowStat::FlowInsertFailed);
         return false;
@@ -123,26 +112,42 @@ fn create(ctx: &XdpContext, w: &Where, t: &Tcp, key: &FlowKey) -> bool {
 /// Keeps seq/ack/window/timestamps of the newest segment (by its end,
 /// wrap-aware), which a forged duplicate ACK must match.
 #[inline(always)]
-fn note_segment(ctx: &XdpContext, w: &Where, f: &mut FlowState, t: &Tcp) {
-    let fl = t.flags();
+fn note_segment(s: &Seg, f: &mut FlowState) {
     // SYN and FIN each take one sequence number.
-    let end = t
-        .be32(4)
-        .wrapping_add(t.payload())
-        .wrapping_add((fl & (SYN | FIN) != 0) as u32);
+    let end = s
+        .seq
+        .wrapping_add(s.payload())
+        .wrapping_add((s.flags & (SYN | FIN) != 0) as u32);
     if f.flags & FLOW_SEQ_SEEN != 0 && (end.wrapping_sub(f.rcv_nxt) as i32) < 0 {
         return;
     }
     f.flags |= FLOW_SEQ_SEEN;
     f.rcv_nxt = end;
-    f.ack = t.be32(8);
-    f.window = t.be16(14);
-    let ts = t.find(timestamps);
-    let mut b = [0u8; 10];
-    if ts.found && t.read(ctx, w, &ts, &mut b) {
-        f.tsval = u32::from_be_bytes([b[2], b[3], b[4], b[5]]);
-        f.tsecr = u32::from_be_bytes([b[6], b[7], b[8], b[9]]);
+    f.ack = s.ack;
+    f.window = s.window;
+    if s.ts.len != 0 {
+        f.tsval = s.tsval;
+        f.tsecr = s.tsecr;
         f.flags |= FLOW_TS_SEEN;
+    }
+}
+
+/// Tells the later steps what this one found (they skip their own lookup
+/// of an untracked flow or one with nothing to re-insert).
+#[inline(always)]
+fn describe_flow(ctx: &XdpContext, f: Option<&FlowState>) {
+    let Some(m) = chain::meta(ctx) else {
+        return;
+    };
+    unsafe {
+        match f {
+            Some(f) => {
+                (*m).flow = META_FLOW_TRACKED;
+                (*m).flow_bytes = f.bytes;
+                (*m).flow_due = (f.stored & !f.recovered != 0) as u8;
+            }
+            None => (*m).flow = META_FLOW_UNTRACKED,
+        }
     }
 }
 

@@ -8,17 +8,17 @@
 //! flow's newest seq/ack/window/timestamps and MACs (docs/datapath.md).
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use emptcp_common::{
-    ADD_ADDR_MAX_LEN, ADDR_SLOTS, Action, AddrKey, ChainStep, FLOW_RECOVER_PENDING, FlowStat,
-    Outcome, RecoverEvent, XdpMeta,
+    ADD_ADDR_MAX_LEN, ADDR_SLOTS, Action, AddrKey, FLOW_RECOVER_PENDING, FlowStat,
+    META_FLOW_TRACKED, META_FLOW_UNTRACKED, OPTS_EOL, OptRef, Outcome, RecoverEvent, XdpMeta,
 };
 
 use crate::{
     action_program,
-    chain::Verdict,
+    chain::{self, Verdict},
     flow,
     insert::{Insert, has_room, insert_option},
     maps::{EVENTS, FLOW_ADDRS, THRESHOLDS},
-    options::{Buf64, FIN, KIND_NOP, Opts, RST, SYN, Tcp, Where},
+    options::{Buf64, FIN, KIND_NOP, RST, SYN, Seg, key},
     stats,
 };
 
@@ -27,9 +27,8 @@ action_program!(recover_add_addr, Action::RecoverAddAddr, run);
 const ROW: u32 = Action::RecoverAddAddr as u32;
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta, _step: ChainStep) -> Verdict {
-    let w = Where::of(m);
-    match recover(ctx, &w) {
+fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
+    match recover(ctx, m) {
         Some(v) => v,
         None => {
             stats::bump(ROW, Outcome::Passed);
@@ -40,20 +39,24 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta, _step: ChainStep) -> Verdict {
 
 /// `None`: nothing to do, the packet passes untouched.
 #[inline(always)]
-fn recover(ctx: &XdpContext, w: &Where) -> Option<Verdict> {
-    let t = Tcp::load(ctx, w)?;
+fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
+    if !chain::well_formed(m) {
+        return None;
+    }
+    let s = Seg::of(m);
     // Connection setup and teardown segments are left alone.
-    if t.flags() & (SYN | FIN | RST) != 0 {
+    if s.flags & (SYN | FIN | RST) != 0 {
         return None;
     }
-    let opts = t.check();
-    if opts == Opts::Malformed {
-        stats::event(FlowStat::Malformed);
+    // record_flow already knows: untracked, or nothing stored to re-insert.
+    let known = unsafe { (*m).flow };
+    if known == META_FLOW_UNTRACKED || (known == META_FLOW_TRACKED && unsafe { (*m).flow_due } == 0)
+    {
         return None;
     }
-    let key = flow::key(ctx, w, &t)?;
+    let key = key(m);
     let f = flow::get(&key)?;
-    let Some(th) = (unsafe { THRESHOLDS.get(w.chain) }) else {
+    let Some(th) = (unsafe { THRESHOLDS.get(s.chain) }) else {
         stats::bump(ROW, Outcome::Error);
         return Some(Verdict::Next);
     };
@@ -76,7 +79,7 @@ fn recover(ctx: &XdpContext, w: &Where) -> Option<Verdict> {
     };
     let len = v.len as u32;
     let n = (len + 3) & !3;
-    if opts == Opts::Eol || !has_room(&t, n) {
+    if s.opt_state == OPTS_EOL || !has_room(&s, n) {
         f.flags |= FLOW_RECOVER_PENDING;
         stats::event(FlowStat::RecoverPendingNoRoom);
         // Ask user space for a forged duplicate ACK, spaced out and bounded
@@ -105,8 +108,19 @@ fn recover(ctx: &XdpContext, w: &Where) -> Option<Verdict> {
     } else {
         opt.0[..ADD_ADDR_MAX_LEN].copy_from_slice(&v.bytes);
     }
-    match insert_option(ctx, w, &t, &opt, n) {
-        Insert::Done => {
+    let Some(hdr) = s.header(ctx) else {
+        return None;
+    };
+    match insert_option(ctx, &s, &hdr, &opt, n) {
+        Insert::Done { at, m } => {
+            // The description follows the packet: the option is there now.
+            unsafe {
+                (*m).add_addr = OptRef {
+                    off: (at + n - len) as u8,
+                    len: len as u8,
+                };
+                (*m).n_mptcp = (*m).n_mptcp.saturating_add(1);
+            }
             f.recovered |= bit;
             if flow::next_to_recover(f) >= ADDR_SLOTS {
                 f.flags &= !FLOW_RECOVER_PENDING;

@@ -4,17 +4,14 @@
 //! options have room (`insert.rs`). Only segments that already carry an
 //! MPTCP option are touched (never plain TCP, SYN or RST).
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use emptcp_common::{Action, ChainStep, FlowStat, Outcome, XdpMeta};
+use emptcp_common::{Action, FlowStat, OPTS_EOL, OptRef, Outcome, XdpMeta};
 
 use crate::{
     action_program,
-    chain::Verdict,
+    chain::{self, Verdict},
     csum,
     insert::{Insert, has_room, insert_option},
-    options::{
-        Buf64, KIND_MPTCP, KIND_NOP, Opts, RST, SYN, TCP_HLEN, Tcp, Where, any_mptcp, mp_prio,
-        store, store_be16,
-    },
+    options::{Buf64, KIND_MPTCP, KIND_NOP, RST, SYN, Seg, store, store_be16},
     stats,
 };
 
@@ -25,9 +22,8 @@ const ROW: u32 = Action::SetBackup as u32;
 const MP_PRIO_B2: u8 = 0x50;
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta, step: ChainStep) -> Verdict {
-    let w = Where::of(m);
-    match set(ctx, &w, (step.arg != 0) as u8) {
+fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
+    match set(ctx, m, (chain::arg(m) != 0) as u8) {
         Some(v) => v,
         None => {
             stats::bump(ROW, Outcome::Passed);
@@ -37,23 +33,19 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta, step: ChainStep) -> Verdict {
 }
 
 #[inline(always)]
-fn set(ctx: &XdpContext, w: &Where, backup: u8) -> Option<Verdict> {
-    let t = Tcp::load(ctx, w)?;
-    if t.flags() & (SYN | RST) != 0 {
+fn set(ctx: &XdpContext, m: *mut XdpMeta, backup: u8) -> Option<Verdict> {
+    if !chain::well_formed(m) {
         return None;
     }
-    let opts = t.check();
-    if opts == Opts::Malformed {
-        stats::event(FlowStat::Malformed);
+    let s = Seg::of(m);
+    if s.flags & (SYN | RST) != 0 || s.n_mptcp == 0 {
         return None;
     }
-    if !t.find(any_mptcp).found {
-        return None;
-    }
-    let prio = t.find(mp_prio);
-    let mut o = [0u8; 4];
-    if prio.found && t.read(ctx, w, &prio, &mut o) {
-        let at = prio.off + 2;
+    let t = s.header(ctx)?;
+    let prio = s.prio;
+    let mut o = [0u8; 8];
+    if s.read(ctx, prio, &mut o) {
+        let at = prio.off as u32 + 2;
         let b = o[2];
         let nb = (b & !1) | backup;
         if nb != b {
@@ -67,7 +59,7 @@ fn set(ctx: &XdpContext, w: &Where, backup: u8) -> Option<Verdict> {
                 }
             };
             let c = csum::replace(t.be16(16), word(b), word(nb));
-            if !store(ctx, w.l4 + TCP_HLEN + at, &nb, 1) || !store_be16(ctx, w.l4 + 16, c) {
+            if !store(ctx, s.at(prio) + 2, &nb, 1) || !store_be16(ctx, s.l4 + 16, c) {
                 stats::bump(ROW, Outcome::Error);
                 return Some(Verdict::Return(xdp_action::XDP_DROP));
             }
@@ -76,7 +68,7 @@ fn set(ctx: &XdpContext, w: &Where, backup: u8) -> Option<Verdict> {
         stats::bump(ROW, Outcome::Applied);
         return Some(Verdict::Next);
     }
-    if opts == Opts::Eol || !has_room(&t, 4) {
+    if s.opt_state == OPTS_EOL || !has_room(&s, 4) {
         stats::event(FlowStat::MpPrioNoRoom);
         return None;
     }
@@ -86,8 +78,16 @@ fn set(ctx: &XdpContext, w: &Where, backup: u8) -> Option<Verdict> {
     opt.0[1] = KIND_MPTCP;
     opt.0[2] = 3;
     opt.0[3] = MP_PRIO_B2 | backup;
-    match insert_option(ctx, w, &t, &opt, 4) {
-        Insert::Done => {
+    match insert_option(ctx, &s, &t, &opt, 4) {
+        Insert::Done { at, m } => {
+            // The description follows the packet: MP_PRIO after the NOP.
+            unsafe {
+                (*m).prio = OptRef {
+                    off: (at + 1) as u8,
+                    len: 3,
+                };
+                (*m).n_mptcp = (*m).n_mptcp.saturating_add(1);
+            }
             stats::event(FlowStat::MpPrioInserted);
             stats::bump(ROW, Outcome::Applied);
             Some(Verdict::Next)

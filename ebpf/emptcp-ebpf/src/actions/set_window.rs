@@ -7,13 +7,13 @@
 //! flow the shift is unknown: the packet passes untouched and
 //! `window_scale_unknown` counts it, so put record_flow before set_window.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use emptcp_common::{Action, ChainStep, FlowStat, Outcome, XdpMeta};
+use emptcp_common::{Action, FlowStat, Outcome, XdpMeta};
 
 use crate::{
     action_program,
-    chain::Verdict,
+    chain::{self, Verdict},
     csum, flow,
-    options::{Opts, RST, SYN, Tcp, Where, store},
+    options::{RST, SYN, Seg, key, load, store},
     stats,
 };
 
@@ -22,9 +22,8 @@ action_program!(set_window, Action::SetWindow, run);
 const ROW: u32 = Action::SetWindow as u32;
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta, step: ChainStep) -> Verdict {
-    let w = Where::of(m);
-    match set(ctx, &w, step.arg) {
+fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
+    match set(ctx, m, chain::arg(m)) {
         Some(v) => v,
         None => {
             stats::bump(ROW, Outcome::Passed);
@@ -34,20 +33,19 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta, step: ChainStep) -> Verdict {
 }
 
 #[inline(always)]
-fn set(ctx: &XdpContext, w: &Where, bytes: u32) -> Option<Verdict> {
-    let t = Tcp::load(ctx, w)?;
-    let fl = t.flags();
-    if fl & RST != 0 {
+fn set(ctx: &XdpContext, m: *mut XdpMeta, bytes: u32) -> Option<Verdict> {
+    if !chain::well_formed(m) {
         return None;
     }
-    if t.check() == Opts::Malformed {
-        stats::event(FlowStat::Malformed);
+    let s = Seg::of(m);
+    let fl = s.flags;
+    if fl & RST != 0 {
         return None;
     }
     let shift = if fl & SYN != 0 {
         0
     } else {
-        let key = flow::key(ctx, w, &t)?;
+        let key = key(m);
         let Some(f) = flow::get(&key) else {
             stats::event(FlowStat::WindowScaleUnknown);
             return None;
@@ -55,14 +53,18 @@ fn set(ctx: &XdpContext, w: &Where, bytes: u32) -> Option<Verdict> {
         (f.wscale as u32).min(14)
     };
     let new = (bytes >> shift).min(0xffff) as u16;
-    let old = t.be16(14);
+    // Window and checksum are adjacent: one read, one write.
+    let mut wc = [0u8; 4];
+    if !load(ctx, s.l4 + 14, wc.as_mut_ptr(), 4) {
+        return None;
+    }
+    let old = u16::from_be_bytes([wc[0], wc[1]]);
     if new != old {
-        let c = csum::replace(t.be16(16), old, new);
-        // Window and checksum are adjacent: one 4-byte write.
+        let c = csum::replace(u16::from_be_bytes([wc[2], wc[3]]), old, new);
         let mut b = [0u8; 4];
         b[..2].copy_from_slice(&new.to_be_bytes());
         b[2..].copy_from_slice(&c.to_be_bytes());
-        if !store(ctx, w.l4 + 14, b.as_ptr(), 4) {
+        if !store(ctx, s.l4 + 14, b.as_ptr(), 4) {
             stats::bump(ROW, Outcome::Error);
             return Some(Verdict::Return(xdp_action::XDP_PASS));
         }

@@ -7,14 +7,14 @@
 //! (its option stored); any other carrier gets the option overwritten with
 //! NOPs and its checksum fixed. Echo ADD_ADDRs are never touched.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use emptcp_common::{ADD_ADDR_MAX_LEN, Action, ChainStep, FlowStat, Outcome, XdpMeta};
+use emptcp_common::{ADD_ADDR_MAX_LEN, Action, FlowStat, OptRef, Outcome, XdpMeta};
 
 use crate::{
     action_program,
-    chain::Verdict,
+    chain::{self, Verdict},
     csum, flow,
     maps::THRESHOLDS,
-    options::{FIN, Opts, RST, SYN, TCP_HLEN, Tcp, Where, add_addr, bounded, store, store_be16},
+    options::{FIN, RST, SYN, Seg, bounded, key, load_be16, store, store_be16},
     stats,
 };
 
@@ -23,9 +23,8 @@ action_program!(strip_add_addr, Action::StripAddAddr, run);
 const ROW: u32 = Action::StripAddAddr as u32;
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta, _step: ChainStep) -> Verdict {
-    let w = Where::of(m);
-    match strip(ctx, &w) {
+fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
+    match strip(ctx, m) {
         Some(v) => v,
         None => {
             stats::bump(ROW, Outcome::Passed);
@@ -36,19 +35,18 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta, _step: ChainStep) -> Verdict {
 
 /// `None`: not for this action, the packet passes untouched.
 #[inline(always)]
-fn strip(ctx: &XdpContext, w: &Where) -> Option<Verdict> {
-    let t = Tcp::load(ctx, w)?;
-    if t.check() == Opts::Malformed {
-        stats::event(FlowStat::Malformed);
+fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
+    if !chain::well_formed(m) {
         return None;
     }
-    let h = t.find(add_addr);
-    if !h.found {
+    let s = Seg::of(m);
+    let h = s.add_addr;
+    if h.len == 0 {
         return None;
     }
-    let key = flow::key(ctx, w, &t)?;
+    let key = key(m);
     let f = flow::get(&key)?;
-    let Some(th) = (unsafe { THRESHOLDS.get(w.chain) }) else {
+    let Some(th) = (unsafe { THRESHOLDS.get(s.chain) }) else {
         stats::bump(ROW, Outcome::Error);
         return Some(Verdict::Next);
     };
@@ -56,25 +54,40 @@ fn strip(ctx: &XdpContext, w: &Where) -> Option<Verdict> {
         return None;
     }
     let mut aa = [0u8; 32];
-    if !t.read(ctx, w, &h, &mut aa) {
+    if !s.read(ctx, h, &mut aa) {
         return None;
     }
-    flow::store_add_addr(&key, f, &aa, h.len);
+    let len = h.len as u32;
+    flow::store_add_addr(&key, f, &aa, len);
+    // Stored and not re-inserted: recover_add_addr must look at this flow.
+    if let Some(m) = chain::meta(ctx) {
+        unsafe { (*m).flow_due = 1 };
+    }
 
-    let pure_ack = t.payload() == 0 && t.flags() & (SYN | FIN | RST) == 0;
-    if pure_ack && !t.several_mptcp() {
+    let pure_ack = s.payload() == 0 && s.flags & (SYN | FIN | RST) == 0;
+    if pure_ack && s.n_mptcp < 2 {
         f.add_addr_dropped = f.add_addr_dropped.saturating_add(1);
         stats::event(FlowStat::AddAddrDroppedPureAck);
         stats::bump(ROW, Outcome::Applied);
         return Some(Verdict::Return(xdp_action::XDP_DROP));
     }
 
-    let tcp_csum = csum::replace(t.be16(16), region_sum(&aa, h.off, h.len), nop_sum(h.len));
-    if !store_nops(ctx, w.l4 + TCP_HLEN + h.off, h.len) || !store_be16(ctx, w.l4 + 16, tcp_csum) {
+    let old_csum = load_be16(ctx, s.l4 + 16)?;
+    let tcp_csum = csum::replace(old_csum, region_sum(&aa, h.off as u32, len), nop_sum(len));
+    if !store_nops(ctx, s.at(h), len) || !store_be16(ctx, s.l4 + 16, tcp_csum) {
         // Each store is all or nothing; a failed checksum write after the
         // NOPs would pass a corrupt segment, so drop it.
         stats::bump(ROW, Outcome::Error);
         return Some(Verdict::Return(xdp_action::XDP_DROP));
+    }
+    // The description follows the packet: the option is gone. (The
+    // metadata pointer is taken again: helpers that write the packet
+    // invalidate packet pointers for the verifier.)
+    if let Some(m) = chain::meta(ctx) {
+        unsafe {
+            (*m).add_addr = OptRef::default();
+            (*m).n_mptcp = (*m).n_mptcp.saturating_sub(1);
+        }
     }
     f.add_addr_nopped = f.add_addr_nopped.saturating_add(1);
     stats::event(FlowStat::AddAddrNopped);

@@ -1,0 +1,141 @@
+//! The one walk over the TCP options of a packet, done by the entry program
+//! for the chain: it validates the list and records where the options the
+//! actions care about sit (`XdpMeta`), so no action walks them again.
+//!
+//! Verifier notes (kernel 6.18): the options are copied to the stack with
+//! `bpf_xdp_load_bytes` and read with a masked index, which verifies
+//! cheaply; the loop bound is read afresh (volatile) from the copied data
+//! offset so it is not linked to other registers; only the offset changes
+//! from round to round, and the recorded hits are stored, never branched on
+//! after the loop, so they stay imprecise and states prune.
+use aya_ebpf::programs::XdpContext;
+use emptcp_common::{FlowStat, OPTS_BAD, OPTS_EOL, OPTS_OK, OptRef, XdpMeta};
+
+use crate::{
+    options::{
+        Buf64, KIND_EOL, KIND_MPTCP, KIND_NOP, KIND_TS, KIND_WSCALE, MP_ADD_ADDR, MP_CAPABLE,
+        MP_DSS, MP_PRIO, OPT_MAX, TCP_HLEN, bounded, load,
+    },
+    parse::{Packet, bytes_at},
+    stats,
+};
+
+/// Fills the option fields of `m` for the TCP header of `pkt`.
+#[inline(always)]
+pub fn options(ctx: &XdpContext, m: *mut XdpMeta, pkt: &Packet) {
+    let opt_len = (pkt.doff as u32).wrapping_sub(TCP_HLEN);
+    let pkt_len = (ctx.data_end() - ctx.data()) as u32;
+    let seg = pkt.seg_len as u32;
+    unsafe {
+        (*m).opt_len = opt_len as u8;
+        (*m).n_mptcp = 0;
+        (*m).dss = OptRef::default();
+        (*m).ts = OptRef::default();
+        (*m).add_addr = OptRef::default();
+        (*m).prio = OptRef::default();
+        (*m).capable = OptRef::default();
+        (*m).wscale = OptRef::default();
+        (*m)._pad = [0; 2];
+    }
+    // A segment longer than the frame (truncated, or a GSO packet with a
+    // zero IP length) or shorter than its own header is not touched.
+    if opt_len > OPT_MAX || seg < pkt.doff as u32 || pkt.l4_off as u32 + seg > pkt_len {
+        stats::event(FlowStat::Malformed);
+        unsafe { (*m).opt_state = OPTS_BAD };
+        return;
+    }
+    if opt_len == 0 {
+        unsafe { (*m).opt_state = OPTS_OK };
+        return;
+    }
+    let mut o = Buf64::zeroed();
+    let at = pkt.l4_off + TCP_HLEN as usize;
+    if let Some(p) = bytes_at(ctx, at, OPT_MAX as usize) {
+        // The common case (a frame with 40 bytes after the fixed header):
+        // five direct 8-byte loads instead of a helper call. The walk never
+        // reads past `opt_len`.
+        let src = p as *const u64;
+        let dst = o.0.as_mut_ptr() as *mut u64;
+        for i in 0..(OPT_MAX as usize / 8) {
+            unsafe { *dst.add(i) = core::ptr::read_unaligned(src.add(i)) };
+        }
+    } else if !load(ctx, at as u32, o.0.as_mut_ptr(), bounded(opt_len, 64)) {
+        unsafe { (*m).opt_state = OPTS_BAD };
+        return;
+    }
+    let state = walk(&o, opt_len, m);
+    if state == OPTS_BAD {
+        stats::event(FlowStat::Malformed);
+    }
+    unsafe { (*m).opt_state = state };
+}
+
+#[inline(always)]
+fn walk(o: &Buf64, opt_len: u32, m: *mut XdpMeta) -> u8 {
+    // Bounded here, separately from the caller's copy (see the module doc).
+    let end = unsafe { core::ptr::read_volatile(&opt_len) };
+    if end > OPT_MAX {
+        return OPTS_BAD;
+    }
+    let mut off = 0u32;
+    let mut n_mptcp = 0u8;
+    while off < end {
+        let kind = o.at(off);
+        if kind == KIND_EOL {
+            unsafe { (*m).n_mptcp = n_mptcp };
+            return OPTS_EOL;
+        }
+        if kind == KIND_NOP {
+            off += 1;
+            continue;
+        }
+        if off + 1 >= end {
+            return OPTS_BAD;
+        }
+        let len = o.at(off + 1) as u32;
+        if len < 2 || off + len > end || (kind == KIND_MPTCP && len < 3) {
+            return OPTS_BAD;
+        }
+        let r = OptRef {
+            off: off as u8,
+            len: len as u8,
+        };
+        if kind == KIND_MPTCP {
+            n_mptcp += 1;
+            let b2 = o.at(off + 2);
+            let sub = b2 >> 4;
+            unsafe {
+                if sub == MP_DSS && (*m).dss.len == 0 {
+                    (*m).dss = r;
+                } else if sub == MP_CAPABLE && (*m).capable.len == 0 {
+                    (*m).capable = r;
+                } else if sub == MP_PRIO && (len == 3 || len == 4) && (*m).prio.len == 0 {
+                    (*m).prio = r;
+                } else if sub == MP_ADD_ADDR
+                    // Not the echo (E bit): that one is the peer
+                    // acknowledging our own announcement. Without E, RFC
+                    // 8684 requires the HMAC: IPv4 16 (+2 with port), IPv6
+                    // 28 (+2 with port).
+                    && b2 & 1 == 0
+                    && matches!(len, 16 | 18 | 28 | 30)
+                    && (*m).add_addr.len == 0
+                {
+                    (*m).add_addr = r;
+                }
+            }
+        } else if kind == KIND_TS && len == 10 {
+            let be32 =
+                |i: u32| u32::from_be_bytes([o.at(i), o.at(i + 1), o.at(i + 2), o.at(i + 3)]);
+            unsafe {
+                (*m).ts = r;
+                (*m).tsval = be32(off + 2);
+                (*m).tsecr = be32(off + 6);
+            }
+        } else if kind == KIND_WSCALE && len == 3 {
+            unsafe { (*m).wscale = r };
+        }
+        off += len;
+    }
+    unsafe { (*m).n_mptcp = n_mptcp };
+    OPTS_OK
+}
