@@ -16,6 +16,8 @@
 //!
 //! The socket belongs to the network namespace of the thread that opens
 //! it: enter the namespace first (crate::netns::enter), then open.
+mod config;
+mod error;
 mod mmap;
 mod ring;
 mod sys;
@@ -26,57 +28,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use config::{Config, Interface};
+pub use error::SendError;
 use mmap::Mmap;
 use ring::{CompletionRing, TxRing};
-
-/// Which interface: by name (resolved in the caller's namespace) or index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Interface {
-    Name(String),
-    Index(u32),
-}
-
-impl From<&str> for Interface {
-    fn from(s: &str) -> Self {
-        Interface::Name(s.to_string())
-    }
-}
-
-impl From<u32> for Interface {
-    fn from(i: u32) -> Self {
-        Interface::Index(i)
-    }
-}
-
-impl std::fmt::Display for Interface {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Interface::Name(n) => write!(f, "{n}"),
-            Interface::Index(i) => write!(f, "ifindex {i}"),
-        }
-    }
-}
-
-/// Sizes of the socket's memory. The defaults hold 512 frames of 2 KiB
-/// (1 MiB of UMEM): control packets are under 150 bytes, and 512 in flight
-/// is far more than an idle-subflow trigger produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Config {
-    /// UMEM frames = TX ring slots = completion ring slots; a power of two.
-    pub frames: u32,
-    /// Bytes per UMEM frame (the largest frame sendable): a power of two
-    /// from 2048 to the page size (aligned UMEM mode).
-    pub frame_size: u32,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            frames: 512,
-            frame_size: 2048,
-        }
-    }
-}
 
 /// The fill ring is mandatory at bind even for a socket without an RX
 /// ring; nothing ever produces to it, so the smallest size does.
@@ -84,43 +39,6 @@ const FILL_RING_SIZE: u32 = 1;
 
 /// Kicks a busy kernel gets before `send` reports the ring full.
 const FULL_RETRIES: u32 = 3;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    #[error("interface {0} not found in this network namespace")]
-    InterfaceNotFound(Interface),
-    /// EBUSY at bind. Also seen for ~30 ms after the previous socket on the
-    /// queue was closed: the kernel releases a queue in deferred work.
-    #[error(
-        "queue {queue} of {iface} already has an AF_XDP socket (EBUSY): one socket per (interface, queue); a socket closed a moment ago frees its queue some ms later"
-    )]
-    QueueBusy { iface: Interface, queue: u32 },
-    #[error("binding to queue {queue} of {iface} (does the interface have that queue?)")]
-    Bind {
-        iface: Interface,
-        queue: u32,
-        source: io::Error,
-    },
-    #[error("setting up the AF_XDP socket: {what}")]
-    Setup {
-        what: &'static str,
-        source: io::Error,
-    },
-    #[error("invalid AF_XDP configuration: {0}")]
-    Config(String),
-    #[error("the interface of this socket is gone (deleted or moved out of the namespace)")]
-    InterfaceGone,
-    #[error("the interface of this socket is down")]
-    InterfaceDown,
-    #[error("TX ring full: {0} frames wait for the kernel to complete them; retry later")]
-    RingFull(u32),
-    #[error("frame of {len} bytes does not fit a UMEM frame of {max} bytes")]
-    FrameTooLarge { len: usize, max: u32 },
-    #[error("frame of {0} bytes is shorter than an Ethernet header")]
-    FrameTooShort(usize),
-    #[error("kicking the TX ring (sendto)")]
-    Kick(#[source] io::Error),
-}
 
 /// What the socket did, since it was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
