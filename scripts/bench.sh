@@ -2,7 +2,7 @@
 # Benchmarks (docs/benchmarks.md): every number is measured by this command
 # in one run, on the machine it runs on. Needs root.
 #   scripts/bench.sh              everything
-#   scripts/bench.sh reconcile|watch|datapath|throughput
+#   scripts/bench.sh reconcile|watch|datapath|throughput|sender
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -37,11 +37,13 @@ case $what in
     reconcile) ./target/release/emptcp-bench ;;
     watch) ./target/release/emptcp-bench --watch ;;
     datapath) ./target/release/emptcp-bench-datapath ;;
+    sender) ./target/release/emptcp-bench-sender ;;
     throughput) echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
     all)
         ./target/release/emptcp-bench; echo
         ./target/release/emptcp-bench --watch; echo
         ./target/release/emptcp-bench-datapath; echo
+        ./target/release/emptcp-bench-sender; echo
         echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
-    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput]" >&2; exit 1 ;;
+    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput|sender]" >&2; exit 1 ;;
 esac

@@ -22,3 +22,4 @@ pub mod state;
 pub mod status;
 pub mod sys;
 pub mod watch;
+pub mod xsk;
