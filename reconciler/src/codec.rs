@@ -70,6 +70,28 @@ pub fn chain_to_kernel(c: &ChainEntry) -> ChainDef {
     }
 }
 
+/// An empty `CHAINS` slot (the map is an array; `len == 0` = no chain).
+pub const NO_CHAIN: ChainDef = ChainDef {
+    len: 0,
+    _pad: 0,
+    steps: [ChainStep { action: 0, arg: 0 }; MAX_STEPS],
+    name: [0; CHAIN_NAME_LEN],
+};
+
+/// The chains held by the `CHAINS` array map: id -> definition.
+pub fn chains_in<T: std::borrow::Borrow<aya::maps::MapData>>(
+    a: &aya::maps::Array<T, ChainDef>,
+) -> Result<std::collections::BTreeMap<u32, ChainDef>, aya::maps::MapError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (id, d) in a.iter().enumerate() {
+        let d = d?;
+        if d.len != 0 {
+            out.insert(id as u32, d);
+        }
+    }
+    Ok(out)
+}
+
 pub fn chain_from_kernel(d: &ChainDef) -> ChainEntry {
     let n = (d.len as usize).min(MAX_STEPS);
     ChainEntry {

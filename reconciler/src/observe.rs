@@ -214,9 +214,12 @@ macro_rules! each_hash {
 
 fn read_entries(layout: &Layout, o: &mut Observed) -> Result<(), ObserveError> {
     let mut e = Entries::default();
-    each_hash!(layout, o, "CHAINS", u32, ChainDef, |k, v| e
-        .chains
-        .insert(k, codec::chain_from_kernel(&v)));
+    if let Some((p, m)) = open(layout, o, "CHAINS", 4, size_of::<ChainDef>()) {
+        let a: Array<MapData, ChainDef> = Array::try_from(m).map_err(|e| pin_err("map", &p, e))?;
+        for (k, v) in codec::chains_in(&a).map_err(|e| pin_err("map", &p, e))? {
+            e.chains.insert(k, codec::chain_from_kernel(&v));
+        }
+    }
     each_hash!(layout, o, "THRESHOLDS", u32, Thresholds, |k, v| e
         .thresholds
         .insert(k, codec::thresholds_from_kernel(&v)));

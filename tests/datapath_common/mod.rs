@@ -100,9 +100,9 @@ impl Dp {
             };
         }
         def.name[..4].copy_from_slice(b"test");
-        let mut m: HashMap<_, u32, ChainDef> =
-            HashMap::try_from(self.ebpf.map_mut("CHAINS").unwrap()).unwrap();
-        m.insert(id, def, 0).unwrap();
+        let mut m: aya::maps::Array<_, ChainDef> =
+            aya::maps::Array::try_from(self.ebpf.map_mut("CHAINS").unwrap()).unwrap();
+        m.set(id, def, 0).unwrap();
         self.thresholds(id, th);
         let mut m: HashMap<_, u32, Selector> =
             HashMap::try_from(self.ebpf.map_mut("SELECTORS").unwrap()).unwrap();

@@ -19,7 +19,7 @@ use emptcp_common::{
 use crate::{
     chain,
     maps::{CHAINS, IFACE_SLOTS as SLOTS, IFACES, PORTS, SEL_V4, SEL_V6},
-    parse::{Packet, parse_tcp, tcp_numbers},
+    parse::{Packet, addresses, parse_tcp, tcp_numbers},
     scan, stats,
 };
 
@@ -33,7 +33,7 @@ const META_LEN: i32 = core::mem::size_of::<XdpMeta>() as i32;
 
 #[xdp]
 pub fn entry(ctx: XdpContext) -> u32 {
-    let Some(pkt) = parse_tcp(&ctx) else {
+    let Some(mut pkt) = parse_tcp(&ctx) else {
         return xdp_action::XDP_PASS;
     };
     let Some(ifc) = iface(ctx.ingress_ifindex() as u32) else {
@@ -41,7 +41,7 @@ pub fn entry(ctx: XdpContext) -> u32 {
     };
     // `seen` is not counted here (one lookup less per packet): status
     // reports it as applied + passed + error.
-    if try_entry(&ctx, &pkt, ifc).is_none() {
+    if try_entry(&ctx, &mut pkt, ifc).is_none() {
         stats::bump(STATS_ROW_ENTRY, Outcome::Passed);
     }
     xdp_action::XDP_PASS
@@ -70,7 +70,7 @@ fn may_hold(f: &[u64; 4], port: u16) -> bool {
 /// `Some` when a chain was started (and failed to tail call), `None` when the
 /// packet is not for us. Either way the packet passes.
 #[inline(always)]
-fn try_entry(ctx: &XdpContext, pkt: &Packet, ifc: &IfaceChains) -> Option<()> {
+fn try_entry(ctx: &XdpContext, pkt: &mut Packet, ifc: &IfaceChains) -> Option<()> {
     // Ports every chain requires and no chain lists: not ours, no lookup.
     if ifc.require & SEL_REMOTE_PORTS != 0 && !may_hold(&ifc.remote_ports, pkt.sport) {
         return None;
@@ -78,6 +78,8 @@ fn try_entry(ctx: &XdpContext, pkt: &Packet, ifc: &IfaceChains) -> Option<()> {
     if ifc.require & SEL_LOCAL_PORTS != 0 && !may_hold(&ifc.local_ports, pkt.dport) {
         return None;
     }
+    addresses(ctx, pkt)?;
+    let pkt: &Packet = pkt;
     let mut found = None;
     for i in 0..MAX_CHAINS_PER_IFACE {
         if i as u32 >= ifc.n_chains {
@@ -90,7 +92,7 @@ fn try_entry(ctx: &XdpContext, pkt: &Packet, ifc: &IfaceChains) -> Option<()> {
         }
     }
     let chain_id = found?;
-    let Some(def) = (unsafe { CHAINS.get(chain_id) }) else {
+    let Some(def) = CHAINS.get(chain_id).filter(|d| d.len != 0) else {
         stats::bump(STATS_ROW_ENTRY, Outcome::Error);
         return Some(());
     };

@@ -18,7 +18,9 @@ pub struct Packet {
     pub l4_off: usize,
     /// 4 or 6.
     pub family: u8,
-    /// Source / destination address; IPv4 uses the first 4 bytes.
+    /// Source / destination address; IPv4 uses the first 4 bytes. Filled
+    /// by [`addresses`] only for packets a chain may take (most packets
+    /// are rejected before they are needed).
     pub src: [u8; 16],
     pub dst: [u8; 16],
     /// Host byte order.
@@ -47,6 +49,25 @@ pub fn bytes_at(ctx: &XdpContext, off: usize, len: usize) -> Option<*mut u8> {
 #[inline(always)]
 fn be16(p: *const u8) -> u16 {
     unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
+}
+
+/// Copies the addresses into `pkt` (for selectors and the flow key).
+#[inline(always)]
+pub fn addresses(ctx: &XdpContext, pkt: &mut Packet) -> Option<()> {
+    if pkt.family == 4 {
+        let a = bytes_at(ctx, pkt.l3_off + 12, 8)?;
+        unsafe {
+            core::ptr::copy_nonoverlapping(a, pkt.src.as_mut_ptr(), 4);
+            core::ptr::copy_nonoverlapping(a.add(4), pkt.dst.as_mut_ptr(), 4);
+        }
+    } else {
+        let a = bytes_at(ctx, pkt.l3_off + 8, 32)?;
+        unsafe {
+            core::ptr::copy_nonoverlapping(a, pkt.src.as_mut_ptr(), 16);
+            core::ptr::copy_nonoverlapping(a.add(16), pkt.dst.as_mut_ptr(), 16);
+        }
+    }
+    Some(())
 }
 
 /// Sequence, acknowledgment and window of the TCP header at `l4_off`
@@ -78,10 +99,6 @@ pub fn parse_tcp(ctx: &XdpContext) -> Option<Packet> {
             l3_off += 4;
         }
     }
-    // Zeroed as two u64 stores each: `[0u8; 16]` becomes a byte-loop memset
-    // call, and this runs for every packet.
-    let mut src: [u8; 16] = unsafe { core::mem::transmute([0u64; 2]) };
-    let mut dst: [u8; 16] = unsafe { core::mem::transmute([0u64; 2]) };
     let (family, l4_off, seg_len) = match proto {
         ETH_P_IP => {
             let ip = bytes_at(ctx, l3_off, 20)?;
@@ -101,10 +118,6 @@ pub fn parse_tcp(ctx: &XdpContext) -> Option<Packet> {
             if unsafe { *ip.add(9) } != IPPROTO_TCP {
                 return None;
             }
-            unsafe {
-                core::ptr::copy_nonoverlapping(ip.add(12), src.as_mut_ptr(), 4);
-                core::ptr::copy_nonoverlapping(ip.add(16), dst.as_mut_ptr(), 4);
-            }
             let total = be16(unsafe { ip.add(2) }) as usize;
             (4u8, l3_off + ihl, total.wrapping_sub(ihl) as u16)
         }
@@ -116,10 +129,6 @@ pub fn parse_tcp(ctx: &XdpContext) -> Option<Packet> {
             // Extension headers are passed untouched (issue: never guess).
             if unsafe { *ip.add(6) } != IPPROTO_TCP {
                 return None;
-            }
-            unsafe {
-                core::ptr::copy_nonoverlapping(ip.add(8), src.as_mut_ptr(), 16);
-                core::ptr::copy_nonoverlapping(ip.add(24), dst.as_mut_ptr(), 16);
             }
             (6u8, l3_off + 40, be16(unsafe { ip.add(4) }))
         }
@@ -136,8 +145,8 @@ pub fn parse_tcp(ctx: &XdpContext) -> Option<Packet> {
         l3_off,
         l4_off,
         family,
-        src,
-        dst,
+        src: [0; 16],
+        dst: [0; 16],
         sport: be16(tcp),
         dport: be16(unsafe { tcp.add(2) }),
         flags: unsafe { *tcp.add(13) },

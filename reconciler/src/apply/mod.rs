@@ -176,6 +176,10 @@ impl<'a> Applier<'a> {
         Ok(HashMap::try_from(self.map(name)?)?)
     }
 
+    fn chains(&self) -> Result<aya::maps::Array<MapData, emptcp_common::ChainDef>, StepError> {
+        Ok(aya::maps::Array::try_from(self.map("CHAINS")?)?)
+    }
+
     /// Writes (or, with `None`, clears) interface `ifindex`'s slot of the
     /// `IFACE_SLOTS` cache, unless another interface holds the slot: that
     /// one keeps it and this one is found through the `IFACES` hash.
@@ -253,8 +257,7 @@ impl<'a> Applier<'a> {
                     .insert(id, codec::thresholds_to_kernel(after), 0)?;
             }
             PutChain { id, after, .. } => {
-                self.hash::<u32, emptcp_common::ChainDef>("CHAINS")?
-                    .insert(id, codec::chain_to_kernel(after), 0)?;
+                self.chains()?.set(*id, codec::chain_to_kernel(after), 0)?;
             }
             PutSelector { id, after, .. } => {
                 let sel = Selector {
@@ -329,10 +332,7 @@ impl<'a> Applier<'a> {
                 )?;
             }
             DeleteChain { id, .. } => {
-                ok_if_gone(
-                    self.hash::<u32, emptcp_common::ChainDef>("CHAINS")?
-                        .remove(id),
-                )?;
+                self.chains()?.set(*id, codec::NO_CHAIN, 0)?;
             }
             DetachForeign {
                 iface,

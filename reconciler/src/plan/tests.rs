@@ -28,7 +28,7 @@ fn def(map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> MapDe
 fn object_maps() -> BTreeMap<String, MapDef> {
     [
         ("PROGS", def(3, 4, 4, 16)),
-        ("CHAINS", def(1, 4, 120, 256)),
+        ("CHAINS", def(2, 4, 120, 256)),
         ("THRESHOLDS", def(1, 4, 16, 256)),
         ("SELECTORS", def(1, 4, 8, 256)),
         ("SEL_V4", def(11, 16, 1, 16384)),

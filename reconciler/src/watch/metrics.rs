@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, Map, MapData, PerCpuArray};
 use emptcp_common::{ChainCounters, ChainDef, FLOW_STAT_NAMES, FLOW_STATS_LEN, FlowStat};
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -234,10 +234,10 @@ fn collect_datapath(layout: &Layout, flows: &Mutex<FlowCount>) {
         }
     }
     let names: BTreeMap<u32, String> = open(layout, "CHAINS")
-        .and_then(|m| HashMap::<MapData, u32, ChainDef>::try_from(m).ok())
+        .and_then(|m| Array::<MapData, ChainDef>::try_from(m).ok())
+        .and_then(|a| codec::chains_in(&a).ok())
         .map(|m| {
-            m.iter()
-                .flatten()
+            m.into_iter()
                 .map(|(id, def)| (id, codec::chain_from_kernel(&def).name))
                 .collect()
         })
