@@ -8,6 +8,7 @@ pub mod agent;
 pub mod apply;
 pub mod cli;
 pub mod codec;
+pub mod copy;
 pub mod desired;
 pub mod flows;
 pub mod layout;
