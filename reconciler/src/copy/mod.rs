@@ -8,4 +8,5 @@
 //! The capture that feeds the triggers (the TC egress program recording
 //! each subflow's newest seq/ack/DSS) and the daemon loop that joins the
 //! three are the next steps (docs/packet-copy.md).
+pub mod rules;
 pub mod trigger;

@@ -1,0 +1,175 @@
+//! `packet_copy` rules of the policy, resolved against what is applied: the
+//! chain's id and the interface's index. A rule whose interface or chain is
+//! not there (yet, or any more) is not armed and says why, so status can
+//! show it and the next reconcile picks it up or drops it.
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::trigger::{Rule, When};
+use crate::{
+    observe::Observed,
+    policy::{self, Policy},
+};
+
+/// What an armed rule sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
+    MpPrio {
+        backup: bool,
+    },
+    AddAddr {
+        address: IpAddr,
+        id: u8,
+        port: Option<u16>,
+    },
+}
+
+/// A rule ready for the trigger engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Armed {
+    pub rule: Rule,
+    pub interface: String,
+    pub payload: Payload,
+}
+
+/// A rule that cannot run now, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unarmed {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Resolves every rule of `p` against `o`.
+pub fn resolve(p: &Policy, o: &Observed) -> (Vec<Armed>, Vec<Unarmed>) {
+    let mut armed = Vec::new();
+    let mut unarmed = Vec::new();
+    for r in &p.packet_copy {
+        let Some(dev) = o.netdevs.get(&r.interface) else {
+            unarmed.push(Unarmed {
+                name: r.name.clone(),
+                reason: format!("interface {} does not exist", r.interface),
+            });
+            continue;
+        };
+        let Some(chain) = o
+            .entries
+            .chains
+            .iter()
+            .find(|(_, c)| c.name == r.chain)
+            .map(|(id, _)| *id)
+        else {
+            unarmed.push(Unarmed {
+                name: r.name.clone(),
+                reason: format!("chain {} is not applied", r.chain),
+            });
+            continue;
+        };
+        let when = match r.when {
+            policy::Trigger::SubflowIdle(d) => When::SubflowIdle {
+                idle_ns: u64::try_from(d.get().as_nanos()).unwrap_or(u64::MAX),
+            },
+            policy::Trigger::FlowBytesAt(b) => When::FlowBytesAt { bytes: b.bytes() },
+        };
+        let payload = match r.send {
+            policy::Send::MpPrio { backup } => Payload::MpPrio { backup },
+            policy::Send::AddAddr { address, id, port } => Payload::AddAddr { address, id, port },
+        };
+        armed.push(Armed {
+            rule: Rule {
+                name: r.name.clone(),
+                ifindex: dev.ifindex,
+                chain,
+                when,
+            },
+            interface: r.interface.clone(),
+            payload,
+        });
+    }
+    (armed, unarmed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{netdev::NetDev, state::ChainEntry};
+
+    const POLICY: &str = "version: 1
+interfaces: [{name: cli1, chains: [bulk]}]
+chains:
+  - name: bulk
+    actions: [count]
+packet_copy:
+  - name: revive
+    interface: cli1
+    chain: bulk
+    when: {subflow_idle: 500ms}
+    send: {mp_prio: {backup: false}}
+  - name: announce
+    interface: cli1
+    chain: bulk
+    when: {flow_bytes_at: 1MiB}
+    send: {add_addr: {address: 198.51.100.2, id: 2}}
+";
+
+    fn observed(with_iface: bool, with_chain: bool) -> Observed {
+        let mut o = Observed::default();
+        if with_iface {
+            o.netdevs.insert(
+                "cli1".into(),
+                NetDev {
+                    ifindex: 9,
+                    xdp: None,
+                },
+            );
+        }
+        if with_chain {
+            o.entries.chains.insert(
+                4,
+                ChainEntry {
+                    name: "bulk".into(),
+                    steps: vec![],
+                },
+            );
+        }
+        o
+    }
+
+    #[test]
+    fn rules_resolve_to_ids_and_payloads() {
+        let p = crate::policy::load_str("p.yaml", POLICY).unwrap();
+        let (armed, unarmed) = resolve(&p, &observed(true, true));
+        assert!(unarmed.is_empty());
+        assert_eq!(armed.len(), 2);
+        assert_eq!(armed[0].rule.ifindex, 9);
+        assert_eq!(armed[0].rule.chain, 4);
+        assert_eq!(
+            armed[0].rule.when,
+            When::SubflowIdle {
+                idle_ns: 500_000_000
+            }
+        );
+        assert_eq!(armed[0].payload, Payload::MpPrio { backup: false });
+        assert_eq!(armed[1].rule.when, When::FlowBytesAt { bytes: 1 << 20 });
+        assert_eq!(
+            armed[1].payload,
+            Payload::AddAddr {
+                address: "198.51.100.2".parse().unwrap(),
+                id: 2,
+                port: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_interface_or_chain_disarms_with_a_reason() {
+        let p = crate::policy::load_str("p.yaml", POLICY).unwrap();
+        let (armed, unarmed) = resolve(&p, &observed(false, true));
+        assert!(armed.is_empty());
+        assert!(unarmed[0].reason.contains("interface cli1"), "{unarmed:?}");
+        let (armed, unarmed) = resolve(&p, &observed(true, false));
+        assert!(armed.is_empty());
+        assert!(unarmed[0].reason.contains("chain bulk"), "{unarmed:?}");
+    }
+}
