@@ -8,5 +8,6 @@
 //! The capture that feeds the triggers (the TC egress program recording
 //! each subflow's newest seq/ack/DSS) and the daemon loop that joins the
 //! three are the next steps (docs/packet-copy.md).
+pub mod forge;
 pub mod rules;
 pub mod trigger;
