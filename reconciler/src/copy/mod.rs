@@ -1,13 +1,16 @@
 //! Packet copy (issue 5): control packets for subflows that carry no
 //! traffic, built in user space and sent through AF_XDP.
 //!
-//! * [`trigger`]: when a `packet_copy` rule fires (pure, unit-tested);
-//! * `crate::packet::control`: the forged duplicate ACK with its option;
-//! * `crate::xsk`: the TX-only AF_XDP sender.
+//! * [`rules`]: the policy's rules resolved against the applied state;
+//! * [`trigger`]: when a rule fires (pure, unit-tested);
+//! * [`forge`]: the control frame for a captured subflow
+//!   (`crate::packet::build_control`);
+//! * [`runner`]: one round: decide, forge, send through the interface's
+//!   AF_XDP socket (`crate::xsk`), count.
 //!
-//! The capture that feeds the triggers (the TC egress program recording
-//! each subflow's newest seq/ack/DSS) and the daemon loop that joins the
-//! three are the next steps (docs/packet-copy.md).
+//! What feeds the runner is the egress capture (the TC program recording
+//! each subflow's newest seq/ack/DSS, docs/packet-copy.md).
 pub mod forge;
 pub mod rules;
+pub mod runner;
 pub mod trigger;

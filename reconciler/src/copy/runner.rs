@@ -1,0 +1,150 @@
+//! One round of packet copy: decide what fires, forge it, send it through
+//! the interface's AF_XDP socket, and keep the counters status and metrics
+//! show. The daemon calls [`Runner::round`] on its interval with the
+//! subflows it read from the capture maps.
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::Serialize;
+
+use super::{
+    forge::{Captured, frame},
+    rules::{Armed, Unarmed},
+    trigger::{Engine, SubflowView},
+};
+use crate::xsk::Sender;
+
+/// The AF_XDP queue control packets go out on. One queue is enough for a
+/// few control packets per second, and veth has one.
+pub const QUEUE: u32 = 0;
+
+/// Per-rule report for `emptcp status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RuleStatus {
+    pub name: String,
+    pub interface: String,
+    pub armed: bool,
+    /// Why the rule is not armed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub fired: u64,
+    pub sent: u64,
+    pub send_failures: u64,
+    pub rate_limited: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Sockets, trigger memory and counters, kept across rounds.
+#[derive(Default)]
+pub struct Runner {
+    engine: Engine,
+    senders: BTreeMap<u32, Sender>,
+    status: BTreeMap<String, RuleStatus>,
+}
+
+impl Runner {
+    pub fn new() -> Runner {
+        Runner::default()
+    }
+
+    /// One round at `now_ns` (CLOCK_MONOTONIC, the datapath's clock).
+    /// Returns the frames sent.
+    pub fn round(
+        &mut self,
+        armed: &[Armed],
+        unarmed: &[Unarmed],
+        subflows: &[(SubflowView, Captured)],
+        now_ns: u64,
+    ) -> usize {
+        self.refresh_status(armed, unarmed);
+        let rules: Vec<_> = armed.iter().map(|a| a.rule.clone()).collect();
+        let views: Vec<SubflowView> = subflows.iter().map(|(v, _)| *v).collect();
+        let fires = self.engine.decide(&rules, &views, now_ns);
+        for (name, held) in &self.engine.held {
+            if let Some(s) = self.status.get_mut(name) {
+                s.rate_limited = *held;
+            }
+        }
+        let mut sent = 0;
+        for f in fires {
+            let Some(a) = armed.iter().find(|a| a.rule.name == f.rule) else {
+                continue;
+            };
+            let Some((_, cap)) = subflows.iter().find(|(v, _)| v.key == f.key) else {
+                continue;
+            };
+            let st = self.status.entry(f.rule.clone()).or_default();
+            st.fired += 1;
+            let result = frame(cap, &a.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|fr| send(&mut self.senders, a.rule.ifindex, &fr));
+            let st = self.status.entry(f.rule.clone()).or_default();
+            match result {
+                Ok(()) => {
+                    st.sent += 1;
+                    sent += 1;
+                    tracing::info!(rule = %f.rule, interface = %a.interface, port = f.key.local_port, "packet copy sent");
+                }
+                Err(e) => {
+                    st.send_failures += 1;
+                    tracing::warn!(rule = %f.rule, interface = %a.interface, error = %e, "packet copy not sent");
+                    st.last_error = Some(e);
+                }
+            }
+        }
+        // Sockets of interfaces no rule uses any more are closed.
+        self.senders
+            .retain(|ifindex, _| armed.iter().any(|a| a.rule.ifindex == *ifindex));
+        sent
+    }
+
+    fn refresh_status(&mut self, armed: &[Armed], unarmed: &[Unarmed]) {
+        let mut next = BTreeMap::new();
+        for a in armed {
+            let mut s = self.status.remove(&a.rule.name).unwrap_or_default();
+            s.name = a.rule.name.clone();
+            s.interface = a.interface.clone();
+            s.armed = true;
+            s.reason = None;
+            next.insert(s.name.clone(), s);
+        }
+        for u in unarmed {
+            let mut s = self.status.remove(&u.name).unwrap_or_default();
+            s.name = u.name.clone();
+            s.armed = false;
+            s.reason = Some(u.reason.clone());
+            next.insert(s.name.clone(), s);
+        }
+        self.status = next;
+    }
+
+    /// Every rule's counters, by name.
+    pub fn status(&self) -> Vec<RuleStatus> {
+        self.status.values().cloned().collect()
+    }
+}
+
+/// Sends `fr` on `ifindex`, opening its socket on first use and reopening
+/// it once when the interface was replaced.
+fn send(senders: &mut BTreeMap<u32, Sender>, ifindex: u32, fr: &[u8]) -> Result<(), String> {
+    for attempt in 0..2 {
+        if !senders.contains_key(&ifindex) {
+            let s = Sender::open(ifindex, QUEUE).map_err(|e| e.to_string())?;
+            senders.insert(ifindex, s);
+        }
+        let s = senders.get_mut(&ifindex).expect("just inserted");
+        match s.send(fr) {
+            Ok(()) => {
+                // Reap the completion so the frame is known to be on its
+                // way and the UMEM frame is free again.
+                let _ = s.flush(Duration::from_millis(10));
+                return Ok(());
+            }
+            Err(crate::xsk::SendError::InterfaceGone) if attempt == 0 => {
+                senders.remove(&ifindex);
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("interface gone".into())
+}
