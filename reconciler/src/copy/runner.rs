@@ -128,11 +128,12 @@ impl Runner {
 /// it once when the interface was replaced.
 fn send(senders: &mut BTreeMap<u32, Sender>, ifindex: u32, fr: &[u8]) -> Result<(), String> {
     for attempt in 0..2 {
-        if !senders.contains_key(&ifindex) {
-            let s = Sender::open(ifindex, QUEUE).map_err(|e| e.to_string())?;
-            senders.insert(ifindex, s);
-        }
-        let s = senders.get_mut(&ifindex).expect("just inserted");
+        let s = match senders.entry(ifindex) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(Sender::open(ifindex, QUEUE).map_err(|e| e.to_string())?)
+            }
+        };
         match s.send(fr) {
             Ok(()) => {
                 // Reap the completion so the frame is known to be on its
