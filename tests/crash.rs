@@ -97,7 +97,10 @@ fn kill_at_every_step(name: &str, from: Option<&str>, to: &str, env: &[(&str, &s
                 .as_array()
                 .unwrap()
                 .iter()
-                .all(|i| i["attached"] == true),
+                // XDP attached, or an egress-only interface with its TCX link.
+                .all(|i| i["attached"] == true
+                    || (i["chains"].as_array().is_some_and(|c| c.is_empty())
+                        && i["egress"]["attached"] == true)),
             "{st}"
         );
         n += 1;
@@ -147,4 +150,20 @@ fn killed_upgrade_converges() {
         &p,
         &[("EMPTCP_OBJECT", obj.to_str().unwrap())],
     );
+}
+
+/// Egress chains: killed while adding them (TCX attach, EGRESS_IFACES,
+/// EGRESS_PROGS) and while removing them (detach, unpin): both converge.
+#[test]
+fn killed_egress_apply_converges() {
+    if !root_or_skip("killed_egress_apply_converges") {
+        return;
+    }
+    let ingress = policy(&["IFACE"], &[("a", 80)]);
+    let egress = ingress.replace(
+        "    chains: [a]\n",
+        "    chains: [a, out]\n  - name: vx0\n    chains: [out]\n",
+    ) + "  - name: out\n    hook: egress\n    match: {remote_ports: [5201]}\n    actions: [count, set_backup: {backup: true}]\n";
+    kill_at_every_step("egradd", Some(&ingress), &egress, &[]);
+    kill_at_every_step("egrdel", Some(&egress), &ingress, &[]);
 }

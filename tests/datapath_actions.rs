@@ -122,11 +122,20 @@ fn every_program_passes_the_verifier() {
     names.sort();
     let mut want: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
     want.push("entry");
+    want.push("egress_entry");
+    want.push("egress_capture");
+    want.extend(
+        emptcp_common::EGRESS_ACTIONS
+            .iter()
+            .map(|a| emptcp_common::egress_program(*a)),
+    );
     want.sort();
-    assert_eq!(names, want, "one program per action, named as the action");
+    assert_eq!(
+        names, want,
+        "one program per action (and per egress action), named as the action"
+    );
     for n in names {
-        let p: &aya::programs::Xdp = dp.ebpf.program(n).unwrap().try_into().unwrap();
-        let info = p.info().unwrap();
+        let info = dp.ebpf.program(n).unwrap().info().unwrap();
         println!(
             "{n:>17}: verified {:>6} insns, {:>5} translated bytes",
             info.verified_instruction_count().unwrap_or(0),

@@ -661,3 +661,112 @@ fn flow_table_capacity_change_migrates_its_entries() {
         0,
     );
 }
+
+/// An egress chain gets the TC egress program on a TCX link, pinned under
+/// links/tc/; it counts what the namespace sends; removing the chain
+/// detaches and unpins it, and the XDP side is left alone.
+#[test]
+fn egress_chain_attaches_a_tcx_link() {
+    if !root_or_skip("egress_chain_attaches_a_tcx_link") {
+        return;
+    }
+    let t = tag("egress");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let with_egress = format!(
+        r#"version: 1
+settings: {{flow_capacity: 16384}}
+interfaces:
+  - name: {dev}
+    xdp_mode: native
+    chains: [count-in, count-out]
+chains:
+  - name: count-in
+    match: {{local_ports: [5201]}}
+    actions: [count]
+  - name: count-out
+    hook: egress
+    match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}
+    actions: [count, set_window: {{bytes: 64KiB}}]
+"#,
+        dev = pair.dev_b
+    );
+    let f = policy_file(&dir, "p.yaml", &with_egress);
+    let fs = f.to_str().unwrap();
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", fs],
+        2,
+    );
+    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", fs],
+        0,
+    );
+    let pin = root.path.join("links/tc").join(&pair.dev_b);
+    assert!(pin.exists(), "TCX link pin missing");
+    let link = must(&format!("bpftool link show pinned {}", pin.display()));
+    // BPF_LINK_TYPE_TCX is 11 (older bpftool builds print only the number).
+    assert!(link.contains("tcx") || link.contains("type 11"), "{link}");
+    // The kernel's own list of the interface's TCX egress programs (this
+    // bpftool build does not list TCX in `bpftool net`).
+    let tcx = |dev: &str| {
+        in_netns(&pair.b, || {
+            aya::programs::SchedClassifier::query_tcx(dev, aya::programs::TcAttachType::Egress)
+                .expect("query tcx")
+                .1
+                .iter()
+                .map(|p| p.name_as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(tcx(&pair.dev_b), ["egress_entry"]);
+    let st = status_json(&root.path, ns);
+    let i = iface(&st, &pair.dev_b);
+    assert_eq!(i["attached"], true, "XDP side");
+    assert_eq!(i["egress"]["attached"], true, "{st}");
+    assert_eq!(i["egress"]["chains"][0], "count-out");
+
+    // SYNs b -> a:5201 leave through dev_b's egress hook.
+    in_netns(&pair.b, || {
+        for _ in 0..3 {
+            let _ = std::net::TcpStream::connect_timeout(
+                &SocketAddr::from(([192, 0, 2, 1], 5201)),
+                Duration::from_millis(200),
+            );
+        }
+    });
+    let st = status_json(&root.path, ns);
+    let out = st["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "count-out")
+        .unwrap();
+    assert!(out["packets"].as_u64().unwrap() >= 3, "{st}");
+    assert!(st["programs"]["egress_entry"]["applied"].as_u64().unwrap() >= 3);
+
+    // The chain leaves the interface: the TCX link goes, XDP stays.
+    let xdp_link = i["link_id"].as_u64().unwrap();
+    let without = with_egress.replace("chains: [count-in, count-out]", "chains: [count-in]");
+    std::fs::write(&f, without).unwrap();
+    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", fs],
+        0,
+    );
+    assert!(!pin.exists(), "TCX link pin left behind");
+    assert!(tcx(&pair.dev_b).is_empty(), "TCX program left attached");
+    let st = status_json(&root.path, ns);
+    let i = iface(&st, &pair.dev_b);
+    assert!(i.get("egress").is_none(), "{st}");
+    assert_eq!(i["link_id"].as_u64().unwrap(), xdp_link, "XDP link kept");
+    emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
+}

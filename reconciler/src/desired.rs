@@ -3,7 +3,10 @@
 //! program exists in it.
 use std::collections::{BTreeMap, BTreeSet};
 
-use emptcp_common::{Action as Slot, SEL_LOCAL, SEL_LOCAL_PORTS, SEL_REMOTE, SEL_REMOTE_PORTS};
+use emptcp_common::{
+    Action as Slot, EGRESS_PREFIX, SEL_LOCAL, SEL_LOCAL_PORTS, SEL_REMOTE, SEL_REMOTE_PORTS,
+    egress_program,
+};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -26,10 +29,16 @@ pub enum XdpMode {
     Skb,
 }
 
+/// One interface: its ingress chains (XDP entry, IFACES) and its egress
+/// chains (TC egress entry, EGRESS_IFACES), each in policy order. The XDP
+/// program is attached only when `chains` is not empty, the TC one only
+/// when `egress_chains` is not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredIface {
     pub mode: XdpMode,
     pub chains: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_chains: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,8 +74,6 @@ pub enum DesiredError {
         action: String,
         available: String,
     },
-    #[error("chain '{0}': hook 'egress' is not supported by this version yet; use hook: ingress")]
-    EgressUnsupported(String),
     #[error(
         "packet_copy '{0}' is not supported by this version yet; remove the packet_copy section"
     )]
@@ -113,24 +120,38 @@ impl Desired {
             addrs.max_entries = n;
             map_overrides.insert(FLOW_ADDRS_MAP.to_string(), n);
         }
-        let available: Vec<&str> = programs
+        // Ingress actions are programs named after the action, egress ones
+        // `egress_<action>` (the entries themselves are not actions).
+        let (egress, ingress): (Vec<&str>, Vec<&str>) = programs
             .iter()
             .map(String::as_str)
-            .filter(|p| *p != crate::object::ENTRY_PROGRAM)
-            .collect();
+            .filter(|p| {
+                ![
+                    crate::object::ENTRY_PROGRAM,
+                    crate::object::EGRESS_ENTRY,
+                    emptcp_common::EGRESS_CAPTURE,
+                ]
+                .contains(p)
+            })
+            .partition(|p| p.starts_with(EGRESS_PREFIX));
         let mut chains = BTreeMap::new();
         for c in &policy.chains {
-            if c.hook == Hook::Egress {
-                errors.push(DesiredError::EgressUnsupported(c.name.clone()));
-            }
             let mut steps = Vec::new();
             for a in &c.actions {
                 let (slot, arg) = slot_of(a);
-                if !available.contains(&slot.name()) {
+                let (program, available) = match c.hook {
+                    Hook::Ingress => (slot.name(), &ingress),
+                    Hook::Egress => (egress_program(slot), &egress),
+                };
+                if program.is_empty() || !available.contains(&program) {
+                    let names: Vec<&str> = available
+                        .iter()
+                        .map(|p| p.strip_prefix(EGRESS_PREFIX).unwrap_or(p))
+                        .collect();
                     errors.push(DesiredError::UnsupportedAction {
                         chain: c.name.clone(),
-                        action: slot.name().to_string(),
-                        available: available.join(", "),
+                        action: format!("{} (hook {})", slot.name(), c.hook.as_str()),
+                        available: names.join(", "),
                     });
                 }
                 steps.push(StepEntry {
@@ -146,6 +167,7 @@ impl Desired {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let hook = |name: &String| policy.chain(name).map(|c| c.hook).unwrap_or_default();
         let interfaces = policy
             .interfaces
             .iter()
@@ -155,11 +177,17 @@ impl Desired {
                     policy::XdpMode::Native => XdpMode::Native,
                     policy::XdpMode::Skb => XdpMode::Skb,
                 };
+                let (egress_chains, chains) = i
+                    .chains
+                    .iter()
+                    .cloned()
+                    .partition(|c| hook(c) == Hook::Egress);
                 (
                     i.name.clone(),
                     DesiredIface {
                         mode,
-                        chains: i.chains.clone(),
+                        chains,
+                        egress_chains,
                     },
                 )
             })

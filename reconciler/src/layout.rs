@@ -6,6 +6,8 @@
 //! <root>/maps/old-<MAP>    a map being migrated (definition changed)
 //! <root>/progs/<prog>      pinned programs of the loaded object
 //! <root>/links/xdp/<if>    pinned XDP links (one per interface)
+//! <root>/links/tc/<if>     pinned TCX egress links (interfaces with an
+//!                          egress chain)
 //! ```
 use std::path::{Path, PathBuf};
 
@@ -31,6 +33,9 @@ impl Layout {
     pub fn xdp_links_dir(&self) -> PathBuf {
         self.root.join("links/xdp")
     }
+    pub fn tc_links_dir(&self) -> PathBuf {
+        self.root.join("links/tc")
+    }
     pub fn map(&self, name: &str) -> PathBuf {
         self.maps_dir().join(name)
     }
@@ -43,11 +48,16 @@ impl Layout {
     pub fn xdp_link(&self, ifname: &str) -> PathBuf {
         self.xdp_links_dir().join(ifname)
     }
-    pub fn all_dirs(&self) -> [PathBuf; 4] {
+    pub fn tc_link(&self, ifname: &str) -> PathBuf {
+        self.tc_links_dir().join(ifname)
+    }
+    /// Every directory of the layout, children before their parent.
+    pub fn all_dirs(&self) -> [PathBuf; 5] {
         [
             self.maps_dir(),
             self.progs_dir(),
             self.xdp_links_dir(),
+            self.tc_links_dir(),
             self.root.join("links"),
         ]
     }

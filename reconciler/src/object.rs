@@ -19,6 +19,9 @@ pub fn embedded() -> &'static [u8] {
 
 /// Name of the entry program (the one attached to interfaces).
 pub const ENTRY_PROGRAM: &str = "entry";
+/// Name of the TC egress entry program (attached with a TCX link to
+/// interfaces with an egress chain).
+pub const EGRESS_ENTRY: &str = "egress_entry";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
@@ -99,11 +102,11 @@ impl Object {
         })
     }
 
-    /// Action programs (every program but the entry).
+    /// Action programs (every program but the entries).
     pub fn action_programs(&self) -> impl Iterator<Item = &str> {
         self.programs
             .iter()
             .map(String::as_str)
-            .filter(|p| *p != ENTRY_PROGRAM)
+            .filter(|p| ![ENTRY_PROGRAM, EGRESS_ENTRY, emptcp_common::EGRESS_CAPTURE].contains(p))
     }
 }

@@ -65,8 +65,14 @@ pub struct Observed {
     pub programs: BTreeMap<String, ObservedProg>,
     /// PROGS slot -> program id.
     pub prog_slots: BTreeMap<u32, u32>,
+    /// EGRESS_PROGS slot -> program id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub egress_prog_slots: BTreeMap<u32, u32>,
     /// Pinned XDP links by interface name.
     pub links: BTreeMap<String, ObservedLink>,
+    /// Pinned TCX egress links by interface name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tc_links: BTreeMap<String, ObservedLink>,
     /// Interfaces of the network namespace.
     pub netdevs: BTreeMap<String, NetDev>,
     /// Entries of the configuration maps.
@@ -153,12 +159,22 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
             },
         );
     }
-    let links_dir = layout.xdp_links_dir();
-    for name in layout::list(&links_dir).map_err(io_err(&links_dir))? {
-        let p = links_dir.join(&name);
+    o.links = read_links(&layout.xdp_links_dir())?;
+    o.tc_links = read_links(&layout.tc_links_dir())?;
+    read_slots(layout, &mut o)?;
+    read_entries(layout, &mut o)?;
+    Ok(o)
+}
+
+/// The pinned links of one directory (XDP or TCX; both report their
+/// interface in the same place of `bpf_link_info`).
+fn read_links(dir: &Path) -> Result<BTreeMap<String, ObservedLink>, ObserveError> {
+    let mut links = BTreeMap::new();
+    for name in layout::list(dir).map_err(io_err(dir))? {
+        let p = dir.join(&name);
         let fd = sys::obj_get(&p).map_err(|e| pin_err("link", &p, e))?;
         let f = sys::link_facts(&fd).map_err(|e| pin_err("link", &p, e))?;
-        o.links.insert(
+        links.insert(
             name,
             ObservedLink {
                 id: f.id,
@@ -167,20 +183,23 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
             },
         );
     }
-    read_slots(layout, &mut o)?;
-    read_entries(layout, &mut o)?;
-    Ok(o)
+    Ok(links)
 }
 
 fn read_slots(layout: &Layout, o: &mut Observed) -> Result<(), ObserveError> {
-    if !o.maps.contains_key("PROGS") {
-        return Ok(());
-    }
-    let p = layout.map("PROGS");
-    let fd = sys::obj_get(&p).map_err(|e| pin_err("map", &p, e))?;
-    for slot in 0..PROG_SLOTS {
-        if let Some(id) = sys::prog_array_get(&fd, slot).map_err(|e| pin_err("map", &p, e))? {
-            o.prog_slots.insert(slot, id);
+    for (map, slots) in [
+        ("PROGS", &mut o.prog_slots),
+        ("EGRESS_PROGS", &mut o.egress_prog_slots),
+    ] {
+        if !o.maps.contains_key(map) {
+            continue;
+        }
+        let p = layout.map(map);
+        let fd = sys::obj_get(&p).map_err(|e| pin_err("map", &p, e))?;
+        for slot in 0..PROG_SLOTS {
+            if let Some(id) = sys::prog_array_get(&fd, slot).map_err(|e| pin_err("map", &p, e))? {
+                slots.insert(slot, id);
+            }
         }
     }
     Ok(())
@@ -231,6 +250,9 @@ fn read_entries(layout: &Layout, o: &mut Observed) -> Result<(), ObserveError> {
         .insert(codec::port_from_kernel(&k)));
     each_hash!(layout, o, "IFACES", u32, IfaceChains, |k, v| e
         .ifaces
+        .insert(k, codec::iface_from_kernel(&v)));
+    each_hash!(layout, o, "EGRESS_IFACES", u32, IfaceChains, |k, v| e
+        .egress_ifaces
         .insert(k, codec::iface_from_kernel(&v)));
     if let Some((p, m)) = open(layout, o, "SEL_V4", 4 + size_of::<LpmV4>(), 1) {
         let t: LpmTrie<MapData, LpmV4, u8> =

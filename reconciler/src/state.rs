@@ -92,6 +92,9 @@ pub struct Entries {
     pub prefixes: BTreeSet<PrefixEntry>,
     /// PORTS.
     pub ports: BTreeSet<PortEntry>,
-    /// IFACES: ifindex -> chain ids.
+    /// IFACES: ifindex -> chain ids (ingress chains).
     pub ifaces: BTreeMap<u32, IfaceEntry>,
+    /// EGRESS_IFACES: ifindex -> egress chain ids.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub egress_ifaces: BTreeMap<u32, IfaceEntry>,
 }

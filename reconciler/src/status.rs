@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{Map, MapData, PerCpuArray};
-use emptcp_common::{Action, ChainCounters, OUTCOME_NAMES, OUTCOMES, STATS_ROW_ENTRY, STATS_ROWS};
+use emptcp_common::{
+    Action, ChainCounters, EGRESS_STAT_NAMES, OUTCOME_NAMES, OUTCOMES, STATS_ROW_EGRESS,
+    STATS_ROW_ENTRY, STATS_ROWS, egress_program,
+};
 use serde::Serialize;
 
 use crate::{
@@ -25,6 +28,19 @@ pub struct IfaceStatus {
     pub link_id: Option<u32>,
     pub program_id: Option<u32>,
     pub program: Option<String>,
+    pub chains: Vec<String>,
+    /// The pinned TCX egress link (interfaces with egress chains).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressLinkStatus>,
+}
+
+/// The TC egress side of an interface.
+#[derive(Debug, Serialize)]
+pub struct EgressLinkStatus {
+    /// The link's interface is this one (not gone or re-created).
+    pub attached: bool,
+    pub link_id: Option<u32>,
+    pub program_id: Option<u32>,
     pub chains: Vec<String>,
 }
 
@@ -46,6 +62,10 @@ pub struct Status {
     pub chains: Vec<ChainStatus>,
     /// program -> outcome -> packets (summed over CPUs).
     pub programs: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Egress hook counters (EGRESS_STATS, summed over CPUs): subflows
+    /// captured and removed, ring-buffer events lost, rewrites and skips.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub egress: BTreeMap<String, u64>,
     /// The `emptcp watch` daemon of this root, when it has a status file.
     pub daemon: Option<DaemonStatus>,
 }
@@ -224,9 +244,14 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
     };
     let mut interfaces: Vec<IfaceStatus> = Vec::new();
     let mut names: Vec<&String> = o.links.keys().collect();
-    for i in e.ifaces.values() {
-        if !names.contains(&&i.name) {
-            names.push(&i.name);
+    for n in o
+        .tc_links
+        .keys()
+        .chain(e.ifaces.values().map(|i| &i.name))
+        .chain(e.egress_ifaces.values().map(|i| &i.name))
+    {
+        if !names.contains(&n) {
+            names.push(n);
         }
     }
     names.sort();
@@ -249,6 +274,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
                 .find(|i| &i.name == name)
                 .map(|i| i.chains.iter().map(chain_name).collect())
                 .unwrap_or_default(),
+            egress: egress_status(o, name, dev.map(|d| d.ifindex), &chain_name),
         });
     }
     let counters = percpu::<ChainCounters>(layout, "CHAIN_STATS");
@@ -275,14 +301,49 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
         })
         .collect();
     let programs = program_counters(layout);
+    let egress = egress_counters(layout);
     Status {
         root: layout.root.display().to_string(),
         object_sha256: o.meta.as_ref().map(|m| m.object_sha256.clone()),
         interfaces,
         chains,
         programs,
+        egress,
         daemon: None,
     }
+}
+
+fn egress_status(
+    o: &Observed,
+    name: &str,
+    ifindex: Option<u32>,
+    chain_name: &dyn Fn(&u32) -> String,
+) -> Option<EgressLinkStatus> {
+    let link = o.tc_links.get(name);
+    let entry = o.entries.egress_ifaces.values().find(|i| i.name == name);
+    if link.is_none() && entry.is_none() {
+        return None;
+    }
+    Some(EgressLinkStatus {
+        attached: link.is_some_and(|l| Some(l.ifindex) == ifindex),
+        link_id: link.map(|l| l.id),
+        program_id: link.map(|l| l.prog_id),
+        chains: entry
+            .map(|i| i.chains.iter().map(chain_name).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// The egress hook's event counters (EGRESS_STATS), summed over CPUs.
+pub fn egress_counters(layout: &Layout) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    if let Some(m) = percpu::<u64>(layout, "EGRESS_STATS") {
+        for (i, name) in EGRESS_STAT_NAMES.iter().enumerate() {
+            let v: u64 = m.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+            out.insert(name.to_string(), v);
+        }
+    }
+    out
 }
 
 /// Packets per program and outcome from the STATS map, summed over CPUs.
@@ -293,8 +354,14 @@ pub fn program_counters(layout: &Layout) -> BTreeMap<String, BTreeMap<String, u6
         for row in 0..STATS_ROWS {
             let prog = if row == STATS_ROW_ENTRY {
                 "entry".to_string()
+            } else if row == STATS_ROW_EGRESS {
+                "egress_entry".to_string()
             } else if let Some(a) = Action::from_u32(row) {
                 a.name().to_string()
+            } else if let Some(a) = row.checked_sub(STATS_ROW_EGRESS).and_then(Action::from_u32)
+                && !egress_program(a).is_empty()
+            {
+                egress_program(a).to_string()
             } else {
                 continue;
             };
@@ -304,8 +371,8 @@ pub fn program_counters(layout: &Layout) -> BTreeMap<String, BTreeMap<String, u6
                 let v: u64 = stats.get(&idx, 0).map(|v| v.iter().sum()).unwrap_or(0);
                 outcomes.insert(name.to_string(), v);
             }
-            if row == STATS_ROW_ENTRY {
-                // The entry program does not count `seen` on its hot path:
+            if row == STATS_ROW_ENTRY || row == STATS_ROW_EGRESS {
+                // The entry programs does not count `seen` on its hot path:
                 // every TCP packet on a chained interface ends in one outcome.
                 let seen = ["applied", "passed", "error"]
                     .iter()
@@ -352,6 +419,21 @@ pub fn render_text(s: &Status) -> String {
                 .unwrap_or_else(|| "-".into()),
             i.chains.join(", ")
         );
+        if let Some(g) = &i.egress {
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<9} tc egress  link={:<6} prog={:<6} chains=[{}]",
+                "",
+                if g.attached { "attached" } else { "DETACHED" },
+                g.link_id
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                g.program_id
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                g.chains.join(", ")
+            );
+        }
     }
     let _ = writeln!(out, "chains:");
     for c in &s.chains {
@@ -383,6 +465,15 @@ pub fn render_text(s: &Status) -> String {
             let parts: Vec<String> = o.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(out, "  {:<18} {}", p, parts.join(" "));
         }
+    }
+    if s.egress.values().any(|v| *v != 0) {
+        let parts: Vec<String> = s
+            .egress
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(out, "egress: {}", parts.join(" "));
     }
     if let Some(d) = &s.daemon {
         render_daemon(&mut out, d);

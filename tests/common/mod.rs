@@ -139,10 +139,12 @@ impl Drop for BpfRoot {
         // Detach every link explicitly: removing the pin alone leaves the
         // program attached while any other reference lives on (the kernel
         // closes a dead process's fds asynchronously, a few ms later).
-        if let Ok(links) = std::fs::read_dir(self.path.join("links/xdp")) {
-            for l in links.flatten() {
-                if let Ok(fd) = emptcp::sys::obj_get(&l.path()) {
-                    let _ = emptcp::sys::link_detach(&fd);
+        for dir in ["links/xdp", "links/tc"] {
+            if let Ok(links) = std::fs::read_dir(self.path.join(dir)) {
+                for l in links.flatten() {
+                    if let Ok(fd) = emptcp::sys::obj_get(&l.path()) {
+                        let _ = emptcp::sys::link_detach(&fd);
+                    }
                 }
             }
         }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, ProgramArray},
-    programs::{ProgramFd, TestRun as _, TestRunOptions, Xdp},
+    programs::{Program, ProgramFd, TestRun as _, TestRunOptions, Xdp},
 };
 use emptcp_common::{
     Action, AddrKey, CHAIN_NAME_LEN, ChainCounters, ChainDef, ChainStep, FLOW_STATS_LEN, FlowKey,
@@ -65,8 +65,12 @@ impl Dp {
             .expect("load object");
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
         for n in &names {
-            let p: &mut Xdp = ebpf.program_mut(n).unwrap().try_into().unwrap();
-            if let Err(e) = p.load() {
+            let r = match ebpf.program_mut(n).unwrap() {
+                Program::Xdp(p) => p.load(),
+                Program::SchedClassifier(p) => p.load(),
+                _ => panic!("program {n}: unexpected type"),
+            };
+            if let Err(e) = r {
                 panic!("program {n} rejected: {e:?}");
             }
         }

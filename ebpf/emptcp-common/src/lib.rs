@@ -335,7 +335,8 @@ pub struct XdpMeta {
     pub flow: u8,
     /// The flow has a stored ADD_ADDR not re-inserted yet.
     pub flow_due: u8,
-    pub _pad: [u8; 2],
+    /// MP_JOIN (any length): the segment belongs to an additional subflow.
+    pub join: OptRef,
 }
 
 /// Outcomes counted per program in `STATS` (per CPU).
@@ -356,6 +357,10 @@ pub const OUTCOME_NAMES: [&str; OUTCOMES as usize] = ["seen", "applied", "passed
 
 /// Row of `STATS` for the entry program (action rows use `Action as u32`).
 pub const STATS_ROW_ENTRY: u32 = 0;
+/// Row of `STATS` for the TC egress entry program; the egress variant of
+/// action `a` counts in row `STATS_ROW_EGRESS + a as u32` (8..16: the
+/// actions number 1..=7, so ingress and egress rows never overlap).
+pub const STATS_ROW_EGRESS: u32 = 8;
 /// Entry-specific counters live in row `STATS_ROW_ENTRY` of the outcome
 /// table plus these extra rows, one column each.
 pub const STATS_ROWS: u32 = PROG_SLOTS;
@@ -534,6 +539,186 @@ pub const FLOW_STAT_NAMES: [&str; FLOW_STATS_LEN as usize] = [
     "flow_insert_failed",
 ];
 
+/// Name prefix of the TC egress programs: `egress_entry` and one
+/// `egress_<action>` per action allowed on egress.
+pub const EGRESS_PREFIX: &str = "egress_";
+
+/// The actions that have an egress (TC) program.
+pub const EGRESS_ACTIONS: [Action; 3] = [Action::Count, Action::SetBackup, Action::SetWindow];
+
+/// `emptcp_common::egress_program(a)`: the TC program of action `a`.
+pub const fn egress_program(a: Action) -> &'static str {
+    match a {
+        Action::Count => "egress_count",
+        Action::SetBackup => "egress_set_backup",
+        Action::SetWindow => "egress_set_window",
+        // Ingress only: no egress program.
+        Action::Drop => "",
+        Action::RecordFlow => "",
+        Action::StripAddAddr => "",
+        Action::RecoverAddAddr => "",
+    }
+}
+
+/// The capture program (`egress_capture`), tail-called by `egress_entry`
+/// before the chain's first step, sits in this slot of `EGRESS_PROGS` (the
+/// actions use `Action as u32`, which starts at 1).
+pub const EGRESS_CAPTURE_SLOT: u32 = 0;
+pub const EGRESS_CAPTURE: &str = "egress_capture";
+
+/// Every slot of `EGRESS_PROGS` and its program.
+pub const EGRESS_SLOTS: [(&str, u32); 4] = [
+    (EGRESS_CAPTURE, EGRESS_CAPTURE_SLOT),
+    ("egress_count", Action::Count as u32),
+    ("egress_set_backup", Action::SetBackup as u32),
+    ("egress_set_window", Action::SetWindow as u32),
+];
+
+/// Default capacity of `SUBFLOWS` (captured subflows, LRU).
+pub const DEFAULT_SUBFLOW_CAPACITY: u32 = 262_144;
+/// Size of the `SUBFLOW_EVENTS` ring buffer.
+pub const SUBFLOW_EVENTS_BYTES: u32 = 256 * 1024;
+
+/// `SubflowState::flags` bits.
+/// `snd_nxt`/`rcv_nxt`/`window`/`tsval`/`tsecr` hold a sent segment.
+pub const SF_SEQ_SEEN: u32 = 1 << 0;
+/// A sent segment had the ACK flag: `rcv_nxt` is meaningful.
+pub const SF_ACK_SEEN: u32 = 1 << 1;
+/// `tsval`/`tsecr` hold the newest sent segment's timestamps.
+pub const SF_TS_SEEN: u32 = 1 << 2;
+/// A DSS data ACK was sent: `data_ack` holds the newest one.
+pub const SF_DATA_ACK_SEEN: u32 = 1 << 3;
+/// `local_key` holds the key the local end sent (MP_CAPABLE SYN-ACK or
+/// third ACK).
+pub const SF_LOCAL_KEY: u32 = 1 << 4;
+/// `remote_key` holds the peer's key (echoed in the MP_CAPABLE third ACK).
+pub const SF_REMOTE_KEY: u32 = 1 << 5;
+/// The subflow is an MP_JOIN subflow (not the initial one).
+pub const SF_JOIN: u32 = 1 << 6;
+/// `wscale` holds the window scale the local end announced in its SYN or
+/// SYN-ACK (egress `set_window` needs it).
+pub const SF_WSCALE_SEEN: u32 = 1 << 7;
+/// The subflow's SYN or SYN-ACK was seen (it was not picked up mid-way).
+pub const SF_SYN_SEEN: u32 = 1 << 8;
+/// The newest sent segment carried a FIN (set on the closing event).
+pub const SF_FIN: u32 = 1 << 9;
+/// The newest sent segment carried a RST (set on the closing event).
+pub const SF_RST: u32 = 1 << 10;
+
+/// Value of `SUBFLOWS` (key: [`FlowKey`] with local = the packet's SOURCE,
+/// since the egress hook sees what the local host sends): what the TC
+/// egress entry captured from the newest segments the local end sent on one
+/// TCP subflow of an MPTCP connection. It is everything a forged duplicate
+/// ACK towards the peer needs (seq = `snd_nxt`, ack = `rcv_nxt`, the DSS
+/// data ACK, timestamps, MACs), plus the idle clocks the packet-copy
+/// triggers read. 96 bytes, no implicit padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubflowState {
+    /// Newest DSS data ACK sent (64-bit; a 4-byte form extends the last
+    /// value by its wrap-aware delta, as in `FlowState::data_ack`).
+    pub data_ack: u64,
+    /// The local key (MP_CAPABLE, as a big-endian number) with `SF_LOCAL_KEY`.
+    pub local_key: u64,
+    /// The peer's key with `SF_REMOTE_KEY`.
+    pub remote_key: u64,
+    /// `bpf_ktime_get_ns` of the newest sent segment with payload (0: none).
+    pub last_data_tx_ns: u64,
+    /// When the ack number sent last advanced (data was received on this
+    /// subflow); 0: never.
+    pub last_ack_advance_ns: u64,
+    /// When any segment of the subflow was last sent.
+    pub last_seen_ns: u64,
+    /// Newest end of sent sequence space (seq + payload + SYN/FIN,
+    /// wrap-aware maximum): the local snd_nxt.
+    pub snd_nxt: u32,
+    /// Newest acknowledgment number sent (wrap-aware maximum): the local
+    /// rcv_nxt.
+    pub rcv_nxt: u32,
+    /// TCP timestamps of the newest sent segment (with `SF_TS_SEEN`).
+    pub tsval: u32,
+    pub tsecr: u32,
+    /// Chain that matched the subflow's newest segment.
+    pub chain: u32,
+    /// Interface the subflow's segments leave on.
+    pub ifindex: u32,
+    /// `SF_*` bits.
+    pub flags: u32,
+    /// Raw (scaled) window field of the newest sent segment.
+    pub window: u16,
+    /// 802.1Q/802.1ad TCI of the newest segment (in the frame, or the
+    /// skb's offloaded tag), 0 without one.
+    pub vlan_tci: u16,
+    /// Ethernet destination then source, as sent.
+    pub mac: [u8; 12],
+    /// Window scale shift the local end announced (with `SF_WSCALE_SEEN`).
+    pub wscale: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `SubflowEvent::kind`: the subflow was captured for the first time.
+pub const SUBFLOW_EV_NEW: u32 = 1;
+/// `SubflowEvent::kind`: a FIN or RST was sent; the entry is gone.
+pub const SUBFLOW_EV_CLOSED: u32 = 2;
+
+/// Record of the `SUBFLOW_EVENTS` ring buffer (72 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubflowEvent {
+    pub key: FlowKey,
+    /// `SUBFLOW_EV_*`.
+    pub kind: u32,
+    pub chain: u32,
+    pub ifindex: u32,
+    /// The subflow's `SF_*` bits at the time.
+    pub flags: u32,
+    pub snd_nxt: u32,
+    pub rcv_nxt: u32,
+    /// `bpf_ktime_get_ns` of the event.
+    pub ts_ns: u64,
+}
+
+/// Per-CPU counters of the egress hook (`EGRESS_STATS[EgressStat as u32]`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EgressStat {
+    SubflowsCreated = 0,
+    SubflowsRemoved = 1,
+    /// SUBFLOWS was full and the insert failed (LRU: rare).
+    SubflowInsertFailed = 2,
+    /// `SUBFLOW_EVENTS` was full: the event was lost.
+    EventsLost = 3,
+    MpPrioRewritten = 4,
+    MpPrioInserted = 5,
+    /// No room in the options (or an EOL ends them).
+    MpPrioNoRoom = 6,
+    /// A GSO (TSO) packet: no option is inserted into it.
+    InsertSkippedGso = 7,
+    /// A segment with payload: no option is inserted into it (see
+    /// docs/datapath.md, "egress insert").
+    InsertSkippedPayload = 8,
+    WindowRewritten = 9,
+    /// set_window on a subflow whose local window scale is unknown.
+    WindowScaleUnknown = 10,
+    Malformed = 11,
+}
+pub const EGRESS_STATS_LEN: u32 = 12;
+/// Names of the `EgressStat` counters, indexed by `EgressStat as u32`.
+pub const EGRESS_STAT_NAMES: [&str; EGRESS_STATS_LEN as usize] = [
+    "subflows_created",
+    "subflows_removed",
+    "subflow_insert_failed",
+    "events_lost",
+    "mp_prio_rewritten",
+    "mp_prio_inserted",
+    "mp_prio_no_room",
+    "insert_skipped_gso",
+    "insert_skipped_payload",
+    "window_rewritten",
+    "window_scale_unknown",
+    "malformed",
+];
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -554,6 +739,8 @@ mod pod {
     unsafe impl aya::Pod for FlowState {}
     unsafe impl aya::Pod for AddrKey {}
     unsafe impl aya::Pod for StoredAddAddr {}
+    unsafe impl aya::Pod for SubflowState {}
+    unsafe impl aya::Pod for SubflowEvent {}
 }
 
 #[cfg(test)]
@@ -583,6 +770,24 @@ mod tests {
         assert_eq!(size_of::<FlowState>(), 104);
         assert_eq!(size_of::<AddrKey>(), 44);
         assert_eq!(size_of::<StoredAddAddr>(), 32);
+        assert_eq!(size_of::<SubflowState>(), 96);
+        assert_eq!(size_of::<SubflowEvent>(), 72);
+    }
+
+    #[test]
+    fn egress_stat_names_cover_every_counter() {
+        assert_eq!(EGRESS_STAT_NAMES.len() as u32, EGRESS_STATS_LEN);
+        assert_eq!(EgressStat::Malformed as u32, EGRESS_STATS_LEN - 1);
+        for (name, slot) in EGRESS_SLOTS {
+            assert!(name.starts_with(EGRESS_PREFIX));
+            if slot != EGRESS_CAPTURE_SLOT {
+                assert_eq!(egress_program(Action::from_u32(slot).unwrap()), name);
+            }
+        }
+        for a in EGRESS_ACTIONS {
+            assert!(egress_program(a).starts_with(EGRESS_PREFIX));
+            assert!(STATS_ROW_EGRESS + (a as u32) < STATS_ROWS);
+        }
     }
 
     #[test]

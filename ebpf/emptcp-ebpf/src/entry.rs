@@ -62,7 +62,7 @@ fn iface(ifindex: u32) -> Option<&'static IfaceChains> {
 
 /// Does the port filter `f` possibly hold `port`?
 #[inline(always)]
-fn may_hold(f: &[u64; 4], port: u16) -> bool {
+pub(crate) fn may_hold(f: &[u64; 4], port: u16) -> bool {
     let b = port_bucket(port);
     f[(b >> 6) as usize & 3] & (1u64 << (b & 63)) != 0
 }
@@ -123,8 +123,8 @@ fn try_entry(ctx: &XdpContext, pkt: &mut Packet, ifc: &IfaceChains) -> Option<()
 /// Writes the packet's description: chain steps, flow key, header offsets
 /// and the option scan.
 #[inline(always)]
-fn describe(
-    ctx: &XdpContext,
+pub(crate) fn describe<C: crate::parse::Frame>(
+    ctx: &C,
     m: *mut XdpMeta,
     pkt: &Packet,
     (seq, ack, window): (u32, u32, u16),
@@ -174,7 +174,7 @@ fn describe(
 /// Does chain `id` (selector parts `flags`) accept the packet? Absent parts
 /// match all.
 #[inline(always)]
-fn selects(id: u32, flags: u32, inline: &[u16; 2 * INLINE_PORTS], pkt: &Packet) -> bool {
+pub(crate) fn selects(id: u32, flags: u32, inline: &[u16; 2 * INLINE_PORTS], pkt: &Packet) -> bool {
     // Ports first: compared inline for small sets, else a hash lookup,
     // which is still cheaper than an LPM walk. On the receive path the
     // remote end is the packet's source.

@@ -14,6 +14,7 @@
 mod actions;
 mod chain;
 mod csum;
+mod egress;
 mod entry;
 mod flow;
 mod insert;

@@ -10,6 +10,9 @@ use emptcp_common::{
     EVENTS_BYTES, FLOW_STATS_LEN, FlowKey, FlowState, IfaceChains, LpmV4, LpmV6, MAX_CHAINS,
     MAX_IFACES, ObjectMeta, PROG_SLOTS, PortKey, STATS_LEN, Selector, StoredAddAddr, Thresholds,
 };
+use emptcp_common::{
+    DEFAULT_SUBFLOW_CAPACITY, EGRESS_STATS_LEN, SUBFLOW_EVENTS_BYTES, SubflowState,
+};
 
 /// Tail-call targets: slot `Action as u32` holds that action's program.
 #[map]
@@ -90,3 +93,42 @@ pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_STA
 #[map]
 pub static SCRATCH: PerCpuArray<[u64; crate::insert::HDR_MAX as usize / 8]> =
     PerCpuArray::with_max_entries(1, 0);
+
+// --- TC egress -------------------------------------------------------------
+
+/// Tail-call targets of the egress chain: slot `Action as u32` holds
+/// `egress_<action>` (a PROG_ARRAY only takes programs of one type, so the
+/// TC programs need their own).
+#[map]
+pub static EGRESS_PROGS: ProgramArray = ProgramArray::with_max_entries(PROG_SLOTS, 0);
+
+/// ifindex -> the interface's egress chains in order (same value as
+/// `IFACES`; no slot cache: only interfaces with egress chains carry the TC
+/// program at all).
+#[map]
+pub static EGRESS_IFACES: HashMap<u32, IfaceChains> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+/// The egress packet's description (TC has no XDP metadata): written by
+/// `egress_entry`, read and updated by the egress actions it tail-calls.
+/// One slot per CPU is safe: a TC program and its tail calls run to
+/// completion on one CPU with bottom halves off, so no other egress packet
+/// can interleave. `serial` is also put in the skb's `cb[0]`, so an action
+/// never trusts a slot written for another packet.
+#[map]
+pub static EGRESS_META: PerCpuArray<crate::egress::EgressMeta> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// Captured subflows, keyed with local = the packet's source (see
+/// `emptcp_common::SubflowState`). LRU: when full the least recently sent
+/// subflow is evicted. Capacity: `DEFAULT_SUBFLOW_CAPACITY`.
+#[map]
+pub static SUBFLOWS: LruHashMap<FlowKey, SubflowState> =
+    LruHashMap::with_max_entries(DEFAULT_SUBFLOW_CAPACITY, 0);
+
+/// Subflow seen for the first time / closed (`SubflowEvent`).
+#[map]
+pub static SUBFLOW_EVENTS: RingBuf = RingBuf::with_byte_size(SUBFLOW_EVENTS_BYTES, 0);
+
+/// Egress hook counters, indexed by `emptcp_common::EgressStat`.
+#[map]
+pub static EGRESS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EGRESS_STATS_LEN, 0);

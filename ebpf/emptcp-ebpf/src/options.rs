@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use emptcp_common::{FlowKey, OptRef, XdpMeta};
 
-use crate::parse::bytes_at;
+use crate::parse::{Frame, bytes_at};
 
 pub const TCP_HLEN: u32 = 20;
 /// Option space of a TCP header (data offset 15).
@@ -31,6 +31,7 @@ pub const KIND_TS: u8 = 8;
 pub const KIND_MPTCP: u8 = 30;
 
 pub const MP_CAPABLE: u8 = 0;
+pub const MP_JOIN: u8 = 1;
 pub const MP_DSS: u8 = 2;
 pub const MP_ADD_ADDR: u8 = 3;
 pub const MP_PRIO: u8 = 5;
@@ -61,6 +62,7 @@ pub struct Seg {
     pub prio: OptRef,
     pub capable: OptRef,
     pub wscale: OptRef,
+    pub join: OptRef,
 }
 
 impl Seg {
@@ -88,6 +90,7 @@ impl Seg {
                 prio: (*m).prio,
                 capable: (*m).capable,
                 wscale: (*m).wscale,
+                join: (*m).join,
             }
         }
     }
@@ -108,7 +111,7 @@ impl Seg {
     /// at build time) from the packet into `buf`; false when absent. Bytes of `buf` past the
     /// option may hold the packet's next bytes or zeros.
     #[inline(always)]
-    pub fn read<const N: usize>(&self, ctx: &XdpContext, r: OptRef, buf: &mut [u8; N]) -> bool {
+    pub fn read<C: Frame, const N: usize>(&self, ctx: &C, r: OptRef, buf: &mut [u8; N]) -> bool {
         const { assert!(N % 8 == 0 && N > 0) };
         let n = (r.len as u32).min(N as u32);
         if n == 0 {
@@ -128,14 +131,15 @@ impl Seg {
             }
             return true;
         }
-        load(ctx, at, buf.as_mut_ptr(), bounded(n, N as u32))
+        ctx.load_into(at, buf.as_mut_ptr(), bounded(n, N as u32))
     }
 
     /// Reads the fixed TCP header.
     #[inline(always)]
-    pub fn header(&self, ctx: &XdpContext) -> Option<Hdr> {
+    pub fn header<C: Frame>(&self, ctx: &C) -> Option<Hdr> {
         let mut h = Hdr([0; 20]);
-        load(ctx, self.l4, h.0.as_mut_ptr(), TCP_HLEN).then_some(h)
+        ctx.load_into(self.l4, h.0.as_mut_ptr(), TCP_HLEN)
+            .then_some(h)
     }
 }
 

@@ -2,7 +2,61 @@
 //! tags), IPv4 (with options, no fragments) or IPv6 (TCP as the first next
 //! header), and the fixed TCP header. Anything else is "not for us" and the
 //! caller passes the packet untouched.
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    programs::{TcContext, XdpContext},
+};
+
+/// What the parser and the option scan need from a program's context, so
+/// the XDP entry and the TC egress entry share them.
+pub trait Frame {
+    /// Start and end of the directly accessible bytes (an skb's linear part).
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// Length of the whole packet (an skb may hold more than its linear
+    /// part, in page fragments).
+    fn frame_len(&self) -> u32;
+    /// Copies `len` bytes at `off` (anywhere in the packet) into `buf`.
+    fn load_into(&self, off: u32, buf: *mut u8, len: u32) -> bool;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    #[inline(always)]
+    fn frame_len(&self) -> u32 {
+        (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    }
+    #[inline(always)]
+    fn load_into(&self, off: u32, buf: *mut u8, len: u32) -> bool {
+        unsafe { bpf_xdp_load_bytes(self.ctx, off, buf as *mut _, len) == 0 }
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn frame_len(&self) -> u32 {
+        self.len()
+    }
+    #[inline(always)]
+    fn load_into(&self, off: u32, buf: *mut u8, len: u32) -> bool {
+        unsafe { bpf_skb_load_bytes(self.skb.skb as *const _, off, buf as *mut _, len) == 0 }
+    }
+}
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -37,7 +91,7 @@ pub struct Packet {
 
 /// A pointer to `len` bytes at `off`, if they are inside the packet.
 #[inline(always)]
-pub fn bytes_at(ctx: &XdpContext, off: usize, len: usize) -> Option<*mut u8> {
+pub fn bytes_at<C: Frame>(ctx: &C, off: usize, len: usize) -> Option<*mut u8> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + off + len > end {
@@ -53,7 +107,7 @@ fn be16(p: *const u8) -> u16 {
 
 /// Copies the addresses into `pkt` (for selectors and the flow key).
 #[inline(always)]
-pub fn addresses(ctx: &XdpContext, pkt: &mut Packet) -> Option<()> {
+pub fn addresses<C: Frame>(ctx: &C, pkt: &mut Packet) -> Option<()> {
     if pkt.family == 4 {
         let a = bytes_at(ctx, pkt.l3_off + 12, 8)?;
         unsafe {
@@ -73,7 +127,7 @@ pub fn addresses(ctx: &XdpContext, pkt: &mut Packet) -> Option<()> {
 /// Sequence, acknowledgment and window of the TCP header at `l4_off`
 /// (read only for packets a chain takes).
 #[inline(always)]
-pub fn tcp_numbers(ctx: &XdpContext, l4_off: usize) -> Option<(u32, u32, u16)> {
+pub fn tcp_numbers<C: Frame>(ctx: &C, l4_off: usize) -> Option<(u32, u32, u16)> {
     let t = bytes_at(ctx, l4_off, TCP_HLEN)?;
     let be32 = |i: usize| unsafe {
         u32::from_be_bytes([*t.add(i), *t.add(i + 1), *t.add(i + 2), *t.add(i + 3)])
@@ -84,7 +138,7 @@ pub fn tcp_numbers(ctx: &XdpContext, l4_off: usize) -> Option<(u32, u32, u16)> {
 /// Parses the packet; `None` for anything that is not a well-formed,
 /// unfragmented TCP segment over IPv4 or IPv6.
 #[inline(always)]
-pub fn parse_tcp(ctx: &XdpContext) -> Option<Packet> {
+pub fn parse_tcp<C: Frame>(ctx: &C) -> Option<Packet> {
     let eth = bytes_at(ctx, 0, ETH_HLEN)?;
     let mut proto = be16(unsafe { eth.add(12) });
     let mut l3_off = ETH_HLEN;

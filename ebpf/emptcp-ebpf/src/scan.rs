@@ -8,23 +8,22 @@
 //! offset so it is not linked to other registers; only the offset changes
 //! from round to round, and the recorded hits are stored, never branched on
 //! after the loop, so they stay imprecise and states prune.
-use aya_ebpf::programs::XdpContext;
 use emptcp_common::{FlowStat, OPTS_BAD, OPTS_EOL, OPTS_OK, OptRef, XdpMeta};
 
 use crate::{
     options::{
         Buf64, KIND_EOL, KIND_MPTCP, KIND_NOP, KIND_TS, KIND_WSCALE, MP_ADD_ADDR, MP_CAPABLE,
-        MP_DSS, MP_PRIO, OPT_MAX, TCP_HLEN, bounded, load,
+        MP_DSS, MP_JOIN, MP_PRIO, OPT_MAX, TCP_HLEN, bounded,
     },
-    parse::{Packet, bytes_at},
+    parse::{Frame, Packet, bytes_at},
     stats,
 };
 
 /// Fills the option fields of `m` for the TCP header of `pkt`.
 #[inline(always)]
-pub fn options(ctx: &XdpContext, m: *mut XdpMeta, pkt: &Packet) {
+pub fn options<C: Frame>(ctx: &C, m: *mut XdpMeta, pkt: &Packet) {
     let opt_len = (pkt.doff as u32).wrapping_sub(TCP_HLEN);
-    let pkt_len = (ctx.data_end() - ctx.data()) as u32;
+    let pkt_len = ctx.frame_len();
     let seg = pkt.seg_len as u32;
     unsafe {
         (*m).opt_len = opt_len as u8;
@@ -35,7 +34,7 @@ pub fn options(ctx: &XdpContext, m: *mut XdpMeta, pkt: &Packet) {
         (*m).prio = OptRef::default();
         (*m).capable = OptRef::default();
         (*m).wscale = OptRef::default();
-        (*m)._pad = [0; 2];
+        (*m).join = OptRef::default();
     }
     // A segment longer than the frame (truncated, or a GSO packet with a
     // zero IP length) or shorter than its own header is not touched.
@@ -59,7 +58,7 @@ pub fn options(ctx: &XdpContext, m: *mut XdpMeta, pkt: &Packet) {
         for i in 0..(OPT_MAX as usize / 8) {
             unsafe { *dst.add(i) = core::ptr::read_unaligned(src.add(i)) };
         }
-    } else if !load(ctx, at as u32, o.0.as_mut_ptr(), bounded(opt_len, 64)) {
+    } else if !ctx.load_into(at as u32, o.0.as_mut_ptr(), bounded(opt_len, 64)) {
         unsafe { (*m).opt_state = OPTS_BAD };
         return;
     }
@@ -109,6 +108,8 @@ fn walk(o: &Buf64, opt_len: u32, m: *mut XdpMeta) -> u8 {
                     (*m).dss = r;
                 } else if sub == MP_CAPABLE && (*m).capable.len == 0 {
                     (*m).capable = r;
+                } else if sub == MP_JOIN && (*m).join.len == 0 {
+                    (*m).join = r;
                 } else if sub == MP_PRIO && (len == 3 || len == 4) && (*m).prio.len == 0 {
                     (*m).prio = r;
                 } else if sub == MP_ADD_ADDR

@@ -15,7 +15,10 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, ProgramArray, lpm_trie::Key},
-    programs::{ProgramError, ProgramInfo, Xdp, XdpMode as AyaXdpMode, links::FdLink},
+    programs::{
+        LinkOrder, Program, ProgramError, ProgramInfo, SchedClassifier, TcAttachType, Xdp,
+        XdpMode as AyaXdpMode, links::FdLink, tc::TcAttachOptions,
+    },
 };
 use emptcp_common::{LAYOUT_VERSION, ObjectMeta, Selector};
 pub use lock::{Lock, LockError, acquire as lock};
@@ -25,7 +28,7 @@ use crate::{
     desired::XdpMode,
     layout::Layout,
     netdev::AttachMode,
-    object::{ENTRY_PROGRAM, Object},
+    object::{EGRESS_ENTRY, ENTRY_PROGRAM, Object},
     plan::{Plan, Step},
     sys,
 };
@@ -245,8 +248,18 @@ impl<'a> Applier<'a> {
                 let mut progs = ProgramArray::try_from(self.map("PROGS")?)?;
                 progs.set(*slot, &fd, 0)?;
             }
-            ClearSlot { slot, .. } => {
-                let mut progs = ProgramArray::try_from(self.map("PROGS")?)?;
+            SetEgressSlot { program, slot, .. } => {
+                let fd = self.prog_fd(program)?;
+                let mut progs = ProgramArray::try_from(self.map("EGRESS_PROGS")?)?;
+                progs.set(*slot, &fd, 0)?;
+            }
+            ClearSlot { slot, .. } | ClearEgressSlot { slot, .. } => {
+                let map = if matches!(step, ClearSlot { .. }) {
+                    "PROGS"
+                } else {
+                    "EGRESS_PROGS"
+                };
+                let mut progs = ProgramArray::try_from(self.map(map)?)?;
                 match progs.clear_index(slot) {
                     Err(e) if !is_enoent(&e) => return Err(e.into()),
                     _ => {}
@@ -315,6 +328,17 @@ impl<'a> Applier<'a> {
                 self.hash::<u32, emptcp_common::IfaceChains>("IFACES")?
                     .insert(ifindex, v, 0)?;
             }
+            PutEgressIface { ifindex, after, .. } => {
+                let v = codec::iface_to_kernel(*ifindex, after);
+                self.hash::<u32, emptcp_common::IfaceChains>("EGRESS_IFACES")?
+                    .insert(ifindex, v, 0)?;
+            }
+            DeleteEgressIface { ifindex, .. } => {
+                ok_if_gone(
+                    self.hash::<u32, emptcp_common::IfaceChains>("EGRESS_IFACES")?
+                        .remove(ifindex),
+                )?;
+            }
             DeleteIface { ifindex, .. } => {
                 self.put_slot(*ifindex, None)?;
                 ok_if_gone(
@@ -345,14 +369,23 @@ impl<'a> Applier<'a> {
                 ifindex,
                 mode,
             } => self.attach(iface, *ifindex, *mode)?,
-            UpdateLink { iface, .. } => {
-                let pin = self.layout.xdp_link(iface);
+            AttachTc { iface, ifindex } => self.attach_tc(iface, *ifindex)?,
+            UpdateLink { iface, .. } | UpdateTcLink { iface, .. } => {
+                let (pin, prog) = if matches!(step, UpdateLink { .. }) {
+                    (self.layout.xdp_link(iface), ENTRY_PROGRAM)
+                } else {
+                    (self.layout.tc_link(iface), EGRESS_ENTRY)
+                };
                 let link = sys::obj_get(&pin).map_err(io("opening link", &pin))?;
-                let prog = self.prog_fd(ENTRY_PROGRAM)?;
+                let prog = self.prog_fd(prog)?;
                 sys::link_update(&link, prog.as_fd()).map_err(io("bpf_link_update on", &pin))?;
             }
-            Detach { iface, .. } => {
-                let pin = self.layout.xdp_link(iface);
+            Detach { iface, .. } | DetachTc { iface, .. } => {
+                let pin = if matches!(step, Detach { .. }) {
+                    self.layout.xdp_link(iface)
+                } else {
+                    self.layout.tc_link(iface)
+                };
                 if let Ok(link) = sys::obj_get(&pin) {
                     // Detach even if someone else holds an fd of the link;
                     // a link whose interface is gone reports ENOLINK: fine.
@@ -411,17 +444,29 @@ impl<'a> Applier<'a> {
         }
         let mut ebpf = loader.load(&self.object.bytes)?;
         for name in &self.object.programs {
-            let prog: &mut Xdp = ebpf
+            let prog = ebpf
                 .program_mut(name)
-                .ok_or_else(|| StepError::Other(format!("program {name} missing from object")))?
-                .try_into()?;
-            prog.load()?;
+                .ok_or_else(|| StepError::Other(format!("program {name} missing from object")))?;
             // Pin beside, then rename over the old pin: the path always
             // names a complete program.
             let tmp = self.layout.progs_dir().join(format!("new-{name}"));
             remove_if_present(&tmp)?;
-            prog.pin(&tmp)
-                .map_err(|e| StepError::Other(format!("pinning {}: {e}", tmp.display())))?;
+            let pinned = match prog {
+                Program::Xdp(p) => {
+                    p.load()?;
+                    p.pin(&tmp)
+                }
+                Program::SchedClassifier(p) => {
+                    p.load()?;
+                    p.pin(&tmp)
+                }
+                _ => {
+                    return Err(StepError::Other(format!(
+                        "program {name} has a type emptcp does not load"
+                    )));
+                }
+            };
+            pinned.map_err(|e| StepError::Other(format!("pinning {}: {e}", tmp.display())))?;
             let dst = self.layout.prog(name);
             std::fs::rename(&tmp, &dst).map_err(io("pinning", &dst))?;
         }
@@ -453,6 +498,50 @@ impl<'a> Applier<'a> {
                 "{iface}: the kernel refused a bpf_link for XDP ({e}); emptcp needs link-based attach (Linux >= 5.9)"
             ))
         })?;
+        fd_link
+            .pin(&pin)
+            .map_err(|e| StepError::Other(format!("pinning link {}: {e}", pin.display())))?;
+        Ok(())
+    }
+}
+
+impl Applier<'_> {
+    /// Attaches `egress_entry` to the TC egress hook of `iface` with a TCX
+    /// link and pins the link.
+    fn attach_tc(&mut self, iface: &str, ifindex: u32) -> Result<(), StepError> {
+        let pin = self.layout.tc_link(iface);
+        if let Some(d) = pin.parent() {
+            std::fs::create_dir_all(d).map_err(io("creating", d))?;
+        }
+        // As for XDP: a pin here is stale (an unpinned link dies with us).
+        remove_if_present(&pin)?;
+        // aya attaches by name; make sure the name still is the interface
+        // the plan saw.
+        let now = crate::netdev::list()
+            .map_err(|e| StepError::Other(format!("{iface}: {e}")))?
+            .get(iface)
+            .map(|d| d.ifindex);
+        if now != Some(ifindex) {
+            return Err(StepError::Other(format!(
+                "{iface}: interface changed since the plan (ifindex {ifindex} -> {now:?}); plan again"
+            )));
+        }
+        let mut prog = SchedClassifier::from_pin(self.layout.prog(EGRESS_ENTRY))?;
+        let id = prog
+            .attach_with_options(
+                iface,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|e| {
+                StepError::Other(format!(
+                    "{iface}: attaching the TC egress program with a TCX link failed ({}); emptcp needs TCX (Linux >= 6.6)",
+                    shorten(e.to_string())
+                ))
+            })?;
+        let link = prog.take_link(id)?;
+        let fd_link = FdLink::try_from(link)
+            .map_err(|e| StepError::Other(format!("{iface}: TCX link is not an fd link: {e}")))?;
         fd_link
             .pin(&pin)
             .map_err(|e| StepError::Other(format!("pinning link {}: {e}", pin.display())))?;

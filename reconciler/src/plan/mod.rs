@@ -12,7 +12,7 @@ mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use emptcp_common::{Action, LAYOUT_VERSION, MAX_CHAINS};
+use emptcp_common::{Action, EGRESS_SLOTS, LAYOUT_VERSION, MAX_CHAINS};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -24,7 +24,7 @@ use crate::{
     desired::{Desired, XdpMode},
     layout::OLD_PREFIX,
     netdev::{AttachMode, NetDev},
-    object::{ENTRY_PROGRAM, MapDef},
+    object::{EGRESS_ENTRY, ENTRY_PROGRAM, MapDef},
     observe::Observed,
     state::{Entries, IfaceEntry, IfaceFilter, PortEntry},
 };
@@ -42,6 +42,10 @@ pub const CONFIG_MAPS: &[&str] = &[
     "IFACES",
     "IFACE_SLOTS",
     "META",
+    "EGRESS_PROGS",
+    "EGRESS_IFACES",
+    // Per-CPU scratch of the egress description: nothing outlives a packet.
+    "EGRESS_META",
 ];
 
 const BPF_MAP_TYPE_HASH: u32 = 1;
@@ -111,7 +115,11 @@ pub fn observed_hash(o: &Observed, interfaces: &[String]) -> String {
         maps: &'a BTreeMap<String, MapDef>,
         programs: &'a BTreeMap<String, crate::observe::ObservedProg>,
         prog_slots: &'a BTreeMap<u32, u32>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        egress_prog_slots: &'a BTreeMap<u32, u32>,
         links: &'a BTreeMap<String, crate::observe::ObservedLink>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        tc_links: &'a BTreeMap<String, crate::observe::ObservedLink>,
         entries: &'a Entries,
         netdevs: BTreeMap<&'a String, &'a NetDev>,
     }
@@ -120,12 +128,16 @@ pub fn observed_hash(o: &Observed, interfaces: &[String]) -> String {
         maps: &o.maps,
         programs: &o.programs,
         prog_slots: &o.prog_slots,
+        egress_prog_slots: &o.egress_prog_slots,
         links: &o.links,
+        tc_links: &o.tc_links,
         entries: &o.entries,
         netdevs: o
             .netdevs
             .iter()
-            .filter(|(n, _)| interfaces.contains(n) || o.links.contains_key(*n))
+            .filter(|(n, _)| {
+                interfaces.contains(n) || o.links.contains_key(*n) || o.tc_links.contains_key(*n)
+            })
             .collect(),
     };
     let json = serde_json::to_vec(&r).unwrap_or_default();
@@ -252,6 +264,38 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
         }
     }
 
+    // --- egress tail-call slots (EGRESS_PROGS) ---------------------------------
+    let mut wanted_egress = BTreeSet::new();
+    for (program, slot) in EGRESS_SLOTS {
+        if !d.programs.iter().any(|p| p == program) {
+            continue;
+        }
+        wanted_egress.insert(slot);
+        let have = if retired.contains("EGRESS_PROGS") {
+            None
+        } else {
+            o.egress_prog_slots.get(&slot).copied()
+        };
+        let pinned = o.programs.get(program).map(|p| p.id);
+        if need_load || have.is_none() || have != pinned {
+            s.slots.push(Step::SetEgressSlot {
+                program: program.into(),
+                slot,
+                before: have,
+            });
+        }
+    }
+    if !retired.contains("EGRESS_PROGS") {
+        for (slot, id) in &o.egress_prog_slots {
+            if !wanted_egress.contains(slot) {
+                s.clear_slots.push(Step::ClearEgressSlot {
+                    slot: *slot,
+                    before: *id,
+                });
+            }
+        }
+    }
+
     // --- entries -------------------------------------------------------------
     let ids = match allocate_ids(d, o) {
         Ok(ids) => ids,
@@ -266,7 +310,8 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
 
     // --- links ------------------------------------------------------------------
     let entry_prog = o.programs.get(ENTRY_PROGRAM).map(|p| p.id);
-    for (name, iface) in &d.interfaces {
+    let xdp_ifaces = || d.interfaces.iter().filter(|(_, i)| !i.chains.is_empty());
+    for (name, iface) in xdp_ifaces() {
         let Some(dev) = o.netdevs.get(name) else {
             continue; // noted in desired_entries
         };
@@ -330,13 +375,14 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
         });
     }
     for (name, link) in &o.links {
-        if !d.interfaces.contains_key(name) || !o.netdevs.contains_key(name) {
+        if !xdp_ifaces().any(|(n, _)| n == name) || !o.netdevs.contains_key(name) {
             s.detach.push(Step::Detach {
                 iface: name.clone(),
                 link_id: link.id,
             });
         }
     }
+    tc_links(d, o, need_load, &mut s);
     for name in o.programs.keys() {
         if !d.programs.contains(name) {
             s.unpin.push(Step::Unpin {
@@ -365,12 +411,70 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
     })
 }
 
+/// TCX egress links: one per interface with egress chains. TCX links
+/// coexist with other programs on the hook (multi-program), so there is no
+/// foreign-program check: ours is recognised by its pin.
+fn tc_links(d: &Desired, o: &Observed, need_load: bool, s: &mut Steps) {
+    let entry_prog = o.programs.get(EGRESS_ENTRY).map(|p| p.id);
+    let wanted = |name: &str| {
+        d.interfaces
+            .get(name)
+            .is_some_and(|i| !i.egress_chains.is_empty())
+            && o.netdevs.contains_key(name)
+    };
+    for (name, iface) in &d.interfaces {
+        if iface.egress_chains.is_empty() {
+            continue;
+        }
+        let Some(dev) = o.netdevs.get(name) else {
+            continue; // noted in desired_entries
+        };
+        match o.tc_links.get(name) {
+            Some(link) if link.ifindex == dev.ifindex => {
+                if need_load || Some(link.prog_id) != entry_prog {
+                    s.links.push(Step::UpdateTcLink {
+                        iface: name.clone(),
+                        link_id: link.id,
+                        before_prog: link.prog_id,
+                    });
+                }
+                continue;
+            }
+            // A link left on an interface that was re-created (another
+            // ifindex, or 0 once its interface is gone): replace it.
+            Some(link) => s.relink.push(Step::DetachTc {
+                iface: name.clone(),
+                link_id: link.id,
+            }),
+            None => {}
+        }
+        s.links.push(Step::AttachTc {
+            iface: name.clone(),
+            ifindex: dev.ifindex,
+        });
+    }
+    for (name, link) in &o.tc_links {
+        if !wanted(name) {
+            s.detach.push(Step::DetachTc {
+                iface: name.clone(),
+                link_id: link.id,
+            });
+        }
+    }
+}
+
 /// The plan of `destroy`: detach every link of ours, remove every pin and
 /// the root. Pure.
 pub fn destroy(o: &Observed) -> Plan {
     let mut steps = Vec::new();
     for (name, link) in &o.links {
         steps.push(Step::Detach {
+            iface: name.clone(),
+            link_id: link.id,
+        });
+    }
+    for (name, link) in &o.tc_links {
+        steps.push(Step::DetachTc {
             iface: name.clone(),
             link_id: link.id,
         });
@@ -491,20 +595,23 @@ fn desired_entries(
             ));
             continue;
         };
-        let chains: Vec<u32> = iface
-            .chains
-            .iter()
-            .filter_map(|c| ids.get(c).copied())
-            .collect();
-        let filter = iface_filter(&chains, &e);
-        e.ifaces.insert(
-            dev.ifindex,
+        // Selectors and ports of every chain are in `e` already.
+        let entry = |names: &[String], e: &Entries| {
+            let chains: Vec<u32> = names.iter().filter_map(|c| ids.get(c).copied()).collect();
             IfaceEntry {
                 name: name.clone(),
+                filter: iface_filter(&chains, e),
                 chains,
-                filter,
-            },
-        );
+            }
+        };
+        if !iface.chains.is_empty() {
+            let v = entry(&iface.chains, &e);
+            e.ifaces.insert(dev.ifindex, v);
+        }
+        if !iface.egress_chains.is_empty() {
+            let v = entry(&iface.egress_chains, &e);
+            e.egress_ifaces.insert(dev.ifindex, v);
+        }
     }
     e
 }
@@ -587,6 +694,9 @@ fn effective_entries(o: &Observed, retired: &BTreeSet<&str>) -> Entries {
     if gone("IFACES") {
         e.ifaces.clear();
     }
+    if gone("EGRESS_IFACES") {
+        e.egress_ifaces.clear();
+    }
     e
 }
 
@@ -654,10 +764,28 @@ fn diff_entries(want: &Entries, have: &Entries, ids: &BTreeMap<String, u32>, s: 
             });
         }
     }
+    for (ifindex, i) in &want.egress_ifaces {
+        let before = have.egress_ifaces.get(ifindex).cloned();
+        if before.as_ref() != Some(i) {
+            s.ifaces.push(Step::PutEgressIface {
+                ifindex: *ifindex,
+                before,
+                after: i.clone(),
+            });
+        }
+    }
     // Deletes, most-referencing first.
     for (ifindex, i) in &have.ifaces {
         if !want.ifaces.contains_key(ifindex) {
             s.deletes.push(Step::DeleteIface {
+                ifindex: *ifindex,
+                before: i.clone(),
+            });
+        }
+    }
+    for (ifindex, i) in &have.egress_ifaces {
+        if !want.egress_ifaces.contains_key(ifindex) {
+            s.deletes.push(Step::DeleteEgressIface {
                 ifindex: *ifindex,
                 before: i.clone(),
             });

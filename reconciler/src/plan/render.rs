@@ -66,6 +66,14 @@ pub fn describe(step: &Step) -> String {
             Some(id) => format!("tail-call slot {slot} ({action}): program {id} -> new"),
             None => format!("tail-call slot {slot} ({action})"),
         },
+        SetEgressSlot {
+            program,
+            slot,
+            before,
+        } => match before {
+            Some(id) => format!("egress tail-call slot {slot} ({program}): program {id} -> new"),
+            None => format!("egress tail-call slot {slot} ({program})"),
+        },
         PutThresholds {
             chain,
             before,
@@ -108,6 +116,10 @@ pub fn describe(step: &Step) -> String {
             "interface {} (ifindex {ifindex}): chain ids {:?}",
             after.name, after.chains
         ),
+        PutEgressIface { ifindex, after, .. } => format!(
+            "interface {} (ifindex {ifindex}): egress chain ids {:?}",
+            after.name, after.chains
+        ),
         DetachForeign {
             iface,
             prog_id,
@@ -124,7 +136,18 @@ pub fn describe(step: &Step) -> String {
         } => format!(
             "replace program behind link {link_id} on {iface} (program {before_prog} -> new, atomic)"
         ),
+        AttachTc { iface, .. } => format!("attach TC egress entry to {iface} (TCX link)"),
+        UpdateTcLink {
+            iface,
+            link_id,
+            before_prog,
+        } => format!(
+            "replace program behind TCX link {link_id} on {iface} (program {before_prog} -> new, atomic)"
+        ),
         DeleteIface { before, .. } => format!("interface {} chain list", before.name),
+        DeleteEgressIface { before, .. } => {
+            format!("interface {} egress chain list", before.name)
+        }
         DeletePorts { chain, entries } => format!("chain {chain}: {}", ports(entries)),
         DeletePrefix { chain, entry } => {
             format!("chain {chain}: {} prefix {}", dir(entry.dir), entry.prefix)
@@ -133,7 +156,11 @@ pub fn describe(step: &Step) -> String {
         DeleteThresholds { chain, .. } => format!("thresholds of chain {chain}"),
         DeleteChain { id, before } => format!("chain {} (id {id})", before.name),
         ClearSlot { slot, before } => format!("tail-call slot {slot} (program {before})"),
+        ClearEgressSlot { slot, before } => {
+            format!("egress tail-call slot {slot} (program {before})")
+        }
         Detach { iface, link_id } => format!("detach XDP link {link_id} from {iface}"),
+        DetachTc { iface, link_id } => format!("detach TCX egress link {link_id} from {iface}"),
         Unpin { path, what } => format!("unpin {path} ({what})"),
         RemoveRoot { path } => format!("remove {path}"),
         WriteMeta { object_sha256 } => {

@@ -43,6 +43,13 @@ pub enum Step {
         slot: u32,
         before: Option<u32>,
     },
+    /// Point slot `slot` of the egress tail-call array (EGRESS_PROGS) at
+    /// the pinned TC program `program` (`egress_<action>`).
+    SetEgressSlot {
+        program: String,
+        slot: u32,
+        before: Option<u32>,
+    },
     PutThresholds {
         id: u32,
         chain: String,
@@ -73,6 +80,12 @@ pub enum Step {
         before: Option<IfaceEntry>,
         after: IfaceEntry,
     },
+    /// The interface's egress chain list (EGRESS_IFACES).
+    PutEgressIface {
+        ifindex: u32,
+        before: Option<IfaceEntry>,
+        after: IfaceEntry,
+    },
     /// Remove a program emptcp did not attach (only planned with --force).
     DetachForeign {
         iface: String,
@@ -92,7 +105,24 @@ pub enum Step {
         link_id: u32,
         before_prog: u32,
     },
+    /// Attach the pinned `egress_entry` to the interface's TC egress hook
+    /// with a TCX link (Linux >= 6.6) and pin the link under `links/tc/`.
+    /// Undo: `DetachTc`.
+    AttachTc {
+        iface: String,
+        ifindex: u32,
+    },
+    /// Swap the program behind the pinned TCX link (bpf_link_update, atomic).
+    UpdateTcLink {
+        iface: String,
+        link_id: u32,
+        before_prog: u32,
+    },
     DeleteIface {
+        ifindex: u32,
+        before: IfaceEntry,
+    },
+    DeleteEgressIface {
         ifindex: u32,
         before: IfaceEntry,
     },
@@ -122,8 +152,17 @@ pub enum Step {
         slot: u32,
         before: u32,
     },
+    ClearEgressSlot {
+        slot: u32,
+        before: u32,
+    },
     /// Detach by removing our link pin (and BPF_LINK_DETACH).
     Detach {
+        iface: String,
+        link_id: u32,
+    },
+    /// Detach the TCX egress link by removing our pin (and BPF_LINK_DETACH).
+    DetachTc {
         iface: String,
         link_id: u32,
     },
@@ -156,24 +195,33 @@ impl Step {
     pub fn change(&self) -> Change {
         use Step::*;
         match self {
-            LoadObject { .. } | Attach { .. } | PutPrefix { .. } | PutPorts { .. } => Change::Add,
-            SetSlot { before, .. } => opt(before),
+            LoadObject { .. }
+            | Attach { .. }
+            | AttachTc { .. }
+            | PutPrefix { .. }
+            | PutPorts { .. } => Change::Add,
+            SetSlot { before, .. } | SetEgressSlot { before, .. } => opt(before),
             PutThresholds { before, .. } => opt(before),
             PutChain { before, .. } => opt(before),
             PutSelector { before, .. } => opt(before),
-            PutIface { before, .. } => opt(before),
-            RetireMap { .. } | CopyMap { .. } | UpdateLink { .. } | WriteMeta { .. } => {
-                Change::Modify
-            }
+            PutIface { before, .. } | PutEgressIface { before, .. } => opt(before),
+            RetireMap { .. }
+            | CopyMap { .. }
+            | UpdateLink { .. }
+            | UpdateTcLink { .. }
+            | WriteMeta { .. } => Change::Modify,
             DetachForeign { .. }
             | DeleteIface { .. }
+            | DeleteEgressIface { .. }
             | DeletePorts { .. }
             | DeletePrefix { .. }
             | DeleteSelector { .. }
             | DeleteThresholds { .. }
             | DeleteChain { .. }
             | ClearSlot { .. }
+            | ClearEgressSlot { .. }
             | Detach { .. }
+            | DetachTc { .. }
             | Unpin { .. }
             | RemoveRoot { .. } => Change::Remove,
         }

@@ -122,6 +122,33 @@ fn simulate(plan: &Plan, d: &Desired, o: &mut Observed) {
             Step::ClearSlot { slot, .. } => {
                 o.prog_slots.remove(slot);
             }
+            Step::SetEgressSlot { program, slot, .. } => {
+                o.egress_prog_slots.insert(*slot, o.programs[program].id);
+            }
+            Step::ClearEgressSlot { slot, .. } => {
+                o.egress_prog_slots.remove(slot);
+            }
+            Step::PutEgressIface { ifindex, after, .. } => {
+                o.entries.egress_ifaces.insert(*ifindex, after.clone());
+            }
+            Step::DeleteEgressIface { ifindex, .. } => {
+                o.entries.egress_ifaces.remove(ifindex);
+            }
+            Step::AttachTc { iface, ifindex } => {
+                let link = ObservedLink {
+                    id: id(),
+                    prog_id: o.programs["egress_entry"].id,
+                    ifindex: *ifindex,
+                };
+                o.tc_links.insert(iface.clone(), link);
+            }
+            Step::UpdateTcLink { iface, .. } => {
+                let prog_id = o.programs["egress_entry"].id;
+                o.tc_links.get_mut(iface).unwrap().prog_id = prog_id;
+            }
+            Step::DetachTc { iface, .. } => {
+                o.tc_links.remove(iface);
+            }
             Step::PutThresholds { id, after, .. } => {
                 o.entries.thresholds.insert(*id, *after);
             }
@@ -547,4 +574,250 @@ fn observed_hash_ignores_unrelated_interfaces() {
         .values_mut()
         .for_each(|t| t.recover_at += 1);
     assert_ne!(h, observed_hash(&o, &["eth0".to_string()]));
+}
+
+// ---- TC egress --------------------------------------------------------------
+
+fn egress_object_maps() -> BTreeMap<String, MapDef> {
+    let mut m = object_maps();
+    for (n, d) in [
+        ("EGRESS_PROGS", def(3, 4, 4, 16)),
+        ("EGRESS_IFACES", def(1, 4, 344, 256)),
+        ("EGRESS_META", def(6, 4, 152, 1)),
+        ("EGRESS_STATS", def(6, 4, 8, 12)),
+        ("SUBFLOWS", def(9, 40, 96, 262_144)),
+        ("SUBFLOW_EVENTS", def(27, 0, 0, 262_144)),
+    ] {
+        m.insert(n.to_string(), d);
+    }
+    m
+}
+
+fn egress_programs() -> Vec<String> {
+    let mut p = programs();
+    p.extend(
+        [
+            "egress_capture",
+            "egress_count",
+            "egress_entry",
+            "egress_set_backup",
+            "egress_set_window",
+            "set_backup",
+            "set_window",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    p.sort();
+    p
+}
+
+fn egress_desired_with(text: &str, sha: &str) -> Desired {
+    let p = policy::load_str("policy.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+    Desired::build(&p, sha, &egress_programs(), &egress_object_maps())
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+const EGRESS: &str = r#"
+version: 1
+interfaces:
+  - name: eth0
+    xdp_mode: native
+    chains: [bulk, bulk-out]
+  - name: eth1
+    chains: [bulk-out]
+chains:
+  - name: bulk
+    match: {remote_ports: [5201]}
+    actions: [count]
+  - name: bulk-out
+    hook: egress
+    match: {remote: [198.51.100.0/24], remote_ports: [5201]}
+    actions: [count, set_backup: {backup: true}, set_window: {bytes: 64KiB}]
+"#;
+
+#[test]
+fn egress_chain_fresh_install_then_empty() {
+    let d = egress_desired_with(EGRESS, SHA_A);
+    assert_eq!(d.interfaces["eth0"].chains, ["bulk"]);
+    assert_eq!(d.interfaces["eth0"].egress_chains, ["bulk-out"]);
+    assert!(d.interfaces["eth1"].chains.is_empty());
+    let mut o = fresh();
+    let p = converge(&d, &mut o, PlanOptions::default());
+    insta::assert_snapshot!("egress_fresh_install", text(&p));
+    let k = kinds(&p);
+    // XDP only where there are ingress chains; TC on both.
+    assert_eq!(k.iter().filter(|k| *k == "attach").count(), 1, "{k:?}");
+    assert_eq!(k.iter().filter(|k| *k == "attach_tc").count(), 2, "{k:?}");
+    assert_eq!(k.iter().filter(|k| *k == "set_egress_slot").count(), 4);
+    assert_eq!(k.iter().filter(|k| *k == "put_egress_iface").count(), 2);
+    // Entries and slots before any link; links before META.
+    let first_link = k.iter().position(|k| k.starts_with("attach")).unwrap();
+    let last_put = k.iter().rposition(|k| k.starts_with("put_")).unwrap();
+    assert!(last_put < first_link, "{k:?}");
+    assert_eq!(o.tc_links.len(), 2);
+    assert!(!o.links.contains_key("eth1"));
+    // The observed view shows the egress chains.
+    let v = View::observed(&o);
+    assert_eq!(v.interfaces["eth1"].egress_chains, ["bulk-out"]);
+    assert_eq!(v, View::desired(&d).clone_with_object(&v));
+}
+
+impl View {
+    fn clone_with_object(&self, other: &View) -> View {
+        View {
+            object: other.object.clone(),
+            ..self.clone()
+        }
+    }
+}
+
+#[test]
+fn egress_plan_renders_as_json() {
+    let d = egress_desired_with(EGRESS, SHA_A);
+    let p = plan(&d, &fresh(), PlanOptions::default()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&render_json(&p)).unwrap();
+    let steps = v["steps"].as_array().unwrap();
+    let tc = steps
+        .iter()
+        .find(|s| s["kind"] == "attach_tc" && s["iface"] == "eth1")
+        .unwrap();
+    assert_eq!(tc["ifindex"], 3);
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["kind"] == "set_egress_slot" && s["program"] == "egress_capture")
+    );
+}
+
+#[test]
+fn removing_the_egress_chain_detaches_tc_only() {
+    let mut o = fresh();
+    converge(
+        &egress_desired_with(EGRESS, SHA_A),
+        &mut o,
+        PlanOptions::default(),
+    );
+    let xdp_link = o.links["eth0"].id;
+    let no_egress = EGRESS
+        .replace("chains: [bulk, bulk-out]", "chains: [bulk]")
+        .replace("  - name: eth1\n    chains: [bulk-out]\n", "");
+    let p = converge(
+        &egress_desired_with(&no_egress, SHA_A),
+        &mut o,
+        PlanOptions::default(),
+    );
+    let k = kinds(&p);
+    assert_eq!(k.iter().filter(|k| *k == "detach_tc").count(), 2, "{k:?}");
+    assert!(!k.iter().any(|k| k == "detach" || k == "attach"), "{k:?}");
+    assert!(o.tc_links.is_empty());
+    assert!(o.entries.egress_ifaces.is_empty());
+    assert_eq!(o.links["eth0"].id, xdp_link);
+    insta::assert_snapshot!("egress_removed", text(&p));
+}
+
+#[test]
+fn object_upgrade_swaps_the_tc_program_behind_its_link() {
+    let mut o = fresh();
+    converge(
+        &egress_desired_with(EGRESS, SHA_A),
+        &mut o,
+        PlanOptions::default(),
+    );
+    let link = o.tc_links["eth1"].id;
+    let p = converge(
+        &egress_desired_with(EGRESS, SHA_B),
+        &mut o,
+        PlanOptions::default(),
+    );
+    let k = kinds(&p);
+    assert_eq!(k.iter().filter(|k| *k == "update_tc_link").count(), 2);
+    assert!(!k.iter().any(|k| k == "attach_tc" || k == "detach_tc"));
+    assert_eq!(o.tc_links["eth1"].id, link, "link must be kept");
+    assert_eq!(o.tc_links["eth1"].prog_id, o.programs["egress_entry"].id);
+}
+
+#[test]
+fn recreated_interface_gets_a_new_tc_link() {
+    let mut o = fresh();
+    converge(
+        &egress_desired_with(EGRESS, SHA_A),
+        &mut o,
+        PlanOptions::default(),
+    );
+    o.tc_links.get_mut("eth1").unwrap().ifindex = 0;
+    o.netdevs.insert(
+        "eth1".into(),
+        NetDev {
+            ifindex: 13,
+            xdp: None,
+        },
+    );
+    let p = converge(
+        &egress_desired_with(EGRESS, SHA_A),
+        &mut o,
+        PlanOptions::default(),
+    );
+    assert_eq!(
+        kinds(&p),
+        [
+            "put_egress_iface",
+            "detach_tc",
+            "attach_tc",
+            "delete_egress_iface"
+        ]
+    );
+}
+
+#[test]
+fn destroy_detaches_tc_links() {
+    let mut o = fresh();
+    converge(
+        &egress_desired_with(EGRESS, SHA_A),
+        &mut o,
+        PlanOptions::default(),
+    );
+    let k = kinds(&destroy(&o));
+    assert_eq!(k.iter().filter(|k| *k == "detach_tc").count(), 2);
+}
+
+/// A crash after any step of the install, or of the removal, converges on
+/// the next plan (in memory here; tests/crash.rs kills the real process).
+#[test]
+fn egress_plans_converge_from_every_prefix() {
+    let d1 = egress_desired_with(EGRESS, SHA_A);
+    let d2 = egress_desired_with(
+        &EGRESS.replace("  - name: eth1\n    chains: [bulk-out]\n", ""),
+        SHA_B,
+    );
+    for (from, to) in [(None, &d1), (Some(&d1), &d2)] {
+        let mut base = fresh();
+        if let Some(f) = from {
+            converge(f, &mut base, PlanOptions::default());
+        }
+        let full = plan(to, &base, PlanOptions::default()).unwrap();
+        for k in 0..full.steps.len() {
+            let mut o = base.clone();
+            let prefix = Plan {
+                steps: full.steps[..k].to_vec(),
+                ..full.clone()
+            };
+            simulate(&prefix, to, &mut o);
+            converge(to, &mut o, PlanOptions::default());
+            assert_eq!(o.tc_links.len(), to.interfaces.len(), "after step {k}");
+        }
+    }
+}
+
+#[test]
+fn egress_chain_with_an_ingress_only_action_is_rejected() {
+    // Validation already refuses it; desired also refuses a build without
+    // the egress program of an action.
+    let p = policy::load_str("policy.yaml", EGRESS).unwrap();
+    let errs = Desired::build(&p, SHA_A, &programs(), &egress_object_maps()).unwrap_err();
+    let msg = errs[0].to_string();
+    assert!(
+        msg.contains("bulk-out") && msg.contains("hook egress"),
+        "{msg}"
+    );
 }

@@ -25,7 +25,11 @@ pub struct View {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewIface {
+    /// Ingress (XDP) chains.
     pub chains: Vec<String>,
+    /// Egress (TC) chains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_chains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +105,7 @@ impl View {
                         n.clone(),
                         ViewIface {
                             chains: i.chains.clone(),
+                            egress_chains: i.egress_chains.clone(),
                         },
                     )
                 })
@@ -145,20 +150,21 @@ impl View {
                 Dir::Local => v.local_ports.push(p.port),
             }
         }
-        // An interface is live when it has both its entry and our link.
-        let interfaces = e
-            .ifaces
+        // An interface is live on a hook when it has both its entry and
+        // our link there.
+        let mut interfaces: BTreeMap<String, ViewIface> = BTreeMap::new();
+        for i in e.ifaces.values().filter(|i| o.links.contains_key(&i.name)) {
+            interfaces.entry(i.name.clone()).or_default().chains =
+                i.chains.iter().map(name).collect();
+        }
+        for i in e
+            .egress_ifaces
             .values()
-            .filter(|i| o.links.contains_key(&i.name))
-            .map(|i| {
-                (
-                    i.name.clone(),
-                    ViewIface {
-                        chains: i.chains.iter().map(name).collect(),
-                    },
-                )
-            })
-            .collect();
+            .filter(|i| o.tc_links.contains_key(&i.name))
+        {
+            interfaces.entry(i.name.clone()).or_default().egress_chains =
+                i.chains.iter().map(name).collect();
+        }
         View {
             object: o.meta.as_ref().map(|m| short(&m.object_sha256)),
             interfaces,

@@ -1,0 +1,216 @@
+//! Capture: what the local end last sent on each MPTCP subflow
+//! (`SUBFLOWS`, see `emptcp_common::SubflowState`), for packet copy. Runs in
+//! the egress entry on every packet a chain matched, before its steps.
+//!
+//! * A segment carrying an MPTCP option creates the entry (event `NEW`).
+//! * Every segment of a known subflow updates it: newest seq end (snd_nxt),
+//!   ack (rcv_nxt, and when it last advanced), window, timestamps, DSS data
+//!   ACK (4 or 8 bytes, 64-bit with wrap handling), MACs and VLAN tag,
+//!   the keys of MP_CAPABLE, the MP_JOIN fact, the window scale of the SYN.
+//! * FIN or RST: noted, reported (event `CLOSED`) and removed.
+//!
+//! Malformed packets (`OPTS_BAD`) are not captured.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
+use emptcp_common::{
+    EgressStat, FlowKey, OPTS_BAD, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_FIN, SF_JOIN, SF_LOCAL_KEY,
+    SF_REMOTE_KEY, SF_RST, SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN, SUBFLOW_EV_CLOSED,
+    SUBFLOW_EV_NEW, SubflowEvent, SubflowState, XdpMeta,
+};
+
+use super::event;
+use crate::{
+    maps::{SUBFLOW_EVENTS, SUBFLOWS},
+    options::{ACK, FIN, RST, SYN, Seg, key},
+    parse::bytes_at,
+};
+
+/// DSS flags: A = data ACK present, a = it is 8 bytes.
+const DSS_A: u8 = 0x01;
+const DSS_A8: u8 = 0x02;
+
+#[inline(always)]
+pub fn capture(ctx: &TcContext, m: *const XdpMeta, ifindex: u32) {
+    let s = Seg::of(m);
+    if s.opt_state == OPTS_BAD {
+        return;
+    }
+    let key = key(m);
+    let now = unsafe { bpf_ktime_get_ns() };
+    if s.flags & (FIN | RST) != 0 {
+        let Some(f) = SUBFLOWS.get_ptr_mut(&key) else {
+            return;
+        };
+        let f = unsafe { &mut *f };
+        update(ctx, &s, f, now, ifindex);
+        f.flags |= if s.flags & RST != 0 { SF_RST } else { SF_FIN };
+        emit(&key, f, SUBFLOW_EV_CLOSED, now);
+        if SUBFLOWS.remove(&key).is_ok() {
+            event(EgressStat::SubflowsRemoved);
+        }
+        return;
+    }
+    if let Some(f) = SUBFLOWS.get_ptr_mut(&key) {
+        update(ctx, &s, unsafe { &mut *f }, now, ifindex);
+        return;
+    }
+    if s.n_mptcp == 0 {
+        return;
+    }
+    let mut f = SubflowState::default();
+    update(ctx, &s, &mut f, now, ifindex);
+    if SUBFLOWS.insert(&key, &f, 0).is_err() {
+        event(EgressStat::SubflowInsertFailed);
+        return;
+    }
+    event(EgressStat::SubflowsCreated);
+    emit(&key, &f, SUBFLOW_EV_NEW, now);
+}
+
+#[inline(always)]
+fn emit(key: &FlowKey, f: &SubflowState, kind: u32, now: u64) {
+    let ev = SubflowEvent {
+        key: *key,
+        kind,
+        chain: f.chain,
+        ifindex: f.ifindex,
+        flags: f.flags,
+        snd_nxt: f.snd_nxt,
+        rcv_nxt: f.rcv_nxt,
+        ts_ns: now,
+    };
+    if SUBFLOW_EVENTS.output::<SubflowEvent>(&ev, 0).is_err() {
+        event(EgressStat::EventsLost);
+    }
+}
+
+#[inline(always)]
+fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32) {
+    f.last_seen_ns = now;
+    f.chain = s.chain;
+    f.ifindex = ifindex;
+    let payload = s.payload();
+    // SYN and FIN each take one sequence number.
+    let end = s
+        .seq
+        .wrapping_add(payload)
+        .wrapping_add((s.flags & (SYN | FIN) != 0) as u32);
+    if f.flags & SF_SEQ_SEEN == 0 || (end.wrapping_sub(f.snd_nxt) as i32) > 0 {
+        f.snd_nxt = end;
+    }
+    f.flags |= SF_SEQ_SEEN;
+    if s.flags & ACK != 0 {
+        if f.flags & SF_ACK_SEEN == 0 {
+            f.rcv_nxt = s.ack;
+        } else if (s.ack.wrapping_sub(f.rcv_nxt) as i32) > 0 {
+            f.rcv_nxt = s.ack;
+            f.last_ack_advance_ns = now;
+        }
+        f.flags |= SF_ACK_SEEN;
+    }
+    f.window = s.window;
+    if s.ts.len != 0 {
+        f.tsval = s.tsval;
+        f.tsecr = s.tsecr;
+        f.flags |= SF_TS_SEEN;
+    }
+    if payload != 0 {
+        f.last_data_tx_ns = now;
+    }
+    if s.flags & SYN != 0 {
+        f.flags |= SF_SYN_SEEN | SF_WSCALE_SEEN;
+        let mut wb = [0u8; 8];
+        // RFC 7323: a shift above 14 is used as 14; none announced = 0.
+        f.wscale = if s.read(ctx, s.wscale, &mut wb) {
+            wb[2].min(14)
+        } else {
+            0
+        };
+    }
+    if s.join.len != 0 {
+        f.flags |= SF_JOIN;
+    }
+    if s.capable.len != 0 {
+        keys(ctx, s, f);
+    }
+    if s.dss.len != 0 {
+        data_ack(ctx, s, f);
+    }
+    if let Some(eth) = bytes_at(ctx, 0, 16) {
+        let mut mac = [0u8; 12];
+        unsafe { core::ptr::copy_nonoverlapping(eth, mac.as_mut_ptr(), 12) };
+        f.mac = mac;
+        f.vlan_tci = if s.l3 > 14 {
+            unsafe { u16::from_be_bytes([*eth.add(14), *eth.add(15)]) }
+        } else if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
+            unsafe { (*ctx.skb.skb).vlan_tci as u16 }
+        } else {
+            0
+        };
+    }
+}
+
+/// MP_CAPABLE (RFC 8684 3.1): 12 bytes carry the sender's key (v1
+/// SYN-ACK, v0 SYN), 20 or more (the third ACK, possibly with data) the
+/// sender's then the receiver's. On egress the sender is the local end.
+#[inline(always)]
+fn keys(ctx: &TcContext, s: &Seg, f: &mut SubflowState) {
+    let mut o = [0u8; 24];
+    if !s.read(ctx, s.capable, &mut o) {
+        return;
+    }
+    let len = s.capable.len;
+    let be64 = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&o[i..i + 8]);
+        u64::from_be_bytes(b)
+    };
+    if len == 12 || len >= 20 {
+        f.local_key = be64(4);
+        f.flags |= SF_LOCAL_KEY;
+    }
+    if len >= 20 {
+        f.remote_key = be64(12);
+        f.flags |= SF_REMOTE_KEY;
+    }
+}
+
+/// The data ACK of the DSS, kept 64-bit: an 8-byte form is taken as is, a
+/// 4-byte one moves the last value forward by its wrap-aware delta (the
+/// low 32 bits both forms share). A value at or behind the last one (a
+/// reordered segment) is ignored.
+#[inline(always)]
+fn data_ack(ctx: &TcContext, s: &Seg, f: &mut SubflowState) {
+    let mut o = [0u8; 16];
+    if !s.read(ctx, s.dss, &mut o) {
+        return;
+    }
+    let fl = o[3];
+    if fl & DSS_A == 0 {
+        return;
+    }
+    let len8 = fl & DSS_A8 != 0;
+    if s.dss.len < if len8 { 12 } else { 8 } {
+        event(EgressStat::Malformed);
+        return;
+    }
+    let be32 = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]) as u64;
+    let v = if len8 {
+        (be32(4) << 32) | be32(8)
+    } else {
+        be32(4)
+    };
+    if f.flags & SF_DATA_ACK_SEEN == 0 {
+        f.data_ack = v;
+        f.flags |= SF_DATA_ACK_SEEN;
+        return;
+    }
+    let d = (v as u32).wrapping_sub(f.data_ack as u32) as i32;
+    if d <= 0 {
+        return;
+    }
+    f.data_ack = if len8 {
+        v
+    } else {
+        f.data_ack.wrapping_add(d as u64)
+    };
+}

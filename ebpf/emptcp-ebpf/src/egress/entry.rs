@@ -1,0 +1,112 @@
+//! `egress_entry`: the TC classifier attached (TCX, egress) to each
+//! interface with an egress chain. Parse, select the interface's first
+//! matching egress chain, describe the packet in `EGRESS_META`, then
+//! `egress_capture` records the subflow and starts the chain.
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use emptcp_common::{
+    EGRESS_CAPTURE_SLOT, MAX_CHAINS_PER_IFACE, Outcome, SEL_LOCAL_PORTS, SEL_REMOTE_PORTS,
+    STATS_ROW_EGRESS,
+};
+
+use super::{PASS, capture};
+use crate::{
+    entry::{describe, may_hold, selects},
+    maps::{CHAINS, EGRESS_IFACES, EGRESS_META, EGRESS_PROGS},
+    parse::{Packet, addresses, parse_tcp, tcp_numbers},
+    stats,
+};
+
+const ROW: u32 = STATS_ROW_EGRESS;
+
+#[classifier]
+pub fn egress_entry(ctx: TcContext) -> i32 {
+    let Some(mut pkt) = parse_tcp(&ctx) else {
+        return PASS;
+    };
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if try_entry(&ctx, &mut pkt, ifindex).is_none() {
+        stats::bump(ROW, Outcome::Passed);
+    }
+    PASS
+}
+
+/// `Some` when a chain was started (and failed to tail call), `None` when
+/// the packet is not for us. Either way the packet passes.
+#[inline(always)]
+fn try_entry(ctx: &TcContext, sent: &mut Packet, ifindex: u32) -> Option<()> {
+    let ifc = unsafe { EGRESS_IFACES.get(&ifindex) }?;
+    // The parser leaves the addresses out (most ingress packets never need
+    // them); every egress packet of a listed interface does.
+    addresses(ctx, sent)?;
+    // The packet as the local host's peer would be described on ingress:
+    // the selectors, the flow key and the description then need no
+    // egress variant (local = this packet's source).
+    let pkt = Packet {
+        l3_off: sent.l3_off,
+        l4_off: sent.l4_off,
+        family: sent.family,
+        src: sent.dst,
+        dst: sent.src,
+        sport: sent.dport,
+        dport: sent.sport,
+        flags: sent.flags,
+        doff: sent.doff,
+        seg_len: sent.seg_len,
+    };
+    if ifc.require & SEL_REMOTE_PORTS != 0 && !may_hold(&ifc.remote_ports, pkt.sport) {
+        return None;
+    }
+    if ifc.require & SEL_LOCAL_PORTS != 0 && !may_hold(&ifc.local_ports, pkt.dport) {
+        return None;
+    }
+    let mut found = None;
+    for i in 0..MAX_CHAINS_PER_IFACE {
+        if i as u32 >= ifc.n_chains {
+            break;
+        }
+        let id = ifc.chains[i];
+        if selects(id, ifc.chain_flags[i], &ifc.ports[i], &pkt) {
+            found = Some(id);
+            break;
+        }
+    }
+    let chain_id = found?;
+    let Some(def) = CHAINS.get(chain_id).filter(|d| d.len != 0) else {
+        stats::bump(ROW, Outcome::Error);
+        return Some(());
+    };
+    let nums = tcp_numbers(ctx, pkt.l4_off)?;
+    let Some(w) = EGRESS_META.get_ptr_mut(0) else {
+        stats::bump(ROW, Outcome::Error);
+        return Some(());
+    };
+    let m = unsafe { &raw mut (*w).meta };
+    describe(ctx, m, &pkt, nums, chain_id, def);
+    // A new serial for this packet, in the slot and in the skb.
+    unsafe {
+        let serial = (*w).serial.wrapping_add(1);
+        (*w).serial = serial;
+        (*ctx.skb.skb).cb[0] = serial;
+    }
+    stats::bump(ROW, Outcome::Applied);
+    // Capture first (its own program: the stack and the verifier's budget
+    // are per program), which then starts the chain. Without it, the
+    // chain still runs.
+    unsafe { EGRESS_PROGS.tail_call(ctx, EGRESS_CAPTURE_SLOT) };
+    stats::bump(ROW, Outcome::Error);
+    super::jump(ctx, m, 0, ROW);
+    Some(())
+}
+
+/// `egress_capture`: records the subflow (`capture.rs`), then tail-calls
+/// the chain's first step.
+#[classifier]
+pub fn egress_capture(ctx: TcContext) -> i32 {
+    let Some(m) = super::meta(&ctx) else {
+        stats::bump(ROW, Outcome::Error);
+        return PASS;
+    };
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    capture::capture(&ctx, m, ifindex);
+    super::jump(&ctx, m, 0, ROW)
+}

@@ -1,0 +1,132 @@
+//! The TC egress hook: `egress_entry` (attached with a TCX link to each
+//! interface that lists an egress chain) and the egress variants of the
+//! actions allowed there (`count`, `set_backup`, `set_window`), one
+//! classifier program each, chained through `EGRESS_PROGS`.
+//!
+//! On egress the LOCAL end is the packet's source. The entry parses the
+//! packet with the same parser and option scan as the XDP entry, selects a
+//! chain with the same selectors (seen from the local host: the remote is
+//! the destination), captures the subflow (`capture.rs`), writes the
+//! packet's description (an [`XdpMeta`]) into the per-CPU `EGRESS_META`
+//! slot and tail-calls the chain's first step.
+//!
+//! Every verdict is [`PASS`] (`TCX_NEXT`): the packet goes on, and programs
+//! attached after ours still run. Only a packet an action damaged half-way
+//! is dropped ([`SHOT`]); a malformed one always passes untouched.
+use aya_ebpf::programs::TcContext;
+use emptcp_common::{EgressStat, MAX_STEPS, META_MAGIC, OPTS_BAD, Outcome, XdpMeta};
+
+use crate::{
+    maps::{EGRESS_META, EGRESS_PROGS, EGRESS_STATS},
+    stats,
+};
+
+mod capture;
+mod count;
+mod entry;
+mod set_backup;
+mod set_window;
+
+/// `TCX_NEXT` (`TC_ACT_UNSPEC`): continue with the next program, pass the
+/// packet when there is none.
+pub const PASS: i32 = -1;
+/// `TC_ACT_SHOT`: drop (only a packet left inconsistent by a failed write).
+pub const SHOT: i32 = 2;
+
+/// Value of `EGRESS_META`: the description and the serial of the packet
+/// it describes (also in the skb's `cb[0]`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EgressMeta {
+    pub serial: u32,
+    pub _pad: u32,
+    pub meta: XdpMeta,
+}
+
+/// The description the entry wrote for this packet, if it is ours.
+#[inline(always)]
+pub fn meta(ctx: &TcContext) -> Option<*mut XdpMeta> {
+    let w = EGRESS_META.get_ptr_mut(0)?;
+    let cb0 = unsafe { (*ctx.skb.skb).cb[0] };
+    unsafe {
+        if (*w).serial != cb0 || (*w).meta.magic != META_MAGIC {
+            return None;
+        }
+        Some(&raw mut (*w).meta)
+    }
+}
+
+/// The current step's argument.
+#[inline(always)]
+pub fn arg(m: *const XdpMeta) -> u32 {
+    let pos = unsafe { (*m).pos } as usize;
+    let args = unsafe { (*m).args };
+    args[pos & (MAX_STEPS - 1)]
+}
+
+/// Tail-calls step `pos` of the chain; returns [`PASS`] when the chain is
+/// done or the call fails (counted as an error of `row`).
+#[inline(always)]
+pub fn jump(ctx: &TcContext, m: *mut XdpMeta, pos: u32, row: u32) -> i32 {
+    let n = unsafe { (*m).n_steps } as u32;
+    if pos >= n || pos >= MAX_STEPS as u32 {
+        return PASS;
+    }
+    let steps = u64::from_le_bytes(unsafe { (*m).steps });
+    let action = ((steps >> ((pos & (MAX_STEPS as u32 - 1)) * 8)) & 0xff) as u32;
+    unsafe { (*m).pos = pos as u8 };
+    unsafe { EGRESS_PROGS.tail_call(ctx, action) };
+    stats::bump(row, Outcome::Error);
+    PASS
+}
+
+/// Continue with the step after the current one.
+#[inline(always)]
+pub fn next(ctx: &TcContext, m: *mut XdpMeta, row: u32) -> i32 {
+    let pos = unsafe { (*m).pos } as u32 + 1;
+    jump(ctx, m, pos, row)
+}
+
+/// Options well formed and lengths consistent (the entry counted the rest).
+#[inline(always)]
+pub fn well_formed(m: *const XdpMeta) -> bool {
+    unsafe { (*m).opt_state != OPTS_BAD }
+}
+
+/// Counts one egress event (`EGRESS_STATS`).
+#[inline(always)]
+pub fn event(e: EgressStat) {
+    if let Some(p) = EGRESS_STATS.get_ptr_mut(e as u32) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// What an egress action wants after its work.
+pub enum Verdict {
+    Next,
+    Return(i32),
+}
+
+/// Defines an egress action program `$name` for `$action`, whose work is
+/// `$body(ctx, meta) -> Verdict`.
+#[macro_export]
+macro_rules! egress_program {
+    ($name:ident, $action:expr, $body:path) => {
+        #[aya_ebpf::macros::classifier]
+        pub fn $name(ctx: aya_ebpf::programs::TcContext) -> i32 {
+            let row = emptcp_common::STATS_ROW_EGRESS + $action as u32;
+            $crate::stats::bump(row, emptcp_common::Outcome::Seen);
+            let Some(m) = $crate::egress::meta(&ctx) else {
+                // Not sent here by our entry program: leave it alone.
+                $crate::stats::bump(row, emptcp_common::Outcome::Error);
+                return $crate::egress::PASS;
+            };
+            match $body(&ctx, m) {
+                // The description lives in a map, not in the packet: it
+                // stays valid whatever the action did to the skb.
+                $crate::egress::Verdict::Next => $crate::egress::next(&ctx, m, row),
+                $crate::egress::Verdict::Return(v) => v,
+            }
+        }
+    };
+}

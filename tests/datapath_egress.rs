@@ -1,0 +1,378 @@
+//! The TC egress hook on the real kernel (BPF_PROG_TEST_RUN with an skb):
+//! crafted segments the local host sends run through `egress_entry` (then
+//! `egress_capture` and the chain's egress actions, by tail calls), and
+//! every output byte is compared with a frame built independently
+//! (lengths and checksums from scratch, checked again by etherparse).
+//! Capture is checked in `SUBFLOWS`.
+//!
+//! Needs root (loads programs); skips loudly otherwise.
+mod datapath_common;
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, ProgramArray},
+    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+};
+use datapath_common::*;
+use emptcp_common::{
+    Action, EGRESS_SLOTS, EgressStat, FlowKey, IfaceChains, MAX_CHAINS_PER_IFACE, SF_ACK_SEEN,
+    SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY, SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN,
+    SF_WSCALE_SEEN, SubflowState, Thresholds,
+};
+
+const CHAIN: u32 = 3;
+/// `TCX_NEXT`: what the egress programs return for every passed packet.
+const PASS: i32 = -1;
+/// Offset and size of `gso_size` in `struct __sk_buff` (UAPI).
+const SKB_GSO_SIZE_OFF: usize = 176;
+const SKB_SIZE: usize = 192;
+
+macro_rules! need_root {
+    () => {
+        if !root_or_skip(module_path!()) {
+            return;
+        }
+    };
+}
+
+/// The object with one egress chain on the loopback interface (the device
+/// BPF_PROG_TEST_RUN gives an skb).
+struct Eg {
+    dp: Dp,
+    _egress_progs: ProgramArray<MapData>,
+}
+
+fn eg(steps: &[(Action, u32)]) -> Eg {
+    let mut dp = Dp::load();
+    // CHAINS and SELECTORS; its IFACES entry is on an ifindex nothing uses.
+    dp.chain(CHAIN, steps, Thresholds::default(), 999_999);
+    let mut chains = [0u32; MAX_CHAINS_PER_IFACE];
+    chains[0] = CHAIN;
+    let ifc = IfaceChains {
+        n_chains: 1,
+        ifindex: LO,
+        chains,
+        ..IfaceChains::EMPTY
+    };
+    let mut m: HashMap<_, u32, IfaceChains> =
+        HashMap::try_from(dp.ebpf.map_mut("EGRESS_IFACES").unwrap()).unwrap();
+    m.insert(LO, ifc, 0).unwrap();
+    let mut progs = ProgramArray::try_from(dp.ebpf.take_map("EGRESS_PROGS").unwrap()).unwrap();
+    for (name, slot) in EGRESS_SLOTS {
+        let fd = dp.ebpf.program(name).unwrap().fd().unwrap();
+        progs.set(slot, fd, 0).unwrap();
+    }
+    Eg {
+        dp,
+        _egress_progs: progs,
+    }
+}
+
+impl Eg {
+    /// Runs `frame` through `egress_entry`; `gso_size` marks the skb GSO.
+    fn run(&self, frame: &[u8], gso_size: u32) -> (i32, Vec<u8>) {
+        let p: &SchedClassifier = self
+            .dp
+            .ebpf
+            .program("egress_entry")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut ctx = [0u8; SKB_SIZE];
+        ctx[SKB_GSO_SIZE_OFF..SKB_GSO_SIZE_OFF + 4].copy_from_slice(&gso_size.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: (gso_size != 0).then_some(&ctx[..]),
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("test_run egress_entry: {e:?}"));
+        out.truncate(r.data_size_out as usize);
+        (r.return_value as i32, out)
+    }
+
+    fn subflow(&self, key: &FlowKey) -> Option<SubflowState> {
+        let m: HashMap<_, FlowKey, SubflowState> =
+            HashMap::try_from(self.dp.ebpf.map("SUBFLOWS").unwrap()).unwrap();
+        m.get(key, 0).ok()
+    }
+
+    fn stat(&self, e: EgressStat) -> u64 {
+        let m: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.dp.ebpf.map("EGRESS_STATS").unwrap()).unwrap();
+        m.get(&(e as u32), 0).unwrap().iter().sum()
+    }
+
+    fn assert_becomes(&self, seg: &Seg, want: &Seg, what: &str) {
+        let (v, got) = self.run(&seg.frame(), 0);
+        assert_eq!(v, PASS, "{what}: verdict");
+        assert_frame_eq(&got, &want.frame(), what);
+        assert_checksums_valid(&got);
+    }
+
+    fn assert_untouched(&self, seg: &Seg, gso: u32, what: &str) {
+        let f = seg.frame();
+        let (v, got) = self.run(&f, gso);
+        assert_eq!(v, PASS, "{what}: verdict");
+        assert_frame_eq(&got, &f, what);
+    }
+}
+
+/// The key capture uses: local = the packet's SOURCE.
+fn ekey(s: &Seg) -> FlowKey {
+    let k = s.key();
+    FlowKey {
+        local_port: k.remote_port,
+        remote_port: k.local_port,
+        local: k.remote,
+        remote: k.local,
+        ..k
+    }
+}
+
+/// MP_CAPABLE of the third ACK (v1): the sender's then the receiver's key.
+fn mp_capable_ack(local: u64, remote: u64) -> Vec<u8> {
+    let mut o = vec![30, 20, 0x01, 0x81];
+    o.extend_from_slice(&local.to_be_bytes());
+    o.extend_from_slice(&remote.to_be_bytes());
+    o
+}
+
+fn both() -> [Seg; 2] {
+    [Seg::v4(), Seg::v6()]
+}
+
+#[test]
+fn set_backup_rewrites_an_existing_mp_prio() {
+    need_root!();
+    let e = eg(&[(Action::SetBackup, 1)]);
+    for base in both() {
+        let seg = base.clone().with(|s| {
+            s.opts = opts(&[&ts(10, 20), &dss(Some((5000, 8)), None), &mp_prio(false)]);
+            s.payload = vec![7; 100];
+        });
+        let want = seg.clone().with(|s| {
+            s.opts = opts(&[&ts(10, 20), &dss(Some((5000, 8)), None), &mp_prio(true)]);
+        });
+        e.assert_becomes(&seg, &want, "mp_prio B flag set");
+        // Already backup: nothing changes.
+        e.assert_untouched(&want, 0, "mp_prio already backup");
+    }
+    assert_eq!(e.stat(EgressStat::MpPrioRewritten), 2);
+}
+
+#[test]
+fn set_backup_inserts_mp_prio_into_a_pure_ack() {
+    need_root!();
+    let e = eg(&[(Action::SetBackup, 1)]);
+    for base in both() {
+        let seg = base.clone().with(|s| {
+            s.opts = opts(&[&ts(10, 20), &dss(Some((5000, 4)), None)]);
+        });
+        let mut o = seg.opts.clone();
+        o.extend_from_slice(&[1, 30, 3, 0x51]);
+        let want = seg.clone().with(|s| s.opts = o);
+        e.assert_becomes(&seg, &want, "NOP + MP_PRIO appended");
+    }
+    assert_eq!(e.stat(EgressStat::MpPrioInserted), 2);
+}
+
+#[test]
+fn set_backup_skips_gso_and_data_segments_and_counts_them() {
+    need_root!();
+    let e = eg(&[(Action::SetBackup, 0)]);
+    let pure = Seg::v4().with(|s| s.opts = opts(&[&dss(Some((5000, 4)), None)]));
+    e.assert_untouched(&pure, 1448, "GSO packet");
+    assert_eq!(e.stat(EgressStat::InsertSkippedGso), 1);
+    let data = pure.clone().with(|s| s.payload = vec![1; 64]);
+    e.assert_untouched(&data, 0, "segment with payload");
+    assert_eq!(e.stat(EgressStat::InsertSkippedPayload), 1);
+    // No room: 40 bytes of options already.
+    let full = Seg::v4().with(|s| {
+        s.opts = opts(&[&ts(1, 2), &dss(Some((1, 8)), Some((2, 8, 3, 4)))]);
+        assert!(s.opts.len() > 36, "{}", s.opts.len());
+    });
+    e.assert_untouched(&full, 0, "no room");
+    assert_eq!(e.stat(EgressStat::MpPrioNoRoom), 1);
+    // Plain TCP is never touched.
+    e.assert_untouched(&Seg::v4(), 0, "plain TCP");
+}
+
+#[test]
+fn set_window_uses_the_local_shift_from_the_captured_syn() {
+    need_root!();
+    let e = eg(&[(Action::SetWindow, 65536)]);
+    for base in both() {
+        let ack = base.clone().with(|s| {
+            s.opts = opts(&[&dss(Some((1, 4)), None)]);
+            s.window = 3000;
+        });
+        // Shift unknown (no SYN seen): untouched, counted.
+        e.assert_untouched(&ack, 0, "window scale unknown");
+        let syn = base.clone().with(|s| {
+            s.flags = SYN;
+            s.ack = 0;
+            s.seq = base.seq.wrapping_sub(1);
+            s.opts = opts(&[&wscale(7), &[30, 4, 0x01, 0x81]]);
+        });
+        // SYN: never scaled.
+        e.assert_becomes(&syn, &syn.clone().with(|s| s.window = 65535), "SYN window");
+        e.assert_becomes(&ack, &ack.clone().with(|s| s.window = 512), "65536 >> 7");
+    }
+    assert_eq!(e.stat(EgressStat::WindowScaleUnknown), 2);
+    assert_eq!(e.stat(EgressStat::WindowRewritten), 4);
+}
+
+#[test]
+fn capture_records_what_the_local_end_sent() {
+    need_root!();
+    let e = eg(&[(Action::Count, 0)]);
+    for base in both() {
+        let key = ekey(&base);
+        // Plain TCP creates nothing.
+        e.run(&base.frame(), 0);
+        assert!(e.subflow(&key).is_none());
+        // The third ACK of the MP_CAPABLE handshake: both keys.
+        let third = base.clone().with(|s| {
+            s.opts = opts(&[&ts(100, 50), &mp_capable_ack(0x1111, 0x2222)]);
+        });
+        e.run(&third.frame(), 0);
+        let f = e.subflow(&key).expect("captured");
+        assert_eq!(f.local_key, 0x1111);
+        assert_eq!(f.remote_key, 0x2222);
+        assert_eq!(f.snd_nxt, base.seq);
+        assert_eq!(f.rcv_nxt, base.ack);
+        assert_eq!((f.tsval, f.tsecr), (100, 50));
+        assert_eq!(f.window, base.window);
+        assert_eq!(&f.mac[..6], &CLIENT_MAC);
+        assert_eq!(&f.mac[6..], &SERVER_MAC);
+        assert_eq!(f.ifindex, LO);
+        assert_eq!(f.chain, CHAIN);
+        let want = SF_SEQ_SEEN | SF_ACK_SEEN | SF_TS_SEEN | SF_LOCAL_KEY | SF_REMOTE_KEY;
+        assert_eq!(f.flags & want, want, "{:#x}", f.flags);
+        assert_eq!(f.last_data_tx_ns, 0);
+        assert!(f.last_seen_ns > 0);
+
+        // Data with a 4-byte data ACK; then an 8-byte one; then the ack
+        // number advances (data was received).
+        let data = base.clone().with(|s| {
+            s.opts = opts(&[&ts(101, 51), &dss(Some((0xffff_fff0, 4)), None)]);
+            s.payload = vec![9; 300];
+        });
+        e.run(&data.frame(), 0);
+        let f = e.subflow(&key).unwrap();
+        assert_eq!(f.snd_nxt, base.seq + 300);
+        assert_eq!(f.data_ack, 0xffff_fff0);
+        assert!(f.flags & SF_DATA_ACK_SEEN != 0);
+        assert!(f.last_data_tx_ns > 0);
+        assert_eq!(f.last_ack_advance_ns, 0);
+        // The 4-byte form wraps: 0xffff_fff0 -> 0x10 is +0x20.
+        let wrap = base.clone().with(|s| {
+            s.seq = base.seq + 300;
+            s.ack = base.ack + 1000;
+            s.opts = opts(&[&ts(102, 52), &dss(Some((0x10, 4)), None)]);
+        });
+        e.run(&wrap.frame(), 0);
+        let f = e.subflow(&key).unwrap();
+        assert_eq!(f.data_ack, 0x1_0000_0010);
+        assert_eq!(f.rcv_nxt, base.ack + 1000);
+        assert!(f.last_ack_advance_ns >= f.last_data_tx_ns);
+        let eight = wrap
+            .clone()
+            .with(|s| s.opts = opts(&[&ts(103, 53), &dss(Some((0x1_0000_0100, 8)), None)]));
+        e.run(&eight.frame(), 0);
+        let f = e.subflow(&key).unwrap();
+        assert_eq!(f.data_ack, 0x1_0000_0100);
+        assert_eq!((f.tsval, f.tsecr), (103, 53));
+        // An older segment (a retransmit) does not move snd_nxt back.
+        e.run(&data.frame(), 0);
+        assert_eq!(e.subflow(&key).unwrap().snd_nxt, base.seq + 300);
+
+        // FIN removes it.
+        let fin = wrap.clone().with(|s| {
+            s.flags = FIN | ACK;
+            s.opts = opts(&[&dss(Some((0x1_0000_0100, 8)), None)]);
+        });
+        e.run(&fin.frame(), 0);
+        assert!(e.subflow(&key).is_none(), "FIN removes the subflow");
+    }
+    assert_eq!(e.stat(EgressStat::SubflowsCreated), 2);
+    assert_eq!(e.stat(EgressStat::SubflowsRemoved), 2);
+    assert_eq!(e.stat(EgressStat::EventsLost), 0);
+    assert_eq!(e.dp.chain_packets(CHAIN), 14, "egress count");
+}
+
+#[test]
+fn capture_marks_join_subflows_and_the_syn() {
+    need_root!();
+    let e = eg(&[(Action::Count, 0)]);
+    let syn = Seg::v4().with(|s| {
+        s.flags = SYN;
+        s.ack = 0;
+        // MP_JOIN SYN: token + nonce (12 bytes).
+        s.opts = opts(&[&wscale(9), &[30, 12, 0x10, 2, 1, 2, 3, 4, 5, 6, 7, 8]]);
+    });
+    e.run(&syn.frame(), 0);
+    let f = e.subflow(&ekey(&syn)).expect("join SYN captured");
+    let want = SF_JOIN | SF_SYN_SEEN | SF_WSCALE_SEEN;
+    assert_eq!(f.flags & want, want, "{:#x}", f.flags);
+    assert_eq!(f.wscale, 9);
+    assert_eq!(f.snd_nxt, syn.seq + 1, "SYN takes one sequence number");
+    // RST removes it.
+    let rst = Seg::v4().with(|s| {
+        s.flags = RST;
+        s.seq = syn.seq + 1;
+    });
+    e.run(&rst.frame(), 0);
+    assert!(e.subflow(&ekey(&syn)).is_none());
+}
+
+#[test]
+fn malformed_packets_pass_untouched() {
+    need_root!();
+    let e = eg(&[(Action::SetBackup, 1), (Action::SetWindow, 1000)]);
+    let good = Seg::v4().with(|s| s.opts = opts(&[&dss(Some((1, 4)), None)]));
+    let f = good.frame();
+    let l4 = 14 + 20;
+    let mut corpus: Vec<(&str, Vec<u8>)> = Vec::new();
+    // Option length running past the header.
+    let mut b = f.clone();
+    b[l4 + 20 + 1] = 40;
+    corpus.push(("option past header", b));
+    // Option length 1.
+    let mut b = f.clone();
+    b[l4 + 20 + 1] = 1;
+    corpus.push(("option length 1", b));
+    // Data offset beyond the frame.
+    let mut b = f.clone();
+    b[l4 + 12] = 0xf0;
+    corpus.push(("data offset beyond frame", b));
+    // IP total length longer than the frame.
+    let mut b = f.clone();
+    b[16..18].copy_from_slice(&2000u16.to_be_bytes());
+    corpus.push(("IP length beyond frame", b));
+    // Truncated in the TCP header.
+    corpus.push(("truncated", f[..l4 + 10].to_vec()));
+    // Fragment.
+    let mut b = f.clone();
+    b[20] = 0x20;
+    corpus.push(("fragment", b));
+    // Not TCP.
+    let mut b = f.clone();
+    b[23] = 17;
+    corpus.push(("UDP", b));
+    for (what, frame) in &corpus {
+        let (v, got) = e.run(frame, 0);
+        assert_eq!(v, PASS, "{what}");
+        assert_eq!(&got, frame, "{what} must pass untouched");
+    }
+    for k in [
+        EgressStat::MpPrioInserted,
+        EgressStat::MpPrioRewritten,
+        EgressStat::WindowRewritten,
+        EgressStat::SubflowsCreated,
+    ] {
+        assert_eq!(e.stat(k), 0, "{k:?}");
+    }
+}
