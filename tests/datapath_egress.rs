@@ -174,6 +174,9 @@ fn set_backup_inserts_mp_prio_into_a_pure_ack() {
         o.extend_from_slice(&[1, 30, 3, 0x51]);
         let want = seg.clone().with(|s| s.opts = o);
         e.assert_becomes(&seg, &want, "NOP + MP_PRIO appended");
+        // Signalled once per subflow: the next pure ACK goes out as it is
+        // (a packet-copy MP_PRIO that reversed it is not undone).
+        e.assert_untouched(&seg, 0, "second pure ACK of the subflow");
     }
     assert_eq!(e.stat(EgressStat::MpPrioInserted), 2);
 }

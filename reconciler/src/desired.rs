@@ -75,9 +75,9 @@ pub enum DesiredError {
         available: String,
     },
     #[error(
-        "packet_copy '{0}' is not supported by this version yet; remove the packet_copy section"
+        "packet_copy '{rule}': chain '{chain}' runs on ingress, and subflows are captured by the egress hook only; give the rule a chain with `hook: egress` that matches the same traffic (e.g. actions: [count])"
     )]
-    PacketCopyUnsupported(String),
+    PacketCopyNeedsEgress { rule: String, chain: String },
 }
 
 /// The slot (tail-call index) and argument of a policy action.
@@ -161,8 +161,19 @@ impl Desired {
             }
             chains.insert(c.name.clone(), chain_of(c, steps));
         }
+        // The triggers read the egress capture (SUBFLOWS), which records
+        // the subflows an egress chain matches. The rules themselves run in
+        // `emptcp watch` (reconciler/src/copy/).
         for pc in &policy.packet_copy {
-            errors.push(DesiredError::PacketCopyUnsupported(pc.name.clone()));
+            if policy
+                .chain(&pc.chain)
+                .is_some_and(|c| c.hook != Hook::Egress)
+            {
+                errors.push(DesiredError::PacketCopyNeedsEgress {
+                    rule: pc.name.clone(),
+                    chain: pc.chain.clone(),
+                });
+            }
         }
         if !errors.is_empty() {
             return Err(errors);

@@ -224,6 +224,26 @@ fn render_daemon(out: &mut String, d: &DaemonStatus) {
             dc.recover_at_in_force
         );
     }
+    for r in &st.packet_copy {
+        let state = match &r.reason {
+            Some(why) => format!("not armed: {why}"),
+            None => "armed".into(),
+        };
+        let _ = writeln!(
+            out,
+            "  packet_copy {} on {}: {state}; fired {}, sent {}, send failures {}, rate limited {}{}",
+            r.name,
+            r.interface,
+            r.fired,
+            r.sent,
+            r.send_failures,
+            r.rate_limited,
+            r.last_error
+                .as_ref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(a) = &st.metrics_addr {
         let _ = writeln!(out, "  metrics: http://{a}/metrics");
     }

@@ -653,7 +653,12 @@ pub struct SubflowState {
     pub mac: [u8; 12],
     /// Window scale shift the local end announced (with `SF_WSCALE_SEEN`).
     pub wscale: u8,
-    pub _pad: [u8; 3],
+    /// The MP_PRIO egress `set_backup` inserted on this subflow: 0 none,
+    /// 1 backup=0, 2 backup=1. A signal is inserted once (like Linux sends
+    /// MP_PRIO once), so a packet-copy MP_PRIO that reverses it is not undone
+    /// by the next pure ACK.
+    pub prio_sent: u8,
+    pub _pad: [u8; 2],
 }
 
 /// `SubflowEvent::kind`: the subflow was captured for the first time.

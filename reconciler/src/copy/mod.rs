@@ -10,7 +10,9 @@
 //!
 //! What feeds the runner is the egress capture (the TC program recording
 //! each subflow's newest seq/ack/DSS, docs/packet-copy.md).
+pub mod capture;
 pub mod forge;
 pub mod rules;
 pub mod runner;
+pub mod task;
 pub mod trigger;

@@ -2,14 +2,14 @@
 //! chain's id and the interface's index. A rule whose interface or chain is
 //! not there (yet, or any more) is not armed and says why, so status can
 //! show it and the next reconcile picks it up or drops it.
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::Serialize;
 
 use super::trigger::{Rule, When};
 use crate::{
     observe::Observed,
-    policy::{self, Policy},
+    policy::{self, PacketCopy, Policy},
 };
 
 /// What an armed rule sends.
@@ -41,25 +41,37 @@ pub struct Unarmed {
     pub reason: String,
 }
 
-/// Resolves every rule of `p` against `o`.
+/// Resolves every rule of `p` against `o` (what `plan`/`status` observed).
 pub fn resolve(p: &Policy, o: &Observed) -> (Vec<Armed>, Vec<Unarmed>) {
+    let chains: BTreeMap<String, u32> = o
+        .entries
+        .chains
+        .iter()
+        .map(|(id, c)| (c.name.clone(), *id))
+        .collect();
+    resolve_with(&p.packet_copy, &chains, &|name| {
+        o.netdevs.get(name).map(|d| d.ifindex)
+    })
+}
+
+/// Resolves `rules` with the applied chain ids (`name -> id`) and the
+/// interfaces present now (`ifindex`).
+pub fn resolve_with(
+    rules: &[PacketCopy],
+    chains: &BTreeMap<String, u32>,
+    ifindex: &dyn Fn(&str) -> Option<u32>,
+) -> (Vec<Armed>, Vec<Unarmed>) {
     let mut armed = Vec::new();
     let mut unarmed = Vec::new();
-    for r in &p.packet_copy {
-        let Some(dev) = o.netdevs.get(&r.interface) else {
+    for r in rules {
+        let Some(ifindex) = ifindex(&r.interface) else {
             unarmed.push(Unarmed {
                 name: r.name.clone(),
                 reason: format!("interface {} does not exist", r.interface),
             });
             continue;
         };
-        let Some(chain) = o
-            .entries
-            .chains
-            .iter()
-            .find(|(_, c)| c.name == r.chain)
-            .map(|(id, _)| *id)
-        else {
+        let Some(&chain) = chains.get(&r.chain) else {
             unarmed.push(Unarmed {
                 name: r.name.clone(),
                 reason: format!("chain {} is not applied", r.chain),
@@ -79,7 +91,7 @@ pub fn resolve(p: &Policy, o: &Observed) -> (Vec<Armed>, Vec<Unarmed>) {
         armed.push(Armed {
             rule: Rule {
                 name: r.name.clone(),
-                ifindex: dev.ifindex,
+                ifindex,
                 chain,
                 when,
             },

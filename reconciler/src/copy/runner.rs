@@ -4,7 +4,7 @@
 //! subflows it read from the capture maps.
 use std::{collections::BTreeMap, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     forge::{Captured, frame},
@@ -18,19 +18,19 @@ use crate::xsk::Sender;
 pub const QUEUE: u32 = 0;
 
 /// Per-rule report for `emptcp status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleStatus {
     pub name: String,
     pub interface: String,
     pub armed: bool,
     /// Why the rule is not armed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub fired: u64,
     pub sent: u64,
     pub send_failures: u64,
     pub rate_limited: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
 

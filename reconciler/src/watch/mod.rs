@@ -117,6 +117,18 @@ pub fn run(opts: WatchOptions) -> anyhow::Result<i32> {
         agent_stop.clone(),
     );
     let _stop_agent = StopOnDrop(agent_stop, Some(agent));
+    // Packet copy (issue 5): the policy's packet_copy rules, fired from the
+    // egress capture and sent through AF_XDP, on its own thread.
+    let copy_rules = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let copy_status = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let copy_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let copy = crate::copy::task::spawn(
+        crate::layout::Layout::new(&opts.bpffs_root),
+        copy_rules.clone(),
+        copy_status.clone(),
+        copy_stop.clone(),
+    );
+    let _stop_copy = StopOnDrop(copy_stop, Some(copy));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)
@@ -129,6 +141,8 @@ pub fn run(opts: WatchOptions) -> anyhow::Result<i32> {
             object,
             listener.as_ref().and_then(|l| l.local_addr().ok()),
         );
+        d.copy_rules = copy_rules;
+        d.copy_status = copy_status;
         d.run(listener).await
     })
 }
@@ -260,6 +274,10 @@ struct Daemon {
     missing_interfaces: Vec<String>,
     notes: Vec<String>,
     counters: Counters,
+    /// The packet_copy rules of the policy in force (read by the
+    /// packet-copy thread) and what that thread reports per rule.
+    copy_rules: Arc<std::sync::Mutex<Vec<crate::policy::PacketCopy>>>,
+    copy_status: Arc<std::sync::Mutex<Vec<crate::copy::runner::RuleStatus>>>,
     deciders: Deciders,
     decider_rx: Option<mpsc::Receiver<decider::Sample>>,
     seeded: bool,
@@ -323,6 +341,8 @@ impl Daemon {
             missing_interfaces: Vec::new(),
             notes: Vec::new(),
             counters: Counters::default(),
+            copy_rules: Arc::default(),
+            copy_status: Arc::default(),
             deciders: Deciders::new(dtx),
             decider_rx: Some(drx),
             seeded: false,
@@ -551,6 +571,9 @@ impl Daemon {
                         );
                     }
                     self.deciders.update(&policy);
+                    if let Ok(mut r) = self.copy_rules.lock() {
+                        *r = policy.packet_copy.clone();
+                    }
                     self.target = Some(Target {
                         hash: read.hash,
                         desired,
@@ -903,6 +926,11 @@ impl Daemon {
             missing_interfaces: self.missing_interfaces.clone(),
             notes: self.notes.clone(),
             deciders: self.deciders.states(),
+            packet_copy: self
+                .copy_status
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default(),
             counters: self.counters.clone(),
         };
         match state_file::write(&self.state_path, &state) {

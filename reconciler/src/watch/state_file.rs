@@ -167,6 +167,9 @@ pub struct DaemonState {
     pub notes: Vec<String>,
     #[serde(default)]
     pub deciders: Vec<DeciderState>,
+    /// packet_copy rules: armed or not (and why), fired, sent, failures.
+    #[serde(default)]
+    pub packet_copy: Vec<crate::copy::runner::RuleStatus>,
     pub counters: Counters,
 }
 
@@ -327,6 +330,7 @@ mod tests {
             missing_interfaces: vec![],
             notes: vec![],
             deciders: vec![],
+            packet_copy: vec![],
             counters: Counters::default(),
         };
         write(&p, &s).unwrap();

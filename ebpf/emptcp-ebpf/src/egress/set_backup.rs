@@ -26,7 +26,8 @@ use super::{SHOT, Verdict, event};
 use crate::{
     egress::{arg, well_formed},
     egress_program,
-    options::{KIND_MPTCP, KIND_NOP, OPT_MAX, RST, SYN, Seg, TCP_HLEN},
+    maps::SUBFLOWS,
+    options::{KIND_MPTCP, KIND_NOP, OPT_MAX, RST, SYN, Seg, TCP_HLEN, key},
     parse::Frame,
     stats,
 };
@@ -72,7 +73,20 @@ fn set(ctx: &TcContext, m: *mut XdpMeta, backup: u8) -> Option<Verdict> {
         event(EgressStat::InsertSkippedPayload);
         return None;
     }
-    Some(insert(ctx, &s, m, backup))
+    // Signalled once per subflow: the capture (which ran before this step)
+    // remembers what was inserted.
+    let key = key(m);
+    let sub = SUBFLOWS.get_ptr_mut(&key);
+    if let Some(f) = sub
+        && unsafe { (*f).prio_sent } == backup + 1
+    {
+        return None;
+    }
+    let v = insert(ctx, &s, m, backup);
+    if let (Verdict::Next, Some(f)) = (&v, sub) {
+        unsafe { (*f).prio_sent = backup + 1 };
+    }
+    Some(v)
 }
 
 /// Rewrites the B flag of the MP_PRIO in place.

@@ -1,0 +1,91 @@
+//! Reading the egress capture (`SUBFLOWS`, written by the TC egress
+//! program) into what the packet-copy runner needs per subflow.
+use aya::maps::{HashMap, Map, MapData};
+use emptcp_common::{
+    FlowKey, FlowState, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY,
+    SF_SEQ_SEEN, SF_TS_SEEN, SubflowState,
+};
+
+use super::{forge::Captured, trigger::SubflowView};
+use crate::{
+    layout::Layout,
+    packet::{DataAck, Timestamps},
+};
+
+fn open<K: aya::Pod, V: aya::Pod>(layout: &Layout, name: &str) -> Option<HashMap<MapData, K, V>> {
+    let md = MapData::from_pin(layout.map(name)).ok()?;
+    HashMap::try_from(Map::from_map_data(md).ok()?).ok()
+}
+
+/// The pair the runner needs for one captured subflow, or `None` while the
+/// capture has not seen enough of it to forge a valid packet (no sent
+/// segment with an ACK yet).
+pub fn view(
+    key: &FlowKey,
+    s: &SubflowState,
+    conn_bytes: Option<u64>,
+) -> Option<(SubflowView, Captured)> {
+    if s.flags & (SF_SEQ_SEEN | SF_ACK_SEEN) != SF_SEQ_SEEN | SF_ACK_SEEN {
+        return None;
+    }
+    let v = SubflowView {
+        key: *key,
+        conn: 0,
+        chain: s.chain,
+        ifindex: s.ifindex,
+        // Idle = nothing sent with payload and nothing received (the ack
+        // number did not move) since then. A subflow that never carried
+        // data counts from when it was first seen.
+        last_activity_ns: s.last_data_tx_ns.max(s.last_ack_advance_ns).max(
+            if s.last_data_tx_ns == 0 && s.last_ack_advance_ns == 0 {
+                s.last_seen_ns
+            } else {
+                0
+            },
+        ),
+        conn_bytes,
+    };
+    let keys = (s.flags & (SF_LOCAL_KEY | SF_REMOTE_KEY) == SF_LOCAL_KEY | SF_REMOTE_KEY)
+        .then_some((s.local_key, s.remote_key));
+    let c = Captured {
+        key: *key,
+        mac: s.mac,
+        vlan_tci: s.vlan_tci,
+        snd_nxt: s.snd_nxt,
+        ack: s.rcv_nxt,
+        window: s.window,
+        timestamps: (s.flags & SF_TS_SEEN != 0).then_some(Timestamps {
+            tsval: s.tsval,
+            tsecr: s.tsecr,
+        }),
+        // The low 32 bits: the receiver widens a 4-byte data ack from its
+        // own state, while the high bits here are only right when the
+        // capture saw 8-byte acks.
+        data_ack: (s.flags & SF_DATA_ACK_SEEN != 0).then_some(DataAck::Ack32(s.data_ack as u32)),
+        keys,
+    };
+    Some((v, c))
+}
+
+/// Every captured subflow with enough state, with the connection size from
+/// `FLOWS` for initial subflows (joins have none).
+pub fn read(layout: &Layout) -> Vec<(SubflowView, Captured)> {
+    let Some(subs) = open::<FlowKey, SubflowState>(layout, "SUBFLOWS") else {
+        return Vec::new();
+    };
+    let flows = open::<FlowKey, FlowState>(layout, "FLOWS");
+    subs.iter()
+        .flatten()
+        .filter_map(|(k, s)| {
+            let bytes = if s.flags & SF_JOIN == 0 {
+                flows
+                    .as_ref()
+                    .and_then(|f| f.get(&k, 0).ok())
+                    .map(|f| f.bytes)
+            } else {
+                None
+            };
+            view(&k, &s, bytes)
+        })
+        .collect()
+}
