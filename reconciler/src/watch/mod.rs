@@ -278,6 +278,8 @@ struct Daemon {
     /// packet-copy thread) and what that thread reports per rule.
     copy_rules: Arc<std::sync::Mutex<Vec<crate::policy::PacketCopy>>>,
     copy_status: Arc<std::sync::Mutex<Vec<crate::copy::runner::RuleStatus>>>,
+    /// What the status file last showed of it.
+    copy_written: Vec<crate::copy::runner::RuleStatus>,
     deciders: Deciders,
     decider_rx: Option<mpsc::Receiver<decider::Sample>>,
     seeded: bool,
@@ -343,6 +345,7 @@ impl Daemon {
             counters: Counters::default(),
             copy_rules: Arc::default(),
             copy_status: Arc::default(),
+            copy_written: Vec::new(),
             deciders: Deciders::new(dtx),
             decider_rx: Some(drx),
             seeded: false,
@@ -426,6 +429,10 @@ impl Daemon {
         let mut fs_debounce = Debounce::new(self.opts.debounce);
         let mut link_debounce = Debounce::new(self.opts.debounce);
         let mut pending = Pending::default();
+        // The packet-copy thread's counters reach the status file at this
+        // pace (only when they changed).
+        let mut copy_tick = tokio::time::interval(Duration::from_millis(500));
+        copy_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
         loop {
             let retry_at = self.retry_at;
@@ -462,6 +469,13 @@ impl Daemon {
                     } else {
                         continue;
                     }
+                }
+                _ = copy_tick.tick() => {
+                    let now = self.copy_status.lock().map(|s| s.clone()).unwrap_or_default();
+                    if now != self.copy_written {
+                        self.write_state(true);
+                    }
+                    continue;
                 }
                 _ = drift.tick() => {
                     pending.drift = true;
@@ -926,11 +940,15 @@ impl Daemon {
             missing_interfaces: self.missing_interfaces.clone(),
             notes: self.notes.clone(),
             deciders: self.deciders.states(),
-            packet_copy: self
-                .copy_status
-                .lock()
-                .map(|s| s.clone())
-                .unwrap_or_default(),
+            packet_copy: {
+                let now = self
+                    .copy_status
+                    .lock()
+                    .map(|s| s.clone())
+                    .unwrap_or_default();
+                self.copy_written = now.clone();
+                now
+            },
             counters: self.counters.clone(),
         };
         match state_file::write(&self.state_path, &state) {

@@ -1,0 +1,151 @@
+//! Packet copy end to end on the two-path MPTCP testbed (issue 5), with the
+//! daemon (`emptcp watch`) on the client:
+//!
+//! * an egress chain on path B (cli1) inserts MP_PRIO(backup=1) into what
+//!   the client sends there, so the SERVER treats subflow B as a backup;
+//! * the connection idles (`--idle-before`): nothing flows on B;
+//! * with the `subflow_idle` rule, the daemon forges MP_PRIO(backup=0) for
+//!   B from the egress capture and sends it through AF_XDP: the server's
+//!   MPTcpExtMPPrioRx counts it and the download uses B again; without the
+//!   rule (same run, first) B stays a backup and carries (almost) nothing.
+//!
+//! Nothing falls back, no checksum error, no reset, and the server counts
+//! no retransmission for the forged duplicate ACK.
+mod common;
+mod mptcp_common;
+#[path = "watch_support/mod.rs"]
+mod watch_support;
+
+use std::time::Duration;
+
+use common::*;
+use mptcp_common::*;
+use serde_json::Value;
+use watch_support::*;
+
+const PRIO_RX: &str = "MPTcpExtMPPrioRx";
+const PATH_B: &str = "198.51.100.1:";
+
+fn policy(revive: bool) -> String {
+    let rule = if revive {
+        "packet_copy:
+  - name: revive
+    interface: cli1
+    chain: backup-b
+    when: {subflow_idle: 300ms}
+    send: {mp_prio: {backup: false}}
+"
+    } else {
+        ""
+    };
+    format!(
+        "version: 1
+settings: {{flow_capacity: 16384}}
+interfaces:
+  - {{name: cli1, chains: [backup-b]}}
+chains:
+  - name: backup-b
+    hook: egress
+    match: {{remote: [198.51.100.0/24], remote_ports: [5201]}}
+    actions: [set_backup: {{backup: true}}]
+{rule}"
+    )
+}
+
+fn received_on(res: &Value, local: &str) -> u64 {
+    res["subflow_tcpinfo"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no subflow_tcpinfo: {res}"))
+        .iter()
+        .find(|s| s["local"].as_str().is_some_and(|l| l.starts_with(local)))
+        .and_then(|s| s["bytes_received"].as_u64())
+        .unwrap_or_else(|| panic!("no subflow from {local}: {res}"))
+}
+
+/// One download that idles first; returns the result and the server's
+/// counter deltas.
+fn download(lab: &Lab) -> (Value, impl Fn(&str) -> i64, impl Fn(&str) -> i64) {
+    let srv_before = lab.tb.counters("srv");
+    let (res, d) = run(
+        lab,
+        &[
+            "--download",
+            "40M",
+            "--idle-before",
+            "1.5",
+            "--wait-subflows-before",
+            "1",
+            "--wait-before-timeout",
+            "3",
+            "--subflow-tcpinfo",
+        ],
+    );
+    let srv_after = lab.tb.counters("srv");
+    assert_eq!(res["joined_before"], true, "no join before the idle: {res}");
+    (res, d, move |n: &str| delta(&srv_before, &srv_after, n))
+}
+
+#[test]
+fn an_idle_backup_subflow_is_revived_by_a_forged_mp_prio() {
+    if !root_or_skip("an_idle_backup_subflow_is_revived_by_a_forged_mp_prio") {
+        return;
+    }
+    let lab = Lab::new("copy");
+    let file = policy_file(&lab.dir, "p.yaml", &policy(false));
+    let daemon = Daemon::start(lab.root(), &lab.tb.cli, &["-f", file.to_str().unwrap()]);
+    daemon.wait_state("converged", Duration::from_secs(30), |s| {
+        s["last_reconcile"]["converged"] == true
+    });
+
+    // Without the rule: the server got MP_PRIO(backup) and B stays idle.
+    let (res, d, srv) = download(&lab);
+    let b_without = received_on(&res, PATH_B);
+    eprintln!(
+        "without the rule: path B received {b_without}, server MPPrioRx +{}",
+        srv(PRIO_RX)
+    );
+    assert!(
+        srv(PRIO_RX) >= 1,
+        "the server got no MP_PRIO(backup): {res}"
+    );
+    no_damage(&d);
+
+    // With the rule: the idle subflow B gets MP_PRIO(backup=0) from AF_XDP.
+    std::fs::write(&file, policy(true)).unwrap();
+    daemon.wait_state("rule armed", Duration::from_secs(10), |s| {
+        s["packet_copy"][0]["armed"] == true
+    });
+    let (res, d, srv) = download(&lab);
+    let b_with = received_on(&res, PATH_B);
+    let st = daemon.state().unwrap_or_default();
+    eprintln!(
+        "with the rule: path B received {b_with}, server MPPrioRx +{}, rule {:#}",
+        srv(PRIO_RX),
+        st["packet_copy"][0]
+    );
+    let sent = st["packet_copy"][0]["sent"].as_u64().unwrap_or(0);
+    assert!(
+        sent >= 1,
+        "the rule sent nothing: {st:#}\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        srv(PRIO_RX) >= 2,
+        "the server did not get both MP_PRIOs (backup, then the forged one): {res}"
+    );
+    assert!(
+        b_with >= 1 << 20 && b_with > 4 * b_without.max(1),
+        "path B was not used again: {b_with} bytes (without the rule {b_without}): {res}"
+    );
+    no_damage(&d);
+    for c in ["MPTcpExtMPRstRx", "TcpExtTCPAbortOnData"] {
+        assert_eq!(srv(c), 0, "server {c}");
+    }
+    assert_eq!(
+        st["packet_copy"][0]["send_failures"].as_u64(),
+        Some(0),
+        "{st:#}"
+    );
+    drop(daemon);
+    lab.destroy();
+}
