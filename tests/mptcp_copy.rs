@@ -149,3 +149,82 @@ fn an_idle_backup_subflow_is_revived_by_a_forged_mp_prio() {
     drop(daemon);
     lab.destroy();
 }
+
+fn announce_policy() -> String {
+    "version: 1
+settings: {flow_capacity: 16384}
+interfaces:
+  - {name: cli0, chains: [track-a, capture-a]}
+chains:
+  - name: track-a
+    match: {remote: [192.0.2.0/24], remote_ports: [5201]}
+    actions: [record_flow]
+  - name: capture-a
+    hook: egress
+    match: {remote: [192.0.2.0/24], remote_ports: [5201]}
+    actions: [count]
+packet_copy:
+  - name: announce-b
+    interface: cli0
+    chain: capture-a
+    when: {flow_bytes_at: 1MiB}
+    send: {add_addr: {address: 198.51.100.1, id: 7}}
+"
+    .to_string()
+}
+
+/// A forged ADD_ADDR (HMAC from the keys the egress capture took from the
+/// MP_CAPABLE handshake) announcing the client's second address reaches the
+/// server once the connection passed 1 MiB: the server accepts it (its
+/// MPTcpExtAddAddr rises, nothing dropped) and, allowed by its limits,
+/// tries a join to that address (MPTcpExtMPJoinSynTx).
+#[test]
+fn a_forged_add_addr_passes_the_servers_hmac_check() {
+    if !root_or_skip("a_forged_add_addr_passes_the_servers_hmac_check") {
+        return;
+    }
+    let lab = Lab::new("copyaa");
+    must(&format!(
+        "ip -n {} mptcp limits set subflows 4 add_addr_accepted 4",
+        lab.tb.srv
+    ));
+    // The client ignores the server's own announcement: its join would
+    // already connect the server to 198.51.100.1, and the server's PM does
+    // not join an address it has a subflow to.
+    must(&format!(
+        "ip -n {} mptcp limits set subflows 4 add_addr_accepted 0",
+        lab.tb.cli
+    ));
+    let file = policy_file(&lab.dir, "p.yaml", &announce_policy());
+    let daemon = Daemon::start(lab.root(), &lab.tb.cli, &["-f", file.to_str().unwrap()]);
+    daemon.wait_state("armed", Duration::from_secs(30), |s| {
+        s["last_reconcile"]["converged"] == true && s["packet_copy"][0]["armed"] == true
+    });
+    let srv_before = lab.tb.counters("srv");
+    // Slow enough that the rule fires while the connection is alive.
+    let (res, d) = run(&lab, &["--download", "40M", "--linger", "1.0"]);
+    let srv_after = lab.tb.counters("srv");
+    let srv = |n: &str| delta(&srv_before, &srv_after, n);
+    let st = daemon.state().unwrap_or_default();
+    eprintln!(
+        "server AddAddr +{}, AddAddrDrop +{}, MPJoinSynTx +{}; rule {:#}",
+        srv("MPTcpExtAddAddr"),
+        srv("MPTcpExtAddAddrDrop"),
+        srv("MPTcpExtMPJoinSynTx"),
+        st["packet_copy"][0]
+    );
+    assert!(
+        st["packet_copy"][0]["sent"].as_u64().unwrap_or(0) >= 1,
+        "the rule sent nothing: {st:#}\n{}",
+        daemon.log_text()
+    );
+    assert!(srv("MPTcpExtAddAddr") >= 1, "server saw no ADD_ADDR: {res}");
+    assert_eq!(srv("MPTcpExtAddAddrDrop"), 0, "server dropped it");
+    assert!(
+        srv("MPTcpExtMPJoinSynTx") >= 1,
+        "server did not try to join the announced address"
+    );
+    no_damage(&d);
+    drop(daemon);
+    lab.destroy();
+}

@@ -12,7 +12,7 @@ use std::{
 };
 
 use aya::maps::{Array, Map, MapData};
-use emptcp_common::ChainDef;
+use emptcp_common::{ChainDef, SUBFLOW_EV_CLOSED, SubflowEvent};
 
 use super::{
     capture,
@@ -84,6 +84,7 @@ pub fn spawn(
         .name("packet-copy".into())
         .spawn(move || {
             let mut runner = Runner::new();
+            let mut events = Events::default();
             let mut last: Vec<PacketCopy> = Vec::new();
             let mut r = Resolved::default();
             let mut resolved_at: Option<Instant> = None;
@@ -132,8 +133,65 @@ pub fn spawn(
                         }
                     }
                 }
-                std::thread::sleep(sleep.max(MIN_SLEEP));
+                events.wait(&layout, sleep.max(MIN_SLEEP));
             }
         })
         .expect("spawning the packet-copy thread")
+}
+
+/// The capture's ring buffer (`SUBFLOW_EVENTS`: a subflow seen for the first
+/// time, a subflow closed). The thread sleeps on it, so a new or closed
+/// subflow starts a round at once instead of at the next tick; the events
+/// only wake the thread (their content is in `SUBFLOWS`, read every round;
+/// events the ring could not take are counted by the datapath as
+/// `events_lost`).
+#[derive(Default)]
+struct Events {
+    ring: Option<aya::maps::RingBuf<MapData>>,
+}
+
+impl Events {
+    /// Waits up to `timeout` for an event, then drains the ring.
+    fn wait(&mut self, layout: &Layout, timeout: Duration) {
+        if self.ring.is_none() {
+            // Opened lazily: the map exists once a policy with an egress
+            // chain was applied.
+            self.ring = MapData::from_pin(layout.map("SUBFLOW_EVENTS"))
+                .ok()
+                .and_then(|m| Map::from_map_data(m).ok())
+                .and_then(|m| aya::maps::RingBuf::try_from(m).ok());
+        }
+        let Some(ring) = self.ring.as_mut() else {
+            std::thread::sleep(timeout);
+            return;
+        };
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(ring),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().clamp(0, i32::MAX as u128) as i32;
+        if ms == 0 {
+            std::thread::sleep(timeout);
+        } else {
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+        }
+        while let Some(item) = ring.next() {
+            if item.len() >= std::mem::size_of::<SubflowEvent>() {
+                // SAFETY: the datapath writes whole SubflowEvent records.
+                let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SubflowEvent>()) };
+                tracing::debug!(
+                    kind = if ev.kind == SUBFLOW_EV_CLOSED {
+                        "closed"
+                    } else {
+                        "new"
+                    },
+                    local_port = ev.key.local_port,
+                    remote_port = ev.key.remote_port,
+                    "subflow event"
+                );
+            }
+        }
+    }
 }

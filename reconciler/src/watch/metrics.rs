@@ -47,6 +47,10 @@ pub const EVENTS: &str = "emptcp_datapath_events_total";
 pub const STRIPPED: &str = "emptcp_add_addr_stripped_total";
 pub const RECOVERED: &str = "emptcp_add_addr_recovered_total";
 pub const BUILD_INFO: &str = "emptcp_build_info";
+pub const EGRESS_EVENTS: &str = "emptcp_egress_events_total";
+pub const COPY_SENT: &str = "emptcp_packet_copy_sent_total";
+pub const COPY_FAILURES: &str = "emptcp_packet_copy_send_failures_total";
+pub const COPY_FIRED: &str = "emptcp_packet_copy_fired_total";
 
 /// Installs the global recorder; returns the handle that renders it.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -85,6 +89,22 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 }
 
 fn describe() {
+    describe_counter!(
+        EGRESS_EVENTS,
+        "Egress hook events (captures, MP_PRIO inserts and skips, events_lost: SUBFLOW_EVENTS was full)."
+    );
+    describe_counter!(
+        COPY_FIRED,
+        "packet_copy rule firings (a subflow met the rule's condition)."
+    );
+    describe_counter!(
+        COPY_SENT,
+        "Forged control packets sent through AF_XDP, per packet_copy rule."
+    );
+    describe_counter!(
+        COPY_FAILURES,
+        "Forged control packets that could not be built or sent, per packet_copy rule."
+    );
     describe_counter!(
         RECONCILES,
         "Reconciles by outcome (applied, noop, policy_error, plan_error, apply_error, observe_error, lock_busy, no_policy)."
@@ -270,6 +290,10 @@ fn collect_datapath(layout: &Layout, flows: &Mutex<FlowCount>) {
     } else {
         counter!(STRIPPED).absolute(0);
         counter!(RECOVERED).absolute(0);
+    }
+    // Egress hook: captures, inserts, and `events_lost` (SUBFLOW_EVENTS full).
+    for (name, v) in crate::status::egress_counters(layout) {
+        counter!(EGRESS_EVENTS, "event" => name).absolute(v);
     }
     let mut fc = flows.lock().unwrap_or_else(|e| e.into_inner());
     if fc.at.is_none_or(|t| t.elapsed() >= FLOW_COUNT_MAX_AGE) {
@@ -481,4 +505,13 @@ async fn reply(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// The packet-copy rules' counters (from the packet-copy thread's report).
+pub fn packet_copy(rules: &[crate::copy::runner::RuleStatus]) {
+    for r in rules {
+        counter!(COPY_FIRED, "rule" => r.name.clone()).absolute(r.fired);
+        counter!(COPY_SENT, "rule" => r.name.clone()).absolute(r.sent);
+        counter!(COPY_FAILURES, "rule" => r.name.clone()).absolute(r.send_failures);
+    }
 }

@@ -473,6 +473,7 @@ impl Daemon {
                 _ = copy_tick.tick() => {
                     let now = self.copy_status.lock().map(|s| s.clone()).unwrap_or_default();
                     if now != self.copy_written {
+                        m::packet_copy(&now);
                         self.write_state(true);
                     }
                     continue;
