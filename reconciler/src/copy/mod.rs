@@ -6,10 +6,11 @@
 //! * [`forge`]: the control frame for a captured subflow
 //!   (`crate::packet::build_control`);
 //! * [`runner`]: one round: decide, forge, send through the interface's
-//!   AF_XDP socket (`crate::xsk`), count.
-//!
-//! What feeds the runner is the egress capture (the TC program recording
-//! each subflow's newest seq/ack/DSS, docs/packet-copy.md).
+//!   AF_XDP socket (`crate::xsk`), count;
+//! * [`capture`]: what the TC egress program recorded per subflow
+//!   (`SUBFLOWS`), as the runner needs it;
+//! * [`task`]: the thread of `emptcp watch` that runs the rounds, woken by
+//!   the capture's ring buffer and the idle deadlines.
 pub mod capture;
 pub mod forge;
 pub mod rules;
