@@ -20,6 +20,8 @@ use crate::{
 pub const FLOWS_MAP: &str = "FLOWS";
 /// Stored ADD_ADDR options, sized from the flow table.
 pub const FLOW_ADDRS_MAP: &str = "FLOW_ADDRS";
+/// The egress capture (`SUBFLOWS`), sized by the policy's egress chains.
+pub const SUBFLOWS_MAP: &str = "SUBFLOWS";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,6 +114,23 @@ impl Desired {
         if let Some(flows) = maps.get_mut(FLOWS_MAP) {
             flows.max_entries = policy.settings.flow_capacity;
             map_overrides.insert(FLOWS_MAP.to_string(), policy.settings.flow_capacity);
+        }
+        // Captured subflows: only egress chains fill the table. Without
+        // one it keeps the minimum (preallocating ~52 MB for nothing costs
+        // ~100 ms per fresh apply); with one it holds as many subflows as
+        // the flow table holds flows, up to the object's default. Adding
+        // the first egress chain then migrates the (empty) table.
+        if let Some(subs) = maps.get_mut(SUBFLOWS_MAP) {
+            let n = if policy.chains.iter().any(|c| c.hook == Hook::Egress) {
+                policy
+                    .settings
+                    .flow_capacity
+                    .clamp(1024, emptcp_common::DEFAULT_SUBFLOW_CAPACITY)
+            } else {
+                1024
+            };
+            subs.max_entries = n;
+            map_overrides.insert(SUBFLOWS_MAP.to_string(), n);
         }
         // Stored ADD_ADDRs: most flows store none; a quarter of the flow
         // table (the datapath's default ratio) scales with it.

@@ -443,33 +443,50 @@ impl<'a> Applier<'a> {
             loader.map_max_entries(n.as_str(), *size);
         }
         let mut ebpf = loader.load(&self.object.bytes)?;
-        for name in &self.object.programs {
-            let prog = ebpf
-                .program_mut(name)
-                .ok_or_else(|| StepError::Other(format!("program {name} missing from object")))?;
-            // Pin beside, then rename over the old pin: the path always
-            // names a complete program.
-            let tmp = self.layout.progs_dir().join(format!("new-{name}"));
-            remove_if_present(&tmp)?;
-            let pinned = match prog {
-                Program::Xdp(p) => {
-                    p.load()?;
-                    p.pin(&tmp)
-                }
-                Program::SchedClassifier(p) => {
-                    p.load()?;
-                    p.pin(&tmp)
-                }
-                _ => {
-                    return Err(StepError::Other(format!(
-                        "program {name} has a type emptcp does not load"
-                    )));
-                }
-            };
-            pinned.map_err(|e| StepError::Other(format!("pinning {}: {e}", tmp.display())))?;
-            let dst = self.layout.prog(name);
-            std::fs::rename(&tmp, &dst).map_err(io("pinning", &dst))?;
+        // The kernel verifies each program in the thread that loads it, and
+        // verification is most of an apply's time: load on every CPU (each
+        // worker takes the next program; the biggest go first).
+        let mut todo: Vec<(String, &mut Program)> = ebpf
+            .programs_mut()
+            .filter(|(n, _)| self.object.programs.iter().any(|p| p == n))
+            .map(|(n, p)| (n.to_string(), p))
+            .collect();
+        if todo.len() != self.object.programs.len() {
+            return Err(StepError::Other(
+                "a program is missing from the object".into(),
+            ));
         }
+        // Workers pop from the end: the heaviest last in the list.
+        todo.sort_by_key(|(n, _)| program_weight(n));
+        let queue = std::sync::Mutex::new(todo);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let layout = self.layout;
+        let results: Vec<Result<(), StepError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| -> Result<(), StepError> {
+                        loop {
+                            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                            let Some((name, prog)) = next else {
+                                return Ok(());
+                            };
+                            load_and_pin(layout, &name, prog)?;
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StepError::Other("a loader thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, StepError>>()?;
         self.loaded = Some(ebpf);
         Ok(())
     }
@@ -547,6 +564,43 @@ impl Applier<'_> {
             .map_err(|e| StepError::Other(format!("pinning link {}: {e}", pin.display())))?;
         Ok(())
     }
+}
+
+/// Verification cost rank of a program (measured: docs/datapath.md): the
+/// entry programs walk the options, the rest are small.
+fn program_weight(name: &str) -> u32 {
+    match name {
+        "entry" => 3,
+        "egress_entry" => 2,
+        "egress_capture" | "record_flow" => 1,
+        _ => 0,
+    }
+}
+
+/// Loads (verifies) one program and pins it: beside, then renamed over the
+/// old pin, so the path always names a complete program.
+fn load_and_pin(layout: &Layout, name: &str, prog: &mut Program) -> Result<(), StepError> {
+    let tmp = layout.progs_dir().join(format!("new-{name}"));
+    remove_if_present(&tmp)?;
+    let pinned = match prog {
+        Program::Xdp(p) => {
+            p.load()?;
+            p.pin(&tmp)
+        }
+        Program::SchedClassifier(p) => {
+            p.load()?;
+            p.pin(&tmp)
+        }
+        _ => {
+            return Err(StepError::Other(format!(
+                "program {name} has a type emptcp does not load"
+            )));
+        }
+    };
+    pinned.map_err(|e| StepError::Other(format!("pinning {}: {e}", tmp.display())))?;
+    let dst = layout.prog(name);
+    std::fs::rename(&tmp, &dst).map_err(io("pinning", &dst))?;
+    Ok(())
 }
 
 fn ok_if_gone(r: Result<(), MapError>) -> Result<(), StepError> {
