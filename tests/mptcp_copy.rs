@@ -146,6 +146,14 @@ fn an_idle_backup_subflow_is_revived_by_a_forged_mp_prio() {
         Some(0),
         "{st:#}"
     );
+
+    // The interface goes: the rule is disarmed, and says why.
+    must(&format!("ip -n {} link del cli1", lab.tb.cli));
+    let st = daemon.wait_state("rule disarmed", Duration::from_secs(10), |s| {
+        s["packet_copy"][0]["armed"] == false
+    });
+    let reason = st["packet_copy"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("cli1 does not exist"), "{st:#}");
     drop(daemon);
     lab.destroy();
 }
