@@ -136,7 +136,11 @@ chains:
     }
     let calm_in = wait_recover_at(&root.path, ns, 4 * MIB, Duration::from_secs(5), &daemon);
     eprintln!("recover_at back {calm_in:?} after the load stopped");
-    let s = daemon.state().unwrap();
+    // The map changes during the apply; the daemon records the reconcile
+    // (status file, gauges) just after: wait for that record.
+    let s = daemon.wait_state("calm recorded", Duration::from_secs(5), |s| {
+        s["deciders"][0]["busy"] == false && s["counters"]["decider_changes"].as_u64() >= Some(2)
+    });
     assert!(
         s["counters"]["decider_changes"].as_u64().unwrap() >= 2,
         "{s:#}"
