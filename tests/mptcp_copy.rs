@@ -62,27 +62,74 @@ fn received_on(res: &Value, local: &str) -> u64 {
         .unwrap_or_else(|| panic!("no subflow from {local}: {res}"))
 }
 
-/// One download that idles first; returns the result and the server's
-/// counter deltas.
-fn download(lab: &Lab) -> (Value, impl Fn(&str) -> i64, impl Fn(&str) -> i64) {
-    let srv_before = lab.tb.counters("srv");
-    let (res, d) = run(
-        lab,
-        &[
-            "--download",
-            "40M",
-            "--idle-before",
-            "1.5",
-            "--wait-subflows-before",
-            "1",
-            "--wait-before-timeout",
-            "3",
-            "--subflow-tcpinfo",
-        ],
-    );
-    let srv_after = lab.tb.counters("srv");
+/// Server counters (all of /proc/net/netstat and snmp).
+fn server(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
+    lab.tb
+        .run(&["counters", "srv", "."])
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// What the server may count for a duplicate ACK that is not one: none of
+/// these may move while the connection idles and the forged packet arrives.
+const NOT_CONGESTION: [&str; 6] = [
+    "TcpRetransSegs",
+    "TcpExtTCPFastRetrans",
+    "TcpExtTCPLossProbes",
+    "TcpExtTCPSACKReorder",
+    "TcpExtTCPTimeouts",
+    "MPTcpExtMPRstRx",
+];
+
+/// One download that idles 1.5 s first; returns the result, the client's
+/// counter deltas, the server's over the whole run, and the server's over
+/// the connection's first 1.2 s (handshakes and the idle period, where the
+/// forged packet arrives, before any data).
+#[allow(clippy::type_complexity)]
+fn download(
+    lab: &Lab,
+) -> (
+    Value,
+    impl Fn(&str) -> i64,
+    impl Fn(&str) -> i64,
+    impl Fn(&str) -> i64,
+) {
+    let srv_before = server(lab);
+    let (res, d, srv_idle) = std::thread::scope(|sc| {
+        let t = sc.spawn(|| {
+            run(
+                lab,
+                &[
+                    "--download",
+                    "40M",
+                    "--idle-before",
+                    "1.5",
+                    "--wait-subflows-before",
+                    "1",
+                    "--wait-before-timeout",
+                    "3",
+                    "--subflow-tcpinfo",
+                ],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(1200));
+        let idle = server(lab);
+        let (res, d) = t.join().expect("transfer thread");
+        (res, d, idle)
+    });
+    let srv_after = server(lab);
     assert_eq!(res["joined_before"], true, "no join before the idle: {res}");
-    (res, d, move |n: &str| delta(&srv_before, &srv_after, n))
+    let b = srv_before.clone();
+    (
+        res,
+        d,
+        move |n: &str| delta(&srv_before, &srv_after, n),
+        move |n: &str| delta(&b, &srv_idle, n),
+    )
 }
 
 #[test]
@@ -98,7 +145,7 @@ fn an_idle_backup_subflow_is_revived_by_a_forged_mp_prio() {
     });
 
     // Without the rule: the server got MP_PRIO(backup) and B stays idle.
-    let (res, d, srv) = download(&lab);
+    let (res, d, srv, _) = download(&lab);
     let b_without = received_on(&res, PATH_B);
     eprintln!(
         "without the rule: path B received {b_without}, server MPPrioRx +{}",
@@ -115,8 +162,15 @@ fn an_idle_backup_subflow_is_revived_by_a_forged_mp_prio() {
     daemon.wait_state("rule armed", Duration::from_secs(10), |s| {
         s["packet_copy"][0]["armed"] == true
     });
-    let (res, d, srv) = download(&lab);
+    let (res, d, srv, idle) = download(&lab);
     let b_with = received_on(&res, PATH_B);
+    // By the end of the idle period the forged MP_PRIO has arrived (the
+    // rule fires 300 ms into it) and the server counted no retransmission,
+    // loss or congestion event for it.
+    assert!(idle(PRIO_RX) >= 2, "forged MP_PRIO not in by then: {res}");
+    for c in NOT_CONGESTION {
+        assert_eq!(idle(c), 0, "server {c} moved during the idle period");
+    }
     let st = daemon.state().unwrap_or_default();
     eprintln!(
         "with the rule: path B received {b_with}, server MPPrioRx +{}, rule {:#}",
