@@ -379,3 +379,35 @@ fn malformed_packets_pass_untouched() {
         assert_eq!(e.stat(k), 0, "{k:?}");
     }
 }
+
+/// The capture's ring buffer full (nobody reading it): new subflows are
+/// still captured, every packet passes untouched, and the events that did
+/// not fit are counted (`events_lost`).
+#[test]
+fn a_full_event_ring_is_counted_and_harmless() {
+    need_root!();
+    let e = eg(&[(Action::Count, 0)]);
+    // 256 KiB of 80-byte records (72 + the ring's 8-byte header) hold 3276.
+    let n = 3500u16;
+    let mut verdicts = std::collections::BTreeSet::new();
+    for i in 0..n {
+        let seg = Seg::v4().with(|s| {
+            s.sport = 20_000 + i;
+            s.opts = opts(&[&dss(Some((1, 4)), None)]);
+        });
+        let f = seg.frame();
+        let (v, out) = e.run(&f, 0);
+        verdicts.insert(v);
+        assert_eq!(out, f, "packet {i} modified");
+        if i == n - 1 {
+            assert!(e.subflow(&ekey(&seg)).is_some(), "the last one captured");
+        }
+    }
+    assert_eq!(verdicts.len(), 1, "one verdict for all: {verdicts:?}");
+    let lost = e.stat(EgressStat::EventsLost);
+    assert!(
+        (1..n as u64).contains(&lost),
+        "events_lost {lost} after {n} new subflows"
+    );
+    eprintln!("{n} new subflows: {lost} events lost");
+}
