@@ -35,18 +35,36 @@ pub fn arg(m: *const XdpMeta) -> u32 {
 /// the calling program `row`).
 #[inline(always)]
 pub fn jump(ctx: &XdpContext, m: *mut XdpMeta, pos: u32, row: u32) -> u32 {
-    let n = unsafe { (*m).n_steps } as u32;
-    if pos >= n || pos >= MAX_STEPS as u32 {
+    let Some(action) = step_action(m, pos) else {
         return xdp_action::XDP_PASS;
-    }
-    // The step list as one word: no variable offset into the metadata
-    // (the verifier would lose its bounds).
-    let steps = u64::from_le_bytes(unsafe { (*m).steps });
-    let action = ((steps >> ((pos & (MAX_STEPS as u32 - 1)) * 8)) & 0xff) as u32;
+    };
     unsafe { (*m).pos = pos as u8 };
     unsafe { PROGS.tail_call(ctx, action) };
     stats::bump(row, Outcome::Error);
     xdp_action::XDP_PASS
+}
+
+/// The action of step `pos` of the described chain (both hooks), `None`
+/// past its end. The step list is read as one word: a variable offset into
+/// packet metadata would lose its bounds for the verifier.
+#[inline(always)]
+pub fn step_action(m: *const XdpMeta, pos: u32) -> Option<u32> {
+    let n = unsafe { (*m).n_steps } as u32;
+    if pos >= n || pos >= MAX_STEPS as u32 {
+        return None;
+    }
+    let steps = u64::from_le_bytes(unsafe { (*m).steps });
+    Some(((steps >> ((pos & (MAX_STEPS as u32 - 1)) * 8)) & 0xff) as u32)
+}
+
+/// An action's verdict when its work found nothing to do (`None`): the
+/// packet passes untouched to the next step, counted as `passed`.
+#[inline(always)]
+pub fn or_passed(row: u32, v: Option<Verdict>) -> Verdict {
+    v.unwrap_or_else(|| {
+        stats::bump(row, Outcome::Passed);
+        Verdict::Next
+    })
 }
 
 /// Continue with the step after the current one.

@@ -28,13 +28,7 @@ const ROW: u32 = Action::RecoverAddAddr as u32;
 
 #[inline(always)]
 fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
-    match recover(ctx, m) {
-        Some(v) => v,
-        None => {
-            stats::bump(ROW, Outcome::Passed);
-            Verdict::Next
-        }
-    }
+    chain::or_passed(ROW, recover(ctx, m))
 }
 
 /// `None`: nothing to do, the packet passes untouched.

@@ -23,13 +23,7 @@ const MP_PRIO_B2: u8 = 0x50;
 
 #[inline(always)]
 fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
-    match set(ctx, m, (chain::arg(m) != 0) as u8) {
-        Some(v) => v,
-        None => {
-            stats::bump(ROW, Outcome::Passed);
-            Verdict::Next
-        }
-    }
+    chain::or_passed(ROW, set(ctx, m, (chain::arg(m) != 0) as u8))
 }
 
 #[inline(always)]

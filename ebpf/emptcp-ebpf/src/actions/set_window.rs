@@ -23,13 +23,7 @@ const ROW: u32 = Action::SetWindow as u32;
 
 #[inline(always)]
 fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
-    match set(ctx, m, chain::arg(m)) {
-        Some(v) => v,
-        None => {
-            stats::bump(ROW, Outcome::Passed);
-            Verdict::Next
-        }
-    }
+    chain::or_passed(ROW, set(ctx, m, chain::arg(m)))
 }
 
 #[inline(always)]

@@ -24,13 +24,7 @@ const ROW: u32 = Action::StripAddAddr as u32;
 
 #[inline(always)]
 fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
-    match strip(ctx, m) {
-        Some(v) => v,
-        None => {
-            stats::bump(ROW, Outcome::Passed);
-            Verdict::Next
-        }
-    }
+    chain::or_passed(ROW, strip(ctx, m))
 }
 
 /// `None`: not for this action, the packet passes untouched.

@@ -14,7 +14,7 @@
 //! attached after ours still run. Only a packet an action damaged half-way
 //! is dropped ([`SHOT`]); a malformed one always passes untouched.
 use aya_ebpf::programs::TcContext;
-use emptcp_common::{EgressStat, MAX_STEPS, META_MAGIC, OPTS_BAD, Outcome, XdpMeta};
+use emptcp_common::{EgressStat, META_MAGIC, Outcome, XdpMeta};
 
 use crate::{
     maps::{EGRESS_META, EGRESS_PROGS, EGRESS_STATS},
@@ -56,24 +56,16 @@ pub fn meta(ctx: &TcContext) -> Option<*mut XdpMeta> {
     }
 }
 
-/// The current step's argument.
-#[inline(always)]
-pub fn arg(m: *const XdpMeta) -> u32 {
-    let pos = unsafe { (*m).pos } as usize;
-    let args = unsafe { (*m).args };
-    args[pos & (MAX_STEPS - 1)]
-}
+// The description is the ingress one: the same readers.
+pub use crate::chain::{arg, well_formed};
 
 /// Tail-calls step `pos` of the chain; returns [`PASS`] when the chain is
 /// done or the call fails (counted as an error of `row`).
 #[inline(always)]
 pub fn jump(ctx: &TcContext, m: *mut XdpMeta, pos: u32, row: u32) -> i32 {
-    let n = unsafe { (*m).n_steps } as u32;
-    if pos >= n || pos >= MAX_STEPS as u32 {
+    let Some(action) = crate::chain::step_action(m, pos) else {
         return PASS;
-    }
-    let steps = u64::from_le_bytes(unsafe { (*m).steps });
-    let action = ((steps >> ((pos & (MAX_STEPS as u32 - 1)) * 8)) & 0xff) as u32;
+    };
     unsafe { (*m).pos = pos as u8 };
     unsafe { EGRESS_PROGS.tail_call(ctx, action) };
     stats::bump(row, Outcome::Error);
@@ -85,12 +77,6 @@ pub fn jump(ctx: &TcContext, m: *mut XdpMeta, pos: u32, row: u32) -> i32 {
 pub fn next(ctx: &TcContext, m: *mut XdpMeta, row: u32) -> i32 {
     let pos = unsafe { (*m).pos } as u32 + 1;
     jump(ctx, m, pos, row)
-}
-
-/// Options well formed and lengths consistent (the entry counted the rest).
-#[inline(always)]
-pub fn well_formed(m: *const XdpMeta) -> bool {
-    unsafe { (*m).opt_state != OPTS_BAD }
 }
 
 /// Counts one egress event (`EGRESS_STATS`).
@@ -105,6 +91,16 @@ pub fn event(e: EgressStat) {
 pub enum Verdict {
     Next,
     Return(i32),
+}
+
+/// An egress action's verdict when its work found nothing to do (`None`):
+/// the packet goes on untouched, counted as `passed` of `row`.
+#[inline(always)]
+pub fn or_passed(row: u32, v: Option<Verdict>) -> Verdict {
+    v.unwrap_or_else(|| {
+        stats::bump(row, Outcome::Passed);
+        Verdict::Next
+    })
 }
 
 /// Defines an egress action program `$name` for `$action`, whose work is

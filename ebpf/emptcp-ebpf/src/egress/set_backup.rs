@@ -40,13 +40,7 @@ const MP_PRIO_B2: u8 = 0x50;
 
 #[inline(always)]
 fn run(ctx: &TcContext, m: *mut XdpMeta) -> Verdict {
-    match set(ctx, m, (arg(m) != 0) as u8) {
-        Some(v) => v,
-        None => {
-            stats::bump(ROW, Outcome::Passed);
-            Verdict::Next
-        }
-    }
+    super::or_passed(ROW, set(ctx, m, (arg(m) != 0) as u8))
 }
 
 #[inline(always)]

@@ -26,13 +26,7 @@ const ROW: u32 = STATS_ROW_EGRESS + Action::SetWindow as u32;
 
 #[inline(always)]
 fn run(ctx: &TcContext, m: *mut XdpMeta) -> Verdict {
-    match set(ctx, m, arg(m)) {
-        Some(v) => v,
-        None => {
-            stats::bump(ROW, Outcome::Passed);
-            Verdict::Next
-        }
-    }
+    super::or_passed(ROW, set(ctx, m, arg(m)))
 }
 
 #[inline(always)]
