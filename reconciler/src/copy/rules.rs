@@ -2,7 +2,7 @@
 //! chain's id and the interface's index. A rule whose interface or chain is
 //! not there (yet, or any more) is not armed and says why, so status can
 //! show it and the next reconcile picks it up or drops it.
-use std::{collections::BTreeMap, net::IpAddr};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -12,19 +12,8 @@ use crate::{
     policy::{self, PacketCopy, Policy},
 };
 
-/// What an armed rule sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Payload {
-    MpPrio {
-        backup: bool,
-    },
-    AddAddr {
-        address: IpAddr,
-        id: u8,
-        port: Option<u16>,
-    },
-}
+/// What an armed rule sends: the policy's `send`, as it is.
+pub use crate::policy::Send as Payload;
 
 /// A rule ready for the trigger engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,10 +73,7 @@ pub fn resolve_with(
             },
             policy::Trigger::FlowBytesAt(b) => When::FlowBytesAt { bytes: b.bytes() },
         };
-        let payload = match r.send {
-            policy::Send::MpPrio { backup } => Payload::MpPrio { backup },
-            policy::Send::AddAddr { address, id, port } => Payload::AddAddr { address, id, port },
-        };
+        let payload = r.send;
         armed.push(Armed {
             rule: Rule {
                 name: r.name.clone(),
