@@ -82,7 +82,7 @@ chains:
     thresholds:
       remove_below: 1MiB
       recover_at: 4MiB
-      decider: {{cpu_usage: {{interval: 200ms, busy_above: 60%, busy_recover_at: 64MiB}}}}
+      decider: {{cpu_usage: {{interval: 200ms, busy_above: 90%, busy_recover_at: 64MiB}}}}
     actions: [record_flow, strip_add_addr, recover_add_addr]
 ",
             pair.dev_b
@@ -93,8 +93,11 @@ chains:
     daemon.wait_state("converged", Duration::from_secs(30), |s| {
         s["last_reconcile"]["converged"] == true
     });
-    // Calm (an idle test machine): the policy's recover_at.
-    wait_recover_at(&root.path, ns, 4 * MIB, Duration::from_secs(5), &daemon);
+    // Calm: the policy's recover_at. Other tests may load the machine now
+    // and then (they run in parallel): below 80% is calm, and the wait is
+    // long enough for a burst of theirs to pass. The burners below reach
+    // ~100% on every core.
+    wait_recover_at(&root.path, ns, 4 * MIB, Duration::from_secs(30), &daemon);
 
     // A busy loop on every core for 3 s.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -118,7 +121,11 @@ chains:
     assert_eq!(dec["chain"], "short");
     assert_eq!(dec["busy"], true, "{dec:#}");
     assert_eq!(dec["recover_at_in_force"], 64 * MIB);
-    assert!(dec["cpu_usage_percent"].as_f64().unwrap() > 60.0, "{dec:#}");
+    // Still busy: at or above the calm threshold (90% - 10 points).
+    assert!(
+        dec["cpu_usage_percent"].as_f64().unwrap() >= 80.0,
+        "{dec:#}"
+    );
     let m = daemon.scrape();
     assert_eq!(
         metric(&m, "emptcp_decider_busy{chain=\"short\"}"),
@@ -134,7 +141,7 @@ chains:
     for b in burners {
         b.join().unwrap();
     }
-    let calm_in = wait_recover_at(&root.path, ns, 4 * MIB, Duration::from_secs(5), &daemon);
+    let calm_in = wait_recover_at(&root.path, ns, 4 * MIB, Duration::from_secs(30), &daemon);
     eprintln!("recover_at back {calm_in:?} after the load stopped");
     // The map changes during the apply; the daemon records the reconcile
     // (status file, gauges) just after: wait for that record.

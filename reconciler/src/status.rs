@@ -231,13 +231,14 @@ fn render_daemon(out: &mut String, d: &DaemonStatus) {
         };
         let _ = writeln!(
             out,
-            "  packet_copy {} on {}: {state}; fired {}, sent {}, send failures {}, rate limited {}{}",
+            "  packet_copy {} on {}: {state}; fired {}, sent {}, send failures {}, rate limited {}, closed before firing {}{}",
             r.name,
             r.interface,
             r.fired,
             r.sent,
             r.send_failures,
             r.rate_limited,
+            r.closed_before_firing,
             r.last_error
                 .as_ref()
                 .map(|e| format!(", last error: {e}"))

@@ -359,7 +359,7 @@ fn latency() -> anyhow::Result<()> {
         };
         let t0 = monotonic_ns();
         ensure!(
-            runner.round(&armed, &[], &[(view, cap)], t0) == 1,
+            runner.round(&armed, &[], &[(view, cap)], &mut |_| Some(cap), t0) == 1,
             "the rule did not send: {:?}",
             runner.status()
         );

@@ -67,25 +67,43 @@ pub fn view(
     Some((v, c))
 }
 
-/// Every captured subflow with enough state, with the connection size from
-/// `FLOWS` for initial subflows (joins have none).
-pub fn read(layout: &Layout) -> Vec<(SubflowView, Captured)> {
-    let Some(subs) = open::<FlowKey, SubflowState>(layout, "SUBFLOWS") else {
-        return Vec::new();
-    };
-    let flows = open::<FlowKey, FlowState>(layout, "FLOWS");
-    subs.iter()
-        .flatten()
-        .filter_map(|(k, s)| {
-            let bytes = if s.flags & SF_JOIN == 0 {
-                flows
-                    .as_ref()
-                    .and_then(|f| f.get(&k, 0).ok())
-                    .map(|f| f.bytes)
-            } else {
-                None
-            };
-            view(&k, &s, bytes)
+/// The capture maps, opened once per resolve (an apply that resizes
+/// `SUBFLOWS` replaces the pinned map; the next open follows it).
+pub struct Capture {
+    subflows: HashMap<MapData, FlowKey, SubflowState>,
+    flows: Option<HashMap<MapData, FlowKey, FlowState>>,
+}
+
+impl Capture {
+    /// `None` while no policy with an egress chain was applied.
+    pub fn open(layout: &Layout) -> Option<Capture> {
+        Some(Capture {
+            subflows: open(layout, "SUBFLOWS")?,
+            flows: open(layout, "FLOWS"),
         })
-        .collect()
+    }
+
+    /// Every captured subflow with enough state, with the connection size
+    /// from `FLOWS` for initial subflows (joins have none).
+    pub fn read(&self) -> Vec<(SubflowView, Captured)> {
+        self.subflows
+            .iter()
+            .flatten()
+            .filter_map(|(k, s)| view(&k, &s, self.bytes(&k, &s)))
+            .collect()
+    }
+
+    /// One subflow's capture as it is now; `None` when it is gone (closed,
+    /// or evicted) or not yet usable.
+    pub fn get(&self, key: &FlowKey) -> Option<Captured> {
+        let s = self.subflows.get(key, 0).ok()?;
+        view(key, &s, self.bytes(key, &s)).map(|(_, c)| c)
+    }
+
+    fn bytes(&self, key: &FlowKey, s: &SubflowState) -> Option<u64> {
+        if s.flags & SF_JOIN != 0 {
+            return None;
+        }
+        self.flows.as_ref()?.get(key, 0).ok().map(|f| f.bytes)
+    }
 }

@@ -7,10 +7,11 @@
 //!   (`crate::packet::build_control`);
 //! * [`runner`]: one round: decide, forge, send through the interface's
 //!   AF_XDP socket (`crate::xsk`), count;
-//! * [`capture`]: what the TC egress program recorded per subflow
-//!   (`SUBFLOWS`), as the runner needs it;
-//! * [`task`]: the thread of `emptcp watch` that runs the rounds, woken by
-//!   the capture's ring buffer and the idle deadlines.
+//! * [`capture`]: what the datapath recorded per subflow (`SUBFLOWS`), as
+//!   the runner needs it;
+//! * [`task`]: the async task of `emptcp watch` (own tokio runtime thread)
+//!   that runs the rounds, woken by the capture's ring buffer (`AsyncFd`),
+//!   the idle deadlines and policy changes.
 pub mod capture;
 pub mod forge;
 pub mod rules;

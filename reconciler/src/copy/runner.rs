@@ -1,7 +1,7 @@
 //! One round of packet copy: decide what fires, forge it, send it through
 //! the interface's AF_XDP socket, and keep the counters status and metrics
-//! show. The daemon calls [`Runner::round`] on its interval with the
-//! subflows it read from the capture maps.
+//! show. The packet-copy task calls [`Runner::round`] whenever something
+//! may fire, with the subflows it read from the capture maps.
 use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,10 @@ pub struct RuleStatus {
     pub sent: u64,
     pub send_failures: u64,
     pub rate_limited: u64,
+    /// Subflows in the rule's scope whose connection closed before the
+    /// rule fired for them (nothing was sent for them).
+    #[serde(default)]
+    pub closed_before_firing: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
@@ -40,6 +44,30 @@ pub struct Runner {
     engine: Engine,
     senders: BTreeMap<u32, Sender>,
     status: BTreeMap<String, RuleStatus>,
+    closed_log: BTreeMap<String, LogThrottle>,
+}
+
+/// "Closed before the trigger fired" is normal for short connections: one
+/// log line per rule per [`LogThrottle::EVERY`], with the count of the
+/// ones not logged since.
+#[derive(Default)]
+struct LogThrottle {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// `Some(suppressed since the last line)` when a line is due now.
+    fn due(&mut self) -> Option<u64> {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 impl Runner {
@@ -47,13 +75,17 @@ impl Runner {
         Runner::default()
     }
 
-    /// One round at `now_ns` (CLOCK_MONOTONIC, the datapath's clock).
-    /// Returns the frames sent.
+    /// One round at `now_ns` (CLOCK_MONOTONIC, the datapath's clock) over
+    /// the subflows read from the capture. `fresh` reads one subflow's
+    /// capture again just before its packet is forged: `None` means the
+    /// connection closed since the read (nothing is sent), and the packet
+    /// carries the newest seq/ack. Returns the frames sent.
     pub fn round(
         &mut self,
         armed: &[Armed],
         unarmed: &[Unarmed],
         subflows: &[(SubflowView, Captured)],
+        fresh: &mut dyn FnMut(&emptcp_common::FlowKey) -> Option<Captured>,
         now_ns: u64,
     ) -> usize {
         self.refresh_status(armed, unarmed);
@@ -65,17 +97,34 @@ impl Runner {
                 s.rate_limited = *held;
             }
         }
+        for (rule, key) in self.engine.closed_before_firing().to_vec() {
+            self.closed_before_firing(
+                &rule,
+                &key,
+                "the subflow ended before the rule's condition was met",
+            );
+        }
+        self.closed_log
+            .retain(|rule, _| armed.iter().any(|a| &a.rule.name == rule));
         let mut sent = 0;
         for f in fires {
             let Some(a) = armed.iter().find(|a| a.rule.name == f.rule) else {
                 continue;
             };
-            let Some((_, cap)) = subflows.iter().find(|(v, _)| v.key == f.key) else {
-                continue;
-            };
             let st = self.status.entry(f.rule.clone()).or_default();
             st.fired += 1;
-            let result = frame(cap, &a.payload)
+            // The decision was taken on the read at the start of the round;
+            // the connection may have closed since (a FIN or RST seen by
+            // either hook removes its capture).
+            let Some(cap) = fresh(&f.key) else {
+                self.closed_before_firing(
+                    &f.rule,
+                    &f.key,
+                    "the connection closed between the capture read and the send",
+                );
+                continue;
+            };
+            let result = frame(&cap, &a.payload)
                 .map_err(|e| e.to_string())
                 .and_then(|fr| send(&mut self.senders, a.rule.ifindex, &fr));
             let st = self.status.entry(f.rule.clone()).or_default();
@@ -96,6 +145,23 @@ impl Runner {
         self.senders
             .retain(|ifindex, _| armed.iter().any(|a| a.rule.ifindex == *ifindex));
         sent
+    }
+
+    /// Counts and logs (throttled) a subflow of `rule` that closed before
+    /// anything was sent for it.
+    fn closed_before_firing(&mut self, rule: &str, key: &emptcp_common::FlowKey, why: &str) {
+        if let Some(s) = self.status.get_mut(rule) {
+            s.closed_before_firing += 1;
+        }
+        if let Some(suppressed) = self.closed_log.entry(rule.to_string()).or_default().due() {
+            tracing::info!(
+                rule,
+                local_port = key.local_port,
+                remote_port = key.remote_port,
+                suppressed,
+                "packet copy: connection closed before the trigger fired, nothing sent ({why})"
+            );
+        }
     }
 
     fn refresh_status(&mut self, armed: &[Armed], unarmed: &[Unarmed]) {

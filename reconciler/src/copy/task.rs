@@ -1,38 +1,40 @@
-//! The packet-copy thread of `emptcp watch`: reads the egress capture,
-//! runs a [`Runner`] round, and sleeps until the next round or the next
-//! moment a subflow becomes due, whichever is first (so a trigger fires
-//! within a wake-up of its due time, not a polling interval later).
+//! The packet-copy task of `emptcp watch`: an async tokio task that waits
+//! on the capture's ring buffer (`SUBFLOW_EVENTS`, through `AsyncFd`), on
+//! the next idle deadline and on policy changes, then runs a [`Runner`]
+//! round. It sleeps as long as nothing can fire: no wake-up at all without
+//! rules, none between deadlines with only `subflow_idle` rules.
+//!
+//! It runs on its own current-thread runtime, in its own thread: a round
+//! makes blocking syscalls (map reads, the AF_XDP send and its completion
+//! wait) that must delay neither the reconcile loop (whose `apply` can
+//! take hundreds of milliseconds of verifier time on the other runtime),
+//! nor a trigger by the reconcile loop's work. The daemon talks to it
+//! through two `watch` channels: rules in, per-rule status out.
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, Map, MapData};
+use aya::maps::{Array, Map, MapData, RingBuf};
 use emptcp_common::{ChainDef, SUBFLOW_EV_CLOSED, SubflowEvent};
+use tokio::{io::unix::AsyncFd, sync::watch};
 
 use super::{
-    capture,
+    capture::Capture,
     rules::{Armed, Unarmed, resolve_with},
     runner::{RuleStatus, Runner},
     trigger::When,
 };
 use crate::{codec, layout::Layout, policy::PacketCopy};
 
-/// The rules as last resolved.
-#[derive(Debug, Clone, Default)]
-struct Resolved {
-    armed: Vec<Armed>,
-    unarmed: Vec<Unarmed>,
-}
-
 /// How often the rules are resolved again (chain ids from the applied
 /// `CHAINS` map, interfaces by name): a rule whose interface or chain
 /// vanished is disarmed within this time, and re-armed when it is back.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the connection sizes are read while a `flow_bytes_at` rule is
+/// armed (sizes move without a ring event).
+const BYTES_TICK: Duration = Duration::from_millis(100);
 
 /// The rules resolved against what is applied now.
 fn resolve(layout: &Layout, rules: &[PacketCopy]) -> (Vec<Armed>, Vec<Unarmed>) {
@@ -52,13 +54,6 @@ fn resolve(layout: &Layout, rules: &[PacketCopy]) -> (Vec<Armed>, Vec<Unarmed>) 
     })
 }
 
-/// Longest sleep between two reads of the capture: new subflows and new
-/// activity are seen at least this often.
-const MAX_TICK: Duration = Duration::from_millis(100);
-/// Shortest sleep: a deadline that has just passed is handled by the next
-/// round at once, without spinning.
-const MIN_SLEEP: Duration = Duration::from_micros(100);
-
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -70,128 +65,200 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Starts the thread. `policy_rules` holds the `packet_copy` rules of the
-/// policy in force (the daemon replaces them on every valid policy);
-/// `status` receives every rule's counters after each round (the daemon
-/// writes them to its state file).
-pub fn spawn(
-    layout: Layout,
-    policy_rules: Arc<Mutex<Vec<PacketCopy>>>,
-    status: Arc<Mutex<Vec<RuleStatus>>>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("packet-copy".into())
-        .spawn(move || {
-            let mut runner = Runner::new();
-            let mut events = Events::default();
-            let mut last: Vec<PacketCopy> = Vec::new();
-            let mut r = Resolved::default();
-            let mut resolved_at: Option<Instant> = None;
-            while !stop.load(Ordering::Relaxed) {
-                let now_rules = policy_rules.lock().map(|r| r.clone()).unwrap_or_default();
-                if now_rules.is_empty() {
-                    if !last.is_empty() {
-                        last.clear();
-                        r = Resolved::default();
-                        runner.round(&[], &[], &[], monotonic_ns());
-                        if let Ok(mut s) = status.lock() {
-                            *s = runner.status();
-                        }
-                    }
-                    std::thread::sleep(MAX_TICK);
-                    continue;
-                }
-                if now_rules != last || resolved_at.is_none_or(|t| t.elapsed() >= RESOLVE_EVERY) {
-                    let (armed, unarmed) = resolve(&layout, &now_rules);
-                    r = Resolved { armed, unarmed };
-                    last = now_rules;
-                    resolved_at = Some(Instant::now());
-                }
-                let subs = if r.armed.is_empty() {
-                    Vec::new()
-                } else {
-                    capture::read(&layout)
-                };
-                let now = monotonic_ns();
-                runner.round(&r.armed, &r.unarmed, &subs, now);
-                if let Ok(mut s) = status.lock() {
-                    *s = runner.status();
-                }
-                // Sleep to the earliest idle deadline still ahead.
-                let mut sleep = MAX_TICK;
-                for a in &r.armed {
-                    if let When::SubflowIdle { idle_ns } = a.rule.when {
-                        for (v, _) in subs
-                            .iter()
-                            .filter(|(v, _)| v.chain == a.rule.chain && v.ifindex == a.rule.ifindex)
-                        {
-                            let due = v.last_activity_ns.saturating_add(idle_ns);
-                            if due > now {
-                                sleep = sleep.min(Duration::from_nanos(due - now));
-                            }
-                        }
-                    }
-                }
-                events.wait(&layout, sleep.max(MIN_SLEEP));
-            }
+/// The daemon's end of the task: set the rules, read the status. Dropping
+/// it stops the task and joins its thread.
+pub struct CopyTask {
+    rules: Option<watch::Sender<Vec<PacketCopy>>>,
+    /// Every rule's counters, updated after each round that changed them.
+    pub status: watch::Receiver<Vec<RuleStatus>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CopyTask {
+    /// Starts the task for the datapath pinned under `layout`. The caller
+    /// must already be in the daemon's network namespace (the thread
+    /// inherits it).
+    pub fn spawn(layout: Layout) -> std::io::Result<CopyTask> {
+        let (rules_tx, rules_rx) = watch::channel(Vec::new());
+        let (status_tx, status_rx) = watch::channel(Vec::new());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("packet-copy".into())
+            .spawn(move || rt.block_on(run(layout, rules_rx, status_tx)))?;
+        Ok(CopyTask {
+            rules: Some(rules_tx),
+            status: status_rx,
+            thread: Some(thread),
         })
-        .expect("spawning the packet-copy thread")
-}
+    }
 
-/// The capture's ring buffer (`SUBFLOW_EVENTS`: a subflow seen for the first
-/// time, a subflow closed). The thread sleeps on it, so a new or closed
-/// subflow starts a round at once instead of at the next tick; the events
-/// only wake the thread (their content is in `SUBFLOWS`, read every round;
-/// events the ring could not take are counted by the datapath as
-/// `events_lost`).
-#[derive(Default)]
-struct Events {
-    ring: Option<aya::maps::RingBuf<MapData>>,
-}
-
-impl Events {
-    /// Waits up to `timeout` for an event, then drains the ring.
-    fn wait(&mut self, layout: &Layout, timeout: Duration) {
-        if self.ring.is_none() {
-            // Opened lazily: the map exists once a policy with an egress
-            // chain was applied.
-            self.ring = MapData::from_pin(layout.map("SUBFLOW_EVENTS"))
-                .ok()
-                .and_then(|m| Map::from_map_data(m).ok())
-                .and_then(|m| aya::maps::RingBuf::try_from(m).ok());
-        }
-        let Some(ring) = self.ring.as_mut() else {
-            std::thread::sleep(timeout);
-            return;
-        };
-        let mut pfd = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(ring),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().clamp(0, i32::MAX as u128) as i32;
-        if ms == 0 {
-            std::thread::sleep(timeout);
-        } else {
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, ms) };
-        }
-        while let Some(item) = ring.next() {
-            if item.len() >= std::mem::size_of::<SubflowEvent>() {
-                // SAFETY: the datapath writes whole SubflowEvent records.
-                let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SubflowEvent>()) };
-                tracing::debug!(
-                    kind = if ev.kind == SUBFLOW_EV_CLOSED {
-                        "closed"
-                    } else {
-                        "new"
-                    },
-                    local_port = ev.key.local_port,
-                    remote_port = ev.key.remote_port,
-                    "subflow event"
-                );
-            }
+    /// The `packet_copy` rules of the policy now in force.
+    pub fn set_rules(&self, rules: &[PacketCopy]) {
+        if let Some(tx) = &self.rules {
+            tx.send_if_modified(|r| {
+                if r.as_slice() == rules {
+                    return false;
+                }
+                *r = rules.to_vec();
+                true
+            });
         }
     }
+}
+
+impl Drop for CopyTask {
+    fn drop(&mut self) {
+        // A closed rules channel is the task's signal to return.
+        drop(self.rules.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The task: until the rules channel closes.
+async fn run(
+    layout: Layout,
+    mut rules_rx: watch::Receiver<Vec<PacketCopy>>,
+    status_tx: watch::Sender<Vec<RuleStatus>>,
+) {
+    let mut runner = Runner::new();
+    let mut ring: Option<AsyncFd<RingBuf<MapData>>> = None;
+    let mut capture: Option<Capture> = None;
+    let mut armed: Vec<Armed> = Vec::new();
+    let mut unarmed: Vec<Unarmed> = Vec::new();
+    let mut resolved_at: Option<Instant> = None;
+    let publish = |runner: &Runner| {
+        let now = runner.status();
+        status_tx.send_if_modified(|s| {
+            if *s == now {
+                return false;
+            }
+            *s = now;
+            true
+        });
+    };
+    loop {
+        let rules = rules_rx.borrow_and_update().clone();
+        if rules.is_empty() {
+            // Nothing can fire: forget everything and sleep until rules
+            // come (or the daemon stops).
+            if !armed.is_empty() || !unarmed.is_empty() {
+                (armed, unarmed) = (Vec::new(), Vec::new());
+                runner.round(&[], &[], &[], &mut |_| None, monotonic_ns());
+                publish(&runner);
+            }
+            (ring, capture, resolved_at) = (None, None, None);
+            if rules_rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if rules_rx.has_changed().unwrap_or(false)
+            || resolved_at.is_none_or(|t| t.elapsed() >= RESOLVE_EVERY)
+        {
+            (armed, unarmed) = resolve(&layout, &rules);
+            // The maps may have been replaced by an apply: re-open them.
+            capture = Capture::open(&layout);
+            if ring.is_none() {
+                ring = open_ring(&layout);
+            }
+            resolved_at = Some(Instant::now());
+        }
+        let subs = match (&capture, armed.is_empty()) {
+            (Some(c), false) => c.read(),
+            _ => Vec::new(),
+        };
+        let now = monotonic_ns();
+        runner.round(
+            &armed,
+            &unarmed,
+            &subs,
+            &mut |key| capture.as_ref().and_then(|c| c.get(key)),
+            now,
+        );
+        publish(&runner);
+
+        // Sleep until the next thing that can make a rule fire: the
+        // earliest idle deadline ahead, a size tick, the next resolve.
+        let mut sleep =
+            RESOLVE_EVERY.saturating_sub(resolved_at.map_or(Duration::ZERO, |t| t.elapsed()));
+        for a in &armed {
+            match a.rule.when {
+                When::SubflowIdle { idle_ns } => {
+                    for (v, _) in subs
+                        .iter()
+                        .filter(|(v, _)| v.chain == a.rule.chain && v.ifindex == a.rule.ifindex)
+                    {
+                        let due = v.last_activity_ns.saturating_add(idle_ns);
+                        if due > now {
+                            sleep = sleep.min(Duration::from_nanos(due - now));
+                        }
+                    }
+                }
+                When::FlowBytesAt { .. } => sleep = sleep.min(BYTES_TICK),
+            }
+        }
+        tokio::select! {
+            changed = rules_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            // A subflow appeared or closed: a round at once.
+            drained = events(ring.as_mut()) => {
+                if drained.is_err() {
+                    // The map was replaced or removed: re-open it at the
+                    // next resolve.
+                    ring = None;
+                }
+            }
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// The capture's ring buffer, watched by the runtime. `None` while no
+/// policy with an egress chain was applied.
+fn open_ring(layout: &Layout) -> Option<AsyncFd<RingBuf<MapData>>> {
+    let m = MapData::from_pin(layout.map("SUBFLOW_EVENTS")).ok()?;
+    let ring = RingBuf::try_from(Map::from_map_data(m).ok()?).ok()?;
+    // SAFETY: the RingBuf owns its fd (and its mappings) and keeps it open
+    // while the AsyncFd owns the RingBuf: nothing else closes or replaces
+    // that descriptor.
+    unsafe { AsyncFd::register(ring) }
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot watch the SUBFLOW_EVENTS ring buffer; packet copy falls back to its deadlines"))
+        .ok()
+}
+
+/// Waits for ring events and drains them. The events only wake the task:
+/// their content is in `SUBFLOWS`, which every round reads (and events the
+/// ring could not take are counted by the datapath as `events_lost`).
+async fn events(ring: Option<&mut AsyncFd<RingBuf<MapData>>>) -> std::io::Result<()> {
+    let Some(ring) = ring else {
+        return std::future::pending().await;
+    };
+    let mut guard = ring.readable_mut().await?;
+    let ring = guard.get_inner_mut();
+    while let Some(item) = ring.next() {
+        if item.len() >= std::mem::size_of::<SubflowEvent>() {
+            // SAFETY: the datapath writes whole SubflowEvent records.
+            let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SubflowEvent>()) };
+            tracing::debug!(
+                kind = if ev.kind == SUBFLOW_EV_CLOSED {
+                    "closed"
+                } else {
+                    "new"
+                },
+                local_port = ev.key.local_port,
+                remote_port = ev.key.remote_port,
+                "subflow event"
+            );
+        }
+    }
+    // Drained: wait for the next epoll edge.
+    guard.clear_ready();
+    Ok(())
 }

@@ -78,6 +78,12 @@ pub struct Engine {
     budget: BTreeMap<String, (u64, u32)>,
     /// Firings held back by the rate limit, counted per rule.
     pub held: BTreeMap<String, u64>,
+    /// Pairs in a rule's scope that have not fired in their current
+    /// period: if the subflow disappears, its connection closed before the
+    /// trigger fired.
+    pending: BTreeSet<(String, FlowKey)>,
+    /// Such pairs found by the last [`Engine::decide`].
+    closed: Vec<(String, FlowKey)>,
 }
 
 impl Engine {
@@ -91,6 +97,10 @@ impl Engine {
     pub fn decide(&mut self, rules: &[Rule], subflows: &[SubflowView], now_ns: u64) -> Vec<Fire> {
         let live: BTreeSet<FlowKey> = subflows.iter().map(|s| s.key).collect();
         let names: BTreeSet<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        self.closed = std::mem::take(&mut self.pending)
+            .into_iter()
+            .filter(|(rule, key)| !live.contains(key) && names.contains(rule.as_str()))
+            .collect();
         self.fired
             .retain(|(rule, key), _| live.contains(key) && names.contains(rule.as_str()));
         self.budget.retain(|rule, _| names.contains(rule.as_str()));
@@ -119,10 +129,21 @@ impl Engine {
                     }
                 };
                 if !due {
+                    let fired = match r.when {
+                        When::SubflowIdle { .. } => self
+                            .fired
+                            .get(&id)
+                            .is_some_and(|at| *at == s.last_activity_ns),
+                        When::FlowBytesAt { .. } => self.fired.contains_key(&id),
+                    };
+                    if !fired {
+                        self.pending.insert(id);
+                    }
                     continue;
                 }
                 if !self.spend(&r.name, now_ns) {
                     *self.held.entry(r.name.clone()).or_default() += 1;
+                    self.pending.insert(id);
                     continue;
                 }
                 self.fired.insert(id, s.last_activity_ns);
@@ -147,6 +168,13 @@ impl Engine {
         }
         b.1 += 1;
         true
+    }
+
+    /// The (rule, subflow) pairs whose subflow disappeared (its connection
+    /// closed, or the capture dropped it) before the rule fired for it, as
+    /// found by the last [`Engine::decide`]. Nothing is ever sent for them.
+    pub fn closed_before_firing(&self) -> &[(String, FlowKey)] {
+        &self.closed
     }
 
     /// How many (rule, subflow) pairs have fired and are still remembered.
@@ -233,6 +261,35 @@ mod tests {
         // The connection ended: its subflow is no longer captured.
         assert!(e.decide(&r, &[], 20 * MS).is_empty());
         assert_eq!(e.fired_count("revive"), 0);
+    }
+
+    #[test]
+    fn a_subflow_closed_before_its_rule_fired_is_reported_once() {
+        let mut e = Engine::new();
+        let r = [idle_rule(500)];
+        // Two subflows, neither idle long enough yet.
+        assert!(
+            e.decide(&r, &[sub(1, 900 * MS), sub(2, 900 * MS)], 1000 * MS)
+                .is_empty()
+        );
+        assert!(e.closed_before_firing().is_empty());
+        // Subflow 1 closes before its idle deadline: reported, not sent.
+        assert!(e.decide(&r, &[sub(2, 900 * MS)], 1100 * MS).is_empty());
+        assert_eq!(e.closed_before_firing(), &[("revive".into(), key(1))]);
+        // Reported once only.
+        assert_eq!(e.decide(&r, &[sub(2, 900 * MS)], 1400 * MS).len(), 1);
+        assert!(e.closed_before_firing().is_empty());
+        // Subflow 2 fired in this period: its close is not "before firing".
+        assert!(e.decide(&r, &[], 1500 * MS).is_empty());
+        assert!(e.closed_before_firing().is_empty());
+    }
+
+    #[test]
+    fn a_removed_rule_reports_no_closed_subflows() {
+        let mut e = Engine::new();
+        assert!(e.decide(&[idle_rule(500)], &[sub(1, 0)], MS).is_empty());
+        assert!(e.decide(&[], &[], 2 * MS).is_empty());
+        assert!(e.closed_before_firing().is_empty());
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub const EGRESS_EVENTS: &str = "emptcp_egress_events_total";
 pub const COPY_SENT: &str = "emptcp_packet_copy_sent_total";
 pub const COPY_FAILURES: &str = "emptcp_packet_copy_send_failures_total";
 pub const COPY_FIRED: &str = "emptcp_packet_copy_fired_total";
+pub const COPY_CLOSED: &str = "emptcp_packet_copy_closed_before_firing_total";
+pub const COPY_RATE_LIMITED: &str = "emptcp_packet_copy_rate_limited_total";
 
 /// Installs the global recorder; returns the handle that renders it.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -104,6 +106,14 @@ fn describe() {
     describe_counter!(
         COPY_FAILURES,
         "Forged control packets that could not be built or sent, per packet_copy rule."
+    );
+    describe_counter!(
+        COPY_CLOSED,
+        "Subflows whose connection closed before their packet_copy rule fired (nothing was sent for them)."
+    );
+    describe_counter!(
+        COPY_RATE_LIMITED,
+        "packet_copy firings held back by the per-rule send budget."
     );
     describe_counter!(
         RECONCILES,
@@ -513,5 +523,7 @@ pub fn packet_copy(rules: &[crate::copy::runner::RuleStatus]) {
         counter!(COPY_FIRED, "rule" => r.name.clone()).absolute(r.fired);
         counter!(COPY_SENT, "rule" => r.name.clone()).absolute(r.sent);
         counter!(COPY_FAILURES, "rule" => r.name.clone()).absolute(r.send_failures);
+        counter!(COPY_CLOSED, "rule" => r.name.clone()).absolute(r.closed_before_firing);
+        counter!(COPY_RATE_LIMITED, "rule" => r.name.clone()).absolute(r.rate_limited);
     }
 }

@@ -118,17 +118,11 @@ pub fn run(opts: WatchOptions) -> anyhow::Result<i32> {
     );
     let _stop_agent = StopOnDrop(agent_stop, Some(agent));
     // Packet copy (issue 5): the policy's packet_copy rules, fired from the
-    // egress capture and sent through AF_XDP, on its own thread.
-    let copy_rules = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let copy_status = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let copy_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let copy = crate::copy::task::spawn(
-        crate::layout::Layout::new(&opts.bpffs_root),
-        copy_rules.clone(),
-        copy_status.clone(),
-        copy_stop.clone(),
-    );
-    let _stop_copy = StopOnDrop(copy_stop, Some(copy));
+    // capture and sent through AF_XDP, by an async task on its own runtime
+    // thread (copy/task.rs says why). Dropped after the daemon: stopped and
+    // joined on the way out.
+    let copy = crate::copy::task::CopyTask::spawn(crate::layout::Layout::new(&opts.bpffs_root))
+        .context("starting the packet-copy task")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)
@@ -141,10 +135,23 @@ pub fn run(opts: WatchOptions) -> anyhow::Result<i32> {
             object,
             listener.as_ref().and_then(|l| l.local_addr().ok()),
         );
-        d.copy_rules = copy_rules;
-        d.copy_status = copy_status;
+        d.copy = Some(copy);
         d.run(listener).await
     })
+}
+
+/// Fastest pace of status-file writes for packet-copy counters.
+const COPY_STATUS_EVERY: Duration = Duration::from_millis(250);
+
+/// The next change of the packet-copy status; pending forever without a
+/// task.
+async fn status_changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<Vec<crate::copy::runner::RuleStatus>>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Stops and joins the recovery agent thread when the daemon returns.
@@ -274,12 +281,9 @@ struct Daemon {
     missing_interfaces: Vec<String>,
     notes: Vec<String>,
     counters: Counters,
-    /// The packet_copy rules of the policy in force (read by the
-    /// packet-copy thread) and what that thread reports per rule.
-    copy_rules: Arc<std::sync::Mutex<Vec<crate::policy::PacketCopy>>>,
-    copy_status: Arc<std::sync::Mutex<Vec<crate::copy::runner::RuleStatus>>>,
-    /// What the status file last showed of it.
-    copy_written: Vec<crate::copy::runner::RuleStatus>,
+    /// The packet-copy task: it gets the packet_copy rules of the policy
+    /// in force and reports per rule.
+    copy: Option<crate::copy::task::CopyTask>,
     deciders: Deciders,
     decider_rx: Option<mpsc::Receiver<decider::Sample>>,
     seeded: bool,
@@ -343,9 +347,7 @@ impl Daemon {
             missing_interfaces: Vec::new(),
             notes: Vec::new(),
             counters: Counters::default(),
-            copy_rules: Arc::default(),
-            copy_status: Arc::default(),
-            copy_written: Vec::new(),
+            copy: None,
             deciders: Deciders::new(dtx),
             decider_rx: Some(drx),
             seeded: false,
@@ -429,10 +431,12 @@ impl Daemon {
         let mut fs_debounce = Debounce::new(self.opts.debounce);
         let mut link_debounce = Debounce::new(self.opts.debounce);
         let mut pending = Pending::default();
-        // The packet-copy thread's counters reach the status file at this
-        // pace (only when they changed).
-        let mut copy_tick = tokio::time::interval(Duration::from_millis(500));
-        copy_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The packet-copy task's counters reach the status file and the
+        // metrics when they change, coalesced to one write per
+        // COPY_STATUS_EVERY (a busy rule can fire a thousand times a second).
+        let mut copy_status = self.copy.as_ref().map(|c| c.status.clone());
+        let mut copy_due: Option<tokio::time::Instant> = None;
+        let mut copy_written = tokio::time::Instant::now() - COPY_STATUS_EVERY;
 
         loop {
             let retry_at = self.retry_at;
@@ -470,12 +474,22 @@ impl Daemon {
                         continue;
                     }
                 }
-                _ = copy_tick.tick() => {
-                    let now = self.copy_status.lock().map(|s| s.clone()).unwrap_or_default();
-                    if now != self.copy_written {
-                        m::packet_copy(&now);
-                        self.write_state(true);
+                Ok(()) = status_changed(&mut copy_status) => {
+                    copy_due.get_or_insert(copy_written + COPY_STATUS_EVERY);
+                    continue;
+                }
+                _ = async {
+                    match copy_due {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
                     }
+                } => {
+                    copy_due = None;
+                    copy_written = tokio::time::Instant::now();
+                    if let Some(c) = &self.copy {
+                        m::packet_copy(&c.status.borrow());
+                    }
+                    self.write_state(true);
                     continue;
                 }
                 _ = drift.tick() => {
@@ -586,8 +600,8 @@ impl Daemon {
                         );
                     }
                     self.deciders.update(&policy);
-                    if let Ok(mut r) = self.copy_rules.lock() {
-                        *r = policy.packet_copy.clone();
+                    if let Some(c) = &self.copy {
+                        c.set_rules(&policy.packet_copy);
                     }
                     self.target = Some(Target {
                         hash: read.hash,
@@ -941,15 +955,11 @@ impl Daemon {
             missing_interfaces: self.missing_interfaces.clone(),
             notes: self.notes.clone(),
             deciders: self.deciders.states(),
-            packet_copy: {
-                let now = self
-                    .copy_status
-                    .lock()
-                    .map(|s| s.clone())
-                    .unwrap_or_default();
-                self.copy_written = now.clone();
-                now
-            },
+            packet_copy: self
+                .copy
+                .as_ref()
+                .map(|c| c.status.borrow().clone())
+                .unwrap_or_default(),
             counters: self.counters.clone(),
         };
         match state_file::write(&self.state_path, &state) {
