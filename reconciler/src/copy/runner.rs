@@ -215,3 +215,81 @@ fn send(senders: &mut BTreeMap<u32, Sender>, ifindex: u32, fr: &[u8]) -> Result<
     }
     Err("interface gone".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use emptcp_common::FlowKey;
+
+    use super::*;
+    use crate::copy::{
+        rules::Payload,
+        trigger::{Rule, When},
+    };
+
+    fn armed() -> Armed {
+        Armed {
+            rule: Rule {
+                name: "revive".into(),
+                ifindex: 7,
+                chain: 3,
+                when: When::SubflowIdle { idle_ns: 1_000 },
+            },
+            interface: "cli1".into(),
+            payload: Payload::MpPrio { backup: false },
+        }
+    }
+
+    fn subflow(port: u16) -> (SubflowView, Captured) {
+        let key = FlowKey {
+            family: 4,
+            local_port: port,
+            remote_port: 5201,
+            ..FlowKey::default()
+        };
+        let view = SubflowView {
+            key,
+            conn: 0,
+            chain: 3,
+            ifindex: 7,
+            last_activity_ns: 0,
+            conn_bytes: None,
+        };
+        let cap = Captured {
+            key,
+            mac: [0; 12],
+            vlan_tci: 0,
+            snd_nxt: 1,
+            ack: 1,
+            window: 1,
+            timestamps: None,
+            data_ack: None,
+            keys: None,
+        };
+        (view, cap)
+    }
+
+    #[test]
+    fn a_connection_closed_after_the_read_gets_nothing_and_is_counted() {
+        let mut r = Runner::new();
+        // Due at the read, gone when the send would start: no socket is
+        // opened (ifindex 7 may not exist here) and nothing is sent.
+        let sent = r.round(&[armed()], &[], &[subflow(1)], &mut |_| None, 10_000);
+        assert_eq!(sent, 0);
+        let st = &r.status()[0];
+        assert_eq!((st.fired, st.sent, st.send_failures), (1, 0, 0));
+        assert_eq!(st.closed_before_firing, 1);
+        assert!(r.senders.is_empty());
+    }
+
+    #[test]
+    fn a_subflow_gone_before_its_deadline_is_counted_once() {
+        let mut r = Runner::new();
+        let rules = [armed()];
+        // Not idle long enough yet (deadline at 1_000 ns of idleness).
+        r.round(&rules, &[], &[subflow(1)], &mut |_| None, 500);
+        r.round(&rules, &[], &[], &mut |_| None, 600);
+        r.round(&rules, &[], &[], &mut |_| None, 5_000);
+        let st = &r.status()[0];
+        assert_eq!((st.fired, st.closed_before_firing), (0, 1));
+    }
+}

@@ -130,6 +130,7 @@ async fn run(
     let mut armed: Vec<Armed> = Vec::new();
     let mut unarmed: Vec<Unarmed> = Vec::new();
     let mut resolved_at: Option<Instant> = None;
+    let mut lost = LostEvents::default();
     let publish = |runner: &Runner| {
         let now = runner.status();
         status_tx.send_if_modified(|s| {
@@ -166,6 +167,7 @@ async fn run(
                 ring = open_ring(&layout);
             }
             resolved_at = Some(Instant::now());
+            lost.check(&layout);
         }
         let subs = match (&capture, armed.is_empty()) {
             (Some(c), false) => c.read(),
@@ -217,6 +219,36 @@ async fn run(
             }
             _ = tokio::time::sleep(sleep) => {}
         }
+    }
+}
+
+/// Ring events the datapath could not queue (`events_lost`, the ring was
+/// full). Nothing is lost for the triggers (they read `SUBFLOWS`, not the
+/// events); only the wake-up for a new subflow comes up to a resolve
+/// period late. Logged when the count grows, at most once per resolve.
+#[derive(Default)]
+struct LostEvents {
+    seen: Option<u64>,
+}
+
+impl LostEvents {
+    fn check(&mut self, layout: &Layout) {
+        let Some(now) = crate::status::egress_counters(layout)
+            .get("events_lost")
+            .copied()
+        else {
+            return;
+        };
+        if let Some(before) = self.seen
+            && now > before
+        {
+            tracing::warn!(
+                lost = now - before,
+                total = now,
+                "SUBFLOW_EVENTS ring buffer was full: subflow events lost (triggers still read SUBFLOWS; new subflows are seen up to 1 s late)"
+            );
+        }
+        self.seen = Some(now);
     }
 }
 
