@@ -306,6 +306,25 @@ fn capture_records_what_the_local_end_sent() {
     assert_eq!(e.dp.chain_packets(CHAIN), 14, "egress count");
 }
 
+/// The server role: the SYN-ACK's 12-byte MP_CAPABLE (the sender's key)
+/// ends the header of a segment without payload, so fewer than the read
+/// buffer's bytes follow the option (the helper path of `Seg::read`).
+#[test]
+fn capture_takes_the_local_key_from_the_syn_ack() {
+    need_root!();
+    let e = eg(&[(Action::Count, 0)]);
+    for base in both() {
+        let synack = base.clone().with(|s| {
+            s.flags = SYN | ACK;
+            s.opts = opts(&[&wscale(7), &mp_capable(0x0102_0304_0506_0708)]);
+        });
+        e.run(&synack.frame(), 0);
+        let f = e.subflow(&ekey(&synack)).expect("captured");
+        assert_eq!(f.local_key, 0x0102_0304_0506_0708);
+        assert_eq!(f.flags & (SF_LOCAL_KEY | SF_REMOTE_KEY), SF_LOCAL_KEY);
+    }
+}
+
 #[test]
 fn capture_marks_join_subflows_and_the_syn() {
     need_root!();

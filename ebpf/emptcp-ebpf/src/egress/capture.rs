@@ -154,7 +154,8 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
 /// sender's then the receiver's. On egress the sender is the local end.
 #[inline(always)]
 fn keys(ctx: &TcContext, s: &Seg, f: &mut SubflowState) {
-    let mut o = [0u8; 24];
+    // MP_CAPABLE is at most 24 bytes; `read` needs a power of two.
+    let mut o = [0u8; 32];
     if !s.read(ctx, s.capable, &mut o) {
         return;
     }
