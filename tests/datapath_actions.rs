@@ -124,6 +124,7 @@ fn every_program_passes_the_verifier() {
     want.push("entry");
     want.push("egress_entry");
     want.push("egress_capture");
+    want.push("ingress_capture");
     want.extend(
         emptcp_common::EGRESS_ACTIONS
             .iter()

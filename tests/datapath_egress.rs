@@ -8,23 +8,11 @@
 //! Needs root (loads programs); skips loudly otherwise.
 mod datapath_common;
 
-use aya::{
-    maps::{HashMap, MapData, PerCpuArray, ProgramArray},
-    programs::{SchedClassifier, TestRun as _, TestRunOptions},
-};
-use datapath_common::*;
+use datapath_common::{egress::*, *};
 use emptcp_common::{
-    Action, EGRESS_SLOTS, EgressStat, FlowKey, IfaceChains, MAX_CHAINS_PER_IFACE, SF_ACK_SEEN,
-    SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY, SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN,
-    SF_WSCALE_SEEN, SubflowState, Thresholds,
+    Action, EgressStat, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY,
+    SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN,
 };
-
-const CHAIN: u32 = 3;
-/// `TCX_NEXT`: what the egress programs return for every passed packet.
-const PASS: i32 = -1;
-/// Offset and size of `gso_size` in `struct __sk_buff` (UAPI).
-const SKB_GSO_SIZE_OFF: usize = 176;
-const SKB_SIZE: usize = 192;
 
 macro_rules! need_root {
     () => {
@@ -32,111 +20,6 @@ macro_rules! need_root {
             return;
         }
     };
-}
-
-/// The object with one egress chain on the loopback interface (the device
-/// BPF_PROG_TEST_RUN gives an skb).
-struct Eg {
-    dp: Dp,
-    _egress_progs: ProgramArray<MapData>,
-}
-
-fn eg(steps: &[(Action, u32)]) -> Eg {
-    let mut dp = Dp::load();
-    // CHAINS and SELECTORS; its IFACES entry is on an ifindex nothing uses.
-    dp.chain(CHAIN, steps, Thresholds::default(), 999_999);
-    let mut chains = [0u32; MAX_CHAINS_PER_IFACE];
-    chains[0] = CHAIN;
-    let ifc = IfaceChains {
-        n_chains: 1,
-        ifindex: LO,
-        chains,
-        ..IfaceChains::EMPTY
-    };
-    let mut m: HashMap<_, u32, IfaceChains> =
-        HashMap::try_from(dp.ebpf.map_mut("EGRESS_IFACES").unwrap()).unwrap();
-    m.insert(LO, ifc, 0).unwrap();
-    let mut progs = ProgramArray::try_from(dp.ebpf.take_map("EGRESS_PROGS").unwrap()).unwrap();
-    for (name, slot) in EGRESS_SLOTS {
-        let fd = dp.ebpf.program(name).unwrap().fd().unwrap();
-        progs.set(slot, fd, 0).unwrap();
-    }
-    Eg {
-        dp,
-        _egress_progs: progs,
-    }
-}
-
-impl Eg {
-    /// Runs `frame` through `egress_entry`; `gso_size` marks the skb GSO.
-    fn run(&self, frame: &[u8], gso_size: u32) -> (i32, Vec<u8>) {
-        let p: &SchedClassifier = self
-            .dp
-            .ebpf
-            .program("egress_entry")
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut ctx = [0u8; SKB_SIZE];
-        ctx[SKB_GSO_SIZE_OFF..SKB_GSO_SIZE_OFF + 4].copy_from_slice(&gso_size.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: (gso_size != 0).then_some(&ctx[..]),
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|e| panic!("test_run egress_entry: {e:?}"));
-        out.truncate(r.data_size_out as usize);
-        (r.return_value as i32, out)
-    }
-
-    fn subflow(&self, key: &FlowKey) -> Option<SubflowState> {
-        let m: HashMap<_, FlowKey, SubflowState> =
-            HashMap::try_from(self.dp.ebpf.map("SUBFLOWS").unwrap()).unwrap();
-        m.get(key, 0).ok()
-    }
-
-    fn stat(&self, e: EgressStat) -> u64 {
-        let m: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.dp.ebpf.map("EGRESS_STATS").unwrap()).unwrap();
-        m.get(&(e as u32), 0).unwrap().iter().sum()
-    }
-
-    fn assert_becomes(&self, seg: &Seg, want: &Seg, what: &str) {
-        let (v, got) = self.run(&seg.frame(), 0);
-        assert_eq!(v, PASS, "{what}: verdict");
-        assert_frame_eq(&got, &want.frame(), what);
-        assert_checksums_valid(&got);
-    }
-
-    fn assert_untouched(&self, seg: &Seg, gso: u32, what: &str) {
-        let f = seg.frame();
-        let (v, got) = self.run(&f, gso);
-        assert_eq!(v, PASS, "{what}: verdict");
-        assert_frame_eq(&got, &f, what);
-    }
-}
-
-/// The key capture uses: local = the packet's SOURCE.
-fn ekey(s: &Seg) -> FlowKey {
-    let k = s.key();
-    FlowKey {
-        local_port: k.remote_port,
-        remote_port: k.local_port,
-        local: k.remote,
-        remote: k.local,
-        ..k
-    }
-}
-
-/// MP_CAPABLE of the third ACK (v1): the sender's then the receiver's key.
-fn mp_capable_ack(local: u64, remote: u64) -> Vec<u8> {
-    let mut o = vec![30, 20, 0x01, 0x81];
-    o.extend_from_slice(&local.to_be_bytes());
-    o.extend_from_slice(&remote.to_be_bytes());
-    o
 }
 
 fn both() -> [Seg; 2] {
@@ -304,6 +187,25 @@ fn capture_records_what_the_local_end_sent() {
     assert_eq!(e.stat(EgressStat::SubflowsRemoved), 2);
     assert_eq!(e.stat(EgressStat::EventsLost), 0);
     assert_eq!(e.dp.chain_packets(CHAIN), 14, "egress count");
+}
+
+/// The server role: the SYN-ACK's 12-byte MP_CAPABLE (the sender's key)
+/// ends the header of a segment without payload, so fewer than the read
+/// buffer's bytes follow the option (the helper path of `Seg::read`).
+#[test]
+fn capture_takes_the_local_key_from_the_syn_ack() {
+    need_root!();
+    let e = eg(&[(Action::Count, 0)]);
+    for base in both() {
+        let synack = base.clone().with(|s| {
+            s.flags = SYN | ACK;
+            s.opts = opts(&[&wscale(7), &mp_capable(0x0102_0304_0506_0708)]);
+        });
+        e.run(&synack.frame(), 0);
+        let f = e.subflow(&ekey(&synack)).expect("captured");
+        assert_eq!(f.local_key, 0x0102_0304_0506_0708);
+        assert_eq!(f.flags & (SF_LOCAL_KEY | SF_REMOTE_KEY), SF_LOCAL_KEY);
+    }
 }
 
 #[test]

@@ -29,73 +29,9 @@ fn base(v6: bool) -> Seg {
     })
 }
 
-/// A frame of `s` with its options replaced by raw bytes (padded with
-/// NOPs at the end so the data offset stays consistent).
-fn with_opts(s: &Seg, raw: &[u8]) -> Vec<u8> {
-    let mut o = raw.to_vec();
-    while !o.len().is_multiple_of(4) {
-        o.push(1);
-    }
-    s.clone().with(|s| s.opts = o).frame()
-}
-
-fn l4(v6: bool) -> usize {
-    if v6 { 14 + 40 } else { 14 + 20 }
-}
-
-fn set16(f: &mut [u8], at: usize, v: u16) {
-    f[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
 /// Malformations that apply to both families (TCP and options).
 fn tcp_corpus(v6: bool) -> Vec<(String, Vec<u8>)> {
-    let s = base(v6);
-    let good = s.frame();
-    let t = l4(v6);
-    let fam = if v6 { "v6" } else { "v4" };
-    let mut c: Vec<(&str, Vec<u8>)> = vec![
-        ("MPTCP option length 0", with_opts(&s, &[30, 0, 0x30, 2])),
-        ("MPTCP option length 1", with_opts(&s, &[30, 1, 0x30, 2])),
-        (
-            "MPTCP option length 2 (no subtype)",
-            with_opts(&s, &[30, 2, 1, 1, 30, 8, 0x20, 1, 0, 0, 0, 1]),
-        ),
-        ("timestamp length 1", with_opts(&s, &[8, 1, 1, 1])),
-        (
-            "MSS length 0 before a DSS",
-            with_opts(&s, &[2, 0, 30, 8, 0x20, 1, 0, 0, 0, 1]),
-        ),
-        ("ADD_ADDR running past the header", {
-            let mut o = dss(Some((100, 4)), None);
-            // Its length byte still says 16, but only 12 bytes follow.
-            o.extend(&add_addr(2, "198.51.100.2".parse().unwrap(), None, false)[..12]);
-            with_opts(&s, &o)
-        }),
-        (
-            "DSS length 40 past the header",
-            with_opts(&s, &[30, 40, 0x20, 1, 0, 0, 0, 1]),
-        ),
-        ("option length 255", with_opts(&s, &[30, 255, 0x20, 1])),
-        ("kind without length as the last byte", {
-            let mut o = dss(Some((100, 4)), None);
-            o.extend([1, 1, 1, 30]);
-            with_opts(&s, &o)
-        }),
-    ];
-    let mut hdr = |name: &'static str, f: &dyn Fn(&mut Vec<u8>)| {
-        let mut g = good.clone();
-        f(&mut g);
-        c.push((name, g));
-    };
-    hdr("data offset 4", &|g| g[t + 12] = 0x40);
-    hdr("data offset 0", &|g| g[t + 12] = 0x00);
-    hdr("data offset 15 past the packet", &|g| g[t + 12] = 0xf0);
-    hdr("data offset 12 past the segment", &|g| g[t + 12] = 0xc0);
-    hdr("truncated TCP header", &|g| g.truncate(t + 10));
-    hdr("frame ends inside the options", &|g| g.truncate(t + 30));
-    c.into_iter()
-        .map(|(n, f)| (format!("{fam}: {n}"), f))
-        .collect()
+    malformed_tcp(&base(v6))
 }
 
 fn v4_corpus() -> Vec<(String, Vec<u8>)> {

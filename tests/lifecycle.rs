@@ -770,3 +770,193 @@ chains:
     assert_eq!(i["link_id"].as_u64().unwrap(), xdp_link, "XDP link kept");
     emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
 }
+
+/// A packet_copy rule on an interface with only an egress chain attaches
+/// the XDP entry there too (the ingress capture: IFACE_CAPTURE in its
+/// IFACES entry); apply converges, status shows it, and removing the rule
+/// detaches the XDP link and leaves the TCX one.
+#[test]
+fn packet_copy_attaches_the_ingress_capture() {
+    if !root_or_skip("packet_copy_attaches_the_ingress_capture") {
+        return;
+    }
+    let t = tag("capture");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let without = format!(
+        r#"version: 1
+settings: {{flow_capacity: 16384}}
+interfaces:
+  - name: {dev}
+    chains: [count-out]
+chains:
+  - name: count-out
+    hook: egress
+    match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}
+    actions: [count]
+"#,
+        dev = pair.dev_b
+    );
+    let with = format!(
+        "{without}packet_copy:
+  - name: revive
+    interface: {dev}
+    chain: count-out
+    when: {{subflow_idle: 500ms}}
+    send: {{mp_prio: {{backup: false}}}}
+",
+        dev = pair.dev_b
+    );
+    let f = policy_file(&dir, "p.yaml", &without);
+    let fs = f.to_str().unwrap();
+    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
+    let xdp_pin = root.path.join("links/xdp").join(&pair.dev_b);
+    let tc_pin = root.path.join("links/tc").join(&pair.dev_b);
+    assert!(!xdp_pin.exists() && tc_pin.exists());
+    let tc_link = must(&format!("bpftool link show pinned {}", tc_pin.display()));
+
+    std::fs::write(&f, &with).unwrap();
+    let p = plan_json(&root.path, ns, &f);
+    let kinds: Vec<&str> = p["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["put_iface", "attach"], "{p:#}");
+    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", fs],
+        0,
+    );
+    assert!(xdp_pin.exists(), "XDP link pin missing");
+    let st = status_json(&root.path, ns);
+    let i = iface(&st, &pair.dev_b);
+    assert_eq!(i["attached"], true, "{st}");
+    assert_eq!(i["capture"], true, "{st}");
+    assert_eq!(i["chains"].as_array().unwrap().len(), 0, "{st}");
+    assert_eq!(i["egress"]["attached"], true, "{st}");
+    // The entry hands the interface's TCP packets to ingress_capture
+    // (SYNs a -> b cross b's XDP hook): counted as passed, no error.
+    tcp_syns(&pair, 5201, 3);
+    let st = status_json(&root.path, ns);
+    let entry = &st["programs"]["entry"];
+    assert!(entry["passed"].as_u64().unwrap() >= 3, "{st}");
+    assert_eq!(entry["error"].as_u64(), Some(0), "{st}");
+    // The snapshot export carries it, and an offline plan agrees.
+    let snap = emptcp(&root.path, Some(ns), &["state", "export"]);
+    let snap = String::from_utf8_lossy(&snap.stdout).to_string();
+    assert!(snap.contains("\"capture\": true"), "{snap}");
+
+    std::fs::write(&f, &without).unwrap();
+    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", fs],
+        0,
+    );
+    assert!(!xdp_pin.exists(), "XDP link pin left behind");
+    assert_eq!(
+        must(&format!("bpftool link show pinned {}", tc_pin.display())),
+        tc_link,
+        "TCX link kept"
+    );
+    let st = status_json(&root.path, ns);
+    assert!(iface(&st, &pair.dev_b).get("capture").is_none(), "{st}");
+    emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
+}
+
+/// An upgrade from a layout whose SUBFLOWS value was 96 bytes (before
+/// `last_rx_data_ns` was appended): the plan migrates the map without
+/// --allow-state-loss, and each captured subflow keeps its bytes, the new
+/// field zero ("no data received seen yet").
+#[test]
+fn subflows_of_the_older_layout_migrate_zero_extended() {
+    if !root_or_skip("subflows_of_the_older_layout_migrate_zero_extended") {
+        return;
+    }
+    let t = tag("sfmig");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let maps = root.path.join("maps");
+    std::fs::create_dir_all(&maps).unwrap();
+    let pin = maps.join("SUBFLOWS");
+    // The table an egress chain with flow_capacity 16384 sizes, old value.
+    must(&format!(
+        "bpftool map create {} type lru_hash key 40 value 96 entries 16384 name SUBFLOWS",
+        pin.display()
+    ));
+    let hex = |b: &[u8]| {
+        b.iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let key: Vec<u8> = (1..=40).collect();
+    let old_value = [0xabu8; 96];
+    must(&format!(
+        "bpftool map update pinned {} key hex {} value hex {}",
+        pin.display(),
+        hex(&key),
+        hex(&old_value)
+    ));
+    let policy = format!(
+        r#"version: 1
+settings: {{flow_capacity: 16384}}
+interfaces:
+  - name: {dev}
+    chains: [count-out]
+chains:
+  - name: count-out
+    hook: egress
+    match: {{remote_ports: [5201]}}
+    actions: [count]
+"#,
+        dev = pair.dev_b
+    );
+    let f = policy_file(&dir, "p.yaml", &policy);
+    let p = plan_json(&root.path, ns, &f);
+    let retire = p["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "retire_map" && s["name"] == "SUBFLOWS")
+        .unwrap_or_else(|| panic!("{p:#}"));
+    assert_eq!(retire["migrate"], true, "{retire}");
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", f.to_str().unwrap()],
+        0,
+    );
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", f.to_str().unwrap()],
+        0,
+    );
+    let out = must(&format!(
+        "bpftool -j map lookup pinned {} key hex {}",
+        pin.display(),
+        hex(&key)
+    ));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let value: Vec<u8> = v["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect();
+    assert_eq!(value.len(), 104);
+    assert_eq!(&value[..96], &old_value[..], "old bytes kept");
+    assert_eq!(&value[96..], &[0u8; 8], "last_rx_data_ns zero");
+    assert!(!maps.join("old-SUBFLOWS").exists(), "old map unpinned");
+    emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
+}

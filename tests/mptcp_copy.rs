@@ -290,3 +290,85 @@ fn a_forged_add_addr_passes_the_servers_hmac_check() {
     drop(daemon);
     lab.destroy();
 }
+
+fn abort_policy() -> String {
+    "version: 1
+settings: {flow_capacity: 16384}
+interfaces:
+  - {name: cli0, chains: [capture-a]}
+chains:
+  - name: capture-a
+    hook: egress
+    match: {remote: [192.0.2.0/24], remote_ports: [5201]}
+    actions: [count]
+packet_copy:
+  - name: late
+    interface: cli0
+    chain: capture-a
+    when: {subflow_idle: 1500ms}
+    send: {mp_prio: {backup: false}}
+"
+    .to_string()
+}
+
+/// The peer kills the connection (SO_LINGER 0: MP_FASTCLOSE, a RST on each
+/// subflow) while the subflow is idle but before the rule's idle time: the
+/// client's stack answers nothing, so only the ingress capture sees the
+/// end. The rule counts the subflow as closed before firing, logs it, and
+/// sends nothing: the server receives no segment at all afterwards.
+#[test]
+fn a_connection_closed_before_the_trigger_fires_gets_no_packet() {
+    if !root_or_skip("a_connection_closed_before_the_trigger_fires_gets_no_packet") {
+        return;
+    }
+    let lab = Lab::new("copyrst");
+    let file = policy_file(&lab.dir, "p.yaml", &abort_policy());
+    let daemon = Daemon::start(lab.root(), &lab.tb.cli, &["-f", file.to_str().unwrap()]);
+    daemon.wait_state("armed", Duration::from_secs(30), |s| {
+        s["last_reconcile"]["converged"] == true && s["packet_copy"][0]["armed"] == true
+    });
+    let res = lab.tb.xfer(&[
+        "--server-abort",
+        "--wait-subflows-before",
+        "1",
+        "--idle-before",
+        "0.5",
+    ]);
+    assert_eq!(
+        res["after_abort"], "reset",
+        "the server did not reset: {res}"
+    );
+    // Any answer of the client's stack to the reset is in by now.
+    std::thread::sleep(Duration::from_millis(200));
+    let srv_before = server(&lab);
+    // Past the rule's idle time (1.5 s from the last data), with margin.
+    let st = daemon.wait_state("closed before firing", Duration::from_secs(5), |s| {
+        s["packet_copy"][0]["closed_before_firing"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let srv = |n: &str| delta(&srv_before, &server(&lab), n);
+    let st = daemon.state().unwrap_or(st);
+    eprintln!("rule {:#}", st["packet_copy"][0]);
+    assert_eq!(st["packet_copy"][0]["fired"].as_u64(), Some(0), "{st:#}");
+    assert_eq!(st["packet_copy"][0]["sent"].as_u64(), Some(0), "{st:#}");
+    assert_eq!(
+        srv("TcpInSegs"),
+        0,
+        "the server received segments after the reset"
+    );
+    assert_eq!(
+        srv("TcpOutRsts"),
+        0,
+        "the server answered a dead connection"
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("connection closed before the trigger fired"),
+        "no log line: {log}"
+    );
+    drop(daemon);
+    lab.destroy();
+}

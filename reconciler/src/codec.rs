@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 
 use emptcp_common::{
-    Action, CHAIN_NAME_LEN, ChainDef, ChainStep, DIR_LOCAL, DIR_REMOTE, IFNAME_LEN, INLINE_PORTS,
-    IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE, MAX_STEPS, PortKey,
-    Thresholds,
+    Action, CHAIN_NAME_LEN, ChainDef, ChainStep, DIR_LOCAL, DIR_REMOTE, IFACE_CAPTURE, IFNAME_LEN,
+    INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE, MAX_STEPS,
+    PortKey, Thresholds,
 };
 use ipnet::IpNet;
 
@@ -140,7 +140,7 @@ pub fn iface_to_kernel(ifindex: u32, i: &IfaceEntry) -> IfaceChains {
         ifindex,
         ports,
         require: i.filter.require,
-        _pad: 0,
+        flags: if i.capture { IFACE_CAPTURE } else { 0 },
         chains,
         chain_flags,
         remote_ports: i.filter.remote_ports,
@@ -161,6 +161,7 @@ pub fn iface_from_kernel(i: &IfaceChains) -> IfaceEntry {
             remote_ports: i.remote_ports,
             local_ports: i.local_ports,
         },
+        capture: i.flags & IFACE_CAPTURE != 0,
     }
 }
 

@@ -32,15 +32,28 @@ pub enum XdpMode {
 }
 
 /// One interface: its ingress chains (XDP entry, IFACES) and its egress
-/// chains (TC egress entry, EGRESS_IFACES), each in policy order. The XDP
-/// program is attached only when `chains` is not empty, the TC one only
-/// when `egress_chains` is not.
+/// chains (TC egress entry, EGRESS_IFACES), each in policy order, and
+/// whether the XDP entry captures what the peer sends for packet copy.
+/// The XDP program is attached when `chains` is not empty or `capture` is
+/// set, the TC one only when `egress_chains` is not empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredIface {
     pub mode: XdpMode,
     pub chains: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_chains: Vec<String>,
+    /// A `packet_copy` rule names the interface: the XDP entry records the
+    /// peer's side of its captured subflows (`IFACE_CAPTURE`): received
+    /// data, the MP_CAPABLE keys of the server role, the peer's FIN/RST.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capture: bool,
+}
+
+impl DesiredIface {
+    /// The XDP entry is attached to the interface.
+    pub fn wants_xdp(&self) -> bool {
+        !self.chains.is_empty() || self.capture
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +90,7 @@ pub enum DesiredError {
         available: String,
     },
     #[error(
-        "packet_copy '{rule}': chain '{chain}' runs on ingress, and subflows are captured by the egress hook only; give the rule a chain with `hook: egress` that matches the same traffic (e.g. actions: [count])"
+        "packet_copy '{rule}': chain '{chain}' runs on ingress, and the subflows packet copy forges for are captured by the egress hook (the ingress capture only completes them); give the rule a chain with `hook: egress` that matches the same traffic (e.g. actions: [count])"
     )]
     PacketCopyNeedsEgress { rule: String, chain: String },
 }
@@ -149,6 +162,7 @@ impl Desired {
                     crate::object::ENTRY_PROGRAM,
                     crate::object::EGRESS_ENTRY,
                     emptcp_common::EGRESS_CAPTURE,
+                    emptcp_common::INGRESS_CAPTURE,
                 ]
                 .contains(p)
             })
@@ -180,9 +194,11 @@ impl Desired {
             }
             chains.insert(c.name.clone(), chain_of(c, steps));
         }
-        // The triggers read the egress capture (SUBFLOWS), which records
-        // the subflows an egress chain matches. The rules themselves run in
-        // `emptcp watch` (reconciler/src/copy/).
+        // The triggers read the capture (SUBFLOWS), whose entries the
+        // egress capture creates for the subflows an egress chain matches;
+        // the XDP entry of the rule's interface adds what the peer sends
+        // (`DesiredIface::capture`). The rules themselves run in `emptcp
+        // watch` (reconciler/src/copy/).
         for pc in &policy.packet_copy {
             if policy
                 .chain(&pc.chain)
@@ -212,12 +228,15 @@ impl Desired {
                     .iter()
                     .cloned()
                     .partition(|c| hook(c) == Hook::Egress);
+                // The ingress half of the capture the rule reads.
+                let capture = policy.packet_copy.iter().any(|pc| pc.interface == i.name);
                 (
                     i.name.clone(),
                     DesiredIface {
                         mode,
                         chains,
                         egress_chains,
+                        capture,
                     },
                 )
             })

@@ -104,9 +104,14 @@ impl Object {
 
     /// Action programs (every program but the entries).
     pub fn action_programs(&self) -> impl Iterator<Item = &str> {
-        self.programs
-            .iter()
-            .map(String::as_str)
-            .filter(|p| ![ENTRY_PROGRAM, EGRESS_ENTRY, emptcp_common::EGRESS_CAPTURE].contains(p))
+        self.programs.iter().map(String::as_str).filter(|p| {
+            ![
+                ENTRY_PROGRAM,
+                EGRESS_ENTRY,
+                emptcp_common::EGRESS_CAPTURE,
+                emptcp_common::INGRESS_CAPTURE,
+            ]
+            .contains(p)
+        })
     }
 }

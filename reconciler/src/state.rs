@@ -59,6 +59,11 @@ pub struct IfaceEntry {
     /// from the chains (see `plan::iface_filter`).
     #[serde(default)]
     pub filter: IfaceFilter,
+    /// `IFACE_CAPTURE`: the XDP entry captures what the peer sends on the
+    /// subflows of `SUBFLOWS` (IFACES only: the interface is named by a
+    /// `packet_copy` rule). Absent in older snapshots: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capture: bool,
 }
 
 /// Per-interface summary of its chains' selectors.

@@ -29,6 +29,10 @@ pub struct IfaceStatus {
     pub program_id: Option<u32>,
     pub program: Option<String>,
     pub chains: Vec<String>,
+    /// The XDP entry captures the peer's side of the subflows for packet
+    /// copy (`IFACE_CAPTURE`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub capture: bool,
     /// The pinned TCX egress link (interfaces with egress chains).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressLinkStatus>,
@@ -295,6 +299,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
                 .find(|i| &i.name == name)
                 .map(|i| i.chains.iter().map(chain_name).collect())
                 .unwrap_or_default(),
+            capture: e.ifaces.values().any(|i| &i.name == name && i.capture),
             egress: egress_status(o, name, dev.map(|d| d.ifindex), &chain_name),
         });
     }
@@ -426,7 +431,7 @@ pub fn render_text(s: &Status) -> String {
     for i in &s.interfaces {
         let _ = writeln!(
             out,
-            "  {:<12} {:<9} mode={:<6} link={:<6} prog={:<6} chains=[{}]",
+            "  {:<12} {:<9} mode={:<6} link={:<6} prog={:<6} chains=[{}]{}",
             i.name,
             if i.attached { "attached" } else { "DETACHED" },
             i.mode
@@ -438,7 +443,8 @@ pub fn render_text(s: &Status) -> String {
             i.program_id
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into()),
-            i.chains.join(", ")
+            i.chains.join(", "),
+            if i.capture { " capture" } else { "" }
         );
         if let Some(g) = &i.egress {
             let _ = writeln!(

@@ -154,9 +154,11 @@ fn map_op(
     bpf(cmd, &mut attr).map(|_| ())
 }
 
-/// Copies every entry of `from` into `to` (same key and value size), keeping
-/// entries `to` already has. Returns the number of entries copied. Values of
-/// per-CPU maps are not supported (the planner never migrates them).
+/// Copies every entry of `from` into `to` (same key size; `value_size` is
+/// `to`'s, at least `from`'s: a shorter old value is zero-extended, see
+/// `plan::APPEND_ONLY_MAPS`), keeping entries `to` already has. Returns the
+/// number of entries copied. Values of per-CPU maps are not supported (the
+/// planner never migrates them).
 pub fn copy_entries(
     from: &OwnedFd,
     to: &OwnedFd,
@@ -181,6 +183,8 @@ pub fn copy_entries(
         }
         first = false;
         key.copy_from_slice(&next);
+        // The lookup writes `from`'s value size: the rest stays zero.
+        value.fill(0);
         match map_op(
             BPF_MAP_LOOKUP_ELEM,
             from,

@@ -5,6 +5,8 @@
 //! incrementally, so it checks the datapath's incremental arithmetic.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod egress;
+
 use std::net::IpAddr;
 
 use aya::{
@@ -14,8 +16,8 @@ use aya::{
 };
 use emptcp_common::{
     Action, AddrKey, CHAIN_NAME_LEN, ChainCounters, ChainDef, ChainStep, FLOW_STATS_LEN, FlowKey,
-    FlowStat, FlowState, IfaceChains, MAX_CHAINS_PER_IFACE, MAX_STEPS, OptRef, Outcome, Selector,
-    StoredAddAddr, Thresholds, XdpMeta, stats_index,
+    FlowStat, FlowState, INGRESS_CAPTURE, INGRESS_CAPTURE_SLOT, IfaceChains, MAX_CHAINS_PER_IFACE,
+    MAX_STEPS, OptRef, Outcome, Selector, StoredAddAddr, Thresholds, XdpMeta, stats_index,
 };
 
 pub const XDP_ABORTED: u32 = 0;
@@ -75,10 +77,14 @@ impl Dp {
             }
         }
         let mut progs = ProgramArray::try_from(ebpf.take_map("PROGS").unwrap()).unwrap();
-        for a in Action::ALL {
-            let p: &Xdp = ebpf.program(a.name()).unwrap().try_into().unwrap();
+        let slots = Action::ALL
+            .iter()
+            .map(|a| (a.name(), *a as u32))
+            .chain([(INGRESS_CAPTURE, INGRESS_CAPTURE_SLOT)]);
+        for (name, slot) in slots {
+            let p: &Xdp = ebpf.program(name).unwrap().try_into().unwrap();
             let fd: &ProgramFd = p.fd().unwrap();
-            progs.set(a as u32, fd, 0).unwrap();
+            progs.set(slot, fd, 0).unwrap();
         }
         Dp {
             ebpf,
@@ -125,6 +131,33 @@ impl Dp {
         let mut m: HashMap<_, u32, IfaceChains> =
             HashMap::try_from(self.ebpf.map_mut("IFACES").unwrap()).unwrap();
         m.insert(ifindex, ifc, 0).unwrap();
+    }
+
+    /// `IFACES[ifindex]` = `chains` in order (each set with [`Dp::chain`])
+    /// with `IfaceChains::flags` = `flags`.
+    pub fn iface(&mut self, ifindex: u32, chains: &[u32], flags: u32) {
+        let mut ids = [0u32; MAX_CHAINS_PER_IFACE];
+        ids[..chains.len()].copy_from_slice(chains);
+        let ifc = IfaceChains {
+            n_chains: chains.len() as u32,
+            ifindex,
+            flags,
+            chains: ids,
+            ..IfaceChains::EMPTY
+        };
+        let mut m: HashMap<_, u32, IfaceChains> =
+            HashMap::try_from(self.ebpf.map_mut("IFACES").unwrap()).unwrap();
+        m.insert(ifindex, ifc, 0).unwrap();
+    }
+
+    /// `STATS[STATS_ROW_ENTRY, outcome]` summed over CPUs.
+    pub fn entry_outcome(&self, o: Outcome) -> u64 {
+        let m: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("STATS").unwrap()).unwrap();
+        m.get(&stats_index(emptcp_common::STATS_ROW_ENTRY, o), 0)
+            .unwrap()
+            .iter()
+            .sum()
     }
 
     pub fn thresholds(&mut self, id: u32, th: Thresholds) {
@@ -648,6 +681,77 @@ pub fn opts(parts: &[&[u8]]) -> Vec<u8> {
     let mut v = nops(pad);
     v.append(&mut o);
     v
+}
+
+/// A frame of `s` with its options replaced by raw bytes (padded with
+/// NOPs at the end so the data offset stays consistent).
+pub fn with_opts(s: &Seg, raw: &[u8]) -> Vec<u8> {
+    let mut o = raw.to_vec();
+    while !o.len().is_multiple_of(4) {
+        o.push(1);
+    }
+    s.clone().with(|s| s.opts = o).frame()
+}
+
+pub fn l4(v6: bool) -> usize {
+    if v6 { 14 + 40 } else { 14 + 20 }
+}
+
+pub fn set16(f: &mut [u8], at: usize, v: u16) {
+    f[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Malformed variants of the frame of `s` that apply to both families
+/// (TCP header and options), each named: every one must pass the datapath
+/// byte for byte, changing no state.
+pub fn malformed_tcp(s: &Seg) -> Vec<(String, Vec<u8>)> {
+    let v6 = s.src.is_ipv6();
+    let good = s.frame();
+    let t = l4(v6);
+    let fam = if v6 { "v6" } else { "v4" };
+    let mut c: Vec<(&str, Vec<u8>)> = vec![
+        ("MPTCP option length 0", with_opts(s, &[30, 0, 0x30, 2])),
+        ("MPTCP option length 1", with_opts(s, &[30, 1, 0x30, 2])),
+        (
+            "MPTCP option length 2 (no subtype)",
+            with_opts(s, &[30, 2, 1, 1, 30, 8, 0x20, 1, 0, 0, 0, 1]),
+        ),
+        ("timestamp length 1", with_opts(s, &[8, 1, 1, 1])),
+        (
+            "MSS length 0 before a DSS",
+            with_opts(s, &[2, 0, 30, 8, 0x20, 1, 0, 0, 0, 1]),
+        ),
+        ("ADD_ADDR running past the header", {
+            let mut o = dss(Some((100, 4)), None);
+            // Its length byte still says 16, but only 12 bytes follow.
+            o.extend(&add_addr(2, "198.51.100.2".parse().unwrap(), None, false)[..12]);
+            with_opts(s, &o)
+        }),
+        (
+            "DSS length 40 past the header",
+            with_opts(s, &[30, 40, 0x20, 1, 0, 0, 0, 1]),
+        ),
+        ("option length 255", with_opts(s, &[30, 255, 0x20, 1])),
+        ("kind without length as the last byte", {
+            let mut o = dss(Some((100, 4)), None);
+            o.extend([1, 1, 1, 30]);
+            with_opts(s, &o)
+        }),
+    ];
+    let mut hdr = |name: &'static str, f: &dyn Fn(&mut Vec<u8>)| {
+        let mut g = good.clone();
+        f(&mut g);
+        c.push((name, g));
+    };
+    hdr("data offset 4", &|g| g[t + 12] = 0x40);
+    hdr("data offset 0", &|g| g[t + 12] = 0x00);
+    hdr("data offset 15 past the packet", &|g| g[t + 12] = 0xf0);
+    hdr("data offset 12 past the segment", &|g| g[t + 12] = 0xc0);
+    hdr("truncated TCP header", &|g| g.truncate(t + 10));
+    hdr("frame ends inside the options", &|g| g.truncate(t + 30));
+    c.into_iter()
+        .map(|(n, f)| (format!("{fam}: {n}"), f))
+        .collect()
 }
 
 /// Pretty hex diff for a failed frame comparison.

@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. Bump when a key/value layout changes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Chains an interface can list (evaluated in order, first match wins).
 pub const MAX_CHAINS_PER_IFACE: usize = 8;
@@ -185,7 +185,8 @@ pub struct IfaceChains {
     /// `SEL_*` parts that every chain of the interface has: a packet that
     /// fails one of them (by the port filters below) matches no chain.
     pub require: u32,
-    pub _pad: u32,
+    /// `IFACE_*` bits.
+    pub flags: u32,
     pub chains: [u32; MAX_CHAINS_PER_IFACE],
     /// `SEL_*` flags of each chain.
     pub chain_flags: [u32; MAX_CHAINS_PER_IFACE],
@@ -205,7 +206,7 @@ impl IfaceChains {
         n_chains: 0,
         ifindex: 0,
         require: 0,
-        _pad: 0,
+        flags: 0,
         chains: [0; MAX_CHAINS_PER_IFACE],
         chain_flags: [0; MAX_CHAINS_PER_IFACE],
         ports: [[0; 2 * INLINE_PORTS]; MAX_CHAINS_PER_IFACE],
@@ -213,7 +214,23 @@ impl IfaceChains {
         local_ports: [0; 4],
         name: [0; IFNAME_LEN],
     };
+
+    /// The entry program has work on this interface: chains to select
+    /// from, or subflows to capture. A slot of `IFACE_SLOTS` that is not in
+    /// use is free for any interface.
+    #[inline(always)]
+    pub const fn in_use(&self) -> bool {
+        self.n_chains != 0 || self.flags & IFACE_CAPTURE != 0
+    }
 }
+
+/// `IfaceChains::flags`: capture what the peer sends on the subflows the
+/// egress capture knows (`SUBFLOWS`), on interfaces named by a
+/// `packet_copy` rule: the XDP entry hands every TCP packet of such an
+/// interface to `ingress_capture`, which looks its subflow up before any
+/// chain selection, captures, then starts the chain. Without the flag the
+/// entry's path is what it is without capture (one flag test).
+pub const IFACE_CAPTURE: u32 = 1 << 0;
 
 /// Slots of the `IFACE_SLOTS` direct-mapped cache of `IFACES`.
 pub const IFACE_SLOTS: u32 = 1024;
@@ -566,6 +583,13 @@ pub const fn egress_program(a: Action) -> &'static str {
 pub const EGRESS_CAPTURE_SLOT: u32 = 0;
 pub const EGRESS_CAPTURE: &str = "egress_capture";
 
+/// The ingress capture program (`ingress_capture`: the entry path of an
+/// interface with [`IFACE_CAPTURE`], tail-called by the XDP `entry`) sits
+/// in this slot of `PROGS` (free: the actions use `Action as u32`, which
+/// starts at 1).
+pub const INGRESS_CAPTURE_SLOT: u32 = 0;
+pub const INGRESS_CAPTURE: &str = "ingress_capture";
+
 /// Every slot of `EGRESS_PROGS` and its program.
 pub const EGRESS_SLOTS: [(&str, u32); 4] = [
     (EGRESS_CAPTURE, EGRESS_CAPTURE_SLOT),
@@ -604,14 +628,35 @@ pub const SF_SYN_SEEN: u32 = 1 << 8;
 pub const SF_FIN: u32 = 1 << 9;
 /// The newest sent segment carried a RST (set on the closing event).
 pub const SF_RST: u32 = 1 << 10;
+/// The peer sent a FIN (seen by the ingress capture; set on the closing
+/// event).
+pub const SF_PEER_FIN: u32 = 1 << 11;
+/// The peer sent a RST, e.g. with an MPTCP fastclose (seen by the ingress
+/// capture; set on the closing event).
+pub const SF_PEER_RST: u32 = 1 << 12;
 
-/// Value of `SUBFLOWS` (key: [`FlowKey`] with local = the packet's SOURCE,
-/// since the egress hook sees what the local host sends): what the TC
-/// egress entry captured from the newest segments the local end sent on one
-/// TCP subflow of an MPTCP connection. It is everything a forged duplicate
-/// ACK towards the peer needs (seq = `snd_nxt`, ack = `rcv_nxt`, the DSS
-/// data ACK, timestamps, MACs), plus the idle clocks the packet-copy
-/// triggers read. 96 bytes, no implicit padding.
+/// Value of `SUBFLOWS` (key: [`FlowKey`] with local = the LOCAL end: the
+/// packet's source on egress, its destination on ingress): one TCP subflow
+/// of an MPTCP connection, for packet copy. Two hooks write it:
+///
+/// * the TC egress capture (`egress_capture`, on interfaces with an egress
+///   chain) creates the entry on the first sent segment with an MPTCP
+///   option and owns everything a forged duplicate ACK towards the peer
+///   needs, from the newest segments the local end SENT: seq = `snd_nxt`,
+///   ack = `rcv_nxt`, window, timestamps, the DSS data ACK, MACs, VLAN,
+///   chain and interface, plus `last_data_tx_ns`, `last_ack_advance_ns`,
+///   `last_seen_ns`;
+/// * the XDP ingress capture (`ingress_capture`, on interfaces named by a
+///   `packet_copy` rule) only updates entries that exist, from what the
+///   peer SENT: `last_rx_data_ns`, the MP_CAPABLE keys when they arrive on
+///   ingress (the server role), and the peer's FIN or RST, which removes
+///   the entry. It never writes the egress-owned fields: a forged packet
+///   must carry what the local stack actually sent and acknowledged.
+///
+/// Either hook removes the entry on a FIN or RST (its own or the peer's)
+/// with a `SUBFLOW_EV_CLOSED` event. 104 bytes, no implicit padding; new
+/// fields are only appended (an older map's entries migrate zero-extended:
+/// 0 reads as "not seen yet").
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SubflowState {
@@ -659,11 +704,16 @@ pub struct SubflowState {
     /// by the next pure ACK.
     pub prio_sent: u8,
     pub _pad: [u8; 2],
+    /// `bpf_ktime_get_ns` of the newest segment with payload RECEIVED from
+    /// the peer (ingress capture; 0: none seen).
+    pub last_rx_data_ns: u64,
 }
 
 /// `SubflowEvent::kind`: the subflow was captured for the first time.
 pub const SUBFLOW_EV_NEW: u32 = 1;
-/// `SubflowEvent::kind`: a FIN or RST was sent; the entry is gone.
+/// `SubflowEvent::kind`: a FIN or RST was sent or received; the entry is
+/// gone (`flags` tell which: `SF_FIN`/`SF_RST` sent, `SF_PEER_FIN`/
+/// `SF_PEER_RST` received).
 pub const SUBFLOW_EV_CLOSED: u32 = 2;
 
 /// Record of the `SUBFLOW_EVENTS` ring buffer (72 bytes).
@@ -684,10 +734,14 @@ pub struct SubflowEvent {
 }
 
 /// Per-CPU counters of the egress hook (`EGRESS_STATS[EgressStat as u32]`).
+/// The capture counters (`SubflowsRemoved`, `EventsLost`) count for both
+/// capture hooks: a subflow removed on the peer's FIN/RST seen on ingress
+/// is a `SubflowsRemoved` too.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EgressStat {
     SubflowsCreated = 0,
+    /// Removed on a FIN or RST, sent (egress) or received (ingress).
     SubflowsRemoved = 1,
     /// SUBFLOWS was full and the insert failed (LRU: rare).
     SubflowInsertFailed = 2,
@@ -775,7 +829,7 @@ mod tests {
         assert_eq!(size_of::<FlowState>(), 104);
         assert_eq!(size_of::<AddrKey>(), 44);
         assert_eq!(size_of::<StoredAddAddr>(), 32);
-        assert_eq!(size_of::<SubflowState>(), 96);
+        assert_eq!(size_of::<SubflowState>(), 104);
         assert_eq!(size_of::<SubflowEvent>(), 72);
     }
 

@@ -1,5 +1,8 @@
 //! The entry program attached to each interface: parse, select a chain,
-//! describe the packet in the XDP metadata once, start the chain.
+//! describe the packet in the XDP metadata once, start the chain. On an
+//! interface with `IFACE_CAPTURE`, a packet of a subflow in `SUBFLOWS` is
+//! described whether a chain takes it or not and goes through
+//! `ingress_capture` (capture/ingress.rs) first.
 //!
 //! The hot path is traffic that is not ours. A non-TCP packet leaves after
 //! the parser; a TCP packet on an interface whose every chain lists ports
@@ -10,15 +13,16 @@ use aya_ebpf::{
     maps::lpm_trie::Key, programs::XdpContext,
 };
 use emptcp_common::{
-    ChainDef, DIR_LOCAL, DIR_REMOTE, FlowKey, IFACE_SLOTS, INLINE_PORTS, IfaceChains,
-    LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE, MAX_STEPS, META_FLOW_UNKNOWN, META_MAGIC,
-    Outcome, PortKey, SEL_LOCAL, SEL_LOCAL_PORTS, SEL_LOCAL_PORTS_INLINE, SEL_REMOTE,
-    SEL_REMOTE_PORTS, SEL_REMOTE_PORTS_INLINE, STATS_ROW_ENTRY, XdpMeta, port_bucket,
+    ChainDef, DIR_LOCAL, DIR_REMOTE, FlowKey, IFACE_CAPTURE, IFACE_SLOTS, INGRESS_CAPTURE_SLOT,
+    INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE, MAX_STEPS,
+    META_FLOW_UNKNOWN, META_MAGIC, Outcome, PortKey, SEL_LOCAL, SEL_LOCAL_PORTS,
+    SEL_LOCAL_PORTS_INLINE, SEL_REMOTE, SEL_REMOTE_PORTS, SEL_REMOTE_PORTS_INLINE, STATS_ROW_ENTRY,
+    XdpMeta, port_bucket,
 };
 
 use crate::{
     chain,
-    maps::{CHAINS, IFACE_SLOTS as SLOTS, IFACES, PORTS, SEL_V4, SEL_V6},
+    maps::{CHAINS, IFACE_SLOTS as SLOTS, IFACES, PORTS, PROGS, SEL_V4, SEL_V6, SUBFLOWS},
     parse::{Packet, addresses, parse_tcp, tcp_numbers},
     scan, stats,
 };
@@ -33,15 +37,32 @@ const META_LEN: i32 = core::mem::size_of::<XdpMeta>() as i32;
 
 #[xdp]
 pub fn entry(ctx: XdpContext) -> u32 {
-    let Some(mut pkt) = parse_tcp(&ctx) else {
+    run::<false>(&ctx)
+}
+
+/// The entry program (`CAPTURE` false) or, on an interface with
+/// `IFACE_CAPTURE`, `ingress_capture` (`CAPTURE` true), to which the entry
+/// hands such a packet at once: the capture variant of the whole path is a
+/// program of its own, so the entry program's verification and hot path
+/// stay what they are without capture (a second path into the option
+/// walk, or a live flag across it, multiplied the entry's verified
+/// instructions by three).
+#[inline(always)]
+pub(crate) fn run<const CAPTURE: bool>(ctx: &XdpContext) -> u32 {
+    let Some(mut pkt) = parse_tcp(ctx) else {
         return xdp_action::XDP_PASS;
     };
     let Some(ifc) = iface(ctx.ingress_ifindex() as u32) else {
         return xdp_action::XDP_PASS;
     };
+    if !CAPTURE && ifc.flags & IFACE_CAPTURE != 0 {
+        unsafe { PROGS.tail_call(ctx, INGRESS_CAPTURE_SLOT) };
+        // No capture program: the chains still run.
+        stats::bump(STATS_ROW_ENTRY, Outcome::Error);
+    }
     // `seen` is not counted here (one lookup less per packet): status
     // reports it as applied + passed + error.
-    if try_entry(&ctx, &mut pkt, ifc).is_none() {
+    if try_entry::<CAPTURE>(ctx, &mut pkt, ifc).is_none() {
         stats::bump(STATS_ROW_ENTRY, Outcome::Passed);
     }
     xdp_action::XDP_PASS
@@ -53,7 +74,7 @@ pub fn entry(ctx: XdpContext) -> u32 {
 fn iface(ifindex: u32) -> Option<&'static IfaceChains> {
     if let Some(c) = SLOTS.get(ifindex & (IFACE_SLOTS - 1))
         && c.ifindex == ifindex
-        && c.n_chains != 0
+        && c.in_use()
     {
         return Some(c);
     }
@@ -67,18 +88,30 @@ pub(crate) fn may_hold(f: &[u64; 4], port: u16) -> bool {
     f[(b >> 6) as usize & 3] & (1u64 << (b & 63)) != 0
 }
 
-/// `Some` when a chain was started (and failed to tail call), `None` when the
-/// packet is not for us. Either way the packet passes.
+/// `Some` when a chain or the capture was started (and failed to tail
+/// call), `None` when the packet is not for us. Either way the packet
+/// passes.
 #[inline(always)]
-fn try_entry(ctx: &XdpContext, pkt: &mut Packet, ifc: &IfaceChains) -> Option<()> {
-    // Ports every chain requires and no chain lists: not ours, no lookup.
-    if ifc.require & SEL_REMOTE_PORTS != 0 && !may_hold(&ifc.remote_ports, pkt.sport) {
-        return None;
+fn try_entry<const CAPTURE: bool>(
+    ctx: &XdpContext,
+    pkt: &mut Packet,
+    ifc: &IfaceChains,
+) -> Option<()> {
+    // A subflow the capture knows is captured whatever the chains select.
+    // The capture variant has no port prefilter (the selectors give the
+    // same answer): a path that skips it for captured packets only would
+    // be a second path into the option walk for the verifier.
+    let captured = CAPTURE && known_subflow(ctx, pkt)?;
+    if !CAPTURE {
+        // Ports every chain requires and no chain lists: not ours, no lookup.
+        if ifc.require & SEL_REMOTE_PORTS != 0 && !may_hold(&ifc.remote_ports, pkt.sport) {
+            return None;
+        }
+        if ifc.require & SEL_LOCAL_PORTS != 0 && !may_hold(&ifc.local_ports, pkt.dport) {
+            return None;
+        }
+        addresses(ctx, pkt)?;
     }
-    if ifc.require & SEL_LOCAL_PORTS != 0 && !may_hold(&ifc.local_ports, pkt.dport) {
-        return None;
-    }
-    addresses(ctx, pkt)?;
     let pkt: &Packet = pkt;
     let mut found = None;
     for i in 0..MAX_CHAINS_PER_IFACE {
@@ -91,10 +124,20 @@ fn try_entry(ctx: &XdpContext, pkt: &mut Packet, ifc: &IfaceChains) -> Option<()
             break;
         }
     }
-    let chain_id = found?;
-    let Some(def) = CHAINS.get(chain_id).filter(|d| d.len != 0) else {
-        stats::bump(STATS_ROW_ENTRY, Outcome::Error);
-        return Some(());
+    // The chain, or none (zero steps) for a captured packet no chain takes.
+    let (chain_id, def) = match found {
+        Some(id) => match CHAINS.get(id).filter(|d| d.len != 0) {
+            Some(def) => (id, Some(def)),
+            None => {
+                stats::bump(STATS_ROW_ENTRY, Outcome::Error);
+                if !captured {
+                    return Some(());
+                }
+                (NO_CHAIN, None)
+            }
+        },
+        None if captured => (NO_CHAIN, None),
+        None => return None,
     };
     // Read before the metadata moves (it invalidates packet pointers).
     let Some(nums) = tcp_numbers(ctx, pkt.l4_off) else {
@@ -114,14 +157,54 @@ fn try_entry(ctx: &XdpContext, pkt: &mut Packet, ifc: &IfaceChains) -> Option<()
         return Some(());
     }
     let m = m as *mut XdpMeta;
+    // `applied`: a chain was started; a packet only captured is `passed`.
+    stats::bump(
+        STATS_ROW_ENTRY,
+        if def.is_some() {
+            Outcome::Applied
+        } else {
+            Outcome::Passed
+        },
+    );
     describe(ctx, m, pkt, nums, chain_id, def);
-    stats::bump(STATS_ROW_ENTRY, Outcome::Applied);
+    if CAPTURE {
+        // Its own lookup: a flag or pointer kept across the option walk
+        // would make the verifier walk it once per value.
+        crate::capture::ingress::capture(ctx, m);
+    }
     chain::jump(ctx, m, 0, STATS_ROW_ENTRY);
     Some(())
 }
 
-/// Writes the packet's description: chain steps, flow key, header offsets
-/// and the option scan.
+/// `XdpMeta::chain` of a packet described without a chain (zero steps).
+const NO_CHAIN: u32 = u32::MAX;
+
+/// Is the packet's subflow in `SUBFLOWS` (key: local = the packet's
+/// destination, as `describe` writes it)? Fills the addresses.
+#[inline(always)]
+fn known_subflow(ctx: &XdpContext, pkt: &mut Packet) -> Option<bool> {
+    addresses(ctx, pkt)?;
+    let key = flow_key(pkt);
+    Some(unsafe { SUBFLOWS.get(&key) }.is_some())
+}
+
+/// The packet's flow key from the local host's point of view: on ingress
+/// (and for an egress packet described as its peer would be) local = the
+/// packet's destination.
+#[inline(always)]
+fn flow_key(pkt: &Packet) -> FlowKey {
+    FlowKey {
+        family: pkt.family,
+        _pad: [0; 3],
+        local_port: pkt.dport,
+        remote_port: pkt.sport,
+        local: pkt.dst,
+        remote: pkt.src,
+    }
+}
+
+/// Writes the packet's description: chain steps (none without `def`),
+/// flow key, header offsets and the option scan.
 #[inline(always)]
 pub(crate) fn describe<C: crate::parse::Frame>(
     ctx: &C,
@@ -129,32 +212,29 @@ pub(crate) fn describe<C: crate::parse::Frame>(
     pkt: &Packet,
     (seq, ack, window): (u32, u32, u16),
     chain_id: u32,
-    def: &ChainDef,
+    def: Option<&ChainDef>,
 ) {
     let build = unsafe { core::ptr::read_volatile(&EMPTCP_BUILD_ID[15]) };
     let mut steps = [0u8; MAX_STEPS];
     let mut args = [0u32; MAX_STEPS];
-    for i in 0..MAX_STEPS {
-        steps[i] = def.steps[i].action as u8;
-        args[i] = def.steps[i].arg;
+    let mut n_steps = 0;
+    if let Some(def) = def {
+        for i in 0..MAX_STEPS {
+            steps[i] = def.steps[i].action as u8;
+            args[i] = def.steps[i].arg;
+        }
+        n_steps = def.len.min(MAX_STEPS as u32) as u8;
     }
     unsafe {
         (*m).magic = META_MAGIC;
         (*m).chain = chain_id;
-        (*m).key = FlowKey {
-            family: pkt.family,
-            _pad: [0; 3],
-            local_port: pkt.dport,
-            remote_port: pkt.sport,
-            local: pkt.dst,
-            remote: pkt.src,
-        };
+        (*m).key = flow_key(pkt);
         (*m).steps = steps;
         (*m).args = args;
         (*m).l3_off = pkt.l3_off as u16;
         (*m).l4_off = pkt.l4_off as u16;
         (*m).pos = 0;
-        (*m).n_steps = def.len.min(MAX_STEPS as u32) as u8;
+        (*m).n_steps = n_steps;
         (*m).family = pkt.family;
         (*m).build = build;
         (*m).tcp_flags = pkt.flags;

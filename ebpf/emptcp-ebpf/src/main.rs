@@ -4,7 +4,11 @@
 //!   first chain of the interface whose selector matches, writes the chain
 //!   position into XDP metadata and tail-calls the chain's first action;
 //! * each action (`actions/*.rs`) does its one job and tail-calls the next
-//!   step through the pinned `PROGS` array, or returns XDP_PASS at the end.
+//!   step through the pinned `PROGS` array, or returns XDP_PASS at the end;
+//! * `ingress_capture` (`capture/`) records what the peer sends on the
+//!   subflows packet copy tracks, before the chain (interfaces with
+//!   `IFACE_CAPTURE`); the TC egress hook (`egress/`) records what the
+//!   local end sends.
 //!
 //! Every pointer is bounds-checked against data_end; anything the parser does
 //! not understand leaves untouched with XDP_PASS, never XDP_ABORTED.
@@ -12,6 +16,7 @@
 #![no_main]
 
 mod actions;
+mod capture;
 mod chain;
 mod csum;
 mod egress;

@@ -107,12 +107,14 @@ impl Seg {
         self.l4 + TCP_HLEN + r.off as u32
     }
 
-    /// Copies option `r` (at most `N` bytes, `N` a multiple of 8: checked
-    /// at build time) from the packet into `buf`; false when absent. Bytes of `buf` past the
-    /// option may hold the packet's next bytes or zeros.
+    /// Copies option `r` (at most `N` bytes, `N` a power of two of at
+    /// least 8: checked at build time, [`bounded`] masks the helper's
+    /// length with `N - 1`) from the packet into `buf`; false when absent.
+    /// Bytes of `buf` past the option may hold the packet's next bytes or
+    /// zeros.
     #[inline(always)]
     pub fn read<C: Frame, const N: usize>(&self, ctx: &C, r: OptRef, buf: &mut [u8; N]) -> bool {
-        const { assert!(N % 8 == 0 && N > 0) };
+        const { assert!(N.is_power_of_two() && N >= 8) };
         let n = (r.len as u32).min(N as u32);
         if n == 0 {
             return false;

@@ -195,7 +195,7 @@ impl<'a> Applier<'a> {
             aya::maps::Array::try_from(self.map("IFACE_SLOTS")?)?;
         let slot = ifindex % emptcp_common::IFACE_SLOTS;
         let held = slots.get(&slot, 0)?;
-        if held.n_chains != 0 && held.ifindex != ifindex {
+        if held.in_use() && held.ifindex != ifindex {
             return Ok(());
         }
         slots.set(slot, v.unwrap_or(emptcp_common::IfaceChains::EMPTY), 0)?;

@@ -1,5 +1,6 @@
-//! Reading the egress capture (`SUBFLOWS`, written by the TC egress
-//! program) into what the packet-copy runner needs per subflow.
+//! Reading the capture (`SUBFLOWS`: created and filled by the TC egress
+//! program, completed by the XDP ingress capture) into what the
+//! packet-copy runner needs per subflow.
 use aya::maps::{HashMap, Map, MapData};
 use emptcp_common::{
     FlowKey, FlowState, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY,
@@ -33,16 +34,7 @@ pub fn view(
         conn: 0,
         chain: s.chain,
         ifindex: s.ifindex,
-        // Idle = nothing sent with payload and nothing received (the ack
-        // number did not move) since then. A subflow that never carried
-        // data counts from when it was first seen.
-        last_activity_ns: s.last_data_tx_ns.max(s.last_ack_advance_ns).max(
-            if s.last_data_tx_ns == 0 && s.last_ack_advance_ns == 0 {
-                s.last_seen_ns
-            } else {
-                0
-            },
-        ),
+        last_activity_ns: last_activity_ns(s),
         conn_bytes,
     };
     let keys = (s.flags & (SF_LOCAL_KEY | SF_REMOTE_KEY) == SF_LOCAL_KEY | SF_REMOTE_KEY)
@@ -65,6 +57,19 @@ pub fn view(
         keys,
     };
     Some((v, c))
+}
+
+/// When the subflow last carried data either way: data sent (egress),
+/// the sent ack number advancing (egress: data was received and
+/// acknowledged), data received (ingress capture, on the interfaces of
+/// the packet-copy rules). A subflow that never carried data counts from
+/// when it was last seen sending (its handshake or pure ACKs).
+pub fn last_activity_ns(s: &SubflowState) -> u64 {
+    let data = s
+        .last_data_tx_ns
+        .max(s.last_ack_advance_ns)
+        .max(s.last_rx_data_ns);
+    if data == 0 { s.last_seen_ns } else { data }
 }
 
 /// The capture maps, opened once per resolve (an apply that resizes
@@ -105,5 +110,49 @@ impl Capture {
             return None;
         }
         self.flows.as_ref()?.get(key, 0).ok().map(|f| f.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn captured(tx: u64, ack: u64, rx: u64, seen: u64) -> SubflowState {
+        SubflowState {
+            flags: SF_SEQ_SEEN | SF_ACK_SEEN,
+            last_data_tx_ns: tx,
+            last_ack_advance_ns: ack,
+            last_rx_data_ns: rx,
+            last_seen_ns: seen,
+            ..SubflowState::default()
+        }
+    }
+
+    fn activity(s: &SubflowState) -> u64 {
+        view(&FlowKey::default(), s, None)
+            .unwrap()
+            .0
+            .last_activity_ns
+    }
+
+    #[test]
+    fn activity_is_the_newest_data_either_way() {
+        // Sent data, acked data (the ack moved), received data: the newest.
+        assert_eq!(activity(&captured(10, 20, 30, 40)), 30);
+        assert_eq!(activity(&captured(50, 20, 30, 60)), 50);
+        assert_eq!(activity(&captured(10, 70, 30, 80)), 70);
+        // Only the ingress capture saw data: received counts alone.
+        assert_eq!(activity(&captured(0, 0, 30, 40)), 30);
+        // No data ever: from when the subflow was last seen.
+        assert_eq!(activity(&captured(0, 0, 0, 40)), 40);
+    }
+
+    #[test]
+    fn a_subflow_without_a_sent_ack_is_not_forgeable() {
+        let s = SubflowState {
+            flags: SF_SEQ_SEEN,
+            ..captured(1, 0, 1, 1)
+        };
+        assert!(view(&FlowKey::default(), &s, None).is_none());
     }
 }

@@ -12,7 +12,9 @@ mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use emptcp_common::{Action, EGRESS_SLOTS, LAYOUT_VERSION, MAX_CHAINS};
+use emptcp_common::{
+    Action, EGRESS_SLOTS, INGRESS_CAPTURE, INGRESS_CAPTURE_SLOT, LAYOUT_VERSION, MAX_CHAINS,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -144,10 +146,21 @@ pub fn observed_hash(o: &Observed, interfaces: &[String]) -> String {
     hex::encode(Sha256::digest(json))
 }
 
-fn migratable(before: &MapDef, after: &MapDef) -> bool {
+/// State maps whose value only ever grows by fields appended at its end,
+/// whose zero means "not seen yet": an older map's entries are copied
+/// zero-extended (`copy_entries` reads an old value into a zeroed buffer
+/// of the new size).
+pub const APPEND_ONLY_MAPS: &[&str] = &[
+    // SubflowState: 96 -> 104 bytes (last_rx_data_ns, layout 3).
+    "SUBFLOWS",
+];
+
+fn migratable(name: &str, before: &MapDef, after: &MapDef) -> bool {
+    let value_ok = before.value_size == after.value_size
+        || (APPEND_ONLY_MAPS.contains(&name) && before.value_size < after.value_size);
     before.map_type == after.map_type
         && before.key_size == after.key_size
-        && before.value_size == after.value_size
+        && value_ok
         && before.flags == after.flags
         && matches!(
             after.map_type,
@@ -170,7 +183,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
             Some(have) if have == want => {}
             Some(have) => {
                 let config = CONFIG_MAPS.contains(&name.as_str());
-                let migrate = !config && migratable(have, want);
+                let migrate = !config && migratable(name, have, want);
                 if !config && !migrate && !opts.allow_state_loss {
                     errors.push(PlanError::StateLoss {
                         name: name.clone(),
@@ -219,7 +232,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
         }
         if let Some(want) = d.maps.get(base)
             && !CONFIG_MAPS.contains(&base)
-            && migratable(have, want)
+            && migratable(base, have, want)
         {
             s.copy.push(Step::CopyMap { name: base.into() });
         }
@@ -232,22 +245,26 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
     }
 
     // --- tail-call slots ---------------------------------------------------
+    // Each action in its slot, and the ingress capture in its own.
     let mut wanted_slots = BTreeSet::new();
-    for a in Action::ALL {
-        if !d.programs.iter().any(|p| p == a.name()) {
+    let ingress_slots = Action::ALL
+        .iter()
+        .map(|a| (a.name(), *a as u32))
+        .chain([(INGRESS_CAPTURE, INGRESS_CAPTURE_SLOT)]);
+    for (program, slot) in ingress_slots {
+        if !d.programs.iter().any(|p| p == program) {
             continue;
         }
-        let slot = a as u32;
         wanted_slots.insert(slot);
         let have = if retired.contains("PROGS") {
             None
         } else {
             o.prog_slots.get(&slot).copied()
         };
-        let pinned = o.programs.get(a.name()).map(|p| p.id);
+        let pinned = o.programs.get(program).map(|p| p.id);
         if need_load || have.is_none() || have != pinned {
             s.slots.push(Step::SetSlot {
-                action: a.name().into(),
+                action: program.into(),
                 slot,
                 before: have,
             });
@@ -310,7 +327,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
 
     // --- links ------------------------------------------------------------------
     let entry_prog = o.programs.get(ENTRY_PROGRAM).map(|p| p.id);
-    let xdp_ifaces = || d.interfaces.iter().filter(|(_, i)| !i.chains.is_empty());
+    let xdp_ifaces = || d.interfaces.iter().filter(|(_, i)| i.wants_xdp());
     for (name, iface) in xdp_ifaces() {
         let Some(dev) = o.netdevs.get(name) else {
             continue; // noted in desired_entries
@@ -602,10 +619,12 @@ fn desired_entries(
                 name: name.clone(),
                 filter: iface_filter(&chains, e),
                 chains,
+                capture: false,
             }
         };
-        if !iface.chains.is_empty() {
-            let v = entry(&iface.chains, &e);
+        if iface.wants_xdp() {
+            let mut v = entry(&iface.chains, &e);
+            v.capture = iface.capture;
             e.ifaces.insert(dev.ifindex, v);
         }
         if !iface.egress_chains.is_empty() {

@@ -113,8 +113,14 @@ pub fn describe(step: &Step) -> String {
         PutPorts { chain, entries } => format!("chain {chain}: {}", ports(entries)),
         PutSelector { chain, after, .. } => format!("selector of chain {chain} (flags {after:#x})"),
         PutIface { ifindex, after, .. } => format!(
-            "interface {} (ifindex {ifindex}): chain ids {:?}",
-            after.name, after.chains
+            "interface {} (ifindex {ifindex}): chain ids {:?}{}",
+            after.name,
+            after.chains,
+            if after.capture {
+                ", capture (packet copy)"
+            } else {
+                ""
+            }
         ),
         PutEgressIface { ifindex, after, .. } => format!(
             "interface {} (ifindex {ifindex}): egress chain ids {:?}",

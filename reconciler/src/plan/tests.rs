@@ -585,7 +585,7 @@ fn egress_object_maps() -> BTreeMap<String, MapDef> {
         ("EGRESS_IFACES", def(1, 4, 344, 256)),
         ("EGRESS_META", def(6, 4, 152, 1)),
         ("EGRESS_STATS", def(6, 4, 8, 12)),
-        ("SUBFLOWS", def(9, 40, 96, 262_144)),
+        ("SUBFLOWS", def(9, 40, 104, 262_144)),
         ("SUBFLOW_EVENTS", def(27, 0, 0, 262_144)),
     ] {
         m.insert(n.to_string(), d);
@@ -602,6 +602,7 @@ fn egress_programs() -> Vec<String> {
             "egress_entry",
             "egress_set_backup",
             "egress_set_window",
+            "ingress_capture",
             "set_backup",
             "set_window",
         ]
@@ -791,21 +792,33 @@ fn egress_plans_converge_from_every_prefix() {
         SHA_B,
     );
     for (from, to) in [(None, &d1), (Some(&d1), &d2)] {
-        let mut base = fresh();
-        if let Some(f) = from {
-            converge(f, &mut base, PlanOptions::default());
-        }
-        let full = plan(to, &base, PlanOptions::default()).unwrap();
-        for k in 0..full.steps.len() {
-            let mut o = base.clone();
-            let prefix = Plan {
-                steps: full.steps[..k].to_vec(),
-                ..full.clone()
-            };
-            simulate(&prefix, to, &mut o);
-            converge(to, &mut o, PlanOptions::default());
+        converges_after_every_prefix(from, to, |o, k| {
             assert_eq!(o.tc_links.len(), to.interfaces.len(), "after step {k}");
-        }
+        });
+    }
+}
+
+/// From `from` (or nothing), a plan to `to` stopped after each of its
+/// steps (a crash) converges on the next plan; `check(observed, k)` then.
+fn converges_after_every_prefix(
+    from: Option<&Desired>,
+    to: &Desired,
+    check: impl Fn(&Observed, usize),
+) {
+    let mut base = fresh();
+    if let Some(f) = from {
+        converge(f, &mut base, PlanOptions::default());
+    }
+    let full = plan(to, &base, PlanOptions::default()).unwrap();
+    for k in 0..full.steps.len() {
+        let mut o = base.clone();
+        let prefix = Plan {
+            steps: full.steps[..k].to_vec(),
+            ..full.clone()
+        };
+        simulate(&prefix, to, &mut o);
+        converge(to, &mut o, PlanOptions::default());
+        check(&o, k);
     }
 }
 
@@ -820,4 +833,169 @@ fn egress_chain_with_an_ingress_only_action_is_rejected() {
         msg.contains("bulk-out") && msg.contains("hook egress"),
         "{msg}"
     );
+}
+
+// ---- ingress capture (packet copy) -------------------------------------------
+
+/// [`EGRESS`] (eth1 has only an egress chain) with a packet_copy rule on
+/// eth1.
+fn copy_policy() -> String {
+    format!(
+        "{EGRESS}packet_copy:
+  - name: revive
+    interface: eth1
+    chain: bulk-out
+    when: {{subflow_idle: 500ms}}
+    send: {{mp_prio: {{backup: false}}}}
+"
+    )
+}
+
+#[test]
+fn packet_copy_sets_capture_on_its_interface_only() {
+    let d = egress_desired_with(&copy_policy(), SHA_A);
+    assert!(d.interfaces["eth1"].capture);
+    assert!(
+        d.interfaces["eth1"].wants_xdp(),
+        "egress-only, but captured"
+    );
+    assert!(!d.interfaces["eth0"].capture);
+    let d = egress_desired_with(EGRESS, SHA_A);
+    assert!(!d.interfaces["eth1"].capture);
+    assert!(!d.interfaces["eth1"].wants_xdp());
+    // A desired state without the field (an older snapshot) reads as false.
+    let mut v = serde_json::to_value(&d.interfaces["eth1"]).unwrap();
+    assert!(v.get("capture").is_none(), "skipped when false: {v}");
+    v.as_object_mut().unwrap().remove("capture");
+    let back: crate::desired::DesiredIface = serde_json::from_value(v).unwrap();
+    assert!(!back.capture);
+}
+
+#[test]
+fn packet_copy_on_an_egress_only_interface_attaches_xdp_then_converges() {
+    let d = egress_desired_with(&copy_policy(), SHA_A);
+    let mut o = fresh();
+    let p = converge(&d, &mut o, PlanOptions::default());
+    let k = kinds(&p);
+    assert_eq!(k.iter().filter(|k| *k == "attach").count(), 2, "{k:?}");
+    // The capture program in its slot of PROGS, before any link.
+    let slot = p
+        .steps
+        .iter()
+        .position(|s| {
+            matches!(s, Step::SetSlot { action, slot, .. }
+                if action == INGRESS_CAPTURE && *slot == INGRESS_CAPTURE_SLOT)
+        })
+        .expect("ingress_capture slot");
+    assert!(slot < k.iter().position(|k| k == "attach").unwrap());
+    // eth1's IFACES entry: no ingress chain, capture on.
+    let e = &o.entries.ifaces[&3];
+    assert!(e.chains.is_empty() && e.capture, "{e:?}");
+    assert!(!o.entries.ifaces[&2].capture);
+    assert!(o.links.contains_key("eth1"));
+    // The plan says so, and so does the diff of the views.
+    let t = text(&p);
+    assert!(
+        t.contains("interface eth1 (ifindex 3): chain ids [], capture (packet copy)"),
+        "{t}"
+    );
+    assert!(t.contains("attach XDP entry to eth1"), "{t}");
+    let v = View::observed(&o);
+    assert!(v.interfaces["eth1"].capture);
+    assert_eq!(v, View::desired(&d).clone_with_object(&v));
+    // The kernel encoding carries the flag both ways.
+    let k = crate::codec::iface_to_kernel(3, e);
+    assert_eq!(k.flags, emptcp_common::IFACE_CAPTURE);
+    assert!(k.in_use());
+    assert_eq!(&crate::codec::iface_from_kernel(&k), e);
+}
+
+#[test]
+fn adding_and_removing_packet_copy_plans_the_capture_and_the_xdp_link() {
+    let mut o = fresh();
+    let plain = egress_desired_with(EGRESS, SHA_A);
+    converge(&plain, &mut o, PlanOptions::default());
+    assert!(!o.links.contains_key("eth1"));
+    let eth0_link = o.links["eth0"].id;
+
+    let p = converge(
+        &egress_desired_with(&copy_policy(), SHA_A),
+        &mut o,
+        PlanOptions::default(),
+    );
+    assert_eq!(kinds(&p), ["put_iface", "attach"], "{}", text(&p));
+
+    let p = converge(&plain, &mut o, PlanOptions::default());
+    assert_eq!(kinds(&p), ["delete_iface", "detach"], "{}", text(&p));
+    assert!(!o.links.contains_key("eth1"));
+    assert_eq!(o.links["eth0"].id, eth0_link, "eth0 untouched");
+
+    // On an interface with ingress chains the rule only flips the flag.
+    let on_eth0 = copy_policy().replace("interface: eth1", "interface: eth0");
+    let p = converge(
+        &egress_desired_with(&on_eth0, SHA_A),
+        &mut o,
+        PlanOptions::default(),
+    );
+    assert_eq!(kinds(&p), ["put_iface"], "{}", text(&p));
+    assert!(o.entries.ifaces[&2].capture);
+    assert_eq!(o.links["eth0"].id, eth0_link);
+}
+
+/// A crash after any step of adding or removing the capture converges.
+#[test]
+fn capture_plans_converge_from_every_prefix() {
+    let plain = egress_desired_with(EGRESS, SHA_A);
+    let copy = egress_desired_with(&copy_policy(), SHA_A);
+    for (from, to) in [(None, &copy), (Some(&plain), &copy), (Some(&copy), &plain)] {
+        converges_after_every_prefix(from, to, |o, k| {
+            let captured = o.entries.ifaces.get(&3).is_some_and(|i| i.capture);
+            assert_eq!(captured, to.interfaces["eth1"].capture, "after step {k}");
+            assert_eq!(o.links.contains_key("eth1"), captured, "after step {k}");
+        });
+    }
+}
+
+/// SUBFLOWS grew (last_rx_data_ns appended): its entries are migrated,
+/// zero-extended, without --allow-state-loss. Any other value change of a
+/// state map still needs it.
+#[test]
+fn subflows_value_growth_migrates_its_entries() {
+    let mut o = fresh();
+    converge(
+        &egress_desired_with(EGRESS, SHA_A),
+        &mut o,
+        PlanOptions::default(),
+    );
+    o.maps.insert("SUBFLOWS".into(), def(9, 40, 96, 262_144));
+    let p = converge(
+        &egress_desired_with(EGRESS, SHA_B),
+        &mut o,
+        PlanOptions::default(),
+    );
+    assert!(p.steps.iter().any(|s| matches!(s,
+        Step::RetireMap { name, migrate: true, .. } if name == "SUBFLOWS")));
+    assert!(
+        p.steps
+            .iter()
+            .any(|s| matches!(s, Step::CopyMap { name } if name == "SUBFLOWS"))
+    );
+    // A shrinking value, or another state map growing, is not a migration.
+    for (name, d) in [
+        ("SUBFLOWS", def(9, 40, 112, 262_144)),
+        ("FLOWS", def(9, 40, 56, 1_000_000)),
+    ] {
+        let mut o2 = o.clone();
+        o2.maps.insert(name.into(), d);
+        let errs = plan(
+            &egress_desired_with(EGRESS, SHA_A),
+            &o2,
+            PlanOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&errs[0], PlanError::StateLoss { name: n, .. } if n == name),
+            "{errs:?}"
+        );
+    }
 }

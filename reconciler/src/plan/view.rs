@@ -30,6 +30,9 @@ pub struct ViewIface {
     /// Egress (TC) chains.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_chains: Vec<String>,
+    /// The XDP entry captures the peer's side of the subflows (packet copy).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capture: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +109,7 @@ impl View {
                         ViewIface {
                             chains: i.chains.clone(),
                             egress_chains: i.egress_chains.clone(),
+                            capture: i.capture,
                         },
                     )
                 })
@@ -154,8 +158,9 @@ impl View {
         // our link there.
         let mut interfaces: BTreeMap<String, ViewIface> = BTreeMap::new();
         for i in e.ifaces.values().filter(|i| o.links.contains_key(&i.name)) {
-            interfaces.entry(i.name.clone()).or_default().chains =
-                i.chains.iter().map(name).collect();
+            let v = interfaces.entry(i.name.clone()).or_default();
+            v.chains = i.chains.iter().map(name).collect();
+            v.capture = i.capture;
         }
         for i in e
             .egress_ifaces

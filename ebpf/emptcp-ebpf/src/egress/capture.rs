@@ -1,25 +1,27 @@
-//! Capture: what the local end last sent on each MPTCP subflow
-//! (`SUBFLOWS`, see `emptcp_common::SubflowState`), for packet copy. Runs in
-//! the egress entry on every packet a chain matched, before its steps.
+//! Egress capture: what the local end last sent on each MPTCP subflow
+//! (`SUBFLOWS`, see `emptcp_common::SubflowState`), for packet copy. Runs
+//! (`egress_capture`) on every packet an egress chain matched, before its
+//! steps. The parts both hooks share are in `crate::capture`.
 //!
 //! * A segment carrying an MPTCP option creates the entry (event `NEW`).
 //! * Every segment of a known subflow updates it: newest seq end (snd_nxt),
 //!   ack (rcv_nxt, and when it last advanced), window, timestamps, DSS data
 //!   ACK (4 or 8 bytes, 64-bit with wrap handling), MACs and VLAN tag,
 //!   the keys of MP_CAPABLE, the MP_JOIN fact, the window scale of the SYN.
-//! * FIN or RST: noted, reported (event `CLOSED`) and removed.
+//! * FIN or RST: noted, reported (event `CLOSED`) and removed (the peer's
+//!   FIN or RST is seen by the ingress capture, `capture/ingress.rs`).
 //!
 //! Malformed packets (`OPTS_BAD`) are not captured.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use emptcp_common::{
-    EgressStat, FlowKey, OPTS_BAD, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_FIN, SF_JOIN, SF_LOCAL_KEY,
-    SF_REMOTE_KEY, SF_RST, SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN, SUBFLOW_EV_CLOSED,
-    SUBFLOW_EV_NEW, SubflowEvent, SubflowState, XdpMeta,
+    EgressStat, OPTS_BAD, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_FIN, SF_JOIN, SF_RST, SF_SEQ_SEEN,
+    SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN, SUBFLOW_EV_NEW, SubflowState, XdpMeta,
 };
 
 use super::event;
 use crate::{
-    maps::{SUBFLOW_EVENTS, SUBFLOWS},
+    capture::{Sender, close, emit, keys},
+    maps::SUBFLOWS,
     options::{ACK, FIN, RST, SYN, Seg, key},
     parse::bytes_at,
 };
@@ -42,11 +44,12 @@ pub fn capture(ctx: &TcContext, m: *const XdpMeta, ifindex: u32) {
         };
         let f = unsafe { &mut *f };
         update(ctx, &s, f, now, ifindex);
-        f.flags |= if s.flags & RST != 0 { SF_RST } else { SF_FIN };
-        emit(&key, f, SUBFLOW_EV_CLOSED, now);
-        if SUBFLOWS.remove(&key).is_ok() {
-            event(EgressStat::SubflowsRemoved);
-        }
+        close(
+            &key,
+            f,
+            if s.flags & RST != 0 { SF_RST } else { SF_FIN },
+            now,
+        );
         return;
     }
     if let Some(f) = SUBFLOWS.get_ptr_mut(&key) {
@@ -64,23 +67,6 @@ pub fn capture(ctx: &TcContext, m: *const XdpMeta, ifindex: u32) {
     }
     event(EgressStat::SubflowsCreated);
     emit(&key, &f, SUBFLOW_EV_NEW, now);
-}
-
-#[inline(always)]
-fn emit(key: &FlowKey, f: &SubflowState, kind: u32, now: u64) {
-    let ev = SubflowEvent {
-        key: *key,
-        kind,
-        chain: f.chain,
-        ifindex: f.ifindex,
-        flags: f.flags,
-        snd_nxt: f.snd_nxt,
-        rcv_nxt: f.rcv_nxt,
-        ts_ns: now,
-    };
-    if SUBFLOW_EVENTS.output::<SubflowEvent>(&ev, 0).is_err() {
-        event(EgressStat::EventsLost);
-    }
 }
 
 #[inline(always)]
@@ -130,7 +116,7 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
         f.flags |= SF_JOIN;
     }
     if s.capable.len != 0 {
-        keys(ctx, s, f);
+        keys(ctx, s, f, Sender::Local);
     }
     if s.dss.len != 0 {
         data_ack(ctx, s, f);
@@ -146,31 +132,6 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
         } else {
             0
         };
-    }
-}
-
-/// MP_CAPABLE (RFC 8684 3.1): 12 bytes carry the sender's key (v1
-/// SYN-ACK, v0 SYN), 20 or more (the third ACK, possibly with data) the
-/// sender's then the receiver's. On egress the sender is the local end.
-#[inline(always)]
-fn keys(ctx: &TcContext, s: &Seg, f: &mut SubflowState) {
-    let mut o = [0u8; 24];
-    if !s.read(ctx, s.capable, &mut o) {
-        return;
-    }
-    let len = s.capable.len;
-    let be64 = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&o[i..i + 8]);
-        u64::from_be_bytes(b)
-    };
-    if len == 12 || len >= 20 {
-        f.local_key = be64(4);
-        f.flags |= SF_LOCAL_KEY;
-    }
-    if len >= 20 {
-        f.remote_key = be64(12);
-        f.flags |= SF_REMOTE_KEY;
     }
 }
 

@@ -81,7 +81,7 @@ fn try_entry(ctx: &TcContext, sent: &mut Packet, ifindex: u32) -> Option<()> {
         return Some(());
     };
     let m = unsafe { &raw mut (*w).meta };
-    describe(ctx, m, &pkt, nums, chain_id, def);
+    describe(ctx, m, &pkt, nums, chain_id, Some(def));
     // A new serial for this packet, in the slot and in the skb.
     unsafe {
         let serial = (*w).serial.wrapping_add(1);

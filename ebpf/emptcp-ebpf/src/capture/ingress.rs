@@ -1,0 +1,67 @@
+//! `ingress_capture` (XDP): what the PEER sends on a captured subflow.
+//! The entry program hands it every TCP packet of an interface with
+//! `IFACE_CAPTURE`; it runs the entry's path (`entry::run`), in which a
+//! packet whose subflow is in `SUBFLOWS` (the egress capture created it:
+//! the local end's first segment with an MPTCP option always precedes the
+//! peer's third ACK or data) is described whatever the chains select, then
+//! captured here, then its chain (if any) starts as usual.
+//!
+//! It records, and only updates existing entries:
+//! * `last_rx_data_ns` on a segment with payload;
+//! * the MP_CAPABLE keys (the server role: the third ACK with both keys
+//!   arrives here);
+//! * the peer's FIN or RST: `SF_PEER_FIN`/`SF_PEER_RST`, event `CLOSED`,
+//!   entry removed (the local end often sends nothing after a fastclose
+//!   RST, so the egress capture would never learn it).
+//!
+//! It never writes what the egress capture owns (seq/ack, window,
+//! timestamps, DSS data ACK, MACs, chain, interface): a forged packet
+//! carries what the local stack actually sent. Malformed packets
+//! (`OPTS_BAD`) are not captured. The packet is never changed.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use emptcp_common::{OPTS_BAD, SF_PEER_FIN, SF_PEER_RST, XdpMeta};
+
+use super::{Sender, close, keys};
+use crate::{
+    maps::SUBFLOWS,
+    options::{FIN, RST, Seg, key},
+};
+
+/// The entry program of an interface with `IFACE_CAPTURE` (the XDP
+/// `entry` tail-calls it first thing): parse, look the subflow up, select
+/// the chain (a captured packet is described even when no chain takes it,
+/// with zero steps), describe, capture, start the chain.
+#[xdp]
+pub fn ingress_capture(ctx: XdpContext) -> u32 {
+    crate::entry::run::<true>(&ctx)
+}
+
+/// Records what the described packet tells about its subflow, if the
+/// capture has it.
+#[inline(always)]
+pub fn capture(ctx: &XdpContext, m: *const XdpMeta) {
+    let s = Seg::of(m);
+    if s.opt_state == OPTS_BAD {
+        return;
+    }
+    let key = key(m);
+    let Some(f) = SUBFLOWS.get_ptr_mut(&key) else {
+        return;
+    };
+    let f = unsafe { &mut *f };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if s.payload() != 0 {
+        f.last_rx_data_ns = now;
+    }
+    if s.capable.len != 0 {
+        keys(ctx, &s, f, Sender::Peer);
+    }
+    if s.flags & (FIN | RST) != 0 {
+        let how = if s.flags & RST != 0 {
+            SF_PEER_RST
+        } else {
+            SF_PEER_FIN
+        };
+        close(&key, f, how, now);
+    }
+}

@@ -1,0 +1,101 @@
+//! Capture of MPTCP subflows for packet copy (`SUBFLOWS`, see
+//! `emptcp_common::SubflowState`), shared by the two hooks that write it:
+//!
+//! * `egress/capture.rs` (TC egress): what the LOCAL end sends. It creates
+//!   the entries and owns every field a forged packet needs.
+//! * `ingress.rs` (XDP, `ingress_capture`): what the PEER sends, on
+//!   entries that exist: when data was last received, the MP_CAPABLE keys
+//!   (server role), the peer's FIN or RST.
+//!
+//! Both read the keys and report and remove a closed subflow here.
+use emptcp_common::{
+    EgressStat, FlowKey, SF_LOCAL_KEY, SF_REMOTE_KEY, SUBFLOW_EV_CLOSED, SubflowEvent, SubflowState,
+};
+
+use crate::{
+    egress::event,
+    maps::{SUBFLOW_EVENTS, SUBFLOWS},
+    options::Seg,
+    parse::Frame,
+};
+
+pub mod ingress;
+
+/// Who sent the segment being captured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// The local end (egress).
+    Local,
+    /// The peer (ingress).
+    Peer,
+}
+
+/// Puts a `SUBFLOW_EVENTS` record for `key` (a full ring is counted).
+#[inline(always)]
+pub fn emit(key: &FlowKey, f: &SubflowState, kind: u32, now: u64) {
+    let ev = SubflowEvent {
+        key: *key,
+        kind,
+        chain: f.chain,
+        ifindex: f.ifindex,
+        flags: f.flags,
+        snd_nxt: f.snd_nxt,
+        rcv_nxt: f.rcv_nxt,
+        ts_ns: now,
+    };
+    if SUBFLOW_EVENTS.output::<SubflowEvent>(&ev, 0).is_err() {
+        event(EgressStat::EventsLost);
+    }
+}
+
+/// The subflow ended: notes how (`how`: `SF_FIN`/`SF_RST` sent,
+/// `SF_PEER_FIN`/`SF_PEER_RST` received), reports it (`CLOSED`) and removes
+/// the entry, so nothing is ever forged for a dead connection.
+#[inline(always)]
+pub fn close(key: &FlowKey, f: &mut SubflowState, how: u32, now: u64) {
+    f.flags |= how;
+    emit(key, f, SUBFLOW_EV_CLOSED, now);
+    if SUBFLOWS.remove(key).is_ok() {
+        event(EgressStat::SubflowsRemoved);
+    }
+}
+
+/// MP_CAPABLE (RFC 8684 3.1): 12 bytes carry the sender's key (v1
+/// SYN-ACK, v0 SYN), 20 or more (the third ACK, possibly with data) the
+/// sender's then the receiver's. The sender is the local end on egress,
+/// the peer on ingress.
+#[inline(always)]
+pub fn keys<C: Frame>(ctx: &C, s: &Seg, f: &mut SubflowState, sender: Sender) {
+    // MP_CAPABLE is at most 24 bytes; `read` needs a power of two.
+    let mut o = [0u8; 32];
+    if !s.read(ctx, s.capable, &mut o) {
+        return;
+    }
+    let len = s.capable.len;
+    let be64 = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&o[i..i + 8]);
+        u64::from_be_bytes(b)
+    };
+    // On ingress the local end is the receiver.
+    let (first, second) = match sender {
+        Sender::Local => (SF_LOCAL_KEY, SF_REMOTE_KEY),
+        Sender::Peer => (SF_REMOTE_KEY, SF_LOCAL_KEY),
+    };
+    if len == 12 || len >= 20 {
+        set_key(f, first, be64(4));
+    }
+    if len >= 20 {
+        set_key(f, second, be64(12));
+    }
+}
+
+#[inline(always)]
+fn set_key(f: &mut SubflowState, which: u32, v: u64) {
+    if which == SF_LOCAL_KEY {
+        f.local_key = v;
+    } else {
+        f.remote_key = v;
+    }
+    f.flags |= which;
+}
