@@ -184,6 +184,8 @@ pub struct IfaceChains {
     pub ifindex: u32,
     /// `SEL_*` parts that every chain of the interface has: a packet that
     /// fails one of them (by the port filters below) matches no chain.
+    /// 0 with `IFACE_CAPTURE` (the entry tests the flag after this
+    /// prefilter, which must then let every packet through).
     pub require: u32,
     /// `IFACE_*` bits.
     pub flags: u32,
@@ -228,8 +230,9 @@ impl IfaceChains {
 /// egress capture knows (`SUBFLOWS`), on interfaces named by a
 /// `packet_copy` rule: the XDP entry hands every TCP packet of such an
 /// interface to `ingress_capture`, which looks its subflow up before any
-/// chain selection, captures, then starts the chain. Without the flag the
-/// entry's path is what it is without capture (one flag test).
+/// chain selection, captures, then starts the chain. The entry tests the
+/// flag after its port prefilter (`require` is 0 with the flag), so on
+/// other interfaces a packet of no chain never reaches the test.
 pub const IFACE_CAPTURE: u32 = 1 << 0;
 
 /// Slots of the `IFACE_SLOTS` direct-mapped cache of `IFACES`.

@@ -42,11 +42,11 @@ pub fn entry(ctx: XdpContext) -> u32 {
 
 /// The entry program (`CAPTURE` false) or, on an interface with
 /// `IFACE_CAPTURE`, `ingress_capture` (`CAPTURE` true), to which the entry
-/// hands such a packet at once: the capture variant of the whole path is a
-/// program of its own, so the entry program's verification and hot path
-/// stay what they are without capture (a second path into the option
-/// walk, or a live flag across it, multiplied the entry's verified
-/// instructions by three).
+/// hands every TCP packet of such an interface before selecting a chain:
+/// the capture variant of the whole path is a program of its own, so the
+/// entry program's verification and hot path stay what they are without
+/// capture (a second path into the option walk, or a live flag across
+/// it, multiplied the entry's verified instructions by three).
 #[inline(always)]
 pub(crate) fn run<const CAPTURE: bool>(ctx: &XdpContext) -> u32 {
     let Some(mut pkt) = parse_tcp(ctx) else {
@@ -55,11 +55,6 @@ pub(crate) fn run<const CAPTURE: bool>(ctx: &XdpContext) -> u32 {
     let Some(ifc) = iface(ctx.ingress_ifindex() as u32) else {
         return xdp_action::XDP_PASS;
     };
-    if !CAPTURE && ifc.flags & IFACE_CAPTURE != 0 {
-        unsafe { PROGS.tail_call(ctx, INGRESS_CAPTURE_SLOT) };
-        // No capture program: the chains still run.
-        stats::bump(STATS_ROW_ENTRY, Outcome::Error);
-    }
     // `seen` is not counted here (one lookup less per packet): status
     // reports it as applied + passed + error.
     if try_entry::<CAPTURE>(ctx, &mut pkt, ifc).is_none() {
@@ -69,12 +64,13 @@ pub(crate) fn run<const CAPTURE: bool>(ctx: &XdpContext) -> u32 {
 }
 
 /// The interface's chains: the direct-mapped slot (an inlined array
-/// lookup), or the hash when another interface holds the slot.
+/// lookup), or the hash when another interface holds the slot. A slot
+/// names its interface (an unused one holds ifindex 0, which no interface
+/// has), and apply writes one only for an interface the entry has work on.
 #[inline(always)]
 fn iface(ifindex: u32) -> Option<&'static IfaceChains> {
     if let Some(c) = SLOTS.get(ifindex & (IFACE_SLOTS - 1))
         && c.ifindex == ifindex
-        && c.in_use()
     {
         return Some(c);
     }
@@ -109,6 +105,14 @@ fn try_entry<const CAPTURE: bool>(
         }
         if ifc.require & SEL_LOCAL_PORTS != 0 && !may_hold(&ifc.local_ports, pkt.dport) {
             return None;
+        }
+        // After the prefilter, which never rejects on a capture interface
+        // (apply writes `require` 0 there): the hot path of the others,
+        // a packet of no chain, does not even test the flag.
+        if ifc.flags & IFACE_CAPTURE != 0 {
+            unsafe { PROGS.tail_call(ctx, INGRESS_CAPTURE_SLOT) };
+            // No capture program: the chains still run.
+            stats::bump(STATS_ROW_ENTRY, Outcome::Error);
         }
         addresses(ctx, pkt)?;
     }

@@ -624,7 +624,13 @@ fn desired_entries(
         };
         if iface.wants_xdp() {
             let mut v = entry(&iface.chains, &e);
-            v.capture = iface.capture;
+            if iface.capture {
+                v.capture = true;
+                // The capture looks every TCP packet up before selecting
+                // (ingress_capture has no prefilter), and the entry tests
+                // the flag only after its prefilter: that one must pass.
+                v.filter.require = 0;
+            }
             e.ifaces.insert(dev.ifindex, v);
         }
         if !iface.egress_chains.is_empty() {

@@ -930,7 +930,9 @@ fn adding_and_removing_packet_copy_plans_the_capture_and_the_xdp_link() {
     assert!(!o.links.contains_key("eth1"));
     assert_eq!(o.links["eth0"].id, eth0_link, "eth0 untouched");
 
-    // On an interface with ingress chains the rule only flips the flag.
+    // On an interface with ingress chains the rule only flips the flag,
+    // and drops the port prefilter (the entry tests the flag after it).
+    assert_ne!(o.entries.ifaces[&2].filter.require, 0);
     let on_eth0 = copy_policy().replace("interface: eth1", "interface: eth0");
     let p = converge(
         &egress_desired_with(&on_eth0, SHA_A),
@@ -939,6 +941,7 @@ fn adding_and_removing_packet_copy_plans_the_capture_and_the_xdp_link() {
     );
     assert_eq!(kinds(&p), ["put_iface"], "{}", text(&p));
     assert!(o.entries.ifaces[&2].capture);
+    assert_eq!(o.entries.ifaces[&2].filter.require, 0);
     assert_eq!(o.links["eth0"].id, eth0_link);
 }
 
