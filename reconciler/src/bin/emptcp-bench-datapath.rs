@@ -318,5 +318,60 @@ fn main() -> anyhow::Result<()> {
         "| first apply with a 10^6-flow table vs a 1024-flow table | {:.1} ms vs {:.1} ms |",
         times[1], times[0]
     );
+
+    // An interface with the ingress capture (a packet_copy rule names it):
+    // every TCP packet is looked up in SUBFLOWS through `ingress_capture`.
+    converge(
+        &layout,
+        &object,
+        &format!(
+            "version: 1\ninterfaces: [{{name: bdp0, xdp_mode: skb, chains: [mptcp, cap]}}]\nchains:\n  - name: mptcp\n    match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}\n{thresholds}    actions: [{actions}]\n  - name: cap\n    hook: egress\n    match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}\n    actions: [count]\npacket_copy:\n  - {{name: revive, interface: bdp0, chain: cap, when: {{subflow_idle: 1s}}, send: {{mp_prio: {{backup: false}}}}}}\n"
+        ),
+    )?;
+    // The data packet's subflow, as the egress capture would have created
+    // it (local = the packet's destination on ingress).
+    let mut key = emptcp_common::FlowKey {
+        family: 4,
+        local_port: 40000,
+        remote_port: 5201,
+        ..Default::default()
+    };
+    key.local[..4].copy_from_slice(&[192, 0, 2, 1]);
+    key.remote[..4].copy_from_slice(&[192, 0, 2, 2]);
+    let mut subflows: aya::maps::HashMap<_, emptcp_common::FlowKey, emptcp_common::SubflowState> =
+        aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(
+            aya::maps::MapData::from_pin(layout.map("SUBFLOWS"))?,
+        )?)?;
+    let state = emptcp_common::SubflowState {
+        flags: emptcp_common::SF_SEQ_SEEN | emptcp_common::SF_ACK_SEEN,
+        ..Default::default()
+    };
+    subflows.insert(key, state, 0)?;
+    let other = seg("203.0.113.9", "192.0.2.1", 443, 40001, ACK, vec![], 1400);
+    println!();
+    println!(
+        "| on an interface with the ingress capture (packet_copy) | bare XDP_PASS | emptcp | ratio |"
+    );
+    println!("|---|---|---|---|");
+    for (name, frame) in [
+        (
+            "TCP packet of no captured subflow, matching no chain",
+            other,
+        ),
+        (
+            "MPTCP data packet of a captured subflow, through capture and the chain",
+            data,
+        ),
+    ] {
+        let (base, r0) = measure(pass.as_fd(), &frame, ifindex, runs)?;
+        let (cost, r1) = measure(entry.as_fd(), &frame, ifindex, runs)?;
+        if r0 != 2 || r1 != 2 {
+            bail!("{name}: unexpected verdicts pass={r0} entry={r1}");
+        }
+        println!(
+            "| {name} | {base:.1} ns | {cost:.1} ns | {:.2}× |",
+            cost / base
+        );
+    }
     Ok(())
 }
