@@ -96,6 +96,24 @@ fn measure(
     Ok((v[v.len() / 2], ret))
 }
 
+/// Median ns per run of the bare XDP_PASS program and of the entry on
+/// `frame`; both must pass it.
+fn compare(
+    pass: std::os::fd::BorrowedFd,
+    entry: std::os::fd::BorrowedFd,
+    name: &str,
+    frame: &[u8],
+    ifindex: u32,
+    runs: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let (base, r0) = measure(pass, frame, ifindex, runs)?;
+    let (cost, r1) = measure(entry, frame, ifindex, runs)?;
+    if r0 != 2 || r1 != 2 {
+        bail!("{name}: unexpected verdicts pass={r0} entry={r1}");
+    }
+    Ok((base, cost))
+}
+
 fn converge(layout: &Layout, object: &Object, text: &str) -> anyhow::Result<()> {
     let p = policy::load_str("bench.yaml", text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let _lock = apply::lock(&layout.root)?;
@@ -210,11 +228,7 @@ fn main() -> anyhow::Result<()> {
             data.clone(),
         ),
     ] {
-        let (base, r0) = measure(pass.as_fd(), &frame, ifindex, runs)?;
-        let (cost, r1) = measure(entry.as_fd(), &frame, ifindex, runs)?;
-        if r0 != 2 || r1 != 2 {
-            bail!("{name}: unexpected verdicts pass={r0} entry={r1}");
-        }
+        let (base, cost) = compare(pass.as_fd(), entry.as_fd(), name, &frame, ifindex, runs)?;
         rows.push((name, base, cost));
     }
     // Each action program alone on the data packet, with the metadata the
@@ -363,11 +377,7 @@ fn main() -> anyhow::Result<()> {
             data,
         ),
     ] {
-        let (base, r0) = measure(pass.as_fd(), &frame, ifindex, runs)?;
-        let (cost, r1) = measure(entry.as_fd(), &frame, ifindex, runs)?;
-        if r0 != 2 || r1 != 2 {
-            bail!("{name}: unexpected verdicts pass={r0} entry={r1}");
-        }
+        let (base, cost) = compare(pass.as_fd(), entry.as_fd(), name, &frame, ifindex, runs)?;
         println!(
             "| {name} | {base:.1} ns | {cost:.1} ns | {:.2}× |",
             cost / base
