@@ -108,6 +108,18 @@ impl CopyTask {
     }
 }
 
+impl CopyTask {
+    /// Resolves the rules again at once (after a reconcile changed what is
+    /// applied), instead of at the next periodic resolve.
+    pub fn resolve_now(&self) {
+        if let Some(tx) = &self.rules {
+            // Marks the value changed without changing it: the task wakes
+            // and resolves.
+            tx.send_modify(|_| {});
+        }
+    }
+}
+
 impl Drop for CopyTask {
     fn drop(&mut self) {
         // A closed rules channel is the task's signal to return.
@@ -131,6 +143,7 @@ async fn run(
     let mut unarmed: Vec<Unarmed> = Vec::new();
     let mut resolved_at: Option<Instant> = None;
     let mut lost = LostEvents::default();
+    let mut resolve_now = true;
     let publish = |runner: &Runner| {
         let now = runner.status();
         status_tx.send_if_modified(|s| {
@@ -157,7 +170,7 @@ async fn run(
             }
             continue;
         }
-        if rules_rx.has_changed().unwrap_or(false)
+        if std::mem::take(&mut resolve_now)
             || resolved_at.is_none_or(|t| t.elapsed() >= RESOLVE_EVERY)
         {
             (armed, unarmed) = resolve(&layout, &rules);
@@ -208,6 +221,8 @@ async fn run(
                 if changed.is_err() {
                     return;
                 }
+                // New rules, or a reconcile changed what is applied.
+                resolve_now = true;
             }
             // A subflow appeared or closed: a round at once.
             drained = events(ring.as_mut()) => {

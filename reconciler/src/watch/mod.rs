@@ -689,6 +689,13 @@ impl Daemon {
         let report =
             tokio::task::spawn_blocking(move || converge::converge(&engine, &desired)).await;
         self.health.busy(false);
+        // The applied chains and the interfaces may have changed: the
+        // packet-copy rules are resolved again now, not at their next
+        // periodic resolve (a rule whose chain or interface went is
+        // disarmed by this reconcile).
+        if let Some(c) = &self.copy {
+            c.resolve_now();
+        }
         let report = match report {
             Ok(r) => r,
             Err(e) => Report {
