@@ -157,15 +157,7 @@ impl Desired {
         let (egress, ingress): (Vec<&str>, Vec<&str>) = programs
             .iter()
             .map(String::as_str)
-            .filter(|p| {
-                ![
-                    crate::object::ENTRY_PROGRAM,
-                    crate::object::EGRESS_ENTRY,
-                    emptcp_common::EGRESS_CAPTURE,
-                    emptcp_common::INGRESS_CAPTURE,
-                ]
-                .contains(p)
-            })
+            .filter(|p| crate::object::is_action_program(p))
             .partition(|p| p.starts_with(EGRESS_PREFIX));
         let mut chains = BTreeMap::new();
         for c in &policy.chains {

@@ -23,6 +23,18 @@ pub const ENTRY_PROGRAM: &str = "entry";
 /// interfaces with an egress chain).
 pub const EGRESS_ENTRY: &str = "egress_entry";
 
+/// Is `program` an action (a chain step), not one of the programs every
+/// packet goes through first (the entries and the captures)?
+pub fn is_action_program(program: &str) -> bool {
+    ![
+        ENTRY_PROGRAM,
+        EGRESS_ENTRY,
+        emptcp_common::EGRESS_CAPTURE,
+        emptcp_common::INGRESS_CAPTURE,
+    ]
+    .contains(&program)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
     #[error("this binary was built without its eBPF object (AYA_BUILD_SKIP was set)")]
@@ -104,14 +116,9 @@ impl Object {
 
     /// Action programs (every program but the entries).
     pub fn action_programs(&self) -> impl Iterator<Item = &str> {
-        self.programs.iter().map(String::as_str).filter(|p| {
-            ![
-                ENTRY_PROGRAM,
-                EGRESS_ENTRY,
-                emptcp_common::EGRESS_CAPTURE,
-                emptcp_common::INGRESS_CAPTURE,
-            ]
-            .contains(p)
-        })
+        self.programs
+            .iter()
+            .map(String::as_str)
+            .filter(|p| is_action_program(p))
     }
 }

@@ -245,73 +245,42 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
     }
 
     // --- tail-call slots ---------------------------------------------------
-    // Each action in its slot, and the ingress capture in its own.
-    let mut wanted_slots = BTreeSet::new();
+    // Each action in its slot, and the ingress capture in its own; the
+    // egress programs in EGRESS_PROGS.
     let ingress_slots = Action::ALL
         .iter()
         .map(|a| (a.name(), *a as u32))
         .chain([(INGRESS_CAPTURE, INGRESS_CAPTURE_SLOT)]);
-    for (program, slot) in ingress_slots {
-        if !d.programs.iter().any(|p| p == program) {
-            continue;
-        }
-        wanted_slots.insert(slot);
-        let have = if retired.contains("PROGS") {
-            None
-        } else {
-            o.prog_slots.get(&slot).copied()
-        };
-        let pinned = o.programs.get(program).map(|p| p.id);
-        if need_load || have.is_none() || have != pinned {
-            s.slots.push(Step::SetSlot {
-                action: program.into(),
-                slot,
-                before: have,
-            });
-        }
-    }
-    if !retired.contains("PROGS") {
-        for (slot, id) in &o.prog_slots {
-            if !wanted_slots.contains(slot) {
-                s.clear_slots.push(Step::ClearSlot {
-                    slot: *slot,
-                    before: *id,
-                });
-            }
-        }
-    }
-
-    // --- egress tail-call slots (EGRESS_PROGS) ---------------------------------
-    let mut wanted_egress = BTreeSet::new();
-    for (program, slot) in EGRESS_SLOTS {
-        if !d.programs.iter().any(|p| p == program) {
-            continue;
-        }
-        wanted_egress.insert(slot);
-        let have = if retired.contains("EGRESS_PROGS") {
-            None
-        } else {
-            o.egress_prog_slots.get(&slot).copied()
-        };
-        let pinned = o.programs.get(program).map(|p| p.id);
-        if need_load || have.is_none() || have != pinned {
-            s.slots.push(Step::SetEgressSlot {
-                program: program.into(),
-                slot,
-                before: have,
-            });
-        }
-    }
-    if !retired.contains("EGRESS_PROGS") {
-        for (slot, id) in &o.egress_prog_slots {
-            if !wanted_egress.contains(slot) {
-                s.clear_slots.push(Step::ClearEgressSlot {
-                    slot: *slot,
-                    before: *id,
-                });
-            }
-        }
-    }
+    let fill = SlotFill {
+        d,
+        o,
+        need_load,
+        retired: &retired,
+    };
+    fill.steps(
+        "PROGS",
+        ingress_slots,
+        &o.prog_slots,
+        |program, slot, before| Step::SetSlot {
+            action: program.into(),
+            slot,
+            before,
+        },
+        |slot, before| Step::ClearSlot { slot, before },
+        &mut s,
+    );
+    fill.steps(
+        "EGRESS_PROGS",
+        EGRESS_SLOTS.into_iter(),
+        &o.egress_prog_slots,
+        |program, slot, before| Step::SetEgressSlot {
+            program: program.into(),
+            slot,
+            before,
+        },
+        |slot, before| Step::ClearEgressSlot { slot, before },
+        &mut s,
+    );
 
     // --- entries -------------------------------------------------------------
     let ids = match allocate_ids(d, o) {
@@ -431,6 +400,55 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
 /// TCX egress links: one per interface with egress chains. TCX links
 /// coexist with other programs on the hook (multi-program), so there is no
 /// foreign-program check: ours is recognised by its pin.
+/// What the tail-call slot steps of one program array depend on.
+struct SlotFill<'a> {
+    d: &'a Desired,
+    o: &'a Observed,
+    need_load: bool,
+    retired: &'a BTreeSet<&'a str>,
+}
+
+impl SlotFill<'_> {
+    /// Steps that put each wanted `(program, slot)` of the program array
+    /// `map` (observed contents `have`) in place and clear the slots no
+    /// program wants.
+    fn steps<'p>(
+        &self,
+        map: &str,
+        wanted: impl Iterator<Item = (&'p str, u32)>,
+        have: &BTreeMap<u32, u32>,
+        set: impl Fn(&str, u32, Option<u32>) -> Step,
+        clear: impl Fn(u32, u32) -> Step,
+        s: &mut Steps,
+    ) {
+        // A retired array is replaced by an empty one.
+        let retired = self.retired.contains(map);
+        let mut wanted_slots = BTreeSet::new();
+        for (program, slot) in wanted {
+            if !self.d.programs.iter().any(|p| p == program) {
+                continue;
+            }
+            wanted_slots.insert(slot);
+            let before = if retired {
+                None
+            } else {
+                have.get(&slot).copied()
+            };
+            let pinned = self.o.programs.get(program).map(|p| p.id);
+            if self.need_load || before.is_none() || before != pinned {
+                s.slots.push(set(program, slot, before));
+            }
+        }
+        if !retired {
+            for (slot, id) in have {
+                if !wanted_slots.contains(slot) {
+                    s.clear_slots.push(clear(*slot, *id));
+                }
+            }
+        }
+    }
+}
+
 fn tc_links(d: &Desired, o: &Observed, need_load: bool, s: &mut Steps) {
     let entry_prog = o.programs.get(EGRESS_ENTRY).map(|p| p.id);
     let wanted = |name: &str| {
