@@ -137,7 +137,7 @@ async fn run(
     status_tx: watch::Sender<Vec<RuleStatus>>,
 ) {
     let mut runner = Runner::new();
-    let mut ring: Option<AsyncFd<RingBuf<MapData>>> = None;
+    let mut ring: Option<Ring> = None;
     let mut capture: Option<Capture> = None;
     let mut armed: Vec<Armed> = Vec::new();
     let mut unarmed: Vec<Unarmed> = Vec::new();
@@ -176,9 +176,7 @@ async fn run(
             (armed, unarmed) = resolve(&layout, &rules);
             // The maps may have been replaced by an apply: re-open them.
             capture = Capture::open(&layout);
-            if ring.is_none() {
-                ring = open_ring(&layout);
-            }
+            ring = pinned_ring(&layout, ring.take());
             resolved_at = Some(Instant::now());
             lost.check(&layout);
         }
@@ -225,7 +223,7 @@ async fn run(
                 resolve_now = true;
             }
             // A subflow appeared or closed: a round at once.
-            drained = events(ring.as_mut()) => {
+            drained = events(ring.as_mut().map(|(fd, _)| fd)) => {
                 if drained.is_err() {
                     // The map was replaced or removed: re-open it at the
                     // next resolve.
@@ -267,15 +265,24 @@ impl LostEvents {
     }
 }
 
-/// The capture's ring buffer, watched by the runtime. `None` while no
-/// policy with an egress chain was applied.
-fn open_ring(layout: &Layout) -> Option<AsyncFd<RingBuf<MapData>>> {
+/// The capture's ring buffer, watched by the runtime, and its map id.
+type Ring = (AsyncFd<RingBuf<MapData>>, u32);
+
+/// The ring pinned now: `current` when it is still that map (an apply that
+/// replaced the object pins a new one), else the new one opened. `None`
+/// while no policy with an egress chain was applied.
+fn pinned_ring(layout: &Layout, current: Option<Ring>) -> Option<Ring> {
     let m = MapData::from_pin(layout.map("SUBFLOW_EVENTS")).ok()?;
+    let id = m.info().ok()?.id();
+    if let Some(c) = current.filter(|(_, have)| *have == id) {
+        return Some(c);
+    }
     let ring = RingBuf::try_from(Map::from_map_data(m).ok()?).ok()?;
     // SAFETY: the RingBuf owns its fd (and its mappings) and keeps it open
     // while the AsyncFd owns the RingBuf: nothing else closes or replaces
     // that descriptor.
     unsafe { AsyncFd::register(ring) }
+        .map(|fd| (fd, id))
         .inspect_err(|e| tracing::warn!(error = %e, "cannot watch the SUBFLOW_EVENTS ring buffer; packet copy falls back to its deadlines"))
         .ok()
 }
