@@ -195,3 +195,108 @@ fn a_missing_interface_is_attached_when_it_appears() {
     });
     assert!(!root.path.join("links/xdp/late0").exists());
 }
+
+/// The kernel name of the program in slot `slot` of the pinned PROGS.
+fn slot_program_name(root: &std::path::Path, slot: u32) -> String {
+    let dump = must(&format!(
+        "bpftool map lookup pinned {} key {} 0 0 0 -j",
+        root.join("maps/PROGS").display(),
+        slot
+    ));
+    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let b: Vec<u8> = v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect();
+    let id = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+    let p: serde_json::Value =
+        serde_json::from_str(&must(&format!("bpftool prog show id {id} -j"))).unwrap();
+    p["name"].as_str().unwrap().to_string()
+}
+
+/// A tail-call slot and a program pin replaced by hand with another
+/// program of the right type: `plan` reports both, status shows what
+/// runs, and the daemon's drift pass puts the object's programs back.
+#[test]
+fn a_program_replaced_by_hand_is_reported_and_healed() {
+    if !root_or_skip("a_program_replaced_by_hand_is_reported_and_healed") {
+        return;
+    }
+    let t = tag("wprog");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let ns = pair.b.name.as_str();
+    let dev = pair.dev_b.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let f = policy_file(&dir, "p.yaml", &base(&dev, "native"));
+    let f = f.to_str().unwrap();
+    emptcp_ok(&root.path, Some(ns), &["apply", "-f", f], 0);
+    let drop_slot = emptcp_common::Action::Drop as u32;
+    assert_eq!(slot_program_name(&root.path, drop_slot), "drop");
+
+    // 1. The `drop` slot gets the `count` program (same object, same type).
+    must(&format!(
+        "bpftool map update pinned {} key {drop_slot} 0 0 0 value pinned {}",
+        root.path.join("maps/PROGS").display(),
+        root.path.join("progs/count").display()
+    ));
+    assert_eq!(slot_program_name(&root.path, drop_slot), "count");
+    let out = emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", f],
+        2,
+    );
+    assert!(out.contains("tail-call slot 2 (drop)"), "{out}");
+
+    // 2. The pin of `set_window` now holds a bare XDP program (bpftool
+    //    loads one from no object: use the `drop` program of another
+    //    load instead, made here with aya, unstamped).
+    let mut other = aya::Ebpf::load(emptcp::object::embedded()).unwrap();
+    let prog: &mut aya::programs::Xdp =
+        other.program_mut("set_window").unwrap().try_into().unwrap();
+    prog.load().unwrap();
+    let pin = root.path.join("progs/set_window");
+    std::fs::remove_file(&pin).unwrap();
+    prog.pin(&pin).unwrap();
+    let out = emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", f],
+        2,
+    );
+    assert!(out.contains("load eBPF object"), "{out}");
+    assert!(
+        out.contains("no emptcp object") && out.contains("set_window"),
+        "{out}"
+    );
+    let st = status_json(&root.path, ns);
+    assert_eq!(st["consistent"], false, "{st}");
+    let why = st["inconsistencies"].to_string();
+    assert!(why.contains("progs/set_window"), "{st}");
+    drop(other);
+
+    // 3. The daemon's drift pass heals both.
+    let daemon = Daemon::start(&root.path, ns, &["-f", f, "--drift-interval", "1s"]);
+    daemon.wait_state("converged", Duration::from_secs(30), |s| {
+        s["last_reconcile"]["converged"] == true
+    });
+    daemon.wait_status("consistent", Duration::from_secs(10), |s| {
+        s["consistent"] == true
+    });
+    assert!(attached(&daemon.status(), &dev));
+    assert_eq!(slot_program_name(&root.path, drop_slot), "drop");
+    assert!(
+        running_builds(&root.path)
+            .iter()
+            .all(|(_, b)| *b == Some(b'0'))
+    );
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["plan", "--detailed-exitcode", "-f", f],
+        0,
+    );
+}

@@ -19,7 +19,7 @@ use emptcp_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    codec,
+    codec, identity,
     layout::{self, Layout},
     netdev::{self, NetDev},
     object::MapDef,
@@ -40,6 +40,19 @@ pub struct ObservedMeta {
 pub struct ObservedProg {
     pub id: u32,
     pub tag: String,
+    /// The name the kernel knows the program by (the function name, cut to
+    /// 15 bytes): a pin holding another program of the same object is told
+    /// apart by it.
+    #[serde(default)]
+    pub kernel_name: String,
+}
+
+impl ObservedProg {
+    /// Whether the kernel's name of the program is `name` (as the kernel
+    /// keeps it: at most 15 bytes).
+    pub fn is_named(&self, name: &str) -> bool {
+        self.kernel_name.as_bytes() == &name.as_bytes()[..name.len().min(15)]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +92,18 @@ pub struct Observed {
     pub entries: Entries,
     /// Files under the root that are not part of our layout (never touched).
     pub unknown: Vec<PathBuf>,
+    /// Program id -> the object it belongs to (`identity::object_id`), read
+    /// from the program itself, for every program pinned, in a slot or
+    /// behind a link. A program without the stamp is absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<u32, String>,
+}
+
+impl Observed {
+    /// The object the program with this id belongs to, if it carries one.
+    pub fn object_of(&self, prog_id: u32) -> Option<&str> {
+        self.objects.get(&prog_id).map(String::as_str)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +181,7 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
             ObservedProg {
                 id: info.id(),
                 tag: format!("{:016x}", info.tag()),
+                kernel_name: info.name_as_str().unwrap_or_default().to_string(),
             },
         );
     }
@@ -163,7 +189,39 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
     o.tc_links = read_links(&layout.tc_links_dir())?;
     read_slots(layout, &mut o)?;
     read_entries(layout, &mut o)?;
+    read_objects(&mut o)?;
     Ok(o)
+}
+
+/// The object of every program we hold (pins, slots, links).
+fn read_objects(o: &mut Observed) -> Result<(), ObserveError> {
+    let ids: std::collections::BTreeSet<u32> = o
+        .programs
+        .values()
+        .map(|p| p.id)
+        .chain(o.prog_slots.values().copied())
+        .chain(o.egress_prog_slots.values().copied())
+        .chain(o.links.values().map(|l| l.prog_id))
+        .chain(o.tc_links.values().map(|l| l.prog_id))
+        .collect();
+    for id in ids {
+        match identity::program_object(id) {
+            Ok(Some(obj)) => {
+                o.objects.insert(id, obj);
+            }
+            Ok(None) => {}
+            // Unloaded since it was listed: nothing runs it any more.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => {
+                return Err(ObserveError::Pin {
+                    what: "program",
+                    path: PathBuf::from(format!("id {id}")),
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The pinned links of one directory (XDP or TCX; both report their

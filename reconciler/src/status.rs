@@ -33,9 +33,24 @@ pub struct IfaceStatus {
     /// copy (`IFACE_CAPTURE`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub capture: bool,
+    /// What the XDP link runs (absent without a link).
+    pub runs: Option<Runs>,
     /// The pinned TCX egress link (interfaces with egress chains).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressLinkStatus>,
+}
+
+/// What a link runs, read from the programs themselves (crate::identity),
+/// never inferred from META or pin names.
+#[derive(Debug, Serialize)]
+pub struct Runs {
+    /// The object of the program behind the link; `None`: a program no
+    /// emptcp load stamped.
+    pub object: Option<String>,
+    /// Every tail-call slot of the hook holds a program of that object.
+    pub slots_agree: bool,
+    /// That object is the one META records as applied.
+    pub is_applied: bool,
 }
 
 /// The TC egress side of an interface.
@@ -46,6 +61,7 @@ pub struct EgressLinkStatus {
     pub link_id: Option<u32>,
     pub program_id: Option<u32>,
     pub chains: Vec<String>,
+    pub runs: Option<Runs>,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,6 +78,13 @@ pub struct ChainStatus {
 pub struct Status {
     pub root: String,
     pub object_sha256: Option<String>,
+    /// Every pin, slot and link holds a program of the object META records
+    /// (false after an interrupted load or a hand-made replacement, until
+    /// the next apply).
+    pub consistent: bool,
+    /// Each place that holds a program of another object, or of none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inconsistencies: Vec<String>,
     pub interfaces: Vec<IfaceStatus>,
     pub chains: Vec<ChainStatus>,
     /// program -> outcome -> packets (summed over CPUs).
@@ -300,6 +323,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
                 .map(|i| i.chains.iter().map(chain_name).collect())
                 .unwrap_or_default(),
             capture: e.ifaces.values().any(|i| &i.name == name && i.capture),
+            runs: link.map(|l| runs(o, l.prog_id, &o.prog_slots)),
             egress: egress_status(o, name, dev.map(|d| d.ifindex), &chain_name),
         });
     }
@@ -328,15 +352,67 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
         .collect();
     let programs = program_counters(layout);
     let egress = egress_counters(layout);
+    let inconsistencies = inconsistencies(o);
     Status {
         root: layout.root.display().to_string(),
         object_sha256: o.meta.as_ref().map(|m| m.object_sha256.clone()),
+        consistent: inconsistencies.is_empty(),
+        inconsistencies,
         interfaces,
         chains,
         programs,
         egress,
         daemon: None,
     }
+}
+
+/// The object META records as applied (`identity::object_id`).
+fn applied_object(o: &Observed) -> Option<String> {
+    o.meta
+        .as_ref()
+        .map(|m| crate::identity::object_id(&m.object_sha256))
+}
+
+fn runs(o: &Observed, prog_id: u32, slots: &BTreeMap<u32, u32>) -> Runs {
+    let object = o.object_of(prog_id).map(str::to_string);
+    Runs {
+        slots_agree: slots
+            .values()
+            .all(|id| o.object_of(*id) == object.as_deref()),
+        is_applied: object.is_some() && object == applied_object(o),
+        object,
+    }
+}
+
+/// Every pin, slot and link whose program is not of the applied object.
+fn inconsistencies(o: &Observed) -> Vec<String> {
+    let applied = applied_object(o);
+    let mut out = Vec::new();
+    let mut check = |place: String, id: u32| {
+        let have = o.object_of(id);
+        if have != applied.as_deref() {
+            out.push(format!(
+                "{place}: program {id} of {}",
+                have.map_or("no emptcp object".into(), |h| format!("object {h}"))
+            ));
+        }
+    };
+    for (name, p) in &o.programs {
+        check(format!("progs/{name}"), p.id);
+    }
+    for (slot, id) in &o.prog_slots {
+        check(format!("PROGS[{slot}]"), *id);
+    }
+    for (slot, id) in &o.egress_prog_slots {
+        check(format!("EGRESS_PROGS[{slot}]"), *id);
+    }
+    for (name, l) in &o.links {
+        check(format!("links/xdp/{name}"), l.prog_id);
+    }
+    for (name, l) in &o.tc_links {
+        check(format!("links/tc/{name}"), l.prog_id);
+    }
+    out
 }
 
 fn egress_status(
@@ -357,6 +433,7 @@ fn egress_status(
         chains: entry
             .map(|i| i.chains.iter().map(chain_name).collect())
             .unwrap_or_default(),
+        runs: link.map(|l| runs(o, l.prog_id, &o.egress_prog_slots)),
     })
 }
 
@@ -412,6 +489,23 @@ pub fn program_counters(layout: &Layout) -> BTreeMap<String, BTreeMap<String, u6
     programs
 }
 
+/// ` runs=OBJECT`, flagged when it is not the applied object or the
+/// slots hold programs of another.
+fn render_runs(r: &Runs) -> String {
+    let obj = r
+        .object
+        .as_deref()
+        .map_or("NONE", |o| &o[..12.min(o.len())]);
+    let mut s = format!(" runs={obj}");
+    if !r.is_applied {
+        s.push_str(" (NOT the applied object)");
+    }
+    if !r.slots_agree {
+        s.push_str(" SLOTS DISAGREE");
+    }
+    s
+}
+
 pub fn render_text(s: &Status) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -424,6 +518,15 @@ pub fn render_text(s: &Status) -> String {
             .map(|h| &h[..12.min(h.len())])
             .unwrap_or("(none applied)")
     );
+    if !s.consistent {
+        let _ = writeln!(
+            out,
+            "WARNING: what runs is not the applied object (an interrupted apply, or a change by hand; `emptcp apply` converges it):"
+        );
+        for i in &s.inconsistencies {
+            let _ = writeln!(out, "  {i}");
+        }
+    }
     let _ = writeln!(out, "interfaces:");
     if s.interfaces.is_empty() {
         let _ = writeln!(out, "  (none)");
@@ -431,7 +534,7 @@ pub fn render_text(s: &Status) -> String {
     for i in &s.interfaces {
         let _ = writeln!(
             out,
-            "  {:<12} {:<9} mode={:<6} link={:<6} prog={:<6} chains=[{}]{}",
+            "  {:<12} {:<9} mode={:<6} link={:<6} prog={:<6} chains=[{}]{}{}",
             i.name,
             if i.attached { "attached" } else { "DETACHED" },
             i.mode
@@ -444,12 +547,13 @@ pub fn render_text(s: &Status) -> String {
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into()),
             i.chains.join(", "),
-            if i.capture { " capture" } else { "" }
+            if i.capture { " capture" } else { "" },
+            i.runs.as_ref().map(render_runs).unwrap_or_default()
         );
         if let Some(g) = &i.egress {
             let _ = writeln!(
                 out,
-                "  {:<12} {:<9} tc egress  link={:<6} prog={:<6} chains=[{}]",
+                "  {:<12} {:<9} tc egress  link={:<6} prog={:<6} chains=[{}]{}",
                 "",
                 if g.attached { "attached" } else { "DETACHED" },
                 g.link_id
@@ -458,7 +562,8 @@ pub fn render_text(s: &Status) -> String {
                 g.program_id
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| "-".into()),
-                g.chains.join(", ")
+                g.chains.join(", "),
+                g.runs.as_ref().map(render_runs).unwrap_or_default()
             );
         }
     }

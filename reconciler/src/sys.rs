@@ -348,3 +348,80 @@ pub fn test_run_xdp_meta(
         duration_ns: u(36),
     })
 }
+
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
+
+/// Opens a loaded program by id.
+pub fn prog_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, id);
+    bpf(BPF_PROG_GET_FD_BY_ID, &mut attr).map(fd_result)
+}
+
+/// Opens a map by id.
+pub fn map_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, id);
+    bpf(BPF_MAP_GET_FD_BY_ID, &mut attr).map(fd_result)
+}
+
+fn obj_info(fd: &OwnedFd, info: &mut [u8]) -> io::Result<()> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, fd.as_raw_fd() as u32)
+        .u32_at(4, info.len() as u32)
+        .u64_at(8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(|_| ())
+}
+
+/// The ids of the maps a program uses (`bpf_prog_info.map_ids`).
+pub fn prog_map_ids(prog: &OwnedFd) -> io::Result<Vec<u32>> {
+    // struct bpf_prog_info: nr_map_ids at byte 52, map_ids (a pointer) at 56.
+    let mut info = [0u8; 64];
+    obj_info(prog, &mut info)?;
+    let n = u32::from_ne_bytes([info[52], info[53], info[54], info[55]]);
+    // Maps may be added between the two calls (never to a loaded program,
+    // but be safe): the kernel fills at most `n`.
+    let mut ids = vec![0u32; n as usize];
+    let mut info = [0u8; 64];
+    info[52..56].copy_from_slice(&n.to_ne_bytes());
+    info[56..64].copy_from_slice(&(ids.as_mut_ptr() as u64).to_ne_bytes());
+    obj_info(prog, &mut info)?;
+    Ok(ids)
+}
+
+/// What a map reports about itself (the part emptcp reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapFacts {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub name: String,
+}
+
+pub fn map_facts(map: &OwnedFd) -> io::Result<MapFacts> {
+    // struct bpf_map_info: type, id, key_size, value_size, max_entries,
+    // map_flags, name[16].
+    let mut info = [0u8; 40];
+    obj_info(map, &mut info)?;
+    let u = |o: usize| u32::from_ne_bytes([info[o], info[o + 1], info[o + 2], info[o + 3]]);
+    let name = &info[24..40];
+    let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+    Ok(MapFacts {
+        map_type: u(0),
+        key_size: u(8),
+        value_size: u(12),
+        name: String::from_utf8_lossy(&name[..end]).into_owned(),
+    })
+}
+
+/// Reads the value of `key` into `value` (sized to the map's value size).
+pub fn map_lookup(map: &OwnedFd, key: &[u8], value: &mut [u8]) -> io::Result<()> {
+    map_op(
+        BPF_MAP_LOOKUP_ELEM,
+        map,
+        key.as_ptr(),
+        value.as_mut_ptr() as u64,
+        0,
+    )
+}

@@ -217,3 +217,89 @@ where
         .expect("netns thread")
     })
 }
+
+/// An object like the embedded one whose build id ends in `build` (a
+/// "rebuilt" object: another sha256, the same code), written to `dir`.
+pub fn rebuilt_object(dir: &tempfile::TempDir, build: u8) -> PathBuf {
+    let mut bytes = emptcp::object::embedded().to_vec();
+    let marker = b"emptcp-build-000";
+    let at = bytes
+        .windows(16)
+        .position(|w| w == marker)
+        .expect("build id in the object");
+    bytes[at + 15] = build;
+    let p = dir.path().join(format!("rebuilt-{}.o", build as char));
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn json_of(cmd: &str) -> serde_json::Value {
+    serde_json::from_str(&must(cmd)).unwrap_or_else(|e| panic!("`{cmd}`: {e}"))
+}
+
+/// The last byte of the build id in a program's own `.rodata` (read with
+/// bpftool, independently of emptcp's observe), `None` without one.
+pub fn program_build(prog_id: u64) -> Option<u8> {
+    let info = json_of(&format!("bpftool prog show id {prog_id} -j"));
+    for m in info["map_ids"].as_array()? {
+        let map = json_of(&format!("bpftool map show id {m} -j"));
+        if map["name"] != ".rodata" {
+            continue;
+        }
+        let dump = json_of(&format!("bpftool map dump id {m} -j"));
+        let bytes: Vec<u8> = dump[0]["value"]
+            .as_array()?
+            .iter()
+            .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect();
+        let marker = b"emptcp-build-00";
+        let at = bytes.windows(15).position(|w| w == marker)?;
+        return bytes.get(at + 15).copied();
+    }
+    None
+}
+
+/// Every program that runs under `root`: behind each pinned link and in
+/// each tail-call slot, with the build id it carries.
+pub fn running_builds(root: &Path) -> Vec<(String, Option<u8>)> {
+    let mut out = Vec::new();
+    for hook in ["xdp", "tc"] {
+        let dir = root.join("links").join(hook);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let l = json_of(&format!(
+                "bpftool link show pinned {} -j",
+                e.path().display()
+            ));
+            let id = l["prog_id"].as_u64().unwrap();
+            out.push((
+                format!("links/{hook}/{}", e.file_name().to_string_lossy()),
+                program_build(id),
+            ));
+        }
+    }
+    for map in ["PROGS", "EGRESS_PROGS"] {
+        let p = root.join("maps").join(map);
+        if !p.exists() {
+            continue;
+        }
+        let dump = json_of(&format!("bpftool map dump pinned {} -j", p.display()));
+        for e in dump.as_array().unwrap() {
+            let b = |v: &serde_json::Value| -> Vec<u8> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| {
+                        u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16)
+                            .unwrap()
+                    })
+                    .collect()
+            };
+            let k = b(&e["key"]);
+            let v = b(&e["value"]);
+            let id = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
+            let slot = u32::from_ne_bytes([k[0], k[1], k[2], k[3]]);
+            out.push((format!("{map}[{slot}]"), program_build(id as u64)));
+        }
+    }
+    out
+}

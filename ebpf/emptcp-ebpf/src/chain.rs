@@ -92,6 +92,7 @@ macro_rules! action_program {
             $crate::stats::bump(row, emptcp_common::Outcome::Seen);
             let Some(m) = $crate::chain::meta(&ctx) else {
                 // Not sent here by our entry program: leave it alone.
+                $crate::identity::reference();
                 $crate::stats::bump(row, emptcp_common::Outcome::Error);
                 return aya_ebpf::bindings::xdp_action::XDP_PASS;
             };

@@ -219,6 +219,7 @@ pub(crate) fn describe<C: crate::parse::Frame>(
     def: Option<&ChainDef>,
 ) {
     let build = unsafe { core::ptr::read_volatile(&EMPTCP_BUILD_ID[15]) };
+    crate::identity::reference();
     let mut steps = [0u8; MAX_STEPS];
     let mut args = [0u32; MAX_STEPS];
     let mut n_steps = 0;

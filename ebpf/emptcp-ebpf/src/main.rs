@@ -22,6 +22,7 @@ mod csum;
 mod egress;
 mod entry;
 mod flow;
+mod identity;
 mod insert;
 mod maps;
 mod options;

@@ -435,7 +435,11 @@ impl<'a> Applier<'a> {
         }
         let names: Vec<String> = self.object.maps.keys().cloned().collect();
         let paths: Vec<PathBuf> = names.iter().map(|n| self.layout.map(n)).collect();
+        // Every program carries the object's identity (crate::identity):
+        // observe reads it back to tell what runs, whatever the pins say.
+        let stamp = crate::identity::stamp(&self.object.sha256);
         let mut loader = EbpfLoader::new();
+        loader.override_global(crate::identity::GLOBAL, &stamp, true);
         for (n, p) in names.iter().zip(&paths) {
             loader.map_pin_path(n.as_str(), p.as_path());
         }

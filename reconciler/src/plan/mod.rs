@@ -211,8 +211,12 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
         .meta
         .as_ref()
         .is_some_and(|m| m.object_sha256 == d.object_sha256 && m.layout_version == LAYOUT_VERSION);
-    let progs_ok = d.programs.iter().all(|p| o.programs.contains_key(p));
-    let need_load = !meta_ok || !progs_ok || !creates.is_empty();
+    // Whether the object must be loaded is decided by what the pins hold
+    // (read from the programs), not by META: META says what the last
+    // finished apply converged to, and a load killed after pinning leaves
+    // pins that disagree with it. A layout change comes with a new object.
+    let progs_ok = pins_hold_the_object(d, o, &mut notes);
+    let need_load = !progs_ok || !creates.is_empty();
     if need_load {
         s.load.push(Step::LoadObject {
             object_sha256: d.object_sha256.clone(),
@@ -395,6 +399,47 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
         before: View::observed(o),
         after: View::desired(d),
     })
+}
+
+/// Whether every program of the desired object is pinned and the pinned
+/// program is the desired object's (its stamp, read from the program, not
+/// the pin's name or META). Pins that disagree with META are what an
+/// interrupted load leaves (it pinned programs of the object it was
+/// loading) or what a hand-made replacement looks like: they are noted, one
+/// line per object they hold, and the object is loaded again.
+fn pins_hold_the_object(d: &Desired, o: &Observed, notes: &mut Vec<String>) -> bool {
+    use crate::identity::object_id;
+    let want = object_id(&d.object_sha256);
+    let recorded = o.meta.as_ref().map(|m| object_id(&m.object_sha256));
+    let mut ok = true;
+    let mut disagree: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for name in &d.programs {
+        let Some(pin) = o.programs.get(name) else {
+            ok = false;
+            continue;
+        };
+        let have = o.object_of(pin.id);
+        // The right object but another of its programs: a swap by hand.
+        ok &= have == Some(want.as_str()) && pin.is_named(name);
+        if !pin.is_named(name) {
+            notes.push(format!(
+                "progs/{name} holds program {} named {:?}: the object is loaded again",
+                pin.id, pin.kernel_name
+            ));
+        }
+        if have != recorded.as_deref() {
+            let what = have.map_or("no emptcp object".into(), |h| format!("object {h}"));
+            disagree.entry(what).or_default().push(name);
+        }
+    }
+    for (what, names) in disagree {
+        notes.push(format!(
+            "pinned programs hold {what}, not the object META records ({}): {} (an interrupted load, or replaced by hand); the object is loaded again",
+            recorded.as_deref().unwrap_or("none"),
+            names.join(", ")
+        ));
+    }
+    ok
 }
 
 /// TCX egress links: one per interface with egress chains. TCX links

@@ -106,13 +106,15 @@ fn simulate(plan: &Plan, d: &Desired, o: &mut Observed) {
                     o.maps.entry(n.clone()).or_insert(*m);
                 }
                 for p in &d.programs {
-                    o.programs.insert(
-                        p.clone(),
-                        ObservedProg {
-                            id: id(),
-                            tag: "t".into(),
-                        },
-                    );
+                    let prog = ObservedProg {
+                        id: id(),
+                        tag: "t".into(),
+                        kernel_name: p.chars().take(15).collect(),
+                    };
+                    // The load stamps every program with the object.
+                    o.objects
+                        .insert(prog.id, crate::identity::object_id(&d.object_sha256));
+                    o.programs.insert(p.clone(), prog);
                 }
             }
             Step::CopyMap { .. } => {}
@@ -1001,4 +1003,105 @@ fn subflows_value_growth_migrates_its_entries() {
             "{errs:?}"
         );
     }
+}
+
+/// The state an upgrade to B leaves when it is killed after its load step:
+/// B's programs pinned, slots, links and META still A's.
+fn interrupted_upgrade_to_b() -> Observed {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    let d_b = desired_with(BASE, SHA_B);
+    let p = plan(&d_b, &o, PlanOptions::default()).unwrap();
+    let load = Plan {
+        steps: p.steps[..1].to_vec(),
+        ..p
+    };
+    assert_eq!(kinds(&load), ["load_object"]);
+    simulate(&load, &d_b, &mut o);
+    o
+}
+
+#[test]
+fn rollback_after_an_interrupted_upgrade_loads_the_object_again() {
+    let mut o = interrupted_upgrade_to_b();
+    // META still records A: only the programs tell that B's are pinned.
+    let d_a = desired(BASE);
+    let p = plan(&d_a, &o, PlanOptions::default()).unwrap();
+    assert_eq!(kinds(&p).first().map(String::as_str), Some("load_object"));
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("object bbbbbbbbbbbbbbbb") && n.contains("interrupted")),
+        "{:?}",
+        p.notes
+    );
+    // After it, every pin, slot and link holds A's programs.
+    converge(&d_a, &mut o, PlanOptions::default());
+    let a = crate::identity::object_id(SHA_A);
+    let held: Vec<u32> = o
+        .programs
+        .values()
+        .map(|p| p.id)
+        .chain(o.prog_slots.values().copied())
+        .chain(o.links.values().map(|l| l.prog_id))
+        .collect();
+    assert!(held.iter().all(|id| o.object_of(*id) == Some(a.as_str())));
+}
+
+#[test]
+fn roll_forward_after_an_interrupted_upgrade_moves_slots_and_links() {
+    let mut o = interrupted_upgrade_to_b();
+    let d_b = desired_with(BASE, SHA_B);
+    let p = converge(&d_b, &mut o, PlanOptions::default());
+    // B is pinned in full: no second load, but every slot and link moves.
+    assert!(!kinds(&p).contains(&"load_object".to_string()));
+    assert!(kinds(&p).contains(&"update_link".to_string()));
+    let b = crate::identity::object_id(SHA_B);
+    assert!(
+        o.prog_slots
+            .values()
+            .all(|id| o.object_of(*id) == Some(b.as_str()))
+    );
+}
+
+#[test]
+fn a_pin_replaced_by_hand_is_drift() {
+    let d = desired(BASE);
+    let mut o = fresh();
+    converge(&d, &mut o, PlanOptions::default());
+    // Another program of the same object under the pin of `drop`.
+    let count = o.programs["count"].clone();
+    o.programs.insert("drop".into(), count);
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    assert_eq!(kinds(&p).first().map(String::as_str), Some("load_object"));
+    assert!(
+        p.notes.iter().any(|n| n.contains("progs/drop")),
+        "{:?}",
+        p.notes
+    );
+    // A program without a stamp (not loaded by emptcp).
+    let mut o = fresh();
+    converge(&d, &mut o, PlanOptions::default());
+    let id = o.programs["count"].id;
+    o.objects.remove(&id);
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    assert!(
+        p.notes.iter().any(|n| n.contains("no emptcp object")),
+        "{:?}",
+        p.notes
+    );
+    converge(&d, &mut o, PlanOptions::default());
+}
+
+#[test]
+fn a_slot_replaced_by_hand_is_set_back() {
+    let d = desired(BASE);
+    let mut o = fresh();
+    converge(&d, &mut o, PlanOptions::default());
+    let count = o.programs["count"].id;
+    let drop_slot = emptcp_common::Action::Drop as u32;
+    o.prog_slots.insert(drop_slot, count);
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    assert_eq!(kinds(&p), ["set_slot"]);
+    converge(&d, &mut o, PlanOptions::default());
 }

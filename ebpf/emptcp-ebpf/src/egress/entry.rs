@@ -103,6 +103,7 @@ fn try_entry(ctx: &TcContext, sent: &mut Packet, ifindex: u32) -> Option<()> {
 #[classifier]
 pub fn egress_capture(ctx: TcContext) -> i32 {
     let Some(m) = super::meta(&ctx) else {
+        crate::identity::reference();
         stats::bump(ROW, Outcome::Error);
         return PASS;
     };

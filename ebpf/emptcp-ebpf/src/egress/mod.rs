@@ -114,6 +114,7 @@ macro_rules! egress_program {
             $crate::stats::bump(row, emptcp_common::Outcome::Seen);
             let Some(m) = $crate::egress::meta(&ctx) else {
                 // Not sent here by our entry program: leave it alone.
+                $crate::identity::reference();
                 $crate::stats::bump(row, emptcp_common::Outcome::Error);
                 return $crate::egress::PASS;
             };
