@@ -12,9 +12,15 @@ fn main() -> anyhow::Result<()> {
     let ebpf = root.join("ebpf/emptcp-ebpf");
     let common = root.join("ebpf/emptcp-common");
     for p in [&ebpf, &common] {
-        println!("cargo:rerun-if-changed={}", p.join("src").display());
-        println!("cargo:rerun-if-changed={}", p.join("Cargo.toml").display());
-        println!("cargo:rerun-if-changed={}", p.join("build.rs").display());
+        // Only paths that exist: cargo re-runs a build script on every
+        // build when a rerun-if-changed path is missing (emptcp-common has
+        // no build.rs), which recompiled the whole crate each time.
+        for f in ["src", "Cargo.toml", "build.rs"] {
+            let f = p.join(f);
+            if f.exists() {
+                println!("cargo:rerun-if-changed={}", f.display());
+            }
+        }
     }
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
