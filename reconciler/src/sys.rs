@@ -425,3 +425,33 @@ pub fn map_lookup(map: &OwnedFd, key: &[u8], value: &mut [u8]) -> io::Result<()>
         0,
     )
 }
+
+/// Size of `struct __sk_buff` (UAPI) as a test-run context, and the offset
+/// of its `ifindex`: the device the skb is given (its egress chains apply).
+const SKB_CTX_SIZE: usize = 192;
+const SKB_CTX_IFINDEX: usize = 40;
+
+/// Runs a TC (sched_cls) program once on the Ethernet frame `data` as an
+/// skb of device `ifindex`; returns its return code and the frame it left.
+pub fn test_run_skb_out(
+    prog: std::os::fd::BorrowedFd<'_>,
+    data: &[u8],
+    ifindex: u32,
+) -> io::Result<(i32, Vec<u8>)> {
+    use std::os::fd::AsRawFd as _;
+    let mut ctx = [0u8; SKB_CTX_SIZE];
+    ctx[SKB_CTX_IFINDEX..SKB_CTX_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; data.len() + 512];
+    let mut attr = Attr::new();
+    attr.u32_at(0, prog.as_raw_fd() as u32)
+        .u32_at(8, data.len() as u32)
+        .u32_at(12, out.len() as u32)
+        .u64_at(16, data.as_ptr() as u64)
+        .u64_at(24, out.as_mut_ptr() as u64)
+        .u32_at(40, SKB_CTX_SIZE as u32)
+        .u64_at(48, ctx.as_ptr() as u64);
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    let u = |o: usize| u32::from_ne_bytes([attr.0[o], attr.0[o + 1], attr.0[o + 2], attr.0[o + 3]]);
+    out.truncate(u(12) as usize);
+    Ok((u(4) as i32, out))
+}

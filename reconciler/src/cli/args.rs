@@ -121,6 +121,33 @@ pub enum Command {
     },
     /// Detach everything emptcp attached and remove every pin under the root.
     Destroy,
+    /// Replay a packet capture through the real datapath under the policy
+    /// (in private namespaces; nothing on the host is touched) and report
+    /// per connection what it would have done; with --against, the
+    /// difference from another policy.
+    Simulate {
+        #[command(flatten)]
+        source: Source,
+        /// The capture: pcap or pcapng (Ethernet, raw IP, Linux cooked
+        /// SLL/SLL2), optionally gzip-compressed.
+        #[arg(long, value_name = "TRACE")]
+        pcap: PathBuf,
+        /// The policy to compare with (a file, or a drop-in directory).
+        #[arg(long, value_name = "OLD")]
+        against: Option<PathBuf>,
+        /// The simulated host's addresses: PREFIX or PREFIX=INTERFACE
+        /// (repeatable). Default: cooked captures' direction, else the
+        /// hosts that open connections.
+        #[arg(long, value_name = "PREFIX[=IFACE]")]
+        local: Vec<String>,
+        /// Write the traffic as the stack would have received it.
+        #[arg(long, value_name = "OUT.pcap")]
+        write: Option<PathBuf>,
+        /// Exit 2 when the behaviour differs (with --against) or when the
+        /// policy changes any packet (without).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
     /// Run as the node agent: converge now, then on every change of the
     /// policy, on a drift timer, when a policy interface appears or changes,
     /// when a threshold decider flips, and on SIGHUP. SIGTERM stops it and

@@ -85,6 +85,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     if matches!(cli.command, Command::Watch { .. }) {
         return run_watch(cli);
     }
+    // Its own namespaces, entered before any thread exists.
+    if matches!(cli.command, Command::Simulate { .. }) {
+        return run_simulate(cli);
+    }
     // setns must happen before any other thread exists.
     if let Some(ns) = &cli.netns {
         netns::enter(ns)?;
@@ -256,7 +260,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("Destroy complete: {n} step(s).");
             Ok(EXIT_OK)
         }
-        Command::Watch { .. } => unreachable!("handled above"),
+        Command::Watch { .. } | Command::Simulate { .. } => unreachable!("handled above"),
     }
 }
 
@@ -303,6 +307,90 @@ fn run_watch(cli: Cli) -> anyhow::Result<i32> {
             force: overrides.force,
             allow_state_loss: overrides.allow_state_loss,
         },
+    })
+}
+
+fn run_simulate(cli: Cli) -> anyhow::Result<i32> {
+    use crate::simulate;
+    let Command::Simulate {
+        source,
+        pcap,
+        against,
+        local,
+        write,
+        detailed_exitcode,
+    } = cli.command
+    else {
+        bail!("not a simulate command");
+    };
+    simulate::sandbox::check_privileges()?;
+    let object = Object::load()?;
+    let new_policy = load_policy(source.file.as_deref(), source.dir.as_deref())?;
+    let new_desired = desired(&new_policy, &object)?;
+    let new_name = source
+        .file
+        .as_deref()
+        .or(source.dir.as_deref())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let old = match &against {
+        Some(path) => {
+            let p = if path.is_dir() {
+                load_policy(None, Some(path))?
+            } else {
+                load_policy(Some(path), None)?
+            };
+            Some((path.display().to_string(), desired(&p, &object)?))
+        }
+        None => None,
+    };
+    let locals = local
+        .iter()
+        .map(|s| simulate::parse_local(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    simulate::sandbox::private_bpffs()?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        signal_hook_flag(sig, &stop);
+    }
+    let opts = |name: String, d, root, write| simulate::Options {
+        policy_name: name,
+        desired: d,
+        object: &object,
+        trace: &pcap,
+        locals: locals.clone(),
+        write,
+        stop: &stop,
+        root_name: root,
+    };
+    // The old policy first, in its own namespaces; --write is the new one's.
+    let old_report = match &old {
+        Some((name, d)) => Some(simulate::simulate(&opts(name.clone(), d, "old", None))?),
+        None => None,
+    };
+    let new_report = simulate::simulate(&opts(new_name, &new_desired, "new", write.clone()))?;
+    let differs = match old_report {
+        Some(old) => {
+            let c = simulate::compare::compare(old, new_report);
+            match cli.output {
+                Output::Text => print!("{}", simulate::compare::render_text(&c)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&c)?),
+            }
+            c.differs()
+        }
+        None => {
+            match cli.output {
+                Output::Text => print!("{}", simulate::report::render_text(&new_report)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&new_report)?),
+            }
+            let p = &new_report.packets;
+            p.dropped + p.rewritten + p.forged > 0
+        }
+    };
+    Ok(if detailed_exitcode && differs {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
     })
 }
 

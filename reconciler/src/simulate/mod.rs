@@ -1,0 +1,174 @@
+//! `emptcp simulate`: what a policy (or a policy change) would do to
+//! recorded traffic.
+//!
+//! Contract: the policy goes through the normal engine (policy -> desired
+//! -> observe -> plan -> apply) into a private bpffs and network namespace
+//! with stand-in interfaces ([`sandbox`]); the capture is read streaming
+//! ([`trace`]) and each packet replayed through the real programs
+//! ([`replay`]); what the datapath did is read from verdicts, from the
+//! difference between the bytes given and the bytes left ([`effect`]) and
+//! from the flow table, never guessed; the report ([`report`]) is per
+//! connection with totals, and [`compare`] diffs two of them.
+//! Nothing is left behind: the namespaces are this process's own.
+pub mod compare;
+pub mod effect;
+pub mod frame;
+pub mod pcap_out;
+pub mod replay;
+pub mod report;
+pub mod sandbox;
+pub mod synth;
+pub mod trace;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+    time::Instant,
+};
+
+use crate::{desired::Desired, object::Object};
+pub use replay::Local;
+use replay::{Directions, Replay};
+use report::Report;
+use sandbox::Sandbox;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error(
+        "simulate needs {0}; run it as root, or grant them (e.g. `setpriv --ambient-caps +bpf,+net_admin,+sys_admin`)"
+    )]
+    Privileges(String),
+    #[error("setting up the simulation: {what}")]
+    Sandbox {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("applying the policy in the simulation: {0}")]
+    Apply(String),
+    #[error(transparent)]
+    Trace(#[from] trace::TraceError),
+    #[error(
+        "packet {number} was captured with only {captured} of its {orig_len} bytes, which cuts its IP/TCP headers: it cannot be replayed; capture with a snaplen that keeps the headers (tcpdump -s 128)"
+    )]
+    HeadersCut {
+        number: u64,
+        captured: usize,
+        orig_len: u32,
+    },
+    #[error("replaying packet {number} (BPF_PROG_TEST_RUN)")]
+    Run { number: u64, source: std::io::Error },
+    #[error("writing the output capture")]
+    Write(#[source] std::io::Error),
+    #[error("--local {0}: {1}")]
+    Local(String, String),
+    #[error(
+        "interrupted at packet {0}; nothing is left behind (the simulation's namespaces end with it)"
+    )]
+    Interrupted(u64),
+}
+
+/// One simulation's inputs.
+pub struct Options<'a> {
+    pub policy_name: String,
+    pub desired: &'a Desired,
+    pub object: &'a Object,
+    pub trace: &'a Path,
+    pub locals: Vec<Local>,
+    pub write: Option<PathBuf>,
+    /// Set by SIGINT/SIGTERM: stop at the next packet.
+    pub stop: &'a AtomicBool,
+    /// The bpffs directory name (two policies use two).
+    pub root_name: &'a str,
+}
+
+/// What the simulation does not model (listed in every report).
+const NOT_SIMULATED: &[&str] = &[
+    "packet copy (packet_copy rules): its triggers are not replayed; its captures run as recorded",
+    "the stack's reaction: packets are replayed as captured, so a withheld ADD_ADDR does not remove the join that followed it in the capture",
+];
+
+/// Parses `PREFIX[=IFACE]`.
+pub fn parse_local(s: &str) -> Result<Local, SimError> {
+    let (net, iface) = match s.split_once('=') {
+        Some((n, i)) => (n, Some(i.to_string())),
+        None => (s, None),
+    };
+    let net = net
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            SimError::Local(
+                s.into(),
+                "expected PREFIX or PREFIX=INTERFACE, e.g. 192.0.2.0/24=eth0".into(),
+            )
+        })?;
+    Ok(Local { net, iface })
+}
+
+/// Runs one policy over the trace.
+pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
+    let ifaces: Vec<String> = o.desired.interfaces.keys().cloned().collect();
+    for l in &o.locals {
+        if let Some(i) = &l.iface
+            && !ifaces.contains(i)
+        {
+            return Err(SimError::Local(
+                format!("{}={i}", l.net),
+                format!(
+                    "the policy has no interface {i} (it has: {})",
+                    ifaces.join(", ")
+                ),
+            ));
+        }
+    }
+    let sb = Sandbox::new(o.root_name, o.object, o.desired)?;
+    let mut trace = trace::Trace::open(o.trace)?;
+    let started = Instant::now();
+    let mut r = Replay::new(&sb, Directions::new(o.locals.clone(), ifaces))?;
+    let mut linktype = None;
+    while let Some(p) = trace.next_packet()? {
+        if o.stop.load(Ordering::Relaxed) {
+            return Err(SimError::Interrupted(p.number));
+        }
+        if let Some(path) = &o.write
+            && linktype.is_none()
+        {
+            let ethernet = p.link == trace::Link::Ethernet;
+            let lt = if ethernet {
+                pcap_out::ETHERNET
+            } else {
+                pcap_out::RAW
+            };
+            linktype = Some(lt);
+            let w = pcap_out::PcapWriter::create(path, lt).map_err(SimError::Write)?;
+            r.writer = Some((w, !ethernet));
+        }
+        r.packet(&p)?;
+    }
+    let counters = r.finish();
+    if let Some((w, _)) = r.writer.take() {
+        w.finish().map_err(SimError::Write)?;
+    }
+    let replay_s = started.elapsed().as_secs_f64();
+    let capture_s = r.last_ts.saturating_sub(r.first_ts.unwrap_or(0)) as f64 / 1e9;
+    let packets = std::mem::take(&mut r.packets);
+    let total = packets.total;
+    let connections = std::mem::take(&mut r.book).finish();
+    Ok(Report {
+        policy: o.policy_name.clone(),
+        capture: o.trace.display().to_string(),
+        packets,
+        totals: report::totals(&connections),
+        connections,
+        datapath_counters: counters,
+        capture_s,
+        replay_s,
+        kernel_s: r.kernel.as_secs_f64(),
+        packets_per_s: if replay_s > 0.0 {
+            total as f64 / replay_s
+        } else {
+            0.0
+        },
+        not_simulated: NOT_SIMULATED.iter().map(|s| s.to_string()).collect(),
+    })
+}

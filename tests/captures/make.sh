@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Re-makes the reference captures of `emptcp simulate` with the project's own
+# two-path testbed (tests/mptcp/testbed.sh), WITHOUT emptcp attached:
+#
+#   downloads.pcap.gz   three MPTCP downloads on path A, in this order:
+#                       100 KiB (short), 2 MiB (medium), 6 MiB (long, waits
+#                       for the join the server's ADD_ADDR allows on path B)
+#
+# Taken on the client (`tcpdump -i any`: Linux cooked v1 headers, so the
+# direction of each packet is recorded), snaplen 128 (headers only: the
+# replay zero-fills payloads), gzip -9. Offloads are off on all four veth
+# ends, so the capture holds the wire-sized segments XDP sees (not GRO/TSO
+# super-packets) with complete checksums.
+#
+# Needs root, iproute2, ethtool, python3, tcpdump (apt-get install tcpdump).
+# Usage: tests/captures/make.sh [OUTDIR]   (default: this directory)
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUT=${1:-$HERE}
+TB="$HERE/../mptcp/testbed.sh"
+export LAB_ID=-cap$$ LAB_RUN=${TMPDIR:-/tmp}/emptcp-capture
+CLI=emptcp-cli$LAB_ID SRV=emptcp-srv$LAB_ID
+command -v tcpdump >/dev/null || { echo "make.sh: needs tcpdump (apt-get install tcpdump)" >&2; exit 1; }
+
+cleanup() {
+    [[ -n ${TCPDUMP:-} ]] && kill "$TCPDUMP" 2>/dev/null || true
+    "$TB" down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"$TB" up
+for d in cli0 cli1; do ip netns exec "$CLI" ethtool -K "$d" tso off gso off gro off tx off >/dev/null; done
+for d in srv0 srv1; do ip netns exec "$SRV" ethtool -K "$d" tso off gso off gro off tx off >/dev/null; done
+
+capture() {
+    local name=$1; shift
+    local pcap="$LAB_RUN$LAB_ID/$name.pcap"
+    ip netns exec "$CLI" tcpdump -i any -s 128 -B 65536 -w "$pcap" 'tcp port 5201' 2>"$LAB_RUN$LAB_ID/$name.log" &
+    TCPDUMP=$!
+    sleep 1   # tcpdump opens its socket
+    "$@"
+    sleep 2   # tcpdump drains its buffer
+    kill -INT "$TCPDUMP"; wait "$TCPDUMP" 2>/dev/null || true; TCPDUMP=
+    # Every packet the filter took must be in the file.
+    local log="$LAB_RUN$LAB_ID/$name.log" captured filtered
+    captured=$(sed -n 's/^\([0-9]*\) packets captured/\1/p' "$log")
+    filtered=$(sed -n 's/^\([0-9]*\) packets received by filter/\1/p' "$log")
+    if [[ -z $captured || $captured != "$filtered" ]] || ! grep -q '^0 packets dropped by kernel' "$log"; then
+        echo "make.sh: tcpdump lost packets (run it again on a quieter machine):" >&2
+        cat "$log" >&2
+        exit 1
+    fi
+    gzip -9 -n -c "$pcap" > "$OUT/$name.pcap.gz"
+    echo "$OUT/$name.pcap.gz: $(stat -c %s "$OUT/$name.pcap.gz") bytes"
+}
+
+downloads() {
+    "$TB" xfer --download 100K
+    "$TB" xfer --download 2M
+    "$TB" xfer --download 6M --wait-subflows 1 --wait-timeout 3
+}
+capture downloads downloads

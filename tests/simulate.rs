@@ -1,0 +1,423 @@
+//! `emptcp simulate` on the reference capture (tests/captures/, made by
+//! tests/captures/make.sh with the two-path testbed, without emptcp):
+//! three MPTCP downloads of 100 kB, 2 MB and 6 MB, each offered path B by
+//! the server's ADD_ADDR on a pure ACK.
+//!
+//! Real kernel: the binary applies the policy in its private namespaces and
+//! replays through BPF_PROG_TEST_RUN. Every test also checks that nothing
+//! is left on the host (bpffs, interfaces), also after a failure.
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use common::*;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+fn capture() -> PathBuf {
+    repo().join("tests/captures/downloads.pcap.gz")
+}
+fn quickstart() -> PathBuf {
+    repo().join("examples/policies/quickstart.yaml")
+}
+const LOCAL: [&str; 4] = [
+    "--local",
+    "192.0.2.0/24=cli0",
+    "--local",
+    "198.51.100.0/24=cli1",
+];
+const MIB: u64 = 1 << 20;
+
+fn simulate(args: &[&str]) -> Output {
+    let o = Command::new(emptcp_bin())
+        .arg("simulate")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run emptcp");
+    assert_nothing_left();
+    o
+}
+
+fn json(o: &Output, code: i32) -> Value {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("json report")
+}
+
+/// The simulation's bpffs roots and stand-ins live in its own namespaces:
+/// none may show on the host.
+fn assert_nothing_left() {
+    for root in ["new", "old"] {
+        assert!(
+            !Path::new("/sys/fs/bpf").join(root).exists(),
+            "simulation bpffs root {root} leaked onto the host"
+        );
+    }
+    let links = must("ip -o link show");
+    assert!(!links.contains("emsim"), "stand-in leaked: {links}");
+}
+
+fn run_quickstart(extra: &[&str]) -> Value {
+    let cap = capture();
+    let qs = quickstart();
+    let mut args = vec![
+        "-o",
+        "json",
+        "-f",
+        qs.to_str().unwrap(),
+        "--pcap",
+        cap.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&LOCAL);
+    args.extend_from_slice(extra);
+    json(&simulate(&args), 0)
+}
+
+fn conns(r: &Value) -> Vec<Value> {
+    r["connections"].as_array().unwrap().clone()
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+#[test]
+fn quickstart_withholds_short_and_recovers_long() {
+    if !root_or_skip("quickstart_withholds_short_and_recovers_long") {
+        return;
+    }
+    let r = run_quickstart(&[]);
+    let c = conns(&r);
+    assert_eq!(
+        c.len(),
+        3,
+        "three downloads (joins grouped by token): {c:#?}"
+    );
+    // Sizes: received TCP payload of all subflows (100 kB, 2 MB, 6 MB).
+    let short = &c[0];
+    let long = &c[2];
+    assert!(n(short, "bytes_received") >= 100_000 && n(long, "bytes_received") >= 4 * MIB);
+    // Short: its ADD_ADDR (on a pure ACK) is stored and the packet dropped.
+    assert_eq!(short["second_path"], "withheld", "{short:#}");
+    assert_eq!(n(short, "add_addr_stored"), 1);
+    assert_eq!(n(short, "add_addr_dropped"), 1);
+    assert_eq!(n(short, "packets_dropped"), 1);
+    assert_eq!(n(short, "add_addr_forged"), 0);
+    // Long: recovered (by the agent: a download's segments have no room),
+    // once the datapath counted recover_at (4 MiB).
+    assert_eq!(long["second_path"], "recovered", "{long:#}");
+    assert!(n(long, "add_addr_forged") >= 1);
+    let at = n(long, "recovered_at_bytes");
+    assert!(
+        (4 * MIB..5 * MIB).contains(&at),
+        "recovered at {at} bytes, recover_at is 4 MiB"
+    );
+    // The per-connection view adds up to the datapath's own counters.
+    let k = &r["datapath_counters"];
+    assert_eq!(n(k, "add_addr_stored"), n(&r["totals"], "add_addr_stored"));
+    assert_eq!(
+        n(k, "add_addr_dropped_pure_ack"),
+        n(&r["totals"], "add_addr_dropped")
+    );
+    assert_eq!(
+        n(&r["packets"], "forged"),
+        n(&r["totals"], "add_addr_forged")
+    );
+    assert_eq!(n(&r["packets"], "unclassified"), 0);
+}
+
+#[test]
+fn control_policy_without_strip_delivers_every_add_addr() {
+    if !root_or_skip("control_policy_without_strip_delivers_every_add_addr") {
+        return;
+    }
+    // Same interfaces and selector, only `count`: the capture's ADD_ADDRs
+    // reach the stack, nothing is dropped (what the quickstart test's
+    // assertions would see without emptcp's strip).
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(quickstart())
+        .unwrap()
+        .replace(
+            "actions: [record_flow, strip_add_addr, recover_add_addr, count]",
+            "actions: [count]",
+        )
+        .replace(
+            "    thresholds:\n      remove_below: 1MiB\n      recover_at: 4MiB\n",
+            "",
+        );
+    let p = policy_file(&dir, "count.yaml", &text);
+    let cap = capture();
+    let mut args = vec![
+        "-o",
+        "json",
+        "-f",
+        p.to_str().unwrap(),
+        "--pcap",
+        cap.to_str().unwrap(),
+        "--detailed-exitcode",
+    ];
+    args.extend_from_slice(&LOCAL);
+    let r = json(&simulate(&args), 0);
+    for c in conns(&r) {
+        assert_eq!(c["second_path"], "announced", "{c:#}");
+        assert_eq!(n(&c, "packets_dropped"), 0);
+    }
+    assert_eq!(n(&r["packets"], "dropped"), 0);
+}
+
+#[test]
+fn against_marks_exactly_the_connections_between_thresholds() {
+    if !root_or_skip("against_marks_exactly_the_connections_between_thresholds") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(quickstart())
+        .unwrap()
+        .replace("recover_at: 4MiB", "recover_at: 1MiB");
+    assert!(text.contains("recover_at: 1MiB"));
+    let new = policy_file(&dir, "new.yaml", &text);
+    let (cap, qs) = (capture(), quickstart());
+    let mut args = vec![
+        "-o",
+        "json",
+        "-f",
+        new.to_str().unwrap(),
+        "--against",
+        qs.to_str().unwrap(),
+        "--pcap",
+        cap.to_str().unwrap(),
+        "--detailed-exitcode",
+    ];
+    args.extend_from_slice(&LOCAL);
+    let c = json(&simulate(&args), 2);
+    let changed: Vec<u64> = c["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| n(x, "id"))
+        .collect();
+    let between: Vec<u64> = conns(&c["new"])
+        .iter()
+        .filter(|x| (MIB..4 * MIB).contains(&n(x, "datapath_bytes")))
+        .map(|x| n(x, "id"))
+        .collect();
+    assert_eq!(between.len(), 1, "the 2 MB download: {between:?}");
+    assert_eq!(changed, between, "{:#}", c["changed"]);
+    assert_eq!(c["changed"][0]["changes"][0]["field"], "second_path");
+    // Control: a policy against itself changes nothing (exit 0).
+    let mut same = vec![
+        "-o",
+        "json",
+        "-f",
+        qs.to_str().unwrap(),
+        "--against",
+        qs.to_str().unwrap(),
+        "--pcap",
+        cap.to_str().unwrap(),
+        "--detailed-exitcode",
+    ];
+    same.extend_from_slice(&LOCAL);
+    let c = json(&simulate(&same), 0);
+    assert_eq!(n(&c, "changed_connections"), 0);
+}
+
+/// RFC 1071 sum of `parts`, folded.
+fn csum(parts: &[&[u8]]) -> u16 {
+    let mut s: u32 = 0;
+    for p in parts {
+        for ch in p.chunks(2) {
+            let w = if ch.len() == 2 {
+                u16::from_be_bytes([ch[0], ch[1]])
+            } else {
+                u16::from(ch[0]) << 8
+            };
+            s += u32::from(w);
+        }
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+#[test]
+fn write_has_valid_checksums_and_no_dropped_packet() {
+    if !root_or_skip("write_has_valid_checksums_and_no_dropped_packet") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.pcap");
+    let r = run_quickstart(&["--write", out.to_str().unwrap()]);
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(bytes[20..24].try_into().unwrap()),
+        101,
+        "raw IP"
+    );
+    let (mut records, mut add_addrs, mut tcp_verified) = (0u64, 0u64, 0u64);
+    let mut off = 24;
+    while off < bytes.len() {
+        let caplen = u32::from_le_bytes(bytes[off + 8..off + 12].try_into().unwrap()) as usize;
+        let orig = u32::from_le_bytes(bytes[off + 12..off + 16].try_into().unwrap()) as usize;
+        let data = &bytes[off + 16..off + 16 + caplen];
+        off += 16 + caplen;
+        records += 1;
+        // Headers only: the payload of most records was cut by the snaplen.
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(data).expect("IPv4 header");
+        let h = ip.to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+        if h.protocol != etherparse::IpNumber::TCP {
+            continue;
+        }
+        let tcp =
+            etherparse::TcpHeaderSlice::from_slice(&data[ip.slice().len()..]).expect("TCP header");
+        let opts = tcp.options();
+        let mut i = 0;
+        while i < opts.len() {
+            match opts[i] {
+                0 => break,
+                1 => i += 1,
+                _ => {
+                    let l = usize::from(opts[i + 1]).max(2);
+                    // Received by the client (its own echoes go out).
+                    let to_client =
+                        h.destination == [192, 0, 2, 1] || h.destination == [198, 51, 100, 1];
+                    if opts[i] == 30 && opts[i + 2] >> 4 == 3 && to_client {
+                        add_addrs += 1;
+                    }
+                    i += l;
+                }
+            }
+        }
+        // The TCP checksum of every packet whose payload was captured.
+        if caplen == orig {
+            let seg = &data[usize::from(h.ihl()) * 4..];
+            let len = (seg.len() as u16).to_be_bytes();
+            let pseudo = [&h.source[..], &h.destination[..], &[0, 6], &len[..]].concat();
+            assert_eq!(
+                csum(&[&pseudo, seg]),
+                0xffff,
+                "TCP checksum of record {records}"
+            );
+            tcp_verified += 1;
+        }
+    }
+    let p = &r["packets"];
+    assert_eq!(records, n(p, "total") - n(p, "dropped") + n(p, "forged"));
+    // The dropped pure ACKs carried the capture's only ADD_ADDRs: what is
+    // left are the agent's forged ones.
+    assert_eq!(add_addrs, n(p, "forged"));
+    assert!(n(p, "forged") > 0 && n(p, "dropped") == 3);
+    // Pure ACKs (the client's) and forged packets are complete.
+    assert!(tcp_verified > 1000, "{tcp_verified} TCP checksums verified");
+}
+
+fn pcap_header(linktype: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&4u16.to_le_bytes());
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&65535u32.to_le_bytes());
+    v.extend_from_slice(&linktype.to_le_bytes());
+    v
+}
+
+fn record(data: &[u8], orig: u32) -> Vec<u8> {
+    let mut v = vec![0u8; 8];
+    v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    v.extend_from_slice(&orig.to_le_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// A raw-IP IPv4/TCP ACK from 192.0.2.2:5201 to 192.0.2.1:40000.
+fn ack() -> Vec<u8> {
+    let mut v = vec![
+        0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 192, 0, 2, 2, 192, 0, 2, 1,
+    ];
+    v.extend_from_slice(&[
+        0x14, 0x51, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x10, 1, 0, 0, 0, 0, 0,
+    ]);
+    v
+}
+
+fn expect_error(file: &[u8], want: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.pcap");
+    std::fs::write(&p, file).unwrap();
+    let qs = quickstart();
+    let o = simulate(&["-f", qs.to_str().unwrap(), "--pcap", p.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(want), "want `{want}` in:\n{err}");
+}
+
+#[test]
+fn malformed_captures_give_the_documented_errors() {
+    if !root_or_skip("malformed_captures_give_the_documented_errors") {
+        return;
+    }
+    expect_error(b"", "is empty: not a pcap or pcapng capture");
+    expect_error(
+        b"hello, this is text",
+        "is not a pcap or pcapng capture (it starts with bytes 68 65 6c 6c)",
+    );
+    let mut t = pcap_header(101);
+    t.extend(record(&ack(), 40));
+    let mut cut = record(&ack(), 40);
+    cut.truncate(30);
+    t.extend(cut);
+    expect_error(
+        &t,
+        "is truncated: the record after packet 1 (at byte 80) is cut short; 1 packet(s) were read before it",
+    );
+    let mut l = pcap_header(105);
+    l.extend(record(&ack(), 40));
+    expect_error(&l, "packet 1 has link type 105, which cannot be replayed");
+    let mut s = pcap_header(101);
+    s.extend(record(&ack()[..30], 40));
+    expect_error(
+        &s,
+        "packet 1 was captured with only 30 of its 40 bytes, which cuts its IP/TCP headers",
+    );
+}
+
+#[test]
+fn missing_privileges_are_named() {
+    if !root_or_skip("missing_privileges_are_named") {
+        return;
+    }
+    let (cap, qs) = (capture(), quickstart());
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(emptcp_bin())
+        .args(["simulate", "-f"])
+        .arg(&qs)
+        .arg("--pcap")
+        .arg(&cap)
+        .output()
+        .expect("setpriv");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for cap in ["CAP_BPF", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"] {
+        assert!(err.contains(cap), "{cap} not named in: {err}");
+    }
+    assert_nothing_left();
+}
