@@ -109,7 +109,7 @@ fn kill_at_every_step(name: &str, from: Option<&str>, to: &str, env: &[(&str, &s
 
 #[test]
 fn killed_first_apply_converges() {
-    if !root_or_skip("killed_first_apply_converges") {
+    if !kernel_or_skip("killed_first_apply_converges") {
         return;
     }
     kill_at_every_step(
@@ -122,7 +122,7 @@ fn killed_first_apply_converges() {
 
 #[test]
 fn killed_change_apply_converges() {
-    if !root_or_skip("killed_change_apply_converges") {
+    if !kernel_or_skip("killed_change_apply_converges") {
         return;
     }
     let from = policy(&["IFACE", "vx0"], &[("a", 80), ("b", 443)]);
@@ -132,7 +132,7 @@ fn killed_change_apply_converges() {
 
 #[test]
 fn killed_upgrade_converges() {
-    if !root_or_skip("killed_upgrade_converges") {
+    if !kernel_or_skip("killed_upgrade_converges") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -156,7 +156,7 @@ fn killed_upgrade_converges() {
 /// EGRESS_PROGS) and while removing them (detach, unpin): both converge.
 #[test]
 fn killed_egress_apply_converges() {
-    if !root_or_skip("killed_egress_apply_converges") {
+    if !kernel_or_skip("killed_egress_apply_converges") {
         return;
     }
     let ingress = policy(&["IFACE"], &[("a", 80)]);

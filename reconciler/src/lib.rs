@@ -19,6 +19,7 @@ pub mod observe;
 pub mod packet;
 pub mod plan;
 pub mod policy;
+pub mod privilege;
 pub mod state;
 pub mod status;
 pub mod sys;
