@@ -30,9 +30,21 @@ if ((${#need_pkgs[@]})); then
 fi
 
 # --- bpffs -------------------------------------------------------------------
+# Mode 0700, as systemd mounts it: the kernel's default is 1777, where any
+# user may create directories (or a fake emptcp root) next to emptcp's.
 if [[ $(id -u) == 0 ]] && ! mountpoint -q /sys/fs/bpf; then
-    log "mounting bpffs on /sys/fs/bpf"
-    mount -t bpf bpf /sys/fs/bpf
+    log "mounting bpffs on /sys/fs/bpf (mode 0700)"
+    mount -t bpf -o mode=0700 bpf /sys/fs/bpf
+fi
+# An existing mount is not changed (other tools may rely on its mode); a
+# world-writable one is reported. emptcp itself refuses a root it does not
+# own or that others can write to (docs/operations.md).
+if mountpoint -q /sys/fs/bpf; then
+    mode=$(stat -c %a /sys/fs/bpf)
+    if (( 8#$mode & 8#022 )); then
+        log "note: /sys/fs/bpf is mode $mode (writable by other users); systemd mounts it 0700."
+        log "      To tighten it: mount -o remount,mode=0700 /sys/fs/bpf (emptcp refuses foreign or open roots either way)"
+    fi
 fi
 
 # --- nightly + rust-src -------------------------------------------------------

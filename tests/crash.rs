@@ -158,7 +158,7 @@ fn kill_and_recover(name: &str, t: Transition<'_>) {
 
 #[test]
 fn killed_first_apply_converges() {
-    if !root_or_skip("killed_first_apply_converges") {
+    if !kernel_or_skip("killed_first_apply_converges") {
         return;
     }
     kill_at_every_step(
@@ -171,7 +171,7 @@ fn killed_first_apply_converges() {
 
 #[test]
 fn killed_change_apply_converges() {
-    if !root_or_skip("killed_change_apply_converges") {
+    if !kernel_or_skip("killed_change_apply_converges") {
         return;
     }
     let from = policy(&["IFACE", "vx0"], &[("a", 80), ("b", 443)]);
@@ -188,7 +188,7 @@ fn upgrade_policy() -> String {
 
 #[test]
 fn killed_upgrade_converges() {
-    if !root_or_skip("killed_upgrade_converges") {
+    if !kernel_or_skip("killed_upgrade_converges") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -212,7 +212,7 @@ fn killed_upgrade_converges() {
 /// although B's load may have pinned its programs under A's names.
 #[test]
 fn killed_upgrade_then_rollback_runs_the_old_object() {
-    if !root_or_skip("killed_upgrade_then_rollback_runs_the_old_object") {
+    if !kernel_or_skip("killed_upgrade_then_rollback_runs_the_old_object") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -234,7 +234,7 @@ fn killed_upgrade_then_rollback_runs_the_old_object() {
 /// objects so neither is the embedded one.
 #[test]
 fn killed_downgrade_then_rollback_runs_the_newer_object() {
-    if !root_or_skip("killed_downgrade_then_rollback_runs_the_newer_object") {
+    if !kernel_or_skip("killed_downgrade_then_rollback_runs_the_newer_object") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -258,7 +258,7 @@ fn killed_downgrade_then_rollback_runs_the_newer_object() {
 /// EGRESS_PROGS) and while removing them (detach, unpin): both converge.
 #[test]
 fn killed_egress_apply_converges() {
-    if !root_or_skip("killed_egress_apply_converges") {
+    if !kernel_or_skip("killed_egress_apply_converges") {
         return;
     }
     let ingress = policy(&["IFACE"], &[("a", 80)]);

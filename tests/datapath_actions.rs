@@ -4,7 +4,8 @@
 //! with a frame built independently (lengths and checksums from scratch),
 //! whose checksums etherparse verifies again.
 //!
-//! Needs root (loads programs); skips loudly otherwise.
+//! Needs CAP_BPF/CAP_NET_ADMIN/CAP_SYS_ADMIN (loads programs); fails
+//! without them unless EMPTCP_ALLOW_SKIP=1 (tests/common/gate.rs).
 mod datapath_common;
 
 use std::net::IpAddr;
@@ -28,9 +29,9 @@ const EMPTCP: [(Action, u32); 3] = [
     (Action::RecoverAddAddr, 0),
 ];
 
-macro_rules! need_root {
+macro_rules! need_kernel {
     () => {
-        if !root_or_skip(module_path!()) {
+        if !kernel_or_skip(module_path!()) {
             return;
         }
     };
@@ -116,7 +117,7 @@ fn nopped(o: &[u8], at: usize, len: usize) -> Vec<u8> {
 
 #[test]
 fn every_program_passes_the_verifier() {
-    need_root!();
+    need_kernel!();
     let dp = Dp::load();
     let mut names: Vec<&str> = dp.ebpf.programs().map(|(n, _)| n).collect();
     names.sort();
@@ -149,7 +150,7 @@ fn every_program_passes_the_verifier() {
 
 #[test]
 fn syn_ack_with_mp_capable_creates_the_flow() {
-    need_root!();
+    need_kernel!();
     for base in [
         Seg::v4(),
         Seg::v6(),
@@ -177,7 +178,7 @@ fn syn_ack_with_mp_capable_creates_the_flow() {
 
 #[test]
 fn only_mp_capable_syn_acks_create_flows() {
-    need_root!();
+    need_kernel!();
     let dp = dp_with(&EMPTCP);
     let base = Seg::v4();
     // Plain TCP SYN-ACK, a SYN, a data segment of an unknown flow.
@@ -195,7 +196,7 @@ fn only_mp_capable_syn_acks_create_flows() {
 
 #[test]
 fn fin_and_rst_remove_the_flow_and_its_options() {
-    need_root!();
+    need_kernel!();
     for flag in [FIN | ACK, RST, RST | ACK] {
         let dp = dp_with(&EMPTCP);
         let base = Seg::v6();
@@ -221,7 +222,7 @@ fn fin_and_rst_remove_the_flow_and_its_options() {
 
 #[test]
 fn dss_data_ack_4_and_8_bytes_with_wrap_around() {
-    need_root!();
+    need_kernel!();
     let dp = dp_with(&[(Action::RecordFlow, 0)]);
     let base = Seg::v4();
     handshake(&dp, &base);
@@ -256,7 +257,7 @@ fn dss_data_ack_4_and_8_bytes_with_wrap_around() {
 
 #[test]
 fn dss_mappings_count_download_bytes_with_wrap_around() {
-    need_root!();
+    need_kernel!();
     let dp = dp_with(&[(Action::RecordFlow, 0)]);
     let base = Seg::v6();
     handshake(&dp, &base);
@@ -300,7 +301,7 @@ fn dss_mappings_count_download_bytes_with_wrap_around() {
 /// out as NOPs; its bytes are stored.
 #[test]
 fn strip_nops_every_add_addr_form() {
-    need_root!();
+    need_kernel!();
     let a4 = v4("198.51.100.2");
     let a6: IpAddr = "2001:db8:1::2".parse().unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -340,7 +341,7 @@ fn strip_nops_every_add_addr_form() {
 
 #[test]
 fn strip_nops_add_addr_on_a_pure_ack_with_another_mptcp_option() {
-    need_root!();
+    need_kernel!();
     let dp = dp_with(&EMPTCP);
     let base = Seg::v4();
     handshake(&dp, &base);
@@ -353,7 +354,7 @@ fn strip_nops_add_addr_on_a_pure_ack_with_another_mptcp_option() {
 
 #[test]
 fn pure_ack_whose_only_mptcp_option_is_add_addr_is_dropped() {
-    need_root!();
+    need_kernel!();
     for base in [Seg::v4(), Seg::v6().with(|s| s.vlans = vec![5])] {
         let dp = dp_with(&EMPTCP);
         handshake(&dp, &base);
@@ -371,7 +372,7 @@ fn pure_ack_whose_only_mptcp_option_is_add_addr_is_dropped() {
 
 #[test]
 fn echo_add_addrs_are_never_stripped() {
-    need_root!();
+    need_kernel!();
     let dp = dp_with(&EMPTCP);
     let base = Seg::v4();
     handshake(&dp, &base);
@@ -391,7 +392,7 @@ fn echo_add_addrs_are_never_stripped() {
 
 #[test]
 fn retransmitted_add_addrs_are_stored_once() {
-    need_root!();
+    need_kernel!();
     let dp = dp_with(&EMPTCP);
     let base = Seg::v4();
     handshake(&dp, &base);
@@ -425,7 +426,7 @@ fn retransmitted_add_addrs_are_stored_once() {
 
 #[test]
 fn flows_at_or_above_remove_below_keep_their_add_addr() {
-    need_root!();
+    need_kernel!();
     let mut dp = dp_with(&EMPTCP);
     let base = Seg::v4();
     handshake(&dp, &base);
@@ -471,7 +472,7 @@ fn store_then_grow(dp: &Dp, base: &Seg, aa: &[u8]) {
 
 #[test]
 fn recover_inserts_into_a_pure_ack_with_room() {
-    need_root!();
+    need_kernel!();
     let a4 = v4("198.51.100.2");
     let a6: IpAddr = "2001:db8:1::2".parse().unwrap();
     let cases: Vec<(&str, Seg, Vec<u8>)> = vec![
@@ -523,7 +524,7 @@ fn recover_inserts_into_a_pure_ack_with_room() {
 
 #[test]
 fn recover_one_option_per_packet_in_slot_order() {
-    need_root!();
+    need_kernel!();
     let dp = dp_with(&EMPTCP);
     let base = Seg::v4();
     let a = add_addr(1, v4("198.51.100.2"), None, false);
@@ -549,7 +550,7 @@ fn recover_one_option_per_packet_in_slot_order() {
 
 #[test]
 fn recover_without_room_leaves_the_packet_and_marks_the_flow() {
-    need_root!();
+    need_kernel!();
     let dp = dp_with(&EMPTCP);
     let base = Seg::v4();
     store_then_grow(&dp, &base, &add_addr(1, v4("198.51.100.2"), None, false));
@@ -580,7 +581,7 @@ fn recover_without_room_leaves_the_packet_and_marks_the_flow() {
 
 #[test]
 fn recover_as_a_single_action_with_metadata() {
-    need_root!();
+    need_kernel!();
     // count and drop after recover prove the chain position (XDP metadata)
     // survived the head adjust: the tail calls went on.
     let mut dp = dp_with(&[
@@ -626,7 +627,7 @@ fn recover_as_a_single_action_with_metadata() {
 
 #[test]
 fn set_backup_inserts_mp_prio() {
-    need_root!();
+    need_kernel!();
     for base in [Seg::v4(), Seg::v6(), Seg::v4().with(|s| s.vlans = vec![9])] {
         for backup in [true, false] {
             let dp = dp_with(&[(Action::SetBackup, backup as u32)]);
@@ -642,7 +643,7 @@ fn set_backup_inserts_mp_prio() {
 
 #[test]
 fn set_backup_rewrites_an_existing_mp_prio() {
-    need_root!();
+    need_kernel!();
     for base in [Seg::v4(), Seg::v6()] {
         for (have, want) in [(false, true), (true, false)] {
             let dp = dp_with(&[(Action::SetBackup, want as u32)]);
@@ -665,7 +666,7 @@ fn set_backup_rewrites_an_existing_mp_prio() {
 
 #[test]
 fn set_backup_leaves_other_packets_alone() {
-    need_root!();
+    need_kernel!();
     let dp = dp_with(&[(Action::SetBackup, 1)]);
     let base = Seg::v4();
     let cases = [
@@ -694,7 +695,7 @@ fn set_backup_leaves_other_packets_alone() {
 
 #[test]
 fn set_window_scales_by_the_remote_shift() {
-    need_root!();
+    need_kernel!();
     for base in [Seg::v4(), Seg::v6()] {
         for (bytes, field) in [(1_000_000u32, 7812u16), (100_000_000, 65535), (64, 0)] {
             let dp = dp_with(&[(Action::RecordFlow, 0), (Action::SetWindow, bytes)]);
@@ -712,7 +713,7 @@ fn set_window_scales_by_the_remote_shift() {
 
 #[test]
 fn set_window_needs_the_shift() {
-    need_root!();
+    need_kernel!();
     let dp = dp_with(&[(Action::SetWindow, 1000)]);
     let seg = pure_ack(&Seg::v4(), 9);
     assert_untouched(&dp, &seg, "untracked flow");
@@ -731,7 +732,7 @@ fn set_window_needs_the_shift() {
 #[test]
 #[ignore = "timing, run by hand with --ignored --nocapture"]
 fn per_packet_cost() {
-    need_root!();
+    need_kernel!();
     let mut dp = dp_with(&EMPTCP);
     let base = Seg::v4();
     handshake(&dp, &base);

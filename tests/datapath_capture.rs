@@ -8,7 +8,8 @@
 //! FIN/RST closing the entry with an event on `SUBFLOW_EVENTS`, that
 //! frames always pass unchanged, and that the ingress chain still runs.
 //!
-//! Needs root (loads programs); skips loudly otherwise.
+//! Needs CAP_BPF/CAP_NET_ADMIN/CAP_SYS_ADMIN (loads programs); fails
+//! without them unless EMPTCP_ALLOW_SKIP=1 (tests/common/gate.rs).
 mod datapath_common;
 
 use datapath_common::{egress::*, *};
@@ -18,9 +19,9 @@ use emptcp_common::{
     SF_REMOTE_KEY, SF_RST, SUBFLOW_EV_CLOSED, SUBFLOW_EV_NEW, SubflowState, Thresholds,
 };
 
-macro_rules! need_root {
+macro_rules! need_kernel {
     () => {
-        if !root_or_skip(module_path!()) {
+        if !kernel_or_skip(module_path!()) {
             return;
         }
     };
@@ -125,7 +126,7 @@ fn both() -> [Seg; 2] {
 /// `last_rx_data_ns`; nothing egress owns moves.
 #[test]
 fn ingress_records_the_peers_key_and_received_data_and_nothing_else() {
-    need_root!();
+    need_kernel!();
     let e = setup(false, IFACE_CAPTURE);
     for base in both() {
         let key = ekey(&base);
@@ -197,7 +198,7 @@ fn ingress_records_the_peers_key_and_received_data_and_nothing_else() {
 /// peer's key.
 #[test]
 fn ingress_syn_ack_key_is_the_peers() {
-    need_root!();
+    need_kernel!();
     let e = setup(false, IFACE_CAPTURE);
     let syn = Seg::v4().with(|s| {
         s.flags = SYN;
@@ -225,7 +226,7 @@ fn ingress_syn_ack_key_is_the_peers() {
 /// closed how, is on the ring, as for the local end's own FIN/RST.
 #[test]
 fn the_peers_rst_and_fin_remove_the_subflow_with_an_event() {
-    need_root!();
+    need_kernel!();
     let mut e = setup(false, IFACE_CAPTURE);
     let mut n = 0;
     for base in both() {
@@ -277,7 +278,7 @@ fn the_peers_rst_and_fin_remove_the_subflow_with_an_event() {
 /// create nothing and report nothing.
 #[test]
 fn an_unknown_subflow_is_not_created_by_ingress() {
-    need_root!();
+    need_kernel!();
     let mut e = setup(false, IFACE_CAPTURE);
     for base in both() {
         let stranger = from_peer(&base).with(|s| s.sport = 50_000);
@@ -305,7 +306,7 @@ fn an_unknown_subflow_is_not_created_by_ingress() {
 /// its RST.
 #[test]
 fn an_interface_without_the_capture_flag_captures_nothing() {
-    need_root!();
+    need_kernel!();
     let mut e = setup(true, 0);
     let sent = established(&mut e, &Seg::v4(), 31_000);
     let key = ekey(&sent);
@@ -324,7 +325,7 @@ fn an_interface_without_the_capture_flag_captures_nothing() {
 /// tests/datapath_malformed.rs) closes nothing.
 #[test]
 fn malformed_packets_pass_untouched_and_are_not_captured() {
-    need_root!();
+    need_kernel!();
     let mut e = setup(true, IFACE_CAPTURE);
     let sent = established(&mut e, &Seg::v4(), 32_000);
     let key = ekey(&sent);
@@ -361,7 +362,7 @@ fn malformed_packets_pass_untouched_and_are_not_captured() {
 /// (described with zero steps) and passes.
 #[test]
 fn the_ingress_chain_runs_after_the_capture() {
-    need_root!();
+    need_kernel!();
     let mut e = setup(true, IFACE_CAPTURE);
     let sent = established(&mut e, &Seg::v4(), 33_000);
     let key = ekey(&sent);

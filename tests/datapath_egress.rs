@@ -5,7 +5,8 @@
 //! (lengths and checksums from scratch, checked again by etherparse).
 //! Capture is checked in `SUBFLOWS`.
 //!
-//! Needs root (loads programs); skips loudly otherwise.
+//! Needs CAP_BPF/CAP_NET_ADMIN/CAP_SYS_ADMIN (loads programs); fails
+//! without them unless EMPTCP_ALLOW_SKIP=1 (tests/common/gate.rs).
 mod datapath_common;
 
 use datapath_common::{egress::*, *};
@@ -14,9 +15,9 @@ use emptcp_common::{
     SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN,
 };
 
-macro_rules! need_root {
+macro_rules! need_kernel {
     () => {
-        if !root_or_skip(module_path!()) {
+        if !kernel_or_skip(module_path!()) {
             return;
         }
     };
@@ -28,7 +29,7 @@ fn both() -> [Seg; 2] {
 
 #[test]
 fn set_backup_rewrites_an_existing_mp_prio() {
-    need_root!();
+    need_kernel!();
     let e = eg(&[(Action::SetBackup, 1)]);
     for base in both() {
         let seg = base.clone().with(|s| {
@@ -47,7 +48,7 @@ fn set_backup_rewrites_an_existing_mp_prio() {
 
 #[test]
 fn set_backup_inserts_mp_prio_into_a_pure_ack() {
-    need_root!();
+    need_kernel!();
     let e = eg(&[(Action::SetBackup, 1)]);
     for base in both() {
         let seg = base.clone().with(|s| {
@@ -66,7 +67,7 @@ fn set_backup_inserts_mp_prio_into_a_pure_ack() {
 
 #[test]
 fn set_backup_skips_gso_and_data_segments_and_counts_them() {
-    need_root!();
+    need_kernel!();
     let e = eg(&[(Action::SetBackup, 0)]);
     let pure = Seg::v4().with(|s| s.opts = opts(&[&dss(Some((5000, 4)), None)]));
     e.assert_untouched(&pure, 1448, "GSO packet");
@@ -87,7 +88,7 @@ fn set_backup_skips_gso_and_data_segments_and_counts_them() {
 
 #[test]
 fn set_window_uses_the_local_shift_from_the_captured_syn() {
-    need_root!();
+    need_kernel!();
     let e = eg(&[(Action::SetWindow, 65536)]);
     for base in both() {
         let ack = base.clone().with(|s| {
@@ -112,7 +113,7 @@ fn set_window_uses_the_local_shift_from_the_captured_syn() {
 
 #[test]
 fn capture_records_what_the_local_end_sent() {
-    need_root!();
+    need_kernel!();
     let e = eg(&[(Action::Count, 0)]);
     for base in both() {
         let key = ekey(&base);
@@ -194,7 +195,7 @@ fn capture_records_what_the_local_end_sent() {
 /// buffer's bytes follow the option (the helper path of `Seg::read`).
 #[test]
 fn capture_takes_the_local_key_from_the_syn_ack() {
-    need_root!();
+    need_kernel!();
     let e = eg(&[(Action::Count, 0)]);
     for base in both() {
         let synack = base.clone().with(|s| {
@@ -210,7 +211,7 @@ fn capture_takes_the_local_key_from_the_syn_ack() {
 
 #[test]
 fn capture_marks_join_subflows_and_the_syn() {
-    need_root!();
+    need_kernel!();
     let e = eg(&[(Action::Count, 0)]);
     let syn = Seg::v4().with(|s| {
         s.flags = SYN;
@@ -235,7 +236,7 @@ fn capture_marks_join_subflows_and_the_syn() {
 
 #[test]
 fn malformed_packets_pass_untouched() {
-    need_root!();
+    need_kernel!();
     let e = eg(&[(Action::SetBackup, 1), (Action::SetWindow, 1000)]);
     let good = Seg::v4().with(|s| s.opts = opts(&[&dss(Some((1, 4)), None)]));
     let f = good.frame();
@@ -287,7 +288,7 @@ fn malformed_packets_pass_untouched() {
 /// not fit are counted (`events_lost`).
 #[test]
 fn a_full_event_ring_is_counted_and_harmless() {
-    need_root!();
+    need_kernel!();
     let e = eg(&[(Action::Count, 0)]);
     // 256 KiB of 80-byte records (72 + the ring's 8-byte header) hold 3276.
     let n = 3500u16;

@@ -4,7 +4,8 @@
 //! XDP_ABORTED), the output is byte-identical to the input, and no flow
 //! state changes.
 //!
-//! Needs root (loads programs); skips loudly otherwise.
+//! Needs CAP_BPF/CAP_NET_ADMIN/CAP_SYS_ADMIN (loads programs); fails
+//! without them unless EMPTCP_ALLOW_SKIP=1 (tests/common/gate.rs).
 mod datapath_common;
 
 use datapath_common::*;
@@ -174,7 +175,7 @@ fn tracked(bytes: u64, stored: u32) -> FlowState {
 
 #[test]
 fn malformed_frames_pass_untouched_through_strip() {
-    if !root_or_skip("malformed_frames_pass_untouched_through_strip") {
+    if !kernel_or_skip("malformed_frames_pass_untouched_through_strip") {
         return;
     }
     let steps = [
@@ -187,7 +188,7 @@ fn malformed_frames_pass_untouched_through_strip() {
 
 #[test]
 fn malformed_frames_pass_untouched_through_recover() {
-    if !root_or_skip("malformed_frames_pass_untouched_through_recover") {
+    if !kernel_or_skip("malformed_frames_pass_untouched_through_recover") {
         return;
     }
     let steps = [
@@ -200,7 +201,7 @@ fn malformed_frames_pass_untouched_through_recover() {
 
 #[test]
 fn malformed_frames_pass_untouched_through_backup_and_window() {
-    if !root_or_skip("malformed_frames_pass_untouched_through_backup_and_window") {
+    if !kernel_or_skip("malformed_frames_pass_untouched_through_backup_and_window") {
         return;
     }
     let steps = [(Action::SetBackup, 1), (Action::SetWindow, 1_000_000)];

@@ -39,7 +39,7 @@ fn link_ids(st: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
 
 #[test]
 fn interrupted_upgrade_and_rollback_under_traffic() {
-    if !root_or_skip("interrupted_upgrade_and_rollback_under_traffic") {
+    if !kernel_or_skip("interrupted_upgrade_and_rollback_under_traffic") {
         return;
     }
     let lab = Lab::new("upgrb");

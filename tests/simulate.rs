@@ -94,7 +94,7 @@ fn n(v: &Value, k: &str) -> u64 {
 
 #[test]
 fn quickstart_withholds_short_and_recovers_long() {
-    if !root_or_skip("quickstart_withholds_short_and_recovers_long") {
+    if !kernel_or_skip("quickstart_withholds_short_and_recovers_long") {
         return;
     }
     let r = run_quickstart(&[]);
@@ -139,7 +139,7 @@ fn quickstart_withholds_short_and_recovers_long() {
 
 #[test]
 fn control_policy_without_strip_delivers_every_add_addr() {
-    if !root_or_skip("control_policy_without_strip_delivers_every_add_addr") {
+    if !kernel_or_skip("control_policy_without_strip_delivers_every_add_addr") {
         return;
     }
     // Same interfaces and selector, only `count`: the capture's ADD_ADDRs
@@ -178,7 +178,7 @@ fn control_policy_without_strip_delivers_every_add_addr() {
 
 #[test]
 fn against_marks_exactly_the_connections_between_thresholds() {
-    if !root_or_skip("against_marks_exactly_the_connections_between_thresholds") {
+    if !kernel_or_skip("against_marks_exactly_the_connections_between_thresholds") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -253,7 +253,7 @@ fn csum(parts: &[&[u8]]) -> u16 {
 
 #[test]
 fn write_has_valid_checksums_and_no_dropped_packet() {
-    if !root_or_skip("write_has_valid_checksums_and_no_dropped_packet") {
+    if !kernel_or_skip("write_has_valid_checksums_and_no_dropped_packet") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -366,7 +366,7 @@ fn expect_error(file: &[u8], want: &str) {
 
 #[test]
 fn malformed_captures_give_the_documented_errors() {
-    if !root_or_skip("malformed_captures_give_the_documented_errors") {
+    if !kernel_or_skip("malformed_captures_give_the_documented_errors") {
         return;
     }
     expect_error(b"", "is empty: not a pcap or pcapng capture");
@@ -396,7 +396,7 @@ fn malformed_captures_give_the_documented_errors() {
 
 #[test]
 fn missing_privileges_are_named() {
-    if !root_or_skip("missing_privileges_are_named") {
+    if !kernel_or_skip("missing_privileges_are_named") {
         return;
     }
     let (cap, qs) = (capture(), quickstart());

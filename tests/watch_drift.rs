@@ -25,7 +25,7 @@ fn link_id(d: &Daemon, dev: &str) -> u64 {
 
 #[test]
 fn drift_is_restored_within_one_interval_and_counted() {
-    if !root_or_skip("drift_is_restored_within_one_interval_and_counted") {
+    if !kernel_or_skip("drift_is_restored_within_one_interval_and_counted") {
         return;
     }
     let t = tag("wdrift");
@@ -135,7 +135,7 @@ fn drift_is_restored_within_one_interval_and_counted() {
 
 #[test]
 fn a_missing_interface_is_attached_when_it_appears() {
-    if !root_or_skip("a_missing_interface_is_attached_when_it_appears") {
+    if !kernel_or_skip("a_missing_interface_is_attached_when_it_appears") {
         return;
     }
     let t = tag("wmiss");
@@ -221,7 +221,7 @@ fn slot_program_name(root: &std::path::Path, slot: u32) -> String {
 /// runs, and the daemon's drift pass puts the object's programs back.
 #[test]
 fn a_program_replaced_by_hand_is_reported_and_healed() {
-    if !root_or_skip("a_program_replaced_by_hand_is_reported_and_healed") {
+    if !kernel_or_skip("a_program_replaced_by_hand_is_reported_and_healed") {
         return;
     }
     let t = tag("wprog");

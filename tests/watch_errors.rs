@@ -13,7 +13,7 @@ use watch_support::*;
 
 #[test]
 fn invalid_policy_keeps_the_datapath_then_a_fix_converges() {
-    if !root_or_skip("invalid_policy_keeps_the_datapath_then_a_fix_converges") {
+    if !kernel_or_skip("invalid_policy_keeps_the_datapath_then_a_fix_converges") {
         return;
     }
     let t = tag("werr");
@@ -136,7 +136,7 @@ fn invalid_policy_keeps_the_datapath_then_a_fix_converges() {
 
 #[test]
 fn a_foreign_program_is_a_plan_error_until_it_is_gone() {
-    if !root_or_skip("a_foreign_program_is_a_plan_error_until_it_is_gone") {
+    if !kernel_or_skip("a_foreign_program_is_a_plan_error_until_it_is_gone") {
         return;
     }
     let t = tag("wfor");

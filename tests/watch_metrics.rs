@@ -12,7 +12,7 @@ use watch_support::*;
 
 #[test]
 fn metrics_are_served_and_move() {
-    if !root_or_skip("metrics_are_served_and_move") {
+    if !kernel_or_skip("metrics_are_served_and_move") {
         return;
     }
     let t = tag("wmet");

@@ -65,7 +65,7 @@ fn has_flow(root: &std::path::Path) -> bool {
 
 #[test]
 fn sigterm_and_sigkill_keep_the_datapath_and_a_restart_adopts_it() {
-    if !root_or_skip("sigterm_and_sigkill_keep_the_datapath_and_a_restart_adopts_it") {
+    if !kernel_or_skip("sigterm_and_sigkill_keep_the_datapath_and_a_restart_adopts_it") {
         return;
     }
     let t = tag("wrst");
@@ -170,7 +170,7 @@ fn sigterm_and_sigkill_keep_the_datapath_and_a_restart_adopts_it() {
 
 #[test]
 fn sighup_rereads_and_a_second_daemon_is_refused() {
-    if !root_or_skip("sighup_rereads_and_a_second_daemon_is_refused") {
+    if !kernel_or_skip("sighup_rereads_and_a_second_daemon_is_refused") {
         return;
     }
     let t = tag("whup");

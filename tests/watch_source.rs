@@ -33,7 +33,7 @@ fn ports_of(root: &Path, ns: &str, chain: &str) -> Vec<u64> {
 
 #[test]
 fn dropins_are_followed_new_edit_and_removal() {
-    if !root_or_skip("dropins_are_followed_new_edit_and_removal") {
+    if !kernel_or_skip("dropins_are_followed_new_edit_and_removal") {
         return;
     }
     let t = tag("wsrc");
@@ -142,7 +142,7 @@ fn configmap_swap(dir: &Path, stamp: &str, files: &[(&str, String)]) {
 
 #[test]
 fn configmap_data_swap_is_followed_in_dir_and_file_mode() {
-    if !root_or_skip("configmap_data_swap_is_followed_in_dir_and_file_mode") {
+    if !kernel_or_skip("configmap_data_swap_is_followed_in_dir_and_file_mode") {
         return;
     }
     let t = tag("wcm");

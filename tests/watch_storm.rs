@@ -12,7 +12,7 @@ use watch_support::*;
 
 #[test]
 fn a_thousand_rapid_writes_end_converged_on_the_last_one() {
-    if !root_or_skip("a_thousand_rapid_writes_end_converged_on_the_last_one") {
+    if !kernel_or_skip("a_thousand_rapid_writes_end_converged_on_the_last_one") {
         return;
     }
     let t = tag("wstorm");

@@ -39,7 +39,7 @@ fn collect(sock: &UnixDatagram, dur: Duration) -> Vec<(Instant, String)> {
 
 #[test]
 fn ready_watchdog_reload_and_stop_are_notified() {
-    if !root_or_skip("ready_watchdog_reload_and_stop_are_notified") {
+    if !kernel_or_skip("ready_watchdog_reload_and_stop_are_notified") {
         return;
     }
     let t = tag("wsd");

@@ -20,6 +20,7 @@ pub mod observe;
 pub mod packet;
 pub mod plan;
 pub mod policy;
+pub mod privilege;
 pub mod simulate;
 pub mod state;
 pub mod status;

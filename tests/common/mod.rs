@@ -1,5 +1,5 @@
-//! Shared fixtures of the real-kernel tests: a root check that skips
-//! loudly, namespaces and veth pairs that remove themselves, a private
+//! Shared fixtures of the real-kernel tests: the capability gate
+//! (gate.rs: fail, or skip counted), namespaces and veth pairs that remove themselves, a private
 //! bpffs root per test, and a runner for the `emptcp` binary.
 //!
 //! Every fixture cleans up in Drop, so a failing assertion (a panic) still
@@ -13,6 +13,10 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+mod gate;
+#[allow(unused_imports)] // skip_or_fail: only some binaries have non-kernel skips
+pub use gate::{kernel_or_skip, skip_or_fail};
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A short unique tag: test name + pid + counter (namespaces, pins).
@@ -24,21 +28,6 @@ pub fn tag(name: &str) -> String {
         .take(6)
         .collect();
     format!("{short}{}{n}", std::process::id() % 100000)
-}
-
-/// True when the test can touch the kernel; otherwise prints why it is
-/// skipped (never a silent pass).
-pub fn root_or_skip(test: &str) -> bool {
-    let uid = unsafe { libc::geteuid() };
-    if uid == 0 {
-        return true;
-    }
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    eprintln!(
-        "SKIPPED {test}: needs root for namespaces, bpffs and XDP (uid {uid}, kernel {})",
-        kernel.trim()
-    );
-    false
 }
 
 pub fn sh(cmd: &str) -> Output {

@@ -6,6 +6,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod egress;
+#[path = "../common/gate.rs"]
+mod gate;
+pub use gate::kernel_or_skip;
 
 use std::net::IpAddr;
 
@@ -26,19 +29,6 @@ pub const XDP_PASS: u32 = 2;
 
 /// The loopback interface: BPF_PROG_TEST_RUN needs a real ifindex.
 pub const LO: u32 = 1;
-
-/// True when the test can load programs; otherwise says loudly why not.
-pub fn root_or_skip(test: &str) -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    eprintln!(
-        "SKIPPED {test}: needs root to load eBPF (kernel {})",
-        kernel.trim()
-    );
-    false
-}
 
 /// The object, loaded with small private maps and PROGS filled.
 pub struct Dp {

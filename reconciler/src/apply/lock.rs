@@ -3,6 +3,11 @@
 //! lock dies with the process, so a killed apply never leaves it stuck.
 use std::{fs::File, os::fd::AsRawFd as _, path::Path};
 
+use crate::{
+    layout::Layout,
+    privilege::{self, PrivilegeError},
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("creating bpffs root {path} (is bpffs mounted on /sys/fs/bpf, and are you root?)")]
@@ -14,6 +19,10 @@ pub enum LockError {
         "another emptcp apply holds the lock on {0}; wait for it, or find it with `fuser -v {0}`"
     )]
     Busy(String),
+    /// The root or a layout directory belongs to someone else or is
+    /// writable by others (privilege.rs says why that matters).
+    #[error(transparent)]
+    Unsafe(#[from] PrivilegeError),
     #[error("locking {path}")]
     Io {
         path: String,
@@ -26,9 +35,12 @@ pub struct Lock {
 }
 
 /// Creates the root (mode 0700) if needed and locks it without waiting.
+/// Refuses, before creating or changing anything, a root or layout
+/// directory that another user owns or could write to.
 pub fn acquire(root: &Path) -> Result<Lock, LockError> {
     use std::os::unix::fs::DirBuilderExt as _;
     let path = root.display().to_string();
+    privilege::check_dir(root)?;
     if !root.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -43,6 +55,13 @@ pub fn acquire(root: &Path) -> Result<Lock, LockError> {
         path: path.clone(),
         source,
     })?;
+    // Checked again on the opened fd: what is locked is what was checked.
+    let meta = dir.metadata().map_err(|source| LockError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    privilege::check_meta(root, &meta)?;
+    privilege::check_tree(&Layout::new(root))?;
     // SAFETY: flock on an fd we own.
     if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = std::io::Error::last_os_error();

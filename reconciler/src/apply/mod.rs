@@ -74,6 +74,17 @@ pub enum StepError {
     Other(String),
 }
 
+/// Creates a layout directory (and missing parents) mode 0700: only the
+/// applying user may list or change what is pinned there.
+fn create_private(d: &Path) -> Result<(), StepError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(d)
+        .map_err(io("creating", d))
+}
+
 fn io<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> StepError + 'p {
     move |source| StepError::Io {
         what,
@@ -431,7 +442,7 @@ impl<'a> Applier<'a> {
     /// reused, so their contents survive), verifies and pins each program.
     fn load(&mut self, max_entries: &BTreeMap<String, u32>) -> Result<(), StepError> {
         for d in self.layout.all_dirs() {
-            std::fs::create_dir_all(&d).map_err(io("creating", &d))?;
+            create_private(&d)?;
         }
         let names: Vec<String> = self.object.maps.keys().cloned().collect();
         let paths: Vec<PathBuf> = names.iter().map(|n| self.layout.map(n)).collect();
@@ -498,7 +509,7 @@ impl<'a> Applier<'a> {
     fn attach(&mut self, iface: &str, ifindex: u32, mode: XdpMode) -> Result<(), StepError> {
         let pin = self.layout.xdp_link(iface);
         if let Some(d) = pin.parent() {
-            std::fs::create_dir_all(d).map_err(io("creating", d))?;
+            create_private(d)?;
         }
         // A pin left by a crash between attach and pin cannot exist (an
         // unpinned link dies with its process), so a pin here is stale.
@@ -532,7 +543,7 @@ impl Applier<'_> {
     fn attach_tc(&mut self, iface: &str, ifindex: u32) -> Result<(), StepError> {
         let pin = self.layout.tc_link(iface);
         if let Some(d) = pin.parent() {
-            std::fs::create_dir_all(d).map_err(io("creating", d))?;
+            create_private(d)?;
         }
         // As for XDP: a pin here is stale (an unpinned link dies with us).
         remove_if_present(&pin)?;

@@ -18,7 +18,7 @@ use crate::{
     observe::{self, Observed},
     plan::{self, Plan, PlanOptions},
     policy::{self, Policy},
-    status,
+    privilege, status,
 };
 
 pub const EXIT_OK: i32 = 0;
@@ -82,6 +82,11 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     // The daemon binds its metrics listener first, then enters the
     // namespace itself (before its runtime starts any thread).
+    // Mutating commands check their capabilities before anything else
+    // (even entering --netns): an unprivileged run changes nothing.
+    if let Some(name) = mutating(&cli.command) {
+        privilege::require(name)?;
+    }
     if matches!(cli.command, Command::Watch { .. }) {
         return run_watch(cli);
     }
@@ -94,6 +99,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         netns::enter(ns)?;
     }
     let layout = Layout::new(&cli.bpffs_root);
+    if reads_live_state(&cli.command) {
+        warn_if_unsafe(&layout);
+    }
     match cli.command {
         Command::Validate { source } => {
             let p = load_policy(source.file.as_deref(), source.dir.as_deref())?;
@@ -208,6 +216,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 // SAFETY: registering an async-signal-safe flag setter.
                 signal_hook_flag(sig, &stop);
             }
+            // The agent trusts the pinned maps it reads: only from a root
+            // no one else can write to.
+            privilege::check_tree(&layout)?;
             let mut agent = crate::agent::Agent::open(&layout)?;
             tracing::info!(root = %layout.root.display(), "recovery agent running");
             agent.run(&stop)?;
@@ -261,6 +272,37 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Watch { .. } | Command::Simulate { .. } => unreachable!("handled above"),
+    }
+}
+
+/// The name of a command that changes the kernel (needs capabilities).
+fn mutating(c: &Command) -> Option<&'static str> {
+    match c {
+        Command::Apply { .. } => Some("apply"),
+        Command::Destroy => Some("destroy"),
+        Command::Watch { .. } => Some("watch"),
+        Command::Agent => Some("agent"),
+        _ => None,
+    }
+}
+
+/// Commands that only read the live state (no capability check: they fail
+/// on their own without access, and `plan --state` needs none).
+fn reads_live_state(c: &Command) -> bool {
+    match c {
+        Command::Plan { state, .. } => state.is_none(),
+        Command::Status { .. } | Command::Flows | Command::State { .. } => true,
+        _ => false,
+    }
+}
+
+/// Read-only commands still read a root that another user could write to,
+/// but say so: what they report may have been planted there.
+fn warn_if_unsafe(layout: &Layout) {
+    if let Err(e) = privilege::check_tree(layout) {
+        tracing::warn!(
+            "{e}; apply would refuse this root, what is read from it may not be emptcp's"
+        );
     }
 }
 
