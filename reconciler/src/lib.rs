@@ -11,6 +11,7 @@ pub mod codec;
 pub mod copy;
 pub mod desired;
 pub mod flows;
+pub mod kernel;
 pub mod layout;
 pub mod netdev;
 pub mod netns;
