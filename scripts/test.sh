@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): set-up, lint, then every test tier.
 #   unit + scenario tests (no kernel), datapath tests (BPF_PROG_TEST_RUN) and
-#   integration tests (namespaces, veth, MPTCP).
+#   integration tests (namespaces, veth, MPTCP), then the datapath tests on
+#   a second kernel in a QEMU guest (scripts/vm.sh).
 # Kernel tests need CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN and FAIL without
 # them. EMPTCP_ALLOW_SKIP=1 turns that into a skip: each skipped test is
 # recorded, and this script prints at the end how many and why.
@@ -34,3 +35,14 @@ echo "== tests"
 cargo test --locked --release -- --test-threads "${EMPTCP_TEST_THREADS:-4}"
 echo "== leftovers"
 ./scripts/check-clean.sh
+# The datapath tier again on a second kernel (Debian's 6.12 LTS in a QEMU
+# guest, about 3 min plus 2.5 min to build the cached image the first time);
+# scripts/vm.sh runs the other tiers too (docs/development.md).
+echo "== datapath on 6.12 (guest)"
+if [[ ${EMPTCP_VM:-1} == 0 ]]; then
+    echo "SKIPPED guest datapath tier: EMPTCP_VM=0"
+elif [[ $(id -u) != 0 && ! -f ${EMPTCP_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/emptcp/vm}/image.stamp ]]; then
+    echo "SKIPPED guest datapath tier: building the guest image needs root"
+else
+    ./scripts/vm.sh test datapath
+fi

@@ -968,3 +968,50 @@ chains:
     assert!(!maps.join("old-SUBFLOWS").exists(), "old map unpinned");
     emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
 }
+
+/// `emptcp status` reports what the running kernel offers, probed. Each
+/// probe is checked against a control that must come out the other way,
+/// so a probe that always says "yes" fails here.
+#[test]
+fn status_reports_the_kernels_probed_features() {
+    if !root_or_skip("status_reports_the_kernels_probed_features") {
+        return;
+    }
+    let t = tag("kfeat");
+    let ns = Netns::new(&format!("emptcp-{t}"));
+    let root = BpfRoot::new(&t);
+    let s = status_json(&root.path, &ns.name);
+    let k = &s["kernel"];
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(k["release"], release.trim(), "{k}");
+
+    // Metadata: the boundary is real (max granted, max + 4 refused) and
+    // covers what emptcp writes (both tested kernels are >= 6.4).
+    let max = k["xdp_metadata_max"].as_u64().expect("metadata probed") as u32;
+    let needed = k["xdp_metadata_needed"].as_u64().unwrap() as u32;
+    assert!(max % 4 == 0 && max >= needed, "{k}");
+    let granted = |n: u32| {
+        let p = emptcp::sys::load_xdp_adjust_meta(n).unwrap();
+        let r = emptcp::sys::test_run_xdp(std::os::fd::AsFd::as_fd(&p), &[0; 64], 0, 1, 0);
+        r.unwrap().retval == emptcp::sys::XDP_PASS
+    };
+    assert!(granted(max), "{max} bytes of metadata refused");
+    assert!(!granted(max + 4), "{} bytes of metadata granted", max + 4);
+
+    // TCX: known; an attach type no kernel has is not.
+    assert_eq!(k["tcx"], true, "{k}");
+    assert!(!emptcp::sys::attach_type_known(1, 0xffff).unwrap());
+
+    // Live frames: accepted; a flag bit no kernel defines is refused.
+    assert_eq!(k["xdp_live_frames"], true, "{k}");
+    let p = emptcp::sys::load_xdp_verdict("emptcp_probe", emptcp::sys::XDP_DROP).unwrap();
+    let bogus = emptcp::sys::test_run_xdp(std::os::fd::AsFd::as_fd(&p), &[0; 64], 0, 1, 1 << 31);
+    assert_eq!(bogus.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+
+    let text = emptcp_ok(&root.path, Some(&ns.name), &["status"], 0);
+    assert!(
+        text.contains(&format!("kernel: {}", release.trim())),
+        "{text}"
+    );
+    assert!(text.contains("tcx links:        yes"), "{text}");
+}

@@ -12,6 +12,7 @@ pub mod copy;
 pub mod desired;
 pub mod flows;
 pub mod identity;
+pub mod kernel;
 pub mod layout;
 pub mod netdev;
 pub mod netns;

@@ -12,6 +12,7 @@ use emptcp_common::{
 use serde::Serialize;
 
 use crate::{
+    kernel::KernelFeatures,
     layout::Layout,
     netdev::AttachMode,
     observe::Observed,
@@ -95,6 +96,9 @@ pub struct Status {
     pub egress: BTreeMap<String, u64>,
     /// The `emptcp watch` daemon of this root, when it has a status file.
     pub daemon: Option<DaemonStatus>,
+    /// What the running kernel offers (probed by `emptcp status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelFeatures>,
 }
 
 /// What the daemon last published, plus whether it is still running.
@@ -363,6 +367,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
         programs,
         egress,
         daemon: None,
+        kernel: None,
     }
 }
 
@@ -609,6 +614,9 @@ pub fn render_text(s: &Status) -> String {
     }
     if let Some(d) = &s.daemon {
         render_daemon(&mut out, d);
+    }
+    if let Some(k) = &s.kernel {
+        out.push_str(&k.render());
     }
     out
 }

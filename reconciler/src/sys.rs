@@ -221,22 +221,70 @@ const BPF_PROG_TYPE_XDP: u32 = 6;
 /// leave through it.
 pub const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
-/// Loads `r0 = XDP_PASS; exit`: the injector for live frames, and the
-/// "bare XDP_PASS program" benchmarks compare against.
-pub fn load_xdp_pass(name: &str) -> io::Result<OwnedFd> {
-    let insns: [u8; 16] = [
-        0xb7, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, // mov r0, 2 (XDP_PASS)
-        0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // exit
-    ];
+/// XDP verdicts (`enum xdp_action`).
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// Loads a program of `prog_type` from raw instructions (8 bytes each).
+fn load_insns(prog_type: u32, insns: &[u8], name: &str) -> io::Result<OwnedFd> {
     let license = b"GPL\0";
     let mut attr = Attr::new();
-    attr.u32_at(0, BPF_PROG_TYPE_XDP)
-        .u32_at(4, 2)
+    attr.u32_at(0, prog_type)
+        .u32_at(4, (insns.len() / 8) as u32)
         .u64_at(8, insns.as_ptr() as u64)
         .u64_at(16, license.as_ptr() as u64);
     let n = name.len().min(15);
     attr.0[48..48 + n].copy_from_slice(&name.as_bytes()[..n]);
     bpf(BPF_PROG_LOAD, &mut attr).map(fd_result)
+}
+
+/// Loads `r0 = verdict; exit`.
+pub fn load_xdp_verdict(name: &str, verdict: u32) -> io::Result<OwnedFd> {
+    let v = verdict.to_le_bytes();
+    let insns: [u8; 16] = [
+        0xb7, 0x00, 0x00, 0x00, v[0], v[1], v[2], v[3], // mov r0, verdict
+        0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // exit
+    ];
+    load_insns(BPF_PROG_TYPE_XDP, &insns, name)
+}
+
+/// Loads `r0 = XDP_PASS; exit`: the injector for live frames, and the
+/// "bare XDP_PASS program" benchmarks compare against.
+pub fn load_xdp_pass(name: &str) -> io::Result<OwnedFd> {
+    load_xdp_verdict(name, XDP_PASS)
+}
+
+/// Loads a program that asks for `len` bytes of XDP metadata and returns
+/// XDP_PASS when `bpf_xdp_adjust_meta` granted them, XDP_DROP when not.
+pub fn load_xdp_adjust_meta(len: u32) -> io::Result<OwnedFd> {
+    let d = (-(len as i32)).to_le_bytes();
+    let insns: [u8; 56] = [
+        0xb7, 0x02, 0x00, 0x00, d[0], d[1], d[2], d[3], // mov r2, -len (r1 = ctx)
+        0x85, 0x00, 0x00, 0x00, 0x36, 0x00, 0x00, 0x00, // call bpf_xdp_adjust_meta (54)
+        0x15, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, // if r0 == 0 goto +2
+        0xb7, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, // mov r0, XDP_DROP
+        0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // exit
+        0xb7, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, // mov r0, XDP_PASS
+        0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // exit
+    ];
+    load_insns(BPF_PROG_TYPE_XDP, &insns, "emptcp_probe")
+}
+
+const BPF_PROG_QUERY: libc::c_long = 16;
+/// `BPF_TCX_INGRESS` (Linux 6.6).
+pub const BPF_TCX_INGRESS: u32 = 46;
+
+/// Whether the kernel knows `attach_type` for interfaces: `BPF_PROG_QUERY`
+/// on `ifindex` succeeds (it only reads) for a known attach type and fails
+/// with EINVAL for an unknown one (e.g. `BPF_TCX_INGRESS` before 6.6).
+pub fn attach_type_known(ifindex: u32, attach_type: u32) -> io::Result<bool> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, ifindex).u32_at(4, attach_type);
+    match bpf(BPF_PROG_QUERY, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Result of one BPF_PROG_TEST_RUN.

@@ -204,6 +204,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let o = observe::observe(&layout)?;
             let mut s = status::status(&layout, &o);
             status::attach_daemon(&mut s, &state_dir, &cli.bpffs_root);
+            s.kernel = Some(crate::kernel::probe());
             match cli.output {
                 Output::Text => print!("{}", status::render_text(&s)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&s)?),
