@@ -33,6 +33,12 @@ pub struct IfaceStatus {
     /// copy (`IFACE_CAPTURE`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub capture: bool,
+    /// The link type (iproute2's ARPHRD name: `ether`, `none` for tun, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_type: Option<String>,
+    /// Parsed as raw IP (no Ethernet header, `IFACE_RAW_IP`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub raw_ip: bool,
     /// The pinned TCX egress link (interfaces with egress chains).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressLinkStatus>,
@@ -300,6 +306,8 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
                 .map(|i| i.chains.iter().map(chain_name).collect())
                 .unwrap_or_default(),
             capture: e.ifaces.values().any(|i| &i.name == name && i.capture),
+            link_type: dev.and_then(|d| d.link_type.clone()),
+            raw_ip: dev.is_some_and(|d| d.framing() == Ok(crate::netdev::Framing::RawIp)),
             egress: egress_status(o, name, dev.map(|d| d.ifindex), &chain_name),
         });
     }
@@ -431,7 +439,7 @@ pub fn render_text(s: &Status) -> String {
     for i in &s.interfaces {
         let _ = writeln!(
             out,
-            "  {:<12} {:<9} mode={:<6} link={:<6} prog={:<6} chains=[{}]{}",
+            "  {:<12} {:<9} mode={:<6} link={:<6} prog={:<6} chains=[{}]{}{}",
             i.name,
             if i.attached { "attached" } else { "DETACHED" },
             i.mode
@@ -444,7 +452,12 @@ pub fn render_text(s: &Status) -> String {
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into()),
             i.chains.join(", "),
-            if i.capture { " capture" } else { "" }
+            if i.capture { " capture" } else { "" },
+            if i.raw_ip {
+                format!(" raw-ip ({})", i.link_type.as_deref().unwrap_or("?"))
+            } else {
+                String::new()
+            }
         );
         if let Some(g) = &i.egress {
             let _ = writeln!(
