@@ -606,13 +606,19 @@ fn effective_mode(want: XdpMode, dev: &NetDev) -> XdpMode {
     }
 }
 
-/// Can this link hand generic XDP an skb with CHECKSUM_COMPLETE (which an
-/// IPv4 insert would break, `IFACE_SKB`)? Not a `none` link: tun's
-/// virtio header only says partial or verified, WireGuard marks what it
-/// decrypted verified, wwan raw-ip leaves it unchecked. Ethernet NICs and
-/// decapsulating tunnels can.
+/// Does this link hand generic XDP skbs with CHECKSUM_COMPLETE (which an
+/// IPv4 insert would break, `IFACE_SKB`)? Decapsulating IP tunnels keep
+/// the outer packet's. Not a `none` link: tun's virtio header only says
+/// partial or verified, WireGuard marks what it decrypted verified, wwan
+/// raw-ip leaves it unchecked. Ethernet is not flagged yet: a veth (never
+/// COMPLETE, where skb-mode recovery must keep working) and a NIC (may be
+/// COMPLETE) share the link type; telling them apart needs the device
+/// kind (docs/datapath.md).
 fn may_csum_complete(dev: &NetDev) -> bool {
-    dev.link_type.as_deref() != Some("none")
+    matches!(
+        dev.link_type.as_deref(),
+        Some("ipip" | "tunnel6" | "sit" | "gre" | "gre6")
+    )
 }
 
 fn mode_matches(want: XdpMode, have: AttachMode) -> bool {

@@ -1071,3 +1071,12 @@ fn native_xdp_on_a_raw_ip_link_is_a_plan_error() {
     );
     assert!(errs[0].to_string().contains("xdp_mode: skb or auto"));
 }
+
+#[test]
+fn skb_mode_on_a_decapsulating_tunnel_skips_ipv4_inserts() {
+    let mut o = fresh();
+    o.netdevs.get_mut("eth0").unwrap().link_type = Some("gre".into());
+    let skb = BASE.replace("xdp_mode: native", "xdp_mode: skb");
+    converge(&desired(&skb), &mut o, PlanOptions::default());
+    assert!(o.entries.ifaces[&2].skb && o.entries.ifaces[&2].raw_ip);
+}
