@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 
 use emptcp_common::{
-    Action, CHAIN_NAME_LEN, ChainDef, ChainStep, DIR_LOCAL, DIR_REMOTE, IFACE_CAPTURE, IFNAME_LEN,
-    INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE, MAX_STEPS,
-    PortKey, Thresholds,
+    Action, CHAIN_NAME_LEN, ChainDef, ChainStep, DIR_LOCAL, DIR_REMOTE, IFACE_CAPTURE,
+    IFACE_RAW_IP, IFACE_SKB, IFNAME_LEN, INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6,
+    MAX_CHAINS_PER_IFACE, MAX_STEPS, PortKey, Thresholds,
 };
 use ipnet::IpNet;
 
@@ -140,7 +140,14 @@ pub fn iface_to_kernel(ifindex: u32, i: &IfaceEntry) -> IfaceChains {
         ifindex,
         ports,
         require: i.filter.require,
-        flags: if i.capture { IFACE_CAPTURE } else { 0 },
+        flags: [
+            (i.capture, IFACE_CAPTURE),
+            (i.raw_ip, IFACE_RAW_IP),
+            (i.skb, IFACE_SKB),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |f, (_, bit)| f | bit),
         chains,
         chain_flags,
         remote_ports: i.filter.remote_ports,
@@ -162,6 +169,8 @@ pub fn iface_from_kernel(i: &IfaceChains) -> IfaceEntry {
             local_ports: i.local_ports,
         },
         capture: i.flags & IFACE_CAPTURE != 0,
+        raw_ip: i.flags & IFACE_RAW_IP != 0,
+        skb: i.flags & IFACE_SKB != 0,
     }
 }
 

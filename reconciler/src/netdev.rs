@@ -26,6 +26,40 @@ pub struct NetDev {
     pub ifindex: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xdp: Option<XdpAttachment>,
+    /// The interface's link type as iproute2 names its ARPHRD (`ether`,
+    /// `loopback`, `none` for tun/WireGuard/wwan raw-ip, `ipip`, `gre`,
+    /// ...). Absent in older snapshots: taken as Ethernet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_type: Option<String>,
+}
+
+/// Where the datapath finds the IP header on a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Ethernet (+ up to two VLAN tags): L3 at 14, 18 or 22.
+    Ethernet,
+    /// Raw IP, no link-layer header: L3 at 0 (`IFACE_RAW_IP`).
+    RawIp,
+}
+
+/// Link types (iproute2's names of ARPHRD_*) whose packets XDP and TC see
+/// with an Ethernet header.
+const ETHERNET_LINKS: &[&str] = &["ether", "loopback"];
+/// Link types whose packets start with the IP header: tun and WireGuard
+/// (ARPHRD_NONE), rmnet (ARPHRD_RAWIP), IP-in-IP, SIT and GRE tunnels.
+const RAW_IP_LINKS: &[&str] = &["none", "rawip", "ipip", "tunnel6", "sit", "gre", "gre6"];
+
+impl NetDev {
+    /// How the datapath parses this link, or `Err(link type)` when it
+    /// cannot (e.g. `ppp`, `infiniband`, `can`).
+    pub fn framing(&self) -> Result<Framing, &str> {
+        match self.link_type.as_deref() {
+            None => Ok(Framing::Ethernet),
+            Some(t) if ETHERNET_LINKS.contains(&t) => Ok(Framing::Ethernet),
+            Some(t) if RAW_IP_LINKS.contains(&t) => Ok(Framing::RawIp),
+            Some(t) => Err(t),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +78,8 @@ struct IpLink {
     ifname: String,
     #[serde(default)]
     xdp: Option<IpXdp>,
+    #[serde(default)]
+    link_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +151,7 @@ fn parse(json: &[u8]) -> Result<BTreeMap<String, NetDev>, NetdevError> {
                 NetDev {
                     ifindex: l.ifindex,
                     xdp,
+                    link_type: l.link_type,
                 },
             )
         })
@@ -135,5 +172,22 @@ mod tests {
         assert_eq!(m["veth0"].xdp.as_ref().unwrap().prog_id, 42);
         assert_eq!(m["veth0"].xdp.as_ref().unwrap().mode, AttachMode::Skb);
         assert_eq!(m["veth1"].xdp.as_ref().unwrap().mode, AttachMode::Native);
+    }
+
+    #[test]
+    fn link_types_map_to_framing() {
+        let j = br#"[{"ifindex":1,"ifname":"lo","link_type":"loopback"},
+            {"ifindex":2,"ifname":"eth0","link_type":"ether"},
+            {"ifindex":3,"ifname":"tun0","link_type":"none"},
+            {"ifindex":4,"ifname":"rmnet0","link_type":"rawip"},
+            {"ifindex":5,"ifname":"ppp0","link_type":"ppp"},
+            {"ifindex":6,"ifname":"old"}]"#;
+        let m = parse(j).unwrap();
+        assert_eq!(m["lo"].framing(), Ok(Framing::Ethernet));
+        assert_eq!(m["eth0"].framing(), Ok(Framing::Ethernet));
+        assert_eq!(m["tun0"].framing(), Ok(Framing::RawIp));
+        assert_eq!(m["rmnet0"].framing(), Ok(Framing::RawIp));
+        assert_eq!(m["ppp0"].framing(), Err("ppp"));
+        assert_eq!(m["old"].framing(), Ok(Framing::Ethernet));
     }
 }

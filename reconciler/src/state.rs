@@ -64,6 +64,14 @@ pub struct IfaceEntry {
     /// `packet_copy` rule). Absent in older snapshots: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub capture: bool,
+    /// `IFACE_RAW_IP`: a raw-IP link (no Ethernet header), from the link
+    /// type observed at plan time. Absent in older snapshots: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw_ip: bool,
+    /// `IFACE_SKB`: the policy asks for generic (skb) XDP here, where an
+    /// IPv4 insert is skipped (CHECKSUM_COMPLETE). Absent: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skb: bool,
 }
 
 /// Per-interface summary of its chains' selectors.

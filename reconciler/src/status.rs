@@ -36,6 +36,12 @@ pub struct IfaceStatus {
     pub capture: bool,
     /// What the XDP link runs (absent without a link).
     pub runs: Option<Runs>,
+    /// The link type (iproute2's ARPHRD name: `ether`, `none` for tun, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_type: Option<String>,
+    /// Parsed as raw IP (no Ethernet header, `IFACE_RAW_IP`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub raw_ip: bool,
     /// The pinned TCX egress link (interfaces with egress chains).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressLinkStatus>,
@@ -328,6 +334,8 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
                 .unwrap_or_default(),
             capture: e.ifaces.values().any(|i| &i.name == name && i.capture),
             runs: link.map(|l| runs(o, l.prog_id, &o.prog_slots)),
+            link_type: dev.and_then(|d| d.link_type.clone()),
+            raw_ip: dev.is_some_and(|d| d.framing() == Ok(crate::netdev::Framing::RawIp)),
             egress: egress_status(o, name, dev.map(|d| d.ifindex), &chain_name),
         });
     }
@@ -539,7 +547,7 @@ pub fn render_text(s: &Status) -> String {
     for i in &s.interfaces {
         let _ = writeln!(
             out,
-            "  {:<12} {:<9} mode={:<6} link={:<6} prog={:<6} chains=[{}]{}{}",
+            "  {:<12} {:<9} mode={:<6} link={:<6} prog={:<6} chains=[{}]{}{}{}",
             i.name,
             if i.attached { "attached" } else { "DETACHED" },
             i.mode
@@ -553,7 +561,12 @@ pub fn render_text(s: &Status) -> String {
                 .unwrap_or_else(|| "-".into()),
             i.chains.join(", "),
             if i.capture { " capture" } else { "" },
-            i.runs.as_ref().map(render_runs).unwrap_or_default()
+            i.runs.as_ref().map(render_runs).unwrap_or_default(),
+            if i.raw_ip {
+                format!(" raw-ip ({})", i.link_type.as_deref().unwrap_or("?"))
+            } else {
+                String::new()
+            }
         );
         if let Some(g) = &i.egress {
             let _ = writeln!(

@@ -45,6 +45,10 @@ pub struct Run {
     pub verdict: u32,
     /// The frame after the program, without the XDP metadata.
     pub frame: Vec<u8>,
+    /// Bytes of XDP metadata left in front of the frame (`xdp_md.data -
+    /// xdp_md.data_meta` as the kernel reports it in ctx_out). Every run
+    /// asserts 0: GRO merges only packets whose metadata are equal.
+    pub meta_left: usize,
 }
 
 impl Dp {
@@ -123,6 +127,11 @@ impl Dp {
         m.insert(ifindex, ifc, 0).unwrap();
     }
 
+    /// Empties tail-call slot `slot` of `PROGS` (a failed tail call).
+    pub fn clear_slot(&mut self, slot: u32) {
+        self._progs.clear_index(&slot).unwrap();
+    }
+
     /// `IFACES[ifindex]` = `chains` in order (each set with [`Dp::chain`])
     /// with `IfaceChains::flags` = `flags`.
     pub fn iface(&mut self, ifindex: u32, chains: &[u32], flags: u32) {
@@ -172,12 +181,21 @@ impl Dp {
                 ..TestRunOptions::default()
             })
             .unwrap_or_else(|e| panic!("test_run {prog}: {e:?}"));
+        // BPF_PROG_TEST_RUN copies out data_meta..data_end and reports
+        // `data` relative to data_meta: the metadata length.
         let meta = u32::from_ne_bytes(ctx_out[..4].try_into().unwrap()) as usize;
         out.truncate(r.data_size_out as usize);
-        Run {
+        let run = Run {
             verdict: r.return_value,
             frame: out[meta..].to_vec(),
-        }
+            meta_left: meta,
+        };
+        assert_eq!(
+            run.meta_left, 0,
+            "{prog} (verdict {}) left {meta} bytes of XDP metadata in front of the packet",
+            run.verdict
+        );
+        run
     }
 
     /// Mean time per run of `frame` through `prog`, over `repeat` runs
@@ -199,6 +217,11 @@ impl Dp {
     /// Runs `frame` through the entry program (the whole chain).
     pub fn entry(&self, frame: &[u8]) -> Run {
         self.run("entry", frame, 0, LO)
+    }
+
+    /// Runs `frame` through program `prog` with no metadata in front.
+    pub fn bare(&self, prog: &str, frame: &[u8]) -> Run {
+        self.run(prog, frame, 0, LO)
     }
 
     /// Runs `frame` through one action, with the metadata the entry would

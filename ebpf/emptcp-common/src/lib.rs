@@ -235,6 +235,22 @@ impl IfaceChains {
 /// other interfaces a packet of no chain never reaches the test.
 pub const IFACE_CAPTURE: u32 = 1 << 0;
 
+/// `IfaceChains::flags`: a raw-IP link (tun, WireGuard, wwan raw-ip,
+/// ipip/gre/sit tunnels: no Ethernet header). The entry programs (XDP and
+/// TC egress) parse IPv4/IPv6 from byte 0 of such a packet, by its
+/// version nibble; without the flag the packet starts with Ethernet
+/// (+ up to two VLAN tags).
+pub const IFACE_RAW_IP: u32 = 1 << 1;
+
+/// `IfaceChains::flags`: the XDP program runs in generic (skb) mode here.
+/// An option insert into IPv4 would leave a `CHECKSUM_COMPLETE` skb's
+/// `csum` off by the inserted length (the pseudo-header grows, the IPv4
+/// header checksum compensates its own change), which the stack reports
+/// as "hw csum failure": inserts into IPv4 are skipped on such an
+/// interface (IPv6's payload length is in the covered header and cancels
+/// the change, docs/datapath.md).
+pub const IFACE_SKB: u32 = 1 << 2;
+
 /// Slots of the `IFACE_SLOTS` direct-mapped cache of `IFACES`.
 pub const IFACE_SLOTS: u32 = 1024;
 

@@ -1,7 +1,9 @@
 //! Chain plumbing shared by every action: the packet's description in the
 //! XDP metadata (written once by the entry program) and the tail call to the
 //! next step. No map lookup: the steps travel with the packet.
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::generated::bpf_xdp_adjust_meta, programs::XdpContext,
+};
 use emptcp_common::{MAX_STEPS, META_MAGIC, OPTS_BAD, Outcome, XdpMeta};
 
 use crate::{maps::PROGS, stats};
@@ -30,18 +32,35 @@ pub fn arg(m: *const XdpMeta) -> u32 {
     args[pos & (MAX_STEPS - 1)]
 }
 
-/// Tail-calls step `pos` of the packet's chain; returns XDP_PASS when the
-/// chain is done or the call fails (an empty slot is counted as an error of
-/// the calling program `row`).
+/// Tail-calls step `pos` of the packet's chain; returns XDP_PASS, with the
+/// description taken off ([`leave`]), when the chain is done or the call
+/// fails (an empty slot is counted as an error of the calling program
+/// `row`).
 #[inline(always)]
 pub fn jump(ctx: &XdpContext, m: *mut XdpMeta, pos: u32, row: u32) -> u32 {
     let Some(action) = step_action(m, pos) else {
-        return xdp_action::XDP_PASS;
+        return leave(ctx, xdp_action::XDP_PASS);
     };
     unsafe { (*m).pos = pos as u8 };
     unsafe { PROGS.tail_call(ctx, action) };
     stats::bump(row, Outcome::Error);
-    xdp_action::XDP_PASS
+    leave(ctx, xdp_action::XDP_PASS)
+}
+
+/// Every way out of a chain: takes the description off the front of the
+/// packet (`data_meta == data` again) and returns `verdict`. The stack
+/// must never see it: GRO does not merge packets whose metadata differ
+/// (`skb_metadata_differs`), and TC programs of others would read our
+/// bytes. Shrinking the metadata cannot fail (0 <= delta <= its length).
+#[inline(always)]
+pub fn leave(ctx: &XdpContext, verdict: u32) -> u32 {
+    let data = ctx.data();
+    let meta = ctx.metadata();
+    // A driver without metadata support reports data_meta = data + 1.
+    if meta < data {
+        unsafe { bpf_xdp_adjust_meta(ctx.ctx, (data - meta) as i32) };
+    }
+    verdict
 }
 
 /// The action of step `pos` of the described chain (both hooks), `None`
@@ -91,10 +110,11 @@ macro_rules! action_program {
             let row = $action as u32;
             $crate::stats::bump(row, emptcp_common::Outcome::Seen);
             let Some(m) = $crate::chain::meta(&ctx) else {
-                // Not sent here by our entry program: leave it alone.
+                // Not sent here by our entry program: pass it on, with
+                // nothing in front of it.
                 $crate::identity::reference();
                 $crate::stats::bump(row, emptcp_common::Outcome::Error);
-                return aya_ebpf::bindings::xdp_action::XDP_PASS;
+                return $crate::chain::leave(&ctx, aya_ebpf::bindings::xdp_action::XDP_PASS);
             };
             match $body(&ctx, m) {
                 $crate::chain::Verdict::Next => {
@@ -103,11 +123,14 @@ macro_rules! action_program {
                     // every pointer taken before is invalid.
                     let Some(m) = $crate::chain::meta(&ctx) else {
                         $crate::stats::bump(row, emptcp_common::Outcome::Error);
-                        return aya_ebpf::bindings::xdp_action::XDP_PASS;
+                        return $crate::chain::leave(
+                            &ctx,
+                            aya_ebpf::bindings::xdp_action::XDP_PASS,
+                        );
                     };
                     $crate::chain::next(&ctx, m, row)
                 }
-                $crate::chain::Verdict::Return(v) => v,
+                $crate::chain::Verdict::Return(v) => $crate::chain::leave(&ctx, v),
             }
         }
     };

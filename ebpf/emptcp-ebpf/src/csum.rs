@@ -1,7 +1,19 @@
 //! Incremental Internet checksums (RFC 1624): the actions change a few
 //! header bytes and adjust the checksum from the old and new words, never
 //! summing the payload.
-use crate::options::Buf64;
+use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::XdpContext};
+use emptcp_common::FlowKey;
+
+use crate::{
+    maps::CSUM_SCRATCH,
+    options::{Buf64, Seg, bounded, load},
+};
+
+/// Bytes summed per `bpf_csum_diff` call (its limit is 512).
+const CHUNK: u32 = 512;
+/// Longest segment whose checksum is verified: 18 chunks = 9216 bytes,
+/// a jumbo frame's. A longer segment is treated as unverifiable.
+const CHUNKS: u32 = 18;
 
 /// Folds a one's complement sum to 16 bits.
 #[inline(always)]
@@ -33,4 +45,73 @@ pub fn sum40(b: &Buf64) -> u16 {
 #[inline(always)]
 pub fn replace(csum: u16, old: u16, new: u16) -> u16 {
     !fold(!csum as u64 + !old as u64 + new as u64)
+}
+
+/// Does the TCP checksum of the received segment `s` (flow `key`: remote
+/// = source) hold? Sums the pseudo-header and the whole segment with
+/// `bpf_csum_diff`, 512 bytes at a time through a per-CPU buffer; a
+/// segment that is not all in the frame or longer than `CHUNKS` chunks
+/// counts as not verified. Used before anything from the packet is kept
+/// (strip's stored ADD_ADDR): a corrupted option must never be stored and
+/// later re-inserted with a fresh, valid checksum.
+#[inline(always)]
+pub fn tcp_valid(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> bool {
+    let len = s.seg_len;
+    if len == 0 || len > CHUNK * CHUNKS {
+        return false;
+    }
+    // Pseudo-header (RFC 793 / RFC 8200 8.1), in network order; zeros
+    // after it add nothing to the sum.
+    let mut ph = Buf64::zeroed();
+    if key.family == 4 {
+        ph.0[..4].copy_from_slice(&key.remote[..4]);
+        ph.0[4..8].copy_from_slice(&key.local[..4]);
+        ph.0[9] = 6;
+        ph.0[10..12].copy_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        ph.0[..16].copy_from_slice(&key.remote);
+        ph.0[16..32].copy_from_slice(&key.local);
+        ph.0[34..36].copy_from_slice(&(len as u16).to_be_bytes());
+        ph.0[39] = 6;
+    }
+    let mut sum = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            ph.0.as_mut_ptr() as *mut u32,
+            40,
+            0,
+        )
+    };
+    if sum < 0 {
+        return false;
+    }
+    let Some(buf) = CSUM_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let buf = buf as *mut u64;
+    for i in 0..CHUNKS {
+        let off = i * CHUNK;
+        if off >= len {
+            break;
+        }
+        let n = (len - off).min(CHUNK);
+        if n < CHUNK {
+            // The last, short chunk: zeros after it add nothing (and pad
+            // an odd length as the checksum rule says).
+            for k in 0..(CHUNK as usize / 8) {
+                unsafe { core::ptr::write_volatile(buf.add(k), 0) };
+            }
+        }
+        if !load(ctx, s.l4 + off, buf as *mut u8, bounded(n, CHUNK)) {
+            return false;
+        }
+        sum =
+            unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf as *mut u32, CHUNK, sum as u32) };
+        if sum < 0 {
+            return false;
+        }
+    }
+    // A valid segment sums to all ones (in either byte order).
+    fold(sum as u32 as u64) == 0xffff
 }

@@ -13,11 +13,11 @@ use aya_ebpf::{
     maps::lpm_trie::Key, programs::XdpContext,
 };
 use emptcp_common::{
-    ChainDef, DIR_LOCAL, DIR_REMOTE, FlowKey, IFACE_CAPTURE, IFACE_SLOTS, INGRESS_CAPTURE_SLOT,
-    INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE, MAX_STEPS,
-    META_FLOW_UNKNOWN, META_MAGIC, Outcome, PortKey, SEL_LOCAL, SEL_LOCAL_PORTS,
-    SEL_LOCAL_PORTS_INLINE, SEL_REMOTE, SEL_REMOTE_PORTS, SEL_REMOTE_PORTS_INLINE, STATS_ROW_ENTRY,
-    XdpMeta, port_bucket,
+    ChainDef, DIR_LOCAL, DIR_REMOTE, FlowKey, IFACE_CAPTURE, IFACE_RAW_IP, IFACE_SLOTS,
+    INGRESS_CAPTURE_SLOT, INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6,
+    MAX_CHAINS_PER_IFACE, MAX_STEPS, META_FLOW_UNKNOWN, META_MAGIC, Outcome, PortKey, SEL_LOCAL,
+    SEL_LOCAL_PORTS, SEL_LOCAL_PORTS_INLINE, SEL_REMOTE, SEL_REMOTE_PORTS, SEL_REMOTE_PORTS_INLINE,
+    STATS_ROW_ENTRY, XdpMeta, port_bucket,
 };
 
 use crate::{
@@ -49,18 +49,23 @@ pub fn entry(ctx: XdpContext) -> u32 {
 /// it, multiplied the entry's verified instructions by three).
 #[inline(always)]
 pub(crate) fn run<const CAPTURE: bool>(ctx: &XdpContext) -> u32 {
-    let Some(mut pkt) = parse_tcp(ctx) else {
+    // The interface first: it says where L3 starts (IFACE_RAW_IP).
+    let Some(ifc) = iface(ctx.ingress_ifindex() as u32) else {
         return xdp_action::XDP_PASS;
     };
-    let Some(ifc) = iface(ctx.ingress_ifindex() as u32) else {
+    let Some(mut pkt) = parse_tcp(ctx, ifc.flags & IFACE_RAW_IP != 0) else {
         return xdp_action::XDP_PASS;
     };
     // `seen` is not counted here (one lookup less per packet): status
     // reports it as applied + passed + error.
     if try_entry::<CAPTURE>(ctx, &mut pkt, ifc).is_none() {
         stats::bump(STATS_ROW_ENTRY, Outcome::Passed);
+        // Not ours: no description was written, nothing to take off.
+        return xdp_action::XDP_PASS;
     }
-    xdp_action::XDP_PASS
+    // A chain was started and its tail call failed, or the description
+    // could not be written: take it off before the stack sees the packet.
+    chain::leave(ctx, xdp_action::XDP_PASS)
 }
 
 /// The interface's chains: the direct-mapped slot (an inlined array
@@ -68,7 +73,7 @@ pub(crate) fn run<const CAPTURE: bool>(ctx: &XdpContext) -> u32 {
 /// names its interface (an unused one holds ifindex 0, which no interface
 /// has), and apply writes one only for an interface the entry has work on.
 #[inline(always)]
-fn iface(ifindex: u32) -> Option<&'static IfaceChains> {
+pub(crate) fn iface(ifindex: u32) -> Option<&'static IfaceChains> {
     if let Some(c) = SLOTS.get(ifindex & (IFACE_SLOTS - 1))
         && c.ifindex == ifindex
     {
@@ -148,8 +153,8 @@ fn try_entry<const CAPTURE: bool>(
         return None;
     };
     // Room for the description in front of the packet. Received frames
-    // have no metadata; a frame that already has ours (BPF_PROG_TEST_RUN
-    // with repeat runs the same buffer again) keeps it.
+    // have no metadata (every way out of the chain takes ours off again,
+    // `chain::leave`); anything else in front is resized to ours.
     let have = (ctx.data() - ctx.metadata()) as i32;
     if have != META_LEN && unsafe { bpf_xdp_adjust_meta(ctx.ctx, have - META_LEN) } != 0 {
         stats::bump(STATS_ROW_ENTRY, Outcome::Error);

@@ -13,7 +13,7 @@ use core::hint::black_box;
 
 use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
 
-use emptcp_common::XdpMeta;
+use emptcp_common::{IFACE_SKB, XdpMeta};
 
 use crate::{
     chain, csum,
@@ -32,9 +32,28 @@ pub enum Insert {
     Done { at: u32, m: *mut XdpMeta },
     /// Nothing was changed (the head could not grow, or no room).
     Unchanged,
+    /// Nothing was changed, on purpose: the packet must not grow (its IP
+    /// length would pass 65535, or an IPv4 insert in generic XDP would
+    /// break the skb's CHECKSUM_COMPLETE, `IFACE_SKB`). Like no room.
+    Refused,
     /// The head grew but a later write failed: the packet is inconsistent
     /// and must not be passed on.
     Damaged,
+}
+
+/// Bytes of the frame (XDP: one buffer, the programs are not frags-aware).
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> u32 {
+    // black_box: LLVM would fold a later `+ n` into pkt_end, which the
+    // verifier refuses (no arithmetic on pkt_end).
+    black_box(ctx.data_end() - ctx.data()) as u32
+}
+
+/// Does the receiving interface run our XDP in generic (skb) mode? Looked
+/// up only here, on the rare packet that is about to grow.
+#[inline(always)]
+fn skb_mode(ctx: &XdpContext) -> bool {
+    crate::entry::iface(ctx.ingress_ifindex() as u32).is_some_and(|i| i.flags & IFACE_SKB != 0)
 }
 
 /// Does an `n`-byte option fit after the current options?
@@ -76,6 +95,15 @@ pub fn insert_option(ctx: &XdpContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) ->
     let Some(old_len) = old_len else {
         return Insert::Unchanged;
     };
+    // Never wrap a length: the parser only takes packets whose IP length
+    // covers the TCP header (not BIG TCP's 0), and none may pass 65535,
+    // nor may the frame, whatever its IP length says.
+    if old_len as u32 + n > 0xffff || frame_len(ctx) + n > 0xffff {
+        return Insert::Refused;
+    }
+    if w.family == 4 && skb_mode(ctx) {
+        return Insert::Refused;
+    }
     let new_len = old_len.wrapping_add(n as u16);
     let ip_csum = if w.family == 4 {
         match load_be16(ctx, w.l3 + 10) {

@@ -135,10 +135,20 @@ pub fn tcp_numbers<C: Frame>(ctx: &C, l4_off: usize) -> Option<(u32, u32, u16)> 
     Some((be32(4), be32(8), be16(unsafe { t.add(14) })))
 }
 
-/// Parses the packet; `None` for anything that is not a well-formed,
-/// unfragmented TCP segment over IPv4 or IPv6.
+/// The L3 protocol and its offset: after Ethernet (+ up to two tags), or,
+/// on a raw-IP link (`raw`), at byte 0, named by its version nibble.
 #[inline(always)]
-pub fn parse_tcp<C: Frame>(ctx: &C) -> Option<Packet> {
+fn link<C: Frame>(ctx: &C, raw: bool) -> Option<(u16, usize)> {
+    if raw {
+        // 20 bytes (the shortest IP header), not 1: `end > start` alone
+        // gives the verifier no packet range.
+        let v = unsafe { *bytes_at(ctx, 0, 20)? } >> 4;
+        return match v {
+            4 => Some((ETH_P_IP, 0)),
+            6 => Some((ETH_P_IPV6, 0)),
+            _ => None,
+        };
+    }
     let eth = bytes_at(ctx, 0, ETH_HLEN)?;
     let mut proto = be16(unsafe { eth.add(12) });
     let mut l3_off = ETH_HLEN;
@@ -153,6 +163,18 @@ pub fn parse_tcp<C: Frame>(ctx: &C) -> Option<Packet> {
             l3_off += 4;
         }
     }
+    Some((proto, l3_off))
+}
+
+/// Parses the packet (`raw`: the link has no Ethernet header, see
+/// `IFACE_RAW_IP`); `None` for anything that is not a well-formed,
+/// unfragmented TCP segment over IPv4 or IPv6 whose IP length covers at
+/// least the fixed TCP header. That leaves out, untouched, packets larger
+/// than their header can say: IPv4 total length 0 (BIG TCP, GRO/GSO
+/// super-packets) and IPv6 payload length 0 (jumbograms, BIG TCP).
+#[inline(always)]
+pub fn parse_tcp<C: Frame>(ctx: &C, raw: bool) -> Option<Packet> {
+    let (proto, l3_off) = link(ctx, raw)?;
     let (family, l4_off, seg_len) = match proto {
         ETH_P_IP => {
             let ip = bytes_at(ctx, l3_off, 20)?;
@@ -173,7 +195,10 @@ pub fn parse_tcp<C: Frame>(ctx: &C) -> Option<Packet> {
                 return None;
             }
             let total = be16(unsafe { ip.add(2) }) as usize;
-            (4u8, l3_off + ihl, total.wrapping_sub(ihl) as u16)
+            if total < ihl + TCP_HLEN {
+                return None;
+            }
+            (4u8, l3_off + ihl, (total - ihl) as u16)
         }
         ETH_P_IPV6 => {
             let ip = bytes_at(ctx, l3_off, 40)?;
@@ -184,7 +209,11 @@ pub fn parse_tcp<C: Frame>(ctx: &C) -> Option<Packet> {
             if unsafe { *ip.add(6) } != IPPROTO_TCP {
                 return None;
             }
-            (6u8, l3_off + 40, be16(unsafe { ip.add(4) }))
+            let payload = be16(unsafe { ip.add(4) });
+            if (payload as usize) < TCP_HLEN {
+                return None;
+            }
+            (6u8, l3_off + 40, payload)
         }
         _ => return None,
     };

@@ -119,6 +119,7 @@ packet_copy:
                 NetDev {
                     ifindex: 9,
                     xdp: None,
+                    link_type: None,
                 },
             );
         }

@@ -25,7 +25,7 @@ pub use view::View;
 use crate::{
     desired::{Desired, XdpMode},
     layout::OLD_PREFIX,
-    netdev::{AttachMode, NetDev},
+    netdev::{AttachMode, Framing, NetDev},
     object::{EGRESS_ENTRY, ENTRY_PROGRAM, MapDef},
     observe::Observed,
     state::{Entries, IfaceEntry, IfaceFilter, PortEntry},
@@ -48,6 +48,8 @@ pub const CONFIG_MAPS: &[&str] = &[
     "EGRESS_IFACES",
     // Per-CPU scratch of the egress description: nothing outlives a packet.
     "EGRESS_META",
+    // Per-CPU buffer of the TCP checksum check: nothing outlives a packet.
+    "CSUM_SCRATCH",
 ];
 
 const BPF_MAP_TYPE_HASH: u32 = 1;
@@ -107,6 +109,14 @@ pub enum PlanError {
         "more than {max} chains would be live (ids are kept for existing chains); apply a policy with fewer chains first"
     )]
     TooManyChains { max: u32 },
+    #[error(
+        "interface {iface} is a raw-IP link (link type {link_type}) and its driver runs no native XDP for it (tun only in TAP mode; WireGuard, wwan and tunnels not at all); set xdp_mode: skb or auto for {iface}"
+    )]
+    NativeOnRawIp { iface: String, link_type: String },
+    #[error(
+        "interface {iface} has link type '{link_type}', which the datapath cannot parse (it serves Ethernet and raw IP: tun, WireGuard, wwan raw-ip, ipip/gre/sit); remove {iface} from the policy's interfaces"
+    )]
+    LinkType { iface: String, link_type: String },
 }
 
 /// Hash of the parts of `o` a plan depends on.
@@ -298,6 +308,8 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
     let have = effective_entries(o, &retired);
     diff_entries(&want, &have, &ids, &mut s);
 
+    link_types(d, o, &mut errors, &mut notes);
+
     // --- links ------------------------------------------------------------------
     let entry_prog = o.programs.get(ENTRY_PROGRAM).map(|p| p.id);
     let xdp_ifaces = || d.interfaces.iter().filter(|(_, i)| i.wants_xdp());
@@ -312,7 +324,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
             let mode_ok = dev
                 .xdp
                 .as_ref()
-                .is_some_and(|x| mode_matches(iface.mode, x.mode));
+                .is_some_and(|x| mode_matches(effective_mode(iface.mode, dev), x.mode));
             if attached_here && mode_ok {
                 link_ok = true;
                 if need_load || Some(link.prog_id) != entry_prog {
@@ -326,7 +338,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
                 if attached_here {
                     notes.push(format!(
                         "{name}: XDP mode changes to {:?}: the program is re-attached (not hitless)",
-                        iface.mode
+                        effective_mode(iface.mode, dev)
                     ));
                 }
                 s.relink.push(Step::Detach {
@@ -361,7 +373,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
         s.links.push(Step::Attach {
             iface: name.clone(),
             ifindex: dev.ifindex,
-            mode: iface.mode,
+            mode: effective_mode(iface.mode, dev),
         });
     }
     for (name, link) in &o.links {
@@ -595,6 +607,65 @@ fn unpin_map(name: &str) -> Step {
     }
 }
 
+/// Every policy interface's link type: raw-IP links are noted (the plan
+/// shows how each is parsed), a link the datapath cannot parse is an error
+/// naming it (never a silent no-op).
+fn link_types(d: &Desired, o: &Observed, errors: &mut Vec<PlanError>, notes: &mut Vec<String>) {
+    for (name, iface) in &d.interfaces {
+        let Some(dev) = o.netdevs.get(name) else {
+            continue; // noted in desired_entries
+        };
+        match dev.framing() {
+            Ok(Framing::Ethernet) => {}
+            Ok(Framing::RawIp) if iface.wants_xdp() && iface.mode == XdpMode::Native => errors
+                .push(PlanError::NativeOnRawIp {
+                    iface: name.clone(),
+                    link_type: dev.link_type.clone().unwrap_or_default(),
+                }),
+            Ok(Framing::RawIp) => notes.push(format!(
+                "{name}: raw-IP link (link type {}): IP parsed from byte 0{}",
+                dev.link_type.as_deref().unwrap_or("?"),
+                if iface.wants_xdp() && iface.mode == XdpMode::Auto {
+                    ", XDP in skb mode"
+                } else {
+                    ""
+                }
+            )),
+            Err(t) => errors.push(PlanError::LinkType {
+                iface: name.clone(),
+                link_type: t.to_string(),
+            }),
+        }
+    }
+}
+
+/// The XDP mode to attach with. `auto` on a raw-IP link is generic
+/// (skb): tun runs a native program only in TAP mode (an IFF_TUN packet
+/// would never meet it), and the other raw-IP drivers (WireGuard, wwan,
+/// tunnels) have no native XDP at all.
+fn effective_mode(want: XdpMode, dev: &NetDev) -> XdpMode {
+    if want == XdpMode::Auto && dev.framing() == Ok(Framing::RawIp) {
+        XdpMode::Skb
+    } else {
+        want
+    }
+}
+
+/// Does this link hand generic XDP skbs with CHECKSUM_COMPLETE (which an
+/// IPv4 insert would break, `IFACE_SKB`)? Decapsulating IP tunnels keep
+/// the outer packet's. Not a `none` link: tun's virtio header only says
+/// partial or verified, WireGuard marks what it decrypted verified, wwan
+/// raw-ip leaves it unchecked. Ethernet is not flagged yet: a veth (never
+/// COMPLETE, where skb-mode recovery must keep working) and a NIC (may be
+/// COMPLETE) share the link type; telling them apart needs the device
+/// kind (docs/datapath.md).
+fn may_csum_complete(dev: &NetDev) -> bool {
+    matches!(
+        dev.link_type.as_deref(),
+        Some("ipip" | "tunnel6" | "sit" | "gre" | "gre6")
+    )
+}
+
 fn mode_matches(want: XdpMode, have: AttachMode) -> bool {
     match want {
         XdpMode::Auto => true,
@@ -683,6 +754,8 @@ fn desired_entries(
                 filter: iface_filter(&chains, e),
                 chains,
                 capture: false,
+                raw_ip: dev.framing() == Ok(Framing::RawIp),
+                skb: effective_mode(iface.mode, dev) == XdpMode::Skb && may_csum_complete(dev),
             }
         };
         if iface.wants_xdp() {

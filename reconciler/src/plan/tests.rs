@@ -81,6 +81,7 @@ fn fresh() -> Observed {
             NetDev {
                 ifindex: i,
                 xdp: None,
+                link_type: None,
             },
         );
     }
@@ -521,6 +522,7 @@ fn missing_interface_is_a_note_not_an_error() {
         NetDev {
             ifindex: 9,
             xdp: None,
+            link_type: None,
         },
     );
     let p = converge(&desired(BASE), &mut o, PlanOptions::default());
@@ -538,6 +540,7 @@ fn recreated_interface_gets_a_new_link() {
         NetDev {
             ifindex: 12,
             xdp: None,
+            link_type: None,
         },
     );
     let p = converge(&desired(BASE), &mut o, PlanOptions::default());
@@ -568,6 +571,7 @@ fn observed_hash_ignores_unrelated_interfaces() {
         NetDev {
             ifindex: 40,
             xdp: None,
+            link_type: None,
         },
     );
     assert_eq!(h, observed_hash(&o, &["eth0".to_string()]));
@@ -754,6 +758,7 @@ fn recreated_interface_gets_a_new_tc_link() {
         NetDev {
             ifindex: 13,
             xdp: None,
+            link_type: None,
         },
     );
     let p = converge(
@@ -1065,6 +1070,58 @@ fn roll_forward_after_an_interrupted_upgrade_moves_slots_and_links() {
 }
 
 #[test]
+fn raw_ip_link_is_flagged_and_noted() {
+    let mut o = fresh();
+    o.netdevs.get_mut("eth0").unwrap().link_type = Some("none".into());
+    let auto = BASE.replace("xdp_mode: native", "xdp_mode: auto");
+    let p = converge(&desired(&auto), &mut o, PlanOptions::default());
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("eth0: raw-IP link (link type none)") && n.contains("skb mode")),
+        "{:?}",
+        p.notes
+    );
+    assert!(
+        p.steps.iter().any(
+            |s| matches!(s, Step::Attach { iface, mode: XdpMode::Skb, .. } if iface == "eth0")
+        )
+    );
+    let e = o.entries.ifaces.get(&2).cloned().expect("eth0 entry");
+    assert!(e.raw_ip, "IFACE_RAW_IP written for a raw-IP link");
+    // A `none` link never hands generic XDP a CHECKSUM_COMPLETE skb.
+    assert!(!e.skb);
+    // Converged: the next plan is empty.
+    assert!(
+        converge(&desired(&auto), &mut o, PlanOptions::default())
+            .steps
+            .is_empty()
+    );
+    let k = crate::codec::iface_to_kernel(2, &e);
+    assert_eq!(
+        k.flags & emptcp_common::IFACE_RAW_IP,
+        emptcp_common::IFACE_RAW_IP
+    );
+    assert_eq!(crate::codec::iface_from_kernel(&k), e);
+}
+
+#[test]
+fn unsupported_link_type_is_a_plan_error_naming_it() {
+    let mut o = fresh();
+    o.netdevs.get_mut("eth0").unwrap().link_type = Some("ppp".into());
+    let errs = plan(&desired(BASE), &o, PlanOptions::default()).unwrap_err();
+    assert!(
+        matches!(&errs[0], PlanError::LinkType { iface, link_type } if iface == "eth0" && link_type == "ppp"),
+        "{errs:?}"
+    );
+    let msg = errs[0].to_string();
+    assert!(
+        msg.contains("eth0") && msg.contains("'ppp'") && msg.contains("remove"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn a_pin_replaced_by_hand_is_drift() {
     let d = desired(BASE);
     let mut o = fresh();
@@ -1104,4 +1161,25 @@ fn a_slot_replaced_by_hand_is_set_back() {
     let p = plan(&d, &o, PlanOptions::default()).unwrap();
     assert_eq!(kinds(&p), ["set_slot"]);
     converge(&d, &mut o, PlanOptions::default());
+}
+
+#[test]
+fn native_xdp_on_a_raw_ip_link_is_a_plan_error() {
+    let mut o = fresh();
+    o.netdevs.get_mut("eth0").unwrap().link_type = Some("none".into());
+    let errs = plan(&desired(BASE), &o, PlanOptions::default()).unwrap_err();
+    assert!(
+        matches!(&errs[0], PlanError::NativeOnRawIp { iface, .. } if iface == "eth0"),
+        "{errs:?}"
+    );
+    assert!(errs[0].to_string().contains("xdp_mode: skb or auto"));
+}
+
+#[test]
+fn skb_mode_on_a_decapsulating_tunnel_skips_ipv4_inserts() {
+    let mut o = fresh();
+    o.netdevs.get_mut("eth0").unwrap().link_type = Some("gre".into());
+    let skb = BASE.replace("xdp_mode: native", "xdp_mode: skb");
+    converge(&desired(&skb), &mut o, PlanOptions::default());
+    assert!(o.entries.ifaces[&2].skb && o.entries.ifaces[&2].raw_ip);
 }

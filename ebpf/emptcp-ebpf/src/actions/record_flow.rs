@@ -94,7 +94,8 @@ fn create(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> bool {
         ..FlowState::default()
     };
     let mut eth = Buf64::zeroed();
-    if load(ctx, 0, eth.0.as_mut_ptr(), 16) {
+    // A raw-IP link (L3 at 0) has no MACs: a forged packet needs none.
+    if s.l3 >= 14 && load(ctx, 0, eth.0.as_mut_ptr(), 16) {
         f.mac.copy_from_slice(&eth.0[..12]);
         if s.l3 > 14 {
             f.vlan_tci = eth.be16(14);

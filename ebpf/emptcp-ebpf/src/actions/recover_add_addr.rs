@@ -2,14 +2,15 @@
 //! re-insert the ADD_ADDR options strip_add_addr stored, one per received
 //! packet that has room for it (see `insert.rs`), oldest slot first.
 //!
-//! A packet without room (a data segment with timestamps and a full DSS)
-//! passes untouched and the flow is marked `FLOW_RECOVER_PENDING`: user
+//! A packet without room (a data segment with timestamps and a full DSS),
+//! or one that must not grow (`insert::Insert::Refused`), passes untouched and the flow is marked `FLOW_RECOVER_PENDING`: user
 //! space can then forge a duplicate ACK carrying the option from the
 //! flow's newest seq/ack/window/timestamps and MACs (docs/datapath.md).
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use emptcp_common::{
-    ADD_ADDR_MAX_LEN, ADDR_SLOTS, Action, AddrKey, FLOW_RECOVER_PENDING, FlowStat,
-    META_FLOW_TRACKED, META_FLOW_UNTRACKED, OPTS_EOL, OptRef, Outcome, RecoverEvent, XdpMeta,
+    ADD_ADDR_MAX_LEN, ADDR_SLOTS, Action, AddrKey, FLOW_RECOVER_PENDING, FlowKey, FlowStat,
+    FlowState, META_FLOW_TRACKED, META_FLOW_UNTRACKED, OPTS_EOL, OptRef, Outcome, RecoverEvent,
+    XdpMeta,
 };
 
 use crate::{
@@ -74,22 +75,7 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     let len = v.len as u32;
     let n = (len + 3) & !3;
     if s.opt_state == OPTS_EOL || !has_room(&s, n) {
-        f.flags |= FLOW_RECOVER_PENDING;
-        stats::event(FlowStat::RecoverPendingNoRoom);
-        // Ask user space for a forged duplicate ACK, spaced out and bounded
-        // so a long download sends a handful of events, not one per packet.
-        let c = f.pending_packets;
-        f.pending_packets = c.saturating_add(1);
-        if c % 16 == 0 && c < 128 {
-            let ev = RecoverEvent {
-                key,
-                slot,
-                ifindex: f.ifindex,
-            };
-            if EVENTS.output::<RecoverEvent>(&ev, 0).is_err() {
-                stats::bump(ROW, Outcome::Error);
-            }
-        }
+        pending(f, &key, slot);
         return None;
     }
     // NOPs first (two when the length is 18 or 30), like Linux pads its
@@ -124,6 +110,10 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
             stats::bump(ROW, Outcome::Applied);
             Some(Verdict::Next)
         }
+        Insert::Refused => {
+            pending(f, &key, slot);
+            None
+        }
         Insert::Unchanged => {
             stats::bump(ROW, Outcome::Error);
             Some(Verdict::Next)
@@ -131,6 +121,28 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
         Insert::Damaged => {
             stats::bump(ROW, Outcome::Error);
             Some(Verdict::Return(xdp_action::XDP_DROP))
+        }
+    }
+}
+
+/// The packet cannot carry the option (no room, or it must not grow): the
+/// flow is marked pending and user space is asked for a forged duplicate
+/// ACK, spaced out and bounded so a long download sends a handful of
+/// events, not one per packet.
+#[inline(always)]
+fn pending(f: &mut FlowState, key: &FlowKey, slot: u32) {
+    f.flags |= FLOW_RECOVER_PENDING;
+    stats::event(FlowStat::RecoverPendingNoRoom);
+    let c = f.pending_packets;
+    f.pending_packets = c.saturating_add(1);
+    if c % 16 == 0 && c < 128 {
+        let ev = RecoverEvent {
+            key: *key,
+            slot,
+            ifindex: f.ifindex,
+        };
+        if EVENTS.output::<RecoverEvent>(&ev, 0).is_err() {
+            stats::bump(ROW, Outcome::Error);
         }
     }
 }

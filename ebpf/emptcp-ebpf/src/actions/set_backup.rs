@@ -86,6 +86,10 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, backup: u8) -> Option<Verdict> {
             stats::bump(ROW, Outcome::Applied);
             Some(Verdict::Next)
         }
+        Insert::Refused => {
+            stats::event(FlowStat::MpPrioNoRoom);
+            None
+        }
         Insert::Unchanged => {
             stats::bump(ROW, Outcome::Error);
             Some(Verdict::Next)

@@ -5,7 +5,8 @@
 //! option; NOP-ing it leaves a post-handshake packet without any MPTCP
 //! option and the client falls back to plain TCP. Such a packet is dropped
 //! (its option stored); any other carrier gets the option overwritten with
-//! NOPs and its checksum fixed. Echo ADD_ADDRs are never touched.
+//! NOPs and its checksum fixed. Echo ADD_ADDRs are never touched. Nothing
+//! is stored from (or done to) a segment whose TCP checksum does not hold.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use emptcp_common::{ADD_ADDR_MAX_LEN, Action, FlowStat, OptRef, Outcome, XdpMeta};
 
@@ -49,6 +50,13 @@ fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     }
     let mut aa = [0u8; 32];
     if !s.read(ctx, h, &mut aa) {
+        return None;
+    }
+    // Only an option whose segment checksum holds is kept: a corrupted
+    // one would be re-inserted later under a fresh, valid checksum. The
+    // segment passes untouched (the stack drops it), counted malformed.
+    if !csum::tcp_valid(ctx, &s, &key) {
+        stats::event(FlowStat::Malformed);
         return None;
     }
     let len = h.len as u32;

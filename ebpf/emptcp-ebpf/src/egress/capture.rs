@@ -121,7 +121,8 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
     if s.dss.len != 0 {
         data_ack(ctx, s, f);
     }
-    if let Some(eth) = bytes_at(ctx, 0, 16) {
+    // A raw-IP link (L3 at 0) has no MACs: a forged packet needs none.
+    if let Some(eth) = bytes_at(ctx, 0, 16).filter(|_| s.l3 >= 14) {
         let mut mac = [0u8; 12];
         unsafe { core::ptr::copy_nonoverlapping(eth, mac.as_mut_ptr(), 12) };
         f.mac = mac;

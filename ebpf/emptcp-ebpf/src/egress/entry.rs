@@ -4,8 +4,8 @@
 //! `egress_capture` records the subflow and starts the chain.
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use emptcp_common::{
-    EGRESS_CAPTURE_SLOT, MAX_CHAINS_PER_IFACE, Outcome, SEL_LOCAL_PORTS, SEL_REMOTE_PORTS,
-    STATS_ROW_EGRESS,
+    EGRESS_CAPTURE_SLOT, IFACE_RAW_IP, IfaceChains, MAX_CHAINS_PER_IFACE, Outcome, SEL_LOCAL_PORTS,
+    SEL_REMOTE_PORTS, STATS_ROW_EGRESS,
 };
 
 use super::{PASS, capture};
@@ -20,11 +20,16 @@ const ROW: u32 = STATS_ROW_EGRESS;
 
 #[classifier]
 pub fn egress_entry(ctx: TcContext) -> i32 {
-    let Some(mut pkt) = parse_tcp(&ctx) else {
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // The interface first: it says where L3 starts (an skb sent on a
+    // raw-IP device has no link-layer header, `IFACE_RAW_IP`).
+    let Some(ifc) = (unsafe { EGRESS_IFACES.get(&ifindex) }) else {
         return PASS;
     };
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    if try_entry(&ctx, &mut pkt, ifindex).is_none() {
+    let Some(mut pkt) = parse_tcp(&ctx, ifc.flags & IFACE_RAW_IP != 0) else {
+        return PASS;
+    };
+    if try_entry(&ctx, &mut pkt, ifc).is_none() {
         stats::bump(ROW, Outcome::Passed);
     }
     PASS
@@ -33,8 +38,7 @@ pub fn egress_entry(ctx: TcContext) -> i32 {
 /// `Some` when a chain was started (and failed to tail call), `None` when
 /// the packet is not for us. Either way the packet passes.
 #[inline(always)]
-fn try_entry(ctx: &TcContext, sent: &mut Packet, ifindex: u32) -> Option<()> {
-    let ifc = unsafe { EGRESS_IFACES.get(&ifindex) }?;
+fn try_entry(ctx: &TcContext, sent: &mut Packet, ifc: &IfaceChains) -> Option<()> {
     // The parser leaves the addresses out (most ingress packets never need
     // them); every egress packet of a listed interface does.
     addresses(ctx, sent)?;
