@@ -1183,3 +1183,228 @@ fn skb_mode_on_a_decapsulating_tunnel_skips_ipv4_inserts() {
     converge(&desired(&skb), &mut o, PlanOptions::default());
     assert!(o.entries.ifaces[&2].skb && o.entries.ifaces[&2].raw_ip);
 }
+
+// ---- property: convergence from random desired states and crash points ------
+
+mod convergence {
+    //! For random sequences of desired states (chains, thresholds,
+    //! interfaces, egress chains, object A/B, packet_copy on/off) and random
+    //! crash points (a prefix of the plan applied, the load itself killed
+    //! after pinning only some maps and programs), planning again from
+    //! whatever is left and applying that plan leaves nothing to do.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// 512 cases of up to 6 desired states each: under 1 s in release on
+    /// the development machine, small enough to run with every `cargo test`.
+    const CASES: u32 = 512;
+
+    /// One desired state, as the knobs a policy file turns.
+    #[derive(Clone, Debug)]
+    struct Knobs {
+        sha_b: bool,
+        /// Per interface (eth0, eth1): xdp mode skb, `short` in its chains,
+        /// `bulk` in its chains, the egress chain `out` in its chains.
+        ifaces: [(bool, bool, bool, bool); 2],
+        remove_below_kib: u32,
+        recover_extra_kib: u32,
+        strip: bool,
+        bulk_port: u16,
+        out_backup: bool,
+        copy: bool,
+    }
+
+    fn knobs() -> impl Strategy<Value = Knobs> {
+        let iface = (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
+        (
+            any::<bool>(),
+            [iface, iface],
+            1u32..8192,
+            0u32..8192,
+            any::<bool>(),
+            1u16..,
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(
+                    sha_b,
+                    ifaces,
+                    remove_below_kib,
+                    recover_extra_kib,
+                    strip,
+                    bulk_port,
+                    out_backup,
+                    copy,
+                )| Knobs {
+                    sha_b,
+                    ifaces,
+                    remove_below_kib,
+                    recover_extra_kib,
+                    strip,
+                    bulk_port,
+                    out_backup,
+                    copy,
+                },
+            )
+    }
+
+    /// The policy text of `k`: every chain is declared, interfaces use a
+    /// subset; packet_copy only where `out` runs (the rule needs it).
+    fn policy_text(k: &Knobs) -> String {
+        let mut t = String::from("version: 1\ninterfaces:\n");
+        if k.ifaces.iter().all(|f| !(f.1 || f.2 || f.3)) {
+            t = String::from("version: 1\ninterfaces: []\n");
+        }
+        for (i, (skb, short, bulk, out)) in k.ifaces.iter().enumerate() {
+            let mut chains = Vec::new();
+            for (on, name) in [(short, "short"), (bulk, "bulk"), (out, "out")] {
+                if *on {
+                    chains.push(name);
+                }
+            }
+            if chains.is_empty() {
+                continue; // an interface must list a chain: leave it out
+            }
+            let mode = if *skb { "skb" } else { "native" };
+            t += &format!(
+                "  - name: eth{i}\n    xdp_mode: {mode}\n    chains: [{}]\n",
+                chains.join(", ")
+            );
+        }
+        // Thresholds are only allowed (and required) with strip/recover.
+        let recover = k.remove_below_kib + k.recover_extra_kib;
+        let short = if k.strip {
+            format!(
+                "thresholds: {{remove_below: {}KiB, recover_at: {recover}KiB}}
+    actions: [record_flow, strip_add_addr, recover_add_addr, count]",
+                k.remove_below_kib
+            )
+        } else {
+            "actions: [record_flow, count]".to_string()
+        };
+        t += &format!(
+            "chains:
+  - name: short
+    match: {{remote: [203.0.113.0/24], local_ports: [443]}}
+    {short}
+  - name: bulk
+    match: {{remote_ports: [{}]}}
+    actions: [count]
+  - name: out
+    hook: egress
+    match: {{remote: [198.51.100.0/24]}}
+    actions: [count, set_backup: {{backup: {}}}]
+",
+            k.bulk_port, k.out_backup
+        );
+        if let Some(i) = k.ifaces.iter().position(|f| f.3).filter(|_| k.copy) {
+            t += &format!(
+                "packet_copy:
+  - name: revive
+    interface: eth{i}
+    chain: out
+    when: {{subflow_idle: 500ms}}
+    send: {{mp_prio: {{backup: false}}}}
+"
+            );
+        }
+        t
+    }
+
+    fn desired_of(k: &Knobs) -> Desired {
+        egress_desired_with(&policy_text(k), if k.sha_b { SHA_B } else { SHA_A })
+    }
+
+    /// Where an apply stops: after `at` steps (taken modulo the plan's
+    /// length + 1, so "all of it" is a point too), and if the next step is
+    /// a load, after pinning the maps and programs whose bit is set.
+    #[derive(Clone, Debug)]
+    struct Crash {
+        at: usize,
+        pins: u64,
+    }
+
+    fn crash() -> impl Strategy<Value = Option<Crash>> {
+        prop::option::of((any::<usize>(), any::<u64>()).prop_map(|(at, pins)| Crash { at, pins }))
+    }
+
+    /// A load killed part-way: the loader pins maps first, then programs in
+    /// parallel (each stamped with the object it belongs to), so any subset
+    /// of either may be in place.
+    fn partial_load(d: &Desired, o: &mut Observed, pins: u64, next_id: &mut u32) {
+        let mut bit = 0;
+        let mut take = || {
+            bit += 1;
+            pins & (1 << (bit % 64)) != 0
+        };
+        for (n, m) in &d.maps {
+            if take() {
+                o.maps.entry(n.clone()).or_insert(*m);
+            }
+        }
+        for p in &d.programs {
+            if take() {
+                *next_id += 1;
+                let prog = ObservedProg {
+                    id: *next_id,
+                    tag: "t".into(),
+                    kernel_name: p.chars().take(15).collect(),
+                };
+                o.objects
+                    .insert(prog.id, crate::identity::object_id(&d.object_sha256));
+                o.programs.insert(p.clone(), prog);
+            }
+        }
+    }
+
+    /// Applies `plan` to `o` up to `crash` (all of it when `None`).
+    fn apply_until(
+        p: &Plan,
+        d: &Desired,
+        o: &mut Observed,
+        crash: &Option<Crash>,
+        next_id: &mut u32,
+    ) {
+        let Some(c) = crash else {
+            simulate(p, d, o);
+            return;
+        };
+        let at = c.at % (p.steps.len() + 1);
+        let prefix = Plan {
+            steps: p.steps[..at].to_vec(),
+            ..p.clone()
+        };
+        simulate(&prefix, d, o);
+        if matches!(p.steps.get(at), Some(Step::LoadObject { .. })) {
+            partial_load(d, o, c.pins, next_id);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+
+        #[test]
+        fn plans_converge_after_random_states_and_crashes(
+            states in prop::collection::vec((knobs(), crash()), 1..=6),
+        ) {
+            let mut o = fresh();
+            // Partial loads hand out ids far above simulate's, so no clash.
+            let mut next_id = 1_000_000;
+            for (k, c) in &states {
+                let d = desired_of(k);
+                let p = plan(&d, &o, PlanOptions::default())
+                    .unwrap_or_else(|e| panic!("plan for {k:?} failed: {e:?}"));
+                apply_until(&p, &d, &mut o, c, &mut next_id);
+                if c.is_none() {
+                    let again = plan(&d, &o, PlanOptions::default()).unwrap();
+                    prop_assert!(again.is_empty(), "not empty after a full apply: {:#?}", again.steps);
+                }
+            }
+            // Whatever the last crash left: one plan, applied, is enough.
+            let last = desired_of(&states.last().unwrap().0);
+            converge(&last, &mut o, PlanOptions::default());
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! `Duration`: a span of time that always carries its unit (`500ms`, `1s`,
 //! `1m30s`). A bare number is rejected: `500` could mean ms or s.
 
-use super::{UnitError, split_number};
+use super::{UnitError, split_number, strict_number};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -47,7 +47,7 @@ const DURATION_HINT: &str = "a duration is a whole number with a unit: ns, us, m
 (parts may be combined, e.g. 1m30s), e.g. 500ms or 1s";
 
 /// The JSON Schema pattern (mirrors [`Duration::from_str`]).
-pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+ ?(ns|us|µs|ms|s|m|h))+$";
+pub(crate) const DURATION_PATTERN: &str = r"^((0|[1-9][0-9]*) ?(ns|us|µs|ms|s|m|h))+$";
 
 impl Duration {
     /// Builds a duration from milliseconds.
@@ -71,7 +71,7 @@ impl FromStr for Duration {
     type Err = UnitError;
 
     fn from_str(text: &str) -> Result<Self, UnitError> {
-        let trimmed = text.trim();
+        let trimmed = text;
         if trimmed.starts_with('-') {
             return Err(UnitError::new(
                 format!("duration '{text}' is negative"),
@@ -99,6 +99,7 @@ impl FromStr for Duration {
             if number.is_empty() {
                 return Err(not_a_duration());
             }
+            strict_number(number, text)?;
             if after.starts_with(['.', ',']) {
                 return Err(UnitError::new(
                     format!("duration '{text}' is not a whole number"),

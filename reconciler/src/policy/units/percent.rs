@@ -30,13 +30,14 @@ impl FromStr for Percent {
     type Err = UnitError;
 
     fn from_str(text: &str) -> Result<Self, UnitError> {
-        let Some(number) = text.trim().strip_suffix('%') else {
+        let Some(number) = text.strip_suffix('%') else {
             return Err(UnitError::new(
                 format!("'{text}' is not a percentage"),
                 PERCENT_HINT,
             ));
         };
         let number = number.strip_suffix(' ').unwrap_or(number);
+        super::strict_number(number, text)?;
         match number.parse::<u32>() {
             Ok(n @ 1..=100) => Ok(Percent(n as u8)),
             Ok(_) => Err(UnitError::new(

@@ -25,7 +25,7 @@ pub struct PortRange {
 const PORT_HINT: &str = "write a port from 1 to 65535 (443) or an inclusive range (8000-8100)";
 
 /// The JSON Schema pattern of the string form.
-pub(crate) const PORT_RANGE_PATTERN: &str = r"^[0-9]{1,5}(-[0-9]{1,5})?$";
+pub(crate) const PORT_RANGE_PATTERN: &str = r"^(0|[1-9][0-9]{0,4})(-(0|[1-9][0-9]{0,4}))?$";
 
 impl PortRange {
     /// A range holding one port.
@@ -67,13 +67,14 @@ impl PortRange {
 }
 
 fn port_from(text: &str, whole: &str) -> Result<u16, UnitError> {
-    let digits = text.trim();
+    let digits = text;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(UnitError::new(
             format!("'{whole}' is not a port or port range"),
             PORT_HINT,
         ));
     }
+    super::strict_number(digits, whole)?;
     digits.parse::<u16>().map_err(|_| {
         UnitError::new(
             format!("port {digits} is out of range in '{whole}'"),
@@ -180,13 +181,10 @@ mod tests {
                 end: 8100
             }
         );
-        assert_eq!(
-            "8000 - 8100".parse::<PortRange>().unwrap(),
-            PortRange {
-                start: 8000,
-                end: 8100
-            }
-        );
+        // One spelling, the schema's: no spaces, no leading zeros.
+        for bad in ["8000 - 8100", " 443", "443 ", "080", "08000-8100"] {
+            assert!(bad.parse::<PortRange>().is_err(), "{bad:?} parsed");
+        }
         // Reversed ranges and port 0 parse; validation reports them.
         assert_eq!(
             "9-1".parse::<PortRange>().unwrap(),

@@ -1,7 +1,7 @@
 //! `ByteSize`: a number of bytes written with a unit (`4MiB`, `10KB`, `100B`)
 //! or as a bare integer (bytes).
 
-use super::{UnitError, split_number};
+use super::{UnitError, split_number, strict_number};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -52,7 +52,7 @@ const SIZE_HINT: &str = "a size is a whole number with an optional unit: B, KiB,
 (powers of 1024) or KB, MB, GB, TB (powers of 1000); a bare number is bytes, e.g. 4MiB";
 
 /// The JSON Schema pattern of the string form (mirrors [`ByteSize::from_str`]).
-pub(crate) const SIZE_PATTERN: &str = r"^[0-9]+ ?(B|KiB|MiB|GiB|TiB|KB|kB|MB|GB|TB)?$";
+pub(crate) const SIZE_PATTERN: &str = r"^(0|[1-9][0-9]*)( ?(B|KiB|MiB|GiB|TiB|KB|kB|MB|GB|TB))?$";
 
 impl ByteSize {
     /// The size in bytes.
@@ -65,7 +65,7 @@ impl FromStr for ByteSize {
     type Err = UnitError;
 
     fn from_str(text: &str) -> Result<Self, UnitError> {
-        let trimmed = text.trim();
+        let trimmed = text;
         if trimmed.starts_with('-') {
             return Err(UnitError::new(
                 format!("size '{text}' is negative"),
@@ -76,6 +76,7 @@ impl FromStr for ByteSize {
         if number.is_empty() {
             return Err(UnitError::new(format!("'{text}' is not a size"), SIZE_HINT));
         }
+        strict_number(number, text)?;
         if unit.starts_with(['.', ',']) {
             return Err(UnitError::new(
                 format!("size '{text}' is not a whole number"),
