@@ -224,3 +224,34 @@ fn a_missing_file_names_its_path() {
     assert!(e.message.starts_with("cannot read policy file"), "{e}");
     assert_eq!(e.hint.as_deref(), Some("check the path"));
 }
+
+/// Files under tests/policies/bad-many hold several errors each: every one
+/// is listed, in source order, each with its line and column, and nothing
+/// else is.
+#[test]
+fn every_error_of_a_file_is_listed_in_order() {
+    let files = sorted_entries(&corpus().join("bad-many"));
+    assert!(files.len() >= 2);
+    let mut failures = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read corpus file");
+        let wants = parse_expectations(&text, None);
+        assert!(wants.len() >= 3, "{}: several errors", path.display());
+        let errors = load_file(path).expect_err("must be rejected");
+        if errors.len() != wants.len() {
+            failures.push(format!(
+                "{}: want {} errors, got:\n{errors}",
+                path.display(),
+                wants.len()
+            ));
+            continue;
+        }
+        for (i, (error, want)) in errors.iter().zip(&wants).enumerate() {
+            let single = PolicyErrors(vec![error.clone()]);
+            if let Err(why) = check(&single, want) {
+                failures.push(format!("{} (error {}): {why}", path.display(), i + 1));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}

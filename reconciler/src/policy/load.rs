@@ -1,10 +1,10 @@
 //! Reading policy files from disk and parsing each into the model plus a
 //! positioned tree (for locating the errors validation finds later).
 
-use super::error::{PolicyError, Pos};
+use super::error::{PolicyError, PolicyErrors, Pos};
+use super::every;
 use super::locate::{self, Node};
 use super::model::Policy;
-use super::yaml_error;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -124,15 +124,16 @@ fn is_blank(text: &str) -> bool {
     })
 }
 
-/// Parses one file's text. Stops at the first syntax or type error: after
-/// one, the rest of the document cannot be trusted.
-pub(crate) fn parse(path: PathBuf, text: &str) -> Result<SourceFile, PolicyError> {
+/// Parses one file's text. A syntax error stops it (the rest of the
+/// document cannot be trusted); value and type errors are all reported.
+pub(crate) fn parse(path: PathBuf, text: &str) -> Result<SourceFile, PolicyErrors> {
     if is_blank(text) {
         return Err(PolicyError::new(&path, "empty policy file")
-            .hint("a policy needs at least `version: 1`; see examples/policies/quickstart.yaml"));
+            .hint("a policy needs at least `version: 1`; see examples/policies/quickstart.yaml")
+            .into());
     }
-    let policy: Policy =
-        serde_yaml::from_str(text).map_err(|e| yaml_error::convert(&path, text, &e))?;
+    let policy: Policy = serde_yaml::from_str(text)
+        .map_err(|e| PolicyErrors(every::every_error(&path, text, &e)))?;
     // The document parsed, so walking it again cannot fail; if it somehow
     // does, errors lose their positions rather than the policy failing.
     let tree = locate::build(text).unwrap_or_else(Node::empty);

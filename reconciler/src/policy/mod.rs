@@ -7,9 +7,10 @@
 //! # Contract
 //! - [`load_file`], [`load_dir`] and [`load_str`] return a [`Policy`] only
 //!   when it is entirely valid; otherwise [`PolicyErrors`] with every
-//!   problem found. Syntax and type errors stop at the first one per file
-//!   (the rest of that document cannot be trusted); semantic errors are all
-//!   collected, across all files.
+//!   problem found. A syntax error stops its file (the rest of that
+//!   document cannot be trusted); value, type and unknown-field errors of a
+//!   file are all collected (see `every`); semantic errors are all
+//!   collected, across all files, once every file parses.
 //! - Every error names its file and, whenever the problem has a place in
 //!   the file, its line and column (1-based; columns in characters), and
 //!   carries a hint saying what would be valid.
@@ -30,6 +31,7 @@
 //! across files.
 
 mod error;
+mod every;
 mod load;
 mod locate;
 mod merge;
@@ -68,9 +70,12 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
     let mut sources = Vec::with_capacity(paths.len());
     let mut errors = Vec::new();
     for path in paths {
-        match load::read(&path).and_then(|text| load::parse(path, &text)) {
+        match load::read(&path)
+            .map_err(PolicyErrors::from)
+            .and_then(|text| load::parse(path, &text))
+        {
             Ok(source) => sources.push(source),
-            Err(error) => errors.push(error),
+            Err(found) => errors.extend(found.0),
         }
     }
     if !errors.is_empty() {
