@@ -305,8 +305,25 @@ fn a_forged_add_addr_passes_the_servers_hmac_check() {
         s["last_reconcile"]["converged"] == true && s["packet_copy"][0]["armed"] == true
     });
     let srv_before = lab.tb.counters("srv");
-    // Slow enough that the rule fires while the connection is alive.
-    let (res, d) = run(&lab, &["--download", "40M", "--linger", "1.0"]);
+    // Paced request/response (40 rounds of 64 KiB each way, 50 ms apart:
+    // about 2 s, 1 MiB after about 0.4 s): the server is still sending when
+    // the rule fires (FLOWS is polled every 100 ms), so its path manager
+    // may still open a subflow. A bulk download ends in a fraction of a
+    // second once GRO merges the matched segments, and a server that has
+    // sent its DATA_FIN opens none.
+    let (res, d) = run(
+        &lab,
+        &[
+            "--reqresp",
+            "40",
+            "--rr-size",
+            "64K",
+            "--rr-pause",
+            "0.05",
+            "--linger",
+            "0.5",
+        ],
+    );
     let srv_after = lab.tb.counters("srv");
     let srv = |n: &str| delta(&srv_before, &srv_after, n);
     let st = daemon.state().unwrap_or_default();
