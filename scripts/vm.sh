@@ -247,6 +247,8 @@ mount -t proc proc /proc 2>/dev/null
 mount -t sysfs sys /sys 2>/dev/null
 mount -t devtmpfs dev /dev 2>/dev/null
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
+# what udev/systemd would provide: bash process substitution needs /dev/fd
+ln -sfn /proc/self/fd /dev/fd
 mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /tmp
 mount -t bpf bpf /sys/fs/bpf
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
@@ -324,20 +326,24 @@ echo \$rc >/vm-io/rc/$name; echo \"guest: $t rc=\$rc in \$((SECONDS-s)) s\"
 "$WT/scripts/check-clean.sh" >>/vm-io/logs/leftovers.log 2>&1; echo $? >/vm-io/rc/leftovers
 '
     log "booting Linux $kver under QEMU (TCG) for: ${sets[*]}"
-    # Software emulation now and then oopses while the kernel patches its
-    # own code at boot (an int3 in sched_clock_cpu on 6.12, seen about once
-    # in ten boots with two vCPUs): a guest that died before it started the
-    # tests is booted again, at most twice, and said so.
+    boot_retrying "$body"
+    summarize "$kver" "${targets[@]}"
+}
+
+# Software emulation now and then oopses while the kernel patches its own
+# code at boot (an int3 in sched_clock_cpu on 6.12, seen about once in ten
+# boots with two vCPUs): a guest that died before it started its work is
+# booted again, at most twice, and said so.
+boot_retrying() {
     local attempt
     for attempt in 1 2 3; do
-        boot "$body"
+        boot "$1"
         grep -q '^guest: kernel ' "$RUN_DIR/console.log" && break
         grep -q 'Kernel panic' "$RUN_DIR/console.log" || break
         log "the guest kernel panicked while booting (attempt $attempt of 3); booting it again"
         cp "$RUN_DIR/console.log" "$ROOT/target/vm/panic-$attempt.log" 2>/dev/null || true
         rm -rf "$RUN_DIR"
     done
-    summarize "$kver" "${targets[@]}"
 }
 
 # Prints each binary's verdict line and failures; exit 0 only if every
@@ -375,7 +381,7 @@ cmd_run() {
     build_image "$kver"
     local q
     printf -v q '%q ' "$@"
-    boot "$q >/vm-io/logs/run.log 2>&1; echo \$? >/vm-io/rc/run"
+    boot_retrying "$q >/vm-io/logs/run.log 2>&1; echo \$? >/vm-io/rc/run"
     cat "$RUN_DIR/logs/run.log" 2>/dev/null || true
     local rc
     rc=$(cat "$RUN_DIR/rc/run" 2>/dev/null || echo 125)

@@ -18,6 +18,12 @@
 #   xdp-attach DEV xdp|xdpgeneric|xdpdrv OBJ [SEC]   (DEV in emptcp-cli, e.g. cli0)
 #   xdp-detach [DEV]             detach from cli0+cli1 (default) or DEV
 #   csum-offload on|off          TX csum offload on server veths (off => client verifies TCP csum)
+#   shape A|B KEY=VAL...         impair a path, both directions (netem at the root of both of
+#                                its veth ends): delay=25ms jitter=5ms loss=1% rate=8mbit limit=60
+#                                (limit: the bottleneck queue, packets); TSO/GSO off on the path
+#                                so netem drops, delays and paces wire-size packets.
+#                                Needs sch_netem (the guest of scripts/vm.sh has it)
+#   shape A|B off                remove it
 #
 # Env: LAB_RUN (${TMPDIR:-/tmp}/emptcp-testbed)  LAB_ID ("", suffix for parallel instances)  PORT (5201)  START_SERVER (1)
 #      CLIENT_EP (none|subflow|fullmesh)  -- non-"none" adds a client endpoint on cli1, which
@@ -183,6 +189,53 @@ csum_offload() {
     for d in srv0 srv1; do nsx $SRV ethtool -K "$d" tx "$v" >/dev/null; done
 }
 
+# The two veth ends of path A or B: "ns dev" lines.
+path_ends() {
+    case $1 in
+        A) printf '%s cli0\n%s srv0\n' $CLI $SRV ;;
+        B) printf '%s cli1\n%s srv1\n' $CLI $SRV ;;
+        *) die "shape: path must be A or B, not '$1'" ;;
+    esac
+}
+
+# netem arguments from KEY=VAL words (delay, jitter, loss, rate, limit).
+netem_args() {
+    local kv delay="" jitter="" out=()
+    for kv in "$@"; do
+        case $kv in
+            delay=*) delay=${kv#*=} ;;
+            jitter=*) jitter=${kv#*=} ;;
+            loss=*) out+=(loss "${kv#*=}") ;;
+            rate=*) out+=(rate "${kv#*=}") ;;
+            limit=*) out+=(limit "${kv#*=}") ;;
+            *) die "shape: unknown setting '$kv' (delay= jitter= loss= rate= limit=)" ;;
+        esac
+    done
+    [[ -n $jitter && -z $delay ]] && die "shape: jitter needs a delay"
+    # With a rate, netem schedules each packet after the previous one, so
+    # jitter does not reorder packets (as on a real bottleneck link).
+    [[ -n $delay ]] && out=(delay "$delay" $jitter "${out[@]}")
+    echo "${out[@]}"
+}
+
+shape() {
+    local path=${1:-} ns dev args ends
+    shift || die "usage: shape A|B KEY=VAL... | off"
+    ends=$(path_ends "$path")
+    if [[ ${1:-} == off ]]; then
+        while read -r ns dev; do nsx "$ns" tc qdisc del dev "$dev" root 2>/dev/null || true; done <<<"$ends"
+        return 0
+    fi
+    args=$(netem_args "$@")
+    modprobe -q sch_netem 2>/dev/null || true
+    while read -r ns dev; do
+        nsx "$ns" ethtool -K "$dev" tso off gso off >/dev/null 2>&1 || true
+        # shellcheck disable=SC2086
+        nsx "$ns" tc qdisc replace dev "$dev" root netem $args ||
+            die "tc qdisc replace dev $dev root netem $args failed in $ns (kernel $(uname -r): no sch_netem? the guest of scripts/vm.sh has it)"
+    done <<<"$ends"
+}
+
 cmd=${1:-}; shift || true
 case $cmd in
     up) up ;;
@@ -196,5 +249,6 @@ case $cmd in
     xdp-attach) xdp_attach "$@" ;;
     xdp-detach) xdp_detach "$@" ;;
     csum-offload) csum_offload "$@" ;;
-    *) sed -n '2,30p' "$0"; exit 1 ;;
+    shape) shape "$@" ;;
+    *) sed -n '2,36p' "$0"; exit 1 ;;
 esac
