@@ -3,6 +3,10 @@
 # in one run, on the machine it runs on. Needs root.
 #   scripts/bench.sh              everything
 #   scripts/bench.sh reconcile|watch|datapath|throughput|sender
+#   scripts/bench.sh effect       what a policy buys (not part of "everything": it
+#                                 runs in the guest of scripts/vm.sh, ~15 min);
+#                                 EMPTCP_EFFECT_ARGS passes options to
+#                                 tests/mptcp/effect.py run (--seed, --conns, --rate, --only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -33,17 +37,39 @@ throughput() {
     echo "| the same without any XDP program (veth keeps GSO), for reference | ${none} Mbit/s | chain $(python3 -c "print(f'{$with/$none:.2f}×')"), bare XDP_PASS $(python3 -c "print(f'{$pass/$none:.2f}×')") | |"
 }
 
+effect() {
+    # Shaped paths need netem, which the host kernel lacks: the workload
+    # runs in Debian's 6.12 kernel under QEMU (scripts/vm.sh, image cached),
+    # its raw result comes back on the guest's output, and the host renders
+    # the tables, the plot and the targets (exit 1 when one is missed).
+    local out=target/bench/effect host
+    mkdir -p "$out"
+    # shellcheck disable=SC2086
+    ./scripts/vm.sh run python3 tests/mptcp/effect.py run --emptcp "$PWD/target/release/emptcp" \
+        ${EMPTCP_EFFECT_ARGS:-} >"$out/guest.log" 2>&1 || {
+        grep -v '^EFFECT-RESULT' "$out/guest.log" | tail -40 >&2
+        echo "bench: the effect run failed in the guest (log: $out/guest.log)" >&2
+        return 1
+    }
+    grep '^effect: ' "$out/guest.log" >&2 || true
+    grep '^EFFECT-RESULT ' "$out/guest.log" | tail -1 | cut -d' ' -f2- >"$out/result.json"
+    host="$(nproc) vCPU $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r), load average $(cut -d' ' -f1 /proc/loadavg) at the end"
+    python3 tests/mptcp/effect.py render "$out/result.json" --doc docs/benchmarks.md \
+        --svg docs/effect-fct.svg --host "$host"
+}
+
 case $what in
     reconcile) ./target/release/emptcp-bench ;;
     watch) ./target/release/emptcp-bench --watch ;;
     datapath) ./target/release/emptcp-bench-datapath ;;
     sender) ./target/release/emptcp-bench-sender ;;
     throughput) echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
+    effect) effect ;;
     all)
         ./target/release/emptcp-bench; echo
         ./target/release/emptcp-bench --watch; echo
         ./target/release/emptcp-bench-datapath; echo
         ./target/release/emptcp-bench-sender; echo
         echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
-    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput|sender]" >&2; exit 1 ;;
+    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput|sender|effect]" >&2; exit 1 ;;
 esac
