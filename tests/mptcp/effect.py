@@ -129,10 +129,7 @@ def workload(seed, n, rate):
 
 
 def size_class(size):
-    for name, _, lo, hi in CLASSES:
-        if size < hi or name == CLASSES[-1][0]:
-            return name
-    return CLASSES[-1][0]
+    return next((name for name, _, _, hi in CLASSES if size < hi), CLASSES[-1][0])
 
 
 # --- client (inside the client namespace) -------------------------------------
