@@ -291,6 +291,46 @@ class Daemon:
         sh(["rm", "-rf", self.root], check=False)
 
 
+class BackupWatch:
+    """Samples the server's subflows on path B (`ss`, every 250 ms) while a
+    configuration runs: which were seen with the backup flag the client
+    asked for (ss flag B: the egress set_backup's MP_PRIO was received and
+    acted on), and which of those were later seen without it (revived by
+    packet copy's MP_PRIO). Subflows shorter than a sample are not seen."""
+
+    def __init__(self, lab):
+        self.lab, self.seen, self.stop_ = lab, {}, threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def sample(self):
+        out = subprocess.run(["ip", "netns", "exec", self.lab.srv, "ss", "-tniH", "state", "established"],
+                             capture_output=True, text=True).stdout
+        key = None
+        for line in out.splitlines():
+            if not line[:1].isspace():
+                cols = line.split()
+                key = (cols[2], cols[3]) if len(cols) >= 4 and cols[2].startswith(B_PREFIX) else None
+            elif key and "tcp-ulp-mptcp" in line:
+                flags = next((w[6:] for w in line.split() if w.startswith("flags:")), "")
+                st = self.seen.setdefault(key, {"backup": False, "revived": False})
+                if "B" in flags:
+                    st["backup"] = True
+                elif st["backup"]:
+                    st["revived"] = True
+
+    def loop(self):
+        while not self.stop_.wait(0.25):
+            self.sample()
+
+    def result(self):
+        self.stop_.set()
+        self.thread.join()
+        v = self.seen.values()
+        return {"seen": len(self.seen), "backup": sum(1 for x in v if x["backup"]),
+                "revived": sum(1 for x in v if x["revived"])}
+
+
 def start_policy(emptcp, lab, name, which):
     """The configuration's policy under `emptcp watch` (which also runs the
     recovery agent and the packet-copy task), converged before traffic."""
@@ -338,7 +378,10 @@ def run_config(a, k, name, label, proto, policy, wfile):
             daemon = start_policy(a.emptcp, lab, name, policy)
             res["converge_s"] = daemon.converge_s
         log("%s: running %s" % (name, label))
+        watch = BackupWatch(lab) if policy == "backup" else None
         res.update(measure(lab, proto, wfile, a.timeout))
+        if watch:
+            res["server_b_subflows"] = watch.result()
         if daemon:
             st = daemon.state() or {}
             res["packet_copy"] = st.get("packet_copy")
@@ -474,6 +517,11 @@ def tables(res, s, t):
                       "revivals)." % (c["label"], r.get("name"), r.get("fired", 0), r.get("sent", 0),
                                       r.get("send_failures", 0), r.get("closed_before_firing", 0),
                                       c["srv_counters"].get("MPTcpExtMPPrioRx", 0))]
+        w = c.get("server_b_subflows")
+        if w:
+            lines += ["", "%s: of %d subflows on B the server's `ss` saw (sampled every 250 ms), %d were "
+                      "backup (the client's MP_PRIO acted on) and %d of those later regular again (revived)."
+                      % (c["label"], w["seen"], w["backup"], w["revived"])]
     lines += ["", "| target | result | measured |", "|---|---|---|"]
     lines += ["| %s | %s | %s |" % (w, {True: "met", False: "**MISSED**", None: "reported"}[ok], d) for w, ok, d in t]
     return "\n".join(lines)
