@@ -30,6 +30,9 @@
 #      creates subflows WITHOUT needing ADD_ADDR (don't use it for ADD_ADDR tests).
 #      ADD_ADDR_TIMEOUT (unset = kernel default 120s; ADD_ADDR is retransmitted if no echo)
 #      RP_FILTER (0)  CLI_LIMITS ("subflows 4 add_addr_accepted 4")  SRV_LIMITS ("subflows 4 add_addr_accepted 0")
+#      LINK_A, LINK_B (veth): "vlan" makes that path 802.1Q sub-interfaces (id VLAN_ID, 100) with
+#      the usual names (cli0/srv0, cli1/srv1) over a veth pair cli0v/srv0v (cli1v/srv1v) that
+#      carries the tagged frames. Needs 8021q (the guest of scripts/vm.sh has it)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -94,8 +97,8 @@ up() {
     ns_sysctls $CLI
     ns_sysctls $SRV
     # path A and path B
-    ip link add cli0 netns $CLI type veth peer name srv0 netns $SRV
-    ip link add cli1 netns $CLI type veth peer name srv1 netns $SRV
+    link_path cli0 srv0 "${LINK_A:-veth}"
+    link_path cli1 srv1 "${LINK_B:-veth}"
     nsx $CLI ip addr add $A_CLI/24 dev cli0
     nsx $CLI ip addr add $B_CLI/24 dev cli1
     nsx $SRV ip addr add $A_SRV/24 dev srv0
@@ -126,6 +129,23 @@ up() {
     [[ $ok == 1 ]] || die "veth links did not come up"
     [[ $START_SERVER == 1 ]] && start_server
     return 0
+}
+
+# link_path CLI_DEV SRV_DEV veth|vlan: one path's two ends.
+link_path() {
+    local c=$1 s=$2
+    case $3 in
+        veth) ip link add "$c" netns $CLI type veth peer name "$s" netns $SRV ;;
+        vlan)
+            ip link add "${c}v" netns $CLI type veth peer name "${s}v" netns $SRV
+            nsx $CLI ip link set "${c}v" up
+            nsx $SRV ip link set "${s}v" up
+            nsx $CLI ip link add link "${c}v" name "$c" type vlan id "${VLAN_ID:-100}" ||
+                die "no VLAN devices on this kernel ($(uname -r)): the guest of scripts/vm.sh has 8021q"
+            nsx $SRV ip link add link "${s}v" name "$s" type vlan id "${VLAN_ID:-100}"
+            ;;
+        *) die "LINK_A/LINK_B must be veth or vlan, not '$3'" ;;
+    esac
 }
 
 down() {
@@ -187,6 +207,10 @@ xdp_detach() {
 csum_offload() {
     local v=${1:-off}
     for d in srv0 srv1; do nsx $SRV ethtool -K "$d" tx "$v" >/dev/null; done
+    # a VLAN path's carrier veth too
+    for d in srv0v srv1v; do
+        if nsx $SRV test -e "/sys/class/net/$d"; then nsx $SRV ethtool -K "$d" tx "$v" >/dev/null; fi
+    done
 }
 
 # The two veth ends of path A or B: "ns dev" lines.
