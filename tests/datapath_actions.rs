@@ -126,6 +126,8 @@ fn every_program_passes_the_verifier() {
     want.push("egress_entry");
     want.push("egress_capture");
     want.push("ingress_capture");
+    // The connection-setup half of record_flow (its own stack).
+    want.push(emptcp_common::RECORD_SETUP);
     want.extend(
         emptcp_common::EGRESS_ACTIONS
             .iter()
@@ -167,7 +169,10 @@ fn syn_ack_with_mp_capable_creates_the_flow() {
         assert_eq!(f.ack, sa.ack);
         assert_eq!(f.window, sa.window);
         assert_eq!((f.tsval, f.tsecr), (1000, 500));
-        assert_eq!(f.flags, FLOW_SEQ_SEEN | FLOW_TS_SEEN);
+        assert_eq!(
+            f.flags,
+            FLOW_SEQ_SEEN | FLOW_TS_SEEN | emptcp_common::FLOW_PEER_WSCALE
+        );
         assert_eq!(&f.mac[..6], &CLIENT_MAC);
         assert_eq!(&f.mac[6..], &SERVER_MAC);
         assert_eq!(f.vlan_tci, base.vlans.first().copied().unwrap_or(0));
@@ -328,12 +333,19 @@ fn strip_nops_every_add_addr_form() {
                 let want = seg.clone().with(|s| s.opts = nopped(&o, at, aa.len()));
                 assert_becomes(&dp, &seg, &want, name);
             }
-            let st = dp.flow_addr(&base.key(), 0).expect("stored");
+            // Stored in the slot of its address id.
+            let st = dp
+                .flow_addr(&base.key(), aa[3] as u32 % 16)
+                .expect("stored");
             assert_eq!(&st.bytes[..aa.len()], &aa[..], "{name}: stored bytes");
             assert_eq!(st.len as usize, aa.len());
             assert!(st.bytes[aa.len()..].iter().all(|b| *b == 0));
             let f = flow_of(&dp, &base);
-            assert_eq!((f.stored, f.add_addr_nopped), (1, 2), "{name}");
+            assert_eq!(
+                (f.stored, f.add_addr_nopped),
+                (1 << 2, 2),
+                "{name}: slot of id 2"
+            );
             assert_eq!(dp.event(FlowStat::AddAddrNopped), 2);
         }
     }
@@ -362,9 +374,9 @@ fn pure_ack_whose_only_mptcp_option_is_add_addr_is_dropped() {
         let seg = base.clone().with(|s| s.opts = opts(&[&ts(1, 2), &aa]));
         let r = dp.entry(&seg.frame());
         assert_eq!(r.verdict, XDP_DROP);
-        assert_eq!(&dp.flow_addr(&base.key(), 0).unwrap().bytes[..16], &aa[..]);
+        assert_eq!(&dp.flow_addr(&base.key(), 1).unwrap().bytes[..16], &aa[..]);
         let f = flow_of(&dp, &base);
-        assert_eq!((f.stored, f.add_addr_dropped), (1, 1));
+        assert_eq!((f.stored, f.add_addr_dropped), (1 << 1, 1), "slot of id 1");
         assert_eq!(dp.event(FlowStat::AddAddrDroppedPureAck), 1);
         assert_eq!(dp.outcome(Action::StripAddAddr, Outcome::Applied), 1);
     }
@@ -407,21 +419,22 @@ fn retransmitted_add_addrs_are_stored_once() {
     }
     send(4);
     send(9);
+    // Each id has its slot (id % 16).
     let f = flow_of(&dp, &base);
-    assert_eq!((f.stored, f.next_slot), (0b11, 2));
-    assert_eq!(&f.addr_ids[..2], &[9, 4]);
+    assert_eq!(f.stored, (1 << 9) | (1 << 4));
+    assert_eq!((f.addr_ids[9], f.addr_ids[4]), (9, 4));
     assert_eq!(dp.event(FlowStat::AddAddrStored), 2);
     assert_eq!(dp.event(FlowStat::AddAddrDuplicate), 3);
     assert_eq!(dp.flow_addr_count(), 2);
-    // The ring: 16 slots, a 17th id replaces the oldest.
+    // 16 slots: ids 16 apart share one, the newer replaces the older.
     for id in 10..25 {
         send(id);
     }
     let f = flow_of(&dp, &base);
     assert_eq!(f.stored, 0xffff);
-    assert_eq!(f.addr_ids[0], 24, "oldest slot reused");
-    assert_eq!(f.addr_ids[1], 4);
-    assert_eq!(dp.flow_addr(&base.key(), 0).unwrap().bytes[3], 24);
+    assert_eq!(f.addr_ids[4], 20, "id 20 replaced id 4");
+    assert_eq!(f.addr_ids[9], 9);
+    assert_eq!(dp.flow_addr(&base.key(), 4).unwrap().bytes[3], 20);
 }
 
 #[test]
@@ -514,7 +527,11 @@ fn recover_inserts_into_a_pure_ack_with_room() {
         let want = ack.clone().with(|s| s.opts = o);
         assert_becomes(&dp, &ack, &want, name);
         let f = flow_of(&dp, &base);
-        assert_eq!((f.recovered, f.add_addr_recovered), (1, 1), "{name}");
+        assert_eq!(
+            (f.recovered, f.add_addr_recovered),
+            (1 << 2, 1),
+            "{name}: slot of id 2"
+        );
         assert_eq!(f.flags & FLOW_RECOVER_PENDING, 0, "{name}: pending cleared");
         // Inserted once only.
         assert_untouched(&dp, &ack, name);
@@ -545,7 +562,7 @@ fn recover_one_option_per_packet_in_slot_order() {
         assert_becomes(&dp, &seg, &seg.clone().with(|s| s.opts = o), "in order");
     }
     assert_untouched(&dp, &ack(3 + RECOVER_AT), "all recovered");
-    assert_eq!(flow_of(&dp, &base).recovered, 0b11);
+    assert_eq!(flow_of(&dp, &base).recovered, 0b110, "slots of ids 1 and 2");
 }
 
 #[test]

@@ -365,7 +365,7 @@ fn add_addr_from_a_segment_with_a_bad_checksum_is_not_stored() {
             );
             let r = dp.entry(&good);
             assert_eq!(dp.flow_addr_count(), 1, "{what}: control stored");
-            assert_eq!(dp.flow(&base.key()).unwrap().stored, 1);
+            assert_eq!(dp.flow(&base.key()).unwrap().stored, 1 << 2, "slot of id 2");
             if payload == 0 {
                 assert_eq!(r.verdict, XDP_DROP, "{what}: control");
             } else {
@@ -459,7 +459,11 @@ fn raw_ip_frames_through_every_action() {
             &grow.clone().with(|s| s.opts = o),
             &format!("{fam}: recover"),
         );
-        assert_eq!(dp.flow(&base.key()).unwrap().recovered, 1);
+        assert_eq!(
+            dp.flow(&base.key()).unwrap().recovered,
+            1 << 3,
+            "slot of id 3"
+        );
 
         // set_backup inserts MP_PRIO; set_window rewrites the window
         // (SYN: unscaled); count counts; drop drops.

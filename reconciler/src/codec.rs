@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use emptcp_common::{
     Action, CHAIN_NAME_LEN, ChainDef, ChainStep, DIR_LOCAL, DIR_REMOTE, IFACE_CAPTURE,
-    IFACE_RAW_IP, IFACE_SKB, IFNAME_LEN, INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6,
-    MAX_CHAINS_PER_IFACE, MAX_STEPS, PortKey, Thresholds,
+    IFACE_RAW_IP, IFACE_SKB, IFACE_TRACK, IFNAME_LEN, INLINE_PORTS, IfaceChains, LPM_FIXED_BITS,
+    LpmV4, LpmV6, MAX_CHAINS_PER_IFACE, MAX_STEPS, PortKey, Thresholds,
 };
 use ipnet::IpNet;
 
@@ -144,6 +144,7 @@ pub fn iface_to_kernel(ifindex: u32, i: &IfaceEntry) -> IfaceChains {
             (i.capture, IFACE_CAPTURE),
             (i.raw_ip, IFACE_RAW_IP),
             (i.skb, IFACE_SKB),
+            (i.track, IFACE_TRACK),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -171,6 +172,7 @@ pub fn iface_from_kernel(i: &IfaceChains) -> IfaceEntry {
         capture: i.flags & IFACE_CAPTURE != 0,
         raw_ip: i.flags & IFACE_RAW_IP != 0,
         skb: i.flags & IFACE_SKB != 0,
+        track: i.flags & IFACE_TRACK != 0,
     }
 }
 

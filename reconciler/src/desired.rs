@@ -20,6 +20,9 @@ use crate::{
 pub const FLOWS_MAP: &str = "FLOWS";
 /// Stored ADD_ADDR options, sized from the flow table.
 pub const FLOW_ADDRS_MAP: &str = "FLOW_ADDRS";
+/// Connection tokens and joined subflows, sized from the flow table.
+pub const TOKENS_MAP: &str = "TOKENS";
+pub const JOINS_MAP: &str = "JOINS";
 /// The egress capture (`SUBFLOWS`), sized by the policy's egress chains.
 pub const SUBFLOWS_MAP: &str = "SUBFLOWS";
 
@@ -35,7 +38,7 @@ pub enum XdpMode {
 /// chains (TC egress entry, EGRESS_IFACES), each in policy order, and
 /// whether the XDP entry captures what the peer sends for packet copy.
 /// The XDP program is attached when `chains` is not empty or `capture` is
-/// set, the TC one only when `egress_chains` is not empty.
+/// set, the TC one when `egress_chains` is not empty or `track` is set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredIface {
     pub mode: XdpMode,
@@ -47,12 +50,23 @@ pub struct DesiredIface {
     /// data, the MP_CAPABLE keys of the server role, the peer's FIN/RST.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub capture: bool,
+    /// An ingress chain of the interface tracks MPTCP connections
+    /// (`record_flow`): the egress hook maps the joins the local end opens
+    /// to their connection and reads the stack's ADD_ADDR echoes
+    /// (`IFACE_TRACK`), so it is attached even without an egress chain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub track: bool,
 }
 
 impl DesiredIface {
     /// The XDP entry is attached to the interface.
     pub fn wants_xdp(&self) -> bool {
         !self.chains.is_empty() || self.capture
+    }
+
+    /// The TC egress entry is attached to the interface.
+    pub fn wants_tc(&self) -> bool {
+        !self.egress_chains.is_empty() || self.track
     }
 }
 
@@ -147,6 +161,17 @@ impl Desired {
         }
         // Stored ADD_ADDRs: most flows store none; a quarter of the flow
         // table (the datapath's default ratio) scales with it.
+        // The token index holds one entry per connection; joined
+        // subflows are fewer (most connections never join).
+        for (map, n) in [
+            (TOKENS_MAP, policy.settings.flow_capacity),
+            (JOINS_MAP, (policy.settings.flow_capacity / 4).max(1024)),
+        ] {
+            if let Some(m) = maps.get_mut(map) {
+                m.max_entries = n;
+                map_overrides.insert(map.to_string(), n);
+            }
+        }
         if let Some(addrs) = maps.get_mut(FLOW_ADDRS_MAP) {
             let n = (policy.settings.flow_capacity / 4).max(1024);
             addrs.max_entries = n;
@@ -215,13 +240,18 @@ impl Desired {
                     policy::XdpMode::Native => XdpMode::Native,
                     policy::XdpMode::Skb => XdpMode::Skb,
                 };
-                let (egress_chains, chains) = i
+                let (egress_chains, chains): (Vec<String>, Vec<String>) = i
                     .chains
                     .iter()
                     .cloned()
                     .partition(|c| hook(c) == Hook::Egress);
                 // The ingress half of the capture the rule reads.
                 let capture = policy.packet_copy.iter().any(|pc| pc.interface == i.name);
+                let track = chains.iter().any(|c: &String| {
+                    policy
+                        .chain(c)
+                        .is_some_and(|c| c.actions.iter().any(|a| matches!(a, Action::RecordFlow)))
+                });
                 (
                     i.name.clone(),
                     DesiredIface {
@@ -229,6 +259,7 @@ impl Desired {
                         chains,
                         egress_chains,
                         capture,
+                        track,
                     },
                 )
             })

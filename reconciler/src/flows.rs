@@ -1,12 +1,17 @@
-//! `emptcp flows`: the MPTCP connections the datapath tracks (FLOWS), with
-//! their size, chain and stored ADD_ADDR options (FLOW_ADDRS). Read-only.
+//! `emptcp flows`: the MPTCP connections the datapath tracks (FLOWS), each
+//! with its token, its joined subflows (JOINS), its size, chain and stored
+//! ADD_ADDR options (FLOW_ADDRS) and how far their delivery went.
+//! Read-only.
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use aya::maps::{HashMap, Map, MapData};
-use emptcp_common::{ADDR_SLOTS, AddrKey, FLOW_RECOVER_PENDING, FlowKey, FlowState, StoredAddAddr};
+use emptcp_common::{
+    ADDR_SLOTS, AddrKey, FLOW_INITIAL_CLOSED, FLOW_RECOVER_PENDING, FlowKey, FlowState, JoinState,
+    StoredAddAddr, VIA_AGENT, VIA_INSERT, VIA_KERNEL,
+};
 use serde::Serialize;
 
 use crate::{layout::Layout, observe::Observed};
@@ -19,15 +24,25 @@ pub struct AddAddr {
     pub port: Option<u16>,
     /// Carries the truncated HMAC (false: an echo).
     pub hmac: bool,
+    /// Delivered at least once.
     pub recovered: bool,
+    /// The local stack acknowledged it (ADD_ADDR echo or MP_JOIN to it).
+    pub confirmed: bool,
     /// The option as received, hex.
     pub raw: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Flow {
+    /// The initial subflow (the connection's key).
     pub local: String,
     pub remote: String,
+    /// The connection's token (hex), as MP_JOIN SYNs carry it.
+    pub token: String,
+    /// The joined subflows mapped to it, `local -> remote`.
+    pub subflows: Vec<String>,
+    /// The initial subflow closed; the joined ones carry the connection.
+    pub initial_closed: bool,
     pub chain: String,
     /// Upload bytes acked + download bytes, as compared with the thresholds.
     pub bytes: u64,
@@ -35,7 +50,26 @@ pub struct Flow {
     pub add_addr_nopped: u16,
     pub add_addr_dropped: u16,
     pub add_addr_recovered: u16,
+    /// Deliveries repeated because the previous one was not confirmed.
+    pub add_addr_retried: u16,
+    /// How stored options reached the local stack: "insert" (into a
+    /// received packet), "kernel" (a duplicate ACK built in the kernel),
+    /// "agent" (one forged by user space).
+    pub recovered_via: Vec<&'static str>,
     pub recover_pending: bool,
+}
+
+/// The names of the `VIA_*` bits of `v`.
+fn via_names(v: u8) -> Vec<&'static str> {
+    [
+        (VIA_INSERT, "insert"),
+        (VIA_KERNEL, "kernel"),
+        (VIA_AGENT, "agent"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| v & bit != 0)
+    .map(|(_, n)| n)
+    .collect()
 }
 
 /// Decodes an ADD_ADDR option (RFC 8684 3.4.1): its length tells the
@@ -89,6 +123,18 @@ pub fn list(layout: &Layout, o: &Observed) -> Vec<Flow> {
         return Vec::new();
     };
     let addrs = open::<AddrKey, StoredAddAddr>(layout, "FLOW_ADDRS");
+    // Joined subflows by connection (a mapping whose token no longer
+    // matches belongs to a connection that ended).
+    let mut joins: BTreeMap<FlowKey, Vec<String>> = BTreeMap::new();
+    if let Some(m) = open::<FlowKey, JoinState>(layout, "JOINS") {
+        for (k, j) in m.iter().flatten() {
+            joins.entry(j.conn).or_default().push(format!(
+                "{} -> {}",
+                endpoint(k.family, &k.local, k.local_port),
+                endpoint(k.family, &k.remote, k.remote_port)
+            ));
+        }
+    }
     let mut out: BTreeMap<(String, String), Flow> = BTreeMap::new();
     for (k, f) in flows.iter().flatten() {
         let mut add_addrs = Vec::new();
@@ -108,6 +154,7 @@ pub fn list(layout: &Layout, o: &Observed) -> Vec<Flow> {
                     port,
                     hmac,
                     recovered: f.recovered & (1 << slot) != 0,
+                    confirmed: f.confirmed & (1 << slot) != 0,
                     raw: hex::encode(raw),
                 });
             }
@@ -125,12 +172,25 @@ pub fn list(layout: &Layout, o: &Observed) -> Vec<Flow> {
             Flow {
                 local,
                 remote,
+                token: format!("{:08x}", f.token),
+                subflows: joins.remove(&k).unwrap_or_default(),
+                initial_closed: f.flags & FLOW_INITIAL_CLOSED != 0,
                 chain,
                 bytes: f.bytes,
                 add_addrs,
                 add_addr_nopped: f.add_addr_nopped,
                 add_addr_dropped: f.add_addr_dropped,
                 add_addr_recovered: f.add_addr_recovered,
+                add_addr_retried: f.add_addr_retried,
+                // Confirmed without a datapath delivery: the agent's.
+                recovered_via: via_names(
+                    f.recovered_via
+                        | if f.confirmed & !f.recovered != 0 {
+                            VIA_AGENT
+                        } else {
+                            0
+                        },
+                ),
                 recover_pending: f.flags & FLOW_RECOVER_PENDING != 0,
             },
         );
@@ -142,13 +202,13 @@ pub fn render_text(flows: &[Flow]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     if flows.is_empty() {
-        s.push_str("no tracked flows\n");
+        s.push_str("no tracked connections\n");
         return s;
     }
     let _ = writeln!(
         s,
-        "{:<24} {:<24} {:<20} {:>12}  ADD_ADDR (stored / nopped / dropped / recovered)",
-        "LOCAL", "REMOTE", "CHAIN", "BYTES"
+        "{:<24} {:<24} {:<8} {:<20} {:>12}  ADD_ADDR (stored / nopped / dropped / delivered)",
+        "LOCAL", "REMOTE", "TOKEN", "CHAIN", "BYTES"
     );
     for f in flows {
         let stored: Vec<String> = f
@@ -156,15 +216,25 @@ pub fn render_text(flows: &[Flow]) -> String {
             .iter()
             .map(|a| {
                 let port = a.port.map(|p| format!(":{p}")).unwrap_or_default();
-                let state = if a.recovered { " recovered" } else { "" };
+                let state = match (a.recovered, a.confirmed) {
+                    (_, true) => " delivered",
+                    (true, false) => " sent, unconfirmed",
+                    _ => "",
+                };
                 format!("id {} {}{port}{state}", a.id, a.address)
             })
             .collect();
+        let via = if f.recovered_via.is_empty() {
+            String::new()
+        } else {
+            format!(" via {}", f.recovered_via.join("+"))
+        };
         let _ = writeln!(
             s,
-            "{:<24} {:<24} {:<20} {:>12}  [{}] / {} / {} / {}{}",
+            "{:<24} {:<24} {:<8} {:<20} {:>12}  [{}] / {} / {} / {}{via}{}",
             f.local,
             f.remote,
+            f.token,
             f.chain,
             f.bytes,
             stored.join(", "),
@@ -177,6 +247,12 @@ pub fn render_text(flows: &[Flow]) -> String {
                 ""
             }
         );
+        if f.initial_closed {
+            let _ = writeln!(s, "  initial subflow closed");
+        }
+        for sub in &f.subflows {
+            let _ = writeln!(s, "  + joined {sub}");
+        }
     }
     s
 }

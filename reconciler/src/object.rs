@@ -31,6 +31,7 @@ pub fn is_action_program(program: &str) -> bool {
         EGRESS_ENTRY,
         emptcp_common::EGRESS_CAPTURE,
         emptcp_common::INGRESS_CAPTURE,
+        emptcp_common::RECORD_SETUP,
     ]
     .contains(&program)
 }

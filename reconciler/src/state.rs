@@ -72,6 +72,12 @@ pub struct IfaceEntry {
     /// IPv4 insert is skipped (CHECKSUM_COMPLETE). Absent: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skb: bool,
+    /// `IFACE_TRACK` (EGRESS_IFACES only): an ingress chain of the
+    /// interface tracks connections, so the egress hook maps the MP_JOIN
+    /// SYNs and reads the ADD_ADDR echoes the local end sends. Absent:
+    /// false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub track: bool,
 }
 
 /// Per-interface summary of its chains' selectors.

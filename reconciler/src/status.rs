@@ -100,6 +100,13 @@ pub struct Status {
     /// captured and removed, ring-buffer events lost, rewrites and skips.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub egress: BTreeMap<String, u64>,
+    /// Datapath event counters (FLOW_STATS, summed over CPUs): connections
+    /// created and removed, joins mapped, ADD_ADDRs stored, delivered by
+    /// each path (`add_addr_recovered`: inserted into a packet;
+    /// `add_addr_recovered_kernel`: in a duplicate ACK built in the
+    /// kernel), confirmed, retried, given up, and what was ignored.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub datapath_events: BTreeMap<String, u64>,
     /// The `emptcp watch` daemon of this root, when it has a status file.
     pub daemon: Option<DaemonStatus>,
     /// What the running kernel offers (probed by `emptcp status`).
@@ -364,6 +371,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
         .collect();
     let programs = program_counters(layout);
     let egress = egress_counters(layout);
+    let datapath_events = datapath_events(layout);
     let inconsistencies = inconsistencies(o);
     Status {
         root: layout.root.display().to_string(),
@@ -374,6 +382,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
         chains,
         programs,
         egress,
+        datapath_events,
         daemon: None,
         kernel: None,
     }
@@ -448,6 +457,18 @@ fn egress_status(
             .unwrap_or_default(),
         runs: link.map(|l| runs(o, l.prog_id, &o.egress_prog_slots)),
     })
+}
+
+/// The datapath's event counters (FLOW_STATS), summed over CPUs.
+pub fn datapath_events(layout: &Layout) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    if let Some(m) = percpu::<u64>(layout, "FLOW_STATS") {
+        for (i, name) in emptcp_common::FLOW_STAT_NAMES.iter().enumerate() {
+            let v: u64 = m.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+            out.insert(name.to_string(), v);
+        }
+    }
+    out
 }
 
 /// The egress hook's event counters (EGRESS_STATS), summed over CPUs.
@@ -624,6 +645,15 @@ pub fn render_text(s: &Status) -> String {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let _ = writeln!(out, "egress: {}", parts.join(" "));
+    }
+    if s.datapath_events.values().any(|v| *v != 0) {
+        let parts: Vec<String> = s
+            .datapath_events
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(out, "datapath: {}", parts.join(" "));
     }
     if let Some(d) = &s.daemon {
         render_daemon(&mut out, d);

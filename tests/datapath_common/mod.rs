@@ -19,8 +19,8 @@ use aya::{
 };
 use emptcp_common::{
     Action, AddrKey, CHAIN_NAME_LEN, ChainCounters, ChainDef, ChainStep, FLOW_STATS_LEN, FlowKey,
-    FlowStat, FlowState, INGRESS_CAPTURE, INGRESS_CAPTURE_SLOT, IfaceChains, MAX_CHAINS_PER_IFACE,
-    MAX_STEPS, OptRef, Outcome, Selector, StoredAddAddr, Thresholds, XdpMeta, stats_index,
+    FlowStat, FlowState, IfaceChains, MAX_CHAINS_PER_IFACE, MAX_STEPS, OptRef, Outcome, Selector,
+    StoredAddAddr, Thresholds, XdpMeta, stats_index,
 };
 
 pub const XDP_ABORTED: u32 = 0;
@@ -57,6 +57,8 @@ impl Dp {
             // Small tables: every test loads its own copy.
             .map_max_entries("FLOWS", 4096)
             .map_max_entries("FLOW_ADDRS", 4096)
+            .map_max_entries("TOKENS", 4096)
+            .map_max_entries("JOINS", 4096)
             .load(emptcp::object::embedded())
             .expect("load object");
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
@@ -74,7 +76,7 @@ impl Dp {
         let slots = Action::ALL
             .iter()
             .map(|a| (a.name(), *a as u32))
-            .chain([(INGRESS_CAPTURE, INGRESS_CAPTURE_SLOT)]);
+            .chain(emptcp_common::PROGS_EXTRA);
         for (name, slot) in slots {
             let p: &Xdp = ebpf.program(name).unwrap().try_into().unwrap();
             let fd: &ProgramFd = p.fd().unwrap();
@@ -245,6 +247,20 @@ impl Dp {
         m.insert(key, f, 0).unwrap();
     }
 
+    /// The connection `TOKENS` maps `token` to.
+    pub fn token(&self, token: u32) -> Option<FlowKey> {
+        let m: HashMap<_, u32, FlowKey> =
+            HashMap::try_from(self.ebpf.map("TOKENS").unwrap()).unwrap();
+        m.get(&token, 0).ok()
+    }
+
+    /// The `JOINS` entry of the joined subflow `key`.
+    pub fn join(&self, key: &FlowKey) -> Option<emptcp_common::JoinState> {
+        let m: HashMap<_, FlowKey, emptcp_common::JoinState> =
+            HashMap::try_from(self.ebpf.map("JOINS").unwrap()).unwrap();
+        m.get(key, 0).ok()
+    }
+
     pub fn flow_addr(&self, key: &FlowKey, slot: u32) -> Option<StoredAddAddr> {
         let m: HashMap<_, AddrKey, StoredAddAddr> =
             HashMap::try_from(self.ebpf.map("FLOW_ADDRS").unwrap()).unwrap();
@@ -372,6 +388,10 @@ fn describe(frame: &[u8], chain: u32, pos: u32, steps: &[(Action, u32)]) -> XdpM
                 match s {
                     2 if m.dss.len == 0 => m.dss = r,
                     0 if m.capable.len == 0 => m.capable = r,
+                    1 if m.join.len == 0 => m.join = r,
+                    4 if m.remove_addr.len == 0 => m.remove_addr = r,
+                    7 => m.fastclose = r,
+                    3 if opts[i + 2] & 1 == 1 && len >= 8 && m.echo.len == 0 => m.echo = r,
                     5 if matches!(len, 3 | 4) && m.prio.len == 0 => m.prio = r,
                     3 if opts[i + 2] & 1 == 0
                         && matches!(len, 16 | 18 | 28 | 30)

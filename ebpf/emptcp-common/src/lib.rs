@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. Bump when a key/value layout changes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Chains an interface can list (evaluated in order, first match wins).
 pub const MAX_CHAINS_PER_IFACE: usize = 8;
@@ -251,6 +251,14 @@ pub const IFACE_RAW_IP: u32 = 1 << 1;
 /// the change, docs/datapath.md).
 pub const IFACE_SKB: u32 = 1 << 2;
 
+/// `IfaceChains::flags` of an `EGRESS_IFACES` entry: the interface carries
+/// subflows of connections an ingress `record_flow` tracks, so the TC
+/// egress entry runs here even without an egress chain: it maps every
+/// MP_JOIN SYN the local end sends to its connection by the token
+/// (`JOINS`), and, while delivered addresses await confirmation, reads
+/// the stack's ADD_ADDR echoes (`egress/track.rs`).
+pub const IFACE_TRACK: u32 = 1 << 3;
+
 /// Slots of the `IFACE_SLOTS` direct-mapped cache of `IFACES`.
 pub const IFACE_SLOTS: u32 = 1024;
 
@@ -312,7 +320,7 @@ pub const META_FLOW_TRACKED: u8 = 2;
 /// parse, done once: the chain's steps, the flow key, the header fields and
 /// where each option the actions care about sits, so an action reads only
 /// the bytes it needs and looks nothing up but its flow. An action that
-/// changes the packet or learns about the flow updates it. 144 bytes: more
+/// changes the packet or learns about the flow updates it. 152 bytes: more
 /// than 32 needs Linux 6.4 or later.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -373,6 +381,13 @@ pub struct XdpMeta {
     pub flow_due: u8,
     /// MP_JOIN (any length): the segment belongs to an additional subflow.
     pub join: OptRef,
+    /// First REMOVE_ADDR (the peer withdraws address ids).
+    pub remove_addr: OptRef,
+    /// MP_FASTCLOSE (the peer resets the whole connection).
+    pub fastclose: OptRef,
+    /// First ADD_ADDR echo (E bit: the sender acknowledges an address).
+    pub echo: OptRef,
+    pub _pad_end: [u8; 2],
 }
 
 /// Outcomes counted per program in `STATS` (per CPU).
@@ -415,10 +430,11 @@ pub const ADD_ADDR_MAX_LEN: usize = 30;
 /// store none or one; a quarter of the flow table is a generous default.
 pub const DEFAULT_FLOW_ADDR_CAPACITY: u32 = DEFAULT_FLOW_CAPACITY / 4;
 
-/// Key of `FLOWS`: one TCP connection (an MPTCP initial subflow) from the
-/// LOCAL host's point of view. On XDP ingress, local = the packet's
-/// destination, remote = its source. IPv4 addresses use the first 4 bytes and
-/// leave the rest zero, so one key type serves both families.
+/// Key of `FLOWS`: one TCP subflow (for `FLOWS`, the MPTCP connection's
+/// initial one) from the LOCAL host's point of view. On XDP ingress, local =
+/// the packet's destination, remote = its source. IPv4 addresses use the
+/// first 4 bytes and leave the rest zero, so one key type serves both
+/// families.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
@@ -441,27 +457,88 @@ pub const FLOW_DATA_SEQ_SEEN: u32 = 1 << 1;
 pub const FLOW_SEQ_SEEN: u32 = 1 << 2;
 /// `tsval`/`tsecr` hold the newest segment's timestamps.
 pub const FLOW_TS_SEEN: u32 = 1 << 3;
-/// A stored ADD_ADDR is due but no received packet had room for it: user
-/// space should build a duplicate ACK carrying it (see docs/datapath.md).
+/// A stored ADD_ADDR is due but no received packet had room for it: the
+/// in-kernel recovery (`ingress_recover`) or user space delivers it in a
+/// duplicate ACK (see docs/datapath.md).
 pub const FLOW_RECOVER_PENDING: u32 = 1 << 4;
+/// The connection carried data (a DSS after the handshake): a later
+/// SYN-ACK with MP_CAPABLE for its 4-tuple is unsolicited and ignored.
+pub const FLOW_ESTABLISHED: u32 = 1 << 5;
+/// The initial subflow closed while joined subflows live on: the
+/// connection ends with its last subflow.
+pub const FLOW_INITIAL_CLOSED: u32 = 1 << 6;
+/// The peer sent a DATA_FIN: the next subflow FIN or RST ends the
+/// connection.
+pub const FLOW_DATA_FIN: u32 = 1 << 7;
+/// The peer's SYN-ACK carried the window scale option (RFC 7323: the
+/// local end's own shift applies only when both SYNs carried one).
+pub const FLOW_PEER_WSCALE: u32 = 1 << 9;
+/// Tracked from the passive opener's side (the connection was learnt from
+/// the MP_CAPABLE third ACK the peer sent, not from a SYN-ACK).
+pub const FLOW_SERVER: u32 = 1 << 8;
 
-/// Value of `FLOWS`: what the datapath knows about one tracked flow
-/// (104 bytes; see docs/datapath.md for the memory per flow).
+/// `FlowState::recovered_via` bits: how the stored options were delivered.
+/// Inserted into a received packet that had room (XDP `recover_add_addr`).
+pub const VIA_INSERT: u8 = 1 << 0;
+/// In a duplicate ACK built in the kernel from a clone of a received data
+/// segment (`ingress_recover`, TC ingress).
+pub const VIA_KERNEL: u8 = 1 << 1;
+/// In a duplicate ACK forged by user space (`emptcp agent` / `watch`).
+pub const VIA_AGENT: u8 = 1 << 2;
+
+/// Value of `FLOWS`: what the datapath knows about one tracked MPTCP
+/// CONNECTION, keyed by its initial subflow (152 bytes; docs/datapath.md
+/// has the memory per connection). The connection-level fields (size,
+/// stored addresses, their delivery) count every subflow: a joined subflow
+/// maps to its connection through `JOINS`. The per-subflow fields (seq,
+/// ack, window, timestamps, MACs) are the initial subflow's.
+///
+/// Several CPUs may update one connection at once (its subflows arrive on
+/// different receive queues; the egress hook confirms on the transmit
+/// CPU). The bit sets shared between them (`flags`, `stored`+`recovered`,
+/// `confirmed`) sit in 8-aligned 64-bit words changed only with atomic
+/// or/and; the size is derived from the newest data ACK and data sequence
+/// (maxima, from their first values), so a racing update may lag by one
+/// packet but never counts bytes twice.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
-    /// Flow size compared with the chain's thresholds: upload bytes acked
-    /// (DSS data ACK progress) + download bytes (DSS data sequence progress),
-    /// counted from the first value seen.
+    /// Connection size compared with the chain's thresholds: upload bytes
+    /// acked (DSS data ACK progress) + download bytes (DSS data sequence
+    /// progress), from whichever subflow carries them:
+    /// `(data_ack - ack_base) + (data_end - end_base)`.
     pub bytes: u64,
-    /// Newest DSS data ACK (64-bit; 4-byte forms extend it by their delta).
+    /// Newest DSS data ACK, extended from the first one by the 32-bit
+    /// deltas both DSS forms share.
     pub data_ack: u64,
-    /// Newest end of a DSS mapping: data sequence + data-level length.
+    /// Newest end of a DSS mapping (data sequence + data-level length),
+    /// extended the same way.
     pub data_end: u64,
+    /// The first `data_ack` / `data_end` seen (the size counts from them).
+    pub ack_base: u64,
+    pub end_base: u64,
+    /// `bpf_ktime_get_ns` before which no new delivery of an unconfirmed
+    /// stored address is tried (0: any time).
+    pub retry_at_ns: u64,
+    /// `FLOW_*` bits (the low half of an atomically updated word).
+    pub flags: u32,
+    pub _flags_hi: u32,
+    /// Slots of `FLOW_ADDRS` holding an option (bit i = slot i); with
+    /// `recovered`, one atomically updated word.
+    pub stored: u32,
+    /// Slots delivered at least once (inserted or in a duplicate ACK).
+    pub recovered: u32,
+    /// Slots the local stack acknowledged: its ADD_ADDR echo or an MP_JOIN
+    /// to the address was seen leaving (the egress hook, `IFACE_TRACK`);
+    /// with `token`, one atomically updated word.
+    pub confirmed: u32,
+    /// The connection's token: the most significant 32 bits of SHA-256 of
+    /// the passive opener's (server's) MP_CAPABLE key (RFC 8684 2.2), the
+    /// token every MP_JOIN SYN of the connection carries. `TOKENS` maps it
+    /// back to this entry.
+    pub token: u32,
     /// Chain that created the flow.
     pub chain: u32,
-    /// `FLOW_*` bits.
-    pub flags: u32,
     /// Interface the flow's packets arrive on.
     pub ifindex: u32,
     /// Of the newest segment of the remote (wrap-aware): sequence + payload
@@ -472,32 +549,74 @@ pub struct FlowState {
     /// Its TCP timestamps (valid with `FLOW_TS_SEEN`).
     pub tsval: u32,
     pub tsecr: u32,
+    /// The skb mark of the data segment a recovery clone was made from,
+    /// restored on the clone.
+    pub mark: u32,
     /// Its raw (scaled) window field.
     pub window: u16,
     /// First 802.1Q/802.1ad tag (TCI) of the SYN-ACK, 0 without one.
     pub vlan_tci: u16,
     /// Ethernet destination then source of the SYN-ACK, as received.
     pub mac: [u8; 12],
-    /// Slots of `FLOW_ADDRS` holding an option (bit i = slot i).
-    pub stored: u32,
-    /// Slots already re-inserted by recover_add_addr.
-    pub recovered: u32,
-    /// Address id of the option in each slot (de-duplication key).
+    /// Address id of the option in each slot (slot = id % 16).
     pub addr_ids: [u8; ADDR_SLOTS as usize],
-    /// Next slot to fill when the id is new (ring: the oldest is replaced).
-    pub next_slot: u8,
+    pub _pad1: u8,
     /// Window scale shift the remote announced in its SYN-ACK (0 without).
     pub wscale: u8,
-    pub _pad: [u8; 2],
+    /// Joined subflows mapped to the connection and not closed.
+    pub joins: u8,
+    /// Deliveries of the oldest unconfirmed slot so far (bounded).
+    pub attempts: u8,
     /// ADD_ADDR options overwritten with NOPs, dropped with their pure ACK,
-    /// and re-inserted, for this flow (saturating).
+    /// and delivered, for this connection (saturating).
     pub add_addr_nopped: u16,
     pub add_addr_dropped: u16,
     pub add_addr_recovered: u16,
     /// Packets without room seen while recovery is pending; every 16th (up
-    /// to 128) is reported on `EVENTS` so user space can deliver the option.
+    /// to 128) is reported on `EVENTS` so user space can deliver the option
+    /// where the kernel cannot. Reset when recovery is no longer pending.
     pub pending_packets: u16,
+    /// Deliveries repeated because the previous one was not confirmed.
+    pub add_addr_retried: u16,
+    /// The MP_PRIO ingress `set_backup` inserted on the initial subflow: 0
+    /// none, 1 backup=0, 2 backup=1 (one signal per change, like Linux).
+    pub prio_sent: u8,
+    /// `VIA_*` bits: how stored options reached the local stack.
+    pub recovered_via: u8,
+    pub _pad: [u8; 4],
 }
+
+/// `JoinState::flags`: `rcv_nxt` holds a segment of the remote.
+pub const JOIN_SEQ_SEEN: u32 = 1 << 0;
+/// `wscale` holds the shift of the peer's MP_JOIN SYN-ACK (or SYN).
+pub const JOIN_WSCALE_SEEN: u32 = 1 << 1;
+
+/// Value of `JOINS` (key: the joined subflow's [`FlowKey`], ingress
+/// orientation): which connection an MP_JOIN subflow belongs to. Created
+/// from the token of the MP_JOIN SYN: sent by the local end (TC egress,
+/// `IFACE_TRACK`) or received (XDP ingress, the local end is the server).
+/// 56 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JoinState {
+    /// The connection's key in `FLOWS` (its initial subflow).
+    pub conn: FlowKey,
+    pub token: u32,
+    /// `JOIN_*` bits.
+    pub flags: u32,
+    /// rcv_nxt of this subflow (as `FlowState::rcv_nxt`): a RST counts
+    /// only at it.
+    pub rcv_nxt: u32,
+    /// The peer's window scale shift on this subflow.
+    pub wscale: u8,
+    /// As `FlowState::prio_sent`, for this subflow.
+    pub prio_sent: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Default capacity of `JOINS`: a quarter of the flow table (most
+/// connections never join; the policy's flow_capacity scales it).
+pub const DEFAULT_JOIN_CAPACITY: u32 = DEFAULT_FLOW_CAPACITY / 4;
 
 /// `EVENTS` record: flow `key` has the stored option in `slot` due and no
 /// received packet has room for it (see reconciler/src/agent.rs).
@@ -553,8 +672,34 @@ pub enum FlowStat {
     WindowScaleUnknown = 13,
     Malformed = 14,
     FlowInsertFailed = 15,
+    /// An MP_JOIN subflow was mapped to its connection by its token.
+    JoinsMapped = 16,
+    /// An MP_JOIN SYN carried a token no tracked connection has.
+    JoinTokenUnknown = 17,
+    /// A SYN-ACK with MP_CAPABLE for a 4-tuple whose connection carries
+    /// data: unsolicited, ignored.
+    SynAckIgnored = 18,
+    /// A FIN or RST outside the subflow's sequence (a spoof or a stale
+    /// segment): the connection stays.
+    CloseIgnored = 19,
+    /// A REMOVE_ADDR from the peer removed a stored address.
+    RemoveAddrCleared = 20,
+    /// An MP_FASTCLOSE ended the connection.
+    FastClose = 21,
+    /// A stored ADD_ADDR delivered in a duplicate ACK built in the kernel.
+    AddAddrRecoveredKernel = 22,
+    /// The local stack acknowledged a delivered address (echo or MP_JOIN).
+    AddAddrConfirmed = 23,
+    /// A delivered address was not confirmed in time and is sent again.
+    AddAddrRetried = 24,
+    /// Delivery given up after the last retry.
+    AddAddrGivenUp = 25,
+    /// A packet already carrying an ADD_ADDR got no second one.
+    InsertSkippedHasAddAddr = 26,
+    /// TOKENS or JOINS was full and the insert failed.
+    TokenInsertFailed = 27,
 }
-pub const FLOW_STATS_LEN: u32 = 16;
+pub const FLOW_STATS_LEN: u32 = 28;
 /// Names of the `FlowStat` counters, indexed by `FlowStat as u32`.
 pub const FLOW_STAT_NAMES: [&str; FLOW_STATS_LEN as usize] = [
     "flows_created",
@@ -573,6 +718,18 @@ pub const FLOW_STAT_NAMES: [&str; FLOW_STATS_LEN as usize] = [
     "window_scale_unknown",
     "malformed",
     "flow_insert_failed",
+    "joins_mapped",
+    "join_token_unknown",
+    "syn_ack_ignored",
+    "close_ignored",
+    "remove_addr_cleared",
+    "fast_close",
+    "add_addr_recovered_kernel",
+    "add_addr_confirmed",
+    "add_addr_retried",
+    "add_addr_given_up",
+    "insert_skipped_has_add_addr",
+    "token_insert_failed",
 ];
 
 /// Name prefix of the TC egress programs: `egress_entry` and one
@@ -608,6 +765,18 @@ pub const EGRESS_CAPTURE: &str = "egress_capture";
 /// starts at 1).
 pub const INGRESS_CAPTURE_SLOT: u32 = 0;
 pub const INGRESS_CAPTURE: &str = "ingress_capture";
+
+/// `record_flow_setup` (the connection-setup half of `record_flow`, which
+/// tail-calls it for SYNs and the peer's MP_CAPABLE third ACK) sits in this
+/// slot of `PROGS` (past the actions, which use 1..=7).
+pub const RECORD_SETUP_SLOT: u32 = 8;
+pub const RECORD_SETUP: &str = "record_flow_setup";
+
+/// The programs of `PROGS` that are not actions, with their slots.
+pub const PROGS_EXTRA: [(&str, u32); 2] = [
+    (INGRESS_CAPTURE, INGRESS_CAPTURE_SLOT),
+    (RECORD_SETUP, RECORD_SETUP_SLOT),
+];
 
 /// Every slot of `EGRESS_PROGS` and its program.
 pub const EGRESS_SLOTS: [(&str, u32); 4] = [
@@ -815,6 +984,7 @@ mod pod {
     unsafe impl aya::Pod for RecoverEvent {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowState {}
+    unsafe impl aya::Pod for JoinState {}
     unsafe impl aya::Pod for AddrKey {}
     unsafe impl aya::Pod for StoredAddAddr {}
     unsafe impl aya::Pod for SubflowState {}
@@ -842,10 +1012,11 @@ mod tests {
                 + 64
                 + IFNAME_LEN
         );
-        assert_eq!(size_of::<XdpMeta>(), 144);
+        assert_eq!(size_of::<XdpMeta>(), 152);
         assert_eq!(size_of::<ObjectMeta>(), 40);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FlowState>(), 104);
+        assert_eq!(size_of::<FlowState>(), 152);
+        assert_eq!(size_of::<JoinState>(), 56);
         assert_eq!(size_of::<AddrKey>(), 44);
         assert_eq!(size_of::<StoredAddAddr>(), 32);
         assert_eq!(size_of::<SubflowState>(), 104);
@@ -871,7 +1042,7 @@ mod tests {
     #[test]
     fn flow_stat_names_cover_every_counter() {
         assert_eq!(FLOW_STAT_NAMES.len() as u32, FLOW_STATS_LEN);
-        assert_eq!(FlowStat::FlowInsertFailed as u32, FLOW_STATS_LEN - 1);
+        assert_eq!(FlowStat::TokenInsertFailed as u32, FLOW_STATS_LEN - 1);
     }
 
     #[test]

@@ -201,7 +201,7 @@ fn known_subflow(ctx: &XdpContext, pkt: &mut Packet) -> Option<bool> {
 /// (and for an egress packet described as its peer would be) local = the
 /// packet's destination.
 #[inline(always)]
-fn flow_key(pkt: &Packet) -> FlowKey {
+pub(crate) fn flow_key(pkt: &Packet) -> FlowKey {
     FlowKey {
         family: pkt.family,
         _pad: [0; 3],

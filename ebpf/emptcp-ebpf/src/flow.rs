@@ -1,24 +1,112 @@
-//! The flow table: keys from packets, removal with the stored options, and
-//! the per-flow ring of ADD_ADDR options (de-duplicated by address id).
+//! The connection table: keys from packets, the connection a subflow
+//! belongs to (its own entry, or its `JOINS` mapping), removal with the
+//! stored options, and the per-connection ring of ADD_ADDR options
+//! (de-duplicated by address id).
 use emptcp_common::{
-    ADD_ADDR_MAX_LEN, ADDR_SLOTS, AddrKey, FlowKey, FlowStat, FlowState, StoredAddAddr,
+    ADD_ADDR_MAX_LEN, ADDR_SLOTS, AddrKey, FLOW_RECOVER_PENDING, FlowKey, FlowStat, FlowState,
+    JoinState, StoredAddAddr,
 };
 
 use crate::{
-    maps::{FLOW_ADDRS, FLOWS},
+    atomic,
+    maps::{AWAITING, FLOW_ADDRS, FLOWS, JOINS, PENDING, TOKENS},
     stats,
 };
 
-/// The tracked flow of `key`, if any.
+/// The tracked connection whose initial subflow is `key`, if any.
 #[inline(always)]
 pub fn get(key: &FlowKey) -> Option<&'static mut FlowState> {
-    // SAFETY: an LRU value stays valid for the program run; concurrent
-    // writers of one flow are rare (RSS keeps a 4-tuple on one CPU) and a
-    // race only skews a counter or a stored option.
+    // SAFETY: an LRU value stays valid for the program run. Fields are
+    // plain stores: two CPUs updating one connection at once (RPS) can
+    // lose a size increment, never corrupt the entry; the flag words are
+    // updated with atomic or/and (`set_flags`/`clear_flags`).
     FLOWS.get_ptr_mut(key).map(|p| unsafe { &mut *p })
 }
 
-/// Forgets a flow and its stored options; true if it was tracked.
+/// A packet's connection: `key` is the connection's `FLOWS` key, `join`
+/// the subflow's `JOINS` entry when the packet is on a joined subflow.
+pub struct Conn {
+    pub key: FlowKey,
+    pub f: &'static mut FlowState,
+    pub join: Option<&'static mut JoinState>,
+}
+
+/// The connection the subflow `key` belongs to. `maybe_join`: the packet
+/// could be on a joined subflow (it carries an MPTCP option, a FIN or a
+/// RST); plain TCP packets of untracked flows then pay one lookup only.
+#[inline(always)]
+pub fn resolve(key: &FlowKey, maybe_join: bool) -> Option<Conn> {
+    if let Some(f) = get(key) {
+        return Some(Conn {
+            key: *key,
+            f,
+            join: None,
+        });
+    }
+    if !maybe_join {
+        return None;
+    }
+    let j = unsafe { &mut *JOINS.get_ptr_mut(key)? };
+    let conn = j.conn;
+    // A mapping outlives its connection only until the token check: the
+    // connection's key may have been reused by a new one.
+    let f = get(&conn).filter(|f| f.token == j.token)?;
+    Some(Conn {
+        key: conn,
+        f,
+        join: Some(j),
+    })
+}
+
+/// Maps the joined subflow `sub` to the connection of `token` (its MP_JOIN
+/// SYN named it). A retransmitted SYN keeps the existing mapping. True if
+/// mapped (now or before).
+#[inline(always)]
+pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>) -> bool {
+    let Some(conn) = (unsafe { TOKENS.get(&token) }).copied() else {
+        stats::event(FlowStat::JoinTokenUnknown);
+        return false;
+    };
+    let Some(f) = get(&conn).filter(|f| f.token == token) else {
+        stats::event(FlowStat::JoinTokenUnknown);
+        return false;
+    };
+    if unsafe { JOINS.get(sub) }.is_some_and(|j| j.token == token) {
+        return true;
+    }
+    let j = JoinState {
+        conn,
+        token,
+        flags: if wscale.is_some() {
+            emptcp_common::JOIN_WSCALE_SEEN
+        } else {
+            0
+        },
+        rcv_nxt: 0,
+        wscale: wscale.unwrap_or(0),
+        prio_sent: 0,
+        _pad: [0; 2],
+    };
+    if JOINS.insert(sub, &j, 0).is_err() {
+        stats::event(FlowStat::TokenInsertFailed);
+        return false;
+    }
+    f.joins = f.joins.saturating_add(1);
+    stats::event(FlowStat::JoinsMapped);
+    true
+}
+
+/// Registers the token of a new connection `key`.
+#[inline(always)]
+pub fn map_token(token: u32, key: &FlowKey) {
+    if TOKENS.insert(&token, key, 0).is_err() {
+        stats::event(FlowStat::TokenInsertFailed);
+    }
+}
+
+/// Forgets a connection, its token and its stored options; true if it was
+/// tracked. Its `JOINS` mappings are left to age out of the LRU: the token
+/// check of [`resolve`] already ignores them.
 #[inline(always)]
 pub fn remove(key: &FlowKey) -> bool {
     let Some(f) = get(key) else {
@@ -35,27 +123,145 @@ pub fn remove(key: &FlowKey) -> bool {
             let _ = FLOW_ADDRS.remove(&ak);
         }
     }
+    if f.flags & FLOW_RECOVER_PENDING != 0 {
+        gauge_add(&PENDING, -1);
+    }
+    if awaiting(f) {
+        gauge_add(&AWAITING, -1);
+    }
+    let token = f.token;
+    if unsafe { TOKENS.get(&token) }.is_some_and(|k| k == key) {
+        let _ = TOKENS.remove(&token);
+    }
     FLOWS.remove(key).is_ok()
 }
 
-/// Stores the ADD_ADDR `aa` (`len` bytes) in the flow's
-/// ring. A retransmit (same address id) overwrites its own slot, so the
-/// ring never fills with copies; a new id takes the next slot, replacing
-/// the oldest when all 16 are used.
+/// Forgets the joined subflow `sub` of connection `c`; the connection ends
+/// with it when it was the last subflow. True if the connection ended.
+#[inline(always)]
+pub fn remove_join(sub: &FlowKey, conn: &FlowKey, f: &mut FlowState) -> bool {
+    if JOINS.remove(sub).is_ok() {
+        f.joins = f.joins.saturating_sub(1);
+    }
+    f.joins == 0 && f.flags & emptcp_common::FLOW_INITIAL_CLOSED != 0 && remove(conn)
+}
+
+/// Delivered addresses of `f` still wait for the stack's confirmation.
+#[inline(always)]
+pub fn awaiting(f: &FlowState) -> bool {
+    f.recovered & !f.confirmed & f.stored != 0
+}
+
+/// Adds `d` to a gauge (`PENDING`, `AWAITING`). A decrement of a gauge
+/// at 0 is skipped (a connection evicted while counted left it high, and
+/// the next removal must not wrap it).
+#[inline(always)]
+pub fn gauge_add(g: &aya_ebpf::maps::Array<u64>, d: i64) {
+    if let Some(p) = g.get_ptr_mut(0) {
+        if d < 0 && unsafe { core::ptr::read_volatile(p) } == 0 {
+            return;
+        }
+        atomic::add_u64(p, d as u64);
+    }
+}
+
+/// A gauge's value.
+#[inline(always)]
+pub fn gauge(g: &aya_ebpf::maps::Array<u64>) -> u64 {
+    g.get(0).copied().unwrap_or(0)
+}
+
+/// Sets `FLOW_*` bits atomically (ingress and egress hooks of two CPUs
+/// may update one connection's flags at once).
+#[inline(always)]
+pub fn set_flags(f: &mut FlowState, bits: u32) {
+    atomic::or_u64(flags_word(f), bits as u64);
+}
+
+/// Clears `FLOW_*` bits atomically.
+#[inline(always)]
+pub fn clear_flags(f: &mut FlowState, bits: u32) {
+    atomic::and_u64(flags_word(f), !(bits as u64));
+}
+
+/// The 8-aligned word of `flags` (+ `_flags_hi`).
+#[inline(always)]
+fn flags_word(f: &mut FlowState) -> *mut u64 {
+    (&raw mut f.flags).cast()
+}
+
+/// The 8-aligned word of `stored` (low half) + `recovered` (high half).
+#[inline(always)]
+fn slots_word(f: &mut FlowState) -> *mut u64 {
+    (&raw mut f.stored).cast()
+}
+
+/// The 8-aligned word of `confirmed` (low half) + `token`.
+#[inline(always)]
+fn confirmed_word(f: &mut FlowState) -> *mut u64 {
+    (&raw mut f.confirmed).cast()
+}
+
+/// Slot bit `bit` now holds a new address: stored, not delivered, not
+/// confirmed.
+#[inline(always)]
+fn mark_stored(f: &mut FlowState, bit: u32) {
+    atomic::or_u64(slots_word(f), bit as u64);
+    atomic::and_u64(slots_word(f), !((bit as u64) << 32));
+    atomic::and_u64(confirmed_word(f), !(bit as u64));
+}
+
+/// Slot bit `bit` holds nothing any more.
+#[inline(always)]
+pub fn clear_slot(f: &mut FlowState, bit: u32) {
+    atomic::and_u64(slots_word(f), !((bit as u64) | ((bit as u64) << 32)));
+    atomic::and_u64(confirmed_word(f), !(bit as u64));
+}
+
+/// Slot bit `bit` was delivered.
+#[inline(always)]
+fn mark_recovered(f: &mut FlowState, bit: u32) {
+    atomic::or_u64(slots_word(f), (bit as u64) << 32);
+}
+
+/// Slot bit `bit` was confirmed by the local stack.
+#[inline(always)]
+fn mark_confirmed(f: &mut FlowState, bit: u32) {
+    atomic::or_u64(confirmed_word(f), bit as u64);
+}
+
+/// Marks recovery pending (once: the `PENDING` gauge counts connections).
+#[inline(always)]
+pub fn set_pending(f: &mut FlowState) {
+    if f.flags & FLOW_RECOVER_PENDING == 0 {
+        set_flags(f, FLOW_RECOVER_PENDING);
+        gauge_add(&PENDING, 1);
+    }
+}
+
+/// Recovery is no longer pending: the gauge and the event spacing reset.
+#[inline(always)]
+pub fn clear_pending(f: &mut FlowState) {
+    if f.flags & FLOW_RECOVER_PENDING != 0 {
+        clear_flags(f, FLOW_RECOVER_PENDING);
+        gauge_add(&PENDING, -1);
+    }
+    if f.pending_packets != 0 {
+        f.pending_packets = 0;
+    }
+}
+
+/// Stores the ADD_ADDR `aa` (`len` bytes) with the connection, in the
+/// slot of its address id (`id % 16`): a retransmit overwrites its own
+/// slot, and two CPUs storing different ids never pick the same slot (no
+/// allocation to race on). Ids 16 apart share a slot; the newer replaces
+/// the older, as a full ring would.
 #[inline(always)]
 pub fn store_add_addr(key: &FlowKey, f: &mut FlowState, aa: &[u8; 32], len: u32) {
     let id = aa[3];
-    let mut slot = ADDR_SLOTS;
-    for i in 0..ADDR_SLOTS {
-        if f.stored & (1 << i) != 0 && f.addr_ids[i as usize] == id {
-            slot = i;
-            break;
-        }
-    }
-    let dup = slot < ADDR_SLOTS;
-    if !dup {
-        slot = (f.next_slot as u32) % ADDR_SLOTS;
-    }
+    let slot = id as u32 & (ADDR_SLOTS - 1);
+    let bit = 1u32 << slot;
+    let dup = f.stored & bit != 0 && f.addr_ids[slot as usize] == id;
     let mut v = StoredAddAddr {
         len: len as u8,
         _pad: 0,
@@ -72,23 +278,137 @@ pub fn store_add_addr(key: &FlowKey, f: &mut FlowState, aa: &[u8; 32], len: u32)
         stats::event(FlowStat::AddAddrDuplicate);
         return;
     }
-    let bit = 1u32 << slot;
-    f.stored |= bit;
-    // A new address in this slot has not been re-inserted yet.
-    f.recovered &= !bit;
-    f.addr_ids[(slot & (ADDR_SLOTS - 1)) as usize] = id;
-    f.next_slot = f.next_slot.wrapping_add(1);
+    let was_awaiting = awaiting(f);
+    f.addr_ids[slot as usize] = id;
+    // A new address in this slot has not been delivered yet.
+    mark_stored(f, bit);
+    if was_awaiting && !awaiting(f) {
+        gauge_add(&AWAITING, -1);
+    }
     stats::event(FlowStat::AddAddrStored);
 }
 
-/// The lowest slot stored and not yet recovered, or `ADDR_SLOTS`.
+/// Forgets the stored address with id `id` (the peer withdrew it with
+/// REMOVE_ADDR); true if one was stored.
 #[inline(always)]
-pub fn next_to_recover(f: &FlowState) -> u32 {
-    let due = f.stored & !f.recovered;
+pub fn forget_addr(key: &FlowKey, f: &mut FlowState, id: u8) -> bool {
+    let slot = id as u32 & (ADDR_SLOTS - 1);
+    let bit = 1u32 << slot;
+    if f.stored & bit == 0 || f.addr_ids[slot as usize] != id {
+        return false;
+    }
+    let was_awaiting = awaiting(f);
+    let _ = FLOW_ADDRS.remove(&AddrKey { flow: *key, slot });
+    clear_slot(f, bit);
+    if was_awaiting && !awaiting(f) {
+        gauge_add(&AWAITING, -1);
+    }
+    true
+}
+
+/// Deliveries of one address before it is given up (the first + 3
+/// retries), and the wait before the first retry (doubled each time):
+/// 0.2 + 0.4 + 0.8 s covers a lost carrier and a client RTT of several
+/// hundred ms without flooding it.
+pub const MAX_ATTEMPTS: u8 = 4;
+pub const RETRY_NS: u64 = 200_000_000;
+
+/// What delivery of the connection's stored addresses is due now.
+pub enum Due {
+    /// Nothing to deliver (none stored, all confirmed, or waiting for a
+    /// retry time).
+    Nothing,
+    /// Deliver `slot`; `retry` if it was delivered before.
+    Slot { slot: u32, retry: bool },
+}
+
+/// What to deliver at `now`: the lowest stored slot never delivered;
+/// else, once the connection's retry time passed, the lowest delivered
+/// slot the stack has not confirmed. A slot out of attempts is given up
+/// (forgotten, counted).
+#[inline(always)]
+pub fn due(key: &FlowKey, f: &mut FlowState, now: u64) -> Due {
+    // A slot the stack confirmed without a datapath delivery was
+    // delivered by user space (the agent): done too.
+    let fresh = f.stored & !f.recovered & !f.confirmed;
+    if fresh != 0 {
+        return Due::Slot {
+            slot: lowest(fresh),
+            retry: false,
+        };
+    }
+    let waiting = f.stored & !f.confirmed;
+    if waiting == 0 || now < f.retry_at_ns {
+        return Due::Nothing;
+    }
+    let slot = lowest(waiting);
+    if f.attempts >= MAX_ATTEMPTS {
+        let id = f.addr_ids[(slot & (ADDR_SLOTS - 1)) as usize];
+        forget_addr(key, f, id);
+        f.attempts = 0;
+        f.retry_at_ns = 0;
+        stats::event(FlowStat::AddAddrGivenUp);
+        return Due::Nothing;
+    }
+    Due::Slot { slot, retry: true }
+}
+
+/// The lowest set bit of `v` (not 0), as a slot number.
+#[inline(always)]
+fn lowest(v: u32) -> u32 {
+    let mut slot = 0;
     for i in 0..ADDR_SLOTS {
-        if due & (1 << i) != 0 {
-            return i;
+        if v & (1 << i) != 0 {
+            slot = i;
+            break;
         }
     }
-    ADDR_SLOTS
+    slot
+}
+
+/// `slot` was delivered at `now` by `via` (`VIA_*`): it waits for the
+/// stack's confirmation until the next retry time.
+#[inline(always)]
+pub fn delivered(f: &mut FlowState, slot: u32, retry: bool, via: u8, now: u64) {
+    let was_awaiting = awaiting(f);
+    mark_recovered(f, 1 << (slot & 31));
+    if retry {
+        f.add_addr_retried = f.add_addr_retried.saturating_add(1);
+        stats::event(FlowStat::AddAddrRetried);
+    } else {
+        f.attempts = 0;
+    }
+    f.attempts = f.attempts.saturating_add(1);
+    f.retry_at_ns = now + (RETRY_NS << ((f.attempts.saturating_sub(1)) & 7));
+    f.recovered_via |= via;
+    f.add_addr_recovered = f.add_addr_recovered.saturating_add(1);
+    if !was_awaiting && awaiting(f) {
+        gauge_add(&AWAITING, 1);
+    }
+}
+
+/// The local stack showed it has the address with id `id` (its ADD_ADDR
+/// echo, or an MP_JOIN to it): delivered for good. True if it was waiting.
+#[inline(always)]
+pub fn confirm(f: &mut FlowState, id: u8) -> bool {
+    let slot = id as u32 & (ADDR_SLOTS - 1);
+    let bit = 1u32 << slot;
+    if f.stored & f.recovered & !f.confirmed & bit == 0 || f.addr_ids[slot as usize] != id {
+        return false;
+    }
+    mark_confirmed(f, bit);
+    f.attempts = 0;
+    f.retry_at_ns = 0;
+    if !awaiting(f) {
+        gauge_add(&AWAITING, -1);
+    }
+    stats::event(FlowStat::AddAddrConfirmed);
+    true
+}
+
+/// Anything stored and not confirmed (the metadata's `flow_due` hint: a
+/// later step may have work; the exact decision is [`due`]'s).
+#[inline(always)]
+pub fn open(f: &FlowState) -> bool {
+    f.stored & !f.confirmed != 0
 }

@@ -14,8 +14,11 @@
 //! not understand leaves untouched with XDP_PASS, never XDP_ABORTED.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod actions;
+mod atomic;
 mod capture;
 mod chain;
 mod csum;
@@ -28,6 +31,7 @@ mod maps;
 mod options;
 mod parse;
 mod scan;
+mod sha256;
 mod stats;
 
 #[cfg(not(test))]

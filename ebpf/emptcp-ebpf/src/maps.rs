@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use emptcp_common::{
     AddrKey, ChainCounters, ChainDef, DEFAULT_FLOW_ADDR_CAPACITY, DEFAULT_FLOW_CAPACITY,
-    EVENTS_BYTES, FLOW_STATS_LEN, FlowKey, FlowState, IfaceChains, LpmV4, LpmV6, MAX_CHAINS,
-    MAX_IFACES, ObjectMeta, PROG_SLOTS, PortKey, STATS_LEN, Selector, StoredAddAddr, Thresholds,
+    DEFAULT_JOIN_CAPACITY, EVENTS_BYTES, FLOW_STATS_LEN, FlowKey, FlowState, IfaceChains,
+    JoinState, LpmV4, LpmV6, MAX_CHAINS, MAX_IFACES, ObjectMeta, PROG_SLOTS, PortKey, STATS_LEN,
+    Selector, StoredAddAddr, Thresholds,
 };
 use emptcp_common::{
     DEFAULT_SUBFLOW_CAPACITY, EGRESS_STATS_LEN, SUBFLOW_EVENTS_BYTES, SubflowState,
@@ -72,6 +73,37 @@ pub static META: Array<ObjectMeta> = Array::with_max_entries(1, 0);
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowState> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+
+/// Per-CPU scratch value in which record_flow_setup builds a new
+/// connection's entry (a `FlowState` on the stack would not fit beside the
+/// token's SHA-256).
+#[map]
+pub static NEW_FLOW: PerCpuArray<FlowState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Connection token -> the connection's key in `FLOWS` (its initial
+/// subflow): how an MP_JOIN SYN, which names its connection only by the
+/// token, finds it. Sized like `FLOWS` (one token per connection).
+#[map]
+pub static TOKENS: LruHashMap<u32, FlowKey> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+
+/// Joined subflow (ingress-oriented key) -> its connection
+/// (`emptcp_common::JoinState`). A quarter of `FLOWS` by default.
+#[map]
+pub static JOINS: LruHashMap<FlowKey, JoinState> =
+    LruHashMap::with_max_entries(DEFAULT_JOIN_CAPACITY, 0);
+
+/// Connections with a delivered address the local stack has not
+/// confirmed yet (a gauge, `[0]`): while it is 0 the egress hook does not
+/// look for ADD_ADDR echoes. An entry evicted while waiting leaves it
+/// high, which only costs that look.
+#[map]
+pub static AWAITING: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Connections whose recovery is pending (`FLOW_RECOVER_PENDING`, a gauge,
+/// `[0]`): while it is 0 the TC ingress recovery returns at once.
+#[map]
+pub static PENDING: Array<u64> = Array::with_max_entries(1, 0);
 
 /// ADD_ADDR options stored by strip_add_addr, one entry per (flow, slot), so
 /// the many flows that store none pay nothing for the 16-slot ring.

@@ -34,7 +34,9 @@ pub const MP_CAPABLE: u8 = 0;
 pub const MP_JOIN: u8 = 1;
 pub const MP_DSS: u8 = 2;
 pub const MP_ADD_ADDR: u8 = 3;
+pub const MP_REMOVE_ADDR: u8 = 4;
 pub const MP_PRIO: u8 = 5;
+pub const MP_FASTCLOSE: u8 = 7;
 
 /// The packet as the entry program described it, copied out of the
 /// metadata before anything can move it.
@@ -63,6 +65,9 @@ pub struct Seg {
     pub capable: OptRef,
     pub wscale: OptRef,
     pub join: OptRef,
+    pub remove_addr: OptRef,
+    pub fastclose: OptRef,
+    pub echo: OptRef,
 }
 
 impl Seg {
@@ -91,6 +96,9 @@ impl Seg {
                 capable: (*m).capable,
                 wscale: (*m).wscale,
                 join: (*m).join,
+                remove_addr: (*m).remove_addr,
+                fastclose: (*m).fastclose,
+                echo: (*m).echo,
             }
         }
     }
@@ -128,8 +136,12 @@ impl Seg {
             for i in 0..N / 8 {
                 unsafe { dst.add(i).write_unaligned(src.add(i).read_unaligned()) };
             }
-            for i in n as usize..N {
-                buf[i] = 0;
+            // Constant indices (no variable-start memset, whose stack
+            // write the verifier refuses in a subprogram frame).
+            for i in 0..N {
+                if i as u32 >= n {
+                    unsafe { core::ptr::write_volatile(buf.as_mut_ptr().add(i), 0) };
+                }
             }
             return true;
         }
@@ -182,11 +194,6 @@ impl Buf64 {
     #[inline(always)]
     pub fn at(&self, i: u32) -> u8 {
         self.0[(black_box(i) & 63) as usize]
-    }
-
-    #[inline(always)]
-    pub fn be16(&self, i: u32) -> u16 {
-        u16::from_be_bytes([self.at(i), self.at(i + 1)])
     }
 }
 

@@ -13,7 +13,7 @@ use emptcp_common::{FlowStat, OPTS_BAD, OPTS_EOL, OPTS_OK, OptRef, XdpMeta};
 use crate::{
     options::{
         Buf64, KIND_EOL, KIND_MPTCP, KIND_NOP, KIND_TS, KIND_WSCALE, MP_ADD_ADDR, MP_CAPABLE,
-        MP_DSS, MP_JOIN, MP_PRIO, OPT_MAX, TCP_HLEN, bounded,
+        MP_DSS, MP_FASTCLOSE, MP_JOIN, MP_PRIO, MP_REMOVE_ADDR, OPT_MAX, TCP_HLEN, bounded,
     },
     parse::{Frame, Packet, bytes_at},
     stats,
@@ -35,6 +35,9 @@ pub fn options<C: Frame>(ctx: &C, m: *mut XdpMeta, pkt: &Packet) {
         (*m).capable = OptRef::default();
         (*m).wscale = OptRef::default();
         (*m).join = OptRef::default();
+        (*m).remove_addr = OptRef::default();
+        (*m).fastclose = OptRef::default();
+        (*m).echo = OptRef::default();
     }
     // A segment longer than the frame (truncated, or a GSO packet with a
     // zero IP length) or shorter than its own header is not touched.
@@ -110,6 +113,12 @@ fn walk(o: &Buf64, opt_len: u32, m: *mut XdpMeta) -> u8 {
                     (*m).capable = r;
                 } else if sub == MP_JOIN && (*m).join.len == 0 {
                     (*m).join = r;
+                } else if sub == MP_REMOVE_ADDR && (*m).remove_addr.len == 0 {
+                    (*m).remove_addr = r;
+                } else if sub == MP_FASTCLOSE {
+                    (*m).fastclose = r;
+                } else if sub == MP_ADD_ADDR && b2 & 1 != 0 && len >= 8 && (*m).echo.len == 0 {
+                    (*m).echo = r;
                 } else if sub == MP_PRIO && (len == 3 || len == 4) && (*m).prio.len == 0 {
                     (*m).prio = r;
                 } else if sub == MP_ADD_ADDR

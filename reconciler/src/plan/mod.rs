@@ -12,9 +12,7 @@ mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use emptcp_common::{
-    Action, EGRESS_SLOTS, INGRESS_CAPTURE, INGRESS_CAPTURE_SLOT, LAYOUT_VERSION, MAX_CHAINS,
-};
+use emptcp_common::{Action, EGRESS_SLOTS, LAYOUT_VERSION, MAX_CHAINS};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -264,7 +262,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
     let ingress_slots = Action::ALL
         .iter()
         .map(|a| (a.name(), *a as u32))
-        .chain([(INGRESS_CAPTURE, INGRESS_CAPTURE_SLOT)]);
+        .chain(emptcp_common::PROGS_EXTRA);
     let fill = SlotFill {
         d,
         o,
@@ -509,13 +507,10 @@ impl SlotFill<'_> {
 fn tc_links(d: &Desired, o: &Observed, need_load: bool, s: &mut Steps) {
     let entry_prog = o.programs.get(EGRESS_ENTRY).map(|p| p.id);
     let wanted = |name: &str| {
-        d.interfaces
-            .get(name)
-            .is_some_and(|i| !i.egress_chains.is_empty())
-            && o.netdevs.contains_key(name)
+        d.interfaces.get(name).is_some_and(|i| i.wants_tc()) && o.netdevs.contains_key(name)
     };
     for (name, iface) in &d.interfaces {
-        if iface.egress_chains.is_empty() {
+        if !iface.wants_tc() {
             continue;
         }
         let Some(dev) = o.netdevs.get(name) else {
@@ -756,6 +751,7 @@ fn desired_entries(
                 capture: false,
                 raw_ip: dev.framing() == Ok(Framing::RawIp),
                 skb: effective_mode(iface.mode, dev) == XdpMode::Skb && may_csum_complete(dev),
+                track: false,
             }
         };
         if iface.wants_xdp() {
@@ -769,8 +765,9 @@ fn desired_entries(
             }
             e.ifaces.insert(dev.ifindex, v);
         }
-        if !iface.egress_chains.is_empty() {
-            let v = entry(&iface.egress_chains, &e);
+        if iface.wants_tc() {
+            let mut v = entry(&iface.egress_chains, &e);
+            v.track = iface.track;
             e.egress_ifaces.insert(dev.ifindex, v);
         }
     }

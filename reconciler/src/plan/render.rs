@@ -123,8 +123,14 @@ pub fn describe(step: &Step) -> String {
             }
         ),
         PutEgressIface { ifindex, after, .. } => format!(
-            "interface {} (ifindex {ifindex}): egress chain ids {:?}",
-            after.name, after.chains
+            "interface {} (ifindex {ifindex}): egress chain ids {:?}{}",
+            after.name,
+            after.chains,
+            if after.track {
+                ", track (the joins and ADD_ADDR echoes sent)"
+            } else {
+                ""
+            }
         ),
         DetachForeign {
             iface,

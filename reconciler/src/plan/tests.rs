@@ -891,7 +891,7 @@ fn packet_copy_on_an_egress_only_interface_attaches_xdp_then_converges() {
         .iter()
         .position(|s| {
             matches!(s, Step::SetSlot { action, slot, .. }
-                if action == INGRESS_CAPTURE && *slot == INGRESS_CAPTURE_SLOT)
+                if action == emptcp_common::INGRESS_CAPTURE && *slot == emptcp_common::INGRESS_CAPTURE_SLOT)
         })
         .expect("ingress_capture slot");
     assert!(slot < k.iter().position(|k| k == "attach").unwrap());

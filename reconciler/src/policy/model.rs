@@ -276,8 +276,9 @@ pub enum Decider {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
-    /// Track the flow: created on a SYN-ACK carrying MP_CAPABLE, removed on
-    /// FIN/RST; counts the bytes acknowledged. Ingress only. Must come before
+    /// Track the MPTCP connection: created on a SYN-ACK carrying
+    /// MP_CAPABLE, joined subflows mapped to it by their token, ended with
+    /// its last subflow; counts its bytes. Ingress only. Must come before
     /// strip_add_addr and recover_add_addr.
     RecordFlow,
     /// Remove ADD_ADDR options from the flow's packets while it is below

@@ -1,25 +1,40 @@
-//! `record_flow`: track MPTCP flows and their size.
+//! `record_flow`: track MPTCP connections, their subflows and their size.
 //!
-//! * SYN-ACK with MP_CAPABLE: (re)create the flow, with the window scale the
-//!   remote announced and the frame's MACs (for a later forged ACK).
-//! * FIN or RST: forget the flow and its stored options.
-//! * Any other segment of a tracked flow: add the DSS progress to the size
-//!   and keep the newest seq/ack/window/timestamps.
+//! * SYN-ACK with MP_CAPABLE (the local end opened the connection): create
+//!   the connection under its initial subflow, with its token (SHA-256 of
+//!   the server's key), the remote's window scale and the frame's MACs (for
+//!   a later forged ACK). A SYN-ACK for a 4-tuple whose connection already
+//!   carries data is unsolicited and ignored.
+//! * MP_CAPABLE third ACK of a peer (the local end is the server): create
+//!   the connection from the receiver's (local) key.
+//! * MP_JOIN SYN received (the local end is the server): map the subflow to
+//!   the connection its token names (`JOINS`); the joins the local end
+//!   opens are mapped by the egress hook (`egress/track.rs`).
+//! * Any other segment of a connection, on any of its subflows: add the
+//!   DSS progress to the connection's size; keep the initial subflow's
+//!   newest seq/ack/window/timestamps; REMOVE_ADDR forgets the stored
+//!   address; MP_FASTCLOSE ends the connection.
+//! * FIN or RST: only at the subflow's sequence (a RST exactly at rcv_nxt,
+//!   RFC 5961; a FIN in order), else ignored and counted. It closes its
+//!   subflow; the connection ends with its last subflow, or at the first
+//!   close after the peer's DATA_FIN.
 //!
 //! Untracked flows and malformed packets pass untouched.
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use emptcp_common::{
-    Action, FLOW_DATA_ACK_SEEN, FLOW_DATA_SEQ_SEEN, FLOW_SEQ_SEEN, FLOW_TS_SEEN, FlowKey, FlowStat,
-    FlowState, META_FLOW_TRACKED, META_FLOW_UNTRACKED, Outcome, XdpMeta,
+    Action, FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_DATA_SEQ_SEEN, FLOW_ESTABLISHED,
+    FLOW_INITIAL_CLOSED, FLOW_PEER_WSCALE, FLOW_SEQ_SEEN, FLOW_SERVER, FLOW_TS_SEEN, FlowKey,
+    FlowStat, FlowState, JOIN_SEQ_SEEN, JOIN_WSCALE_SEEN, META_FLOW_TRACKED, META_FLOW_UNTRACKED,
+    Outcome, RECORD_SETUP_SLOT, XdpMeta,
 };
 
 use crate::{
     action_program,
     chain::{self, Verdict},
-    flow,
-    maps::FLOWS,
-    options::{ACK, Buf64, FIN, RST, SYN, Seg, key, load},
-    stats,
+    flow::{self, Conn},
+    maps::{FLOWS, NEW_FLOW, PROGS},
+    options::{ACK, FIN, RST, SYN, Seg, bounded, key, load},
+    sha256, stats,
 };
 
 action_program!(record_flow, Action::RecordFlow, run);
@@ -27,11 +42,13 @@ action_program!(record_flow, Action::RecordFlow, run);
 const ROW: u32 = Action::RecordFlow as u32;
 
 /// DSS flags (RFC 8684 3.3): A = data ACK present, a = it is 8 bytes,
-/// M = mapping present, m = its data sequence number is 8 bytes.
+/// M = mapping present, m = its data sequence number is 8 bytes, F =
+/// DATA_FIN.
 const DSS_A: u8 = 0x01;
 const DSS_A8: u8 = 0x02;
 const DSS_M: u8 = 0x04;
 const DSS_M8: u8 = 0x08;
+const DSS_F: u8 = 0x10;
 
 #[inline(always)]
 fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
@@ -39,31 +56,20 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
         stats::bump(ROW, Outcome::Passed);
         return Verdict::Next;
     }
-    let s = Seg::of(m);
-    let key = key(m);
-    let fl = s.flags;
-    let done = if fl & (FIN | RST) != 0 {
-        let removed = flow::remove(&key);
-        if removed {
-            stats::event(FlowStat::FlowsRemoved);
-        }
-        removed
-    } else if fl & SYN != 0 {
-        fl & ACK != 0 && s.capable.len != 0 && create(ctx, &s, &key)
-    } else if let Some(f) = flow::get(&key) {
-        // The longest DSS: 4 + data ACK 8 + DSN 8 + subflow seq 4 +
-        // data-level length 2 + checksum 2 = 28.
-        let mut o = [0u8; 32];
-        if s.read(ctx, s.dss, &mut o) {
-            account_dss(f, &o, s.dss.len as u32);
-        }
-        note_segment(&s, f);
-        describe_flow(ctx, Some(f));
-        true
-    } else {
-        describe_flow(ctx, None);
-        false
-    };
+    let fl = unsafe { (*m).tcp_flags };
+    let capable = unsafe { (*m).capable.len };
+    // Connection setup (SYNs, the peer's MP_CAPABLE third ACK) runs in a
+    // program of its own, `record_flow_setup`: the token's SHA-256 and the
+    // new entry need a stack of their own (BPF allows 512 bytes for all
+    // frames of one program).
+    let setup = fl & SYN != 0
+        || (fl & ACK != 0 && matches!(capable, 20 | 22 | 24) && flow::get(&key(m)).is_none());
+    if setup {
+        unsafe { PROGS.tail_call(ctx, RECORD_SETUP_SLOT) };
+        stats::bump(ROW, Outcome::Error);
+        return Verdict::Next;
+    }
+    let done = established(ctx, m);
     stats::bump(
         ROW,
         if done {
@@ -75,39 +81,257 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
     Verdict::Next
 }
 
-/// A new flow from its SYN-ACK. A flow already under this key (a
-/// retransmitted SYN-ACK, or a reused 4-tuple) starts over.
+/// `record_flow_setup`: the connection-setup half of `record_flow`
+/// (tail-called by it, in slot `RECORD_SETUP_SLOT` of `PROGS`), which then
+/// goes on with the chain's next step.
+#[xdp]
+pub fn record_flow_setup(ctx: XdpContext) -> u32 {
+    let Some(m) = chain::meta(&ctx) else {
+        crate::identity::reference();
+        stats::bump(ROW, Outcome::Error);
+        return chain::leave(&ctx, xdp_action::XDP_PASS);
+    };
+    let done = setup(&ctx, m);
+    stats::bump(
+        ROW,
+        if done {
+            Outcome::Applied
+        } else {
+            Outcome::Passed
+        },
+    );
+    match chain::meta(&ctx) {
+        Some(m) => chain::next(&ctx, m, ROW),
+        None => chain::leave(&ctx, xdp_action::XDP_PASS),
+    }
+}
+
+/// SYN, SYN-ACK or the peer's third ACK: create the connection, or map a
+/// joined subflow. Each case reads the description itself (a copy here
+/// would sit in this frame under the SHA-256's).
 #[inline(always)]
-fn create(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> bool {
-    flow::remove(key);
-    let mut wb = [0u8; 8];
-    let shift = if s.read(ctx, s.wscale, &mut wb) {
-        wb[2].min(14)
+fn setup(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
+    let (flags, capable, join) = unsafe { ((*m).tcp_flags, (*m).capable.len, (*m).join.len) };
+    if flags & SYN == 0 {
+        // The peer's third ACK (or first data) echoes both keys: the
+        // receiver's (ours, at offset 12) names the connection.
+        return create(ctx, m, 12, FLOW_SERVER);
+    }
+    if flags & ACK == 0 {
+        join == 12 && join_received(ctx, m)
+    } else if capable >= 12 {
+        create(ctx, m, 4, 0)
     } else {
-        0
-    };
-    let mut f = FlowState {
-        chain: s.chain,
-        ifindex: ctx.ingress_ifindex() as u32,
-        // RFC 7323: a shift above 14 is used as 14.
-        wscale: shift,
-        ..FlowState::default()
-    };
-    let mut eth = Buf64::zeroed();
-    // A raw-IP link (L3 at 0) has no MACs: a forged packet needs none.
-    if s.l3 >= 14 && load(ctx, 0, eth.0.as_mut_ptr(), 16) {
-        f.mac.copy_from_slice(&eth.0[..12]);
-        if s.l3 > 14 {
-            f.vlan_tci = eth.be16(14);
+        join != 0 && join_accepted(ctx, m)
+    }
+}
+
+/// Any other segment: of a tracked connection (any subflow), or not.
+/// A subprogram: the frames of the program's paths stay apart.
+#[inline(never)]
+fn established(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
+    let s = Seg::of(m);
+    let key = key(m);
+    match flow::resolve(&key, s.n_mptcp != 0 || s.flags & (FIN | RST) != 0) {
+        Some(c) => segment(ctx, &s, &key, c),
+        None => {
+            describe_flow(ctx, None);
+            false
         }
     }
-    note_segment(s, &mut f);
-    if FLOWS.insert(key, &f, 0).is_err() {
+}
+
+/// A new connection from the MP_CAPABLE of `s`, whose token is that of the
+/// key at option offset `key_at`. A connection already under this 4-tuple
+/// with the same token (a retransmitted SYN-ACK) is kept; one with another
+/// token is replaced only while it has carried no data. The entry is
+/// built in the per-CPU `NEW_FLOW` value, not on the stack. A
+/// subprogram: its frame and the SHA-256's stay apart from the caller's.
+#[inline(never)]
+fn create(ctx: &XdpContext, m: *mut XdpMeta, key_at: usize, flags: u32) -> bool {
+    let s = &Seg::of(m);
+    let key = &key(m);
+    let mut o = [0u8; 32];
+    if !s.read(ctx, s.capable, &mut o) {
+        return false;
+    }
+    let mut k = [0u8; 8];
+    for i in 0..8 {
+        k[i] = o[(key_at + i) & 31];
+    }
+    let token = sha256::token(&k);
+    if let Some(f) = flow::get(key) {
+        if f.token == token {
+            describe_flow(ctx, Some(f));
+            return true;
+        }
+        if f.flags & FLOW_ESTABLISHED != 0 {
+            stats::event(FlowStat::SynAckIgnored);
+            describe_flow(ctx, Some(f));
+            return false;
+        }
+    }
+    flow::remove(key);
+    let Some(fp) = NEW_FLOW.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch value; the program runs to completion.
+    let f = unsafe {
+        core::ptr::write_bytes(fp, 0, 1);
+        &mut *fp
+    };
+    f.chain = s.chain;
+    f.ifindex = ctx.ingress_ifindex() as u32;
+    f.token = token;
+    f.flags = flags;
+    // RFC 7323: a shift above 14 is used as 14.
+    if let Some(w) = peer_wscale(ctx, s) {
+        f.wscale = w;
+        f.flags |= FLOW_PEER_WSCALE;
+    }
+    let mut eth = [0u8; 16];
+    // A raw-IP link (L3 at 0) has no MACs: a forged packet needs none.
+    if s.l3 >= 14 && load(ctx, 0, eth.as_mut_ptr(), 16) {
+        f.mac.copy_from_slice(&eth[..12]);
+        if s.l3 > 14 {
+            f.vlan_tci = u16::from_be_bytes([eth[14], eth[15]]);
+        }
+    }
+    note_segment(s, f);
+    if FLOWS.insert(key, f, 0).is_err() {
         stats::event(FlowStat::FlowInsertFailed);
         return false;
     }
+    flow::map_token(token, key);
     stats::event(FlowStat::FlowsCreated);
     true
+}
+
+/// An MP_JOIN SYN from the peer (the local end is the server): the
+/// subflow joins the connection its token names.
+#[inline(never)]
+fn join_received(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
+    let s = &Seg::of(m);
+    let key = &key(m);
+    let mut o = [0u8; 16];
+    if !s.read(ctx, s.join, &mut o) {
+        return false;
+    }
+    let token = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
+    flow::map_join(key, token, peer_wscale(ctx, s))
+}
+
+/// The peer's SYN-ACK of a subflow the local end joined: its window scale
+/// is this subflow's (set_window needs it).
+#[inline(never)]
+fn join_accepted(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
+    let s = &Seg::of(m);
+    let key = &key(m);
+    let Some(c) = flow::resolve(key, true) else {
+        return false;
+    };
+    let Some(j) = c.join else {
+        return false;
+    };
+    if let Some(w) = peer_wscale(ctx, s) {
+        j.wscale = w;
+        j.flags |= JOIN_WSCALE_SEEN;
+    }
+    j.flags |= JOIN_SEQ_SEEN;
+    j.rcv_nxt = s.seq.wrapping_add(1);
+    true
+}
+
+/// The window scale option of a SYN or SYN-ACK (RFC 7323: at most 14).
+#[inline(always)]
+fn peer_wscale(ctx: &XdpContext, s: &Seg) -> Option<u8> {
+    let mut wb = [0u8; 8];
+    s.read(ctx, s.wscale, &mut wb).then(|| wb[2].min(14))
+}
+
+/// A segment of a tracked connection, on its initial or a joined subflow.
+#[inline(always)]
+fn segment(ctx: &XdpContext, s: &Seg, sub: &FlowKey, c: Conn) -> bool {
+    let Conn { key, f, join } = c;
+    if s.flags & (FIN | RST) != 0 {
+        return close(ctx, s, sub, &key, f, join);
+    }
+    // The longest DSS: 4 + data ACK 8 + DSN 8 + subflow seq 4 +
+    // data-level length 2 + checksum 2 = 28.
+    let mut o = [0u8; 32];
+    if s.read(ctx, s.dss, &mut o) {
+        account_dss(f, &o, s.dss.len as u32);
+    }
+    match join {
+        Some(j) => note_join(s, j),
+        None => note_segment(s, f),
+    }
+    if (s.remove_addr.len | s.fastclose.len) != 0 && other_options(ctx, s, &key, f) {
+        // MP_FASTCLOSE: the connection is gone.
+        describe_flow(ctx, None);
+        return true;
+    }
+    describe_flow(ctx, Some(f));
+    true
+}
+
+/// A FIN or RST on a subflow of the connection. Counted only at the
+/// subflow's sequence: a RST exactly at rcv_nxt (RFC 5961 3.2), a FIN in
+/// order (it starts at or before rcv_nxt and ends at or after it); else it
+/// is a spoof or stale, and the connection stays.
+#[inline(always)]
+fn close(
+    ctx: &XdpContext,
+    s: &Seg,
+    sub: &FlowKey,
+    key: &FlowKey,
+    f: &mut FlowState,
+    join: Option<&mut emptcp_common::JoinState>,
+) -> bool {
+    let (seen, rcv_nxt) = match &join {
+        Some(j) => (j.flags & JOIN_SEQ_SEEN != 0, j.rcv_nxt),
+        None => (f.flags & FLOW_SEQ_SEEN != 0, f.rcv_nxt),
+    };
+    if seen && !in_sequence(s, rcv_nxt) {
+        stats::event(FlowStat::CloseIgnored);
+        describe_flow(ctx, Some(f));
+        return false;
+    }
+    let data_fin = f.flags & FLOW_DATA_FIN != 0;
+    let ended = match join {
+        Some(_) if data_fin => flow::remove(key),
+        Some(_) => flow::remove_join(sub, key, f),
+        None if f.joins != 0 && !data_fin => {
+            flow::set_flags(f, FLOW_INITIAL_CLOSED);
+            false
+        }
+        None => flow::remove(key),
+    };
+    if ended {
+        stats::event(FlowStat::FlowsRemoved);
+        describe_flow(ctx, None);
+    }
+    true
+}
+
+/// See [`close`].
+#[inline(always)]
+fn in_sequence(s: &Seg, rcv_nxt: u32) -> bool {
+    if s.flags & RST != 0 {
+        return s.seq == rcv_nxt;
+    }
+    let end = s.seq.wrapping_add(s.payload());
+    (s.seq.wrapping_sub(rcv_nxt) as i32) <= 0 && (end.wrapping_sub(rcv_nxt) as i32) >= 0
+}
+
+/// Keeps a joined subflow's rcv_nxt (its RST check).
+#[inline(always)]
+fn note_join(s: &Seg, j: &mut emptcp_common::JoinState) {
+    let end = s.seq.wrapping_add(s.payload());
+    if j.flags & JOIN_SEQ_SEEN == 0 || (end.wrapping_sub(j.rcv_nxt) as i32) > 0 {
+        j.rcv_nxt = end;
+        j.flags |= JOIN_SEQ_SEEN;
+    }
 }
 
 /// Keeps seq/ack/window/timestamps of the newest segment (by its end,
@@ -133,6 +357,36 @@ fn note_segment(s: &Seg, f: &mut FlowState) {
     }
 }
 
+/// REMOVE_ADDR forgets the stored addresses it names (the first four:
+/// Linux sends one per option); MP_FASTCLOSE ends the connection (true).
+#[inline(always)]
+fn other_options(ctx: &XdpContext, s: &Seg, key: &FlowKey, f: &mut FlowState) -> bool {
+    if s.fastclose.len != 0 {
+        flow::remove(key);
+        stats::event(FlowStat::FastClose);
+        return true;
+    }
+    // The address ids follow the 3-byte header.
+    let n = (s.remove_addr.len as u32).saturating_sub(3).min(4);
+    let mut ids = [0u8; 4];
+    if n == 0
+        || !load(
+            ctx,
+            s.at(s.remove_addr) + 3,
+            ids.as_mut_ptr(),
+            bounded(n, 4),
+        )
+    {
+        return false;
+    }
+    for i in 0..4 {
+        if (i as u32) < n && flow::forget_addr(key, f, ids[i]) {
+            stats::event(FlowStat::RemoveAddrCleared);
+        }
+    }
+    false
+}
+
 /// Tells the later steps what this one found (they skip their own lookup
 /// of an untracked flow or one with nothing to re-insert).
 #[inline(always)]
@@ -145,7 +399,7 @@ fn describe_flow(ctx: &XdpContext, f: Option<&FlowState>) {
             Some(f) => {
                 (*m).flow = META_FLOW_TRACKED;
                 (*m).flow_bytes = f.bytes;
-                (*m).flow_due = (f.stored & !f.recovered != 0) as u8;
+                (*m).flow_due = flow::open(f) as u8;
             }
             None => (*m).flow = META_FLOW_UNTRACKED,
         }
@@ -156,6 +410,9 @@ fn describe_flow(ctx: &XdpContext, f: Option<&FlowState>) {
 #[inline(always)]
 fn account_dss(f: &mut FlowState, o: &[u8; 32], len: u32) {
     let fl = o[3];
+    if fl & DSS_F != 0 && f.flags & FLOW_DATA_FIN == 0 {
+        flow::set_flags(f, FLOW_DATA_FIN);
+    }
     let ack_len = if fl & DSS_A == 0 {
         0
     } else if fl & DSS_A8 != 0 {
@@ -177,29 +434,61 @@ fn account_dss(f: &mut FlowState, o: &[u8; 32], len: u32) {
         stats::event(FlowStat::Malformed);
         return;
     }
+    if f.flags & FLOW_ESTABLISHED == 0 {
+        flow::set_flags(f, FLOW_ESTABLISHED);
+    }
+    // The size not explained by the two counters (0 for a connection
+    // created here; the size it had when it was tracked without them): the
+    // first counter seen starts from it.
+    let mut carried = f.bytes.wrapping_sub(acked(f).wrapping_add(sent(f)));
     let mut p = 4;
     if ack_len != 0 {
         let v = read_seq(o, p, ack_len);
-        f.bytes += advance(
-            &mut f.data_ack,
-            v,
-            ack_len,
-            &mut f.flags,
-            FLOW_DATA_ACK_SEEN,
-        );
+        if f.flags & FLOW_DATA_ACK_SEEN == 0 {
+            f.ack_base = v.wrapping_sub(carried);
+            carried = 0;
+            f.data_ack = v;
+            flow::set_flags(f, FLOW_DATA_ACK_SEEN);
+        } else {
+            advance(&mut f.data_ack, v);
+        }
         p += ack_len;
     }
     if dsn_len != 0 {
         let q = p + dsn_len + 4;
         let dll = u16::from_be_bytes([o[(q & 31) as usize], o[((q + 1) & 31) as usize]]) as u64;
         let v = read_seq(o, p, dsn_len).wrapping_add(dll);
-        f.bytes += advance(
-            &mut f.data_end,
-            v,
-            dsn_len,
-            &mut f.flags,
-            FLOW_DATA_SEQ_SEEN,
-        );
+        if f.flags & FLOW_DATA_SEQ_SEEN == 0 {
+            f.end_base = v.wrapping_sub(carried);
+            f.data_end = v;
+            flow::set_flags(f, FLOW_DATA_SEQ_SEEN);
+        } else {
+            advance(&mut f.data_end, v);
+        }
+    }
+    // Derived, not accumulated: two CPUs accounting one connection's
+    // subflows at once may each write it, from the maxima, never adding a
+    // range twice.
+    f.bytes = acked(f).wrapping_add(sent(f));
+}
+
+/// Upload bytes the peer acknowledged at the data level.
+#[inline(always)]
+fn acked(f: &FlowState) -> u64 {
+    if f.flags & FLOW_DATA_ACK_SEEN != 0 {
+        f.data_ack.wrapping_sub(f.ack_base)
+    } else {
+        0
+    }
+}
+
+/// Download bytes the peer sent (data sequence progress).
+#[inline(always)]
+fn sent(f: &FlowState) -> u64 {
+    if f.flags & FLOW_DATA_SEQ_SEEN != 0 {
+        f.data_end.wrapping_sub(f.end_base)
+    } else {
+        0
     }
 }
 
@@ -217,25 +506,14 @@ fn read_seq(o: &[u8; 32], p: u32, len: u32) -> u64 {
     }
 }
 
-/// Moves `last` forward to `v` and returns by how much. The first value is
-/// the baseline (0 bytes). The delta is taken on the low 32 bits, which both
-/// forms share, so it is wrap-around safe and mixing forms is fine; a value
-/// at or behind `last` (a reordered or duplicate segment) adds nothing.
+/// Moves `last` forward to `v` when `v` is ahead. The step is taken on the
+/// low 32 bits, which both DSS forms share, so it is wrap-around safe and
+/// mixing forms is fine; a value at or behind `last` (a reordered or
+/// duplicate segment) changes nothing.
 #[inline(always)]
-fn advance(last: &mut u64, v: u64, len: u32, flags: &mut u32, seen: u32) -> u64 {
-    if *flags & seen == 0 {
-        *flags |= seen;
-        *last = v;
-        return 0;
-    }
+fn advance(last: &mut u64, v: u64) {
     let d = (v as u32).wrapping_sub(*last as u32) as i32;
-    if d <= 0 {
-        return 0;
+    if d > 0 {
+        *last = last.wrapping_add(d as u64);
     }
-    *last = if len == 8 {
-        v
-    } else {
-        last.wrapping_add(d as u64)
-    };
-    d as u64
 }

@@ -1,22 +1,28 @@
-//! `recover_add_addr`: once a tracked flow reaches its chain's `recover_at`,
-//! re-insert the ADD_ADDR options strip_add_addr stored, one per received
-//! packet that has room for it (see `insert.rs`), oldest slot first.
+//! `recover_add_addr`: once a tracked connection reaches its chain's
+//! `recover_at`, deliver the ADD_ADDR options strip_add_addr stored, one per
+//! received packet that has room for it (see `insert.rs`), on any subflow
+//! of the connection, oldest slot first.
+//!
+//! A delivery counts only when the local stack confirms it (its ADD_ADDR
+//! echo or an MP_JOIN to the address, seen by the egress hook): until then
+//! it is repeated after 0.2, 0.4 and 0.8 s, then given up (`flow::due`).
 //!
 //! A packet without room (a data segment with timestamps and a full DSS),
-//! or one that must not grow (`insert::Insert::Refused`), passes untouched and the flow is marked `FLOW_RECOVER_PENDING`: user
-//! space can then forge a duplicate ACK carrying the option from the
-//! flow's newest seq/ack/window/timestamps and MACs (docs/datapath.md).
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+//! or one that must not grow (`insert::Insert::Refused`), passes untouched
+//! and the connection is marked `FLOW_RECOVER_PENDING`: the TC ingress
+//! program `ingress_recover` then builds a duplicate ACK carrying the option
+//! in the kernel, from a clone of the next data segment; user space (the
+//! agent) is told on `EVENTS` for links where that path is not attached.
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use emptcp_common::{
-    ADD_ADDR_MAX_LEN, ADDR_SLOTS, Action, AddrKey, FLOW_RECOVER_PENDING, FlowKey, FlowStat,
-    FlowState, META_FLOW_TRACKED, META_FLOW_UNTRACKED, OPTS_EOL, OptRef, Outcome, RecoverEvent,
-    XdpMeta,
+    ADD_ADDR_MAX_LEN, Action, AddrKey, FlowKey, FlowStat, FlowState, META_FLOW_TRACKED,
+    META_FLOW_UNTRACKED, OPTS_EOL, OptRef, Outcome, RecoverEvent, VIA_INSERT, XdpMeta,
 };
 
 use crate::{
     action_program,
     chain::{self, Verdict},
-    flow,
+    flow::{self, Due},
     insert::{Insert, has_room, insert_option},
     maps::{EVENTS, FLOW_ADDRS, THRESHOLDS},
     options::{Buf64, FIN, KIND_NOP, RST, SYN, Seg, key},
@@ -43,14 +49,14 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     if s.flags & (SYN | FIN | RST) != 0 {
         return None;
     }
-    // record_flow already knows: untracked, or nothing stored to re-insert.
+    // record_flow already knows: untracked, or nothing stored to deliver.
     let known = unsafe { (*m).flow };
     if known == META_FLOW_UNTRACKED || (known == META_FLOW_TRACKED && unsafe { (*m).flow_due } == 0)
     {
         return None;
     }
-    let key = key(m);
-    let f = flow::get(&key)?;
+    let c = flow::resolve(&key(m), true)?;
+    let (key, f) = (c.key, c.f);
     let Some(th) = (unsafe { THRESHOLDS.get(s.chain) }) else {
         stats::bump(ROW, Outcome::Error);
         return Some(Verdict::Next);
@@ -58,20 +64,28 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     if f.bytes < th.recover_at {
         return None;
     }
-    let slot = flow::next_to_recover(f);
-    if slot >= ADDR_SLOTS {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Due::Slot { slot, retry } = flow::due(&key, f, now) else {
+        // Delivered (or waiting for its retry time): nothing pending.
+        flow::clear_pending(f);
         return None;
-    }
+    };
     let bit = 1u32 << slot;
     let ak = AddrKey { flow: key, slot };
     let stored = unsafe { FLOW_ADDRS.get(&ak) }.copied();
     // Only the lengths strip stores (16, 18, 28, 30): padding is 0 or 2.
     let Some(v) = stored.filter(|v| matches!(v.len, 16 | 18 | 28 | 30)) else {
         // Evicted from FLOW_ADDRS (or never complete): nothing to insert.
-        f.stored &= !bit;
+        flow::clear_slot(f, bit);
         stats::event(FlowStat::AddAddrLost);
         return None;
     };
+    // One ADD_ADDR per packet: a second in the same segment would be
+    // ignored by the receiver, and the first is the peer's own.
+    if s.add_addr.len != 0 {
+        stats::event(FlowStat::InsertSkippedHasAddAddr);
+        return None;
+    }
     let len = v.len as u32;
     let n = (len + 3) & !3;
     if s.opt_state == OPTS_EOL || !has_room(&s, n) {
@@ -101,11 +115,8 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
                 };
                 (*m).n_mptcp = (*m).n_mptcp.saturating_add(1);
             }
-            f.recovered |= bit;
-            if flow::next_to_recover(f) >= ADDR_SLOTS {
-                f.flags &= !FLOW_RECOVER_PENDING;
-            }
-            f.add_addr_recovered = f.add_addr_recovered.saturating_add(1);
+            flow::delivered(f, slot, retry, VIA_INSERT, now);
+            flow::clear_pending(f);
             stats::event(FlowStat::AddAddrRecovered);
             stats::bump(ROW, Outcome::Applied);
             Some(Verdict::Next)
@@ -126,12 +137,12 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
 }
 
 /// The packet cannot carry the option (no room, or it must not grow): the
-/// flow is marked pending and user space is asked for a forged duplicate
-/// ACK, spaced out and bounded so a long download sends a handful of
-/// events, not one per packet.
+/// connection is marked pending, for the in-kernel duplicate ACK
+/// (`ingress_recover`), and user space is told, spaced out and bounded so
+/// a long download sends a handful of events, not one per packet.
 #[inline(always)]
 fn pending(f: &mut FlowState, key: &FlowKey, slot: u32) {
-    f.flags |= FLOW_RECOVER_PENDING;
+    flow::set_pending(f);
     stats::event(FlowStat::RecoverPendingNoRoom);
     let c = f.pending_packets;
     f.pending_packets = c.saturating_add(1);

@@ -2,12 +2,16 @@
 //! segments to `min(65535, bytes >> shift)`.
 //!
 //! The field of a segment FROM the remote is scaled by the shift the remote
-//! announced in its own SYN/SYN-ACK (RFC 7323), which record_flow stores in
-//! the flow. Segments with SYN are never scaled (shift 0). For an untracked
+//! announced in its own SYN/SYN-ACK (RFC 7323), which record_flow stores
+//! per subflow. Every subflow of a connection gets the same byte value: the
+//! MPTCP receive window is one for the connection (RFC 8684 3.3.4; Linux
+//! keeps one send window per connection, the largest right edge any
+//! subflow advertised), so capping each subflow's field caps the
+//! connection's outstanding data, whichever subflows carry it. Segments with SYN are never scaled (shift 0). For an untracked
 //! flow the shift is unknown: the packet passes untouched and
 //! `window_scale_unknown` counts it, so put record_flow before set_window.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use emptcp_common::{Action, FlowStat, Outcome, XdpMeta};
+use emptcp_common::{Action, FlowStat, JOIN_WSCALE_SEEN, Outcome, XdpMeta};
 
 use crate::{
     action_program,
@@ -39,12 +43,17 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, bytes: u32) -> Option<Verdict> {
     let shift = if fl & SYN != 0 {
         0
     } else {
-        let key = key(m);
-        let Some(f) = flow::get(&key) else {
+        // Each subflow has the shift of its own SYN-ACK: the connection's
+        // for the initial subflow, the JOINS entry's for a joined one.
+        let wscale = flow::resolve(&key(m), true).and_then(|c| match c.join {
+            None => Some(c.f.wscale),
+            Some(j) => (j.flags & JOIN_WSCALE_SEEN != 0).then_some(j.wscale),
+        });
+        let Some(w) = wscale else {
             stats::event(FlowStat::WindowScaleUnknown);
             return None;
         };
-        (f.wscale as u32).min(14)
+        (w as u32).min(14)
     };
     let new = (bytes >> shift).min(0xffff) as u16;
     // Window and checksum are adjacent: one read, one write.

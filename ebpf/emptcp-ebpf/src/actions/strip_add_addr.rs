@@ -1,5 +1,6 @@
-//! `strip_add_addr`: while a tracked flow is smaller than its chain's
-//! `remove_below`, take ADD_ADDR options out of it (and store them).
+//! `strip_add_addr`: while a tracked connection is smaller than its chain's
+//! `remove_below`, take ADD_ADDR options out of it, on any of its subflows
+//! (and store them with the connection).
 //!
 //! The server's first ADD_ADDR rides on a pure ACK with no other MPTCP
 //! option; NOP-ing it leaves a post-handshake packet without any MPTCP
@@ -39,8 +40,10 @@ fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     if h.len == 0 {
         return None;
     }
-    let key = key(m);
-    let f = flow::get(&key)?;
+    // The connection, on whichever of its subflows the option arrives.
+    let sub = key(m);
+    let c = flow::resolve(&sub, true)?;
+    let (key, f) = (c.key, c.f);
     let Some(th) = (unsafe { THRESHOLDS.get(s.chain) }) else {
         stats::bump(ROW, Outcome::Error);
         return Some(Verdict::Next);
@@ -55,7 +58,7 @@ fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     // Only an option whose segment checksum holds is kept: a corrupted
     // one would be re-inserted later under a fresh, valid checksum. The
     // segment passes untouched (the stack drops it), counted malformed.
-    if !csum::tcp_valid(ctx, &s, &key) {
+    if !csum::tcp_valid(ctx, &s, &sub) {
         stats::event(FlowStat::Malformed);
         return None;
     }

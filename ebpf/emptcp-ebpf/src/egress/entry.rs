@@ -1,14 +1,16 @@
 //! `egress_entry`: the TC classifier attached (TCX, egress) to each
-//! interface with an egress chain. Parse, select the interface's first
-//! matching egress chain, describe the packet in `EGRESS_META`, then
-//! `egress_capture` records the subflow and starts the chain.
+//! interface with an egress chain or a connection-tracking ingress chain
+//! (`IFACE_TRACK`). Parse; on a tracked interface let `track.rs` see the
+//! packet; select the interface's first matching egress chain, describe
+//! the packet in `EGRESS_META`, then `egress_capture` records the subflow
+//! and starts the chain.
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use emptcp_common::{
-    EGRESS_CAPTURE_SLOT, IFACE_RAW_IP, IfaceChains, MAX_CHAINS_PER_IFACE, Outcome, SEL_LOCAL_PORTS,
-    SEL_REMOTE_PORTS, STATS_ROW_EGRESS,
+    EGRESS_CAPTURE_SLOT, IFACE_RAW_IP, IFACE_TRACK, IfaceChains, MAX_CHAINS_PER_IFACE, Outcome,
+    SEL_LOCAL_PORTS, SEL_REMOTE_PORTS, STATS_ROW_EGRESS,
 };
 
-use super::{PASS, capture};
+use super::{PASS, capture, track};
 use crate::{
     entry::{describe, may_hold, selects},
     maps::{CHAINS, EGRESS_IFACES, EGRESS_META, EGRESS_PROGS},
@@ -29,55 +31,40 @@ pub fn egress_entry(ctx: TcContext) -> i32 {
     let Some(mut pkt) = parse_tcp(&ctx, ifc.flags & IFACE_RAW_IP != 0) else {
         return PASS;
     };
-    if try_entry(&ctx, &mut pkt, ifc).is_none() {
+    // The connection table looks at MP_JOIN SYNs and, while deliveries
+    // await confirmation, at every sent packet (`track.rs`).
+    let track = ifc.flags & IFACE_TRACK != 0 && track::wanted(pkt.flags);
+    if !track && ifc.n_chains == 0 {
+        return PASS;
+    }
+    if try_entry(&ctx, &mut pkt, ifc, track).is_none() {
         stats::bump(ROW, Outcome::Passed);
     }
     PASS
 }
 
 /// `Some` when a chain was started (and failed to tail call), `None` when
-/// the packet is not for us. Either way the packet passes.
+/// the packet is not for a chain. Either way the packet passes. The packet
+/// is described once (one option scan), for the chain and for `track`.
 #[inline(always)]
-fn try_entry(ctx: &TcContext, sent: &mut Packet, ifc: &IfaceChains) -> Option<()> {
+fn try_entry(ctx: &TcContext, sent: &mut Packet, ifc: &IfaceChains, track: bool) -> Option<()> {
     // The parser leaves the addresses out (most ingress packets never need
     // them); every egress packet of a listed interface does.
     addresses(ctx, sent)?;
-    // The packet as the local host's peer would be described on ingress:
-    // the selectors, the flow key and the description then need no
-    // egress variant (local = this packet's source).
-    let pkt = Packet {
-        l3_off: sent.l3_off,
-        l4_off: sent.l4_off,
-        family: sent.family,
-        src: sent.dst,
-        dst: sent.src,
-        sport: sent.dport,
-        dport: sent.sport,
-        flags: sent.flags,
-        doff: sent.doff,
-        seg_len: sent.seg_len,
-    };
-    if ifc.require & SEL_REMOTE_PORTS != 0 && !may_hold(&ifc.remote_ports, pkt.sport) {
+    let pkt = flipped(sent);
+    let found = select(ifc, &pkt);
+    if found.is_none() && !track {
         return None;
     }
-    if ifc.require & SEL_LOCAL_PORTS != 0 && !may_hold(&ifc.local_ports, pkt.dport) {
-        return None;
-    }
-    let mut found = None;
-    for i in 0..MAX_CHAINS_PER_IFACE {
-        if i as u32 >= ifc.n_chains {
-            break;
+    let def = match found {
+        Some(id) => {
+            let d = CHAINS.get(id).filter(|d| d.len != 0);
+            if d.is_none() {
+                stats::bump(ROW, Outcome::Error);
+            }
+            d
         }
-        let id = ifc.chains[i];
-        if selects(id, ifc.chain_flags[i], &ifc.ports[i], &pkt) {
-            found = Some(id);
-            break;
-        }
-    }
-    let chain_id = found?;
-    let Some(def) = CHAINS.get(chain_id).filter(|d| d.len != 0) else {
-        stats::bump(ROW, Outcome::Error);
-        return Some(());
+        None => None,
     };
     let nums = tcp_numbers(ctx, pkt.l4_off)?;
     let Some(w) = EGRESS_META.get_ptr_mut(0) else {
@@ -85,7 +72,11 @@ fn try_entry(ctx: &TcContext, sent: &mut Packet, ifc: &IfaceChains) -> Option<()
         return Some(());
     };
     let m = unsafe { &raw mut (*w).meta };
-    describe(ctx, m, &pkt, nums, chain_id, Some(def));
+    describe(ctx, m, &pkt, nums, found.unwrap_or(0), def);
+    if track {
+        track::track(ctx, m);
+    }
+    def?;
     // A new serial for this packet, in the slot and in the skb.
     unsafe {
         let serial = (*w).serial.wrapping_add(1);
@@ -100,6 +91,47 @@ fn try_entry(ctx: &TcContext, sent: &mut Packet, ifc: &IfaceChains) -> Option<()
     stats::bump(ROW, Outcome::Error);
     super::jump(ctx, m, 0, ROW);
     Some(())
+}
+
+/// The interface's first egress chain that selects `pkt` (seen from the
+/// peer), after the port prefilter.
+#[inline(always)]
+fn select(ifc: &IfaceChains, pkt: &Packet) -> Option<u32> {
+    if ifc.require & SEL_REMOTE_PORTS != 0 && !may_hold(&ifc.remote_ports, pkt.sport) {
+        return None;
+    }
+    if ifc.require & SEL_LOCAL_PORTS != 0 && !may_hold(&ifc.local_ports, pkt.dport) {
+        return None;
+    }
+    for i in 0..MAX_CHAINS_PER_IFACE {
+        if i as u32 >= ifc.n_chains {
+            break;
+        }
+        let id = ifc.chains[i];
+        if selects(id, ifc.chain_flags[i], &ifc.ports[i], pkt) {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// The packet as the local host's peer would be described on ingress:
+/// the selectors, the flow key and the description then need no egress
+/// variant (local = this packet's source).
+#[inline(always)]
+fn flipped(sent: &Packet) -> Packet {
+    Packet {
+        l3_off: sent.l3_off,
+        l4_off: sent.l4_off,
+        family: sent.family,
+        src: sent.dst,
+        dst: sent.src,
+        sport: sent.dport,
+        dport: sent.sport,
+        flags: sent.flags,
+        doff: sent.doff,
+        seg_len: sent.seg_len,
+    }
 }
 
 /// `egress_capture`: records the subflow (`capture.rs`), then tail-calls

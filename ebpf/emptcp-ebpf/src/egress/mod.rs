@@ -26,6 +26,7 @@ mod count;
 mod entry;
 mod set_backup;
 mod set_window;
+mod track;
 
 /// `TCX_NEXT` (`TC_ACT_UNSPEC`): continue with the next program, pass the
 /// packet when there is none.

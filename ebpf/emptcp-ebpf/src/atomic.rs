@@ -1,0 +1,27 @@
+//! Atomic updates of map values that several CPUs may write at once (the
+//! subflows of one connection arrive on different receive queues; the
+//! egress hook runs on the transmit CPU; the gauges). `core::sync::atomic`
+//! has no atomic types for the BPF target; the intrinsics compile to the
+//! BPF atomic instructions. The object is built for the generic BPF CPU,
+//! whose LLVM backend has only the 64-bit forms: every atomic word is an
+//! 8-aligned u64 (two u32 fields of a value, the low one first on this
+//! little-endian target), and no result is used (no BPF_FETCH form).
+use core::intrinsics::{AtomicOrdering, atomic_and, atomic_or, atomic_xadd};
+
+/// `*p |= v`, atomically.
+#[inline(always)]
+pub fn or_u64(p: *mut u64, v: u64) {
+    unsafe { atomic_or::<u64, u64, { AtomicOrdering::SeqCst }>(p, v) };
+}
+
+/// `*p &= v`, atomically.
+#[inline(always)]
+pub fn and_u64(p: *mut u64, v: u64) {
+    unsafe { atomic_and::<u64, u64, { AtomicOrdering::SeqCst }>(p, v) };
+}
+
+/// `*p += v` (wrapping; `v` may be a two's complement negative), atomically.
+#[inline(always)]
+pub fn add_u64(p: *mut u64, v: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, v) };
+}

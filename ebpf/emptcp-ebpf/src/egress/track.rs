@@ -1,0 +1,92 @@
+//! What the local end sends that the connection table needs (interfaces
+//! with `IFACE_TRACK`, before any egress chain):
+//!
+//! * an MP_JOIN SYN names, by its token, the connection the new subflow
+//!   joins: the subflow is mapped to it (`JOINS`), so the ingress actions
+//!   act on its packets as on the connection's. If the SYN goes to a
+//!   delivered address, that delivery is confirmed.
+//! * an ADD_ADDR echo acknowledges an address the peer announced: when the
+//!   connection awaits confirmation of a delivered one with that id, the
+//!   delivery counts (`flow::confirm`).
+//!
+//! Only those packets are described (the option scan, into `EGRESS_META`):
+//! SYNs without ACK, and any packet while some connection awaits a
+//! confirmation (`AWAITING`). The common packet pays one array read.
+use aya_ebpf::programs::TcContext;
+use emptcp_common::{ADDR_SLOTS, AddrKey, FlowKey, FlowState, XdpMeta};
+
+use crate::{
+    flow,
+    maps::{AWAITING, FLOW_ADDRS},
+    options::{ACK, SYN, Seg, key},
+};
+
+/// Whether the sent packet with TCP `flags` needs a look.
+#[inline(always)]
+pub fn wanted(flags: u8) -> bool {
+    flags & (SYN | ACK) == SYN || flow::gauge(&AWAITING) != 0
+}
+
+/// `m`: the sent packet's description (seen from the peer: local = its
+/// source), written by the entry.
+#[inline(always)]
+pub fn track(ctx: &TcContext, m: *const XdpMeta) {
+    let s = Seg::of(m);
+    let k = key(m);
+    if s.flags & (SYN | ACK) == SYN {
+        let mut o = [0u8; 16];
+        if s.join.len == 12 && s.read(ctx, s.join, &mut o) {
+            joined(&k, u32::from_be_bytes([o[4], o[5], o[6], o[7]]));
+        }
+        return;
+    }
+    let mut o = [0u8; 8];
+    if s.read(ctx, s.echo, &mut o)
+        && let Some(c) = flow::resolve(&k, true)
+    {
+        flow::confirm(c.f, o[3]);
+    }
+}
+
+/// The local end opens subflow `key` to the connection of `token`.
+#[inline(always)]
+fn joined(key: &FlowKey, token: u32) {
+    if !flow::map_join(key, token, None) {
+        return;
+    }
+    let Some(c) = flow::resolve(key, true) else {
+        return;
+    };
+    // A join to an address the datapath delivered proves the delivery.
+    let (conn, f) = (c.key, c.f);
+    if flow::awaiting(f) {
+        confirm_by_address(&conn, f, key);
+    }
+}
+
+/// Confirms the delivered, unconfirmed address the join `sub` goes to.
+#[inline(always)]
+fn confirm_by_address(conn: &FlowKey, f: &mut FlowState, sub: &FlowKey) {
+    let waiting = f.stored & f.recovered & !f.confirmed;
+    for slot in 0..ADDR_SLOTS {
+        if waiting & (1 << slot) == 0 {
+            continue;
+        }
+        let Some(v) = (unsafe { FLOW_ADDRS.get(&AddrKey { flow: *conn, slot }) }) else {
+            continue;
+        };
+        // The address follows kind, length, subtype and id: 4 bytes for
+        // IPv4 (option length 16 or 18), 16 for IPv6 (28 or 30).
+        let n = if v.len >= 28 { 16 } else { 4 };
+        let mut same = true;
+        for i in 0..16 {
+            if i < n && v.bytes[4 + i] != sub.remote[i] {
+                same = false;
+            }
+        }
+        if same {
+            flow::confirm(f, f.addr_ids[(slot & (ADDR_SLOTS - 1)) as usize]);
+            return;
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! Connection-level MPTCP on the real kernel (BPF_PROG_TEST_RUN): the
+//! token of a connection, subflows joined to it (received MP_JOIN SYNs on
+//! XDP, sent ones on the TC egress hook), its size over every subflow,
+//! REMOVE_ADDR, a lifecycle that spoofed segments cannot end, delivery
+//! that counts only once the stack confirms it, and two CPUs updating one
+//! connection at once. Expected bytes and tokens are computed here, from
+//! RFC 8684 and SHA-256, never from the eBPF code.
+mod datapath_common;
+
+use std::net::IpAddr;
+
+use datapath_common::{egress::*, *};
+use emptcp_common::{
+    Action, FLOW_DATA_ACK_SEEN, FLOW_ESTABLISHED, FLOW_INITIAL_CLOSED, FLOW_SERVER, FlowKey,
+    FlowStat, FlowState, IFACE_TRACK, IfaceChains, JOIN_WSCALE_SEEN, Thresholds, VIA_INSERT,
+};
+use sha2::{Digest, Sha256};
+
+const CHAIN: u32 = 7;
+const TH: Thresholds = Thresholds {
+    remove_below: 10_000,
+    recover_at: 20_000,
+};
+const EMPTCP: [(Action, u32); 3] = [
+    (Action::RecordFlow, 0),
+    (Action::StripAddAddr, 0),
+    (Action::RecoverAddAddr, 0),
+];
+/// The server's MP_CAPABLE key in these tests.
+const SERVER_KEY: u64 = 0x0102_0304_0506_0708;
+
+macro_rules! need_kernel {
+    () => {
+        if !kernel_or_skip(module_path!()) {
+            return;
+        }
+    };
+}
+
+/// The token of `key`: the most significant 32 bits of SHA-256 of the key
+/// in network order (RFC 8684 2.2).
+fn token_of(key: u64) -> u32 {
+    let d = Sha256::digest(key.to_be_bytes());
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
+fn dp_with(steps: &[(Action, u32)]) -> Dp {
+    let mut dp = Dp::load();
+    dp.chain(CHAIN, steps, TH, LO);
+    dp
+}
+
+fn addr(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The initial subflow (server 192.0.2.2:443 -> client 192.0.2.1:40000).
+fn initial() -> Seg {
+    Seg::v4()
+}
+
+/// A joined subflow of the same connection, on the second path.
+fn joined() -> Seg {
+    Seg::v4().with(|s| {
+        s.src = addr("198.51.100.2");
+        s.dst = addr("198.51.100.1");
+        s.dport = 40001;
+        s.seq = 7_000_000;
+        s.ack = 8_000_000;
+    })
+}
+
+/// The server's SYN-ACK with MP_CAPABLE (its key) and window scale 7.
+fn syn_ack(base: &Seg, key: u64) -> Seg {
+    base.clone().with(|s| {
+        s.flags = SYN | ACK;
+        s.seq = base.seq.wrapping_sub(1);
+        s.opts = opts(&[&wscale(7), &ts(1000, 500), &mp_capable(key)]);
+    })
+}
+
+/// MP_JOIN of a SYN: backup flag, address id, the receiver's token, nonce.
+fn mp_join_syn(token: u32, id: u8) -> Vec<u8> {
+    let mut o = vec![30, 12, 0x10, id];
+    o.extend_from_slice(&token.to_be_bytes());
+    o.extend_from_slice(&0xdead_beefu32.to_be_bytes());
+    o
+}
+
+/// REMOVE_ADDR of the address ids `ids`.
+fn remove_addr(ids: &[u8]) -> Vec<u8> {
+    let mut o = vec![30, 3 + ids.len() as u8, 0x40];
+    o.extend_from_slice(ids);
+    o
+}
+
+fn pure_ack(base: &Seg, data_ack: u64) -> Seg {
+    base.clone()
+        .with(|s| s.opts = opts(&[&ts(2000, 900), &dss(Some((data_ack, 4)), None)]))
+}
+
+/// A connection on `initial()` created by its SYN-ACK.
+fn connected(dp: &Dp) -> FlowState {
+    let r = dp.entry(&syn_ack(&initial(), SERVER_KEY).frame());
+    assert_eq!(r.verdict, XDP_PASS);
+    dp.flow(&initial().key())
+        .expect("SYN-ACK created the connection")
+}
+
+/// `joined()` mapped to the connection by the peer's MP_JOIN SYN (the
+/// local end is the server of the join).
+fn join_by_received_syn(dp: &Dp, token: u32) {
+    let syn = joined().with(|s| {
+        s.flags = SYN;
+        s.seq = joined().seq.wrapping_sub(1);
+        s.ack = 0;
+        s.opts = opts(&[&wscale(5), &mp_join_syn(token, 2)]);
+    });
+    assert_eq!(dp.entry(&syn.frame()).verdict, XDP_PASS);
+}
+
+#[test]
+fn the_token_is_sha256_of_the_servers_key() {
+    need_kernel!();
+    // Independent vectors (Python hashlib.sha256(key).hexdigest()[:8]).
+    assert_eq!(token_of(0x0102_0304_0506_0708), 0x6684_0dda);
+    assert_eq!(token_of(0xa2b3_7c4d_5e6f_7081), 0x98d0_59a6);
+    for key in [
+        SERVER_KEY,
+        0xa2b3_7c4d_5e6f_7081,
+        0,
+        u64::MAX,
+        0x8000_0000_0000_0001,
+    ] {
+        let dp = dp_with(&EMPTCP);
+        let r = dp.entry(&syn_ack(&initial(), key).frame());
+        assert_eq!(r.verdict, XDP_PASS);
+        let f = dp.flow(&initial().key()).expect("connection");
+        assert_eq!(f.token, token_of(key), "key {key:#x}");
+        assert_eq!(dp.token(token_of(key)), Some(initial().key()), "TOKENS");
+    }
+}
+
+#[test]
+fn a_peers_third_ack_creates_the_servers_connection() {
+    need_kernel!();
+    let dp = dp_with(&EMPTCP);
+    // The client's third ACK echoes both keys; the receiver's (ours) names
+    // the connection.
+    let third = initial().with(|s| s.opts = opts(&[&ts(5, 6), &mp_capable_ack(0x99, SERVER_KEY)]));
+    assert_eq!(dp.entry(&third.frame()).verdict, XDP_PASS);
+    let f = dp.flow(&initial().key()).expect("connection");
+    assert_eq!(f.token, token_of(SERVER_KEY));
+    assert_ne!(f.flags & FLOW_SERVER, 0);
+    // A join the client opens names it.
+    join_by_received_syn(&dp, f.token);
+    assert_eq!(dp.join(&joined().key()).unwrap().conn, initial().key());
+}
+
+#[test]
+fn a_received_mp_join_syn_maps_the_subflow_and_its_packets_act_on_the_connection() {
+    need_kernel!();
+    let dp = dp_with(&EMPTCP);
+    let f = connected(&dp);
+    join_by_received_syn(&dp, f.token);
+    let j = dp.join(&joined().key()).expect("JOINS entry");
+    assert_eq!((j.conn, j.token), (initial().key(), f.token));
+    assert_ne!(j.flags & JOIN_WSCALE_SEEN, 0);
+    assert_eq!(j.wscale, 5);
+    assert_eq!(dp.flow(&initial().key()).unwrap().joins, 1);
+    assert_eq!(dp.event(FlowStat::JoinsMapped), 1);
+    // An unknown token maps nothing.
+    let stray = joined().with(|s| {
+        s.dport = 40002;
+        s.flags = SYN;
+        s.opts = opts(&[&mp_join_syn(f.token ^ 1, 3)]);
+    });
+    dp.entry(&stray.frame());
+    assert!(dp.join(&stray.key()).is_none());
+    assert_eq!(dp.event(FlowStat::JoinTokenUnknown), 1);
+
+    // DSS on the joined subflow grows the connection's size: the first
+    // data ACK is the baseline, the next one 5000 bytes further.
+    dp.entry(&pure_ack(&joined(), 100_000).frame());
+    dp.entry(&pure_ack(&joined(), 105_000).frame());
+    assert_eq!(dp.flow(&initial().key()).unwrap().bytes, 5000);
+    // ... and so does the initial subflow's (connection-level numbers).
+    dp.entry(&pure_ack(&initial(), 106_000).frame());
+    assert_eq!(dp.flow(&initial().key()).unwrap().bytes, 6000);
+
+    // An ADD_ADDR arriving on the joined subflow of this small connection
+    // is stripped and stored with the connection.
+    let aa = add_addr(9, addr("203.0.113.2"), None, false);
+    let carrier = joined().with(|s| {
+        s.opts = opts(&[&ts(2001, 901), &dss(Some((106_000, 4)), None), &aa]);
+    });
+    let r = dp.entry(&carrier.frame());
+    assert_eq!(r.verdict, XDP_PASS);
+    assert_checksums_valid(&r.frame);
+    assert!(
+        !r.frame.windows(aa.len()).any(|w| w == aa.as_slice()),
+        "the ADD_ADDR left the joined subflow"
+    );
+    let c = dp.flow(&initial().key()).unwrap();
+    assert_eq!(c.stored, 1 << 9, "the slot of id 9");
+    assert_eq!(c.addr_ids[9], 9);
+    assert_eq!(dp.flow_addr(&initial().key(), 9).unwrap().len, 16);
+    assert_eq!(dp.event(FlowStat::AddAddrNopped), 1);
+}
+
+#[test]
+fn a_sent_mp_join_syn_maps_the_subflow_on_the_egress_hook() {
+    need_kernel!();
+    let mut e = eg(&[(Action::Count, 0)]);
+    // The tracked interface has no egress chain of its own.
+    let ifc = IfaceChains {
+        n_chains: 0,
+        ifindex: LO,
+        flags: IFACE_TRACK,
+        ..IfaceChains::EMPTY
+    };
+    let mut m: aya::maps::HashMap<_, u32, IfaceChains> =
+        aya::maps::HashMap::try_from(e.dp.ebpf.map_mut("EGRESS_IFACES").unwrap()).unwrap();
+    m.insert(LO, ifc, 0).unwrap();
+    e.dp.chain(CHAIN, &EMPTCP, TH, LO);
+    let f = connected(&e.dp);
+    // The client's MP_JOIN SYN leaves on the second path: client -> server.
+    let sent = Seg::v4().with(|s| {
+        s.src = addr("198.51.100.1");
+        s.dst = addr("198.51.100.2");
+        s.sport = 40001;
+        s.dport = 443;
+        s.flags = SYN;
+        s.ack = 0;
+        s.opts = opts(&[&wscale(7), &mp_join_syn(f.token, 0)]);
+    });
+    let (v, out) = e.run(&sent.frame(), 0);
+    assert_eq!(v, PASS);
+    assert_eq!(out, sent.frame(), "the SYN leaves untouched");
+    let j =
+        e.dp.join(&joined().key())
+            .expect("JOINS entry, ingress orientation");
+    assert_eq!(j.conn, initial().key());
+    // The server's SYN-ACK of the join brings its window scale.
+    let syn_ack = joined().with(|s| {
+        s.flags = SYN | ACK;
+        s.opts = opts(&[&wscale(9), &[30, 16, 0x10, 0], &[0; 12]]);
+    });
+    e.dp.entry(&syn_ack.frame());
+    let j = e.dp.join(&joined().key()).unwrap();
+    assert_eq!((j.wscale, j.flags & JOIN_WSCALE_SEEN != 0), (9, true));
+}
+
+#[test]
+fn remove_addr_forgets_the_stored_address() {
+    need_kernel!();
+    let dp = dp_with(&EMPTCP);
+    connected(&dp);
+    for id in [4, 5] {
+        let s =
+            initial().with(|s| s.opts = opts(&[&add_addr(id, addr("203.0.113.9"), None, false)]));
+        assert_eq!(dp.entry(&s.frame()).verdict, XDP_DROP, "stored and dropped");
+    }
+    assert_eq!(dp.flow(&initial().key()).unwrap().stored, 0b11 << 4);
+    let rm = initial()
+        .with(|s| s.opts = opts(&[&ts(7, 8), &dss(Some((1, 4)), None), &remove_addr(&[4])]));
+    assert_eq!(dp.entry(&rm.frame()).verdict, XDP_PASS);
+    let f = dp.flow(&initial().key()).unwrap();
+    assert_eq!(f.stored, 1 << 5, "id 4 forgotten, id 5 kept");
+    assert!(dp.flow_addr(&initial().key(), 4).is_none());
+    assert!(dp.flow_addr(&initial().key(), 5).is_some());
+    assert_eq!(dp.event(FlowStat::RemoveAddrCleared), 1);
+}
+
+#[test]
+fn spoofed_rst_fin_and_syn_ack_leave_the_connection() {
+    need_kernel!();
+    let dp = dp_with(&EMPTCP);
+    let f = connected(&dp);
+    dp.entry(&pure_ack(&initial(), 500).frame());
+    let rcv_nxt = dp.flow(&initial().key()).unwrap().rcv_nxt;
+    assert_eq!(rcv_nxt, initial().seq);
+    for (flags, seq) in [
+        (RST, rcv_nxt.wrapping_add(1)),
+        (RST | ACK, rcv_nxt.wrapping_sub(5000)),
+        (FIN | ACK, rcv_nxt.wrapping_add(70_000)),
+    ] {
+        let spoof = initial().with(|s| {
+            s.flags = flags;
+            s.seq = seq;
+        });
+        assert_eq!(dp.entry(&spoof.frame()).verdict, XDP_PASS);
+        assert!(
+            dp.flow(&initial().key()).is_some(),
+            "flags {flags:#x} seq {seq}"
+        );
+    }
+    assert_eq!(dp.event(FlowStat::CloseIgnored), 3);
+    // A SYN-ACK with another key for the established 4-tuple.
+    dp.entry(&syn_ack(&initial(), 0x4242).frame());
+    let g = dp.flow(&initial().key()).unwrap();
+    assert_eq!(g.token, f.token, "not replaced");
+    assert_ne!(g.flags & FLOW_ESTABLISHED, 0);
+    assert_eq!(dp.event(FlowStat::SynAckIgnored), 1);
+    // The RST at rcv_nxt ends it.
+    dp.entry(&initial().with(|s| s.flags = RST).frame());
+    assert!(dp.flow(&initial().key()).is_none());
+    assert_eq!(dp.token(f.token), None, "token index cleaned");
+}
+
+#[test]
+fn the_connection_ends_with_its_last_subflow_or_after_a_data_fin() {
+    need_kernel!();
+    let dp = dp_with(&EMPTCP);
+    let f = connected(&dp);
+    join_by_received_syn(&dp, f.token);
+    dp.entry(&pure_ack(&joined(), 1).frame());
+    // The initial subflow closes; the joined one carries on.
+    dp.entry(&initial().with(|s| s.flags = FIN | ACK).frame());
+    let c = dp
+        .flow(&initial().key())
+        .expect("alive with a joined subflow");
+    assert_ne!(c.flags & FLOW_INITIAL_CLOSED, 0);
+    // The joined subflow's data still counts.
+    dp.entry(&pure_ack(&joined(), 3001).frame());
+    assert_eq!(dp.flow(&initial().key()).unwrap().bytes, 3000);
+    // Its FIN is the last subflow's close.
+    dp.entry(&joined().with(|s| s.flags = FIN | ACK).frame());
+    assert!(dp.flow(&initial().key()).is_none());
+    assert!(dp.join(&joined().key()).is_none());
+
+    // A DATA_FIN from the peer: the next subflow close ends everything.
+    let dp = dp_with(&EMPTCP);
+    let f = connected(&dp);
+    join_by_received_syn(&dp, f.token);
+    let mut fin = dss(Some((10, 4)), Some((500, 4, 0, 1)));
+    fin[3] |= 0x10;
+    dp.entry(&initial().with(|s| s.opts = opts(&[&fin])).frame());
+    dp.entry(&joined().with(|s| s.flags = FIN | ACK).frame());
+    assert!(dp.flow(&initial().key()).is_none(), "ended after DATA_FIN");
+}
+
+#[test]
+fn a_delivery_is_repeated_until_the_stack_echoes_it_then_given_up() {
+    need_kernel!();
+    let mut dp = dp_with(&EMPTCP);
+    let aa = add_addr(6, addr("198.51.100.2"), None, false);
+    let mut st = emptcp_common::StoredAddAddr {
+        len: aa.len() as u8,
+        ..Default::default()
+    };
+    st.bytes[..aa.len()].copy_from_slice(&aa);
+    dp.put_flow_addr(&initial().key(), 6, &st);
+    let mut f = FlowState {
+        chain: CHAIN,
+        bytes: TH.recover_at,
+        stored: 1 << 6,
+        token: 77,
+        ..FlowState::default()
+    };
+    f.addr_ids[6] = 6;
+    dp.put_flow(&initial().key(), &f);
+    let carrier = pure_ack(&initial(), 1);
+    let has_aa = |r: &Run| r.frame.windows(aa.len()).any(|w| w == aa.as_slice());
+    let r = dp.entry(&carrier.frame());
+    assert!(has_aa(&r), "first delivery");
+    let g = dp.flow(&initial().key()).unwrap();
+    assert_eq!(
+        (g.recovered, g.attempts, g.recovered_via),
+        (1 << 6, 1, VIA_INSERT)
+    );
+    assert!(g.retry_at_ns > 0);
+    // Not confirmed and not due yet: nothing.
+    assert!(
+        !has_aa(&dp.entry(&carrier.frame())),
+        "waits for the retry time"
+    );
+    // Its retry time passed (set in the past): delivered again, counted.
+    let mut g = dp.flow(&initial().key()).unwrap();
+    g.retry_at_ns = 1;
+    dp.put_flow(&initial().key(), &g);
+    assert!(has_aa(&dp.entry(&carrier.frame())), "retried");
+    assert_eq!(dp.event(FlowStat::AddAddrRetried), 1);
+    assert_eq!(dp.flow(&initial().key()).unwrap().add_addr_retried, 1);
+    // Out of attempts: given up, forgotten.
+    let mut g = dp.flow(&initial().key()).unwrap();
+    g.retry_at_ns = 1;
+    g.attempts = 4;
+    dp.put_flow(&initial().key(), &g);
+    assert!(!has_aa(&dp.entry(&carrier.frame())));
+    assert_eq!(dp.event(FlowStat::AddAddrGivenUp), 1);
+    assert_eq!(dp.flow(&initial().key()).unwrap().stored, 0);
+    // A packet that already carries an ADD_ADDR gets no second one.
+    let mut g = dp.flow(&initial().key()).unwrap();
+    g.stored = 1 << 6;
+    g.recovered = 0;
+    g.attempts = 0;
+    dp.put_flow(&initial().key(), &g);
+    dp.put_flow_addr(&initial().key(), 6, &st);
+    let other = add_addr(1, addr("203.0.113.7"), None, true);
+    let busy = initial().with(|s| s.opts = opts(&[&ts(1, 2), &dss(Some((2, 4)), None), &other]));
+    let r = dp.entry(&busy.frame());
+    assert!(!has_aa(&r));
+    assert_eq!(
+        dp.event(FlowStat::InsertSkippedHasAddAddr),
+        0,
+        "an echo is not ours to count"
+    );
+}
+
+#[test]
+fn the_stacks_echo_on_egress_confirms_the_delivery() {
+    need_kernel!();
+    let mut e = eg(&[(Action::Count, 0)]);
+    let ifc = IfaceChains {
+        n_chains: 0,
+        ifindex: LO,
+        flags: IFACE_TRACK,
+        ..IfaceChains::EMPTY
+    };
+    let mut m: aya::maps::HashMap<_, u32, IfaceChains> =
+        aya::maps::HashMap::try_from(e.dp.ebpf.map_mut("EGRESS_IFACES").unwrap()).unwrap();
+    m.insert(LO, ifc, 0).unwrap();
+    e.dp.chain(CHAIN, &EMPTCP, TH, LO);
+    let aa = add_addr(6, addr("198.51.100.2"), None, false);
+    let mut st = emptcp_common::StoredAddAddr {
+        len: aa.len() as u8,
+        ..Default::default()
+    };
+    st.bytes[..aa.len()].copy_from_slice(&aa);
+    e.dp.put_flow_addr(&initial().key(), 6, &st);
+    let mut f = FlowState {
+        chain: CHAIN,
+        bytes: TH.recover_at,
+        stored: 1 << 6,
+        ..FlowState::default()
+    };
+    f.addr_ids[6] = 6;
+    e.dp.put_flow(&initial().key(), &f);
+    let r = e.dp.entry(&pure_ack(&initial(), 1).frame());
+    assert!(r.frame.windows(aa.len()).any(|w| w == aa.as_slice()));
+    // The client's next segment echoes id 6 (no HMAC in an echo).
+    let echo = Seg::v4().with(|s| {
+        s.src = addr("192.0.2.1");
+        s.dst = addr("192.0.2.2");
+        s.sport = 40000;
+        s.dport = 443;
+        s.opts = opts(&[
+            &ts(3, 4),
+            &dss(Some((9, 4)), None),
+            &add_addr(6, addr("198.51.100.2"), None, true),
+        ]);
+    });
+    let (v, _) = e.run(&echo.frame(), 0);
+    assert_eq!(v, PASS);
+    let g = e.dp.flow(&initial().key()).unwrap();
+    assert_eq!(g.confirmed, 1 << 6);
+    assert_eq!(e.dp.event(FlowStat::AddAddrConfirmed), 1);
+    // Confirmed: never delivered again, whatever the time.
+    let mut g = g;
+    g.retry_at_ns = 1;
+    e.dp.put_flow(&initial().key(), &g);
+    let r = e.dp.entry(&pure_ack(&initial(), 2).frame());
+    assert!(!r.frame.windows(aa.len()).any(|w| w == aa.as_slice()));
+}
+
+#[test]
+fn two_cpus_updating_one_connection_keep_its_size_and_bits_exact() {
+    need_kernel!();
+    let dp = dp_with(&EMPTCP);
+    let f = connected(&dp);
+    join_by_received_syn(&dp, f.token);
+    // Baselines on both subflows.
+    dp.entry(&pure_ack(&initial(), 1_000).frame());
+    const N: u64 = 4000;
+    let dp = std::sync::Arc::new(dp);
+    let run = |cpu: usize, base: Seg, ids: std::ops::Range<u8>| {
+        let dp = dp.clone();
+        std::thread::spawn(move || {
+            pin_to(cpu);
+            // First, both CPUs store addresses into the small connection
+            // at once (each its own ids, over and over)...
+            for _ in 0..200 {
+                for id in ids.clone() {
+                    let s = base.clone().with(|s| {
+                        s.opts = opts(&[
+                            &ts(1, 2),
+                            &dss(Some((1_000, 4)), None),
+                            &add_addr(id, addr("203.0.113.5"), None, false),
+                        ])
+                    });
+                    dp.entry(&s.frame());
+                }
+            }
+            // ...then both acknowledge the same connection-level data, in
+            // step: the size is the highest data ACK, not the sum.
+            for i in 1..=N {
+                dp.entry(&pure_ack(&base, 1_000 + i * 10).frame());
+            }
+        })
+    };
+    let a = run(0, initial(), 1..4);
+    let b = run(1, joined(), 4..7);
+    a.join().unwrap();
+    b.join().unwrap();
+    let g = dp.flow(&initial().key()).unwrap();
+    assert_eq!(g.bytes, N * 10, "size = newest data ACK - first");
+    assert_ne!(g.flags & FLOW_DATA_ACK_SEEN, 0);
+    assert_eq!(
+        g.stored, 0b111_1110,
+        "every stored address has its bit: {:#b}",
+        g.stored
+    );
+    for id in 1..7u8 {
+        assert_eq!(g.addr_ids[id as usize], id);
+    }
+    assert_eq!(dp.event(FlowStat::AddAddrStored), 6, "each id stored once");
+}
+
+/// Pins the calling thread to `cpu` (BPF_PROG_TEST_RUN runs on it).
+fn pin_to(cpu: usize) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut set = [0u64; 16];
+    let c = cpu % n;
+    set[c / 64] |= 1 << (c % 64);
+    // SAFETY: sched_setaffinity on this thread with a valid mask.
+    unsafe {
+        libc::sched_setaffinity(0, std::mem::size_of_val(&set), set.as_ptr().cast());
+    }
+}
+
+#[allow(dead_code)]
+fn key_of(s: &Seg) -> FlowKey {
+    s.key()
+}
