@@ -37,13 +37,21 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-fn load_policy(file: Option<&Path>, dir: Option<&Path>) -> anyhow::Result<Policy> {
+/// Loads the policy; its errors show the source line and a caret in text
+/// mode, and keep their one-line form for `-o json`.
+fn load_policy(file: Option<&Path>, dir: Option<&Path>, output: Output) -> anyhow::Result<Policy> {
     let r = match (file, dir) {
         (Some(f), _) => policy::load_file(f),
         (_, Some(d)) => policy::load_dir(d),
         _ => bail!("give a policy with -f FILE or -d DIR"),
     };
-    r.map_err(|e| anyhow::anyhow!("{e}"))
+    r.map_err(|e| match output {
+        Output::Text => anyhow::anyhow!(
+            "{}",
+            policy::render_snippets(&e, |path| std::fs::read_to_string(path).ok())
+        ),
+        Output::Json => anyhow::anyhow!("{e}"),
+    })
 }
 
 fn desired(p: &Policy, object: &Object) -> anyhow::Result<Desired> {
@@ -104,7 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     match cli.command {
         Command::Validate { source } => {
-            let p = load_policy(source.file.as_deref(), source.dir.as_deref())?;
+            let p = load_policy(source.file.as_deref(), source.dir.as_deref(), cli.output)?;
             let object = Object::load()?;
             desired(&p, &object)?;
             match cli.output {
@@ -132,7 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             overrides,
         } => {
             let Source { file, dir } = source;
-            let p = load_policy(file.as_deref(), dir.as_deref())?;
+            let p = load_policy(file.as_deref(), dir.as_deref(), cli.output)?;
             let object = Object::load()?;
             let d = desired(&p, &object)?;
             let o = match &state {
@@ -182,7 +190,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     plan
                 }
                 None => {
-                    let p = load_policy(file.as_deref(), dir.as_deref())?;
+                    let p = load_policy(file.as_deref(), dir.as_deref(), cli.output)?;
                     make_plan(&desired(&p, &object)?, &o, overrides)?
                 }
             };
@@ -368,7 +376,7 @@ fn run_simulate(cli: Cli) -> anyhow::Result<i32> {
     };
     simulate::sandbox::check_privileges()?;
     let object = Object::load()?;
-    let new_policy = load_policy(source.file.as_deref(), source.dir.as_deref())?;
+    let new_policy = load_policy(source.file.as_deref(), source.dir.as_deref(), cli.output)?;
     let new_desired = desired(&new_policy, &object)?;
     let new_name = source
         .file
@@ -379,9 +387,9 @@ fn run_simulate(cli: Cli) -> anyhow::Result<i32> {
     let old = match &against {
         Some(path) => {
             let p = if path.is_dir() {
-                load_policy(None, Some(path))?
+                load_policy(None, Some(path), cli.output)?
             } else {
-                load_policy(Some(path), None)?
+                load_policy(Some(path), None, cli.output)?
             };
             Some((path.display().to_string(), desired(&p, &object)?))
         }

@@ -36,6 +36,7 @@ mod load;
 mod locate;
 mod merge;
 mod model;
+mod snippet;
 mod strict;
 mod suggest;
 mod units;
@@ -48,6 +49,7 @@ pub use model::{
     Action, Chain, Decider, Hook, Interface, MAX_FLOW_CAPACITY, MIN_FLOW_CAPACITY, Match,
     POLICY_VERSION, PacketCopy, Policy, Send, Settings, Thresholds, Trigger, XdpMode,
 };
+pub use snippet::render_snippets;
 pub use strict::{MAX_WINDOW_BYTES, MIN_WINDOW_BYTES};
 pub use units::{ByteSize, Duration, Percent, PortRange, UnitError};
 pub use validate::MAX_PORTS_PER_CHAIN;
