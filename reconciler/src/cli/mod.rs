@@ -358,7 +358,8 @@ fn run_watch(cli: Cli) -> anyhow::Result<i32> {
             force: overrides.force,
             allow_state_loss: overrides.allow_state_loss,
         },
-    })
+    })?;
+    Ok(EXIT_OK)
 }
 
 fn run_simulate(cli: Cli) -> anyhow::Result<i32> {
