@@ -294,10 +294,7 @@ fn flows_command(layout: &Layout, output: Output) -> anyhow::Result<i32> {
 
 /// `agent`: the recovery agent alone, until SIGTERM/SIGINT.
 fn run_agent(layout: &Layout) -> anyhow::Result<i32> {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [libc::SIGTERM, libc::SIGINT] {
-        signal_hook_flag(sig, &stop);
-    }
+    let stop = stop_on_signals()?;
     // The agent trusts the pinned maps it reads: only from a root no one
     // else can write to.
     privilege::check_tree(layout)?;
@@ -371,18 +368,15 @@ fn warn_if_unsafe(layout: &Layout) {
     }
 }
 
-/// Sets `flag` when `sig` arrives (the agent polls it every 200 ms).
-fn signal_hook_flag(sig: libc::c_int, flag: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    static FLAG: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
-        std::sync::OnceLock::new();
-    let _ = FLAG.set(flag.clone());
-    extern "C" fn on_signal(_: libc::c_int) {
-        if let Some(f) = FLAG.get() {
-            f.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+/// A flag set when SIGTERM or SIGINT arrives (the agent polls it every
+/// 200 ms, the simulation between packets).
+fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .with_context(|| format!("registering a handler for signal {sig}"))?;
     }
-    // SAFETY: the handler only does an atomic store.
-    unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    Ok(stop)
 }
 
 fn run_watch(cli: Cli) -> anyhow::Result<i32> {
@@ -450,10 +444,7 @@ fn run_simulate(cli: Cli) -> anyhow::Result<i32> {
         .map(|s| simulate::parse_local(s))
         .collect::<Result<Vec<_>, _>>()?;
     simulate::sandbox::private_bpffs()?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [libc::SIGTERM, libc::SIGINT] {
-        signal_hook_flag(sig, &stop);
-    }
+    let stop = stop_on_signals()?;
     let opts = |name: String, d, root, write| simulate::Options {
         policy_name: name,
         desired: d,
