@@ -58,6 +58,89 @@ fn validate_rejects_every_bad_policy_with_a_position() {
     }
 }
 
+/// The source line and the caret a reader should see under an error at
+/// `line:column` of `text` (tabs shown as 4 spaces, columns in characters).
+fn expected_snippet(text: &str, line: usize, column: usize) -> String {
+    let shown = text
+        .lines()
+        .nth(line - 1)
+        .expect("position inside the file");
+    let pad: String = shown
+        .chars()
+        .take(column - 1)
+        .map(|c| if c == '\t' { "    " } else { " " })
+        .collect();
+    let gutter = " ".repeat(line.to_string().len());
+    format!(
+        "{line} | {}\n{gutter} | {pad}^\n",
+        shown.replace('\t', "    ").trim_end()
+    )
+}
+
+fn position(at: &str) -> (usize, usize) {
+    let (line, column) = at.split_once(':').expect("LINE:COL");
+    (line.parse().unwrap(), column.parse().unwrap())
+}
+
+#[test]
+fn text_errors_show_the_source_line_with_a_caret_json_keeps_one_line() {
+    let root = std::env::temp_dir().join("emptcp-no-root-needed");
+    let mut placed = 0;
+    for f in corpus() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let Some(at) = header(&text, "at").filter(|a| a != "none") else {
+            continue;
+        };
+        let (line, column) = position(&at);
+        let path = f.to_str().unwrap();
+        let o = emptcp(&root, None, &["validate", "-f", path]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        let want = expected_snippet(&text, line, column);
+        assert!(
+            err.contains(&format!("{path}:{at}: ")) && err.contains(&want),
+            "{}: text mode lacks the caret snippet\n{want}in:\n{err}",
+            f.display()
+        );
+        // -o json: the same first line, no snippet.
+        let o = emptcp(&root, None, &["-o", "json", "validate", "-f", path]);
+        let json_err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(
+            json_err.lines().next(),
+            err.lines().next(),
+            "{}",
+            f.display()
+        );
+        assert!(!json_err.contains(" | "), "{}: {json_err}", f.display());
+        placed += 1;
+    }
+    assert!(placed >= 30, "only {placed} corpus files have a position");
+}
+
+#[test]
+fn every_error_of_a_file_gets_its_own_snippet_in_source_order() {
+    let root = std::env::temp_dir().join("emptcp-no-root-needed");
+    let f = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/policies/bad-many/01-four-value-errors.yaml");
+    let text = std::fs::read_to_string(&f).unwrap();
+    let o = emptcp(&root, None, &["validate", "-f", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let positions: Vec<(usize, usize)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# at: "))
+        .map(position)
+        .collect();
+    assert_eq!(positions.len(), 5);
+    let mut from = 0;
+    for (line, column) in positions {
+        let want = expected_snippet(&text, line, column);
+        let found = err[from..]
+            .find(&want)
+            .unwrap_or_else(|| panic!("no snippet for {line}:{column} after byte {from}:\n{err}"));
+        from += found + want.len();
+    }
+}
+
 #[test]
 fn invalid_policy_applies_nothing() {
     if !kernel_or_skip("invalid_policy_applies_nothing") {

@@ -6,6 +6,7 @@
 //!
 //! Needs CAP_BPF/CAP_NET_ADMIN/CAP_SYS_ADMIN (loads programs); fails
 //! without them unless EMPTCP_ALLOW_SKIP=1 (tests/common/gate.rs).
+#[macro_use]
 mod datapath_common;
 
 use std::net::IpAddr;
@@ -13,39 +14,8 @@ use std::net::IpAddr;
 use datapath_common::*;
 use emptcp_common::{
     Action, FLOW_DATA_ACK_SEEN, FLOW_RECOVER_PENDING, FLOW_SEQ_SEEN, FLOW_TS_SEEN, FlowStat,
-    FlowState, Outcome, StoredAddAddr, Thresholds,
+    FlowState, Outcome, StoredAddAddr,
 };
-
-const CHAIN: u32 = 7;
-const REMOVE_BELOW: u64 = 10_000;
-const RECOVER_AT: u64 = 20_000;
-const TH: Thresholds = Thresholds {
-    remove_below: REMOVE_BELOW,
-    recover_at: RECOVER_AT,
-};
-const EMPTCP: [(Action, u32); 3] = [
-    (Action::RecordFlow, 0),
-    (Action::StripAddAddr, 0),
-    (Action::RecoverAddAddr, 0),
-];
-
-macro_rules! need_kernel {
-    () => {
-        if !kernel_or_skip(module_path!()) {
-            return;
-        }
-    };
-}
-
-fn dp_with(steps: &[(Action, u32)]) -> Dp {
-    let mut dp = Dp::load();
-    dp.chain(CHAIN, steps, TH, LO);
-    dp
-}
-
-fn v4(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 fn syn_ack(base: &Seg) -> Seg {
     base.clone().with(|s| {
@@ -65,13 +35,6 @@ fn handshake(dp: &Dp, base: &Seg) {
     let r = dp.entry(&syn_ack(base).frame());
     assert_eq!(r.verdict, XDP_PASS);
     assert!(dp.flow(&base.key()).is_some(), "SYN-ACK created no flow");
-}
-
-/// A pure ACK as Linux sends it on an established MPTCP subflow: timestamps
-/// and a DSS with a 4-byte data ACK (20 bytes of options, 20 of room).
-fn pure_ack(base: &Seg, data_ack: u64) -> Seg {
-    base.clone()
-        .with(|s| s.opts = opts(&[&ts(2000, 900), &dss(Some((data_ack, 4)), None)]))
 }
 
 /// A server data segment with a full DSS: no room left (40 bytes).
@@ -210,7 +173,7 @@ fn fin_and_rst_remove_the_flow_and_its_options() {
         for id in [1, 2] {
             let s = base
                 .clone()
-                .with(|s| s.opts = opts(&[&add_addr(id, v4("198.51.100.2"), None, false)]));
+                .with(|s| s.opts = opts(&[&add_addr(id, addr("198.51.100.2"), None, false)]));
             assert_eq!(dp.entry(&s.frame()).verdict, XDP_DROP);
         }
         assert_eq!(dp.flow_addr_count(), 2);
@@ -307,7 +270,7 @@ fn dss_mappings_count_download_bytes_with_wrap_around() {
 #[test]
 fn strip_nops_every_add_addr_form() {
     need_kernel!();
-    let a4 = v4("198.51.100.2");
+    let a4 = addr("198.51.100.2");
     let a6: IpAddr = "2001:db8:1::2".parse().unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("v4", add_addr(2, a4, None, false)),
@@ -357,7 +320,7 @@ fn strip_nops_add_addr_on_a_pure_ack_with_another_mptcp_option() {
     let dp = dp_with(&EMPTCP);
     let base = Seg::v4();
     handshake(&dp, &base);
-    let aa = add_addr(3, v4("198.51.100.2"), None, false);
+    let aa = add_addr(3, addr("198.51.100.2"), None, false);
     let o = opts(&[&dss(Some((10, 4)), None), &aa]);
     let seg = base.clone().with(|s| s.opts = o.clone());
     let want = seg.clone().with(|s| s.opts = nopped(&o, 8, 16));
@@ -370,7 +333,7 @@ fn pure_ack_whose_only_mptcp_option_is_add_addr_is_dropped() {
     for base in [Seg::v4(), Seg::v6().with(|s| s.vlans = vec![5])] {
         let dp = dp_with(&EMPTCP);
         handshake(&dp, &base);
-        let aa = add_addr(1, v4("198.51.100.2"), None, false);
+        let aa = add_addr(1, addr("198.51.100.2"), None, false);
         let seg = base.clone().with(|s| s.opts = opts(&[&ts(1, 2), &aa]));
         let r = dp.entry(&seg.frame());
         assert_eq!(r.verdict, XDP_DROP);
@@ -390,8 +353,8 @@ fn echo_add_addrs_are_never_stripped() {
     handshake(&dp, &base);
     let a6: IpAddr = "2001:db8:1::2".parse().unwrap();
     for aa in [
-        add_addr(1, v4("198.51.100.2"), None, true),
-        add_addr(1, v4("198.51.100.2"), Some(1), true),
+        add_addr(1, addr("198.51.100.2"), None, true),
+        add_addr(1, addr("198.51.100.2"), Some(1), true),
         add_addr(1, a6, None, true),
         add_addr(1, a6, Some(1), true),
     ] {
@@ -411,7 +374,7 @@ fn retransmitted_add_addrs_are_stored_once() {
     let send = |id: u8| {
         let s = base
             .clone()
-            .with(|s| s.opts = opts(&[&add_addr(id, v4("198.51.100.2"), None, false)]));
+            .with(|s| s.opts = opts(&[&add_addr(id, addr("198.51.100.2"), None, false)]));
         assert_eq!(dp.entry(&s.frame()).verdict, XDP_DROP);
     };
     for _ in 0..3 {
@@ -448,7 +411,7 @@ fn flows_at_or_above_remove_below_keep_their_add_addr() {
     dp.put_flow(&base.key(), &f);
     let seg = base
         .clone()
-        .with(|s| s.opts = opts(&[&add_addr(1, v4("198.51.100.2"), None, false)]));
+        .with(|s| s.opts = opts(&[&add_addr(1, addr("198.51.100.2"), None, false)]));
     assert_untouched(&dp, &seg, "big flow");
     // An untracked flow is not touched either.
     let other = seg.clone().with(|s| s.sport = 444);
@@ -486,7 +449,7 @@ fn store_then_grow(dp: &Dp, base: &Seg, aa: &[u8]) {
 #[test]
 fn recover_inserts_into_a_pure_ack_with_room() {
     need_kernel!();
-    let a4 = v4("198.51.100.2");
+    let a4 = addr("198.51.100.2");
     let a6: IpAddr = "2001:db8:1::2".parse().unwrap();
     let cases: Vec<(&str, Seg, Vec<u8>)> = vec![
         ("v4", Seg::v4(), add_addr(2, a4, None, false)),
@@ -544,8 +507,8 @@ fn recover_one_option_per_packet_in_slot_order() {
     need_kernel!();
     let dp = dp_with(&EMPTCP);
     let base = Seg::v4();
-    let a = add_addr(1, v4("198.51.100.2"), None, false);
-    let b = add_addr(2, v4("203.0.113.2"), None, false);
+    let a = add_addr(1, addr("198.51.100.2"), None, false);
+    let b = add_addr(2, addr("203.0.113.2"), None, false);
     handshake(&dp, &base);
     for aa in [&a, &b] {
         let s = base.clone().with(|s| s.opts = opts(&[aa]));
@@ -570,7 +533,7 @@ fn recover_without_room_leaves_the_packet_and_marks_the_flow() {
     need_kernel!();
     let dp = dp_with(&EMPTCP);
     let base = Seg::v4();
-    store_then_grow(&dp, &base, &add_addr(1, v4("198.51.100.2"), None, false));
+    store_then_grow(&dp, &base, &add_addr(1, addr("198.51.100.2"), None, false));
     assert_eq!(dp.event(FlowStat::RecoverPendingNoRoom), 1);
     let f = flow_of(&dp, &base);
     assert_ne!(f.flags & FLOW_RECOVER_PENDING, 0);

@@ -10,6 +10,7 @@
 //!
 //! Needs CAP_BPF/CAP_NET_ADMIN/CAP_SYS_ADMIN (loads programs); fails
 //! without them unless EMPTCP_ALLOW_SKIP=1 (tests/common/gate.rs).
+#[macro_use]
 mod datapath_common;
 
 use datapath_common::{egress::*, *};
@@ -18,14 +19,6 @@ use emptcp_common::{
     SEL_REMOTE_PORTS, SEL_REMOTE_PORTS_INLINE, SF_FIN, SF_LOCAL_KEY, SF_PEER_FIN, SF_PEER_RST,
     SF_REMOTE_KEY, SF_RST, SUBFLOW_EV_CLOSED, SUBFLOW_EV_NEW, SubflowState, Thresholds,
 };
-
-macro_rules! need_kernel {
-    () => {
-        if !kernel_or_skip(module_path!()) {
-            return;
-        }
-    };
-}
 
 /// The ingress chain (`count`) of the capture interface, when it has one.
 const IN_CHAIN: u32 = 5;

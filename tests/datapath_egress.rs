@@ -7,6 +7,7 @@
 //!
 //! Needs CAP_BPF/CAP_NET_ADMIN/CAP_SYS_ADMIN (loads programs); fails
 //! without them unless EMPTCP_ALLOW_SKIP=1 (tests/common/gate.rs).
+#[macro_use]
 mod datapath_common;
 
 use datapath_common::{egress::*, *};
@@ -14,14 +15,6 @@ use emptcp_common::{
     Action, EgressStat, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY,
     SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN,
 };
-
-macro_rules! need_kernel {
-    () => {
-        if !kernel_or_skip(module_path!()) {
-            return;
-        }
-    };
-}
 
 fn both() -> [Seg; 2] {
     [Seg::v4(), Seg::v6()]

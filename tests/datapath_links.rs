@@ -3,47 +3,11 @@
 //! segments whose checksum does not hold, and raw-IP frames.
 //!
 //! Needs root (loads programs); skips loudly otherwise.
+#[macro_use]
 mod datapath_common;
 
-use std::net::IpAddr;
-
 use datapath_common::*;
-use emptcp_common::{Action, FlowState, IFACE_CAPTURE, Outcome, Thresholds};
-
-const CHAIN: u32 = 3;
-const TH: Thresholds = Thresholds {
-    remove_below: 10_000,
-    recover_at: 20_000,
-};
-const EMPTCP: [(Action, u32); 3] = [
-    (Action::RecordFlow, 0),
-    (Action::StripAddAddr, 0),
-    (Action::RecoverAddAddr, 0),
-];
-
-macro_rules! need_root {
-    () => {
-        if !kernel_or_skip(module_path!()) {
-            return;
-        }
-    };
-}
-
-fn dp_with(steps: &[(Action, u32)]) -> Dp {
-    let mut dp = Dp::load();
-    dp.chain(CHAIN, steps, TH, LO);
-    dp
-}
-
-fn addr(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-/// A pure ACK as Linux sends it: timestamps + DSS (20 bytes of room left).
-fn pure_ack(base: &Seg, data_ack: u64) -> Seg {
-    base.clone()
-        .with(|s| s.opts = opts(&[&ts(2000, 900), &dss(Some((data_ack, 4)), None)]))
-}
+use emptcp_common::{Action, FlowState, IFACE_CAPTURE, Outcome};
 
 /// A tracked flow of `base` of `bytes`, with the ADD_ADDR `aa` stored in
 /// slot 0 and not re-inserted yet.
@@ -75,7 +39,7 @@ fn tracked_with_stored(dp: &mut Dp, base: &Seg, bytes: u64, aa: &[u8]) {
 /// passing case is not a packet that never reached the code.
 #[test]
 fn metadata_is_off_on_every_way_out() {
-    need_root!();
+    need_kernel!();
     let aa4 = add_addr(2, addr("198.51.100.2"), None, false);
     for base in [Seg::v4(), Seg::v6()] {
         let fam = if base.src.is_ipv6() { "v6" } else { "v4" };
@@ -209,7 +173,7 @@ fn ready_to_insert(base: &Seg) -> Dp {
 /// same segment with its real length) is rewritten by the same chain.
 #[test]
 fn packets_larger_than_their_header_says_pass_untouched() {
-    need_root!();
+    need_kernel!();
     for base in [Seg::v4(), Seg::v6()] {
         let v6 = base.src.is_ipv6();
         let fam = if v6 { "v6" } else { "v4" };
@@ -262,7 +226,7 @@ fn packets_larger_than_their_header_says_pass_untouched() {
 /// length is in the summed header, still gets it.
 #[test]
 fn skb_mode_refuses_ipv4_inserts_only() {
-    need_root!();
+    need_kernel!();
     for base in [Seg::v4(), Seg::v6()] {
         let v6 = base.src.is_ipv6();
         let mut dp = dp_with(&[(Action::RecordFlow, 0), (Action::RecoverAddAddr, 0)]);
@@ -299,7 +263,7 @@ fn skb_mode_refuses_ipv4_inserts_only() {
 /// and multi-chunk segments, odd lengths, both families).
 #[test]
 fn add_addr_from_a_segment_with_a_bad_checksum_is_not_stored() {
-    need_root!();
+    need_kernel!();
     let aa = add_addr(2, addr("198.51.100.2"), None, false);
     for base in [Seg::v4(), Seg::v6()] {
         let v6 = base.src.is_ipv6();
@@ -408,7 +372,7 @@ fn assert_raw(got: &Run, want: &Seg, what: &str) {
 /// the raw-IP interface, are not parsed (untouched, no flow).
 #[test]
 fn raw_ip_frames_through_every_action() {
-    need_root!();
+    need_kernel!();
     for base in [Seg::v4(), Seg::v6()] {
         let fam = if base.src.is_ipv6() { "v6" } else { "v4" };
         let aa = if base.src.is_ipv6() {

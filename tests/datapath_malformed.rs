@@ -9,13 +9,7 @@
 mod datapath_common;
 
 use datapath_common::*;
-use emptcp_common::{Action, FlowState, StoredAddAddr, Thresholds};
-
-const CHAIN: u32 = 3;
-const TH: Thresholds = Thresholds {
-    remove_below: 10_000,
-    recover_at: 20_000,
-};
+use emptcp_common::{Action, FlowState, StoredAddAddr};
 
 /// A pure ACK with a DSS data ACK and a non-echo ADD_ADDR (24 bytes of
 /// options): strip NOPs it, recover has room for a stored option,

@@ -97,19 +97,9 @@ fn apply_attaches_pins_and_converges() {
     let ns = pair.b.name.as_str();
 
     // First plan has changes (exit 2), apply converges, second plan is empty (exit 0).
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", fs],
-        2,
-    );
-    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", fs],
-        0,
-    );
+    expect_plan_exit(&root.path, ns, fs, 2);
+    apply_ok(&root.path, ns, fs);
+    expect_plan_exit(&root.path, ns, fs, 0);
 
     // The kernel shows it: ip link reports XDP (native on veth), the link is pinned.
     let link = pair.b.exec(&format!("ip -d link show dev {}", pair.dev_b));
@@ -164,12 +154,7 @@ fn threshold_change_is_one_map_update() {
     let dir = tempfile::tempdir().unwrap();
     let ns = pair.b.name.as_str();
     let f = policy_file(&dir, "p.yaml", &policy(&pair.dev_b, "1MiB", None));
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["apply", "-f", f.to_str().unwrap()],
-        0,
-    );
+    apply_ok(&root.path, ns, f.to_str().unwrap());
     let before = status_json(&root.path, ns);
 
     let f2 = policy_file(&dir, "p2.yaml", &policy(&pair.dev_b, "2MiB", None));
@@ -187,12 +172,7 @@ fn threshold_change_is_one_map_update() {
     );
     assert!(text.contains("remove_below 1MiB -> 2MiB"), "{text}");
 
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["apply", "-f", f2.to_str().unwrap()],
-        0,
-    );
+    apply_ok(&root.path, ns, f2.to_str().unwrap());
     let after = status_json(&root.path, ns);
     let (b, a) = (iface(&before, &pair.dev_b), iface(&after, &pair.dev_b));
     assert_eq!(b["link_id"], a["link_id"], "re-attached");
@@ -236,7 +216,7 @@ fn program_upgrade_is_atomic_and_hitless() {
     let ns = pair.b.name.as_str();
     let f = policy_file(&dir, "p.yaml", &policy(&pair.dev_b, "1MiB", None));
     let fs = f.to_str().unwrap();
-    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
+    apply_ok(&root.path, ns, fs);
     let before = status_json(&root.path, ns);
 
     // A continuous UDP stream a -> b across the hook while the program swaps.
@@ -299,12 +279,7 @@ fn program_upgrade_is_atomic_and_hitless() {
         &[("EMPTCP_OBJECT", obj.to_str().unwrap())],
     );
     assert_eq!(o.status.code(), Some(0));
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", fs],
-        2,
-    );
+    expect_plan_exit(&root.path, ns, fs, 2);
 }
 
 #[test]
@@ -318,12 +293,7 @@ fn datapath_state_survives_reapply_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let ns = pair.b.name.as_str();
     let f = policy_file(&dir, "p.yaml", &policy(&pair.dev_b, "1MiB", None));
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["apply", "-f", f.to_str().unwrap()],
-        0,
-    );
+    apply_ok(&root.path, ns, f.to_str().unwrap());
     // Exact counts: one SYN per connect (see apply_attaches_pins_and_converges).
     tcp_syns(&pair, 8001, 4);
     let c1 = status_json(&root.path, ns)["chains"][0]["packets"]
@@ -333,12 +303,7 @@ fn datapath_state_survives_reapply_and_restart() {
     // Re-apply with a change, and with a rebuilt object (programs reloaded,
     // maps reused from their pins): the counter written by the datapath stays.
     let f2 = policy_file(&dir, "p2.yaml", &policy(&pair.dev_b, "3MiB", None));
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["apply", "-f", f2.to_str().unwrap()],
-        0,
-    );
+    apply_ok(&root.path, ns, f2.to_str().unwrap());
     let obj = rebuilt_object(&dir);
     let o = emptcp_env(
         &root.path,
@@ -374,12 +339,7 @@ fn removed_interface_is_detached_and_destroy_cleans_all() {
     pair.b.exec("ip link set vx1 up");
     let dir = tempfile::tempdir().unwrap();
     let both = policy_file(&dir, "both.yaml", &policy(&pair.dev_b, "1MiB", Some("vx0")));
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["apply", "-f", both.to_str().unwrap()],
-        0,
-    );
+    apply_ok(&root.path, ns, both.to_str().unwrap());
     let st = status_json(&root.path, ns);
     assert_eq!(iface(&st, "vx0")["mode"], "skb");
     let keep = iface(&st, &pair.dev_b).clone();
@@ -393,12 +353,7 @@ fn removed_interface_is_detached_and_destroy_cleans_all() {
         .map(|s| s["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["delete_iface", "detach"], "{plan:#}");
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["apply", "-f", one.to_str().unwrap()],
-        0,
-    );
+    apply_ok(&root.path, ns, one.to_str().unwrap());
     assert!(!root.path.join("links/xdp/vx0").exists());
     assert!(!pair.b.exec("ip -d link show dev vx0").contains("prog/xdp"));
     let st = status_json(&root.path, ns);
@@ -462,12 +417,7 @@ fn foreign_program_is_a_plan_error_unless_forced() {
     let i = iface(&st, &pair.dev_b);
     assert_eq!(i["attached"], true);
     assert_ne!(i["program_id"].as_u64().unwrap(), u64::from(foreign_id));
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", fs],
-        0,
-    );
+    expect_plan_exit(&root.path, ns, fs, 0);
     drop(ebpf);
 }
 
@@ -482,12 +432,7 @@ fn plan_from_snapshot_as_non_root_matches_live_plan() {
     let ns = pair.b.name.as_str();
     let dir = tempfile::tempdir().unwrap();
     let f = policy_file(&dir, "p.yaml", &policy(&pair.dev_b, "1MiB", None));
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["apply", "-f", f.to_str().unwrap()],
-        0,
-    );
+    apply_ok(&root.path, ns, f.to_str().unwrap());
     let f2 = policy_file(&dir, "p2.yaml", &policy(&pair.dev_b, "2MiB", None));
     let snap = emptcp_ok(&root.path, Some(ns), &["state", "export"], 0);
     let snap_path = dir.path().join("snapshot.json");
@@ -534,12 +479,7 @@ fn saved_plan_is_refused_when_stale_and_applied_when_fresh() {
     let f3 = policy_file(&dir, "p3.yaml", &policy(&pair.dev_b, "3MiB", None));
     let planfile = dir.path().join("plan.json");
     let pf = planfile.to_str().unwrap();
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["apply", "-f", f1.to_str().unwrap()],
-        0,
-    );
+    apply_ok(&root.path, ns, f1.to_str().unwrap());
     // Saved against the 1 MiB state; the live state then moves to 3 MiB.
     emptcp_ok(
         &root.path,
@@ -547,12 +487,7 @@ fn saved_plan_is_refused_when_stale_and_applied_when_fresh() {
         &["plan", "-f", f2.to_str().unwrap(), "--out", pf],
         0,
     );
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["apply", "-f", f3.to_str().unwrap()],
-        0,
-    );
+    apply_ok(&root.path, ns, f3.to_str().unwrap());
     let o = emptcp(&root.path, Some(ns), &["apply", pf]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -576,12 +511,7 @@ fn saved_plan_is_refused_when_stale_and_applied_when_fresh() {
     emptcp_ok(&root.path, Some(ns), &["apply", pf], 0);
     let st = status_json(&root.path, ns);
     assert_eq!(st["chains"][0]["thresholds"]["remove_below"], 2 << 20);
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", f2.to_str().unwrap()],
-        0,
-    );
+    expect_plan_exit(&root.path, ns, f2.to_str().unwrap(), 0);
 }
 
 #[test]
@@ -595,12 +525,7 @@ fn flow_table_capacity_change_migrates_its_entries() {
     let dir = tempfile::tempdir().unwrap();
     let ns = pair.b.name.as_str();
     let f1 = policy_file(&dir, "p1.yaml", &policy(&pair.dev_b, "1MiB", None));
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["apply", "-f", f1.to_str().unwrap()],
-        0,
-    );
+    apply_ok(&root.path, ns, f1.to_str().unwrap());
     // A tracked flow, as the datapath would have written it.
     let flows = root.path.join("maps/FLOWS");
     let mut key = emptcp_common::FlowKey {
@@ -636,12 +561,7 @@ fn flow_table_capacity_change_migrates_its_entries() {
         "{plan:#}"
     );
     let before = status_json(&root.path, ns);
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["apply", "-f", f2.to_str().unwrap()],
-        0,
-    );
+    apply_ok(&root.path, ns, f2.to_str().unwrap());
     let info = aya::maps::MapInfo::from_pin(&flows).unwrap();
     assert_eq!(info.max_entries(), 32768);
     let md = aya::maps::MapData::from_pin(&flows).unwrap();
@@ -662,12 +582,7 @@ fn flow_table_capacity_change_migrates_its_entries() {
         iface(&before, &pair.dev_b)["link_id"],
         iface(&after, &pair.dev_b)["link_id"]
     );
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", f2.to_str().unwrap()],
-        0,
-    );
+    expect_plan_exit(&root.path, ns, f2.to_str().unwrap(), 0);
 }
 
 /// An egress chain gets the TC egress program on a TCX link, pinned under
@@ -703,19 +618,9 @@ chains:
     );
     let f = policy_file(&dir, "p.yaml", &with_egress);
     let fs = f.to_str().unwrap();
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", fs],
-        2,
-    );
-    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", fs],
-        0,
-    );
+    expect_plan_exit(&root.path, ns, fs, 2);
+    apply_ok(&root.path, ns, fs);
+    expect_plan_exit(&root.path, ns, fs, 0);
     let pin = root.path.join("links/tc").join(&pair.dev_b);
     assert!(pin.exists(), "TCX link pin missing");
     let link = must(&format!("bpftool link show pinned {}", pin.display()));
@@ -763,13 +668,8 @@ chains:
     let xdp_link = i["link_id"].as_u64().unwrap();
     let without = with_egress.replace("chains: [count-in, count-out]", "chains: [count-in]");
     std::fs::write(&f, without).unwrap();
-    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", fs],
-        0,
-    );
+    apply_ok(&root.path, ns, fs);
+    expect_plan_exit(&root.path, ns, fs, 0);
     assert!(!pin.exists(), "TCX link pin left behind");
     assert!(tcx(&pair.dev_b).is_empty(), "TCX program left attached");
     let st = status_json(&root.path, ns);
@@ -819,7 +719,7 @@ chains:
     );
     let f = policy_file(&dir, "p.yaml", &without);
     let fs = f.to_str().unwrap();
-    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
+    apply_ok(&root.path, ns, fs);
     let xdp_pin = root.path.join("links/xdp").join(&pair.dev_b);
     let tc_pin = root.path.join("links/tc").join(&pair.dev_b);
     assert!(!xdp_pin.exists() && tc_pin.exists());
@@ -834,13 +734,8 @@ chains:
         .map(|s| s["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["put_iface", "attach"], "{p:#}");
-    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", fs],
-        0,
-    );
+    apply_ok(&root.path, ns, fs);
+    expect_plan_exit(&root.path, ns, fs, 0);
     assert!(xdp_pin.exists(), "XDP link pin missing");
     let st = status_json(&root.path, ns);
     let i = iface(&st, &pair.dev_b);
@@ -861,13 +756,8 @@ chains:
     assert!(snap.contains("\"capture\": true"), "{snap}");
 
     std::fs::write(&f, &without).unwrap();
-    emptcp_ok(&root.path, Some(ns), &["apply", "-f", fs], 0);
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", fs],
-        0,
-    );
+    apply_ok(&root.path, ns, fs);
+    expect_plan_exit(&root.path, ns, fs, 0);
     assert!(!xdp_pin.exists(), "XDP link pin left behind");
     assert_eq!(
         must(&format!("bpftool link show pinned {}", tc_pin.display())),
@@ -938,18 +828,8 @@ chains:
         .find(|s| s["kind"] == "retire_map" && s["name"] == "SUBFLOWS")
         .unwrap_or_else(|| panic!("{p:#}"));
     assert_eq!(retire["migrate"], true, "{retire}");
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["apply", "-f", f.to_str().unwrap()],
-        0,
-    );
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", f.to_str().unwrap()],
-        0,
-    );
+    apply_ok(&root.path, ns, f.to_str().unwrap());
+    expect_plan_exit(&root.path, ns, f.to_str().unwrap(), 0);
     let out = must(&format!(
         "bpftool -j map lookup pinned {} key hex {}",
         pin.display(),

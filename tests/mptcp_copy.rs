@@ -311,19 +311,8 @@ fn a_forged_add_addr_passes_the_servers_hmac_check() {
     // may still open a subflow. A bulk download ends in a fraction of a
     // second once GRO merges the matched segments, and a server that has
     // sent its DATA_FIN opens none.
-    let (res, d) = run(
-        &lab,
-        &[
-            "--reqresp",
-            "40",
-            "--rr-size",
-            "64K",
-            "--rr-pause",
-            "0.05",
-            "--linger",
-            "0.5",
-        ],
-    );
+    let args = paced("40", &["--linger", "0.5"]);
+    let (res, d) = run(&lab, &args);
     let srv_after = lab.tb.counters("srv");
     let srv = |n: &str| delta(&srv_before, &srv_after, n);
     let st = daemon.state().unwrap_or_default();

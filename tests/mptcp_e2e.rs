@@ -78,18 +78,9 @@ fn short_and_long(mode: &str) {
     );
 
     // `emptcp flows` shows a live short flow with the ADD_ADDR it holds back.
-    let held = {
-        let script =
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mptcp/testbed.sh");
-        let id = lab.tb.id.clone();
-        std::thread::spawn(move || {
-            std::process::Command::new(script)
-                .args(["xfer", "--download", "100K", "--linger", "2"])
-                .env("LAB_ID", id)
-                .output()
-                .unwrap()
-        })
-    };
+    let held = lab
+        .tb
+        .xfer_in_background(&["--download", "100K", "--linger", "2"]);
     let mut stored = serde_json::Value::Null;
     for _ in 0..30 {
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -181,30 +172,10 @@ fn live_threshold_change_takes_effect_on_a_live_flow() {
     lab.apply(&policy("native", "64MiB", "1GiB"));
     // A paced request/response flow: 40 rounds of 64 KiB each way, 50 ms apart.
     let before = lab.tb.counters("cli");
-    let handle = {
-        let script =
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mptcp/testbed.sh");
-        let id = lab.tb.id.clone();
-        std::thread::spawn(move || {
-            std::process::Command::new(script)
-                .args([
-                    "xfer",
-                    "--reqresp",
-                    "40",
-                    "--rr-size",
-                    "64K",
-                    "--rr-pause",
-                    "0.05",
-                    "--wait-subflows",
-                    "1",
-                    "--wait-timeout",
-                    "3",
-                ])
-                .env("LAB_ID", id)
-                .output()
-                .unwrap()
-        })
-    };
+    let handle = lab.tb.xfer_in_background(&paced(
+        "40",
+        &["--wait-subflows", "1", "--wait-timeout", "3"],
+    ));
     std::thread::sleep(std::time::Duration::from_millis(1000));
     let mid = lab.tb.counters("cli");
     assert_eq!(

@@ -56,26 +56,7 @@ fn interrupted_upgrade_and_rollback_under_traffic() {
     // A paced request/response connection (about 3 s, both directions
     // verified byte for byte by mptcp_xfer.py) across the whole sequence.
     let counters_before = lab.tb.counters("cli");
-    let handle = {
-        let script =
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mptcp/testbed.sh");
-        let id = lab.tb.id.clone();
-        std::thread::spawn(move || {
-            std::process::Command::new(script)
-                .args([
-                    "xfer",
-                    "--reqresp",
-                    "60",
-                    "--rr-size",
-                    "64K",
-                    "--rr-pause",
-                    "0.05",
-                ])
-                .env("LAB_ID", id)
-                .output()
-                .unwrap()
-        })
-    };
+    let handle = lab.tb.xfer_in_background(&paced("60", &[]));
     std::thread::sleep(Duration::from_millis(500));
     // The upgrade to B is killed right after its load step (B's programs
     // are pinned under A's names, META still records A)...

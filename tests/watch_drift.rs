@@ -232,7 +232,7 @@ fn a_program_replaced_by_hand_is_reported_and_healed() {
     let dir = tempfile::tempdir().unwrap();
     let f = policy_file(&dir, "p.yaml", &base(&dev, "native"));
     let f = f.to_str().unwrap();
-    emptcp_ok(&root.path, Some(ns), &["apply", "-f", f], 0);
+    apply_ok(&root.path, ns, f);
     let drop_slot = emptcp_common::Action::Drop as u32;
     assert_eq!(slot_program_name(&root.path, drop_slot), "drop");
 
@@ -243,12 +243,7 @@ fn a_program_replaced_by_hand_is_reported_and_healed() {
         root.path.join("progs/count").display()
     ));
     assert_eq!(slot_program_name(&root.path, drop_slot), "count");
-    let out = emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", f],
-        2,
-    );
+    let out = expect_plan_exit(&root.path, ns, f, 2);
     assert!(out.contains("tail-call slot 2 (drop)"), "{out}");
 
     // 2. The pin of `set_window` now holds a bare XDP program (bpftool
@@ -261,12 +256,7 @@ fn a_program_replaced_by_hand_is_reported_and_healed() {
     let pin = root.path.join("progs/set_window");
     std::fs::remove_file(&pin).unwrap();
     prog.pin(&pin).unwrap();
-    let out = emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", f],
-        2,
-    );
+    let out = expect_plan_exit(&root.path, ns, f, 2);
     assert!(out.contains("load eBPF object"), "{out}");
     assert!(
         out.contains("no emptcp object") && out.contains("set_window"),
@@ -293,10 +283,5 @@ fn a_program_replaced_by_hand_is_reported_and_healed() {
             .iter()
             .all(|(_, b)| *b == Some(b'0'))
     );
-    emptcp_ok(
-        &root.path,
-        Some(ns),
-        &["plan", "--detailed-exitcode", "-f", f],
-        0,
-    );
+    expect_plan_exit(&root.path, ns, f, 0);
 }

@@ -16,13 +16,8 @@ fn invalid_policy_keeps_the_datapath_then_a_fix_converges() {
     if !kernel_or_skip("invalid_policy_keeps_the_datapath_then_a_fix_converges") {
         return;
     }
-    let t = tag("werr");
-    let pair = Pair::new(&t);
-    let root = BpfRoot::new(&t);
-    let ns = pair.b.name.as_str();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(d.join("10-base.yaml"), base(&pair.dev_b, "native")).unwrap();
+    let lab = WatchLab::with_base("werr");
+    let (pair, root, ns, d) = (&lab.pair, &lab.root, lab.ns(), lab.d());
     std::fs::write(d.join("20-b.yaml"), chain("b", 6000)).unwrap();
     let daemon = Daemon::start(&root.path, ns, &["-d", d.to_str().unwrap()]);
     daemon.wait_state("converged", Duration::from_secs(30), |s| {

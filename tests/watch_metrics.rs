@@ -15,13 +15,8 @@ fn metrics_are_served_and_move() {
     if !kernel_or_skip("metrics_are_served_and_move") {
         return;
     }
-    let t = tag("wmet");
-    let pair = Pair::new(&t);
-    let root = BpfRoot::new(&t);
-    let ns = pair.b.name.as_str();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(d.join("10-base.yaml"), base(&pair.dev_b, "native")).unwrap();
+    let lab = WatchLab::with_base("wmet");
+    let (pair, root, ns, d) = (&lab.pair, &lab.root, lab.ns(), lab.d());
     let daemon = Daemon::start(
         &root.path,
         ns,

@@ -173,13 +173,8 @@ fn sighup_rereads_and_a_second_daemon_is_refused() {
     if !kernel_or_skip("sighup_rereads_and_a_second_daemon_is_refused") {
         return;
     }
-    let t = tag("whup");
-    let pair = Pair::new(&t);
-    let root = BpfRoot::new(&t);
-    let ns = pair.b.name.as_str();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(d.join("10-base.yaml"), base(&pair.dev_b, "native")).unwrap();
+    let lab = WatchLab::with_base("whup");
+    let (root, ns, d) = (&lab.root, lab.ns(), lab.d());
     let daemon = Daemon::start(&root.path, ns, &["-d", d.to_str().unwrap()]);
     daemon.wait_state("converged", Duration::from_secs(30), |s| {
         s["last_reconcile"]["converged"] == true

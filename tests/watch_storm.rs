@@ -15,13 +15,8 @@ fn a_thousand_rapid_writes_end_converged_on_the_last_one() {
     if !kernel_or_skip("a_thousand_rapid_writes_end_converged_on_the_last_one") {
         return;
     }
-    let t = tag("wstorm");
-    let pair = Pair::new(&t);
-    let root = BpfRoot::new(&t);
-    let ns = pair.b.name.as_str();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(d.join("10-base.yaml"), base(&pair.dev_b, "native")).unwrap();
+    let lab = WatchLab::with_base("wstorm");
+    let (root, ns, d) = (&lab.root, lab.ns(), lab.d());
     std::fs::write(d.join("20-b.yaml"), chain("b", 10_000)).unwrap();
     let mut daemon = Daemon::start(&root.path, ns, &["-d", d.to_str().unwrap()]);
     daemon.wait_state("converged", Duration::from_secs(30), |s| {

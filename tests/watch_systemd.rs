@@ -42,13 +42,8 @@ fn ready_watchdog_reload_and_stop_are_notified() {
     if !kernel_or_skip("ready_watchdog_reload_and_stop_are_notified") {
         return;
     }
-    let t = tag("wsd");
-    let pair = Pair::new(&t);
-    let root = BpfRoot::new(&t);
-    let ns = pair.b.name.as_str();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(d.join("10-base.yaml"), base(&pair.dev_b, "native")).unwrap();
+    let lab = WatchLab::with_base("wsd");
+    let (root, dir, ns, d) = (&lab.root, &lab.dir, lab.ns(), lab.d());
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     // WatchdogSec=0.4s: the daemon pings every 200 ms.

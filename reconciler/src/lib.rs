@@ -9,6 +9,7 @@ pub mod apply;
 pub mod cli;
 pub mod codec;
 pub mod copy;
+pub mod counters;
 pub mod desired;
 pub mod flows;
 pub mod identity;

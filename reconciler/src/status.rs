@@ -4,14 +4,10 @@
 //! datapath-owned counter maps.
 use std::collections::BTreeMap;
 
-use aya::maps::{Map, MapData, PerCpuArray};
-use emptcp_common::{
-    Action, ChainCounters, EGRESS_STAT_NAMES, OUTCOME_NAMES, OUTCOMES, STATS_ROW_EGRESS,
-    STATS_ROW_ENTRY, STATS_ROWS, egress_program,
-};
 use serde::Serialize;
 
 use crate::{
+    counters,
     kernel::KernelFeatures,
     layout::Layout,
     netdev::AttachMode,
@@ -294,11 +290,6 @@ fn render_daemon(out: &mut String, d: &DaemonStatus) {
     }
 }
 
-fn percpu<V: aya::Pod>(layout: &Layout, name: &str) -> Option<PerCpuArray<MapData, V>> {
-    let md = MapData::from_pin(layout.map(name)).ok()?;
-    PerCpuArray::try_from(Map::from_map_data(md).ok()?).ok()
-}
-
 pub fn status(layout: &Layout, o: &Observed) -> Status {
     let e = &o.entries;
     let chain_name = |id: &u32| {
@@ -346,19 +337,13 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
             egress: egress_status(o, name, dev.map(|d| d.ifindex), &chain_name),
         });
     }
-    let counters = percpu::<ChainCounters>(layout, "CHAIN_STATS");
+    let ids: Vec<u32> = e.chains.keys().copied().collect();
+    let totals = counters::chain_totals(layout, &ids);
     let chains = e
         .chains
         .iter()
         .map(|(id, c)| {
-            let (packets, bytes) = counters
-                .as_ref()
-                .and_then(|m| m.get(id, 0).ok())
-                .map(|v| {
-                    v.iter()
-                        .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes))
-                })
-                .unwrap_or((0, 0));
+            let (packets, bytes) = totals.get(id).copied().unwrap_or((0, 0));
             ChainStatus {
                 id: *id,
                 name: c.name.clone(),
@@ -369,9 +354,9 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
             }
         })
         .collect();
-    let programs = program_counters(layout);
-    let egress = egress_counters(layout);
-    let datapath_events = datapath_events(layout);
+    let programs = counters::program_counters(layout);
+    let egress = counters::egress_counters(layout);
+    let datapath_events = counters::datapath_events(layout);
     let inconsistencies = inconsistencies(o);
     Status {
         root: layout.root.display().to_string(),
@@ -457,70 +442,6 @@ fn egress_status(
             .unwrap_or_default(),
         runs: link.map(|l| runs(o, l.prog_id, &o.egress_prog_slots)),
     })
-}
-
-/// The datapath's event counters (FLOW_STATS), summed over CPUs.
-pub fn datapath_events(layout: &Layout) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    if let Some(m) = percpu::<u64>(layout, "FLOW_STATS") {
-        for (i, name) in emptcp_common::FLOW_STAT_NAMES.iter().enumerate() {
-            let v: u64 = m.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
-            out.insert(name.to_string(), v);
-        }
-    }
-    out
-}
-
-/// The egress hook's event counters (EGRESS_STATS), summed over CPUs.
-pub fn egress_counters(layout: &Layout) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    if let Some(m) = percpu::<u64>(layout, "EGRESS_STATS") {
-        for (i, name) in EGRESS_STAT_NAMES.iter().enumerate() {
-            let v: u64 = m.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
-            out.insert(name.to_string(), v);
-        }
-    }
-    out
-}
-
-/// Packets per program and outcome from the STATS map, summed over CPUs.
-/// The one place that knows the table's layout (status and metrics use it).
-pub fn program_counters(layout: &Layout) -> BTreeMap<String, BTreeMap<String, u64>> {
-    let mut programs = BTreeMap::new();
-    if let Some(stats) = percpu::<u64>(layout, "STATS") {
-        for row in 0..STATS_ROWS {
-            let prog = if row == STATS_ROW_ENTRY {
-                "entry".to_string()
-            } else if row == STATS_ROW_EGRESS {
-                "egress_entry".to_string()
-            } else if let Some(a) = Action::from_u32(row) {
-                a.name().to_string()
-            } else if let Some(a) = row.checked_sub(STATS_ROW_EGRESS).and_then(Action::from_u32)
-                && !egress_program(a).is_empty()
-            {
-                egress_program(a).to_string()
-            } else {
-                continue;
-            };
-            let mut outcomes = BTreeMap::new();
-            for (k, name) in OUTCOME_NAMES.iter().enumerate() {
-                let idx = row * OUTCOMES + k as u32;
-                let v: u64 = stats.get(&idx, 0).map(|v| v.iter().sum()).unwrap_or(0);
-                outcomes.insert(name.to_string(), v);
-            }
-            if row == STATS_ROW_ENTRY || row == STATS_ROW_EGRESS {
-                // The entry programs does not count `seen` on its hot path:
-                // every TCP packet on a chained interface ends in one outcome.
-                let seen = ["applied", "passed", "error"]
-                    .iter()
-                    .map(|k| outcomes[*k])
-                    .sum();
-                outcomes.insert("seen".to_string(), seen);
-            }
-            programs.insert(prog, outcomes);
-        }
-    }
-    programs
 }
 
 /// ` runs=OBJECT`, flagged when it is not the applied object or the

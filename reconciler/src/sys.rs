@@ -318,6 +318,57 @@ pub fn xdp_link_create(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// What one BPF_PROG_TEST_RUN reports back.
+struct RunOut {
+    retval: u32,
+    data_size_out: u32,
+    duration_ns: u32,
+}
+
+/// One BPF_PROG_TEST_RUN of `prog` on `data`. The part of `bpf_attr.test`
+/// every run sets (program, input frame) is written here; `rest` sets what
+/// the caller needs beyond it (output buffer, context, repeat, flags), with
+/// buffers that outlive this call.
+fn test_run(
+    prog: std::os::fd::BorrowedFd<'_>,
+    data: &[u8],
+    rest: impl FnOnce(&mut Attr),
+) -> io::Result<RunOut> {
+    use std::os::fd::AsRawFd as _;
+    let mut attr = Attr::new();
+    attr.u32_at(0, prog.as_raw_fd() as u32)
+        .u32_at(8, data.len() as u32)
+        .u64_at(16, data.as_ptr() as u64);
+    rest(&mut attr);
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    let u = |o: usize| u32::from_ne_bytes([attr.0[o], attr.0[o + 1], attr.0[o + 2], attr.0[o + 3]]);
+    Ok(RunOut {
+        retval: u(4),
+        data_size_out: u(12),
+        duration_ns: u(36),
+    })
+}
+
+impl Attr {
+    /// `bpf_attr.test`: where the program's frame is written back.
+    fn test_data_out(&mut self, out: &mut [u8]) -> &mut Self {
+        self.u32_at(12, out.len() as u32)
+            .u64_at(24, out.as_mut_ptr() as u64)
+    }
+
+    /// `bpf_attr.test`: the context given to the program.
+    fn test_ctx_in<T>(&mut self, ctx: &[T]) -> &mut Self {
+        self.u32_at(40, std::mem::size_of_val(ctx) as u32)
+            .u64_at(48, ctx.as_ptr() as u64)
+    }
+
+    /// `bpf_attr.test`: where the context the program left is written.
+    fn test_ctx_out<T>(&mut self, ctx: &mut [T]) -> &mut Self {
+        self.u32_at(44, std::mem::size_of_val(ctx) as u32)
+            .u64_at(56, ctx.as_mut_ptr() as u64)
+    }
+}
+
 /// Runs an XDP program on `data`. `ingress_ifindex` (with `flags`) selects
 /// the device for live frames; `repeat` runs it that many times.
 pub fn test_run_xdp(
@@ -330,6 +381,13 @@ pub fn test_run_xdp(
     test_run_xdp_meta(prog, data, 0, ingress_ifindex, repeat, flags)
 }
 
+/// struct xdp_md as a test-run context: data, data_end, data_meta,
+/// ingress_ifindex, rx_queue_index, egress_ifindex. The kernel reads `data`
+/// as the metadata length.
+fn xdp_md(meta_len: u32, data_len: usize, ingress_ifindex: u32) -> [u32; 6] {
+    [meta_len, data_len as u32, 0, ingress_ifindex, 0, 0]
+}
+
 /// Runs an XDP program once on `data` and returns its verdict and the frame
 /// it left, metadata included: `(retval, bytes, metadata length)`.
 pub fn test_run_xdp_out(
@@ -337,27 +395,17 @@ pub fn test_run_xdp_out(
     data: &[u8],
     ingress_ifindex: u32,
 ) -> io::Result<(u32, Vec<u8>, usize)> {
-    use std::os::fd::AsRawFd as _;
-    let mut ctx = [0u32; 6];
-    ctx[1] = data.len() as u32;
-    ctx[3] = ingress_ifindex;
+    let ctx = xdp_md(0, data.len(), ingress_ifindex);
     let mut ctx_out = [0u32; 6];
     // Room for a grown head and the metadata in front of it.
     let mut out = vec![0u8; data.len() + 512];
-    let mut attr = Attr::new();
-    attr.u32_at(0, prog.as_raw_fd() as u32)
-        .u32_at(8, data.len() as u32)
-        .u32_at(12, out.len() as u32)
-        .u64_at(16, data.as_ptr() as u64)
-        .u64_at(24, out.as_mut_ptr() as u64)
-        .u32_at(40, std::mem::size_of_val(&ctx) as u32)
-        .u32_at(44, std::mem::size_of_val(&ctx_out) as u32)
-        .u64_at(48, ctx.as_ptr() as u64)
-        .u64_at(56, ctx_out.as_mut_ptr() as u64);
-    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-    let u = |o: usize| u32::from_ne_bytes([attr.0[o], attr.0[o + 1], attr.0[o + 2], attr.0[o + 3]]);
-    out.truncate(u(12) as usize);
-    Ok((u(4), out, ctx_out[0] as usize))
+    let r = test_run(prog, data, |a| {
+        a.test_data_out(&mut out)
+            .test_ctx_in(&ctx)
+            .test_ctx_out(&mut ctx_out);
+    })?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.retval, out, ctx_out[0] as usize))
 }
 
 /// [`test_run_xdp`] with the first `meta_len` bytes of `data` given to the
@@ -371,29 +419,16 @@ pub fn test_run_xdp_meta(
     repeat: u32,
     flags: u32,
 ) -> io::Result<TestRun> {
-    use std::os::fd::AsRawFd as _;
-    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-    // rx_queue_index, egress_ifindex. The kernel reads `data` as the
-    // metadata length.
-    let mut ctx = [0u32; 6];
-    ctx[0] = meta_len;
-    ctx[1] = data.len() as u32;
-    ctx[3] = ingress_ifindex;
-    let mut attr = Attr::new();
-    attr.u32_at(0, prog.as_raw_fd() as u32)
-        .u32_at(8, data.len() as u32)
-        .u64_at(16, data.as_ptr() as u64)
-        .u32_at(32, repeat)
-        .u32_at(64, flags);
-    if ingress_ifindex != 0 || flags != 0 || meta_len != 0 {
-        attr.u32_at(40, std::mem::size_of_val(&ctx) as u32)
-            .u64_at(48, ctx.as_ptr() as u64);
-    }
-    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-    let u = |o: usize| u32::from_ne_bytes([attr.0[o], attr.0[o + 1], attr.0[o + 2], attr.0[o + 3]]);
+    let ctx = xdp_md(meta_len, data.len(), ingress_ifindex);
+    let r = test_run(prog, data, |a| {
+        a.u32_at(32, repeat).u32_at(64, flags);
+        if ingress_ifindex != 0 || flags != 0 || meta_len != 0 {
+            a.test_ctx_in(&ctx);
+        }
+    })?;
     Ok(TestRun {
-        retval: u(4),
-        duration_ns: u(36),
+        retval: r.retval,
+        duration_ns: r.duration_ns,
     })
 }
 
@@ -486,20 +521,12 @@ pub fn test_run_skb_out(
     data: &[u8],
     ifindex: u32,
 ) -> io::Result<(i32, Vec<u8>)> {
-    use std::os::fd::AsRawFd as _;
     let mut ctx = [0u8; SKB_CTX_SIZE];
     ctx[SKB_CTX_IFINDEX..SKB_CTX_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
     let mut out = vec![0u8; data.len() + 512];
-    let mut attr = Attr::new();
-    attr.u32_at(0, prog.as_raw_fd() as u32)
-        .u32_at(8, data.len() as u32)
-        .u32_at(12, out.len() as u32)
-        .u64_at(16, data.as_ptr() as u64)
-        .u64_at(24, out.as_mut_ptr() as u64)
-        .u32_at(40, SKB_CTX_SIZE as u32)
-        .u64_at(48, ctx.as_ptr() as u64);
-    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-    let u = |o: usize| u32::from_ne_bytes([attr.0[o], attr.0[o + 1], attr.0[o + 2], attr.0[o + 3]]);
-    out.truncate(u(12) as usize);
-    Ok((u(4) as i32, out))
+    let r = test_run(prog, data, |a| {
+        a.test_data_out(&mut out).test_ctx_in(&ctx);
+    })?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.retval as i32, out))
 }

@@ -178,6 +178,23 @@ pub fn emptcp_ok(root: &Path, netns: Option<&str>, args: &[&str], code: i32) -> 
     out
 }
 
+/// `emptcp apply -f FILE` in `netns`, which must exit 0; returns stdout.
+pub fn apply_ok(root: &Path, netns: &str, file: &str) -> String {
+    emptcp_ok(root, Some(netns), &["apply", "-f", file], 0)
+}
+
+/// `emptcp plan --detailed-exitcode -f FILE` in `netns` exits `code`:
+/// 0 when the kernel already holds the policy, 2 when changes are pending;
+/// returns the plan it printed.
+pub fn expect_plan_exit(root: &Path, netns: &str, file: &str, code: i32) -> String {
+    emptcp_ok(
+        root,
+        Some(netns),
+        &["plan", "--detailed-exitcode", "-f", file],
+        code,
+    )
+}
+
 pub fn status_json(root: &Path, netns: &str) -> serde_json::Value {
     let out = emptcp_ok(root, Some(netns), &["-o", "json", "status"], 0);
     serde_json::from_str(&out).expect("status json")

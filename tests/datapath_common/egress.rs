@@ -13,8 +13,6 @@ use emptcp_common::{
 
 use super::*;
 
-/// The egress chain's id.
-pub const CHAIN: u32 = 3;
 /// `TCX_NEXT`: what the egress programs return for every passed packet.
 pub const PASS: i32 = -1;
 /// Offset and size of `gso_size` in `struct __sk_buff` (UAPI).

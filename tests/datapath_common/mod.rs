@@ -30,6 +30,51 @@ pub const XDP_PASS: u32 = 2;
 /// The loopback interface: BPF_PROG_TEST_RUN needs a real ifindex.
 pub const LO: u32 = 1;
 
+/// Returns from the test (after the gate recorded or failed it) when the
+/// kernel tier cannot run: `need_kernel!();` opens every kernel test.
+#[allow(unused_macros)] // datapath_malformed calls the gate directly
+macro_rules! need_kernel {
+    () => {
+        if !kernel_or_skip(module_path!()) {
+            return;
+        }
+    };
+}
+
+/// The chain the tests configure (ingress and egress alike).
+pub const CHAIN: u32 = 3;
+/// Its thresholds: small, so a few crafted segments cross them.
+pub const REMOVE_BELOW: u64 = 10_000;
+pub const RECOVER_AT: u64 = 20_000;
+pub const TH: Thresholds = Thresholds {
+    remove_below: REMOVE_BELOW,
+    recover_at: RECOVER_AT,
+};
+/// The product's chain: track, strip while small, recover once large.
+pub const EMPTCP: [(Action, u32); 3] = [
+    (Action::RecordFlow, 0),
+    (Action::StripAddAddr, 0),
+    (Action::RecoverAddAddr, 0),
+];
+
+/// The object with [`CHAIN`] = `steps` on the loopback interface.
+pub fn dp_with(steps: &[(Action, u32)]) -> Dp {
+    let mut dp = Dp::load();
+    dp.chain(CHAIN, steps, TH, LO);
+    dp
+}
+
+pub fn addr(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A pure ACK as Linux sends it on an established MPTCP subflow: timestamps
+/// and a DSS with a 4-byte data ACK (20 bytes of options, 20 of room).
+pub fn pure_ack(base: &Seg, data_ack: u64) -> Seg {
+    base.clone()
+        .with(|s| s.opts = opts(&[&ts(2000, 900), &dss(Some((data_ack, 4)), None)]))
+}
+
 /// The object, loaded with small private maps and PROGS filled.
 pub struct Dp {
     pub ebpf: Ebpf,

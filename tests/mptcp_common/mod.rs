@@ -6,7 +6,12 @@
 //!   cli1 198.51.100.1 <== path B ==>  srv1 198.51.100.2  (announced with ADD_ADDR)
 #![allow(dead_code)]
 
-use std::{collections::BTreeMap, path::PathBuf, process::Command};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::{Command, Output},
+    thread::JoinHandle,
+};
 
 pub struct Testbed {
     pub id: String,
@@ -65,6 +70,31 @@ impl Testbed {
         let line = out.lines().last().unwrap_or_default();
         serde_json::from_str(line).unwrap_or_else(|e| panic!("xfer output {out:?}: {e}"))
     }
+
+    /// One client connection run on its own thread while the test acts on
+    /// the live flow; join the handle for the process output.
+    pub fn xfer_in_background(&self, args: &[&str]) -> JoinHandle<Output> {
+        let mut c = Command::new(&self.script);
+        c.arg("xfer").args(args).env("LAB_ID", &self.id);
+        std::thread::spawn(move || c.output().expect("testbed.sh xfer"))
+    }
+}
+
+/// mptcp_xfer.py client args of a paced request/response connection:
+/// `rounds` rounds of 64 KiB each way, 50 ms apart (about 2 s for 40), so
+/// the server is still sending while the test changes something under
+/// the live connection; `extra` args follow.
+pub fn paced<'a>(rounds: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--reqresp",
+        rounds,
+        "--rr-size",
+        "64K",
+        "--rr-pause",
+        "0.05",
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 impl Drop for Testbed {

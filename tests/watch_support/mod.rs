@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::common::{emptcp, emptcp_bin};
+use crate::common::{BpfRoot, Pair, emptcp, emptcp_bin, tag};
 
 pub struct Daemon {
     pub child: Option<Child>,
@@ -323,4 +323,35 @@ pub fn base(dev: &str, mode: &str) -> String {
 pub fn object_has(programs: &[&str]) -> bool {
     let o = emptcp::object::Object::load().expect("eBPF object");
     programs.iter().all(|p| o.programs.iter().any(|q| q == p))
+}
+
+/// What most watch tests start from: a veth pair whose B side (in its own
+/// namespace) the daemon manages, a bpffs root, and a drop-in directory
+/// holding `10-base.yaml` (the B interface, native XDP, no chain). Fields
+/// drop in order: the directory, the root, then the namespaces.
+pub struct WatchLab {
+    pub dir: tempfile::TempDir,
+    pub root: BpfRoot,
+    pub pair: Pair,
+}
+
+impl WatchLab {
+    pub fn with_base(prefix: &str) -> WatchLab {
+        let t = tag(prefix);
+        let pair = Pair::new(&t);
+        let root = BpfRoot::new(&t);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("10-base.yaml"), base(&pair.dev_b, "native")).unwrap();
+        WatchLab { dir, root, pair }
+    }
+
+    /// The namespace the daemon runs in.
+    pub fn ns(&self) -> &str {
+        &self.pair.b.name
+    }
+
+    /// The drop-in directory.
+    pub fn d(&self) -> &Path {
+        self.dir.path()
+    }
 }

@@ -246,7 +246,7 @@ struct LostEvents {
 
 impl LostEvents {
     fn check(&mut self, layout: &Layout) {
-        let Some(now) = crate::status::egress_counters(layout)
+        let Some(now) = crate::counters::egress_counters(layout)
             .get("events_lost")
             .copied()
         else {

@@ -36,6 +36,7 @@ mod load;
 mod locate;
 mod merge;
 mod model;
+mod snippet;
 mod strict;
 mod suggest;
 mod units;
@@ -48,7 +49,8 @@ pub use model::{
     Action, Chain, Decider, Hook, Interface, MAX_FLOW_CAPACITY, MIN_FLOW_CAPACITY, Match,
     POLICY_VERSION, PacketCopy, Policy, Send, Settings, Thresholds, Trigger, XdpMode,
 };
-pub use strict::MAX_WINDOW_BYTES;
+pub use snippet::render_snippets;
+pub use strict::{MAX_WINDOW_BYTES, MIN_WINDOW_BYTES};
 pub use units::{ByteSize, Duration, Percent, PortRange, UnitError};
 pub use validate::MAX_PORTS_PER_CHAIN;
 
@@ -243,7 +245,7 @@ packet_copy:
             ("strip_add_addr", Action::StripAddAddr),
             ("recover_add_addr", Action::RecoverAddAddr),
             ("set_backup", Action::SetBackup { backup: true }),
-            ("set_window", Action::SetWindow { bytes: 1 }),
+            ("set_window", Action::SetWindow { bytes: 65536 }),
             ("count", Action::Count),
             ("drop", Action::Drop),
         ];
@@ -279,8 +281,26 @@ chains:
         assert!(e.hint.as_deref().unwrap().contains("1073725440"));
         let text = "version: 1\nchains: [{name: c, actions: [set_window: {bytes: 0}]}]\n";
         assert!(load_str("p", text).is_err());
+        let text =
+            "version: 1\nchains: [{name: c, actions: [record_flow, set_window: {bytes: 16KiB}]}]\n";
+        assert!(load_str("p", text).is_ok());
         let text = "version: 1\nchains: [{name: c, actions: [record_flow, set_window: {bytes: 1073725440}]}]\n";
         assert!(load_str("p", text).is_ok());
+    }
+
+    #[test]
+    fn windows_that_would_scale_to_zero_are_refused() {
+        // 16383 >> 14 == 0: the datapath would write a zero window.
+        for bytes in ["1", "16383", "8KiB"] {
+            let text = format!(
+                "version: 1\nchains: [{{name: c, actions: [record_flow, set_window: {{bytes: {bytes}}}]}}]\n"
+            );
+            let e = &load_str("p", &text).unwrap_err().0[0];
+            assert!(e.message.contains("would advertise a zero window"), "{e}");
+            assert!(e.hint.as_deref().unwrap().contains("at least 16KiB"), "{e}");
+        }
+        assert_eq!(MIN_WINDOW_BYTES >> 14, 1);
+        assert_eq!((MIN_WINDOW_BYTES - 1) >> 14, 0);
     }
 
     #[test]

@@ -95,7 +95,19 @@ impl<'de> Visitor<'de> for NamesVisitor {
 /// window-scale shift of 14 (RFC 7323).
 pub const MAX_WINDOW_BYTES: u32 = 65535 << 14;
 
-/// `set_window.bytes`: a size (`64KiB`) or a plain integer, 1..=65535<<14.
+/// Largest window-scale shift a peer may announce (RFC 7323, 2.3).
+const MAX_WINDOW_SHIFT: u32 = 14;
+
+/// Smallest `set_window`: the datapath writes `bytes >> shift` into the
+/// 16-bit field, so below `1 << 14` a flow whose peer scales by 14 would
+/// be told its window is zero. A zero window is not a slow window: the
+/// sender stops and waits for an update that emptcp keeps rewriting back
+/// to zero, a permanent stall. 16 KiB is the smallest value that leaves
+/// the field at least 1 under every shift.
+pub const MIN_WINDOW_BYTES: u32 = 1 << MAX_WINDOW_SHIFT;
+
+/// `set_window.bytes`: a size (`64KiB`) or a plain integer,
+/// `MIN_WINDOW_BYTES..=MAX_WINDOW_BYTES`.
 pub(crate) fn window_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     deserializer.deserialize_any(WindowVisitor)
 }
@@ -110,11 +122,21 @@ impl WindowVisitor {
     fn check<E: de::Error>(size: Result<ByteSize, E>) -> Result<u32, E> {
         let size = size?;
         match u32::try_from(size.bytes()) {
-            Ok(bytes @ 1..=MAX_WINDOW_BYTES) => Ok(bytes),
+            Ok(bytes @ MIN_WINDOW_BYTES..=MAX_WINDOW_BYTES) => Ok(bytes),
+            Ok(bytes) if bytes < MIN_WINDOW_BYTES => Err(E::custom(message_with_hint(
+                &format!(
+                    "window of {size} would advertise a zero window (a permanent stall) to a peer that scales its window by {MAX_WINDOW_SHIFT}"
+                ),
+                &format!(
+                    "use at least {} ({MIN_WINDOW_BYTES} bytes: one unit of the 16-bit window field at the largest window-scale shift, {MAX_WINDOW_SHIFT})",
+                    ByteSize(u64::from(MIN_WINDOW_BYTES))
+                ),
+            ))),
             _ => Err(E::custom(message_with_hint(
                 &format!("window of {size} is out of range"),
                 &format!(
-                    "a window is 1 byte to {} ({MAX_WINDOW_BYTES} bytes: 65535 scaled by the maximum window-scale shift of 14)",
+                    "a window is {} to {} ({MAX_WINDOW_BYTES} bytes: 65535 scaled by the maximum window-scale shift of {MAX_WINDOW_SHIFT})",
+                    ByteSize(u64::from(MIN_WINDOW_BYTES)),
                     ByteSize(u64::from(MAX_WINDOW_BYTES))
                 ),
             ))),
@@ -157,10 +179,10 @@ pub(crate) fn serialize_window_bytes<S: serde::Serializer>(
 /// JSON Schema of `set_window.bytes`.
 pub(crate) fn window_bytes_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
-        "description": "Window in bytes: a size (64KiB) or a plain integer, 1 to 1073725440 (65535 << 14).",
+        "description": "Window in bytes: a size (64KiB) or a plain integer, 16384 (1 << 14: smaller values would advertise a zero window to a peer that scales by 14) to 1073725440 (65535 << 14).",
         "examples": ["64KiB", 65535],
         "oneOf": [
-            { "type": "integer", "minimum": 1, "maximum": MAX_WINDOW_BYTES },
+            { "type": "integer", "minimum": MIN_WINDOW_BYTES, "maximum": MAX_WINDOW_BYTES },
             { "type": "string", "pattern": super::units::SIZE_PATTERN }
         ]
     })

@@ -258,7 +258,7 @@ fn sum_row(m: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {
 
 /// Reads the datapath counters into the registry. Blocking (map syscalls).
 fn collect_datapath(layout: &Layout, flows: &Mutex<FlowCount>) {
-    for (prog, outcomes) in crate::status::program_counters(layout) {
+    for (prog, outcomes) in crate::counters::program_counters(layout) {
         for (outcome, v) in outcomes {
             counter!(PACKETS, "program" => prog.clone(), "outcome" => outcome).absolute(v);
         }
@@ -302,7 +302,7 @@ fn collect_datapath(layout: &Layout, flows: &Mutex<FlowCount>) {
         counter!(RECOVERED).absolute(0);
     }
     // Egress hook: captures, inserts, and `events_lost` (SUBFLOW_EVENTS full).
-    for (name, v) in crate::status::egress_counters(layout) {
+    for (name, v) in crate::counters::egress_counters(layout) {
         counter!(EGRESS_EVENTS, "event" => name).absolute(v);
     }
     let mut fc = flows.lock().unwrap_or_else(|e| e.into_inner());

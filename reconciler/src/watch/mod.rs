@@ -91,7 +91,7 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// enters `--netns` (before any thread exists: setns is per thread, and
 /// every thread the runtime starts later inherits it), then runs the loop
 /// on a current-thread runtime (blocking kernel work on its blocking pool).
-pub fn run(opts: WatchOptions) -> anyhow::Result<i32> {
+pub fn run(opts: WatchOptions) -> anyhow::Result<()> {
     let listener = match opts.metrics {
         Some(addr) => Some(
             std::net::TcpListener::bind(addr)
@@ -358,7 +358,7 @@ impl Daemon {
         }
     }
 
-    async fn run(&mut self, listener: Option<std::net::TcpListener>) -> anyhow::Result<i32> {
+    async fn run(&mut self, listener: Option<std::net::TcpListener>) -> anyhow::Result<()> {
         let o = &self.opts;
         tracing::info!(
             source = %o.source.path().display(),
@@ -523,7 +523,7 @@ impl Daemon {
         tracing::info!("emptcp watch stopped; the datapath keeps running from its pins");
         self.write_state(false);
         drop(fs_watch);
-        Ok(crate::cli::EXIT_OK)
+        Ok(())
     }
 
     fn start_watch(&self, tx: &mpsc::Sender<FsSignal>) -> Option<FsWatch> {

@@ -215,7 +215,6 @@ pub struct DaemonLock {
 /// `Err(Some(msg))`: another daemon holds it; `Err(None)`: the lock file
 /// cannot be created (e.g. a read-only state directory).
 pub fn lock_daemon(status_file: &Path) -> Result<DaemonLock, Option<String>> {
-    use std::os::fd::AsRawFd as _;
     use std::os::unix::fs::DirBuilderExt as _;
     if let Some(dir) = status_file.parent() {
         let _ = std::fs::DirBuilder::new()
@@ -230,8 +229,8 @@ pub fn lock_daemon(status_file: &Path) -> Result<DaemonLock, Option<String>> {
         .write(true)
         .open(&path)
         .map_err(|_| None)?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // flock(LOCK_EX | LOCK_NB): it dies with the process.
+    if file.try_lock().is_err() {
         let holder = read(status_file)
             .ok()
             .flatten()
@@ -250,9 +249,12 @@ pub fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
-    // SAFETY: kill with signal 0 only checks for existence/permission.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    // No signal: only checks that the process exists (EPERM: it does,
+    // owned by someone else).
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
 }
 
 /// `2024-05-01T12:00:00Z` from Unix seconds (UTC; no time zone database).

@@ -221,11 +221,11 @@ mod tests {
         // Nine distinct kinds do not exist; the count rule fires first and
         // the duplicates are reported too.
         let text = chain(
-            "[count, set_window: {bytes: 1}, count, count, count, count, count, count, count]",
+            "[count, set_window: {bytes: 16KiB}, count, count, count, count, count, count, count]",
             "",
         );
         let e = one_error(&text, "has 9 actions, at most 8 fit");
-        assert_at(&e, 4, 88);
+        assert_at(&e, 4, 92);
     }
 
     #[test]
