@@ -3,6 +3,10 @@
 # in one run, on the machine it runs on. Needs root.
 #   scripts/bench.sh              everything
 #   scripts/bench.sh reconcile|watch|datapath|throughput|sender
+#   scripts/bench.sh datapath [--write-docs] [--samples N] [--rounds R]
+#     (--write-docs rewrites the generated region of docs/benchmarks.md)
+# Exits non-zero when a measured target is missed (the other sections of
+# `all` still run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -36,14 +40,16 @@ throughput() {
 case $what in
     reconcile) ./target/release/emptcp-bench ;;
     watch) ./target/release/emptcp-bench --watch ;;
-    datapath) ./target/release/emptcp-bench-datapath ;;
+    datapath) ./target/release/emptcp-bench-datapath "${@:2}" ;;
     sender) ./target/release/emptcp-bench-sender ;;
     throughput) echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
     all)
         ./target/release/emptcp-bench; echo
         ./target/release/emptcp-bench --watch; echo
-        ./target/release/emptcp-bench-datapath; echo
+        status=0
+        ./target/release/emptcp-bench-datapath || status=1; echo
         ./target/release/emptcp-bench-sender; echo
-        echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
+        echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput
+        exit $status ;;
     *) echo "usage: $0 [all|reconcile|watch|datapath|throughput|sender]" >&2; exit 1 ;;
 esac

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use aya::maps::{Map, MapData, PerCpuArray};
 use emptcp_common::{
-    Action, ChainCounters, EGRESS_STAT_NAMES, OUTCOME_NAMES, OUTCOMES, STATS_ROW_EGRESS,
-    STATS_ROW_ENTRY, STATS_ROWS, egress_program,
+    Action, ChainCounters, EGRESS_STAT_NAMES, FLOW_STAT_NAMES, OUTCOME_NAMES, OUTCOMES,
+    STATS_ROW_EGRESS, STATS_ROW_ENTRY, STATS_ROWS, egress_program,
 };
 use serde::Serialize;
 
@@ -455,6 +455,19 @@ pub fn egress_counters(layout: &Layout) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     if let Some(m) = percpu::<u64>(layout, "EGRESS_STATS") {
         for (i, name) in EGRESS_STAT_NAMES.iter().enumerate() {
+            let v: u64 = m.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+            out.insert(name.to_string(), v);
+        }
+    }
+    out
+}
+
+/// The flow events (FLOW_STATS: flows created, ADD_ADDRs stored, stripped,
+/// recovered, ...) by name, summed over CPUs.
+pub fn flow_counters(layout: &Layout) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    if let Some(m) = percpu::<u64>(layout, "FLOW_STATS") {
+        for (i, name) in FLOW_STAT_NAMES.iter().enumerate() {
             let v: u64 = m.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
             out.insert(name.to_string(), v);
         }
