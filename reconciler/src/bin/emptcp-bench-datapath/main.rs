@@ -108,8 +108,8 @@ struct Args {
 
 fn parse_args(args: &[String]) -> anyhow::Result<Args> {
     let mut a = Args {
-        samples: 4000,
-        rounds: 5,
+        samples: 5000,
+        rounds: 7,
         write_docs: None,
     };
     let mut it = args.iter().peekable();
@@ -251,6 +251,47 @@ fn hot_round(
     Ok((f64::from(bare), f64::from(ns) - f64::from(bare)))
 }
 
+/// `EMPTCP_BENCH_PROFILE=NAME`: runs fresh frames of the first path whose
+/// name contains NAME through emptcp alone for 10 s, for a profiler
+/// (`perf record -a`) to look at; prints the frames run.
+fn profile(paths: &mut [Path], which: &str, progs: &Progs) -> anyhow::Result<()> {
+    let p = paths
+        .iter_mut()
+        .find(|p| p.name.contains(which))
+        .with_context(|| format!("no path named like {which:?}"))?;
+    let ifindex = nix::net::if_::if_nametoindex(p.iface)?;
+    let t = Instant::now();
+    let (mut k, mut n) = (0u32, 0u64);
+    eprintln!("profiling {:?}", p.name);
+    if std::env::var_os("EMPTCP_BENCH_PROFILE_REPEAT").is_some() {
+        // The hot variant: one frame, repeat 10^6 (hot paths only).
+        let f = (p.sample)(1).frame;
+        while t.elapsed().as_secs() < 10 {
+            measure::run(p.hook, progs.emptcp(p.hook), &f, ifindex, REPEAT)?;
+        }
+        return Ok(());
+    }
+    while t.elapsed().as_secs() < 10 {
+        let samples: Vec<_> = (0..1000)
+            .map(|_| {
+                k += 1;
+                (p.sample)(k)
+            })
+            .collect();
+        for s in &samples {
+            for f in &s.setup {
+                measure::run(p.hook, progs.emptcp(p.hook), f, ifindex, 1)?;
+            }
+        }
+        for s in &samples {
+            measure::run(p.hook, progs.emptcp(p.hook), &s.frame, ifindex, 1)?;
+        }
+        n += 1000;
+    }
+    eprintln!("{n} frames");
+    Ok(())
+}
+
 /// Binds the process to the CPU it runs on: the two runs of a pair then
 /// meet the same caches and clock.
 fn pin_to_this_cpu() -> anyhow::Result<()> {
@@ -285,10 +326,19 @@ fn main() -> anyhow::Result<()> {
     let id = std::process::id();
     let ns = format!("emptcp-bdp{id}");
     let root = PathBuf::from(format!("/sys/fs/bpf/emptcp-bdp{id}"));
-    let _cleanup = Cleanup(vec![
+    let undo = vec![
         format!("ip netns del {ns}"),
         format!("rm -rf {}", root.display()),
-    ]);
+    ];
+    // Release builds abort on panic (no unwinding, so no Drop): the hook
+    // removes the namespace and the root first.
+    let on_panic = undo.clone();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        drop(Cleanup(on_panic.clone()));
+        default_hook(info);
+    }));
+    let _cleanup = Cleanup(undo);
     let mut setup = format!("ip netns add {ns}");
     for v in paths::VETHS {
         setup += &format!(
@@ -338,6 +388,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     pin_to_this_cpu()?;
+    if let Ok(which) = std::env::var("EMPTCP_BENCH_PROFILE") {
+        return profile(&mut paths, &which, &progs);
+    }
     let mut rounds: Vec<Vec<Round>> = paths.iter().map(|_| Vec::new()).collect();
     let mut hot: Vec<Vec<(f64, f64)>> = paths.iter().map(|_| Vec::new()).collect();
     let mut ks = vec![0u32; paths.len()];
@@ -360,7 +413,9 @@ fn main() -> anyhow::Result<()> {
     let memory = memory_table(&layout, &object, id)?;
     let load_end = report::loadavg();
     let text = report::render(&args, &rows, &memory, &load_start, &load_end);
-    print!("{text}");
+    // Not print!: a closed stdout (`| head`) must not abort before the
+    // cleanup.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
     if let Some(file) = &args.write_docs {
         report::write_docs(file, &text)?;
         eprintln!("wrote the generated region of {}", file.display());
