@@ -238,6 +238,12 @@ fn load_insns(prog_type: u32, insns: &[u8], name: &str) -> io::Result<OwnedFd> {
     bpf(BPF_PROG_LOAD, &mut attr).map(fd_result)
 }
 
+/// Loads an XDP program from raw instructions (8 bytes each, no map
+/// references), e.g. a reference program a benchmark compares with.
+pub fn load_xdp_insns(name: &str, insns: &[u8]) -> io::Result<OwnedFd> {
+    load_insns(BPF_PROG_TYPE_XDP, insns, name)
+}
+
 /// Loads `r0 = verdict; exit`.
 pub fn load_xdp_verdict(name: &str, verdict: u32) -> io::Result<OwnedFd> {
     let v = verdict.to_le_bytes();

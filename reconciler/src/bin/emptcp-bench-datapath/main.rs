@@ -141,9 +141,18 @@ struct Progs {
     bare_tc: std::os::fd::OwnedFd,
     entry: aya::programs::ProgramFd,
     egress_entry: aya::programs::ProgramFd,
+    parse_only: std::os::fd::OwnedFd,
 }
 
 impl Progs {
+    /// The program a path times: emptcp's, or the reference program.
+    fn under_test(&self, p: &Path) -> BorrowedFd<'_> {
+        if p.reference {
+            self.parse_only.as_fd()
+        } else {
+            self.emptcp(p.hook)
+        }
+    }
     fn emptcp(&self, hook: Hook) -> BorrowedFd<'_> {
         match hook {
             Hook::Xdp => self.entry.as_fd(),
@@ -198,7 +207,7 @@ fn round_of(
     let r = measure::round(
         p.hook,
         progs.bare(p.hook),
-        progs.emptcp(p.hook),
+        progs.under_test(p),
         &frames,
         ifindex,
         p.verdict,
@@ -235,7 +244,7 @@ fn hot_round(
     let frame = (p.sample)(*k).frame;
     let before: Vec<u64> = p.acts.iter().map(|&c| counter(layout, c)).collect();
     let bare = measure::run(p.hook, progs.bare(p.hook), &frame, ifindex, REPEAT)?.1;
-    let (v, ns) = measure::run(p.hook, progs.emptcp(p.hook), &frame, ifindex, REPEAT)?;
+    let (v, ns) = measure::run(p.hook, progs.under_test(p), &frame, ifindex, REPEAT)?;
     if v != p.verdict {
         bail!("path {:?} (repeat): verdict {}", p.name, v as i32);
     }
@@ -290,6 +299,43 @@ fn profile(paths: &mut [Path], which: &str, progs: &Progs) -> anyhow::Result<()>
     }
     eprintln!("{n} frames");
     Ok(())
+}
+
+/// The reference for the cheapest useful program: Ethernet, IPv4 (with
+/// its IHL) and the TCP ports read with direct packet access, each header
+/// bounds-checked, as the parsing helpers of xdp-tools do; XDP_PASS.
+fn parse_only_program() -> Vec<u8> {
+    let i = |code: u8, dst: u8, src: u8, off: i16, imm: i32| {
+        let mut b = [0u8; 8];
+        b[0] = code;
+        b[1] = (src << 4) | dst;
+        b[2..4].copy_from_slice(&off.to_le_bytes());
+        b[4..].copy_from_slice(&imm.to_le_bytes());
+        b
+    };
+    // Jumps go to `pass` (17): offset = 17 - (pc + 1).
+    [
+        i(0x61, 2, 1, 0, 0),       // 0: r2 = ctx->data
+        i(0x61, 3, 1, 4, 0),       // 1: r3 = ctx->data_end
+        i(0xbf, 4, 2, 0, 0),       // 2: r4 = r2
+        i(0x07, 4, 0, 0, 34),      // 3: r4 += 14 + 20
+        i(0x2d, 4, 3, 12, 0),      // 4: if r4 > r3 goto pass
+        i(0x69, 5, 2, 12, 0),      // 5: r5 = eth->h_proto
+        i(0x55, 5, 0, 10, 0x0008), // 6: if r5 != htons(ETH_P_IP) goto pass
+        i(0x71, 5, 2, 23, 0),      // 7: r5 = ip->protocol
+        i(0x55, 5, 0, 8, 6),       // 8: if r5 != IPPROTO_TCP goto pass
+        i(0x71, 5, 2, 14, 0),      // 9: r5 = ip->version_ihl
+        i(0x57, 5, 0, 0, 0x0f),    // 10: r5 &= 0xf
+        i(0x67, 5, 0, 0, 2),       // 11: r5 <<= 2 (IHL in bytes)
+        i(0x0f, 2, 5, 0, 0),       // 12: r2 += r5 (r2 + 14: the TCP header)
+        i(0xbf, 4, 2, 0, 0),       // 13: r4 = r2
+        i(0x07, 4, 0, 0, 14 + 20), // 14: r4 += 14 + sizeof(tcphdr)
+        i(0x2d, 4, 3, 1, 0),       // 15: if r4 > r3 goto pass
+        i(0x69, 6, 2, 16, 0),      // 16: r6 = tcp->dest (read, as a filter would)
+        i(0xb7, 0, 0, 0, 2),       // 17: pass: r0 = XDP_PASS
+        i(0x95, 0, 0, 0, 0),       // 18: exit
+    ]
+    .concat()
 }
 
 /// Binds the process to the CPU it runs on: the two runs of a pair then
@@ -373,7 +419,15 @@ fn main() -> anyhow::Result<()> {
         sys::XDP_FLAGS_SKB_MODE,
     )
     .context("attach the bare XDP_PASS program")?;
+    let parse_only = sys::load_xdp_insns("bench_parse", &parse_only_program())?;
+    let _parse_link = sys::xdp_link_create(
+        parse_only.as_fd(),
+        ifindex(paths::REFERENCE)?,
+        sys::XDP_FLAGS_SKB_MODE,
+    )
+    .context("attach the parse-only program")?;
     let progs = Progs {
+        parse_only,
         bare_xdp,
         bare_tc: sys::load_tc_verdict("bench_tc_next", -1)?,
         entry: pin("entry")?,

@@ -25,9 +25,10 @@ pub const E_WINDOW: &str = "bd10"; // egress: set_window
 pub const TUN: &str = "bdt0"; // tun (raw IP): the data chain
 pub const BARE: &str = "bd11"; // the bare XDP_PASS program
 pub const COUNT_PORT: &str = "bd12"; // count, selected by port only (no prefix)
-pub const VETHS: [&str; 13] = [
+pub const REFERENCE: &str = "bd13"; // the parse-only reference program
+pub const VETHS: [&str; 14] = [
     DATA, RECORD, STRIP, COUNT, DROP, BACKUP, WINDOW, CAPTURE, E_COUNT, E_BACKUP, E_WINDOW, BARE,
-    COUNT_PORT,
+    COUNT_PORT, REFERENCE,
 ];
 
 /// Thresholds of the chains with strip/recover (the quickstart's).
@@ -135,6 +136,8 @@ pub struct Path {
     /// frame or in the state it meets changes): also timed with repeat
     /// 10^6 on one frame, the code hot.
     pub hot: bool,
+    /// Times the parse-only reference program instead of emptcp.
+    pub reference: bool,
     /// Frames to run once before the first round (a stream's flows), each
     /// through emptcp's program of its hook.
     pub init: Vec<(Hook, Vec<u8>)>,
@@ -227,6 +230,7 @@ pub fn paths() -> Vec<Path> {
             target,
             acts,
             hot: false,
+            reference: false,
             init,
             sample,
         });
@@ -586,6 +590,17 @@ pub fn paths() -> Vec<Path> {
         init,
         next,
     );
+    add(
+        Ingress,
+        "reference, not emptcp: a parse-only XDP program (Ethernet, IPv4, TCP ports; xdp-tools style) on a data segment",
+        x,
+        REFERENCE,
+        XDP_PASS,
+        None,
+        vec![],
+        vec![],
+        fresh(|id| data(id, 1)),
+    );
     // Frames that change nothing when run again: no flow, nothing
     // written into the packet (count and drop only count).
     for p in &mut v {
@@ -593,7 +608,9 @@ pub fn paths() -> Vec<Path> {
             || p.name.starts_with("non-TCP")
             || p.name.starts_with("count alone")
             || p.name.contains("repeated")
-            || p.name.starts_with("drop alone");
+            || p.name.starts_with("drop alone")
+            || p.name.starts_with("reference");
+        p.reference = p.name.starts_with("reference");
     }
     v
 }
