@@ -238,6 +238,12 @@ fn load_insns(prog_type: u32, insns: &[u8], name: &str) -> io::Result<OwnedFd> {
     bpf(BPF_PROG_LOAD, &mut attr).map(fd_result)
 }
 
+/// Loads an XDP program from raw instructions (8 bytes each, no map
+/// references), e.g. a reference program a benchmark compares with.
+pub fn load_xdp_insns(name: &str, insns: &[u8]) -> io::Result<OwnedFd> {
+    load_insns(BPF_PROG_TYPE_XDP, insns, name)
+}
+
 /// Loads `r0 = verdict; exit`.
 pub fn load_xdp_verdict(name: &str, verdict: u32) -> io::Result<OwnedFd> {
     let v = verdict.to_le_bytes();
@@ -252,6 +258,19 @@ pub fn load_xdp_verdict(name: &str, verdict: u32) -> io::Result<OwnedFd> {
 /// "bare XDP_PASS program" benchmarks compare against.
 pub fn load_xdp_pass(name: &str) -> io::Result<OwnedFd> {
     load_xdp_verdict(name, XDP_PASS)
+}
+
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+
+/// Loads the TC classifier `r0 = verdict; exit` (e.g. `TCX_NEXT`, -1: the
+/// "bare TC program" the egress benchmark compares against).
+pub fn load_tc_verdict(name: &str, verdict: i32) -> io::Result<OwnedFd> {
+    let v = verdict.to_le_bytes();
+    let insns: [u8; 16] = [
+        0xb7, 0x00, 0x00, 0x00, v[0], v[1], v[2], v[3], // mov r0, verdict
+        0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // exit
+    ];
+    load_insns(BPF_PROG_TYPE_SCHED_CLS, &insns, name)
 }
 
 /// Loads a program that asks for `len` bytes of XDP metadata and returns
@@ -299,6 +318,8 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_XDP: u32 = 37;
 /// XDP_FLAGS_DRV_MODE: native XDP.
 pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+/// XDP_FLAGS_SKB_MODE: generic XDP.
+pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 
 /// Attaches an XDP program to `ifindex` with a bpf_link (detached when the
 /// returned fd is closed, since it is not pinned).
@@ -529,4 +550,31 @@ pub fn test_run_skb_out(
     })?;
     out.truncate(r.data_size_out as usize);
     Ok((r.retval as i32, out))
+}
+
+/// Runs a TC (sched_cls) program `repeat` times on the Ethernet frame
+/// `data` as an skb of device `ifindex`; the verdict is the program's
+/// return code as an i32 bit pattern.
+pub fn test_run_skb(
+    prog: std::os::fd::BorrowedFd<'_>,
+    data: &[u8],
+    ifindex: u32,
+    repeat: u32,
+) -> io::Result<TestRun> {
+    use std::os::fd::AsRawFd as _;
+    let mut ctx = [0u8; SKB_CTX_SIZE];
+    ctx[SKB_CTX_IFINDEX..SKB_CTX_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut attr = Attr::new();
+    attr.u32_at(0, prog.as_raw_fd() as u32)
+        .u32_at(8, data.len() as u32)
+        .u64_at(16, data.as_ptr() as u64)
+        .u32_at(32, repeat)
+        .u32_at(40, SKB_CTX_SIZE as u32)
+        .u64_at(48, ctx.as_ptr() as u64);
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    let u = |o: usize| u32::from_ne_bytes([attr.0[o], attr.0[o + 1], attr.0[o + 2], attr.0[o + 3]]);
+    Ok(TestRun {
+        retval: u(4),
+        duration_ns: u(36),
+    })
 }

@@ -1,0 +1,536 @@
+//! `emptcp-bench-datapath`: what emptcp's datapath adds per packet, path
+//! by path, over a bare program measured in the same run (XDP_PASS for
+//! ingress, a bare TC program for egress), on frames each path really acts
+//! on (a fresh frame per run, checked with the datapath's own counters);
+//! then the memory per tracked flow. Exits non-zero when a target of issue
+//! 10 is missed or a path did not act on every frame. Needs root. Prints
+//! markdown; `--write-docs [FILE]` also rewrites the generated region of
+//! docs/benchmarks.md.
+//!
+//! Usage: emptcp-bench-datapath [--samples N] [--rounds R] [--write-docs [FILE]]
+//!        emptcp-bench-datapath --hold-pass NETNS IFACE...
+mod frames;
+mod measure;
+mod paths;
+mod report;
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+    path::PathBuf,
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use aya::programs::ProgramInfo;
+use emptcp::{
+    apply::{self, Applier},
+    desired::Desired,
+    layout::Layout,
+    netns,
+    object::Object,
+    observe,
+    plan::{self, PlanOptions},
+    counters, policy, sys,
+};
+
+use crate::{
+    measure::{Hook, Round},
+    paths::{Counter, Path},
+};
+
+/// Repeat count of the runs on one frame (paths marked `hot`).
+const REPEAT: u32 = 1_000_000;
+
+fn sh(cmd: &str) -> anyhow::Result<String> {
+    let o = Command::new("sh").arg("-c").arg(cmd).output()?;
+    if !o.status.success() {
+        bail!("`{cmd}` failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Runs its commands (in reverse) when dropped, error or not.
+struct Cleanup(Vec<String>);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in self.0.iter().rev() {
+            let _ = Command::new("sh").arg("-c").arg(c).output();
+        }
+    }
+}
+
+fn converge(layout: &Layout, object: &Object, text: &str) -> anyhow::Result<()> {
+    let p = policy::load_str("bench.yaml", text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _lock = apply::lock(&layout.root)?;
+    let d = Desired::new(&p, object).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let o = observe::observe(layout)?;
+    let plan = plan::plan(&d, &o, PlanOptions::default()).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Applier::new(layout, object).apply(&plan)?;
+    Ok(())
+}
+
+fn memlock(fd: i32) -> anyhow::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("memlock:").map(|v| v.trim().parse::<u64>()))
+        .context("no memlock in fdinfo")?
+        .context("memlock")
+}
+
+/// `--hold-pass NETNS IFACE...`: attach a bare XDP_PASS program (native) to
+/// each interface and hold it until killed: the throughput baseline of
+/// `scripts/bench.sh throughput` (attaching any XDP program to a veth turns
+/// off its peer's GSO, which no program can avoid).
+fn hold_pass(ns: &str, ifaces: &[String]) -> anyhow::Result<()> {
+    netns::enter(ns)?;
+    let pass = sys::load_xdp_pass("bench_pass")?;
+    let mut links = Vec::new();
+    for i in ifaces {
+        let ifindex = nix::net::if_::if_nametoindex(i.as_str())?;
+        links.push(
+            sys::xdp_link_create(pass.as_fd(), ifindex, sys::XDP_FLAGS_DRV_MODE)
+                .with_context(|| format!("attach XDP_PASS to {i}"))?,
+        );
+    }
+    println!("ready");
+    loop {
+        std::thread::park();
+    }
+}
+
+struct Args {
+    samples: u32,
+    rounds: usize,
+    write_docs: Option<PathBuf>,
+}
+
+fn parse_args(args: &[String]) -> anyhow::Result<Args> {
+    let mut a = Args {
+        samples: 5000,
+        rounds: 7,
+        write_docs: None,
+    };
+    let mut it = args.iter().peekable();
+    while let Some(arg) = it.next() {
+        let mut num = |what: &str| -> anyhow::Result<u64> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .filter(|&v: &u64| v > 0)
+                .with_context(|| format!("{what} needs a positive number"))
+        };
+        match arg.as_str() {
+            "--samples" => a.samples = num("--samples")? as u32,
+            "--rounds" => a.rounds = num("--rounds")? as usize,
+            "--write-docs" => {
+                let file = it.next_if(|v| !v.starts_with("--"));
+                a.write_docs = Some(file.map_or("docs/benchmarks.md".into(), PathBuf::from));
+            }
+            other => bail!(
+                "unknown argument {other:?}; usage: emptcp-bench-datapath [--samples N] [--rounds R] [--write-docs [FILE]]"
+            ),
+        }
+    }
+    Ok(a)
+}
+
+/// The programs a path is timed with.
+struct Progs {
+    bare_xdp: std::os::fd::OwnedFd,
+    bare_tc: std::os::fd::OwnedFd,
+    entry: aya::programs::ProgramFd,
+    egress_entry: aya::programs::ProgramFd,
+    parse_only: std::os::fd::OwnedFd,
+}
+
+impl Progs {
+    /// The program a path times: emptcp's, or the reference program.
+    fn under_test(&self, p: &Path) -> BorrowedFd<'_> {
+        if p.reference {
+            self.parse_only.as_fd()
+        } else {
+            self.emptcp(p.hook)
+        }
+    }
+    fn emptcp(&self, hook: Hook) -> BorrowedFd<'_> {
+        match hook {
+            Hook::Xdp => self.entry.as_fd(),
+            Hook::Tc => self.egress_entry.as_fd(),
+        }
+    }
+    fn bare(&self, hook: Hook) -> BorrowedFd<'_> {
+        match hook {
+            Hook::Xdp => self.bare_xdp.as_fd(),
+            Hook::Tc => self.bare_tc.as_fd(),
+        }
+    }
+}
+
+/// Current value of a counter, summed over CPUs.
+fn counter(layout: &Layout, c: Counter) -> u64 {
+    let get = |m: BTreeMap<String, u64>, n: &str| m.get(n).copied().unwrap_or(0);
+    match c {
+        Counter::Prog(p, o) => counters::program_counters(layout)
+            .get(p)
+            .and_then(|m| m.get(o).copied())
+            .unwrap_or(0),
+        Counter::Flow(n) => get(counters::datapath_events(layout), n),
+        Counter::EgressStat(n) => get(counters::egress_counters(layout), n),
+    }
+}
+
+/// One round of a path: fresh samples, their setup frames, then the timed
+/// runs; fails unless every counter of the path moved by exactly one per
+/// measured frame.
+fn round_of(
+    p: &mut Path,
+    k: &mut u32,
+    n: u32,
+    progs: &Progs,
+    layout: &Layout,
+    ifindex: u32,
+) -> anyhow::Result<Round> {
+    let samples: Vec<_> = (0..n)
+        .map(|_| {
+            *k += 1;
+            (p.sample)(*k)
+        })
+        .collect();
+    for s in &samples {
+        for f in &s.setup {
+            measure::run(p.hook, progs.emptcp(p.hook), f, ifindex, 1)?;
+        }
+    }
+    let frames: Vec<Vec<u8>> = samples.into_iter().map(|s| s.frame).collect();
+    let before: Vec<u64> = p.acts.iter().map(|&c| counter(layout, c)).collect();
+    let r = measure::round(
+        p.hook,
+        progs.bare(p.hook),
+        progs.under_test(p),
+        &frames,
+        ifindex,
+        p.verdict,
+    )
+    .with_context(|| format!("path {:?}", p.name))?;
+    if std::env::var_os("EMPTCP_BENCH_VERBOSE").is_some() {
+        eprintln!("{:>8.1} {:>7.1}  {}", r.bare, r.added, p.name);
+    }
+    for (c, b) in p.acts.iter().zip(before) {
+        let moved = counter(layout, *c) - b;
+        if moved != u64::from(n) {
+            bail!(
+                "path {:?}: counter {c:?} moved by {moved} over {n} measured frames: emptcp did not act on every frame, so the time would not be the action's (check the frame builder and the policy in paths.rs)",
+                p.name
+            );
+        }
+    }
+    Ok(r)
+}
+
+/// A path whose frame stays what the path measures when it is run again
+/// (nothing in it or in the state it meets changes): one frame with
+/// repeat 10^6 through the bare program and through emptcp, the code hot
+/// in the caches as in a busy receive loop. Returns the ns added; the
+/// path's counters must move by the repeat count.
+fn hot_round(
+    p: &mut Path,
+    k: &mut u32,
+    progs: &Progs,
+    layout: &Layout,
+    ifindex: u32,
+) -> anyhow::Result<(f64, f64)> {
+    *k += 1;
+    let frame = (p.sample)(*k).frame;
+    let before: Vec<u64> = p.acts.iter().map(|&c| counter(layout, c)).collect();
+    let bare = measure::run(p.hook, progs.bare(p.hook), &frame, ifindex, REPEAT)?.1;
+    let (v, ns) = measure::run(p.hook, progs.under_test(p), &frame, ifindex, REPEAT)?;
+    if v != p.verdict {
+        bail!("path {:?} (repeat): verdict {}", p.name, v as i32);
+    }
+    for (c, b) in p.acts.iter().zip(before) {
+        let moved = counter(layout, *c) - b;
+        if moved != u64::from(REPEAT) {
+            bail!(
+                "path {:?} (repeat): counter {c:?} moved by {moved}, not {REPEAT}",
+                p.name
+            );
+        }
+    }
+    Ok((f64::from(bare), f64::from(ns) - f64::from(bare)))
+}
+
+/// `EMPTCP_BENCH_PROFILE=NAME`: runs fresh frames of the first path whose
+/// name contains NAME through emptcp alone for 10 s, for a profiler
+/// (`perf record -a`) to look at; prints the frames run.
+fn profile(paths: &mut [Path], which: &str, progs: &Progs) -> anyhow::Result<()> {
+    let p = paths
+        .iter_mut()
+        .find(|p| p.name.contains(which))
+        .with_context(|| format!("no path named like {which:?}"))?;
+    let ifindex = nix::net::if_::if_nametoindex(p.iface)?;
+    let t = Instant::now();
+    let (mut k, mut n) = (0u32, 0u64);
+    eprintln!("profiling {:?}", p.name);
+    if std::env::var_os("EMPTCP_BENCH_PROFILE_REPEAT").is_some() {
+        // The hot variant: one frame, repeat 10^6 (hot paths only).
+        let f = (p.sample)(1).frame;
+        while t.elapsed().as_secs() < 10 {
+            measure::run(p.hook, progs.emptcp(p.hook), &f, ifindex, REPEAT)?;
+        }
+        return Ok(());
+    }
+    while t.elapsed().as_secs() < 10 {
+        let samples: Vec<_> = (0..1000)
+            .map(|_| {
+                k += 1;
+                (p.sample)(k)
+            })
+            .collect();
+        for s in &samples {
+            for f in &s.setup {
+                measure::run(p.hook, progs.emptcp(p.hook), f, ifindex, 1)?;
+            }
+        }
+        for s in &samples {
+            measure::run(p.hook, progs.emptcp(p.hook), &s.frame, ifindex, 1)?;
+        }
+        n += 1000;
+    }
+    eprintln!("{n} frames");
+    Ok(())
+}
+
+/// The reference for the cheapest useful program: Ethernet, IPv4 (with
+/// its IHL) and the TCP ports read with direct packet access, each header
+/// bounds-checked, as the parsing helpers of xdp-tools do; XDP_PASS.
+fn parse_only_program() -> Vec<u8> {
+    let i = |code: u8, dst: u8, src: u8, off: i16, imm: i32| {
+        let mut b = [0u8; 8];
+        b[0] = code;
+        b[1] = (src << 4) | dst;
+        b[2..4].copy_from_slice(&off.to_le_bytes());
+        b[4..].copy_from_slice(&imm.to_le_bytes());
+        b
+    };
+    // Jumps go to `pass` (17): offset = 17 - (pc + 1).
+    [
+        i(0x61, 2, 1, 0, 0),       // 0: r2 = ctx->data
+        i(0x61, 3, 1, 4, 0),       // 1: r3 = ctx->data_end
+        i(0xbf, 4, 2, 0, 0),       // 2: r4 = r2
+        i(0x07, 4, 0, 0, 34),      // 3: r4 += 14 + 20
+        i(0x2d, 4, 3, 12, 0),      // 4: if r4 > r3 goto pass
+        i(0x69, 5, 2, 12, 0),      // 5: r5 = eth->h_proto
+        i(0x55, 5, 0, 10, 0x0008), // 6: if r5 != htons(ETH_P_IP) goto pass
+        i(0x71, 5, 2, 23, 0),      // 7: r5 = ip->protocol
+        i(0x55, 5, 0, 8, 6),       // 8: if r5 != IPPROTO_TCP goto pass
+        i(0x71, 5, 2, 14, 0),      // 9: r5 = ip->version_ihl
+        i(0x57, 5, 0, 0, 0x0f),    // 10: r5 &= 0xf
+        i(0x67, 5, 0, 0, 2),       // 11: r5 <<= 2 (IHL in bytes)
+        i(0x0f, 2, 5, 0, 0),       // 12: r2 += r5 (r2 + 14: the TCP header)
+        i(0xbf, 4, 2, 0, 0),       // 13: r4 = r2
+        i(0x07, 4, 0, 0, 14 + 20), // 14: r4 += 14 + sizeof(tcphdr)
+        i(0x2d, 4, 3, 1, 0),       // 15: if r4 > r3 goto pass
+        i(0x69, 6, 2, 16, 0),      // 16: r6 = tcp->dest (read, as a filter would)
+        i(0xb7, 0, 0, 0, 2),       // 17: pass: r0 = XDP_PASS
+        i(0x95, 0, 0, 0, 0),       // 18: exit
+    ]
+    .concat()
+}
+
+/// Binds the process to the CPU it runs on: the two runs of a pair then
+/// meet the same caches and clock.
+fn pin_to_this_cpu() -> anyhow::Result<()> {
+    // SAFETY: plain syscalls on a zeroed cpu_set_t of this process.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        if cpu < 0 {
+            bail!("sched_getcpu: {}", std::io::Error::last_os_error());
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+            bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("emptcp-bench-datapath needs root (namespaces, bpffs, XDP)");
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--hold-pass") {
+        let Some(ns) = args.get(1) else {
+            bail!("usage: emptcp-bench-datapath --hold-pass NETNS IFACE...");
+        };
+        return hold_pass(ns, &args[2..]);
+    }
+    let args = parse_args(&args)?;
+    let load_start = report::loadavg();
+    let id = std::process::id();
+    let ns = format!("emptcp-bdp{id}");
+    let root = PathBuf::from(format!("/sys/fs/bpf/emptcp-bdp{id}"));
+    let undo = vec![
+        format!("ip netns del {ns}"),
+        format!("rm -rf {}", root.display()),
+    ];
+    // Release builds abort on panic (no unwinding, so no Drop): the hook
+    // removes the namespace and the root first.
+    let on_panic = undo.clone();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        drop(Cleanup(on_panic.clone()));
+        default_hook(info);
+    }));
+    let _cleanup = Cleanup(undo);
+    let mut setup = format!("ip netns add {ns}");
+    for v in paths::VETHS {
+        setup += &format!(
+            " && ip -n {ns} link add {v} type veth peer name {v}p && ip -n {ns} link set {v} up && ip -n {ns} link set {v}p up"
+        );
+    }
+    setup += &format!(
+        " && ip -n {ns} tuntap add mode tun name {t} && ip -n {ns} link set {t} up",
+        t = paths::TUN
+    );
+    sh(&setup)?;
+    netns::enter(&ns)?;
+    let object = Object::load()?;
+    let layout = Layout::new(&root);
+    converge(&layout, &object, &paths::policy())?;
+    let ifindex =
+        |name: &str| nix::net::if_::if_nametoindex(name).with_context(|| name.to_string());
+    let pin = |name: &str| -> anyhow::Result<aya::programs::ProgramFd> {
+        Ok(ProgramInfo::from_pin(layout.prog(name))
+            .with_context(|| format!("program {name}"))?
+            .fd()?)
+    };
+    // The bare program is attached too (skb mode, an interface of its
+    // own): the kernel calls XDP programs that are attached somewhere
+    // through its XDP dispatcher (a direct call) and others indirectly, a
+    // difference of its own that would otherwise count against the bare
+    // program in a single run. emptcp's entry is attached (the policy).
+    let bare_xdp = sys::load_xdp_pass("bench_pass")?;
+    let _bare_link = sys::xdp_link_create(
+        bare_xdp.as_fd(),
+        ifindex(paths::BARE)?,
+        sys::XDP_FLAGS_SKB_MODE,
+    )
+    .context("attach the bare XDP_PASS program")?;
+    let parse_only = sys::load_xdp_insns("bench_parse", &parse_only_program())?;
+    let _parse_link = sys::xdp_link_create(
+        parse_only.as_fd(),
+        ifindex(paths::REFERENCE)?,
+        sys::XDP_FLAGS_SKB_MODE,
+    )
+    .context("attach the parse-only program")?;
+    let progs = Progs {
+        parse_only,
+        bare_xdp,
+        bare_tc: sys::load_tc_verdict("bench_tc_next", -1)?,
+        entry: pin("entry")?,
+        egress_entry: pin("egress_entry")?,
+    };
+
+    let mut paths = paths::paths();
+    for p in &paths {
+        let i = ifindex(p.iface)?;
+        for (hook, f) in &p.init {
+            measure::run(*hook, progs.emptcp(*hook), f, i, 1)?;
+        }
+    }
+    pin_to_this_cpu()?;
+    if let Ok(which) = std::env::var("EMPTCP_BENCH_PROFILE") {
+        return profile(&mut paths, &which, &progs);
+    }
+    let mut rounds: Vec<Vec<Round>> = paths.iter().map(|_| Vec::new()).collect();
+    let mut hot: Vec<Vec<(f64, f64)>> = paths.iter().map(|_| Vec::new()).collect();
+    let mut ks = vec![0u32; paths.len()];
+    // Round after round over every path, so a change in the machine's
+    // load spreads over all of them instead of landing on one.
+    for _ in 0..args.rounds {
+        for (i, p) in paths.iter_mut().enumerate() {
+            let idx = ifindex(p.iface)?;
+            rounds[i].push(round_of(p, &mut ks[i], args.samples, &progs, &layout, idx)?);
+            if p.hot {
+                hot[i].push(hot_round(p, &mut ks[i], &progs, &layout, idx)?);
+            }
+        }
+    }
+    let rows: Vec<report::Row> = paths
+        .iter()
+        .zip(rounds.iter().zip(&hot))
+        .map(|(p, (r, h))| report::Row::new(p, r, h))
+        .collect();
+    let memory = memory_table(&layout, &object, id)?;
+    let load_end = report::loadavg();
+    let text = report::render(&args, &rows, &memory, &load_start, &load_end);
+    // Not print!: a closed stdout (`| head`) must not abort before the
+    // cleanup.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    if let Some(file) = &args.write_docs {
+        report::write_docs(file, &text)?;
+        eprintln!("wrote the generated region of {}", file.display());
+    }
+    let missed: Vec<_> = rows.iter().filter(|r| r.missed()).map(|r| r.name).collect();
+    if !missed.is_empty() {
+        bail!("target missed: {}", missed.join("; "));
+    }
+    Ok(())
+}
+
+/// Memory per flow (the LRU maps preallocate every entry) and the cost
+/// of creating a 10^6-flow table at apply.
+fn memory_table(layout: &Layout, object: &Object, id: u32) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let flows = aya::maps::MapData::from_pin(layout.map("FLOWS"))?;
+    let info = flows.info()?;
+    let per_flow = memlock(flows.fd().as_fd().as_raw_fd())? as f64 / f64::from(info.max_entries());
+    let addrs = aya::maps::MapData::from_pin(layout.map("FLOW_ADDRS"))?;
+    let a_info = addrs.info()?;
+    let per_addr =
+        memlock(addrs.fd().as_fd().as_raw_fd())? as f64 / f64::from(a_info.max_entries());
+    writeln!(out, "| memory | value |\n|---|---|")?;
+    writeln!(
+        out,
+        "| FLOWS: key {} B + value {} B; kernel memory per entry (memlock / max_entries, {} entries) | {per_flow:.0} B |",
+        info.key_size(),
+        info.value_size(),
+        info.max_entries()
+    )?;
+    writeln!(
+        out,
+        "| FLOW_ADDRS (stored ADD_ADDRs, {} entries): per entry | {per_addr:.0} B |",
+        a_info.max_entries()
+    )?;
+    writeln!(
+        out,
+        "| total per tracked flow at the default sizing (FLOWS + FLOW_ADDRS/4) | {:.0} B |",
+        per_flow + per_addr / 4.0
+    )?;
+    // A fresh apply creates and preallocates the table: 10^6 flows against
+    // 1024.
+    let mut times = Vec::new();
+    for cap in [1024u32, 1_000_000] {
+        let root2 = PathBuf::from(format!("/sys/fs/bpf/emptcp-bdp{id}-c{cap}"));
+        let _c = Cleanup(vec![format!("rm -rf {}", root2.display())]);
+        let t = Instant::now();
+        converge(
+            &Layout::new(&root2),
+            object,
+            &format!(
+                "version: 1\nsettings: {{flow_capacity: {cap}}}\ninterfaces: [{{name: bd0p, xdp_mode: skb, chains: [c]}}]\nchains: [{{name: c, actions: [count]}}]\n"
+            ),
+        )?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    writeln!(
+        out,
+        "| first apply with a 10^6-flow table vs a 1024-flow table | {:.0} ms vs {:.0} ms |",
+        times[1], times[0]
+    )?;
+    Ok(out)
+}

@@ -1,0 +1,230 @@
+//! The tables: one row per path, the machine they were measured on, and
+//! the generated region of docs/benchmarks.md.
+use std::{fmt::Write as _, path::Path as FsPath};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    Args,
+    measure::{self, Hook, Round},
+    paths::{Path, Table},
+};
+
+pub struct Row {
+    pub name: &'static str,
+    table: Table,
+    hook: Hook,
+    /// The bare program with repeat 10^6 (its usual figure), median round.
+    bare: f64,
+    /// Added over the bare program, fresh frames: the median round and
+    /// the range over the rounds.
+    fresh: f64,
+    lo: f64,
+    hi: f64,
+    /// Added with repeat 10^6 on one frame (hot paths only), median round.
+    hot: Option<f64>,
+    /// The bare program's single run (median round).
+    bare_single: f64,
+    target: Option<f64>,
+}
+
+impl Row {
+    pub fn new(p: &Path, rounds: &[Round], hot: &[(f64, f64)]) -> Row {
+        let adds: Vec<f64> = rounds.iter().map(|r| r.added).collect();
+        let singles: Vec<f64> = rounds.iter().map(|r| r.bare).collect();
+        let bares: Vec<f64> = hot.iter().map(|h| h.0).collect();
+        let hots: Vec<f64> = hot.iter().map(|h| h.1).collect();
+        Row {
+            name: p.name,
+            table: p.table,
+            hook: p.hook,
+            bare: if bares.is_empty() {
+                f64::NAN
+            } else {
+                measure::median(&bares)
+            },
+            fresh: measure::median(&adds),
+            lo: adds.iter().copied().fold(f64::INFINITY, f64::min),
+            hi: adds.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            hot: (!hots.is_empty()).then(|| measure::median(&hots)),
+            bare_single: measure::median(&singles),
+            target: p.target,
+        }
+    }
+
+    /// What the target is judged on: the hot figure where the path has
+    /// one (its frame needs no freshness), else the fresh one.
+    fn judged(&self) -> f64 {
+        self.hot.unwrap_or(self.fresh)
+    }
+
+    pub fn missed(&self) -> bool {
+        self.target.is_some_and(|t| self.judged() > t)
+    }
+
+    fn render(&self, bare: f64) -> String {
+        let emptcp = bare + self.judged();
+        let which = if self.hot.is_some() {
+            "repeat"
+        } else {
+            "fresh"
+        };
+        let target = match self.target {
+            None => String::new(),
+            Some(t) if self.missed() => format!("≤ {t:.0} ns added ({which}) — **MISSED**"),
+            Some(t) => format!("≤ {t:.0} ns added ({which}) — met"),
+        };
+        let hot = self.hot.map_or("".into(), |h| format!("{h:.0} ns"));
+        format!(
+            "| {} | **{:.0} ns** ({:.0}–{:.0}) | {hot} | {emptcp:.0} ns | {:.1}× | {target} |",
+            self.name,
+            self.fresh,
+            self.lo,
+            self.hi,
+            emptcp / bare
+        )
+    }
+}
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().next().unwrap_or("?").to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    // Online CPUs of the machine (the process itself is pinned to one).
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    format!("{n} vCPU {cpu}, kernel {kernel}")
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn render(args: &Args, rows: &[Row], memory: &str, load_start: &str, load_end: &str) -> String {
+    let mut o = String::new();
+    // The bare programs' own time with repeat 10^6 (median of the rounds
+    // of every hot path of the hook).
+    let bare = |h: Hook| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.hook == h && !r.bare.is_nan())
+            .map(|r| r.bare)
+            .collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            measure::median(&v)
+        }
+    };
+    let single = |h: Hook| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.hook == h)
+            .map(|r| r.bare_single)
+            .collect();
+        measure::median(&v)
+    };
+    let (bx, bt) = (bare(Hook::Xdp), bare(Hook::Tc));
+    let _ = writeln!(
+        o,
+        "Measured {} on {} (release build; load average {load_start} at the start, {load_end} at \
+the end), {} rounds over all paths, median round. Bare XDP_PASS: {bx:.0} ns per run with repeat \
+10^6, {:.0} ns as a single run; bare TC program: {bt:.0} / {:.0} ns.\n",
+        today(),
+        machine(),
+        args.rounds,
+        single(Hook::Xdp),
+        single(Hook::Tc),
+    );
+    let _ = writeln!(
+        o,
+        "*fresh*: {} frames per path and round, each new (its own flow or the next segment of \
+one), each run once through the bare program and once through emptcp; the ns added is the mean \
+of the middle half of the frame-by-frame differences (range over the rounds in brackets). \
+*repeat*: where the frame stays what the path measures when it runs again, the same frame with \
+repeat 10^6 through both. *emptcp* is bare (repeat) + added (repeat where measured, else \
+fresh). Each path's counters moved exactly once per measured frame (else the command fails).\n",
+        args.samples
+    );
+    for (table, title, h) in [
+        (
+            Table::Ingress,
+            "ingress (XDP) path; bare XDP_PASS",
+            Hook::Xdp,
+        ),
+        (
+            Table::Egress,
+            "egress (TC) path; bare TC program (`TCX_NEXT`)",
+            Hook::Tc,
+        ),
+        (
+            Table::Capture,
+            "ingress, interface with the ingress capture (packet_copy); bare XDP_PASS",
+            Hook::Xdp,
+        ),
+    ] {
+        let b = if h == Hook::Xdp { bx } else { bt };
+        let _ = writeln!(
+            o,
+            "| {title} {b:.0} ns | added, fresh | added, repeat | emptcp | ratio | target |\n|---|---|---|---|---|---|"
+        );
+        for r in rows.iter().filter(|r| r.table == table) {
+            let _ = writeln!(o, "{}", r.render(b));
+        }
+        o.push('\n');
+    }
+    o.push_str(memory);
+    o
+}
+
+pub const BEGIN: &str =
+    "<!-- generated by `scripts/bench.sh datapath --write-docs` (emptcp-bench-datapath): begin -->";
+pub const END: &str = "<!-- generated by `scripts/bench.sh datapath --write-docs`: end -->";
+
+/// Replaces the text between the markers in `file` by `text`.
+pub fn write_docs(file: &FsPath, text: &str) -> anyhow::Result<()> {
+    let doc = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    let new = replace_region(&doc, text).with_context(|| format!("in {}", file.display()))?;
+    std::fs::write(file, new).with_context(|| format!("write {}", file.display()))
+}
+
+fn replace_region(doc: &str, text: &str) -> anyhow::Result<String> {
+    let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
+        bail!("no generated region: put the lines\n{BEGIN}\n{END}\nwhere the datapath tables go");
+    };
+    if e < b {
+        bail!("the end marker comes before the begin marker");
+    }
+    Ok(format!("{}{BEGIN}\n{text}{}", &doc[..b], &doc[e..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_region_is_replaced_and_the_rest_kept() {
+        let doc = format!("# T\nbefore\n{BEGIN}\nold\n{END}\nafter\n");
+        let new = replace_region(&doc, "| a |\n").unwrap();
+        assert_eq!(new, format!("# T\nbefore\n{BEGIN}\n| a |\n{END}\nafter\n"));
+        assert_eq!(replace_region(&new, "| a |\n").unwrap(), new);
+        assert!(replace_region("no markers", "x").is_err());
+    }
+}
