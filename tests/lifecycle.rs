@@ -352,9 +352,18 @@ fn removed_interface_is_detached_and_destroy_cleans_all() {
         .iter()
         .map(|s| s["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["delete_iface", "detach"], "{plan:#}");
+    // The chain tracks connections (record_flow), so vx0 also carried the
+    // egress hook that maps joins (`track`): both hooks go.
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["delete_egress_iface", "delete_iface", "detach", "detach_tc"],
+        "{plan:#}"
+    );
     apply_ok(&root.path, ns, one.to_str().unwrap());
     assert!(!root.path.join("links/xdp/vx0").exists());
+    assert!(!root.path.join("links/tc/vx0").exists());
     assert!(!pair.b.exec("ip -d link show dev vx0").contains("prog/xdp"));
     let st = status_json(&root.path, ns);
     let k = iface(&st, &pair.dev_b);

@@ -231,6 +231,7 @@ impl Desired {
             return Err(errors);
         }
         let hook = |name: &String| policy.chain(name).map(|c| c.hook).unwrap_or_default();
+        let has_egress_entry = programs.iter().any(|p| p == crate::object::EGRESS_ENTRY);
         let interfaces = policy
             .interfaces
             .iter()
@@ -247,11 +248,14 @@ impl Desired {
                     .partition(|c| hook(c) == Hook::Egress);
                 // The ingress half of the capture the rule reads.
                 let capture = policy.packet_copy.iter().any(|pc| pc.interface == i.name);
-                let track = chains.iter().any(|c: &String| {
-                    policy
-                        .chain(c)
-                        .is_some_and(|c| c.actions.iter().any(|a| matches!(a, Action::RecordFlow)))
-                });
+                // An object without the egress entry (none ships without
+                // it; test fixtures do) cannot track the joins sent.
+                let track = has_egress_entry
+                    && chains.iter().any(|c: &String| {
+                        policy.chain(c).is_some_and(|c| {
+                            c.actions.iter().any(|a| matches!(a, Action::RecordFlow))
+                        })
+                    });
                 (
                     i.name.clone(),
                     DesiredIface {

@@ -182,7 +182,8 @@ pub fn list(layout: &Layout, o: &Observed) -> Vec<Flow> {
                 add_addr_dropped: f.add_addr_dropped,
                 add_addr_recovered: f.add_addr_recovered,
                 add_addr_retried: f.add_addr_retried,
-                // Confirmed without a datapath delivery: the agent's.
+                // Confirmed without a datapath delivery: the agent's (or
+                // the peer's own retransmission, after remove_below).
                 recovered_via: via_names(
                     f.recovered_via
                         | if f.confirmed & !f.recovered != 0 {

@@ -387,19 +387,22 @@ pub fn delivered(f: &mut FlowState, slot: u32, retry: bool, via: u8, now: u64) {
     }
 }
 
-/// The local stack showed it has the address with id `id` (its ADD_ADDR
-/// echo, or an MP_JOIN to it): delivered for good. True if it was waiting.
+/// The local stack showed it has the stored address with id `id` (its
+/// ADD_ADDR echo, or an MP_JOIN to it): delivered for good, by the
+/// datapath or otherwise (the agent, or the peer's own retransmission once
+/// the connection passed `remove_below`). True if it was open.
 #[inline(always)]
 pub fn confirm(f: &mut FlowState, id: u8) -> bool {
     let slot = id as u32 & (ADDR_SLOTS - 1);
     let bit = 1u32 << slot;
-    if f.stored & f.recovered & !f.confirmed & bit == 0 || f.addr_ids[slot as usize] != id {
+    if f.stored & !f.confirmed & bit == 0 || f.addr_ids[slot as usize] != id {
         return false;
     }
+    let was_awaiting = awaiting(f);
     mark_confirmed(f, bit);
     f.attempts = 0;
     f.retry_at_ns = 0;
-    if !awaiting(f) {
+    if was_awaiting && !awaiting(f) {
         gauge_add(&AWAITING, -1);
     }
     stats::event(FlowStat::AddAddrConfirmed);

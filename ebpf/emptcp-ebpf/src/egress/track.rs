@@ -67,7 +67,7 @@ fn joined(key: &FlowKey, token: u32) {
 /// Confirms the delivered, unconfirmed address the join `sub` goes to.
 #[inline(always)]
 fn confirm_by_address(conn: &FlowKey, f: &mut FlowState, sub: &FlowKey) {
-    let waiting = f.stored & f.recovered & !f.confirmed;
+    let waiting = f.stored & !f.confirmed;
     for slot in 0..ADDR_SLOTS {
         if waiting & (1 << slot) == 0 {
             continue;

@@ -26,13 +26,14 @@ use anyhow::{Context as _, bail};
 use aya::programs::ProgramInfo;
 use emptcp::{
     apply::{self, Applier},
+    counters,
     desired::Desired,
     layout::Layout,
     netns,
     object::Object,
     observe,
     plan::{self, PlanOptions},
-    counters, policy, sys,
+    policy, sys,
 };
 
 use crate::{
