@@ -224,7 +224,9 @@ fn module_of(relative: &Path) -> Option<(String, usize, bool)> {
         [lib] if lib == "lib.rs" => None,
         // The binaries use the library as `emptcp::`.
         [main] if main == "main.rs" => Some(("cli".into(), 1, true)),
-        [bin, _] if bin == "bin" => Some(("cli".into(), 1, true)),
+        // A binary of one file (bin/x.rs) or of several (bin/x/main.rs and
+        // its modules).
+        [bin, _, ..] if bin == "bin" => Some(("cli".into(), 1, true)),
         [file] => Some((file.trim_end_matches(".rs").into(), 1, false)),
         [dir, rest @ ..] => {
             let last = rest.last().unwrap();
@@ -447,6 +449,10 @@ fn the_reader_sees_every_import_form() {
     );
     assert_eq!(
         module_of(Path::new("bin/emptcp-bench.rs")),
+        Some(("cli".into(), 1, true))
+    );
+    assert_eq!(
+        module_of(Path::new("bin/emptcp-bench-datapath/frames.rs")),
         Some(("cli".into(), 1, true))
     );
 }
