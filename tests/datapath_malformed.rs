@@ -11,15 +11,16 @@ mod datapath_common;
 use datapath_common::*;
 use emptcp_common::{Action, FlowState, StoredAddAddr};
 
-/// A pure ACK with a DSS data ACK and a non-echo ADD_ADDR (24 bytes of
-/// options): strip NOPs it, recover has room for a stored option,
-/// set_backup has room for MP_PRIO and set_window rewrites the window.
 thread_local! {
     /// The base segment carries an ADD_ADDR (strip acts on it); recover
     /// never adds a second one to a packet, so its corpus has none.
     static WITH_ADD_ADDR: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
+/// A pure ACK with a DSS data ACK and a non-echo ADD_ADDR (24 bytes of
+/// options): strip NOPs it, set_backup has room for MP_PRIO and set_window
+/// rewrites the window. Without the ADD_ADDR (timestamps instead), recover
+/// has room for a stored option.
 fn base(v6: bool) -> Seg {
     let s = if v6 { Seg::v6() } else { Seg::v4() };
     let aa = add_addr(2, "198.51.100.2".parse().unwrap(), None, false);
