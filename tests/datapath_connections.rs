@@ -5,53 +5,24 @@
 //! that counts only once the stack confirms it, and two CPUs updating one
 //! connection at once. Expected bytes and tokens are computed here, from
 //! RFC 8684 and SHA-256, never from the eBPF code.
+#[macro_use]
 mod datapath_common;
-
-use std::net::IpAddr;
 
 use datapath_common::{egress::*, *};
 use emptcp_common::{
-    Action, FLOW_DATA_ACK_SEEN, FLOW_ESTABLISHED, FLOW_INITIAL_CLOSED, FLOW_SERVER, FlowKey,
-    FlowStat, FlowState, IFACE_TRACK, IfaceChains, JOIN_WSCALE_SEEN, Thresholds, VIA_INSERT,
+    FLOW_DATA_ACK_SEEN, FLOW_ESTABLISHED, FLOW_INITIAL_CLOSED, FLOW_SERVER, FlowStat, FlowState,
+    IFACE_TRACK, IfaceChains, JOIN_WSCALE_SEEN, StoredAddAddr, VIA_INSERT,
 };
 use sha2::{Digest, Sha256};
 
-const CHAIN: u32 = 7;
-const TH: Thresholds = Thresholds {
-    remove_below: 10_000,
-    recover_at: 20_000,
-};
-const EMPTCP: [(Action, u32); 3] = [
-    (Action::RecordFlow, 0),
-    (Action::StripAddAddr, 0),
-    (Action::RecoverAddAddr, 0),
-];
 /// The server's MP_CAPABLE key in these tests.
 const SERVER_KEY: u64 = 0x0102_0304_0506_0708;
-
-macro_rules! need_kernel {
-    () => {
-        if !kernel_or_skip(module_path!()) {
-            return;
-        }
-    };
-}
 
 /// The token of `key`: the most significant 32 bits of SHA-256 of the key
 /// in network order (RFC 8684 2.2).
 fn token_of(key: u64) -> u32 {
     let d = Sha256::digest(key.to_be_bytes());
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
-}
-
-fn dp_with(steps: &[(Action, u32)]) -> Dp {
-    let mut dp = Dp::load();
-    dp.chain(CHAIN, steps, TH, LO);
-    dp
-}
-
-fn addr(s: &str) -> IpAddr {
-    s.parse().unwrap()
 }
 
 /// The initial subflow (server 192.0.2.2:443 -> client 192.0.2.1:40000).
@@ -94,9 +65,42 @@ fn remove_addr(ids: &[u8]) -> Vec<u8> {
     o
 }
 
-fn pure_ack(base: &Seg, data_ack: u64) -> Seg {
-    base.clone()
-        .with(|s| s.opts = opts(&[&ts(2000, 900), &dss(Some((data_ack, 4)), None)]))
+/// The ADD_ADDR with id 6 stored with `initial()`'s connection (in the slot
+/// of its id) at `recover_at`, not delivered yet; returns the option.
+fn stored_at_recover_at(dp: &mut Dp) -> Vec<u8> {
+    let aa = add_addr(6, addr("198.51.100.2"), None, false);
+    let mut st = StoredAddAddr {
+        len: aa.len() as u8,
+        ..Default::default()
+    };
+    st.bytes[..aa.len()].copy_from_slice(&aa);
+    dp.put_flow_addr(&initial().key(), 6, &st);
+    let mut f = FlowState {
+        chain: CHAIN,
+        bytes: TH.recover_at,
+        stored: 1 << 6,
+        ..FlowState::default()
+    };
+    f.addr_ids[6] = 6;
+    dp.put_flow(&initial().key(), &f);
+    aa
+}
+
+/// The object with the data chain on the loopback interface, whose egress
+/// hook tracks connections (no egress chain of its own).
+fn tracked_egress() -> Eg {
+    let mut e = eg(&[]);
+    let ifc = IfaceChains {
+        n_chains: 0,
+        ifindex: LO,
+        flags: IFACE_TRACK,
+        ..IfaceChains::EMPTY
+    };
+    let mut m: aya::maps::HashMap<_, u32, IfaceChains> =
+        aya::maps::HashMap::try_from(e.dp.ebpf.map_mut("EGRESS_IFACES").unwrap()).unwrap();
+    m.insert(LO, ifc, 0).unwrap();
+    e.dp.chain(CHAIN, &EMPTCP, TH, LO);
+    e
 }
 
 /// A connection on `initial()` created by its SYN-ACK.
@@ -211,18 +215,7 @@ fn a_received_mp_join_syn_maps_the_subflow_and_its_packets_act_on_the_connection
 #[test]
 fn a_sent_mp_join_syn_maps_the_subflow_on_the_egress_hook() {
     need_kernel!();
-    let mut e = eg(&[(Action::Count, 0)]);
-    // The tracked interface has no egress chain of its own.
-    let ifc = IfaceChains {
-        n_chains: 0,
-        ifindex: LO,
-        flags: IFACE_TRACK,
-        ..IfaceChains::EMPTY
-    };
-    let mut m: aya::maps::HashMap<_, u32, IfaceChains> =
-        aya::maps::HashMap::try_from(e.dp.ebpf.map_mut("EGRESS_IFACES").unwrap()).unwrap();
-    m.insert(LO, ifc, 0).unwrap();
-    e.dp.chain(CHAIN, &EMPTCP, TH, LO);
+    let e = tracked_egress();
     let f = connected(&e.dp);
     // The client's MP_JOIN SYN leaves on the second path: client -> server.
     let sent = Seg::v4().with(|s| {
@@ -344,22 +337,7 @@ fn the_connection_ends_with_its_last_subflow_or_after_a_data_fin() {
 fn a_delivery_is_repeated_until_the_stack_echoes_it_then_given_up() {
     need_kernel!();
     let mut dp = dp_with(&EMPTCP);
-    let aa = add_addr(6, addr("198.51.100.2"), None, false);
-    let mut st = emptcp_common::StoredAddAddr {
-        len: aa.len() as u8,
-        ..Default::default()
-    };
-    st.bytes[..aa.len()].copy_from_slice(&aa);
-    dp.put_flow_addr(&initial().key(), 6, &st);
-    let mut f = FlowState {
-        chain: CHAIN,
-        bytes: TH.recover_at,
-        stored: 1 << 6,
-        token: 77,
-        ..FlowState::default()
-    };
-    f.addr_ids[6] = 6;
-    dp.put_flow(&initial().key(), &f);
+    let aa = stored_at_recover_at(&mut dp);
     let carrier = pure_ack(&initial(), 1);
     let has_aa = |r: &Run| r.frame.windows(aa.len()).any(|w| w == aa.as_slice());
     let r = dp.entry(&carrier.frame());
@@ -391,12 +369,7 @@ fn a_delivery_is_repeated_until_the_stack_echoes_it_then_given_up() {
     assert_eq!(dp.event(FlowStat::AddAddrGivenUp), 1);
     assert_eq!(dp.flow(&initial().key()).unwrap().stored, 0);
     // A packet that already carries an ADD_ADDR gets no second one.
-    let mut g = dp.flow(&initial().key()).unwrap();
-    g.stored = 1 << 6;
-    g.recovered = 0;
-    g.attempts = 0;
-    dp.put_flow(&initial().key(), &g);
-    dp.put_flow_addr(&initial().key(), 6, &st);
+    stored_at_recover_at(&mut dp);
     let other = add_addr(1, addr("203.0.113.7"), None, true);
     let busy = initial().with(|s| s.opts = opts(&[&ts(1, 2), &dss(Some((2, 4)), None), &other]));
     let r = dp.entry(&busy.frame());
@@ -411,32 +384,8 @@ fn a_delivery_is_repeated_until_the_stack_echoes_it_then_given_up() {
 #[test]
 fn the_stacks_echo_on_egress_confirms_the_delivery() {
     need_kernel!();
-    let mut e = eg(&[(Action::Count, 0)]);
-    let ifc = IfaceChains {
-        n_chains: 0,
-        ifindex: LO,
-        flags: IFACE_TRACK,
-        ..IfaceChains::EMPTY
-    };
-    let mut m: aya::maps::HashMap<_, u32, IfaceChains> =
-        aya::maps::HashMap::try_from(e.dp.ebpf.map_mut("EGRESS_IFACES").unwrap()).unwrap();
-    m.insert(LO, ifc, 0).unwrap();
-    e.dp.chain(CHAIN, &EMPTCP, TH, LO);
-    let aa = add_addr(6, addr("198.51.100.2"), None, false);
-    let mut st = emptcp_common::StoredAddAddr {
-        len: aa.len() as u8,
-        ..Default::default()
-    };
-    st.bytes[..aa.len()].copy_from_slice(&aa);
-    e.dp.put_flow_addr(&initial().key(), 6, &st);
-    let mut f = FlowState {
-        chain: CHAIN,
-        bytes: TH.recover_at,
-        stored: 1 << 6,
-        ..FlowState::default()
-    };
-    f.addr_ids[6] = 6;
-    e.dp.put_flow(&initial().key(), &f);
+    let mut e = tracked_egress();
+    let aa = stored_at_recover_at(&mut e.dp);
     let r = e.dp.entry(&pure_ack(&initial(), 1).frame());
     assert!(r.frame.windows(aa.len()).any(|w| w == aa.as_slice()));
     // The client's next segment echoes id 6 (no HMAC in an echo).
@@ -527,9 +476,4 @@ fn pin_to(cpu: usize) {
     unsafe {
         libc::sched_setaffinity(0, std::mem::size_of_val(&set), set.as_ptr().cast());
     }
-}
-
-#[allow(dead_code)]
-fn key_of(s: &Seg) -> FlowKey {
-    s.key()
 }
