@@ -17,42 +17,6 @@ use emptcp_common::{
     FlowState, Outcome, StoredAddAddr,
 };
 
-fn syn_ack(base: &Seg) -> Seg {
-    base.clone().with(|s| {
-        s.flags = SYN | ACK;
-        s.seq = base.seq.wrapping_sub(1);
-        s.opts = opts(&[
-            &[2, 4, 0x05, 0xb4],
-            &wscale(7),
-            &ts(1000, 500),
-            &mp_capable(42),
-        ]);
-    })
-}
-
-/// Runs the SYN-ACK of `base`'s connection through the chain.
-fn handshake(dp: &Dp, base: &Seg) {
-    let r = dp.entry(&syn_ack(base).frame());
-    assert_eq!(r.verdict, XDP_PASS);
-    assert!(dp.flow(&base.key()).is_some(), "SYN-ACK created no flow");
-}
-
-/// A server data segment with a full DSS: no room left (40 bytes).
-fn full_data(base: &Seg) -> Seg {
-    base.clone().with(|s| {
-        s.flags = ACK | PSH;
-        s.opts = opts(&[
-            &ts(2001, 901),
-            &dss(Some((5000, 8)), Some((70_000, 8, 1, 100))),
-        ]);
-        s.payload = vec![0xab; 100];
-    })
-}
-
-fn flow_of(dp: &Dp, s: &Seg) -> FlowState {
-    dp.flow(&s.key()).expect("flow tracked")
-}
-
 /// `seg` passes through the chain untouched.
 fn assert_untouched(dp: &Dp, seg: &Seg, what: &str) {
     let f = seg.frame();
@@ -91,6 +55,8 @@ fn every_program_passes_the_verifier() {
     want.push("ingress_capture");
     // The connection-setup half of record_flow (its own stack).
     want.push(emptcp_common::RECORD_SETUP);
+    // The in-kernel recovery (TC ingress).
+    want.push(emptcp_common::INGRESS_RECOVER);
     want.extend(
         emptcp_common::EGRESS_ACTIONS
             .iter()
@@ -420,31 +386,6 @@ fn flows_at_or_above_remove_below_keep_their_add_addr() {
 }
 
 // ---- recover_add_addr ------------------------------------------------------
-
-/// Stores `aa` while the flow is small, then grows it past recover_at with
-/// data ACKs, all through the chain.
-fn store_then_grow(dp: &Dp, base: &Seg, aa: &[u8]) {
-    handshake(dp, base);
-    let s = base.clone().with(|s| s.opts = opts(&[aa]));
-    assert_eq!(dp.entry(&s.frame()).verdict, XDP_DROP, "stored by strip");
-    let grow = |v| {
-        base.clone()
-            .with(|s| s.opts = opts(&[&dss(Some((v, 8)), None)]))
-    };
-    dp.entry(&grow(1).frame());
-    // (Packets with room after this get the option: use a full one.)
-    let big = full_data(base).with(|s| {
-        s.opts = opts(&[
-            &ts(1, 1),
-            &dss(Some((1 + RECOVER_AT, 8)), Some((1, 8, 1, 100))),
-        ])
-    });
-    assert_eq!(big.opts.len(), 40);
-    let r = dp.entry(&big.frame());
-    assert_eq!(r.verdict, XDP_PASS);
-    assert_frame_eq(&r.frame, &big.frame(), "no room: untouched");
-    assert!(flow_of(dp, base).bytes >= RECOVER_AT);
-}
 
 #[test]
 fn recover_inserts_into_a_pure_ack_with_room() {

@@ -423,8 +423,13 @@ fn two_cpus_updating_one_connection_keep_its_size_and_bits_exact() {
     dp.entry(&pure_ack(&initial(), 1_000).frame());
     const N: u64 = 4000;
     let dp = std::sync::Arc::new(dp);
+    // Both store before either grows the connection past remove_below
+    // (where strip stops storing): a thread that starts late on a busy
+    // machine must not find the connection already large.
+    let stored = std::sync::Arc::new(std::sync::Barrier::new(2));
     let run = |cpu: usize, base: Seg, ids: std::ops::Range<u8>| {
         let dp = dp.clone();
+        let stored = stored.clone();
         std::thread::spawn(move || {
             pin_to(cpu);
             // First, both CPUs store addresses into the small connection
@@ -441,6 +446,7 @@ fn two_cpus_updating_one_connection_keep_its_size_and_bits_exact() {
                     dp.entry(&s.frame());
                 }
             }
+            stored.wait();
             // ...then both acknowledge the same connection-level data, in
             // step: the size is the highest data ACK, not the sum.
             for i in 1..=N {

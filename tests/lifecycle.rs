@@ -353,17 +353,25 @@ fn removed_interface_is_detached_and_destroy_cleans_all() {
         .map(|s| s["kind"].as_str().unwrap())
         .collect();
     // The chain tracks connections (record_flow), so vx0 also carried the
-    // egress hook that maps joins (`track`): both hooks go.
+    // egress hook that maps joins (`track`), and it recovers stored
+    // addresses (the TC ingress recovery link): every hook goes.
     let mut sorted = kinds.clone();
     sorted.sort();
     assert_eq!(
         sorted,
-        ["delete_egress_iface", "delete_iface", "detach", "detach_tc"],
+        [
+            "delete_egress_iface",
+            "delete_iface",
+            "detach",
+            "detach_tc",
+            "detach_tc"
+        ],
         "{plan:#}"
     );
     apply_ok(&root.path, ns, one.to_str().unwrap());
     assert!(!root.path.join("links/xdp/vx0").exists());
     assert!(!root.path.join("links/tc/vx0").exists());
+    assert!(!root.path.join("links/tc-ingress/vx0").exists());
     assert!(!pair.b.exec("ip -d link show dev vx0").contains("prog/xdp"));
     let st = status_json(&root.path, ns);
     let k = iface(&st, &pair.dev_b);

@@ -249,55 +249,287 @@ fn n(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"))
 }
 
+/// What the datapath counted (status `datapath_events`).
+fn datapath_event(lab: &Lab, name: &str) -> u64 {
+    let s = status_json(lab.root(), &lab.tb.cli);
+    s["datapath_events"][name].as_u64().unwrap_or(0)
+}
+
+/// A pure download recovers with `emptcp apply` alone (the in-kernel
+/// duplicate ACK); where that path is not attached, the agent does it;
+/// with neither, the connection stays single-path. The subflow count is
+/// read right after the last byte arrived, before the client closes: a
+/// join counts only if it came during the download (after recover_at =
+/// 1 MiB of 100 MB), never from a late packet with room at the close.
 #[test]
-fn pure_download_recovers_through_the_agent() {
-    if !kernel_or_skip("pure_download_recovers_through_the_agent") {
+fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
+    if !kernel_or_skip("pure_download_recovers_in_the_kernel_or_through_the_agent") {
         return;
     }
     let lab = Lab::new("dl");
-    lab.apply(&policy("native", "1MiB", "4MiB"));
-    let args = [
-        "--download",
-        "20M",
-        "--wait-subflows",
-        "1",
-        "--wait-timeout",
-        "3",
-    ];
+    // Linux >= 6.18 re-sends an unechoed ADD_ADDR after about one RTO
+    // (adaptive ADD_ADDR retransmission); once the connection is past
+    // remove_below that copy passes, and the control below would join by
+    // the server's own doing. 0 turns those retransmissions off, so only
+    // emptcp can deliver the address here.
+    must(&format!(
+        "ip netns exec {} sysctl -qw net.mptcp.add_addr_timeout=0",
+        lab.tb.srv
+    ));
+    lab.apply(&policy("native", "512KiB", "1MiB"));
+    let args = ["--download", "100M"];
+    let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
 
-    // Control, without the agent: the datapath stored the ADD_ADDR and,
-    // finding no server segment with room past recover_at, reported the
-    // flow on its ring buffer: an agent started afterwards reads >= 1
-    // event (it may find the flow gone: stale). Whether the client joins
-    // without the agent is not asserted: some server segment late in the
-    // connection can have room, and the datapath then delivers the option
-    // itself (seen in 1 of 3 runs with the server closing at once, 3 of 3
-    // with the server holding the connection open).
-    let (_, d) = run(&lab, &args);
+    // 1. `apply` only, no daemon: the kernel path delivers and the stack
+    //    confirms (its echo, or the join to the address).
+    let status = status_json(lab.root(), &lab.tb.cli);
+    for i in status["interfaces"].as_array().unwrap() {
+        assert_eq!(
+            i["recovery"]["attached"], true,
+            "in-kernel recovery not attached: {i}"
+        );
+    }
+    let (res, d) = run(&lab, &args);
+    eprintln!(
+        "kernel: {}",
+        status_json(lab.root(), &lab.tb.cli)["datapath_events"]
+    );
+    assert_eq!(
+        subflows(&res),
+        1,
+        "kernel path: no join during the download: {res}"
+    );
+    assert!(d(ADD_ADDR) >= 1, "ADD_ADDR not delivered: {res}");
+    assert_eq!(d(JOIN), 1, "second subflow not established: {res}");
     no_damage(&d);
+    let kernel = datapath_event(&lab, "add_addr_recovered_kernel");
+    assert!(kernel >= 1, "status shows no in-kernel delivery");
+    assert!(datapath_event(&lab, "add_addr_confirmed") >= 1);
+    assert_eq!(datapath_event(&lab, "kernel_recovery_failed"), 0);
+
+    // 2. Control: the kernel path taken away (its TCX links removed, as on
+    //    an interface where it cannot run) and no agent: single-path.
+    for dev in ["cli0", "cli1"] {
+        let pin = lab.root().join("links/tc-ingress").join(dev);
+        std::fs::remove_file(&pin).unwrap_or_else(|e| panic!("{}: {e}", pin.display()));
+    }
+    let (res, d) = run(&lab, &args);
+    eprintln!(
+        "control: {}",
+        status_json(lab.root(), &lab.tb.cli)["datapath_events"]
+    );
+    assert_eq!(
+        subflows(&res),
+        0,
+        "control joined without any recovery: {res}"
+    );
+    assert_eq!(d(JOIN), 0, "control: {res}");
+    no_damage(&d);
+    assert_eq!(
+        datapath_event(&lab, "add_addr_recovered_kernel"),
+        kernel,
+        "no kernel delivery without the link"
+    );
+    // The datapath reported the connection to user space instead.
     let drained = Agent::start(&lab).stop();
     assert!(
         n(&drained["events"]) >= 1,
         "the datapath reported no flow to recover: {drained}"
     );
 
-    // With the agent, the forged duplicate ACK carries the stored ADD_ADDR.
+    // 3. The agent where the kernel path is not attached.
     let agent = Agent::start(&lab);
     let (res, d) = run(&lab, &args);
     let stats = agent.stop();
     eprintln!("agent: {stats}");
-    assert!(n(&stats["events"]) >= 1, "the agent got no event: {stats}");
     assert!(
         n(&stats["injected"]) >= 1,
         "the agent injected nothing: {stats}"
     );
     assert_eq!(n(&stats["failed"]), 0, "injections failed: {stats}");
-    assert!(d(ADD_ADDR) >= 1, "ADD_ADDR not delivered: {res}");
     assert_eq!(
-        d(JOIN),
+        subflows(&res),
         1,
-        "pure download: second subflow not established: {res}"
+        "agent: no join during the download: {res}"
     );
+    assert_eq!(d(JOIN), 1, "agent: second subflow not established: {res}");
     no_damage(&d);
+    lab.destroy();
+}
+
+/// A server address withdrawn (REMOVE_ADDR) before the connection reaches
+/// recover_at is forgotten, never re-inserted: the client does not join
+/// it. The control in the same run, without the withdrawal, joins.
+#[test]
+fn an_address_withdrawn_before_recover_at_is_not_reinserted() {
+    if !kernel_or_skip("an_address_withdrawn_before_recover_at_is_not_reinserted") {
+        return;
+    }
+    let lab = Lab::new("rmaddr");
+    // Only emptcp may deliver the address (no server retransmissions, see
+    // pure_download_recovers_in_the_kernel_or_through_the_agent).
+    must(&format!(
+        "ip netns exec {} sysctl -qw net.mptcp.add_addr_timeout=0",
+        lab.tb.srv
+    ));
+    // 40 paced rounds of 64 KiB each way: 5 MiB in about 2 s, so 3 MiB is
+    // reached after about 1.2 s (later on a busy machine); the withdrawal
+    // goes out at 0.3 s.
+    lab.apply(&policy("native", "256KiB", "3MiB"));
+    let rounds = paced("40", &["--wait-subflows", "1", "--wait-timeout", "2"]);
+    let cleared = || datapath_event(&lab, "remove_addr_cleared");
+
+    // Control: the stored address comes back past recover_at.
+    let (res, d) = run(&lab, &rounds);
+    assert_eq!(d(JOIN), 1, "control: no join past recover_at: {res}");
+    assert_eq!(cleared(), 0);
+
+    let before = lab.tb.counters("cli");
+    let handle = lab.tb.xfer_in_background(&rounds);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    must(&format!(
+        "ip netns exec {} ip mptcp endpoint delete id 2",
+        lab.tb.srv
+    ));
+    let out = handle.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = lab.tb.counters("cli");
+    assert_eq!(
+        cleared(),
+        1,
+        "the REMOVE_ADDR did not clear the stored address"
+    );
+    assert_eq!(
+        delta(&before, &after, JOIN_TX),
+        0,
+        "a withdrawn address was re-inserted and joined"
+    );
+    assert_eq!(delta(&before, &after, FALLBACK), 0);
+    lab.destroy();
+}
+
+/// Drops, at the client's TC ingress after emptcp's programs, every
+/// in-kernel recovery carrier of an IPv4 ADD_ADDR: NOP NOP TS, then the
+/// option (kind 30, subtype 3) at byte 66 of the frame. A test-made loss
+/// of exactly the packets emptcp builds; detached on drop.
+struct CarrierDrop(std::os::fd::OwnedFd);
+
+impl CarrierDrop {
+    fn attach(lab: &Lab, dev: &str) -> CarrierDrop {
+        #[rustfmt::skip]
+        let insns: [u8; 112] = [
+            0x61, 0x12, 0x4c, 0x00, 0, 0, 0, 0, // r2 = skb->data
+            0x61, 0x13, 0x50, 0x00, 0, 0, 0, 0, // r3 = skb->data_end
+            0xbf, 0x24, 0x00, 0x00, 0, 0, 0, 0, // r4 = r2
+            0x07, 0x04, 0x00, 0x00, 72, 0, 0, 0, // r4 += 72
+            0x2d, 0x34, 0x07, 0x00, 0, 0, 0, 0, // if r4 > r3 goto pass
+            0x71, 0x25, 0x42, 0x00, 0, 0, 0, 0, // r5 = byte 66 (kind)
+            0x55, 0x05, 0x05, 0x00, 30, 0, 0, 0, // if r5 != 30 goto pass
+            0x71, 0x25, 0x44, 0x00, 0, 0, 0, 0, // r5 = byte 68 (subtype)
+            0x57, 0x05, 0x00, 0x00, 0xf0, 0, 0, 0, // r5 &= 0xf0
+            0x55, 0x05, 0x02, 0x00, 0x30, 0, 0, 0, // if r5 != ADD_ADDR goto pass
+            0xb7, 0x00, 0x00, 0x00, 2, 0, 0, 0, // r0 = TCX_DROP
+            0x95, 0x00, 0x00, 0x00, 0, 0, 0, 0, // exit
+            0xb7, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, // pass: r0 = TCX_NEXT
+            0x95, 0x00, 0x00, 0x00, 0, 0, 0, 0, // exit
+        ];
+        let ns = format!("/run/netns/{}", lab.tb.cli);
+        let dev = dev.to_string();
+        let link = std::thread::scope(|s| {
+            s.spawn(|| {
+                use std::os::fd::AsFd as _;
+                let f = std::fs::File::open(&ns).expect("open netns");
+                nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                let ifindex = nix::net::if_::if_nametoindex(dev.as_str()).expect("ifindex");
+                let prog = emptcp::sys::load_tc_insns("test_carrier_drop", &insns)
+                    .expect("load the carrier drop");
+                emptcp::sys::tcx_link_create(prog.as_fd(), ifindex, emptcp::sys::BPF_TCX_INGRESS)
+                    .expect("attach the carrier drop")
+            })
+            .join()
+            .expect("netns thread")
+        });
+        CarrierDrop(link)
+    }
+}
+
+/// `FLOW_STATS[e]` summed over CPUs, read from the pinned map (fast enough
+/// to poll every millisecond).
+fn flow_stat(lab: &Lab, e: emptcp_common::FlowStat) -> u64 {
+    let md = aya::maps::MapData::from_pin(lab.root().join("maps/FLOW_STATS")).unwrap();
+    let m: aya::maps::PerCpuArray<_, u64> =
+        aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(md)).unwrap();
+    m.get(&(e as u32), 0).unwrap().iter().sum()
+}
+
+/// The first in-kernel carrier of the stored address is lost: the stack
+/// never echoes it, the datapath sends it again after 0.2 s (counted
+/// `add_addr_retried`) and the client joins. The control in the same run
+/// loses every carrier and stays single-path.
+#[test]
+fn a_lost_recovery_carrier_is_sent_again_and_the_client_joins() {
+    use emptcp_common::FlowStat::{AddAddrRecoveredKernel, AddAddrRetried};
+    if !kernel_or_skip("a_lost_recovery_carrier_is_sent_again_and_the_client_joins") {
+        return;
+    }
+    let lab = Lab::new("loss");
+    must(&format!(
+        "ip netns exec {} sysctl -qw net.mptcp.add_addr_timeout=0",
+        lab.tb.srv
+    ));
+    lab.apply(&policy("native", "512KiB", "1MiB"));
+    // 400 MB: a few seconds here, more than the 0.2 + 0.4 + 0.8 s of the
+    // retries; the subflow count is read right after the last byte.
+    let args = ["--download", "400M"];
+    let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
+
+    // Control: every carrier lost.
+    let lost = CarrierDrop::attach(&lab, "cli0");
+    let (res, d) = run(&lab, &args);
+    drop(lost);
+    assert_eq!(
+        subflows(&res),
+        0,
+        "control joined although every carrier was lost: {res}"
+    );
+    assert_eq!(d(JOIN), 0, "control: {res}");
+    let retried = flow_stat(&lab, AddAddrRetried);
+    assert!(retried >= 1, "control: the lost carrier was not sent again");
+
+    // The first carrier lost, then the path heals.
+    let sent = flow_stat(&lab, AddAddrRecoveredKernel);
+    let lost = CarrierDrop::attach(&lab, "cli0");
+    let before = lab.tb.counters("cli");
+    let handle = lab.tb.xfer_in_background(&args);
+    // The retry comes 200 ms after the first carrier: polling every
+    // millisecond leaves the path healed long before it, even with every
+    // core busy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while flow_stat(&lab, AddAddrRecoveredKernel) == sent {
+        assert!(std::time::Instant::now() < deadline, "no carrier was built");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(lost);
+    let out = handle.join().unwrap();
+    let after = lab.tb.counters("cli");
+    let res: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("xfer output: {e}: {out:?}"));
+    assert_eq!(res["rc"], 0, "transfer failed: {res}");
+    assert!(
+        flow_stat(&lab, AddAddrRetried) > retried,
+        "the lost carrier was not sent again"
+    );
+    assert_eq!(subflows(&res), 1, "no join after the retry: {res}");
+    assert_eq!(delta(&before, &after, JOIN), 1, "{res}");
+    assert_eq!(delta(&before, &after, FALLBACK), 0);
     lab.destroy();
 }

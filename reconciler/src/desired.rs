@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    layout::TcHook,
     object::{MapDef, Object},
     policy::{self, Action, Hook, Policy},
     state::{Dir, StepEntry, ThresholdEntry},
@@ -56,6 +57,11 @@ pub struct DesiredIface {
     /// (`IFACE_TRACK`), so it is attached even without an egress chain.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub track: bool,
+    /// An ingress chain of the interface uses `recover_add_addr`: the TC
+    /// ingress program `ingress_recover` is attached (TCX), so a stored
+    /// address reaches a pure download with no daemon running.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recover: bool,
 }
 
 impl DesiredIface {
@@ -64,9 +70,12 @@ impl DesiredIface {
         !self.chains.is_empty() || self.capture
     }
 
-    /// The TC egress entry is attached to the interface.
-    pub fn wants_tc(&self) -> bool {
-        !self.egress_chains.is_empty() || self.track
+    /// The TCX program of `hook` is attached to the interface.
+    pub fn wants_tc(&self, hook: TcHook) -> bool {
+        match hook {
+            TcHook::Egress => !self.egress_chains.is_empty() || self.track,
+            TcHook::Ingress => self.recover,
+        }
     }
 }
 
@@ -232,6 +241,14 @@ impl Desired {
         }
         let hook = |name: &String| policy.chain(name).map(|c| c.hook).unwrap_or_default();
         let has_egress_entry = programs.iter().any(|p| p == crate::object::EGRESS_ENTRY);
+        let has_recover = programs.iter().any(|p| p == crate::object::INGRESS_RECOVER);
+        let uses = |chains: &[String], action: fn(&Action) -> bool| {
+            chains.iter().any(|c| {
+                policy
+                    .chain(c)
+                    .is_some_and(|c| c.actions.iter().any(action))
+            })
+        };
         let interfaces = policy
             .interfaces
             .iter()
@@ -250,12 +267,10 @@ impl Desired {
                 let capture = policy.packet_copy.iter().any(|pc| pc.interface == i.name);
                 // An object without the egress entry (none ships without
                 // it; test fixtures do) cannot track the joins sent.
-                let track = has_egress_entry
-                    && chains.iter().any(|c: &String| {
-                        policy.chain(c).is_some_and(|c| {
-                            c.actions.iter().any(|a| matches!(a, Action::RecordFlow))
-                        })
-                    });
+                let track = has_egress_entry && uses(&chains, |a| matches!(a, Action::RecordFlow));
+                // Likewise an object without the recovery program leaves
+                // recovery of pure downloads to the agent.
+                let recover = has_recover && uses(&chains, |a| matches!(a, Action::RecoverAddAddr));
                 (
                     i.name.clone(),
                     DesiredIface {
@@ -264,6 +279,7 @@ impl Desired {
                         egress_chains,
                         capture,
                         track,
+                        recover,
                     },
                 )
             })

@@ -7,9 +7,44 @@
 //! <root>/progs/<prog>      pinned programs of the loaded object
 //! <root>/links/xdp/<if>    pinned XDP links (one per interface)
 //! <root>/links/tc/<if>     pinned TCX egress links (interfaces with an
-//!                          egress chain)
+//!                          egress chain or connection tracking)
+//! <root>/links/tc-ingress/<if>
+//!                          pinned TCX ingress links of the in-kernel
+//!                          recovery (interfaces with recover_add_addr)
 //! ```
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The TC hook a TCX link of ours is attached to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcHook {
+    /// `egress_entry`: egress chains, connection tracking.
+    #[default]
+    Egress,
+    /// `ingress_recover`: the in-kernel recovery.
+    Ingress,
+}
+
+impl TcHook {
+    pub const ALL: [TcHook; 2] = [TcHook::Egress, TcHook::Ingress];
+
+    /// The program the hook's links run.
+    pub fn program(self) -> &'static str {
+        match self {
+            TcHook::Egress => crate::object::EGRESS_ENTRY,
+            TcHook::Ingress => crate::object::INGRESS_RECOVER,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcHook::Egress => "egress",
+            TcHook::Ingress => "ingress",
+        }
+    }
+}
 
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/emptcp";
 /// bpffs refuses names with a dot, so no hidden-file convention here.
@@ -36,6 +71,16 @@ impl Layout {
     pub fn tc_links_dir(&self) -> PathBuf {
         self.root.join("links/tc")
     }
+    pub fn tc_ingress_links_dir(&self) -> PathBuf {
+        self.root.join("links/tc-ingress")
+    }
+    /// The directory of the TCX links of `hook`.
+    pub fn tc_hook_dir(&self, hook: TcHook) -> PathBuf {
+        match hook {
+            TcHook::Egress => self.tc_links_dir(),
+            TcHook::Ingress => self.tc_ingress_links_dir(),
+        }
+    }
     pub fn map(&self, name: &str) -> PathBuf {
         self.maps_dir().join(name)
     }
@@ -48,16 +93,17 @@ impl Layout {
     pub fn xdp_link(&self, ifname: &str) -> PathBuf {
         self.xdp_links_dir().join(ifname)
     }
-    pub fn tc_link(&self, ifname: &str) -> PathBuf {
-        self.tc_links_dir().join(ifname)
+    pub fn tc_link(&self, hook: TcHook, ifname: &str) -> PathBuf {
+        self.tc_hook_dir(hook).join(ifname)
     }
     /// Every directory of the layout, children before their parent.
-    pub fn all_dirs(&self) -> [PathBuf; 5] {
+    pub fn all_dirs(&self) -> [PathBuf; 6] {
         [
             self.maps_dir(),
             self.progs_dir(),
             self.xdp_links_dir(),
             self.tc_links_dir(),
+            self.tc_ingress_links_dir(),
             self.root.join("links"),
         ]
     }

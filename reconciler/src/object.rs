@@ -22,6 +22,9 @@ pub const ENTRY_PROGRAM: &str = "entry";
 /// Name of the TC egress entry program (attached with a TCX link to
 /// interfaces with an egress chain).
 pub const EGRESS_ENTRY: &str = "egress_entry";
+/// Name of the TC ingress program of the in-kernel recovery (attached with
+/// a TCX link to interfaces whose chains use `recover_add_addr`).
+pub const INGRESS_RECOVER: &str = emptcp_common::INGRESS_RECOVER;
 
 /// Is `program` an action (a chain step), not one of the programs every
 /// packet goes through first (the entries and the captures)?
@@ -29,6 +32,7 @@ pub fn is_action_program(program: &str) -> bool {
     ![
         ENTRY_PROGRAM,
         EGRESS_ENTRY,
+        INGRESS_RECOVER,
         emptcp_common::EGRESS_CAPTURE,
         emptcp_common::INGRESS_CAPTURE,
         emptcp_common::RECORD_SETUP,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     codec, identity,
-    layout::{self, Layout},
+    layout::{self, Layout, TcHook},
     netdev::{self, NetDev},
     object::MapDef,
     state::Entries,
@@ -86,6 +86,9 @@ pub struct Observed {
     /// Pinned TCX egress links by interface name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tc_links: BTreeMap<String, ObservedLink>,
+    /// Pinned TCX ingress links (the in-kernel recovery) by interface name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tc_ingress_links: BTreeMap<String, ObservedLink>,
     /// Interfaces of the network namespace.
     pub netdevs: BTreeMap<String, NetDev>,
     /// Entries of the configuration maps.
@@ -187,6 +190,7 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
     }
     o.links = read_links(&layout.xdp_links_dir())?;
     o.tc_links = read_links(&layout.tc_links_dir())?;
+    o.tc_ingress_links = read_links(&layout.tc_ingress_links_dir())?;
     read_slots(layout, &mut o)?;
     read_entries(layout, &mut o)?;
     read_objects(&mut o)?;
@@ -203,6 +207,7 @@ fn read_objects(o: &mut Observed) -> Result<(), ObserveError> {
         .chain(o.egress_prog_slots.values().copied())
         .chain(o.links.values().map(|l| l.prog_id))
         .chain(o.tc_links.values().map(|l| l.prog_id))
+        .chain(o.tc_ingress_links.values().map(|l| l.prog_id))
         .collect();
     for id in ids {
         match identity::program_object(id) {
@@ -222,6 +227,23 @@ fn read_objects(o: &mut Observed) -> Result<(), ObserveError> {
         }
     }
     Ok(())
+}
+
+impl Observed {
+    /// The pinned TCX links of `hook` by interface name.
+    pub fn tc_links_of(&self, hook: TcHook) -> &BTreeMap<String, ObservedLink> {
+        match hook {
+            TcHook::Egress => &self.tc_links,
+            TcHook::Ingress => &self.tc_ingress_links,
+        }
+    }
+
+    pub fn tc_links_of_mut(&mut self, hook: TcHook) -> &mut BTreeMap<String, ObservedLink> {
+        match hook {
+            TcHook::Egress => &mut self.tc_links,
+            TcHook::Ingress => &mut self.tc_ingress_links,
+        }
+    }
 }
 
 /// The pinned links of one directory (XDP or TCX; both report their

@@ -41,6 +41,21 @@ pub struct IfaceStatus {
     /// The pinned TCX egress link (interfaces with egress chains).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressLinkStatus>,
+    /// The pinned TCX ingress link of the in-kernel recovery (interfaces
+    /// whose chains use recover_add_addr): deliveries it made count as
+    /// `add_addr_recovered_kernel` in `datapath_events`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryLinkStatus>,
+}
+
+/// The TC ingress side of an interface (`ingress_recover`).
+#[derive(Debug, Serialize)]
+pub struct RecoveryLinkStatus {
+    /// The link's interface is this one (not gone or re-created).
+    pub attached: bool,
+    pub link_id: u32,
+    pub program_id: u32,
+    pub runs: Runs,
 }
 
 /// What a link runs, read from the programs themselves (crate::identity),
@@ -303,6 +318,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
     for n in o
         .tc_links
         .keys()
+        .chain(o.tc_ingress_links.keys())
         .chain(e.ifaces.values().map(|i| &i.name))
         .chain(e.egress_ifaces.values().map(|i| &i.name))
     {
@@ -335,6 +351,12 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
             link_type: dev.and_then(|d| d.link_type.clone()),
             raw_ip: dev.is_some_and(|d| d.framing() == Ok(crate::netdev::Framing::RawIp)),
             egress: egress_status(o, name, dev.map(|d| d.ifindex), &chain_name),
+            recovery: o.tc_ingress_links.get(name).map(|l| RecoveryLinkStatus {
+                attached: Some(l.ifindex) == dev.map(|d| d.ifindex),
+                link_id: l.id,
+                program_id: l.prog_id,
+                runs: runs(o, l.prog_id, &BTreeMap::new()),
+            }),
         });
     }
     let ids: Vec<u32> = e.chains.keys().copied().collect();
@@ -419,6 +441,9 @@ fn inconsistencies(o: &Observed) -> Vec<String> {
     for (name, l) in &o.tc_links {
         check(format!("links/tc/{name}"), l.prog_id);
     }
+    for (name, l) in &o.tc_ingress_links {
+        check(format!("links/tc-ingress/{name}"), l.prog_id);
+    }
     out
 }
 
@@ -442,6 +467,20 @@ fn egress_status(
             .unwrap_or_default(),
         runs: link.map(|l| runs(o, l.prog_id, &o.egress_prog_slots)),
     })
+}
+
+/// `label: name=value ...` for the counters that moved; nothing when none
+/// did.
+fn render_nonzero(out: &mut String, label: &str, counters: &BTreeMap<String, u64>) {
+    use std::fmt::Write as _;
+    let parts: Vec<String> = counters
+        .iter()
+        .filter(|(_, v)| **v != 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !parts.is_empty() {
+        let _ = writeln!(out, "{label}: {}", parts.join(" "));
+    }
 }
 
 /// ` runs=OBJECT`, flagged when it is not the applied object or the
@@ -526,6 +565,17 @@ pub fn render_text(s: &Status) -> String {
                 g.runs.as_ref().map(render_runs).unwrap_or_default()
             );
         }
+        if let Some(r) = &i.recovery {
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<9} tc ingress link={:<6} prog={:<6} in-kernel recovery{}",
+                "",
+                if r.attached { "attached" } else { "DETACHED" },
+                r.link_id,
+                r.program_id,
+                render_runs(&r.runs)
+            );
+        }
     }
     let _ = writeln!(out, "chains:");
     for c in &s.chains {
@@ -558,24 +608,8 @@ pub fn render_text(s: &Status) -> String {
             let _ = writeln!(out, "  {:<18} {}", p, parts.join(" "));
         }
     }
-    if s.egress.values().any(|v| *v != 0) {
-        let parts: Vec<String> = s
-            .egress
-            .iter()
-            .filter(|(_, v)| **v != 0)
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let _ = writeln!(out, "egress: {}", parts.join(" "));
-    }
-    if s.datapath_events.values().any(|v| *v != 0) {
-        let parts: Vec<String> = s
-            .datapath_events
-            .iter()
-            .filter(|(_, v)| **v != 0)
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let _ = writeln!(out, "datapath: {}", parts.join(" "));
-    }
+    render_nonzero(&mut out, "egress", &s.egress);
+    render_nonzero(&mut out, "datapath", &s.datapath_events);
     if let Some(d) = &s.daemon {
         render_daemon(&mut out, d);
     }

@@ -273,6 +273,12 @@ pub fn load_tc_verdict(name: &str, verdict: i32) -> io::Result<OwnedFd> {
     load_insns(BPF_PROG_TYPE_SCHED_CLS, &insns, name)
 }
 
+/// Loads a TC classifier from raw instructions (8 bytes each, no map
+/// references): small probes and test programs beside ours.
+pub fn load_tc_insns(name: &str, insns: &[u8]) -> io::Result<OwnedFd> {
+    load_insns(BPF_PROG_TYPE_SCHED_CLS, insns, name)
+}
+
 /// Loads a program that asks for `len` bytes of XDP metadata and returns
 /// XDP_PASS when `bpf_xdp_adjust_meta` granted them, XDP_DROP when not.
 pub fn load_xdp_adjust_meta(len: u32) -> io::Result<OwnedFd> {
@@ -334,6 +340,25 @@ pub fn xdp_link_create(
         .u32_at(4, ifindex)
         .u32_at(8, BPF_XDP)
         .u32_at(12, flags);
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches a TC classifier to `ifindex` (of the caller's network
+/// namespace) with a TCX link of `attach_type` (`BPF_TCX_INGRESS`, ...),
+/// after the programs already there; detached when the returned fd is
+/// closed, since it is not pinned.
+pub fn tcx_link_create(
+    prog: std::os::fd::BorrowedFd<'_>,
+    ifindex: u32,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let mut attr = Attr::new();
+    attr.u32_at(0, prog.as_raw_fd() as u32)
+        .u32_at(4, ifindex)
+        .u32_at(8, attach_type);
     let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
     // SAFETY: the kernel returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })

@@ -852,3 +852,66 @@ pub fn hex(b: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+// ---- a connection up to recovery (shared by the action and recovery tests) --
+
+pub fn syn_ack(base: &Seg) -> Seg {
+    base.clone().with(|s| {
+        s.flags = SYN | ACK;
+        s.seq = base.seq.wrapping_sub(1);
+        s.opts = opts(&[
+            &[2, 4, 0x05, 0xb4],
+            &wscale(7),
+            &ts(1000, 500),
+            &mp_capable(42),
+        ]);
+    })
+}
+
+/// Runs the SYN-ACK of `base`'s connection through the chain.
+pub fn handshake(dp: &Dp, base: &Seg) {
+    let r = dp.entry(&syn_ack(base).frame());
+    assert_eq!(r.verdict, XDP_PASS);
+    assert!(dp.flow(&base.key()).is_some(), "SYN-ACK created no flow");
+}
+
+/// A server data segment with a full DSS: no room left (40 bytes).
+pub fn full_data(base: &Seg) -> Seg {
+    base.clone().with(|s| {
+        s.flags = ACK | PSH;
+        s.opts = opts(&[
+            &ts(2001, 901),
+            &dss(Some((5000, 8)), Some((70_000, 8, 1, 100))),
+        ]);
+        s.payload = vec![0xab; 100];
+    })
+}
+
+pub fn flow_of(dp: &Dp, s: &Seg) -> FlowState {
+    dp.flow(&s.key()).expect("flow tracked")
+}
+
+/// Stores `aa` while the flow is small, then grows it past recover_at with
+/// data ACKs, all through the chain.
+pub fn store_then_grow(dp: &Dp, base: &Seg, aa: &[u8]) {
+    handshake(dp, base);
+    let s = base.clone().with(|s| s.opts = opts(&[aa]));
+    assert_eq!(dp.entry(&s.frame()).verdict, XDP_DROP, "stored by strip");
+    let grow = |v| {
+        base.clone()
+            .with(|s| s.opts = opts(&[&dss(Some((v, 8)), None)]))
+    };
+    dp.entry(&grow(1).frame());
+    // (Packets with room after this get the option: use a full one.)
+    let big = full_data(base).with(|s| {
+        s.opts = opts(&[
+            &ts(1, 1),
+            &dss(Some((1 + RECOVER_AT, 8)), Some((1, 8, 1, 100))),
+        ])
+    });
+    assert_eq!(big.opts.len(), 40);
+    let r = dp.entry(&big.frame());
+    assert_eq!(r.verdict, XDP_PASS);
+    assert_frame_eq(&r.frame, &big.frame(), "no room: untouched");
+    assert!(flow_of(dp, base).bytes >= RECOVER_AT);
+}

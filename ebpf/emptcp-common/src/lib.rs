@@ -486,6 +486,17 @@ pub const VIA_KERNEL: u8 = 1 << 1;
 /// In a duplicate ACK forged by user space (`emptcp agent` / `watch`).
 pub const VIA_AGENT: u8 = 1 << 2;
 
+/// `skb->mark` of a clone `ingress_recover` made of a received segment to
+/// turn into a duplicate ACK: this value, with the slot of the stored
+/// address in the low four bits (`RECOVER_MARK_SLOT`). The clone comes
+/// back through TC ingress; a packet with any other mark is never
+/// rewritten, and the original's own mark is restored on the clone.
+pub const RECOVER_MARK: u32 = 0x6d70_7460;
+/// Bits of `RECOVER_MARK` that name the slot.
+pub const RECOVER_MARK_SLOT: u32 = 0xf;
+/// Name of the TC ingress program of the in-kernel recovery.
+pub const INGRESS_RECOVER: &str = "ingress_recover";
+
 /// Value of `FLOWS`: what the datapath knows about one tracked MPTCP
 /// CONNECTION, keyed by its initial subflow (152 bytes; docs/datapath.md
 /// has the memory per connection). The connection-level fields (size,
@@ -698,8 +709,12 @@ pub enum FlowStat {
     InsertSkippedHasAddAddr = 26,
     /// TOKENS or JOINS was full and the insert failed.
     TokenInsertFailed = 27,
+    /// The in-kernel recovery could not clone a segment or complete its
+    /// clone (the address was withdrawn meanwhile, the connection ended,
+    /// a helper failed): the clone is dropped, the retry timer stays.
+    KernelRecoveryFailed = 28,
 }
-pub const FLOW_STATS_LEN: u32 = 28;
+pub const FLOW_STATS_LEN: u32 = 29;
 /// Names of the `FlowStat` counters, indexed by `FlowStat as u32`.
 pub const FLOW_STAT_NAMES: [&str; FLOW_STATS_LEN as usize] = [
     "flows_created",
@@ -730,6 +745,7 @@ pub const FLOW_STAT_NAMES: [&str; FLOW_STATS_LEN as usize] = [
     "add_addr_given_up",
     "insert_skipped_has_add_addr",
     "token_insert_failed",
+    "kernel_recovery_failed",
 ];
 
 /// Name prefix of the TC egress programs: `egress_entry` and one
@@ -1042,7 +1058,7 @@ mod tests {
     #[test]
     fn flow_stat_names_cover_every_counter() {
         assert_eq!(FLOW_STAT_NAMES.len() as u32, FLOW_STATS_LEN);
-        assert_eq!(FlowStat::TokenInsertFailed as u32, FLOW_STATS_LEN - 1);
+        assert_eq!(FlowStat::KernelRecoveryFailed as u32, FLOW_STATS_LEN - 1);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   subflows packet copy tracks, before the chain (interfaces with
 //!   `IFACE_CAPTURE`); the TC egress hook (`egress/`) records what the
 //!   local end sends.
+//! * `ingress_recover` (`recovery/`, TC ingress) builds the duplicate ACK
+//!   that delivers a stored ADD_ADDR when no received packet has room.
 //!
 //! Every pointer is bounds-checked against data_end; anything the parser does
 //! not understand leaves untouched with XDP_PASS, never XDP_ABORTED.
@@ -30,6 +32,7 @@ mod insert;
 mod maps;
 mod options;
 mod parse;
+mod recovery;
 mod scan;
 mod sha256;
 mod stats;

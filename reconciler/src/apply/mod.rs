@@ -26,9 +26,9 @@ pub use lock::{Lock, LockError, acquire as lock};
 use crate::{
     codec::{self, LpmKey},
     desired::XdpMode,
-    layout::Layout,
+    layout::{Layout, TcHook},
     netdev::AttachMode,
-    object::{EGRESS_ENTRY, ENTRY_PROGRAM, Object},
+    object::{ENTRY_PROGRAM, Object},
     plan::{Plan, Step},
     sys,
 };
@@ -380,22 +380,26 @@ impl<'a> Applier<'a> {
                 ifindex,
                 mode,
             } => self.attach(iface, *ifindex, *mode)?,
-            AttachTc { iface, ifindex } => self.attach_tc(iface, *ifindex)?,
+            AttachTc {
+                iface,
+                ifindex,
+                hook,
+            } => self.attach_tc(iface, *ifindex, *hook)?,
             UpdateLink { iface, .. } | UpdateTcLink { iface, .. } => {
-                let (pin, prog) = if matches!(step, UpdateLink { .. }) {
-                    (self.layout.xdp_link(iface), ENTRY_PROGRAM)
-                } else {
-                    (self.layout.tc_link(iface), EGRESS_ENTRY)
+                let (pin, prog) = match step {
+                    UpdateTcLink { hook, .. } => {
+                        (self.layout.tc_link(*hook, iface), hook.program())
+                    }
+                    _ => (self.layout.xdp_link(iface), ENTRY_PROGRAM),
                 };
                 let link = sys::obj_get(&pin).map_err(io("opening link", &pin))?;
                 let prog = self.prog_fd(prog)?;
                 sys::link_update(&link, prog.as_fd()).map_err(io("bpf_link_update on", &pin))?;
             }
             Detach { iface, .. } | DetachTc { iface, .. } => {
-                let pin = if matches!(step, Detach { .. }) {
-                    self.layout.xdp_link(iface)
-                } else {
-                    self.layout.tc_link(iface)
+                let pin = match step {
+                    DetachTc { hook, .. } => self.layout.tc_link(*hook, iface),
+                    _ => self.layout.xdp_link(iface),
                 };
                 if let Ok(link) = sys::obj_get(&pin) {
                     // Detach even if someone else holds an fd of the link;
@@ -538,10 +542,10 @@ impl<'a> Applier<'a> {
 }
 
 impl Applier<'_> {
-    /// Attaches `egress_entry` to the TC egress hook of `iface` with a TCX
-    /// link and pins the link.
-    fn attach_tc(&mut self, iface: &str, ifindex: u32) -> Result<(), StepError> {
-        let pin = self.layout.tc_link(iface);
+    /// Attaches the program of `hook` (`egress_entry`, `ingress_recover`)
+    /// to that TC hook of `iface` with a TCX link and pins the link.
+    fn attach_tc(&mut self, iface: &str, ifindex: u32, hook: TcHook) -> Result<(), StepError> {
+        let pin = self.layout.tc_link(hook, iface);
         if let Some(d) = pin.parent() {
             create_private(d)?;
         }
@@ -558,16 +562,18 @@ impl Applier<'_> {
                 "{iface}: interface changed since the plan (ifindex {ifindex} -> {now:?}); plan again"
             )));
         }
-        let mut prog = SchedClassifier::from_pin(self.layout.prog(EGRESS_ENTRY))?;
+        let mut prog = SchedClassifier::from_pin(self.layout.prog(hook.program()))?;
+        let at = match hook {
+            TcHook::Egress => TcAttachType::Egress,
+            TcHook::Ingress => TcAttachType::Ingress,
+        };
         let id = prog
-            .attach_with_options(
-                iface,
-                TcAttachType::Egress,
-                TcAttachOptions::TcxOrder(LinkOrder::default()),
-            )
+            .attach_with_options(iface, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
             .map_err(|e| {
                 StepError::Other(format!(
-                    "{iface}: attaching the TC egress program with a TCX link failed ({}); emptcp needs TCX (Linux >= 6.6)",
+                    "{iface}: attaching the TC {} program {} with a TCX link failed ({}); emptcp needs TCX (Linux >= 6.6)",
+                    hook.as_str(),
+                    hook.program(),
                     shorten(e.to_string())
                 ))
             })?;

@@ -22,9 +22,9 @@ pub use view::View;
 
 use crate::{
     desired::{Desired, XdpMode},
-    layout::OLD_PREFIX,
+    layout::{OLD_PREFIX, TcHook},
     netdev::{AttachMode, Framing, NetDev},
-    object::{EGRESS_ENTRY, ENTRY_PROGRAM, MapDef},
+    object::{ENTRY_PROGRAM, MapDef},
     observe::Observed,
     state::{Entries, IfaceEntry, IfaceFilter, PortEntry},
 };
@@ -130,6 +130,8 @@ pub fn observed_hash(o: &Observed, interfaces: &[String]) -> String {
         links: &'a BTreeMap<String, crate::observe::ObservedLink>,
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         tc_links: &'a BTreeMap<String, crate::observe::ObservedLink>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        tc_ingress_links: &'a BTreeMap<String, crate::observe::ObservedLink>,
         entries: &'a Entries,
         netdevs: BTreeMap<&'a String, &'a NetDev>,
     }
@@ -141,12 +143,16 @@ pub fn observed_hash(o: &Observed, interfaces: &[String]) -> String {
         egress_prog_slots: &o.egress_prog_slots,
         links: &o.links,
         tc_links: &o.tc_links,
+        tc_ingress_links: &o.tc_ingress_links,
         entries: &o.entries,
         netdevs: o
             .netdevs
             .iter()
             .filter(|(n, _)| {
-                interfaces.contains(n) || o.links.contains_key(*n) || o.tc_links.contains_key(*n)
+                interfaces.contains(n)
+                    || o.links.contains_key(*n)
+                    || o.tc_links.contains_key(*n)
+                    || o.tc_ingress_links.contains_key(*n)
             })
             .collect(),
     };
@@ -505,24 +511,34 @@ impl SlotFill<'_> {
 }
 
 fn tc_links(d: &Desired, o: &Observed, need_load: bool, s: &mut Steps) {
-    let entry_prog = o.programs.get(EGRESS_ENTRY).map(|p| p.id);
+    for hook in TcHook::ALL {
+        tc_links_of(d, o, need_load, hook, s);
+    }
+}
+
+/// The TCX links of `hook`: attached where wanted, updated to the loaded
+/// program, replaced on a re-created interface, detached where unwanted.
+fn tc_links_of(d: &Desired, o: &Observed, need_load: bool, hook: TcHook, s: &mut Steps) {
+    let prog = o.programs.get(hook.program()).map(|p| p.id);
+    let links = o.tc_links_of(hook);
     let wanted = |name: &str| {
-        d.interfaces.get(name).is_some_and(|i| i.wants_tc()) && o.netdevs.contains_key(name)
+        d.interfaces.get(name).is_some_and(|i| i.wants_tc(hook)) && o.netdevs.contains_key(name)
     };
     for (name, iface) in &d.interfaces {
-        if !iface.wants_tc() {
+        if !iface.wants_tc(hook) {
             continue;
         }
         let Some(dev) = o.netdevs.get(name) else {
             continue; // noted in desired_entries
         };
-        match o.tc_links.get(name) {
+        match links.get(name) {
             Some(link) if link.ifindex == dev.ifindex => {
-                if need_load || Some(link.prog_id) != entry_prog {
+                if need_load || Some(link.prog_id) != prog {
                     s.links.push(Step::UpdateTcLink {
                         iface: name.clone(),
                         link_id: link.id,
                         before_prog: link.prog_id,
+                        hook,
                     });
                 }
                 continue;
@@ -532,19 +548,22 @@ fn tc_links(d: &Desired, o: &Observed, need_load: bool, s: &mut Steps) {
             Some(link) => s.relink.push(Step::DetachTc {
                 iface: name.clone(),
                 link_id: link.id,
+                hook,
             }),
             None => {}
         }
         s.links.push(Step::AttachTc {
             iface: name.clone(),
             ifindex: dev.ifindex,
+            hook,
         });
     }
-    for (name, link) in &o.tc_links {
+    for (name, link) in links {
         if !wanted(name) {
             s.detach.push(Step::DetachTc {
                 iface: name.clone(),
                 link_id: link.id,
+                hook,
             });
         }
     }
@@ -560,11 +579,14 @@ pub fn destroy(o: &Observed) -> Plan {
             link_id: link.id,
         });
     }
-    for (name, link) in &o.tc_links {
-        steps.push(Step::DetachTc {
-            iface: name.clone(),
-            link_id: link.id,
-        });
+    for hook in TcHook::ALL {
+        for (name, link) in o.tc_links_of(hook) {
+            steps.push(Step::DetachTc {
+                iface: name.clone(),
+                link_id: link.id,
+                hook,
+            });
+        }
     }
     for name in o.programs.keys() {
         steps.push(Step::Unpin {
@@ -765,7 +787,7 @@ fn desired_entries(
             }
             e.ifaces.insert(dev.ifindex, v);
         }
-        if iface.wants_tc() {
+        if iface.wants_tc(TcHook::Egress) {
             let mut v = entry(&iface.egress_chains, &e);
             v.track = iface.track;
             e.egress_ifaces.insert(dev.ifindex, v);

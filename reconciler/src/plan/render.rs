@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 use anstyle::{AnsiColor, Style};
 
 use super::{Change, Plan, Step};
-use crate::state::{Dir, PortEntry};
+use crate::{
+    layout::TcHook,
+    state::{Dir, PortEntry},
+};
 
 fn human_bytes(b: u64) -> String {
     crate::policy::ByteSize(b).to_string()
@@ -148,13 +151,26 @@ pub fn describe(step: &Step) -> String {
         } => format!(
             "replace program behind link {link_id} on {iface} (program {before_prog} -> new, atomic)"
         ),
-        AttachTc { iface, .. } => format!("attach TC egress entry to {iface} (TCX link)"),
+        AttachTc {
+            iface,
+            hook: TcHook::Egress,
+            ..
+        } => format!("attach TC egress entry to {iface} (TCX link)"),
+        AttachTc {
+            iface,
+            hook: TcHook::Ingress,
+            ..
+        } => format!(
+            "attach TC ingress recovery to {iface} (TCX link: stored ADD_ADDRs reach a pure download without a daemon)"
+        ),
         UpdateTcLink {
             iface,
             link_id,
             before_prog,
+            hook,
         } => format!(
-            "replace program behind TCX link {link_id} on {iface} (program {before_prog} -> new, atomic)"
+            "replace program behind TCX {} link {link_id} on {iface} (program {before_prog} -> new, atomic)",
+            hook.as_str()
         ),
         DeleteIface { before, .. } => format!("interface {} chain list", before.name),
         DeleteEgressIface { before, .. } => {
@@ -172,7 +188,11 @@ pub fn describe(step: &Step) -> String {
             format!("egress tail-call slot {slot} (program {before})")
         }
         Detach { iface, link_id } => format!("detach XDP link {link_id} from {iface}"),
-        DetachTc { iface, link_id } => format!("detach TCX egress link {link_id} from {iface}"),
+        DetachTc {
+            iface,
+            link_id,
+            hook,
+        } => format!("detach TCX {} link {link_id} from {iface}", hook.as_str()),
         Unpin { path, what } => format!("unpin {path} ({what})"),
         RemoveRoot { path } => format!("remove {path}"),
         WriteMeta { object_sha256 } => {

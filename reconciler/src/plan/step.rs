@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     desired::XdpMode,
+    layout::TcHook,
     netdev::AttachMode,
     object::MapDef,
     state::{ChainEntry, IfaceEntry, PortEntry, PrefixEntry, ThresholdEntry},
@@ -105,18 +106,23 @@ pub enum Step {
         link_id: u32,
         before_prog: u32,
     },
-    /// Attach the pinned `egress_entry` to the interface's TC egress hook
-    /// with a TCX link (Linux >= 6.6) and pin the link under `links/tc/`.
-    /// Undo: `DetachTc`.
+    /// Attach the pinned program of `hook` (`egress_entry`, or
+    /// `ingress_recover` at TC ingress) to the interface with a TCX link
+    /// (Linux >= 6.6) and pin the link under `links/tc/` (egress) or
+    /// `links/tc-ingress/`. Undo: `DetachTc`.
     AttachTc {
         iface: String,
         ifindex: u32,
+        #[serde(default)]
+        hook: TcHook,
     },
     /// Swap the program behind the pinned TCX link (bpf_link_update, atomic).
     UpdateTcLink {
         iface: String,
         link_id: u32,
         before_prog: u32,
+        #[serde(default)]
+        hook: TcHook,
     },
     DeleteIface {
         ifindex: u32,
@@ -161,10 +167,13 @@ pub enum Step {
         iface: String,
         link_id: u32,
     },
-    /// Detach the TCX egress link by removing our pin (and BPF_LINK_DETACH).
+    /// Detach the TCX link of `hook` by removing our pin (and
+    /// BPF_LINK_DETACH).
     DetachTc {
         iface: String,
         link_id: u32,
+        #[serde(default)]
+        hook: TcHook,
     },
     /// Remove a pin of ours (stale program, map of an older object, a
     /// migrated map's old copy).

@@ -137,20 +137,24 @@ fn simulate(plan: &Plan, d: &Desired, o: &mut Observed) {
             Step::DeleteEgressIface { ifindex, .. } => {
                 o.entries.egress_ifaces.remove(ifindex);
             }
-            Step::AttachTc { iface, ifindex } => {
+            Step::AttachTc {
+                iface,
+                ifindex,
+                hook,
+            } => {
                 let link = ObservedLink {
                     id: id(),
-                    prog_id: o.programs["egress_entry"].id,
+                    prog_id: o.programs[hook.program()].id,
                     ifindex: *ifindex,
                 };
-                o.tc_links.insert(iface.clone(), link);
+                o.tc_links_of_mut(*hook).insert(iface.clone(), link);
             }
-            Step::UpdateTcLink { iface, .. } => {
-                let prog_id = o.programs["egress_entry"].id;
-                o.tc_links.get_mut(iface).unwrap().prog_id = prog_id;
+            Step::UpdateTcLink { iface, hook, .. } => {
+                let prog_id = o.programs[hook.program()].id;
+                o.tc_links_of_mut(*hook).get_mut(iface).unwrap().prog_id = prog_id;
             }
-            Step::DetachTc { iface, .. } => {
-                o.tc_links.remove(iface);
+            Step::DetachTc { iface, hook, .. } => {
+                o.tc_links_of_mut(*hook).remove(iface);
             }
             Step::PutThresholds { id, after, .. } => {
                 o.entries.thresholds.insert(*id, *after);
@@ -1407,4 +1411,77 @@ mod convergence {
             converge(&last, &mut o, PlanOptions::default());
         }
     }
+}
+
+const RECOVER: &str = r#"
+version: 1
+interfaces:
+  - name: eth0
+    chains: [mptcp]
+  - name: eth1
+    chains: [counted]
+chains:
+  - name: mptcp
+    match: {remote_ports: [5201]}
+    thresholds: {remove_below: 1MiB, recover_at: 4MiB}
+    actions: [record_flow, strip_add_addr, recover_add_addr]
+  - name: counted
+    actions: [count]
+"#;
+
+fn recover_desired(text: &str, sha: &str) -> Desired {
+    let p = policy::load_str("policy.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+    let mut progs = egress_programs();
+    progs.push("ingress_recover".into());
+    Desired::build(&p, sha, &progs, &egress_object_maps()).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// The in-kernel recovery's TC ingress link goes where a chain uses
+/// recover_add_addr, and nowhere else; a crash after any step converges;
+/// dropping the action detaches it; destroy detaches it.
+#[test]
+fn recovery_link_follows_recover_add_addr() {
+    let d = recover_desired(RECOVER, SHA_A);
+    assert!(d.interfaces["eth0"].recover && !d.interfaces["eth1"].recover);
+    let mut o = fresh();
+    let p = converge(&d, &mut o, PlanOptions::default());
+    let ingress: Vec<&Step> = p
+        .steps
+        .iter()
+        .filter(|s| {
+            matches!(
+                s,
+                Step::AttachTc {
+                    hook: TcHook::Ingress,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(ingress.len(), 1, "{:?}", kinds(&p));
+    assert!(text(&p).contains("attach TC ingress recovery to eth0"));
+    assert_eq!(o.tc_ingress_links.keys().collect::<Vec<_>>(), ["eth0"]);
+    assert_eq!(
+        o.tc_ingress_links["eth0"].prog_id,
+        o.programs["ingress_recover"].id
+    );
+    // Converged: nothing more to do.
+    assert!(
+        plan(&d, &o, PlanOptions::default())
+            .unwrap()
+            .steps
+            .is_empty()
+    );
+
+    let without = recover_desired(&RECOVER.replace(", recover_add_addr]", "]"), SHA_A);
+    converges_after_every_prefix(Some(&d), &without, |o, k| {
+        assert!(o.tc_ingress_links.len() <= 1, "after step {k}");
+    });
+    let mut o2 = o.clone();
+    converge(&without, &mut o2, PlanOptions::default());
+    assert!(o2.tc_ingress_links.is_empty());
+
+    converges_after_every_prefix(None, &d, |_, _| {});
+    let k = kinds(&destroy(&o));
+    assert!(k.iter().filter(|k| *k == "detach_tc").count() >= 2, "{k:?}");
 }

@@ -138,15 +138,19 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
 
 /// The packet cannot carry the option (no room, or it must not grow): the
 /// connection is marked pending, for the in-kernel duplicate ACK
-/// (`ingress_recover`), and user space is told, spaced out and bounded so
-/// a long download sends a handful of events, not one per packet.
+/// (`ingress_recover`, which clones this very segment at TC ingress and
+/// ends the pending state). User space (the agent) is told only when the
+/// state outlives 16 such packets, i.e. where the kernel path is not
+/// attached or cannot serve the connection (its data arrives on joined
+/// subflows only); spaced out and bounded, a handful of events per
+/// connection, not one per packet.
 #[inline(always)]
 fn pending(f: &mut FlowState, key: &FlowKey, slot: u32) {
     flow::set_pending(f);
     stats::event(FlowStat::RecoverPendingNoRoom);
     let c = f.pending_packets;
     f.pending_packets = c.saturating_add(1);
-    if c % 16 == 0 && c < 128 {
+    if c != 0 && c % 16 == 0 && c <= 128 {
         let ev = RecoverEvent {
             key: *key,
             slot,
