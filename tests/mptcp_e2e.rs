@@ -415,8 +415,11 @@ fn an_address_withdrawn_before_recover_at_is_not_reinserted() {
 /// Drops, at the client's TC ingress after emptcp's programs, every
 /// in-kernel recovery carrier of an IPv4 ADD_ADDR: NOP NOP TS, then the
 /// option (kind 30, subtype 3) at byte 66 of the frame. A test-made loss
-/// of exactly the packets emptcp builds; detached on drop.
-struct CarrierDrop(std::os::fd::OwnedFd);
+/// of exactly the packets emptcp builds; detached when the link fd closes
+/// (on drop).
+struct CarrierDrop {
+    _link: std::os::fd::OwnedFd,
+}
 
 impl CarrierDrop {
     fn attach(lab: &Lab, dev: &str) -> CarrierDrop {
@@ -453,7 +456,7 @@ impl CarrierDrop {
             .join()
             .expect("netns thread")
         });
-        CarrierDrop(link)
+        CarrierDrop { _link: link }
     }
 }
 
