@@ -562,6 +562,58 @@ fn set_backup_inserts_mp_prio() {
     }
 }
 
+/// `seg` with NOP + MP_PRIO(`backup`) after its options.
+fn with_prio(seg: &Seg, backup: bool) -> Seg {
+    let mut o = seg.opts.clone();
+    o.extend(opts(&[&mp_prio(backup)]));
+    seg.clone().with(|s| s.opts = o)
+}
+
+#[test]
+fn set_backup_signals_once_per_subflow_and_value() {
+    need_kernel!();
+    let steps = |b: u32| [(Action::RecordFlow, 0), (Action::SetBackup, b)];
+    for base in [Seg::v4(), Seg::v6()] {
+        let mut dp = dp_with(&steps(1));
+        handshake(&dp, &base);
+        let token = flow_of(&dp, &base).token;
+        // A subflow the peer joined to the connection (its MP_JOIN SYN).
+        let joined = base.clone().with(|s| {
+            s.sport = 444;
+            s.seq = 7_000_000;
+        });
+        let mut join = vec![30, 12, 0x10, 2];
+        join.extend_from_slice(&token.to_be_bytes());
+        join.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        let syn = joined.clone().with(|s| {
+            s.flags = SYN;
+            s.ack = 0;
+            s.seq = joined.seq.wrapping_sub(1);
+            s.opts = opts(&[&wscale(5), &join]);
+        });
+        assert_untouched(&dp, &syn, "MP_JOIN SYN");
+        assert!(dp.join(&joined.key()).is_some(), "join mapped");
+        for sub in [&base, &joined] {
+            let ack = pure_ack(sub, 77);
+            assert_becomes(&dp, &ack, &with_prio(&ack, true), "first segment");
+            assert_untouched(&dp, &ack, "second segment of the subflow");
+        }
+        // The chain now asks for the other value: signalled again, once.
+        dp.chain(CHAIN, &steps(0), TH, LO);
+        for sub in [&base, &joined] {
+            let ack = pure_ack(sub, 78);
+            assert_becomes(&dp, &ack, &with_prio(&ack, false), "changed value");
+            assert_untouched(&dp, &ack, "changed value, again");
+        }
+        assert_eq!(dp.event(FlowStat::MpPrioInserted), 4);
+        // An untracked subflow has nowhere to remember it: every segment.
+        let other = base.clone().with(|s| s.sport = 445);
+        let ack = pure_ack(&other, 77);
+        assert_becomes(&dp, &ack, &with_prio(&ack, false), "untracked");
+        assert_becomes(&dp, &ack, &with_prio(&ack, false), "untracked, again");
+    }
+}
+
 #[test]
 fn set_backup_rewrites_an_existing_mp_prio() {
     need_kernel!();

@@ -12,8 +12,9 @@ mod datapath_common;
 
 use datapath_common::{egress::*, *};
 use emptcp_common::{
-    Action, EgressStat, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY,
-    SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN,
+    Action, EgressStat, FlowKey, FlowState, IFACE_TRACK, IfaceChains, MAX_CHAINS_PER_IFACE,
+    SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY, SF_SEQ_SEEN, SF_SYN_SEEN,
+    SF_TS_SEEN, SF_WSCALE_SEEN,
 };
 
 fn both() -> [Seg; 2] {
@@ -79,29 +80,168 @@ fn set_backup_skips_gso_and_data_segments_and_counts_them() {
     e.assert_untouched(&Seg::v4(), 0, "plain TCP");
 }
 
+/// The segment `base` (server -> client) turned around: what the client
+/// sends on the same subflow.
+fn sent_by_client(base: &Seg) -> Seg {
+    base.clone().with(|s| {
+        (s.src, s.dst) = (base.dst, base.src);
+        (s.sport, s.dport) = (base.dport, base.sport);
+        (s.seq, s.ack) = (base.ack, base.seq);
+    })
+}
+
+/// The egress chain `steps` plus an ingress chain with record_flow on the
+/// same interface (it sees the peer's SYN-ACKs), and the tracking of the
+/// egress hook (it maps the joins the local end opens).
+fn eg_tracked(steps: &[(Action, u32)]) -> Eg {
+    let mut e = eg(steps);
+    e.dp.chain(CHAIN + 1, &[(Action::RecordFlow, 0)], TH, LO);
+    let mut chains = [0u32; MAX_CHAINS_PER_IFACE];
+    chains[0] = CHAIN;
+    let ifc = IfaceChains {
+        n_chains: 1,
+        ifindex: LO,
+        flags: IFACE_TRACK,
+        chains,
+        ..IfaceChains::EMPTY
+    };
+    let mut m: aya::maps::HashMap<_, u32, IfaceChains> =
+        aya::maps::HashMap::try_from(e.dp.ebpf.map_mut("EGRESS_IFACES").unwrap()).unwrap();
+    m.insert(LO, ifc, 0).unwrap();
+    e
+}
+
+/// The server's SYN-ACK on `base`'s subflow (received, XDP): MP_CAPABLE
+/// with its key, window scale 9 or none.
+fn peer_syn_ack(base: &Seg, scales: bool) -> Seg {
+    base.clone().with(|s| {
+        s.flags = SYN | ACK;
+        s.seq = base.seq.wrapping_sub(1);
+        let ws = if scales { wscale(9) } else { nops(4) };
+        s.opts = opts(&[&ws, &mp_capable(0x0102_0304_0506_0708)]);
+    })
+}
+
+/// The client's SYN on `base`'s subflow with window scale 7 and `mptcp`.
+fn client_syn(base: &Seg, mptcp: &[u8]) -> Seg {
+    sent_by_client(base).with(|s| {
+        s.flags = SYN;
+        s.ack = 0;
+        s.seq = base.ack.wrapping_sub(1);
+        s.opts = opts(&[&wscale(7), mptcp]);
+    })
+}
+
+/// What the window field of a sent segment must hold: the byte value
+/// `bytes` scaled by the local shift 7 when both SYNs carried window
+/// scale, the value itself otherwise (RFC 7323), at most 65535.
+fn field(bytes: u32, both_scale: bool) -> u16 {
+    let v = if both_scale { bytes >> 7 } else { bytes };
+    v.min(65535) as u16
+}
+
 #[test]
-fn set_window_uses_the_local_shift_from_the_captured_syn() {
+fn set_window_scales_only_when_the_peers_syn_ack_carried_window_scale() {
     need_kernel!();
-    let e = eg(&[(Action::SetWindow, 65536)]);
-    for base in both() {
-        let ack = base.clone().with(|s| {
-            s.opts = opts(&[&dss(Some((1, 4)), None)]);
-            s.window = 3000;
-        });
-        // Shift unknown (no SYN seen): untouched, counted.
-        e.assert_untouched(&ack, 0, "window scale unknown");
-        let syn = base.clone().with(|s| {
-            s.flags = SYN;
-            s.ack = 0;
-            s.seq = base.seq.wrapping_sub(1);
-            s.opts = opts(&[&wscale(7), &[30, 4, 0x01, 0x81]]);
-        });
-        // SYN: never scaled.
-        e.assert_becomes(&syn, &syn.clone().with(|s| s.window = 65535), "SYN window");
-        e.assert_becomes(&ack, &ack.clone().with(|s| s.window = 512), "65536 >> 7");
+    for (bytes, scales) in [(40_000, true), (40_000, false), (100_000, false)] {
+        let mut e = eg_tracked(&[(Action::SetWindow, bytes)]);
+        for base in both() {
+            let ack = sent_by_client(&base).with(|s| {
+                s.opts = opts(&[&dss(Some((1, 4)), None)]);
+                s.window = 3000;
+            });
+            let syn = client_syn(&base, &[30, 4, 0x01, 0x81]);
+            // SYN: never scaled.
+            let w = field(bytes, false);
+            e.assert_becomes(&syn, &syn.clone().with(|s| s.window = w), "SYN");
+            // The local end announced 7, but the peer's answer is not known
+            // yet: untouched, counted.
+            e.assert_untouched(&ack, 0, "before the peer's SYN-ACK");
+            let r = e.dp.entry(&peer_syn_ack(&base, scales).frame());
+            assert_eq!(r.verdict, XDP_PASS);
+            assert!(e.dp.flow(&base.key()).is_some(), "record_flow tracked it");
+            let w = field(bytes, scales);
+            let what = format!("{bytes} bytes, peer scales: {scales}");
+            e.assert_becomes(&ack, &ack.clone().with(|s| s.window = w), &what);
+            // Kept with the subflow: its last ACKs, sent after record_flow
+            // forgot the connection (the peer's FIN), are capped too.
+            let mut flows: aya::maps::HashMap<_, FlowKey, FlowState> =
+                aya::maps::HashMap::try_from(e.dp.ebpf.map_mut("FLOWS").unwrap()).unwrap();
+            flows.remove(&base.key()).unwrap();
+            e.assert_becomes(&ack, &ack.clone().with(|s| s.window = w), "after the end");
+        }
+        assert_eq!(e.stat(EgressStat::WindowScaleUnknown), 2);
     }
+}
+
+#[test]
+fn set_window_takes_the_shift_of_the_local_syn_ack_as_it_is() {
+    need_kernel!();
+    // No record_flow: the local end's SYN-ACK settles it alone.
+    let e = eg(&[(Action::SetWindow, 65536)]);
+    for (i, ws) in [wscale(7), nops(4)].iter().enumerate() {
+        for base in both() {
+            let base = base.with(|s| s.dport += i as u16);
+            let ack = base.clone().with(|s| {
+                s.opts = opts(&[&dss(Some((1, 4)), None)]);
+                s.window = 3000;
+            });
+            let syn_ack = base.clone().with(|s| {
+                s.flags = SYN | ACK;
+                s.seq = base.seq.wrapping_sub(1);
+                s.opts = opts(&[ws, &[30, 12, 0x01, 0x81], &[0; 8]]);
+            });
+            e.assert_becomes(
+                &syn_ack,
+                &syn_ack.clone().with(|s| s.window = 65535),
+                "SYN-ACK window",
+            );
+            // With the option the peer's SYN had one too: 65536 >> 7;
+            // without it neither end scales: the value itself, clamped.
+            let w = field(65536, i == 0);
+            e.assert_becomes(&ack, &ack.clone().with(|s| s.window = w), "ACK");
+        }
+    }
+    assert_eq!(e.stat(EgressStat::WindowScaleUnknown), 0);
+    assert_eq!(e.stat(EgressStat::WindowRewritten), 8);
+}
+
+#[test]
+fn set_window_on_a_joined_subflow_asks_the_joins_syn_ack() {
+    need_kernel!();
+    let e = eg_tracked(&[(Action::SetWindow, 40_000)]);
+    let initial = Seg::v4();
+    // The connection, from the server's SYN-ACK (window scale 9).
+    e.dp.entry(&peer_syn_ack(&initial, true).frame());
+    let token = e.dp.flow(&initial.key()).expect("connection").token;
+    let joined = Seg::v4().with(|s| {
+        s.src = addr("198.51.100.2");
+        s.dst = addr("198.51.100.1");
+        s.dport = 40001;
+    });
+    let mut join = vec![30, 12, 0x10, 0];
+    join.extend_from_slice(&token.to_be_bytes());
+    join.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    let syn = client_syn(&joined, &join);
+    e.assert_becomes(&syn, &syn.clone().with(|s| s.window = 40_000), "join SYN");
+    assert!(e.dp.join(&joined.key()).is_some(), "the join is mapped");
+    let ack = sent_by_client(&joined).with(|s| s.opts = opts(&[&dss(Some((1, 4)), None)]));
+    e.assert_untouched(&ack, 0, "before the join's SYN-ACK");
+    // The server answers the join without window scale: the client's 7
+    // does not apply on this subflow, whatever the initial one does.
+    let join_syn_ack = joined.clone().with(|s| {
+        s.flags = SYN | ACK;
+        s.opts = opts(&[&nops(4), &[30, 16, 0x10, 0], &[0; 12]]);
+    });
+    e.dp.entry(&join_syn_ack.frame());
+    e.assert_becomes(&ack, &ack.clone().with(|s| s.window = 40_000), "join ACK");
+    let first = sent_by_client(&initial).with(|s| {
+        s.opts = opts(&[&dss(Some((1, 4)), None)]);
+        s.window = 3000;
+    });
+    // The initial subflow's SYN was not captured: unknown, untouched.
+    e.assert_untouched(&first, 0, "initial subflow without its SYN");
     assert_eq!(e.stat(EgressStat::WindowScaleUnknown), 2);
-    assert_eq!(e.stat(EgressStat::WindowRewritten), 4);
 }
 
 #[test]

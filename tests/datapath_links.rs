@@ -341,6 +341,75 @@ fn add_addr_from_a_segment_with_a_bad_checksum_is_not_stored() {
     }
 }
 
+/// A sender with TX checksum offload (the default on veth) hands over
+/// segments whose checksum field holds only the pseudo-header sum
+/// (CHECKSUM_PARTIAL); such a segment's ADD_ADDR is stored and NOP-ed or
+/// dropped as with a full checksum, and a NOP rewrite leaves the field as
+/// it is (the pseudo-header did not change, and the device or the stack
+/// sums the segment as it then is). A field in neither form stores
+/// nothing and passes untouched.
+#[test]
+fn add_addr_from_a_checksum_offloaded_sender_is_stored() {
+    need_kernel!();
+    let aa = add_addr(2, addr("198.51.100.2"), None, false);
+    for base in [Seg::v4(), Seg::v6()] {
+        let v6 = base.src.is_ipv6();
+        let t = l4(v6);
+        for payload in [0usize, 1, 1401] {
+            let seg = base.clone().with(|s| {
+                s.opts = if payload == 0 {
+                    opts(&[&aa])
+                } else {
+                    opts(&[&dss(Some((5, 4)), None), &aa])
+                };
+                s.payload = (0..payload).map(|i| i as u8).collect();
+            });
+            let what = format!("{} +{payload}", if v6 { "v6" } else { "v4" });
+            let partial = partial_frame(&seg);
+            assert_ne!(partial, seg.frame(), "{what}: the two forms differ");
+            let tracked = || {
+                let mut dp = dp_with(&EMPTCP);
+                dp.put_flow(
+                    &base.key(),
+                    &FlowState {
+                        chain: CHAIN,
+                        ..FlowState::default()
+                    },
+                );
+                dp
+            };
+            let dp = tracked();
+            let r = dp.entry(&partial);
+            assert_eq!(
+                dp.flow(&base.key()).unwrap().stored,
+                1 << 2,
+                "{what}: stored"
+            );
+            assert_eq!(&dp.flow_addr(&base.key(), 2).unwrap().bytes[..16], &aa[..]);
+            assert_eq!(dp.event(emptcp_common::FlowStat::Malformed), 0);
+            if payload == 0 {
+                assert_eq!(r.verdict, XDP_DROP, "{what}: pure ACK");
+            } else {
+                assert_eq!(r.verdict, XDP_PASS, "{what}");
+                let at = seg.opts.len() - aa.len();
+                let mut o = seg.opts.clone();
+                o[at..].fill(1);
+                let want = partial_frame(&seg.clone().with(|s| s.opts = o));
+                assert_frame_eq(&r.frame, &want, &format!("{what}: NOP-ed, field kept"));
+            }
+            // Neither a full checksum nor the pseudo-header sum.
+            let mut bad = partial.clone();
+            bad[t + 16] ^= 0x01;
+            let dp = tracked();
+            let r = dp.entry(&bad);
+            assert_eq!(r.verdict, XDP_PASS, "{what}: neither form");
+            assert_frame_eq(&r.frame, &bad, &format!("{what}: neither form"));
+            assert_eq!(dp.flow_addr_count(), 0, "{what}: neither form stored");
+            assert_eq!(dp.event(emptcp_common::FlowStat::Malformed), 1);
+        }
+    }
+}
+
 // ---- raw-IP links ----------------------------------------------------------
 
 /// The frame of `s` as a raw-IP link carries it: no Ethernet header.

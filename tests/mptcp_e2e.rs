@@ -6,7 +6,10 @@
 //! * long flows (>= recover_at): the stored ADD_ADDR reaches the client, the
 //!   second subflow is established, data verified byte for byte;
 //! * a threshold change applied while a flow is live takes effect on it;
-//! * in native and generic (skb) XDP mode.
+//! * in native and generic (skb) XDP mode;
+//! * with the server's TX checksum offload on (the veth default): segments
+//!   arrive with only the pseudo-header sum in their checksum field, and a
+//!   short flow still stays single-path while a long one joins.
 mod common;
 mod mptcp_common;
 
@@ -534,5 +537,76 @@ fn a_lost_recovery_carrier_is_sent_again_and_the_client_joins() {
     assert_eq!(subflows(&res), 1, "no join after the retry: {res}");
     assert_eq!(delta(&before, &after, JOIN), 1, "{res}");
     assert_eq!(delta(&before, &after, FALLBACK), 0);
+    lab.destroy();
+}
+
+/// Kernel log lines that report an skb whose CHECKSUM_COMPLETE sum was
+/// wrong ("hw csum failure"), machine-wide.
+fn hw_csum_failures() -> usize {
+    must("dmesg").matches("hw csum failure").count()
+}
+
+#[test]
+fn short_and_long_flows_with_the_servers_tx_checksum_offload_on() {
+    if !kernel_or_skip("short_and_long_flows_with_the_servers_tx_checksum_offload_on") {
+        return;
+    }
+    let lab = Lab::new("txcsum");
+    // What the veth pair does by default: the server's stack leaves the
+    // TCP checksum to the device, and the skb crosses to the client
+    // CHECKSUM_PARTIAL, its field holding the pseudo-header sum only.
+    lab.tb.run(&["csum-offload", "on"]);
+    for d in ["srv0", "srv1"] {
+        let k = must(&format!("ip netns exec {} ethtool -k {d}", lab.tb.srv));
+        assert!(k.contains("tx-checksumming: on"), "{d}: {k}");
+    }
+    let failures = hw_csum_failures();
+    let short = [
+        "--download",
+        "100K",
+        "--wait-subflows",
+        "1",
+        "--wait-timeout",
+        "2",
+    ];
+
+    // Control in the same run: without emptcp the short flow joins.
+    let (_, d) = run(&lab, &short);
+    assert_eq!(
+        d(JOIN),
+        1,
+        "baseline: the second subflow should open at once"
+    );
+
+    lab.apply(&policy("native", "1MiB", "4MiB"));
+    let (_, d) = run(&lab, &short);
+    assert_eq!(d(JOIN_TX), 0, "short flow opened a second subflow");
+    assert_eq!(d(ADD_ADDR), 0, "short flow: ADD_ADDR reached the client");
+    no_damage(&d);
+    let st = status_json(lab.root(), &lab.tb.cli);
+    let ev = &st["datapath_events"];
+    assert!(n(&ev["add_addr_stored"]) >= 1, "nothing stored: {st}");
+    assert_eq!(n(&ev["malformed"]), 0, "a segment was refused: {st}");
+
+    // A long upload gets the stored address back and joins.
+    let (_, d) = run(
+        &lab,
+        &[
+            "--upload",
+            "20M",
+            "--wait-subflows",
+            "1",
+            "--wait-timeout",
+            "3",
+        ],
+    );
+    assert!(d(ADD_ADDR) >= 1, "long upload: ADD_ADDR not delivered");
+    assert_eq!(d(JOIN), 1, "long upload: second subflow not established");
+    no_damage(&d);
+    assert_eq!(
+        hw_csum_failures(),
+        failures,
+        "the kernel log reports hw csum failures"
+    );
     lab.destroy();
 }

@@ -13,12 +13,21 @@
 //!   record_flow, so its window is never rewritten (window_scale_unknown) and
 //!   would lift the cap of the first one; that limit is asserted too.
 //!
+//! * egress set_window against a peer that does not scale its window
+//!   (net.ipv4.tcp_window_scaling=0 on the server): the client announced a
+//!   shift in its SYN, but the server's SYN-ACK did not, so no shift
+//!   applies (RFC 7323) and every segment the client sends must carry the
+//!   byte value itself; the window fields are read as they reach the
+//!   server (tests/mptcp/windows.py).
+//!
 //! Native XDP mode.
 mod common;
 mod mptcp_common;
 
 use common::*;
 use mptcp_common::*;
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 impl Lab {
@@ -240,5 +249,167 @@ fn set_window_caps_what_the_client_sends() {
         "joined subflow's window not capped ({b}): {res}"
     );
     no_damage(&d);
+    lab.destroy();
+}
+
+/// The raw window fields of what the client sends, as they reach the
+/// server's srv0 (tests/mptcp/windows.py in the server namespace), while
+/// one connection runs. The sniffer is killed on drop if the test fails
+/// before it reports.
+struct Windows(std::process::Child);
+
+impl Windows {
+    fn start(lab: &Lab) -> Windows {
+        let script =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mptcp/windows.py");
+        let ready = lab.dir.path().join("windows.ready");
+        let _ = std::fs::remove_file(&ready);
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.tb.srv, "python3"])
+            .arg(&script)
+            .args(["--iface", "srv0", "--port", "5201", "--seconds", "30"])
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("windows.py");
+        let w = Windows(child);
+        for _ in 0..250 {
+            if ready.exists() {
+                return w;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("windows.py did not start");
+    }
+
+    /// Waits for the report (after the client's FIN).
+    fn report(mut self) -> Value {
+        let mut out = String::new();
+        use std::io::Read as _;
+        self.0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let _ = self.0.wait();
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("windows.py {out:?}: {e}"))
+    }
+}
+
+impl Drop for Windows {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The window fields of `rep` other than SYNs: value -> segments.
+fn windows(rep: &Value) -> BTreeMap<u64, u64> {
+    rep["windows"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no windows: {rep}"))
+        .iter()
+        .map(|(k, v)| (k.parse().unwrap(), u(v)))
+        .collect()
+}
+
+const EGRESS_CAP: u64 = 32 * 1024;
+
+fn egress_window_policy() -> String {
+    r#"version: 1
+settings: {flow_capacity: 16384}
+interfaces:
+  - {name: cli0, xdp_mode: native, chains: [track, win-out]}
+chains:
+  - name: track
+    match: {remote: [192.0.2.0/24], remote_ports: [5201]}
+    actions: [record_flow]
+  - name: win-out
+    hook: egress
+    match: {remote: [192.0.2.0/24], remote_ports: [5201]}
+    actions: [set_window: {bytes: 32KiB}]
+"#
+    .to_string()
+}
+
+#[test]
+fn egress_set_window_against_a_peer_without_window_scaling() {
+    if !kernel_or_skip("egress_set_window_against_a_peer_without_window_scaling") {
+        return;
+    }
+    let lab = Lab::new("ewin");
+    lab.client_limits(0, 0);
+    must(&format!(
+        "ip netns exec {} sysctl -qw net.ipv4.tcp_window_scaling=0",
+        lab.tb.srv
+    ));
+    let args = ["--download", "4M"];
+
+    // Control (no emptcp): the client offers the server up to the 16-bit
+    // field's 65535 (no scaling on this connection); Linux's receive
+    // window for a multi-megabyte download passes 32 KiB within the first
+    // round trips (its initial window alone is 64240).
+    let w = Windows::start(&lab);
+    let (_res, d) = run(&lab, &args);
+    let rep = w.report();
+    let base = windows(&rep);
+    let base_max = base.keys().max().copied().unwrap_or(0);
+    eprintln!(
+        "baseline: {} segments, largest window {base_max}",
+        rep["segments"]
+    );
+    assert!(
+        base_max > EGRESS_CAP,
+        "baseline: the client never offered more than {base_max}: {rep}"
+    );
+    no_damage(&d);
+
+    // With the egress chain every segment the client sends offers exactly
+    // 32 KiB: the client's SYN announced shift 7, but the server's SYN-ACK
+    // carried no window scale, so the field holds the bytes themselves
+    // (applying the shift would offer 32768 >> 7 = 256 bytes).
+    lab.apply(&egress_window_policy());
+    let w = Windows::start(&lab);
+    let (res, d) = run(&lab, &args);
+    let rep = w.report();
+    let got = windows(&rep);
+    eprintln!("capped: {rep}, {} Mbit/s", res["mbit_s"]);
+    let n: u64 = got.values().sum();
+    // A 4 MB download is acknowledged by hundreds of segments (one ACK
+    // per two 1448-byte segments at most: >= 1400); 100 leaves room for
+    // stretch ACKs on a busy machine.
+    assert!(
+        n >= 100,
+        "only {n} segments from the client reached the server: {rep}"
+    );
+    assert_eq!(
+        got.keys().copied().collect::<Vec<_>>(),
+        vec![EGRESS_CAP],
+        "window fields the server received: {rep}"
+    );
+    assert_eq!(rep["syn_windows"], serde_json::json!([EGRESS_CAP]), "{rep}");
+    // The subflow's own FIN and the ACKs after it pass as the stack wrote
+    // them (the capture forgets a subflow at its FIN, before the chain's
+    // steps run): reported, not asserted; nothing is sent after them.
+    no_damage(&d);
+    // The datapath's own count: the step applied to every segment the
+    // server saw capped (and rewrote the field where the stack's value
+    // differed).
+    let st = status_json(lab.root(), &lab.tb.cli);
+    let applied = st["programs"]["egress_set_window"]["applied"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        applied >= n,
+        "egress_set_window applied {applied} < {n}: {st}"
+    );
+    assert!(
+        st["egress"]["window_rewritten"].as_u64().unwrap_or(0) >= 1,
+        "{st}"
+    );
     lab.destroy();
 }

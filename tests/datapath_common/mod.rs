@@ -617,6 +617,24 @@ impl Seg {
     }
 }
 
+/// The frame of `s` as a sender with TX checksum offload hands it over
+/// (CHECKSUM_PARTIAL, e.g. across a veth pair): the TCP checksum field
+/// holds only the folded pseudo-header sum (Linux writes
+/// `~tcp_v4_check(len, saddr, daddr, 0)`), the device would sum the rest.
+pub fn partial_frame(s: &Seg) -> Vec<u8> {
+    let mut f = s.frame();
+    let tcp_len = 20 + s.opts.len() + s.payload.len();
+    let ph = match (s.src, s.dst) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => pseudo4(a.octets(), b.octets(), tcp_len),
+        (IpAddr::V6(a), IpAddr::V6(b)) => pseudo6(a.octets(), b.octets(), tcp_len),
+        _ => panic!("mixed families"),
+    };
+    let field = !checksum(&[&ph]);
+    let t = f.len() - tcp_len;
+    f[t + 16..t + 18].copy_from_slice(&field.to_be_bytes());
+    f
+}
+
 fn pseudo4(s: [u8; 4], d: [u8; 4], len: usize) -> Vec<u8> {
     let mut p = Vec::new();
     p.extend_from_slice(&s);

@@ -601,6 +601,10 @@ pub struct FlowState {
 pub const JOIN_SEQ_SEEN: u32 = 1 << 0;
 /// `wscale` holds the shift of the peer's MP_JOIN SYN-ACK (or SYN).
 pub const JOIN_WSCALE_SEEN: u32 = 1 << 1;
+/// The peer's SYN-ACK of a subflow the local end joined was seen:
+/// `JOIN_WSCALE_SEEN` then says whether it carried window scale (egress
+/// `set_window` scales only when both SYNs did, RFC 7323).
+pub const JOIN_SYN_ACK_SEEN: u32 = 1 << 2;
 
 /// Value of `JOINS` (key: the joined subflow's [`FlowKey`], ingress
 /// orientation): which connection an MP_JOIN subflow belongs to. Created
@@ -838,6 +842,15 @@ pub const SF_PEER_FIN: u32 = 1 << 11;
 /// The peer sent a RST, e.g. with an MPTCP fastclose (seen by the ingress
 /// capture; set on the closing event).
 pub const SF_PEER_RST: u32 = 1 << 12;
+/// `wscale` is the shift in effect on the subflow (RFC 7323 2.2: the
+/// local end's shift applies only when both SYNs carried window scale).
+/// Set by the capture when `wscale` came from the local end's SYN-ACK,
+/// which carries the option only when the peer's SYN did (and without it
+/// `wscale` is 0); for a local SYN, by egress `set_window` once it learnt
+/// the peer's SYN-ACK from record_flow (`FLOW_PEER_WSCALE` /
+/// `JOIN_WSCALE_SEEN`), writing 0 into `wscale` if the peer does not
+/// scale.
+pub const SF_WSCALE_AGREED: u32 = 1 << 13;
 
 /// Value of `SUBFLOWS` (key: [`FlowKey`] with local = the LOCAL end: the
 /// packet's source on egress, its destination on ingress): one TCP subflow
@@ -900,7 +913,9 @@ pub struct SubflowState {
     pub vlan_tci: u16,
     /// Ethernet destination then source, as sent.
     pub mac: [u8; 12],
-    /// Window scale shift the local end announced (with `SF_WSCALE_SEEN`).
+    /// Window scale shift the local end announced (with `SF_WSCALE_SEEN`);
+    /// with `SF_WSCALE_AGREED`, the shift in effect (0 if the peer does
+    /// not scale).
     pub wscale: u8,
     /// The MP_PRIO egress `set_backup` inserted on this subflow: 0 none,
     /// 1 backup=0, 2 backup=1. A signal is inserted once (like Linux sends

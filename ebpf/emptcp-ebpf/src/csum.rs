@@ -6,7 +6,7 @@ use emptcp_common::FlowKey;
 
 use crate::{
     maps::CSUM_SCRATCH,
-    options::{Buf64, Seg, bounded, load},
+    options::{Buf64, Seg, bounded, load, load_be16},
 };
 
 /// Bytes summed per `bpf_csum_diff` call (its limit is 512).
@@ -47,18 +47,34 @@ pub fn replace(csum: u16, old: u16, new: u16) -> u16 {
     !fold(!csum as u64 + !old as u64 + new as u64)
 }
 
+/// What the checksum field of a received segment holds, once it is known
+/// to be right.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The full checksum: pseudo-header and segment sum to all ones.
+    Full,
+    /// The folded pseudo-header sum only, as a sender with TX checksum
+    /// offload leaves it for the device (`CHECKSUM_PARTIAL`); an skb that
+    /// crosses a veth or tun pair from such a sender arrives like that,
+    /// and the receiving stack trusts it without a check (it never left
+    /// the host's memory). XDP cannot see `ip_summed`, so the field tells:
+    /// a segment damaged on a wire matches this form with the same 2^-16
+    /// chance as it matches a full checksum (docs/datapath.md).
+    Partial,
+}
+
 /// Does the TCP checksum of the received segment `s` (flow `key`: remote
-/// = source) hold? Sums the pseudo-header and the whole segment with
-/// `bpf_csum_diff`, 512 bytes at a time through a per-CPU buffer; a
-/// segment that is not all in the frame or longer than `CHUNKS` chunks
-/// counts as not verified. Used before anything from the packet is kept
-/// (strip's stored ADD_ADDR): a corrupted option must never be stored and
-/// later re-inserted with a fresh, valid checksum.
+/// = source) hold, and in which form? Sums the pseudo-header and the whole
+/// segment with `bpf_csum_diff`, 512 bytes at a time through a per-CPU
+/// buffer; a segment that is not all in the frame or longer than `CHUNKS`
+/// chunks counts as not verified (None). Used before anything from the
+/// packet is kept (strip's stored ADD_ADDR): a corrupted option must never
+/// be stored and later re-inserted with a fresh, valid checksum.
 #[inline(always)]
-pub fn tcp_valid(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> bool {
+pub fn tcp_check(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> Option<Form> {
     let len = s.seg_len;
     if len == 0 || len > CHUNK * CHUNKS {
-        return false;
+        return None;
     }
     // Pseudo-header (RFC 793 / RFC 8200 8.1), in network order; zeros
     // after it add nothing to the sum.
@@ -74,7 +90,7 @@ pub fn tcp_valid(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> bool {
         ph.0[34..36].copy_from_slice(&(len as u16).to_be_bytes());
         ph.0[39] = 6;
     }
-    let mut sum = unsafe {
+    let pseudo = unsafe {
         bpf_csum_diff(
             core::ptr::null_mut(),
             0,
@@ -83,13 +99,12 @@ pub fn tcp_valid(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> bool {
             0,
         )
     };
-    if sum < 0 {
-        return false;
+    if pseudo < 0 {
+        return None;
     }
-    let Some(buf) = CSUM_SCRATCH.get_ptr_mut(0) else {
-        return false;
-    };
-    let buf = buf as *mut u64;
+    let field = load_be16(ctx, s.l4 + 16)?;
+    let buf = CSUM_SCRATCH.get_ptr_mut(0)? as *mut u64;
+    let mut sum = pseudo;
     for i in 0..CHUNKS {
         let off = i * CHUNK;
         if off >= len {
@@ -104,14 +119,19 @@ pub fn tcp_valid(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> bool {
             }
         }
         if !load(ctx, s.l4 + off, buf as *mut u8, bounded(n, CHUNK)) {
-            return false;
+            return None;
         }
         sum =
             unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf as *mut u32, CHUNK, sum as u32) };
         if sum < 0 {
-            return false;
+            return None;
         }
     }
     // A valid segment sums to all ones (in either byte order).
-    fold(sum as u32 as u64) == 0xffff
+    if fold(sum as u32 as u64) == 0xffff {
+        return Some(Form::Full);
+    }
+    // `bpf_csum_diff` sums host-order (little-endian) words: its folded
+    // sum is the byte swap of the network-order one (RFC 1071).
+    (field == fold(pseudo as u32 as u64).swap_bytes()).then_some(Form::Partial)
 }

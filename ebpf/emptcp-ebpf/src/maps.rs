@@ -126,7 +126,7 @@ pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_STA
 pub static SCRATCH: PerCpuArray<[u64; crate::insert::HDR_MAX as usize / 8]> =
     PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU buffer of the TCP checksum check (`csum::tcp_valid`): 512
+/// Per-CPU buffer of the TCP checksum check (`csum::tcp_check`): 512
 /// bytes, `bpf_csum_diff`'s limit, too big for the stack.
 #[map]
 pub static CSUM_SCRATCH: PerCpuArray<[u64; 64]> = PerCpuArray::with_max_entries(1, 0);

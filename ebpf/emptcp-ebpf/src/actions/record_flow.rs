@@ -24,8 +24,8 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use emptcp_common::{
     Action, FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_DATA_SEQ_SEEN, FLOW_ESTABLISHED,
     FLOW_INITIAL_CLOSED, FLOW_PEER_WSCALE, FLOW_SEQ_SEEN, FLOW_SERVER, FLOW_TS_SEEN, FlowKey,
-    FlowStat, FlowState, JOIN_SEQ_SEEN, JOIN_WSCALE_SEEN, META_FLOW_TRACKED, META_FLOW_UNTRACKED,
-    Outcome, RECORD_SETUP_SLOT, XdpMeta,
+    FlowStat, FlowState, JOIN_SEQ_SEEN, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, META_FLOW_TRACKED,
+    META_FLOW_UNTRACKED, Outcome, RECORD_SETUP_SLOT, XdpMeta,
 };
 
 use crate::{
@@ -237,7 +237,7 @@ fn join_accepted(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
         j.wscale = w;
         j.flags |= JOIN_WSCALE_SEEN;
     }
-    j.flags |= JOIN_SEQ_SEEN;
+    j.flags |= JOIN_SEQ_SEEN | JOIN_SYN_ACK_SEEN;
     j.rcv_nxt = s.seq.wrapping_add(1);
     true
 }

@@ -3,15 +3,23 @@
 //! rewritten; otherwise a NOP + the 3-byte MP_PRIO is inserted when the
 //! options have room (`insert.rs`). Only segments that already carry an
 //! MPTCP option are touched (never plain TCP, SYN or RST).
+//!
+//! An insert is a signal, sent once per subflow and value, as Linux sends
+//! MP_PRIO once (and as egress `set_backup` does): a subflow of a
+//! connection record_flow tracks remembers the value it got
+//! (`prio_sent` of the connection for the initial subflow, of its `JOINS`
+//! entry for a joined one), and its later segments pass untouched until
+//! the chain asks for the other value. An untracked subflow has nowhere
+//! to remember it: each of its segments with room gets one.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use emptcp_common::{Action, FlowStat, OPTS_EOL, OptRef, Outcome, XdpMeta};
 
 use crate::{
     action_program,
     chain::{self, Verdict},
-    csum,
+    csum, flow,
     insert::{Insert, has_room, insert_option},
-    options::{Buf64, KIND_MPTCP, KIND_NOP, RST, SYN, Seg, store, store_be16},
+    options::{Buf64, KIND_MPTCP, KIND_NOP, RST, SYN, Seg, key, store, store_be16},
     stats,
 };
 
@@ -62,6 +70,12 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, backup: u8) -> Option<Verdict> {
         stats::bump(ROW, Outcome::Applied);
         return Some(Verdict::Next);
     }
+    let sent = prio_sent(m);
+    if let Some(p) = &sent
+        && **p == backup + 1
+    {
+        return None;
+    }
     if s.opt_state == OPTS_EOL || !has_room(&s, 4) {
         stats::event(FlowStat::MpPrioNoRoom);
         return None;
@@ -74,6 +88,9 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, backup: u8) -> Option<Verdict> {
     opt.0[3] = MP_PRIO_B2 | backup;
     match insert_option(ctx, &s, &t, &opt, 4) {
         Insert::Done { at, m } => {
+            if let Some(p) = sent {
+                *p = backup + 1;
+            }
             // The description follows the packet: MP_PRIO after the NOP.
             unsafe {
                 (*m).prio = OptRef {
@@ -99,4 +116,15 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, backup: u8) -> Option<Verdict> {
             Some(Verdict::Return(xdp_action::XDP_DROP))
         }
     }
+}
+
+/// What the packet's subflow remembers of the MP_PRIO inserted into it (0
+/// none, 1 backup=0, 2 backup=1); None for an untracked subflow.
+#[inline(always)]
+fn prio_sent(m: *mut XdpMeta) -> Option<&'static mut u8> {
+    let c = flow::resolve(&key(m), true)?;
+    Some(match c.join {
+        None => &mut c.f.prio_sent,
+        Some(j) => &mut j.prio_sent,
+    })
 }

@@ -7,7 +7,11 @@
 //! option and the client falls back to plain TCP. Such a packet is dropped
 //! (its option stored); any other carrier gets the option overwritten with
 //! NOPs and its checksum fixed. Echo ADD_ADDRs are never touched. Nothing
-//! is stored from (or done to) a segment whose TCP checksum does not hold.
+//! is stored from (or done to) a segment whose TCP checksum does not hold,
+//! in either of the forms a received segment may carry: the full checksum,
+//! or the pseudo-header sum a sender with TX checksum offload leaves for
+//! the device (CHECKSUM_PARTIAL, over veth or tun from a local sender),
+//! which a NOP rewrite leaves as it is (`csum::Form`).
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use emptcp_common::{ADD_ADDR_MAX_LEN, Action, FlowStat, OptRef, Outcome, XdpMeta};
 
@@ -58,10 +62,10 @@ fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     // Only an option whose segment checksum holds is kept: a corrupted
     // one would be re-inserted later under a fresh, valid checksum. The
     // segment passes untouched (the stack drops it), counted malformed.
-    if !csum::tcp_valid(ctx, &s, &sub) {
+    let Some(form) = csum::tcp_check(ctx, &s, &sub) else {
         stats::event(FlowStat::Malformed);
         return None;
-    }
+    };
     let len = h.len as u32;
     flow::store_add_addr(&key, f, &aa, len);
     // Stored and not re-inserted: recover_add_addr must look at this flow.
@@ -78,7 +82,15 @@ fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     }
 
     let old_csum = load_be16(ctx, s.l4 + 16)?;
-    let tcp_csum = csum::replace(old_csum, region_sum(&aa, h.off as u32, len), nop_sum(len));
+    // A partial field is the pseudo-header's sum, which the NOPs do not
+    // change: the device (or the stack, which trusts such an skb) sums the
+    // segment as it is then. A full checksum follows the option bytes.
+    let tcp_csum = match form {
+        csum::Form::Full => {
+            csum::replace(old_csum, region_sum(&aa, h.off as u32, len), nop_sum(len))
+        }
+        csum::Form::Partial => old_csum,
+    };
     if !store_nops(ctx, s.at(h), len) || !store_be16(ctx, s.l4 + 16, tcp_csum) {
         // Each store is all or nothing; a failed checksum write after the
         // NOPs would pass a corrupt segment, so drop it.

@@ -15,7 +15,8 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use emptcp_common::{
     EgressStat, OPTS_BAD, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_FIN, SF_JOIN, SF_RST, SF_SEQ_SEEN,
-    SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN, SUBFLOW_EV_NEW, SubflowState, XdpMeta,
+    SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_AGREED, SF_WSCALE_SEEN, SUBFLOW_EV_NEW, SubflowState,
+    XdpMeta,
 };
 
 use super::event;
@@ -104,6 +105,13 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
     }
     if s.flags & SYN != 0 {
         f.flags |= SF_SYN_SEEN | SF_WSCALE_SEEN;
+        // The local SYN-ACK settles the shift; after a local SYN the
+        // peer's answer does (see `SF_WSCALE_AGREED`).
+        if s.flags & ACK != 0 {
+            f.flags |= SF_WSCALE_AGREED;
+        } else {
+            f.flags &= !SF_WSCALE_AGREED;
+        }
         let mut wb = [0u8; 8];
         // RFC 7323: a shift above 14 is used as 14; none announced = 0.
         f.wscale = if s.read(ctx, s.wscale, &mut wb) {
