@@ -421,3 +421,302 @@ fn missing_privileges_are_named() {
     }
     assert_nothing_left();
 }
+
+/// One connection that waits for its join on path B, then 4
+/// request/response rounds of 512 KiB each way, a 300 ms pause before each
+/// request (tests/captures/make.sh reqresp).
+fn reqresp_capture() -> PathBuf {
+    repo().join("tests/captures/reqresp.pcap.gz")
+}
+
+/// The quickstart's ingress chain, egress chains that capture each path's
+/// subflows for packet copy, and `rules` (YAML list items).
+fn copy_policy(rules: &str) -> String {
+    let mut p = "version: 1
+interfaces:
+  - {name: cli0, chains: [short-flows-single-path, watch-a]}
+  - {name: cli1, chains: [short-flows-single-path, watch-b]}
+chains:
+  - name: short-flows-single-path
+    match: {remote: [192.0.2.0/24, 198.51.100.0/24], remote_ports: [5201]}
+    thresholds: {remove_below: 1MiB, recover_at: 4MiB}
+    actions: [record_flow, strip_add_addr, recover_add_addr, count]
+  - name: watch-a
+    hook: egress
+    match: {remote: [192.0.2.0/24], remote_ports: [5201]}
+    actions: [count]
+  - name: watch-b
+    hook: egress
+    match: {remote: [198.51.100.0/24], remote_ports: [5201]}
+    actions: [count]
+"
+    .to_string();
+    if !rules.is_empty() {
+        p.push_str("packet_copy:\n");
+        p.push_str(rules);
+    }
+    p
+}
+
+const COPY_RULES: &str = "  - {name: idle-a, interface: cli0, chain: watch-a, when: {subflow_idle: 200ms}, send: {mp_prio: {backup: false}}}
+  - {name: idle-b, interface: cli1, chain: watch-b, when: {subflow_idle: 200ms}, send: {mp_prio: {backup: false}}}
+  - {name: big, interface: cli0, chain: watch-a, when: {flow_bytes_at: 1MiB}, send: {mp_prio: {backup: true}}}
+  - {name: never, interface: cli0, chain: watch-a, when: {flow_bytes_at: 1GiB}, send: {mp_prio: {backup: true}}}
+";
+const IDLE_NS: u64 = 200_000_000;
+
+/// One record of a raw-IP (IPv4) classic pcap with ns timestamps.
+struct Rec {
+    ts_ns: u64,
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: u32,
+    options: Vec<u8>,
+    /// The whole packet was captured and its TCP checksum is right.
+    complete_and_valid: Option<bool>,
+}
+
+impl Rec {
+    /// The subflow, oriented from the client (192.0.2.1 / 198.51.100.1).
+    fn subflow(&self) -> ([u8; 4], u16) {
+        if self.sent_by_client() {
+            (self.src, self.sport)
+        } else {
+            (self.dst, self.dport)
+        }
+    }
+    fn sent_by_client(&self) -> bool {
+        self.src == [192, 0, 2, 1] || self.src == [198, 51, 100, 1]
+    }
+    /// MPTCP options as (subtype, bytes).
+    fn mptcp(&self) -> Vec<(u8, Vec<u8>)> {
+        let (o, mut i, mut v) = (&self.options, 0, Vec::new());
+        while i < o.len() {
+            match o[i] {
+                0 => break,
+                1 => i += 1,
+                _ => {
+                    let l = usize::from(*o.get(i + 1).unwrap_or(&2)).max(2);
+                    if o[i] == 30 && i + 2 < o.len() {
+                        v.push((o[i + 2] >> 4, o[i..(i + l).min(o.len())].to_vec()));
+                    }
+                    i += l;
+                }
+            }
+        }
+        v
+    }
+}
+
+fn read_raw_pcap(bytes: &[u8]) -> Vec<Rec> {
+    assert_eq!(
+        u32::from_le_bytes(bytes[20..24].try_into().unwrap()),
+        101,
+        "raw IP"
+    );
+    let ns = u32::from_le_bytes(bytes[0..4].try_into().unwrap()) == 0xa1b2_3c4d;
+    let mut v = Vec::new();
+    let mut off = 24;
+    while off < bytes.len() {
+        let u = |o: usize| u32::from_le_bytes(bytes[off + o..off + o + 4].try_into().unwrap());
+        let (sec, frac, caplen, orig) = (u(0), u(4), u(8) as usize, u(12) as usize);
+        let data = &bytes[off + 16..off + 16 + caplen];
+        off += 16 + caplen;
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(data).expect("IPv4 header");
+        let h = ip.to_header();
+        if h.protocol != etherparse::IpNumber::TCP {
+            continue;
+        }
+        let seg = &data[ip.slice().len()..];
+        let t = etherparse::TcpHeaderSlice::from_slice(seg).expect("TCP header");
+        let valid = (caplen == orig).then(|| {
+            let len = (seg.len() as u16).to_be_bytes();
+            let pseudo = [&h.source[..], &h.destination[..], &[0, 6], &len[..]].concat();
+            csum(&[&pseudo, seg]) == 0xffff
+        });
+        v.push(Rec {
+            ts_ns: u64::from(sec) * 1_000_000_000 + u64::from(frac) * if ns { 1 } else { 1000 },
+            src: h.source,
+            dst: h.destination,
+            sport: t.source_port(),
+            dport: t.destination_port(),
+            seq: t.sequence_number(),
+            ack: t.acknowledgment_number(),
+            flags: seg[13],
+            payload: u32::from(h.total_len) - u32::from(h.ihl()) * 4 - t.slice().len() as u32,
+            options: t.options().to_vec(),
+            complete_and_valid: valid,
+        });
+    }
+    v
+}
+
+fn rule<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["packet_copy"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no packet_copy in {r:#}"))
+        .iter()
+        .find(|x| x["name"] == name)
+        .unwrap_or_else(|| panic!("no rule {name}"))
+}
+
+fn simulate_reqresp(policy: &Path, write: &Path) -> Value {
+    let cap = reqresp_capture();
+    let mut args = vec![
+        "-o",
+        "json",
+        "-f",
+        policy.to_str().unwrap(),
+        "--pcap",
+        cap.to_str().unwrap(),
+        "--write",
+        write.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&LOCAL);
+    json(&simulate(&args), 0)
+}
+
+#[test]
+fn packet_copy_fires_on_the_capture_clock() {
+    if !kernel_or_skip("packet_copy_fires_on_the_capture_clock") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let with = policy_file(&dir, "copy.yaml", &copy_policy(COPY_RULES));
+    let out = dir.path().join("out.pcap");
+    let r = simulate_reqresp(&with, &out);
+    let recs = read_raw_pcap(&std::fs::read(&out).unwrap());
+    // The capture pauses 300 ms before each of its 4 requests: path A's
+    // subflow is idle for 200 ms exactly 4 times (by construction of the
+    // capture, not a margin); path B's at least before the first request.
+    let (a, b) = (rule(&r, "idle-a"), rule(&r, "idle-b"));
+    assert_eq!((n(a, "fired"), n(a, "sent")), (4, 4), "{a:#}");
+    assert!(n(b, "fired") >= 1 && n(b, "sent") == n(b, "fired"), "{b:#}");
+    // flow_bytes_at: once for the connection (it reaches 1 MiB), never for
+    // 1 GiB (counted as closed before firing when the connection ends).
+    let big = rule(&r, "big");
+    assert_eq!((n(big, "fired"), n(big, "sent")), (1, 1), "{big:#}");
+    let never = rule(&r, "never");
+    assert_eq!(n(never, "fired"), 0);
+    assert_eq!(n(never, "closed_before_firing"), 1, "{never:#}");
+    let sent = n(a, "sent") + n(b, "sent") + n(big, "sent");
+    assert_eq!(n(&r["packets"], "copied"), sent);
+    assert_eq!(n(&conns(&r)[0], "packet_copy_sent"), sent);
+    // Every frame written is there once: the capture, less the dropped,
+    // plus what was forged.
+    let p = &r["packets"];
+    assert_eq!(
+        recs.len() as u64,
+        n(p, "total") - n(p, "dropped") + n(p, "forged") + n(p, "copied")
+    );
+
+    // Each forged MP_PRIO, checked against the capture around it (the
+    // capture has no MP_PRIO of its own).
+    let (mut idle_frames, mut big_frames) = (0, 0);
+    for (i, f) in recs.iter().enumerate() {
+        let Some((_, prio)) = f.mptcp().into_iter().find(|(st, _)| *st == 5) else {
+            continue;
+        };
+        let sf = f.subflow();
+        let before: Vec<&Rec> = recs[..i].iter().filter(|x| x.subflow() == sf).collect();
+        // A complete duplicate ACK from the client, with the client's
+        // newest seq and ack on that subflow.
+        assert!(f.sent_by_client(), "towards the peer");
+        assert_eq!(f.complete_and_valid, Some(true), "TCP checksum");
+        assert_eq!((f.flags, f.payload), (0x10, 0), "a pure ACK");
+        let last_sent = before.iter().rev().find(|x| x.sent_by_client()).unwrap();
+        assert_eq!(f.ack, last_sent.ack, "the client's newest ack");
+        assert_eq!(
+            f.seq,
+            last_sent.seq.wrapping_add(last_sent.payload),
+            "the client's snd_nxt"
+        );
+        if prio[2] & 1 == 0 {
+            idle_frames += 1;
+            // subflow_idle: the subflow carried no data in the 200 ms
+            // before, and a packet of it is exactly 200 ms before (the
+            // activity the deadline counts from).
+            assert!(
+                !before
+                    .iter()
+                    .any(|x| x.payload > 0 && x.ts_ns + IDLE_NS > f.ts_ns),
+                "data within the idle period before frame {i}"
+            );
+            assert!(
+                before.iter().any(|x| x.ts_ns + IDLE_NS == f.ts_ns),
+                "no packet exactly 200 ms before frame {i}"
+            );
+        } else {
+            big_frames += 1;
+            // flow_bytes_at: decided on the daemon's 100 ms size tick after
+            // the connection crossed 1 MiB. The size is data acked (both
+            // directions here); payload seen crosses first, and the ack
+            // follows within one veth RTT (tens of µs): 10 ms of margin.
+            let mut total = 0u64;
+            let crossed = recs[..i]
+                .iter()
+                .find(|x| {
+                    total += u64::from(x.payload);
+                    total >= MIB
+                })
+                .expect("1 MiB crossed before the frame")
+                .ts_ns;
+            assert!(
+                f.ts_ns >= crossed && f.ts_ns <= crossed + 110_000_000,
+                "fired {} ns after 1 MiB",
+                f.ts_ns.saturating_sub(crossed)
+            );
+        }
+    }
+    assert_eq!(idle_frames, n(a, "sent") + n(b, "sent"));
+    assert_eq!(big_frames, 1);
+
+    // Control, same capture: without the rules nothing is forged.
+    let without = policy_file(&dir, "nocopy.yaml", &copy_policy(""));
+    let out0 = dir.path().join("out0.pcap");
+    let r0 = simulate_reqresp(&without, &out0);
+    assert_eq!(n(&r0["packets"], "copied"), 0);
+    assert!(r0.get("packet_copy").is_none());
+    let prios = read_raw_pcap(&std::fs::read(&out0).unwrap())
+        .iter()
+        .filter(|x| x.mptcp().iter().any(|(st, _)| *st == 5))
+        .count();
+    assert_eq!(prios, 0, "the capture itself has no MP_PRIO");
+}
+
+#[test]
+fn against_counts_packet_copy_as_a_change() {
+    if !kernel_or_skip("against_counts_packet_copy_as_a_change") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let new = policy_file(&dir, "copy.yaml", &copy_policy(COPY_RULES));
+    let old = policy_file(&dir, "nocopy.yaml", &copy_policy(""));
+    let cap = reqresp_capture();
+    let mut args = vec![
+        "-o",
+        "json",
+        "-f",
+        new.to_str().unwrap(),
+        "--against",
+        old.to_str().unwrap(),
+        "--pcap",
+        cap.to_str().unwrap(),
+        "--detailed-exitcode",
+    ];
+    args.extend_from_slice(&LOCAL);
+    let c = json(&simulate(&args), 2);
+    assert_eq!(n(&c, "changed_connections"), 1);
+    let fields: Vec<&str> = c["changed"][0]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["packet_copy_sent"], "{:#}", c["changed"]);
+}

@@ -5,6 +5,12 @@
 #   downloads.pcap.gz   three MPTCP downloads on path A, in this order:
 #                       100 KiB (short), 2 MiB (medium), 6 MiB (long, waits
 #                       for the join the server's ADD_ADDR allows on path B)
+#   reqresp.pcap.gz     one MPTCP connection that waits for its join on path
+#                       B, then 4 request/response rounds of 512 KiB each way
+#                       with a 300 ms pause before each request: idle
+#                       periods on an open connection (packet copy's
+#                       subflow_idle) and a size that grows in steps over
+#                       more than a second (flow_bytes_at)
 #
 # Taken on the client (`tcpdump -i any`: Linux cooked v1 headers, so the
 # direction of each packet is recorded), snaplen 128 (headers only: the
@@ -13,10 +19,14 @@
 # super-packets) with complete checksums.
 #
 # Needs root, iproute2, ethtool, python3, tcpdump (apt-get install tcpdump).
-# Usage: tests/captures/make.sh [OUTDIR]   (default: this directory)
+# Usage: tests/captures/make.sh [OUTDIR [NAME...]]   (default: this directory,
+#        every capture)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${1:-$HERE}
+shift || true
+NAMES=("$@")
+[[ ${#NAMES[@]} -gt 0 ]] || NAMES=(downloads reqresp)
 TB="$HERE/../mptcp/testbed.sh"
 export LAB_ID=-cap$$ LAB_RUN=${TMPDIR:-/tmp}/emptcp-capture
 CLI=emptcp-cli$LAB_ID SRV=emptcp-srv$LAB_ID
@@ -59,4 +69,12 @@ downloads() {
     "$TB" xfer --download 2M
     "$TB" xfer --download 6M --wait-subflows 1 --wait-timeout 3
 }
-capture downloads downloads
+reqresp() {
+    "$TB" xfer --reqresp 4 --rr-size 512K --rr-pause 0.3 --wait-subflows 1 --wait-timeout 3
+}
+for n in "${NAMES[@]}"; do
+    case $n in
+        downloads|reqresp) capture "$n" "$n" ;;
+        *) echo "make.sh: no capture named $n (downloads, reqresp)" >&2; exit 1 ;;
+    esac
+done

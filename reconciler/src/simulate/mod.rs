@@ -11,6 +11,7 @@
 //! connection with totals, and [`compare`] diffs two of them.
 //! Nothing is left behind: the namespaces are this process's own.
 pub mod compare;
+pub mod copy;
 pub mod effect;
 pub mod frame;
 pub mod pcap_out;
@@ -26,7 +27,7 @@ use std::{
     time::Instant,
 };
 
-use crate::{desired::Desired, object::Object};
+use crate::{desired::Desired, object::Object, policy::PacketCopy};
 pub use replay::Local;
 use replay::{Directions, Replay};
 use report::Report;
@@ -71,6 +72,8 @@ pub enum SimError {
 pub struct Options<'a> {
     pub policy_name: String,
     pub desired: &'a Desired,
+    /// The policy's packet-copy rules (not part of the desired kernel state).
+    pub packet_copy: &'a [PacketCopy],
     pub object: &'a Object,
     pub trace: &'a Path,
     pub locals: Vec<Local>,
@@ -83,8 +86,7 @@ pub struct Options<'a> {
 
 /// What the simulation does not model (listed in every report).
 const NOT_SIMULATED: &[&str] = &[
-    "packet copy (packet_copy rules): its triggers are not replayed; its captures run as recorded",
-    "the stack's reaction: packets are replayed as captured, so a withheld ADD_ADDR does not remove the join that followed it in the capture",
+    "the stack's reaction: packets are replayed as captured, so a withheld ADD_ADDR does not remove the join that followed it in the capture, and a packet-copy frame (added at its simulated time) does not change the traffic after it",
 ];
 
 /// Parses `PREFIX[=IFACE]`.
@@ -125,6 +127,7 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
     let mut trace = trace::Trace::open(o.trace)?;
     let started = Instant::now();
     let mut r = Replay::new(&sb, Directions::new(o.locals.clone(), ifaces))?;
+    r.copier = copy::Copier::new(&sb, o.packet_copy)?;
     let mut linktype = None;
     while let Some(p) = trace.next_packet()? {
         if o.stop.load(Ordering::Relaxed) {
@@ -145,6 +148,7 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
         }
         r.packet(&p)?;
     }
+    let packet_copy = r.finish_copy()?;
     let counters = r.finish();
     if let Some((w, _)) = r.writer.take() {
         w.finish().map_err(SimError::Write)?;
@@ -161,6 +165,7 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
         totals: report::totals(&connections),
         connections,
         datapath_counters: counters,
+        egress_counters: crate::counters::egress_counters(&sb.layout),
         capture_s,
         replay_s,
         kernel_s: r.kernel.as_secs_f64(),
@@ -169,6 +174,7 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
         } else {
             0.0
         },
+        packet_copy,
         not_simulated: NOT_SIMULATED.iter().map(|s| s.to_string()).collect(),
     })
 }

@@ -18,6 +18,7 @@ use ipnet::IpNet;
 
 use super::{
     SimError,
+    copy::{Copier, Forged},
     effect::{self, Effect},
     frame::{self, FIN, RST, Tcp},
     pcap_out::PcapWriter,
@@ -25,7 +26,7 @@ use super::{
     sandbox::Sandbox,
     trace::Packet,
 };
-use crate::{agent, sys};
+use crate::{agent, copy::runner::RuleStatus, sys};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -125,6 +126,9 @@ pub struct Replay<'a> {
     pub last_ts: u64,
     /// Wall time spent in BPF_PROG_TEST_RUN calls (the kernel's share).
     pub kernel: std::time::Duration,
+    /// The policy's packet-copy rules on the capture's clock (`None`
+    /// without rules).
+    pub copier: Option<Copier>,
 }
 
 fn open_map(sb: &Sandbox, name: &str) -> Result<Map, SimError> {
@@ -184,6 +188,7 @@ impl<'a> Replay<'a> {
             first_ts: None,
             last_ts: 0,
             kernel: std::time::Duration::ZERO,
+            copier: None,
         })
     }
 
@@ -211,6 +216,8 @@ impl<'a> Replay<'a> {
         self.packets.total += 1;
         self.first_ts.get_or_insert(p.ts_ns);
         self.last_ts = self.last_ts.max(p.ts_ns);
+        // What packet copy decided before this packet, on the capture clock.
+        self.copy_until(p.ts_ns, false)?;
         let f = match frame::ethernet(p) {
             Ok(Some(f)) => f,
             Ok(None) => {
@@ -268,6 +275,9 @@ impl<'a> Replay<'a> {
         let t0 = std::time::Instant::now();
         let out = self.run(&f.bytes, received, ifindex, p.number)?;
         self.kernel += t0.elapsed();
+        // Frames of a packet-copy round this packet caused (a subflow new or
+        // closed): they follow the packet.
+        let mut copied = Vec::new();
         if let (Some(t), Some((_, i))) = (&tcp, conn) {
             let after = out.as_deref().and_then(frame::tcp);
             let e: Effect = effect::compare(&f.bytes, t, out.as_deref().zip(after.as_ref()));
@@ -281,6 +291,9 @@ impl<'a> Replay<'a> {
                 self.book.recovered(i, false, size);
             }
             self.book.packet(i, t, received, &e, p.ts_ns);
+            if let Some(c) = &mut self.copier {
+                copied = c.after_packet(&flow_key(&SubKey::of(t, received)), p.ts_ns);
+            }
         } else if out.is_none() {
             self.packets.dropped += 1;
         }
@@ -291,7 +304,7 @@ impl<'a> Replay<'a> {
         if received {
             self.agent(p.ts_ns, f.synthetic_l2)?;
         }
-        Ok(())
+        self.copied(copied)
     }
 
     /// The frame the stack gets, `None` when the datapath dropped it.
@@ -372,6 +385,41 @@ impl<'a> Replay<'a> {
             self.write(ts, &frame, synthetic, len)?;
         }
         Ok(())
+    }
+
+    /// Books and writes what packet copy forged up to capture time `ts`.
+    fn copy_until(&mut self, ts: u64, inclusive: bool) -> Result<(), SimError> {
+        let Some(c) = &mut self.copier else {
+            return Ok(());
+        };
+        let forged = c.until(ts, inclusive);
+        self.copied(forged)
+    }
+
+    fn copied(&mut self, forged: Vec<Forged>) -> Result<(), SimError> {
+        for f in forged {
+            self.packets.copied += 1;
+            if let Some(i) = self.book.find(&key_of_event(&f.key)) {
+                self.book.copied(i);
+            }
+            // Always an Ethernet frame: a raw-IP output keeps its IP packet.
+            let len = f.frame.len();
+            self.write(f.ts_ns, &f.frame, true, len)?;
+        }
+        Ok(())
+    }
+
+    /// Packet copy's decisions up to the end of the capture, and its
+    /// per-rule counters.
+    pub fn finish_copy(&mut self) -> Result<Vec<RuleStatus>, SimError> {
+        let end = self.last_ts;
+        self.copy_until(end, true)?;
+        let Some(c) = &mut self.copier else {
+            return Ok(Vec::new());
+        };
+        let (status, forged) = c.status(end);
+        self.copied(forged)?;
+        Ok(status)
     }
 
     /// At the end of the capture: sizes of the flows still open, and the
