@@ -7,6 +7,7 @@
 //! replays through BPF_PROG_TEST_RUN. Every test also checks that nothing
 //! is left on the host (bpffs, interfaces), also after a failure.
 mod common;
+mod mptcp_common;
 
 use std::{
     path::{Path, PathBuf},
@@ -719,4 +720,247 @@ fn against_counts_packet_copy_as_a_change() {
         .map(|x| x["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["packet_copy_sent"], "{:#}", c["changed"]);
+}
+
+/// tcpdump on one server-side veth end (what the server sends is what the
+/// client's XDP receives, before emptcp acts on it; what it receives is
+/// what the client sent). Stopped (SIGINT) on drop, also on failure.
+struct Tcpdump {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+impl Tcpdump {
+    fn start(ns: &str, dev: &str, out: &Path) -> Tcpdump {
+        let log = out.with_extension("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "tcpdump", "-i", dev, "-s", "128"])
+            .args(["-B", "65536", "-U", "-w"])
+            .arg(out)
+            .arg("tcp port 5201")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("tcpdump (apt-get install tcpdump)");
+        Tcpdump {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Stops it; fails when it lost a packet.
+    fn stop(mut self) {
+        let c = self.child.take().unwrap();
+        must(&format!("kill -INT {}", c.id()));
+        let _ = c.wait_with_output();
+        let log = std::fs::read_to_string(&self.log).unwrap();
+        assert!(
+            log.contains(" 0 packets dropped by kernel")
+                || log.contains("\n0 packets dropped by kernel"),
+            "tcpdump lost packets: {log}"
+        );
+    }
+}
+
+impl Drop for Tcpdump {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Merges classic pcap files of one link type by timestamp into `out`.
+fn merge_pcaps(inputs: &[PathBuf], out: &Path) {
+    let mut header = None;
+    let mut recs: Vec<(u64, Vec<u8>)> = Vec::new();
+    for p in inputs {
+        let b = std::fs::read(p).unwrap();
+        assert_eq!(
+            &b[..4],
+            &0xa1b2_c3d4u32.to_le_bytes(),
+            "{}: µs pcap",
+            p.display()
+        );
+        header.get_or_insert_with(|| b[..24].to_vec());
+        let mut off = 24;
+        while off + 16 <= b.len() {
+            let u = |o: usize| u32::from_le_bytes(b[off + o..off + o + 4].try_into().unwrap());
+            let ts = u64::from(u(0)) * 1_000_000 + u64::from(u(4));
+            let end = off + 16 + u(8) as usize;
+            recs.push((ts, b[off..end].to_vec()));
+            off = end;
+        }
+    }
+    // Stable: packets of one file with equal stamps keep their order.
+    recs.sort_by_key(|(ts, _)| *ts);
+    let mut v = header.expect("at least one capture");
+    for (_, r) in recs {
+        v.extend_from_slice(&r);
+    }
+    std::fs::write(out, v).unwrap();
+}
+
+/// The datapath counters of a live run and of its simulation that must
+/// agree exactly: each is decided by the same program on the same
+/// packets (the server's segments as sent, the client's as sent).
+/// Those that depend on time (the agent's answers and the datapath's
+/// retries, which run on the wall clock live and at replay speed
+/// simulated: `add_addr_recovered*`, `add_addr_confirmed`,
+/// `add_addr_retried`, `add_addr_given_up`, `recover_pending_no_room`)
+/// are compared as "recovered at least once" below.
+const EXACT: [&str; 7] = [
+    "flows_created",
+    "flows_removed",
+    "add_addr_stored",
+    "add_addr_duplicate",
+    "add_addr_dropped_pure_ack",
+    "add_addr_nopped",
+    "joins_mapped",
+];
+
+#[test]
+fn simulation_agrees_with_a_live_run() {
+    use mptcp_common::*;
+    if !kernel_or_skip("simulation_agrees_with_a_live_run") {
+        return;
+    }
+    let lab = Lab::new("simlive");
+    // Wire-sized segments with complete checksums on every veth end, as in
+    // the reference captures: what XDP sees, what tcpdump records.
+    for (ns, devs) in [
+        (&lab.tb.cli, ["cli0", "cli1"]),
+        (&lab.tb.srv, ["srv0", "srv1"]),
+    ] {
+        for d in devs {
+            must(&format!(
+                "ip netns exec {ns} ethtool -K {d} tso off gso off gro off tx off"
+            ));
+        }
+    }
+    let qs = std::fs::read_to_string(quickstart()).unwrap();
+    lab.apply(&qs);
+    let agent = live_agent(&lab);
+    let (pa, pb) = (lab.dir.path().join("a.pcap"), lab.dir.path().join("b.pcap"));
+    let dumps = [
+        Tcpdump::start(&lab.tb.srv, "srv0", &pa),
+        Tcpdump::start(&lab.tb.srv, "srv1", &pb),
+    ];
+    std::thread::sleep(std::time::Duration::from_secs(1)); // tcpdump opens its socket
+
+    // The quickstart's two cases, live: a short download keeps one path,
+    // a long one gets the second path back after recover_at.
+    let (_, short) = run(
+        &lab,
+        &[
+            "--download",
+            "100K",
+            "--wait-subflows",
+            "1",
+            "--wait-timeout",
+            "1",
+        ],
+    );
+    let (_, long) = run(
+        &lab,
+        &[
+            "--download",
+            "6M",
+            "--wait-subflows",
+            "1",
+            "--wait-timeout",
+            "3",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1)); // tcpdump drains
+    for d in dumps {
+        d.stop();
+    }
+    drop(agent);
+    let live = status_json(lab.root(), &lab.tb.cli)["datapath_events"].clone();
+    lab.destroy();
+    // Control in the same run: the live kernel shows the policy acted (no
+    // ADD_ADDR and no join for the short download; both for the long one).
+    assert_eq!(
+        (short("MPTcpExtAddAddr"), short("MPTcpExtMPJoinSynTx")),
+        (0, 0)
+    );
+    assert!(long("MPTcpExtAddAddr") >= 1, "long: ADD_ADDR not delivered");
+    // Whether the join then completes within the transfer's wait is the
+    // live stack's timing (seen: 1 of 4 runs without it); the simulation
+    // must show the joins that were on the wire, whatever their number.
+    let joins = long("MPTcpExtMPJoinSynTx");
+
+    let merged = lab.dir.path().join("live.pcap");
+    merge_pcaps(&[pa, pb], &merged);
+    let qsp = quickstart();
+    let mut args = vec![
+        "-o",
+        "json",
+        "-f",
+        qsp.to_str().unwrap(),
+        "--pcap",
+        merged.to_str().unwrap(),
+    ];
+    // An Ethernet capture records no direction, and both ends of each path
+    // share its /24: the client's own addresses.
+    args.extend_from_slice(&[
+        "--local",
+        "192.0.2.1/32=cli0",
+        "--local",
+        "198.51.100.1/32=cli1",
+    ]);
+    let r = json(&simulate(&args), 0);
+    let c = conns(&r);
+    assert_eq!(c.len(), 2, "{c:#?}");
+    // Per connection: what the live kernel counted, the simulation says.
+    assert_eq!(c[0]["second_path"], "withheld", "{:#}", c[0]);
+    assert_eq!(n(&c[0], "subflows"), 1, "the short download never joined");
+    assert_eq!(c[1]["second_path"], "recovered", "{:#}", c[1]);
+    assert_eq!(
+        n(&c[1], "subflows") as i64,
+        1 + joins,
+        "the long download's joins"
+    );
+    // The datapath's own counters: the same program over the same packets.
+    let sim = &r["datapath_counters"];
+    for k in EXACT {
+        assert_eq!(
+            n(sim, k),
+            n(&live, k),
+            "{k}: simulated {sim:#} live {live:#}"
+        );
+    }
+    // Recovery: live, the client's stack counted the ADD_ADDR (above:
+    // re-inserted into a server segment with room, or injected by the
+    // agent); simulated, one of the two happened too. Which one, and how
+    // often it was retried, depends on wall-clock timing (the live agent
+    // polls its ring every 200 ms), so only "at least once".
+    assert!(
+        n(&c[1], "add_addr_forged") + n(&c[1], "add_addr_recovered") >= 1,
+        "{:#}",
+        c[1]
+    );
+    eprintln!("live {live:#}\nsimulated {sim:#}");
+}
+
+/// `emptcp agent` in the client namespace, killed on drop.
+fn live_agent(lab: &mptcp_common::Lab) -> impl Drop {
+    struct A(std::process::Child);
+    impl Drop for A {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Command::new(emptcp_bin())
+        .args(["--bpffs-root", lab.root().to_str().unwrap()])
+        .args(["--netns", &lab.tb.cli, "agent"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its ring buffer is polled every 200 ms; 300 ms: open and polling.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    A(child)
 }
