@@ -964,3 +964,70 @@ fn live_agent(lab: &mptcp_common::Lab) -> impl Drop {
     std::thread::sleep(std::time::Duration::from_millis(300));
     A(child)
 }
+
+/// The quickstart policy over `tests/captures/NAME.pcap.gz`.
+fn quickstart_over(name: &str) -> Value {
+    let cap = repo().join(format!("tests/captures/{name}.pcap.gz"));
+    let qs = quickstart();
+    let mut args = vec![
+        "-o",
+        "json",
+        "-f",
+        qs.to_str().unwrap(),
+        "--pcap",
+        cap.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&LOCAL);
+    json(&simulate(&args), 0)
+}
+
+#[test]
+fn uploads_recover_by_reinsertion() {
+    if !kernel_or_skip("uploads_recover_by_reinsertion") {
+        return;
+    }
+    // 100 KiB then 6 MiB uploaded: the sizes count the client's data the
+    // server acknowledged.
+    let r = quickstart_over("uploads");
+    let c = conns(&r);
+    assert_eq!(c.len(), 2, "{c:#?}");
+    let (short, long) = (&c[0], &c[1]);
+    assert!(n(short, "bytes_sent") >= 100_000 && n(long, "bytes_sent") >= 6_000_000);
+    assert_eq!(short["second_path"], "withheld", "{short:#}");
+    assert_eq!(n(short, "add_addr_dropped"), 1);
+    // The server's segments of an upload are pure ACKs with room in their
+    // options: the datapath re-inserts the stored ADD_ADDR itself, the
+    // agent has nothing to forge.
+    assert_eq!(long["second_path"], "recovered", "{long:#}");
+    assert!(n(long, "add_addr_recovered") >= 1, "{long:#}");
+    assert_eq!(n(long, "add_addr_forged"), 0);
+    assert!((4 * MIB..5 * MIB).contains(&n(long, "recovered_at_bytes")));
+    assert_eq!(n(&r["packets"], "forged"), 0);
+    assert_eq!(
+        n(&r["datapath_counters"], "add_addr_recovered"),
+        n(&r["totals"], "add_addr_recovered")
+    );
+}
+
+#[test]
+fn loss_does_not_inflate_the_size() {
+    if !kernel_or_skip("loss_does_not_inflate_the_size") {
+        return;
+    }
+    // 6,000,000 bytes downloaded through an overflowing queue: the capture
+    // holds retransmissions (payload received beyond the transfer), the
+    // datapath counts data acknowledged, each byte once.
+    let r = quickstart_over("loss");
+    let c = conns(&r);
+    assert_eq!(c.len(), 1, "{c:#?}");
+    let x = &c[0];
+    assert!(
+        n(x, "bytes_received") > 6_000_000,
+        "the capture should hold retransmissions: {x:#}"
+    );
+    // The transfer and its DATA_FIN, at most.
+    assert!(n(x, "datapath_bytes") <= 6_000_013, "{x:#}");
+    assert_eq!(x["second_path"], "recovered", "{x:#}");
+    assert!((4 * MIB..5 * MIB).contains(&n(x, "recovered_at_bytes")));
+    assert_eq!(n(x, "other_rewrites"), 0);
+}

@@ -11,6 +11,14 @@
 #                       periods on an open connection (packet copy's
 #                       subflow_idle) and a size that grows in steps over
 #                       more than a second (flow_bytes_at)
+#   uploads.pcap.gz     two MPTCP uploads on path A: 100 KiB, then 6 MiB
+#                       (waits for the join): the server's segments are
+#                       pure ACKs, with room for a re-inserted ADD_ADDR
+#   loss.pcap.gz        one 6 MiB download through a token bucket on both
+#                       of the server's interfaces (tbf 100mbit, 8 KB
+#                       queue): the queue overflows, so the capture holds
+#                       losses, SACKs and retransmissions (the host kernel
+#                       has no netem)
 #
 # Taken on the client (`tcpdump -i any`: Linux cooked v1 headers, so the
 # direction of each packet is recorded), snaplen 128 (headers only: the
@@ -26,7 +34,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${1:-$HERE}
 shift || true
 NAMES=("$@")
-[[ ${#NAMES[@]} -gt 0 ]] || NAMES=(downloads reqresp)
+[[ ${#NAMES[@]} -gt 0 ]] || NAMES=(downloads reqresp uploads loss)
 TB="$HERE/../mptcp/testbed.sh"
 export LAB_ID=-cap$$ LAB_RUN=${TMPDIR:-/tmp}/emptcp-capture
 CLI=emptcp-cli$LAB_ID SRV=emptcp-srv$LAB_ID
@@ -72,9 +80,21 @@ downloads() {
 reqresp() {
     "$TB" xfer --reqresp 4 --rr-size 512K --rr-pause 0.3 --wait-subflows 1 --wait-timeout 3
 }
+uploads() {
+    "$TB" xfer --upload 100K
+    "$TB" xfer --upload 6M --wait-subflows 1 --wait-timeout 3
+}
+loss() {
+    local d
+    for d in srv0 srv1; do
+        ip netns exec "$SRV" tc qdisc replace dev $d root tbf rate 100mbit burst 8kb limit 8kb
+    done
+    "$TB" xfer --download 6M --wait-subflows 1 --wait-timeout 3
+    for d in srv0 srv1; do ip netns exec "$SRV" tc qdisc del dev $d root; done
+}
 for n in "${NAMES[@]}"; do
     case $n in
-        downloads|reqresp) capture "$n" "$n" ;;
-        *) echo "make.sh: no capture named $n (downloads, reqresp)" >&2; exit 1 ;;
+        downloads|reqresp|uploads|loss) capture "$n" "$n" ;;
+        *) echo "make.sh: no capture named $n (downloads, reqresp, uploads, loss)" >&2; exit 1 ;;
     esac
 done
