@@ -1031,3 +1031,134 @@ fn loss_does_not_inflate_the_size() {
     assert!((4 * MIB..5 * MIB).contains(&n(x, "recovered_at_bytes")));
     assert_eq!(n(x, "other_rewrites"), 0);
 }
+
+/// The quickstart's chain for IPv6 peers, or (`strip: false`) only `count`.
+fn ipv6_policy(strip: bool) -> String {
+    let text = std::fs::read_to_string(quickstart()).unwrap().replace(
+        "remote: [192.0.2.0/24, 198.51.100.0/24]",
+        "remote: [\"2001:db8::/32\"]",
+    );
+    assert!(text.contains("2001:db8::/32"));
+    if strip {
+        return text;
+    }
+    text.replace(
+        "actions: [record_flow, strip_add_addr, recover_add_addr, count]",
+        "actions: [count]",
+    )
+    .replace(
+        "    thresholds:\n      remove_below: 1MiB\n      recover_at: 4MiB\n",
+        "",
+    )
+}
+
+/// (IPv6 ADD_ADDRs with HMAC sent to the client, TCP checksums verified)
+/// in a raw-IP IPv6 classic pcap.
+fn v6_add_addrs(bytes: &[u8]) -> (u64, u64) {
+    let (mut add_addrs, mut verified) = (0, 0);
+    let mut off = 24;
+    while off < bytes.len() {
+        let u = |o: usize| u32::from_le_bytes(bytes[off + o..off + o + 4].try_into().unwrap());
+        let (caplen, orig) = (u(8) as usize, u(12) as usize);
+        let data = &bytes[off + 16..off + 16 + caplen];
+        off += 16 + caplen;
+        assert_eq!(data[0] >> 4, 6, "IPv6 only");
+        assert_eq!(data[6], 6, "TCP without extension headers");
+        let (src, dst, seg) = (&data[8..24], &data[24..40], &data[40..]);
+        let opts = &seg[20..usize::from(seg[12] >> 4) * 4];
+        let mut i = 0;
+        while i < opts.len() {
+            match opts[i] {
+                0 => break,
+                1 => i += 1,
+                _ => {
+                    // ADD_ADDR, IPv6, with HMAC: 28 bytes, echo bit clear.
+                    if opts[i] == 30 && opts[i + 1] == 28 && opts[i + 2] == 0x30 {
+                        assert_eq!(dst[..6], [0x20, 0x01, 0x0d, 0xb8, 0, 0x0a], "to the client");
+                        add_addrs += 1;
+                    }
+                    i += usize::from(opts[i + 1]).max(2);
+                }
+            }
+        }
+        if caplen == orig {
+            let len = (seg.len() as u32).to_be_bytes();
+            assert_eq!(
+                csum(&[src, dst, &len, &[0, 0, 0, 6], seg]),
+                0xffff,
+                "TCP checksum"
+            );
+            verified += 1;
+        }
+    }
+    (add_addrs, verified)
+}
+
+#[test]
+fn ipv6_connections_are_withheld_and_recovered() {
+    if !kernel_or_skip("ipv6_connections_are_withheld_and_recovered") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = repo().join("tests/captures/ipv6.pcap.gz");
+    const LOCAL6: [&str; 4] = [
+        "--local",
+        "2001:db8:a::/64=cli0",
+        "--local",
+        "2001:db8:b::/64=cli1",
+    ];
+    let sim = |policy: &Path, write: &Path| {
+        let mut args = vec![
+            "-o",
+            "json",
+            "-f",
+            policy.to_str().unwrap(),
+            "--pcap",
+            cap.to_str().unwrap(),
+            "--write",
+            write.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&LOCAL6);
+        json(&simulate(&args), 0)
+    };
+    let out = dir.path().join("out.pcap");
+    let r = sim(&policy_file(&dir, "v6.yaml", &ipv6_policy(true)), &out);
+    let c = conns(&r);
+    assert_eq!(c.len(), 2, "{c:#?}");
+    let (short, long) = (&c[0], &c[1]);
+    assert!(
+        short["local"]
+            .as_str()
+            .unwrap()
+            .starts_with("[2001:db8:a::1]:")
+    );
+    assert_eq!(
+        n(short, "subflows"),
+        2,
+        "the join on path B, grouped by token"
+    );
+    // The 28-byte IPv6 ADD_ADDR (with HMAC) on a pure ACK: stored, dropped.
+    assert_eq!(short["second_path"], "withheld", "{short:#}");
+    assert_eq!(
+        (n(short, "add_addr_stored"), n(short, "add_addr_dropped")),
+        (1, 1)
+    );
+    assert_eq!(long["second_path"], "recovered", "{long:#}");
+    assert!(n(long, "add_addr_forged") >= 1);
+    assert!((4 * MIB..5 * MIB).contains(&n(long, "recovered_at_bytes")));
+    // What the stack gets: the agent's forged duplicate ACKs carry the
+    // stored option byte for byte (28 bytes), with valid checksums; the
+    // dropped pure ACKs carried the capture's only ADD_ADDRs.
+    let (aa, verified) = v6_add_addrs(&std::fs::read(&out).unwrap());
+    assert_eq!(aa, n(&r["packets"], "forged"));
+    assert!(verified > 1000, "{verified} TCP checksums verified");
+
+    // Control, same capture: without strip both connections see the offer.
+    let out0 = dir.path().join("out0.pcap");
+    let r0 = sim(&policy_file(&dir, "count.yaml", &ipv6_policy(false)), &out0);
+    for c in conns(&r0) {
+        assert_eq!(c["second_path"], "announced", "{c:#}");
+    }
+    let (aa0, _) = v6_add_addrs(&std::fs::read(&out0).unwrap());
+    assert_eq!(aa0, 2, "each connection's ADD_ADDR reaches the stack");
+}
