@@ -126,6 +126,7 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
     let sb = Sandbox::new(o.root_name, o.object, o.desired)?;
     let mut trace = trace::Trace::open(o.trace)?;
     let started = Instant::now();
+    let cpu_started = cpu_time_s();
     let mut r = Replay::new(&sb, Directions::new(o.locals.clone(), ifaces))?;
     r.copier = copy::Copier::new(&sb, o.packet_copy)?;
     let mut linktype = None;
@@ -154,6 +155,7 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
         w.finish().map_err(SimError::Write)?;
     }
     let replay_s = started.elapsed().as_secs_f64();
+    let replay_cpu_s = cpu_time_s() - cpu_started;
     let capture_s = r.last_ts.saturating_sub(r.first_ts.unwrap_or(0)) as f64 / 1e9;
     let packets = std::mem::take(&mut r.packets);
     let total = packets.total;
@@ -168,6 +170,7 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
         egress_counters: crate::counters::egress_counters(&sb.layout),
         capture_s,
         replay_s,
+        replay_cpu_s,
         kernel_s: r.kernel.as_secs_f64(),
         packets_per_s: if replay_s > 0.0 {
             total as f64 / replay_s
@@ -177,4 +180,14 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
         packet_copy,
         not_simulated: NOT_SIMULATED.iter().map(|s| s.to_string()).collect(),
     })
+}
+
+/// User + system CPU time of this process so far, in seconds: the replay's
+/// cost without the time other processes take the CPU from it.
+fn cpu_time_s() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
 }

@@ -129,6 +129,8 @@ pub struct Replay<'a> {
     /// The policy's packet-copy rules on the capture's clock (`None`
     /// without rules).
     pub copier: Option<Copier>,
+    /// The test runs' output buffer, reused for every packet.
+    out_buf: Vec<u8>,
 }
 
 fn open_map(sb: &Sandbox, name: &str) -> Result<Map, SimError> {
@@ -189,6 +191,7 @@ impl<'a> Replay<'a> {
             last_ts: 0,
             kernel: std::time::Duration::ZERO,
             copier: None,
+            out_buf: Vec::with_capacity(MAX_FRAME + 512),
         })
     }
 
@@ -273,14 +276,17 @@ impl<'a> Replay<'a> {
             self.read_flow(&key, i);
         }
         let t0 = std::time::Instant::now();
-        let out = self.run(&f.bytes, received, ifindex, p.number)?;
+        // One output buffer for the whole replay (taken, given back below).
+        let mut buf = std::mem::take(&mut self.out_buf);
+        let range = self.run(&f.bytes, received, ifindex, p.number, &mut buf)?;
         self.kernel += t0.elapsed();
+        let out = range.map(|r| &buf[r]);
         // Frames of a packet-copy round this packet caused (a subflow new or
         // closed): they follow the packet.
         let mut copied = Vec::new();
         if let (Some(t), Some((_, i))) = (&tcp, conn) {
-            let after = out.as_deref().and_then(frame::tcp);
-            let e: Effect = effect::compare(&f.bytes, t, out.as_deref().zip(after.as_ref()));
+            let after = out.and_then(frame::tcp);
+            let e: Effect = effect::compare(&f.bytes, t, out.zip(after.as_ref()));
             if e.dropped {
                 self.packets.dropped += 1;
             } else if e.changed() {
@@ -297,38 +303,41 @@ impl<'a> Replay<'a> {
         } else if out.is_none() {
             self.packets.dropped += 1;
         }
-        if let Some(o) = &out {
+        if let Some(o) = out {
             let grown = o.len().saturating_sub(f.bytes.len());
             self.write(p.ts_ns, o, f.synthetic_l2, kept + grown)?;
         }
+        self.out_buf = buf;
         if received {
             self.agent(p.ts_ns, f.synthetic_l2)?;
         }
         self.copied(copied)
     }
 
-    /// The frame the stack gets, `None` when the datapath dropped it.
+    /// Where in `out` the frame the stack gets is, `None` when the
+    /// datapath dropped it.
     fn run(
         &self,
         bytes: &[u8],
         received: bool,
         ifindex: u32,
         number: u64,
-    ) -> Result<Option<Vec<u8>>, SimError> {
+        out: &mut Vec<u8>,
+    ) -> Result<Option<std::ops::Range<usize>>, SimError> {
         let err = |e: std::io::Error| SimError::Run { number, source: e };
         if received {
-            let (verdict, out, meta) =
-                sys::test_run_xdp_out(self.sb.entry.as_fd(), bytes, ifindex).map_err(err)?;
+            let (verdict, meta) =
+                sys::test_run_xdp_into(self.sb.entry.as_fd(), bytes, ifindex, out).map_err(err)?;
             Ok(match verdict {
-                XDP_PASS => Some(out[meta.min(out.len())..].to_vec()),
+                XDP_PASS => Some(meta.min(out.len())..out.len()),
                 XDP_DROP => None,
                 // ABORTED, TX, REDIRECT: the stack would not get it.
                 _ => None,
             })
         } else {
-            let (rc, out) =
-                sys::test_run_skb_out(self.sb.egress_entry.as_fd(), bytes, ifindex).map_err(err)?;
-            Ok((rc != TC_ACT_SHOT).then_some(out))
+            let rc = sys::test_run_skb_into(self.sb.egress_entry.as_fd(), bytes, ifindex, out)
+                .map_err(err)?;
+            Ok((rc != TC_ACT_SHOT).then_some(0..out.len()))
         }
     }
 

@@ -399,6 +399,10 @@ pub struct Report {
     /// Seconds of capture time covered, and of wall time the replay took.
     pub capture_s: f64,
     pub replay_s: f64,
+    /// CPU time (user + system) of the process during the replay: on a
+    /// shared machine, the replay's own cost.
+    #[serde(default)]
+    pub replay_cpu_s: f64,
     /// Of the replay, seconds inside BPF_PROG_TEST_RUN (the datapath and
     /// the syscall); the rest is reading, parsing and booking.
     pub kernel_s: f64,
@@ -484,9 +488,10 @@ pub fn render_text(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "  replayed in {:.3} s ({:.0} packets/s; {:.0} % in the kernel's test runs)",
+        "  replayed in {:.3} s ({:.0} packets/s; {:.3} s of CPU; {:.0} % in the kernel's test runs)",
         r.replay_s,
         r.packets_per_s,
+        r.replay_cpu_s,
         if r.replay_s > 0.0 {
             100.0 * r.kernel_s / r.replay_s
         } else {
