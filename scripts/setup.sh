@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent machine set-up for building and testing emptcp (Debian 12, root).
 # Installs only what is missing:
-#   - Debian packages: iproute2, bpftool, ethtool, python3 (testbed traffic), jq
+#   - Debian packages: iproute2, bpftool, ethtool, python3 (testbed traffic), jq,
+#     tcpdump (simulate's live comparison and tests/captures/make.sh)
 #   - rust-src for the nightly toolchain (the eBPF crate needs -Z build-std=core)
 #   - bpf-linker built against the nightly's own libLLVM (same LLVM major)
 # Safe to run on every invocation: a warm run takes well under a second.
@@ -18,6 +19,7 @@ command -v ethtool  >/dev/null || need_pkgs+=(ethtool)
 command -v python3  >/dev/null || need_pkgs+=(python3)
 command -v nstat    >/dev/null || need_pkgs+=(iproute2)
 command -v jq       >/dev/null || need_pkgs+=(jq)
+command -v tcpdump  >/dev/null || need_pkgs+=(tcpdump)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) != 0 ]]; then
         log "missing Debian packages (${need_pkgs[*]}); run this script as root to install them"

@@ -441,17 +441,30 @@ pub fn test_run_xdp_out(
     data: &[u8],
     ingress_ifindex: u32,
 ) -> io::Result<(u32, Vec<u8>, usize)> {
+    let mut out = Vec::new();
+    let (retval, meta) = test_run_xdp_into(prog, data, ingress_ifindex, &mut out)?;
+    Ok((retval, out, meta))
+}
+
+/// [`test_run_xdp_out`] into `out` (its allocation reused by a caller
+/// that runs many packets): `(retval, metadata length)`.
+pub fn test_run_xdp_into(
+    prog: std::os::fd::BorrowedFd<'_>,
+    data: &[u8],
+    ingress_ifindex: u32,
+    out: &mut Vec<u8>,
+) -> io::Result<(u32, usize)> {
     let ctx = xdp_md(0, data.len(), ingress_ifindex);
     let mut ctx_out = [0u32; 6];
     // Room for a grown head and the metadata in front of it.
-    let mut out = vec![0u8; data.len() + 512];
+    out.resize(data.len() + 512, 0);
     let r = test_run(prog, data, |a| {
-        a.test_data_out(&mut out)
+        a.test_data_out(out)
             .test_ctx_in(&ctx)
             .test_ctx_out(&mut ctx_out);
     })?;
     out.truncate(r.data_size_out as usize);
-    Ok((r.retval, out, ctx_out[0] as usize))
+    Ok((r.retval, ctx_out[0] as usize))
 }
 
 /// [`test_run_xdp`] with the first `meta_len` bytes of `data` given to the
@@ -567,14 +580,27 @@ pub fn test_run_skb_out(
     data: &[u8],
     ifindex: u32,
 ) -> io::Result<(i32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let rc = test_run_skb_into(prog, data, ifindex, &mut out)?;
+    Ok((rc, out))
+}
+
+/// [`test_run_skb_out`] into `out` (its allocation reused by a caller
+/// that runs many packets): the return code.
+pub fn test_run_skb_into(
+    prog: std::os::fd::BorrowedFd<'_>,
+    data: &[u8],
+    ifindex: u32,
+    out: &mut Vec<u8>,
+) -> io::Result<i32> {
     let mut ctx = [0u8; SKB_CTX_SIZE];
     ctx[SKB_CTX_IFINDEX..SKB_CTX_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
-    let mut out = vec![0u8; data.len() + 512];
+    out.resize(data.len() + 512, 0);
     let r = test_run(prog, data, |a| {
-        a.test_data_out(&mut out).test_ctx_in(&ctx);
+        a.test_data_out(out).test_ctx_in(&ctx);
     })?;
     out.truncate(r.data_size_out as usize);
-    Ok((r.retval as i32, out))
+    Ok(r.retval as i32)
 }
 
 /// Runs a TC (sched_cls) program `repeat` times on the Ethernet frame

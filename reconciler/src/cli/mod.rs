@@ -445,9 +445,10 @@ fn run_simulate(cli: Cli) -> anyhow::Result<i32> {
         .collect::<Result<Vec<_>, _>>()?;
     simulate::sandbox::private_bpffs()?;
     let stop = stop_on_signals()?;
-    let opts = |name: String, d, root, write| simulate::Options {
+    let opts = |name: String, d, rules, root, write| simulate::Options {
         policy_name: name,
         desired: d,
+        packet_copy: rules,
         object: &object,
         trace: &pcap,
         locals: locals.clone(),
@@ -457,10 +458,22 @@ fn run_simulate(cli: Cli) -> anyhow::Result<i32> {
     };
     // The old policy first, in its own namespaces; --write is the new one's.
     let old_report = match &old {
-        Some((name, d)) => Some(simulate::simulate(&opts(name.clone(), d, "old", None))?),
+        Some((name, d, rules)) => Some(simulate::simulate(&opts(
+            name.clone(),
+            d,
+            rules,
+            "old",
+            None,
+        ))?),
         None => None,
     };
-    let new_report = simulate::simulate(&opts(new_name, &new_desired, "new", write.clone()))?;
+    let new_report = simulate::simulate(&opts(
+        new_name,
+        &new_desired,
+        &new_policy.packet_copy,
+        "new",
+        write.clone(),
+    ))?;
     let differs = print_simulation(old_report, new_report, cli.output)?;
     Ok(exit_code(detailed_exitcode && differs))
 }
@@ -471,13 +484,17 @@ fn against_policy(
     path: &Path,
     object: &Object,
     output: Output,
-) -> anyhow::Result<(String, Desired)> {
+) -> anyhow::Result<(String, Desired, Vec<crate::policy::PacketCopy>)> {
     let p = if path.is_dir() {
         load_policy(None, Some(path), output)?
     } else {
         load_policy(Some(path), None, output)?
     };
-    Ok((path.display().to_string(), desired(&p, object)?))
+    Ok((
+        path.display().to_string(),
+        desired(&p, object)?,
+        p.packet_copy.clone(),
+    ))
 }
 
 /// Prints the simulation's report, or the comparison with the old
@@ -495,7 +512,7 @@ fn print_simulation(
             Output::Json => println!("{}", serde_json::to_string_pretty(&new)?),
         }
         let p = &new.packets;
-        return Ok(p.dropped + p.rewritten + p.forged > 0);
+        return Ok(p.dropped + p.rewritten + p.forged + p.copied > 0);
     };
     let c = compare::compare(old, new);
     match output {

@@ -11,6 +11,7 @@
 //! connection with totals, and [`compare`] diffs two of them.
 //! Nothing is left behind: the namespaces are this process's own.
 pub mod compare;
+pub mod copy;
 pub mod effect;
 pub mod frame;
 pub mod pcap_out;
@@ -26,7 +27,7 @@ use std::{
     time::Instant,
 };
 
-use crate::{desired::Desired, object::Object};
+use crate::{desired::Desired, object::Object, policy::PacketCopy};
 pub use replay::Local;
 use replay::{Directions, Replay};
 use report::Report;
@@ -71,6 +72,8 @@ pub enum SimError {
 pub struct Options<'a> {
     pub policy_name: String,
     pub desired: &'a Desired,
+    /// The policy's packet-copy rules (not part of the desired kernel state).
+    pub packet_copy: &'a [PacketCopy],
     pub object: &'a Object,
     pub trace: &'a Path,
     pub locals: Vec<Local>,
@@ -83,8 +86,7 @@ pub struct Options<'a> {
 
 /// What the simulation does not model (listed in every report).
 const NOT_SIMULATED: &[&str] = &[
-    "packet copy (packet_copy rules): its triggers are not replayed; its captures run as recorded",
-    "the stack's reaction: packets are replayed as captured, so a withheld ADD_ADDR does not remove the join that followed it in the capture",
+    "the stack's reaction: packets are replayed as captured, so a withheld ADD_ADDR does not remove the join that followed it in the capture, and a packet-copy frame (added at its simulated time) does not change the traffic after it",
 ];
 
 /// Parses `PREFIX[=IFACE]`.
@@ -124,7 +126,9 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
     let sb = Sandbox::new(o.root_name, o.object, o.desired)?;
     let mut trace = trace::Trace::open(o.trace)?;
     let started = Instant::now();
+    let cpu_started = cpu_time_s();
     let mut r = Replay::new(&sb, Directions::new(o.locals.clone(), ifaces))?;
+    r.copier = copy::Copier::new(&sb, o.packet_copy)?;
     let mut linktype = None;
     while let Some(p) = trace.next_packet()? {
         if o.stop.load(Ordering::Relaxed) {
@@ -145,11 +149,13 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
         }
         r.packet(&p)?;
     }
+    let packet_copy = r.finish_copy()?;
     let counters = r.finish();
     if let Some((w, _)) = r.writer.take() {
         w.finish().map_err(SimError::Write)?;
     }
     let replay_s = started.elapsed().as_secs_f64();
+    let replay_cpu_s = cpu_time_s() - cpu_started;
     let capture_s = r.last_ts.saturating_sub(r.first_ts.unwrap_or(0)) as f64 / 1e9;
     let packets = std::mem::take(&mut r.packets);
     let total = packets.total;
@@ -161,14 +167,27 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
         totals: report::totals(&connections),
         connections,
         datapath_counters: counters,
+        egress_counters: crate::counters::egress_counters(&sb.layout),
         capture_s,
         replay_s,
+        replay_cpu_s,
         kernel_s: r.kernel.as_secs_f64(),
         packets_per_s: if replay_s > 0.0 {
             total as f64 / replay_s
         } else {
             0.0
         },
+        packet_copy,
         not_simulated: NOT_SIMULATED.iter().map(|s| s.to_string()).collect(),
     })
+}
+
+/// User + system CPU time of this process so far, in seconds: the replay's
+/// cost without the time other processes take the CPU from it.
+fn cpu_time_s() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
 }

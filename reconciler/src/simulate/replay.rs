@@ -18,6 +18,7 @@ use ipnet::IpNet;
 
 use super::{
     SimError,
+    copy::{Copier, Forged},
     effect::{self, Effect},
     frame::{self, FIN, RST, Tcp},
     pcap_out::PcapWriter,
@@ -25,7 +26,7 @@ use super::{
     sandbox::Sandbox,
     trace::Packet,
 };
-use crate::{agent, sys};
+use crate::{agent, copy::runner::RuleStatus, sys};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -125,6 +126,11 @@ pub struct Replay<'a> {
     pub last_ts: u64,
     /// Wall time spent in BPF_PROG_TEST_RUN calls (the kernel's share).
     pub kernel: std::time::Duration,
+    /// The policy's packet-copy rules on the capture's clock (`None`
+    /// without rules).
+    pub copier: Option<Copier>,
+    /// The test runs' output buffer, reused for every packet.
+    out_buf: Vec<u8>,
 }
 
 fn open_map(sb: &Sandbox, name: &str) -> Result<Map, SimError> {
@@ -184,6 +190,8 @@ impl<'a> Replay<'a> {
             first_ts: None,
             last_ts: 0,
             kernel: std::time::Duration::ZERO,
+            copier: None,
+            out_buf: Vec::with_capacity(MAX_FRAME + 512),
         })
     }
 
@@ -211,6 +219,8 @@ impl<'a> Replay<'a> {
         self.packets.total += 1;
         self.first_ts.get_or_insert(p.ts_ns);
         self.last_ts = self.last_ts.max(p.ts_ns);
+        // What packet copy decided before this packet, on the capture clock.
+        self.copy_until(p.ts_ns, false)?;
         let f = match frame::ethernet(p) {
             Ok(Some(f)) => f,
             Ok(None) => {
@@ -266,11 +276,17 @@ impl<'a> Replay<'a> {
             self.read_flow(&key, i);
         }
         let t0 = std::time::Instant::now();
-        let out = self.run(&f.bytes, received, ifindex, p.number)?;
+        // One output buffer for the whole replay (taken, given back below).
+        let mut buf = std::mem::take(&mut self.out_buf);
+        let range = self.run(&f.bytes, received, ifindex, p.number, &mut buf)?;
         self.kernel += t0.elapsed();
+        let out = range.map(|r| &buf[r]);
+        // Frames of a packet-copy round this packet caused (a subflow new or
+        // closed): they follow the packet.
+        let mut copied = Vec::new();
         if let (Some(t), Some((_, i))) = (&tcp, conn) {
-            let after = out.as_deref().and_then(frame::tcp);
-            let e: Effect = effect::compare(&f.bytes, t, out.as_deref().zip(after.as_ref()));
+            let after = out.and_then(frame::tcp);
+            let e: Effect = effect::compare(&f.bytes, t, out.zip(after.as_ref()));
             if e.dropped {
                 self.packets.dropped += 1;
             } else if e.changed() {
@@ -281,41 +297,47 @@ impl<'a> Replay<'a> {
                 self.book.recovered(i, false, size);
             }
             self.book.packet(i, t, received, &e, p.ts_ns);
+            if let Some(c) = &mut self.copier {
+                copied = c.after_packet(&flow_key(&SubKey::of(t, received)), p.ts_ns);
+            }
         } else if out.is_none() {
             self.packets.dropped += 1;
         }
-        if let Some(o) = &out {
+        if let Some(o) = out {
             let grown = o.len().saturating_sub(f.bytes.len());
             self.write(p.ts_ns, o, f.synthetic_l2, kept + grown)?;
         }
+        self.out_buf = buf;
         if received {
             self.agent(p.ts_ns, f.synthetic_l2)?;
         }
-        Ok(())
+        self.copied(copied)
     }
 
-    /// The frame the stack gets, `None` when the datapath dropped it.
+    /// Where in `out` the frame the stack gets is, `None` when the
+    /// datapath dropped it.
     fn run(
         &self,
         bytes: &[u8],
         received: bool,
         ifindex: u32,
         number: u64,
-    ) -> Result<Option<Vec<u8>>, SimError> {
+        out: &mut Vec<u8>,
+    ) -> Result<Option<std::ops::Range<usize>>, SimError> {
         let err = |e: std::io::Error| SimError::Run { number, source: e };
         if received {
-            let (verdict, out, meta) =
-                sys::test_run_xdp_out(self.sb.entry.as_fd(), bytes, ifindex).map_err(err)?;
+            let (verdict, meta) =
+                sys::test_run_xdp_into(self.sb.entry.as_fd(), bytes, ifindex, out).map_err(err)?;
             Ok(match verdict {
-                XDP_PASS => Some(out[meta.min(out.len())..].to_vec()),
+                XDP_PASS => Some(meta.min(out.len())..out.len()),
                 XDP_DROP => None,
                 // ABORTED, TX, REDIRECT: the stack would not get it.
                 _ => None,
             })
         } else {
-            let (rc, out) =
-                sys::test_run_skb_out(self.sb.egress_entry.as_fd(), bytes, ifindex).map_err(err)?;
-            Ok((rc != TC_ACT_SHOT).then_some(out))
+            let rc = sys::test_run_skb_into(self.sb.egress_entry.as_fd(), bytes, ifindex, out)
+                .map_err(err)?;
+            Ok((rc != TC_ACT_SHOT).then_some(0..out.len()))
         }
     }
 
@@ -372,6 +394,41 @@ impl<'a> Replay<'a> {
             self.write(ts, &frame, synthetic, len)?;
         }
         Ok(())
+    }
+
+    /// Books and writes what packet copy forged up to capture time `ts`.
+    fn copy_until(&mut self, ts: u64, inclusive: bool) -> Result<(), SimError> {
+        let Some(c) = &mut self.copier else {
+            return Ok(());
+        };
+        let forged = c.until(ts, inclusive);
+        self.copied(forged)
+    }
+
+    fn copied(&mut self, forged: Vec<Forged>) -> Result<(), SimError> {
+        for f in forged {
+            self.packets.copied += 1;
+            if let Some(i) = self.book.find(&key_of_event(&f.key)) {
+                self.book.copied(i);
+            }
+            // Always an Ethernet frame: a raw-IP output keeps its IP packet.
+            let len = f.frame.len();
+            self.write(f.ts_ns, &f.frame, true, len)?;
+        }
+        Ok(())
+    }
+
+    /// Packet copy's decisions up to the end of the capture, and its
+    /// per-rule counters.
+    pub fn finish_copy(&mut self) -> Result<Vec<RuleStatus>, SimError> {
+        let end = self.last_ts;
+        self.copy_until(end, true)?;
+        let Some(c) = &mut self.copier else {
+            return Ok(Vec::new());
+        };
+        let (status, forged) = c.status(end);
+        self.copied(forged)?;
+        Ok(status)
     }
 
     /// At the end of the capture: sizes of the flows still open, and the

@@ -64,6 +64,8 @@ pub struct Behaviour {
     pub mp_prio_rewritten: u32,
     pub windows_rewritten: u32,
     pub other_rewrites: u32,
+    /// Frames the packet-copy rules would have sent on its subflows.
+    pub packet_copy_sent: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -316,6 +318,11 @@ impl Book {
         }
     }
 
+    /// Packet copy forged a frame for one of its subflows.
+    pub fn copied(&mut self, i: usize) {
+        self.conns[i].behaviour.packet_copy_sent += 1;
+    }
+
     /// The flow table's view of the connection (size, chain).
     pub fn datapath(&mut self, i: usize, bytes: u64, chain: Option<String>) {
         let c = &mut self.conns[i];
@@ -359,6 +366,9 @@ pub struct Packets {
     pub rewritten: u64,
     /// Forged by the recovery agent (added to the output).
     pub forged: u64,
+    /// Forged by packet-copy rules (added to the output).
+    #[serde(default)]
+    pub copied: u64,
 }
 
 /// Totals over the connections.
@@ -382,14 +392,26 @@ pub struct Report {
     pub connections: Vec<Connection>,
     /// The datapath's own counters after the replay (FLOW_STATS).
     pub datapath_counters: BTreeMap<String, u64>,
+    /// The egress hook's own counters after the replay (EGRESS_STATS:
+    /// subflows captured for packet copy, MP_PRIO and window rewrites).
+    #[serde(default)]
+    pub egress_counters: BTreeMap<String, u64>,
     /// Seconds of capture time covered, and of wall time the replay took.
     pub capture_s: f64,
     pub replay_s: f64,
+    /// CPU time (user + system) of the process during the replay: on a
+    /// shared machine, the replay's own cost.
+    #[serde(default)]
+    pub replay_cpu_s: f64,
     /// Of the replay, seconds inside BPF_PROG_TEST_RUN (the datapath and
     /// the syscall); the rest is reading, parsing and booking.
     pub kernel_s: f64,
     /// Packets replayed per second of replay (set-up excluded).
     pub packets_per_s: f64,
+    /// Per packet-copy rule, what the daemon would have done (the fields of
+    /// `emptcp status`; `sent`: frames forged into the simulated traffic).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packet_copy: Vec<crate::copy::runner::RuleStatus>,
     /// What the simulation does not model (stated, never silently left out).
     pub not_simulated: Vec<String>,
 }
@@ -417,6 +439,7 @@ pub fn totals(conns: &[Connection]) -> Totals {
         a.mp_prio_rewritten += b.mp_prio_rewritten;
         a.windows_rewritten += b.windows_rewritten;
         a.other_rewrites += b.other_rewrites;
+        a.packet_copy_sent += b.packet_copy_sent;
     }
     t
 }
@@ -440,6 +463,7 @@ pub fn behaviour_phrases(b: &Behaviour) -> Vec<String> {
     p(b.mp_prio_rewritten.into(), "MP_PRIO rewritten");
     p(b.windows_rewritten.into(), "window(s) rewritten");
     p(b.other_rewrites.into(), "other rewrite(s)");
+    p(b.packet_copy_sent.into(), "packet copy frame(s) sent");
     v
 }
 
@@ -464,9 +488,10 @@ pub fn render_text(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "  replayed in {:.3} s ({:.0} packets/s; {:.0} % in the kernel's test runs)",
+        "  replayed in {:.3} s ({:.0} packets/s; {:.3} s of CPU; {:.0} % in the kernel's test runs)",
         r.replay_s,
         r.packets_per_s,
+        r.replay_cpu_s,
         if r.replay_s > 0.0 {
             100.0 * r.kernel_s / r.replay_s
         } else {
@@ -475,8 +500,8 @@ pub fn render_text(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "  {} dropped, {} rewritten, {} forged; {} replayed zero-filled (snaplen), {} too large to replay",
-        p.dropped, p.rewritten, p.forged, p.zero_filled, p.oversize
+        "  {} dropped, {} rewritten, {} forged by the recovery agent, {} by packet copy; {} replayed zero-filled (snaplen), {} too large to replay",
+        p.dropped, p.rewritten, p.forged, p.copied, p.zero_filled, p.oversize
     );
     let t = &r.totals;
     let _ = writeln!(
@@ -539,8 +564,45 @@ pub fn render_text(r: &Report) -> String {
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     let _ = writeln!(s, "Datapath counters: {}", counters.join(", "));
+    let egress: Vec<String> = r
+        .egress_counters
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    if !egress.is_empty() {
+        let _ = writeln!(s, "Egress counters: {}", egress.join(", "));
+    }
+    for r in &r.packet_copy {
+        let _ = writeln!(s, "{}", copy_rule_line(r));
+    }
     for n in &r.not_simulated {
         let _ = writeln!(s, "Not simulated: {n}");
     }
     s
+}
+
+/// One packet-copy rule's line of the text report.
+fn copy_rule_line(r: &crate::copy::runner::RuleStatus) -> String {
+    if !r.armed {
+        return format!(
+            "Packet copy {} on {}: not armed ({})",
+            r.name,
+            r.interface,
+            r.reason.as_deref().unwrap_or("")
+        );
+    }
+    let mut line = format!(
+        "Packet copy {} on {}: fired {}, sent {}, closed before firing {}, rate limited {}",
+        r.name, r.interface, r.fired, r.sent, r.closed_before_firing, r.rate_limited
+    );
+    if r.send_failures > 0 {
+        let _ = write!(
+            line,
+            ", not forged {} (last: {})",
+            r.send_failures,
+            r.last_error.as_deref().unwrap_or("")
+        );
+    }
+    line
 }
