@@ -259,11 +259,11 @@ fn datapath_event(lab: &Lab, name: &str) -> u64 {
 }
 
 /// A pure download recovers with `emptcp apply` alone (the in-kernel
-/// duplicate ACK); where that path is not attached, the agent does it;
-/// with neither, the connection stays single-path. The subflow count is
-/// read right after the last byte arrived, before the client closes: a
-/// join counts only if it came during the download (after recover_at =
-/// 1 MiB of 100 MB), never from a late packet with room at the close.
+/// duplicate ACK); where that path is not attached, the agent does it. The
+/// control in the same run strips the address and recovers nothing: the
+/// connection stays single-path. The subflow count is read right after the
+/// last byte arrived, before the client closes: a join counts only if it
+/// came during the download (recover_at = 1 MiB of 100 MB).
 #[test]
 fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
     if !kernel_or_skip("pure_download_recovers_in_the_kernel_or_through_the_agent") {
@@ -272,19 +272,31 @@ fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
     let lab = Lab::new("dl");
     // Linux >= 6.18 re-sends an unechoed ADD_ADDR after about one RTO
     // (adaptive ADD_ADDR retransmission); once the connection is past
-    // remove_below that copy passes, and the control below would join by
-    // the server's own doing. 0 turns those retransmissions off, so only
+    // remove_below that copy passes, and the control would join by the
+    // server's own doing. 0 turns those retransmissions off, so only
     // emptcp can deliver the address here.
     must(&format!(
         "ip netns exec {} sysctl -qw net.mptcp.add_addr_timeout=0",
         lab.tb.srv
     ));
-    lab.apply(&policy("native", "512KiB", "1MiB"));
     let args = ["--download", "100M"];
     let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
 
-    // 1. `apply` only, no daemon: the kernel path delivers and the stack
+    // 1. Control: the address is stripped and stored, nothing recovers it.
+    let full = policy("native", "512KiB", "1MiB");
+    lab.apply(&full.replace(", recover_add_addr", ""));
+    let (res, d) = run(&lab, &args);
+    assert_eq!(subflows(&res), 0, "control joined without recovery: {res}");
+    assert_eq!(d(JOIN), 0, "control: {res}");
+    assert!(
+        datapath_event(&lab, "add_addr_stored") >= 1,
+        "control stored nothing"
+    );
+    no_damage(&d);
+
+    // 2. `apply` only, no daemon: the kernel path delivers and the stack
     //    confirms (its echo, or the join to the address).
+    lab.apply(&full);
     let status = status_json(lab.root(), &lab.tb.cli);
     for i in status["interfaces"].as_array().unwrap() {
         assert_eq!(
@@ -292,6 +304,7 @@ fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
             "in-kernel recovery not attached: {i}"
         );
     }
+    let inserted = datapath_event(&lab, "add_addr_recovered");
     let (res, d) = run(&lab, &args);
     eprintln!(
         "kernel: {}",
@@ -307,49 +320,36 @@ fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
     no_damage(&d);
     let kernel = datapath_event(&lab, "add_addr_recovered_kernel");
     assert!(kernel >= 1, "status shows no in-kernel delivery");
+    assert_eq!(
+        datapath_event(&lab, "add_addr_recovered"),
+        inserted,
+        "delivered by an insert, not by the kernel path"
+    );
     assert!(datapath_event(&lab, "add_addr_confirmed") >= 1);
     assert_eq!(datapath_event(&lab, "kernel_recovery_failed"), 0);
 
-    // 2. Control: the kernel path taken away (its TCX links removed, as on
-    //    an interface where it cannot run) and no agent: single-path.
+    // 3. The kernel path taken away (its TCX links removed, as on an
+    //    interface where it cannot run): the datapath reports the pending
+    //    connection to user space, and the agent delivers.
     for dev in ["cli0", "cli1"] {
         let pin = lab.root().join("links/tc-ingress").join(dev);
         std::fs::remove_file(&pin).unwrap_or_else(|e| panic!("{}: {e}", pin.display()));
     }
-    let (res, d) = run(&lab, &args);
-    eprintln!(
-        "control: {}",
-        status_json(lab.root(), &lab.tb.cli)["datapath_events"]
-    );
-    assert_eq!(
-        subflows(&res),
-        0,
-        "control joined without any recovery: {res}"
-    );
-    assert_eq!(d(JOIN), 0, "control: {res}");
-    no_damage(&d);
-    assert_eq!(
-        datapath_event(&lab, "add_addr_recovered_kernel"),
-        kernel,
-        "no kernel delivery without the link"
-    );
-    // The datapath reported the connection to user space instead.
-    let drained = Agent::start(&lab).stop();
-    assert!(
-        n(&drained["events"]) >= 1,
-        "the datapath reported no flow to recover: {drained}"
-    );
-
-    // 3. The agent where the kernel path is not attached.
     let agent = Agent::start(&lab);
     let (res, d) = run(&lab, &args);
     let stats = agent.stop();
     eprintln!("agent: {stats}");
+    assert!(n(&stats["events"]) >= 1, "the agent got no event: {stats}");
     assert!(
         n(&stats["injected"]) >= 1,
         "the agent injected nothing: {stats}"
     );
     assert_eq!(n(&stats["failed"]), 0, "injections failed: {stats}");
+    assert_eq!(
+        datapath_event(&lab, "add_addr_recovered_kernel"),
+        kernel,
+        "a kernel delivery without the link"
+    );
     assert_eq!(
         subflows(&res),
         1,
