@@ -841,3 +841,67 @@ fn tcp_checksum(f: &mut [u8], l4: usize, end: usize, pseudo: &[u8]) {
     let c = checksum(&[pseudo, &f[l4..end]]);
     set16(f, l4 + 16, c);
 }
+
+// ---- the oracle's control ----------------------------------------------------
+
+/// The oracle refuses the outputs a broken datapath would give (no kernel
+/// needed): without this, an oracle that accepts everything would pass.
+#[test]
+fn the_oracle_rejects_wrong_outputs() {
+    let aa = add_addr(2, addr("198.51.100.2"), None, false);
+    let with = |flags: u8, payload: usize, o: &[u8]| {
+        Seg::v4()
+            .with(|s| {
+                s.flags = flags;
+                s.payload = vec![7; payload];
+                s.opts = o.to_vec();
+            })
+            .frame()
+    };
+    let data_opts = opts(&[&dss(Some((100, 4)), None), &aa]);
+    let mut nopped_opts = data_opts.clone();
+    let n = nopped_opts.len();
+    nopped_opts[n - aa.len()..].fill(1);
+    let data = with(ACK, 10, &data_opts);
+    let nopped = with(ACK, 10, &nopped_opts);
+    let pure = with(ACK, 0, &opts(&[&aa]));
+    let run = |verdict: u32, frame: &[u8]| Run {
+        verdict,
+        frame: frame.to_vec(),
+        meta_left: 0,
+    };
+    let judged = |input: &[u8], r: &Run| {
+        judge(
+            &oracle(input, false),
+            input,
+            false,
+            r,
+            &mut Tally::default(),
+        )
+    };
+
+    // What the datapath must do passes the oracle.
+    judged(&data, &run(XDP_PASS, &nopped)).expect("NOP-ed data segment");
+    judged(&pure, &run(XDP_DROP, &pure)).expect("dropped pure ACK");
+    // Everything else is caught.
+    let mut bad_csum = nopped.clone();
+    bad_csum[34 + 16] ^= 0x40;
+    let mut other_byte = nopped.clone();
+    other_byte[34 + 4] ^= 1;
+    let mut malformed = data.clone();
+    malformed[34 + 12] = 0x40; // data offset 4
+    let mut pure_nopped = pure.clone();
+    pure_nopped[34 + 20..34 + 20 + aa.len()].fill(1);
+    for (what, input, r) in [
+        ("aborted", &data, run(XDP_ABORTED, &data)),
+        ("wrong checksum", &data, run(XDP_PASS, &bad_csum)),
+        ("another byte changed", &data, run(XDP_PASS, &other_byte)),
+        ("data segment dropped", &data, run(XDP_DROP, &data)),
+        ("valid ADD_ADDR left alone", &data, run(XDP_PASS, &data)),
+        ("pure ACK NOP-ed", &pure, run(XDP_PASS, &pure_nopped)),
+        ("malformed changed", &malformed, run(XDP_PASS, &data)),
+        ("malformed dropped", &malformed, run(XDP_DROP, &malformed)),
+    ] {
+        assert!(judged(input, &r).is_err(), "the oracle accepted: {what}");
+    }
+}
