@@ -5,6 +5,7 @@
 #     tcpdump (simulate's live comparison and tests/captures/make.sh)
 #   - rust-src for the nightly toolchain (the eBPF crate needs -Z build-std=core)
 #   - bpf-linker built against the nightly's own libLLVM (same LLVM major)
+#   - cargo-fuzz (scripts/fuzz.sh)
 # Safe to run on every invocation: a warm run takes well under a second.
 set -euo pipefail
 
@@ -73,3 +74,11 @@ if ! bpf-linker --version >/dev/null 2>&1 || [[ "$(cat "$stamp" 2>/dev/null)" !=
     echo "$SYSROOT:$MAJOR" >"$stamp"
 fi
 bpf-linker --version >/dev/null
+
+# --- cargo-fuzz (scripts/fuzz.sh; its targets build with the nightly) --------
+# Installed once into ~/.cargo/bin; a warm run only checks that it runs.
+CARGO_FUZZ_VERSION=0.13.2
+if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+    log "installing cargo-fuzz $CARGO_FUZZ_VERSION (about two minutes)"
+    cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" >&2
+fi

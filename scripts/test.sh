@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): set-up, lint, then every test tier.
 #   unit + scenario tests (no kernel), datapath tests (BPF_PROG_TEST_RUN) and
-#   integration tests (namespaces, veth, MPTCP), then the datapath tests on
+#   integration tests (namespaces, veth, MPTCP; the packet fuzzer), a short
+#   run of the policy fuzz target, then the datapath tests on
 #   a second kernel in a QEMU guest (scripts/vm.sh).
 # Kernel tests need CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN and FAIL without
 # them. EMPTCP_ALLOW_SKIP=1 turns that into a skip: each skipped test is
@@ -36,6 +37,11 @@ echo "== clippy"; cargo clippy --all-targets --locked -- -D warnings
 echo "== tests"
 # Tests run in parallel: each has its own namespaces and bpffs root.
 cargo test --locked --release -- --test-threads "${EMPTCP_TEST_THREADS:-4}"
+# The policy loader under cargo-fuzz for a short, fixed budget (the 10^6
+# run is `scripts/fuzz.sh policy`, docs/development.md "Fuzzing"); a crash
+# fails the command. The packet fuzzer ran above (tests/datapath_fuzz.rs).
+echo "== fuzz policy (50000 inputs)"
+./scripts/fuzz.sh policy --runs "${EMPTCP_FUZZ_RUNS:-50000}"
 echo "== leftovers"
 ./scripts/check-clean.sh
 # The datapath tier again on a second kernel (Debian's 6.12 LTS in a QEMU

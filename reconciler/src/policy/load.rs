@@ -5,6 +5,7 @@ use super::error::{PolicyError, PolicyErrors, Pos};
 use super::every;
 use super::locate::{self, Node};
 use super::model::Policy;
+use super::yaml_error::line_widths;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -66,11 +67,11 @@ pub(crate) fn read(path: &Path) -> Result<String, PolicyError> {
     })
 }
 
-/// The position just after `text` (1-based, columns in characters).
+/// The position just after `text` (1-based, columns in characters; lines
+/// as YAML counts them, like every other position of an error).
 fn position_after(text: &str) -> Pos {
-    let line = text.matches('\n').count() + 1;
-    let line_start = text.rfind('\n').map_or(0, |i| i + 1);
-    Pos::new(line, text[line_start..].chars().count() + 1)
+    let widths = line_widths(text);
+    Pos::new(widths.len(), widths.last().map_or(0, |w| *w) + 1)
 }
 
 /// The drop-in files of `dir`: `*.yaml` and `*.yml`, in lexical order of
@@ -164,6 +165,9 @@ mod tests {
         assert_eq!(position_after(""), Pos::new(1, 1));
         assert_eq!(position_after("ab"), Pos::new(1, 3));
         assert_eq!(position_after("a\nbé"), Pos::new(2, 3));
+        // A lone CR ends a line for YAML (found by fuzzing: the UTF-8
+        // error was placed on line 1 of a file libyaml sees as two lines).
+        assert_eq!(position_after("a\rb"), Pos::new(2, 2));
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::path::Path;
 
 /// Converts `err`, raised while reading `text` from `file`.
 pub(crate) fn convert(file: &Path, text: &str, err: &serde_yaml::Error) -> PolicyError {
-    let mut pos = err.location().map(|l| Pos::new(l.line(), l.column()));
-    let (mut message, embedded_hint) = split_hint(&strip_marks(&err.to_string(), pos));
+    let reported = err.location().map(|l| Pos::new(l.line(), l.column()));
+    let (mut message, embedded_hint) = split_hint(&strip_marks(&err.to_string(), reported));
+    let mut pos = reported.map(|p| inside(text, p));
     let mut hint = embedded_hint.or_else(|| hint_for(&message));
     if pos.is_some_and(|p| char_at(text, p) == Some('\t')) {
         // libyaml often reports a tab as "found character that cannot
@@ -35,6 +36,42 @@ pub(crate) fn convert(file: &Path, text: &str, err: &serde_yaml::Error) -> Polic
         pos = pos.or_else(|| second_document(text));
     }
     PolicyError::new(file, message).at(pos).maybe_hint(hint)
+}
+
+/// `pos`, moved to the end of `text` when it lies past it. libyaml reads a
+/// virtual line break at the end of a file without a final newline and can
+/// report an error there, one line past the last (found by fuzzing:
+/// `version: 1\nchains:ion` was reported at 3:1 in a file of two lines).
+fn inside(text: &str, pos: Pos) -> Pos {
+    let widths = line_widths(text);
+    let line = pos.line.clamp(1, widths.len());
+    let width = widths[line - 1] + 1;
+    let column = if line < pos.line {
+        width
+    } else {
+        pos.column.clamp(1, width)
+    };
+    Pos::new(line, column)
+}
+
+/// The width in characters of each line of `text`, lines as libyaml counts
+/// them: CR LF, CR, LF, NEL, LS and PS end a line (YAML 1.1 line breaks).
+pub(crate) fn line_widths(text: &str) -> Vec<usize> {
+    let mut widths = vec![0];
+    let mut after_cr = false;
+    for c in text.chars() {
+        if c == '\n' && after_cr {
+            after_cr = false;
+            continue; // CR LF is one break
+        }
+        after_cr = c == '\r';
+        if matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}') {
+            widths.push(0);
+        } else if let Some(w) = widths.last_mut() {
+            *w += 1;
+        }
+    }
+    widths
 }
 
 /// The character at a 1-based line and column.
@@ -244,6 +281,19 @@ mod tests {
         let e = error_for("# c\nversion: 1\n---\nversion: 1\n");
         assert_eq!(e.message, "more than one YAML document in the file");
         assert_eq!((e.line, e.column), (Some(3), Some(1)));
+    }
+
+    #[test]
+    fn an_error_at_the_end_stays_inside_the_file() {
+        let e = error_for("version: 1\nchains:ion");
+        assert!(e.message.starts_with("could not find expected ':'"), "{e}");
+        assert_eq!((e.line, e.column), (Some(2), Some(11)));
+        assert_eq!(inside("a\nbc\n", Pos::new(2, 9)), Pos::new(2, 3));
+        assert_eq!(inside("a\nbc\n", Pos::new(3, 1)), Pos::new(3, 1));
+        assert_eq!(inside("", Pos::new(4, 4)), Pos::new(1, 1));
+        // A lone CR ends a line for YAML: the position is kept.
+        assert_eq!(inside("a\rbc: 1\n", Pos::new(2, 4)), Pos::new(2, 4));
+        assert_eq!(line_widths("ab\r\ncd\re\u{2028}"), [2, 2, 1, 0]);
     }
 
     #[test]
