@@ -123,7 +123,7 @@ impl KernelFeatures {
             None => "unknown (needs root or CAP_BPF)".to_string(),
         };
         format!(
-            "kernel: {}\n  xdp metadata:     {meta}\n  tcx links:        {} (egress hook; Linux 6.6 or later)\n  xdp live frames:  {} (packet copy; Linux 5.18 or later)\n",
+            "kernel: {}\n  xdp metadata:     {meta}\n  tcx links:        {} (egress hook, in-kernel recovery; Linux 6.6 or later)\n  xdp live frames:  {} (packet copy; Linux 5.18 or later)\n",
             self.release,
             yes_no(self.tcx),
             yes_no(self.xdp_live_frames)
