@@ -1,7 +1,7 @@
 //! One apply at a time: an exclusive flock on the bpffs root directory.
 //! (bpffs holds no regular files, but any directory can be flock'ed.) The
 //! lock dies with the process, so a killed apply never leaves it stuck.
-use std::{fs::File, os::fd::AsRawFd as _, path::Path};
+use std::{fs::File, path::Path};
 
 use crate::{
     layout::Layout,
@@ -62,13 +62,31 @@ pub fn acquire(root: &Path) -> Result<Lock, LockError> {
     })?;
     privilege::check_meta(root, &meta)?;
     privilege::check_tree(&Layout::new(root))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(LockError::Busy(path));
-        }
-        return Err(LockError::Io { path, source: e });
+    // flock(LOCK_EX | LOCK_NB) on Linux.
+    match dir.try_lock() {
+        Ok(()) => Ok(Lock { _dir: dir }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Busy(path)),
+        Err(std::fs::TryLockError::Error(source)) => Err(LockError::Io { path, source }),
     }
-    Ok(Lock { _dir: dir })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second apply on the same root is refused at once, naming the
+    /// root; the lock is free again when the first one ends.
+    #[test]
+    fn one_apply_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let first = acquire(&root).expect("first lock");
+        match acquire(&root) {
+            Err(LockError::Busy(p)) => assert_eq!(p, root.display().to_string()),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("two locks on one root"),
+        }
+        drop(first);
+        acquire(&root).expect("free again");
+    }
 }
