@@ -252,6 +252,18 @@ fn n(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"))
 }
 
+/// Linux >= 6.18 re-sends an unechoed ADD_ADDR after about one RTO
+/// (adaptive ADD_ADDR retransmission); once a connection is past
+/// remove_below that copy passes, and a control would join by the
+/// server's own doing. `add_addr_timeout=0` turns those retransmissions
+/// off in the server namespace, so only emptcp can deliver the address.
+fn no_server_add_addr_retransmissions(lab: &Lab) {
+    must(&format!(
+        "ip netns exec {} sysctl -qw net.mptcp.add_addr_timeout=0",
+        lab.tb.srv
+    ));
+}
+
 /// What the datapath counted (status `datapath_events`).
 fn datapath_event(lab: &Lab, name: &str) -> u64 {
     let s = status_json(lab.root(), &lab.tb.cli);
@@ -270,15 +282,7 @@ fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
         return;
     }
     let lab = Lab::new("dl");
-    // Linux >= 6.18 re-sends an unechoed ADD_ADDR after about one RTO
-    // (adaptive ADD_ADDR retransmission); once the connection is past
-    // remove_below that copy passes, and the control would join by the
-    // server's own doing. 0 turns those retransmissions off, so only
-    // emptcp can deliver the address here.
-    must(&format!(
-        "ip netns exec {} sysctl -qw net.mptcp.add_addr_timeout=0",
-        lab.tb.srv
-    ));
+    no_server_add_addr_retransmissions(&lab);
     let args = ["--download", "100M"];
     let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
 
@@ -369,12 +373,7 @@ fn an_address_withdrawn_before_recover_at_is_not_reinserted() {
         return;
     }
     let lab = Lab::new("rmaddr");
-    // Only emptcp may deliver the address (no server retransmissions, see
-    // pure_download_recovers_in_the_kernel_or_through_the_agent).
-    must(&format!(
-        "ip netns exec {} sysctl -qw net.mptcp.add_addr_timeout=0",
-        lab.tb.srv
-    ));
+    no_server_add_addr_retransmissions(&lab);
     // 40 paced rounds of 64 KiB each way: 5 MiB in about 2 s, so 3 MiB is
     // reached after about 1.2 s (later on a busy machine); the withdrawal
     // goes out at 0.3 s.
@@ -483,10 +482,7 @@ fn a_lost_recovery_carrier_is_sent_again_and_the_client_joins() {
         return;
     }
     let lab = Lab::new("loss");
-    must(&format!(
-        "ip netns exec {} sysctl -qw net.mptcp.add_addr_timeout=0",
-        lab.tb.srv
-    ));
+    no_server_add_addr_retransmissions(&lab);
     lab.apply(&policy("native", "512KiB", "1MiB"));
     // 400 MB: a few seconds here, more than the 0.2 + 0.4 + 0.8 s of the
     // retries; the subflow count is read right after the last byte.

@@ -76,32 +76,7 @@ pub fn tcp_check(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> Option<Form> {
     if len == 0 || len > CHUNK * CHUNKS {
         return None;
     }
-    // Pseudo-header (RFC 793 / RFC 8200 8.1), in network order; zeros
-    // after it add nothing to the sum.
-    let mut ph = Buf64::zeroed();
-    if key.family == 4 {
-        ph.0[..4].copy_from_slice(&key.remote[..4]);
-        ph.0[4..8].copy_from_slice(&key.local[..4]);
-        ph.0[9] = 6;
-        ph.0[10..12].copy_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        ph.0[..16].copy_from_slice(&key.remote);
-        ph.0[16..32].copy_from_slice(&key.local);
-        ph.0[34..36].copy_from_slice(&(len as u16).to_be_bytes());
-        ph.0[39] = 6;
-    }
-    let pseudo = unsafe {
-        bpf_csum_diff(
-            core::ptr::null_mut(),
-            0,
-            ph.0.as_mut_ptr() as *mut u32,
-            40,
-            0,
-        )
-    };
-    if pseudo < 0 {
-        return None;
-    }
+    let pseudo = pseudo_sum(key, len)?;
     let field = load_be16(ctx, s.l4 + 16)?;
     let buf = CSUM_SCRATCH.get_ptr_mut(0)? as *mut u64;
     let mut sum = pseudo;
@@ -134,4 +109,34 @@ pub fn tcp_check(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> Option<Form> {
     // `bpf_csum_diff` sums host-order (little-endian) words: its folded
     // sum is the byte swap of the network-order one (RFC 1071).
     (field == fold(pseudo as u32 as u64).swap_bytes()).then_some(Form::Partial)
+}
+
+/// The unfolded `bpf_csum_diff` sum of the TCP pseudo-header (RFC 793 /
+/// RFC 8200 8.1) of a segment of `len` bytes from `key.remote` to
+/// `key.local`; `None` if the helper fails.
+#[inline(always)]
+pub fn pseudo_sum(key: &FlowKey, len: u32) -> Option<i64> {
+    // In network order; zeros after it add nothing to the sum.
+    let mut ph = Buf64::zeroed();
+    if key.family == 4 {
+        ph.0[..4].copy_from_slice(&key.remote[..4]);
+        ph.0[4..8].copy_from_slice(&key.local[..4]);
+        ph.0[9] = 6;
+        ph.0[10..12].copy_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        ph.0[..16].copy_from_slice(&key.remote);
+        ph.0[16..32].copy_from_slice(&key.local);
+        ph.0[34..36].copy_from_slice(&(len as u16).to_be_bytes());
+        ph.0[39] = 6;
+    }
+    let sum = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            ph.0.as_mut_ptr() as *mut u32,
+            40,
+            0,
+        )
+    };
+    (sum >= 0).then_some(sum)
 }

@@ -107,24 +107,10 @@ fn header(
         h.0[20..24].copy_from_slice(&[KIND_NOP, KIND_NOP, KIND_TS, 10]);
         h.0[24..28].copy_from_slice(&f.tsval.to_be_bytes());
         h.0[28..32].copy_from_slice(&f.tsecr.to_be_bytes());
-        // The stored bytes are zero after `len`: copying all of them
-        // writes the option and its zero tail at constant offsets.
-        if n != len {
-            h.0[32] = KIND_NOP;
-            h.0[33] = KIND_NOP;
-            h.0[34..34 + ADD_ADDR_MAX_LEN].copy_from_slice(opt);
-        } else {
-            h.0[32..32 + ADD_ADDR_MAX_LEN].copy_from_slice(opt);
-        }
+        put_option::<32>(h, opt, n != len);
         32 + n
     } else {
-        if n != len {
-            h.0[20] = KIND_NOP;
-            h.0[21] = KIND_NOP;
-            h.0[22..22 + ADD_ADDR_MAX_LEN].copy_from_slice(opt);
-        } else {
-            h.0[20..20 + ADD_ADDR_MAX_LEN].copy_from_slice(opt);
-        }
+        put_option::<20>(h, opt, n != len);
         20 + n
     };
     if total > 60 {
@@ -134,6 +120,21 @@ fn header(
     // they are not written to the packet (only `total` bytes are).
     h.0[12] = ((total / 4) as u8) << 4;
     Some(total)
+}
+
+/// Writes the stored option at byte `AT` of the header, after two NOPs
+/// when `pad` (the 18/30-byte forms). The stored bytes are zero after the
+/// option's length: copying all of them writes the option and its zero
+/// tail at constant offsets (the verifier needs them constant).
+#[inline(always)]
+fn put_option<const AT: usize>(h: &mut Buf64, opt: &[u8; ADD_ADDR_MAX_LEN], pad: bool) {
+    if pad {
+        h.0[AT] = KIND_NOP;
+        h.0[AT + 1] = KIND_NOP;
+        h.0[AT + 2..AT + 2 + ADD_ADDR_MAX_LEN].copy_from_slice(opt);
+    } else {
+        h.0[AT..AT + ADD_ADDR_MAX_LEN].copy_from_slice(opt);
+    }
 }
 
 /// Sets the IP length field to `ip_len` (IPv4: total length + header
@@ -199,22 +200,7 @@ fn set_ip_length(ctx: &TcContext, pkt: &Packet, ip_len: u32) -> Option<()> {
 /// peer (`key.remote`) to the local end, in memory order.
 #[inline(always)]
 fn tcp_sum(key: &FlowKey, h: &Buf64, len: u32) -> Option<u16> {
-    let mut ph = Buf64::zeroed();
-    if key.family == 4 {
-        ph.0[..4].copy_from_slice(&key.remote[..4]);
-        ph.0[4..8].copy_from_slice(&key.local[..4]);
-        ph.0[9] = 6;
-        ph.0[10..12].copy_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        ph.0[..16].copy_from_slice(&key.remote);
-        ph.0[16..32].copy_from_slice(&key.local);
-        ph.0[34..36].copy_from_slice(&(len as u16).to_be_bytes());
-        ph.0[39] = 6;
-    }
-    let s = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, ph.0.as_ptr() as *mut u32, 40, 0) };
-    if s < 0 {
-        return None;
-    }
+    let s = crate::csum::pseudo_sum(key, len)?;
     let s = unsafe {
         bpf_csum_diff(
             core::ptr::null_mut(),
