@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-cargo build --release --locked -p emptcp --bins 2>&1 | grep -E '^error' -A5 || true
+cargo build --release --locked -p emptcp -p emptcp-bench --bins 2>&1 | grep -E '^error' -A5 || true
 what=${1:-all}
 
 throughput() {
