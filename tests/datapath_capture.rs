@@ -215,10 +215,10 @@ fn ingress_syn_ack_key_is_the_peers() {
 }
 
 /// The peer's RST (e.g. an MPTCP fastclose) and the peer's FIN each end
-/// the subflow: the entry is removed and a CLOSED event, flagged with who
+/// the subflow: the entry is closed and a CLOSED event, flagged with who
 /// closed how, is on the ring, as for the local end's own FIN/RST.
 #[test]
-fn the_peers_rst_and_fin_remove_the_subflow_with_an_event() {
+fn the_peers_rst_and_fin_close_the_subflow_with_an_event() {
     need_kernel!();
     let mut e = setup(false, IFACE_CAPTURE);
     let mut n = 0;
@@ -244,7 +244,7 @@ fn the_peers_rst_and_fin_remove_the_subflow_with_an_event() {
                 s.payload = vec![];
             });
             receive(&e, &close, "peer closes");
-            assert!(e.subflow(&key).is_none(), "{flags:#x} removes the entry");
+            assert!(e.subflow(&key).is_none(), "{flags:#x} closes the entry");
             let evs = e.events();
             assert_eq!(evs.len(), 1, "{evs:?}");
             let ev = evs[0];
@@ -262,8 +262,73 @@ fn the_peers_rst_and_fin_remove_the_subflow_with_an_event() {
             assert!(e.events().is_empty());
         }
     }
-    assert_eq!(e.stat(EgressStat::SubflowsRemoved), n as u64);
+    assert_eq!(e.stat(EgressStat::SubflowsClosed), n as u64);
     assert_eq!(e.stat(EgressStat::EventsLost), 0);
+}
+
+/// What a connection still sends after its subflow closed does not bring
+/// the subflow back: after the local FIN (and the peer's), the final ACK
+/// (which carries a DSS) and a retransmitted data segment leave the
+/// closed entry as it was and report nothing, so packet copy never sees
+/// a dead subflow go idle. A new SYN on the same 4-tuple is a new subflow.
+#[test]
+fn a_closed_subflow_is_not_recreated_by_its_last_segments() {
+    need_kernel!();
+    let mut e = setup(false, IFACE_CAPTURE);
+    for (i, base) in both().into_iter().enumerate() {
+        let sent = established(&mut e, &base, 31_000 + i as u16);
+        let key = ekey(&sent);
+        e.events();
+        let fin = sent.clone().with(|s| {
+            s.flags = FIN | ACK;
+            s.seq = sent.seq + 100;
+            s.payload = vec![];
+        });
+        e.run(&fin.frame(), 0);
+        assert!(e.subflow(&key).is_none(), "FIN closes the subflow");
+        let closed = e.tombstone(&key).expect("the closed entry stays");
+        assert_eq!(closed.flags & (SF_FIN | SF_RST), SF_FIN);
+        let peer_fin = from_peer(&sent).with(|s| {
+            s.flags = FIN | ACK;
+            s.seq = sent.ack;
+            s.ack = fin.seq + 1;
+            s.opts = opts(&[&dss(Some((5101, 4)), None)]);
+            s.payload = vec![];
+        });
+        receive(&e, &peer_fin, "the peer's FIN");
+        let last_ack = sent.clone().with(|s| {
+            s.seq = fin.seq + 1;
+            s.ack = sent.ack + 1;
+            s.opts = opts(&[&ts(11, 21), &dss(Some((5001, 4)), None)]);
+            s.payload = vec![];
+        });
+        e.run(&last_ack.frame(), 0);
+        e.run(&sent.frame(), 0);
+        assert!(e.subflow(&key).is_none(), "the last ACK re-created it");
+        let after = e.tombstone(&key).expect("still the tombstone");
+        assert_eq!(after.flags, closed.flags, "nothing updated the tombstone");
+        assert_eq!(after.snd_nxt, closed.snd_nxt);
+        let evs = e.events();
+        assert_eq!(evs.len(), 1, "only the CLOSED event: {evs:?}");
+        assert_eq!((evs[0].kind, evs[0].key), (SUBFLOW_EV_CLOSED, key));
+
+        // A new subflow on the same 4-tuple starts with a SYN.
+        let syn = sent.clone().with(|s| {
+            s.flags = SYN;
+            s.seq = 900_000;
+            s.ack = 0;
+            s.opts = opts(&[&wscale(7), &[30, 4, 0x01, 0x81]]);
+            s.payload = vec![];
+        });
+        e.run(&syn.frame(), 0);
+        let f = e.subflow(&key).expect("the SYN starts a new subflow");
+        assert_eq!(f.snd_nxt, 900_001);
+        let evs = e.events();
+        assert_eq!(evs.len(), 1, "{evs:?}");
+        assert_eq!((evs[0].kind, evs[0].key), (SUBFLOW_EV_NEW, key));
+    }
+    assert_eq!(e.stat(EgressStat::SubflowsCreated), 4);
+    assert_eq!(e.stat(EgressStat::SubflowsClosed), 2);
 }
 
 /// The ingress capture only updates what egress created: the peer's
@@ -291,7 +356,7 @@ fn an_unknown_subflow_is_not_created_by_ingress() {
     }
     assert!(e.events().is_empty());
     assert_eq!(e.stat(EgressStat::SubflowsCreated), 0);
-    assert_eq!(e.stat(EgressStat::SubflowsRemoved), 0);
+    assert_eq!(e.stat(EgressStat::SubflowsClosed), 0);
 }
 
 /// Without `IFACE_CAPTURE` the interface's ingress chain runs as before

@@ -318,7 +318,7 @@ fn capture_records_what_the_local_end_sent() {
         assert!(e.subflow(&key).is_none(), "FIN removes the subflow");
     }
     assert_eq!(e.stat(EgressStat::SubflowsCreated), 2);
-    assert_eq!(e.stat(EgressStat::SubflowsRemoved), 2);
+    assert_eq!(e.stat(EgressStat::SubflowsClosed), 2);
     assert_eq!(e.stat(EgressStat::EventsLost), 0);
     assert_eq!(e.dp.chain_packets(CHAIN), 14, "egress count");
 }

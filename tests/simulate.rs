@@ -690,6 +690,50 @@ fn packet_copy_fires_on_the_capture_clock() {
     assert_eq!(prios, 0, "the capture itself has no MP_PRIO");
 }
 
+/// A subflow that closed stays closed in the capture: the client's last
+/// ACK after the FINs (it carries a DSS) does not open it again, so an
+/// idle rule never fires for a connection that ended (downloads.pcap.gz:
+/// 3 connections of 2 subflows, each transferring without a 100 ms gap
+/// until it closes). The capture counts one creation per subflow.
+#[test]
+fn an_idle_rule_never_fires_after_its_connection_closed() {
+    if !kernel_or_skip("an_idle_rule_never_fires_after_its_connection_closed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("idle.yaml");
+    std::fs::write(
+        &policy,
+        copy_policy(
+            "  - {name: idle-a, interface: cli0, chain: watch-a, when: {subflow_idle: 100ms}, send: {mp_prio: {backup: false}}}
+  - {name: idle-b, interface: cli1, chain: watch-b, when: {subflow_idle: 100ms}, send: {mp_prio: {backup: false}}}
+",
+        ),
+    )
+    .unwrap();
+    let cap = capture();
+    let mut args = vec![
+        "-o",
+        "json",
+        "-f",
+        policy.to_str().unwrap(),
+        "--pcap",
+        cap.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&LOCAL);
+    let r = json(&simulate(&args), 0);
+    let subflows: u64 = conns(&r).iter().map(|c| n(c, "subflows")).sum();
+    assert_eq!(subflows, 6, "the capture's subflows: {r:#}");
+    let eg = &r["egress_counters"];
+    assert_eq!(n(eg, "subflows_created"), subflows, "{eg}");
+    assert_eq!(n(eg, "subflows_closed"), subflows, "{eg}");
+    for name in ["idle-a", "idle-b"] {
+        let x = rule(&r, name);
+        assert_eq!(n(x, "fired"), 0, "{name} fired for a closed subflow: {x}");
+        assert_eq!(n(x, "closed_before_firing"), 3, "{name}: {x}");
+    }
+}
+
 #[test]
 fn against_counts_packet_copy_as_a_change() {
     if !kernel_or_skip("against_counts_packet_copy_as_a_change") {

@@ -7,7 +7,7 @@ use aya::{
     programs::{SchedClassifier, TestRun as _, TestRunOptions},
 };
 use emptcp_common::{
-    EGRESS_SLOTS, EgressStat, FlowKey, IfaceChains, MAX_CHAINS_PER_IFACE, SubflowEvent,
+    EGRESS_SLOTS, EgressStat, FlowKey, IfaceChains, MAX_CHAINS_PER_IFACE, SF_CLOSED, SubflowEvent,
     SubflowState, Thresholds,
 };
 
@@ -81,7 +81,17 @@ impl Eg {
         (r.return_value as i32, out)
     }
 
+    /// The live (not closed) capture entry of `key`.
     pub fn subflow(&self, key: &FlowKey) -> Option<SubflowState> {
+        self.entry(key).filter(|s| s.flags & SF_CLOSED == 0)
+    }
+
+    /// The closed subflow's tombstone left in `SUBFLOWS` (`SF_CLOSED`).
+    pub fn tombstone(&self, key: &FlowKey) -> Option<SubflowState> {
+        self.entry(key).filter(|s| s.flags & SF_CLOSED != 0)
+    }
+
+    fn entry(&self, key: &FlowKey) -> Option<SubflowState> {
         let m: HashMap<_, FlowKey, SubflowState> =
             HashMap::try_from(self.dp.ebpf.map("SUBFLOWS").unwrap()).unwrap();
         m.get(key, 0).ok()

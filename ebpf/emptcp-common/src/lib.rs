@@ -851,6 +851,12 @@ pub const SF_PEER_RST: u32 = 1 << 12;
 /// `JOIN_WSCALE_SEEN`), writing 0 into `wscale` if the peer does not
 /// scale.
 pub const SF_WSCALE_AGREED: u32 = 1 << 13;
+/// Any of the four ways a subflow ends. A closed entry stays in `SUBFLOWS`
+/// as a tombstone (until the LRU evicts it or a new SYN reuses its
+/// 4-tuple), so the segments a dead connection still sends (the last ACK
+/// after the FINs, a retransmission) neither update nor re-create it, and
+/// nothing is forged for it.
+pub const SF_CLOSED: u32 = SF_FIN | SF_RST | SF_PEER_FIN | SF_PEER_RST;
 
 /// Value of `SUBFLOWS` (key: [`FlowKey`] with local = the LOCAL end: the
 /// packet's source on egress, its destination on ingress): one TCP subflow
@@ -953,15 +959,16 @@ pub struct SubflowEvent {
 }
 
 /// Per-CPU counters of the egress hook (`EGRESS_STATS[EgressStat as u32]`).
-/// The capture counters (`SubflowsRemoved`, `EventsLost`) count for both
-/// capture hooks: a subflow removed on the peer's FIN/RST seen on ingress
-/// is a `SubflowsRemoved` too.
+/// The capture counters (`SubflowsClosed`, `EventsLost`) count for both
+/// capture hooks: a subflow closed on the peer's FIN/RST seen on ingress
+/// is a `SubflowsClosed` too.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EgressStat {
     SubflowsCreated = 0,
-    /// Removed on a FIN or RST, sent (egress) or received (ingress).
-    SubflowsRemoved = 1,
+    /// Closed on a FIN or RST, sent (egress) or received (ingress): the
+    /// entry is kept as a tombstone (`SF_CLOSED`).
+    SubflowsClosed = 1,
     /// SUBFLOWS was full and the insert failed (LRU: rare).
     SubflowInsertFailed = 2,
     /// `SUBFLOW_EVENTS` was full: the event was lost.
@@ -984,7 +991,7 @@ pub const EGRESS_STATS_LEN: u32 = 12;
 /// Names of the `EgressStat` counters, indexed by `EgressStat as u32`.
 pub const EGRESS_STAT_NAMES: [&str; EGRESS_STATS_LEN as usize] = [
     "subflows_created",
-    "subflows_removed",
+    "subflows_closed",
     "subflow_insert_failed",
     "events_lost",
     "mp_prio_rewritten",

@@ -3,8 +3,8 @@
 //! packet-copy runner needs per subflow.
 use aya::maps::{HashMap, Map, MapData};
 use emptcp_common::{
-    FlowKey, FlowState, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY,
-    SF_SEQ_SEEN, SF_TS_SEEN, SubflowState,
+    FlowKey, FlowState, SF_ACK_SEEN, SF_CLOSED, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY,
+    SF_REMOTE_KEY, SF_SEQ_SEEN, SF_TS_SEEN, SubflowState,
 };
 
 use super::{forge::Captured, trigger::SubflowView};
@@ -20,13 +20,16 @@ fn open<K: aya::Pod, V: aya::Pod>(layout: &Layout, name: &str) -> Option<HashMap
 
 /// The pair the runner needs for one captured subflow, or `None` while the
 /// capture has not seen enough of it to forge a valid packet (no sent
-/// segment with an ACK yet).
+/// segment with an ACK yet) or once it closed.
 pub fn view(
     key: &FlowKey,
     s: &SubflowState,
     conn_bytes: Option<u64>,
 ) -> Option<(SubflowView, Captured)> {
-    if s.flags & (SF_SEQ_SEEN | SF_ACK_SEEN) != SF_SEQ_SEEN | SF_ACK_SEEN {
+    // A closed subflow's tombstone (`SF_CLOSED`) is never forged for.
+    if s.flags & (SF_SEQ_SEEN | SF_ACK_SEEN) != SF_SEQ_SEEN | SF_ACK_SEEN
+        || s.flags & SF_CLOSED != 0
+    {
         return None;
     }
     let v = SubflowView {
@@ -115,6 +118,8 @@ impl Capture {
 
 #[cfg(test)]
 mod tests {
+    use emptcp_common::{SF_FIN, SF_PEER_FIN, SF_PEER_RST, SF_RST};
+
     use super::*;
 
     fn captured(tx: u64, ack: u64, rx: u64, seen: u64) -> SubflowState {
@@ -145,6 +150,17 @@ mod tests {
         assert_eq!(activity(&captured(0, 0, 30, 40)), 30);
         // No data ever: from when the subflow was last seen.
         assert_eq!(activity(&captured(0, 0, 0, 40)), 40);
+    }
+
+    #[test]
+    fn a_closed_subflow_is_not_forgeable() {
+        for how in [SF_FIN, SF_RST, SF_PEER_FIN, SF_PEER_RST] {
+            let s = SubflowState {
+                flags: SF_SEQ_SEEN | SF_ACK_SEEN | how,
+                ..captured(1, 1, 1, 1)
+            };
+            assert!(view(&FlowKey::default(), &s, None).is_none(), "{how:#x}");
+        }
     }
 
     #[test]

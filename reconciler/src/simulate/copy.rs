@@ -26,7 +26,7 @@ use std::{
 };
 
 use aya::maps::{HashMap, Map, MapData, RingBuf};
-use emptcp_common::{FlowKey, FlowState, SF_JOIN, SubflowState};
+use emptcp_common::{FlowKey, FlowState, SF_CLOSED, SF_JOIN, SubflowState};
 
 use super::{SimError, sandbox::Sandbox};
 use crate::{
@@ -179,9 +179,15 @@ impl Copier {
         if self.bytes_rules {
             self.sizes_moved_at = Some(ts);
         }
-        let Ok(state) = self.subflows.get(key, 0) else {
-            // Not captured (no egress chain matched it), or closed by this
-            // packet's FIN/RST: the daemon forgets it too.
+        let Some(state) = self
+            .subflows
+            .get(key, 0)
+            .ok()
+            .filter(|s| s.flags & SF_CLOSED == 0)
+        else {
+            // Not captured (no egress chain matched it), or closed (by this
+            // packet's FIN/RST or earlier: a tombstone): the daemon forgets
+            // it too.
             self.live.remove(key);
             return;
         };

@@ -21,7 +21,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
 use emptcp_common::{OPTS_BAD, SF_PEER_FIN, SF_PEER_RST, XdpMeta};
 
-use super::{Sender, close, keys};
+use super::{Sender, close, closed, keys};
 use crate::{
     maps::SUBFLOWS,
     options::{FIN, RST, Seg, key},
@@ -49,6 +49,9 @@ pub fn capture(ctx: &XdpContext, m: *const XdpMeta) {
         return;
     };
     let f = unsafe { &mut *f };
+    if closed(f) {
+        return;
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     if s.payload() != 0 {
         f.last_rx_data_ns = now;

@@ -7,17 +7,13 @@
 //!   entries that exist: when data was last received, the MP_CAPABLE keys
 //!   (server role), the peer's FIN or RST.
 //!
-//! Both read the keys and report and remove a closed subflow here.
+//! Both read the keys and report and close a subflow here.
 use emptcp_common::{
-    EgressStat, FlowKey, SF_LOCAL_KEY, SF_REMOTE_KEY, SUBFLOW_EV_CLOSED, SubflowEvent, SubflowState,
+    EgressStat, FlowKey, SF_CLOSED, SF_LOCAL_KEY, SF_REMOTE_KEY, SUBFLOW_EV_CLOSED, SubflowEvent,
+    SubflowState,
 };
 
-use crate::{
-    egress::event,
-    maps::{SUBFLOW_EVENTS, SUBFLOWS},
-    options::Seg,
-    parse::Frame,
-};
+use crate::{egress::event, maps::SUBFLOW_EVENTS, options::Seg, parse::Frame};
 
 pub mod ingress;
 
@@ -49,15 +45,24 @@ pub fn emit(key: &FlowKey, f: &SubflowState, kind: u32, now: u64) {
 }
 
 /// The subflow ended: notes how (`how`: `SF_FIN`/`SF_RST` sent,
-/// `SF_PEER_FIN`/`SF_PEER_RST` received), reports it (`CLOSED`) and removes
-/// the entry, so nothing is ever forged for a dead connection.
+/// `SF_PEER_FIN`/`SF_PEER_RST` received) and reports it (`CLOSED`). The
+/// entry stays, flagged (`SF_CLOSED`), as a tombstone: removing it would
+/// let the segments the connection still sends after its FIN (the final
+/// ACK, which carries a DSS, or a retransmission) create it again as a
+/// new subflow, which packet copy would then see idle and forge for.
+/// Nothing is forged for a closed entry; the LRU evicts it, or a SYN on
+/// the same 4-tuple starts it over.
 #[inline(always)]
 pub fn close(key: &FlowKey, f: &mut SubflowState, how: u32, now: u64) {
     f.flags |= how;
     emit(key, f, SUBFLOW_EV_CLOSED, now);
-    if SUBFLOWS.remove(key).is_ok() {
-        event(EgressStat::SubflowsRemoved);
-    }
+    event(EgressStat::SubflowsClosed);
+}
+
+/// Whether the entry is a closed subflow's tombstone.
+#[inline(always)]
+pub fn closed(f: &SubflowState) -> bool {
+    f.flags & SF_CLOSED != 0
 }
 
 /// MP_CAPABLE (RFC 8684 3.1): 12 bytes carry the sender's key (v1

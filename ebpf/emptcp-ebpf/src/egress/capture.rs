@@ -8,8 +8,10 @@
 //!   ack (rcv_nxt, and when it last advanced), window, timestamps, DSS data
 //!   ACK (4 or 8 bytes, 64-bit with wrap handling), MACs and VLAN tag,
 //!   the keys of MP_CAPABLE, the MP_JOIN fact, the window scale of the SYN.
-//! * FIN or RST: noted, reported (event `CLOSED`) and removed (the peer's
-//!   FIN or RST is seen by the ingress capture, `capture/ingress.rs`).
+//! * FIN or RST: noted and reported (event `CLOSED`); the entry stays as
+//!   a tombstone (`SF_CLOSED`) that later segments of the dead connection
+//!   leave alone and a new SYN on the 4-tuple starts over (the peer's FIN
+//!   or RST is seen by the ingress capture, `capture/ingress.rs`).
 //!
 //! Malformed packets (`OPTS_BAD`) are not captured.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
@@ -21,7 +23,7 @@ use emptcp_common::{
 
 use super::event;
 use crate::{
-    capture::{Sender, close, emit, keys},
+    capture::{Sender, close, closed, emit, keys},
     maps::SUBFLOWS,
     options::{ACK, FIN, RST, SYN, Seg, key},
     parse::bytes_at,
@@ -39,25 +41,30 @@ pub fn capture(ctx: &TcContext, m: *const XdpMeta, ifindex: u32) {
     }
     let key = key(m);
     let now = unsafe { bpf_ktime_get_ns() };
-    if s.flags & (FIN | RST) != 0 {
-        let Some(f) = SUBFLOWS.get_ptr_mut(&key) else {
-            return;
-        };
-        let f = unsafe { &mut *f };
-        update(ctx, &s, f, now, ifindex);
-        close(
-            &key,
-            f,
-            if s.flags & RST != 0 { SF_RST } else { SF_FIN },
-            now,
-        );
-        return;
-    }
     if let Some(f) = SUBFLOWS.get_ptr_mut(&key) {
-        update(ctx, &s, unsafe { &mut *f }, now, ifindex);
+        let f = unsafe { &mut *f };
+        if !closed(f) {
+            update(ctx, &s, f, now, ifindex);
+            if s.flags & (FIN | RST) != 0 {
+                let how = if s.flags & RST != 0 { SF_RST } else { SF_FIN };
+                close(&key, f, how, now);
+            }
+            return;
+        }
+        // A tombstone: only a SYN with an MPTCP option (a new subflow on
+        // the same 4-tuple) starts it over; the dead connection's last
+        // segments do not.
+        if s.flags & SYN == 0 || s.n_mptcp == 0 {
+            return;
+        }
+        *f = SubflowState::default();
+        update(ctx, &s, f, now, ifindex);
+        event(EgressStat::SubflowsCreated);
+        emit(&key, f, SUBFLOW_EV_NEW, now);
         return;
     }
-    if s.n_mptcp == 0 {
+    // A FIN or RST of a subflow never seen opens nothing.
+    if s.n_mptcp == 0 || s.flags & (FIN | RST) != 0 {
         return;
     }
     let mut f = SubflowState::default();
