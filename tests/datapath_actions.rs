@@ -45,7 +45,8 @@ fn nopped(o: &[u8], at: usize, len: usize) -> Vec<u8> {
 #[test]
 fn every_program_passes_the_verifier() {
     need_kernel!();
-    let dp = Dp::load();
+    let mut dp = Dp::load();
+    dp.load_all();
     let mut names: Vec<&str> = dp.ebpf.programs().map(|(n, _)| n).collect();
     names.sort();
     let mut want: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();

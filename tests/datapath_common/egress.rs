@@ -43,8 +43,10 @@ pub fn eg(steps: &[(Action, u32)]) -> Eg {
     let mut m: HashMap<_, u32, IfaceChains> =
         HashMap::try_from(dp.ebpf.map_mut("EGRESS_IFACES").unwrap()).unwrap();
     m.insert(LO, ifc, 0).unwrap();
+    dp.need("egress_entry");
     let mut progs = ProgramArray::try_from(dp.ebpf.take_map("EGRESS_PROGS").unwrap()).unwrap();
     for (name, slot) in EGRESS_SLOTS {
+        dp.need(name);
         let fd = dp.ebpf.program(name).unwrap().fd().unwrap();
         progs.set(slot, fd, 0).unwrap();
     }

@@ -79,7 +79,7 @@ pub fn pure_ack(base: &Seg, data_ack: u64) -> Seg {
 pub struct Dp {
     pub ebpf: Ebpf,
     /// Keeps the tail-call slots alive (cleared with the last reference).
-    _progs: ProgramArray<MapData>,
+    progs: ProgramArray<MapData>,
     /// Steps of each chain set with [`Dp::chain`] (for [`Dp::action`]).
     steps: std::collections::HashMap<u32, Vec<(Action, u32)>>,
 }
@@ -96,9 +96,21 @@ pub struct Run {
     pub meta_left: usize,
 }
 
+/// Programs a test loads only when it uses them ([`Dp::need`]): the
+/// ingress capture (an interface with `IFACE_CAPTURE`) and the TC egress
+/// programs (the egress harness). Verifying them is ~70 % of loading the
+/// whole object (~0.9 of ~1.3 s on the development machine, several times
+/// that in the guest kernel under TCG), and most tests load a fresh object
+/// for every case. `every_program_passes_the_verifier` loads them all.
+fn on_demand(name: &str) -> bool {
+    name == emptcp_common::INGRESS_CAPTURE
+        || name == "egress_entry"
+        || emptcp_common::EGRESS_SLOTS.iter().any(|(n, _)| *n == name)
+}
+
 impl Dp {
     pub fn load() -> Dp {
-        let mut ebpf = EbpfLoader::new()
+        let ebpf = EbpfLoader::new()
             // Small tables: every test loads its own copy.
             .map_max_entries("FLOWS", 4096)
             .map_max_entries("FLOW_ADDRS", 4096)
@@ -106,22 +118,17 @@ impl Dp {
             .map_max_entries("JOINS", 4096)
             .load(emptcp::object::embedded())
             .expect("load object");
+        let mut ebpf = ebpf;
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-        for n in &names {
-            let r = match ebpf.program_mut(n).unwrap() {
-                Program::Xdp(p) => p.load(),
-                Program::SchedClassifier(p) => p.load(),
-                _ => panic!("program {n}: unexpected type"),
-            };
-            if let Err(e) = r {
-                panic!("program {n} rejected: {e:?}");
-            }
+        for n in names.iter().filter(|n| !on_demand(n)) {
+            load_program(&mut ebpf, n);
         }
         let mut progs = ProgramArray::try_from(ebpf.take_map("PROGS").unwrap()).unwrap();
         let slots = Action::ALL
             .iter()
             .map(|a| (a.name(), *a as u32))
-            .chain(emptcp_common::PROGS_EXTRA);
+            .chain(emptcp_common::PROGS_EXTRA)
+            .filter(|(n, _)| !on_demand(n));
         for (name, slot) in slots {
             let p: &Xdp = ebpf.program(name).unwrap().try_into().unwrap();
             let fd: &ProgramFd = p.fd().unwrap();
@@ -129,8 +136,31 @@ impl Dp {
         }
         Dp {
             ebpf,
-            _progs: progs,
+            progs,
             steps: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Loads program `name` if it is not loaded yet (and puts the ingress
+    /// capture in its PROGS slot, where the entry tail-calls it).
+    pub fn need(&mut self, name: &str) {
+        if self.ebpf.program(name).unwrap().fd().is_ok() {
+            return;
+        }
+        load_program(&mut self.ebpf, name);
+        if name == emptcp_common::INGRESS_CAPTURE {
+            let fd = self.ebpf.program(name).unwrap().fd().unwrap();
+            self.progs
+                .set(emptcp_common::INGRESS_CAPTURE_SLOT, fd, 0)
+                .unwrap();
+        }
+    }
+
+    /// Every program of the object loaded.
+    pub fn load_all(&mut self) {
+        let names: Vec<String> = self.ebpf.programs().map(|(n, _)| n.to_string()).collect();
+        for n in &names {
+            self.need(n);
         }
     }
 
@@ -176,12 +206,15 @@ impl Dp {
 
     /// Empties tail-call slot `slot` of `PROGS` (a failed tail call).
     pub fn clear_slot(&mut self, slot: u32) {
-        self._progs.clear_index(&slot).unwrap();
+        self.progs.clear_index(&slot).unwrap();
     }
 
     /// `IFACES[ifindex]` = `chains` in order (each set with [`Dp::chain`])
     /// with `IfaceChains::flags` = `flags`.
     pub fn iface(&mut self, ifindex: u32, chains: &[u32], flags: u32) {
+        if flags & emptcp_common::IFACE_CAPTURE != 0 {
+            self.need(emptcp_common::INGRESS_CAPTURE);
+        }
         let mut ids = [0u32; MAX_CHAINS_PER_IFACE];
         ids[..chains.len()].copy_from_slice(chains);
         let ifc = IfaceChains {
@@ -932,4 +965,15 @@ pub fn store_then_grow(dp: &Dp, base: &Seg, aa: &[u8]) {
     assert_eq!(r.verdict, XDP_PASS);
     assert_frame_eq(&r.frame, &big.frame(), "no room: untouched");
     assert!(flow_of(dp, base).bytes >= RECOVER_AT);
+}
+
+fn load_program(ebpf: &mut Ebpf, n: &str) {
+    let r = match ebpf.program_mut(n).unwrap() {
+        Program::Xdp(p) => p.load(),
+        Program::SchedClassifier(p) => p.load(),
+        _ => panic!("program {n}: unexpected type"),
+    };
+    if let Err(e) = r {
+        panic!("program {n} rejected: {e:?}");
+    }
 }
