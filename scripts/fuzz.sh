@@ -11,6 +11,9 @@
 #       `cargo +nightly fuzz run policy`). Built without a sanitizer by
 #       default (about 4x the inputs per second; the code is safe Rust
 #       except yaml_serde's libyaml-rs): --sanitizer address for ASan.
+#   scripts/fuzz.sh build [--sanitizer address]
+#       Only the policy target's instrumented build (the test command runs it
+#       in the background while the kernel tests run).
 #   scripts/fuzz.sh packets [--frames N] [--seed S]
 #       The packet fuzzer (tests/datapath_fuzz.rs) on the real kernel.
 #       Default 1,000,000 frames.
@@ -21,7 +24,7 @@ cd "$(dirname "$0")/.."
 NIGHTLY=${EMPTCP_NIGHTLY:-nightly}
 
 usage() {
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -63,17 +66,25 @@ policy_seeds() {
     done
 }
 
-fuzz_policy() {
+# The instrumented build has its own target directory: cargo locks a
+# target directory per build, and this one may run beside `cargo test`.
+FUZZ_TARGET_DIR=target/fuzz/build
+
+build_policy() {
     ./scripts/setup.sh
-    local seeds=target/fuzz/seeds/policy corpus=target/fuzz/corpus/policy
-    local artifacts=target/fuzz/artifacts/policy log
-    policy_seeds "$seeds"
-    mkdir -p "$corpus" "$artifacts"
     # The policy code needs no eBPF object; skipping its build keeps the
     # instrumented build to the user-space crates.
     export AYA_BUILD_SKIP=1
     echo "fuzz policy: building (cargo-fuzz, $NIGHTLY, debug assertions and overflow checks, sanitizer $sanitizer)"
-    cargo +"$NIGHTLY" fuzz build --sanitizer "$sanitizer" policy
+    cargo +"$NIGHTLY" fuzz build --target-dir "$FUZZ_TARGET_DIR" --sanitizer "$sanitizer" policy
+}
+
+fuzz_policy() {
+    build_policy
+    local seeds=target/fuzz/seeds/policy corpus=target/fuzz/corpus/policy
+    local artifacts=target/fuzz/artifacts/policy log
+    policy_seeds "$seeds"
+    mkdir -p "$corpus" "$artifacts"
     # The target writes its scratch files under TMPDIR: one removed on exit.
     scratch=$(mktemp -d -t emptcp-fuzz.XXXXXX)
     log=$scratch/libfuzzer.log
@@ -82,7 +93,7 @@ fuzz_policy() {
     [[ $time == 0 ]] || limit=" (at most $time s)"
     echo "fuzz policy: $runs inputs$limit, $(ls "$seeds" | wc -l) seeds, corpus $corpus"
     local rc=0 start=$SECONDS
-    TMPDIR=$scratch cargo +"$NIGHTLY" fuzz run --sanitizer "$sanitizer" policy "$corpus" "$seeds" -- \
+    TMPDIR=$scratch cargo +"$NIGHTLY" fuzz run --target-dir "$FUZZ_TARGET_DIR" --sanitizer "$sanitizer" policy "$corpus" "$seeds" -- \
         -runs="$runs" -max_total_time="$time" -timeout=10 -rss_limit_mb=4096 \
         -max_len=16384 -print_final_stats=1 -artifact_prefix="$artifacts/" \
         >"$log" 2>&1 || rc=$?
@@ -105,6 +116,7 @@ fuzz_packets() {
 
 case $what in
     policy) fuzz_policy ;;
+    build) build_policy ;;
     packets) fuzz_packets ;;
     *) usage ;;
 esac

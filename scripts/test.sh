@@ -35,12 +35,23 @@ echo "== fmt"; cargo fmt --all -- --check
 echo "== layering"; cargo test --locked --release -p emptcp --test layering
 echo "== clippy"; cargo clippy --all-targets --locked -- -D warnings
 echo "== tests"
+cargo test --locked --release --no-run 2>&1 | grep -vE '^\s+(Executable|Compiling|Finished)|^warning: emptcp@' || true
+# The fuzz target's instrumented build (minutes when cold) runs beside the
+# kernel tests, which leave CPU idle while they wait on the network; its
+# own target directory keeps cargo's locks apart.
+fuzz_log=target/fuzz/build.log
+mkdir -p target/fuzz
+setsid ./scripts/fuzz.sh build >"$fuzz_log" 2>&1 &
+fuzz_build=$!
+# Its own process group (setsid): a failing run stops the whole build.
+trap 'rc=$?; kill -- -"$fuzz_build" 2>/dev/null; (exit $rc); report_skips' EXIT
 # Tests run in parallel: each has its own namespaces and bpffs root.
 cargo test --locked --release -- --test-threads "${EMPTCP_TEST_THREADS:-4}"
 # The policy loader under cargo-fuzz for a short, fixed budget (the 10^6
 # run is `scripts/fuzz.sh policy`, docs/development.md "Fuzzing"); a crash
 # fails the command. The packet fuzzer ran above (tests/datapath_fuzz.rs).
 echo "== fuzz policy (50000 inputs)"
+wait "$fuzz_build" || { tail -40 "$fuzz_log"; echo "fuzz policy: the build failed (log: $fuzz_log)"; exit 1; }
 ./scripts/fuzz.sh policy --runs "${EMPTCP_FUZZ_RUNS:-50000}"
 echo "== leftovers"
 ./scripts/check-clean.sh

@@ -170,6 +170,20 @@ pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name
     after.get(name).copied().unwrap_or(0) as i64 - before.get(name).copied().unwrap_or(0) as i64
 }
 
+/// Every counter that moved between two snapshots, `name +n` each: what a
+/// failure message shows, so a kernel that dropped the packet for another
+/// reason (PAWS, a bad checksum, an old ACK) says which.
+pub fn moved(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> String {
+    after
+        .keys()
+        .filter_map(|n| {
+            let d = delta(before, after, n);
+            (d != 0).then(|| format!("{n} {d:+}"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The MPTCP flags `ss` shows for the established subflow in `ns` whose
 /// local address starts with `local` (`tcp-ulp-mptcp flags:...`: `B` = the
 /// peer asked, by MP_PRIO or in its MP_JOIN, that this subflow be a
