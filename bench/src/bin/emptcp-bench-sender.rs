@@ -269,10 +269,10 @@ fn main() -> anyhow::Result<()> {
 /// time, so the rule fires every time.
 fn latency() -> anyhow::Result<()> {
     use emptcp::copy::{
+        capture::monotonic_ns,
         forge::Captured,
         rules::{Armed, Payload},
         runner::Runner,
-        task::monotonic_ns,
         trigger::{Rule, SubflowView, When},
     };
     const N: u16 = 1000;

@@ -75,6 +75,35 @@ pub fn last_activity_ns(s: &SubflowState) -> u64 {
     if data == 0 { s.last_seen_ns } else { data }
 }
 
+/// The timestamps a forged packet sends `now_ns`, from those of the newest
+/// segment the local end sent (`seen_ns`, the kernel's monotonic clock at
+/// its egress): the tsval moves on by the whole milliseconds since. The
+/// peer PAWS-drops a tsval older than the newest it took (RFC 7323 5.3),
+/// and the local end may have sent newer segments between the capture and
+/// the send (on a slow machine, several ms later: the forged packet was
+/// then dropped, counted in the peer's TcpExtPAWSEstab). Linux's TS clock
+/// runs on the same monotonic clock at 1 ms (or 1 us) per tick, so the
+/// result is never ahead of the sender's clock: a tsval ahead of it would
+/// make the peer drop the sender's real segments afterwards.
+pub fn advance_tsval(ts: Timestamps, seen_ns: u64, now_ns: u64) -> Timestamps {
+    let ms = now_ns.saturating_sub(seen_ns) / 1_000_000;
+    Timestamps {
+        tsval: ts.tsval.wrapping_add(ms.min(u32::MAX as u64) as u32),
+        ..ts
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// The capture maps, opened once per resolve (an apply that resizes
 /// `SUBFLOWS` replaces the pinned map; the next open follows it).
 pub struct Capture {
@@ -105,7 +134,11 @@ impl Capture {
     /// or evicted) or not yet usable.
     pub fn get(&self, key: &FlowKey) -> Option<Captured> {
         let s = self.subflows.get(key, 0).ok()?;
-        view(key, &s, self.bytes(key, &s)).map(|(_, c)| c)
+        let (_, mut c) = view(key, &s, self.bytes(key, &s))?;
+        c.timestamps = c
+            .timestamps
+            .map(|ts| advance_tsval(ts, s.last_seen_ns, monotonic_ns()));
+        Some(c)
     }
 
     fn bytes(&self, key: &FlowKey, s: &SubflowState) -> Option<u64> {
@@ -150,6 +183,29 @@ mod tests {
         assert_eq!(activity(&captured(0, 0, 30, 40)), 30);
         // No data ever: from when the subflow was last seen.
         assert_eq!(activity(&captured(0, 0, 0, 40)), 40);
+    }
+
+    #[test]
+    fn the_tsval_moves_on_by_whole_milliseconds_and_wraps() {
+        let ts = Timestamps {
+            tsval: 1000,
+            tsecr: 7,
+        };
+        let at = |seen, now| advance_tsval(ts, seen, now);
+        assert_eq!(at(5_000_000, 5_000_000), ts, "sent just now");
+        assert_eq!(at(5_000_000, 5_999_999).tsval, 1000, "under 1 ms");
+        assert_eq!(at(5_000_000, 8_500_000).tsval, 1003);
+        assert_eq!(
+            at(9_000_000, 5_000_000),
+            ts,
+            "a clock read before the capture"
+        );
+        assert_eq!(at(0, 2_000_000).tsecr, 7, "the echo stays");
+        let high = Timestamps {
+            tsval: u32::MAX,
+            tsecr: 0,
+        };
+        assert_eq!(advance_tsval(high, 0, 2_000_000).tsval, 1);
     }
 
     #[test]

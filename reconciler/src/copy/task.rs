@@ -20,7 +20,7 @@ use emptcp_common::{ChainDef, SUBFLOW_EV_CLOSED, SubflowEvent};
 use tokio::{io::unix::AsyncFd, sync::watch};
 
 use super::{
-    capture::Capture,
+    capture::{Capture, monotonic_ns},
     rules::{Armed, Unarmed, resolve_with},
     runner::{RuleStatus, Runner},
     trigger::When,
@@ -52,17 +52,6 @@ fn resolve(layout: &Layout, rules: &[PacketCopy]) -> (Vec<Armed>, Vec<Unarmed>) 
     resolve_with(rules, &chains, &|name| {
         nix::net::if_::if_nametoindex(name).ok()
     })
-}
-
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The daemon's end of the task: set the rules, read the status. Dropping
