@@ -688,7 +688,7 @@ fn set_window_scales_by_the_remote_shift() {
 #[test]
 fn set_window_needs_the_shift() {
     need_kernel!();
-    let dp = dp_with(&[(Action::SetWindow, 1000)]);
+    let mut dp = dp_with(&[(Action::SetWindow, 1000)]);
     let seg = pure_ack(&Seg::v4(), 9);
     assert_untouched(&dp, &seg, "untracked flow");
     assert_eq!(dp.event(FlowStat::WindowScaleUnknown), 1);

@@ -121,7 +121,7 @@ fn metadata_is_off_on_every_way_out() {
         // entry), and without it (not sent by our entry).
         for a in Action::ALL {
             let a = &a;
-            let dp = dp_with(&[(*a, 1)]);
+            let mut dp = dp_with(&[(*a, 1)]);
             let r = dp.action(*a, CHAIN, 0, &pure_ack(&base, 1).frame());
             assert_eq!(r.meta_left, 0, "{fam}: {} with metadata", a.name());
             assert_eq!(dp.outcome(*a, Outcome::Seen), 1);

@@ -135,10 +135,15 @@ pub fn iface_to_kernel(ifindex: u32, i: &IfaceEntry) -> IfaceChains {
             *d = *s;
         }
     }
+    let mut v4 = [[0u32; 4]; MAX_CHAINS_PER_IFACE];
+    for (slot, p) in v4.iter_mut().zip(&i.filter.inline_v4) {
+        *slot = *p;
+    }
     IfaceChains {
         n_chains: i.chains.len().min(MAX_CHAINS_PER_IFACE) as u32,
         ifindex,
         ports,
+        v4,
         require: i.filter.require,
         flags: [
             (i.capture, IFACE_CAPTURE),
@@ -165,6 +170,12 @@ pub fn iface_from_kernel(i: &IfaceChains) -> IfaceEntry {
         filter: IfaceFilter {
             chain_flags: i.chain_flags[..n].to_vec(),
             inline_ports: i.ports[..n].iter().map(|p| p.to_vec()).collect(),
+            // Empty when none is inline, as plan writes it.
+            inline_v4: if i.v4[..n].iter().all(|v| *v == [0; 4]) {
+                Vec::new()
+            } else {
+                i.v4[..n].to_vec()
+            },
             require: i.require,
             remote_ports: i.remote_ports,
             local_ports: i.local_ports,
@@ -279,6 +290,71 @@ mod tests {
                 LpmKey::V6(l, k) => prefix_v6_from_kernel(l, &k),
             };
             assert_eq!(back, Some(p));
+        }
+    }
+
+    /// A direction with exactly one IPv4 prefix is kept inline (network and
+    /// mask such that `addr & mask == network` on the packet's bytes read
+    /// natively, as the entry program compares); two prefixes, or IPv6
+    /// only, stay in the tries alone; the interface's value reads back as
+    /// plan wrote it.
+    #[test]
+    fn inline_v4_prefixes_encode_and_round_trip() {
+        use emptcp_common::{SEL_LOCAL_V4_INLINE, SEL_REMOTE, SEL_REMOTE_V4_INLINE};
+        let mut e = crate::state::Entries::default();
+        let mut add = |chain, dir, net: &str| {
+            e.prefixes.insert(PrefixEntry {
+                chain,
+                dir,
+                prefix: net.parse().unwrap(),
+            });
+        };
+        add(1, Dir::Remote, "192.0.2.0/24");
+        add(1, Dir::Remote, "2001:db8::/32");
+        add(2, Dir::Remote, "192.0.2.0/24");
+        add(2, Dir::Remote, "198.51.100.0/24");
+        add(2, Dir::Local, "203.0.113.7/32");
+        add(3, Dir::Remote, "2001:db8::/32");
+        for id in 1..=3 {
+            e.selectors.insert(id, SEL_REMOTE);
+        }
+        let (v4, flags) = crate::plan::inline_v4_prefixes(1, &e);
+        assert_eq!(flags, SEL_REMOTE_V4_INLINE);
+        let matches = |addr: [u8; 4], net: u32, mask: u32| u32::from_ne_bytes(addr) & mask == net;
+        assert!(matches([192, 0, 2, 77], v4[0], v4[1]));
+        assert!(!matches([192, 0, 3, 77], v4[0], v4[1]));
+        assert_eq!(&v4[2..], &[0, 0]);
+        let (v4, flags) = crate::plan::inline_v4_prefixes(2, &e);
+        assert_eq!(
+            flags, SEL_LOCAL_V4_INLINE,
+            "two remote prefixes stay in the trie"
+        );
+        assert!(matches([203, 0, 113, 7], v4[2], v4[3]));
+        assert!(!matches([203, 0, 113, 8], v4[2], v4[3]));
+        assert_eq!(crate::plan::inline_v4_prefixes(3, &e), ([0; 4], 0));
+
+        let entry = |chains: Vec<u32>| crate::state::IfaceEntry {
+            name: "eth0".into(),
+            filter: crate::plan::iface_filter(&chains, &e),
+            chains,
+            capture: false,
+            raw_ip: false,
+            skb: false,
+            track: false,
+        };
+        let with = entry(vec![3, 1]);
+        assert_eq!(with.filter.inline_v4.len(), 2);
+        assert_eq!(
+            with.filter.chain_flags[1] & SEL_REMOTE_V4_INLINE,
+            SEL_REMOTE_V4_INLINE
+        );
+        let without = entry(vec![3]);
+        assert!(
+            without.filter.inline_v4.is_empty(),
+            "nothing inline: as before"
+        );
+        for i in [with, without] {
+            assert_eq!(iface_from_kernel(&iface_to_kernel(4, &i)), i);
         }
     }
 }

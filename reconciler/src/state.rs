@@ -89,6 +89,12 @@ pub struct IfaceFilter {
     /// Per chain: its remote then local ports when a direction has at most
     /// `INLINE_PORTS` (each half padded by repeating its first port).
     pub inline_ports: Vec<Vec<u16>>,
+    /// Per chain: its remote then local IPv4 prefix as network and mask
+    /// (`IfaceChains::v4`) when that direction has exactly one
+    /// (`SEL_*_V4_INLINE`), zeros otherwise; empty when no chain of the
+    /// interface has one (so policies without prefixes read as before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inline_v4: Vec<[u32; 4]>,
     /// `SEL_*` parts every chain of the interface has.
     pub require: u32,
     /// Bits `emptcp_common::port_bucket(port)` of every remote / local

@@ -304,13 +304,24 @@ impl Dp {
         self.run(prog, frame, 0, LO)
     }
 
-    /// Runs `frame` through one action, with the metadata the entry would
-    /// have written for step `pos` of chain `chain`.
-    pub fn action(&self, a: Action, chain: u32, pos: u32, frame: &[u8]) -> Run {
+    /// Runs `frame` through one action, with the description the entry
+    /// would have written for step `pos` of chain `chain` in `XDP_DESC`
+    /// (every CPU's slot: the run may land on any), invalidated again after
+    /// the run, as the end of a chain does on the CPU it ran on.
+    pub fn action(&mut self, a: Action, chain: u32, pos: u32, frame: &[u8]) -> Run {
         let meta = describe(frame, chain, pos, &self.steps[&chain]);
-        let mut data = pod_bytes(&meta);
-        data.extend_from_slice(frame);
-        self.run(a.name(), &data, size_of::<XdpMeta>() as u32, LO)
+        self.set_description(meta);
+        let r = self.run(a.name(), frame, 0, LO);
+        self.set_description(XdpMeta::default());
+        r
+    }
+
+    fn set_description(&mut self, m: XdpMeta) {
+        let mut d: PerCpuArray<_, XdpMeta> =
+            PerCpuArray::try_from(self.ebpf.map_mut("XDP_DESC").unwrap()).unwrap();
+        let n = aya::util::nr_cpus().expect("number of CPUs");
+        d.set(0, aya::maps::PerCpuValues::try_from(vec![m; n]).unwrap(), 0)
+            .unwrap();
     }
 
     pub fn flow(&self, key: &FlowKey) -> Option<FlowState> {
@@ -388,12 +399,7 @@ fn xdp_md(meta_len: u32, len: u32, ifindex: u32) -> [u8; 24] {
     b
 }
 
-pub fn pod_bytes<T: Copy>(v: &T) -> Vec<u8> {
-    let p = v as *const T as *const u8;
-    unsafe { std::slice::from_raw_parts(p, size_of::<T>()) }.to_vec()
-}
-
-/// The metadata the entry program writes for `frame` at step `pos` of a
+/// The description the entry program writes for `frame` at step `pos` of a
 /// chain with `steps`: an independent implementation of its parse and option
 /// scan (from RFC 793/8684, not from the eBPF code).
 fn describe(frame: &[u8], chain: u32, pos: u32, steps: &[(Action, u32)]) -> XdpMeta {

@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. Bump when a key/value layout changes.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Chains an interface can list (evaluated in order, first match wins).
 pub const MAX_CHAINS_PER_IFACE: usize = 8;
@@ -123,6 +123,13 @@ pub const SEL_REMOTE_PORTS_INLINE: u32 = 1 << 4;
 pub const SEL_LOCAL_PORTS_INLINE: u32 = 1 << 5;
 /// Ports per direction a chain can keep inline.
 pub const INLINE_PORTS: usize = 4;
+/// In `IfaceChains::chain_flags` only: the chain's remote / local IPv4
+/// prefixes are exactly one, kept in `IfaceChains::v4`, so the entry
+/// program compares an IPv4 address with it (mask and compare) instead of
+/// looking it up in `SEL_V4` (an LPM walk, about a quarter of a one-action
+/// chain's cost). IPv6 addresses are still looked up in `SEL_V6`.
+pub const SEL_REMOTE_V4_INLINE: u32 = 1 << 6;
+pub const SEL_LOCAL_V4_INLINE: u32 = 1 << 7;
 
 /// Value of `SELECTORS[chain_id]`.
 #[repr(C)]
@@ -195,6 +202,12 @@ pub struct IfaceChains {
     /// Inline port sets of each chain (with `SEL_*_PORTS_INLINE`): remote
     /// ports then local ports, each padded by repeating its first port.
     pub ports: [[u16; 2 * INLINE_PORTS]; MAX_CHAINS_PER_IFACE],
+    /// Inline IPv4 prefix of each chain (with `SEL_*_V4_INLINE`): remote
+    /// network, remote mask, local network, local mask, each the address
+    /// bytes in network order read as a native-endian `u32` (so
+    /// `addr & mask == network` compares the bytes as they are in the
+    /// packet); zeros where not inline.
+    pub v4: [[u32; 4]; MAX_CHAINS_PER_IFACE],
     /// Bloom-style filters of the chains' remote / local ports: bit
     /// `port_bucket(port)` is set for every listed port.
     pub remote_ports: [u64; 4],
@@ -212,6 +225,7 @@ impl IfaceChains {
         chains: [0; MAX_CHAINS_PER_IFACE],
         chain_flags: [0; MAX_CHAINS_PER_IFACE],
         ports: [[0; 2 * INLINE_PORTS]; MAX_CHAINS_PER_IFACE],
+        v4: [[0; 4]; MAX_CHAINS_PER_IFACE],
         remote_ports: [0; 4],
         local_ports: [0; 4],
         name: [0; IFNAME_LEN],
@@ -315,13 +329,13 @@ pub const META_FLOW_UNTRACKED: u8 = 1;
 /// `record_flow` found (or created) the flow: `flow_bytes`/`flow_due` hold.
 pub const META_FLOW_TRACKED: u8 = 2;
 
-/// XDP metadata (in front of the packet, `bpf_xdp_adjust_meta`) written by
-/// the entry program and carried through the tail calls. It is the packet's
+/// The packet's description, written by the entry program into its CPU's
+/// slot of `XDP_DESC` (on egress `EGRESS_META`) and read through the tail
+/// calls. It is the packet's
 /// parse, done once: the chain's steps, the flow key, the header fields and
 /// where each option the actions care about sits, so an action reads only
 /// the bytes it needs and looks nothing up but its flow. An action that
-/// changes the packet or learns about the flow updates it. 152 bytes: more
-/// than 32 needs Linux 6.4 or later.
+/// changes the packet or learns about the flow updates it. 152 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpMeta {
@@ -1027,6 +1041,7 @@ mod pod {
     unsafe impl aya::Pod for StoredAddAddr {}
     unsafe impl aya::Pod for SubflowState {}
     unsafe impl aya::Pod for SubflowEvent {}
+    unsafe impl aya::Pod for XdpMeta {}
 }
 
 #[cfg(test)]

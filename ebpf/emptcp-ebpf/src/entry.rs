@@ -8,16 +8,13 @@
 //! the parser; a TCP packet on an interface whose every chain lists ports
 //! leaves after one inlined array lookup when its ports are in no chain's
 //! filter. Only candidates pay for hash and LPM lookups.
-use aya_ebpf::{
-    bindings::xdp_action, helpers::generated::bpf_xdp_adjust_meta, macros::xdp,
-    maps::lpm_trie::Key, programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action, macros::xdp, maps::lpm_trie::Key, programs::XdpContext};
 use emptcp_common::{
     ChainDef, DIR_LOCAL, DIR_REMOTE, FlowKey, IFACE_CAPTURE, IFACE_RAW_IP, IFACE_SLOTS,
     INGRESS_CAPTURE_SLOT, INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6,
     MAX_CHAINS_PER_IFACE, MAX_STEPS, META_FLOW_UNKNOWN, META_MAGIC, Outcome, PortKey, SEL_LOCAL,
-    SEL_LOCAL_PORTS, SEL_LOCAL_PORTS_INLINE, SEL_REMOTE, SEL_REMOTE_PORTS, SEL_REMOTE_PORTS_INLINE,
-    STATS_ROW_ENTRY, XdpMeta, port_bucket,
+    SEL_LOCAL_PORTS, SEL_LOCAL_PORTS_INLINE, SEL_LOCAL_V4_INLINE, SEL_REMOTE, SEL_REMOTE_PORTS,
+    SEL_REMOTE_PORTS_INLINE, SEL_REMOTE_V4_INLINE, STATS_ROW_ENTRY, XdpMeta, port_bucket,
 };
 
 use crate::{
@@ -32,8 +29,6 @@ use crate::{
 /// object and prove atomic program replacement.
 #[unsafe(no_mangle)]
 static EMPTCP_BUILD_ID: [u8; 16] = *b"emptcp-build-000";
-
-const META_LEN: i32 = core::mem::size_of::<XdpMeta>() as i32;
 
 #[xdp]
 pub fn entry(ctx: XdpContext) -> u32 {
@@ -60,11 +55,11 @@ pub(crate) fn run<const CAPTURE: bool>(ctx: &XdpContext) -> u32 {
     // reports it as applied + passed + error.
     if try_entry::<CAPTURE>(ctx, &mut pkt, ifc).is_none() {
         stats::bump(STATS_ROW_ENTRY, Outcome::Passed);
-        // Not ours: no description was written, nothing to take off.
+        // Not ours: no description was written, nothing to invalidate.
         return xdp_action::XDP_PASS;
     }
     // A chain was started and its tail call failed, or the description
-    // could not be written: take it off before the stack sees the packet.
+    // slot was missing: invalidate the description.
     chain::leave(ctx, xdp_action::XDP_PASS)
 }
 
@@ -128,7 +123,7 @@ fn try_entry<const CAPTURE: bool>(
             break;
         }
         let id = ifc.chains[i];
-        if selects(id, ifc.chain_flags[i], &ifc.ports[i], pkt) {
+        if selects(id, ifc.chain_flags[i], &ifc.ports[i], &ifc.v4[i], pkt) {
             found = Some(id);
             break;
         }
@@ -148,24 +143,13 @@ fn try_entry<const CAPTURE: bool>(
         None if captured => (NO_CHAIN, None),
         None => return None,
     };
-    // Read before the metadata moves (it invalidates packet pointers).
     let Some(nums) = tcp_numbers(ctx, pkt.l4_off) else {
         return None;
     };
-    // Room for the description in front of the packet. Received frames
-    // have no metadata (every way out of the chain takes ours off again,
-    // `chain::leave`); anything else in front is resized to ours.
-    let have = (ctx.data() - ctx.metadata()) as i32;
-    if have != META_LEN && unsafe { bpf_xdp_adjust_meta(ctx.ctx, have - META_LEN) } != 0 {
+    let Some(m) = chain::slot() else {
         stats::bump(STATS_ROW_ENTRY, Outcome::Error);
         return Some(());
-    }
-    let m = ctx.metadata();
-    if m + META_LEN as usize > ctx.data() {
-        stats::bump(STATS_ROW_ENTRY, Outcome::Error);
-        return Some(());
-    }
-    let m = m as *mut XdpMeta;
+    };
     // `applied`: a chain was started; a packet only captured is `passed`.
     stats::bump(
         STATS_ROW_ENTRY,
@@ -264,7 +248,13 @@ pub(crate) fn describe<C: crate::parse::Frame>(
 /// Does chain `id` (selector parts `flags`) accept the packet? Absent parts
 /// match all.
 #[inline(always)]
-pub(crate) fn selects(id: u32, flags: u32, inline: &[u16; 2 * INLINE_PORTS], pkt: &Packet) -> bool {
+pub(crate) fn selects(
+    id: u32,
+    flags: u32,
+    inline: &[u16; 2 * INLINE_PORTS],
+    v4: &[u32; 4],
+    pkt: &Packet,
+) -> bool {
     // Ports first: compared inline for small sets, else a hash lookup,
     // which is still cheaper than an LPM walk. On the receive path the
     // remote end is the packet's source.
@@ -288,13 +278,38 @@ pub(crate) fn selects(id: u32, flags: u32, inline: &[u16; 2 * INLINE_PORTS], pkt
             return false;
         }
     }
-    if flags & SEL_REMOTE != 0 && !prefix_match(DIR_REMOTE, id, pkt.family, &pkt.src) {
-        return false;
+    if flags & SEL_REMOTE != 0 {
+        let inline = flags & SEL_REMOTE_V4_INLINE != 0;
+        if !prefix(DIR_REMOTE, id, inline, v4[0], v4[1], pkt.family, &pkt.src) {
+            return false;
+        }
     }
-    if flags & SEL_LOCAL != 0 && !prefix_match(DIR_LOCAL, id, pkt.family, &pkt.dst) {
-        return false;
+    if flags & SEL_LOCAL != 0 {
+        let inline = flags & SEL_LOCAL_V4_INLINE != 0;
+        if !prefix(DIR_LOCAL, id, inline, v4[2], v4[3], pkt.family, &pkt.dst) {
+            return false;
+        }
     }
     true
+}
+
+/// Is `addr` in the chain's prefixes of direction `dir`? An IPv4 address
+/// against the chain's one inline prefix (`inline`: `net`/`mask`) is a
+/// mask and a compare; anything else an LPM lookup.
+#[inline(always)]
+fn prefix(
+    dir: u8,
+    id: u32,
+    inline: bool,
+    net: u32,
+    mask: u32,
+    family: u8,
+    addr: &[u8; 16],
+) -> bool {
+    if inline && family == 4 {
+        return u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]) & mask == net;
+    }
+    prefix_match(dir, id, family, addr)
 }
 
 #[inline(always)]

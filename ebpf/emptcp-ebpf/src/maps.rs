@@ -119,6 +119,20 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_STATS_LEN, 0);
 
+/// The packet's description on the XDP path (`XdpMeta`): written by the
+/// entry, read and updated by the chain's actions, invalidated (its magic
+/// cleared) by every way out of the chain (`chain::leave`). One slot per
+/// CPU is safe: XDP runs with bottom halves off (NAPI poll, generic XDP
+/// under `netif_receive_skb`, BPF_PROG_TEST_RUN), so the entry and the
+/// tail calls it starts run to completion on one CPU, and no other packet
+/// reaches an XDP program on that CPU before the chain ends (tail calls
+/// never leave the CPU; under PREEMPT_RT the per-CPU bh lock serializes
+/// the same way). A map value instead of XDP metadata spares two
+/// `bpf_xdp_adjust_meta` calls and a bounds check per access, and leaves
+/// any metadata in front of the packet as it came.
+#[map]
+pub static XDP_DESC: PerCpuArray<emptcp_common::XdpMeta> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU scratch space for the header block moved by an option insert:
 /// too big for the 512-byte BPF stack next to the option copies. XDP runs
 /// one program at a time per CPU, so one slot per CPU is enough.

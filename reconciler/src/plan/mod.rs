@@ -48,6 +48,8 @@ pub const CONFIG_MAPS: &[&str] = &[
     "EGRESS_META",
     // Per-CPU buffer of the TCP checksum check: nothing outlives a packet.
     "CSUM_SCRATCH",
+    // Per-CPU XDP description: nothing outlives a packet.
+    "XDP_DESC",
 ];
 
 const BPF_MAP_TYPE_HASH: u32 = 1;
@@ -803,6 +805,7 @@ pub fn iface_filter(chains: &[u32], e: &Entries) -> IfaceFilter {
     use emptcp_common::{INLINE_PORTS, SEL_LOCAL_PORTS_INLINE, SEL_REMOTE_PORTS_INLINE};
     let mut chain_flags = Vec::new();
     let mut inline_ports = Vec::new();
+    let mut inline_v4 = Vec::new();
     for id in chains {
         let mut flags = e.selectors.get(id).copied().unwrap_or(0);
         let mut inline = vec![0u16; 2 * INLINE_PORTS];
@@ -824,8 +827,14 @@ pub fn iface_filter(chains: &[u32], e: &Entries) -> IfaceFilter {
                 }
             }
         }
+        let (v4, v4_flags) = inline_v4_prefixes(*id, e);
+        flags |= v4_flags;
         chain_flags.push(flags);
         inline_ports.push(inline);
+        inline_v4.push(v4);
+    }
+    if inline_v4.iter().all(|v| *v == [0; 4]) {
+        inline_v4.clear();
     }
     let require = if chain_flags.is_empty() {
         0
@@ -835,6 +844,7 @@ pub fn iface_filter(chains: &[u32], e: &Entries) -> IfaceFilter {
     let mut f = IfaceFilter {
         chain_flags,
         inline_ports,
+        inline_v4,
         require,
         ..IfaceFilter::default()
     };
@@ -847,6 +857,36 @@ pub fn iface_filter(chains: &[u32], e: &Entries) -> IfaceFilter {
         words[b / 64] |= 1 << (b % 64);
     }
     f
+}
+
+/// Chain `id`'s inline IPv4 prefixes (`IfaceChains::v4`) and their
+/// `SEL_*_V4_INLINE` bits: a direction with exactly one IPv4 prefix is
+/// compared inline by the entry program (its `SEL_V4` entry stays, for
+/// nothing else changes in the trie).
+pub fn inline_v4_prefixes(id: u32, e: &Entries) -> ([u32; 4], u32) {
+    use emptcp_common::{SEL_LOCAL_V4_INLINE, SEL_REMOTE_V4_INLINE};
+    let mut v4 = [0u32; 4];
+    let mut flags = 0;
+    for (half, dir, bit) in [
+        (0, crate::state::Dir::Remote, SEL_REMOTE_V4_INLINE),
+        (1, crate::state::Dir::Local, SEL_LOCAL_V4_INLINE),
+    ] {
+        let nets: Vec<ipnet::Ipv4Net> = e
+            .prefixes
+            .iter()
+            .filter(|p| p.chain == id && p.dir == dir)
+            .filter_map(|p| match p.prefix {
+                ipnet::IpNet::V4(n) => Some(n),
+                ipnet::IpNet::V6(_) => None,
+            })
+            .collect();
+        if let [net] = nets[..] {
+            flags |= bit;
+            v4[2 * half] = u32::from_ne_bytes(net.network().octets());
+            v4[2 * half + 1] = u32::from_ne_bytes(net.netmask().octets());
+        }
+    }
+    (v4, flags)
 }
 
 /// Observed entries, minus those of maps being replaced (they start empty).

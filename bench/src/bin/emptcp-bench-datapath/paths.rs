@@ -56,7 +56,7 @@ pub fn policy() -> String {
         (CAPTURE, "data, cap"),
         (E_COUNT, "e_count"),
         (E_BACKUP, "e_backup"),
-        (E_WINDOW, "e_window"),
+        (E_WINDOW, "record, e_window"),
         (TUN, "data"),
         (COUNT_PORT, "count_port"),
     ] {
@@ -548,7 +548,14 @@ pub fn paths() -> Vec<Path> {
         vec![],
         fresh(|id| mptcp_ack(id, 5).with(|s| s.egress = true)),
     );
-    let (init, next) = stream(|id| vec![syn_out(id)], move |id, k| out(data(id, k)), false);
+    // The peer's SYN-ACK through record_flow (ingress chain `record` of the
+    // same interface): egress set_window scales only when both SYNs
+    // carried window scale.
+    let (init, next) = stream(
+        |id| vec![syn_out(id), synack(id)],
+        move |id, k| out(data(id, k)),
+        false,
+    );
     add(
         Egress,
         "MPTCP data segment: capture + set_window (window rewritten)",

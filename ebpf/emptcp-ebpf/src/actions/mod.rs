@@ -3,7 +3,7 @@
 mod count;
 mod drop;
 mod record_flow;
-mod recover_add_addr;
+pub(crate) mod recover_add_addr;
 mod set_backup;
 mod set_window;
-mod strip_add_addr;
+pub(crate) mod strip_add_addr;

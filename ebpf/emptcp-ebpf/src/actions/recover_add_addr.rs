@@ -38,23 +38,26 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
     chain::or_passed(ROW, recover(ctx, m))
 }
 
+/// Nothing to do, from the description alone: a malformed segment, a
+/// connection setup or teardown segment (left alone), or record_flow
+/// already knows (untracked, or nothing stored to deliver). The chain
+/// does not even call the program then (`chain::jump`).
+#[inline(always)]
+pub fn idle(m: *const XdpMeta) -> bool {
+    let (flags, known, due) = unsafe { ((*m).tcp_flags, (*m).flow, (*m).flow_due) };
+    !chain::well_formed(m)
+        || flags & (SYN | FIN | RST) != 0
+        || known == META_FLOW_UNTRACKED
+        || (known == META_FLOW_TRACKED && due == 0)
+}
+
 /// `None`: nothing to do, the packet passes untouched.
 #[inline(always)]
 fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
-    if !chain::well_formed(m) {
+    if idle(m) {
         return None;
     }
     let s = Seg::of(m);
-    // Connection setup and teardown segments are left alone.
-    if s.flags & (SYN | FIN | RST) != 0 {
-        return None;
-    }
-    // record_flow already knows: untracked, or nothing stored to deliver.
-    let known = unsafe { (*m).flow };
-    if known == META_FLOW_UNTRACKED || (known == META_FLOW_TRACKED && unsafe { (*m).flow_due } == 0)
-    {
-        return None;
-    }
     let c = flow::resolve(&key(m), true)?;
     let (key, f) = (c.key, c.f);
     let Some(th) = (unsafe { THRESHOLDS.get(s.chain) }) else {

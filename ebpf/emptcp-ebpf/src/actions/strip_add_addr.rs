@@ -33,17 +33,22 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
     chain::or_passed(ROW, strip(ctx, m))
 }
 
+/// Nothing to do, from the description alone: a malformed segment, or
+/// none with an ADD_ADDR. The chain does not even call the program then
+/// (`chain::jump`).
+#[inline(always)]
+pub fn idle(m: *const XdpMeta) -> bool {
+    !chain::well_formed(m) || unsafe { (*m).add_addr.len } == 0
+}
+
 /// `None`: not for this action, the packet passes untouched.
 #[inline(always)]
 fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
-    if !chain::well_formed(m) {
+    if idle(m) {
         return None;
     }
     let s = Seg::of(m);
     let h = s.add_addr;
-    if h.len == 0 {
-        return None;
-    }
     // The connection, on whichever of its subflows the option arrives.
     let sub = key(m);
     let c = flow::resolve(&sub, true)?;
