@@ -460,11 +460,22 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let rows: Vec<report::Row> = paths
+    let mut rows: Vec<report::Row> = paths
         .iter()
         .zip(rounds.iter().zip(&hot))
         .map(|(p, (r, h))| report::Row::new(p, r, h))
         .collect();
+    for (i, p) in paths.iter().enumerate() {
+        if let Some(to) = p.relative_to {
+            let j = paths.iter().position(|q| q.name == to).with_context(|| {
+                format!(
+                    "path {:?} is judged against {to:?}, which is no path",
+                    p.name
+                )
+            })?;
+            rows[i].relative = Some(report::Relative::of(&rounds[i], &rounds[j]));
+        }
+    }
     let memory = memory_table(&layout, &object, id)?;
     let load_end = report::loadavg();
     let text = report::render(&args, &rows, &memory, &load_start, &load_end);
