@@ -2,7 +2,10 @@
 # Benchmarks (docs/benchmarks.md): every number is measured by this command
 # in one run, on the machine it runs on. Needs root.
 #   scripts/bench.sh              everything
-#   scripts/bench.sh reconcile|watch|datapath|throughput|sender
+#   scripts/bench.sh reconcile|watch|datapath|throughput|sender|recovery
+#   scripts/bench.sh recovery [--write-docs] [--runs N]
+#     (recovery latency of a pure download: in-kernel path vs the agent;
+#      --write-docs rewrites its generated region of docs/benchmarks.md)
 #   scripts/bench.sh effect       what a policy buys (not part of "everything": it
 #                                 runs in the guest of scripts/vm.sh, ~15 min);
 #                                 EMPTCP_EFFECT_ARGS passes options to
@@ -62,12 +65,21 @@ effect() {
         --svg docs/effect-fct.svg --host "$host"
 }
 
+recovery() {
+    local args=()
+    for a in "$@"; do
+        case $a in --write-docs) args+=(--write-docs docs/benchmarks.md) ;; *) args+=("$a") ;; esac
+    done
+    python3 tests/mptcp/recovery_latency.py --emptcp "$PWD/target/release/emptcp" "${args[@]}"
+}
+
 case $what in
     reconcile) ./target/release/emptcp-bench ;;
     watch) ./target/release/emptcp-bench --watch ;;
     datapath) ./target/release/emptcp-bench-datapath "${@:2}" ;;
     sender) ./target/release/emptcp-bench-sender ;;
     throughput) echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
+    recovery) recovery "${@:2}" ;;
     effect) effect ;;
     all)
         ./target/release/emptcp-bench; echo
@@ -75,7 +87,8 @@ case $what in
         status=0
         ./target/release/emptcp-bench-datapath || status=1; echo
         ./target/release/emptcp-bench-sender; echo
+        recovery || status=1; echo
         echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput
         exit $status ;;
-    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput|sender|effect]" >&2; exit 1 ;;
+    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput|sender|recovery|effect]" >&2; exit 1 ;;
 esac

@@ -12,9 +12,9 @@ mod datapath_common;
 
 use datapath_common::{egress::*, *};
 use emptcp_common::{
-    Action, EgressStat, FlowKey, FlowState, IFACE_TRACK, IfaceChains, MAX_CHAINS_PER_IFACE,
-    SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY, SF_SEQ_SEEN, SF_SYN_SEEN,
-    SF_TS_SEEN, SF_WSCALE_SEEN,
+    Action, EgressStat, FlowKey, FlowStat, FlowState, IFACE_TRACK, IfaceChains,
+    MAX_CHAINS_PER_IFACE, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY,
+    SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN,
 };
 
 fn both() -> [Seg; 2] {
@@ -94,8 +94,13 @@ fn sent_by_client(base: &Seg) -> Seg {
 /// same interface (it sees the peer's SYN-ACKs), and the tracking of the
 /// egress hook (it maps the joins the local end opens).
 fn eg_tracked(steps: &[(Action, u32)]) -> Eg {
+    eg_tracked_with(steps, &[(Action::RecordFlow, 0)])
+}
+
+/// [`eg_tracked`] with the ingress chain `ingress` (record_flow first).
+fn eg_tracked_with(steps: &[(Action, u32)], ingress: &[(Action, u32)]) -> Eg {
     let mut e = eg(steps);
-    e.dp.chain(CHAIN + 1, &[(Action::RecordFlow, 0)], TH, LO);
+    e.dp.chain(CHAIN + 1, ingress, TH, LO);
     let mut chains = [0u32; MAX_CHAINS_PER_IFACE];
     chains[0] = CHAIN;
     let ifc = IfaceChains {
@@ -242,6 +247,96 @@ fn set_window_on_a_joined_subflow_asks_the_joins_syn_ack() {
     // The initial subflow's SYN was not captured: unknown, untouched.
     e.assert_untouched(&first, 0, "initial subflow without its SYN");
     assert_eq!(e.stat(EgressStat::WindowScaleUnknown), 2);
+}
+
+/// Ingress set_window where the local end is the SERVER. RFC 7323 2.2: the
+/// field the client sends is scaled by the client's shift only when both
+/// SYNs carried window scale. The initial subflow is learnt from the
+/// client's third ACK, after both SYNs: its shift is unknown, so its
+/// segments pass untouched and are counted (before, `bytes` was written
+/// unscaled into a field the client scales: 40 000 << 9 offered). A join
+/// the client opens gives the client's shift in its MP_JOIN SYN, and the
+/// server's own SYN-ACK (egress) says whether both scale.
+#[test]
+fn ingress_set_window_where_the_local_end_serves() {
+    need_kernel!();
+    const BYTES: u32 = 40_000;
+    for syn_ack_scales in [true, false] {
+        let e = eg_tracked_with(
+            &[(Action::Count, 0)],
+            &[(Action::RecordFlow, 0), (Action::SetWindow, BYTES)],
+        );
+        // From the client (the remote end): its third ACK with both keys
+        // creates the connection (local key 0x2222 names it).
+        let initial = Seg::v4();
+        let third = initial.clone().with(|s| {
+            s.opts = opts(&[&ts(100, 50), &mp_capable_ack(0x1111, 0x2222)]);
+        });
+        e.dp.entry(&third.frame());
+        let token = e.dp.flow(&initial.key()).expect("connection").token;
+        let data = |base: &Seg| {
+            base.clone().with(|s| {
+                s.opts = opts(&[&ts(101, 51), &dss(Some((1, 4)), None)]);
+                s.window = 3000;
+            })
+        };
+        let unknown = e.dp.event(FlowStat::WindowScaleUnknown);
+        let r = e.dp.entry(&data(&initial).frame());
+        assert_eq!(r.verdict, XDP_PASS);
+        assert_frame_eq(
+            &r.frame,
+            &data(&initial).frame(),
+            "initial subflow, server side",
+        );
+        assert_eq!(e.dp.event(FlowStat::WindowScaleUnknown), unknown + 1);
+
+        // The client joins from its second address: MP_JOIN SYN with its
+        // window scale 9.
+        let joined = Seg::v4().with(|s| {
+            s.src = addr("198.51.100.2");
+            s.dst = addr("198.51.100.1");
+            s.sport = 40001;
+            s.dport = 443;
+        });
+        let mut join = vec![30, 12, 0x10, 2];
+        join.extend_from_slice(&token.to_be_bytes());
+        join.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        let syn = joined.clone().with(|s| {
+            s.flags = SYN;
+            s.ack = 0;
+            s.opts = opts(&[&wscale(9), &join]);
+        });
+        e.dp.entry(&syn.frame());
+        assert!(e.dp.join(&joined.key()).is_some(), "the join is mapped");
+        // Before the server's SYN-ACK: unknown, untouched.
+        let r = e.dp.entry(&data(&joined).frame());
+        assert_frame_eq(&r.frame, &data(&joined).frame(), "join before the SYN-ACK");
+        assert_eq!(e.dp.event(FlowStat::WindowScaleUnknown), unknown + 2);
+        // The server answers, with or without window scale (its own
+        // `tcp_window_scaling`).
+        let ws = if syn_ack_scales { wscale(7) } else { nops(4) };
+        let syn_ack = sent_by_client(&joined).with(|s| {
+            s.flags = SYN | ACK;
+            s.seq = joined.ack.wrapping_sub(1);
+            s.ack = joined.seq.wrapping_add(1);
+            s.opts = opts(&[&ws, &[30, 16, 0x10, 2], &[0x77; 12]]);
+        });
+        let (v, _) = e.run(&syn_ack.frame(), 0);
+        assert_eq!(v, PASS);
+        // Now the client's segments carry BYTES in its own scale (9), or
+        // BYTES itself when the server's SYN-ACK did not scale.
+        let want = if syn_ack_scales { BYTES >> 9 } else { BYTES };
+        let r = e.dp.entry(&data(&joined).frame());
+        assert_eq!(r.verdict, XDP_PASS);
+        let what = format!("join, server's SYN-ACK scales: {syn_ack_scales}");
+        assert_frame_eq(
+            &r.frame,
+            &data(&joined).with(|s| s.window = want as u16).frame(),
+            &what,
+        );
+        assert_checksums_valid(&r.frame);
+        assert_eq!(e.dp.event(FlowStat::WindowScaleUnknown), unknown + 2);
+    }
 }
 
 #[test]

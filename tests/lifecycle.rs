@@ -629,7 +629,7 @@ chains:
   - name: count-out
     hook: egress
     match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}
-    actions: [count, set_window: {{bytes: 64KiB}}]
+    actions: [count, set_backup: {{backup: false}}]
 "#,
         dev = pair.dev_b
     );

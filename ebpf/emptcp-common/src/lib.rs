@@ -615,9 +615,11 @@ pub struct FlowState {
 pub const JOIN_SEQ_SEEN: u32 = 1 << 0;
 /// `wscale` holds the shift of the peer's MP_JOIN SYN-ACK (or SYN).
 pub const JOIN_WSCALE_SEEN: u32 = 1 << 1;
-/// The peer's SYN-ACK of a subflow the local end joined was seen:
-/// `JOIN_WSCALE_SEEN` then says whether it carried window scale (egress
-/// `set_window` scales only when both SYNs did, RFC 7323).
+/// The join's SYN-ACK was seen: the peer's (a subflow the local end
+/// joined, record_flow) or the local end's (one the peer joined, the egress
+/// hook). `JOIN_WSCALE_SEEN` then says whether window scaling is in effect
+/// on the subflow, i.e. both SYNs carried it (RFC 7323 2.2; both
+/// `set_window`s scale only then).
 pub const JOIN_SYN_ACK_SEEN: u32 = 1 << 2;
 
 /// Value of `JOINS` (key: the joined subflow's [`FlowKey`], ingress

@@ -150,6 +150,56 @@ pub fn synack(id: u32) -> Seg {
     })
 }
 
+/// The key of connection `id`'s server: each connection has its own, so
+/// its token (which an MP_JOIN names) is its own too.
+pub fn server_key(id: u32) -> u64 {
+    0x5eed_0000_0000_0000 | u64::from(id)
+}
+
+/// The MPTCP token of `key` (RFC 8684 2.2: the most significant 32 bits
+/// of SHA-256 of the key, big-endian), computed here independently of the
+/// datapath's own SHA-256.
+pub fn token(key: u64) -> u32 {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(key.to_be_bytes());
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]])
+}
+
+/// The SYN-ACK of connection `id` with its own server key (`server_key`):
+/// a connection subflows can join by token.
+pub fn synack_keyed(id: u32) -> Seg {
+    synack(id).with(|s| s.options = opts(&[&mp_capable(server_key(id)), &wscale(7)]))
+}
+
+/// The local end's MP_JOIN SYN (egress) opening subflow `sub` of the
+/// connection whose server key is `key` (address id 2, window scale 7):
+/// the egress hook maps the subflow to the connection by the token.
+pub fn join_syn_out(sub: u32, key: u64) -> Seg {
+    let mut join = vec![30, 12, 0x10, 2];
+    join.extend_from_slice(&token(key).to_be_bytes());
+    join.extend_from_slice(&0x0bad_cafe_u32.to_be_bytes()); // nonce
+    Seg::new(sub).with(|s| {
+        s.egress = true;
+        s.flags = SYN;
+        s.seq = 1999;
+        s.ack = 0;
+        s.options = opts(&[&join, &wscale(7)]);
+    })
+}
+
+/// The peer's MP_JOIN SYN-ACK of subflow `sub` (truncated HMAC and nonce,
+/// 16 bytes, window scale 7): record_flow notes the subflow's sequence.
+pub fn join_synack(sub: u32) -> Seg {
+    let mut join = vec![30, 16, 0x10, 2];
+    join.extend_from_slice(&[0x77; 8]); // truncated HMAC
+    join.extend_from_slice(&0x0dd_ba11_u32.to_be_bytes()); // nonce
+    Seg::new(sub).with(|s| {
+        s.flags = SYN | ACK;
+        s.seq = 999;
+        s.options = opts(&[&join, &wscale(7)]);
+    })
+}
+
 /// The local end's SYN with MP_CAPABLE and window scale 7 (egress): the
 /// capture records the local shift.
 pub fn syn_out(id: u32) -> Seg {
@@ -198,6 +248,9 @@ mod tests {
             syn_out(7),
             data(7, 3),
             add_addr_ack(7),
+            synack_keyed(7),
+            join_syn_out(8, server_key(7)),
+            join_synack(8),
             Seg::new(70_000).with(|s| s.options = opts(&[&ts(1, 2), &dss_ack(5)])),
         ];
         for s in segs {
@@ -235,6 +288,19 @@ mod tests {
         assert_eq!(&eth[14..], &raw[..]);
         // Distinct flows, distinct 4-tuples.
         assert_ne!(Seg::new(1).frame(), Seg::new(60_001).frame());
+    }
+
+    /// The token against RFC 8684's definition, checked on a vector
+    /// computed with coreutils' sha256sum (key 0x5eed000000000007,
+    /// big-endian: `printf 5eed000000000007 | xxd -r -p | sha256sum` starts
+    /// e0d72b0d).
+    #[test]
+    fn the_join_names_the_connection_by_its_token() {
+        let f = join_syn_out(8, server_key(7)).frame();
+        // Ethernet 14 + IPv4 20 + TCP 20: the MP_JOIN option is first.
+        let o = &f[54..66];
+        assert_eq!(&o[..4], &[30, 12, 0x10, 2]);
+        assert_eq!(u32::from_be_bytes([o[4], o[5], o[6], o[7]]), 0xe0d7_2b0d);
     }
 
     #[test]

@@ -26,6 +26,46 @@ pub struct Row {
     /// The bare program's single run (median round).
     bare_single: f64,
     target: Option<f64>,
+    /// Judged against another row of the same run (issue 11).
+    pub relative: Option<Relative>,
+}
+
+/// A row judged against another row of the same run: "no worse than it".
+#[derive(Debug, Clone, Copy)]
+pub struct Relative {
+    /// Median over the rounds of (this row − the other row), fresh ns
+    /// added, each round's pair measured in the same pass over the paths.
+    pub delta: f64,
+    /// What counts as noise: see [`Relative::of`].
+    pub margin: f64,
+}
+
+impl Relative {
+    /// Smallest margin: below the resolution the rounds resolve at all
+    /// (the per-round figures are means of 2500 differences of single
+    /// runs timed in whole ns).
+    const FLOOR_NS: f64 = 5.0;
+
+    /// From the rounds of this row (`a`) and of the other (`b`), paired
+    /// round by round: a round's two figures share the machine's load of
+    /// that pass, so their difference cancels what moved between passes.
+    /// The margin is twice the median absolute deviation of those paired
+    /// differences (the rounds' own spread of the comparison; a machine
+    /// whose load swings between rounds widens it), at least
+    /// [`Self::FLOOR_NS`]. Worse = the median difference above it.
+    pub fn of(a: &[Round], b: &[Round]) -> Relative {
+        let d: Vec<f64> = a.iter().zip(b).map(|(a, b)| a.added - b.added).collect();
+        let delta = measure::median(&d);
+        let dev: Vec<f64> = d.iter().map(|x| (x - delta).abs()).collect();
+        Relative {
+            delta,
+            margin: (2.0 * measure::median(&dev)).max(Self::FLOOR_NS),
+        }
+    }
+
+    pub fn missed(&self) -> bool {
+        self.delta > self.margin
+    }
 }
 
 impl Row {
@@ -49,6 +89,7 @@ impl Row {
             hot: (!hots.is_empty()).then(|| measure::median(&hots)),
             bare_single: measure::median(&singles),
             target: p.target,
+            relative: None,
         }
     }
 
@@ -59,7 +100,7 @@ impl Row {
     }
 
     pub fn missed(&self) -> bool {
-        self.target.is_some_and(|t| self.judged() > t)
+        self.target.is_some_and(|t| self.judged() > t) || self.relative.is_some_and(|r| r.missed())
     }
 
     fn render(&self, bare: f64) -> String {
@@ -69,11 +110,19 @@ impl Row {
         } else {
             "fresh"
         };
-        let target = match self.target {
+        let mut target = match self.target {
             None => String::new(),
-            Some(t) if self.missed() => format!("≤ {t:.0} ns added ({which}) — **MISSED**"),
+            Some(t) if self.judged() > t => format!("≤ {t:.0} ns added ({which}) — **MISSED**"),
             Some(t) => format!("≤ {t:.0} ns added ({which}) — met"),
         };
+        if let Some(r) = self.relative {
+            let verdict = if r.missed() { "**MISSED**" } else { "met" };
+            let _ = write!(
+                target,
+                "no worse than the initial-subflow row (fresh, paired by round): {:+.0} ns, margin {:.0} ns — {verdict}",
+                r.delta, r.margin
+            );
+        }
         let hot = self.hot.map_or("".into(), |h| format!("{h:.0} ns"));
         format!(
             "| {} | **{:.0} ns** ({:.0}–{:.0}) | {hot} | {emptcp:.0} ns | {:.1}× | {target} |",
@@ -226,5 +275,36 @@ mod tests {
         assert_eq!(new, format!("# T\nbefore\n{BEGIN}\n| a |\n{END}\nafter\n"));
         assert_eq!(replace_region(&new, "| a |\n").unwrap(), new);
         assert!(replace_region("no markers", "x").is_err());
+    }
+
+    fn rounds(added: &[f64]) -> Vec<Round> {
+        added
+            .iter()
+            .map(|&a| Round {
+                bare: 50.0,
+                added: a,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn relative_is_judged_on_paired_rounds() {
+        // The machine's load moves both rows together between rounds: the
+        // paired difference stays 3 ns, within the 5 ns floor.
+        let base = rounds(&[300.0, 420.0, 310.0, 500.0, 305.0]);
+        let same = rounds(&[303.0, 423.0, 313.0, 503.0, 308.0]);
+        let r = Relative::of(&same, &base);
+        assert_eq!(r.delta, 3.0);
+        assert!(!r.missed(), "{r:?}");
+        // 40 ns worse in every round: missed, whatever the rounds' spread.
+        let worse = rounds(&[340.0, 460.0, 350.0, 540.0, 345.0]);
+        let r = Relative::of(&worse, &base);
+        assert_eq!(r.delta, 40.0);
+        assert!(r.missed(), "{r:?}");
+        // Differences that swing both ways widen the margin (2 x MAD).
+        let noisy = rounds(&[320.0, 400.0, 330.0, 480.0, 305.0]);
+        let r = Relative::of(&noisy, &base);
+        assert_eq!((r.delta, r.margin), (0.0, 40.0));
+        assert!(!r.missed());
     }
 }

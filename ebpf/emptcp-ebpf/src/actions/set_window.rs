@@ -2,8 +2,14 @@
 //! segments to `min(65535, bytes >> shift)`.
 //!
 //! The field of a segment FROM the remote is scaled by the shift the remote
-//! announced in its own SYN/SYN-ACK (RFC 7323), which record_flow stores
-//! per subflow. Every subflow of a connection gets the same byte value: the
+//! announced in its own SYN/SYN-ACK, but only when BOTH SYNs carried window
+//! scale (RFC 7323 2.2); otherwise the field holds bytes. Who settles it
+//! per subflow (see [`peer_shift`]): the peer's SYN-ACK where the local end
+//! opened the subflow (record_flow), the local end's own SYN-ACK where the
+//! peer opened a join (the egress hook). A connection the local end serves
+//! saw neither SYN in record_flow (it is learnt from the third ACK), so its
+//! initial subflow's shift is unknown: it passes untouched, counted, rather
+//! than get bytes written unscaled into a field the peer scales. Every subflow of a connection gets the same byte value: the
 //! MPTCP receive window is one for the connection (RFC 8684 3.3.4; Linux
 //! keeps one send window per connection, the largest right edge any
 //! subflow advertised), so capping each subflow's field caps the
@@ -11,12 +17,15 @@
 //! flow the shift is unknown: the packet passes untouched and
 //! `window_scale_unknown` counts it, so put record_flow before set_window.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use emptcp_common::{Action, FlowStat, JOIN_WSCALE_SEEN, Outcome, XdpMeta};
+use emptcp_common::{
+    Action, FLOW_SERVER, FlowStat, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, Outcome, XdpMeta,
+};
 
 use crate::{
     action_program,
     chain::{self, Verdict},
-    csum, flow,
+    csum,
+    flow::{self, Conn},
     options::{RST, SYN, Seg, key, load, store},
     stats,
 };
@@ -43,12 +52,7 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, bytes: u32) -> Option<Verdict> {
     let shift = if fl & SYN != 0 {
         0
     } else {
-        // Each subflow has the shift of its own SYN-ACK: the connection's
-        // for the initial subflow, the JOINS entry's for a joined one.
-        let wscale = flow::resolve(&key(m), true).and_then(|c| match c.join {
-            None => Some(c.f.wscale),
-            Some(j) => (j.flags & JOIN_WSCALE_SEEN != 0).then_some(j.wscale),
-        });
+        let wscale = flow::resolve(&key(m), true).and_then(|c| peer_shift(&c));
         let Some(w) = wscale else {
             stats::event(FlowStat::WindowScaleUnknown);
             return None;
@@ -75,4 +79,29 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, bytes: u32) -> Option<Verdict> {
     }
     stats::bump(ROW, Outcome::Applied);
     Some(Verdict::Next)
+}
+
+/// The shift of the window field the remote sends on the packet's subflow
+/// (RFC 7323 2.2: the remote's announced shift when both SYNs carried
+/// window scale, else 0); None while unknown.
+#[inline(always)]
+fn peer_shift(c: &Conn) -> Option<u8> {
+    match &c.join {
+        // The local end opened the connection: the peer's SYN-ACK carries
+        // the option only if the local SYN did, so what it carried (0
+        // without it) is in effect. Learnt from the peer's third ACK (the
+        // local end serves it): neither SYN was seen.
+        None => (c.f.flags & FLOW_SERVER == 0).then_some(c.f.wscale),
+        // A join: settled by its SYN-ACK, the peer's (a join the local end
+        // opened) or the local end's (one the peer opened, where the
+        // peer's SYN gave the shift and the SYN-ACK says whether both
+        // scale). `JOIN_WSCALE_SEEN` then means "scaling in effect".
+        Some(j) => {
+            (j.flags & JOIN_SYN_ACK_SEEN != 0).then_some(if j.flags & JOIN_WSCALE_SEEN != 0 {
+                j.wscale
+            } else {
+                0
+            })
+        }
+    }
 }

@@ -5,26 +5,31 @@
 //!   joins: the subflow is mapped to it (`JOINS`), so the ingress actions
 //!   act on its packets as on the connection's. If the SYN goes to a
 //!   delivered address, that delivery is confirmed.
+//! * the local end's SYN-ACK to a join the peer opened says whether window
+//!   scaling is in effect on it (ingress set_window needs that);
 //! * an ADD_ADDR echo acknowledges an address the peer announced: when the
 //!   connection awaits confirmation of a delivered one with that id, the
 //!   delivery counts (`flow::confirm`).
 //!
 //! Only those packets are described (the option scan, into `EGRESS_META`):
-//! SYNs without ACK, and any packet while some connection awaits a
+//! SYNs and SYN-ACKs, and any packet while some connection awaits a
 //! confirmation (`AWAITING`). The common packet pays one array read.
 use aya_ebpf::programs::TcContext;
-use emptcp_common::{ADDR_SLOTS, AddrKey, FlowKey, FlowState, XdpMeta};
+use emptcp_common::{
+    ADDR_SLOTS, AddrKey, FlowKey, FlowState, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, XdpMeta,
+};
 
 use crate::{
     flow,
-    maps::{AWAITING, FLOW_ADDRS},
+    maps::{AWAITING, FLOW_ADDRS, JOINS},
     options::{ACK, SYN, Seg, key},
 };
 
-/// Whether the sent packet with TCP `flags` needs a look.
+/// Whether the sent packet with TCP `flags` needs a look (SYNs and
+/// SYN-ACKs: rare).
 #[inline(always)]
 pub fn wanted(flags: u8) -> bool {
-    flags & (SYN | ACK) == SYN || flow::gauge(&AWAITING) != 0
+    flags & SYN != 0 || flow::gauge(&AWAITING) != 0
 }
 
 /// `m`: the sent packet's description (seen from the peer: local = its
@@ -40,12 +45,37 @@ pub fn track(ctx: &TcContext, m: *const XdpMeta) {
         }
         return;
     }
+    if s.flags & SYN != 0 {
+        if s.join.len != 0 {
+            answered(&k, s.wscale.len != 0);
+        }
+        return;
+    }
     let mut o = [0u8; 8];
     if s.read(ctx, s.echo, &mut o)
         && let Some(c) = flow::resolve(&k, true)
     {
         flow::confirm(c.f, o[3]);
     }
+}
+
+/// The local end answers, with its SYN-ACK, the join `key` the peer
+/// opened (record_flow mapped it at the peer's SYN, with the peer's window
+/// scale). Scaling is in effect only if this SYN-ACK carries the option
+/// too (RFC 7323 2.2): ingress set_window waits for this answer.
+#[inline(always)]
+fn answered(key: &FlowKey, scales: bool) {
+    let Some(j) = JOINS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: an LRU value stays valid for the program run. The peer's
+    // SYN (ingress) wrote the entry before this SYN-ACK left.
+    let j = unsafe { &mut *j };
+    if !scales {
+        j.flags &= !JOIN_WSCALE_SEEN;
+        j.wscale = 0;
+    }
+    j.flags |= JOIN_SYN_ACK_SEEN;
 }
 
 /// The local end opens subflow `key` to the connection of `token`.

@@ -1,6 +1,8 @@
-//! Interface rules: the chain list resolves, has no repeats, and fits.
+//! Interface rules: the chain list resolves, has no repeats, and fits;
+//! what an egress action needs from the interface's ingress chains.
 
 use super::Ctx;
+use crate::policy::model::{Action, Hook, Policy};
 use crate::policy::suggest::hint_for_unknown;
 use emptcp_common::MAX_CHAINS_PER_IFACE;
 
@@ -40,9 +42,41 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
                     format!("interface '{name}' refers to unknown chain '{chain}'"),
                     hint_for_unknown(chain, "chain", defined()),
                 );
+            } else if egress_window_without_record_flow(policy, &iface.chains, chain) {
+                ctx.report(
+                    list.item(j),
+                    format!(
+                        "egress chain '{chain}' uses set_window on interface '{name}', whose ingress chains have no record_flow"
+                    ),
+                    format!(
+                        "egress set_window scales the window only once it knows both SYNs carried window scale, and on subflows this host opens only the peer's SYN-ACK tells, which record_flow sees on ingress: list on '{name}' an ingress chain with record_flow that selects the same flows as '{chain}' (e.g. `{{name: track, match: <the match of {chain}>, actions: [record_flow]}}`)"
+                    ),
+                );
             }
         }
     }
+}
+
+/// Chain `chain` (listed on an interface with the chains `listed`) is an
+/// egress chain using set_window, and none of the interface's ingress
+/// chains records flows. Without record_flow the egress action passes
+/// every segment of a subflow the host opened (counted
+/// `window_scale_unknown`): the policy would silently cap nothing.
+fn egress_window_without_record_flow(policy: &Policy, listed: &[String], chain: &str) -> bool {
+    let by_name = |n: &str| policy.chains.iter().find(|c| c.name == n);
+    let Some(c) = by_name(chain) else {
+        return false;
+    };
+    let window = c
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::SetWindow { .. }));
+    if c.hook != Hook::Egress || !window {
+        return false;
+    }
+    !listed.iter().filter_map(|n| by_name(n)).any(|i| {
+        i.hook == Hook::Ingress && i.actions.iter().any(|a| matches!(a, Action::RecordFlow))
+    })
 }
 
 #[cfg(test)]
@@ -64,6 +98,44 @@ mod tests {
             "chain 'c1' is listed twice on interface 'eth0'",
         );
         assert_at(&e, 4, 18);
+    }
+
+    const EGRESS_WINDOW: &str = "\
+version: 1
+interfaces:
+  - name: eth0
+    chains: [in, out]
+chains:
+  - name: in
+    actions: [record_flow]
+  - name: out
+    hook: egress
+    actions: [count, set_window: {bytes: 64KiB}]
+";
+
+    #[test]
+    fn egress_set_window_needs_record_flow_on_the_interfaces_ingress() {
+        assert_eq!(errors(EGRESS_WINDOW), vec![]);
+        let text = EGRESS_WINDOW.replace("[record_flow]", "[count]");
+        let e = one_error(
+            &text,
+            "egress chain 'out' uses set_window on interface 'eth0', whose ingress chains have no record_flow",
+        );
+        assert_at(&e, 4, 18);
+        let hint = e.hint.as_deref().unwrap();
+        assert!(hint.contains("an ingress chain with record_flow"), "{hint}");
+        // The ingress chain must be on the same interface.
+        let elsewhere = EGRESS_WINDOW.replace(
+            "    chains: [in, out]\n",
+            "    chains: [out]\n  - name: eth1\n    chains: [in]\n",
+        );
+        one_error(
+            &elsewhere,
+            "egress chain 'out' uses set_window on interface 'eth0'",
+        );
+        // An egress chain without set_window needs nothing.
+        let no_window = text.replace(", set_window: {bytes: 64KiB}", "");
+        assert_eq!(errors(&no_window), vec![]);
     }
 
     #[test]
