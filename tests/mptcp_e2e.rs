@@ -376,7 +376,7 @@ fn an_address_withdrawn_before_recover_at_is_not_reinserted() {
     no_server_add_addr_retransmissions(&lab);
     // 40 paced rounds of 64 KiB each way: 5 MiB in about 2 s, so 3 MiB is
     // reached after about 1.2 s (later on a busy machine); the withdrawal
-    // goes out at 0.3 s.
+    // goes out as soon as the address is stored.
     lab.apply(&policy("native", "256KiB", "3MiB"));
     let rounds = paced("40", &["--wait-subflows", "1", "--wait-timeout", "2"]);
     let cleared = || datapath_event(&lab, "remove_addr_cleared");
@@ -387,12 +387,32 @@ fn an_address_withdrawn_before_recover_at_is_not_reinserted() {
     assert_eq!(cleared(), 0);
 
     let before = lab.tb.counters("cli");
+    let stored = || datapath_event(&lab, "add_addr_stored");
+    let recovered = || datapath_event(&lab, "add_addr_recovered");
+    let (stored_before, recovered_before) = (stored(), recovered());
     let handle = lab.tb.xfer_in_background(&rounds);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The withdrawal follows the server's ADD_ADDR (emptcp stored it) and
+    // precedes recover_at. Waiting for the store, not a fixed time: a busy
+    // machine starts the connection late, and an endpoint deleted before
+    // the connection exists is never announced (nothing stored, nothing
+    // to withdraw). Polled every 10 ms; 3 MiB is about 1 s later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stored() == stored_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server's ADD_ADDR was never stored"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     must(&format!(
         "ip netns exec {} ip mptcp endpoint delete id 2",
         lab.tb.srv
     ));
+    assert_eq!(
+        recovered(),
+        recovered_before,
+        "recover_at was reached before the withdrawal went out: the test proves nothing"
+    );
     let out = handle.join().unwrap();
     assert!(
         out.status.success(),
