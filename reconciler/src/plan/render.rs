@@ -27,6 +27,43 @@ fn ports(entries: &[PortEntry]) -> String {
 pub fn describe(step: &Step) -> String {
     use Step::*;
     match step {
+        RetireMap { .. }
+        | LoadObject { .. }
+        | CopyMap { .. }
+        | Unpin { .. }
+        | RemoveRoot { .. }
+        | WriteMeta { .. } => describe_object(step),
+        SetSlot { .. } | SetEgressSlot { .. } | ClearSlot { .. } | ClearEgressSlot { .. } => {
+            describe_slot(step)
+        }
+        PutThresholds { .. }
+        | PutChain { .. }
+        | PutPrefix { .. }
+        | PutPorts { .. }
+        | PutSelector { .. }
+        | PutIface { .. }
+        | PutEgressIface { .. }
+        | DeleteIface { .. }
+        | DeleteEgressIface { .. }
+        | DeletePorts { .. }
+        | DeletePrefix { .. }
+        | DeleteSelector { .. }
+        | DeleteThresholds { .. }
+        | DeleteChain { .. } => describe_entry(step),
+        DetachForeign { .. }
+        | Attach { .. }
+        | UpdateLink { .. }
+        | AttachTc { .. }
+        | UpdateTcLink { .. }
+        | Detach { .. }
+        | DetachTc { .. } => describe_link(step),
+    }
+}
+
+/// [`describe`] of the steps on maps, the object, pins, META.
+fn describe_object(step: &Step) -> String {
+    use Step::*;
+    match step {
         RetireMap {
             name,
             before,
@@ -61,6 +98,22 @@ pub fn describe(step: &Step) -> String {
             s
         }
         CopyMap { name } => format!("map {name}: copy entries from the old map"),
+        Unpin { path, what } => format!("unpin {path} ({what})"),
+        RemoveRoot { path } => format!("remove {path}"),
+        WriteMeta { object_sha256 } => {
+            format!(
+                "record object {} as converged",
+                &object_sha256[..object_sha256.len().min(12)]
+            )
+        }
+        _ => unreachable!("describe dispatches by kind"),
+    }
+}
+
+/// [`describe`] of the steps on tail-call slots.
+fn describe_slot(step: &Step) -> String {
+    use Step::*;
+    match step {
         SetSlot {
             action,
             slot,
@@ -77,6 +130,18 @@ pub fn describe(step: &Step) -> String {
             Some(id) => format!("egress tail-call slot {slot} ({program}): program {id} -> new"),
             None => format!("egress tail-call slot {slot} ({program})"),
         },
+        ClearSlot { slot, before } => format!("tail-call slot {slot} (program {before})"),
+        ClearEgressSlot { slot, before } => {
+            format!("egress tail-call slot {slot} (program {before})")
+        }
+        _ => unreachable!("describe dispatches by kind"),
+    }
+}
+
+/// [`describe`] of the steps on configuration map entries.
+fn describe_entry(step: &Step) -> String {
+    use Step::*;
+    match step {
         PutThresholds {
             chain,
             before,
@@ -135,6 +200,25 @@ pub fn describe(step: &Step) -> String {
                 ""
             }
         ),
+        DeleteIface { before, .. } => format!("interface {} chain list", before.name),
+        DeleteEgressIface { before, .. } => {
+            format!("interface {} egress chain list", before.name)
+        }
+        DeletePorts { chain, entries } => format!("chain {chain}: {}", ports(entries)),
+        DeletePrefix { chain, entry } => {
+            format!("chain {chain}: {} prefix {}", dir(entry.dir), entry.prefix)
+        }
+        DeleteSelector { chain, .. } => format!("selector of chain {chain}"),
+        DeleteThresholds { chain, .. } => format!("thresholds of chain {chain}"),
+        DeleteChain { id, before } => format!("chain {} (id {id})", before.name),
+        _ => unreachable!("describe dispatches by kind"),
+    }
+}
+
+/// [`describe`] of the steps on XDP and TCX links.
+fn describe_link(step: &Step) -> String {
+    use Step::*;
+    match step {
         DetachForeign {
             iface,
             prog_id,
@@ -172,35 +256,13 @@ pub fn describe(step: &Step) -> String {
             "replace program behind TCX {} link {link_id} on {iface} (program {before_prog} -> new, atomic)",
             hook.as_str()
         ),
-        DeleteIface { before, .. } => format!("interface {} chain list", before.name),
-        DeleteEgressIface { before, .. } => {
-            format!("interface {} egress chain list", before.name)
-        }
-        DeletePorts { chain, entries } => format!("chain {chain}: {}", ports(entries)),
-        DeletePrefix { chain, entry } => {
-            format!("chain {chain}: {} prefix {}", dir(entry.dir), entry.prefix)
-        }
-        DeleteSelector { chain, .. } => format!("selector of chain {chain}"),
-        DeleteThresholds { chain, .. } => format!("thresholds of chain {chain}"),
-        DeleteChain { id, before } => format!("chain {} (id {id})", before.name),
-        ClearSlot { slot, before } => format!("tail-call slot {slot} (program {before})"),
-        ClearEgressSlot { slot, before } => {
-            format!("egress tail-call slot {slot} (program {before})")
-        }
         Detach { iface, link_id } => format!("detach XDP link {link_id} from {iface}"),
         DetachTc {
             iface,
             link_id,
             hook,
         } => format!("detach TCX {} link {link_id} from {iface}", hook.as_str()),
-        Unpin { path, what } => format!("unpin {path} ({what})"),
-        RemoveRoot { path } => format!("remove {path}"),
-        WriteMeta { object_sha256 } => {
-            format!(
-                "record object {} as converged",
-                &object_sha256[..object_sha256.len().min(12)]
-            )
-        }
+        _ => unreachable!("describe dispatches by kind"),
     }
 }
 
