@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use entries::iface_filter;
-pub use render::{render_json, render_text};
+pub use render::{TextOptions, render_json, render_text, render_text_with};
 pub use step::{Change, Step};
 pub use view::View;
 

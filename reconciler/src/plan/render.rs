@@ -273,6 +273,128 @@ fn dir(d: Dir) -> &'static str {
     }
 }
 
+/// One line of the step list: steps `first..=last` (0-based), all of one
+/// kind of change.
+struct StepLine {
+    first: usize,
+    last: usize,
+    change: Change,
+    text: String,
+}
+
+/// The step list: each step described, except that without `verbose` a
+/// run of two or more tail-call slot steps of one kind and change is one
+/// line, and a load counts the maps it creates instead of naming them.
+fn step_lines(steps: &[Step], opts: TextOptions) -> Vec<StepLine> {
+    let mut lines = Vec::new();
+    let mut i = 0;
+    while i < steps.len() {
+        let change = steps[i].change();
+        let run = if opts.verbose {
+            1
+        } else {
+            steps[i..]
+                .iter()
+                .take_while(|s| {
+                    s.change() == change
+                        && slot_kind(s).is_some()
+                        && slot_kind(s) == slot_kind(&steps[i])
+                })
+                .count()
+                .max(1)
+        };
+        let text = match &steps[i] {
+            _ if run > 1 => fold_slots(&steps[i..i + run]),
+            Step::LoadObject {
+                object_sha256,
+                creates_maps,
+                ..
+            } if !opts.verbose && !creates_maps.is_empty() => format!(
+                "load eBPF object {} (creates {} maps; -v names them)",
+                &object_sha256[..object_sha256.len().min(12)],
+                creates_maps.len()
+            ),
+            step => describe(step),
+        };
+        lines.push(StepLine {
+            first: i,
+            last: i + run - 1,
+            change,
+            text,
+        });
+        i += run;
+    }
+    lines
+}
+
+/// Which tail-call slot steps fold together: sets or clears, of the
+/// ingress or the egress program array.
+fn slot_kind(step: &Step) -> Option<(&'static str, bool)> {
+    match step {
+        Step::SetSlot { .. } => Some(("tail-call", true)),
+        Step::ClearSlot { .. } => Some(("tail-call", false)),
+        Step::SetEgressSlot { .. } => Some(("egress tail-call", true)),
+        Step::ClearEgressSlot { .. } => Some(("egress tail-call", false)),
+        _ => None,
+    }
+}
+
+/// One line for a run of slot steps of one [`slot_kind`]: the slots, and
+/// the programs set (or the program ids cleared).
+fn fold_slots(run: &[Step]) -> String {
+    let mut slots = Vec::new();
+    let mut what = Vec::new();
+    let mut replaced = Vec::new();
+    for step in run {
+        match step {
+            Step::SetSlot {
+                action: name,
+                slot,
+                before,
+            }
+            | Step::SetEgressSlot {
+                program: name,
+                slot,
+                before,
+            } => {
+                slots.push(*slot);
+                what.push(name.clone());
+                replaced.extend(before.map(|id| id.to_string()));
+            }
+            Step::ClearSlot { slot, before } | Step::ClearEgressSlot { slot, before } => {
+                slots.push(*slot);
+                what.push(format!("program {before}"));
+            }
+            _ => unreachable!("only slot steps fold"),
+        }
+    }
+    let (kind, _) = slot_kind(&run[0]).expect("a slot step");
+    let mut text = format!("{kind} slots {} ({})", ranges(&slots), what.join(", "));
+    if !replaced.is_empty() {
+        let _ = write!(text, ": programs {} -> new", replaced.join(", "));
+    }
+    text
+}
+
+/// `0-5, 8` for slots 0, 1, 2, 3, 4, 5 and 8 (in the order given).
+fn ranges(slots: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut k = 0;
+    while k < slots.len() {
+        let mut end = k;
+        while end + 1 < slots.len() && slots[end + 1] == slots[end] + 1 {
+            end += 1;
+        }
+        parts.push(if end == k {
+            slots[k].to_string()
+        } else {
+            format!("{}-{}", slots[k], slots[end])
+        });
+        k = end + 1;
+    }
+    parts.join(", ")
+}
+
 fn style(c: Change) -> (char, Style) {
     match c {
         Change::Add => ('+', AnsiColor::Green.on_default()),
@@ -283,7 +405,23 @@ fn style(c: Change) -> (char, Style) {
 
 /// Text rendering. ANSI codes are always emitted; write through
 /// `anstream`, which strips them when the output is not a terminal.
+/// How much the text rendering shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextOptions {
+    /// Every step on its own line and the object's maps by name; folded
+    /// otherwise (a run of tail-call slot steps on one line, the maps a
+    /// load creates counted).
+    pub verbose: bool,
+}
+
+/// [`render_text_with`] folded (the default of `plan` and `apply`).
 pub fn render_text(plan: &Plan) -> String {
+    render_text_with(plan, TextOptions::default())
+}
+
+/// The plan as text: a summary, one line per step (or per run of folded
+/// steps), the notes, and the unified diff of the canonical views.
+pub fn render_text_with(plan: &Plan, opts: TextOptions) -> String {
     let mut out = String::new();
     let count = |c: Change| plan.steps.iter().filter(|s| s.change() == c).count();
     if plan.steps.is_empty() {
@@ -296,9 +434,24 @@ pub fn render_text(plan: &Plan) -> String {
             count(Change::Modify),
             count(Change::Remove)
         );
-        for (i, step) in plan.steps.iter().enumerate() {
-            let (mark, st) = style(step.change());
-            let _ = writeln!(out, "{st}{:>3}. {mark} {}{st:#}", i + 1, describe(step));
+        let lines = step_lines(&plan.steps, opts);
+        let number = |l: &StepLine| {
+            if l.first == l.last {
+                (l.first + 1).to_string()
+            } else {
+                format!("{}-{}", l.first + 1, l.last + 1)
+            }
+        };
+        let width = lines
+            .iter()
+            .map(|l| number(l).len())
+            .max()
+            .unwrap_or(0)
+            .max(3);
+        for line in &lines {
+            let (mark, st) = style(line.change);
+            let n = number(line);
+            let _ = writeln!(out, "{st}{n:>width$}. {mark} {}{st:#}", line.text);
         }
     }
     for n in &plan.notes {

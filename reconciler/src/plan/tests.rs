@@ -306,8 +306,11 @@ fn kinds(p: &Plan) -> Vec<String> {
 }
 
 fn text(p: &Plan) -> String {
-    // Strip ANSI so the golden files are plain text.
-    let raw = render_text(p);
+    plain(&render_text(p))
+}
+
+/// The text without ANSI styles, so the golden files are plain text.
+fn plain(raw: &str) -> String {
     let mut out = String::new();
     let mut chars = raw.chars();
     while let Some(c) = chars.next() {
@@ -350,6 +353,73 @@ fn fresh_install_then_empty() {
     insta::assert_snapshot!("fresh_install", text(&p));
     assert_eq!(p.steps.first().map(|s| s.change()), Some(Change::Add));
     assert!(matches!(p.steps.last(), Some(Step::WriteMeta { .. })));
+}
+
+#[test]
+fn text_folds_slots_and_the_map_list_unless_verbose() {
+    let p = plan(&desired(BASE), &fresh(), PlanOptions::default()).unwrap();
+    let slots = p
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::SetSlot { .. }))
+        .count();
+    assert!(slots >= 2, "{:?}", p.steps);
+    let folded = text(&p);
+    assert_eq!(folded.matches("tail-call slot").count(), 1, "{folded}");
+    let fold = format!("2-{}. + tail-call slots 1-", slots + 1);
+    assert!(
+        folded.lines().any(|l| l.trim_start().starts_with(&fold)),
+        "{folded}"
+    );
+    assert!(
+        folded.contains("(creates 12 maps; -v names them)"),
+        "{folded}"
+    );
+    let full = plain(&render_text_with(&p, TextOptions { verbose: true }));
+    assert_eq!(full.matches("tail-call slot ").count(), slots, "{full}");
+    assert!(
+        full.contains("(creates maps CHAINS, CHAIN_STATS,"),
+        "{full}"
+    );
+    // Same steps, same notes, same diff: only the step list folds.
+    let diff = |t: &str| t[t.find("Diff (observed -> desired)").unwrap()..].to_string();
+    assert_eq!(diff(&folded), diff(&full));
+    assert_eq!(
+        folded.lines().next(),
+        full.lines().next(),
+        "the summary line"
+    );
+}
+
+#[test]
+fn a_fold_names_each_program_a_slot_run_replaces() {
+    let steps: Vec<Step> = (1..=3)
+        .map(|slot| Step::SetSlot {
+            action: format!("a{slot}"),
+            slot,
+            before: Some(10 + slot),
+        })
+        .chain([Step::ClearSlot {
+            slot: 7,
+            before: 20,
+        }])
+        .collect();
+    let p = Plan {
+        object_sha256: String::new(),
+        observed_hash: String::new(),
+        interfaces: Vec::new(),
+        steps,
+        notes: Vec::new(),
+        before: View::default(),
+        after: View::default(),
+    };
+    let t = plain(&render_text_with(&p, TextOptions::default()));
+    assert!(
+        t.contains("1-3. ~ tail-call slots 1-3 (a1, a2, a3): programs 11, 12, 13 -> new\n"),
+        "{t}"
+    );
+    // A run of one is described as itself.
+    assert!(t.contains("  4. - tail-call slot 7 (program 20)"), "{t}");
 }
 
 #[test]
