@@ -1,4 +1,4 @@
-//! Packet copy (issue 5): control packets for subflows that carry no
+//! Packet copy (docs/packet-copy.md): control packets for subflows that carry no
 //! traffic, built in user space and sent through AF_XDP.
 //!
 //! * [`rules`]: the policy's rules resolved against the applied state;
