@@ -5,7 +5,7 @@
 #     tcpdump (simulate's live comparison and tests/captures/make.sh)
 #   - rust-src for the nightly toolchain (the eBPF crate needs -Z build-std=core)
 #   - bpf-linker built against the nightly's own libLLVM (same LLVM major)
-#   - cargo-fuzz (scripts/fuzz.sh)
+#   - cargo-fuzz (scripts/fuzz.sh) and cargo-deny (scripts/test.sh, deny.toml)
 # Safe to run on every invocation: a warm run takes well under a second.
 set -euo pipefail
 
@@ -81,4 +81,13 @@ CARGO_FUZZ_VERSION=0.13.2
 if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
     log "installing cargo-fuzz $CARGO_FUZZ_VERSION (about two minutes)"
     cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" >&2
+fi
+
+# --- cargo-deny (scripts/test.sh: licences, bans, sources, advisories) -------
+# Installed once into ~/.cargo/bin; a warm run only checks that it runs.
+# (A cold build took about 20 min on the loaded 2-vCPU development machine.)
+CARGO_DENY_VERSION=0.20.2
+if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]]; then
+    log "installing cargo-deny $CARGO_DENY_VERSION (several minutes)"
+    cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION" >&2
 fi

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): set-up, lint, then every test tier.
+# The test command (README, .ci/run): set-up, lint, dependency checks
+# (cargo deny), then every test tier.
 #   unit + scenario tests (no kernel), datapath tests (BPF_PROG_TEST_RUN) and
 #   integration tests (namespaces, veth, MPTCP; the packet fuzzer), a short
 #   run of the policy fuzz target, then the datapath tests on
@@ -34,6 +35,17 @@ echo "== fmt"; cargo fmt --all -- --check
 # seconds, so it fails before the long tiers; the full run repeats it.
 echo "== layering"; cargo test --locked --release -p emptcp --test layering
 echo "== clippy"; cargo clippy --all-targets --locked -- -D warnings
+# Dependencies (deny.toml): licences, duplicate versions, sources, in
+# seconds; RustSec advisories too when its database can be fetched (it
+# lives on GitHub: a machine that reaches only the package registries
+# checks the other three and says so).
+echo "== cargo deny"
+if cargo deny fetch db >/dev/null 2>&1; then
+    cargo deny --locked check licenses bans sources advisories
+else
+    echo "advisories NOT checked: the RustSec advisory database cannot be fetched here"
+    cargo deny --locked --offline check licenses bans sources
+fi
 echo "== tests"
 cargo test --locked --release --no-run 2>&1 | grep -vE '^\s+(Executable|Compiling|Finished)|^warning: emptcp@' || true
 # The fuzz target's instrumented build (minutes when cold) runs beside the

@@ -178,16 +178,43 @@ fn schema_command_prints_the_checked_in_schema() {
     );
 }
 
+/// An observed state with nothing applied and one interface, eth0.
+const EMPTY_SNAPSHOT: &str = r#"{"snapshot_version":1,"root":"/sys/fs/bpf/emptcp","meta":null,"maps":{},"programs":{},"prog_slots":{},"links":{},"netdevs":{"eth0":{"ifindex":2}},"entries":{"chains":{},"thresholds":{},"selectors":{},"prefixes":[],"ports":[],"ifaces":{}},"unknown":[]}"#;
+
+#[test]
+fn plan_text_folds_the_slots_and_the_map_list_unless_verbose() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("empty.json");
+    std::fs::write(&snap, EMPTY_SNAPSHOT).unwrap();
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies/quickstart.yaml");
+    let args = [
+        "plan",
+        "--state",
+        snap.to_str().unwrap(),
+        "-f",
+        ex.to_str().unwrap(),
+    ];
+    let root = Path::new("/nonexistent");
+    let folded = emptcp_ok(root, None, &args, 0);
+    let slot_lines = |t: &str| t.lines().filter(|l| l.contains("tail-call slot")).count();
+    // One line for the ingress slots, one for the egress slots.
+    assert!(slot_lines(&folded) <= 2, "{folded}");
+    assert!(folded.contains("maps; -v names them)"), "{folded}");
+    let mut verbose = args.to_vec();
+    verbose.push("-v");
+    let full = emptcp_ok(root, None, &verbose, 0);
+    assert!(slot_lines(&full) > slot_lines(&folded), "{full}");
+    assert!(full.contains("(creates maps "), "{full}");
+    let diff = |t: &str| t[t.find("Diff (observed -> desired)").expect(t)..].to_string();
+    assert_eq!(diff(&folded), diff(&full), "the diff is the same");
+}
+
 #[test]
 fn plan_exit_codes_follow_detailed_exitcode() {
     // Offline: an empty snapshot means everything is to be created.
     let dir = tempfile::tempdir().unwrap();
     let snap = dir.path().join("empty.json");
-    std::fs::write(
-        &snap,
-        r#"{"snapshot_version":1,"root":"/sys/fs/bpf/emptcp","meta":null,"maps":{},"programs":{},"prog_slots":{},"links":{},"netdevs":{"eth0":{"ifindex":2}},"entries":{"chains":{},"thresholds":{},"selectors":{},"prefixes":[],"ports":[],"ifaces":{}},"unknown":[]}"#,
-    )
-    .unwrap();
+    std::fs::write(&snap, EMPTY_SNAPSHOT).unwrap();
     let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies/count-only.yaml");
     let ex = ex.to_str().unwrap();
     let s = snap.to_str().unwrap();

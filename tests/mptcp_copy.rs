@@ -1,4 +1,4 @@
-//! Packet copy end to end on the two-path MPTCP testbed (issue 5), with the
+//! Packet copy end to end on the two-path MPTCP testbed (docs/packet-copy.md), with the
 //! daemon (`emptcp watch`) on the client:
 //!
 //! * an egress chain on path B (cli1) inserts MP_PRIO(backup=1) into what

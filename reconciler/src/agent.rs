@@ -6,15 +6,16 @@
 //! agent reads the flow's newest state from `FLOWS` (the client's rcv_nxt,
 //! the ack, window, timestamps and MACs of the newest server segment), forges
 //! the duplicate ACK the server would have sent with the option in it
-//! (`packet::build_ack`), and hands it to the local stack with
-//! BPF_PROG_RUN live frames: an XDP_PASS program run on the frame with
-//! `ingress_ifindex` = the flow's interface injects it as if received there.
+//! (`packet::build_control`), and hands it to the local stack with
+//! BPF_PROG_RUN live frames (`packet::LiveFrames`): an XDP_PASS program run
+//! on the frame with `ingress_ifindex` = the flow's interface injects it as
+//! if received there.
 //! The client accepts it when its seq is exactly rcv_nxt, hence "newest".
 //!
 //! Runs inside `emptcp watch`, or alone as `emptcp agent`.
 use std::{
     io,
-    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+    os::fd::AsRawFd as _,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -27,8 +28,9 @@ use emptcp_common::{AddrKey, FLOW_TS_SEEN, FlowKey, FlowState, RecoverEvent, Sto
 
 use crate::{
     layout::Layout,
-    packet::{ACK, AckSpec, build_ack},
-    sys,
+    packet::{
+        ControlAck, Flow, LiveFrames, Signal, StoredOption, Timestamps, Transmit, build_control,
+    },
 };
 
 /// What the agent did, for status and metrics.
@@ -50,7 +52,8 @@ pub enum AgentError {
 }
 
 /// Builds the frame for one stored option of one flow, as the peer would
-/// have sent it: from remote to local, seq = the client's rcv_nxt.
+/// have sent it: from remote to local, seq = the client's rcv_nxt, the
+/// newest segment's timestamps when they fit beside the option.
 pub fn frame_for(key: &FlowKey, f: &FlowState, option: &[u8]) -> Option<Vec<u8>> {
     let ip = |a: &[u8; 16]| -> std::net::IpAddr {
         if key.family == 6 {
@@ -59,42 +62,37 @@ pub fn frame_for(key: &FlowKey, f: &FlowState, option: &[u8]) -> Option<Vec<u8>>
             std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).into()
         }
     };
-    let mut options = Vec::with_capacity(40);
-    // Timestamps help PAWS accept it; only when they fit beside the option.
-    if f.flags & FLOW_TS_SEEN != 0 && option.len() + 12 <= 40 {
-        options.extend_from_slice(&[1, 1, 8, 10]);
-        options.extend_from_slice(&f.tsval.to_be_bytes());
-        options.extend_from_slice(&f.tsecr.to_be_bytes());
-    }
-    options.extend_from_slice(option);
-    let mut dst_mac = [0u8; 6];
-    let mut src_mac = [0u8; 6];
-    dst_mac.copy_from_slice(&f.mac[..6]);
-    src_mac.copy_from_slice(&f.mac[6..]);
-    build_ack(&AckSpec {
-        src_mac,
-        dst_mac,
+    let flow = Flow {
+        dst_mac: f.mac[..6].try_into().expect("6 bytes"),
+        src_mac: f.mac[6..].try_into().expect("6 bytes"),
         src: ip(&key.remote),
         dst: ip(&key.local),
         sport: key.remote_port,
         dport: key.local_port,
+        vlan_tci: (f.vlan_tci != 0).then_some(f.vlan_tci),
+        ttl: 64,
+    };
+    let ack = ControlAck {
         seq: f.rcv_nxt,
         ack: f.ack,
         window: f.window,
-        options,
-        ttl: 64,
-        vlan_tci: (f.vlan_tci != 0).then_some(f.vlan_tci),
-        flags: ACK,
-        payload: Vec::new(),
-    })
-    .ok()
+        // Timestamps help PAWS accept it.
+        timestamps: (f.flags & FLOW_TS_SEEN != 0).then_some(Timestamps {
+            tsval: f.tsval,
+            tsecr: f.tsecr,
+        }),
+        data_ack: None,
+        signal: Some(Signal::Stored(StoredOption::new(option)?)),
+    };
+    build_control(&flow, &ack).ok()
 }
 
-pub struct Agent {
+/// The agent, sending its frames through `T` (live frames in the product).
+pub struct Agent<T = LiveFrames> {
     events: RingBuf<MapData>,
     flows: HashMap<MapData, FlowKey, FlowState>,
     addrs: HashMap<MapData, AddrKey, StoredAddAddr>,
-    injector: OwnedFd,
+    transmit: T,
     pub stats: Arc<AgentStats>,
 }
 
@@ -103,18 +101,51 @@ fn open(layout: &Layout, name: &str) -> Result<Map, AgentError> {
     Map::from_map_data(md).map_err(|e| AgentError::Map(name.into(), e))
 }
 
-impl Agent {
-    pub fn open(layout: &Layout) -> Result<Agent, AgentError> {
+/// The pinned maps the agent reads.
+struct Maps {
+    events: RingBuf<MapData>,
+    flows: HashMap<MapData, FlowKey, FlowState>,
+    addrs: HashMap<MapData, AddrKey, StoredAddAddr>,
+}
+
+impl Maps {
+    fn open(layout: &Layout) -> Result<Maps, AgentError> {
         fn err(n: &'static str) -> impl Fn(aya::maps::MapError) -> AgentError {
             move |e| AgentError::Map(n.to_string(), e)
         }
-        Ok(Agent {
+        Ok(Maps {
             events: RingBuf::try_from(open(layout, "EVENTS")?).map_err(err("EVENTS"))?,
             flows: HashMap::try_from(open(layout, "FLOWS")?).map_err(err("FLOWS"))?,
             addrs: HashMap::try_from(open(layout, "FLOW_ADDRS")?).map_err(err("FLOW_ADDRS"))?,
-            injector: sys::load_xdp_pass("emptcp_inject").map_err(AgentError::Injector)?,
-            stats: Arc::default(),
         })
+    }
+}
+
+impl Agent<LiveFrames> {
+    /// The agent of the datapath under `layout`, injecting live frames.
+    /// The maps first: before an apply they are missing, and the agent
+    /// thread retries without loading an injector each time.
+    pub fn open(layout: &Layout) -> Result<Agent, AgentError> {
+        let maps = Maps::open(layout)?;
+        let live = LiveFrames::new().map_err(AgentError::Injector)?;
+        Ok(Agent::from_maps(maps, live))
+    }
+}
+
+impl<T: Transmit> Agent<T> {
+    /// The agent of the datapath under `layout`, sending through `transmit`.
+    pub fn with_transmit(layout: &Layout, transmit: T) -> Result<Agent<T>, AgentError> {
+        Ok(Agent::from_maps(Maps::open(layout)?, transmit))
+    }
+
+    fn from_maps(m: Maps, transmit: T) -> Agent<T> {
+        Agent {
+            events: m.events,
+            flows: m.flows,
+            addrs: m.addrs,
+            transmit,
+            stats: Arc::default(),
+        }
     }
 
     /// Handles every queued event; returns how many.
@@ -138,7 +169,7 @@ impl Agent {
         n
     }
 
-    fn handle(&self, ev: &RecoverEvent) {
+    fn handle(&mut self, ev: &RecoverEvent) {
         let Ok(flow) = self.flows.get(&ev.key, 0) else {
             self.stats.stale.fetch_add(1, Ordering::Relaxed);
             return;
@@ -158,14 +189,8 @@ impl Agent {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        match sys::test_run_xdp(
-            self.injector.as_fd(),
-            &frame,
-            flow.ifindex,
-            1,
-            sys::BPF_F_TEST_XDP_LIVE_FRAMES,
-        ) {
-            Ok(_) => {
+        match self.transmit.transmit(flow.ifindex, &frame) {
+            Ok(()) => {
                 self.stats.injected.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     ifindex = flow.ifindex,
@@ -224,4 +249,80 @@ pub fn spawn(layout: Layout, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    use super::*;
+
+    fn flow() -> (FlowKey, FlowState) {
+        let mut key = FlowKey {
+            family: 4,
+            local_port: 40000,
+            remote_port: 5201,
+            ..FlowKey::default()
+        };
+        key.local[..4].copy_from_slice(&[192, 0, 2, 1]);
+        key.remote[..4].copy_from_slice(&[192, 0, 2, 2]);
+        let f = FlowState {
+            mac: [2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2],
+            rcv_nxt: 1000,
+            ack: 2000,
+            window: 502,
+            tsval: 7,
+            tsecr: 9,
+            flags: FLOW_TS_SEEN,
+            ..FlowState::default()
+        };
+        (key, f)
+    }
+
+    /// (src, dst, seq, ack, options) by etherparse.
+    fn parse(frame: &[u8]) -> (String, String, u32, u32, Vec<u8>) {
+        let p = SlicedPacket::from_ethernet(frame).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = p.net else {
+            panic!("not IPv4")
+        };
+        let Some(TransportSlice::Tcp(t)) = p.transport else {
+            panic!("not TCP")
+        };
+        (
+            ip.header().source_addr().to_string(),
+            ip.header().destination_addr().to_string(),
+            t.sequence_number(),
+            t.acknowledgment_number(),
+            t.options().to_vec(),
+        )
+    }
+
+    #[test]
+    fn the_stored_option_comes_from_the_peer_with_its_timestamps() {
+        let (key, f) = flow();
+        let option = [30, 16, 0x30, 2, 198, 51, 100, 2, 1, 2, 3, 4, 5, 6, 7, 8];
+        let frame = frame_for(&key, &f, &option).unwrap();
+        assert_eq!(
+            &frame[..12],
+            &f.mac,
+            "destination then source MAC as stored"
+        );
+        let (src, dst, seq, ack, o) = parse(&frame);
+        assert_eq!((src.as_str(), dst.as_str()), ("192.0.2.2", "192.0.2.1"));
+        assert_eq!((seq, ack), (1000, 2000), "seq = the client's rcv_nxt");
+        assert_eq!(&o[..12], &[1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9]);
+        assert_eq!(&o[12..], &option);
+    }
+
+    #[test]
+    fn timestamps_that_do_not_fit_beside_the_option_are_left_out() {
+        let (key, f) = flow();
+        // An ADD_ADDR of 30 bytes (IPv6, port, HMAC): 12 + 30 > 40.
+        let mut option = [0u8; 30];
+        option[..2].copy_from_slice(&[30, 30]);
+        let (.., o) = parse(&frame_for(&key, &f, &option).unwrap());
+        assert_eq!(&o[..30], &option);
+        assert_eq!(&o[30..], &[1, 1], "NOP padding only");
+        assert!(frame_for(&key, &f, &[1; 41]).is_none());
+    }
 }

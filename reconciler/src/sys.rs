@@ -1,5 +1,6 @@
 //! The few bpf(2) commands aya 0.14 does not expose: the XDP ifindex of a
-//! link, the program id in a PROG_ARRAY slot, and link detach. The attribute
+//! link, the program id in a PROG_ARRAY slot, and link detach; and
+//! BPF_PROG_TEST_RUN of programs aya holds no handle of (see `test_run`). The attribute
 //! layouts are the kernel's stable UAPI (include/uapi/linux/bpf.h).
 use std::{
     ffi::CString,
@@ -367,52 +368,45 @@ pub fn tcx_link_create(
 /// What one BPF_PROG_TEST_RUN reports back.
 struct RunOut {
     retval: u32,
-    data_size_out: u32,
     duration_ns: u32,
 }
 
-/// One BPF_PROG_TEST_RUN of `prog` on `data`. The part of `bpf_attr.test`
-/// every run sets (program, input frame) is written here; `rest` sets what
-/// the caller needs beyond it (output buffer, context, repeat, flags), with
-/// buffers that outlive this call.
-fn test_run(
+// BPF_PROG_TEST_RUN by hand, for programs aya holds no handle of. aya 0.14
+// runs a test through its `TestRun` trait, implemented on its program types
+// (`Xdp`, `SchedClassifier`, ...), which it builds only for programs it
+// loaded from an object or opened by pin or `ProgramInfo`. The runs below
+// are of programs loaded here from raw instructions (the live-frame
+// injector, the feature probes of `kernel`, the bare XDP_PASS/TC programs
+// the benchmarks compare against), which aya cannot load, and of any
+// program fd the benchmarks hold. Programs of the object are run through
+// aya: `simulate` (its sandbox) and the datapath tests.
+
+/// One BPF_PROG_TEST_RUN of `prog` on `data`, `repeat` times, with `ctx` as
+/// the context and `flags`.
+fn test_run<T>(
     prog: std::os::fd::BorrowedFd<'_>,
     data: &[u8],
-    rest: impl FnOnce(&mut Attr),
+    ctx: Option<&[T]>,
+    repeat: u32,
+    flags: u32,
 ) -> io::Result<RunOut> {
     use std::os::fd::AsRawFd as _;
     let mut attr = Attr::new();
     attr.u32_at(0, prog.as_raw_fd() as u32)
         .u32_at(8, data.len() as u32)
-        .u64_at(16, data.as_ptr() as u64);
-    rest(&mut attr);
+        .u64_at(16, data.as_ptr() as u64)
+        .u32_at(32, repeat)
+        .u32_at(64, flags);
+    if let Some(ctx) = ctx {
+        attr.u32_at(40, std::mem::size_of_val(ctx) as u32)
+            .u64_at(48, ctx.as_ptr() as u64);
+    }
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     let u = |o: usize| u32::from_ne_bytes([attr.0[o], attr.0[o + 1], attr.0[o + 2], attr.0[o + 3]]);
     Ok(RunOut {
         retval: u(4),
-        data_size_out: u(12),
         duration_ns: u(36),
     })
-}
-
-impl Attr {
-    /// `bpf_attr.test`: where the program's frame is written back.
-    fn test_data_out(&mut self, out: &mut [u8]) -> &mut Self {
-        self.u32_at(12, out.len() as u32)
-            .u64_at(24, out.as_mut_ptr() as u64)
-    }
-
-    /// `bpf_attr.test`: the context given to the program.
-    fn test_ctx_in<T>(&mut self, ctx: &[T]) -> &mut Self {
-        self.u32_at(40, std::mem::size_of_val(ctx) as u32)
-            .u64_at(48, ctx.as_ptr() as u64)
-    }
-
-    /// `bpf_attr.test`: where the context the program left is written.
-    fn test_ctx_out<T>(&mut self, ctx: &mut [T]) -> &mut Self {
-        self.u32_at(44, std::mem::size_of_val(ctx) as u32)
-            .u64_at(56, ctx.as_mut_ptr() as u64)
-    }
 }
 
 /// Runs an XDP program on `data`. `ingress_ifindex` (with `flags`) selects
@@ -424,67 +418,12 @@ pub fn test_run_xdp(
     repeat: u32,
     flags: u32,
 ) -> io::Result<TestRun> {
-    test_run_xdp_meta(prog, data, 0, ingress_ifindex, repeat, flags)
-}
-
-/// struct xdp_md as a test-run context: data, data_end, data_meta,
-/// ingress_ifindex, rx_queue_index, egress_ifindex. The kernel reads `data`
-/// as the metadata length.
-fn xdp_md(meta_len: u32, data_len: usize, ingress_ifindex: u32) -> [u32; 6] {
-    [meta_len, data_len as u32, 0, ingress_ifindex, 0, 0]
-}
-
-/// Runs an XDP program once on `data` and returns its verdict and the frame
-/// it left, metadata included: `(retval, bytes, metadata length)`.
-pub fn test_run_xdp_out(
-    prog: std::os::fd::BorrowedFd<'_>,
-    data: &[u8],
-    ingress_ifindex: u32,
-) -> io::Result<(u32, Vec<u8>, usize)> {
-    let mut out = Vec::new();
-    let (retval, meta) = test_run_xdp_into(prog, data, ingress_ifindex, &mut out)?;
-    Ok((retval, out, meta))
-}
-
-/// [`test_run_xdp_out`] into `out` (its allocation reused by a caller
-/// that runs many packets): `(retval, metadata length)`.
-pub fn test_run_xdp_into(
-    prog: std::os::fd::BorrowedFd<'_>,
-    data: &[u8],
-    ingress_ifindex: u32,
-    out: &mut Vec<u8>,
-) -> io::Result<(u32, usize)> {
-    let ctx = xdp_md(0, data.len(), ingress_ifindex);
-    let mut ctx_out = [0u32; 6];
-    // Room for a grown head and the metadata in front of it.
-    out.resize(data.len() + 512, 0);
-    let r = test_run(prog, data, |a| {
-        a.test_data_out(out)
-            .test_ctx_in(&ctx)
-            .test_ctx_out(&mut ctx_out);
-    })?;
-    out.truncate(r.data_size_out as usize);
-    Ok((r.retval, ctx_out[0] as usize))
-}
-
-/// [`test_run_xdp`] with the first `meta_len` bytes of `data` given to the
-/// program as XDP metadata (in front of the packet), e.g. to run one action
-/// program of a chain on its own.
-pub fn test_run_xdp_meta(
-    prog: std::os::fd::BorrowedFd<'_>,
-    data: &[u8],
-    meta_len: u32,
-    ingress_ifindex: u32,
-    repeat: u32,
-    flags: u32,
-) -> io::Result<TestRun> {
-    let ctx = xdp_md(meta_len, data.len(), ingress_ifindex);
-    let r = test_run(prog, data, |a| {
-        a.u32_at(32, repeat).u32_at(64, flags);
-        if ingress_ifindex != 0 || flags != 0 || meta_len != 0 {
-            a.test_ctx_in(&ctx);
-        }
-    })?;
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+    // rx_queue_index, egress_ifindex (the kernel reads `data` as the
+    // metadata length). Given only when the device or flags matter.
+    let ctx = [0, data.len() as u32, 0, ingress_ifindex, 0, 0];
+    let ctx = (ingress_ifindex != 0 || flags != 0).then_some(&ctx[..]);
+    let r = test_run(prog, data, ctx, repeat, flags)?;
     Ok(TestRun {
         retval: r.retval,
         duration_ns: r.duration_ns,
@@ -573,36 +512,6 @@ pub fn map_lookup(map: &OwnedFd, key: &[u8], value: &mut [u8]) -> io::Result<()>
 const SKB_CTX_SIZE: usize = 192;
 const SKB_CTX_IFINDEX: usize = 40;
 
-/// Runs a TC (sched_cls) program once on the Ethernet frame `data` as an
-/// skb of device `ifindex`; returns its return code and the frame it left.
-pub fn test_run_skb_out(
-    prog: std::os::fd::BorrowedFd<'_>,
-    data: &[u8],
-    ifindex: u32,
-) -> io::Result<(i32, Vec<u8>)> {
-    let mut out = Vec::new();
-    let rc = test_run_skb_into(prog, data, ifindex, &mut out)?;
-    Ok((rc, out))
-}
-
-/// [`test_run_skb_out`] into `out` (its allocation reused by a caller
-/// that runs many packets): the return code.
-pub fn test_run_skb_into(
-    prog: std::os::fd::BorrowedFd<'_>,
-    data: &[u8],
-    ifindex: u32,
-    out: &mut Vec<u8>,
-) -> io::Result<i32> {
-    let mut ctx = [0u8; SKB_CTX_SIZE];
-    ctx[SKB_CTX_IFINDEX..SKB_CTX_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
-    out.resize(data.len() + 512, 0);
-    let r = test_run(prog, data, |a| {
-        a.test_data_out(out).test_ctx_in(&ctx);
-    })?;
-    out.truncate(r.data_size_out as usize);
-    Ok(r.retval as i32)
-}
-
 /// Runs a TC (sched_cls) program `repeat` times on the Ethernet frame
 /// `data` as an skb of device `ifindex`; the verdict is the program's
 /// return code as an i32 bit pattern.
@@ -612,20 +521,11 @@ pub fn test_run_skb(
     ifindex: u32,
     repeat: u32,
 ) -> io::Result<TestRun> {
-    use std::os::fd::AsRawFd as _;
     let mut ctx = [0u8; SKB_CTX_SIZE];
     ctx[SKB_CTX_IFINDEX..SKB_CTX_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
-    let mut attr = Attr::new();
-    attr.u32_at(0, prog.as_raw_fd() as u32)
-        .u32_at(8, data.len() as u32)
-        .u64_at(16, data.as_ptr() as u64)
-        .u32_at(32, repeat)
-        .u32_at(40, SKB_CTX_SIZE as u32)
-        .u64_at(48, ctx.as_ptr() as u64);
-    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-    let u = |o: usize| u32::from_ne_bytes([attr.0[o], attr.0[o + 1], attr.0[o + 2], attr.0[o + 3]]);
+    let r = test_run(prog, data, Some(&ctx[..]), repeat, 0)?;
     Ok(TestRun {
-        retval: u(4),
-        duration_ns: u(36),
+        retval: r.retval,
+        duration_ns: r.duration_ns,
     })
 }

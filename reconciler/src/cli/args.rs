@@ -22,6 +22,11 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Plan text (plan, apply, destroy): every step on its own line and
+    /// the maps a load creates by name, instead of one line per run of
+    /// tail-call slots and a count of the maps.
+    #[arg(short = 'v', long, global = true)]
+    pub verbose: bool,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,

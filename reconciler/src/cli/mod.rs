@@ -16,7 +16,7 @@ use crate::{
     netns,
     object::Object,
     observe::{self, Observed},
-    plan::{self, Plan, PlanOptions},
+    plan::{self, Plan, PlanOptions, TextOptions},
     policy::{self, Policy},
     privilege, status,
 };
@@ -75,11 +75,11 @@ fn make_plan(d: &Desired, o: &Observed, ov: Overrides) -> anyhow::Result<Plan> {
     })
 }
 
-fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
+fn print_plan(plan: &Plan, output: Output, text: TextOptions) -> anyhow::Result<()> {
     match output {
         Output::Text => {
             let mut out = anstream::stdout();
-            write!(out, "{}", plan::render_text(plan))?;
+            write!(out, "{}", plan::render_text_with(plan, text))?;
         }
         Output::Json => println!("{}", plan::render_json(plan)),
     }
@@ -110,6 +110,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         warn_if_unsafe(&layout);
     }
     let output = cli.output;
+    let text = TextOptions {
+        verbose: cli.verbose,
+    };
     match cli.command {
         Command::Validate { source } => validate(&source, output),
         Command::Schema => {
@@ -128,7 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             state.as_deref(),
             out.as_deref(),
             overrides,
-            output,
+            (output, text),
         )
         .map(|changes| exit_code(detailed_exitcode && changes)),
         Command::Apply {
@@ -138,7 +141,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             overrides,
         } => {
             let policy = Source { file, dir };
-            apply_command(&layout, planfile.as_deref(), &policy, overrides, output)
+            apply_command(
+                &layout,
+                planfile.as_deref(),
+                &policy,
+                overrides,
+                (output, text),
+            )
         }
         Command::Status { state_dir } => status_command(&layout, &state_dir, output),
         Command::Agent => run_agent(&layout),
@@ -152,7 +161,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(EXIT_OK)
         }
-        Command::Destroy => destroy(&layout, output),
+        Command::Destroy => destroy(&layout, (output, text)),
         Command::Watch { .. } | Command::Simulate { .. } => unreachable!("handled above"),
     }
 }
@@ -194,7 +203,7 @@ fn plan_command(
     snapshot: Option<&Path>,
     save_to: Option<&Path>,
     overrides: Overrides,
-    output: Output,
+    (output, text): (Output, TextOptions),
 ) -> anyhow::Result<bool> {
     let p = load_policy(source.file.as_deref(), source.dir.as_deref(), output)?;
     let d = desired(&p, &Object::load()?)?;
@@ -203,7 +212,7 @@ fn plan_command(
         None => observe::observe(layout)?,
     };
     let plan = make_plan(&d, &o, overrides)?;
-    print_plan(&plan, output)?;
+    print_plan(&plan, output, text)?;
     if let Some(out) = save_to {
         std::fs::write(out, plan::render_json(&plan))
             .with_context(|| format!("writing plan to {}", out.display()))?;
@@ -218,7 +227,7 @@ fn apply_command(
     planfile: Option<&Path>,
     source: &Source,
     overrides: Overrides,
-    output: Output,
+    (output, text): (Output, TextOptions),
 ) -> anyhow::Result<i32> {
     let object = Object::load()?;
     let started = Instant::now();
@@ -232,7 +241,7 @@ fn apply_command(
         }
     };
     if output == Output::Text {
-        print_plan(&plan, output)?;
+        print_plan(&plan, output, text)?;
     }
     let n = Applier::new(layout, &object).apply(&plan)?;
     let ms = started.elapsed().as_secs_f64() * 1e3;
@@ -314,7 +323,7 @@ fn run_agent(layout: &Layout) -> anyhow::Result<i32> {
 }
 
 /// `destroy`: the destroy plan (everything under the root), executed.
-fn destroy(layout: &Layout, output: Output) -> anyhow::Result<i32> {
+fn destroy(layout: &Layout, (output, text): (Output, TextOptions)) -> anyhow::Result<i32> {
     let object = Object::load()?;
     if !layout.root.exists() {
         println!(
@@ -327,7 +336,7 @@ fn destroy(layout: &Layout, output: Output) -> anyhow::Result<i32> {
     let o = observe::observe(layout)?;
     let plan = plan::destroy(&o);
     if output == Output::Text {
-        print_plan(&plan, output)?;
+        print_plan(&plan, output, text)?;
     }
     // The root directory is removed by the last step; the lock is on its
     // (still open) fd, which is fine.

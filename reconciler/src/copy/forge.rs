@@ -1,6 +1,6 @@
 //! From what the datapath captured about a subflow to the control frame
 //! packet copy sends on it: a duplicate ACK from the local end to the peer
-//! with the rule's MPTCP option.
+//! with the rule's MPTCP option, built by `packet::build_control`.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use emptcp_common::FlowKey;
@@ -86,7 +86,7 @@ pub fn frame(c: &Captured, payload: &Payload) -> Result<Vec<u8>, CopyError> {
             })
         }
     };
-    let mut ack = ControlAck {
+    let ack = ControlAck {
         seq: c.snd_nxt,
         ack: c.ack,
         window: c.window,
@@ -94,22 +94,7 @@ pub fn frame(c: &Captured, payload: &Payload) -> Result<Vec<u8>, CopyError> {
         data_ack: c.data_ack,
         signal: Some(signal),
     };
-    // Too long for the 40 option bytes (an IPv6 ADD_ADDR with its HMAC):
-    // drop the DSS as Linux does on a pure ACK carrying ADD_ADDR, then the
-    // timestamps.
-    match build_control(&flow, &ack) {
-        Err(ForgeError::OptionsTooLong(_)) => {
-            ack.data_ack = None;
-            match build_control(&flow, &ack) {
-                Err(ForgeError::OptionsTooLong(_)) => {
-                    ack.timestamps = None;
-                    Ok(build_control(&flow, &ack)?)
-                }
-                r => Ok(r?),
-            }
-        }
-        r => Ok(r?),
-    }
+    Ok(build_control(&flow, &ack)?)
 }
 
 #[cfg(test)]

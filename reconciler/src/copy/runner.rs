@@ -1,6 +1,6 @@
-//! One round of packet copy: decide what fires, forge it, send it through
-//! the interface's AF_XDP socket, and keep the counters status and metrics
-//! show. The packet-copy task calls [`Runner::round`] whenever something
+//! One round of packet copy: decide what fires, build its frame, send it
+//! through the interface's AF_XDP socket (any [`Transmit`] in tests), and
+//! keep the counters status and metrics show. The packet-copy task calls [`Runner::round`] whenever something
 //! may fire, with the subflows it read from the capture maps.
 use std::{collections::BTreeMap, time::Duration};
 
@@ -11,7 +11,7 @@ use super::{
     rules::{Armed, Unarmed},
     trigger::{Engine, SubflowView},
 };
-use crate::xsk::Sender;
+use crate::packet::{AfXdp, Transmit};
 
 /// The AF_XDP queue control packets go out on. One queue is enough for a
 /// few control packets per second, and veth has one.
@@ -39,10 +39,9 @@ pub struct RuleStatus {
 }
 
 /// Sockets, trigger memory and counters, kept across rounds.
-#[derive(Default)]
-pub struct Runner {
+pub struct Runner<T = AfXdp> {
     engine: Engine,
-    senders: BTreeMap<u32, Sender>,
+    transmit: T,
     status: BTreeMap<String, RuleStatus>,
     closed_log: BTreeMap<String, LogThrottle>,
 }
@@ -70,9 +69,32 @@ impl LogThrottle {
     }
 }
 
+impl Default for Runner {
+    fn default() -> Runner {
+        Runner::new()
+    }
+}
+
 impl Runner {
+    /// Sends through an AF_XDP socket per interface, on [`QUEUE`].
     pub fn new() -> Runner {
-        Runner::default()
+        Runner::with_transmit(AfXdp::new(QUEUE))
+    }
+}
+
+impl<T: Transmit> Runner<T> {
+    pub fn with_transmit(transmit: T) -> Runner<T> {
+        Runner {
+            engine: Engine::default(),
+            transmit,
+            status: BTreeMap::new(),
+            closed_log: BTreeMap::new(),
+        }
+    }
+
+    /// The sender the frames went to.
+    pub fn transmit(&self) -> &T {
+        &self.transmit
     }
 
     /// One round at `now_ns` (CLOCK_MONOTONIC, the datapath's clock) over
@@ -126,7 +148,11 @@ impl Runner {
             };
             let result = frame(&cap, &a.payload)
                 .map_err(|e| e.to_string())
-                .and_then(|fr| send(&mut self.senders, a.rule.ifindex, &fr));
+                .and_then(|fr| {
+                    self.transmit
+                        .transmit(a.rule.ifindex, &fr)
+                        .map_err(|e| e.to_string())
+                });
             let st = self.status.entry(f.rule.clone()).or_default();
             match result {
                 Ok(()) => {
@@ -142,8 +168,8 @@ impl Runner {
             }
         }
         // Sockets of interfaces no rule uses any more are closed.
-        self.senders
-            .retain(|ifindex, _| armed.iter().any(|a| a.rule.ifindex == *ifindex));
+        self.transmit
+            .retain(&|ifindex| armed.iter().any(|a| a.rule.ifindex == ifindex));
         sent
     }
 
@@ -190,40 +216,17 @@ impl Runner {
     }
 }
 
-/// Sends `fr` on `ifindex`, opening its socket on first use and reopening
-/// it once when the interface was replaced.
-fn send(senders: &mut BTreeMap<u32, Sender>, ifindex: u32, fr: &[u8]) -> Result<(), String> {
-    for attempt in 0..2 {
-        let s = match senders.entry(ifindex) {
-            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(Sender::open(ifindex, QUEUE).map_err(|e| e.to_string())?)
-            }
-        };
-        match s.send(fr) {
-            Ok(()) => {
-                // Reap the completion so the frame is known to be on its
-                // way and the UMEM frame is free again.
-                let _ = s.flush(Duration::from_millis(10));
-                return Ok(());
-            }
-            Err(crate::xsk::SendError::InterfaceGone) if attempt == 0 => {
-                senders.remove(&ifindex);
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Err("interface gone".into())
-}
-
 #[cfg(test)]
 mod tests {
     use emptcp_common::FlowKey;
 
     use super::*;
-    use crate::copy::{
-        rules::Payload,
-        trigger::{Rule, When},
+    use crate::{
+        copy::{
+            rules::Payload,
+            trigger::{Rule, When},
+        },
+        packet::Recorder,
     };
 
     fn armed() -> Armed {
@@ -278,7 +281,22 @@ mod tests {
         let st = &r.status()[0];
         assert_eq!((st.fired, st.sent, st.send_failures), (1, 0, 0));
         assert_eq!(st.closed_before_firing, 1);
-        assert!(r.senders.is_empty());
+        assert_eq!(r.transmit().open_interfaces().count(), 0);
+    }
+
+    #[test]
+    fn a_due_rule_sends_its_frame_through_the_transmit_on_the_rule_interface() {
+        let mut r = Runner::with_transmit(Recorder::default());
+        let (view, cap) = subflow(40000);
+        let sent = r.round(&[armed()], &[], &[(view, cap)], &mut |_| Some(cap), 10_000);
+        assert_eq!(sent, 1);
+        let st = &r.status()[0];
+        assert_eq!((st.fired, st.sent, st.send_failures), (1, 1, 0));
+        let [(ifindex, f)] = &r.transmit().frames[..] else {
+            panic!("one frame expected: {:?}", r.transmit().frames)
+        };
+        assert_eq!(*ifindex, 7);
+        assert_eq!(f, &frame(&cap, &Payload::MpPrio { backup: false }).unwrap());
     }
 
     #[test]

@@ -1,18 +1,22 @@
-//! A control packet for packet copy: a duplicate ACK of an existing
-//! subflow carrying an MPTCP signal (MP_PRIO or ADD_ADDR) and the
-//! connection's data ACK, built from what the datapath recorded about the
-//! subflow (addresses, seq/ack, window, timestamps, data ack).
+//! The one builder of control frames: a duplicate ACK of an existing
+//! subflow carrying an MPTCP signal (MP_PRIO, ADD_ADDR, or an option the
+//! datapath stored as received) and the connection's data ACK, built from
+//! what the datapath recorded about the subflow (addresses, seq/ack,
+//! window, timestamps, data ack). Packet copy sends it from the local end
+//! to the peer; the recovery agent builds it from the peer to the local
+//! stack (a stored ADD_ADDR delivered as if the server had sent it).
 //!
-//! The peer accepts it as a duplicate ACK (no payload, seq = its rcv_nxt,
-//! ack within its window), which MPTCP does not count as congestion, and
-//! processes the options. Layout of the option block, in the order Linux
-//! writes a pure ACK's options: NOP NOP TS (12, when the subflow uses
-//! timestamps), DSS data ACK (8/12), the signal; NOP-padded to 4.
+//! The receiver accepts it as a duplicate ACK (no payload, seq = its
+//! rcv_nxt, ack within its window), which MPTCP does not count as
+//! congestion, and processes the options. Layout of the option block, in
+//! the order Linux writes a pure ACK's options: NOP NOP TS (12, when the
+//! subflow uses timestamps), DSS data ACK (8/12), the signal; NOP-padded
+//! to 4. What does not fit the 40 option bytes is left out ([`fit`]).
 use std::net::IpAddr;
 
 use super::{
     add_addr::{AddAddr, add_addr},
-    forge::{ACK, AckSpec, ForgeError, build_ack},
+    frame::{ACK, AckSpec, ForgeError, build_ack},
     mptcp::{DataAck, dss_data_ack, mp_prio},
 };
 
@@ -49,6 +53,32 @@ pub enum Signal {
     /// ADD_ADDR: announce an address (HMAC from the connection's keys) or
     /// echo one.
     AddAddr(AddAddr),
+    /// An option as the datapath stored it from a received segment (a
+    /// server's ADD_ADDR, kind 30 first), carried byte for byte.
+    Stored(StoredOption),
+}
+
+/// Raw TCP option bytes, at most the 40-byte option space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredOption {
+    bytes: [u8; 40],
+    len: u8,
+}
+
+impl StoredOption {
+    /// `None` when `bytes` exceed the 40-byte option space.
+    pub fn new(bytes: &[u8]) -> Option<StoredOption> {
+        let mut s = StoredOption {
+            bytes: [0; 40],
+            len: u8::try_from(bytes.len()).ok().filter(|&n| n <= 40)?,
+        };
+        s.bytes[..bytes.len()].copy_from_slice(bytes);
+        Some(s)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 /// The TCP/MPTCP content of the duplicate ACK.
@@ -80,17 +110,36 @@ pub fn control_options(c: &ControlAck) -> Vec<u8> {
     match c.signal {
         Some(Signal::MpPrio { backup, addr_id }) => o.extend_from_slice(&mp_prio(backup, addr_id)),
         Some(Signal::AddAddr(a)) => o.extend_from_slice(&add_addr(&a)),
+        Some(Signal::Stored(s)) => o.extend_from_slice(s.as_bytes()),
         None => {}
     }
     o
 }
 
+/// Whether the option block of `c`, NOP-padded, fits the 40 bytes.
+fn fits(c: &ControlAck) -> bool {
+    control_options(c).len().next_multiple_of(4) <= 40
+}
+
+/// `c` with what does not fit the 40 option bytes left out: first the DSS
+/// (Linux leaves it off a pure ACK that carries ADD_ADDR), then the
+/// timestamps. The signal always stays: alone it is at most 40 bytes (an
+/// IPv6 ADD_ADDR with port and HMAC is 30, a stored option at most 40).
+pub fn fit(c: &ControlAck) -> ControlAck {
+    let mut c = *c;
+    if !fits(&c) {
+        c.data_ack = None;
+    }
+    if !fits(&c) {
+        c.timestamps = None;
+    }
+    c
+}
+
 /// Builds the complete frame (Ethernet [+ 802.1Q] / IPv4 or IPv6 / TCP with
-/// checksums). Fails when the options exceed the 40-byte option space (an
-/// IPv6 ADD_ADDR with an HMAC, a DSS and timestamps is 52 bytes: drop the
-/// timestamps or the data ack, as Linux drops other suboptions then) or
-/// when the address families differ.
+/// checksums) of `fit(c)`. Fails only when the address families differ.
 pub fn build_control(flow: &Flow, c: &ControlAck) -> Result<Vec<u8>, ForgeError> {
+    let c = fit(c);
     build_ack(&AckSpec {
         src_mac: flow.src_mac,
         dst_mac: flow.dst_mac,
@@ -101,7 +150,7 @@ pub fn build_control(flow: &Flow, c: &ControlAck) -> Result<Vec<u8>, ForgeError>
         seq: c.seq,
         ack: c.ack,
         window: c.window,
-        options: control_options(c),
+        options: control_options(&c),
         ttl: flow.ttl,
         vlan_tci: flow.vlan_tci,
         flags: ACK,

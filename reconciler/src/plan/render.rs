@@ -27,6 +27,43 @@ fn ports(entries: &[PortEntry]) -> String {
 pub fn describe(step: &Step) -> String {
     use Step::*;
     match step {
+        RetireMap { .. }
+        | LoadObject { .. }
+        | CopyMap { .. }
+        | Unpin { .. }
+        | RemoveRoot { .. }
+        | WriteMeta { .. } => describe_object(step),
+        SetSlot { .. } | SetEgressSlot { .. } | ClearSlot { .. } | ClearEgressSlot { .. } => {
+            describe_slot(step)
+        }
+        PutThresholds { .. }
+        | PutChain { .. }
+        | PutPrefix { .. }
+        | PutPorts { .. }
+        | PutSelector { .. }
+        | PutIface { .. }
+        | PutEgressIface { .. }
+        | DeleteIface { .. }
+        | DeleteEgressIface { .. }
+        | DeletePorts { .. }
+        | DeletePrefix { .. }
+        | DeleteSelector { .. }
+        | DeleteThresholds { .. }
+        | DeleteChain { .. } => describe_entry(step),
+        DetachForeign { .. }
+        | Attach { .. }
+        | UpdateLink { .. }
+        | AttachTc { .. }
+        | UpdateTcLink { .. }
+        | Detach { .. }
+        | DetachTc { .. } => describe_link(step),
+    }
+}
+
+/// [`describe`] of the steps on maps, the object, pins, META.
+fn describe_object(step: &Step) -> String {
+    use Step::*;
+    match step {
         RetireMap {
             name,
             before,
@@ -61,6 +98,22 @@ pub fn describe(step: &Step) -> String {
             s
         }
         CopyMap { name } => format!("map {name}: copy entries from the old map"),
+        Unpin { path, what } => format!("unpin {path} ({what})"),
+        RemoveRoot { path } => format!("remove {path}"),
+        WriteMeta { object_sha256 } => {
+            format!(
+                "record object {} as converged",
+                &object_sha256[..object_sha256.len().min(12)]
+            )
+        }
+        _ => unreachable!("describe dispatches by kind"),
+    }
+}
+
+/// [`describe`] of the steps on tail-call slots.
+fn describe_slot(step: &Step) -> String {
+    use Step::*;
+    match step {
         SetSlot {
             action,
             slot,
@@ -77,6 +130,18 @@ pub fn describe(step: &Step) -> String {
             Some(id) => format!("egress tail-call slot {slot} ({program}): program {id} -> new"),
             None => format!("egress tail-call slot {slot} ({program})"),
         },
+        ClearSlot { slot, before } => format!("tail-call slot {slot} (program {before})"),
+        ClearEgressSlot { slot, before } => {
+            format!("egress tail-call slot {slot} (program {before})")
+        }
+        _ => unreachable!("describe dispatches by kind"),
+    }
+}
+
+/// [`describe`] of the steps on configuration map entries.
+fn describe_entry(step: &Step) -> String {
+    use Step::*;
+    match step {
         PutThresholds {
             chain,
             before,
@@ -135,6 +200,25 @@ pub fn describe(step: &Step) -> String {
                 ""
             }
         ),
+        DeleteIface { before, .. } => format!("interface {} chain list", before.name),
+        DeleteEgressIface { before, .. } => {
+            format!("interface {} egress chain list", before.name)
+        }
+        DeletePorts { chain, entries } => format!("chain {chain}: {}", ports(entries)),
+        DeletePrefix { chain, entry } => {
+            format!("chain {chain}: {} prefix {}", dir(entry.dir), entry.prefix)
+        }
+        DeleteSelector { chain, .. } => format!("selector of chain {chain}"),
+        DeleteThresholds { chain, .. } => format!("thresholds of chain {chain}"),
+        DeleteChain { id, before } => format!("chain {} (id {id})", before.name),
+        _ => unreachable!("describe dispatches by kind"),
+    }
+}
+
+/// [`describe`] of the steps on XDP and TCX links.
+fn describe_link(step: &Step) -> String {
+    use Step::*;
+    match step {
         DetachForeign {
             iface,
             prog_id,
@@ -172,35 +256,13 @@ pub fn describe(step: &Step) -> String {
             "replace program behind TCX {} link {link_id} on {iface} (program {before_prog} -> new, atomic)",
             hook.as_str()
         ),
-        DeleteIface { before, .. } => format!("interface {} chain list", before.name),
-        DeleteEgressIface { before, .. } => {
-            format!("interface {} egress chain list", before.name)
-        }
-        DeletePorts { chain, entries } => format!("chain {chain}: {}", ports(entries)),
-        DeletePrefix { chain, entry } => {
-            format!("chain {chain}: {} prefix {}", dir(entry.dir), entry.prefix)
-        }
-        DeleteSelector { chain, .. } => format!("selector of chain {chain}"),
-        DeleteThresholds { chain, .. } => format!("thresholds of chain {chain}"),
-        DeleteChain { id, before } => format!("chain {} (id {id})", before.name),
-        ClearSlot { slot, before } => format!("tail-call slot {slot} (program {before})"),
-        ClearEgressSlot { slot, before } => {
-            format!("egress tail-call slot {slot} (program {before})")
-        }
         Detach { iface, link_id } => format!("detach XDP link {link_id} from {iface}"),
         DetachTc {
             iface,
             link_id,
             hook,
         } => format!("detach TCX {} link {link_id} from {iface}", hook.as_str()),
-        Unpin { path, what } => format!("unpin {path} ({what})"),
-        RemoveRoot { path } => format!("remove {path}"),
-        WriteMeta { object_sha256 } => {
-            format!(
-                "record object {} as converged",
-                &object_sha256[..object_sha256.len().min(12)]
-            )
-        }
+        _ => unreachable!("describe dispatches by kind"),
     }
 }
 
@@ -209,6 +271,128 @@ fn dir(d: Dir) -> &'static str {
         Dir::Remote => "remote",
         Dir::Local => "local",
     }
+}
+
+/// One line of the step list: steps `first..=last` (0-based), all of one
+/// kind of change.
+struct StepLine {
+    first: usize,
+    last: usize,
+    change: Change,
+    text: String,
+}
+
+/// The step list: each step described, except that without `verbose` a
+/// run of two or more tail-call slot steps of one kind and change is one
+/// line, and a load counts the maps it creates instead of naming them.
+fn step_lines(steps: &[Step], opts: TextOptions) -> Vec<StepLine> {
+    let mut lines = Vec::new();
+    let mut i = 0;
+    while i < steps.len() {
+        let change = steps[i].change();
+        let run = if opts.verbose {
+            1
+        } else {
+            steps[i..]
+                .iter()
+                .take_while(|s| {
+                    s.change() == change
+                        && slot_kind(s).is_some()
+                        && slot_kind(s) == slot_kind(&steps[i])
+                })
+                .count()
+                .max(1)
+        };
+        let text = match &steps[i] {
+            _ if run > 1 => fold_slots(&steps[i..i + run]),
+            Step::LoadObject {
+                object_sha256,
+                creates_maps,
+                ..
+            } if !opts.verbose && !creates_maps.is_empty() => format!(
+                "load eBPF object {} (creates {} maps; -v names them)",
+                &object_sha256[..object_sha256.len().min(12)],
+                creates_maps.len()
+            ),
+            step => describe(step),
+        };
+        lines.push(StepLine {
+            first: i,
+            last: i + run - 1,
+            change,
+            text,
+        });
+        i += run;
+    }
+    lines
+}
+
+/// Which tail-call slot steps fold together: sets or clears, of the
+/// ingress or the egress program array.
+fn slot_kind(step: &Step) -> Option<(&'static str, bool)> {
+    match step {
+        Step::SetSlot { .. } => Some(("tail-call", true)),
+        Step::ClearSlot { .. } => Some(("tail-call", false)),
+        Step::SetEgressSlot { .. } => Some(("egress tail-call", true)),
+        Step::ClearEgressSlot { .. } => Some(("egress tail-call", false)),
+        _ => None,
+    }
+}
+
+/// One line for a run of slot steps of one [`slot_kind`]: the slots, and
+/// the programs set (or the program ids cleared).
+fn fold_slots(run: &[Step]) -> String {
+    let mut slots = Vec::new();
+    let mut what = Vec::new();
+    let mut replaced = Vec::new();
+    for step in run {
+        match step {
+            Step::SetSlot {
+                action: name,
+                slot,
+                before,
+            }
+            | Step::SetEgressSlot {
+                program: name,
+                slot,
+                before,
+            } => {
+                slots.push(*slot);
+                what.push(name.clone());
+                replaced.extend(before.map(|id| id.to_string()));
+            }
+            Step::ClearSlot { slot, before } | Step::ClearEgressSlot { slot, before } => {
+                slots.push(*slot);
+                what.push(format!("program {before}"));
+            }
+            _ => unreachable!("only slot steps fold"),
+        }
+    }
+    let (kind, _) = slot_kind(&run[0]).expect("a slot step");
+    let mut text = format!("{kind} slots {} ({})", ranges(&slots), what.join(", "));
+    if !replaced.is_empty() {
+        let _ = write!(text, ": programs {} -> new", replaced.join(", "));
+    }
+    text
+}
+
+/// `0-5, 8` for slots 0, 1, 2, 3, 4, 5 and 8 (in the order given).
+fn ranges(slots: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut k = 0;
+    while k < slots.len() {
+        let mut end = k;
+        while end + 1 < slots.len() && slots[end + 1] == slots[end] + 1 {
+            end += 1;
+        }
+        parts.push(if end == k {
+            slots[k].to_string()
+        } else {
+            format!("{}-{}", slots[k], slots[end])
+        });
+        k = end + 1;
+    }
+    parts.join(", ")
 }
 
 fn style(c: Change) -> (char, Style) {
@@ -221,7 +405,23 @@ fn style(c: Change) -> (char, Style) {
 
 /// Text rendering. ANSI codes are always emitted; write through
 /// `anstream`, which strips them when the output is not a terminal.
+/// How much the text rendering shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextOptions {
+    /// Every step on its own line and the object's maps by name; folded
+    /// otherwise (a run of tail-call slot steps on one line, the maps a
+    /// load creates counted).
+    pub verbose: bool,
+}
+
+/// [`render_text_with`] folded (the default of `plan` and `apply`).
 pub fn render_text(plan: &Plan) -> String {
+    render_text_with(plan, TextOptions::default())
+}
+
+/// The plan as text: a summary, one line per step (or per run of folded
+/// steps), the notes, and the unified diff of the canonical views.
+pub fn render_text_with(plan: &Plan, opts: TextOptions) -> String {
     let mut out = String::new();
     let count = |c: Change| plan.steps.iter().filter(|s| s.change() == c).count();
     if plan.steps.is_empty() {
@@ -234,9 +434,24 @@ pub fn render_text(plan: &Plan) -> String {
             count(Change::Modify),
             count(Change::Remove)
         );
-        for (i, step) in plan.steps.iter().enumerate() {
-            let (mark, st) = style(step.change());
-            let _ = writeln!(out, "{st}{:>3}. {mark} {}{st:#}", i + 1, describe(step));
+        let lines = step_lines(&plan.steps, opts);
+        let number = |l: &StepLine| {
+            if l.first == l.last {
+                (l.first + 1).to_string()
+            } else {
+                format!("{}-{}", l.first + 1, l.last + 1)
+            }
+        };
+        let width = lines
+            .iter()
+            .map(|l| number(l).len())
+            .max()
+            .unwrap_or(0)
+            .max(3);
+        for line in &lines {
+            let (mark, st) = style(line.change);
+            let n = number(line);
+            let _ = writeln!(out, "{st}{n:>width$}. {mark} {}{st:#}", line.text);
         }
     }
     for n in &plan.notes {

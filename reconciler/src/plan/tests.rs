@@ -5,8 +5,12 @@
 //! tests/lifecycle.rs and tests/crash.rs.
 use std::collections::BTreeMap;
 
+use emptcp_common::LAYOUT_VERSION;
+
 use super::*;
 use crate::{
+    desired::XdpMode,
+    layout::OLD_PREFIX,
     netdev::{NetDev, XdpAttachment},
     observe::{ObservedLink, ObservedMeta, ObservedProg},
     policy,
@@ -96,159 +100,183 @@ fn simulate(plan: &Plan, d: &Desired, o: &mut Observed) {
         next_id
     };
     for s in &plan.steps {
-        match s {
-            Step::RetireMap { name, .. } => {
-                if let Some(m) = o.maps.remove(name) {
-                    o.maps.insert(format!("{OLD_PREFIX}{name}"), m);
-                }
-            }
-            Step::LoadObject { .. } => {
-                for (n, m) in &d.maps {
-                    o.maps.entry(n.clone()).or_insert(*m);
-                }
-                for p in &d.programs {
-                    let prog = ObservedProg {
-                        id: id(),
-                        tag: "t".into(),
-                        kernel_name: p.chars().take(15).collect(),
-                    };
-                    // The load stamps every program with the object.
-                    o.objects
-                        .insert(prog.id, crate::identity::object_id(&d.object_sha256));
-                    o.programs.insert(p.clone(), prog);
-                }
-            }
-            Step::CopyMap { .. } => {}
-            Step::SetSlot { action, slot, .. } => {
-                o.prog_slots.insert(*slot, o.programs[action].id);
-            }
-            Step::ClearSlot { slot, .. } => {
-                o.prog_slots.remove(slot);
-            }
-            Step::SetEgressSlot { program, slot, .. } => {
-                o.egress_prog_slots.insert(*slot, o.programs[program].id);
-            }
-            Step::ClearEgressSlot { slot, .. } => {
-                o.egress_prog_slots.remove(slot);
-            }
-            Step::PutEgressIface { ifindex, after, .. } => {
-                o.entries.egress_ifaces.insert(*ifindex, after.clone());
-            }
-            Step::DeleteEgressIface { ifindex, .. } => {
-                o.entries.egress_ifaces.remove(ifindex);
-            }
-            Step::AttachTc {
-                iface,
-                ifindex,
-                hook,
-            } => {
-                let link = ObservedLink {
-                    id: id(),
-                    prog_id: o.programs[hook.program()].id,
-                    ifindex: *ifindex,
-                };
-                o.tc_links_of_mut(*hook).insert(iface.clone(), link);
-            }
-            Step::UpdateTcLink { iface, hook, .. } => {
-                let prog_id = o.programs[hook.program()].id;
-                o.tc_links_of_mut(*hook).get_mut(iface).unwrap().prog_id = prog_id;
-            }
-            Step::DetachTc { iface, hook, .. } => {
-                o.tc_links_of_mut(*hook).remove(iface);
-            }
-            Step::PutThresholds { id, after, .. } => {
-                o.entries.thresholds.insert(*id, *after);
-            }
-            Step::PutChain { id, after, .. } => {
-                o.entries.chains.insert(*id, after.clone());
-            }
-            Step::PutPrefix { entry, .. } => {
-                o.entries.prefixes.insert(entry.clone());
-            }
-            Step::PutPorts { entries, .. } => o.entries.ports.extend(entries.iter().copied()),
-            Step::PutSelector { id, after, .. } => {
-                o.entries.selectors.insert(*id, *after);
-            }
-            Step::PutIface { ifindex, after, .. } => {
-                o.entries.ifaces.insert(*ifindex, after.clone());
-            }
-            Step::DeleteIface { ifindex, .. } => {
-                o.entries.ifaces.remove(ifindex);
-            }
-            Step::DeletePorts { entries, .. } => {
-                for p in entries {
-                    o.entries.ports.remove(p);
-                }
-            }
-            Step::DeletePrefix { entry, .. } => {
-                o.entries.prefixes.remove(entry);
-            }
-            Step::DeleteSelector { id, .. } => {
-                o.entries.selectors.remove(id);
-            }
-            Step::DeleteThresholds { id, .. } => {
-                o.entries.thresholds.remove(id);
-            }
-            Step::DeleteChain { id, .. } => {
-                o.entries.chains.remove(id);
-            }
-            Step::DetachForeign { iface, .. } => {
-                o.netdevs.get_mut(iface).unwrap().xdp = None;
-            }
-            Step::Attach {
-                iface,
-                ifindex,
-                mode,
-            } => {
-                let prog_id = o.programs["entry"].id;
-                let link = ObservedLink {
-                    id: id(),
-                    prog_id,
-                    ifindex: *ifindex,
-                };
-                o.links.insert(iface.clone(), link);
-                o.netdevs.get_mut(iface).unwrap().xdp = Some(XdpAttachment {
-                    prog_id,
-                    prog_name: "entry".into(),
-                    mode: if *mode == XdpMode::Skb {
-                        AttachMode::Skb
-                    } else {
-                        AttachMode::Native
-                    },
-                });
-            }
-            Step::UpdateLink { iface, .. } => {
-                let prog_id = o.programs["entry"].id;
-                o.links.get_mut(iface).unwrap().prog_id = prog_id;
-                o.netdevs
-                    .get_mut(iface)
-                    .unwrap()
-                    .xdp
-                    .as_mut()
-                    .unwrap()
-                    .prog_id = prog_id;
-            }
-            Step::Detach { iface, .. } => {
-                o.links.remove(iface);
-                if let Some(n) = o.netdevs.get_mut(iface) {
-                    n.xdp = None;
-                }
-            }
-            Step::Unpin { path, .. } => {
-                if let Some(m) = path.strip_prefix("maps/") {
-                    o.maps.remove(m);
-                } else if let Some(p) = path.strip_prefix("progs/") {
-                    o.programs.remove(p);
-                }
-            }
-            Step::RemoveRoot { .. } => {}
-            Step::WriteMeta { object_sha256 } => {
-                o.meta = Some(ObservedMeta {
-                    layout_version: LAYOUT_VERSION,
-                    object_sha256: object_sha256.clone(),
-                });
+        if !play_entry(s, &mut o.entries) && !play_link(s, o, &mut id) {
+            play_object(s, d, o, &mut id);
+        }
+    }
+}
+
+/// A step on the configuration maps' entries; false for another step.
+fn play_entry(s: &Step, e: &mut Entries) -> bool {
+    match s {
+        Step::PutEgressIface { ifindex, after, .. } => {
+            e.egress_ifaces.insert(*ifindex, after.clone());
+        }
+        Step::DeleteEgressIface { ifindex, .. } => {
+            e.egress_ifaces.remove(ifindex);
+        }
+        Step::PutThresholds { id, after, .. } => {
+            e.thresholds.insert(*id, *after);
+        }
+        Step::PutChain { id, after, .. } => {
+            e.chains.insert(*id, after.clone());
+        }
+        Step::PutPrefix { entry, .. } => {
+            e.prefixes.insert(entry.clone());
+        }
+        Step::PutPorts { entries, .. } => e.ports.extend(entries.iter().copied()),
+        Step::PutSelector { id, after, .. } => {
+            e.selectors.insert(*id, *after);
+        }
+        Step::PutIface { ifindex, after, .. } => {
+            e.ifaces.insert(*ifindex, after.clone());
+        }
+        Step::DeleteIface { ifindex, .. } => {
+            e.ifaces.remove(ifindex);
+        }
+        Step::DeletePorts { entries, .. } => {
+            for p in entries {
+                e.ports.remove(p);
             }
         }
+        Step::DeletePrefix { entry, .. } => {
+            e.prefixes.remove(entry);
+        }
+        Step::DeleteSelector { id, .. } => {
+            e.selectors.remove(id);
+        }
+        Step::DeleteThresholds { id, .. } => {
+            e.thresholds.remove(id);
+        }
+        Step::DeleteChain { id, .. } => {
+            e.chains.remove(id);
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// A step on the XDP and TCX links; false for another step.
+fn play_link(s: &Step, o: &mut Observed, id: &mut dyn FnMut() -> u32) -> bool {
+    match s {
+        Step::AttachTc {
+            iface,
+            ifindex,
+            hook,
+        } => {
+            let link = ObservedLink {
+                id: id(),
+                prog_id: o.programs[hook.program()].id,
+                ifindex: *ifindex,
+            };
+            o.tc_links_of_mut(*hook).insert(iface.clone(), link);
+        }
+        Step::UpdateTcLink { iface, hook, .. } => {
+            let prog_id = o.programs[hook.program()].id;
+            o.tc_links_of_mut(*hook).get_mut(iface).unwrap().prog_id = prog_id;
+        }
+        Step::DetachTc { iface, hook, .. } => {
+            o.tc_links_of_mut(*hook).remove(iface);
+        }
+        Step::DetachForeign { iface, .. } => {
+            o.netdevs.get_mut(iface).unwrap().xdp = None;
+        }
+        Step::Attach {
+            iface,
+            ifindex,
+            mode,
+        } => {
+            let prog_id = o.programs["entry"].id;
+            let link = ObservedLink {
+                id: id(),
+                prog_id,
+                ifindex: *ifindex,
+            };
+            o.links.insert(iface.clone(), link);
+            o.netdevs.get_mut(iface).unwrap().xdp = Some(XdpAttachment {
+                prog_id,
+                prog_name: "entry".into(),
+                mode: if *mode == XdpMode::Skb {
+                    AttachMode::Skb
+                } else {
+                    AttachMode::Native
+                },
+            });
+        }
+        Step::UpdateLink { iface, .. } => {
+            let prog_id = o.programs["entry"].id;
+            o.links.get_mut(iface).unwrap().prog_id = prog_id;
+            o.netdevs
+                .get_mut(iface)
+                .unwrap()
+                .xdp
+                .as_mut()
+                .unwrap()
+                .prog_id = prog_id;
+        }
+        Step::Detach { iface, .. } => {
+            o.links.remove(iface);
+            if let Some(n) = o.netdevs.get_mut(iface) {
+                n.xdp = None;
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// A step on the maps, programs, slots, pins and META.
+fn play_object(s: &Step, d: &Desired, o: &mut Observed, id: &mut dyn FnMut() -> u32) {
+    match s {
+        Step::RetireMap { name, .. } => {
+            if let Some(m) = o.maps.remove(name) {
+                o.maps.insert(format!("{OLD_PREFIX}{name}"), m);
+            }
+        }
+        Step::LoadObject { .. } => {
+            for (n, m) in &d.maps {
+                o.maps.entry(n.clone()).or_insert(*m);
+            }
+            for p in &d.programs {
+                let prog = ObservedProg {
+                    id: id(),
+                    tag: "t".into(),
+                    kernel_name: p.chars().take(15).collect(),
+                };
+                // The load stamps every program with the object.
+                o.objects
+                    .insert(prog.id, crate::identity::object_id(&d.object_sha256));
+                o.programs.insert(p.clone(), prog);
+            }
+        }
+        Step::CopyMap { .. } => {}
+        Step::SetSlot { action, slot, .. } => {
+            o.prog_slots.insert(*slot, o.programs[action].id);
+        }
+        Step::ClearSlot { slot, .. } => {
+            o.prog_slots.remove(slot);
+        }
+        Step::SetEgressSlot { program, slot, .. } => {
+            o.egress_prog_slots.insert(*slot, o.programs[program].id);
+        }
+        Step::ClearEgressSlot { slot, .. } => {
+            o.egress_prog_slots.remove(slot);
+        }
+        Step::Unpin { path, .. } => {
+            if let Some(m) = path.strip_prefix("maps/") {
+                o.maps.remove(m);
+            } else if let Some(p) = path.strip_prefix("progs/") {
+                o.programs.remove(p);
+            }
+        }
+        Step::RemoveRoot { .. } => {}
+        Step::WriteMeta { object_sha256 } => {
+            o.meta = Some(ObservedMeta {
+                layout_version: LAYOUT_VERSION,
+                object_sha256: object_sha256.clone(),
+            });
+        }
+        _ => unreachable!("{s:?} is an entry or link step"),
     }
 }
 
@@ -278,8 +306,11 @@ fn kinds(p: &Plan) -> Vec<String> {
 }
 
 fn text(p: &Plan) -> String {
-    // Strip ANSI so the golden files are plain text.
-    let raw = render_text(p);
+    plain(&render_text(p))
+}
+
+/// The text without ANSI styles, so the golden files are plain text.
+fn plain(raw: &str) -> String {
     let mut out = String::new();
     let mut chars = raw.chars();
     while let Some(c) = chars.next() {
@@ -322,6 +353,73 @@ fn fresh_install_then_empty() {
     insta::assert_snapshot!("fresh_install", text(&p));
     assert_eq!(p.steps.first().map(|s| s.change()), Some(Change::Add));
     assert!(matches!(p.steps.last(), Some(Step::WriteMeta { .. })));
+}
+
+#[test]
+fn text_folds_slots_and_the_map_list_unless_verbose() {
+    let p = plan(&desired(BASE), &fresh(), PlanOptions::default()).unwrap();
+    let slots = p
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::SetSlot { .. }))
+        .count();
+    assert!(slots >= 2, "{:?}", p.steps);
+    let folded = text(&p);
+    assert_eq!(folded.matches("tail-call slot").count(), 1, "{folded}");
+    let fold = format!("2-{}. + tail-call slots 1-", slots + 1);
+    assert!(
+        folded.lines().any(|l| l.trim_start().starts_with(&fold)),
+        "{folded}"
+    );
+    assert!(
+        folded.contains("(creates 12 maps; -v names them)"),
+        "{folded}"
+    );
+    let full = plain(&render_text_with(&p, TextOptions { verbose: true }));
+    assert_eq!(full.matches("tail-call slot ").count(), slots, "{full}");
+    assert!(
+        full.contains("(creates maps CHAINS, CHAIN_STATS,"),
+        "{full}"
+    );
+    // Same steps, same notes, same diff: only the step list folds.
+    let diff = |t: &str| t[t.find("Diff (observed -> desired)").unwrap()..].to_string();
+    assert_eq!(diff(&folded), diff(&full));
+    assert_eq!(
+        folded.lines().next(),
+        full.lines().next(),
+        "the summary line"
+    );
+}
+
+#[test]
+fn a_fold_names_each_program_a_slot_run_replaces() {
+    let steps: Vec<Step> = (1..=3)
+        .map(|slot| Step::SetSlot {
+            action: format!("a{slot}"),
+            slot,
+            before: Some(10 + slot),
+        })
+        .chain([Step::ClearSlot {
+            slot: 7,
+            before: 20,
+        }])
+        .collect();
+    let p = Plan {
+        object_sha256: String::new(),
+        observed_hash: String::new(),
+        interfaces: Vec::new(),
+        steps,
+        notes: Vec::new(),
+        before: View::default(),
+        after: View::default(),
+    };
+    let t = plain(&render_text_with(&p, TextOptions::default()));
+    assert!(
+        t.contains("1-3. ~ tail-call slots 1-3 (a1, a2, a3): programs 11, 12, 13 -> new\n"),
+        "{t}"
+    );
+    // A run of one is described as itself.
+    assert!(t.contains("  4. - tail-call slot 7 (program 20)"), "{t}");
 }
 
 #[test]

@@ -57,7 +57,10 @@ pub enum SimError {
         orig_len: u32,
     },
     #[error("replaying packet {number} (BPF_PROG_TEST_RUN)")]
-    Run { number: u64, source: std::io::Error },
+    Run {
+        number: u64,
+        source: aya::programs::ProgramError,
+    },
     #[error("writing the output capture")]
     Write(#[source] std::io::Error),
     #[error("--local {0}: {1}")]

@@ -8,7 +8,7 @@
 //! the datapath emits while a packet is replayed is answered at that
 //! packet's capture time with the frame the agent would inject
 //! (`agent::frame_for`, the agent's own code).
-use std::{collections::BTreeMap, net::IpAddr, os::fd::AsFd as _};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::maps::{HashMap, Map, MapData, PerCpuArray, RingBuf};
 use emptcp_common::{
@@ -26,7 +26,7 @@ use super::{
     sandbox::Sandbox,
     trace::Packet,
 };
-use crate::{agent, copy::runner::RuleStatus, sys};
+use crate::{agent, copy::runner::RuleStatus};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -324,10 +324,9 @@ impl<'a> Replay<'a> {
         number: u64,
         out: &mut Vec<u8>,
     ) -> Result<Option<std::ops::Range<usize>>, SimError> {
-        let err = |e: std::io::Error| SimError::Run { number, source: e };
+        let err = |e: aya::programs::ProgramError| SimError::Run { number, source: e };
         if received {
-            let (verdict, meta) =
-                sys::test_run_xdp_into(self.sb.entry.as_fd(), bytes, ifindex, out).map_err(err)?;
+            let (verdict, meta) = self.sb.run_xdp(bytes, ifindex, out).map_err(err)?;
             Ok(match verdict {
                 XDP_PASS => Some(meta.min(out.len())..out.len()),
                 XDP_DROP => None,
@@ -335,8 +334,7 @@ impl<'a> Replay<'a> {
                 _ => None,
             })
         } else {
-            let rc = sys::test_run_skb_into(self.sb.egress_entry.as_fd(), bytes, ifindex, out)
-                .map_err(err)?;
+            let rc = self.sb.run_skb(bytes, ifindex, out).map_err(err)?;
             Ok((rc != TC_ACT_SHOT).then_some(0..out.len()))
         }
     }

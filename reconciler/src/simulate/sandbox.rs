@@ -10,7 +10,6 @@
 //! several simulations does not accumulate programs.
 use std::{
     collections::BTreeMap,
-    os::fd::OwnedFd,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -24,6 +23,9 @@ use crate::{
     plan::{self, PlanOptions},
     sys,
 };
+
+use aya::programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions, Xdp};
+use aya_obj::programs::XdpAttachType;
 
 use super::SimError;
 
@@ -110,9 +112,23 @@ pub struct Sandbox {
     pub ifindex: BTreeMap<String, u32>,
     /// The observed state after apply (chain ids -> names for the report).
     pub observed: Observed,
-    pub entry: OwnedFd,
-    pub egress_entry: OwnedFd,
+    /// The applied entry programs, opened from their pins: packets are
+    /// run through them with aya's `TestRun` (BPF_PROG_TEST_RUN).
+    entry: Xdp,
+    egress_entry: SchedClassifier,
 }
+
+/// `struct xdp_md` as a test-run context: data, data_end, data_meta,
+/// ingress_ifindex, rx_queue_index, egress_ifindex. On the way out the
+/// kernel writes the metadata length into `data`.
+const XDP_MD_LEN: usize = 24;
+const XDP_MD_IFINDEX: usize = 12;
+/// Size of `struct __sk_buff` (UAPI) as a test-run context, and the offset
+/// of its `ifindex`: the device the skb is given (its egress chains apply).
+const SKB_CTX_LEN: usize = 192;
+const SKB_CTX_IFINDEX: usize = 40;
+/// Room in the output for a grown head and the metadata in front of it.
+const HEADROOM: usize = 512;
 
 fn ip(args: &[&str]) -> Result<(), SimError> {
     let out = Command::new("ip")
@@ -177,15 +193,19 @@ impl Sandbox {
             .apply(&p)
             .map_err(|e| engine("applying", format!("{e:#}")))?;
         let observed = observe::observe(&layout).map_err(|e| engine("observing", e.to_string()))?;
-        let prog = |n: &str| {
-            sys::obj_get(&layout.prog(n)).map_err(|e| SimError::Sandbox {
+        let opened = |n: &'static str| {
+            move |e: ProgramError| SimError::Sandbox {
                 what: format!("opening the applied program {n}"),
-                source: e,
-            })
+                source: std::io::Error::other(e),
+            }
         };
+        let entry = Xdp::from_pin(layout.prog(ENTRY_PROGRAM), XdpAttachType::Interface)
+            .map_err(opened(ENTRY_PROGRAM))?;
+        let egress_entry =
+            SchedClassifier::from_pin(layout.prog(EGRESS_ENTRY)).map_err(opened(EGRESS_ENTRY))?;
         Ok(Sandbox {
-            entry: prog(ENTRY_PROGRAM)?,
-            egress_entry: prog(EGRESS_ENTRY)?,
+            entry,
+            egress_entry,
             layout,
             ifindex,
             observed,
@@ -194,6 +214,53 @@ impl Sandbox {
 
     pub fn root(&self) -> &Path {
         &self.layout.root
+    }
+
+    /// Runs the XDP entry on `data` as received on `ifindex`; the frame it
+    /// leaves goes to `out` (its allocation reused across packets), metadata
+    /// in front. Returns the verdict and the metadata length.
+    pub fn run_xdp(
+        &self,
+        data: &[u8],
+        ifindex: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<(u32, usize), ProgramError> {
+        let mut ctx = [0u8; XDP_MD_LEN];
+        ctx[4..8].copy_from_slice(&(data.len() as u32).to_ne_bytes());
+        ctx[XDP_MD_IFINDEX..XDP_MD_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut ctx_out = [0u8; XDP_MD_LEN];
+        out.resize(data.len() + HEADROOM, 0);
+        let r = self.entry.test_run(TestRunOptions {
+            data_in: Some(data),
+            data_out: Some(out),
+            ctx_in: Some(&ctx),
+            ctx_out: Some(&mut ctx_out),
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        let meta = u32::from_ne_bytes(ctx_out[..4].try_into().expect("4 bytes"));
+        Ok((r.return_value, meta as usize))
+    }
+
+    /// Runs the TC egress entry on `data` as an skb sent by `ifindex`; the
+    /// frame it leaves goes to `out`. Returns the program's return code.
+    pub fn run_skb(
+        &self,
+        data: &[u8],
+        ifindex: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<i32, ProgramError> {
+        let mut ctx = [0u8; SKB_CTX_LEN];
+        ctx[SKB_CTX_IFINDEX..SKB_CTX_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+        out.resize(data.len() + HEADROOM, 0);
+        let r = self.egress_entry.test_run(TestRunOptions {
+            data_in: Some(data),
+            data_out: Some(out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok(r.return_value as i32)
     }
 }
 

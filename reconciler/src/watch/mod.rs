@@ -117,7 +117,7 @@ pub fn run(opts: WatchOptions) -> anyhow::Result<()> {
         agent_stop.clone(),
     );
     let _stop_agent = StopOnDrop(agent_stop, Some(agent));
-    // Packet copy (issue 5): the policy's packet_copy rules, fired from the
+    // Packet copy (docs/packet-copy.md): the policy's packet_copy rules, fired from the
     // capture and sent through AF_XDP, by an async task on its own runtime
     // thread (copy/task.rs says why). Dropped after the daemon: stopped and
     // joined on the way out.

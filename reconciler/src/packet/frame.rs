@@ -1,6 +1,8 @@
-//! A pure ACK from the peer to the local stack (or to the peer), with the
-//! given TCP options: Ethernet + IPv4/IPv6 + TCP, lengths and checksums
-//! computed here.
+//! The wire encoding of every frame emptcp builds: Ethernet [+ 802.1Q] +
+//! IPv4/IPv6 + TCP with the given flags, options and payload, lengths and
+//! checksums computed here. Control frames come through
+//! [`super::build_control`]; the benchmarks and the synthetic traces of
+//! `simulate` build data segments and handshakes with it directly.
 use std::net::IpAddr;
 
 use super::checksum::{checksum, tcp_checksum};

@@ -1,0 +1,253 @@
+//! The link phase: every policy interface's link type, its XDP link
+//! (attached, atomically updated to a newly loaded program, re-attached
+//! when the mode changes, a foreign program refused or, with `--force`,
+//! removed) and its TCX links; links of interfaces no longer wanted are
+//! detached.
+use super::{PlanError, PlanOptions, Planning, Step, Steps};
+use crate::{
+    desired::{Desired, XdpMode},
+    layout::TcHook,
+    netdev::{AttachMode, Framing, NetDev},
+    object::ENTRY_PROGRAM,
+    observe::Observed,
+};
+
+/// Every policy interface's link type: raw-IP links are noted (the plan
+/// shows how each is parsed), a link the datapath cannot parse is an error
+/// naming it (never a silent no-op).
+pub(super) fn link_types(d: &Desired, o: &Observed, p: &mut Planning) {
+    for (name, iface) in &d.interfaces {
+        let Some(dev) = o.netdevs.get(name) else {
+            continue; // noted in desired_entries
+        };
+        match dev.framing() {
+            Ok(Framing::Ethernet) => {}
+            Ok(Framing::RawIp) if iface.wants_xdp() && iface.mode == XdpMode::Native => {
+                p.errors.push(PlanError::NativeOnRawIp {
+                    iface: name.clone(),
+                    link_type: dev.link_type.clone().unwrap_or_default(),
+                })
+            }
+            Ok(Framing::RawIp) => p.notes.push(format!(
+                "{name}: raw-IP link (link type {}): IP parsed from byte 0{}",
+                dev.link_type.as_deref().unwrap_or("?"),
+                if iface.wants_xdp() && iface.mode == XdpMode::Auto {
+                    ", XDP in skb mode"
+                } else {
+                    ""
+                }
+            )),
+            Err(t) => p.errors.push(PlanError::LinkType {
+                iface: name.clone(),
+                link_type: t.to_string(),
+            }),
+        }
+    }
+}
+
+/// The XDP link of every interface that wants one: kept and updated in
+/// place (same link, new program) when attached here in the wanted mode,
+/// otherwise detached and attached again; a program emptcp did not attach
+/// is an error, or with `--force` removed first. Links of interfaces no
+/// longer wanted (or gone) are detached.
+pub(super) fn xdp_links(
+    d: &Desired,
+    o: &Observed,
+    opts: PlanOptions,
+    need_load: bool,
+    p: &mut Planning,
+) {
+    let xdp_ifaces = || d.interfaces.iter().filter(|(_, i)| i.wants_xdp());
+    for (name, iface) in xdp_ifaces() {
+        let Some(dev) = o.netdevs.get(name) else {
+            continue; // noted in desired_entries
+        };
+        let mode = effective_mode(iface.mode, dev);
+        if !keep_xdp_link(o, name, dev, mode, need_load, p) {
+            attach_xdp(o, name, dev, mode, opts, p);
+        }
+    }
+    for (name, link) in &o.links {
+        if !xdp_ifaces().any(|(n, _)| n == name) || !o.netdevs.contains_key(name) {
+            p.steps.detach.push(Step::Detach {
+                iface: name.clone(),
+                link_id: link.id,
+            });
+        }
+    }
+}
+
+/// Whether the pinned link of `name` stays: attached to this interface in
+/// `mode`. It is updated when its program is not the pinned entry program
+/// (or the object is loaded again); a link that does not stay is detached.
+fn keep_xdp_link(
+    o: &Observed,
+    name: &str,
+    dev: &NetDev,
+    mode: XdpMode,
+    need_load: bool,
+    p: &mut Planning,
+) -> bool {
+    let Some(link) = o.links.get(name) else {
+        return false;
+    };
+    let attached_here =
+        link.ifindex == dev.ifindex && dev.xdp.as_ref().is_some_and(|x| x.prog_id == link.prog_id);
+    let mode_ok = dev.xdp.as_ref().is_some_and(|x| mode_matches(mode, x.mode));
+    if attached_here && mode_ok {
+        let entry_prog = o.programs.get(ENTRY_PROGRAM).map(|p| p.id);
+        if need_load || Some(link.prog_id) != entry_prog {
+            p.steps.links.push(Step::UpdateLink {
+                iface: name.into(),
+                link_id: link.id,
+                before_prog: link.prog_id,
+            });
+        }
+        return true;
+    }
+    if attached_here {
+        p.notes.push(format!(
+            "{name}: XDP mode changes to {mode:?}: the program is re-attached (not hitless)"
+        ));
+    }
+    p.steps.relink.push(Step::Detach {
+        iface: name.into(),
+        link_id: link.id,
+    });
+    false
+}
+
+/// Attaches the entry program to `name`; an XDP program attached by
+/// someone else is refused, or removed first with `--force`.
+fn attach_xdp(
+    o: &Observed,
+    name: &str,
+    dev: &NetDev,
+    mode: XdpMode,
+    opts: PlanOptions,
+    p: &mut Planning,
+) {
+    let ours = o.links.get(name).map(|l| l.prog_id);
+    if let Some(x) = &dev.xdp
+        && Some(x.prog_id) != ours
+    {
+        if opts.force {
+            p.steps.relink.push(Step::DetachForeign {
+                iface: name.into(),
+                prog_id: x.prog_id,
+                prog_name: x.prog_name.clone(),
+                mode: x.mode,
+            });
+        } else {
+            p.errors.push(PlanError::Foreign {
+                iface: name.into(),
+                prog_id: x.prog_id,
+                prog_name: x.prog_name.clone(),
+                mode: x.mode,
+            });
+        }
+    }
+    p.steps.links.push(Step::Attach {
+        iface: name.into(),
+        ifindex: dev.ifindex,
+        mode,
+    });
+}
+
+/// The TCX links of every hook (egress, and ingress for the in-kernel
+/// recovery). TCX links coexist with other programs on the hook
+/// (multi-program), so there is no foreign-program check: ours is
+/// recognised by its pin.
+pub(super) fn tc_links(d: &Desired, o: &Observed, need_load: bool, s: &mut Steps) {
+    for hook in TcHook::ALL {
+        tc_links_of(d, o, need_load, hook, s);
+    }
+}
+
+/// The TCX links of `hook`: attached where wanted, updated to the loaded
+/// program, replaced on a re-created interface, detached where unwanted.
+fn tc_links_of(d: &Desired, o: &Observed, need_load: bool, hook: TcHook, s: &mut Steps) {
+    let prog = o.programs.get(hook.program()).map(|p| p.id);
+    let links = o.tc_links_of(hook);
+    let wanted = |name: &str| {
+        d.interfaces.get(name).is_some_and(|i| i.wants_tc(hook)) && o.netdevs.contains_key(name)
+    };
+    for (name, iface) in &d.interfaces {
+        if !iface.wants_tc(hook) {
+            continue;
+        }
+        let Some(dev) = o.netdevs.get(name) else {
+            continue; // noted in desired_entries
+        };
+        match links.get(name) {
+            Some(link) if link.ifindex == dev.ifindex => {
+                if need_load || Some(link.prog_id) != prog {
+                    s.links.push(Step::UpdateTcLink {
+                        iface: name.clone(),
+                        link_id: link.id,
+                        before_prog: link.prog_id,
+                        hook,
+                    });
+                }
+                continue;
+            }
+            // A link left on an interface that was re-created (another
+            // ifindex, or 0 once its interface is gone): replace it.
+            Some(link) => s.relink.push(Step::DetachTc {
+                iface: name.clone(),
+                link_id: link.id,
+                hook,
+            }),
+            None => {}
+        }
+        s.links.push(Step::AttachTc {
+            iface: name.clone(),
+            ifindex: dev.ifindex,
+            hook,
+        });
+    }
+    for (name, link) in links {
+        if !wanted(name) {
+            s.detach.push(Step::DetachTc {
+                iface: name.clone(),
+                link_id: link.id,
+                hook,
+            });
+        }
+    }
+}
+
+/// The XDP mode to attach with. `auto` on a raw-IP link is generic
+/// (skb): tun runs a native program only in TAP mode (an IFF_TUN packet
+/// would never meet it), and the other raw-IP drivers (WireGuard, wwan,
+/// tunnels) have no native XDP at all.
+pub(super) fn effective_mode(want: XdpMode, dev: &NetDev) -> XdpMode {
+    if want == XdpMode::Auto && dev.framing() == Ok(Framing::RawIp) {
+        XdpMode::Skb
+    } else {
+        want
+    }
+}
+
+/// Does this link hand generic XDP skbs with CHECKSUM_COMPLETE (which an
+/// IPv4 insert would break, `IFACE_SKB`)? Decapsulating IP tunnels keep
+/// the outer packet's. Not a `none` link: tun's virtio header only says
+/// partial or verified, WireGuard marks what it decrypted verified, wwan
+/// raw-ip leaves it unchecked. Ethernet is not flagged yet: a veth (never
+/// COMPLETE, where skb-mode recovery must keep working) and a NIC (may be
+/// COMPLETE) share the link type; telling them apart needs the device
+/// kind (docs/datapath.md).
+pub(super) fn may_csum_complete(dev: &NetDev) -> bool {
+    matches!(
+        dev.link_type.as_deref(),
+        Some("ipip" | "tunnel6" | "sit" | "gre" | "gre6")
+    )
+}
+
+fn mode_matches(want: XdpMode, have: AttachMode) -> bool {
+    match want {
+        XdpMode::Auto => true,
+        XdpMode::Native => have == AttachMode::Native,
+        XdpMode::Skb => have == AttachMode::Skb,
+    }
+}

@@ -1,0 +1,126 @@
+//! The map phase: which pinned maps the object reuses, which it creates,
+//! which are replaced by a new definition (moved aside as `old-NAME`, their
+//! entries copied when key, value and type allow) and which are unpinned.
+use std::collections::BTreeSet;
+
+use super::{APPEND_ONLY_MAPS, CONFIG_MAPS, PlanError, PlanOptions, Planning, Step, Steps};
+use crate::{desired::Desired, layout::OLD_PREFIX, object::MapDef, observe::Observed};
+
+const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+
+/// The maps the next load creates, and the pinned ones it replaces.
+pub(super) struct MapChanges<'d> {
+    /// Maps whose definition changed: moved aside, recreated by the load.
+    pub retired: BTreeSet<&'d str>,
+    /// Maps the load creates (missing or retired).
+    pub creates: Vec<String>,
+}
+
+/// Every map of the object whose pin is missing is created; one whose
+/// definition changed is retired and recreated, its entries migrated when
+/// [`migratable`], refused ([`PlanError::StateLoss`]) when it holds
+/// datapath state that cannot be migrated and state loss is not allowed.
+pub(super) fn replace_changed_maps<'d>(
+    d: &'d Desired,
+    o: &Observed,
+    opts: PlanOptions,
+    p: &mut Planning,
+) -> MapChanges<'d> {
+    let mut retired: BTreeSet<&str> = BTreeSet::new();
+    let mut creates = Vec::new();
+    for (name, want) in &d.maps {
+        match o.maps.get(name) {
+            None => creates.push(name.clone()),
+            Some(have) if have == want => {}
+            Some(have) => {
+                let config = CONFIG_MAPS.contains(&name.as_str());
+                let migrate = !config && migratable(name, have, want);
+                if !config && !migrate && !opts.allow_state_loss {
+                    p.errors.push(PlanError::StateLoss {
+                        name: name.clone(),
+                        before: *have,
+                        after: *want,
+                    });
+                    continue;
+                }
+                retired.insert(name);
+                creates.push(name.clone());
+                p.steps.retire.push(Step::RetireMap {
+                    name: name.clone(),
+                    before: *have,
+                    after: *want,
+                    migrate,
+                });
+                if migrate {
+                    p.steps.copy.push(Step::CopyMap { name: name.clone() });
+                }
+                p.steps
+                    .unpin
+                    .push(unpin_map(&format!("{OLD_PREFIX}{name}")));
+            }
+        }
+    }
+    MapChanges { retired, creates }
+}
+
+/// Leftovers of an interrupted migration (`old-NAME` pins): the copy is
+/// finished and the old map unpinned.
+pub(super) fn finish_interrupted_migrations(
+    d: &Desired,
+    o: &Observed,
+    retired: &BTreeSet<&str>,
+    s: &mut Steps,
+) {
+    for (name, have) in &o.maps {
+        let Some(base) = name.strip_prefix(OLD_PREFIX) else {
+            continue;
+        };
+        if retired.contains(base) {
+            // Retired again in this plan: RetireMap replaces the older
+            // copy and its unpin is already planned.
+            continue;
+        }
+        if let Some(want) = d.maps.get(base)
+            && !CONFIG_MAPS.contains(&base)
+            && migratable(base, have, want)
+        {
+            s.copy.push(Step::CopyMap { name: base.into() });
+        }
+        s.unpin.push(unpin_map(name));
+    }
+}
+
+/// Pinned maps the object no longer has are unpinned.
+pub(super) fn unpin_maps_not_in_object(d: &Desired, o: &Observed, s: &mut Steps) {
+    for name in o.maps.keys() {
+        if !name.starts_with(OLD_PREFIX) && !d.maps.contains_key(name) {
+            s.unpin.push(unpin_map(name));
+        }
+    }
+}
+
+pub(super) fn migratable(name: &str, before: &MapDef, after: &MapDef) -> bool {
+    let value_ok = before.value_size == after.value_size
+        || (APPEND_ONLY_MAPS.contains(&name) && before.value_size < after.value_size);
+    before.map_type == after.map_type
+        && before.key_size == after.key_size
+        && value_ok
+        && before.flags == after.flags
+        && matches!(
+            after.map_type,
+            BPF_MAP_TYPE_HASH | BPF_MAP_TYPE_ARRAY | BPF_MAP_TYPE_LRU_HASH
+        )
+}
+
+pub(super) fn unpin_map(name: &str) -> Step {
+    Step::Unpin {
+        path: format!("maps/{name}"),
+        what: if name.starts_with(OLD_PREFIX) {
+            "map replaced by a new definition".into()
+        } else {
+            "map no longer in the object".into()
+        },
+    }
+}
