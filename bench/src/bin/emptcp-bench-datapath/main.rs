@@ -538,7 +538,7 @@ fn memory_table(layout: &Layout, object: &Object, id: u32) -> anyhow::Result<Str
     let joins = map("JOINS")?;
     writeln!(
         out,
-        "| per tracked connection at the default sizing (the four maps over FLOWS' capacity; issue 11's budget 245 B, docs/datapath.md \"Memory per flow\" says why it is exceeded) | {per_conn:.0} B |"
+        "| per tracked connection at the default sizing (the four maps over FLOWS' capacity; target 245 B, docs/datapath.md \"Memory per flow\" says why it is exceeded) | {per_conn:.0} B |"
     )?;
     writeln!(
         out,

@@ -367,7 +367,7 @@ pub fn paths() -> Vec<Path> {
     let (init, next) = stream(|id| vec![synack(id)], data, false);
     add(
         Ingress,
-        "the same data segment repeated (a retransmission after its first run; the earlier benchmark's method)",
+        "the same data segment repeated (a retransmission after its first run: the repeat-one-frame method)",
         x,
         DATA,
         XDP_PASS,
