@@ -1585,3 +1585,71 @@ fn recovery_link_follows_recover_add_addr() {
     let k = kinds(&destroy(&o));
     assert!(k.iter().filter(|k| *k == "detach_tc").count() >= 2, "{k:?}");
 }
+
+/// A direction with exactly one IPv4 prefix is kept inline (network and
+/// mask such that `addr & mask == network` on the packet's bytes read
+/// natively, as the entry program compares); two prefixes, or IPv6
+/// only, stay in the tries alone; the interface's value reads back as
+/// plan wrote it.
+#[test]
+fn inline_v4_prefixes_encode_and_round_trip() {
+    use emptcp_common::{SEL_LOCAL_V4_INLINE, SEL_REMOTE, SEL_REMOTE_V4_INLINE};
+    let mut e = crate::state::Entries::default();
+    let mut add = |chain, dir, net: &str| {
+        e.prefixes.insert(crate::state::PrefixEntry {
+            chain,
+            dir,
+            prefix: net.parse().unwrap(),
+        });
+    };
+    add(1, crate::state::Dir::Remote, "192.0.2.0/24");
+    add(1, crate::state::Dir::Remote, "2001:db8::/32");
+    add(2, crate::state::Dir::Remote, "192.0.2.0/24");
+    add(2, crate::state::Dir::Remote, "198.51.100.0/24");
+    add(2, crate::state::Dir::Local, "203.0.113.7/32");
+    add(3, crate::state::Dir::Remote, "2001:db8::/32");
+    for id in 1..=3 {
+        e.selectors.insert(id, SEL_REMOTE);
+    }
+    let (v4, flags) = inline_v4_prefixes(1, &e);
+    assert_eq!(flags, SEL_REMOTE_V4_INLINE);
+    let matches = |addr: [u8; 4], net: u32, mask: u32| u32::from_ne_bytes(addr) & mask == net;
+    assert!(matches([192, 0, 2, 77], v4[0], v4[1]));
+    assert!(!matches([192, 0, 3, 77], v4[0], v4[1]));
+    assert_eq!(&v4[2..], &[0, 0]);
+    let (v4, flags) = inline_v4_prefixes(2, &e);
+    assert_eq!(
+        flags, SEL_LOCAL_V4_INLINE,
+        "two remote prefixes stay in the trie"
+    );
+    assert!(matches([203, 0, 113, 7], v4[2], v4[3]));
+    assert!(!matches([203, 0, 113, 8], v4[2], v4[3]));
+    assert_eq!(inline_v4_prefixes(3, &e), ([0; 4], 0));
+
+    let entry = |chains: Vec<u32>| crate::state::IfaceEntry {
+        name: "eth0".into(),
+        filter: iface_filter(&chains, &e),
+        chains,
+        capture: false,
+        raw_ip: false,
+        skb: false,
+        track: false,
+    };
+    let with = entry(vec![3, 1]);
+    assert_eq!(with.filter.inline_v4.len(), 2);
+    assert_eq!(
+        with.filter.chain_flags[1] & SEL_REMOTE_V4_INLINE,
+        SEL_REMOTE_V4_INLINE
+    );
+    let without = entry(vec![3]);
+    assert!(
+        without.filter.inline_v4.is_empty(),
+        "nothing inline: as before"
+    );
+    for i in [with, without] {
+        assert_eq!(
+            crate::codec::iface_from_kernel(&crate::codec::iface_to_kernel(4, &i)),
+            i
+        );
+    }
+}
