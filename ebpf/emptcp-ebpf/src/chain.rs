@@ -75,9 +75,9 @@ pub fn jump(ctx: &XdpContext, m: *mut XdpMeta, pos: u32, row: u32) -> u32 {
 #[inline(always)]
 fn idle(m: *const XdpMeta, action: u32) -> bool {
     if action == Action::StripAddAddr as u32 {
-        crate::actions::strip_add_addr::idle(m)
+        crate::idle::strip(m)
     } else if action == Action::RecoverAddAddr as u32 {
-        crate::actions::recover_add_addr::idle(m)
+        crate::idle::recover(m)
     } else {
         false
     }
@@ -165,12 +165,7 @@ pub fn next(ctx: &XdpContext, m: *mut XdpMeta, row: u32) -> u32 {
     jump(ctx, m, pos, row)
 }
 
-/// Is the packet one the actions may look into (options well formed, IP
-/// length consistent with the frame)? The entry counted the others.
-#[inline(always)]
-pub fn well_formed(m: *const XdpMeta) -> bool {
-    unsafe { (*m).opt_state != OPTS_BAD }
-}
+pub use crate::idle::well_formed;
 
 /// Defines an action program: `$name` is the program (and policy) name, `$row`
 /// the action, `$body(ctx, meta) -> Verdict` its work.

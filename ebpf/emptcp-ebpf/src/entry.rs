@@ -10,7 +10,7 @@
 //! filter. Only candidates pay for hash and LPM lookups.
 use aya_ebpf::{bindings::xdp_action, macros::xdp, maps::lpm_trie::Key, programs::XdpContext};
 use emptcp_common::{
-    ChainDef, DIR_LOCAL, DIR_REMOTE, FlowKey, IFACE_CAPTURE, IFACE_RAW_IP, IFACE_SLOTS,
+    ChainDef, DIR_LOCAL, DIR_REMOTE, FlowKey, IFACE_CAPTURE, IFACE_RAW_IP,
     INGRESS_CAPTURE_SLOT, INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6,
     MAX_CHAINS_PER_IFACE, MAX_STEPS, META_FLOW_UNKNOWN, META_MAGIC, Outcome, PortKey, SEL_LOCAL,
     SEL_LOCAL_PORTS, SEL_LOCAL_PORTS_INLINE, SEL_LOCAL_V4_INLINE, SEL_REMOTE, SEL_REMOTE_PORTS,
@@ -19,10 +19,20 @@ use emptcp_common::{
 
 use crate::{
     chain,
-    maps::{CHAINS, IFACE_SLOTS as SLOTS, IFACES, PORTS, PROGS, SEL_V4, SEL_V6, SUBFLOWS},
+    maps::{self, CHAINS, PORTS, PROGS, SEL_V4, SEL_V6, SUBFLOWS},
     parse::{Packet, addresses, parse_tcp, tcp_numbers},
     scan, stats,
 };
+
+/// The entry program of an interface with `IFACE_CAPTURE` (`entry`
+/// tail-calls it first thing): parse, look the subflow up, select the
+/// chain (a captured packet is described even when no chain takes it,
+/// with zero steps), describe, capture (`capture::ingress`), start the
+/// chain. Here, not in capture/, so the capture stays below the entry.
+#[xdp]
+pub fn ingress_capture(ctx: XdpContext) -> u32 {
+    run::<true>(&ctx)
+}
 
 /// Identifies the build of this object. Read on every matched packet so it
 /// stays in the program; tests patch it in the ELF to get a "rebuilt"
@@ -45,7 +55,7 @@ pub fn entry(ctx: XdpContext) -> u32 {
 #[inline(always)]
 pub(crate) fn run<const CAPTURE: bool>(ctx: &XdpContext) -> u32 {
     // The interface first: it says where L3 starts (IFACE_RAW_IP).
-    let Some(ifc) = iface(ctx.ingress_ifindex() as u32) else {
+    let Some(ifc) = maps::iface(ctx.ingress_ifindex() as u32) else {
         return xdp_action::XDP_PASS;
     };
     let Some(mut pkt) = parse_tcp(ctx, ifc.flags & IFACE_RAW_IP != 0) else {
@@ -61,20 +71,6 @@ pub(crate) fn run<const CAPTURE: bool>(ctx: &XdpContext) -> u32 {
     // A chain was started and its tail call failed, or the description
     // slot was missing: invalidate the description.
     chain::leave(ctx, xdp_action::XDP_PASS)
-}
-
-/// The interface's chains: the direct-mapped slot (an inlined array
-/// lookup), or the hash when another interface holds the slot. A slot
-/// names its interface (an unused one holds ifindex 0, which no interface
-/// has), and apply writes one only for an interface the entry has work on.
-#[inline(always)]
-pub(crate) fn iface(ifindex: u32) -> Option<&'static IfaceChains> {
-    if let Some(c) = SLOTS.get(ifindex & (IFACE_SLOTS - 1))
-        && c.ifindex == ifindex
-    {
-        return Some(c);
-    }
-    unsafe { IFACES.get(ifindex) }
 }
 
 /// Does the port filter `f` possibly hold `port`?

@@ -21,10 +21,7 @@ use crate::{
     options::{Buf64, Hdr, OPT_MAX, Seg, TCP_HLEN, load, load_be16, store, store_be16},
 };
 
-/// Largest header block that is moved (the size of a `SCRATCH` slot): 22
-/// (Ethernet + 2 tags) + 60 (IPv4 with options) + 20 + 36 (TCP options that
-/// leave room for 4 bytes) = 138.
-pub const HDR_MAX: u32 = 144;
+pub use crate::shared::HDR_MAX;
 
 pub enum Insert {
     /// The option is in the packet (at option offset `at`); the metadata
@@ -53,7 +50,7 @@ fn frame_len(ctx: &XdpContext) -> u32 {
 /// up only here, on the rare packet that is about to grow.
 #[inline(always)]
 fn skb_mode(ctx: &XdpContext) -> bool {
-    crate::entry::iface(ctx.ingress_ifindex() as u32).is_some_and(|i| i.flags & IFACE_SKB != 0)
+    crate::maps::iface(ctx.ingress_ifindex() as u32).is_some_and(|i| i.flags & IFACE_SKB != 0)
 }
 
 /// Does an `n`-byte option fit after the current options?

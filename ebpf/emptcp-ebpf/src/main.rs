@@ -29,6 +29,7 @@ mod egress;
 mod entry;
 mod flow;
 mod identity;
+mod idle;
 mod insert;
 mod maps;
 mod options;
@@ -36,6 +37,7 @@ mod parse;
 mod recovery;
 mod scan;
 mod sha256;
+mod shared;
 mod stats;
 
 #[cfg(not(test))]

@@ -137,7 +137,7 @@ pub static XDP_DESC: PerCpuArray<emptcp_common::XdpMeta> = PerCpuArray::with_max
 /// too big for the 512-byte BPF stack next to the option copies. XDP runs
 /// one program at a time per CPU, so one slot per CPU is enough.
 #[map]
-pub static SCRATCH: PerCpuArray<[u64; crate::insert::HDR_MAX as usize / 8]> =
+pub static SCRATCH: PerCpuArray<[u64; crate::shared::HDR_MAX as usize / 8]> =
     PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU buffer of the TCP checksum check (`csum::tcp_check`): 512
@@ -166,7 +166,7 @@ pub static EGRESS_IFACES: HashMap<u32, IfaceChains> = HashMap::with_max_entries(
 /// can interleave. `serial` is also put in the skb's `cb[0]`, so an action
 /// never trusts a slot written for another packet.
 #[map]
-pub static EGRESS_META: PerCpuArray<crate::egress::EgressMeta> =
+pub static EGRESS_META: PerCpuArray<crate::shared::EgressMeta> =
     PerCpuArray::with_max_entries(1, 0);
 
 /// Captured subflows, keyed with local = the packet's source (see
@@ -183,3 +183,17 @@ pub static SUBFLOW_EVENTS: RingBuf = RingBuf::with_byte_size(SUBFLOW_EVENTS_BYTE
 /// Egress hook counters, indexed by `emptcp_common::EgressStat`.
 #[map]
 pub static EGRESS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EGRESS_STATS_LEN, 0);
+
+/// The interface's chains: the direct-mapped slot (an inlined array
+/// lookup), or the hash when another interface holds the slot. A slot
+/// names its interface (an unused one holds ifindex 0, which no interface
+/// has), and apply writes one only for an interface the entry has work on.
+#[inline(always)]
+pub fn iface(ifindex: u32) -> Option<&'static IfaceChains> {
+    if let Some(c) = IFACE_SLOTS.get(ifindex & (emptcp_common::IFACE_SLOTS - 1))
+        && c.ifindex == ifindex
+    {
+        return Some(c);
+    }
+    unsafe { IFACES.get(ifindex) }
+}

@@ -38,23 +38,10 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
     chain::or_passed(ROW, recover(ctx, m))
 }
 
-/// Nothing to do, from the description alone: a malformed segment, a
-/// connection setup or teardown segment (left alone), or record_flow
-/// already knows (untracked, or nothing stored to deliver). The chain
-/// does not even call the program then (`chain::jump`).
-#[inline(always)]
-pub fn idle(m: *const XdpMeta) -> bool {
-    let (flags, known, due) = unsafe { ((*m).tcp_flags, (*m).flow, (*m).flow_due) };
-    !chain::well_formed(m)
-        || flags & (SYN | FIN | RST) != 0
-        || known == META_FLOW_UNTRACKED
-        || (known == META_FLOW_TRACKED && due == 0)
-}
-
 /// `None`: nothing to do, the packet passes untouched.
 #[inline(always)]
 fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
-    if idle(m) {
+    if crate::idle::recover(m) {
         return None;
     }
     let s = Seg::of(m);

@@ -33,18 +33,10 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
     chain::or_passed(ROW, strip(ctx, m))
 }
 
-/// Nothing to do, from the description alone: a malformed segment, or
-/// none with an ADD_ADDR. The chain does not even call the program then
-/// (`chain::jump`).
-#[inline(always)]
-pub fn idle(m: *const XdpMeta) -> bool {
-    !chain::well_formed(m) || unsafe { (*m).add_addr.len } == 0
-}
-
 /// `None`: not for this action, the packet passes untouched.
 #[inline(always)]
 fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
-    if idle(m) {
+    if crate::idle::strip(m) {
         return None;
     }
     let s = Seg::of(m);

@@ -1,24 +1,24 @@
-//! `ingress_capture` (XDP): what the PEER sends on a captured subflow.
-//! The entry program hands it every TCP packet of an interface with
-//! `IFACE_CAPTURE`; it runs the entry's path (`entry::run`), in which a
-//! packet whose subflow is in `SUBFLOWS` (the egress capture created it:
-//! the local end's first segment with an MPTCP option always precedes the
-//! peer's third ACK or data) is described whatever the chains select, then
-//! captured here, then its chain (if any) starts as usual.
+//! The ingress half of the capture: what the PEER sends on a captured
+//! subflow. The program `ingress_capture` (entry.rs: the entry tail-calls
+//! it on an interface with `IFACE_CAPTURE`) runs the entry's path, in
+//! which a packet whose subflow is in `SUBFLOWS` (the egress capture
+//! created it: the local end's first segment with an MPTCP option always
+//! precedes the peer's third ACK or data) is described whatever the chains
+//! select, then captured here, then its chain (if any) starts as usual.
 //!
 //! It records, and only updates existing entries:
 //! * `last_rx_data_ns` on a segment with payload;
 //! * the MP_CAPABLE keys (the server role: the third ACK with both keys
 //!   arrives here);
 //! * the peer's FIN or RST: `SF_PEER_FIN`/`SF_PEER_RST`, event `CLOSED`,
-//!   entry removed (the local end often sends nothing after a fastclose
+//!   entry closed (the local end often sends nothing after a fastclose
 //!   RST, so the egress capture would never learn it).
 //!
 //! It never writes what the egress capture owns (seq/ack, window,
 //! timestamps, DSS data ACK, MACs, chain, interface): a forged packet
 //! carries what the local stack actually sent. Malformed packets
 //! (`OPTS_BAD`) are not captured. The packet is never changed.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use emptcp_common::{OPTS_BAD, SF_PEER_FIN, SF_PEER_RST, XdpMeta};
 
 use super::{Sender, close, closed, keys};
@@ -26,15 +26,6 @@ use crate::{
     maps::SUBFLOWS,
     options::{FIN, RST, Seg, key},
 };
-
-/// The entry program of an interface with `IFACE_CAPTURE` (the XDP
-/// `entry` tail-calls it first thing): parse, look the subflow up, select
-/// the chain (a captured packet is described even when no chain takes it,
-/// with zero steps), describe, capture, start the chain.
-#[xdp]
-pub fn ingress_capture(ctx: XdpContext) -> u32 {
-    crate::entry::run::<true>(&ctx)
-}
 
 /// Records what the described packet tells about its subflow, if the
 /// capture has it.

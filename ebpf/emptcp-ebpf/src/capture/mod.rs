@@ -13,7 +13,7 @@ use emptcp_common::{
     SubflowState,
 };
 
-use crate::{egress::event, maps::SUBFLOW_EVENTS, options::Seg, parse::Frame};
+use crate::{maps::SUBFLOW_EVENTS, options::Seg, parse::Frame, stats::egress_event as event};
 
 pub mod ingress;
 

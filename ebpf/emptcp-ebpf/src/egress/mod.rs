@@ -34,15 +34,7 @@ pub const PASS: i32 = -1;
 /// `TC_ACT_SHOT`: drop (only a packet left inconsistent by a failed write).
 pub const SHOT: i32 = 2;
 
-/// Value of `EGRESS_META`: the description and the serial of the packet
-/// it describes (also in the skb's `cb[0]`).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct EgressMeta {
-    pub serial: u32,
-    pub _pad: u32,
-    pub meta: XdpMeta,
-}
+pub use crate::shared::EgressMeta;
 
 /// The description the entry wrote for this packet, if it is ours.
 #[inline(always)]
@@ -80,13 +72,7 @@ pub fn next(ctx: &TcContext, m: *mut XdpMeta, row: u32) -> i32 {
     jump(ctx, m, pos, row)
 }
 
-/// Counts one egress event (`EGRESS_STATS`).
-#[inline(always)]
-pub fn event(e: EgressStat) {
-    if let Some(p) = EGRESS_STATS.get_ptr_mut(e as u32) {
-        unsafe { *p += 1 };
-    }
-}
+pub use crate::stats::egress_event as event;
 
 /// What an egress action wants after its work.
 pub enum Verdict {
