@@ -3,7 +3,7 @@
 //! call to the next step. No map lookup but that one: the steps travel
 //! with the description.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use emptcp_common::{Action, MAX_STEPS, META_MAGIC, OPTS_BAD, Outcome, XdpMeta};
+use emptcp_common::{Action, MAX_STEPS, META_MAGIC, Outcome, XdpMeta};
 
 use crate::{
     maps::{PROGS, XDP_DESC},

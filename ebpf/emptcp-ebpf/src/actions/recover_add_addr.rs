@@ -15,8 +15,8 @@
 //! agent) is told on `EVENTS` for links where that path is not attached.
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use emptcp_common::{
-    ADD_ADDR_MAX_LEN, Action, AddrKey, FlowKey, FlowStat, FlowState, META_FLOW_TRACKED,
-    META_FLOW_UNTRACKED, OPTS_EOL, OptRef, Outcome, RecoverEvent, VIA_INSERT, XdpMeta,
+    ADD_ADDR_MAX_LEN, Action, AddrKey, FlowKey, FlowStat, FlowState, OPTS_EOL, OptRef, Outcome,
+    RecoverEvent, VIA_INSERT, XdpMeta,
 };
 
 use crate::{
@@ -25,7 +25,7 @@ use crate::{
     flow::{self, Due},
     insert::{Insert, has_room, insert_option},
     maps::{EVENTS, FLOW_ADDRS, THRESHOLDS},
-    options::{Buf64, FIN, KIND_NOP, RST, SYN, Seg, key},
+    options::{Buf64, KIND_NOP, Seg, key},
     stats,
 };
 

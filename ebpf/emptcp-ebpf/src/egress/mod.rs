@@ -14,10 +14,10 @@
 //! attached after ours still run. Only a packet an action damaged half-way
 //! is dropped ([`SHOT`]); a malformed one always passes untouched.
 use aya_ebpf::programs::TcContext;
-use emptcp_common::{EgressStat, META_MAGIC, Outcome, XdpMeta};
+use emptcp_common::{META_MAGIC, Outcome, XdpMeta};
 
 use crate::{
-    maps::{EGRESS_META, EGRESS_PROGS, EGRESS_STATS},
+    maps::{EGRESS_META, EGRESS_PROGS},
     stats,
 };
 
@@ -33,8 +33,6 @@ mod track;
 pub const PASS: i32 = -1;
 /// `TC_ACT_SHOT`: drop (only a packet left inconsistent by a failed write).
 pub const SHOT: i32 = 2;
-
-pub use crate::shared::EgressMeta;
 
 /// The description the entry wrote for this packet, if it is ours.
 #[inline(always)]
