@@ -1064,6 +1064,7 @@ mod tests {
             size_of::<IfaceChains>(),
             16 + 8 * MAX_CHAINS_PER_IFACE
                 + 4 * INLINE_PORTS * MAX_CHAINS_PER_IFACE
+                + 16 * MAX_CHAINS_PER_IFACE
                 + 64
                 + IFNAME_LEN
         );
