@@ -143,6 +143,52 @@ fn apply_attaches_pins_and_converges() {
     );
 }
 
+/// One bpffs root serves one network namespace: its maps are keyed by
+/// ifindex and 4-tuple, which another namespace reuses. A second namespace
+/// applying to the same root is refused before anything changes, with an
+/// error naming both namespaces and the fix; once the first namespace is
+/// gone, the second takes the root over.
+#[test]
+fn a_root_serves_one_network_namespace() {
+    if !kernel_or_skip("a_root_serves_one_network_namespace") {
+        return;
+    }
+    let (ta, tb) = (tag("nsa"), tag("nsb"));
+    let a = Pair::new(&ta);
+    let b = Pair::new(&tb);
+    let root = BpfRoot::new(&ta);
+    let dir = tempfile::tempdir().unwrap();
+    let fa = policy_file(&dir, "a.yaml", &policy(&a.dev_b, "1MiB", None));
+    let fb = policy_file(&dir, "b.yaml", &policy(&b.dev_b, "1MiB", None));
+    apply_ok(&root.path, &a.b.name, fa.to_str().unwrap());
+
+    let out = emptcp(
+        &root.path,
+        Some(&b.b.name),
+        &["apply", "-f", fb.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "the second namespace applied: {err}");
+    assert!(
+        err.contains("serves network namespace net:[") && err.contains("--bpffs-root"),
+        "{err}"
+    );
+    // Nothing changed: the first namespace's interface is still served,
+    // the second's got nothing.
+    let st = status_json(&root.path, &a.b.name);
+    assert_eq!(iface(&st, &a.dev_b)["attached"], true, "{st:#}");
+    let link = b.b.exec(&format!("ip -d link show dev {}", b.dev_b));
+    assert!(!link.contains("prog/xdp"), "attached in the refused namespace: {link}");
+
+    // The first namespace goes: the second takes the root over.
+    drop(a);
+    apply_ok(&root.path, &b.b.name, fb.to_str().unwrap());
+    let st = status_json(&root.path, &b.b.name);
+    assert_eq!(iface(&st, &b.dev_b)["attached"], true, "{st:#}");
+    expect_plan_exit(&root.path, &b.b.name, fb.to_str().unwrap(), 0);
+    emptcp_ok(&root.path, Some(&b.b.name), &["destroy"], 0);
+}
+
 #[test]
 fn threshold_change_is_one_map_update() {
     if !kernel_or_skip("threshold_change_is_one_map_update") {

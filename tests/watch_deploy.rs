@@ -10,7 +10,7 @@ use std::{
 };
 
 use common::*;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -69,7 +69,7 @@ fn systemd_unit_verifies() {
 
 fn docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
+    yaml_serde::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect()
 }

@@ -34,6 +34,14 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 pub struct ObservedMeta {
     pub layout_version: u32,
     pub object_sha256: String,
+    /// The network namespace the root serves (`ObjectMeta::netns`; 0 when
+    /// not recorded).
+    #[serde(default)]
+    pub netns: u32,
+    /// That namespace still exists (checked only when it is not the one
+    /// observed from).
+    #[serde(default)]
+    pub netns_exists: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +80,9 @@ pub struct Observed {
     #[serde(default)]
     pub kernel: String,
     pub meta: Option<ObservedMeta>,
+    /// Inode number of the network namespace observed from (0: unknown).
+    #[serde(default)]
+    pub netns: u32,
     /// Pinned maps by name (`old-NAME` while a migration is in flight).
     pub maps: BTreeMap<String, MapDef>,
     /// Pinned programs by name.
@@ -150,6 +161,7 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
         netdevs: netdev::list()?,
+        netns: crate::netns::current_inode().unwrap_or(0),
         ..Default::default()
     };
     if !layout.root.exists() {
@@ -357,9 +369,12 @@ fn read_entries(layout: &Layout, o: &mut Observed) -> Result<(), ObserveError> {
             Array::try_from(m).map_err(|e| pin_err("map", &p, e))?;
         let meta = a.get(&0, 0).map_err(|e| pin_err("map", &p, e))?;
         if meta.layout_version != 0 {
+            let other = meta.netns != 0 && meta.netns != o.netns;
             o.meta = Some(ObservedMeta {
                 layout_version: meta.layout_version,
                 object_sha256: hex::encode(meta.object_sha256),
+                netns: meta.netns,
+                netns_exists: !other || crate::netns::exists(meta.netns),
             });
         }
     }

@@ -94,7 +94,7 @@ fn every_example_matches_the_json_schema() {
     let mut failures = Vec::new();
     for path in yaml_files(&examples()) {
         let text = std::fs::read_to_string(&path).expect("read example");
-        let instance: serde_json::Value = serde_yaml::from_str(&text).expect("example is YAML");
+        let instance: serde_json::Value = yaml_serde::from_str(&text).expect("example is YAML");
         for error in validator.iter_errors(&instance) {
             failures.push(format!(
                 "{}: {} at {}",

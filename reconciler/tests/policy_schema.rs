@@ -115,7 +115,7 @@ fn schema_and_loader_agree_on_values() {
     for (template, value, valid) in cases {
         let text = template.replace('@', value);
         let loaded = emptcp::policy::load_str("case.yaml", &text);
-        let instance: serde_json::Value = serde_yaml::from_str(&text).expect("YAML");
+        let instance: serde_json::Value = yaml_serde::from_str(&text).expect("YAML");
         let schema_ok = validator.is_valid(&instance);
         if loaded.is_ok() != *valid || schema_ok != *valid {
             disagreements.push(format!(

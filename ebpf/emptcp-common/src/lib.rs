@@ -298,7 +298,11 @@ pub struct ChainCounters {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub layout_version: u32,
-    pub _pad: u32,
+    /// Inode number of the network namespace whose interfaces the root's
+    /// datapath serves (`/proc/thread-self/ns/net` of the apply that wrote
+    /// it); 0 when not recorded. Its maps are keyed by ifindex and
+    /// 4-tuple, which another namespace reuses: one root, one namespace.
+    pub netns: u32,
     /// sha256 of the eBPF object that is loaded.
     pub object_sha256: [u8; 32],
 }

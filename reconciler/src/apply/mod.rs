@@ -170,8 +170,9 @@ impl<'a> Applier<'a> {
                 source: Box::new(source),
             })?;
             if self.kill_after == Some(i + 1) {
-                // SAFETY: raising SIGKILL on ourselves; never returns.
-                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                // A crash between two steps, for the crash tests: SIGKILL
+                // on ourselves never returns.
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
             }
         }
         Ok(plan.steps.len())
@@ -432,7 +433,8 @@ impl<'a> Applier<'a> {
                     0,
                     ObjectMeta {
                         layout_version: LAYOUT_VERSION,
-                        _pad: 0,
+                        // The namespace this apply runs in (after --netns).
+                        netns: crate::netns::current_inode().unwrap_or(0),
                         object_sha256: sha,
                     },
                     0,

@@ -98,6 +98,10 @@ impl Plan {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error(
+        "this bpffs root serves network namespace net:[{owner}], and this is net:[{current}]: one root serves one namespace (its maps are keyed by ifindex and 4-tuple, which namespaces reuse); give this namespace its own root (--bpffs-root /sys/fs/bpf/emptcp-NAME), or run `emptcp destroy` on this root from net:[{owner}] first"
+    )]
+    OtherNamespace { owner: u32, current: u32 },
+    #[error(
         "interface {iface} has a foreign XDP program attached (id {prog_id}, name '{prog_name}', mode {mode:?}); emptcp never detaches programs it did not attach: remove it, or re-run with --force to replace it"
     )]
     Foreign {
@@ -186,6 +190,7 @@ pub const APPEND_ONLY_MAPS: &[&str] = &[
 /// then what is pruned and whether META is written.
 pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<PlanError>> {
     let mut p = Planning::default();
+    object::one_namespace_per_root(o, &mut p)?;
     let maps = maps::replace_changed_maps(d, o, opts, &mut p);
     let need_load = object::load_unless_pinned(d, o, maps.creates, &mut p);
     maps::finish_interrupted_migrations(d, o, &maps.retired, &mut p.steps);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use emptcp_common::LAYOUT_VERSION;
 
-use super::{Planning, Step, Steps};
+use super::{PlanError, Planning, Step, Steps};
 use crate::{desired::Desired, observe::Observed};
 
 /// Plans the load when a program pin disagrees with the desired object or a
@@ -45,13 +45,39 @@ pub(super) fn unpin_programs_not_in_object(d: &Desired, o: &Observed, s: &mut St
     }
 }
 
+/// A root whose META names another network namespace that still exists is
+/// refused before anything is planned: both would write the same maps keyed
+/// by ifindex and 4-tuple. One whose namespace is gone is taken over (a
+/// note says so); one that names none (written before the namespace was
+/// recorded) is claimed by the META write.
+pub(super) fn one_namespace_per_root(o: &Observed, p: &mut Planning) -> Result<(), Vec<PlanError>> {
+    let Some(m) = &o.meta else {
+        return Ok(());
+    };
+    if m.netns == 0 || o.netns == 0 || m.netns == o.netns {
+        return Ok(());
+    }
+    if m.netns_exists {
+        return Err(vec![PlanError::OtherNamespace {
+            owner: m.netns,
+            current: o.netns,
+        }]);
+    }
+    p.notes.push(format!(
+        "this root served network namespace net:[{}], which no longer exists; net:[{}] takes it over",
+        m.netns, o.netns
+    ));
+    Ok(())
+}
+
 /// META is written last when the object was loaded or META records
-/// another object or layout.
+/// another object, layout or network namespace.
 pub(super) fn write_meta_unless_current(d: &Desired, o: &Observed, need_load: bool, s: &mut Steps) {
-    let meta_ok = o
-        .meta
-        .as_ref()
-        .is_some_and(|m| m.object_sha256 == d.object_sha256 && m.layout_version == LAYOUT_VERSION);
+    let meta_ok = o.meta.as_ref().is_some_and(|m| {
+        m.object_sha256 == d.object_sha256
+            && m.layout_version == LAYOUT_VERSION
+            && (o.netns == 0 || m.netns == o.netns)
+    });
     if need_load || !meta_ok {
         s.meta.push(Step::WriteMeta {
             object_sha256: d.object_sha256.clone(),

@@ -274,6 +274,8 @@ fn play_object(s: &Step, d: &Desired, o: &mut Observed, id: &mut dyn FnMut() -> 
             o.meta = Some(ObservedMeta {
                 layout_version: LAYOUT_VERSION,
                 object_sha256: object_sha256.clone(),
+                netns: o.netns,
+                netns_exists: true,
             });
         }
         _ => unreachable!("{s:?} is an entry or link step"),
@@ -353,6 +355,46 @@ fn fresh_install_then_empty() {
     insta::assert_snapshot!("fresh_install", text(&p));
     assert_eq!(p.steps.first().map(|s| s.change()), Some(Change::Add));
     assert!(matches!(p.steps.last(), Some(Step::WriteMeta { .. })));
+}
+
+/// One root serves one network namespace: a root whose META names
+/// another namespace that still exists is refused before any step; one
+/// whose namespace is gone is taken over (noted, META rewritten); one
+/// that names none (an older root) is claimed by the META write.
+#[test]
+fn a_root_serves_one_network_namespace() {
+    let d = desired(BASE);
+    let mut o = fresh();
+    o.netns = 4026531840;
+    converge(&d, &mut o, PlanOptions::default());
+    assert_eq!(o.meta.as_ref().unwrap().netns, 4026531840);
+
+    let mut other = o.clone();
+    other.netns = 4026532999;
+    let e = plan(&d, &other, PlanOptions::default()).unwrap_err();
+    assert_eq!(
+        e,
+        vec![PlanError::OtherNamespace {
+            owner: 4026531840,
+            current: 4026532999
+        }]
+    );
+    assert!(e[0].to_string().contains("--bpffs-root"), "{}", e[0]);
+
+    other.meta.as_mut().unwrap().netns_exists = false;
+    let p = converge(&d, &mut other, PlanOptions::default());
+    assert!(
+        p.notes.iter().any(|n| n.contains("no longer exists")),
+        "{:?}",
+        p.notes
+    );
+    assert_eq!(p.steps.len(), 1, "only META: {:?}", p.steps);
+    assert_eq!(other.meta.as_ref().unwrap().netns, 4026532999);
+
+    let mut older = o.clone();
+    older.meta.as_mut().unwrap().netns = 0;
+    let p = converge(&d, &mut older, PlanOptions::default());
+    assert!(matches!(p.steps[..], [Step::WriteMeta { .. }]), "{:?}", p.steps);
 }
 
 #[test]

@@ -178,7 +178,7 @@ impl View {
     }
 
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_default()
+        yaml_serde::to_string(self).unwrap_or_default()
     }
 }
 

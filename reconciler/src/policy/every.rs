@@ -17,7 +17,7 @@ use super::error::{PolicyError, Pos};
 use super::locate::{self, Kind, Node};
 use super::model::Policy;
 use super::yaml_error;
-use serde_yaml::Value;
+use yaml_serde::Value;
 use std::path::Path;
 
 /// Errors reported from one file at most: past this, more lines of errors
@@ -34,9 +34,9 @@ enum Step {
 
 /// The errors of `text`, whose first parse failed with `first`, sorted by
 /// position (errors without one last).
-pub(crate) fn every_error(file: &Path, text: &str, first: &serde_yaml::Error) -> Vec<PolicyError> {
+pub(crate) fn every_error(file: &Path, text: &str, first: &yaml_serde::Error) -> Vec<PolicyError> {
     let mut errors = vec![yaml_error::convert(file, text, first)];
-    if let (Some(tree), Ok(value)) = (locate::build(text), serde_yaml::from_str::<Value>(text)) {
+    if let (Some(tree), Ok(value)) = (locate::build(text), yaml_serde::from_str::<Value>(text)) {
         let at = first.location().map(|l| Pos::new(l.line(), l.column()));
         collect_rest(file, tree, value, at, &mut errors);
     }
@@ -71,10 +71,10 @@ fn collect_rest(
             return;
         }
         cuts.push(cut.to_vec());
-        let Ok(copy) = serde_yaml::to_string(&value) else {
+        let Ok(copy) = yaml_serde::to_string(&value) else {
             return;
         };
-        let Err(e) = serde_yaml::from_str::<Policy>(&copy) else {
+        let Err(e) = yaml_serde::from_str::<Policy>(&copy) else {
             return;
         };
         let Some(copy_tree) = locate::build(&copy) else {
@@ -299,7 +299,7 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> Vec<PolicyError> {
-        let first = serde_yaml::from_str::<Policy>(text).unwrap_err();
+        let first = yaml_serde::from_str::<Policy>(text).unwrap_err();
         every_error(Path::new("p.yaml"), text, &first)
     }
 

@@ -133,7 +133,7 @@ pub(crate) fn parse(path: PathBuf, text: &str) -> Result<SourceFile, PolicyError
             .hint("a policy needs at least `version: 1`; see examples/policies/quickstart.yaml")
             .into());
     }
-    let policy: Policy = serde_yaml::from_str(text)
+    let policy: Policy = yaml_serde::from_str(text)
         .map_err(|e| PolicyErrors(every::every_error(&path, text, &e)))?;
     // The document parsed, so walking it again cannot fail; if it somehow
     // does, errors lose their positions rather than the policy failing.

@@ -97,7 +97,7 @@ pub(crate) fn build(text: &str) -> Option<Node> {
     let seed = NodeSeed {
         scalar: &mut scalar,
     };
-    match seed.deserialize(serde_yaml::Deserializer::from_str(text)) {
+    match seed.deserialize(yaml_serde::Deserializer::from_str(text)) {
         Ok(node) => Some(node),
         // A document that is a lone scalar ends in the sentinel too.
         Err(err) => caught(&err, &mut scalar),

@@ -227,7 +227,7 @@ packet_copy:
     #[test]
     fn canonical_yaml_round_trips() {
         let p = load_str("full.yaml", FULL).unwrap();
-        let yaml = serde_yaml::to_string(&p).unwrap();
+        let yaml = yaml_serde::to_string(&p).unwrap();
         assert!(yaml.contains("- set_window:\n"), "{yaml}");
         assert!(yaml.contains("bytes: 64KiB"), "{yaml}");
         assert!(yaml.contains("- 8000-8100"), "{yaml}");

@@ -160,7 +160,7 @@ pub struct Chain {
     /// Actions run in order on each matching packet: 1 to 8, each at most
     /// once. Each action is a plain name (`record_flow`) or a single-key map
     /// with its arguments (`set_backup: {backup: true}`).
-    #[serde(with = "serde_yaml::with::singleton_map_recursive")]
+    #[serde(with = "yaml_serde::with::singleton_map_recursive")]
     #[schemars(with = "Vec<Action>", length(min = 1, max = 8))]
     pub actions: Vec<Action>,
 }
@@ -245,7 +245,7 @@ pub struct Thresholds {
     pub recover_at: ByteSize,
     /// What decides the threshold in force: `constant` (default) or
     /// `cpu_usage: {...}`.
-    #[serde(default, with = "serde_yaml::with::singleton_map")]
+    #[serde(default, with = "yaml_serde::with::singleton_map")]
     #[schemars(with = "Decider")]
     pub decider: Decider,
 }
@@ -357,11 +357,11 @@ pub struct PacketCopy {
     #[schemars(regex(pattern = CHAIN_NAME_PATTERN))]
     pub chain: String,
     /// When to send: `subflow_idle: <duration>` or `flow_bytes_at: <size>`.
-    #[serde(with = "serde_yaml::with::singleton_map")]
+    #[serde(with = "yaml_serde::with::singleton_map")]
     #[schemars(with = "Trigger")]
     pub when: Trigger,
     /// What to send: `mp_prio: {backup: ...}` or `add_addr: {...}`.
-    #[serde(with = "serde_yaml::with::singleton_map")]
+    #[serde(with = "yaml_serde::with::singleton_map")]
     #[schemars(with = "Send")]
     pub send: Send,
 }

@@ -7,7 +7,7 @@ use super::suggest::closest;
 use std::path::Path;
 
 /// Converts `err`, raised while reading `text` from `file`.
-pub(crate) fn convert(file: &Path, text: &str, err: &serde_yaml::Error) -> PolicyError {
+pub(crate) fn convert(file: &Path, text: &str, err: &yaml_serde::Error) -> PolicyError {
     let reported = err.location().map(|l| Pos::new(l.line(), l.column()));
     let (mut message, embedded_hint) = split_hint(&strip_marks(&err.to_string(), reported));
     let mut pos = reported.map(|p| inside(text, p));
@@ -237,7 +237,7 @@ mod tests {
     use crate::policy::model::Policy;
 
     fn error_for(text: &str) -> PolicyError {
-        let err = serde_yaml::from_str::<Policy>(text).unwrap_err();
+        let err = yaml_serde::from_str::<Policy>(text).unwrap_err();
         convert(Path::new("p.yaml"), text, &err)
     }
 

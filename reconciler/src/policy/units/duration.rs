@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn plain_yaml_integers_are_rejected() {
-        let err = serde_yaml::from_str::<Duration>("500").unwrap_err();
+        let err = yaml_serde::from_str::<Duration>("500").unwrap_err();
         assert!(err.to_string().contains("has no unit"), "{err}");
     }
 

@@ -143,7 +143,7 @@ mod tests {
             let err = bad.parse::<Percent>().unwrap_err();
             assert!(err.hint.contains("1 to 100"), "{bad}: {err}");
         }
-        let err = serde_yaml::from_str::<Percent>("80").unwrap_err();
+        let err = yaml_serde::from_str::<Percent>("80").unwrap_err();
         assert!(err.to_string().contains("no % sign"), "{err}");
     }
 }

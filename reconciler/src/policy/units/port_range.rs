@@ -199,19 +199,19 @@ mod tests {
             let err = bad.parse::<PortRange>().unwrap_err();
             assert!(err.hint.contains("65535"), "{bad}: {err}");
         }
-        assert!(serde_yaml::from_str::<PortRange>("70000").is_err());
-        assert!(serde_yaml::from_str::<PortRange>("-1").is_err());
+        assert!(yaml_serde::from_str::<PortRange>("70000").is_err());
+        assert!(yaml_serde::from_str::<PortRange>("-1").is_err());
     }
 
     #[test]
     fn serializes_back_the_same_way() {
-        let single = serde_yaml::to_string(&PortRange::single(443)).unwrap();
+        let single = yaml_serde::to_string(&PortRange::single(443)).unwrap();
         assert_eq!(single.trim(), "443");
-        let range = serde_yaml::to_string(&PortRange { start: 1, end: 9 }).unwrap();
+        let range = yaml_serde::to_string(&PortRange { start: 1, end: 9 }).unwrap();
         assert_eq!(range.trim(), "1-9");
         for text in ["443", "1-9", "8000-8100"] {
-            let parsed: PortRange = serde_yaml::from_str(text).unwrap();
-            assert_eq!(serde_yaml::to_string(&parsed).unwrap().trim(), text);
+            let parsed: PortRange = yaml_serde::from_str(text).unwrap();
+            assert_eq!(yaml_serde::to_string(&parsed).unwrap().trim(), text);
         }
     }
 
