@@ -168,7 +168,11 @@ fn a_root_serves_one_network_namespace() {
         &["apply", "-f", fb.to_str().unwrap()],
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "the second namespace applied: {err}");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the second namespace applied: {err}"
+    );
     assert!(
         err.contains("serves network namespace net:[") && err.contains("--bpffs-root"),
         "{err}"
@@ -178,7 +182,10 @@ fn a_root_serves_one_network_namespace() {
     let st = status_json(&root.path, &a.b.name);
     assert_eq!(iface(&st, &a.dev_b)["attached"], true, "{st:#}");
     let link = b.b.exec(&format!("ip -d link show dev {}", b.dev_b));
-    assert!(!link.contains("prog/xdp"), "attached in the refused namespace: {link}");
+    assert!(
+        !link.contains("prog/xdp"),
+        "attached in the refused namespace: {link}"
+    );
 
     // The first namespace goes: the second takes the root over.
     drop(a);

@@ -394,7 +394,11 @@ fn a_root_serves_one_network_namespace() {
     let mut older = o.clone();
     older.meta.as_mut().unwrap().netns = 0;
     let p = converge(&d, &mut older, PlanOptions::default());
-    assert!(matches!(p.steps[..], [Step::WriteMeta { .. }]), "{:?}", p.steps);
+    assert!(
+        matches!(p.steps[..], [Step::WriteMeta { .. }]),
+        "{:?}",
+        p.steps
+    );
 }
 
 #[test]

@@ -17,8 +17,8 @@ use super::error::{PolicyError, Pos};
 use super::locate::{self, Kind, Node};
 use super::model::Policy;
 use super::yaml_error;
-use yaml_serde::Value;
 use std::path::Path;
+use yaml_serde::Value;
 
 /// Errors reported from one file at most: past this, more lines of errors
 /// help nobody and the loop (one parse each) must end anyway.
