@@ -68,7 +68,7 @@ wait "$fuzz_build" || { tail -40 "$fuzz_log"; echo "fuzz policy: the build faile
 echo "== leftovers"
 ./scripts/check-clean.sh
 # The datapath tier again on a second kernel (Debian's 6.12 LTS in a QEMU
-# guest, about 3 min plus 2.5 min to build the cached image the first time);
+# guest, about 5.5 min plus 2.5 min to build the cached image the first time);
 # scripts/vm.sh runs the other tiers too (docs/development.md).
 echo "== datapath on 6.12 (guest)"
 if [[ ${EMPTCP_VM:-1} == 0 ]]; then
