@@ -711,17 +711,7 @@ fn an_idle_rule_never_fires_after_its_connection_closed() {
         ),
     )
     .unwrap();
-    let cap = capture();
-    let mut args = vec![
-        "-o",
-        "json",
-        "-f",
-        policy.to_str().unwrap(),
-        "--pcap",
-        cap.to_str().unwrap(),
-    ];
-    args.extend_from_slice(&LOCAL);
-    let r = json(&simulate(&args), 0);
+    let r = json_over(&policy, &capture());
     let subflows: u64 = conns(&r).iter().map(|c| n(c, "subflows")).sum();
     assert_eq!(subflows, 6, "the capture's subflows: {r:#}");
     let eg = &r["egress_counters"];
@@ -1011,13 +1001,20 @@ fn live_agent(lab: &mptcp_common::Lab) -> impl Drop {
 
 /// The quickstart policy over `tests/captures/NAME.pcap.gz`.
 fn quickstart_over(name: &str) -> Value {
-    let cap = repo().join(format!("tests/captures/{name}.pcap.gz"));
-    let qs = quickstart();
+    json_over(
+        &quickstart(),
+        &repo().join(format!("tests/captures/{name}.pcap.gz")),
+    )
+}
+
+/// The JSON report of `policy` over capture `cap`, with the lab's
+/// addresses as local (exit 0 expected).
+fn json_over(policy: &Path, cap: &Path) -> Value {
     let mut args = vec![
         "-o",
         "json",
         "-f",
-        qs.to_str().unwrap(),
+        policy.to_str().unwrap(),
         "--pcap",
         cap.to_str().unwrap(),
     ];
