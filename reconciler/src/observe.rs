@@ -242,6 +242,18 @@ fn read_objects(o: &mut Observed) -> Result<(), ObserveError> {
 }
 
 impl Observed {
+    /// The root was last written from another network namespace (one that
+    /// is gone, or the plan is refused). Its pinned links are that
+    /// namespace's: an ifindex is only unique within a namespace, so such a
+    /// link can name the ifindex of one of ours while it is attached (until
+    /// the dying namespace is cleaned up, asynchronously) to a device of
+    /// the other. None of them is kept.
+    pub fn links_of_another_namespace(&self) -> bool {
+        self.meta
+            .as_ref()
+            .is_some_and(|m| m.netns != 0 && self.netns != 0 && m.netns != self.netns)
+    }
+
     /// The pinned TCX links of `hook` by interface name.
     pub fn tc_links_of(&self, hook: TcHook) -> &BTreeMap<String, ObservedLink> {
         match hook {

@@ -91,8 +91,9 @@ fn keep_xdp_link(
     let Some(link) = o.links.get(name) else {
         return false;
     };
-    let attached_here =
-        link.ifindex == dev.ifindex && dev.xdp.as_ref().is_some_and(|x| x.prog_id == link.prog_id);
+    let attached_here = link.ifindex == dev.ifindex
+        && !o.links_of_another_namespace()
+        && dev.xdp.as_ref().is_some_and(|x| x.prog_id == link.prog_id);
     let mode_ok = dev.xdp.as_ref().is_some_and(|x| mode_matches(mode, x.mode));
     if attached_here && mode_ok {
         let entry_prog = o.programs.get(ENTRY_PROGRAM).map(|p| p.id);
@@ -169,6 +170,9 @@ pub(super) fn tc_links(d: &Desired, o: &Observed, need_load: bool, s: &mut Steps
 fn tc_links_of(d: &Desired, o: &Observed, need_load: bool, hook: TcHook, s: &mut Steps) {
     let prog = o.programs.get(hook.program()).map(|p| p.id);
     let links = o.tc_links_of(hook);
+    let ours = |link: &crate::observe::ObservedLink, dev: &NetDev| {
+        link.ifindex == dev.ifindex && !o.links_of_another_namespace()
+    };
     let wanted = |name: &str| {
         d.interfaces.get(name).is_some_and(|i| i.wants_tc(hook)) && o.netdevs.contains_key(name)
     };
@@ -180,7 +184,7 @@ fn tc_links_of(d: &Desired, o: &Observed, need_load: bool, hook: TcHook, s: &mut
             continue; // noted in desired_entries
         };
         match links.get(name) {
-            Some(link) if link.ifindex == dev.ifindex => {
+            Some(link) if ours(link, dev) => {
                 if need_load || Some(link.prog_id) != prog {
                     s.links.push(Step::UpdateTcLink {
                         iface: name.clone(),
@@ -192,7 +196,8 @@ fn tc_links_of(d: &Desired, o: &Observed, need_load: bool, hook: TcHook, s: &mut
                 continue;
             }
             // A link left on an interface that was re-created (another
-            // ifindex, or 0 once its interface is gone): replace it.
+            // ifindex, or 0 once its interface is gone), or by a namespace
+            // that is gone: replace it.
             Some(link) => s.relink.push(Step::DetachTc {
                 iface: name.clone(),
                 link_id: link.id,

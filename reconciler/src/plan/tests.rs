@@ -359,11 +359,12 @@ fn fresh_install_then_empty() {
 
 /// One root serves one network namespace: a root whose META names
 /// another namespace that still exists is refused before any step; one
-/// whose namespace is gone is taken over (noted, META rewritten); one
-/// that names none (an older root) is claimed by the META write.
+/// whose namespace is gone is taken over (noted, its links replaced, META
+/// rewritten); one that names none (an older root) is claimed by the META
+/// write.
 #[test]
 fn a_root_serves_one_network_namespace() {
-    let d = desired(BASE);
+    let d = egress_desired_with(EGRESS, SHA_A);
     let mut o = fresh();
     o.netns = 4026531840;
     converge(&d, &mut o, PlanOptions::default());
@@ -388,7 +389,15 @@ fn a_root_serves_one_network_namespace() {
         "{:?}",
         p.notes
     );
-    assert_eq!(p.steps.len(), 1, "only META: {:?}", p.steps);
+    // Its links are the gone namespace's, whatever ifindex they name (an
+    // ifindex is unique only within a namespace): each is replaced.
+    let replaced = |kind: &str| kinds(&p).iter().filter(|k| *k == kind).count();
+    assert_eq!(replaced("detach"), 1, "{:?}", p.steps);
+    assert_eq!(replaced("attach"), 1, "{:?}", p.steps);
+    assert_eq!(replaced("detach_tc"), 2, "{:?}", p.steps);
+    assert_eq!(replaced("attach_tc"), 2, "{:?}", p.steps);
+    assert_eq!(replaced("write_meta"), 1, "{:?}", p.steps);
+    assert_eq!(p.steps.len(), 7, "{:?}", p.steps);
     assert_eq!(other.meta.as_ref().unwrap().netns, 4026532999);
 
     let mut older = o.clone();
