@@ -6,6 +6,9 @@
 #   scripts/bench.sh recovery [--write-docs] [--runs N]
 #     (recovery latency of a pure download: in-kernel path vs the agent;
 #      --write-docs rewrites its generated region of docs/benchmarks.md)
+#   scripts/bench.sh simulate [--write-docs] [--runs N] [--cpu C]
+#     (replay rate and memory of `emptcp simulate` on synthetic captures of
+#      10^6 and 4x10^6 packets, pinned to one CPU)
 #   scripts/bench.sh effect       what a policy buys (not part of "everything": it
 #                                 runs in the guest of scripts/vm.sh, ~15 min);
 #                                 EMPTCP_EFFECT_ARGS passes options to
@@ -78,6 +81,7 @@ case $what in
     watch) ./target/release/emptcp-bench --watch ;;
     datapath) ./target/release/emptcp-bench-datapath "${@:2}" ;;
     sender) ./target/release/emptcp-bench-sender ;;
+    simulate) ./target/release/emptcp-bench-simulate "${@:2}" ;;
     throughput) echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
     recovery) recovery "${@:2}" ;;
     effect) effect ;;
@@ -87,8 +91,9 @@ case $what in
         status=0
         ./target/release/emptcp-bench-datapath || status=1; echo
         ./target/release/emptcp-bench-sender; echo
+        ./target/release/emptcp-bench-simulate || status=1; echo
         recovery || status=1; echo
         echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput
         exit $status ;;
-    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput|sender|recovery|effect]" >&2; exit 1 ;;
+    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput|sender|simulate|recovery|effect]" >&2; exit 1 ;;
 esac

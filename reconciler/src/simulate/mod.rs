@@ -14,6 +14,7 @@ pub mod compare;
 pub mod copy;
 pub mod effect;
 pub mod frame;
+mod memory;
 pub mod pcap_out;
 pub mod replay;
 pub mod report;
@@ -128,6 +129,7 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
     }
     let sb = Sandbox::new(o.root_name, o.object, o.desired)?;
     let mut trace = trace::Trace::open(o.trace)?;
+    let rss_start = memory::reset_peak();
     let started = Instant::now();
     let cpu_started = cpu_time_s();
     let mut r = Replay::new(&sb, Directions::new(o.locals.clone(), ifaces))?;
@@ -175,6 +177,8 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
         replay_s,
         replay_cpu_s,
         kernel_s: r.kernel.as_secs_f64(),
+        rss_start_bytes: rss_start,
+        peak_rss_bytes: memory::peak(),
         packets_per_s: if replay_s > 0.0 {
             total as f64 / replay_s
         } else {
@@ -188,9 +192,14 @@ pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
 /// User + system CPU time of this process so far, in seconds: the replay's
 /// cost without the time other processes take the CPU from it.
 fn cpu_time_s() -> f64 {
+    let u = own_rusage();
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+fn own_rusage() -> libc::rusage {
     // SAFETY: getrusage fills the zeroed struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(u.ru_utime) + tv(u.ru_stime)
+    u
 }

@@ -406,6 +406,14 @@ pub struct Report {
     /// Of the replay, seconds inside BPF_PROG_TEST_RUN (the datapath and
     /// the syscall); the rest is reading, parsing and booking.
     pub kernel_s: f64,
+    /// Resident memory when the replay started (after set-up), and the
+    /// peak during the replay: the difference is bounded by the
+    /// connections the capture holds, not by its length (the capture is
+    /// read streaming).
+    #[serde(default)]
+    pub rss_start_bytes: u64,
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
     /// Packets replayed per second of replay (set-up excluded).
     pub packets_per_s: f64,
     /// Per packet-copy rule, what the daemon would have done (the fields of
@@ -488,7 +496,7 @@ pub fn render_text(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "  replayed in {:.3} s ({:.0} packets/s; {:.3} s of CPU; {:.0} % in the kernel's test runs)",
+        "  replayed in {:.3} s ({:.0} packets/s; {:.3} s of CPU; {:.0} % in the kernel's test runs; peak memory {:.1} MiB)",
         r.replay_s,
         r.packets_per_s,
         r.replay_cpu_s,
@@ -496,7 +504,8 @@ pub fn render_text(r: &Report) -> String {
             100.0 * r.kernel_s / r.replay_s
         } else {
             0.0
-        }
+        },
+        r.peak_rss_bytes as f64 / (1 << 20) as f64
     );
     let _ = writeln!(
         s,

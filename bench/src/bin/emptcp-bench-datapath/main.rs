@@ -483,7 +483,7 @@ fn main() -> anyhow::Result<()> {
     // cleanup.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
     if let Some(file) = &args.write_docs {
-        report::write_docs(file, &text)?;
+        report::DOCS.write(file, &text)?;
         eprintln!("wrote the generated region of {}", file.display());
     }
     let missed: Vec<_> = rows.iter().filter(|r| r.missed()).map(|r| r.name).collect();
