@@ -55,7 +55,7 @@ fn render_one(e: &PolicyError, source: Option<&str>) -> String {
         .zip(e.column)
         .zip(source)
         .and_then(|((line, column), text)| {
-            let shown = text.lines().nth(line.checked_sub(1)?)?;
+            let shown = yaml_lines(text).nth(line.checked_sub(1)?)?;
             Some(snippet(line, column, shown))
         });
     if let Some(snippet) = line {
@@ -66,6 +66,27 @@ fn render_one(e: &PolicyError, source: Option<&str>) -> String {
         let _ = write!(out, "\n  hint: {hint}");
     }
     out
+}
+
+/// The lines of `text` as YAML numbers them: a line break is LF, CRLF or
+/// a lone CR (YAML 1.2, `b-break`), so a file saved with old Mac line
+/// endings shows the line the error names, not the whole file.
+fn yaml_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match t.find(['\r', '\n']) {
+            Some(i) => {
+                let skip = if t[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&t[i + skip..]).filter(|r| !r.is_empty());
+                Some(&t[..i])
+            }
+            None => {
+                rest = None;
+                Some(t)
+            }
+        }
+    })
 }
 
 /// The gutter, the line, and the caret under `column` (1-based, in
@@ -131,6 +152,34 @@ mod tests {
     fn column_past_the_end_points_after_the_line() {
         let out = one(at(1, 9), "a: [b, c\n");
         assert!(out.contains("\n1 | a: [b, c\n  |         ^\n"), "{out}");
+    }
+
+    #[test]
+    fn lines_break_where_yaml_breaks_them() {
+        for text in [
+            "a: 1\nbb: 2\nccc: 3\n",
+            "a: 1\r\nbb: 2\r\nccc: 3\r\n",
+            "a: 1\rbb: 2\rccc: 3\r",
+            "a: 1\r\nbb: 2\rccc: 3",
+        ] {
+            let lines: Vec<&str> = yaml_lines(text).collect();
+            assert_eq!(lines, ["a: 1", "bb: 2", "ccc: 3"], "{text:?}");
+        }
+        assert_eq!(yaml_lines("a\n\nb").collect::<Vec<_>>(), ["a", "", "b"]);
+    }
+
+    /// The position the loader reports in a file with lone-CR line breaks
+    /// names the line the snippet shows.
+    #[test]
+    fn a_cr_only_file_shows_the_line_the_loader_names() {
+        let text = "version: 1\rinterfaces: []\rchains:\r  - name: x\r    actions: [count, frob]\r";
+        let errors = crate::policy::load_str("p.yaml", text).unwrap_err();
+        let out = render_snippets(&errors, |_| Some(text.to_string()));
+        assert!(
+            out.starts_with("p.yaml:5:22: ")
+                && out.contains("\n5 |     actions: [count, frob]\n  |                      ^\n"),
+            "{out}"
+        );
     }
 
     #[test]
