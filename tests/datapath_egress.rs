@@ -14,7 +14,7 @@ use datapath_common::{egress::*, *};
 use emptcp_common::{
     Action, EgressStat, FlowKey, FlowStat, FlowState, IFACE_TRACK, IfaceChains,
     MAX_CHAINS_PER_IFACE, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY,
-    SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN,
+    SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN, SYN_SHIFT_PEER,
 };
 
 fn both() -> [Seg; 2] {
@@ -251,8 +251,8 @@ fn set_window_on_a_joined_subflow_asks_the_joins_syn_ack() {
 
 /// Ingress set_window where the local end is the SERVER. RFC 7323 2.2: the
 /// field the client sends is scaled by the client's shift only when both
-/// SYNs carried window scale. The initial subflow is learnt from the
-/// client's third ACK, after both SYNs: its shift is unknown, so its
+/// SYNs carried window scale. An initial subflow learnt from the client's
+/// third ACK alone (neither SYN seen) has an unknown shift, so its
 /// segments pass untouched and are counted (before, `bytes` was written
 /// unscaled into a field the client scales: 40 000 << 9 offered). A join
 /// the client opens gives the client's shift in its MP_JOIN SYN, and the
@@ -336,6 +336,79 @@ fn ingress_set_window_where_the_local_end_serves() {
         );
         assert_checksums_valid(&r.frame);
         assert_eq!(e.dp.event(FlowStat::WindowScaleUnknown), unknown + 2);
+    }
+}
+
+/// Ingress set_window where the local end serves a connection whose
+/// handshake it saw: the client's MP_CAPABLE SYN (XDP, window scale 9) is
+/// kept in SYN_SHIFTS, the server's own SYN-ACK (egress) says whether it
+/// scales too, and the client's third ACK creates the connection with the
+/// shift settled: the initial subflow's segments then carry BYTES in the
+/// client's scale (both scale) or BYTES itself (the SYN-ACK did not). The
+/// control: the same handshake without the server's SYN-ACK seen leaves
+/// the shift unknown (untouched, counted).
+#[test]
+fn ingress_set_window_takes_the_shift_of_a_handshake_it_saw() {
+    need_kernel!();
+    const BYTES: u32 = 40_000;
+    for answer in [Some(true), Some(false), None] {
+        let what = format!("server's SYN-ACK: {answer:?}");
+        let e = eg_tracked_with(
+            &[(Action::Count, 0)],
+            &[(Action::RecordFlow, 0), (Action::SetWindow, BYTES)],
+        );
+        let initial = Seg::v4();
+        let syn = initial.clone().with(|s| {
+            s.flags = SYN;
+            s.ack = 0;
+            s.seq = initial.seq.wrapping_sub(1);
+            s.opts = opts(&[&wscale(9), &[30, 4, 0x01, 0x81]]);
+        });
+        e.dp.entry(&syn.frame());
+        let kept =
+            e.dp.syn_shift(&initial.key())
+                .expect("the SYN's shift is kept");
+        assert_eq!((kept.peer, kept.flags), (9, SYN_SHIFT_PEER), "{what}");
+        if let Some(scales) = answer {
+            let ws = if scales { wscale(7) } else { nops(4) };
+            let syn_ack = sent_by_client(&initial).with(|s| {
+                s.flags = SYN | ACK;
+                s.seq = initial.ack.wrapping_sub(1);
+                s.ack = initial.seq;
+                s.opts = opts(&[&ws, &mp_capable(0x2222)]);
+            });
+            let (v, _) = e.run(&syn_ack.frame(), 0);
+            assert_eq!(v, PASS, "{what}");
+        }
+        let third = initial.clone().with(|s| {
+            s.opts = opts(&[&ts(100, 50), &mp_capable_ack(0x1111, 0x2222)]);
+        });
+        e.dp.entry(&third.frame());
+        assert!(e.dp.flow(&initial.key()).is_some(), "{what}: connection");
+        assert!(
+            e.dp.syn_shift(&initial.key()).is_none(),
+            "{what}: the handshake's entry is consumed"
+        );
+        let data = initial.clone().with(|s| {
+            s.opts = opts(&[&ts(101, 51), &dss(Some((1, 4)), None)]);
+            s.window = 3000;
+        });
+        let unknown = e.dp.event(FlowStat::WindowScaleUnknown);
+        let r = e.dp.entry(&data.frame());
+        assert_eq!(r.verdict, XDP_PASS, "{what}");
+        match answer {
+            None => {
+                assert_frame_eq(&r.frame, &data.frame(), &what);
+                assert_eq!(e.dp.event(FlowStat::WindowScaleUnknown), unknown + 1);
+            }
+            Some(scales) => {
+                let want = if scales { BYTES >> 9 } else { BYTES };
+                let expect = data.clone().with(|s| s.window = want as u16);
+                assert_frame_eq(&r.frame, &expect.frame(), &what);
+                assert_checksums_valid(&r.frame);
+                assert_eq!(e.dp.event(FlowStat::WindowScaleUnknown), unknown, "{what}");
+            }
+        }
     }
 }
 

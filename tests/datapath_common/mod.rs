@@ -344,6 +344,13 @@ impl Dp {
     }
 
     /// The `JOINS` entry of the joined subflow `key`.
+    /// The window scale kept for a handshake the peer opened (`SYN_SHIFTS`).
+    pub fn syn_shift(&self, key: &FlowKey) -> Option<emptcp_common::SynShift> {
+        let m: HashMap<_, FlowKey, emptcp_common::SynShift> =
+            HashMap::try_from(self.ebpf.map("SYN_SHIFTS").unwrap()).unwrap();
+        m.get(key, 0).ok()
+    }
+
     pub fn join(&self, key: &FlowKey) -> Option<emptcp_common::JoinState> {
         let m: HashMap<_, FlowKey, emptcp_common::JoinState> =
             HashMap::try_from(self.ebpf.map("JOINS").unwrap()).unwrap();

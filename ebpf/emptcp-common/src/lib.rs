@@ -494,6 +494,38 @@ pub const FLOW_PEER_WSCALE: u32 = 1 << 9;
 /// Tracked from the passive opener's side (the connection was learnt from
 /// the MP_CAPABLE third ACK the peer sent, not from a SYN-ACK).
 pub const FLOW_SERVER: u32 = 1 << 8;
+/// Of a `FLOW_SERVER` connection: its handshake was seen whole (the peer's
+/// SYN at ingress, the local SYN-ACK at egress, kept in `SYN_SHIFTS`), so
+/// `FLOW_PEER_WSCALE` says whether window scaling is in effect (both SYNs
+/// carried it) and `wscale` is the peer's shift.
+pub const FLOW_SHIFT_SETTLED: u32 = 1 << 10;
+
+/// Value of `SYN_SHIFTS` (key: the subflow's [`FlowKey`], ingress
+/// orientation): the window scale of a connection the peer opens, kept
+/// from its MP_CAPABLE SYN until its third ACK creates the connection
+/// (which carries no option of its own), so ingress `set_window` knows the
+/// shift of the local end's own initial subflow. 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynShift {
+    /// The shift the peer's SYN announced (valid with `SYN_SHIFT_PEER`).
+    pub peer: u8,
+    /// `SYN_SHIFT_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+
+/// `SynShift::flags`: the peer's SYN carried the window scale option.
+pub const SYN_SHIFT_PEER: u8 = 1 << 0;
+/// The local SYN-ACK was seen leaving (the egress hook).
+pub const SYN_SHIFT_ANSWERED: u8 = 1 << 1;
+/// That SYN-ACK carried the window scale option.
+pub const SYN_SHIFT_LOCAL: u8 = 1 << 2;
+/// Capacity of `SYN_SHIFTS`: handshakes in flight, not connections. An
+/// LRU of its own, so a SYN flood evicts only other handshakes' shifts
+/// (their connections' ingress `set_window` then passes untouched,
+/// counted), never a tracked connection or join.
+pub const SYN_SHIFT_CAPACITY: u32 = 16384;
 
 /// `FlowState::recovered_via` bits: how the stored options were delivered.
 /// Inserted into a received packet that had room (XDP `recover_add_addr`).
@@ -1043,6 +1075,7 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowState {}
     unsafe impl aya::Pod for JoinState {}
+    unsafe impl aya::Pod for SynShift {}
     unsafe impl aya::Pod for AddrKey {}
     unsafe impl aya::Pod for StoredAddAddr {}
     unsafe impl aya::Pod for SubflowState {}
@@ -1077,6 +1110,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowState>(), 152);
         assert_eq!(size_of::<JoinState>(), 56);
+        assert_eq!(size_of::<SynShift>(), 4);
         assert_eq!(size_of::<AddrKey>(), 44);
         assert_eq!(size_of::<StoredAddAddr>(), 32);
         assert_eq!(size_of::<SubflowState>(), 104);

@@ -9,7 +9,7 @@ use emptcp_common::{
     AddrKey, ChainCounters, ChainDef, DEFAULT_FLOW_ADDR_CAPACITY, DEFAULT_FLOW_CAPACITY,
     DEFAULT_JOIN_CAPACITY, EVENTS_BYTES, FLOW_STATS_LEN, FlowKey, FlowState, IfaceChains,
     JoinState, LpmV4, LpmV6, MAX_CHAINS, MAX_IFACES, ObjectMeta, PROG_SLOTS, PortKey, STATS_LEN,
-    Selector, StoredAddAddr, Thresholds,
+    SYN_SHIFT_CAPACITY, Selector, StoredAddAddr, SynShift, Thresholds,
 };
 use emptcp_common::{
     DEFAULT_SUBFLOW_CAPACITY, EGRESS_STATS_LEN, SUBFLOW_EVENTS_BYTES, SubflowState,
@@ -92,6 +92,13 @@ pub static TOKENS: LruHashMap<u32, FlowKey> =
 #[map]
 pub static JOINS: LruHashMap<FlowKey, JoinState> =
     LruHashMap::with_max_entries(DEFAULT_JOIN_CAPACITY, 0);
+
+/// Handshakes the peer opens (ingress-oriented key) -> their window scale
+/// (`emptcp_common::SynShift`), from the peer's MP_CAPABLE SYN to the
+/// third ACK that creates the connection.
+#[map]
+pub static SYN_SHIFTS: LruHashMap<FlowKey, SynShift> =
+    LruHashMap::with_max_entries(SYN_SHIFT_CAPACITY, 0);
 
 /// Connections with a delivered address the local stack has not
 /// confirmed yet (a gauge, `[0]`): while it is 0 the egress hook does not

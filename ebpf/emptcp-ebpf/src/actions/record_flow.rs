@@ -5,8 +5,11 @@
 //!   the server's key), the remote's window scale and the frame's MACs (for
 //!   a later forged ACK). A SYN-ACK for a 4-tuple whose connection already
 //!   carries data is unsolicited and ignored.
+//! * MP_CAPABLE SYN of a peer (the local end is the server): keep its
+//!   window scale (`SYN_SHIFTS`) for the connection its third ACK creates.
 //! * MP_CAPABLE third ACK of a peer (the local end is the server): create
-//!   the connection from the receiver's (local) key.
+//!   the connection from the receiver's (local) key, with the window scale
+//!   its handshake settled.
 //! * MP_JOIN SYN received (the local end is the server): map the subflow to
 //!   the connection its token names (`JOINS`); the joins the local end
 //!   opens are mapped by the egress hook (`egress/track.rs`).
@@ -23,16 +26,17 @@
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use emptcp_common::{
     Action, FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_DATA_SEQ_SEEN, FLOW_ESTABLISHED,
-    FLOW_INITIAL_CLOSED, FLOW_PEER_WSCALE, FLOW_SEQ_SEEN, FLOW_SERVER, FLOW_TS_SEEN, FlowKey,
-    FlowStat, FlowState, JOIN_SEQ_SEEN, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, META_FLOW_TRACKED,
-    META_FLOW_UNTRACKED, Outcome, RECORD_SETUP_SLOT, XdpMeta,
+    FLOW_INITIAL_CLOSED, FLOW_PEER_WSCALE, FLOW_SEQ_SEEN, FLOW_SERVER, FLOW_SHIFT_SETTLED,
+    FLOW_TS_SEEN, FlowKey, FlowStat, FlowState, JOIN_SEQ_SEEN, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN,
+    META_FLOW_TRACKED, META_FLOW_UNTRACKED, Outcome, RECORD_SETUP_SLOT, SYN_SHIFT_ANSWERED,
+    SYN_SHIFT_LOCAL, SYN_SHIFT_PEER, SynShift, XdpMeta,
 };
 
 use crate::{
     action_program,
     chain::{self, Verdict},
     flow::{self, Conn},
-    maps::{FLOWS, NEW_FLOW, PROGS},
+    maps::{FLOWS, NEW_FLOW, PROGS, SYN_SHIFTS},
     options::{ACK, FIN, RST, SYN, Seg, bounded, key, load},
     sha256, stats,
 };
@@ -118,7 +122,11 @@ fn setup(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
         return create(ctx, m, 12, FLOW_SERVER);
     }
     if flags & ACK == 0 {
-        join == 12 && join_received(ctx, m)
+        if join == 12 {
+            join_received(ctx, m)
+        } else {
+            capable != 0 && syn_received(ctx, m)
+        }
     } else if capable >= 12 {
         create(ctx, m, 4, 0)
     } else {
@@ -185,7 +193,9 @@ fn create(ctx: &XdpContext, m: *mut XdpMeta, key_at: usize, flags: u32) -> bool 
     f.token = token;
     f.flags = flags;
     // RFC 7323: a shift above 14 is used as 14.
-    if let Some(w) = peer_wscale(ctx, s) {
+    if flags & FLOW_SERVER != 0 {
+        settle_server_shift(key, f);
+    } else if let Some(w) = peer_wscale(ctx, s) {
         f.wscale = w;
         f.flags |= FLOW_PEER_WSCALE;
     }
@@ -219,6 +229,42 @@ fn join_received(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
     }
     let token = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
     flow::map_join(key, token, peer_wscale(ctx, s))
+}
+
+/// The peer's MP_CAPABLE SYN (the local end is the server): its window
+/// scale is kept until the third ACK creates the connection, which carries
+/// none (set_window needs it); the egress hook adds whether the local
+/// SYN-ACK scales too.
+#[inline(never)]
+fn syn_received(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
+    let s = &Seg::of(m);
+    let mut v = SynShift::default();
+    if let Some(w) = peer_wscale(ctx, s) {
+        v.peer = w;
+        v.flags = SYN_SHIFT_PEER;
+    }
+    SYN_SHIFTS.insert(&key(m), &v, 0).is_ok()
+}
+
+/// A connection the peer opened takes the window scale its handshake
+/// settled (`SYN_SHIFTS`, written at the peer's SYN and the local
+/// SYN-ACK); without the local SYN-ACK seen (no egress hook, or the entry
+/// evicted) it stays unknown.
+#[inline(always)]
+fn settle_server_shift(key: &FlowKey, f: &mut FlowState) {
+    let Some(v) = (unsafe { SYN_SHIFTS.get(key) }) else {
+        return;
+    };
+    let v = *v;
+    let _ = SYN_SHIFTS.remove(key);
+    if v.flags & SYN_SHIFT_ANSWERED == 0 {
+        return;
+    }
+    f.flags |= FLOW_SHIFT_SETTLED;
+    if v.flags & (SYN_SHIFT_PEER | SYN_SHIFT_LOCAL) == SYN_SHIFT_PEER | SYN_SHIFT_LOCAL {
+        f.wscale = v.peer;
+        f.flags |= FLOW_PEER_WSCALE;
+    }
 }
 
 /// The peer's SYN-ACK of a subflow the local end joined: its window scale

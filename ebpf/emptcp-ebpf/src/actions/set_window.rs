@@ -6,10 +6,12 @@
 //! scale (RFC 7323 2.2); otherwise the field holds bytes. Who settles it
 //! per subflow (see [`peer_shift`]): the peer's SYN-ACK where the local end
 //! opened the subflow (record_flow), the local end's own SYN-ACK where the
-//! peer opened a join (the egress hook). A connection the local end serves
-//! saw neither SYN in record_flow (it is learnt from the third ACK), so its
-//! initial subflow's shift is unknown: it passes untouched, counted, rather
-//! than get bytes written unscaled into a field the peer scales. Every subflow of a connection gets the same byte value: the
+//! peer opened a join or the connection (the egress hook; for a connection
+//! the peer's SYN's shift is kept in `SYN_SHIFTS` until the third ACK
+//! creates it). Where that answer was not seen (no egress hook, or the
+//! handshake's entry evicted), the shift is unknown: the packet passes
+//! untouched, counted, rather than get bytes written unscaled into a field
+//! the peer scales. Every subflow of a connection gets the same byte value: the
 //! MPTCP receive window is one for the connection (RFC 8684 3.3.4; Linux
 //! keeps one send window per connection, the largest right edge any
 //! subflow advertised), so capping each subflow's field caps the
@@ -18,7 +20,8 @@
 //! `window_scale_unknown` counts it, so put record_flow before set_window.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use emptcp_common::{
-    Action, FLOW_SERVER, FlowStat, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, Outcome, XdpMeta,
+    Action, FLOW_SERVER, FLOW_SHIFT_SETTLED, FlowStat, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN,
+    Outcome, XdpMeta,
 };
 
 use crate::{
@@ -89,9 +92,12 @@ fn peer_shift(c: &Conn) -> Option<u8> {
     match &c.join {
         // The local end opened the connection: the peer's SYN-ACK carries
         // the option only if the local SYN did, so what it carried (0
-        // without it) is in effect. Learnt from the peer's third ACK (the
-        // local end serves it): neither SYN was seen.
-        None => (c.f.flags & FLOW_SERVER == 0).then_some(c.f.wscale),
+        // without it) is in effect. The peer opened it: its handshake
+        // settled the shift if both its SYN (ingress) and the local
+        // SYN-ACK (egress) were seen (`wscale` is then 0 unless both
+        // scale); otherwise it is unknown.
+        None => (c.f.flags & FLOW_SERVER == 0 || c.f.flags & FLOW_SHIFT_SETTLED != 0)
+            .then_some(c.f.wscale),
         // A join: settled by its SYN-ACK, the peer's (a join the local end
         // opened) or the local end's (one the peer opened, where the
         // peer's SYN gave the shift and the SYN-ACK says whether both

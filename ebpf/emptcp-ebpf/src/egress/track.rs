@@ -5,8 +5,9 @@
 //!   joins: the subflow is mapped to it (`JOINS`), so the ingress actions
 //!   act on its packets as on the connection's. If the SYN goes to a
 //!   delivered address, that delivery is confirmed.
-//! * the local end's SYN-ACK to a join the peer opened says whether window
-//!   scaling is in effect on it (ingress set_window needs that);
+//! * the local end's SYN-ACK to a join or a connection the peer opened
+//!   says whether window scaling is in effect on it (ingress set_window
+//!   needs that);
 //! * an ADD_ADDR echo acknowledges an address the peer announced: when the
 //!   connection awaits confirmation of a delivered one with that id, the
 //!   delivery counts (`flow::confirm`).
@@ -16,12 +17,13 @@
 //! confirmation (`AWAITING`). The common packet pays one array read.
 use aya_ebpf::programs::TcContext;
 use emptcp_common::{
-    ADDR_SLOTS, AddrKey, FlowKey, FlowState, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, XdpMeta,
+    ADDR_SLOTS, AddrKey, FlowKey, FlowState, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN,
+    SYN_SHIFT_ANSWERED, SYN_SHIFT_LOCAL, XdpMeta,
 };
 
 use crate::{
     flow,
-    maps::{AWAITING, FLOW_ADDRS, JOINS},
+    maps::{AWAITING, FLOW_ADDRS, JOINS, SYN_SHIFTS},
     options::{ACK, SYN, Seg, key},
 };
 
@@ -48,6 +50,8 @@ pub fn track(ctx: &TcContext, m: *const XdpMeta) {
     if s.flags & SYN != 0 {
         if s.join.len != 0 {
             answered(&k, s.wscale.len != 0);
+        } else if s.capable.len != 0 {
+            answered_connection(&k, s.wscale.len != 0);
         }
         return;
     }
@@ -76,6 +80,23 @@ fn answered(key: &FlowKey, scales: bool) {
         j.wscale = 0;
     }
     j.flags |= JOIN_SYN_ACK_SEEN;
+}
+
+/// The local end answers, with its MP_CAPABLE SYN-ACK, the connection
+/// `key` the peer opens (record_flow kept the peer's SYN's window scale):
+/// whether this SYN-ACK scales too settles the connection's shift when its
+/// third ACK creates it.
+#[inline(always)]
+fn answered_connection(key: &FlowKey, scales: bool) {
+    let Some(v) = SYN_SHIFTS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: an LRU value stays valid for the program run.
+    let v = unsafe { &mut *v };
+    v.flags |= SYN_SHIFT_ANSWERED;
+    if scales {
+        v.flags |= SYN_SHIFT_LOCAL;
+    }
 }
 
 /// The local end opens subflow `key` to the connection of `token`.
