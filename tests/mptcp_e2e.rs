@@ -252,24 +252,6 @@ fn n(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"))
 }
 
-/// Linux >= 6.18 re-sends an unechoed ADD_ADDR after about one RTO
-/// (adaptive ADD_ADDR retransmission); once a connection is past
-/// remove_below that copy passes, and a control would join by the
-/// server's own doing. `add_addr_timeout=0` turns those retransmissions
-/// off in the server namespace, so only emptcp can deliver the address.
-fn no_server_add_addr_retransmissions(lab: &Lab) {
-    must(&format!(
-        "ip netns exec {} sysctl -qw net.mptcp.add_addr_timeout=0",
-        lab.tb.srv
-    ));
-}
-
-/// What the datapath counted (status `datapath_events`).
-fn datapath_event(lab: &Lab, name: &str) -> u64 {
-    let s = status_json(lab.root(), &lab.tb.cli);
-    s["datapath_events"][name].as_u64().unwrap_or(0)
-}
-
 /// A pure download recovers with `emptcp apply` alone (the in-kernel
 /// duplicate ACK); where that path is not attached, the agent does it. The
 /// control in the same run strips the address and recovers nothing: the
@@ -554,12 +536,6 @@ fn a_lost_recovery_carrier_is_sent_again_and_the_client_joins() {
     assert_eq!(delta(&before, &after, JOIN), 1, "{res}");
     assert_eq!(delta(&before, &after, FALLBACK), 0);
     lab.destroy();
-}
-
-/// Kernel log lines that report an skb whose CHECKSUM_COMPLETE sum was
-/// wrong ("hw csum failure"), machine-wide.
-fn hw_csum_failures() -> usize {
-    must("dmesg").matches("hw csum failure").count()
 }
 
 #[test]
