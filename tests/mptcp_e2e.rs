@@ -205,49 +205,6 @@ fn live_threshold_change_takes_effect_on_a_live_flow() {
     lab.destroy();
 }
 
-/// A background `emptcp agent` in the client namespace, killed on drop
-/// even when the test fails.
-struct Agent(Option<std::process::Child>);
-
-impl Agent {
-    fn start(lab: &Lab) -> Agent {
-        let child = std::process::Command::new(emptcp_bin())
-            .args(["--bpffs-root", lab.root().to_str().unwrap()])
-            .args(["--netns", &lab.tb.cli, "--log-format", "json", "agent"])
-            .env("EMPTCP_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Its ring buffer is polled every 200 ms; 300 ms: open and polling.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        Agent(Some(child))
-    }
-
-    /// Stops it with SIGTERM and returns its own counters (the fields of
-    /// its "recovery agent stopped" line: events, injected, failed, stale).
-    fn stop(mut self) -> serde_json::Value {
-        let child = self.0.take().unwrap();
-        must(&format!("kill -TERM {}", child.id()));
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        err.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["fields"]["message"] == "recovery agent stopped")
-            .map(|l| l["fields"].clone())
-            .unwrap_or_else(|| panic!("the agent did not report its counters:\n{err}"))
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn n(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"))
 }

@@ -14,6 +14,11 @@
 //! * pure download with `emptcp apply` only: the in-kernel recovery (TC
 //!   ingress duplicate ACK) delivers the address and the client joins;
 //! * the kernel log gains no "hw csum failure".
+//!
+//! On TUN also the recovery agent (user space) instead of the in-kernel
+//! recovery: its live frame carries an Ethernet header on every link (the
+//! kernel hands a passed live frame to eth_type_trans()), and the stack of
+//! the raw-IP device takes it.
 mod common;
 mod mptcp_common;
 
@@ -197,5 +202,66 @@ fn ipv4_tun_short_single_path_long_and_download_join() {
 fn ipv6_tun_short_single_path_long_and_download_join() {
     if kernel_or_skip("ipv6_tun_short_single_path_long_and_download_join") {
         cell("l6tun", "tun", true);
+    }
+}
+
+/// The agent delivers on a raw-IP link: the in-kernel recovery's TCX links
+/// removed (as on an interface where it cannot run), a pure download gets
+/// the stored address from `emptcp agent`'s live frame and joins. The
+/// control in the same run (strip, no recovery) stays single-path.
+fn agent_cell(name: &str, ipv6: bool) {
+    let lab = Lab::with(
+        name,
+        &[("LINK_A", "tun"), ("IPV6", if ipv6 { "1" } else { "0" })],
+    );
+    no_server_add_addr_retransmissions(&lab);
+    let dl = ["--download", "100M"];
+    let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
+    lab.apply(&policy(false));
+    let (res, d) = run(&lab, &dl);
+    assert_eq!(subflows(&res), 0, "control joined without recovery: {res}");
+    assert_eq!(d(JOIN), 0, "control: {res}");
+
+    lab.apply(&policy(true));
+    for dev in ["cli0", "cli1"] {
+        let pin = lab.root().join("links/tc-ingress").join(dev);
+        std::fs::remove_file(&pin).unwrap_or_else(|e| panic!("{}: {e}", pin.display()));
+    }
+    let kernel = datapath_event(&lab, "add_addr_recovered_kernel");
+    let agent = Agent::start(&lab);
+    let (res, d) = run(&lab, &dl);
+    let stats = agent.stop();
+    let count = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("{k}: {stats}"));
+    assert!(
+        count("injected") >= 1,
+        "the agent injected nothing: {stats}"
+    );
+    assert_eq!(count("failed"), 0, "injections failed: {stats}");
+    assert_eq!(
+        datapath_event(&lab, "add_addr_recovered_kernel"),
+        kernel,
+        "a kernel delivery without the link"
+    );
+    assert_eq!(
+        subflows(&res),
+        1,
+        "agent: no join during the download: {res}"
+    );
+    assert_eq!(d(JOIN), 1, "agent: second subflow not established: {res}");
+    no_damage(&d);
+    lab.destroy();
+}
+
+#[test]
+fn ipv4_tun_pure_download_recovers_through_the_agent() {
+    if kernel_or_skip("ipv4_tun_pure_download_recovers_through_the_agent") {
+        agent_cell("l4agent", false);
+    }
+}
+
+#[test]
+fn ipv6_tun_pure_download_recovers_through_the_agent() {
+    if kernel_or_skip("ipv6_tun_pure_download_recovers_through_the_agent") {
+        agent_cell("l6agent", true);
     }
 }
