@@ -172,10 +172,26 @@ fn download(
 
 #[test]
 fn an_idle_backup_subflow_is_revived_by_a_forged_mp_prio() {
-    if !kernel_or_skip("an_idle_backup_subflow_is_revived_by_a_forged_mp_prio") {
-        return;
+    if kernel_or_skip("an_idle_backup_subflow_is_revived_by_a_forged_mp_prio") {
+        revive_idle_backup("copy", &[]);
     }
-    let lab = Lab::new("copy");
+}
+
+/// The same over a raw-IP path B (a TUN pair, no Ethernet header): the
+/// egress chain and the capture parse raw IP, and the forged MP_PRIO goes
+/// out of the TUN device as a bare IP packet (an Ethernet frame there
+/// would reach the server as garbage and be dropped).
+#[test]
+fn an_idle_backup_subflow_on_a_tun_path_is_revived_by_a_forged_mp_prio() {
+    if kernel_or_skip("an_idle_backup_subflow_on_a_tun_path_is_revived_by_a_forged_mp_prio") {
+        revive_idle_backup("copytun", &[("LINK_B", "tun")]);
+    }
+}
+
+/// Control (no rule: subflow B stays backup) and revival (the rule's forged
+/// MP_PRIO clears it) on a testbed with `options` (testbed.sh).
+fn revive_idle_backup(name: &str, options: &[(&str, &str)]) {
+    let lab = Lab::with(name, options);
     let file = policy_file(&lab.dir, "p.yaml", &policy(false));
     let daemon = Daemon::start(lab.root(), &lab.tb.cli, &["-f", file.to_str().unwrap()]);
     daemon.wait_state("converged", Duration::from_secs(30), |s| {

@@ -205,69 +205,8 @@ fn live_threshold_change_takes_effect_on_a_live_flow() {
     lab.destroy();
 }
 
-/// A background `emptcp agent` in the client namespace, killed on drop
-/// even when the test fails.
-struct Agent(Option<std::process::Child>);
-
-impl Agent {
-    fn start(lab: &Lab) -> Agent {
-        let child = std::process::Command::new(emptcp_bin())
-            .args(["--bpffs-root", lab.root().to_str().unwrap()])
-            .args(["--netns", &lab.tb.cli, "--log-format", "json", "agent"])
-            .env("EMPTCP_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Its ring buffer is polled every 200 ms; 300 ms: open and polling.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        Agent(Some(child))
-    }
-
-    /// Stops it with SIGTERM and returns its own counters (the fields of
-    /// its "recovery agent stopped" line: events, injected, failed, stale).
-    fn stop(mut self) -> serde_json::Value {
-        let child = self.0.take().unwrap();
-        must(&format!("kill -TERM {}", child.id()));
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        err.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["fields"]["message"] == "recovery agent stopped")
-            .map(|l| l["fields"].clone())
-            .unwrap_or_else(|| panic!("the agent did not report its counters:\n{err}"))
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn n(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"))
-}
-
-/// Linux >= 6.18 re-sends an unechoed ADD_ADDR after about one RTO
-/// (adaptive ADD_ADDR retransmission); once a connection is past
-/// remove_below that copy passes, and a control would join by the
-/// server's own doing. `add_addr_timeout=0` turns those retransmissions
-/// off in the server namespace, so only emptcp can deliver the address.
-fn no_server_add_addr_retransmissions(lab: &Lab) {
-    must(&format!(
-        "ip netns exec {} sysctl -qw net.mptcp.add_addr_timeout=0",
-        lab.tb.srv
-    ));
-}
-
-/// What the datapath counted (status `datapath_events`).
-fn datapath_event(lab: &Lab, name: &str) -> u64 {
-    let s = status_json(lab.root(), &lab.tb.cli);
-    s["datapath_events"][name].as_u64().unwrap_or(0)
 }
 
 /// A pure download recovers with `emptcp apply` alone (the in-kernel
@@ -554,12 +493,6 @@ fn a_lost_recovery_carrier_is_sent_again_and_the_client_joins() {
     assert_eq!(delta(&before, &after, JOIN), 1, "{res}");
     assert_eq!(delta(&before, &after, FALLBACK), 0);
     lab.destroy();
-}
-
-/// Kernel log lines that report an skb whose CHECKSUM_COMPLETE sum was
-/// wrong ("hw csum failure"), machine-wide.
-fn hw_csum_failures() -> usize {
-    must("dmesg").matches("hw csum failure").count()
 }
 
 #[test]

@@ -20,7 +20,8 @@
 //!   byte value itself; the window fields are read as they reach the
 //!   server (tests/mptcp/windows.py).
 //!
-//! Native XDP mode.
+//! Native XDP mode; set_backup also with path B over TUN (raw IP, generic
+//! XDP), IPv4 and IPv6.
 mod common;
 mod mptcp_common;
 
@@ -71,25 +72,70 @@ fn u(v: &Value) -> u64 {
 
 const UPLOAD: u64 = 50_000_000;
 
-fn backup_policy() -> String {
-    r#"version: 1
-settings: {flow_capacity: 16384}
+fn backup_policy(mode: &str, remote_b: &str) -> String {
+    format!(
+        r#"version: 1
+settings: {{flow_capacity: 16384}}
 interfaces:
-  - {name: cli1, xdp_mode: native, chains: [backup-b]}
+  - {{name: cli1, xdp_mode: {mode}, chains: [backup-b]}}
 chains:
   - name: backup-b
-    match: {remote: [198.51.100.0/24], remote_ports: [5201]}
-    actions: [set_backup: {backup: true}]
+    match: {{remote: ["{remote_b}"], remote_ports: [5201]}}
+    actions: [set_backup: {{backup: true}}]
 "#
-    .to_string()
+    )
 }
+
+/// Path B of a testbed (its client address as MPTCP_TCPINFO prints a
+/// local address, and the server's prefix there).
+struct PathB {
+    local: &'static str,
+    remote: &'static str,
+}
+
+const PATH_B4: PathB = PathB {
+    local: PATH_B,
+    remote: "198.51.100.0/24",
+};
 
 #[test]
 fn set_backup_moves_an_upload_to_the_other_subflow() {
-    if !kernel_or_skip("set_backup_moves_an_upload_to_the_other_subflow") {
-        return;
+    if kernel_or_skip("set_backup_moves_an_upload_to_the_other_subflow") {
+        set_backup_case("prio", &[], "native", PATH_A, PATH_B4);
     }
-    let lab = Lab::new("prio");
+}
+
+/// The same with path B over TUN (raw IP, generic XDP), IPv4.
+#[test]
+fn set_backup_on_a_tun_path_moves_an_upload_to_the_other_subflow() {
+    if kernel_or_skip("set_backup_on_a_tun_path_moves_an_upload_to_the_other_subflow") {
+        set_backup_case("priotun", &[("LINK_B", "tun")], "auto", PATH_A, PATH_B4);
+    }
+}
+
+/// The same with path B over TUN, IPv6 (MP_PRIO inserted into IPv6
+/// segments without an Ethernet header).
+#[test]
+fn set_backup_on_an_ipv6_tun_path_moves_an_upload_to_the_other_subflow() {
+    if kernel_or_skip("set_backup_on_an_ipv6_tun_path_moves_an_upload_to_the_other_subflow") {
+        set_backup_case(
+            "prio6tun",
+            &[("LINK_B", "tun"), ("IPV6", "1")],
+            "auto",
+            "[2001:db8:a::1]:",
+            PathB {
+                local: "[2001:db8:b::1]:",
+                remote: "2001:db8:b::/64",
+            },
+        );
+    }
+}
+
+/// Control (no emptcp: no MP_PRIO, B not backup) and set_backup on path B
+/// (`mode`: its XDP mode) on a testbed with `options` (testbed.sh).
+fn set_backup_case(name: &str, options: &[(&str, &str)], mode: &str, path_a: &str, path_b: PathB) {
+    let lab = Lab::with(name, options);
+    let local_b = path_b.local;
     // Both subflows are established before the payload is sent; the
     // client reports each subflow's MPTCP flags before it closes.
     let args = [
@@ -110,7 +156,7 @@ fn set_backup_moves_an_upload_to_the_other_subflow() {
     let (res, d) = run(&lab, &args);
     assert_eq!(res["joined_before"], true, "baseline: no join: {res}");
     assert_eq!(d(PRIO_RX), 0, "baseline: MP_PRIO without emptcp? {res}");
-    let flags = reported_flags(&res, PATH_B);
+    let flags = reported_flags(&res, local_b);
     assert!(
         !flags.contains('B'),
         "baseline: subflow B is a backup without emptcp (flags {flags}): {res}"
@@ -118,18 +164,18 @@ fn set_backup_moves_an_upload_to_the_other_subflow() {
     no_damage(&d);
     eprintln!(
         "baseline: path A acked {}, path B acked {}, B flags {flags}",
-        u(&subflow(&res, PATH_A)["bytes_acked"]),
-        u(&subflow(&res, PATH_B)["bytes_acked"])
+        u(&subflow(&res, path_a)["bytes_acked"]),
+        u(&subflow(&res, local_b)["bytes_acked"])
     );
 
     // Path B is made backup by MP_PRIO inserted into what the client
     // receives on it: the client counts the MP_PRIO and marks the subflow.
-    lab.apply(&backup_policy());
+    lab.apply(&backup_policy(mode, path_b.remote));
     let (res, d) = run(&lab, &args);
     assert_eq!(res["joined_before"], true, "backup: no join: {res}");
-    let a = u(&subflow(&res, PATH_A)["bytes_acked"]);
-    let b = u(&subflow(&res, PATH_B)["bytes_acked"]);
-    let flags = reported_flags(&res, PATH_B);
+    let a = u(&subflow(&res, path_a)["bytes_acked"]);
+    let b = u(&subflow(&res, local_b)["bytes_acked"]);
+    let flags = reported_flags(&res, local_b);
     eprintln!(
         "backup: path A acked {a}, path B acked {b}, MPPrioRx +{}, B flags {flags}",
         d(PRIO_RX)

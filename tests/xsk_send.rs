@@ -121,6 +121,7 @@ fn frames(p: &Pair) -> Vec<Vec<u8>> {
         sport: 5201,
         dport: 40001,
         vlan_tci: None,
+        raw_ip: false,
         ttl: 64,
     };
     let ack = |signal, ts| ControlAck {

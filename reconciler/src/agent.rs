@@ -70,6 +70,12 @@ pub fn frame_for(key: &FlowKey, f: &FlowState, option: &[u8]) -> Option<Vec<u8>>
         sport: key.remote_port,
         dport: key.local_port,
         vlan_tci: (f.vlan_tci != 0).then_some(f.vlan_tci),
+        // Always Ethernet, whatever the link: a live frame that passes is
+        // handed to the stack through eth_type_trans() on every device. On
+        // a raw-IP link no MACs are recorded, and the all-zero destination
+        // equals the device's (zero) address: the stack takes it as sent
+        // to this host.
+        raw_ip: false,
         ttl: 64,
     };
     let ack = ControlAck {

@@ -33,6 +33,13 @@
 #      LINK_A, LINK_B (veth): "vlan" makes that path 802.1Q sub-interfaces (id VLAN_ID, 100) with
 #      the usual names (cli0/srv0, cli1/srv1) over a veth pair cli0v/srv0v (cli1v/srv1v) that
 #      carries the tagged frames. Needs 8021q (the guest of scripts/vm.sh has it)
+#      "tun" makes that path a raw-IP link: a TUN device at each end (same names, no Ethernet
+#      header, ARPHRD none), joined by tunfwd.py, which the testbed starts (pid in
+#      $RUN/tunfwd-<dev>.pid) and stops on `down`. Use LINK_A=tun to carry the initial subflow
+#      (and the server's ADD_ADDR) over it.
+#      IPV6 (0): 1 enables IPv6 in both namespaces and adds 2001:db8:a::1|2/64 on path A and
+#      2001:db8:b::1|2/64 on path B (nodad) beside the IPv4 addresses; the server then announces
+#      2001:db8:b::2 (not 198.51.100.2), listens on [::] and `xfer` connects to 2001:db8:a::2.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,8 +55,15 @@ RP_FILTER=${RP_FILTER:-0}
 CLI_LIMITS=${CLI_LIMITS:-"subflows 4 add_addr_accepted 4"}
 SRV_LIMITS=${SRV_LIMITS:-"subflows 4 add_addr_accepted 0"}
 
+IPV6=${IPV6:-0}
+
 A_CLI=192.0.2.1   A_SRV=192.0.2.2
 B_CLI=198.51.100.1 B_SRV=198.51.100.2
+A6_CLI=2001:db8:a::1 A6_SRV=2001:db8:a::2
+B6_CLI=2001:db8:b::1 B6_SRV=2001:db8:b::2
+# What the server announces and the client connects to: one family per testbed, so
+# a connection is never offered an address of the other family.
+if [[ $IPV6 == 1 ]]; then SIGNAL=$B6_SRV HOST=$A6_SRV BIND=::; else SIGNAL=$B_SRV HOST=$A_SRV BIND=0.0.0.0; fi
 
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 ns_of() { case $1 in cli|$CLI) echo $CLI;; srv|$SRV) echo $SRV;; *) echo "bad ns '$1' (cli|srv)" >&2; exit 1;; esac; }
@@ -63,8 +77,10 @@ ns_sysctls() {
     # are dropped under strict rp_filter=1; IPv4 devconf is inherited from init_net, so set it
     # explicitly (default 0).
     nsx "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=$RP_FILTER net.ipv4.conf.default.rp_filter=$RP_FILTER
-    # no IPv6 (no DAD/RS noise in XDP counters, no v6 link-local subflow candidates)
-    nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    # IPv4 only by default (no DAD/RS noise in XDP counters, no v6 link-local subflow
+    # candidates); IPV6=1 enables it, before the links exist, so they inherit it.
+    local off=1; [[ $IPV6 == 1 ]] && off=0
+    nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=$off net.ipv6.conf.default.disable_ipv6=$off
     if [[ -n ${ADD_ADDR_TIMEOUT:-} ]]; then nsx "$ns" sysctl -qw net.mptcp.add_addr_timeout="$ADD_ADDR_TIMEOUT"; fi
     nsx "$ns" ip link set lo up
 }
@@ -74,7 +90,7 @@ start_server() {
     rm -f "$RUN/server.ready"
     # call ip directly (not via a shell function) so $! is the real server pid:
     # 'ip netns exec' and 'setsid' both exec() in place
-    ip netns exec $SRV setsid "$PY" "$HERE/mptcp_xfer.py" server --port "$PORT" \
+    ip netns exec $SRV setsid "$PY" "$HERE/mptcp_xfer.py" server --bind "$BIND" --port "$PORT" \
         --ready-file "$RUN/server.ready" >"$RUN/server.log" 2>&1 < /dev/null &
     echo $! >"$RUN/server.pid"
     for _ in $(seq 100); do [[ -s $RUN/server.ready ]] && return 0; sleep 0.02; done
@@ -103,30 +119,39 @@ up() {
     nsx $CLI ip addr add $B_CLI/24 dev cli1
     nsx $SRV ip addr add $A_SRV/24 dev srv0
     nsx $SRV ip addr add $B_SRV/24 dev srv1
+    if [[ $IPV6 == 1 ]]; then
+        nsx $CLI ip addr add $A6_CLI/64 dev cli0 nodad
+        nsx $CLI ip addr add $B6_CLI/64 dev cli1 nodad
+        nsx $SRV ip addr add $A6_SRV/64 dev srv0 nodad
+        nsx $SRV ip addr add $B6_SRV/64 dev srv1 nodad
+    fi
     for d in cli0 cli1; do nsx $CLI ip link set $d up; nsx $CLI sysctl -qw net.ipv4.conf.$d.rp_filter=$RP_FILTER; done
     for d in srv0 srv1; do nsx $SRV ip link set $d up; nsx $SRV sysctl -qw net.ipv4.conf.$d.rp_filter=$RP_FILTER; done
 
     # server: accept joins (subflows limit counts EXTRA subflows), announce path B
     nsx $SRV ip mptcp limits set $SRV_LIMITS
     nsx $SRV ip mptcp endpoint flush
-    nsx $SRV ip mptcp endpoint add $B_SRV dev srv1 id 2 signal
+    nsx $SRV ip mptcp endpoint add $SIGNAL dev srv1 id 2 signal
     # client: accept ADD_ADDRs and create joins for them; no local endpoints by default
     nsx $CLI ip mptcp limits set $CLI_LIMITS
     nsx $CLI ip mptcp endpoint flush
     case $CLIENT_EP in
         none) ;;
-        subflow) nsx $CLI ip mptcp endpoint add $B_CLI dev cli1 id 2 subflow ;;
-        fullmesh) nsx $CLI ip mptcp endpoint add $B_CLI dev cli1 id 2 subflow fullmesh ;;
+        subflow) nsx $CLI ip mptcp endpoint add "$(b_cli)" dev cli1 id 2 subflow ;;
+        fullmesh) nsx $CLI ip mptcp endpoint add "$(b_cli)" dev cli1 id 2 subflow fullmesh ;;
         *) die "CLIENT_EP must be none|subflow|fullmesh" ;;
     esac
-    # wait for carrier on all four ends (veth normally has it immediately)
+    # wait for carrier on all four ends (veth normally has it immediately; a TUN
+    # device once its forwarder holds it). "cli0@peer:" on veth/vlan, "cli0:" on tun.
     local ok=0
-    for _ in $(seq 100); do
-        if [[ $(ip -n $CLI -o link show up | grep -c 'cli[01]@.*LOWER_UP') == 2 &&
-              $(ip -n $SRV -o link show up | grep -c 'srv[01]@.*LOWER_UP') == 2 ]]; then ok=1; break; fi
+    for _ in $(seq 250); do
+        if [[ $(ip -n $CLI -o link show up | grep -cE ' cli[01][@:].*LOWER_UP') == 2 &&
+              $(ip -n $SRV -o link show up | grep -cE ' srv[01][@:].*LOWER_UP') == 2 ]]; then ok=1; break; fi
         sleep 0.02
     done
-    [[ $ok == 1 ]] || die "veth links did not come up"
+    [[ $ok == 1 ]] || die "links did not come up: $(ip -n $CLI -o link show; ip -n $SRV -o link show)"
+    [[ $IPV6 == 1 ]] && v6_ready
+
     [[ $START_SERVER == 1 ]] && start_server
     return 0
 }
@@ -144,13 +169,51 @@ link_path() {
                 die "no VLAN devices on this kernel ($(uname -r)): the guest of scripts/vm.sh has 8021q"
             nsx $SRV ip link add link "${s}v" name "$s" type vlan id "${VLAN_ID:-100}"
             ;;
-        *) die "LINK_A/LINK_B must be veth or vlan, not '$3'" ;;
+        tun)
+            nsx $CLI ip tuntap add dev "$c" mode tun ||
+                die "no TUN device on this kernel ($(uname -r)): modprobe tun"
+            nsx $SRV ip tuntap add dev "$s" mode tun
+            start_tunfwd "$c" "$s"
+            ;;
+        *) die "LINK_A/LINK_B must be veth, vlan or tun, not '$3'" ;;
     esac
 }
+
+# start_tunfwd CLI_DEV SRV_DEV: the forwarder that joins a TUN pair; its own session
+# (setsid) so it outlives this script until `down` kills it by its pid file.
+start_tunfwd() {
+    local c=$1 s=$2 ready=$RUN/tunfwd-$1.ready
+    rm -f "$ready"
+    setsid "$PY" "$HERE/tunfwd.py" $CLI "$c" $SRV "$s" --ready-file "$ready" \
+        >"$RUN/tunfwd-$c.log" 2>&1 </dev/null &
+    echo $! >"$RUN/tunfwd-$c.pid"
+    for _ in $(seq 100); do [[ -s $ready ]] && return 0; sleep 0.02; done
+    die "TUN forwarder for $c did not start (see $RUN/tunfwd-$c.log)"
+}
+
+# v6_ready: IPv6 uses an address only once its link is operationally up (linkwatch
+# reports carrier up to a second late) and the address is no longer tentative, even
+# with nodad; a connection made earlier is refused or its join SYN is lost.
+v6_ready() {
+    local ns
+    for _ in $(seq 250); do
+        local busy=0
+        for ns in $CLI $SRV; do
+            [[ -n $(ip -n "$ns" -6 addr show tentative) ]] && busy=1
+            [[ $(ip -n "$ns" -br link show | grep -cE '^(cli|srv)[01][@ ].* UP ') == 2 ]] || busy=1
+        done
+        [[ $busy == 0 ]] && return 0
+        sleep 0.02
+    done
+    die "IPv6 addresses not ready: $(ip -n $CLI -6 addr; ip -n $SRV -6 addr)"
+}
+
+b_cli() { if [[ $IPV6 == 1 ]]; then echo $B6_CLI; else echo $B_CLI; fi; }
 
 down() {
     for ns in $CLI $SRV; do kill_pidfile "$RUN/monitor-$ns.pid"; done
     kill_pidfile "$RUN/server.pid"
+    for d in cli0 cli1; do kill_pidfile "$RUN/tunfwd-$d.pid"; done
     for ns in $CLI $SRV; do
         if ns_exists "$ns"; then
             # kill anything still running inside (only processes in our lab namespaces)
@@ -158,7 +221,7 @@ down() {
             ip netns del "$ns"
         fi
     done
-    rm -f "$RUN"/server.ready
+    rm -f "$RUN"/server.ready "$RUN"/tunfwd-*.ready
 }
 
 status() {
@@ -188,7 +251,7 @@ monitor_start() {
 }
 monitor_stop() { local ns; ns=$(ns_of "$1"); sleep 0.1; kill_pidfile "$RUN/monitor-$ns.pid"; cat "$RUN/monitor-$ns.log"; }
 
-xfer() { nsx $CLI "$PY" "$HERE/mptcp_xfer.py" client --host $A_SRV --port "$PORT" "$@"; }
+xfer() { nsx $CLI "$PY" "$HERE/mptcp_xfer.py" client --host $HOST --port "$PORT" "$@"; }
 
 prio() {
     local f=${1:-backup}
@@ -206,7 +269,12 @@ xdp_detach() {
 
 csum_offload() {
     local v=${1:-off}
-    for d in srv0 srv1; do nsx $SRV ethtool -K "$d" tx "$v" >/dev/null; done
+    for d in srv0 srv1; do
+        # A TUN device offloads nothing unless its reader asks (TUNSETOFFLOAD; tunfwd.py
+        # does not): the stack sums every segment it sends there.
+        nsx $SRV test -e "/sys/class/net/$d/tun_flags" && continue
+        nsx $SRV ethtool -K "$d" tx "$v" >/dev/null
+    done
     # a VLAN path's carrier veth too
     for d in srv0v srv1v; do
         if nsx $SRV test -e "/sys/class/net/$d"; then nsx $SRV ethtool -K "$d" tx "$v" >/dev/null; fi
@@ -274,5 +342,5 @@ case $cmd in
     xdp-detach) xdp_detach "$@" ;;
     csum-offload) csum_offload "$@" ;;
     shape) shape "$@" ;;
-    *) sed -n '2,36p' "$0"; exit 1 ;;
+    *) sed -n '2,42p' "$0"; exit 1 ;;
 esac

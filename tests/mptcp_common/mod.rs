@@ -18,10 +18,18 @@ pub struct Testbed {
     pub cli: String,
     pub srv: String,
     script: PathBuf,
+    /// testbed.sh options (LINK_A, LINK_B, IPV6) given to every verb: `xfer`
+    /// picks its address family and `down` finds the TUN forwarders by them.
+    options: Vec<(String, String)>,
 }
 
 impl Testbed {
     pub fn up(tag: &str) -> Testbed {
+        Testbed::up_with(tag, &[])
+    }
+
+    /// A testbed with testbed.sh options, e.g. `[("LINK_A", "tun"), ("IPV6", "1")]`.
+    pub fn up_with(tag: &str, options: &[(&str, &str)]) -> Testbed {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mptcp/testbed.sh");
         let id = format!("-{tag}");
         let tb = Testbed {
@@ -29,6 +37,10 @@ impl Testbed {
             srv: format!("emptcp-srv{id}"),
             id,
             script,
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         tb.run(&["up"]);
         // Receivers verify TCP checksums only with TX offload off on the sender.
@@ -36,12 +48,15 @@ impl Testbed {
         tb
     }
 
+    /// testbed.sh with this testbed's id and options.
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.script);
+        c.env("LAB_ID", &self.id).envs(self.options.iter().cloned());
+        c
+    }
+
     pub fn run(&self, args: &[&str]) -> String {
-        let o = Command::new(&self.script)
-            .args(args)
-            .env("LAB_ID", &self.id)
-            .output()
-            .expect("testbed.sh");
+        let o = self.command().args(args).output().expect("testbed.sh");
         assert!(
             o.status.success(),
             "testbed.sh {args:?}: {}{}",
@@ -74,8 +89,8 @@ impl Testbed {
     /// One client connection run on its own thread while the test acts on
     /// the live flow; join the handle for the process output.
     pub fn xfer_in_background(&self, args: &[&str]) -> JoinHandle<Output> {
-        let mut c = Command::new(&self.script);
-        c.arg("xfer").args(args).env("LAB_ID", &self.id);
+        let mut c = self.command();
+        c.arg("xfer").args(args);
         std::thread::spawn(move || c.output().expect("testbed.sh xfer"))
     }
 }
@@ -99,10 +114,7 @@ pub fn paced<'a>(rounds: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        let _ = Command::new(&self.script)
-            .arg("down")
-            .env("LAB_ID", &self.id)
-            .output();
+        let _ = self.command().arg("down").output();
     }
 }
 
@@ -116,9 +128,13 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(name: &str) -> Lab {
+        Lab::with(name, &[])
+    }
+    /// A lab whose testbed has testbed.sh options (`Testbed::up_with`).
+    pub fn with(name: &str, options: &[(&str, &str)]) -> Lab {
         let t = crate::common::tag(name);
         Lab {
-            tb: Testbed::up(&t),
+            tb: Testbed::up_with(&t, options),
             root: crate::common::BpfRoot::new(&t),
             dir: tempfile::tempdir().unwrap(),
         }
@@ -217,4 +233,73 @@ pub fn reported_flags<'a>(res: &'a serde_json::Value, local: &str) -> &'a str {
         .find(|(k, _)| k.starts_with(local))
         .and_then(|(_, v)| v.as_str())
         .unwrap_or_else(|| panic!("no subflow from {local} in subflow_flags: {res}"))
+}
+
+/// Linux >= 6.18 re-sends an unechoed ADD_ADDR after about one RTO
+/// (adaptive ADD_ADDR retransmission); once a connection is past
+/// remove_below that copy passes, and a control would join by the
+/// server's own doing. `add_addr_timeout=0` turns those retransmissions
+/// off in the server namespace, so only emptcp can deliver the address.
+pub fn no_server_add_addr_retransmissions(lab: &Lab) {
+    crate::common::must(&format!(
+        "ip netns exec {} sysctl -qw net.mptcp.add_addr_timeout=0",
+        lab.tb.srv
+    ));
+}
+
+/// What the datapath counted (status `datapath_events`).
+pub fn datapath_event(lab: &Lab, name: &str) -> u64 {
+    let s = crate::common::status_json(lab.root(), &lab.tb.cli);
+    s["datapath_events"][name].as_u64().unwrap_or(0)
+}
+
+/// Kernel log lines that report an skb whose CHECKSUM_COMPLETE sum was
+/// wrong ("hw csum failure"), machine-wide.
+pub fn hw_csum_failures() -> usize {
+    crate::common::must("dmesg")
+        .matches("hw csum failure")
+        .count()
+}
+
+/// A background `emptcp agent` in the client namespace, killed on drop
+/// even when the test fails.
+pub struct Agent(Option<std::process::Child>);
+
+impl Agent {
+    pub fn start(lab: &Lab) -> Agent {
+        let child = std::process::Command::new(crate::common::emptcp_bin())
+            .args(["--bpffs-root", lab.root().to_str().unwrap()])
+            .args(["--netns", &lab.tb.cli, "--log-format", "json", "agent"])
+            .env("EMPTCP_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Its ring buffer is polled every 200 ms; 300 ms: open and polling.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Agent(Some(child))
+    }
+
+    /// Stops it with SIGTERM and returns its own counters (the fields of
+    /// its "recovery agent stopped" line: events, injected, failed, stale).
+    pub fn stop(mut self) -> serde_json::Value {
+        let child = self.0.take().unwrap();
+        crate::common::must(&format!("kill -TERM {}", child.id()));
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        err.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["fields"]["message"] == "recovery agent stopped")
+            .map(|l| l["fields"].clone())
+            .unwrap_or_else(|| panic!("the agent did not report its counters:\n{err}"))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

@@ -56,6 +56,7 @@ fn frame() -> Vec<u8> {
             sport: 40000,
             dport: 5201,
             vlan_tci: None,
+            raw_ip: false,
             ttl: 64,
         },
         &ControlAck {
@@ -322,6 +323,7 @@ fn latency() -> anyhow::Result<()> {
             when: When::SubflowIdle { idle_ns: 1_000_000 },
         },
         interface: DEV.into(),
+        raw_ip: false,
         payload: Payload::MpPrio { backup: false },
     }];
     let mut runner = Runner::new();

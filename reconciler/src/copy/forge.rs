@@ -50,8 +50,9 @@ fn addr(family: u8, b: &[u8; 16]) -> IpAddr {
     }
 }
 
-/// The frame for `payload` on subflow `c`.
-pub fn frame(c: &Captured, payload: &Payload) -> Result<Vec<u8>, CopyError> {
+/// The frame for `payload` on subflow `c`, sent on an interface that
+/// carries raw IP (`raw_ip`: the bare IP packet) or Ethernet.
+pub fn frame(c: &Captured, payload: &Payload, raw_ip: bool) -> Result<Vec<u8>, CopyError> {
     let k = &c.key;
     let src = addr(k.family, &k.local);
     let dst = addr(k.family, &k.remote);
@@ -63,6 +64,7 @@ pub fn frame(c: &Captured, payload: &Payload) -> Result<Vec<u8>, CopyError> {
         sport: k.local_port,
         dport: k.remote_port,
         vlan_tci: (c.vlan_tci != 0).then_some(c.vlan_tci),
+        raw_ip,
         ttl: 64,
     };
     let signal = match *payload {
@@ -160,7 +162,7 @@ mod tests {
     #[test]
     fn mp_prio_goes_from_the_local_end_with_ts_and_dss() {
         let c = captured(false);
-        let f = frame(&c, &Payload::MpPrio { backup: false }).unwrap();
+        let f = frame(&c, &Payload::MpPrio { backup: false }, false).unwrap();
         assert_eq!(&f[..12], &c.mac, "destination then source MAC as sent");
         let (src, dst, sp, dp, seq, ack, o) = parse(&f);
         assert_eq!(src, "198.51.100.1".parse::<IpAddr>().unwrap());
@@ -183,6 +185,7 @@ mod tests {
                 id: 3,
                 port: None,
             },
+            false,
         )
         .unwrap();
         let (.., o) = parse(&f);
@@ -194,6 +197,20 @@ mod tests {
         assert_eq!(&o[32..40], &hmac, "local key first: the local end sends it");
     }
 
+    /// On a raw-IP interface the frame is the Ethernet frame's IP packet,
+    /// byte for byte: no MACs, same headers, options and checksums.
+    #[test]
+    fn raw_ip_interface_gets_the_bare_ip_packet() {
+        for v6 in [false, true] {
+            let c = captured(v6);
+            let p = Payload::MpPrio { backup: false };
+            let eth = frame(&c, &p, false).unwrap();
+            let raw = frame(&c, &p, true).unwrap();
+            assert_eq!(raw, eth[14..], "v6 {v6}");
+            assert_eq!(raw[0] >> 4, if v6 { 6 } else { 4 });
+        }
+    }
+
     #[test]
     fn add_addr_needs_keys_and_the_family() {
         let mut c = captured(false);
@@ -203,13 +220,13 @@ mod tests {
             id: 2,
             port: Some(80),
         };
-        assert!(matches!(frame(&c, &p), Err(CopyError::NoKeys)));
+        assert!(matches!(frame(&c, &p, false), Err(CopyError::NoKeys)));
         let c = captured(false);
         let p6 = Payload::AddAddr {
             address: "2001:db8::9".parse().unwrap(),
             id: 2,
             port: None,
         };
-        assert!(matches!(frame(&c, &p6), Err(CopyError::Family(_))));
+        assert!(matches!(frame(&c, &p6, false), Err(CopyError::Family(_))));
     }
 }

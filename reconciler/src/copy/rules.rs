@@ -20,6 +20,9 @@ pub use crate::policy::Send as Payload;
 pub struct Armed {
     pub rule: Rule,
     pub interface: String,
+    /// The interface carries raw IP (`IFACE_RAW_IP`): frames are sent
+    /// without a link-layer header.
+    pub raw_ip: bool,
     pub payload: Payload,
 }
 
@@ -39,21 +42,23 @@ pub fn resolve(p: &Policy, o: &Observed) -> (Vec<Armed>, Vec<Unarmed>) {
         .map(|(id, c)| (c.name.clone(), *id))
         .collect();
     resolve_with(&p.packet_copy, &chains, &|name| {
-        o.netdevs.get(name).map(|d| d.ifindex)
+        o.netdevs
+            .get(name)
+            .map(|d| (d.ifindex, d.framing() == Ok(crate::netdev::Framing::RawIp)))
     })
 }
 
 /// Resolves `rules` with the applied chain ids (`name -> id`) and the
-/// interfaces present now (`ifindex`).
+/// interfaces present now (`iface`: ifindex, and whether it carries raw IP).
 pub fn resolve_with(
     rules: &[PacketCopy],
     chains: &BTreeMap<String, u32>,
-    ifindex: &dyn Fn(&str) -> Option<u32>,
+    iface: &dyn Fn(&str) -> Option<(u32, bool)>,
 ) -> (Vec<Armed>, Vec<Unarmed>) {
     let mut armed = Vec::new();
     let mut unarmed = Vec::new();
     for r in rules {
-        let Some(ifindex) = ifindex(&r.interface) else {
+        let Some((ifindex, raw_ip)) = iface(&r.interface) else {
             unarmed.push(Unarmed {
                 name: r.name.clone(),
                 reason: format!("interface {} does not exist", r.interface),
@@ -82,6 +87,7 @@ pub fn resolve_with(
                 when,
             },
             interface: r.interface.clone(),
+            raw_ip,
             payload,
         });
     }

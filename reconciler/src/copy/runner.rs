@@ -146,7 +146,7 @@ impl<T: Transmit> Runner<T> {
                 );
                 continue;
             };
-            let result = frame(&cap, &a.payload)
+            let result = frame(&cap, &a.payload, a.raw_ip)
                 .map_err(|e| e.to_string())
                 .and_then(|fr| {
                     self.transmit
@@ -238,6 +238,7 @@ mod tests {
                 when: When::SubflowIdle { idle_ns: 1_000 },
             },
             interface: "cli1".into(),
+            raw_ip: false,
             payload: Payload::MpPrio { backup: false },
         }
     }
@@ -296,7 +297,10 @@ mod tests {
             panic!("one frame expected: {:?}", r.transmit().frames)
         };
         assert_eq!(*ifindex, 7);
-        assert_eq!(f, &frame(&cap, &Payload::MpPrio { backup: false }).unwrap());
+        assert_eq!(
+            f,
+            &frame(&cap, &Payload::MpPrio { backup: false }, false).unwrap()
+        );
     }
 
     #[test]

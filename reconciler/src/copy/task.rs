@@ -15,8 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, Map, MapData, RingBuf};
-use emptcp_common::{ChainDef, SUBFLOW_EV_CLOSED, SubflowEvent};
+use aya::maps::{Array, HashMap, Map, MapData, RingBuf};
+use emptcp_common::{ChainDef, IFACE_RAW_IP, IfaceChains, SUBFLOW_EV_CLOSED, SubflowEvent};
 use tokio::{io::unix::AsyncFd, sync::watch};
 
 use super::{
@@ -50,7 +50,22 @@ fn resolve(layout: &Layout, rules: &[PacketCopy]) -> (Vec<Armed>, Vec<Unarmed>) 
         })
         .unwrap_or_default();
     resolve_with(rules, &chains, &|name| {
-        nix::net::if_::if_nametoindex(name).ok()
+        let ifindex = nix::net::if_::if_nametoindex(name).ok()?;
+        Some((ifindex, raw_ip(layout, ifindex)))
+    })
+}
+
+/// Whether the datapath parses `ifindex` as raw IP: the `IFACE_RAW_IP`
+/// flag plan wrote into its IFACES or EGRESS_IFACES entry (a rule's chain
+/// runs on the interface, so one of them holds it).
+fn raw_ip(layout: &Layout, ifindex: u32) -> bool {
+    ["IFACES", "EGRESS_IFACES"].iter().any(|name| {
+        MapData::from_pin(layout.map(name))
+            .ok()
+            .and_then(|m| Map::from_map_data(m).ok())
+            .and_then(|m| HashMap::<MapData, u32, IfaceChains>::try_from(m).ok())
+            .and_then(|h| h.get(&ifindex, 0).ok())
+            .is_some_and(|v| v.flags & IFACE_RAW_IP != 0)
     })
 }
 

@@ -32,6 +32,8 @@ pub struct Flow {
     pub dport: u16,
     /// 802.1Q tag control, when the subflow's frames carry one.
     pub vlan_tci: Option<u16>,
+    /// The interface carries raw IP: no link-layer header (`AckSpec::raw_ip`).
+    pub raw_ip: bool,
     /// IPv4 TTL / IPv6 hop limit.
     pub ttl: u8,
 }
@@ -137,7 +139,7 @@ pub fn fit(c: &ControlAck) -> ControlAck {
 }
 
 /// Builds the complete frame (Ethernet [+ 802.1Q] / IPv4 or IPv6 / TCP with
-/// checksums) of `fit(c)`. Fails only when the address families differ.
+/// checksums; no Ethernet on a raw-IP flow) of `fit(c)`. Fails only when the address families differ.
 pub fn build_control(flow: &Flow, c: &ControlAck) -> Result<Vec<u8>, ForgeError> {
     let c = fit(c);
     build_ack(&AckSpec {
@@ -153,6 +155,7 @@ pub fn build_control(flow: &Flow, c: &ControlAck) -> Result<Vec<u8>, ForgeError>
         options: control_options(&c),
         ttl: flow.ttl,
         vlan_tci: flow.vlan_tci,
+        raw_ip: flow.raw_ip,
         flags: ACK,
         payload: Vec::new(),
     })

@@ -23,6 +23,7 @@ fn flow(src: &str, dst: &str) -> Flow {
         sport: 5201,
         dport: 40000,
         vlan_tci: None,
+        raw_ip: false,
         ttl: 64,
     }
 }
@@ -375,6 +376,8 @@ mod properties {
                     sport,
                     dport,
                     vlan_tci,
+                    // Parsed back as Ethernet below; raw IP: frame.rs.
+                    raw_ip: false,
                     ttl,
                 },
             )

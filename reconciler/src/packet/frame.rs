@@ -1,6 +1,6 @@
 //! The wire encoding of every frame emptcp builds: Ethernet [+ 802.1Q] +
-//! IPv4/IPv6 + TCP with the given flags, options and payload, lengths and
-//! checksums computed here. Control frames come through
+//! IPv4/IPv6 + TCP with the given flags, options and payload (or the bare
+//! IP packet for a raw-IP link), lengths and checksums computed here. Control frames come through
 //! [`super::build_control`]; the benchmarks and the synthetic traces of
 //! `simulate` build data segments and handshakes with it directly.
 use std::net::IpAddr;
@@ -27,6 +27,10 @@ pub struct AckSpec {
     pub ttl: u8,
     /// 802.1Q tag control (VLAN id and priority), when the flow has one.
     pub vlan_tci: Option<u16>,
+    /// No link-layer header: the frame is the IP packet, for an interface
+    /// that carries raw IP (tun, wwan, IP tunnels: `IFACE_RAW_IP`); the
+    /// MACs and the VLAN tag are not used.
+    pub raw_ip: bool,
     /// TCP flags (ACK = 0x10, SYN|ACK = 0x12, ...).
     pub flags: u8,
     /// Payload after the TCP header (empty for a pure ACK).
@@ -71,15 +75,22 @@ pub fn build_ack(s: &AckSpec) -> Result<Vec<u8>, ForgeError> {
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
 
     let mut f = Vec::with_capacity(14 + 40 + tcp_len);
-    f.extend_from_slice(&s.dst_mac);
-    f.extend_from_slice(&s.src_mac);
-    if let Some(tci) = s.vlan_tci {
-        f.extend_from_slice(&0x8100u16.to_be_bytes());
-        f.extend_from_slice(&tci.to_be_bytes());
+    let ethertype = |f: &mut Vec<u8>, t: u16| {
+        if !s.raw_ip {
+            f.extend_from_slice(&t.to_be_bytes());
+        }
+    };
+    if !s.raw_ip {
+        f.extend_from_slice(&s.dst_mac);
+        f.extend_from_slice(&s.src_mac);
+        if let Some(tci) = s.vlan_tci {
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&tci.to_be_bytes());
+        }
     }
     match (s.src, s.dst) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            f.extend_from_slice(&0x0800u16.to_be_bytes());
+            ethertype(&mut f, 0x0800);
             let mut ip = [0u8; 20];
             ip[0] = 0x45;
             ip[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
@@ -93,7 +104,7 @@ pub fn build_ack(s: &AckSpec) -> Result<Vec<u8>, ForgeError> {
             f.extend_from_slice(&ip);
         }
         (IpAddr::V6(src), IpAddr::V6(dst)) => {
-            f.extend_from_slice(&0x86ddu16.to_be_bytes());
+            ethertype(&mut f, 0x86dd);
             let mut ip = [0u8; 40];
             ip[0] = 0x60;
             ip[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
@@ -132,6 +143,7 @@ mod tests {
             options: options.to_vec(),
             ttl: 64,
             vlan_tci: None,
+            raw_ip: false,
             flags: ACK,
             payload: Vec::new(),
         }
@@ -216,6 +228,49 @@ mod tests {
         assert_eq!(&tagged[16..], &plain[12..]);
         let p = SlicedPacket::from_ethernet(&tagged).unwrap();
         assert!(p.vlan().is_some());
+    }
+
+    /// The same ACK for a raw-IP link: exactly the IP packet etherparse
+    /// builds without a link layer, for both families, VLAN tag ignored.
+    #[test]
+    fn raw_ip_frame_is_the_bare_ip_packet() {
+        for (src, dst) in [("192.0.2.2", "192.0.2.1"), ("2001:db8::2", "2001:db8::1")] {
+            let mut s = spec(src, dst, &ADD_ADDR_V4);
+            s.raw_ip = true;
+            s.vlan_tci = Some(0x2064);
+            let got = build_ack(&s).unwrap();
+            let mut want = Vec::new();
+            let b = match (s.src, s.dst) {
+                (IpAddr::V4(a), IpAddr::V4(b)) => {
+                    let mut ip = etherparse::Ipv4Header::new(
+                        0,
+                        s.ttl,
+                        etherparse::IpNumber::TCP,
+                        a.octets(),
+                        b.octets(),
+                    )
+                    .unwrap();
+                    ip.dont_fragment = true;
+                    PacketBuilder::ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+                }
+                (IpAddr::V6(a), IpAddr::V6(b)) => {
+                    PacketBuilder::ipv6(a.octets(), b.octets(), s.ttl)
+                }
+                _ => unreachable!(),
+            };
+            b.tcp(s.sport, s.dport, s.seq, s.window)
+                .ack(s.ack)
+                .options_raw(&ADD_ADDR_V4)
+                .unwrap()
+                .write(&mut want, &[])
+                .unwrap();
+            assert_eq!(got, want, "{src}");
+            let p = SlicedPacket::from_ip(&got).unwrap();
+            let Some(TransportSlice::Tcp(t)) = p.transport else {
+                panic!("no tcp")
+            };
+            assert_eq!(t.options(), &ADD_ADDR_V4);
+        }
     }
 
     #[test]

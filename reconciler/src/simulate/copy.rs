@@ -110,7 +110,10 @@ impl Copier {
             .iter()
             .map(|(id, c)| (c.name.clone(), *id))
             .collect();
-        let (armed, unarmed) = resolve_with(rules, &chains, &|n| sb.ifindex.get(n).copied());
+        let (armed, unarmed) = resolve_with(rules, &chains, &|n| {
+            // Frames are recorded, never sent: Ethernet like the capture.
+            sb.ifindex.get(n).map(|&i| (i, false))
+        });
         let mut status = BTreeMap::new();
         for a in &armed {
             status.insert(
@@ -306,7 +309,7 @@ impl Copier {
             let Some((_, captured)) = view(&f.key, &tr.state, None) else {
                 continue;
             };
-            match frame(&captured, &a.payload) {
+            match frame(&captured, &a.payload, a.raw_ip) {
                 Ok(fr) => {
                     st.sent += 1;
                     out.push(Forged {

@@ -93,6 +93,7 @@ impl Gen {
             options: opts,
             ttl: 64,
             vlan_tci: None,
+            raw_ip: false,
             flags,
             payload: if data {
                 self.payload.clone()

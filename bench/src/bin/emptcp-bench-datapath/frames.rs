@@ -77,6 +77,7 @@ impl Seg {
             options: self.options.clone(),
             ttl: 64,
             vlan_tci: None,
+            raw_ip: false,
             flags: self.flags,
             payload: vec![0x5a; self.payload],
         })
