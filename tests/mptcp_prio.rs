@@ -98,10 +98,30 @@ const PATH_B4: PathB = PathB {
     remote: "198.51.100.0/24",
 };
 
+const PATH_B6: PathB = PathB {
+    local: "[2001:db8:b::1]:",
+    remote: "2001:db8:b::/64",
+};
+
 #[test]
 fn set_backup_moves_an_upload_to_the_other_subflow() {
     if kernel_or_skip("set_backup_moves_an_upload_to_the_other_subflow") {
         set_backup_case("prio", &[], "native", PATH_A, PATH_B4);
+    }
+}
+
+/// The same over IPv6 veth paths (MP_PRIO inserted into IPv6 segments,
+/// native XDP).
+#[test]
+fn set_backup_on_an_ipv6_path_moves_an_upload_to_the_other_subflow() {
+    if kernel_or_skip("set_backup_on_an_ipv6_path_moves_an_upload_to_the_other_subflow") {
+        set_backup_case(
+            "prio6",
+            &[("IPV6", "1")],
+            "native",
+            "[2001:db8:a::1]:",
+            PATH_B6,
+        );
     }
 }
 
@@ -123,10 +143,7 @@ fn set_backup_on_an_ipv6_tun_path_moves_an_upload_to_the_other_subflow() {
             &[("LINK_B", "tun"), ("IPV6", "1")],
             "auto",
             "[2001:db8:a::1]:",
-            PathB {
-                local: "[2001:db8:b::1]:",
-                remote: "2001:db8:b::/64",
-            },
+            PATH_B6,
         );
     }
 }
