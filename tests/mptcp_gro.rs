@@ -144,8 +144,8 @@ fn matched_segments_are_merged_again_by_gro() {
     // Margins. Control: an skb with metadata is never merged, so every
     // skb holds one segment (measured exactly 1.00); 1.05 leaves room for
     // nothing but rounding. Chain: segments merge whenever two or more of
-    // a flow arrive in one NAPI poll; measured 25.6-27.8 per skb (2 vCPU,
-    // 6.18), idle and with one `yes` hog per core alike (five runs each),
+    // a flow arrive in one NAPI poll; measured 25.5-27.8 per skb (2 vCPU,
+    // 6.18), idle and with one `yes` hog per core alike (11 runs),
     // so 8 per skb, a third of the least, fails only when GRO stops
     // merging the chain's segments.
     assert!(
