@@ -32,7 +32,7 @@ throughput() {
     export LAB_ID=-bench$$
     local root=/sys/fs/bpf/emptcp-bench-tp$$ cli=emptcp-cli$LAB_ID hold=/tmp/emptcp-hold$$
     local holder=
-    trap '[[ -n $holder ]] && kill "$holder" 2>/dev/null; "$E" --bpffs-root "$root" --netns "$cli" destroy >/dev/null 2>&1; "$TB" down >/dev/null 2>&1; rm -rf "$root" "$hold"' RETURN
+    trap '[[ -n $holder ]] && kill "$holder" 2>/dev/null; "$E" --bpffs-root "$root" --netns "$cli" destroy >/dev/null 2>&1; "$TB" down >/dev/null 2>&1; rm -rf "$root" "$hold"; trap - RETURN EXIT' RETURN EXIT
     "$TB" up >/dev/null
     one() { "$TB" xfer --download 200M | python3 -c 'import json,sys; print(json.load(sys.stdin)["mbit_s"])'; }
     run() { for _ in 1 2 3 4 5; do one; done | sort -n | sed -n 3p; }
