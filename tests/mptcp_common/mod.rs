@@ -262,12 +262,24 @@ pub fn hw_csum_failures() -> usize {
 }
 
 /// A background `emptcp agent` in the client namespace, killed on drop
-/// even when the test fails.
-pub struct Agent(Option<std::process::Child>);
+/// even when the test fails. Its log (stderr, JSON lines) is collected by
+/// a reader thread.
+pub struct Agent {
+    child: Option<std::process::Child>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
 
 impl Agent {
+    /// Starts it and waits until it says it runs ("recovery agent
+    /// running": its maps are open and it polls the ring buffer; an event
+    /// raised before that waits in the ring and is drained at the first
+    /// poll). No fixed sleep: with every core busy, start-up took longer
+    /// than the 300 ms once assumed, and a 100 MB download was over before
+    /// the agent looked. 30 s: only a broken agent takes that long.
     pub fn start(lab: &Lab) -> Agent {
-        let child = std::process::Command::new(crate::common::emptcp_bin())
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(crate::common::emptcp_bin())
             .args(["--bpffs-root", lab.root().to_str().unwrap()])
             .args(["--netns", &lab.tb.cli, "--log-format", "json", "agent"])
             .env("EMPTCP_LOG", "info")
@@ -275,29 +287,59 @@ impl Agent {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Its ring buffer is polled every 200 ms; 300 ms: open and polling.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        Agent(Some(child))
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("recovery agent running") {
+                    let _ = ready_tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let agent = Agent {
+            child: Some(child),
+            log,
+            reader: Some(reader),
+        };
+        if ready
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .is_err()
+        {
+            panic!(
+                "the agent did not start within 30 s:\n{}",
+                agent.log.lock().unwrap().join("\n")
+            );
+        }
+        agent
     }
 
     /// Stops it with SIGTERM and returns its own counters (the fields of
     /// its "recovery agent stopped" line: events, injected, failed, stale).
     pub fn stop(mut self) -> serde_json::Value {
-        let child = self.0.take().unwrap();
+        let mut child = self.child.take().unwrap();
         crate::common::must(&format!("kill -TERM {}", child.id()));
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        err.lines()
+        let _ = child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let log = self.log.lock().unwrap().join("\n");
+        log.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|l| l["fields"]["message"] == "recovery agent stopped")
             .map(|l| l["fields"].clone())
-            .unwrap_or_else(|| panic!("the agent did not report its counters:\n{err}"))
+            .unwrap_or_else(|| panic!("the agent did not report its counters:\n{log}"))
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
+        if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
