@@ -230,8 +230,12 @@ v6_ready() {
         local busy=0
         for ns in $CLI $SRV; do
             [[ -n $(ip -n "$ns" -6 addr show tentative) ]] && busy=1
-            # a WireGuard device reports no operstate (UNKNOWN): up once it is set up
-            [[ $(ip -n "$ns" -br link show | grep -cE '^(cli|srv)[01][@ ].* (UP|UNKNOWN) ') == 2 ]] || busy=1
+            # A WireGuard device never reports carrier, so its operstate stays
+            # UNKNOWN: usable once it is up. Every other kind must say UP.
+            local up wg
+            up=$(ip -n "$ns" -br link show | grep -cE '^(cli|srv)[01][@ ].* UP ' || true)
+            wg=$(ip -n "$ns" -br link show type wireguard | grep -cE '^(cli|srv)[01] .* UNKNOWN ' || true)
+            [[ $((up + wg)) == 2 ]] || busy=1
         done
         [[ $busy == 0 ]] && return 0
         sleep 0.02
