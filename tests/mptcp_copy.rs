@@ -25,11 +25,29 @@ use serde_json::Value;
 use watch_support::*;
 
 const PRIO_RX: &str = "MPTcpExtMPPrioRx";
-const PATH_B: &str = "198.51.100.1:";
-/// The server's end of subflow B.
-const SRV_PATH_B: &str = "198.51.100.2:";
 
-fn policy(revive: bool) -> String {
+/// Path B as the tests see it: the client's end (a local address prefix
+/// as `ss`/the transfer report print it), the server's, and the prefix the
+/// egress chain selects.
+struct PathB {
+    client: &'static str,
+    server: &'static str,
+    prefix: &'static str,
+}
+
+const PATH_B4: PathB = PathB {
+    client: "198.51.100.1:",
+    server: "198.51.100.2:",
+    prefix: "198.51.100.0/24",
+};
+
+const PATH_B6: PathB = PathB {
+    client: "[2001:db8:b::1]:",
+    server: "[2001:db8:b::2]:",
+    prefix: "2001:db8:b::/64",
+};
+
+fn policy(revive: bool, b: &PathB) -> String {
     let rule = if revive {
         "packet_copy:
   - name: revive
@@ -49,9 +67,10 @@ interfaces:
 chains:
   - name: backup-b
     hook: egress
-    match: {{remote: [198.51.100.0/24], remote_ports: [5201]}}
+    match: {{remote: [{prefix}], remote_ports: [5201]}}
     actions: [set_backup: {{backup: true}}]
-{rule}"
+{rule}",
+        prefix = b.prefix
     )
 }
 
@@ -107,6 +126,7 @@ struct Watched {
 #[allow(clippy::type_complexity)]
 fn download(
     lab: &Lab,
+    b: &PathB,
 ) -> (
     Value,
     impl Fn(&str) -> i64,
@@ -135,7 +155,7 @@ fn download(
         let mut w = Watched::default();
         let (mut at_backup, mut at_revival) = (None, None);
         while !t.is_finished() {
-            match subflow_flags(&lab.tb.srv, SRV_PATH_B) {
+            match subflow_flags(&lab.tb.srv, b.server) {
                 Some(f) if f.contains('B') => {
                     if !w.backup {
                         at_backup = Some(server(lab));
@@ -173,7 +193,7 @@ fn download(
 #[test]
 fn an_idle_backup_subflow_is_revived_by_a_forged_mp_prio() {
     if kernel_or_skip("an_idle_backup_subflow_is_revived_by_a_forged_mp_prio") {
-        revive_idle_backup("copy", &[]);
+        revive_idle_backup("copy", &[], &PATH_B4);
     }
 }
 
@@ -184,15 +204,33 @@ fn an_idle_backup_subflow_is_revived_by_a_forged_mp_prio() {
 #[test]
 fn an_idle_backup_subflow_on_a_tun_path_is_revived_by_a_forged_mp_prio() {
     if kernel_or_skip("an_idle_backup_subflow_on_a_tun_path_is_revived_by_a_forged_mp_prio") {
-        revive_idle_backup("copytun", &[("LINK_B", "tun")]);
+        revive_idle_backup("copytun", &[("LINK_B", "tun")], &PATH_B4);
+    }
+}
+
+/// The same over IPv6 veth paths: the capture keys IPv6 subflows and the
+/// forged MP_PRIO is an IPv6 segment (its checksum over the IPv6
+/// pseudo-header).
+#[test]
+fn an_idle_backup_subflow_on_an_ipv6_path_is_revived_by_a_forged_mp_prio() {
+    if kernel_or_skip("an_idle_backup_subflow_on_an_ipv6_path_is_revived_by_a_forged_mp_prio") {
+        revive_idle_backup("copy6", &[("IPV6", "1")], &PATH_B6);
+    }
+}
+
+/// The same over an IPv6 raw-IP path B (TUN): a bare IPv6 packet.
+#[test]
+fn an_idle_backup_subflow_on_an_ipv6_tun_path_is_revived_by_a_forged_mp_prio() {
+    if kernel_or_skip("an_idle_backup_subflow_on_an_ipv6_tun_path_is_revived_by_a_forged_mp_prio") {
+        revive_idle_backup("copy6tun", &[("LINK_B", "tun"), ("IPV6", "1")], &PATH_B6);
     }
 }
 
 /// Control (no rule: subflow B stays backup) and revival (the rule's forged
 /// MP_PRIO clears it) on a testbed with `options` (testbed.sh).
-fn revive_idle_backup(name: &str, options: &[(&str, &str)]) {
+fn revive_idle_backup(name: &str, options: &[(&str, &str)], b: &PathB) {
     let lab = Lab::with(name, options);
-    let file = policy_file(&lab.dir, "p.yaml", &policy(false));
+    let file = policy_file(&lab.dir, "p.yaml", &policy(false, b));
     let daemon = Daemon::start(lab.root(), &lab.tb.cli, &["-f", file.to_str().unwrap()]);
     daemon.wait_state("converged", Duration::from_secs(30), |s| {
         s["last_reconcile"]["converged"] == true
@@ -200,8 +238,8 @@ fn revive_idle_backup(name: &str, options: &[(&str, &str)]) {
 
     // Control, without the rule: the server got MP_PRIO(backup), marked
     // subflow B backup, and it stayed so for the whole connection.
-    let (res, d, srv, _, seen) = download(&lab);
-    let b_without = received_on(&res, PATH_B);
+    let (res, d, srv, _, seen) = download(&lab, b);
+    let b_without = received_on(&res, b.client);
     eprintln!(
         "without the rule: path B received {b_without}, server MPPrioRx +{}, {seen:?}",
         srv(PRIO_RX)
@@ -221,12 +259,12 @@ fn revive_idle_backup(name: &str, options: &[(&str, &str)]) {
     no_damage(&d);
 
     // With the rule: the idle subflow B gets MP_PRIO(backup=0) from AF_XDP.
-    std::fs::write(&file, policy(true)).unwrap();
+    std::fs::write(&file, policy(true, b)).unwrap();
     daemon.wait_state("rule armed", Duration::from_secs(10), |s| {
         s["packet_copy"][0]["armed"] == true
     });
-    let (res, d, srv, until_revived, seen) = download(&lab);
-    let b_with = received_on(&res, PATH_B);
+    let (res, d, srv, until_revived, seen) = download(&lab, b);
+    let b_with = received_on(&res, b.client);
     let st = daemon.state().unwrap_or_default();
     eprintln!(
         "with the rule: path B received {b_with} (without {b_without}), server MPPrioRx +{}, {seen:?}, rule {:#}",

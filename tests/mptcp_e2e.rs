@@ -9,7 +9,9 @@
 //! * in native and generic (skb) XDP mode;
 //! * with the server's TX checksum offload on (the veth default): segments
 //!   arrive with only the pseudo-header sum in their checksum field, and a
-//!   short flow still stays single-path while a long one joins.
+//!   short flow still stays single-path while a long one joins; also in
+//!   skb mode, where recover's insert and the in-kernel duplicate ACK
+//!   deliver into CHECKSUM_PARTIAL skbs.
 mod common;
 mod mptcp_common;
 
@@ -303,6 +305,56 @@ fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
     lab.destroy();
 }
 
+/// The in-kernel recovery of a pure download in generic (skb) XDP, with the
+/// server's TX checksum offload on: the data segments arrive
+/// CHECKSUM_PARTIAL, and the duplicate ACK is rewritten from a clone of one
+/// (its TCP checksum computed afresh, `csum_start` still at its TCP
+/// header). The stack must accept it: the client joins during the
+/// download, from the kernel path's delivery. Control in the same run: the
+/// same download with strip only stays single-path.
+#[test]
+fn pure_download_recovers_in_the_kernel_in_skb_mode_with_the_servers_tx_checksum_offload_on() {
+    if !kernel_or_skip(
+        "pure_download_recovers_in_the_kernel_in_skb_mode_with_the_servers_tx_checksum_offload_on",
+    ) {
+        return;
+    }
+    let lab = Lab::new("dlpart");
+    no_server_add_addr_retransmissions(&lab);
+    lab.tb.run(&["csum-offload", "on"]);
+    let failures = hw_csum_failures();
+    let args = ["--download", "100M"];
+    let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
+
+    let full = policy("skb", "512KiB", "1MiB");
+    lab.apply(&full.replace(", recover_add_addr", ""));
+    let (res, d) = run(&lab, &args);
+    assert_eq!(subflows(&res), 0, "control joined without recovery: {res}");
+    assert_eq!(d(JOIN), 0, "control: {res}");
+    no_damage(&d);
+
+    lab.apply(&full);
+    let (res, d) = run(&lab, &args);
+    assert_eq!(
+        subflows(&res),
+        1,
+        "kernel path: no join during the download: {res}"
+    );
+    assert_eq!(d(JOIN), 1, "second subflow not established: {res}");
+    no_damage(&d);
+    assert!(
+        datapath_event(&lab, "add_addr_recovered_kernel") >= 1,
+        "status shows no in-kernel delivery"
+    );
+    assert_eq!(datapath_event(&lab, "kernel_recovery_failed"), 0);
+    assert_eq!(
+        hw_csum_failures(),
+        failures,
+        "the kernel log reports hw csum failures"
+    );
+    lab.destroy();
+}
+
 /// A server address withdrawn (REMOVE_ADDR) before the connection reaches
 /// recover_at is forgotten, never re-inserted: the client does not join
 /// it. The control in the same run, without the withdrawal, joins.
@@ -497,10 +549,26 @@ fn a_lost_recovery_carrier_is_sent_again_and_the_client_joins() {
 
 #[test]
 fn short_and_long_flows_with_the_servers_tx_checksum_offload_on() {
-    if !kernel_or_skip("short_and_long_flows_with_the_servers_tx_checksum_offload_on") {
-        return;
+    if kernel_or_skip("short_and_long_flows_with_the_servers_tx_checksum_offload_on") {
+        offload_on("native");
     }
-    let lab = Lab::new("txcsum");
+}
+
+/// The same in generic (skb) XDP: the insert moves the headers in front of
+/// an skb that stays CHECKSUM_PARTIAL, whose `csum_start` still points at
+/// the old TCP header, now `n` bytes into the new one. Local delivery
+/// takes such an skb as verified (`skb_csum_unnecessary`: partial with
+/// `csum_start` at or after the TCP header), so the inserted segment is
+/// accepted; this shows it on the kernel, with the insert counted.
+#[test]
+fn short_and_long_flows_with_the_servers_tx_checksum_offload_on_in_skb_mode() {
+    if kernel_or_skip("short_and_long_flows_with_the_servers_tx_checksum_offload_on_in_skb_mode") {
+        offload_on("skb");
+    }
+}
+
+fn offload_on(mode: &str) {
+    let lab = Lab::new(&format!("txcsum{mode}"));
     // What the veth pair does by default: the server's stack leaves the
     // TCP checksum to the device, and the skb crosses to the client
     // CHECKSUM_PARTIAL, its field holding the pseudo-header sum only.
@@ -527,7 +595,7 @@ fn short_and_long_flows_with_the_servers_tx_checksum_offload_on() {
         "baseline: the second subflow should open at once"
     );
 
-    lab.apply(&policy("native", "1MiB", "4MiB"));
+    lab.apply(&policy(mode, "1MiB", "4MiB"));
     let (_, d) = run(&lab, &short);
     assert_eq!(d(JOIN_TX), 0, "short flow opened a second subflow");
     assert_eq!(d(ADD_ADDR), 0, "short flow: ADD_ADDR reached the client");
@@ -552,6 +620,13 @@ fn short_and_long_flows_with_the_servers_tx_checksum_offload_on() {
     assert!(d(ADD_ADDR) >= 1, "long upload: ADD_ADDR not delivered");
     assert_eq!(d(JOIN), 1, "long upload: second subflow not established");
     no_damage(&d);
+    // Delivered by an insert into a received segment of the server (an
+    // upload's pure ACKs have room), the path this test is about.
+    let st = status_json(lab.root(), &lab.tb.cli);
+    assert!(
+        n(&st["datapath_events"]["add_addr_recovered"]) >= 1,
+        "{mode}: no insert: {st}"
+    );
     assert_eq!(
         hw_csum_failures(),
         failures,

@@ -91,17 +91,50 @@ chains:
 struct PathB {
     local: &'static str,
     remote: &'static str,
+    /// The server's TX checksum offload on (testbed.sh csum-offload).
+    offload: bool,
+}
+
+impl PathB {
+    const fn with_offload(self) -> PathB {
+        PathB {
+            offload: true,
+            ..self
+        }
+    }
 }
 
 const PATH_B4: PathB = PathB {
     local: PATH_B,
     remote: "198.51.100.0/24",
+    offload: false,
+};
+
+const PATH_B6: PathB = PathB {
+    local: "[2001:db8:b::1]:",
+    remote: "2001:db8:b::/64",
+    offload: false,
 };
 
 #[test]
 fn set_backup_moves_an_upload_to_the_other_subflow() {
     if kernel_or_skip("set_backup_moves_an_upload_to_the_other_subflow") {
         set_backup_case("prio", &[], "native", PATH_A, PATH_B4);
+    }
+}
+
+/// The same over IPv6 veth paths (MP_PRIO inserted into IPv6 segments,
+/// native XDP).
+#[test]
+fn set_backup_on_an_ipv6_path_moves_an_upload_to_the_other_subflow() {
+    if kernel_or_skip("set_backup_on_an_ipv6_path_moves_an_upload_to_the_other_subflow") {
+        set_backup_case(
+            "prio6",
+            &[("IPV6", "1")],
+            "native",
+            "[2001:db8:a::1]:",
+            PATH_B6,
+        );
     }
 }
 
@@ -123,18 +156,31 @@ fn set_backup_on_an_ipv6_tun_path_moves_an_upload_to_the_other_subflow() {
             &[("LINK_B", "tun"), ("IPV6", "1")],
             "auto",
             "[2001:db8:a::1]:",
-            PathB {
-                local: "[2001:db8:b::1]:",
-                remote: "2001:db8:b::/64",
-            },
+            PATH_B6,
         );
     }
 }
 
+/// The MP_PRIO insert in generic (skb) XDP into segments of a server with
+/// TX checksum offload on (the veth default): the skb stays
+/// CHECKSUM_PARTIAL with `csum_start` at the old TCP header, `n` bytes
+/// into the new one, which local delivery takes as verified. The insert
+/// must be accepted: the client counts the MP_PRIO and marks the subflow.
+#[test]
+fn set_backup_in_skb_mode_with_the_servers_tx_checksum_offload_on() {
+    if kernel_or_skip("set_backup_in_skb_mode_with_the_servers_tx_checksum_offload_on") {
+        set_backup_case("prioskb", &[], "skb", PATH_A, PATH_B4.with_offload());
+    }
+}
+
 /// Control (no emptcp: no MP_PRIO, B not backup) and set_backup on path B
-/// (`mode`: its XDP mode) on a testbed with `options` (testbed.sh).
+/// (`mode`: its XDP mode) on a testbed with `options` (testbed.sh); with
+/// `path_b.offload`, the server's TX checksum offload on.
 fn set_backup_case(name: &str, options: &[(&str, &str)], mode: &str, path_a: &str, path_b: PathB) {
     let lab = Lab::with(name, options);
+    if path_b.offload {
+        lab.tb.run(&["csum-offload", "on"]);
+    }
     let local_b = path_b.local;
     // Both subflows are established before the payload is sent; the
     // client reports each subflow's MPTCP flags before it closes.

@@ -296,6 +296,41 @@ pub fn load_xdp_adjust_meta(len: u32) -> io::Result<OwnedFd> {
     load_insns(BPF_PROG_TYPE_XDP, &insns, "emptcp_probe")
 }
 
+/// Loads the program the datapath's XDP-metadata description amounted to,
+/// for GRO comparisons: 4 bytes of metadata in front of every packet, a
+/// different random number each (`bpf_get_prandom_u32`), then XDP_PASS.
+/// GRO never merges packets whose metadata differ (`skb_metadata_differs`),
+/// so behind it every segment reaches TCP alone.
+pub fn load_xdp_per_packet_meta(name: &str) -> io::Result<OwnedFd> {
+    let i = |code: u8, dst: u8, src: u8, off: i16, imm: i32| {
+        let mut b = [0u8; 8];
+        b[0] = code;
+        b[1] = (src << 4) | dst;
+        b[2..4].copy_from_slice(&off.to_le_bytes());
+        b[4..].copy_from_slice(&imm.to_le_bytes());
+        b
+    };
+    let insns = [
+        i(0xbf, 6, 1, 0, 0),  // 0: r6 = ctx
+        i(0x85, 0, 0, 0, 7),  // 1: call bpf_get_prandom_u32
+        i(0xbf, 7, 0, 0, 0),  // 2: r7 = r0
+        i(0xbf, 1, 6, 0, 0),  // 3: r1 = ctx
+        i(0xb7, 2, 0, 0, -4), // 4: r2 = -4
+        i(0x85, 0, 0, 0, 54), // 5: call bpf_xdp_adjust_meta
+        i(0x55, 0, 0, 6, 0),  // 6: if r0 != 0 goto pass (13)
+        i(0x61, 2, 6, 8, 0),  // 7: r2 = ctx->data_meta
+        i(0x61, 3, 6, 0, 0),  // 8: r3 = ctx->data
+        i(0xbf, 4, 2, 0, 0),  // 9: r4 = r2
+        i(0x07, 4, 0, 0, 4),  // 10: r4 += 4
+        i(0x2d, 4, 3, 1, 0),  // 11: if r4 > r3 goto pass (13)
+        i(0x63, 2, 7, 0, 0),  // 12: *(u32 *)(r2 + 0) = r7
+        i(0xb7, 0, 0, 0, 2),  // 13: pass: r0 = XDP_PASS
+        i(0x95, 0, 0, 0, 0),  // 14: exit
+    ]
+    .concat();
+    load_insns(BPF_PROG_TYPE_XDP, &insns, name)
+}
+
 const BPF_PROG_QUERY: libc::c_long = 16;
 /// `BPF_TCX_INGRESS` (Linux 6.6).
 pub const BPF_TCX_INGRESS: u32 = 46;

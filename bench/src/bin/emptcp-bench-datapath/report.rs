@@ -24,6 +24,7 @@ pub struct Row {
     /// The bare program's single run (median round).
     bare_single: f64,
     target: Option<f64>,
+    ratio_target: Option<f64>,
     /// Judged against another row of the same run (issue 11).
     pub relative: Option<Relative>,
 }
@@ -87,6 +88,7 @@ impl Row {
             hot: (!hots.is_empty()).then(|| measure::median(&hots)),
             bare_single: measure::median(&singles),
             target: p.target,
+            ratio_target: p.ratio_target,
             relative: None,
         }
     }
@@ -97,8 +99,24 @@ impl Row {
         self.hot.unwrap_or(self.fresh)
     }
 
-    pub fn missed(&self) -> bool {
-        self.target.is_some_and(|t| self.judged() > t) || self.relative.is_some_and(|r| r.missed())
+    /// Whether a target of the row is missed; `bare` is the bare program's
+    /// time on the row's hook in the same run ([`bare_of`]).
+    pub fn missed(&self, bare: f64) -> bool {
+        self.target.is_some_and(|t| self.judged() > t)
+            || self.relative.is_some_and(|r| r.missed())
+            || self.ratio_missed(bare)
+    }
+
+    fn ratio(&self, bare: f64) -> f64 {
+        (bare + self.judged()) / bare
+    }
+
+    fn ratio_missed(&self, bare: f64) -> bool {
+        self.ratio_target.is_some_and(|t| self.ratio(bare) > t)
+    }
+
+    pub fn hook(&self) -> Hook {
+        self.hook
     }
 
     fn render(&self, bare: f64) -> String {
@@ -113,6 +131,14 @@ impl Row {
             Some(t) if self.judged() > t => format!("≤ {t:.0} ns added ({which}) — **MISSED**"),
             Some(t) => format!("≤ {t:.0} ns added ({which}) — met"),
         };
+        if let Some(t) = self.ratio_target {
+            let verdict = if self.ratio_missed(bare) {
+                "**MISSED**"
+            } else {
+                "met"
+            };
+            let _ = write!(target, "≤ {t}× bare ({which}) — {verdict}");
+        }
         if let Some(r) = self.relative {
             let verdict = if r.missed() { "**MISSED**" } else { "met" };
             let _ = write!(
@@ -130,6 +156,21 @@ impl Row {
             self.hi,
             emptcp / bare
         )
+    }
+}
+
+/// The bare program's own time on `hook` with repeat 10^6: the median of
+/// the rounds of every hot path of the hook.
+pub fn bare_of(rows: &[Row], hook: Hook) -> f64 {
+    let v: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.hook == hook && !r.bare.is_nan())
+        .map(|r| r.bare)
+        .collect();
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        measure::median(&v)
     }
 }
 
@@ -166,20 +207,7 @@ fn today() -> String {
 
 pub fn render(args: &Args, rows: &[Row], memory: &str, load_start: &str, load_end: &str) -> String {
     let mut o = String::new();
-    // The bare programs' own time with repeat 10^6 (median of the rounds
-    // of every hot path of the hook).
-    let bare = |h: Hook| {
-        let v: Vec<f64> = rows
-            .iter()
-            .filter(|r| r.hook == h && !r.bare.is_nan())
-            .map(|r| r.bare)
-            .collect();
-        if v.is_empty() {
-            f64::NAN
-        } else {
-            measure::median(&v)
-        }
-    };
+    let bare = |h: Hook| bare_of(rows, h);
     let single = |h: Hook| {
         let v: Vec<f64> = rows
             .iter()
@@ -259,6 +287,39 @@ mod tests {
                 added: a,
             })
             .collect()
+    }
+
+    fn row(added: f64, ratio_target: f64) -> Row {
+        Row {
+            name: "raw",
+            table: Table::Ingress,
+            hook: Hook::Xdp,
+            bare: 8.0,
+            fresh: added,
+            lo: added,
+            hi: added,
+            hot: None,
+            bare_single: 30.0,
+            target: None,
+            ratio_target: Some(ratio_target),
+            relative: None,
+        }
+    }
+
+    /// A ratio target compares emptcp's time (bare + added) with the bare
+    /// program's of the same run.
+    #[test]
+    fn ratio_targets_are_judged_against_the_runs_bare_time() {
+        // 8 ns bare + 4 added = 1.5x: met; + 5 = 1.625x: missed.
+        assert!(!row(4.0, 1.5).missed(8.0));
+        assert!(row(5.0, 1.5).missed(8.0));
+        assert!(
+            row(5.0, 1.5)
+                .render(8.0)
+                .contains("≤ 1.5× bare (fresh) — **MISSED**")
+        );
+        assert!(!row(70.0, 10.0).missed(8.0));
+        assert!(row(73.0, 10.0).missed(8.0));
     }
 
     #[test]
