@@ -37,13 +37,14 @@ SUITE=bookworm
 MIRROR=${EMPTCP_VM_MIRROR:-http://deb.debian.org/debian}
 # What the guest root needs: the shell tools the tests call (ip, tc, ss, nstat,
 # bpftool, ethtool, nsenter, timeout, sysctl), python3 for the MPTCP testbed,
-# kmod to load the kernel modules.
-ROOT_PKGS=iproute2,python3,kmod,procps,ethtool,bpftool,util-linux
+# kmod to load the kernel modules, wireguard-tools (`wg`: keys and peers of the
+# testbed's WireGuard path), tcpdump to look at a path's packets.
+ROOT_PKGS=iproute2,python3,kmod,procps,ethtool,bpftool,util-linux,wireguard-tools,tcpdump
 # Modules the guest loads before the tests (the tests' devices, qdiscs and
 # tunnels; the rest load on demand through modprobe).
 GUEST_MODS="veth tun sch_netem sch_tbf sch_htb sch_ingress cls_bpf act_bpf wireguard 8021q ipip dummy"
 # Bump when the way the image is made changes (forces a rebuild).
-RECIPE=1
+RECIPE=2
 
 log() { printf 'vm: %s\n' "$*" >&2; }
 die() {

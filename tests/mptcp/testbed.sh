@@ -37,6 +37,11 @@
 #      header, ARPHRD none), joined by tunfwd.py, which the testbed starts (pid in
 #      $RUN/tunfwd-<dev>.pid) and stops on `down`. Use LINK_A=tun to carry the initial subflow
 #      (and the server's ADD_ADDR) over it.
+#      "wg" makes that path a WireGuard tunnel (raw IP, ARPHRD none, same names): a wireguard
+#      device at each end, one peer each, over an underlay veth pair cli0u/srv0u (cli1u/srv1u)
+#      on 203.0.113.201|202/30 (path B: .205|.206/30), UDP port 51820 (path B: 51821); keys
+#      made per `up` with wg(8) under $RUN. Needs the wireguard module and wireguard-tools
+#      (the guest of scripts/vm.sh has both; the 6.18 host has neither).
 #      IPV6 (0): 1 enables IPv6 in both namespaces and adds 2001:db8:a::1|2/64 on path A and
 #      2001:db8:b::1|2/64 on path B (nodad) beside the IPv4 addresses; the server then announces
 #      2001:db8:b::2 (not 198.51.100.2), listens on [::] and `xfer` connects to 2001:db8:a::2.
@@ -156,7 +161,7 @@ up() {
     return 0
 }
 
-# link_path CLI_DEV SRV_DEV veth|vlan: one path's two ends.
+# link_path CLI_DEV SRV_DEV veth|vlan|tun|wg: one path's two ends.
 link_path() {
     local c=$1 s=$2
     case $3 in
@@ -175,8 +180,33 @@ link_path() {
             nsx $SRV ip tuntap add dev "$s" mode tun
             start_tunfwd "$c" "$s"
             ;;
-        *) die "LINK_A/LINK_B must be veth, vlan or tun, not '$3'" ;;
+        wg) wg_path "$c" "$s" ;;
+        *) die "LINK_A/LINK_B must be veth, vlan, tun or wg, not '$3'" ;;
     esac
+}
+
+# wg_path CLI_DEV SRV_DEV: a WireGuard tunnel between the namespaces. Each end has
+# one peer that takes every address (allowed-ips 0/0, ::/0): the routes, not the
+# peer table, choose the path. The underlay gets its own /30 and port per path so
+# both paths can be WireGuard at once.
+wg_path() {
+    local c=$1 s=$2 n=${1: -1}
+    local uc=203.0.113.$((201 + 4 * n)) us=203.0.113.$((202 + 4 * n)) port=$((51820 + n))
+    nsx $CLI ip link add "$c" type wireguard 2>/dev/null ||
+        die "no WireGuard devices on this kernel ($(uname -r)): the guest of scripts/vm.sh has the wireguard module"
+    command -v wg >/dev/null ||
+        die "no wg(8) to set WireGuard keys and peers: install wireguard-tools (the guest of scripts/vm.sh has it)"
+    nsx $SRV ip link add "$s" type wireguard
+    ip link add "${c}u" netns $CLI type veth peer name "${s}u" netns $SRV
+    nsx $CLI ip addr add "$uc/30" dev "${c}u"
+    nsx $SRV ip addr add "$us/30" dev "${s}u"
+    nsx $CLI ip link set "${c}u" up
+    nsx $SRV ip link set "${s}u" up
+    (umask 077 && wg genkey >"$RUN/wg-$c.key" && wg genkey >"$RUN/wg-$s.key")
+    nsx $CLI wg set "$c" listen-port $port private-key "$RUN/wg-$c.key" \
+        peer "$(wg pubkey <"$RUN/wg-$s.key")" allowed-ips 0.0.0.0/0,::/0 endpoint "$us:$port"
+    nsx $SRV wg set "$s" listen-port $port private-key "$RUN/wg-$s.key" \
+        peer "$(wg pubkey <"$RUN/wg-$c.key")" allowed-ips 0.0.0.0/0,::/0 endpoint "$uc:$port"
 }
 
 # start_tunfwd CLI_DEV SRV_DEV: the forwarder that joins a TUN pair; its own session
@@ -200,7 +230,12 @@ v6_ready() {
         local busy=0
         for ns in $CLI $SRV; do
             [[ -n $(ip -n "$ns" -6 addr show tentative) ]] && busy=1
-            [[ $(ip -n "$ns" -br link show | grep -cE '^(cli|srv)[01][@ ].* UP ') == 2 ]] || busy=1
+            # A WireGuard device never reports carrier, so its operstate stays
+            # UNKNOWN: usable once it is up. Every other kind must say UP.
+            local up wg
+            up=$(ip -n "$ns" -br link show | grep -cE '^(cli|srv)[01][@ ].* UP ' || true)
+            wg=$(ip -n "$ns" -br link show type wireguard | grep -cE '^(cli|srv)[01] .* UNKNOWN ' || true)
+            [[ $((up + wg)) == 2 ]] || busy=1
         done
         [[ $busy == 0 ]] && return 0
         sleep 0.02
@@ -221,7 +256,7 @@ down() {
             ip netns del "$ns"
         fi
     done
-    rm -f "$RUN"/server.ready "$RUN"/tunfwd-*.ready
+    rm -f "$RUN"/server.ready "$RUN"/tunfwd-*.ready "$RUN"/wg-*.key
 }
 
 status() {
@@ -271,8 +306,10 @@ csum_offload() {
     local v=${1:-off}
     for d in srv0 srv1; do
         # A TUN device offloads nothing unless its reader asks (TUNSETOFFLOAD; tunfwd.py
-        # does not): the stack sums every segment it sends there.
+        # does not): the stack sums every segment it sends there. WireGuard sums every
+        # inner packet in software before it encrypts it.
         nsx $SRV test -e "/sys/class/net/$d/tun_flags" && continue
+        [[ $(nsx $SRV cat "/sys/class/net/$d/type") == 65534 ]] && continue
         nsx $SRV ethtool -K "$d" tx "$v" >/dev/null
     done
     # a VLAN path's carrier veth too
@@ -342,5 +379,5 @@ case $cmd in
     xdp-detach) xdp_detach "$@" ;;
     csum-offload) csum_offload "$@" ;;
     shape) shape "$@" ;;
-    *) sed -n '2,42p' "$0"; exit 1 ;;
+    *) sed -n '2,47p' "$0"; exit 1 ;;
 esac

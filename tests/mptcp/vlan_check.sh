@@ -11,49 +11,12 @@
 # running) joins B; no TCP checksum error. Exit 0 only if every check holds.
 set -euo pipefail
 E=${1:?usage: vlan_check.sh EMPTCP_BINARY}
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-TB=$HERE/testbed.sh
 export LAB_ID=-vlanchk LINK_A=vlan
-CLI=emptcp-cli$LAB_ID
-ROOT=/sys/fs/bpf/emptcp-vlan-check
-DIR=$(mktemp -d)
-AGENT=
-fail=0
-
-cleanup() {
-    [[ -n $AGENT ]] && kill "$AGENT" 2>/dev/null && wait "$AGENT" 2>/dev/null
-    "$E" --bpffs-root "$ROOT" --netns "$CLI" destroy >/dev/null 2>&1 || true
-    rm -rf "$ROOT" "$DIR"
-    "$TB" down >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-counter() { "$TB" counters cli "^$1 " | awk '{print $2}'; }
-
-# check WHAT GOT WANT
-check() {
-    if [[ $2 == "$3" ]]; then
-        echo "ok    $1: $2"
-    else
-        echo "FAIL  $1: $2, expected $3"
-        fail=1
-    fi
-}
-
-# download SIZE [xfer args]: prints "joins fallback csum_errors"
-download() {
-    local j0 f0 c0
-    j0=$(counter MPTcpExtMPJoinSynAckRx) f0=$(counter MPTcpExtMPCapableDataFallback) c0=$(counter TcpInCsumErrors)
-    "$TB" xfer --download "$@" >"$DIR/xfer.json"
-    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(d["rc"])' "$DIR/xfer.json" || {
-        echo "FAIL  transfer: $(cat "$DIR/xfer.json")"
-        fail=1
-    }
-    echo "$(($(counter MPTcpExtMPJoinSynAckRx) - j0)) $(($(counter MPTcpExtMPCapableDataFallback) - f0)) $(($(counter TcpInCsumErrors) - c0))"
-}
+# shellcheck source=check_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/check_lib.sh"
 
 policy() {
-    cat <<EOF
+    cat <<EOP
 version: 1
 settings: {flow_capacity: 16384}
 interfaces:
@@ -64,29 +27,29 @@ chains:
     match: {remote: [192.0.2.0/24, 198.51.100.0/24], remote_ports: [5201]}
     thresholds: {remove_below: 1MiB, recover_at: 4MiB}
     actions: [record_flow, strip_add_addr, recover_add_addr, count]
-EOF
+EOP
 }
 
 "$TB" up >/dev/null
 "$TB" csum-offload off
 echo "path A: $(ip -n "$CLI" -d link show cli0 | grep -o 'vlan protocol [^ ]* id [0-9]*')"
 
-read -r j _ _ < <(download 100K --wait-subflows 1 --wait-timeout 2)
+read -r j _ _ _ < <(download 100K --wait-subflows 1 --wait-timeout 2)
 check "control, no emptcp: 100 KB download joins B" "$j" 1
 
 for attach in "cli0v native" "cli0 skb"; do
     read -r dev mode <<<"$attach"
     policy "$dev" "$mode" >"$DIR/p.yaml"
-    "$E" --bpffs-root "$ROOT" --netns "$CLI" apply -f "$DIR/p.yaml" >/dev/null
-    read -r j f c < <(download 100K --wait-subflows 1 --wait-timeout 2)
+    em apply -f "$DIR/p.yaml" >/dev/null
+    read -r j f c _ < <(download 100K --wait-subflows 1 --wait-timeout 2)
     check "XDP on $dev ($mode): 100 KB download, joins / fallbacks / csum errors" "$j $f $c" "0 0 0"
-    "$E" --bpffs-root "$ROOT" --netns "$CLI" agent 2>"$DIR/agent.log" &
+    em agent 2>"$DIR/agent.log" &
     AGENT=$!
     sleep 0.3
-    read -r j f c < <(download 20M --wait-subflows 1 --wait-timeout 3)
+    read -r j f c _ < <(download 20M --wait-subflows 1 --wait-timeout 3)
     kill "$AGENT" && wait "$AGENT" 2>/dev/null || true
     AGENT=
     check "XDP on $dev ($mode): 20 MB download, joins / fallbacks / csum errors" "$j $f $c" "1 0 0"
-    "$E" --bpffs-root "$ROOT" --netns "$CLI" destroy >/dev/null
+    em destroy >/dev/null
 done
-exit "$fail"
+finish

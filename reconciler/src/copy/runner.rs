@@ -138,13 +138,36 @@ impl<T: Transmit> Runner<T> {
             // The decision was taken on the read at the start of the round;
             // the connection may have closed since (a FIN or RST seen by
             // either hook removes its capture).
-            let Some(cap) = fresh(&f.key) else {
+            if fresh(&f.key).is_none() {
                 self.closed_before_firing(
                     &f.rule,
                     &f.key,
                     "the connection closed between the capture read and the send",
                 );
                 continue;
+            }
+            // The socket is opened before the packet is forged: opening it
+            // takes milliseconds (26 ms seen under emulation) while the
+            // connection moves on, and a packet forged before that carries
+            // a seq and tsval the peer drops as old (PAWS).
+            let cap = match self
+                .transmit
+                .prepare(a.rule.ifindex)
+                .map(|()| fresh(&f.key))
+            {
+                Ok(Some(cap)) => cap,
+                Ok(None) => {
+                    self.closed_before_firing(
+                        &f.rule,
+                        &f.key,
+                        "the connection closed between the capture read and the send",
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    self.send_failed(&f.rule, &a.interface, e.to_string());
+                    continue;
+                }
             };
             let result = frame(&cap, &a.payload, a.raw_ip)
                 .map_err(|e| e.to_string())
@@ -153,24 +176,28 @@ impl<T: Transmit> Runner<T> {
                         .transmit(a.rule.ifindex, &fr)
                         .map_err(|e| e.to_string())
                 });
-            let st = self.status.entry(f.rule.clone()).or_default();
             match result {
                 Ok(()) => {
+                    let st = self.status.entry(f.rule.clone()).or_default();
                     st.sent += 1;
                     sent += 1;
                     tracing::info!(rule = %f.rule, interface = %a.interface, port = f.key.local_port, "packet copy sent");
                 }
-                Err(e) => {
-                    st.send_failures += 1;
-                    tracing::warn!(rule = %f.rule, interface = %a.interface, error = %e, "packet copy not sent");
-                    st.last_error = Some(e);
-                }
+                Err(e) => self.send_failed(&f.rule, &a.interface, e),
             }
         }
         // Sockets of interfaces no rule uses any more are closed.
         self.transmit
             .retain(&|ifindex| armed.iter().any(|a| a.rule.ifindex == ifindex));
         sent
+    }
+
+    /// Counts and logs a frame of `rule` that could not be sent.
+    fn send_failed(&mut self, rule: &str, interface: &str, e: String) {
+        let st = self.status.entry(rule.to_string()).or_default();
+        st.send_failures += 1;
+        tracing::warn!(rule = %rule, interface = %interface, error = %e, "packet copy not sent");
+        st.last_error = Some(e);
     }
 
     /// Counts and logs (throttled) a subflow of `rule` that closed before
@@ -300,6 +327,51 @@ mod tests {
         assert_eq!(
             f,
             &frame(&cap, &Payload::MpPrio { backup: false }, false).unwrap()
+        );
+    }
+
+    /// What a round did, in order.
+    #[derive(Default, Clone)]
+    struct Steps(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Steps {
+        fn push(&self, s: String) {
+            self.0.lock().unwrap().push(s);
+        }
+    }
+
+    impl Transmit for Steps {
+        fn prepare(&mut self, ifindex: u32) -> Result<(), crate::packet::TransmitError> {
+            self.push(format!("prepare {ifindex}"));
+            Ok(())
+        }
+        fn transmit(&mut self, ifindex: u32, _: &[u8]) -> Result<(), crate::packet::TransmitError> {
+            self.push(format!("transmit {ifindex}"));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_frame_is_forged_from_a_read_taken_after_the_socket_is_ready() {
+        let steps = Steps::default();
+        let mut r = Runner::with_transmit(steps.clone());
+        let (view, cap) = subflow(40000);
+        let read = steps.clone();
+        let sent = r.round(
+            &[armed()],
+            &[],
+            &[(view, cap)],
+            &mut |_| {
+                read.push("read".into());
+                Some(cap)
+            },
+            10_000,
+        );
+        assert_eq!(sent, 1);
+        // The first read only asks whether the connection is still open.
+        assert_eq!(
+            *steps.0.lock().unwrap(),
+            ["read", "prepare 7", "read", "transmit 7"]
         );
     }
 

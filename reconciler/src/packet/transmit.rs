@@ -26,6 +26,12 @@ pub trait Transmit: Send {
     /// Sends `frame` on the interface `ifindex`.
     fn transmit(&mut self, ifindex: u32, frame: &[u8]) -> Result<(), TransmitError>;
 
+    /// Makes `transmit` on `ifindex` immediate: opens what the first send
+    /// would open. Nothing by default.
+    fn prepare(&mut self, _ifindex: u32) -> Result<(), TransmitError> {
+        Ok(())
+    }
+
     /// Releases what is held for interfaces `keep` says no longer carry
     /// frames (sockets, queues). Nothing by default.
     fn retain(&mut self, _keep: &dyn Fn(u32) -> bool) {}
@@ -91,6 +97,15 @@ impl AfXdp {
 }
 
 impl Transmit for AfXdp {
+    /// Opens the interface's socket (UMEM, rings, bind: milliseconds, tens
+    /// of them under emulation) unless it is open.
+    fn prepare(&mut self, ifindex: u32) -> Result<(), TransmitError> {
+        if let std::collections::btree_map::Entry::Vacant(v) = self.senders.entry(ifindex) {
+            v.insert(Sender::open(ifindex, self.queue)?);
+        }
+        Ok(())
+    }
+
     /// Opens the interface's socket on first use and reopens it once when
     /// the interface was replaced.
     fn transmit(&mut self, ifindex: u32, frame: &[u8]) -> Result<(), TransmitError> {

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The short-flow policy over a WireGuard path (needs the wireguard module and
+# wg(8): run it in the guest,
+#   scripts/vm.sh run tests/mptcp/wg_check.sh "$PWD/target/release/emptcp").
+#
+# Path A (the first subflow, where the server's ADD_ADDR arrives and the
+# download flows) is a WireGuard tunnel (testbed.sh LINK_A=wg: raw IP, link
+# type none), emptcp's XDP program on the client's WireGuard device in skb
+# (generic) mode, the only mode WireGuard has. For IPv4, then IPv6 (FAMILIES,
+# "4 6"), each in one testbed:
+#
+# * control, no emptcp: a 100 KB download joins path B; the server's ADD_ADDR
+#   is in a capture on cli0 (the tunnel carried the traffic: wg counts it);
+# * emptcp: plan notes the raw-IP link, status shows it (none, skb, in-kernel
+#   recovery attached); a 100 KB download opens no subflow and does not fall
+#   back, no ADD_ADDR passes the XDP hook (the capture sees the packets after
+#   generic XDP) and every pure segment it saw has a valid TCP checksum;
+# * 20 MB download, control: the address stripped, nothing recovering it:
+#   single-path when the last byte arrives;
+# * 20 MB download with `emptcp apply` alone: the in-kernel recovery delivers
+#   the address (add_addr_recovered_kernel moves, kernel_recovery_failed 0)
+#   and the client joins B before the last byte;
+# * no fallback, no TCP checksum error, no "hw csum failure" in the kernel log.
+#
+# WireGuard marks decrypted packets CHECKSUM_UNNECESSARY, so the client's
+# stack does not verify the TCP checksum of a segment emptcp rewrote: the
+# TcpInCsumErrors check cannot fail here, and the capture's checksum check is
+# what verifies the rewritten pure ACKs. Exit 0 only if every check holds.
+set -euo pipefail
+E=${1:?usage: wg_check.sh EMPTCP_BINARY}
+# The server's ADD_ADDR is sent once (no retransmission that could reach the
+# client after the strip-only control).
+export LAB_ID=-wgchk LINK_A=wg ADD_ADDR_TIMEOUT=0
+# shellcheck source=check_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/check_lib.sh"
+
+# policy RECOVER(0|1): emptcp on both client interfaces, cli0 in auto mode
+# (plan picks skb on a raw-IP link).
+policy() {
+    local actions="record_flow, strip_add_addr, count"
+    [[ $1 == 1 ]] && actions="record_flow, strip_add_addr, recover_add_addr, count"
+    cat <<EOP
+version: 1
+settings: {flow_capacity: 16384}
+interfaces:
+  - {name: cli0, xdp_mode: auto, chains: [mptcp]}
+  - {name: cli1, xdp_mode: native, chains: [mptcp]}
+chains:
+  - name: mptcp
+    match: {remote: [192.0.2.0/24, 198.51.100.0/24, "2001:db8::/32"], remote_ports: [5201]}
+    thresholds: {remove_below: 1MiB, recover_at: 4MiB}
+    actions: [$actions]
+EOP
+}
+
+# The server's segments on path A without payload (pure ACKs: where the
+# kernel sends ADD_ADDR), as a capture filter.
+pure_from_server() {
+    if [[ $1 == 6 ]]; then
+        echo 'src host 2001:db8:a::2 and ip6 and ip6[6] == 6 and ip6[4:2] - ((ip6[52] & 0xf0) >> 2) == 0'
+    else
+        echo 'src host 192.0.2.2 and tcp and ip[2:2] - ((ip[0] & 0xf) << 2) - ((tcp[12] & 0xf0) >> 2) == 0'
+    fi
+}
+
+# family 4|6: every check of the header on one testbed.
+family() {
+    local v=$1 t0=$SECONDS j f c s n
+    export IPV6=0
+    [[ $v == 6 ]] && IPV6=1
+    echo "== IPv$v"
+    "$TB" up >/dev/null
+    "$TB" csum-offload off
+    echo "path A: $(ip -n "$CLI" -d link show cli0 | grep -o wireguard) over $(ip -n "$CLI" -br addr show cli0u | awk '{print $3}')"
+    local csum_failures
+    csum_failures=$(hw_csum_failures)
+
+    capture_start cli0
+    read -r j _ _ _ < <(download 100K --wait-subflows 1 --wait-timeout 2)
+    capture_stop
+    check "control, no emptcp: 100 KB download joins B" "$j" 1
+    n=$(capture_read cli0 "$(pure_from_server "$v")" | grep -c 'add-addr' || true)
+    check_more "control: ADD_ADDR seen on cli0" "$n" 0
+    # The join splits the download between the paths, but the server's first
+    # window (10 segments of ~1.3 KB: MSS under WireGuard's 1420 MTU) leaves on
+    # path A before a join can exist, so the tunnel decrypted over 10 KB.
+    n=$(ip netns exec "$CLI" wg show cli0 transfer | awk '{print $2}')
+    check_more "control: bytes received through the tunnel" "$n" 10000
+
+    policy 1 >"$DIR/recover.yaml"
+    policy 0 >"$DIR/strip.yaml"
+    n=$(em plan -f "$DIR/recover.yaml" | grep -c 'cli0: raw-IP link (link type none)' || true)
+    check "plan notes cli0 as a raw-IP link" "$n" 1
+    em apply -f "$DIR/recover.yaml" >/dev/null
+    check "status of cli0: link type, raw IP, XDP mode, in-kernel recovery" "$(iface_status cli0)" "none True skb True"
+
+    capture_start cli0
+    read -r j f c _ < <(download 100K --wait-subflows 1 --wait-timeout 2)
+    capture_stop
+    check "100 KB download: joins / fallbacks / csum errors" "$j $f $c" "0 0 0"
+    capture_read cli0 "$(pure_from_server "$v")" >"$DIR/pure.txt"
+    check "100 KB download: ADD_ADDR past the XDP hook" "$(grep -c 'add-addr' "$DIR/pure.txt" || true)" 0
+    check_more "100 KB download: pure segments from the server with a valid TCP checksum" \
+        "$(grep -c '(correct)' "$DIR/pure.txt" || true)" 0
+    check "100 KB download: pure segments with a bad checksum" "$(grep -cE 'incorrect|bad cksum' "$DIR/pure.txt" || true)" 0
+    check_more "addresses stored" "$(datapath_event add_addr_stored)" 0
+    check "segments refused as malformed" "$(datapath_event malformed)" 0
+
+    em apply -f "$DIR/strip.yaml" >/dev/null
+    read -r j f c s < <(download 20M)
+    check "20 MB download, strip only: joins / fallbacks / csum errors / subflows at the last byte" "$j $f $c $s" "0 0 0 0"
+
+    em apply -f "$DIR/recover.yaml" >/dev/null
+    n=$(datapath_event add_addr_recovered_kernel)
+    read -r j f c s < <(download 20M)
+    check "20 MB download, apply alone: joins / fallbacks / csum errors / subflows at the last byte" "$j $f $c $s" "1 0 0 1"
+    check_more "add_addr_recovered_kernel" "$(datapath_event add_addr_recovered_kernel)" "$n"
+    check "kernel_recovery_failed" "$(datapath_event kernel_recovery_failed)" 0
+    check "new \"hw csum failure\" lines in the kernel log" "$(($(hw_csum_failures) - csum_failures))" 0
+
+    em destroy >/dev/null
+    "$TB" down
+    echo "IPv$v: $((SECONDS - t0)) s"
+}
+
+for v in ${FAMILIES:-4 6}; do family "$v"; done
+finish
