@@ -26,6 +26,12 @@ report_skips() {
         sort "$EMPTCP_SKIP_LOG" | sed 's/^/   SKIPPED /; s/\t/: /'
     fi
     rm -f "$EMPTCP_SKIP_LOG"
+    # Tests ignored in the source (#[ignore = "why"]) are not run: listed
+    # with their reason so a green run never hides them.
+    awk '/#\[ignore/ { r = $0; sub(/.*#\[ignore( = )?"?/, "", r); sub(/"?\].*/, "", r); next }
+         r != "" && /fn / { n = $0; sub(/.*fn /, "", n); sub(/\(.*/, "", n);
+                             printf "   IGNORED %s (%s): %s\n", n, FILENAME, r; r = "" }' tests/*.rs |
+        { mapfile -t ign; ((${#ign[@]})) && { echo; echo "== ${#ign[@]} tests ignored in the source (not run):"; printf '%s\n' "${ign[@]}"; }; true; }
     exit "$rc"
 }
 trap report_skips EXIT
