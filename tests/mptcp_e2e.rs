@@ -276,10 +276,7 @@ fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
     // 3. The kernel path taken away (its TCX links removed, as on an
     //    interface where it cannot run): the datapath reports the pending
     //    connection to user space, and the agent delivers.
-    for dev in ["cli0", "cli1"] {
-        let pin = lab.root().join("links/tc-ingress").join(dev);
-        std::fs::remove_file(&pin).unwrap_or_else(|e| panic!("{}: {e}", pin.display()));
-    }
+    remove_kernel_recovery(&lab);
     let agent = Agent::start(&lab);
     let (res, d) = run(&lab, &args);
     let stats = agent.stop();

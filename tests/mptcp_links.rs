@@ -223,10 +223,7 @@ fn agent_cell(name: &str, ipv6: bool) {
     assert_eq!(d(JOIN), 0, "control: {res}");
 
     lab.apply(&policy(true));
-    for dev in ["cli0", "cli1"] {
-        let pin = lab.root().join("links/tc-ingress").join(dev);
-        std::fs::remove_file(&pin).unwrap_or_else(|e| panic!("{}: {e}", pin.display()));
-    }
+    remove_kernel_recovery(&lab);
     let kernel = datapath_event(&lab, "add_addr_recovered_kernel");
     let agent = Agent::start(&lab);
     let (res, d) = run(&lab, &dl);

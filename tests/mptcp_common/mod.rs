@@ -261,6 +261,21 @@ pub fn hw_csum_failures() -> usize {
         .count()
 }
 
+/// Takes the in-kernel recovery away, as on an interface where it cannot
+/// run: each client interface's TC ingress link is detached at once
+/// (BPF_LINK_DETACH) and its pin removed. Removing the pin alone releases
+/// the link from a kernel workqueue, which a machine with every core busy
+/// ran late: the download that followed was still recovered in the
+/// kernel, and the agent got no event.
+pub fn remove_kernel_recovery(lab: &Lab) {
+    for dev in ["cli0", "cli1"] {
+        let pin = lab.root().join("links/tc-ingress").join(dev);
+        let fd = emptcp::sys::obj_get(&pin).unwrap_or_else(|e| panic!("{}: {e}", pin.display()));
+        emptcp::sys::link_detach(&fd).unwrap_or_else(|e| panic!("detach {}: {e}", pin.display()));
+        std::fs::remove_file(&pin).unwrap_or_else(|e| panic!("{}: {e}", pin.display()));
+    }
+}
+
 /// A background `emptcp agent` in the client namespace, killed on drop
 /// even when the test fails. Its log (stderr, JSON lines) is collected by
 /// a reader thread.
