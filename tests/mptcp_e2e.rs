@@ -276,29 +276,7 @@ fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
     // 3. The kernel path taken away (its TCX links removed, as on an
     //    interface where it cannot run): the datapath reports the pending
     //    connection to user space, and the agent delivers.
-    remove_kernel_recovery(&lab);
-    let agent = Agent::start(&lab);
-    let (res, d) = run(&lab, &args);
-    let stats = agent.stop();
-    eprintln!("agent: {stats}");
-    assert!(n(&stats["events"]) >= 1, "the agent got no event: {stats}");
-    assert!(
-        n(&stats["injected"]) >= 1,
-        "the agent injected nothing: {stats}"
-    );
-    assert_eq!(n(&stats["failed"]), 0, "injections failed: {stats}");
-    assert_eq!(
-        datapath_event(&lab, "add_addr_recovered_kernel"),
-        kernel,
-        "a kernel delivery without the link"
-    );
-    assert_eq!(
-        subflows(&res),
-        1,
-        "agent: no join during the download: {res}"
-    );
-    assert_eq!(d(JOIN), 1, "agent: second subflow not established: {res}");
-    no_damage(&d);
+    agent_recovers_download(&lab, &args);
     lab.destroy();
 }
 

@@ -223,29 +223,7 @@ fn agent_cell(name: &str, ipv6: bool) {
     assert_eq!(d(JOIN), 0, "control: {res}");
 
     lab.apply(&policy(true));
-    remove_kernel_recovery(&lab);
-    let kernel = datapath_event(&lab, "add_addr_recovered_kernel");
-    let agent = Agent::start(&lab);
-    let (res, d) = run(&lab, &dl);
-    let stats = agent.stop();
-    let count = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("{k}: {stats}"));
-    assert!(
-        count("injected") >= 1,
-        "the agent injected nothing: {stats}"
-    );
-    assert_eq!(count("failed"), 0, "injections failed: {stats}");
-    assert_eq!(
-        datapath_event(&lab, "add_addr_recovered_kernel"),
-        kernel,
-        "a kernel delivery without the link"
-    );
-    assert_eq!(
-        subflows(&res),
-        1,
-        "agent: no join during the download: {res}"
-    );
-    assert_eq!(d(JOIN), 1, "agent: second subflow not established: {res}");
-    no_damage(&d);
+    agent_recovers_download(&lab, &dl);
     lab.destroy();
 }
 

@@ -296,20 +296,25 @@ pub fn load_xdp_adjust_meta(len: u32) -> io::Result<OwnedFd> {
     load_insns(BPF_PROG_TYPE_XDP, &insns, "emptcp_probe")
 }
 
+/// One eBPF instruction (8 bytes): opcode, destination and source
+/// registers, offset, immediate. For the small programs loaded from raw
+/// instructions (probes, bench baselines, test controls).
+pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0] = code;
+    b[1] = (src << 4) | dst;
+    b[2..4].copy_from_slice(&off.to_le_bytes());
+    b[4..].copy_from_slice(&imm.to_le_bytes());
+    b
+}
+
 /// Loads the program the datapath's XDP-metadata description amounted to,
 /// for GRO comparisons: 4 bytes of metadata in front of every packet, a
 /// different random number each (`bpf_get_prandom_u32`), then XDP_PASS.
 /// GRO never merges packets whose metadata differ (`skb_metadata_differs`),
 /// so behind it every segment reaches TCP alone.
 pub fn load_xdp_per_packet_meta(name: &str) -> io::Result<OwnedFd> {
-    let i = |code: u8, dst: u8, src: u8, off: i16, imm: i32| {
-        let mut b = [0u8; 8];
-        b[0] = code;
-        b[1] = (src << 4) | dst;
-        b[2..4].copy_from_slice(&off.to_le_bytes());
-        b[4..].copy_from_slice(&imm.to_le_bytes());
-        b
-    };
+    let i = insn;
     let insns = [
         i(0xbf, 6, 1, 0, 0),  // 0: r6 = ctx
         i(0x85, 0, 0, 0, 7),  // 1: call bpf_get_prandom_u32

@@ -276,6 +276,40 @@ pub fn remove_kernel_recovery(lab: &Lab) {
     }
 }
 
+/// A pure download (`args`) recovered by `emptcp agent` alone: the
+/// in-kernel recovery is taken away first. The agent got the datapath's
+/// event and injected without failure, the kernel path delivered nothing,
+/// and the client joined during the download (the subflow count is read
+/// right after the last byte, before the client closes).
+pub fn agent_recovers_download(lab: &Lab, args: &[&str]) {
+    remove_kernel_recovery(lab);
+    let kernel = datapath_event(lab, "add_addr_recovered_kernel");
+    let agent = Agent::start(lab);
+    let (res, d) = run(lab, args);
+    let stats = agent.stop();
+    eprintln!("agent: {stats}");
+    let count = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("{k}: {stats}"));
+    assert!(count("events") >= 1, "the agent got no event: {stats}");
+    assert!(
+        count("injected") >= 1,
+        "the agent injected nothing: {stats}"
+    );
+    assert_eq!(count("failed"), 0, "injections failed: {stats}");
+    assert_eq!(
+        datapath_event(lab, "add_addr_recovered_kernel"),
+        kernel,
+        "a kernel delivery without the link"
+    );
+    let subflows = res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
+    assert_eq!(subflows, 1, "agent: no join during the download: {res}");
+    assert_eq!(
+        d("MPTcpExtMPJoinSynAckRx"),
+        1,
+        "agent: second subflow not established: {res}"
+    );
+    no_damage(&d);
+}
+
 /// A background `emptcp agent` in the client namespace, killed on drop
 /// even when the test fails. Its log (stderr, JSON lines) is collected by
 /// a reader thread.

@@ -307,14 +307,7 @@ fn profile(paths: &mut [Path], which: &str, progs: &Progs) -> anyhow::Result<()>
 /// its IHL) and the TCP ports read with direct packet access, each header
 /// bounds-checked, as the parsing helpers of xdp-tools do; XDP_PASS.
 fn parse_only_program() -> Vec<u8> {
-    let i = |code: u8, dst: u8, src: u8, off: i16, imm: i32| {
-        let mut b = [0u8; 8];
-        b[0] = code;
-        b[1] = (src << 4) | dst;
-        b[2..4].copy_from_slice(&off.to_le_bytes());
-        b[4..].copy_from_slice(&imm.to_le_bytes());
-        b
-    };
+    let i = emptcp::sys::insn;
     // Jumps go to `pass` (17): offset = 17 - (pc + 1).
     [
         i(0x61, 2, 1, 0, 0),       // 0: r2 = ctx->data
