@@ -7,7 +7,8 @@
 //! * with the `subflow_idle` rule, the daemon forges MP_PRIO(backup=0) for
 //!   B from the egress capture and sends it through AF_XDP: the daemon
 //!   counts it sent, the server's MPTcpExtMPPrioRx counts it received, and
-//!   the server's subflow B loses its backup flag (`ss`); without the rule
+//!   the server's stack clears subflow B's backup flag (its SF_PRIORITY
+//!   event); without the rule
 //!   (same run, first) B keeps the flag for the whole connection.
 //!
 //! Nothing falls back, no checksum error, no reset, and the server counts
@@ -85,7 +86,7 @@ fn received_on(res: &Value, local: &str) -> u64 {
 }
 
 /// Server counters (all of /proc/net/netstat and snmp).
-fn server(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
+fn server(lab: &Lab) -> Counters {
     lab.tb
         .run(&["counters", "srv", "."])
         .lines()
@@ -107,22 +108,78 @@ const NOT_CONGESTION: [&str; 6] = [
     "MPTcpExtMPRstRx",
 ];
 
-/// What the server's subflow B looked like while the download ran: its
-/// flags, sampled every 20 ms from `ss` on the server.
+/// What the server's subflow B looked like while the download ran.
 #[derive(Debug, Default)]
 struct Watched {
-    /// Subflow B was seen with the backup flag (the MP_PRIO(backup) the
-    /// egress chain inserted was received and acted on).
+    /// Subflow B was marked backup (the MP_PRIO(backup) the egress chain
+    /// inserted was received and acted on).
     backup: bool,
-    /// ... and later seen without it, on the same connection.
+    /// ... and later made regular again, on the same connection.
     revived: bool,
+}
+
+/// Server counters, as a map.
+type Counters = std::collections::BTreeMap<String, u64>;
+
+/// The server's MPTCP stack, as it took MP_PRIO on subflow B: `ip mptcp
+/// monitor`'s SF_PRIORITY events (the kernel emits one for each MP_PRIO
+/// it receives, with the subflow's backup flag after it) for the subflow
+/// whose local address is B's, with the server's counters read as each
+/// arrived. Event-driven: a backup phase shorter than any poll of `ss`
+/// (which an emulated guest runs slowly) is seen all the same.
+fn watch_priority(
+    lab: &Lab,
+    b: &PathB,
+    done: &std::sync::atomic::AtomicBool,
+) -> (Watched, Option<Counters>, Option<Counters>) {
+    use std::io::{BufRead as _, BufReader};
+    let addr = b.server.trim_end_matches(':').trim_matches(['[', ']']);
+    let mut child = std::process::Command::new("ip")
+        .args(["-n", &lab.tb.srv, "mptcp", "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ip mptcp monitor");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let mut w = Watched::default();
+    let (mut at_backup, mut at_revival) = (None, None);
+    // The reader ends when the monitor is killed, once `done` is set.
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Events the kernel queued before the end are read first.
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = child.kill();
+        });
+        for line in out.lines().map_while(Result::ok) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let ours = line.contains("SF_PRIORITY")
+                && words
+                    .iter()
+                    .any(|t| *t == format!("saddr4={addr}") || *t == format!("saddr6={addr}"));
+            if !ours {
+                continue;
+            }
+            if words.contains(&"backup=1") && !w.backup {
+                w.backup = true;
+                at_backup = Some(server(lab));
+            } else if words.contains(&"backup=0") && w.backup && !w.revived {
+                w.revived = true;
+                at_revival = Some(server(lab));
+            }
+        }
+    });
+    let _ = child.wait();
+    (w, at_backup, at_revival)
 }
 
 /// One download that idles 1.5 s first; returns the result, the client's
 /// counter deltas, the server's over the whole run, the server's from the
-/// moment subflow B was first seen backup to the moment it was seen revived
-/// (or to the end of the transfer), and what was seen of subflow B's backup
-/// flag on the server.
+/// moment subflow B was marked backup to the moment it was revived (or to
+/// the end of the transfer), and what the server's stack did with subflow
+/// B's backup flag.
 #[allow(clippy::type_complexity)]
 fn download(
     lab: &Lab,
@@ -135,49 +192,32 @@ fn download(
     Watched,
 ) {
     let srv_before = server(lab);
-    let (res, d, srv_revived, watched) = std::thread::scope(|sc| {
-        let t = sc.spawn(|| {
-            run(
-                lab,
-                &[
-                    "--download",
-                    "40M",
-                    "--idle-before",
-                    "1.5",
-                    "--wait-subflows-before",
-                    "1",
-                    "--wait-before-timeout",
-                    "3",
-                    "--subflow-tcpinfo",
-                ],
-            )
-        });
-        let mut w = Watched::default();
-        let (mut at_backup, mut at_revival) = (None, None);
-        while !t.is_finished() {
-            match subflow_flags(&lab.tb.srv, b.server) {
-                Some(f) if f.contains('B') => {
-                    if !w.backup {
-                        at_backup = Some(server(lab));
-                    }
-                    w.backup = true;
-                }
-                Some(_) if w.backup && !w.revived => {
-                    w.revived = true;
-                    at_revival = Some(server(lab));
-                }
-                _ => {}
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let (res, d) = t.join().expect("transfer thread");
-        let at_backup = at_backup.unwrap_or_else(|| srv_before.clone());
-        let revived = (at_backup, at_revival.unwrap_or_else(|| server(lab)));
-        (res, d, revived, w)
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let ((res, d), (watched, at_backup, at_revival)) = std::thread::scope(|sc| {
+        let monitor = sc.spawn(|| watch_priority(lab, b, &done));
+        // The monitor subscribes before the connection starts.
+        std::thread::sleep(Duration::from_millis(300));
+        let r = run(
+            lab,
+            &[
+                "--download",
+                "40M",
+                "--idle-before",
+                "1.5",
+                "--wait-subflows-before",
+                "1",
+                "--wait-before-timeout",
+                "3",
+                "--subflow-tcpinfo",
+            ],
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (r, monitor.join().expect("monitor thread"))
     });
     let srv_after = server(lab);
     assert_eq!(res["joined_before"], true, "no join before the idle: {res}");
-    let (at_backup, at_revival) = srv_revived;
+    let at_backup = at_backup.unwrap_or_else(|| srv_before.clone());
+    let at_revival = at_revival.unwrap_or_else(|| srv_after.clone());
     (
         res,
         d,
@@ -273,7 +313,7 @@ fn revive_idle_backup(name: &str, options: &[(&str, &str)], b: &PathB) {
     );
     // What emptcp controls, each step: the daemon sent the forged packet,
     // the server counted it, and acted on it (subflow B no longer backup).
-    // No timing margin: the flags are polled for the whole connection.
+    // No timing margin: the server's events cover the whole connection.
     // (How many bytes B then carries is the scheduler's choice: reported.)
     let sent = st["packet_copy"][0]["sent"].as_u64().unwrap_or(0);
     assert!(

@@ -30,6 +30,24 @@ pub fn tag(name: &str) -> String {
     format!("{short}{}{n}", std::process::id() % 100000)
 }
 
+/// How many times slower than the development machine this one runs, for
+/// the time limits of tests whose limit is a product promise ("converged
+/// within 1 s"): 1 unless EMPTCP_TIME_SCALE says otherwise. `scripts/vm.sh`
+/// sets it for its guest, whose CPU QEMU emulates in software (TCG), where
+/// loading and verifying the eBPF object alone takes seconds.
+pub fn time_scale() -> u32 {
+    std::env::var("EMPTCP_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
+/// `d` on this machine: [`time_scale`] times `d`.
+pub fn scaled(d: std::time::Duration) -> std::time::Duration {
+    d * time_scale()
+}
+
 pub fn sh(cmd: &str) -> Output {
     Command::new("sh").arg("-c").arg(cmd).output().expect("sh")
 }

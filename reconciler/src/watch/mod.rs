@@ -105,6 +105,8 @@ pub fn run(opts: WatchOptions) -> anyhow::Result<()> {
         Err(Some(msg)) => anyhow::bail!(msg),
         Err(None) => None, // reported when the status file cannot be written
     };
+    // Before the namespace: an abstract notify socket is the manager's.
+    let sd = SdNotify::from_env();
     if let Some(ns) = &opts.netns {
         netns::enter(ns)?;
     }
@@ -132,6 +134,7 @@ pub fn run(opts: WatchOptions) -> anyhow::Result<()> {
     rt.block_on(async move {
         let mut d = Daemon::new(
             opts,
+            sd,
             object,
             listener.as_ref().and_then(|l| l.local_addr().ok()),
         );
@@ -322,7 +325,12 @@ fn plain_details(msgs: &[String]) -> Vec<ErrorDetail> {
 }
 
 impl Daemon {
-    fn new(opts: WatchOptions, object: Arc<Object>, metrics_addr: Option<SocketAddr>) -> Daemon {
+    fn new(
+        opts: WatchOptions,
+        sd: SdNotify,
+        object: Arc<Object>,
+        metrics_addr: Option<SocketAddr>,
+    ) -> Daemon {
         let (dtx, drx) = mpsc::channel(64);
         let layout = Layout::new(&opts.bpffs_root);
         Daemon {
@@ -335,7 +343,7 @@ impl Daemon {
             opts,
             metrics_addr,
             started_at: now_unix(),
-            sd: SdNotify::from_env(),
+            sd,
             health: Arc::new(m::Health::new(MAX_CONVERGE)),
             read_hash: None,
             target: None,
@@ -389,13 +397,14 @@ impl Daemon {
         // runtime) stops the pings.
         if let Some(every) = self.sd.watchdog_every() {
             let health = self.health.clone();
+            let sd = self.sd.clone();
             tokio::spawn(async move {
                 let mut i = tokio::time::interval(every);
                 i.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 loop {
                     i.tick().await;
                     if health.alive() {
-                        SdNotify::watchdog();
+                        sd.watchdog();
                     }
                 }
             });
