@@ -122,7 +122,7 @@ struct Watched {
 type Counters = std::collections::BTreeMap<String, u64>;
 
 /// The server's MPTCP stack, as it took MP_PRIO on subflow B: `ip mptcp
-/// monitor`'s SF_PRIORITY events (the kernel emits one for each MP_PRIO
+/// monitor`'s SF_PRIORITY events (`SF_PRIO` in its output; the kernel emits one for each MP_PRIO
 /// it receives, with the subflow's backup flag after it) for the subflow
 /// whose local address is B's, with the server's counters read as each
 /// arrived. Event-driven: a backup phase shorter than any poll of `ss`
@@ -155,13 +155,14 @@ fn watch_priority(
         });
         for line in out.lines().map_while(Result::ok) {
             let words: Vec<&str> = line.split_whitespace().collect();
-            let ours = line.contains("SF_PRIORITY")
+            let ours = line.contains("SF_PRIO")
                 && words
                     .iter()
                     .any(|t| *t == format!("saddr4={addr}") || *t == format!("saddr6={addr}"));
             if !ours {
                 continue;
             }
+            eprintln!("server: {line}");
             if words.contains(&"backup=1") && !w.backup {
                 w.backup = true;
                 at_backup = Some(server(lab));
