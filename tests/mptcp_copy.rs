@@ -500,14 +500,19 @@ fn a_connection_closed_before_the_trigger_fires_gets_no_packet() {
     // Any answer of the client's stack to the reset is in by now.
     std::thread::sleep(Duration::from_millis(200));
     let srv_before = server(&lab);
-    // Past the rule's idle time (1.5 s from the last data), with margin.
-    let st = daemon.wait_state("closed before firing", Duration::from_secs(5), |s| {
-        s["packet_copy"][0]["closed_before_firing"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1
-    });
-    std::thread::sleep(Duration::from_millis(1500));
+    // Past the rule's idle time (1.5 s from the last data), with margin
+    // (scaled in an emulated guest: `common::time_scale`).
+    let st = daemon.wait_state(
+        "closed before firing",
+        scaled(Duration::from_secs(5)),
+        |s| {
+            s["packet_copy"][0]["closed_before_firing"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 1
+        },
+    );
+    std::thread::sleep(scaled(Duration::from_millis(1500)));
     let srv = |n: &str| delta(&srv_before, &server(&lab), n);
     let st = daemon.state().unwrap_or(st);
     eprintln!("rule {:#}", st["packet_copy"][0]);

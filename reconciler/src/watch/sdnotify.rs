@@ -11,14 +11,16 @@
 //! whole daemon, reconciles included, until the manager read again. So
 //! messages go through a bounded queue to a sender thread of their own,
 //! which alone may block: the loop only enqueues, in order, and drops (and
-//! counts) what does not fit while the manager does not read.
+//! counts) what does not fit while the manager does not read. Watchdog
+//! pings are coalesced (at most one waits), so a manager that is behind
+//! cannot have the queue filled with pings when READY=1 comes.
 use std::{
     ffi::OsString,
     io,
     os::unix::net::{SocketAddr, UnixDatagram},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{self, SyncSender, TrySendError},
     },
     time::Duration,
@@ -40,6 +42,8 @@ const STOP_FLUSH: Duration = Duration::from_secs(1);
 struct Message {
     text: String,
     done: Option<SyncSender<()>>,
+    /// A watchdog ping: clears `SdNotify::ping_waiting` when taken.
+    ping: bool,
 }
 
 #[derive(Clone)]
@@ -47,6 +51,8 @@ pub struct SdNotify {
     watchdog: Option<Duration>,
     tx: Option<SyncSender<Message>>,
     dropped: Arc<AtomicU64>,
+    /// A ping is queued and not yet taken by the sender thread.
+    ping_waiting: Arc<AtomicBool>,
 }
 
 impl SdNotify {
@@ -54,8 +60,9 @@ impl SdNotify {
     /// entering another network namespace: an abstract socket (`@name`) is
     /// only reachable from the manager's.
     pub fn from_env() -> SdNotify {
+        let ping_waiting = Arc::new(AtomicBool::new(false));
         let tx = std::env::var_os("NOTIFY_SOCKET").and_then(|path| match connect(&path) {
-            Ok(sock) => Some(spawn_sender(sock, path)),
+            Ok(sock) => Some(spawn_sender(sock, path, ping_waiting.clone())),
             Err(e) => {
                 tracing::warn!(socket = ?path, error = %e, "cannot reach the service manager's notify socket");
                 None
@@ -65,6 +72,7 @@ impl SdNotify {
             watchdog: sd_notify::watchdog_enabled(),
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            ping_waiting,
         }
     }
 
@@ -80,15 +88,18 @@ impl SdNotify {
     }
 
     fn send(&self, states: &[NotifyState<'_>]) {
-        self.enqueue(states, None);
+        self.enqueue(states, None, false);
     }
 
-    fn enqueue(&self, states: &[NotifyState<'_>], done: Option<SyncSender<()>>) {
+    fn enqueue(&self, states: &[NotifyState<'_>], done: Option<SyncSender<()>>, ping: bool) {
         let Some(tx) = &self.tx else { return };
         let text = states.iter().map(|s| format!("{s}\n")).collect();
-        match tx.try_send(Message { text, done }) {
+        match tx.try_send(Message { text, done, ping }) {
             Ok(()) => {}
             Err(TrySendError::Full(m)) => {
+                if ping {
+                    self.ping_waiting.store(false, Ordering::Relaxed);
+                }
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::debug!(message = %m.text.trim_end(), dropped = n, "service manager not reading; notification dropped");
             }
@@ -111,8 +122,13 @@ impl SdNotify {
         }
     }
 
+    /// WATCHDOG=1, unless one is still waiting to be sent: the manager
+    /// then gets one ping when it reads again, not a backlog of them.
     pub fn watchdog(&self) {
-        self.send(&[NotifyState::Watchdog]);
+        if self.tx.is_none() || self.ping_waiting.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.enqueue(&[NotifyState::Watchdog], None, true);
     }
 
     /// STOPPING=1, waiting up to [`STOP_FLUSH`] for it to be sent: the
@@ -122,6 +138,7 @@ impl SdNotify {
         self.enqueue(
             &[NotifyState::Stopping, NotifyState::Status("stopping")],
             Some(done),
+            false,
         );
         let _ = sent.recv_timeout(STOP_FLUSH);
     }
@@ -144,13 +161,20 @@ fn connect(path: &OsString) -> io::Result<UnixDatagram> {
 /// Starts the thread that sends the queued messages, blocking as long as
 /// the manager's queue is full. A manager that went away and came back
 /// (systemd re-executed) is reconnected to once per message.
-fn spawn_sender(sock: UnixDatagram, path: OsString) -> SyncSender<Message> {
+fn spawn_sender(
+    sock: UnixDatagram,
+    path: OsString,
+    ping_waiting: Arc<AtomicBool>,
+) -> SyncSender<Message> {
     let (tx, rx) = mpsc::sync_channel::<Message>(QUEUE);
     let spawned = std::thread::Builder::new()
         .name("emptcp-sd-notify".into())
         .spawn(move || {
             let mut sock = sock;
             for m in rx {
+                if m.ping {
+                    ping_waiting.store(false, Ordering::Relaxed);
+                }
                 let mut r = sock.send(m.text.as_bytes());
                 if r.is_err()
                     && let Ok(s) = connect(&path)
