@@ -85,16 +85,40 @@ fn received_on(res: &Value, local: &str) -> u64 {
         .unwrap_or_else(|| panic!("no subflow from {local}: {res}"))
 }
 
-/// Server counters (all of /proc/net/netstat and snmp).
+/// Server counters (all of /proc/net/netstat and snmp, named as nstat
+/// names them: `TcpExtTCPFastRetrans`), read by a thread that entered the
+/// server's namespace, from /proc/thread-self/net: no process is started,
+/// so a read takes well under a millisecond even where starting one takes
+/// longer than the phase it brackets (a starved emulated guest).
 fn server(lab: &Lab) -> Counters {
-    lab.tb
-        .run(&["counters", "srv", "."])
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+    let path = format!("/run/netns/{}", lab.tb.srv);
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            use std::os::fd::AsFd as _;
+            let ns = std::fs::File::open(&path).expect("server netns");
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let mut out = Counters::new();
+            for f in ["netstat", "snmp"] {
+                let text = std::fs::read_to_string(format!("/proc/thread-self/net/{f}"))
+                    .expect("server counters");
+                let lines: Vec<&str> = text.lines().collect();
+                // Pairs of lines: "Prefix: names..." then "Prefix: values...".
+                for pair in lines.chunks(2) {
+                    let [names, values] = pair else { continue };
+                    let mut n = names.split_whitespace();
+                    let prefix = n.next().unwrap_or_default().trim_end_matches(':');
+                    for (name, v) in n.zip(values.split_whitespace().skip(1)) {
+                        if let Ok(v) = v.parse() {
+                            out.insert(format!("{prefix}{name}"), v);
+                        }
+                    }
+                }
+            }
+            out
         })
-        .collect()
+        .join()
+        .expect("counter thread")
+    })
 }
 
 /// What the server may count for a duplicate ACK that is not one: none of
