@@ -18,7 +18,7 @@ mod mptcp_common;
 #[path = "watch_support/mod.rs"]
 mod watch_support;
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use common::*;
 use mptcp_common::*;
@@ -91,33 +91,26 @@ fn received_on(res: &Value, local: &str) -> u64 {
 /// so a read takes well under a millisecond even where starting one takes
 /// longer than the phase it brackets (a starved emulated guest).
 fn server(lab: &Lab) -> Counters {
-    let path = format!("/run/netns/{}", lab.tb.srv);
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            use std::os::fd::AsFd as _;
-            let ns = std::fs::File::open(&path).expect("server netns");
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let mut out = Counters::new();
-            for f in ["netstat", "snmp"] {
-                let text = std::fs::read_to_string(format!("/proc/thread-self/net/{f}"))
-                    .expect("server counters");
-                let lines: Vec<&str> = text.lines().collect();
-                // Pairs of lines: "Prefix: names..." then "Prefix: values...".
-                for pair in lines.chunks(2) {
-                    let [names, values] = pair else { continue };
-                    let mut n = names.split_whitespace();
-                    let prefix = n.next().unwrap_or_default().trim_end_matches(':');
-                    for (name, v) in n.zip(values.split_whitespace().skip(1)) {
-                        if let Ok(v) = v.parse() {
-                            out.insert(format!("{prefix}{name}"), v);
-                        }
+    let path = Path::new("/run/netns").join(&lab.tb.srv);
+    in_netns_at(&path, || {
+        let mut out = Counters::new();
+        for f in ["netstat", "snmp"] {
+            let text = std::fs::read_to_string(format!("/proc/thread-self/net/{f}"))
+                .expect("server counters");
+            let lines: Vec<&str> = text.lines().collect();
+            // Pairs of lines: "Prefix: names..." then "Prefix: values...".
+            for pair in lines.chunks(2) {
+                let [names, values] = pair else { continue };
+                let mut n = names.split_whitespace();
+                let prefix = n.next().unwrap_or_default().trim_end_matches(':');
+                for (name, v) in n.zip(values.split_whitespace().skip(1)) {
+                    if let Ok(v) = v.parse() {
+                        out.insert(format!("{prefix}{name}"), v);
                     }
                 }
             }
-            out
-        })
-        .join()
-        .expect("counter thread")
+        }
+        out
     })
 }
 

@@ -428,21 +428,15 @@ impl CarrierDrop {
             0xb7, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, // pass: r0 = TCX_NEXT
             0x95, 0x00, 0x00, 0x00, 0, 0, 0, 0, // exit
         ];
-        let ns = format!("/run/netns/{}", lab.tb.cli);
+        let ns = std::path::Path::new("/run/netns").join(&lab.tb.cli);
         let dev = dev.to_string();
-        let link = std::thread::scope(|s| {
-            s.spawn(|| {
-                use std::os::fd::AsFd as _;
-                let f = std::fs::File::open(&ns).expect("open netns");
-                nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                let ifindex = nix::net::if_::if_nametoindex(dev.as_str()).expect("ifindex");
-                let prog = emptcp::sys::load_tc_insns("test_carrier_drop", &insns)
-                    .expect("load the carrier drop");
-                emptcp::sys::tcx_link_create(prog.as_fd(), ifindex, emptcp::sys::BPF_TCX_INGRESS)
-                    .expect("attach the carrier drop")
-            })
-            .join()
-            .expect("netns thread")
+        let link = in_netns_at(&ns, || {
+            use std::os::fd::AsFd as _;
+            let ifindex = nix::net::if_::if_nametoindex(dev.as_str()).expect("ifindex");
+            let prog = emptcp::sys::load_tc_insns("test_carrier_drop", &insns)
+                .expect("load the carrier drop");
+            emptcp::sys::tcx_link_create(prog.as_fd(), ifindex, emptcp::sys::BPF_TCX_INGRESS)
+                .expect("attach the carrier drop")
         });
         CarrierDrop { _link: link }
     }

@@ -231,9 +231,18 @@ pub fn in_netns<T>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T
 where
     T: Send,
 {
+    in_netns_at(&ns.path(), f)
+}
+
+/// [`in_netns`] for a namespace known by its bind mount (`/run/netns/NAME`
+/// of a testbed's namespaces).
+pub fn in_netns_at<T>(path: &Path, f: impl FnOnce() -> T + Send) -> T
+where
+    T: Send,
+{
     std::thread::scope(|s| {
         s.spawn(|| {
-            let file = std::fs::File::open(ns.path()).expect("open netns");
+            let file = std::fs::File::open(path).expect("open netns");
             nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
             f()
         })

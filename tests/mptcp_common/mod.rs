@@ -200,29 +200,6 @@ pub fn moved(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> S
         .join(", ")
 }
 
-/// The MPTCP flags `ss` shows for the established subflow in `ns` whose
-/// local address starts with `local` (`tcp-ulp-mptcp flags:...`: `B` = the
-/// peer asked, by MP_PRIO or in its MP_JOIN, that this subflow be a
-/// backup); None when there is no such subflow.
-pub fn subflow_flags(ns: &str, local: &str) -> Option<String> {
-    let out = crate::common::must(&format!("ip netns exec {ns} ss -tniH state established"));
-    let mut ours = false;
-    for line in out.lines() {
-        if !line.starts_with(char::is_whitespace) {
-            ours = line
-                .split_whitespace()
-                .nth(2)
-                .is_some_and(|l| l.starts_with(local));
-        } else if ours && line.contains("tcp-ulp-mptcp") {
-            return line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("flags:"))
-                .map(str::to_string);
-        }
-    }
-    None
-}
-
 /// The flags the client's `--subflow-flags` reported for the subflow whose
 /// local address starts with `local`.
 pub fn reported_flags<'a>(res: &'a serde_json::Value, local: &str) -> &'a str {

@@ -82,11 +82,6 @@ impl SdNotify {
             .map(|d| (d / 2).max(Duration::from_millis(10)))
     }
 
-    /// Messages not sent because the manager had not read the ones before.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
     fn send(&self, states: &[NotifyState<'_>]) {
         self.enqueue(states, None, false);
     }
