@@ -228,7 +228,6 @@ fn agent_cell(name: &str, ipv6: bool) {
 }
 
 #[test]
-#[ignore = "flaky: in about 1 run of 12 every agent duplicate ACK on the unpaced TUN path is dropped by the client as an old sequence (TcpExtTCPACKSkippedSeq); run with --ignored; docs/datapath.md"]
 fn ipv4_tun_pure_download_recovers_through_the_agent() {
     if kernel_or_skip("ipv4_tun_pure_download_recovers_through_the_agent") {
         agent_cell("l4agent", false);
@@ -236,7 +235,6 @@ fn ipv4_tun_pure_download_recovers_through_the_agent() {
 }
 
 #[test]
-#[ignore = "flaky: in about 1 run of 12 every agent duplicate ACK on the unpaced TUN path is dropped by the client as an old sequence (TcpExtTCPACKSkippedSeq); run with --ignored; docs/datapath.md"]
 fn ipv6_tun_pure_download_recovers_through_the_agent() {
     if kernel_or_skip("ipv6_tun_pure_download_recovers_through_the_agent") {
         agent_cell("l6agent", true);

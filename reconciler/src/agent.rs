@@ -10,10 +10,25 @@
 //! BPF_PROG_RUN live frames (`packet::LiveFrames`): an XDP_PASS program run
 //! on the frame with `ingress_ifindex` = the flow's interface injects it as
 //! if received there.
-//! The client accepts it when its seq is exactly rcv_nxt, hence "newest".
+//!
+//! The client takes a segment only when its sequence number lies between
+//! the last point it acknowledged (rcv_wup) and the right edge of the window
+//! it advertised. `rcv_nxt` from `FLOWS` is the newest the datapath saw, but
+//! a download keeps running while the agent reads it and injects the frame:
+//! on a fast path the client has often acknowledged past that point when
+//! the frame arrives and drops it as old (`TcpExtTCPACKSkippedSeq`). The
+//! first attempt for an address uses `rcv_nxt` itself (right for a slow or
+//! stalled flow, whose window may be small); the next ones place the
+//! sequence number ahead of it by doubling amounts ([`AHEAD`]), so that one
+//! lands inside the window however far the client got meanwhile. A
+//! zero-length segment ahead of rcv_nxt but inside the window is processed
+//! for its options (`tcp_data_queue` hands it to MPTCP before it drops an
+//! empty segment) and changes no receive state; one that misses only makes
+//! the client send a duplicate ACK.
 //!
 //! Runs inside `emptcp watch`, or alone as `emptcp agent`.
 use std::{
+    collections::BTreeMap,
     io,
     os::fd::AsRawFd as _,
     sync::{
@@ -51,10 +66,54 @@ pub enum AgentError {
     Injector(#[source] io::Error),
 }
 
+/// How far past the newest `rcv_nxt` attempt `n` (mod 8) for one stored
+/// address places its sequence number, in bytes. Doubling from 4 KiB: when
+/// the client processed X bytes past the frame's `rcv_nxt` before it
+/// arrived, the first amount >= X is less than 2X, inside any window of
+/// at least X (a client that takes X bytes in an agent's reaction time
+/// advertises more). 256 KiB covers ~2 ms of a 1 Gbit/s download.
+pub const AHEAD: [u32; 8] = [
+    0,
+    4 << 10,
+    8 << 10,
+    16 << 10,
+    32 << 10,
+    64 << 10,
+    128 << 10,
+    256 << 10,
+];
+
+/// Attempts so far per (flow, slot), for [`AHEAD`]. Bounded: cleared when
+/// it holds `ATTEMPTS_TRACKED` entries (a flow then starts over at 0,
+/// which is still a valid attempt).
+#[derive(Debug, Default)]
+pub struct Attempts(BTreeMap<(FlowKey, u32), u8>);
+
+const ATTEMPTS_TRACKED: usize = 1 << 16;
+
+impl Attempts {
+    /// The offset of the next attempt at `slot` of `key`, counted.
+    pub fn next_ahead(&mut self, key: &FlowKey, slot: u32) -> u32 {
+        if self.0.len() >= ATTEMPTS_TRACKED {
+            self.0.clear();
+        }
+        let n = self.0.entry((*key, slot)).or_insert(0);
+        let ahead = AHEAD[usize::from(*n) % AHEAD.len()];
+        *n = n.wrapping_add(1);
+        ahead
+    }
+
+    /// Forgets a flow that is gone.
+    pub fn forget(&mut self, key: &FlowKey) {
+        self.0.retain(|(k, _), _| k != key);
+    }
+}
+
 /// Builds the frame for one stored option of one flow, as the peer would
-/// have sent it: from remote to local, seq = the client's rcv_nxt, the
-/// newest segment's timestamps when they fit beside the option.
-pub fn frame_for(key: &FlowKey, f: &FlowState, option: &[u8]) -> Option<Vec<u8>> {
+/// have sent it: from remote to local, seq = the client's rcv_nxt plus
+/// `ahead` ([`AHEAD`]), the newest segment's timestamps when they fit
+/// beside the option.
+pub fn frame_for(key: &FlowKey, f: &FlowState, option: &[u8], ahead: u32) -> Option<Vec<u8>> {
     let ip = |a: &[u8; 16]| -> std::net::IpAddr {
         if key.family == 6 {
             std::net::Ipv6Addr::from(*a).into()
@@ -79,7 +138,7 @@ pub fn frame_for(key: &FlowKey, f: &FlowState, option: &[u8]) -> Option<Vec<u8>>
         ttl: 64,
     };
     let ack = ControlAck {
-        seq: f.rcv_nxt,
+        seq: f.rcv_nxt.wrapping_add(ahead),
         ack: f.ack,
         window: f.window,
         // Timestamps help PAWS accept it.
@@ -99,6 +158,7 @@ pub struct Agent<T = LiveFrames> {
     flows: HashMap<MapData, FlowKey, FlowState>,
     addrs: HashMap<MapData, AddrKey, StoredAddAddr>,
     transmit: T,
+    attempts: Attempts,
     pub stats: Arc<AgentStats>,
 }
 
@@ -150,6 +210,7 @@ impl<T: Transmit> Agent<T> {
             flows: m.flows,
             addrs: m.addrs,
             transmit,
+            attempts: Attempts::default(),
             stats: Arc::default(),
         }
     }
@@ -177,6 +238,7 @@ impl<T: Transmit> Agent<T> {
 
     fn handle(&mut self, ev: &RecoverEvent) {
         let Ok(flow) = self.flows.get(&ev.key, 0) else {
+            self.attempts.forget(&ev.key);
             self.stats.stale.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -191,7 +253,8 @@ impl<T: Transmit> Agent<T> {
             return;
         };
         let option = &opt.bytes[..usize::from(opt.len).min(opt.bytes.len())];
-        let Some(frame) = frame_for(&ev.key, &flow, option) else {
+        let ahead = self.attempts.next_ahead(&ev.key, ev.slot);
+        let Some(frame) = frame_for(&ev.key, &flow, option, ahead) else {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -201,6 +264,7 @@ impl<T: Transmit> Agent<T> {
                 tracing::debug!(
                     ifindex = flow.ifindex,
                     slot = ev.slot,
+                    ahead,
                     "injected a stored ADD_ADDR"
                 );
             }
@@ -307,7 +371,7 @@ mod tests {
     fn the_stored_option_comes_from_the_peer_with_its_timestamps() {
         let (key, f) = flow();
         let option = [30, 16, 0x30, 2, 198, 51, 100, 2, 1, 2, 3, 4, 5, 6, 7, 8];
-        let frame = frame_for(&key, &f, &option).unwrap();
+        let frame = frame_for(&key, &f, &option, 0).unwrap();
         assert_eq!(
             &frame[..12],
             &f.mac,
@@ -326,9 +390,54 @@ mod tests {
         // An ADD_ADDR of 30 bytes (IPv6, port, HMAC): 12 + 30 > 40.
         let mut option = [0u8; 30];
         option[..2].copy_from_slice(&[30, 30]);
-        let (.., o) = parse(&frame_for(&key, &f, &option).unwrap());
+        let (.., o) = parse(&frame_for(&key, &f, &option, 0).unwrap());
         assert_eq!(&o[..30], &option);
         assert_eq!(&o[30..], &[1, 1], "NOP padding only");
-        assert!(frame_for(&key, &f, &[1; 41]).is_none());
+        assert!(frame_for(&key, &f, &[1; 41], 0).is_none());
+    }
+
+    #[test]
+    fn attempts_start_at_rcv_nxt_then_move_ahead_by_doubling_amounts() {
+        let (key, f) = flow();
+        let option = [30, 16, 0x30, 2, 198, 51, 100, 2, 1, 2, 3, 4, 5, 6, 7, 8];
+        let mut a = Attempts::default();
+        let seqs: Vec<u32> = (0..9)
+            .map(|_| {
+                let ahead = a.next_ahead(&key, 3);
+                parse(&frame_for(&key, &f, &option, ahead).unwrap()).2
+            })
+            .collect();
+        let kib = |n: u32| 1000 + n * 1024;
+        assert_eq!(
+            seqs,
+            [
+                1000,
+                kib(4),
+                kib(8),
+                kib(16),
+                kib(32),
+                kib(64),
+                kib(128),
+                kib(256),
+                1000
+            ],
+            "exact first, then ahead, cycling"
+        );
+        // Another slot, or the same slot of another flow, starts at 0.
+        assert_eq!(a.next_ahead(&key, 4), 0);
+        let mut other = key;
+        other.local_port += 1;
+        assert_eq!(a.next_ahead(&other, 3), 0);
+        a.forget(&key);
+        assert_eq!(a.next_ahead(&key, 3), 0, "a forgotten flow starts over");
+    }
+
+    #[test]
+    fn the_sequence_number_wraps() {
+        let (key, mut f) = flow();
+        f.rcv_nxt = u32::MAX - 100;
+        let option = [30, 16, 0x30, 2, 198, 51, 100, 2, 1, 2, 3, 4, 5, 6, 7, 8];
+        let (_, _, seq, ..) = parse(&frame_for(&key, &f, &option, 4096).unwrap());
+        assert_eq!(seq, 4096 - 101);
     }
 }

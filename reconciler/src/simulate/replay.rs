@@ -118,6 +118,9 @@ pub struct Replay<'a> {
     events: RingBuf<MapData>,
     flows: HashMap<MapData, FlowKey, FlowState>,
     addrs: HashMap<MapData, AddrKey, StoredAddAddr>,
+    /// The agent's attempt count per stored address (where its frame's
+    /// sequence number goes, `agent::AHEAD`).
+    attempts: agent::Attempts,
     pub dirs: Directions,
     pub book: Book,
     pub packets: Packets,
@@ -182,6 +185,7 @@ impl<'a> Replay<'a> {
             flows: HashMap::try_from(open_map(sb, "FLOWS")?).map_err(|e| conv("FLOWS", e))?,
             addrs: HashMap::try_from(open_map(sb, "FLOW_ADDRS")?)
                 .map_err(|e| conv("FLOW_ADDRS", e))?,
+            attempts: agent::Attempts::default(),
             sb,
             dirs,
             book: Book::default(),
@@ -380,7 +384,8 @@ impl<'a> Replay<'a> {
                 continue;
             };
             let option = &opt.bytes[..usize::from(opt.len).min(opt.bytes.len())];
-            let Some(frame) = agent::frame_for(&ev.key, &flow, option) else {
+            let ahead = self.attempts.next_ahead(&ev.key, ev.slot);
+            let Some(frame) = agent::frame_for(&ev.key, &flow, option, ahead) else {
                 continue;
             };
             self.packets.forged += 1;
