@@ -10,9 +10,9 @@
 #     (replay rate and memory of `emptcp simulate` on synthetic captures of
 #      10^6 and 4x10^6 packets, pinned to one CPU)
 #   scripts/bench.sh effect       what a policy buys (not part of "everything": it
-#                                 runs in the guest of scripts/vm.sh, ~15 min);
+#                                 runs in the guest of scripts/vm.sh, ~16 min: the workload, then path A failing mid-run);
 #                                 EMPTCP_EFFECT_ARGS passes options to
-#                                 tests/mptcp/effect.py run (--seed, --conns, --rate, --only)
+#                                 tests/mptcp/effect.py run (--seed, --conns, --rate, --only, --no-outage)
 #   scripts/bench.sh datapath [--write-docs] [--samples N] [--rounds R]
 #     (--write-docs rewrites the generated region of docs/benchmarks.md)
 # Exits non-zero when a measured target is missed (the other sections of

@@ -15,9 +15,15 @@ configuration, in one run:
   effect.py run --emptcp BIN [--seed N --conns N --rate PER_S]
       (root, on a kernel with netem: the guest of scripts/vm.sh) runs every
       configuration and prints one line "EFFECT-RESULT <json>"
+  effect.py outage --emptcp BIN
+      the same paths, a few long downloads, and path A failing (100 % loss
+      both ways) in the middle of them for a while: how long each
+      configuration's downloads stall, and what moves to path B. Prints
+      "EFFECT-OUTAGE <json>"
   effect.py client --proto tcp|mptcp --workload FILE
       (inside the client namespace) runs the workload, prints a JSON list
   effect.py render RESULT.json --doc docs/benchmarks.md --svg docs/effect-fct.svg
+      [--outage OUTAGE.json]
       tables, the plot and the targets; rewrites the generated part of the
       doc's "effect" section; exits 1 when a target is missed
 
@@ -88,6 +94,34 @@ chains:
     actions: [count]
 """
 
+# The control of the outage: path B a backup as in (4), no packet copy. The
+# kernel then moves a connection to B only once it declares A's subflow
+# stale (net.mptcp.stale_loss_cnt retransmission intervals without
+# progress) or A comes back.
+POLICY_BACKUP_ONLY = """version: 1
+interfaces:
+  - name: cli1
+    chains: [backup-b]
+chains:
+  - name: backup-b
+    hook: egress
+    match: {remote: [198.51.100.0/24], remote_ports: [5201]}
+    actions:
+      - set_backup: {backup: true}
+"""
+
+# The outage: downloads (start s, bytes) long enough to span it; path A
+# blackholes (netem loss 100 % both ways, the rest of its shaping kept) at
+# FAIL_AT s after the first started, for FAIL_FOR s, then comes back.
+OUTAGE_DOWNLOADS = [(0.0, 10_000_000), (0.5, 10_000_000), (1.0, 10_000_000)]
+FAIL_AT, FAIL_FOR = 2.5, 6.0
+OUTAGE_CONFIGS = [
+    ("tcp", "(1) plain TCP on path A", "tcp", None),
+    ("mptcp", "(2) MPTCP, kernel default", "mptcp", None),
+    ("backup", "(4) MPTCP + B backup, packet-copy revival", "mptcp", "backup"),
+    ("backup-only", "(4c) MPTCP + B backup, no revival (control)", "mptcp", "backup-only"),
+]
+
 # (name, label, socket, policy); the control runs last so that (1)-(4) are
 # measured as close together as possible.
 CONFIGS = [
@@ -145,7 +179,29 @@ def path_b(subflows):
     return {"subflows": len(b), "bytes": payload, "wire": payload + 66 * segs}
 
 
-def one_connection(conn, proto, timeout, out):
+STALL_MIN = 0.1  # s: a wait for data this long or longer is listed as a stall
+
+
+def recv_timed(sock, n):
+    """recv_pattern that also returns the waits for data of STALL_MIN or
+    more: [(start on the monotonic clock, length)], in order."""
+    off, bad, last, gaps = 0, None, time.monotonic(), []
+    while off < n:
+        buf = sock.recv(min(mx.CHUNK, n - off))
+        now = time.monotonic()
+        if now - last >= STALL_MIN:
+            gaps.append((last, now - last))
+        last = now
+        if not buf:
+            break
+        if bad is None and buf != mx.pattern(off, len(buf)):
+            exp = mx.pattern(off, len(buf))
+            bad = off + next((i for i in range(len(buf)) if buf[i] != exp[i]), 0)
+        off += len(buf)
+    return off, bad, gaps
+
+
+def one_connection(conn, proto, timeout, out, t_run=None):
     res = dict(conn)
     s = mx.socket.socket(mx.socket.AF_INET, mx.socket.SOCK_STREAM,
                          mx.IPPROTO_MPTCP if proto == "mptcp" else mx.socket.IPPROTO_TCP)
@@ -154,8 +210,11 @@ def one_connection(conn, proto, timeout, out):
     try:
         s.connect((SERVER_A, PORT))
         s.sendall(b"GET %d\n" % conn["size"])
-        got, bad = mx.recv_pattern(s, conn["size"])
+        got, bad, gaps = recv_timed(s, conn["size"])
         res["fct"] = round(time.monotonic() - t0, 5)
+        # On the run's clock (the outage driver's), the main workload's too.
+        base = t_run if t_run is not None else t0
+        res["stalls"] = [[round(at - base, 3), round(length, 3)] for at, length in gaps]
         res["ok"] = got == conn["size"] and bad is None
         if proto == "mptcp":
             res["fallback"] = bool(mx.mptcp_info(s).get("fallback", True))
@@ -174,11 +233,13 @@ def client(a):
         conns = json.load(f)
     out, threads = [], []
     t0 = time.monotonic()
+    # The outage driver fails path A on this clock.
+    print("effect-client: started", file=sys.stderr, flush=True)
     for c in conns:
         delay = t0 + c["at"] - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        t = threading.Thread(target=one_connection, args=(c, a.proto, a.timeout, out), daemon=True)
+        t = threading.Thread(target=one_connection, args=(c, a.proto, a.timeout, out, t0), daemon=True)
         t.start()
         threads.append(t)
     for t in threads:
@@ -339,7 +400,7 @@ def start_policy(emptcp, lab, name, which):
     else:
         path = "/tmp/effect-%s.yaml" % name
         with open(path, "w") as f:
-            f.write(POLICY_SHORT if which == "short" else POLICY_HOOK)
+            f.write({"short": POLICY_SHORT, "hook": POLICY_HOOK, "backup-only": POLICY_BACKUP_ONLY}[which])
     d = Daemon(emptcp, lab, name, path)
     ready = (lambda s: s["last_reconcile"] and s["last_reconcile"].get("converged") is True
              and all(r.get("armed") for r in s.get("packet_copy") or []))
@@ -392,6 +453,93 @@ def run_config(a, k, name, label, proto, policy, wfile):
         lab.down()
 
 
+# --- the outage (guest, root) -----------------------------------------------------
+def netem(settings):
+    """tc's netem arguments for PATHS-style KEY=VAL settings (as testbed.sh)."""
+    kv = dict(x.split("=", 1) for x in settings)
+    out = ["delay", kv["delay"]] + ([kv["jitter"]] if "jitter" in kv else []) if "delay" in kv else []
+    for k in ("loss", "rate", "limit"):
+        if k in kv:
+            out += [k, kv[k]]
+    return out
+
+
+def shape_a(lab, failed):
+    """Path A as in PATHS, or blackholed (everything dropped both ways):
+    its netem changed in place at both ends at once (testbed.sh `shape`
+    also runs ethtool and takes seconds in the emulated guest). Returns
+    (start, end) on the monotonic clock."""
+    args = netem(PATHS["A"] + (["loss=100%"] if failed else []))
+    t0 = time.monotonic()
+    ps = [subprocess.Popen(["ip", "netns", "exec", ns, "tc", "qdisc", "change", "dev", dev, "root", "netem", *args])
+          for ns, dev in ((lab.cli, "cli0"), (lab.srv, "srv0"))]
+    if any(p.wait() != 0 for p in ps):
+        raise RuntimeError("tc qdisc change on path A failed")
+    return t0, time.monotonic()
+
+
+def run_outage_config(a, k, name, label, proto, policy, wfile):
+    """One configuration through the outage: the client starts the
+    downloads, path A fails FAIL_AT s later and comes back FAIL_FOR s after
+    that (both on the client's clock, which starts before its first
+    connect)."""
+    lab = Lab("-out%d" % k)
+    lab.down()
+    daemon = None
+    try:
+        lab.up()
+        res = {"name": name, "label": label}
+        if policy:
+            daemon = start_policy(a.emptcp, lab, "out-" + name, policy)
+        log("outage: %s: running %s" % (name, label))
+        before = (lab.counters("cli"), lab.counters("srv"), lab.link_bytes("cli1"), lab.link_bytes("cli0"))
+        cl = subprocess.Popen(["ip", "netns", "exec", lab.cli, sys.executable, os.path.abspath(__file__), "client",
+                               "--proto", proto, "--workload", wfile, "--timeout", str(a.timeout)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = cl.stderr.readline()
+            if "started" not in line:
+                raise RuntimeError("the outage client did not start: %s" % line)
+            t0 = time.monotonic()
+            time.sleep(FAIL_AT)
+            # From the start of the change to its end: when the outage
+            # began and ended lies in between.
+            res["fail"] = [round(x - t0, 3) for x in shape_a(lab, True)]
+            time.sleep(max(0.0, t0 + res["fail"][1] + FAIL_FOR - time.monotonic()))
+            res["restore"] = [round(x - t0, 3) for x in shape_a(lab, False)]
+            out, err = cl.communicate(timeout=a.timeout + 30)
+        finally:
+            if cl.poll() is None:
+                cl.kill()
+                cl.wait()
+        if cl.returncode != 0:
+            raise RuntimeError("the outage client failed (%d): %s" % (cl.returncode, err[-2000:]))
+        after = (lab.counters("cli"), lab.counters("srv"), lab.link_bytes("cli1"), lab.link_bytes("cli0"))
+        delta = lambda i: {k: v - before[i].get(k, 0) for k, v in after[i].items() if v != before[i].get(k, 0)}
+        res.update({"conns": json.loads(out), "cli_counters": delta(0), "srv_counters": delta(1),
+                    "link_b_bytes": after[2] - before[2], "link_a_bytes": after[3] - before[3]})
+        if daemon:
+            res["packet_copy"] = (daemon.state() or {}).get("packet_copy")
+        return res
+    finally:
+        if daemon:
+            daemon.stop()
+        lab.down()
+
+
+def run_outage(a):
+    conns = [{"i": i, "at": at, "size": size} for i, (at, size) in enumerate(OUTAGE_DOWNLOADS)]
+    wfile = "/tmp/effect-outage.json"
+    with open(wfile, "w") as f:
+        json.dump(conns, f)
+    results = []
+    for k, (name, label, proto, policy) in enumerate(OUTAGE_CONFIGS):
+        t0 = time.monotonic()
+        results.append(run_outage_config(a, k, name, label, proto, policy, wfile))
+        log("outage: %s: done in %.0f s" % (name, time.monotonic() - t0))
+    return {"downloads": OUTAGE_DOWNLOADS, "fail_at": FAIL_AT, "fail_for": FAIL_FOR, "configs": results}
+
+
 def run(a):
     conns = workload(a.seed, a.conns, a.rate)
     wfile = "/tmp/effect-workload.json"
@@ -411,7 +559,10 @@ def run(a):
         t0 = time.monotonic()
         results.append(run_config(a, k, name, label, proto, policy, wfile))
         log("%s: done in %.0f s" % (name, time.monotonic() - t0))
-    print("EFFECT-RESULT " + json.dumps({"meta": meta, "configs": results}), flush=True)
+    out = {"meta": meta, "configs": results}
+    if not a.no_outage:
+        out["outage"] = run_outage(a)
+    print("EFFECT-RESULT " + json.dumps(out), flush=True)
     return 0
 
 
@@ -485,6 +636,50 @@ def targets(s):
         check("%s: every connection completed, data verified, no fallback" % name,
               v["failed"] == 0 and v["fallback"] == 0, "%d failed, %d fell back" % (v["failed"], v["fallback"]))
     return t
+
+
+def outage_stall(conn, start, end):
+    """The longest wait for data of a download that overlaps the outage
+    [start, end] (0 if it never waited STALL_MIN there); None when the
+    download had ended before the outage began."""
+    if conn.get("ok") and conn["at"] + conn["fct"] < start:
+        return None
+    return max([length for at, length in conn.get("stalls", []) if at < end and at + length > start] or [0.0])
+
+
+def outage_tables(o):
+    """The outage's table and checks: (lines, targets)."""
+    t, lines = [], []
+    lines += ["| configuration | downloads completed | stall across the outage, each download (s) | "
+              "FCT, each download (s) | bytes on path B (client's B veth) | packet copy: fired / sent |",
+              "|---|---|---|---|---|---|"]
+    stalls = {}
+    for c in o["configs"]:
+        cs = c["conns"]
+        ok = [x for x in cs if x.get("ok")]
+        fb = sum(1 for x in cs if x.get("fallback"))
+        per = [outage_stall(x, c["fail"][0], c["restore"][1]) for x in cs]
+        stalls[c["name"]] = max(v for v in per if v is not None) if any(v is not None for v in per) else 0.0
+        pc = c.get("packet_copy") or []
+        lines.append("| %s | %d of %d%s | %s | %s | %.1f MB | %s |" % (
+            c["label"], len(ok), len(cs), " (%d fell back)" % fb if fb else "",
+            " / ".join("ended before" if v is None else "%.2f" % v for v in per),
+            " / ".join("%.1f" % x["fct"] if x.get("ok") else "failed" for x in cs),
+            c["link_b_bytes"] / 1e6,
+            " ".join("%d / %d" % (r.get("fired", 0), r.get("sent", 0)) for r in pc) or "-"))
+        t.append(("outage, %s: every download completed, data verified, no fallback" % c["name"],
+                  len(ok) == len(cs) and fb == 0, "%d of %d, %d fell back" % (len(ok), len(cs), fb)))
+    if "tcp" in stalls:
+        # The control that the outage took effect: plain TCP has nowhere to go.
+        t.append(("outage took effect: plain TCP on A stalled at least %.0f %% of the outage" % 80,
+                  stalls["tcp"] >= 0.8 * o["fail_for"], "%.2f s of %.1f s" % (stalls["tcp"], o["fail_for"])))
+    if "backup" in stalls and "backup-only" in stalls:
+        t.append(("outage: longest stall with packet-copy revival vs B backup without it",
+                  None, "%.2f s vs %.2f s" % (stalls["backup"], stalls["backup-only"])))
+    if "backup" in stalls and "mptcp" in stalls:
+        t.append(("outage: longest stall with packet-copy revival vs MPTCP's default",
+                  None, "%.2f s vs %.2f s" % (stalls["backup"], stalls["mptcp"])))
+    return lines, t
 
 
 def fmt(x, unit=""):
@@ -594,6 +789,20 @@ def render(a):
     s = {c["name"]: summarize(c) for c in res["configs"]}
     t = targets(s)
     m = res["meta"]
+    o = res.get("outage")
+    olines, ot = outage_tables(o) if o else ([], [])
+    olines += ["", "| target | result | measured |", "|---|---|---|"] + [
+        "| %s | %s | %s |" % (w, {True: "met", False: "**MISSED**", None: "reported"}[ok], d) for w, ok, d in ot]
+    outage = [
+        "",
+        "**Path A failing mid-run.** %s downloads (%s MB, started %s s apart) in fresh namespaces per "
+        "configuration; %.1f s after the first started, path A drops every packet both ways (netem loss "
+        "100 %%, the rest of its shaping kept) for %.1f s, then comes back. A stall: the longest wait "
+        "for data (%g s or more) of a download that overlaps the outage." % (
+            len(o["downloads"]), "/".join("%g" % (b / 1e6) for _, b in o["downloads"]),
+            "/".join("%g" % at for at, _ in o["downloads"]), o["fail_at"], o["fail_for"], STALL_MIN),
+        "",
+    ] + olines if o else []
     body = "\n".join([
         BEGIN,
         "Measured %s: guest kernel %s (%d vCPUs, QEMU TCG), seed %d, %d connections at %.1f per second; "
@@ -602,6 +811,7 @@ def render(a):
             " ".join(m["paths"]["A"]), " ".join(m["paths"]["B"])) + (" Host: %s." % a.host if a.host else ""),
         "",
         tables(res, s, t),
+        *outage,
         "",
         "![FCT CDF per size class; bytes on path B](%s)" % os.path.relpath(a.svg, os.path.dirname(a.doc)),
         END,
@@ -616,7 +826,7 @@ def render(a):
     with open(a.doc, "w") as f:
         f.write(doc)
     print(body)
-    missed = [w for w, ok, _ in t if ok is False]
+    missed = [w for w, ok, _ in t + ot if ok is False]
     for w in missed:
         print("effect: target missed: %s" % w, file=sys.stderr)
     return 1 if missed else 0
@@ -631,7 +841,9 @@ def main():
     pr.add_argument("--conns", type=int, default=300)
     pr.add_argument("--rate", type=float, default=3.0, help="connection arrivals per second")
     pr.add_argument("--timeout", type=float, default=120.0, help="per connection, seconds")
-    pr.add_argument("--only", help="comma-separated configurations (tcp,mptcp,policy,backup)")
+    pr.add_argument("--only", help="comma-separated configurations (tcp,mptcp,policy,backup,hook); "
+                    "'none' runs only the outage")
+    pr.add_argument("--no-outage", action="store_true", help="skip the outage (path A failing mid-run)")
     pc = sub.add_parser("client")
     pc.add_argument("--proto", choices=["tcp", "mptcp"], required=True)
     pc.add_argument("--workload", required=True)
