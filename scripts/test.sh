@@ -46,6 +46,11 @@ echo "== clippy"; cargo clippy --all-targets --locked -- -D warnings
 # lives on GitHub: a machine that reaches only the package registries
 # checks the other three and says so).
 echo "== cargo deny"
+# cargo-deny reads the metadata of every crate in Cargo.lock, for every
+# target (Windows-only ones too) and the fuzz target's: a build fetches only
+# what it compiles, so a fresh machine has not downloaded the rest, and the
+# offline check below cannot run without them.
+cargo fetch --locked --quiet
 if cargo deny fetch db >/dev/null 2>&1; then
     cargo deny --locked check licenses bans sources advisories
 else
