@@ -29,7 +29,7 @@ configuration, in one run:
 
 Standard library only (the guest root has python3, nothing more).
 """
-import argparse, json, math, os, random, signal, subprocess, sys, threading, time
+import argparse, contextlib, json, math, os, random, signal, subprocess, sys, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -428,15 +428,29 @@ def measure(lab, proto, wfile, timeout):
     }
 
 
-def run_config(a, k, name, label, proto, policy, wfile):
-    lab = Lab("-eff%d" % k)
+@contextlib.contextmanager
+def configured(a, lab_id, name, policy):
+    """A fresh shaped testbed with the configuration's policy (if any)
+    converged under `emptcp watch`; both torn down on the way out, also on
+    failure. Yields (lab, daemon or None)."""
+    lab = Lab(lab_id)
     lab.down()
     daemon = None
     try:
         lab.up()
-        res = {"name": name, "label": label}
         if policy:
             daemon = start_policy(a.emptcp, lab, name, policy)
+        yield lab, daemon
+    finally:
+        if daemon:
+            daemon.stop()
+        lab.down()
+
+
+def run_config(a, k, name, label, proto, policy, wfile):
+    with configured(a, "-eff%d" % k, name, policy) as (lab, daemon):
+        res = {"name": name, "label": label}
+        if daemon:
             res["converge_s"] = daemon.converge_s
         log("%s: running %s" % (name, label))
         watch = BackupWatch(lab) if policy == "backup" else None
@@ -444,13 +458,8 @@ def run_config(a, k, name, label, proto, policy, wfile):
         if watch:
             res["server_b_subflows"] = watch.result()
         if daemon:
-            st = daemon.state() or {}
-            res["packet_copy"] = st.get("packet_copy")
+            res["packet_copy"] = (daemon.state() or {}).get("packet_copy")
         return res
-    finally:
-        if daemon:
-            daemon.stop()
-        lab.down()
 
 
 # --- the outage (guest, root) -----------------------------------------------------
@@ -483,14 +492,8 @@ def run_outage_config(a, k, name, label, proto, policy, wfile):
     downloads, path A fails FAIL_AT s later and comes back FAIL_FOR s after
     that (both on the client's clock, which starts before its first
     connect)."""
-    lab = Lab("-out%d" % k)
-    lab.down()
-    daemon = None
-    try:
-        lab.up()
+    with configured(a, "-out%d" % k, "out-" + name, policy) as (lab, daemon):
         res = {"name": name, "label": label}
-        if policy:
-            daemon = start_policy(a.emptcp, lab, "out-" + name, policy)
         log("outage: %s: running %s" % (name, label))
         before = (lab.counters("cli"), lab.counters("srv"), lab.link_bytes("cli1"), lab.link_bytes("cli0"))
         cl = subprocess.Popen(["ip", "netns", "exec", lab.cli, sys.executable, os.path.abspath(__file__), "client",
@@ -521,10 +524,6 @@ def run_outage_config(a, k, name, label, proto, policy, wfile):
         if daemon:
             res["packet_copy"] = (daemon.state() or {}).get("packet_copy")
         return res
-    finally:
-        if daemon:
-            daemon.stop()
-        lab.down()
 
 
 def run_outage(a):
