@@ -113,8 +113,20 @@ pub fn paced<'a>(rounds: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 impl Drop for Testbed {
+    /// Tears the testbed down; its run directory (testbed.sh's `RUN`: the
+    /// server's and the forwarders' logs) goes too, unless the test failed,
+    /// when it is kept and named for the reader.
     fn drop(&mut self) {
         let _ = self.command().arg("down").output();
+        let tmp = std::env::var_os("TMPDIR")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "/tmp".into());
+        let run = PathBuf::from(tmp).join(format!("emptcp-testbed{}", self.id));
+        if std::thread::panicking() {
+            eprintln!("testbed logs kept in {}", run.display());
+        } else {
+            let _ = std::fs::remove_dir_all(run);
+        }
     }
 }
 
