@@ -109,6 +109,40 @@ impl Attempts {
     }
 }
 
+/// Why a recovery event got no frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoFrame {
+    /// The flow or its stored option is gone (closed or evicted).
+    Stale,
+    /// The option does not fit a frame.
+    Unbuildable,
+}
+
+/// The frame answering recovery event `ev`, built from the newest state in
+/// `FLOWS` and the option in `FLOW_ADDRS`, this attempt counted in
+/// `attempts`; with the flow's state (its interface, its size). The agent
+/// and `emptcp simulate` both answer through it.
+pub fn answer(
+    flows: &HashMap<MapData, FlowKey, FlowState>,
+    addrs: &HashMap<MapData, AddrKey, StoredAddAddr>,
+    attempts: &mut Attempts,
+    ev: &RecoverEvent,
+) -> Result<(FlowState, Vec<u8>), NoFrame> {
+    let Ok(flow) = flows.get(&ev.key, 0) else {
+        attempts.forget(&ev.key);
+        return Err(NoFrame::Stale);
+    };
+    let addr = AddrKey {
+        flow: ev.key,
+        slot: ev.slot,
+    };
+    let opt = addrs.get(&addr, 0).map_err(|_| NoFrame::Stale)?;
+    let option = &opt.bytes[..usize::from(opt.len).min(opt.bytes.len())];
+    let ahead = attempts.next_ahead(&ev.key, ev.slot);
+    let frame = frame_for(&ev.key, &flow, option, ahead).ok_or(NoFrame::Unbuildable)?;
+    Ok((flow, frame))
+}
+
 /// Builds the frame for one stored option of one flow, as the peer would
 /// have sent it: from remote to local, seq = the client's rcv_nxt plus
 /// `ahead` ([`AHEAD`]), the newest segment's timestamps when they fit
@@ -237,26 +271,16 @@ impl<T: Transmit> Agent<T> {
     }
 
     fn handle(&mut self, ev: &RecoverEvent) {
-        let Ok(flow) = self.flows.get(&ev.key, 0) else {
-            self.attempts.forget(&ev.key);
-            self.stats.stale.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let Ok(opt) = self.addrs.get(
-            &AddrKey {
-                flow: ev.key,
-                slot: ev.slot,
-            },
-            0,
-        ) else {
-            self.stats.stale.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let option = &opt.bytes[..usize::from(opt.len).min(opt.bytes.len())];
-        let ahead = self.attempts.next_ahead(&ev.key, ev.slot);
-        let Some(frame) = frame_for(&ev.key, &flow, option, ahead) else {
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            return;
+        let (flow, frame) = match answer(&self.flows, &self.addrs, &mut self.attempts, ev) {
+            Ok(v) => v,
+            Err(NoFrame::Stale) => {
+                self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(NoFrame::Unbuildable) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         };
         match self.transmit.transmit(flow.ifindex, &frame) {
             Ok(()) => {
@@ -264,7 +288,6 @@ impl<T: Transmit> Agent<T> {
                 tracing::debug!(
                     ifindex = flow.ifindex,
                     slot = ev.slot,
-                    ahead,
                     "injected a stored ADD_ADDR"
                 );
             }

@@ -371,21 +371,9 @@ impl<'a> Replay<'a> {
             }
         }
         for ev in evs {
-            let Ok(flow) = self.flows.get(&ev.key, 0) else {
-                continue;
-            };
-            let Ok(opt) = self.addrs.get(
-                &AddrKey {
-                    flow: ev.key,
-                    slot: ev.slot,
-                },
-                0,
-            ) else {
-                continue;
-            };
-            let option = &opt.bytes[..usize::from(opt.len).min(opt.bytes.len())];
-            let ahead = self.attempts.next_ahead(&ev.key, ev.slot);
-            let Some(frame) = agent::frame_for(&ev.key, &flow, option, ahead) else {
+            let Ok((flow, frame)) =
+                agent::answer(&self.flows, &self.addrs, &mut self.attempts, &ev)
+            else {
                 continue;
             };
             self.packets.forged += 1;
