@@ -36,16 +36,20 @@ report_skips() {
 }
 trap report_skips EXIT
 
-echo "== fmt"; cargo fmt --all -- --check
+# Each tier's start, with the minutes since the command began (the wall
+# times docs/development.md records come from these lines).
+phase() { printf '== %s (at %dm%02ds)\n' "$1" $((SECONDS / 60)) $((SECONDS % 60)); }
+
+phase fmt; cargo fmt --all -- --check
 # No module imports a higher layer, no import circles (docs/architecture.md):
 # seconds, so it fails before the long tiers; the full run repeats it.
-echo "== layering"; cargo test --locked --release -p emptcp --test layering
-echo "== clippy"; cargo clippy --all-targets --locked -- -D warnings
+phase "layering"; cargo test --locked --release -p emptcp --test layering
+phase "clippy"; cargo clippy --all-targets --locked -- -D warnings
 # Dependencies (deny.toml): licences, duplicate versions, sources, in
 # seconds; RustSec advisories too when its database can be fetched (it
 # lives on GitHub: a machine that reaches only the package registries
 # checks the other three and says so).
-echo "== cargo deny"
+phase "cargo deny"
 # cargo-deny reads the metadata of every crate in Cargo.lock, for every
 # target (Windows-only ones too) and the fuzz target's: a build fetches only
 # what it compiles, so a fresh machine has not downloaded the rest, and the
@@ -57,7 +61,7 @@ else
     echo "advisories NOT checked: the RustSec advisory database cannot be fetched here"
     cargo deny --locked --offline check licenses bans sources
 fi
-echo "== tests"
+phase "tests"
 cargo test --locked --release --no-run 2>&1 | grep -vE '^\s+(Executable|Compiling|Finished)|^warning: emptcp@' || true
 # The fuzz target's instrumented build (minutes when cold) runs beside the
 # kernel tests, which leave CPU idle while they wait on the network; its
@@ -75,15 +79,15 @@ cargo test --locked --release -- --test-threads "${EMPTCP_TEST_THREADS:-4}"
 # The policy loader under cargo-fuzz for a short, fixed budget (the 10^6
 # run is `scripts/fuzz.sh policy`, docs/development.md "Fuzzing"); a crash
 # fails the command. The packet fuzzer ran above (tests/datapath_fuzz.rs).
-echo "== fuzz policy (50000 inputs)"
+phase "fuzz policy (50000 inputs)"
 wait "$fuzz_build" || { tail -40 "$fuzz_log"; echo "fuzz policy: the build failed (log: $fuzz_log)"; exit 1; }
 ./scripts/fuzz.sh policy --runs "${EMPTCP_FUZZ_RUNS:-50000}"
-echo "== leftovers"
+phase "leftovers"
 ./scripts/check-clean.sh
 # The datapath tier again on a second kernel (Debian's 6.12 LTS in a QEMU
 # guest, about 5.5 min plus 2.5 min to build the cached image the first time);
 # scripts/vm.sh runs the other tiers too (docs/development.md).
-echo "== datapath on 6.12 (guest)"
+phase "datapath on 6.12 (guest)"
 if [[ ${EMPTCP_VM:-1} == 0 ]]; then
     echo "SKIPPED guest datapath tier: EMPTCP_VM=0"
 elif [[ $(id -u) != 0 && ! -f ${EMPTCP_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/emptcp/vm}/image.stamp ]]; then
@@ -91,3 +95,4 @@ elif [[ $(id -u) != 0 && ! -f ${EMPTCP_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}
 else
     ./scripts/vm.sh test datapath
 fi
+phase done

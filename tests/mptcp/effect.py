@@ -409,23 +409,32 @@ def start_policy(emptcp, lab, name, which):
     return d
 
 
+def snapshot(lab):
+    """The counters a configuration's result is a difference of: both
+    ends' MIB counters, the client's B and A veth bytes, CPU jiffies."""
+    return {"cli": lab.counters("cli"), "srv": lab.counters("srv"), "b": lab.link_bytes("cli1"),
+            "a": lab.link_bytes("cli0"), "cpu": cpu_jiffies(), "t": time.monotonic()}
+
+
+def since(before, after):
+    """A configuration's share of the counters: after - before."""
+    delta = lambda side: {k: v - before[side].get(k, 0) for k, v in after[side].items() if v != before[side].get(k, 0)}
+    hz = os.sysconf("SC_CLK_TCK")
+    return {
+        "cli_counters": delta("cli"), "srv_counters": delta("srv"),
+        "link_b_bytes": after["b"] - before["b"], "link_a_bytes": after["a"] - before["a"],
+        "cpu_busy_s": (after["cpu"][0] - before["cpu"][0]) / hz,
+        "cpu_kernel_s": (after["cpu"][1] - before["cpu"][1]) / hz,
+        "wall_s": round(after["t"] - before["t"], 2),
+    }
+
+
 def measure(lab, proto, wfile, timeout):
     """Runs the client once; counters, link bytes and CPU around it."""
-    before = (lab.counters("cli"), lab.counters("srv"), lab.link_bytes("cli1"), lab.link_bytes("cli0"),
-              cpu_jiffies(), time.monotonic())
+    before = snapshot(lab)
     out = sh(["ip", "netns", "exec", lab.cli, sys.executable, os.path.abspath(__file__), "client",
               "--proto", proto, "--workload", wfile, "--timeout", str(timeout)])
-    after = (lab.counters("cli"), lab.counters("srv"), lab.link_bytes("cli1"), lab.link_bytes("cli0"),
-             cpu_jiffies(), time.monotonic())
-    hz = os.sysconf("SC_CLK_TCK")
-    delta = lambda i: {k: v - before[i].get(k, 0) for k, v in after[i].items() if v != before[i].get(k, 0)}
-    return {
-        "conns": json.loads(out),
-        "cli_counters": delta(0), "srv_counters": delta(1),
-        "link_b_bytes": after[2] - before[2], "link_a_bytes": after[3] - before[3],
-        "cpu_busy_s": (after[4][0] - before[4][0]) / hz, "cpu_kernel_s": (after[4][1] - before[4][1]) / hz,
-        "wall_s": round(after[5] - before[5], 2),
-    }
+    return {"conns": json.loads(out), **since(before, snapshot(lab))}
 
 
 @contextlib.contextmanager
@@ -495,7 +504,7 @@ def run_outage_config(a, k, name, label, proto, policy, wfile):
     with configured(a, "-out%d" % k, "out-" + name, policy) as (lab, daemon):
         res = {"name": name, "label": label}
         log("outage: %s: running %s" % (name, label))
-        before = (lab.counters("cli"), lab.counters("srv"), lab.link_bytes("cli1"), lab.link_bytes("cli0"))
+        before = snapshot(lab)
         cl = subprocess.Popen(["ip", "netns", "exec", lab.cli, sys.executable, os.path.abspath(__file__), "client",
                                "--proto", proto, "--workload", wfile, "--timeout", str(a.timeout)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -517,10 +526,7 @@ def run_outage_config(a, k, name, label, proto, policy, wfile):
                 cl.wait()
         if cl.returncode != 0:
             raise RuntimeError("the outage client failed (%d): %s" % (cl.returncode, err[-2000:]))
-        after = (lab.counters("cli"), lab.counters("srv"), lab.link_bytes("cli1"), lab.link_bytes("cli0"))
-        delta = lambda i: {k: v - before[i].get(k, 0) for k, v in after[i].items() if v != before[i].get(k, 0)}
-        res.update({"conns": json.loads(out), "cli_counters": delta(0), "srv_counters": delta(1),
-                    "link_b_bytes": after[2] - before[2], "link_a_bytes": after[3] - before[3]})
+        res.update({"conns": json.loads(out), **since(before, snapshot(lab))})
         if daemon:
             res["packet_copy"] = (daemon.state() or {}).get("packet_copy")
         return res

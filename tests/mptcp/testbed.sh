@@ -286,7 +286,18 @@ monitor_start() {
 }
 monitor_stop() { local ns; ns=$(ns_of "$1"); sleep 0.1; kill_pidfile "$RUN/monitor-$ns.pid"; cat "$RUN/monitor-$ns.log"; }
 
-xfer() { nsx $CLI "$PY" "$HERE/mptcp_xfer.py" client --host $HOST --port "$PORT" "$@"; }
+# A client connection. When it fails (a stall, bad data), the server's
+# sockets as `ss` saw them right then go to stderr: is it still sending,
+# against which window.
+xfer() {
+    local rc=0
+    nsx $CLI "$PY" "$HERE/mptcp_xfer.py" client --host $HOST --port "$PORT" "$@" || rc=$?
+    if ((rc != 0)); then
+        echo "server sockets after the client failed (rc $rc):" >&2
+        nsx $SRV ss -taniomeM >&2 || true
+    fi
+    return $rc
+}
 
 prio() {
     local f=${1:-backup}

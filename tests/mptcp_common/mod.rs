@@ -55,6 +55,7 @@ impl Testbed {
         c
     }
 
+    #[track_caller]
     pub fn run(&self, args: &[&str]) -> String {
         let o = self.command().args(args).output().expect("testbed.sh");
         assert!(
@@ -78,6 +79,7 @@ impl Testbed {
     }
 
     /// One client connection (mptcp_xfer.py client args); returns its JSON.
+    #[track_caller]
     pub fn xfer(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["xfer"];
         a.extend_from_slice(args);
@@ -175,6 +177,7 @@ pub const CSUM: &str = "TcpInCsumErrors";
 
 /// Runs one client connection: asserts the data was verified and nothing
 /// fell back, returns its JSON and the client counter deltas.
+#[track_caller]
 pub fn run(lab: &Lab, args: &[&str]) -> (serde_json::Value, impl Fn(&str) -> i64) {
     let before = lab.tb.counters("cli");
     let res = lab.tb.xfer(args);
