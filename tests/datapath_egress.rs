@@ -13,8 +13,8 @@ mod datapath_common;
 use datapath_common::{egress::*, *};
 use emptcp_common::{
     Action, EgressStat, FlowKey, FlowStat, FlowState, IFACE_TRACK, IfaceChains,
-    MAX_CHAINS_PER_IFACE, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_REMOTE_KEY,
-    SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN, SYN_SHIFT_PEER,
+    MAX_CHAINS_PER_IFACE, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY, SF_PEER_TOKEN,
+    SF_REMOTE_KEY, SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_SEEN, SYN_SHIFT_PEER,
 };
 
 fn both() -> [Seg; 2] {
@@ -526,6 +526,21 @@ fn capture_marks_join_subflows_and_the_syn() {
     assert_eq!(f.flags & want, want, "{:#x}", f.flags);
     assert_eq!(f.wscale, 9);
     assert_eq!(f.snd_nxt, syn.seq + 1, "SYN takes one sequence number");
+    // The token it carries (the peer's) names the connection it joins.
+    assert_ne!(f.flags & SF_PEER_TOKEN, 0, "{:#x}", f.flags);
+    assert_eq!(f.peer_token, 0x0102_0304);
+    // The local end's answer to a join the peer opened (SYN-ACK, 16
+    // bytes: truncated HMAC and nonce) carries no token.
+    let synack = Seg::v4().with(|s| {
+        s.flags = SYN | ACK;
+        s.sport = 5201;
+        s.dport = 40000;
+        s.opts = opts(&[&[30, 16, 0x10, 2, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]);
+    });
+    e.run(&synack.frame(), 0);
+    let g = e.subflow(&ekey(&synack)).expect("join SYN-ACK captured");
+    assert_ne!(g.flags & SF_JOIN, 0, "{:#x}", g.flags);
+    assert_eq!(g.flags & SF_PEER_TOKEN, 0, "{:#x}", g.flags);
     // RST removes it.
     let rst = Seg::v4().with(|s| {
         s.flags = RST;

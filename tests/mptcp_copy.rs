@@ -193,15 +193,29 @@ fn watch_priority(
     (w, at_backup, at_revival)
 }
 
-/// One download that idles 1.5 s first; returns the result, the client's
-/// counter deltas, the server's over the whole run, the server's from the
-/// moment subflow B was marked backup to the moment it was revived (or to
-/// the end of the transfer), and what the server's stack did with subflow
-/// B's backup flag.
+/// One download that idles 1.5 s first (path B joined before the idle).
+const IDLE_DOWNLOAD: &[&str] = &[
+    "--download",
+    "40M",
+    "--idle-before",
+    "1.5",
+    "--wait-subflows-before",
+    "1",
+    "--wait-before-timeout",
+    "3",
+    "--subflow-tcpinfo",
+];
+
+/// One connection (`args`: mptcp_xfer.py client) with the server's MPTCP
+/// events watched; returns the result, the client's counter deltas, the
+/// server's over the whole run, the server's from the moment subflow B was
+/// marked backup to the moment it was revived (or to the end of the
+/// transfer), and what the server's stack did with subflow B's backup flag.
 #[allow(clippy::type_complexity)]
-fn download(
+fn observed(
     lab: &Lab,
     b: &PathB,
+    args: &[&str],
 ) -> (
     Value,
     impl Fn(&str) -> i64,
@@ -215,25 +229,11 @@ fn download(
         let monitor = sc.spawn(|| watch_priority(lab, b, &done));
         // The monitor subscribes before the connection starts.
         std::thread::sleep(Duration::from_millis(300));
-        let r = run(
-            lab,
-            &[
-                "--download",
-                "40M",
-                "--idle-before",
-                "1.5",
-                "--wait-subflows-before",
-                "1",
-                "--wait-before-timeout",
-                "3",
-                "--subflow-tcpinfo",
-            ],
-        );
+        let r = run(lab, args);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         (r, monitor.join().expect("monitor thread"))
     });
     let srv_after = server(lab);
-    assert_eq!(res["joined_before"], true, "no join before the idle: {res}");
     let at_backup = at_backup.unwrap_or_else(|| srv_before.clone());
     let at_revival = at_revival.unwrap_or_else(|| srv_after.clone());
     (
@@ -296,7 +296,8 @@ fn revive_idle_backup(name: &str, options: &[(&str, &str)], b: &PathB) {
 
     // Control, without the rule: the server got MP_PRIO(backup), marked
     // subflow B backup, and it stayed so for the whole connection.
-    let (res, d, srv, _, seen) = download(&lab, b);
+    let (res, d, srv, _, seen) = observed(&lab, b, IDLE_DOWNLOAD);
+    assert_eq!(res["joined_before"], true, "no join before the idle: {res}");
     let b_without = received_on(&res, b.client);
     eprintln!(
         "without the rule: path B received {b_without}, server MPPrioRx +{}, {seen:?}",
@@ -321,7 +322,8 @@ fn revive_idle_backup(name: &str, options: &[(&str, &str)], b: &PathB) {
     daemon.wait_state("rule armed", Duration::from_secs(10), |s| {
         s["packet_copy"][0]["armed"] == true
     });
-    let (res, d, srv, until_revived, seen) = download(&lab, b);
+    let (res, d, srv, until_revived, seen) = observed(&lab, b, IDLE_DOWNLOAD);
+    assert_eq!(res["joined_before"], true, "no join before the idle: {res}");
     let b_with = received_on(&res, b.client);
     let st = daemon.state().unwrap_or_default();
     eprintln!(
@@ -374,6 +376,143 @@ fn revive_idle_backup(name: &str, options: &[(&str, &str)], b: &PathB) {
     });
     let reason = st["packet_copy"][0]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("cli1 does not exist"), "{st:#}");
+    drop(daemon);
+    lab.destroy();
+}
+
+/// Path B backup (egress set_backup on cli1), path A's subflows captured
+/// too (an egress chain on cli0), and, with `rule`, MP_PRIO(backup=0) on B
+/// once every other subflow of its connection (A) has carried nothing for
+/// 1 s.
+fn failover_policy(rule: bool) -> String {
+    let rule = if rule {
+        "packet_copy:
+  - name: revive-on-a-idle
+    interface: cli1
+    chain: backup-b
+    when: {other_subflows_idle: 1s}
+    send: {mp_prio: {backup: false}}
+"
+    } else {
+        ""
+    };
+    format!(
+        "version: 1
+settings: {{flow_capacity: 16384}}
+interfaces:
+  - {{name: cli0, chains: [capture-a]}}
+  - {{name: cli1, chains: [backup-b]}}
+chains:
+  - name: capture-a
+    hook: egress
+    match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}
+    actions: [count]
+  - name: backup-b
+    hook: egress
+    match: {{remote: [198.51.100.0/24], remote_ports: [5201]}}
+    actions: [set_backup: {{backup: true}}]
+{rule}"
+    )
+}
+
+/// `other_subflows_idle` watches the path that carries the connection, not
+/// the backup: in one run, on one testbed, three connections of paced
+/// request/response (64 KiB each way every 50 ms, all answers on A since
+/// the server holds B backup), then the connection kept open and quiet:
+///
+/// 1. without the rule, quiet for 3 s: B stays backup (the control);
+/// 2. with the rule, 40 rounds (about 2 s) and closed at once: B is idle
+///    all along (a `subflow_idle: 1s` rule would fire), A never goes quiet
+///    for 1 s (its longest gap is a round, 50 ms plus the exchange: a 20x
+///    margin for a loaded machine), so nothing is sent and B stays backup;
+/// 3. with the rule, 10 rounds then 3 s quiet: A is quiet for 1 s, the
+///    rule sends MP_PRIO(backup=0) on B and the server makes B regular
+///    (2 s of margin for the daemon's wake-up and the send).
+#[test]
+fn a_backup_subflow_is_revived_when_the_other_path_goes_quiet() {
+    if !kernel_or_skip("a_backup_subflow_is_revived_when_the_other_path_goes_quiet") {
+        return;
+    }
+    let b = &PATH_B4;
+    let lab = Lab::new("copyother");
+    let file = policy_file(&lab.dir, "p.yaml", &failover_policy(false));
+    let daemon = Daemon::start(lab.root(), &lab.tb.cli, &["-f", file.to_str().unwrap()]);
+    daemon.wait_state("converged", Duration::from_secs(30), |s| {
+        s["last_reconcile"]["converged"] == true
+    });
+    let quiet = paced("10", &["--linger", "3"]);
+    let busy = paced("40", &[]);
+
+    // 1. Control: no rule, A quiet for 3 s, B stays backup.
+    let (res, d, _, _, seen) = observed(&lab, b, &quiet);
+    assert!(
+        seen.backup,
+        "the server never marked subflow B backup: {res}"
+    );
+    assert!(
+        !seen.revived,
+        "subflow B left backup without the rule: {res}"
+    );
+    no_damage(&d);
+
+    std::fs::write(&file, failover_policy(true)).unwrap();
+    daemon.wait_state("rule armed", Duration::from_secs(10), |s| {
+        s["packet_copy"][0]["armed"] == true
+    });
+    let sent = |daemon: &Daemon| {
+        daemon.state().unwrap_or_default()["packet_copy"][0]["sent"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+
+    // 2. A busy, B idle: the rule holds.
+    let (res, d, _, _, seen) = observed(&lab, b, &busy);
+    assert!(
+        seen.backup,
+        "the server never marked subflow B backup: {res}"
+    );
+    assert!(
+        !seen.revived,
+        "subflow B was revived while path A carried the connection: {res}"
+    );
+    assert_eq!(
+        sent(&daemon),
+        0,
+        "the rule fired while path A was busy:\n{}",
+        daemon.log_text()
+    );
+    no_damage(&d);
+
+    // 3. A quiet: the rule revives B.
+    let (res, d, srv, until_revived, seen) = observed(&lab, b, &quiet);
+    let st = daemon.state().unwrap_or_default();
+    eprintln!(
+        "A quiet with the rule: server MPPrioRx +{}, {seen:?}, rule {:#}",
+        srv(PRIO_RX),
+        st["packet_copy"][0]
+    );
+    assert!(
+        sent(&daemon) >= 1,
+        "the rule sent nothing: {st:#}\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        seen.backup,
+        "the server never marked subflow B backup: {res}"
+    );
+    assert!(
+        seen.revived,
+        "the server kept subflow B backup despite the forged MP_PRIO: {res}"
+    );
+    for c in NOT_CONGESTION {
+        assert_eq!(until_revived(c), 0, "server {c} moved before the revival");
+    }
+    no_damage(&d);
+    assert_eq!(
+        st["packet_copy"][0]["send_failures"].as_u64(),
+        Some(0),
+        "{st:#}"
+    );
     drop(daemon);
     lab.destroy();
 }

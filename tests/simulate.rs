@@ -690,6 +690,55 @@ fn packet_copy_fires_on_the_capture_clock() {
     assert_eq!(prios, 0, "the capture itself has no MP_PRIO");
 }
 
+/// `other_subflows_idle` on path B fires when path A's subflow of the same
+/// connection has carried nothing for 200 ms: the capture's 4 pauses of
+/// 300 ms on A, at most once each, each forged frame on B's subflow with
+/// no data on A in the 200 ms before it and a packet of A exactly 200 ms
+/// before (the activity its deadline counts from). The subflows are one
+/// connection by the token (A's peer key, B's MP_JOIN SYN).
+#[test]
+fn other_subflows_idle_fires_when_the_other_path_goes_quiet() {
+    if !kernel_or_skip("other_subflows_idle_fires_when_the_other_path_goes_quiet") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let with = policy_file(
+        &dir,
+        "others.yaml",
+        &copy_policy(
+            "  - {name: others-b, interface: cli1, chain: watch-b, when: {other_subflows_idle: 200ms}, send: {mp_prio: {backup: false}}}\n",
+        ),
+    );
+    let out = dir.path().join("out.pcap");
+    let r = simulate_reqresp(&with, &out);
+    let recs = read_raw_pcap(&std::fs::read(&out).unwrap());
+    let rb = rule(&r, "others-b");
+    assert!(
+        (1..=4).contains(&n(rb, "fired")) && n(rb, "sent") == n(rb, "fired"),
+        "{rb:#}"
+    );
+    let on_a = |x: &Rec| x.subflow().0 == [192, 0, 2, 1];
+    let mut frames = 0;
+    for (i, f) in recs.iter().enumerate() {
+        if !f.mptcp().iter().any(|(st, _)| *st == 5) {
+            continue;
+        }
+        frames += 1;
+        assert_eq!(f.subflow().0, [198, 51, 100, 1], "forged on path B");
+        let a: Vec<&Rec> = recs[..i].iter().filter(|x| on_a(x)).collect();
+        assert!(
+            !a.iter()
+                .any(|x| x.payload > 0 && x.ts_ns + IDLE_NS > f.ts_ns),
+            "data on path A within 200 ms before frame {i}"
+        );
+        assert!(
+            a.iter().any(|x| x.ts_ns + IDLE_NS == f.ts_ns),
+            "no packet of path A exactly 200 ms before frame {i}"
+        );
+    }
+    assert_eq!(frames, n(rb, "sent"));
+}
+
 /// A subflow that closed stays closed in the capture: the client's last
 /// ACK after the FINs (it carries a DSS) does not open it again, so an
 /// idle rule never fires for a connection that ended (downloads.pcap.gz:

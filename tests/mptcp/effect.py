@@ -10,7 +10,8 @@ configuration, in one run:
   tcp     plain TCP on path A
   mptcp   MPTCP, the kernel's default (every connection joins path B)
   policy  MPTCP + a quickstart-style short-flow policy applied by `emptcp watch`
-  backup  MPTCP + path B kept as a backup (set_backup), revived by packet copy
+  backup  MPTCP + path B kept as a backup (set_backup), made regular by packet copy
+          once path A carried nothing for 300 ms (failover-backup.yaml)
 
   effect.py run --emptcp BIN [--seed N --conns N --rate PER_S]
       (root, on a kernel with netem: the guest of scripts/vm.sh) runs every
@@ -118,7 +119,7 @@ FAIL_AT, FAIL_FOR = 2.5, 6.0
 OUTAGE_CONFIGS = [
     ("tcp", "(1) plain TCP on path A", "tcp", None),
     ("mptcp", "(2) MPTCP, kernel default", "mptcp", None),
-    ("backup", "(4) MPTCP + B backup, packet-copy revival", "mptcp", "backup"),
+    ("backup", "(4) MPTCP + B backup, revived when A goes quiet", "mptcp", "backup"),
     ("backup-only", "(4c) MPTCP + B backup, no revival (control)", "mptcp", "backup-only"),
 ]
 
@@ -128,7 +129,7 @@ CONFIGS = [
     ("tcp", "(1) plain TCP on path A", "tcp", None),
     ("mptcp", "(2) MPTCP, kernel default", "mptcp", None),
     ("policy", "(3) MPTCP + short-flow policy", "mptcp", "short"),
-    ("backup", "(4) MPTCP + B backup, packet-copy revival", "mptcp", "backup"),
+    ("backup", "(4) MPTCP + B backup, revived when A goes quiet", "mptcp", "backup"),
     ("hook", "(c) MPTCP + emptcp's XDP hook, no chain matching", "mptcp", "hook"),
 ]
 
@@ -396,7 +397,7 @@ def start_policy(emptcp, lab, name, which):
     """The configuration's policy under `emptcp watch` (which also runs the
     recovery agent and the packet-copy task), converged before traffic."""
     if which == "backup":
-        path = os.path.join(HERE, "../../examples/policies/revive-backup.yaml")
+        path = os.path.join(HERE, "../../examples/policies/failover-backup.yaml")
     else:
         path = "/tmp/effect-%s.yaml" % name
         with open(path, "w") as f:
@@ -679,10 +680,10 @@ def outage_tables(o):
         t.append(("outage took effect: plain TCP on A stalled at least %.0f %% of the outage" % 80,
                   stalls["tcp"] >= 0.8 * o["fail_for"], "%.2f s of %.1f s" % (stalls["tcp"], o["fail_for"])))
     if "backup" in stalls and "backup-only" in stalls:
-        t.append(("outage: longest stall with packet-copy revival vs B backup without it",
+        t.append(("outage: longest stall with the revival vs B backup without it",
                   None, "%.2f s vs %.2f s" % (stalls["backup"], stalls["backup-only"])))
     if "backup" in stalls and "mptcp" in stalls:
-        t.append(("outage: longest stall with packet-copy revival vs MPTCP's default",
+        t.append(("outage: longest stall with the revival vs MPTCP's default",
                   None, "%.2f s vs %.2f s" % (stalls["backup"], stalls["mptcp"])))
     return lines, t
 

@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. Bump when a key/value layout changes.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Chains an interface can list (evaluated in order, first match wins).
 pub const MAX_CHAINS_PER_IFACE: usize = 8;
@@ -909,6 +909,10 @@ pub const SF_WSCALE_AGREED: u32 = 1 << 13;
 /// after the FINs, a retransmission) neither update nor re-create it, and
 /// nothing is forged for it.
 pub const SF_CLOSED: u32 = SF_FIN | SF_RST | SF_PEER_FIN | SF_PEER_RST;
+/// `peer_token` holds the token of the local end's MP_JOIN SYN: the
+/// peer's token, which names the connection the subflow joins (its
+/// initial subflow's peer key hashes to it).
+pub const SF_PEER_TOKEN: u32 = 1 << 14;
 
 /// Value of `SUBFLOWS` (key: [`FlowKey`] with local = the LOCAL end: the
 /// packet's source on egress, its destination on ingress): one TCP subflow
@@ -929,7 +933,7 @@ pub const SF_CLOSED: u32 = SF_FIN | SF_RST | SF_PEER_FIN | SF_PEER_RST;
 ///   must carry what the local stack actually sent and acknowledged.
 ///
 /// Either hook removes the entry on a FIN or RST (its own or the peer's)
-/// with a `SUBFLOW_EV_CLOSED` event. 104 bytes, no implicit padding; new
+/// with a `SUBFLOW_EV_CLOSED` event. 112 bytes, no implicit padding; new
 /// fields are only appended (an older map's entries migrate zero-extended:
 /// 0 reads as "not seen yet").
 #[repr(C)]
@@ -984,6 +988,11 @@ pub struct SubflowState {
     /// `bpf_ktime_get_ns` of the newest segment with payload RECEIVED from
     /// the peer (ingress capture; 0: none seen).
     pub last_rx_data_ns: u64,
+    /// With `SF_PEER_TOKEN`: the token the local end's MP_JOIN SYN carried
+    /// (egress capture), so user space can tell which connection a joined
+    /// subflow belongs to (`packet_copy`'s `other_subflows_idle`).
+    pub peer_token: u32,
+    pub _pad2: u32,
 }
 
 /// `SubflowEvent::kind`: the subflow was captured for the first time.
@@ -1113,7 +1122,7 @@ mod tests {
         assert_eq!(size_of::<SynShift>(), 4);
         assert_eq!(size_of::<AddrKey>(), 44);
         assert_eq!(size_of::<StoredAddAddr>(), 32);
-        assert_eq!(size_of::<SubflowState>(), 104);
+        assert_eq!(size_of::<SubflowState>(), 112);
         assert_eq!(size_of::<SubflowEvent>(), 72);
     }
 

@@ -4,7 +4,7 @@
 use aya::maps::{HashMap, Map, MapData};
 use emptcp_common::{
     FlowKey, FlowState, SF_ACK_SEEN, SF_CLOSED, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY,
-    SF_REMOTE_KEY, SF_SEQ_SEEN, SF_TS_SEEN, SubflowState,
+    SF_PEER_TOKEN, SF_REMOTE_KEY, SF_SEQ_SEEN, SF_TS_SEEN, SubflowState,
 };
 
 use super::{forge::Captured, trigger::SubflowView};
@@ -34,7 +34,7 @@ pub fn view(
     }
     let v = SubflowView {
         key: *key,
-        conn: 0,
+        conn: connection(s),
         chain: s.chain,
         ifindex: s.ifindex,
         last_activity_ns: last_activity_ns(s),
@@ -60,6 +60,23 @@ pub fn view(
         keys,
     };
     Some((v, c))
+}
+
+/// Which connection the subflow belongs to, as the token the peer knows it
+/// by (with bit 32 set, so no id is 0), the same for every subflow whose
+/// capture shows it: an initial subflow's peer key hashes to it, and the
+/// MP_JOIN SYN the local end sent for a joined one carried it. 0 when
+/// neither was captured (a subflow the peer joined, or one captured after
+/// its handshake).
+pub fn connection(s: &SubflowState) -> u64 {
+    let token = if s.flags & SF_PEER_TOKEN != 0 {
+        s.peer_token
+    } else if s.flags & (SF_JOIN | SF_REMOTE_KEY) == SF_REMOTE_KEY {
+        crate::packet::token(&s.remote_key.to_be_bytes())
+    } else {
+        return 0;
+    };
+    1 << 32 | token as u64
 }
 
 /// When the subflow last carried data either way: data sent (egress),
@@ -171,6 +188,38 @@ mod tests {
             .unwrap()
             .0
             .last_activity_ns
+    }
+
+    #[test]
+    fn a_join_and_its_initial_subflow_name_one_connection() {
+        // The token is SHA-256 of the key the peer sent; the local end's
+        // MP_JOIN SYN carries that token.
+        let peer_key: u64 = 0x0102_0304_0506_0708;
+        let initial = SubflowState {
+            flags: SF_SEQ_SEEN | SF_ACK_SEEN | SF_LOCAL_KEY | SF_REMOTE_KEY,
+            local_key: 0xaaaa,
+            remote_key: peer_key,
+            ..SubflowState::default()
+        };
+        let join = SubflowState {
+            flags: SF_SEQ_SEEN | SF_ACK_SEEN | SF_JOIN | SF_PEER_TOKEN,
+            peer_token: crate::packet::token(&peer_key.to_be_bytes()),
+            ..SubflowState::default()
+        };
+        assert_ne!(connection(&initial), 0);
+        assert_eq!(connection(&initial), connection(&join));
+        // Another connection's join, and a join the peer opened (no token
+        // captured), are not grouped with it.
+        let other = SubflowState {
+            peer_token: join.peer_token ^ 1,
+            ..join
+        };
+        assert_ne!(connection(&other), connection(&initial));
+        let peer_opened = SubflowState {
+            flags: SF_SEQ_SEEN | SF_ACK_SEEN | SF_JOIN,
+            ..SubflowState::default()
+        };
+        assert_eq!(connection(&peer_opened), 0);
     }
 
     #[test]

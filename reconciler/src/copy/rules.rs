@@ -77,6 +77,9 @@ pub fn resolve_with(
                 idle_ns: u64::try_from(d.get().as_nanos()).unwrap_or(u64::MAX),
             },
             policy::Trigger::FlowBytesAt(b) => When::FlowBytesAt { bytes: b.bytes() },
+            policy::Trigger::OtherSubflowsIdle(d) => When::OtherSubflowsIdle {
+                idle_ns: u64::try_from(d.get().as_nanos()).unwrap_or(u64::MAX),
+            },
         };
         let payload = r.send;
         armed.push(Armed {

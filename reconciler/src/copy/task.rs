@@ -203,19 +203,21 @@ async fn run(
         let mut sleep =
             RESOLVE_EVERY.saturating_sub(resolved_at.map_or(Duration::ZERO, |t| t.elapsed()));
         for a in &armed {
-            match a.rule.when {
-                When::SubflowIdle { idle_ns } => {
-                    for (v, _) in subs
-                        .iter()
-                        .filter(|(v, _)| v.chain == a.rule.chain && v.ifindex == a.rule.ifindex)
-                    {
-                        let due = v.last_activity_ns.saturating_add(idle_ns);
-                        if due > now {
-                            sleep = sleep.min(Duration::from_nanos(due - now));
-                        }
-                    }
+            let Some(idle_ns) = a.rule.when.idle_ns() else {
+                sleep = sleep.min(BYTES_TICK);
+                continue;
+            };
+            // other_subflows_idle watches subflows of any chain and
+            // interface (the connection's others): each one's deadline.
+            let others = matches!(a.rule.when, When::OtherSubflowsIdle { .. });
+            for (v, _) in subs
+                .iter()
+                .filter(|(v, _)| others || (v.chain == a.rule.chain && v.ifindex == a.rule.ifindex))
+            {
+                let due = v.last_activity_ns.saturating_add(idle_ns);
+                if due > now {
+                    sleep = sleep.min(Duration::from_nanos(due - now));
                 }
-                When::FlowBytesAt { .. } => sleep = sleep.min(BYTES_TICK),
             }
         }
         tokio::select! {

@@ -19,6 +19,19 @@ pub enum When {
     SubflowIdle { idle_ns: u64 },
     /// The connection reached this many bytes (once).
     FlowBytesAt { bytes: u64 },
+    /// No data for this long on every OTHER subflow of the connection (the
+    /// path that carries it went quiet or failed); once per such period.
+    OtherSubflowsIdle { idle_ns: u64 },
+}
+
+impl When {
+    /// The idle time a rule waits for, if it is an idle rule.
+    pub fn idle_ns(self) -> Option<u64> {
+        match self {
+            When::SubflowIdle { idle_ns } | When::OtherSubflowsIdle { idle_ns } => Some(idle_ns),
+            When::FlowBytesAt { .. } => None,
+        }
+    }
 }
 
 /// One rule, resolved against the applied state.
@@ -37,7 +50,9 @@ pub struct Rule {
 pub struct SubflowView {
     pub key: FlowKey,
     /// The connection it belongs to (any id stable for the connection's
-    /// life, e.g. the initial subflow's key hash).
+    /// life, the same on all its subflows), 0 when unknown: such a subflow
+    /// is nobody's "other subflow" and `other_subflows_idle` never fires
+    /// for it.
     pub conn: u64,
     pub chain: u32,
     pub ifindex: u32,
@@ -62,6 +77,57 @@ pub enum Held {
     RateLimited,
 }
 
+/// The newest activity of each connection's subflows, to answer "when did
+/// any other subflow of this one's connection last carry data" without a
+/// pass over all subflows per subflow.
+struct Others {
+    /// conn -> the newest activity and its subflow, the second newest, and
+    /// how many subflows the connection has.
+    by_conn: BTreeMap<u64, (u64, FlowKey, u64, usize)>,
+}
+
+impl Others {
+    fn of(subflows: &[SubflowView]) -> Others {
+        let mut by_conn: BTreeMap<u64, (u64, FlowKey, u64, usize)> = BTreeMap::new();
+        for s in subflows.iter().filter(|s| s.conn != 0) {
+            let e = by_conn.entry(s.conn).or_insert((0, s.key, 0, 0));
+            if e.3 == 0 || s.last_activity_ns > e.0 {
+                e.2 = if e.3 == 0 { 0 } else { e.0 };
+                e.0 = s.last_activity_ns;
+                e.1 = s.key;
+            } else {
+                e.2 = e.2.max(s.last_activity_ns);
+            }
+            e.3 += 1;
+        }
+        Others { by_conn }
+    }
+
+    /// The newest activity of the other subflows of `s`'s connection; `None`
+    /// when its connection is unknown or `s` is its only subflow.
+    fn newest(&self, s: &SubflowView) -> Option<u64> {
+        let &(best, best_key, second, n) = self.by_conn.get(&s.conn).filter(|_| s.conn != 0)?;
+        (n >= 2).then_some(if best_key == s.key { second } else { best })
+    }
+}
+
+/// The period a rule's condition is judged in for subflow `s` (the activity
+/// time it started from: a rule fires once per period) and whether the
+/// condition holds at `now_ns`.
+fn condition(when: When, s: &SubflowView, others: &Others, now_ns: u64) -> (Option<u64>, bool) {
+    match when {
+        When::SubflowIdle { idle_ns } => (
+            Some(s.last_activity_ns),
+            now_ns.saturating_sub(s.last_activity_ns) >= idle_ns,
+        ),
+        When::FlowBytesAt { bytes } => (Some(0), s.conn_bytes.is_some_and(|b| b >= bytes)),
+        When::OtherSubflowsIdle { idle_ns } => match others.newest(s) {
+            Some(t) => (Some(t), now_ns.saturating_sub(t) >= idle_ns),
+            None => (None, false),
+        },
+    }
+}
+
 /// Sends per rule per second, at most. A control packet per subflow is
 /// enough; this only bounds a pathological case (thousands of idle
 /// subflows) so the daemon never floods an interface.
@@ -70,9 +136,10 @@ pub const MAX_SENDS_PER_RULE_PER_SEC: u32 = 1000;
 /// The memory of what has fired.
 #[derive(Debug, Default)]
 pub struct Engine {
-    /// (rule, subflow) -> the activity time it fired at. For subflow_idle a
-    /// later activity re-arms the pair (a new idle period); flow_bytes_at
-    /// never re-arms.
+    /// (rule, subflow) -> the period it fired in (`condition`): for the
+    /// idle rules the activity time the idleness counts from, so a later
+    /// activity re-arms the pair (a new idle period); flow_bytes_at has a
+    /// single period and never re-arms.
     fired: BTreeMap<(String, FlowKey), u64>,
     /// Rate limiter per rule: (second it counts, sends in it).
     budget: BTreeMap<String, (u64, u32)>,
@@ -106,6 +173,7 @@ impl Engine {
         self.budget.retain(|rule, _| names.contains(rule.as_str()));
         self.held.retain(|rule, _| names.contains(rule.as_str()));
 
+        let others = Others::of(subflows);
         let mut out = Vec::new();
         for r in rules {
             for s in subflows
@@ -113,30 +181,12 @@ impl Engine {
                 .filter(|s| s.chain == r.chain && s.ifindex == r.ifindex)
             {
                 let id = (r.name.clone(), s.key);
-                let due = match r.when {
-                    When::SubflowIdle { idle_ns } => {
-                        let idle = now_ns.saturating_sub(s.last_activity_ns) >= idle_ns;
-                        // Fired in this idle period already: activity since
-                        // then starts a new period.
-                        let fired_here = self
-                            .fired
-                            .get(&id)
-                            .is_some_and(|at| *at == s.last_activity_ns);
-                        idle && !fired_here
-                    }
-                    When::FlowBytesAt { bytes } => {
-                        s.conn_bytes.is_some_and(|b| b >= bytes) && !self.fired.contains_key(&id)
-                    }
-                };
-                if !due {
-                    let fired = match r.when {
-                        When::SubflowIdle { .. } => self
-                            .fired
-                            .get(&id)
-                            .is_some_and(|at| *at == s.last_activity_ns),
-                        When::FlowBytesAt { .. } => self.fired.contains_key(&id),
-                    };
-                    if !fired {
+                let (period, holds) = condition(r.when, s, &others, now_ns);
+                // Fired in this period already: for the idle rules a later
+                // activity starts a new period; flow_bytes_at has one.
+                let fired_here = period.is_some() && self.fired.get(&id) == period.as_ref();
+                if !holds || fired_here {
+                    if !fired_here {
                         self.pending.insert(id);
                     }
                     continue;
@@ -146,7 +196,7 @@ impl Engine {
                     self.pending.insert(id);
                     continue;
                 }
-                self.fired.insert(id, s.last_activity_ns);
+                self.fired.insert(id, period.unwrap_or_default());
                 out.push(Fire {
                     rule: r.name.clone(),
                     key: s.key,
@@ -313,6 +363,64 @@ mod tests {
         assert_eq!(e.decide(&r, &[s], 2 * MS).len(), 1);
         s.last_activity_ns = 5 * MS;
         assert!(e.decide(&r, &[s], 6 * MS).is_empty(), "never re-armed");
+    }
+
+    /// Subflow `port` of connection `conn` on interface `ifindex`.
+    fn member(port: u16, conn: u64, ifindex: u32, last: u64) -> SubflowView {
+        SubflowView {
+            conn,
+            ifindex,
+            ..sub(port, last)
+        }
+    }
+
+    fn others_rule(ms: u64) -> Rule {
+        Rule {
+            when: When::OtherSubflowsIdle { idle_ns: ms * MS },
+            ..idle_rule(0)
+        }
+    }
+
+    #[test]
+    fn other_subflows_idle_waits_for_the_connections_other_paths() {
+        let mut e = Engine::new();
+        let r = [others_rule(300)];
+        // The backup (port 2, interface 7, in scope) has been idle for long;
+        // the regular subflow (port 1, interface 9) carried data 100 ms ago.
+        let subs = |a_last| [member(1, 5, 9, a_last), member(2, 5, 7, 0)];
+        assert!(e.decide(&r, &subs(900 * MS), 1000 * MS).is_empty());
+        // 300 ms without data on the regular one: the backup's rule fires,
+        // for the backup only (the regular one is out of the rule's scope).
+        let f = e.decide(&r, &subs(900 * MS), 1200 * MS);
+        assert_eq!(
+            f,
+            vec![Fire {
+                rule: "revive".into(),
+                key: key(2)
+            }]
+        );
+        assert!(e.decide(&r, &subs(900 * MS), 5000 * MS).is_empty());
+        // The regular path carries data again, then goes quiet again: once more.
+        assert!(e.decide(&r, &subs(5100 * MS), 5200 * MS).is_empty());
+        assert_eq!(e.decide(&r, &subs(5100 * MS), 5400 * MS).len(), 1);
+    }
+
+    #[test]
+    fn other_subflows_idle_counts_only_the_same_known_connection() {
+        let mut e = Engine::new();
+        let r = [others_rule(1)];
+        // Alone in its connection: no other path to watch.
+        assert!(e.decide(&r, &[member(2, 5, 7, 0)], 10 * MS).is_empty());
+        // An idle subflow of another connection is not its other path.
+        let foreign = [member(1, 6, 9, 0), member(2, 5, 7, 0)];
+        assert!(e.decide(&r, &foreign, 10 * MS).is_empty());
+        // Connection unknown (0): never grouped, never fires.
+        let unknown = [member(1, 0, 9, 0), member(2, 0, 7, 0)];
+        assert!(e.decide(&r, &unknown, 10 * MS).is_empty());
+        // Two others: the newest activity of either counts.
+        let three = |b| [member(1, 5, 9, 0), member(3, 5, 9, b), member(2, 5, 7, 0)];
+        assert!(e.decide(&r, &three(10 * MS), 10 * MS).is_empty());
+        assert_eq!(e.decide(&r, &three(10 * MS), 11 * MS).len(), 1);
     }
 
     #[test]

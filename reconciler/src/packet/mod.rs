@@ -21,5 +21,5 @@ pub use control::{
     ControlAck, Flow, Signal, StoredOption, Timestamps, build_control, control_options, fit,
 };
 pub use frame::{ACK, AckSpec, ForgeError, SYN, build_ack};
-pub use mptcp::{DataAck, KIND_MPTCP, dss_data_ack, mp_prio};
+pub use mptcp::{DataAck, KIND_MPTCP, dss_data_ack, mp_prio, token};
 pub use transmit::{AfXdp, LiveFrames, Recorder, Transmit, TransmitError};

@@ -19,6 +19,15 @@ const DSS_A8: u8 = 0x02; // "a": the data ACK is 8 octets
 /// MP_PRIO's B (backup) flag, the low bit next to the subtype.
 const MP_PRIO_B: u8 = 0x01;
 
+/// A connection's token (RFC 8684 3.2): the most significant 32 bits of
+/// SHA-256 of the MP_CAPABLE key (as sent, 8 bytes) of the host that
+/// receives the MP_JOIN SYNs naming it.
+pub fn token(key: &[u8]) -> u32 {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(key);
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]])
+}
+
 /// The connection-level cumulative ACK, in the width the connection uses:
 /// Linux sends 8 bytes once the peer has (`use_64bit_ack`), 4 otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

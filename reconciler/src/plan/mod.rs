@@ -180,7 +180,8 @@ pub fn observed_hash(o: &Observed, interfaces: &[String]) -> String {
 /// zero-extended (`copy_entries` reads an old value into a zeroed buffer
 /// of the new size).
 pub const APPEND_ONLY_MAPS: &[&str] = &[
-    // SubflowState: 96 -> 104 bytes (last_rx_data_ns, layout 3).
+    // SubflowState: 96 -> 104 bytes (last_rx_data_ns, layout 3), 104 -> 112
+    // (peer_token, layout 6).
     "SUBFLOWS",
 ];
 

@@ -748,7 +748,7 @@ fn egress_object_maps() -> BTreeMap<String, MapDef> {
         ("EGRESS_IFACES", def(1, 4, 344, 256)),
         ("EGRESS_META", def(6, 4, 152, 1)),
         ("EGRESS_STATS", def(6, 4, 8, 12)),
-        ("SUBFLOWS", def(9, 40, 104, 262_144)),
+        ("SUBFLOWS", def(9, 40, 112, 262_144)),
         ("SUBFLOW_EVENTS", def(27, 0, 0, 262_144)),
     ] {
         m.insert(n.to_string(), d);
@@ -1151,7 +1151,7 @@ fn subflows_value_growth_migrates_its_entries() {
     );
     // A shrinking value, or another state map growing, is not a migration.
     for (name, d) in [
-        ("SUBFLOWS", def(9, 40, 112, 262_144)),
+        ("SUBFLOWS", def(9, 40, 120, 262_144)),
         ("FLOWS", def(9, 40, 56, 1_000_000)),
     ] {
         let mut o2 = o.clone();

@@ -356,7 +356,8 @@ pub struct PacketCopy {
     #[serde(deserialize_with = "strict::name")]
     #[schemars(regex(pattern = CHAIN_NAME_PATTERN))]
     pub chain: String,
-    /// When to send: `subflow_idle: <duration>` or `flow_bytes_at: <size>`.
+    /// When to send: `subflow_idle: <duration>`, `other_subflows_idle:
+    /// <duration>` or `flow_bytes_at: <size>`.
     #[serde(with = "yaml_serde::with::singleton_map")]
     #[schemars(with = "Trigger")]
     pub when: Trigger,
@@ -375,6 +376,10 @@ pub enum Trigger {
     SubflowIdle(Duration),
     /// The flow has acknowledged this many bytes (at least 1 byte).
     FlowBytesAt(ByteSize),
+    /// Every other subflow of the subflow's connection has carried no data
+    /// for this long (1ms to 1h): the path that carries the connection went
+    /// quiet or failed, e.g. to make a backup subflow regular then.
+    OtherSubflowsIdle(Duration),
 }
 
 /// The MPTCP option the forged pure ACK carries.

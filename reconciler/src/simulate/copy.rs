@@ -210,9 +210,12 @@ impl Copier {
         );
         if moved {
             for r in &self.rules {
-                if let When::SubflowIdle { idle_ns } = r.when
-                    && r.chain == state.chain
-                    && r.ifindex == state.ifindex
+                // other_subflows_idle: any subflow's deadline can be the
+                // moment the others of a watched one have all gone quiet.
+                let watched = matches!(r.when, When::OtherSubflowsIdle { .. })
+                    || (r.chain == state.chain && r.ifindex == state.ifindex);
+                if let Some(idle_ns) = r.when.idle_ns()
+                    && watched
                 {
                     self.deadlines.push(Reverse((
                         activity.saturating_add(idle_ns),

@@ -10,13 +10,12 @@ use std::{
     net::IpAddr,
 };
 
-use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
-
 use super::{
     effect::Effect,
     frame::{ACK, MP_CAPABLE, MP_JOIN, SYN, Tcp, mptcp_options},
 };
+use crate::packet::token;
+use serde::{Deserialize, Serialize};
 
 /// What became of the server's offer of another path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,12 +142,6 @@ fn endpoint(a: IpAddr, port: u16) -> String {
         IpAddr::V4(v) => format!("{v}:{port}"),
         IpAddr::V6(v) => format!("[{v}]:{port}"),
     }
-}
-
-/// RFC 8684 3.2: the token is the most significant 32 bits of SHA-256(key).
-fn token(key: &[u8]) -> u32 {
-    let h = sha2::Sha256::digest(key);
-    u32::from_be_bytes([h[0], h[1], h[2], h[3]])
 }
 
 #[derive(Default)]

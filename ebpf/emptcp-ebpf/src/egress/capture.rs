@@ -7,7 +7,8 @@
 //! * Every segment of a known subflow updates it: newest seq end (snd_nxt),
 //!   ack (rcv_nxt, and when it last advanced), window, timestamps, DSS data
 //!   ACK (4 or 8 bytes, 64-bit with wrap handling), MACs and VLAN tag,
-//!   the keys of MP_CAPABLE, the MP_JOIN fact, the window scale of the SYN.
+//!   the keys of MP_CAPABLE, the MP_JOIN fact and the token of the local
+//!   end's MP_JOIN SYN, the window scale of the SYN.
 //! * FIN or RST: noted and reported (event `CLOSED`); the entry stays as
 //!   a tombstone (`SF_CLOSED`) that later segments of the dead connection
 //!   leave alone and a new SYN on the 4-tuple starts over (the peer's FIN
@@ -16,9 +17,9 @@
 //! Malformed packets (`OPTS_BAD`) are not captured.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use emptcp_common::{
-    EgressStat, OPTS_BAD, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_FIN, SF_JOIN, SF_RST, SF_SEQ_SEEN,
-    SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_AGREED, SF_WSCALE_SEEN, SUBFLOW_EV_NEW, SubflowState,
-    XdpMeta,
+    EgressStat, OPTS_BAD, SF_ACK_SEEN, SF_DATA_ACK_SEEN, SF_FIN, SF_JOIN, SF_PEER_TOKEN, SF_RST,
+    SF_SEQ_SEEN, SF_SYN_SEEN, SF_TS_SEEN, SF_WSCALE_AGREED, SF_WSCALE_SEEN, SUBFLOW_EV_NEW,
+    SubflowState, XdpMeta,
 };
 
 use super::event;
@@ -129,6 +130,13 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
     }
     if s.join.len != 0 {
         f.flags |= SF_JOIN;
+        // The local end's MP_JOIN SYN (12 bytes) names the connection by
+        // the peer's token.
+        let mut o = [0u8; 16];
+        if s.flags & (SYN | ACK) == SYN && s.join.len == 12 && s.read(ctx, s.join, &mut o) {
+            f.peer_token = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
+            f.flags |= SF_PEER_TOKEN;
+        }
     }
     if s.capable.len != 0 {
         keys(ctx, s, f, Sender::Local);

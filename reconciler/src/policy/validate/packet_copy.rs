@@ -7,7 +7,7 @@ use crate::policy::suggest::hint_for_unknown;
 use crate::policy::units::Duration;
 use std::time::Duration as StdDuration;
 
-/// Bounds of `subflow_idle`: below a millisecond is not idleness, above an
+/// Bounds of `subflow_idle` and `other_subflows_idle`: below a millisecond is not idleness, above an
 /// hour the subflow has long been closed by the peer.
 const MIN_IDLE: StdDuration = StdDuration::from_millis(1);
 const MAX_IDLE: StdDuration = StdDuration::from_secs(3600);
@@ -66,28 +66,36 @@ fn check_refs(ctx: &mut Ctx<'_>, i: usize, rule: &PacketCopy) {
 
 fn check_trigger(ctx: &mut Ctx<'_>, i: usize, rule: &PacketCopy) {
     let when = ctx.packet_copy(i).get("when");
-    match rule.when {
-        Trigger::SubflowIdle(idle) if !(MIN_IDLE..=MAX_IDLE).contains(&idle.get()) => ctx.report(
-            when.get("subflow_idle"),
+    let (field, idle) = match rule.when {
+        Trigger::SubflowIdle(idle) => ("subflow_idle", idle),
+        Trigger::OtherSubflowsIdle(idle) => ("other_subflows_idle", idle),
+        Trigger::FlowBytesAt(size) => {
+            if size.bytes() == 0 {
+                ctx.report(
+                    when.get("flow_bytes_at"),
+                    format!(
+                        "packet_copy '{}': flow_bytes_at 0B would fire for every flow at once",
+                        rule.name
+                    ),
+                    "give the size a flow must reach, e.g. 1MiB",
+                );
+            }
+            return;
+        }
+    };
+    if !(MIN_IDLE..=MAX_IDLE).contains(&idle.get()) {
+        ctx.report(
+            when.get(field),
             format!(
-                "packet_copy '{}': subflow_idle {idle} is out of range",
+                "packet_copy '{}': {field} {idle} is out of range",
                 rule.name
             ),
             format!(
-                "subflow_idle is {} to {}",
+                "{field} is {} to {}",
                 Duration(MIN_IDLE),
                 Duration(MAX_IDLE)
             ),
-        ),
-        Trigger::FlowBytesAt(size) if size.bytes() == 0 => ctx.report(
-            when.get("flow_bytes_at"),
-            format!(
-                "packet_copy '{}': flow_bytes_at 0B would fire for every flow at once",
-                rule.name
-            ),
-            "give the size a flow must reach, e.g. 1MiB",
-        ),
-        _ => {}
+        );
     }
 }
 
@@ -177,6 +185,16 @@ mod tests {
         assert_eq!(
             errors(&with_rule(
                 &OK.replace("subflow_idle: 500ms", "flow_bytes_at: 1MiB")
+            )),
+            vec![]
+        );
+        one_error(
+            &with_rule(&OK.replace("subflow_idle: 500ms", "other_subflows_idle: 2h")),
+            "other_subflows_idle 2h is out of range",
+        );
+        assert_eq!(
+            errors(&with_rule(
+                &OK.replace("subflow_idle: 500ms", "other_subflows_idle: 300ms")
             )),
             vec![]
         );
