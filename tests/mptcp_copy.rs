@@ -48,17 +48,37 @@ const PATH_B6: PathB = PathB {
     prefix: "2001:db8:b::/64",
 };
 
-fn policy(revive: bool, b: &PathB) -> String {
-    let rule = if revive {
+/// A `packet_copy` rule named `name` that sends MP_PRIO(backup=0) on path B
+/// (cli1) for the subflows of chain `backup-b` when `when` holds.
+fn revive_b(name: &str, when: &str) -> String {
+    format!(
         "packet_copy:
-  - name: revive
+  - name: {name}
     interface: cli1
     chain: backup-b
-    when: {subflow_idle: 300ms}
-    send: {mp_prio: {backup: false}}
+    when: {{{when}}}
+    send: {{mp_prio: {{backup: false}}}}
 "
+    )
+}
+
+/// The egress chain that makes the client's subflows to `prefix` (path B)
+/// a backup for the server.
+fn backup_b(prefix: &str) -> String {
+    format!(
+        "  - name: backup-b
+    hook: egress
+    match: {{remote: [{prefix}], remote_ports: [5201]}}
+    actions: [set_backup: {{backup: true}}]
+"
+    )
+}
+
+fn policy(revive: bool, b: &PathB) -> String {
+    let rule = if revive {
+        revive_b("revive", "subflow_idle: 300ms")
     } else {
-        ""
+        String::new()
     };
     format!(
         "version: 1
@@ -66,12 +86,8 @@ settings: {{flow_capacity: 16384}}
 interfaces:
   - {{name: cli1, chains: [backup-b]}}
 chains:
-  - name: backup-b
-    hook: egress
-    match: {{remote: [{prefix}], remote_ports: [5201]}}
-    actions: [set_backup: {{backup: true}}]
-{rule}",
-        prefix = b.prefix
+{chain}{rule}",
+        chain = backup_b(b.prefix)
     )
 }
 
@@ -386,15 +402,9 @@ fn revive_idle_backup(name: &str, options: &[(&str, &str)], b: &PathB) {
 /// 1 s.
 fn failover_policy(rule: bool) -> String {
     let rule = if rule {
-        "packet_copy:
-  - name: revive-on-a-idle
-    interface: cli1
-    chain: backup-b
-    when: {other_subflows_idle: 1s}
-    send: {mp_prio: {backup: false}}
-"
+        revive_b("revive-on-a-idle", "other_subflows_idle: 1s")
     } else {
-        ""
+        String::new()
     };
     format!(
         "version: 1
@@ -407,11 +417,8 @@ chains:
     hook: egress
     match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}
     actions: [count]
-  - name: backup-b
-    hook: egress
-    match: {{remote: [198.51.100.0/24], remote_ports: [5201]}}
-    actions: [set_backup: {{backup: true}}]
-{rule}"
+{chain}{rule}",
+        chain = backup_b(PATH_B4.prefix)
     )
 }
 
