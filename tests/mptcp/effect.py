@@ -610,6 +610,11 @@ def summarize(cfg):
 # XDP pass the emulated CPU pays on every packet (run-to-run noise in the
 # guest is larger still: read several runs together).
 SHORT_P50_MARGIN = 1.10
+# The p99 target, as asked: the 3rd slowest of 240 short flows is
+# set by bursts and by the emulated CPU's stalls, so on a loaded host it
+# misses by noise (docs/benchmarks.md: 2.56x and 1.69x there, 0.69x and
+# 0.74x on a quiet one) and the command then fails: run it on a quiet host.
+SHORT_P99_MARGIN = 1.05
 SHORT_B_BYTES_SHARE = 0.10
 LONG_GOODPUT_SHARE = 0.95
 
@@ -626,8 +631,8 @@ def targets(s):
         check("short flows: FCT p50 under the policy within %d %% of plain TCP on A" % round((SHORT_P50_MARGIN - 1) * 100),
               r <= SHORT_P50_MARGIN, "%.2f×" % r)
         r = s["policy"]["short"]["p99_ms"] / s["tcp"]["short"]["p99_ms"]
-        check("short flows: FCT p99 under the policy within 5 % of plain TCP on A (the issue's; reported, "
-              "not enforced under emulation)", None, "%.2f×" % r)
+        check("short flows: FCT p99 under the policy within %d %% of plain TCP on A" % round((SHORT_P99_MARGIN - 1) * 100),
+              r <= SHORT_P99_MARGIN, "%.2f×" % r)
     if "policy" in s:
         check("short flows: no subflow opened on B under the policy", s["policy"]["short"]["b_subflows"] == 0,
               "%.2f per connection" % s["policy"]["short"]["b_subflows"])
