@@ -62,6 +62,11 @@ pub fn view(
     Some((v, c))
 }
 
+/// Its SYN was captured, no ACK sent yet, not closed.
+fn in_handshake(s: &SubflowState) -> bool {
+    s.flags & (SF_SEQ_SEEN | SF_ACK_SEEN) == SF_SEQ_SEEN && s.flags & SF_CLOSED == 0
+}
+
 /// Which connection the subflow belongs to, as the token the peer knows it
 /// by (with bit 32 set, so no id is 0), the same for every subflow whose
 /// capture shows it: an initial subflow's peer key hashes to it, and the
@@ -140,11 +145,27 @@ impl Capture {
     /// Every captured subflow with enough state, with the connection size
     /// from `FLOWS` for initial subflows (joins have none).
     pub fn read(&self) -> Vec<(SubflowView, Captured)> {
-        self.subflows
+        self.read_at(0).0
+    }
+
+    /// [`Capture::read`], and whether a subflow last seen at or after
+    /// `since_ns` is still in its handshake (its SYN captured, no ACK sent
+    /// yet): it has no view yet, and a round soon after shows it (else a
+    /// connection shorter than a resolve period would close unseen, never
+    /// counted as closed before its rule fired).
+    pub fn read_at(&self, since_ns: u64) -> (Vec<(SubflowView, Captured)>, bool) {
+        let mut handshaking = false;
+        let views = self
+            .subflows
             .iter()
             .flatten()
-            .filter_map(|(k, s)| view(&k, &s, self.bytes(&k, &s)))
-            .collect()
+            .filter_map(|(k, s)| {
+                let v = view(&k, &s, self.bytes(&k, &s));
+                handshaking |= v.is_none() && in_handshake(&s) && s.last_seen_ns >= since_ns;
+                v
+            })
+            .collect();
+        (views, handshaking)
     }
 
     /// One subflow's capture as it is now; `None` when it is gone (closed,
@@ -188,6 +209,29 @@ mod tests {
             .unwrap()
             .0
             .last_activity_ns
+    }
+
+    #[test]
+    fn only_a_subflow_between_its_syn_and_first_ack_is_in_its_handshake() {
+        let syn = SubflowState {
+            flags: SF_SEQ_SEEN,
+            ..SubflowState::default()
+        };
+        assert!(in_handshake(&syn));
+        assert!(
+            view(&FlowKey::default(), &syn, None).is_none(),
+            "no view yet"
+        );
+        let established = SubflowState {
+            flags: SF_SEQ_SEEN | SF_ACK_SEEN,
+            ..syn
+        };
+        assert!(!in_handshake(&established));
+        let reset = SubflowState {
+            flags: SF_SEQ_SEEN | SF_RST,
+            ..syn
+        };
+        assert!(!in_handshake(&reset));
     }
 
     #[test]

@@ -32,6 +32,15 @@ use crate::{codec, layout::Layout, policy::PacketCopy};
 /// vanished is disarmed within this time, and re-armed when it is back.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
 
+/// A subflow whose SYN woke a round (its `NEW` event) has no view until
+/// the handshake completes: rounds follow every `HANDSHAKE_RECHECK` while
+/// one seen within `HANDSHAKE_WINDOW` is still in its handshake (one that
+/// never completes stops the re-checks after the window). On a fast host
+/// the handshake is over before the first round; an emulated guest took
+/// longer than a whole short connection's life until the next resolve.
+const HANDSHAKE_RECHECK: Duration = Duration::from_millis(20);
+const HANDSHAKE_WINDOW: Duration = Duration::from_secs(3);
+
 /// How often the connection sizes are read while a `flow_bytes_at` rule is
 /// armed (sizes move without a ring event).
 const BYTES_TICK: Duration = Duration::from_millis(100);
@@ -184,11 +193,11 @@ async fn run(
             resolved_at = Some(Instant::now());
             lost.check(&layout);
         }
-        let subs = match (&capture, armed.is_empty()) {
-            (Some(c), false) => c.read(),
-            _ => Vec::new(),
-        };
         let now = monotonic_ns();
+        let (subs, handshaking) = match (&capture, armed.is_empty()) {
+            (Some(c), false) => c.read_at(now.saturating_sub(HANDSHAKE_WINDOW.as_nanos() as u64)),
+            _ => (Vec::new(), false),
+        };
         runner.round(
             &armed,
             &unarmed,
@@ -202,6 +211,9 @@ async fn run(
         // earliest idle deadline ahead, a size tick, the next resolve.
         let mut sleep =
             RESOLVE_EVERY.saturating_sub(resolved_at.map_or(Duration::ZERO, |t| t.elapsed()));
+        if handshaking {
+            sleep = sleep.min(HANDSHAKE_RECHECK);
+        }
         for a in &armed {
             let Some(idle_ns) = a.rule.when.idle_ns() else {
                 sleep = sleep.min(BYTES_TICK);
