@@ -300,6 +300,37 @@ fn an_idle_backup_subflow_on_an_ipv6_tun_path_is_revived_by_a_forged_mp_prio() {
     }
 }
 
+/// What a revival by the rule's forged MP_PRIO(backup=0) shows: the server
+/// marked subflow B backup and later regular again; from the one to the
+/// other (the idle and the forged packet) it counted no retransmission,
+/// loss or congestion event (the forged packet is not taken for a duplicate
+/// ACK); nothing fell back or broke; the daemon's sends all succeeded.
+fn assert_revived(
+    res: &Value,
+    seen: &Watched,
+    until_revived: &impl Fn(&str) -> i64,
+    d: &impl Fn(&str) -> i64,
+    st: &Value,
+) {
+    assert!(
+        seen.backup,
+        "the server never marked subflow B backup: {res}"
+    );
+    assert!(
+        seen.revived,
+        "the server kept subflow B backup despite the forged MP_PRIO: {res}"
+    );
+    for c in NOT_CONGESTION {
+        assert_eq!(until_revived(c), 0, "server {c} moved before the revival");
+    }
+    no_damage(d);
+    assert_eq!(
+        st["packet_copy"][0]["send_failures"].as_u64(),
+        Some(0),
+        "{st:#}"
+    );
+}
+
 /// Control (no rule: subflow B stays backup) and revival (the rule's forged
 /// MP_PRIO clears it) on a testbed with `options` (testbed.sh).
 fn revive_idle_backup(name: &str, options: &[(&str, &str)], b: &PathB) {
@@ -361,29 +392,10 @@ fn revive_idle_backup(name: &str, options: &[(&str, &str)], b: &PathB) {
         srv(PRIO_RX) >= 2,
         "the server did not get both MP_PRIOs (backup, then the forged one): {res}"
     );
-    assert!(
-        seen.backup,
-        "the server never marked subflow B backup: {res}"
-    );
-    assert!(
-        seen.revived,
-        "the server kept subflow B backup despite the forged MP_PRIO: {res}"
-    );
-    // From subflow B turning backup to its revival (the idle and the
-    // forged packet) the server counted no retransmission, loss or
-    // congestion event: the forged packet is not taken for a duplicate ACK.
-    for c in NOT_CONGESTION {
-        assert_eq!(until_revived(c), 0, "server {c} moved before the revival");
-    }
-    no_damage(&d);
+    assert_revived(&res, &seen, &until_revived, &d, &st);
     for c in ["MPTcpExtMPRstRx", "TcpExtTCPAbortOnData"] {
         assert_eq!(srv(c), 0, "server {c}");
     }
-    assert_eq!(
-        st["packet_copy"][0]["send_failures"].as_u64(),
-        Some(0),
-        "{st:#}"
-    );
 
     // The interface goes: the rule is disarmed, and says why.
     must(&format!("ip -n {} link del cli1", lab.tb.cli));
@@ -503,23 +515,7 @@ fn a_backup_subflow_is_revived_when_the_other_path_goes_quiet() {
         "the rule sent nothing: {st:#}\n{}",
         daemon.log_text()
     );
-    assert!(
-        seen.backup,
-        "the server never marked subflow B backup: {res}"
-    );
-    assert!(
-        seen.revived,
-        "the server kept subflow B backup despite the forged MP_PRIO: {res}"
-    );
-    for c in NOT_CONGESTION {
-        assert_eq!(until_revived(c), 0, "server {c} moved before the revival");
-    }
-    no_damage(&d);
-    assert_eq!(
-        st["packet_copy"][0]["send_failures"].as_u64(),
-        Some(0),
-        "{st:#}"
-    );
+    assert_revived(&res, &seen, &until_revived, &d, &st);
     drop(daemon);
     lab.destroy();
 }
