@@ -28,6 +28,8 @@ cleanup() {
     [[ -n $AGENT_PID ]] && kill "$AGENT_PID" 2>/dev/null || true
     em destroy >/dev/null 2>&1 || true
     "$TB" down >/dev/null 2>&1 || true
+    # testbed.sh's run directory (server and forwarder logs).
+    rm -rf "${LAB_RUN:-${TMPDIR:-/tmp}/emptcp-testbed}$LAB_ID"
     rm -rf "$ROOT"
     echo "testbed and pins removed"
 }
