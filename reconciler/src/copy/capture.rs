@@ -143,14 +143,9 @@ impl Capture {
     }
 
     /// Every captured subflow with enough state, with the connection size
-    /// from `FLOWS` for initial subflows (joins have none).
-    pub fn read(&self) -> Vec<(SubflowView, Captured)> {
-        self.read_at(0).0
-    }
-
-    /// [`Capture::read`], and whether a subflow last seen at or after
-    /// `since_ns` is still in its handshake (its SYN captured, no ACK sent
-    /// yet): it has no view yet, and a round soon after shows it (else a
+    /// from `FLOWS` for initial subflows (joins have none); and whether a
+    /// subflow last seen at or after `since_ns` is still in its handshake
+    /// (its SYN captured, no ACK sent yet): it has no view yet, and a round soon after shows it (else a
     /// connection shorter than a resolve period would close unseen, never
     /// counted as closed before its rule fired).
     pub fn read_at(&self, since_ns: u64) -> (Vec<(SubflowView, Captured)>, bool) {
