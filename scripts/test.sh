@@ -15,7 +15,10 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 # Skipped kernel tests (tests/common/gate.rs appends "test<TAB>reason").
 EMPTCP_SKIP_LOG=$(mktemp -t emptcp-skips.XXXXXX)
-export EMPTCP_SKIP_LOG
+# Steps retried after a kernel fault a test recognised (tests/common/gate.rs
+# `record_retry`; the one known: tests/mptcp_common/deadlock.rs).
+EMPTCP_RETRY_LOG=$(mktemp -t emptcp-retries.XXXXXX)
+export EMPTCP_SKIP_LOG EMPTCP_RETRY_LOG
 report_skips() {
     local rc=$?
     local n
@@ -25,7 +28,13 @@ report_skips() {
         echo "== $n kernel tests SKIPPED (EMPTCP_ALLOW_SKIP=1): nothing was tested on the kernel for them"
         sort "$EMPTCP_SKIP_LOG" | sed 's/^/   SKIPPED /; s/\t/: /'
     fi
-    rm -f "$EMPTCP_SKIP_LOG"
+    n=$(wc -l <"$EMPTCP_RETRY_LOG")
+    if ((n > 0)); then
+        echo
+        echo "== $n test steps RETRIED once after a kernel fault they recognised (docs/development.md)"
+        sort "$EMPTCP_RETRY_LOG" | sed 's/^/   RETRIED /; s/\t/: /'
+    fi
+    rm -f "$EMPTCP_SKIP_LOG" "$EMPTCP_RETRY_LOG"
     # Tests ignored in the source (#[ignore = "why"]) are not run: listed
     # with their reason so a green run never hides them.
     awk '/#\[ignore/ { r = $0; sub(/.*#\[ignore( = )?"?/, "", r); sub(/"?\].*/, "", r); next }

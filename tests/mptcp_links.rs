@@ -240,3 +240,36 @@ fn ipv6_tun_pure_download_recovers_through_the_agent() {
         agent_cell("l6agent", true);
     }
 }
+
+/// The stall report of a real occurrence of the kernel's receive deadlock
+/// (host kernel 6.18, the IPv4 TUN cell's download), which `run` retries.
+const DEADLOCK_REPORT: &str = include_str!("mptcp/stall-kernel-receive-deadlock.json");
+
+fn deadlock_report_with(from: &str, to: &str) -> serde_json::Value {
+    assert!(DEADLOCK_REPORT.contains(from), "{from} not in the report");
+    serde_json::from_str(&DEADLOCK_REPORT.replacen(from, to, 1)).unwrap()
+}
+
+#[test]
+fn the_kernel_receive_deadlock_is_recognised_in_a_stall_report() {
+    let res: serde_json::Value = serde_json::from_str(DEADLOCK_REPORT).unwrap();
+    let why = kernel_receive_deadlock(&res).expect("the recorded deadlock is not recognised");
+    assert!(why.contains("192.0.2.1:38092"), "{why}");
+    assert!(why.contains("36215326a84929cd"), "{why}");
+}
+
+#[test]
+fn a_stall_without_every_sign_of_the_kernel_deadlock_is_not_retried() {
+    // The MPTCP socket under its receive limit.
+    let under = deadlock_report_with("r3425536,rb3423841", "r3425536,rb3525536");
+    assert_eq!(kernel_receive_deadlock(&under), None);
+    // The byte it waits for in no subflow's current mapping.
+    let elsewhere = deadlock_report_with("rcv_nxt:36215326a84929cd", "rcv_nxt:36215326a9000000");
+    assert_eq!(kernel_receive_deadlock(&elsewhere), None);
+    // Nothing queued in the subflow that holds it.
+    let empty = deadlock_report_with("ESTAB     4988887", "ESTAB     0");
+    assert_eq!(kernel_receive_deadlock(&empty), None);
+    // Not a stall: failed otherwise (3: data corrupted).
+    let corrupt = deadlock_report_with("\"rc\": 4", "\"rc\": 3");
+    assert_eq!(kernel_receive_deadlock(&corrupt), None);
+}

@@ -15,6 +15,7 @@ use std::io::Write as _;
 
 pub const ALLOW_SKIP_ENV: &str = "EMPTCP_ALLOW_SKIP";
 pub const SKIP_LOG_ENV: &str = "EMPTCP_SKIP_LOG";
+pub const RETRY_LOG_ENV: &str = "EMPTCP_RETRY_LOG";
 
 /// Why kernel tests cannot run here; None when they can.
 fn why_not() -> Option<String> {
@@ -70,15 +71,31 @@ pub fn skip_or_fail(test: &str, reason: &str) {
         );
     }
     eprintln!("SKIPPED {test}: {reason}");
-    if let Ok(path) = std::env::var(SKIP_LOG_ENV) {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("{SKIP_LOG_ENV}={path}: {e}"));
-        // One short write per line: O_APPEND keeps lines of parallel
-        // tests whole.
-        f.write_all(format!("{test}\t{reason}\n").as_bytes())
-            .unwrap_or_else(|e| panic!("{SKIP_LOG_ENV}={path}: {e}"));
-    }
+    append(SKIP_LOG_ENV, &test, reason);
+}
+
+/// A step of a test repeated once after a fault of the kernel that the
+/// test recognised (never after one of emptcp): recorded like a skip, in
+/// the file named by `EMPTCP_RETRY_LOG`, which scripts/test.sh prints at
+/// the end, so a green run shows what it retried.
+pub fn record_retry(test: &str, reason: &str) {
+    let test = label(test);
+    eprintln!("RETRIED {test}: {reason}");
+    append(RETRY_LOG_ENV, &test, reason);
+}
+
+/// Appends "test<TAB>reason" to the file named by `env`, if set.
+fn append(env: &str, test: &str, reason: &str) {
+    let Ok(path) = std::env::var(env) else {
+        return;
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{env}={path}: {e}"));
+    // One short write per line: O_APPEND keeps lines of parallel tests
+    // whole.
+    f.write_all(format!("{test}\t{reason}\n").as_bytes())
+        .unwrap_or_else(|e| panic!("{env}={path}: {e}"));
 }
