@@ -777,3 +777,47 @@ fn per_packet_cost() {
         println!("{name:>34}: {:?} per packet", dp.time("entry", &frame, n));
     }
 }
+
+/// A chain selecting two IPv4 networks (the common two-path policy) takes
+/// packets from either, compared inline with no trie lookup (its `SEL_V4`
+/// is left empty here, so a trie lookup would find nothing), and no
+/// packet from a third network; the interface value is the reconciler's
+/// own encoding (`plan::iface_filter`, `codec::iface_to_kernel`).
+#[test]
+fn two_inline_ipv4_prefixes_select_either_network_and_no_other() {
+    need_kernel!();
+    use emptcp::state::{Dir, Entries, IfaceEntry, PrefixEntry};
+    let mut dp = Dp::load();
+    dp.chain(1, &[(Action::Count, 0)], TH, LO);
+    let mut e = Entries::default();
+    for net in ["192.0.2.0/24", "198.51.100.0/24"] {
+        e.prefixes.insert(PrefixEntry {
+            chain: 1,
+            dir: Dir::Remote,
+            prefix: net.parse().unwrap(),
+        });
+    }
+    e.selectors.insert(1, emptcp_common::SEL_REMOTE);
+    let iface = IfaceEntry {
+        name: "lo".into(),
+        filter: emptcp::plan::iface_filter(&[1], &e),
+        chains: vec![1],
+        capture: false,
+        raw_ip: false,
+        skb: false,
+        track: false,
+    };
+    dp.put_iface(emptcp::codec::iface_to_kernel(LO, &iface));
+    for (src, taken) in [
+        ("192.0.2.2", true),
+        ("198.51.100.2", true),
+        ("203.0.113.2", false),
+        ("198.51.101.2", false),
+    ] {
+        let before = dp.chain_packets(1);
+        let seg = Seg::v4().with(|s| s.src = src.parse().unwrap());
+        assert_untouched(&dp, &seg, src);
+        let counted = dp.chain_packets(1) - before;
+        assert_eq!(counted, taken as u64, "{src}: counted {counted}");
+    }
+}

@@ -139,11 +139,16 @@ pub fn iface_to_kernel(ifindex: u32, i: &IfaceEntry) -> IfaceChains {
     for (slot, p) in v4.iter_mut().zip(&i.filter.inline_v4) {
         *slot = *p;
     }
+    let mut v4_alt = [[0u32; 4]; MAX_CHAINS_PER_IFACE];
+    for (slot, p) in v4_alt.iter_mut().zip(&i.filter.inline_v4_alt) {
+        *slot = *p;
+    }
     IfaceChains {
         n_chains: i.chains.len().min(MAX_CHAINS_PER_IFACE) as u32,
         ifindex,
         ports,
         v4,
+        v4_alt,
         require: i.filter.require,
         flags: [
             (i.capture, IFACE_CAPTURE),
@@ -164,17 +169,23 @@ pub fn iface_to_kernel(ifindex: u32, i: &IfaceEntry) -> IfaceChains {
 
 pub fn iface_from_kernel(i: &IfaceChains) -> IfaceEntry {
     let n = (i.n_chains as usize).min(MAX_CHAINS_PER_IFACE);
+    // Empty when none is inline, as plan writes them.
+    let inline = i.v4[..n].iter().any(|v| *v != [0; 4]);
     IfaceEntry {
         name: get_name(&i.name),
         chains: i.chains[..n].to_vec(),
         filter: IfaceFilter {
             chain_flags: i.chain_flags[..n].to_vec(),
             inline_ports: i.ports[..n].iter().map(|p| p.to_vec()).collect(),
-            // Empty when none is inline, as plan writes it.
-            inline_v4: if i.v4[..n].iter().all(|v| *v == [0; 4]) {
-                Vec::new()
-            } else {
+            inline_v4: if inline {
                 i.v4[..n].to_vec()
+            } else {
+                Vec::new()
+            },
+            inline_v4_alt: if inline {
+                i.v4_alt[..n].to_vec()
+            } else {
+                Vec::new()
             },
             require: i.require,
             remote_ports: i.remote_ports,

@@ -90,11 +90,16 @@ pub struct IfaceFilter {
     /// `INLINE_PORTS` (each half padded by repeating its first port).
     pub inline_ports: Vec<Vec<u16>>,
     /// Per chain: its remote then local IPv4 prefix as network and mask
-    /// (`IfaceChains::v4`) when that direction has exactly one
+    /// (`IfaceChains::v4`) when that direction has one or two
     /// (`SEL_*_V4_INLINE`), zeros otherwise; empty when no chain of the
     /// interface has one (so policies without prefixes read as before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inline_v4: Vec<[u32; 4]>,
+    /// The same for each direction's second prefix (`IfaceChains::v4_alt`;
+    /// a copy of the first where there is one); empty exactly when
+    /// `inline_v4` is (older snapshots have neither).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inline_v4_alt: Vec<[u32; 4]>,
     /// `SEL_*` parts every chain of the interface has.
     pub require: u32,
     /// Bits `emptcp_common::port_bucket(port)` of every remote / local

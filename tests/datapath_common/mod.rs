@@ -229,6 +229,14 @@ impl Dp {
         m.insert(ifindex, ifc, 0).unwrap();
     }
 
+    /// `IFACES[ifc.ifindex]` = `ifc` as given (e.g. encoded by the
+    /// reconciler's own `codec::iface_to_kernel`).
+    pub fn put_iface(&mut self, ifc: IfaceChains) {
+        let mut m: HashMap<_, u32, IfaceChains> =
+            HashMap::try_from(self.ebpf.map_mut("IFACES").unwrap()).unwrap();
+        m.insert(ifc.ifindex, ifc, 0).unwrap();
+    }
+
     /// `STATS[STATS_ROW_ENTRY, outcome]` summed over CPUs.
     pub fn entry_outcome(&self, o: Outcome) -> u64 {
         let m: PerCpuArray<_, u64> =

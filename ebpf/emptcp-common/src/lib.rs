@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. Bump when a key/value layout changes.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Chains an interface can list (evaluated in order, first match wins).
 pub const MAX_CHAINS_PER_IFACE: usize = 8;
@@ -124,10 +124,13 @@ pub const SEL_LOCAL_PORTS_INLINE: u32 = 1 << 5;
 /// Ports per direction a chain can keep inline.
 pub const INLINE_PORTS: usize = 4;
 /// In `IfaceChains::chain_flags` only: the chain's remote / local IPv4
-/// prefixes are exactly one, kept in `IfaceChains::v4`, so the entry
-/// program compares an IPv4 address with it (mask and compare) instead of
-/// looking it up in `SEL_V4` (an LPM walk, about a quarter of a one-action
-/// chain's cost). IPv6 addresses are still looked up in `SEL_V6`.
+/// prefixes are one or two, kept in `IfaceChains::v4` and `v4_alt`, so the
+/// entry program compares an IPv4 address with them (mask and compare)
+/// instead of looking it up in `SEL_V4` (an LPM walk: 18-29 ns of a
+/// quickstart chain's ~200 per segment on veth, measured with
+/// `kernel.bpf_stats_enabled`). Two covers the common two-path policy
+/// (one prefix per server path). IPv6 addresses are still looked up in
+/// `SEL_V6`.
 pub const SEL_REMOTE_V4_INLINE: u32 = 1 << 6;
 pub const SEL_LOCAL_V4_INLINE: u32 = 1 << 7;
 
@@ -202,12 +205,17 @@ pub struct IfaceChains {
     /// Inline port sets of each chain (with `SEL_*_PORTS_INLINE`): remote
     /// ports then local ports, each padded by repeating its first port.
     pub ports: [[u16; 2 * INLINE_PORTS]; MAX_CHAINS_PER_IFACE],
-    /// Inline IPv4 prefix of each chain (with `SEL_*_V4_INLINE`): remote
-    /// network, remote mask, local network, local mask, each the address
-    /// bytes in network order read as a native-endian `u32` (so
-    /// `addr & mask == network` compares the bytes as they are in the
-    /// packet); zeros where not inline.
+    /// Inline IPv4 prefixes of each chain (with `SEL_*_V4_INLINE`, for a
+    /// direction with one or two): the first one's remote network, remote
+    /// mask, local network, local mask, each the address bytes in network
+    /// order read as a native-endian `u32` (so `addr & mask == network`
+    /// compares the bytes as they are in the packet); zeros where not
+    /// inline.
     pub v4: [[u32; 4]; MAX_CHAINS_PER_IFACE],
+    /// The second inline prefix of each direction, laid out as `v4`; a
+    /// copy of the first where the direction has one (the entry tests
+    /// both, no flag to branch on).
+    pub v4_alt: [[u32; 4]; MAX_CHAINS_PER_IFACE],
     /// Bloom-style filters of the chains' remote / local ports: bit
     /// `port_bucket(port)` is set for every listed port.
     pub remote_ports: [u64; 4],
@@ -226,6 +234,7 @@ impl IfaceChains {
         chain_flags: [0; MAX_CHAINS_PER_IFACE],
         ports: [[0; 2 * INLINE_PORTS]; MAX_CHAINS_PER_IFACE],
         v4: [[0; 4]; MAX_CHAINS_PER_IFACE],
+        v4_alt: [[0; 4]; MAX_CHAINS_PER_IFACE],
         remote_ports: [0; 4],
         local_ports: [0; 4],
         name: [0; IFNAME_LEN],
@@ -1110,7 +1119,7 @@ mod tests {
             size_of::<IfaceChains>(),
             16 + 8 * MAX_CHAINS_PER_IFACE
                 + 4 * INLINE_PORTS * MAX_CHAINS_PER_IFACE
-                + 16 * MAX_CHAINS_PER_IFACE
+                + 2 * 16 * MAX_CHAINS_PER_IFACE
                 + 64
                 + IFNAME_LEN
         );

@@ -119,7 +119,14 @@ fn try_entry<const CAPTURE: bool>(
             break;
         }
         let id = ifc.chains[i];
-        if selects(id, ifc.chain_flags[i], &ifc.ports[i], &ifc.v4[i], pkt) {
+        if selects(
+            id,
+            ifc.chain_flags[i],
+            &ifc.ports[i],
+            &ifc.v4[i],
+            &ifc.v4_alt[i],
+            pkt,
+        ) {
             found = Some(id);
             break;
         }
@@ -249,6 +256,7 @@ pub(crate) fn selects(
     flags: u32,
     inline: &[u16; 2 * INLINE_PORTS],
     v4: &[u32; 4],
+    alt: &[u32; 4],
     pkt: &Packet,
 ) -> bool {
     // Ports first: compared inline for small sets, else a hash lookup,
@@ -275,14 +283,16 @@ pub(crate) fn selects(
         }
     }
     if flags & SEL_REMOTE != 0 {
-        let inline = flags & SEL_REMOTE_V4_INLINE != 0;
-        if !prefix(DIR_REMOTE, id, inline, v4[0], v4[1], pkt.family, &pkt.src) {
+        let inline =
+            (flags & SEL_REMOTE_V4_INLINE != 0).then_some([(v4[0], v4[1]), (alt[0], alt[1])]);
+        if !prefix(DIR_REMOTE, id, inline, pkt.family, &pkt.src) {
             return false;
         }
     }
     if flags & SEL_LOCAL != 0 {
-        let inline = flags & SEL_LOCAL_V4_INLINE != 0;
-        if !prefix(DIR_LOCAL, id, inline, v4[2], v4[3], pkt.family, &pkt.dst) {
+        let inline =
+            (flags & SEL_LOCAL_V4_INLINE != 0).then_some([(v4[2], v4[3]), (alt[2], alt[3])]);
+        if !prefix(DIR_LOCAL, id, inline, pkt.family, &pkt.dst) {
             return false;
         }
     }
@@ -290,20 +300,16 @@ pub(crate) fn selects(
 }
 
 /// Is `addr` in the chain's prefixes of direction `dir`? An IPv4 address
-/// against the chain's one inline prefix (`inline`: `net`/`mask`) is a
-/// mask and a compare; anything else an LPM lookup.
+/// against the chain's inline prefixes (`inline`: two (network, mask),
+/// the second a copy of the first where there is one) is two masks and
+/// compares; anything else an LPM lookup.
 #[inline(always)]
-fn prefix(
-    dir: u8,
-    id: u32,
-    inline: bool,
-    net: u32,
-    mask: u32,
-    family: u8,
-    addr: &[u8; 16],
-) -> bool {
-    if inline && family == 4 {
-        return u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]) & mask == net;
+fn prefix(dir: u8, id: u32, inline: Option<[(u32, u32); 2]>, family: u8, addr: &[u8; 16]) -> bool {
+    if let Some([(net, mask), (net2, mask2)]) = inline
+        && family == 4
+    {
+        let a = u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]);
+        return a & mask == net || a & mask2 == net2;
     }
     prefix_match(dir, id, family, addr)
 }

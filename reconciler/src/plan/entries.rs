@@ -170,6 +170,7 @@ pub fn iface_filter(chains: &[u32], e: &Entries) -> IfaceFilter {
     let mut chain_flags = Vec::new();
     let mut inline_ports = Vec::new();
     let mut inline_v4 = Vec::new();
+    let mut inline_v4_alt = Vec::new();
     for id in chains {
         let mut flags = e.selectors.get(id).copied().unwrap_or(0);
         let mut inline = vec![0u16; 2 * INLINE_PORTS];
@@ -191,14 +192,16 @@ pub fn iface_filter(chains: &[u32], e: &Entries) -> IfaceFilter {
                 }
             }
         }
-        let (v4, v4_flags) = inline_v4_prefixes(*id, e);
+        let (v4, alt, v4_flags) = inline_v4_prefixes(*id, e);
         flags |= v4_flags;
         chain_flags.push(flags);
         inline_ports.push(inline);
         inline_v4.push(v4);
+        inline_v4_alt.push(alt);
     }
     if inline_v4.iter().all(|v| *v == [0; 4]) {
         inline_v4.clear();
+        inline_v4_alt.clear();
     }
     let require = if chain_flags.is_empty() {
         0
@@ -209,6 +212,7 @@ pub fn iface_filter(chains: &[u32], e: &Entries) -> IfaceFilter {
         chain_flags,
         inline_ports,
         inline_v4,
+        inline_v4_alt,
         require,
         ..IfaceFilter::default()
     };
@@ -223,13 +227,15 @@ pub fn iface_filter(chains: &[u32], e: &Entries) -> IfaceFilter {
     f
 }
 
-/// Chain `id`'s inline IPv4 prefixes (`IfaceChains::v4`) and their
-/// `SEL_*_V4_INLINE` bits: a direction with exactly one IPv4 prefix is
-/// compared inline by the entry program (its `SEL_V4` entry stays, for
-/// nothing else changes in the trie).
-pub fn inline_v4_prefixes(id: u32, e: &Entries) -> ([u32; 4], u32) {
+/// Chain `id`'s inline IPv4 prefixes (`IfaceChains::v4`, `v4_alt`) and
+/// their `SEL_*_V4_INLINE` bits: a direction with one or two IPv4
+/// prefixes is compared inline by the entry program (the second slot
+/// repeats a lone prefix; the `SEL_V4` entries stay, for nothing else
+/// changes in the trie); three or more stay in the trie alone.
+pub fn inline_v4_prefixes(id: u32, e: &Entries) -> ([u32; 4], [u32; 4], u32) {
     use emptcp_common::{SEL_LOCAL_V4_INLINE, SEL_REMOTE_V4_INLINE};
     let mut v4 = [0u32; 4];
+    let mut alt = [0u32; 4];
     let mut flags = 0;
     for (half, dir, bit) in [
         (0, crate::state::Dir::Remote, SEL_REMOTE_V4_INLINE),
@@ -244,13 +250,18 @@ pub fn inline_v4_prefixes(id: u32, e: &Entries) -> ([u32; 4], u32) {
                 ipnet::IpNet::V6(_) => None,
             })
             .collect();
-        if let [net] = nets[..] {
-            flags |= bit;
-            v4[2 * half] = u32::from_ne_bytes(net.network().octets());
-            v4[2 * half + 1] = u32::from_ne_bytes(net.netmask().octets());
+        let (first, second) = match nets[..] {
+            [net] => (net, net),
+            [a, b] => (a, b),
+            _ => continue,
+        };
+        flags |= bit;
+        for (slot, net) in [(&mut v4, first), (&mut alt, second)] {
+            slot[2 * half] = u32::from_ne_bytes(net.network().octets());
+            slot[2 * half + 1] = u32::from_ne_bytes(net.netmask().octets());
         }
     }
-    (v4, flags)
+    (v4, alt, flags)
 }
 
 /// Observed entries, minus those of maps being replaced (they start empty).

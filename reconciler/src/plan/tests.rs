@@ -1641,11 +1641,11 @@ fn recovery_link_follows_recover_add_addr() {
     assert!(k.iter().filter(|k| *k == "detach_tc").count() >= 2, "{k:?}");
 }
 
-/// A direction with exactly one IPv4 prefix is kept inline (network and
+/// A direction with one or two IPv4 prefixes is kept inline (network and
 /// mask such that `addr & mask == network` on the packet's bytes read
-/// natively, as the entry program compares); two prefixes, or IPv6
-/// only, stay in the tries alone; the interface's value reads back as
-/// plan wrote it.
+/// natively, as the entry program compares; a lone prefix repeated in the
+/// second slot); three, or IPv6 only, stay in the tries alone; the
+/// interface's value reads back as plan wrote it.
 #[test]
 fn inline_v4_prefixes_encode_and_round_trip() {
     use emptcp_common::{SEL_LOCAL_V4_INLINE, SEL_REMOTE, SEL_REMOTE_V4_INLINE};
@@ -1663,23 +1663,34 @@ fn inline_v4_prefixes_encode_and_round_trip() {
     add(2, crate::state::Dir::Remote, "198.51.100.0/24");
     add(2, crate::state::Dir::Local, "203.0.113.7/32");
     add(3, crate::state::Dir::Remote, "2001:db8::/32");
-    for id in 1..=3 {
+    for net in ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"] {
+        add(4, crate::state::Dir::Remote, net);
+    }
+    for id in 1..=4 {
         e.selectors.insert(id, SEL_REMOTE);
     }
-    let (v4, flags) = inline_v4_prefixes(1, &e);
+    let matches = |addr: [u8; 4], v: &[u32; 4], half: usize| {
+        u32::from_ne_bytes(addr) & v[2 * half + 1] == v[2 * half]
+    };
+    let (v4, alt, flags) = inline_v4_prefixes(1, &e);
     assert_eq!(flags, SEL_REMOTE_V4_INLINE);
-    let matches = |addr: [u8; 4], net: u32, mask: u32| u32::from_ne_bytes(addr) & mask == net;
-    assert!(matches([192, 0, 2, 77], v4[0], v4[1]));
-    assert!(!matches([192, 0, 3, 77], v4[0], v4[1]));
+    assert!(matches([192, 0, 2, 77], &v4, 0));
+    assert!(!matches([192, 0, 3, 77], &v4, 0));
+    assert_eq!(alt, v4, "a lone prefix fills both slots");
     assert_eq!(&v4[2..], &[0, 0]);
-    let (v4, flags) = inline_v4_prefixes(2, &e);
+    let (v4, alt, flags) = inline_v4_prefixes(2, &e);
+    assert_eq!(flags, SEL_REMOTE_V4_INLINE | SEL_LOCAL_V4_INLINE);
+    let remote = |a| matches(a, &v4, 0) || matches(a, &alt, 0);
+    assert!(remote([192, 0, 2, 1]) && remote([198, 51, 100, 254]));
+    assert!(!remote([198, 51, 101, 1]) && !remote([203, 0, 113, 7]));
+    assert!(matches([203, 0, 113, 7], &v4, 1) && matches([203, 0, 113, 7], &alt, 1));
+    assert!(!matches([203, 0, 113, 8], &v4, 1));
+    assert_eq!(inline_v4_prefixes(3, &e), ([0; 4], [0; 4], 0));
     assert_eq!(
-        flags, SEL_LOCAL_V4_INLINE,
-        "two remote prefixes stay in the trie"
+        inline_v4_prefixes(4, &e),
+        ([0; 4], [0; 4], 0),
+        "three prefixes stay in the trie"
     );
-    assert!(matches([203, 0, 113, 7], v4[2], v4[3]));
-    assert!(!matches([203, 0, 113, 8], v4[2], v4[3]));
-    assert_eq!(inline_v4_prefixes(3, &e), ([0; 4], 0));
 
     let entry = |chains: Vec<u32>| crate::state::IfaceEntry {
         name: "eth0".into(),
@@ -1692,13 +1703,14 @@ fn inline_v4_prefixes_encode_and_round_trip() {
     };
     let with = entry(vec![3, 1]);
     assert_eq!(with.filter.inline_v4.len(), 2);
+    assert_eq!(with.filter.inline_v4_alt.len(), 2);
     assert_eq!(
         with.filter.chain_flags[1] & SEL_REMOTE_V4_INLINE,
         SEL_REMOTE_V4_INLINE
     );
     let without = entry(vec![3]);
     assert!(
-        without.filter.inline_v4.is_empty(),
+        without.filter.inline_v4.is_empty() && without.filter.inline_v4_alt.is_empty(),
         "nothing inline: as before"
     );
     for i in [with, without] {

@@ -108,7 +108,14 @@ fn select(ifc: &IfaceChains, pkt: &Packet) -> Option<u32> {
             break;
         }
         let id = ifc.chains[i];
-        if selects(id, ifc.chain_flags[i], &ifc.ports[i], &ifc.v4[i], pkt) {
+        if selects(
+            id,
+            ifc.chain_flags[i],
+            &ifc.ports[i],
+            &ifc.v4[i],
+            &ifc.v4_alt[i],
+            pkt,
+        ) {
             return Some(id);
         }
     }
