@@ -113,24 +113,7 @@ fn try_entry<const CAPTURE: bool>(
         addresses(ctx, pkt)?;
     }
     let pkt: &Packet = pkt;
-    let mut found = None;
-    for i in 0..MAX_CHAINS_PER_IFACE {
-        if i as u32 >= ifc.n_chains {
-            break;
-        }
-        let id = ifc.chains[i];
-        if selects(
-            id,
-            ifc.chain_flags[i],
-            &ifc.ports[i],
-            &ifc.v4[i],
-            &ifc.v4_alt[i],
-            pkt,
-        ) {
-            found = Some(id);
-            break;
-        }
-    }
+    let found = first_chain(ifc, pkt);
     // The chain, or none (zero steps) for a captured packet no chain takes.
     let (chain_id, def) = match found {
         Some(id) => match CHAINS.get(id).filter(|d| d.len != 0) {
@@ -248,15 +231,30 @@ pub(crate) fn describe<C: crate::parse::Frame>(
     scan::options(ctx, m, pkt);
 }
 
+/// The interface's first chain that selects the packet (both hooks).
+#[inline(always)]
+pub(crate) fn first_chain(ifc: &IfaceChains, pkt: &Packet) -> Option<u32> {
+    for i in 0..MAX_CHAINS_PER_IFACE {
+        if i as u32 >= ifc.n_chains {
+            break;
+        }
+        let id = ifc.chains[i];
+        let v4 = (&ifc.v4[i], &ifc.v4_alt[i]);
+        if selects(id, ifc.chain_flags[i], &ifc.ports[i], v4, pkt) {
+            return Some(id);
+        }
+    }
+    None
+}
+
 /// Does chain `id` (selector parts `flags`) accept the packet? Absent parts
 /// match all.
 #[inline(always)]
-pub(crate) fn selects(
+fn selects(
     id: u32,
     flags: u32,
     inline: &[u16; 2 * INLINE_PORTS],
-    v4: &[u32; 4],
-    alt: &[u32; 4],
+    (v4, alt): (&[u32; 4], &[u32; 4]),
     pkt: &Packet,
 ) -> bool {
     // Ports first: compared inline for small sets, else a hash lookup,

@@ -6,13 +6,13 @@
 //! and starts the chain.
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use emptcp_common::{
-    EGRESS_CAPTURE_SLOT, IFACE_RAW_IP, IFACE_TRACK, IfaceChains, MAX_CHAINS_PER_IFACE, Outcome,
-    SEL_LOCAL_PORTS, SEL_REMOTE_PORTS, STATS_ROW_EGRESS,
+    EGRESS_CAPTURE_SLOT, IFACE_RAW_IP, IFACE_TRACK, IfaceChains, Outcome, SEL_LOCAL_PORTS,
+    SEL_REMOTE_PORTS, STATS_ROW_EGRESS,
 };
 
 use super::{PASS, capture, track};
 use crate::{
-    entry::{describe, may_hold, selects},
+    entry::{describe, first_chain, may_hold},
     maps::{CHAINS, EGRESS_IFACES, EGRESS_META, EGRESS_PROGS},
     parse::{Packet, addresses, parse_tcp, tcp_numbers},
     stats,
@@ -103,23 +103,7 @@ fn select(ifc: &IfaceChains, pkt: &Packet) -> Option<u32> {
     if ifc.require & SEL_LOCAL_PORTS != 0 && !may_hold(&ifc.local_ports, pkt.dport) {
         return None;
     }
-    for i in 0..MAX_CHAINS_PER_IFACE {
-        if i as u32 >= ifc.n_chains {
-            break;
-        }
-        let id = ifc.chains[i];
-        if selects(
-            id,
-            ifc.chain_flags[i],
-            &ifc.ports[i],
-            &ifc.v4[i],
-            &ifc.v4_alt[i],
-            pkt,
-        ) {
-            return Some(id);
-        }
-    }
-    None
+    first_chain(ifc, pkt)
 }
 
 /// The packet as the local host's peer would be described on ingress:
