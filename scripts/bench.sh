@@ -13,6 +13,10 @@
 #                                 runs in the guest of scripts/vm.sh, ~16 min: the workload, then path A failing mid-run);
 #                                 EMPTCP_EFFECT_ARGS passes options to
 #                                 tests/mptcp/effect.py run (--seed, --conns, --rate, --only, --no-outage)
+#   scripts/bench.sh segment-cost [POLICY...]
+#     (ns per segment of the attached XDP program in a GRO download, from
+#      kernel.bpf_stats_enabled: the bare program, then each policy; default
+#      the quickstart; EMPTCP_SEGMENT_ROUNDS rounds, default 3)
 #   scripts/bench.sh datapath [--write-docs] [--samples N] [--rounds R]
 #     (--write-docs rewrites the generated region of docs/benchmarks.md)
 # Exits non-zero when a measured target is missed (the other sections of
@@ -90,6 +94,68 @@ throughput() {
     return $status
 }
 
+segment_cost() {
+    # What one segment costs in the receive path, not in BPF_PROG_TEST_RUN:
+    # the kernel times every run of the attached XDP program (tail calls
+    # included) when kernel.bpf_stats_enabled is 1. One 200 MB MPTCP
+    # download with GRO on per round through the bare XDP_PASS program, then
+    # through each policy given (default: the quickstart); ns per run =
+    # run_time_ns / run_cnt of the attached program. Informational (no
+    # target): the way to compare two builds or policies part by part
+    # (docs/benchmarks.md "On a quiet machine"); steady to about +-10 ns on
+    # a quiet machine.
+    local E=$PWD/target/release/emptcp TB=tests/mptcp/testbed.sh
+    export LAB_ID=-bench-sc$$
+    local root=/sys/fs/bpf/emptcp-bench-sc$$ cli=emptcp-cli$LAB_ID hold=/tmp/emptcp-hold-sc$$
+    local holder= stats_was
+    stats_was=$(sysctl -n kernel.bpf_stats_enabled)
+    trap '[[ -n $holder ]] && kill "$holder" 2>/dev/null; sysctl -qw kernel.bpf_stats_enabled="$stats_was"; "$E" --bpffs-root "$root" --netns "$cli" destroy >/dev/null 2>&1; "$TB" down >/dev/null 2>&1; rm -rf "$root" "$hold"; trap - RETURN EXIT' RETURN EXIT
+    local policies=("$@") rounds=${EMPTCP_SEGMENT_ROUNDS:-3}
+    ((${#policies[@]})) || policies=(examples/policies/quickstart.yaml)
+    "$TB" up >/dev/null
+    # ns per run of the XDP program named $1 over one download; its Mbit/s.
+    timed() {
+        local prog=$1 mbit out
+        sysctl -qw kernel.bpf_stats_enabled=1
+        mbit=$("$TB" xfer --download 200M | python3 -c 'import json,sys; print(json.load(sys.stdin)["mbit_s"])')
+        out=$(bpftool prog show -j | python3 -c '
+import json, sys
+runs = [p for p in json.load(sys.stdin) if p["name"] == sys.argv[1] and p.get("run_cnt", 0) > 1000]
+if len(runs) != 1:
+    sys.exit("bench: %d attached programs named %s ran" % (len(runs), sys.argv[1]))
+t, n = runs[0]["run_time_ns"], runs[0]["run_cnt"]
+print("%.1f ns over %d segments, %s Mbit/s" % (t / n, n, sys.argv[2]))' "$prog" "$mbit") || out=
+        sysctl -qw kernel.bpf_stats_enabled=0
+        [[ -n $out ]] || return 1
+        echo "$out"
+    }
+    gro_on() { for dev in cli0 cli1; do ip netns exec "$cli" ethtool -K "$dev" gro on >/dev/null; done; }
+    echo "| program on the client's veths (GRO on, 200 MB download) | ns per segment (bpf_stats), each round |"
+    echo "|---|---|"
+    local r line p
+    line=
+    for r in $(seq "$rounds"); do
+        ./target/release/emptcp-bench-datapath --hold-pass "$cli" cli0 cli1 >"$hold" &
+        holder=$!
+        for _ in $(seq 50); do grep -q ready "$hold" 2>/dev/null && break; sleep 0.1; done
+        gro_on
+        line+="$(timed bench_pass); "
+        kill "$holder"; wait "$holder" 2>/dev/null || true; holder=
+    done
+    echo "| bare XDP_PASS | ${line%; } |"
+    for p in "${policies[@]}"; do
+        line=
+        for r in $(seq "$rounds"); do
+            # A fresh apply per round: the program's counters start at 0.
+            "$E" --bpffs-root "$root" --netns "$cli" apply -f "$p" >/dev/null
+            gro_on
+            line+="$(timed entry); "
+            "$E" --bpffs-root "$root" --netns "$cli" destroy >/dev/null
+        done
+        echo "| emptcp, $p | ${line%; } |"
+    done
+}
+
 # "met" or "**MISSED**": whether $1/$2 >= $3.
 met() { python3 -c "print('met' if $1/$2 >= $3 else '**MISSED**')"; }
 
@@ -129,6 +195,7 @@ case $what in
     sender) ./target/release/emptcp-bench-sender ;;
     simulate) ./target/release/emptcp-bench-simulate "${@:2}" ;;
     throughput) echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
+    segment-cost) segment_cost "${@:2}" ;;
     recovery) recovery "${@:2}" ;;
     effect) effect ;;
     all)
@@ -141,5 +208,5 @@ case $what in
         recovery || status=1; echo
         echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput || status=1
         exit $status ;;
-    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput|sender|simulate|recovery|effect]" >&2; exit 1 ;;
+    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput|segment-cost|sender|simulate|recovery|effect]" >&2; exit 1 ;;
 esac
