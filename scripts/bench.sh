@@ -27,6 +27,23 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked -p emptcp -p emptcp-bench --bins 2>&1 | grep -E '^error' -A5 || true
 what=${1:-all}
 
+# Helpers of the testbed benchmarks (throughput, segment_cost), which set
+# TB (testbed.sh), cli (the client namespace), hold (the holder's output
+# file) and holder (its pid) as locals; bash's dynamic scope shares them.
+# One 200 MB MPTCP download; its Mbit/s.
+download_mbit() { "$TB" xfer --download 200M | python3 -c 'import json,sys; print(json.load(sys.stdin)["mbit_s"])'; }
+# Bare XDP_PASS (--hold-pass) or the metadata program (--hold-meta) on both
+# client interfaces, held by a process of its own.
+hold_start() {
+    ./target/release/emptcp-bench-datapath "$1" "$cli" cli0 cli1 >"$hold" &
+    holder=$!
+    for _ in $(seq 50); do grep -q ready "$hold" 2>/dev/null && return 0; sleep 0.1; done
+    echo "bench: $1 did not attach" >&2; return 1
+}
+hold_stop() { kill "$holder"; wait "$holder" 2>/dev/null || true; holder=; }
+# GRO on the client's veths (veth then merges in its NAPI poll what XDP passed).
+gro_on() { local dev; for dev in cli0 cli1; do ip netns exec "$cli" ethtool -K "$dev" gro on >/dev/null; done; }
+
 throughput() {
     # MPTCP download through native XDP on veth, with the quickstart chain
     # attached vs without, same testbed, same run; median of 5 each. Then
@@ -41,19 +58,9 @@ throughput() {
     local holder=
     trap '[[ -n $holder ]] && kill "$holder" 2>/dev/null; "$E" --bpffs-root "$root" --netns "$cli" destroy >/dev/null 2>&1; "$TB" down >/dev/null 2>&1; rm -rf "$root" "$hold"; trap - RETURN EXIT' RETURN EXIT
     "$TB" up >/dev/null
-    one() { "$TB" xfer --download 200M | python3 -c 'import json,sys; print(json.load(sys.stdin)["mbit_s"])'; }
-    run() { for _ in 1 2 3 4 5; do one; done | sort -n | sed -n 3p; }
+    run() { for _ in 1 2 3 4 5; do download_mbit; done | sort -n | sed -n 3p; }
     median() { printf '%s\n' "$@" | sort -n | sed -n 3p; }
     ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
-    # Bare XDP_PASS (--hold-pass) or the metadata program (--hold-meta) on
-    # both client interfaces, held by a process of its own.
-    hold_start() {
-        ./target/release/emptcp-bench-datapath "$1" "$cli" cli0 cli1 >"$hold" &
-        holder=$!
-        for _ in $(seq 50); do grep -q ready "$hold" 2>/dev/null && return 0; sleep 0.1; done
-        echo "bench: $1 did not attach" >&2; return 1
-    }
-    hold_stop() { kill "$holder"; wait "$holder" 2>/dev/null || true; holder=; }
     chain_on() { "$E" --bpffs-root "$root" --netns "$cli" apply -f examples/policies/quickstart.yaml >/dev/null; }
     chain_off() { "$E" --bpffs-root "$root" --netns "$cli" destroy >/dev/null; }
     local none pass with status=0
@@ -69,15 +76,15 @@ throughput() {
     # GRO on: 5 rounds, each one download with the bare program and one
     # with the chain, in alternating order (a change of the machine's load
     # falls on both).
-    local dev gp=() gc=() gm=() r
-    for dev in cli0 cli1; do ip netns exec "$cli" ethtool -K "$dev" gro on >/dev/null; done
+    local gp=() gc=() gm=() r
+    gro_on
     for r in 1 2 3 4 5; do
         if ((r % 2)); then
-            hold_start --hold-pass; gp+=("$(one)"); hold_stop
-            chain_on; gc+=("$(one)"); chain_off
+            hold_start --hold-pass; gp+=("$(download_mbit)"); hold_stop
+            chain_on; gc+=("$(download_mbit)"); chain_off
         else
-            chain_on; gc+=("$(one)"); chain_off
-            hold_start --hold-pass; gp+=("$(one)"); hold_stop
+            chain_on; gc+=("$(download_mbit)"); chain_off
+            hold_start --hold-pass; gp+=("$(download_mbit)"); hold_stop
         fi
     done
     hold_start --hold-meta; gm=("$(run)"); hold_stop
@@ -117,7 +124,7 @@ segment_cost() {
     timed() {
         local prog=$1 mbit out
         sysctl -qw kernel.bpf_stats_enabled=1
-        mbit=$("$TB" xfer --download 200M | python3 -c 'import json,sys; print(json.load(sys.stdin)["mbit_s"])')
+        mbit=$(download_mbit)
         out=$(bpftool prog show -j | python3 -c '
 import json, sys
 runs = [p for p in json.load(sys.stdin) if p["name"] == sys.argv[1] and p.get("run_cnt", 0) > 1000]
@@ -129,18 +136,15 @@ print("%.1f ns over %d segments, %s Mbit/s" % (t / n, n, sys.argv[2]))' "$prog" 
         [[ -n $out ]] || return 1
         echo "$out"
     }
-    gro_on() { for dev in cli0 cli1; do ip netns exec "$cli" ethtool -K "$dev" gro on >/dev/null; done; }
     echo "| program on the client's veths (GRO on, 200 MB download) | ns per segment (bpf_stats), each round |"
     echo "|---|---|"
     local r line p
     line=
     for r in $(seq "$rounds"); do
-        ./target/release/emptcp-bench-datapath --hold-pass "$cli" cli0 cli1 >"$hold" &
-        holder=$!
-        for _ in $(seq 50); do grep -q ready "$hold" 2>/dev/null && break; sleep 0.1; done
+        hold_start --hold-pass
         gro_on
         line+="$(timed bench_pass); "
-        kill "$holder"; wait "$holder" 2>/dev/null || true; holder=
+        hold_stop
     done
     echo "| bare XDP_PASS | ${line%; } |"
     for p in "${policies[@]}"; do

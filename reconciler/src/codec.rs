@@ -135,20 +135,12 @@ pub fn iface_to_kernel(ifindex: u32, i: &IfaceEntry) -> IfaceChains {
             *d = *s;
         }
     }
-    let mut v4 = [[0u32; 4]; MAX_CHAINS_PER_IFACE];
-    for (slot, p) in v4.iter_mut().zip(&i.filter.inline_v4) {
-        *slot = *p;
-    }
-    let mut v4_alt = [[0u32; 4]; MAX_CHAINS_PER_IFACE];
-    for (slot, p) in v4_alt.iter_mut().zip(&i.filter.inline_v4_alt) {
-        *slot = *p;
-    }
     IfaceChains {
         n_chains: i.chains.len().min(MAX_CHAINS_PER_IFACE) as u32,
         ifindex,
         ports,
-        v4,
-        v4_alt,
+        v4: per_chain(&i.filter.inline_v4),
+        v4_alt: per_chain(&i.filter.inline_v4_alt),
         require: i.filter.require,
         flags: [
             (i.capture, IFACE_CAPTURE),
@@ -167,26 +159,28 @@ pub fn iface_to_kernel(ifindex: u32, i: &IfaceEntry) -> IfaceChains {
     }
 }
 
+/// A per-chain list as the kernel's fixed array (zeros past its end).
+fn per_chain(list: &[[u32; 4]]) -> [[u32; 4]; MAX_CHAINS_PER_IFACE] {
+    let mut out = [[0u32; 4]; MAX_CHAINS_PER_IFACE];
+    for (slot, v) in out.iter_mut().zip(list) {
+        *slot = *v;
+    }
+    out
+}
+
 pub fn iface_from_kernel(i: &IfaceChains) -> IfaceEntry {
     let n = (i.n_chains as usize).min(MAX_CHAINS_PER_IFACE);
     // Empty when none is inline, as plan writes them.
     let inline = i.v4[..n].iter().any(|v| *v != [0; 4]);
+    let inline_only = |v: &[[u32; 4]]| if inline { v[..n].to_vec() } else { Vec::new() };
     IfaceEntry {
         name: get_name(&i.name),
         chains: i.chains[..n].to_vec(),
         filter: IfaceFilter {
             chain_flags: i.chain_flags[..n].to_vec(),
             inline_ports: i.ports[..n].iter().map(|p| p.to_vec()).collect(),
-            inline_v4: if inline {
-                i.v4[..n].to_vec()
-            } else {
-                Vec::new()
-            },
-            inline_v4_alt: if inline {
-                i.v4_alt[..n].to_vec()
-            } else {
-                Vec::new()
-            },
+            inline_v4: inline_only(&i.v4),
+            inline_v4_alt: inline_only(&i.v4_alt),
             require: i.require,
             remote_ports: i.remote_ports,
             local_ports: i.local_ports,

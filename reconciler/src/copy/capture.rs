@@ -145,9 +145,9 @@ impl Capture {
     /// Every captured subflow with enough state, with the connection size
     /// from `FLOWS` for initial subflows (joins have none); and whether a
     /// subflow last seen at or after `since_ns` is still in its handshake
-    /// (its SYN captured, no ACK sent yet): it has no view yet, and a round soon after shows it (else a
-    /// connection shorter than a resolve period would close unseen, never
-    /// counted as closed before its rule fired).
+    /// (its SYN captured, no ACK sent yet): it has no view yet, and a round
+    /// soon after shows it (else a connection shorter than a resolve period
+    /// would close unseen, never counted as closed before its rule fired).
     pub fn read_at(&self, since_ns: u64) -> (Vec<(SubflowView, Captured)>, bool) {
         let mut handshaking = false;
         let views = self
