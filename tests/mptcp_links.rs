@@ -258,6 +258,37 @@ fn the_kernel_receive_deadlock_is_recognised_in_a_stall_report() {
     assert!(why.contains("36215326a84929cd"), "{why}");
 }
 
+/// A second occurrence: Ethernet veth, skb-mode XDP, the server's TX
+/// checksum offload on (mptcp_e2e's pure download); the byte waited for is
+/// the first of the subflow's current mapping.
+const DEADLOCK_REPORT_VETH: &str = include_str!("mptcp/stall-kernel-receive-deadlock-veth.json");
+
+#[test]
+fn the_kernel_receive_deadlock_is_recognised_on_veth_at_a_mapping_start() {
+    let res: serde_json::Value = serde_json::from_str(DEADLOCK_REPORT_VETH).unwrap();
+    let why = kernel_receive_deadlock(&res).expect("the recorded deadlock is not recognised");
+    assert!(why.contains("192.0.2.1:47618"), "{why}");
+    assert!(why.contains("d374cedc4235b3d7"), "{why}");
+}
+
+/// A transfer that fails reaches `run`'s deadlock check with its report
+/// (testbed.sh exits non-zero then): here a real download that ends with
+/// fewer subflows than required (rc 3), with the server's sockets.
+#[test]
+fn a_failed_transfer_hands_its_report_to_the_deadlock_check() {
+    if !kernel_or_skip("a_failed_transfer_hands_its_report_to_the_deadlock_check") {
+        return;
+    }
+    let lab = Lab::new("lreport");
+    let (res, server) = lab
+        .tb
+        .xfer_report(&["--download", "1M", "--require-subflows", "9"]);
+    assert_eq!(res["rc"], 3, "{res}");
+    assert!(res["mptcp_info"].is_object(), "{res}");
+    assert_eq!(kernel_receive_deadlock(&res), None, "{res}");
+    assert!(server.contains("rc 3"), "{server}");
+}
+
 #[test]
 fn a_stall_without_every_sign_of_the_kernel_deadlock_is_not_retried() {
     // The MPTCP socket under its receive limit.

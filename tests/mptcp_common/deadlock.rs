@@ -2,8 +2,9 @@
 //! report (mptcp_xfer.py's `ss -taniomeM` lines), so the end-to-end tests
 //! can tell it from a failure of emptcp.
 //!
-//! Seen on the host kernel (6.18) in the TUN cells, about once in 20
-//! downloads that join a second subflow mid-transfer under load: the MPTCP
+//! Seen on the host kernel (6.18) in downloads that join a second subflow
+//! mid-transfer under load (mptcp_links' TUN cells, mptcp_e2e's pure
+//! download over veth), about once in 20 full test runs: the MPTCP
 //! socket's receive memory is over its limit, all of it out-of-order data
 //! from one subflow, while the byte the connection waits for (its
 //! `rcv_nxt`) is in another subflow's current mapping, unread in that

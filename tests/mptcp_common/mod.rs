@@ -81,7 +81,8 @@ impl Testbed {
             .collect()
     }
 
-    /// One client connection (mptcp_xfer.py client args); returns its JSON.
+    /// One client connection (mptcp_xfer.py client args) that must
+    /// succeed; returns its JSON.
     #[track_caller]
     pub fn xfer(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["xfer"];
@@ -89,6 +90,30 @@ impl Testbed {
         let out = self.run(&a);
         let line = out.lines().last().unwrap_or_default();
         serde_json::from_str(line).unwrap_or_else(|e| panic!("xfer output {out:?}: {e}"))
+    }
+
+    /// One client connection that may fail: its JSON report (with `rc`
+    /// and, for a stall, the sockets) and what testbed.sh printed on
+    /// stderr (the server's sockets after a failure). Panics only when
+    /// the client printed no report at all.
+    #[track_caller]
+    pub fn xfer_report(&self, args: &[&str]) -> (serde_json::Value, String) {
+        let o = self
+            .command()
+            .arg("xfer")
+            .args(args)
+            .output()
+            .expect("testbed.sh");
+        let out = String::from_utf8_lossy(&o.stdout);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let line = out.lines().last().unwrap_or_default();
+        match serde_json::from_str(line) {
+            Ok(res) => (res, err),
+            Err(e) => panic!(
+                "testbed.sh xfer {args:?} ({}): no report ({e}): {out}{err}",
+                o.status
+            ),
+        }
     }
 
     /// One client connection run on its own thread while the test acts on
@@ -183,7 +208,7 @@ pub const CSUM: &str = "TcpInCsumErrors";
 #[track_caller]
 pub fn run(lab: &Lab, args: &[&str]) -> (serde_json::Value, impl Fn(&str) -> i64) {
     let mut before = lab.tb.counters("cli");
-    let mut res = lab.tb.xfer(args);
+    let (mut res, mut server) = lab.tb.xfer_report(args);
     // The kernel's receive deadlock (deadlock.rs), recognised by every
     // sign of it in the stall report: the transfer once more, counted.
     if let Some(why) = kernel_receive_deadlock(&res) {
@@ -192,10 +217,13 @@ pub fn run(lab: &Lab, args: &[&str]) -> (serde_json::Value, impl Fn(&str) -> i64
             &format!("{args:?}: kernel MPTCP receive deadlock: {why}"),
         );
         before = lab.tb.counters("cli");
-        res = lab.tb.xfer(args);
+        (res, server) = lab.tb.xfer_report(args);
     }
     let after = lab.tb.counters("cli");
-    assert_eq!(res["rc"], 0, "transfer failed or data corrupted: {res}");
+    assert_eq!(
+        res["rc"], 0,
+        "transfer {args:?} failed or data corrupted: {res}\n{server}"
+    );
     assert_eq!(
         res["mptcp_info"]["fallback"], false,
         "connection fell back to TCP: {res}"
