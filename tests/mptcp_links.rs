@@ -102,8 +102,14 @@ fn cell(name: &str, link: &str, ipv6: bool) {
     ];
 
     // Baseline in the same run: without emptcp, even a short flow joins.
+    let srv = lab.tb.counters("srv");
     let (res, d) = run(&lab, &short);
-    assert_eq!(d(JOIN), 1, "baseline: no join to {server_b}: {res}");
+    assert_eq!(
+        d(JOIN),
+        1,
+        "baseline: no join to {server_b} ({}): {res}",
+        add_addr_trace(&lab, &srv, &d)
+    );
     let remote = res["subflow_addrs"][1]["remote"].as_str().unwrap_or("");
     assert!(remote.contains(server_b), "baseline joined {remote}: {res}");
 

@@ -280,6 +280,33 @@ pub fn no_server_add_addr_retransmissions(lab: &Lab) {
     ));
 }
 
+/// Where an announcement went, for the message of a failed join: the
+/// server's ADD_ADDR counters since `srv_before` and the client's (`d`).
+pub fn add_addr_trace(
+    lab: &Lab,
+    srv_before: &BTreeMap<String, u64>,
+    d: &impl Fn(&str) -> i64,
+) -> String {
+    let srv_after = lab.tb.counters("srv");
+    let server = [
+        "MPTcpExtAddAddrTx",
+        "MPTcpExtAddAddrTxDrop",
+        "MPTcpExtEchoAdd",
+    ]
+    .map(|n| format!("{n} {}", delta(srv_before, &srv_after, n)));
+    let client = [
+        "MPTcpExtAddAddr",
+        "MPTcpExtAddAddrDrop",
+        "MPTcpExtMPJoinSynTx",
+    ]
+    .map(|n| format!("{n} {}", d(n)));
+    format!(
+        "server: {}; client: {}",
+        server.join(", "),
+        client.join(", ")
+    )
+}
+
 /// What the datapath counted (status `datapath_events`).
 pub fn datapath_event(lab: &Lab, name: &str) -> u64 {
     let s = crate::common::status_json(lab.root(), &lab.tb.cli);
