@@ -247,6 +247,9 @@ boot() {
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb
 WT=$ROOT
 export EMPTCP_TIME_SCALE=${EMPTCP_VM_TIME_SCALE:-8}
+# Steps a test retried after a kernel fault it recognised
+# (tests/common/gate.rs); summarize lists them.
+export EMPTCP_RETRY_LOG=/vm-io/logs/retries.log
 EOF
         cat <<'EOF'
 mount -t proc proc /proc 2>/dev/null
@@ -373,10 +376,23 @@ summarize() {
         fi
         grep -h '^SKIPPED' "$RUN_DIR/logs/$name.log" 2>/dev/null | sed 's/^/        /' || true
     done
+    report_guest_retries "$kver"
     local keep=$ROOT/target/vm/last
     rm -rf "$keep" && cp -r "$RUN_DIR" "$keep"
     echo "logs: $keep/logs (console: $keep/console.log)"
     return "$fail"
+}
+
+# The guest's retried steps, listed here and added to the host's retry log
+# (EMPTCP_RETRY_LOG of scripts/test.sh) so the test command lists them too.
+report_guest_retries() {
+    local log=$RUN_DIR/logs/retries.log
+    [[ -s $log ]] || return 0
+    echo "== $(wc -l <"$log") test steps RETRIED once in the guest after a kernel fault they recognised"
+    sed 's/^/   RETRIED /; s/\t/: /' "$log"
+    if [[ -n ${EMPTCP_RETRY_LOG:-} ]]; then
+        sed "s/^/guest $1 /" "$log" >>"$EMPTCP_RETRY_LOG"
+    fi
 }
 
 cmd_run() {
