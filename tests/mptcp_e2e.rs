@@ -41,17 +41,8 @@ const ADD_ADDR: &str = "MPTcpExtAddAddr";
 fn short_and_long(mode: &str) {
     let lab = Lab::new(&format!("sl{mode}"));
     // Baseline in the same run: without emptcp, even a short flow joins.
-    let (_, d) = run(
-        &lab,
-        &[
-            "--download",
-            "100K",
-            "--wait-subflows",
-            "1",
-            "--wait-timeout",
-            "2",
-        ],
-    );
+    let short = short_download("1");
+    let (_, d) = run(&lab, &short);
     assert_eq!(
         d(JOIN),
         1,
@@ -59,17 +50,7 @@ fn short_and_long(mode: &str) {
     );
 
     lab.apply(&policy(mode, "1MiB", "4MiB"));
-    let (_, d) = run(
-        &lab,
-        &[
-            "--download",
-            "100K",
-            "--wait-subflows",
-            "1",
-            "--wait-timeout",
-            "1",
-        ],
-    );
+    let (_, d) = run(&lab, &short);
     assert_eq!(d(JOIN_TX), 0, "short flow opened a second subflow");
     assert_eq!(d(ADD_ADDR), 0, "short flow: ADD_ADDR reached the client");
     no_damage(&d);
@@ -547,14 +528,7 @@ fn offload_on(mode: &str) {
         assert!(k.contains("tx-checksumming: on"), "{d}: {k}");
     }
     let failures = hw_csum_failures();
-    let short = [
-        "--download",
-        "100K",
-        "--wait-subflows",
-        "1",
-        "--wait-timeout",
-        "2",
-    ];
+    let short = short_download("1");
 
     // Control in the same run: without emptcp the short flow joins.
     let (_, d) = run(&lab, &short);

@@ -92,14 +92,7 @@ fn cell(name: &str, link: &str, ipv6: bool) {
     let failures = hw_csum_failures();
     // A short flow, and how long its client waits for a join: 2 s is
     // minutes of RTTs here, so a join that did not come is not coming.
-    let short = [
-        "--download",
-        "100K",
-        "--wait-subflows",
-        "1",
-        "--wait-timeout",
-        "2",
-    ];
+    let short = short_download("1");
 
     // Baseline in the same run: without emptcp, even a short flow joins.
     let srv = lab.tb.counters("srv");
@@ -112,12 +105,15 @@ fn cell(name: &str, link: &str, ipv6: bool) {
     );
     let remote = res["subflow_addrs"][1]["remote"].as_str().unwrap_or("");
     assert!(remote.contains(server_b), "baseline joined {remote}: {res}");
+    // Joined while the connection was idle and open, before the download.
+    assert_eq!(res["joined_before"], true, "{res}");
 
     // Short flow: the address is stripped and stored, nothing joins.
     lab.apply(&policy(true));
     check_link(&lab, tun);
     let (res, d) = run(&lab, &short);
     assert_eq!(d(JOIN_TX), 0, "short flow opened a second subflow: {res}");
+    assert_eq!(res["joined_before"], false, "{res}");
     assert_eq!(d(ADD_ADDR), 0, "short flow: ADD_ADDR reached the client");
     no_damage(&d);
     assert!(
@@ -256,12 +252,18 @@ fn deadlock_report_with(from: &str, to: &str) -> serde_json::Value {
     serde_json::from_str(&DEADLOCK_REPORT.replacen(from, to, 1)).unwrap()
 }
 
+/// The recorded `report` is recognised, naming the subflow that holds the
+/// byte waited for and that byte's data sequence number.
+fn recognised(report: &str, holder: &str, rcv_nxt: &str) {
+    let res: serde_json::Value = serde_json::from_str(report).unwrap();
+    let why = kernel_receive_deadlock(&res).expect("the recorded deadlock is not recognised");
+    assert!(why.contains(holder), "{why}");
+    assert!(why.contains(rcv_nxt), "{why}");
+}
+
 #[test]
 fn the_kernel_receive_deadlock_is_recognised_in_a_stall_report() {
-    let res: serde_json::Value = serde_json::from_str(DEADLOCK_REPORT).unwrap();
-    let why = kernel_receive_deadlock(&res).expect("the recorded deadlock is not recognised");
-    assert!(why.contains("192.0.2.1:38092"), "{why}");
-    assert!(why.contains("36215326a84929cd"), "{why}");
+    recognised(DEADLOCK_REPORT, "192.0.2.1:38092", "36215326a84929cd");
 }
 
 /// A second occurrence: Ethernet veth, skb-mode XDP, the server's TX
@@ -271,10 +273,7 @@ const DEADLOCK_REPORT_VETH: &str = include_str!("mptcp/stall-kernel-receive-dead
 
 #[test]
 fn the_kernel_receive_deadlock_is_recognised_on_veth_at_a_mapping_start() {
-    let res: serde_json::Value = serde_json::from_str(DEADLOCK_REPORT_VETH).unwrap();
-    let why = kernel_receive_deadlock(&res).expect("the recorded deadlock is not recognised");
-    assert!(why.contains("192.0.2.1:47618"), "{why}");
-    assert!(why.contains("d374cedc4235b3d7"), "{why}");
+    recognised(DEADLOCK_REPORT_VETH, "192.0.2.1:47618", "d374cedc4235b3d7");
 }
 
 /// A transfer that fails reaches `run`'s deadlock check with its report

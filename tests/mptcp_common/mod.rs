@@ -125,6 +125,32 @@ impl Testbed {
     }
 }
 
+/// mptcp_xfer.py client args of a short (100 KB) download that gives the
+/// server's announcement time to be joined, `joins` extra subflows at most:
+/// one NOP exchange, a wait of up to 2 s for the joins, the download, then
+/// up to 1 s more. Without the first wait a control is racy under load:
+/// the server shuts its side down right after the 100 KB (about 1 ms here),
+/// and the kernel opens no subflow for a connection that is no longer
+/// established (`__mptcp_subflow_connect` checks
+/// `mptcp_is_fully_established`), so an announcement its path manager's
+/// worker handled after the server's DATA_FIN was never joined. With emptcp
+/// the same connection stays open the same 3 s, so a stripped address that
+/// leaked would be joined within it.
+pub fn short_download(joins: &str) -> [&str; 10] {
+    [
+        "--download",
+        "100K",
+        "--wait-subflows-before",
+        joins,
+        "--wait-before-timeout",
+        "2",
+        "--wait-subflows",
+        joins,
+        "--wait-timeout",
+        "1",
+    ]
+}
+
 /// mptcp_xfer.py client args of a paced request/response connection:
 /// `rounds` rounds of 64 KiB each way, 50 ms apart (about 2 s for 40), so
 /// the server is still sending while the test changes something under
