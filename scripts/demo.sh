@@ -37,12 +37,13 @@ trap cleanup EXIT
 
 joins() { "$TB" counters cli '^MPTcpExtMPJoinSynTx ' | awk '{print $2}'; }
 fallbacks() { "$TB" counters cli '^(MPTcpExtMPCapableDataFallback|TcpInCsumErrors) ' | awk '{s+=$2} END {print s+0}'; }
-xfer() { # $1 = download|upload, $2 = size; prints the joins of that one connection
-    local before after
+xfer() { # $1 = download|upload, $2 = size, $3 = wait (s), more client args; prints the joins of that one connection
+    local before after dir=$1 size=$2 wait=${3:-1}
+    shift $(($# < 3 ? $# : 3))
     before=$(joins)
-    "$TB" xfer --"$1" "$2" --wait-subflows 1 --wait-timeout "${3:-1}" >/dev/null
+    "$TB" xfer --"$dir" "$size" --wait-subflows 1 --wait-timeout "$wait" "$@" >/dev/null
     after=$(joins)
-    echo "$1 $2: second subflow joins +$((after - before))"
+    echo "$dir $size: second subflow joins +$((after - before))"
 }
 
 echo "== testbed up"
@@ -50,7 +51,11 @@ echo "== testbed up"
 "$TB" csum-offload off   # the client then verifies every TCP checksum we rewrite
 
 echo; echo "== baseline, without emptcp: every flow opens the second subflow"
-xfer download 100K
+# The short download waits (up to 2 s, connection open) for the join before
+# its 100 KB: the kernel opens no subflow once the server has closed its side,
+# which it does about 1 ms after a short download starts.
+short() { xfer download 100K 1 --wait-subflows-before 1 --wait-before-timeout 2; }
+short
 xfer upload 20M
 
 echo; echo "== emptcp validate / plan / apply ($POLICY)"
@@ -67,7 +72,7 @@ em agent 2>/dev/null &
 AGENT_PID=$!
 sleep 0.3
 f0=$(fallbacks)
-xfer download 100K
+short
 xfer upload 20M 3
 xfer download 20M 3
 echo "fallbacks to TCP / checksum errors during the demo: $(( $(fallbacks) - f0 ))"
