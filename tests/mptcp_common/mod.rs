@@ -88,8 +88,7 @@ impl Testbed {
         let mut a = vec!["xfer"];
         a.extend_from_slice(args);
         let out = self.run(&a);
-        let line = out.lines().last().unwrap_or_default();
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("xfer output {out:?}: {e}"))
+        last_report(&out).unwrap_or_else(|e| panic!("xfer output {out:?}: {e}"))
     }
 
     /// One client connection that may fail: its JSON report (with `rc`
@@ -106,8 +105,7 @@ impl Testbed {
             .expect("testbed.sh");
         let out = String::from_utf8_lossy(&o.stdout);
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        let line = out.lines().last().unwrap_or_default();
-        match serde_json::from_str(line) {
+        match last_report(&out) {
             Ok(res) => (res, err),
             Err(e) => panic!(
                 "testbed.sh xfer {args:?} ({}): no report ({e}): {out}{err}",
@@ -123,6 +121,11 @@ impl Testbed {
         c.arg("xfer").args(args);
         std::thread::spawn(move || c.output().expect("testbed.sh xfer"))
     }
+}
+
+/// The client's JSON report: the last line mptcp_xfer.py prints.
+fn last_report(out: &str) -> serde_json::Result<serde_json::Value> {
+    serde_json::from_str(out.lines().last().unwrap_or_default())
 }
 
 /// mptcp_xfer.py client args of a short (100 KB) download that gives the
