@@ -327,6 +327,7 @@ cmd_test() {
         [[ -n ${exe[${t%%:*}]:-} ]] || die "cargo built no test binary for ${t%%:*}"
     done
     local results remaining=("${targets[@]}") attempt wall=0 unfinished
+    mkdir -p "$ROOT/target/vm"
     results=$(mktemp -d "$ROOT/target/vm/results.XXXXXX")
     mkdir -p "$results/logs" "$results/rc"
     for attempt in 1 2 3; do
