@@ -261,7 +261,10 @@ mount -t devtmpfs dev /dev 2>/dev/null
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
 # what udev/systemd would provide: bash process substitution needs /dev/fd
 ln -sfn /proc/self/fd /dev/fd
-mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+# A fresh /tmp, unless the worktree lives there (a clone under /tmp): a
+# tmpfs would hide it; the overlay root is a tmpfs anyway.
+case $WT/ in /tmp/*) ;; *) mount -t tmpfs tmpfs /tmp ;; esac
 mount -t bpf bpf /sys/fs/bpf
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
