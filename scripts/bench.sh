@@ -19,6 +19,11 @@
 #      the quickstart; EMPTCP_SEGMENT_ROUNDS rounds, default 3)
 #   scripts/bench.sh datapath [--write-docs] [--samples N] [--rounds R]
 #     (--write-docs rewrites the generated region of docs/benchmarks.md)
+#   scripts/bench.sh prior-art --checkout DIR [--write-docs] [--rounds R]
+#     (not part of "everything": emptcp's data chain against the prior art's
+#      C programs, eMPTCP 2022, on the same frame; DIR is a checkout of
+#      github.com/chonepieceyb/mptcp_ebpf_control_frame; installs clang and
+#      libbpf-dev to build them)
 # Exits non-zero when a measured target is missed (the other sections of
 # `all` still run).
 set -euo pipefail
@@ -192,6 +197,22 @@ recovery() {
     python3 tests/mptcp/recovery_latency.py --emptcp "$PWD/target/release/emptcp" "${args[@]}"
 }
 
+prior_art() {
+    local args=() pkgs=()
+    for a in "$@"; do
+        case $a in --write-docs) args+=(--write-docs docs/benchmarks.md) ;; *) args+=("$a") ;; esac
+    done
+    command -v clang >/dev/null || pkgs+=(clang)
+    [[ -f /usr/include/bpf/bpf_helpers.h ]] || pkgs+=(libbpf-dev)
+    if ((${#pkgs[@]})); then
+        echo "bench: installing ${pkgs[*]} (to build the prior art's programs)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+    fi
+    python3 tests/mptcp/prior_art.py --emptcp "$PWD/target/release/emptcp" "${args[@]}"
+}
+
 case $what in
     reconcile) ./target/release/emptcp-bench ;;
     watch) ./target/release/emptcp-bench --watch ;;
@@ -201,6 +222,7 @@ case $what in
     throughput) echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
     segment-cost) segment_cost "${@:2}" ;;
     recovery) recovery "${@:2}" ;;
+    prior-art) prior_art "${@:2}" ;;
     effect) effect ;;
     all)
         ./target/release/emptcp-bench; echo
@@ -212,5 +234,5 @@ case $what in
         recovery || status=1; echo
         echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput || status=1
         exit $status ;;
-    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput|segment-cost|sender|simulate|recovery|effect]" >&2; exit 1 ;;
+    *) echo "usage: $0 [all|reconcile|watch|datapath|throughput|segment-cost|sender|simulate|recovery|effect|prior-art]" >&2; exit 1 ;;
 esac
