@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use emptcp_common::{FlowKey, OptRef, XdpMeta};
 
-use crate::parse::{Frame, bytes_at};
+use crate::parse::{Frame, bytes_at, load64};
 
 pub const TCP_HLEN: u32 = 20;
 /// Option space of a TCP header (data offset 15).
@@ -131,10 +131,9 @@ impl Seg {
         // Direct 8-byte loads when N bytes are in the frame (the common
         // case); the helper call otherwise.
         if let Some(p) = bytes_at(ctx, at as usize & 0xfff, N) {
-            let src = p as *const u64;
             let dst = buf.as_mut_ptr() as *mut u64;
             for i in 0..N / 8 {
-                unsafe { dst.add(i).write_unaligned(src.add(i).read_unaligned()) };
+                unsafe { dst.add(i).write_unaligned(load64(p.add(8 * i))) };
             }
             // Constant indices (no variable-start memset, whose stack
             // write the verifier refuses in a subprogram frame).

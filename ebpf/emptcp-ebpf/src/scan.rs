@@ -15,7 +15,7 @@ use crate::{
         Buf64, KIND_EOL, KIND_MPTCP, KIND_NOP, KIND_TS, KIND_WSCALE, MP_ADD_ADDR, MP_CAPABLE,
         MP_DSS, MP_FASTCLOSE, MP_JOIN, MP_PRIO, MP_REMOVE_ADDR, OPT_MAX, TCP_HLEN, bounded,
     },
-    parse::{Frame, Packet, bytes_at},
+    parse::{Frame, Packet, bytes_at, load64},
     stats,
 };
 
@@ -56,10 +56,9 @@ pub fn options<C: Frame>(ctx: &C, m: *mut XdpMeta, pkt: &Packet) {
         // The common case (a frame with 40 bytes after the fixed header):
         // five direct 8-byte loads instead of a helper call. The walk never
         // reads past `opt_len`.
-        let src = p as *const u64;
         let dst = o.0.as_mut_ptr() as *mut u64;
         for i in 0..(OPT_MAX as usize / 8) {
-            unsafe { *dst.add(i) = core::ptr::read_unaligned(src.add(i)) };
+            unsafe { *dst.add(i) = load64(p.add(8 * i)) };
         }
     } else if !ctx.load_into(at as u32, o.0.as_mut_ptr(), bounded(opt_len, 64)) {
         unsafe { (*m).opt_state = OPTS_BAD };
