@@ -24,6 +24,11 @@
 #      C programs, eMPTCP 2022, on the same frame; DIR is a checkout of
 #      github.com/chonepieceyb/mptcp_ebpf_control_frame; installs clang and
 #      libbpf-dev to build them)
+#   scripts/bench.sh profile PATH [--repeat]
+#     (not part of "everything", no target: where the time of one datapath
+#      path goes, per program and per source line of its JIT code; PATH is
+#      part of a row name of the datapath table, --repeat profiles its
+#      repeated frame instead of fresh ones; installs linux-perf)
 # Exits non-zero when a measured target is missed (the other sections of
 # `all` still run).
 set -euo pipefail
@@ -213,6 +218,41 @@ prior_art() {
     python3 tests/mptcp/prior_art.py --emptcp "$PWD/target/release/emptcp" "${args[@]}"
 }
 
+profile() {
+    local which=${1:?usage: scripts/bench.sh profile PATH [--repeat]} repeat=()
+    [[ ${2:-} == --repeat ]] && repeat=(EMPTCP_BENCH_PROFILE_REPEAT=1)
+    if ! command -v perf >/dev/null; then
+        echo "bench: installing linux-perf (to sample the JIT code)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq --no-install-recommends linux-perf >/dev/null
+    fi
+    # The path runs alone on the last CPU for 10 s; perf samples that CPU
+    # for 4 s once the frames flow (the bench prints "profiling").
+    local cpu=$(($(nproc) - 1)) log pid
+    log=$(mktemp)
+    env EMPTCP_BENCH_PROFILE="$which" "${repeat[@]}" taskset -c "$cpu" \
+        ./target/release/emptcp-bench-datapath >/dev/null 2>"$log" &
+    pid=$!
+    for _ in $(seq 100); do
+        grep -q '^profiling' "$log" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep -q '^profiling' "$log"; then
+        cat "$log" >&2
+        rm -f "$log"
+        wait "$pid" || true
+        return 1
+    fi
+    sleep 1
+    local status=0
+    python3 scripts/jit_profile.py --cpu "$cpu" --seconds 4 || status=1
+    wait "$pid" || status=1
+    rm -f "$log"
+    return "$status"
+}
+
 case $what in
     reconcile) ./target/release/emptcp-bench ;;
     watch) ./target/release/emptcp-bench --watch ;;
@@ -223,6 +263,7 @@ case $what in
     segment-cost) segment_cost "${@:2}" ;;
     recovery) recovery "${@:2}" ;;
     prior-art) prior_art "${@:2}" ;;
+    profile) profile "${@:2}" ;;
     effect) effect ;;
     all)
         ./target/release/emptcp-bench; echo
