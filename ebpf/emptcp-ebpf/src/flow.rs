@@ -47,7 +47,7 @@ pub fn resolve(key: &FlowKey, maybe_join: bool) -> Option<Conn> {
         return None;
     }
     let j = unsafe { &mut *JOINS.get_ptr_mut(key)? };
-    let conn = j.conn;
+    let conn = crate::words::copy_key(&raw const j.conn);
     // A mapping outlives its connection only until the token check: the
     // connection's key may have been reused by a new one.
     let f = get(&conn).filter(|f| f.token == j.token)?;

@@ -39,6 +39,7 @@ mod scan;
 mod sha256;
 mod shared;
 mod stats;
+mod words;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -13,7 +13,10 @@ use aya_ebpf::{
 };
 use emptcp_common::{FlowKey, OptRef, XdpMeta};
 
-use crate::parse::{Frame, bytes_at, load64};
+use crate::{
+    parse::{Frame, bytes_at},
+    words::{copy_key, load64},
+};
 
 pub const TCP_HLEN: u32 = 20;
 /// Option space of a TCP header (data offset 15).
@@ -156,16 +159,11 @@ impl Seg {
     }
 }
 
-/// The flow key the entry program computed, copied in five word loads
-/// (a plain copy of the 2-aligned `FlowKey` is twenty 2-byte loads).
+/// The flow key the entry program computed.
 #[inline(always)]
 pub fn key(m: *const XdpMeta) -> FlowKey {
     const { assert!(core::mem::offset_of!(XdpMeta, key) % 8 == 0) };
-    const { assert!(core::mem::size_of::<FlowKey>() == 40) };
-    let p = unsafe { &raw const (*m).key } as *const u8;
-    let w: [u64; 5] = core::array::from_fn(|i| load64(unsafe { p.add(8 * i) }));
-    // SAFETY: same size; every bit pattern is a valid FlowKey.
-    unsafe { core::mem::transmute::<[u64; 5], FlowKey>(w) }
+    copy_key(unsafe { &raw const (*m).key })
 }
 
 /// A copy of the fixed TCP header.

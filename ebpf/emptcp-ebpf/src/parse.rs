@@ -7,6 +7,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
+use crate::words::load64;
+
 /// What the parser and the option scan need from a program's context, so
 /// the XDP entry and the TC egress entry share them.
 pub trait Frame {
@@ -98,29 +100,6 @@ pub fn bytes_at<C: Frame>(ctx: &C, off: usize, len: usize) -> Option<*mut u8> {
         return None;
     }
     Some((start + off) as *mut u8)
-}
-
-/// The 8 bytes at `p` (a packet or stack pointer the verifier knows to
-/// cover them) in one load, in memory order. `read_unaligned` would do:
-/// LLVM knows nothing of a packet pointer's alignment and splits it into
-/// eight byte loads, shifts and ors (22 instructions per word, the most
-/// frequent instructions of the entry program's hot path). A misaligned
-/// packet load is allowed where the kernel has efficient unaligned access
-/// (x86-64, arm64); elsewhere the verifier refuses it at load time, never
-/// at run time.
-#[inline(always)]
-pub fn load64(p: *const u8) -> u64 {
-    let v: u64;
-    // SAFETY: the caller bounds-checked 8 bytes at `p`; read only.
-    unsafe {
-        core::arch::asm!(
-            "{v} = *(u64 *)({p} + 0)",
-            p = in(reg) p,
-            v = lateout(reg) v,
-            options(readonly, nostack, preserves_flags)
-        )
-    };
-    v
 }
 
 #[inline(always)]

@@ -15,8 +15,9 @@ use crate::{
         Buf64, KIND_EOL, KIND_MPTCP, KIND_NOP, KIND_TS, KIND_WSCALE, MP_ADD_ADDR, MP_CAPABLE,
         MP_DSS, MP_FASTCLOSE, MP_JOIN, MP_PRIO, MP_REMOVE_ADDR, OPT_MAX, TCP_HLEN, bounded,
     },
-    parse::{Frame, Packet, bytes_at, load64},
+    parse::{Frame, Packet, bytes_at},
     stats,
+    words::load64,
 };
 
 /// Fills the option fields of `m` for the TCP header of `pkt`.
