@@ -141,6 +141,16 @@ const NOT_CONGESTION: [&str; 6] = [
     "MPTcpExtMPRstRx",
 ];
 
+/// Of those, what only ACKs move: a forged packet taken for a duplicate
+/// ACK would show here. The others (a tail loss probe, a retransmission
+/// timeout and the segments they resend) are timers, which a loaded
+/// machine fires on a path that carries traffic whatever emptcp does.
+const ACK_DRIVEN: [&str; 3] = [
+    "TcpExtTCPFastRetrans",
+    "TcpExtTCPSACKReorder",
+    "MPTcpExtMPRstRx",
+];
+
 /// What the server's subflow B looked like while the download ran.
 #[derive(Debug, Default)]
 struct Watched {
@@ -305,12 +315,21 @@ fn an_idle_backup_subflow_on_an_ipv6_tun_path_is_revived_by_a_forged_mp_prio() {
 /// other (the idle and the forged packet) it counted no retransmission,
 /// loss or congestion event (the forged packet is not taken for a duplicate
 /// ACK); nothing fell back or broke; the daemon's sends all succeeded.
+///
+/// `traffic`: the window from backup to revival also carried data on
+/// another path. Then only the ACK-driven counters must stay still, and a
+/// retransmitted segment must come with a timer that explains it (a loss
+/// probe or a timeout): under load a delayed ACK on the busy path fires a
+/// probe (seen once in 5 runs of the suite with every core busy:
+/// `TcpRetransSegs` +1), which says nothing of the forged packet on the
+/// idle one.
 fn assert_revived(
     res: &Value,
     seen: &Watched,
     until_revived: &impl Fn(&str) -> i64,
     d: &impl Fn(&str) -> i64,
     st: &Value,
+    traffic: bool,
 ) {
     assert!(
         seen.backup,
@@ -320,8 +339,26 @@ fn assert_revived(
         seen.revived,
         "the server kept subflow B backup despite the forged MP_PRIO: {res}"
     );
-    for c in NOT_CONGESTION {
-        assert_eq!(until_revived(c), 0, "server {c} moved before the revival");
+    let moved: Vec<(&str, i64)> = NOT_CONGESTION
+        .iter()
+        .map(|c| (*c, until_revived(c)))
+        .collect();
+    let strict: &[&str] = if traffic {
+        &ACK_DRIVEN
+    } else {
+        &NOT_CONGESTION
+    };
+    for (c, n) in &moved {
+        if strict.contains(c) {
+            assert_eq!(*n, 0, "server {c} moved before the revival: {moved:?}");
+        }
+    }
+    if traffic {
+        let timers = until_revived("TcpExtTCPLossProbes") + until_revived("TcpExtTCPTimeouts");
+        assert!(
+            until_revived("TcpRetransSegs") == 0 || timers > 0,
+            "the server retransmitted before the revival without a timer: {moved:?}"
+        );
     }
     no_damage(d);
     assert_eq!(
@@ -392,7 +429,7 @@ fn revive_idle_backup(name: &str, options: &[(&str, &str)], b: &PathB) {
         srv(PRIO_RX) >= 2,
         "the server did not get both MP_PRIOs (backup, then the forged one): {res}"
     );
-    assert_revived(&res, &seen, &until_revived, &d, &st);
+    assert_revived(&res, &seen, &until_revived, &d, &st, false);
     for c in ["MPTcpExtMPRstRx", "TcpExtTCPAbortOnData"] {
         assert_eq!(srv(c), 0, "server {c}");
     }
@@ -515,7 +552,7 @@ fn a_backup_subflow_is_revived_when_the_other_path_goes_quiet() {
         "the rule sent nothing: {st:#}\n{}",
         daemon.log_text()
     );
-    assert_revived(&res, &seen, &until_revived, &d, &st);
+    assert_revived(&res, &seen, &until_revived, &d, &st, true);
     drop(daemon);
     lab.destroy();
 }
