@@ -319,8 +319,8 @@ fn an_idle_backup_subflow_on_an_ipv6_tun_path_is_revived_by_a_forged_mp_prio() {
 /// `traffic`: the window from backup to revival also carried data on
 /// another path. Then only the ACK-driven counters must stay still, and a
 /// retransmitted segment must come with a timer that explains it (a loss
-/// probe or a timeout): under load a delayed ACK on the busy path fires a
-/// probe (seen once in 5 runs of the suite with every core busy:
+/// probe or a timeout): on a loaded machine the busy path's timers fire now
+/// and then (once in 5 runs of the suite with every core busy:
 /// `TcpRetransSegs` +1), which says nothing of the forged packet on the
 /// idle one.
 fn assert_revived(

@@ -4,14 +4,11 @@
 //! whole words instead.
 use emptcp_common::FlowKey;
 
-/// The 8 bytes at `p` (a packet, map value or stack pointer the verifier
-/// knows to cover them) in one load, in memory order. `read_unaligned` would do:
-/// LLVM knows nothing of a packet pointer's alignment and splits it into
-/// eight byte loads, shifts and ors (22 instructions per word, the most
-/// frequent instructions of the entry program's hot path). A misaligned
-/// packet load is allowed where the kernel has efficient unaligned access
-/// (x86-64, arm64); elsewhere the verifier refuses it at load time, never
-/// at run time.
+/// The 8 bytes at `p` (a packet or map value pointer the verifier knows
+/// to cover them) in one `ldxdw`, in memory order; `read_unaligned` is 22
+/// instructions (the module doc). A misaligned packet load needs a kernel
+/// with `CONFIG_HAVE_EFFICIENT_UNALIGNED_ACCESS` (x86-64, arm64, ARMv7);
+/// elsewhere the verifier refuses it at load time, never at run time.
 #[inline(always)]
 pub fn load64(p: *const u8) -> u64 {
     let v: u64;
