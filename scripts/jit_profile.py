@@ -30,27 +30,10 @@ import subprocess
 import sys
 import tempfile
 
-SYS_BPF = 321  # x86-64
-BPF_PROG_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD, BPF_BTF_GET_FD_BY_ID = 13, 15, 19
 PROG_INFO_LEN = 232  # struct bpf_prog_info up to attach_btf_id (Linux 5.x+)
-libc = ctypes.CDLL(None, use_errno=True)
-
-
-def bpf(cmd, attr):
-    buf = ctypes.create_string_buffer(bytes(attr), len(attr))
-    r = libc.syscall(SYS_BPF, cmd, buf, len(attr))
-    if r < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, "bpf(%d): %s" % (cmd, os.strerror(err)))
-    return r
-
-
-def fd_by_id(cmd, id_):
-    return bpf(cmd, struct.pack("<I", id_) + bytes(60))
-
-
-def obj_info(fd, buf):
-    bpf(BPF_OBJ_GET_INFO_BY_FD, struct.pack("<IIQ", fd, len(buf), ctypes.addressof(buf)) + bytes(8))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "mptcp"))
+from bpf_syscall import (  # noqa: E402
+    BPF_BTF_GET_FD_BY_ID, BPF_PROG_GET_FD_BY_ID, fd_by_id, obj_info)
 
 
 def btf_strings(btf_id):
