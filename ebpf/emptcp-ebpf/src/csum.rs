@@ -6,7 +6,7 @@ use emptcp_common::FlowKey;
 
 use crate::{
     maps::CSUM_SCRATCH,
-    options::{Buf64, Seg, bounded, load, load_be16},
+    options::{Buf64, Seg, bounded, load},
 };
 
 /// Bytes summed per `bpf_csum_diff` call (its limit is 512).
@@ -70,73 +70,75 @@ pub enum Form {
 /// chunks counts as not verified (None). Used before anything from the
 /// packet is kept (strip's stored ADD_ADDR): a corrupted option must never
 /// be stored and later re-inserted with a fresh, valid checksum.
+///
+/// Each chunk sums only its own bytes, rounded up to the 4-byte words the
+/// helper takes: a pure ACK costs one 60-byte sum, not a 512-byte one.
 #[inline(always)]
 pub fn tcp_check(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> Option<Form> {
     let len = s.seg_len;
-    if len == 0 || len > CHUNK * CHUNKS {
+    if len < 20 || len > CHUNK * CHUNKS {
         return None;
     }
-    let pseudo = pseudo_sum(key, len)?;
-    let field = load_be16(ctx, s.l4 + 16)?;
-    let buf = CSUM_SCRATCH.get_ptr_mut(0)? as *mut u64;
-    let mut sum = pseudo;
+    let pseudo = pseudo_sum(key, len);
+    let buf = CSUM_SCRATCH.get_ptr_mut(0)? as *mut u32;
+    let mut sum = pseudo as u64;
+    let mut field = 0u16;
     for i in 0..CHUNKS {
         let off = i * CHUNK;
         if off >= len {
             break;
         }
-        let n = (len - off).min(CHUNK);
-        if n < CHUNK {
-            // The last, short chunk: zeros after it add nothing (and pad
-            // an odd length as the checksum rule says).
-            for k in 0..(CHUNK as usize / 8) {
-                unsafe { core::ptr::write_volatile(buf.add(k), 0) };
-            }
-        }
-        if !load(ctx, s.l4 + off, buf as *mut u8, bounded(n, CHUNK)) {
+        let n = bounded((len - off).min(CHUNK), CHUNK);
+        let words = bounded(n.div_ceil(4), CHUNK / 4);
+        // The chunk's last word may be partly past the segment: zeroed
+        // first, its missing bytes add nothing (and pad an odd length as
+        // the checksum rule says).
+        unsafe { core::ptr::write_volatile(buf.add(words as usize - 1), 0) };
+        if !load(ctx, s.l4 + off, buf as *mut u8, n) {
             return None;
         }
-        sum =
-            unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf as *mut u32, CHUNK, sum as u32) };
-        if sum < 0 {
+        if i == 0 {
+            // The checksum field (bytes 16-17 of the TCP header).
+            field = u16::from_be(unsafe { *(buf.add(4) as *const u16) });
+        }
+        let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf, words * 4, 0) };
+        if r < 0 {
             return None;
         }
+        sum += r as u32 as u64;
     }
     // A valid segment sums to all ones (in either byte order).
-    if fold(sum as u32 as u64) == 0xffff {
+    if fold(sum) == 0xffff {
         return Some(Form::Full);
     }
     // `bpf_csum_diff` sums host-order (little-endian) words: its folded
     // sum is the byte swap of the network-order one (RFC 1071).
-    (field == fold(pseudo as u32 as u64).swap_bytes()).then_some(Form::Partial)
+    (field == fold(pseudo as u64).swap_bytes()).then_some(Form::Partial)
 }
 
-/// The unfolded `bpf_csum_diff` sum of the TCP pseudo-header (RFC 793 /
-/// RFC 8200 8.1) of a segment of `len` bytes from `key.remote` to
-/// `key.local`; `None` if the helper fails.
+/// The sum of the TCP pseudo-header (RFC 793 / RFC 8200 8.1) of a segment
+/// of `len` bytes from `key.remote` to `key.local`, as `bpf_csum_diff`
+/// sums memory (host-order 32-bit words, folded to 32 bits): computed
+/// here rather than by the helper, which would need the header built in a
+/// buffer first.
 #[inline(always)]
-pub fn pseudo_sum(key: &FlowKey, len: u32) -> Option<i64> {
-    // In network order; zeros after it add nothing to the sum.
-    let mut ph = Buf64::zeroed();
-    if key.family == 4 {
-        ph.0[..4].copy_from_slice(&key.remote[..4]);
-        ph.0[4..8].copy_from_slice(&key.local[..4]);
-        ph.0[9] = 6;
-        ph.0[10..12].copy_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        ph.0[..16].copy_from_slice(&key.remote);
-        ph.0[16..32].copy_from_slice(&key.local);
-        ph.0[34..36].copy_from_slice(&(len as u16).to_be_bytes());
-        ph.0[39] = 6;
-    }
-    let sum = unsafe {
-        bpf_csum_diff(
-            core::ptr::null_mut(),
-            0,
-            ph.0.as_mut_ptr() as *mut u32,
-            40,
-            0,
-        )
+pub fn pseudo_sum(key: &FlowKey, len: u32) -> u32 {
+    let [hi, lo] = (len as u16).to_be_bytes();
+    let word = |a: &[u8; 16], i: usize| {
+        u32::from_le_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]]) as u64
     };
-    (sum >= 0).then_some(sum)
+    let mut s = if key.family == 4 {
+        // src, dst, zero, protocol, TCP length.
+        word(&key.remote, 0) + word(&key.local, 0) + u32::from_le_bytes([0, 6, hi, lo]) as u64
+    } else {
+        // src, dst, the 32-bit TCP length, three zero bytes, next header.
+        let mut s =
+            u32::from_le_bytes([0, 0, hi, lo]) as u64 + u32::from_le_bytes([0, 0, 0, 6]) as u64;
+        for i in 0..4 {
+            s += word(&key.remote, i) + word(&key.local, i);
+        }
+        s
+    };
+    s = (s & 0xffff_ffff) + (s >> 32);
+    ((s & 0xffff_ffff) + (s >> 32)) as u32
 }

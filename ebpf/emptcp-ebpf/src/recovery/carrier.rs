@@ -200,14 +200,14 @@ fn set_ip_length(ctx: &TcContext, pkt: &Packet, ip_len: u32) -> Option<()> {
 /// peer (`key.remote`) to the local end, in memory order.
 #[inline(always)]
 fn tcp_sum(key: &FlowKey, h: &Buf64, len: u32) -> Option<u16> {
-    let s = crate::csum::pseudo_sum(key, len)?;
+    let s = crate::csum::pseudo_sum(key, len);
     let s = unsafe {
         bpf_csum_diff(
             core::ptr::null_mut(),
             0,
             h.0.as_ptr() as *mut u32,
             len & 0x3c,
-            s as u32,
+            s,
         )
     };
     if s < 0 {
