@@ -65,6 +65,7 @@ fn mutated_mptcp_frames_obey_the_oracle() {
         }
         tally.raw += case.raw as u64;
         let expect = oracle(&case.frame, case.raw);
+        let before = reached(dp);
         let run = dp.entry(&case.frame);
         let what = || case.describe(seed, index, &expect);
         judge(&expect, &case.frame, case.raw, &run, &mut tally)
@@ -79,6 +80,8 @@ fn mutated_mptcp_frames_obey_the_oracle() {
         for (row, n) in error_outcomes(dp) {
             assert_eq!(n, 0, "{row}: error outcome counted\n{}", what());
         }
+        one_outcome_per_step(&before, &reached(dp), run.verdict)
+            .unwrap_or_else(|e| panic!("{e}\n{}", what()));
     }
     println!(
         "seed {seed:#x}: {frames} frames: {} malformed or unsupported, {} plain, \
@@ -136,6 +139,45 @@ fn error_outcomes(dp: &Dp) -> Vec<(&'static str, u64)> {
         v.push((a.name(), dp.outcome(a, Outcome::Error)));
     }
     v
+}
+
+/// Outcomes counted so far (all three kinds: `seen`, as status reports
+/// it) by the entry's chain start and each step of the chain, in order.
+fn reached(dp: &Dp) -> Vec<u64> {
+    let mut v = vec![dp.entry_outcome(Outcome::Applied)];
+    for (a, _) in EMPTCP {
+        v.push(dp.outcome(a, Outcome::Seen));
+    }
+    v
+}
+
+/// One frame counts exactly one outcome at every step it reaches (what
+/// makes `seen` exact without counting it): the first step once per chain
+/// the entry started, each later one as often as the step before it,
+/// unless the frame was dropped on the way.
+fn one_outcome_per_step(before: &[u64], after: &[u64], verdict: u32) -> Result<(), String> {
+    let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let names: Vec<&str> = std::iter::once("entry (chain started)")
+        .chain(EMPTCP.iter().map(|(a, _)| a.name()))
+        .collect();
+    for (i, n) in d.iter().enumerate() {
+        if *n > 1 {
+            return Err(format!("{}: {n} outcomes for one frame", names[i]));
+        }
+    }
+    for i in 1..d.len() {
+        let dropped_before = verdict == XDP_DROP && i > 1;
+        if d[i] > d[i - 1] || (d[i] < d[i - 1] && !dropped_before) {
+            return Err(format!(
+                "outcomes per step {d:?} ({names:?}): {} counted {} after {} counted {}",
+                names[i],
+                d[i],
+                names[i - 1],
+                d[i - 1]
+            ));
+        }
+    }
+    Ok(())
 }
 
 // ---- the oracle --------------------------------------------------------------

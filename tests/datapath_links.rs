@@ -101,12 +101,16 @@ fn metadata_is_off_on_every_way_out() {
         let r = dp_with(&EMPTCP).entry(&bad);
         assert_eq!((r.verdict, r.meta_left), (XDP_PASS, 0), "{fam}: malformed");
 
-        // A failed tail call from the entry, and from an action.
+        // A failed tail call from the entry, and from an action: an error
+        // of the step that could not run (the packet reached it), the
+        // caller's own outcome unchanged.
         let mut dp = dp_with(&[(Action::RecordFlow, 0)]);
         dp.clear_slot(Action::RecordFlow as u32);
         let r = dp.entry(&base.frame());
         assert_eq!((r.verdict, r.meta_left), (XDP_PASS, 0), "{fam}: entry call");
-        assert_eq!(dp.entry_outcome(Outcome::Error), 1);
+        assert_eq!(dp.outcome(Action::RecordFlow, Outcome::Error), 1);
+        assert_eq!(dp.entry_outcome(Outcome::Applied), 1);
+        assert_eq!(dp.entry_outcome(Outcome::Error), 0);
         let mut dp = dp_with(&[(Action::Count, 0), (Action::RecordFlow, 0)]);
         dp.clear_slot(Action::RecordFlow as u32);
         let r = dp.entry(&base.frame());
@@ -115,7 +119,9 @@ fn metadata_is_off_on_every_way_out() {
             (XDP_PASS, 0),
             "{fam}: action call"
         );
-        assert_eq!(dp.outcome(Action::Count, Outcome::Error), 1);
+        assert_eq!(dp.outcome(Action::RecordFlow, Outcome::Error), 1);
+        assert_eq!(dp.outcome(Action::Count, Outcome::Applied), 1);
+        assert_eq!(dp.outcome(Action::Count, Outcome::Seen), 1);
 
         // Each action run straight from the description (as after the
         // entry), and without it (not sent by our entry).

@@ -86,15 +86,14 @@ pub fn program_counters(layout: &Layout) -> BTreeMap<String, BTreeMap<String, u6
                 let v: u64 = stats.get(&idx, 0).map(|v| v.iter().sum()).unwrap_or(0);
                 outcomes.insert(name.to_string(), v);
             }
-            if row == STATS_ROW_ENTRY || row == STATS_ROW_EGRESS {
-                // The entry programs does not count `seen` on its hot path:
-                // every TCP packet on a chained interface ends in one outcome.
-                let seen = ["applied", "passed", "error"]
-                    .iter()
-                    .map(|k| outcomes[*k])
-                    .sum();
-                outcomes.insert("seen".to_string(), seen);
-            }
+            // No program counts `seen` (a counter less on every packet's
+            // path): each packet that reaches a program or its chain step
+            // ends in exactly one outcome (ebpf/emptcp-ebpf/src/stats.rs).
+            let seen = ["applied", "passed", "error"]
+                .iter()
+                .map(|k| outcomes[*k])
+                .sum();
+            outcomes.insert("seen".to_string(), seen);
             programs.insert(prog, outcomes);
         }
     }

@@ -421,7 +421,9 @@ pub struct XdpMeta {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// The program ran on a packet.
+    /// The program (or its chain step) got a packet. Never counted by the
+    /// programs: every packet ends in exactly one of the other outcomes,
+    /// and user space reports their sum (`emptcp status`).
     Seen = 0,
     /// It changed or acted on the packet (counted, dropped, rewritten).
     Applied = 1,
@@ -778,8 +780,10 @@ pub enum FlowStat {
     /// clone (the address was withdrawn meanwhile, the connection ended,
     /// a helper failed): the clone is dropped, the retry timer stays.
     KernelRecoveryFailed = 28,
+    /// A recovery event for user space was lost (the `EVENTS` ring full).
+    RecoverEventLost = 29,
 }
-pub const FLOW_STATS_LEN: u32 = 29;
+pub const FLOW_STATS_LEN: u32 = 30;
 /// Names of the `FlowStat` counters, indexed by `FlowStat as u32`.
 pub const FLOW_STAT_NAMES: [&str; FLOW_STATS_LEN as usize] = [
     "flows_created",
@@ -811,6 +815,7 @@ pub const FLOW_STAT_NAMES: [&str; FLOW_STATS_LEN as usize] = [
     "insert_skipped_has_add_addr",
     "token_insert_failed",
     "kernel_recovery_failed",
+    "recover_event_lost",
 ];
 
 /// Name prefix of the TC egress programs: `egress_entry` and one
@@ -1154,7 +1159,7 @@ mod tests {
     #[test]
     fn flow_stat_names_cover_every_counter() {
         assert_eq!(FLOW_STAT_NAMES.len() as u32, FLOW_STATS_LEN);
-        assert_eq!(FlowStat::KernelRecoveryFailed as u32, FLOW_STATS_LEN - 1);
+        assert_eq!(FlowStat::RecoverEventLost as u32, FLOW_STATS_LEN - 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use emptcp_common::{Action, MAX_STEPS, META_MAGIC, Outcome, XdpMeta};
 
 use crate::{
     maps::{PROGS, XDP_DESC},
-    stats,
+    stats::{self, Ran},
 };
 
 /// The description the entry program wrote for this packet, if the
@@ -40,20 +40,19 @@ pub fn arg(m: *const XdpMeta) -> u32 {
 
 /// Tail-calls step `pos` of the packet's chain; returns XDP_PASS, with the
 /// description taken off ([`leave`]), when the chain is done or the call
-/// fails (an empty slot is counted as an error of the calling program
-/// `row`).
+/// fails (an empty slot is counted as an error of the step that could not
+/// run: the packet reached it).
 ///
 /// Steps the description alone shows to have nothing to do on this packet
 /// ([`idle`]) are not called: each is counted as it counts itself then
-/// (`seen` and `passed`), so the counters are those of a call, without the
-/// tail call and the program's own checks.
+/// (`passed`), so the counters are those of a call, without the tail call
+/// and the program's own checks.
 #[inline(always)]
-pub fn jump(ctx: &XdpContext, m: *mut XdpMeta, pos: u32, row: u32) -> u32 {
+pub fn jump(ctx: &XdpContext, m: *mut XdpMeta, pos: u32) -> u32 {
     let mut pos = pos;
     for _ in 0..MAX_STEPS {
         match step_action(m, pos) {
             Some(a) if idle(m, a) => {
-                stats::bump(a, Outcome::Seen);
                 stats::bump(a, Outcome::Passed);
                 pos += 1;
             }
@@ -65,7 +64,7 @@ pub fn jump(ctx: &XdpContext, m: *mut XdpMeta, pos: u32, row: u32) -> u32 {
     };
     unsafe { (*m).pos = pos as u8 };
     tail_call(ctx, action);
-    stats::bump(row, Outcome::Error);
+    stats::bump(action, Outcome::Error);
     leave(ctx, xdp_action::XDP_PASS)
 }
 
@@ -148,34 +147,34 @@ pub fn step_action(m: *const XdpMeta, pos: u32) -> Option<u32> {
     Some(((steps >> ((pos & (MAX_STEPS as u32 - 1)) * 8)) & 0xff) as u32)
 }
 
-/// An action's verdict when its work found nothing to do (`None`): the
-/// packet passes untouched to the next step, counted as `passed`.
+/// One run of an ingress action: its outcome and verdict.
+pub type Step = Ran<Verdict>;
+
+/// An action's run when its work found nothing to do (`None`): the packet
+/// passes untouched to the next step, counted as `passed`.
 #[inline(always)]
-pub fn or_passed(row: u32, v: Option<Verdict>) -> Verdict {
-    v.unwrap_or_else(|| {
-        stats::bump(row, Outcome::Passed);
-        Verdict::Next
-    })
+pub fn or_passed(v: Option<Step>) -> Step {
+    v.unwrap_or(Ran::passed(Verdict::Next))
 }
 
 /// Continue with the step after the current one.
 #[inline(always)]
-pub fn next(ctx: &XdpContext, m: *mut XdpMeta, row: u32) -> u32 {
+pub fn next(ctx: &XdpContext, m: *mut XdpMeta) -> u32 {
     let pos = unsafe { (*m).pos } as u32 + 1;
-    jump(ctx, m, pos, row)
+    jump(ctx, m, pos)
 }
 
 pub use crate::idle::well_formed;
 
-/// Defines an action program: `$name` is the program (and policy) name, `$row`
-/// the action, `$body(ctx, meta) -> Verdict` its work.
+/// Defines an action program: `$name` is the program (and policy) name,
+/// `$action` the action, `$body(ctx, meta) -> Step` its work; the
+/// program counts the step's outcome, once per run (`stats`).
 #[macro_export]
 macro_rules! action_program {
     ($name:ident, $action:expr, $body:path) => {
         #[aya_ebpf::macros::xdp]
         pub fn $name(ctx: aya_ebpf::programs::XdpContext) -> u32 {
             let row = $action as u32;
-            $crate::stats::bump(row, emptcp_common::Outcome::Seen);
             let Some(m) = $crate::chain::meta(&ctx) else {
                 // Not sent here by our entry program: pass it on, with
                 // nothing in front of it.
@@ -183,10 +182,12 @@ macro_rules! action_program {
                 $crate::stats::bump(row, emptcp_common::Outcome::Error);
                 return $crate::chain::leave(&ctx, aya_ebpf::bindings::xdp_action::XDP_PASS);
             };
-            match $body(&ctx, m) {
+            let ran: $crate::chain::Step = $body(&ctx, m);
+            $crate::stats::bump(row, ran.outcome);
+            match ran.verdict {
                 // The description lives in a map, not in the packet: it
                 // stays valid whatever the action did to the frame.
-                $crate::chain::Verdict::Next => $crate::chain::next(&ctx, m, row),
+                $crate::chain::Verdict::Next => $crate::chain::next(&ctx, m),
                 $crate::chain::Verdict::Return(v) => $crate::chain::leave(&ctx, v),
             }
         }

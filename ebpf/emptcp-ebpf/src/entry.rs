@@ -151,7 +151,7 @@ fn try_entry<const CAPTURE: bool>(
         // would make the verifier walk it once per value.
         crate::capture::ingress::capture(ctx, m);
     }
-    chain::jump(ctx, m, 0, STATS_ROW_ENTRY);
+    chain::jump(ctx, m, 0);
     Some(())
 }
 

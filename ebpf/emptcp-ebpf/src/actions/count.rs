@@ -1,21 +1,26 @@
 //! `count`: per-chain packet and byte counters, then continue.
 use aya_ebpf::programs::XdpContext;
-use emptcp_common::{Action, Outcome, XdpMeta};
+use emptcp_common::{Action, XdpMeta};
 
-use crate::{action_program, chain::Verdict, maps::CHAIN_STATS, stats};
+use crate::{
+    action_program,
+    chain::{Step, Verdict},
+    maps::CHAIN_STATS,
+};
 
 action_program!(count, Action::Count, run);
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
+fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Step {
     let chain = unsafe { (*m).chain };
-    if let Some(c) = CHAIN_STATS.get_ptr_mut(chain) {
-        let len = (ctx.data_end() - ctx.data()) as u64;
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += len;
-        }
-        stats::bump(Action::Count as u32, Outcome::Applied);
+    let Some(c) = CHAIN_STATS.get_ptr_mut(chain) else {
+        // No slot for the chain (an id past the table): nothing counted.
+        return Step::error(Verdict::Next);
+    };
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    unsafe {
+        (*c).packets += 1;
+        (*c).bytes += len;
     }
-    Verdict::Next
+    Step::applied(Verdict::Next)
 }

@@ -34,7 +34,7 @@ use emptcp_common::{
 
 use crate::{
     action_program,
-    chain::{self, Verdict},
+    chain::{self, Step, Verdict},
     flow::{self, Conn},
     maps::{FLOWS, NEW_FLOW, PROGS, SYN_SHIFTS},
     options::{ACK, FIN, RST, SYN, Seg, bounded, key, load},
@@ -55,10 +55,9 @@ const DSS_M8: u8 = 0x08;
 const DSS_F: u8 = 0x10;
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
+fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Step {
     if !chain::well_formed(m) {
-        stats::bump(ROW, Outcome::Passed);
-        return Verdict::Next;
+        return Step::passed(Verdict::Next);
     }
     let fl = unsafe { (*m).tcp_flags };
     let capable = unsafe { (*m).capable.len };
@@ -69,20 +68,15 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
     let setup = fl & SYN != 0
         || (fl & ACK != 0 && matches!(capable, 20 | 22 | 24) && flow::get(&key(m)).is_none());
     if setup {
+        // On success `record_flow_setup` counts the run.
         unsafe { PROGS.tail_call(ctx, RECORD_SETUP_SLOT) };
-        stats::bump(ROW, Outcome::Error);
-        return Verdict::Next;
+        return Step::error(Verdict::Next);
     }
-    let done = established(ctx, m);
-    stats::bump(
-        ROW,
-        if done {
-            Outcome::Applied
-        } else {
-            Outcome::Passed
-        },
-    );
-    Verdict::Next
+    if established(ctx, m) {
+        Step::applied(Verdict::Next)
+    } else {
+        Step::passed(Verdict::Next)
+    }
 }
 
 /// `record_flow_setup`: the connection-setup half of `record_flow`
@@ -105,7 +99,7 @@ pub fn record_flow_setup(ctx: XdpContext) -> u32 {
         },
     );
     match chain::meta(&ctx) {
-        Some(m) => chain::next(&ctx, m, ROW),
+        Some(m) => chain::next(&ctx, m),
         None => chain::leave(&ctx, xdp_action::XDP_PASS),
     }
 }

@@ -15,13 +15,13 @@
 //! agent) is told on `EVENTS` for links where that path is not attached.
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use emptcp_common::{
-    ADD_ADDR_MAX_LEN, Action, AddrKey, FlowKey, FlowStat, FlowState, OPTS_EOL, OptRef, Outcome,
+    ADD_ADDR_MAX_LEN, Action, AddrKey, FlowKey, FlowStat, FlowState, OPTS_EOL, OptRef,
     RecoverEvent, VIA_INSERT, XdpMeta,
 };
 
 use crate::{
     action_program,
-    chain::{self, Verdict},
+    chain::{self, Step, Verdict},
     flow::{self, Due},
     insert::{Insert, has_room, insert_option},
     maps::{EVENTS, FLOW_ADDRS, THRESHOLDS},
@@ -31,16 +31,14 @@ use crate::{
 
 action_program!(recover_add_addr, Action::RecoverAddAddr, run);
 
-const ROW: u32 = Action::RecoverAddAddr as u32;
-
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
-    chain::or_passed(ROW, recover(ctx, m))
+fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Step {
+    chain::or_passed(recover(ctx, m))
 }
 
 /// `None`: nothing to do, the packet passes untouched.
 #[inline(always)]
-fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
+fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
     if crate::idle::recover(m) {
         return None;
     }
@@ -48,8 +46,7 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     let c = flow::resolve(&key(m), true)?;
     let (key, f) = (c.key, c.f);
     let Some(th) = (unsafe { THRESHOLDS.get(s.chain) }) else {
-        stats::bump(ROW, Outcome::Error);
-        return Some(Verdict::Next);
+        return Some(Step::error(Verdict::Next));
     };
     if f.bytes < th.recover_at {
         return None;
@@ -108,21 +105,14 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
             flow::delivered(f, slot, retry, VIA_INSERT, now);
             flow::clear_pending(f);
             stats::event(FlowStat::AddAddrRecovered);
-            stats::bump(ROW, Outcome::Applied);
-            Some(Verdict::Next)
+            Some(Step::applied(Verdict::Next))
         }
         Insert::Refused => {
             pending(f, &key, slot);
             None
         }
-        Insert::Unchanged => {
-            stats::bump(ROW, Outcome::Error);
-            Some(Verdict::Next)
-        }
-        Insert::Damaged => {
-            stats::bump(ROW, Outcome::Error);
-            Some(Verdict::Return(xdp_action::XDP_DROP))
-        }
+        Insert::Unchanged => Some(Step::error(Verdict::Next)),
+        Insert::Damaged => Some(Step::error(Verdict::Return(xdp_action::XDP_DROP))),
     }
 }
 
@@ -147,7 +137,7 @@ fn pending(f: &mut FlowState, key: &FlowKey, slot: u32) {
             ifindex: f.ifindex,
         };
         if EVENTS.output::<RecoverEvent>(&ev, 0).is_err() {
-            stats::bump(ROW, Outcome::Error);
+            stats::event(FlowStat::RecoverEventLost);
         }
     }
 }

@@ -12,11 +12,11 @@
 //! the chain asks for the other value. An untracked subflow has nowhere
 //! to remember it: each of its segments with room gets one.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use emptcp_common::{Action, FlowStat, OPTS_EOL, OptRef, Outcome, XdpMeta};
+use emptcp_common::{Action, FlowStat, OPTS_EOL, OptRef, XdpMeta};
 
 use crate::{
     action_program,
-    chain::{self, Verdict},
+    chain::{self, Step, Verdict},
     csum, flow,
     insert::{Insert, has_room, insert_option},
     options::{Buf64, KIND_MPTCP, KIND_NOP, RST, SYN, Seg, key, store, store_be16},
@@ -25,17 +25,16 @@ use crate::{
 
 action_program!(set_backup, Action::SetBackup, run);
 
-const ROW: u32 = Action::SetBackup as u32;
 /// Subtype 5 in the high nibble; the B flag is bit 0.
 const MP_PRIO_B2: u8 = 0x50;
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
-    chain::or_passed(ROW, set(ctx, m, (chain::arg(m) != 0) as u8))
+fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Step {
+    chain::or_passed(set(ctx, m, (chain::arg(m) != 0) as u8))
 }
 
 #[inline(always)]
-fn set(ctx: &XdpContext, m: *mut XdpMeta, backup: u8) -> Option<Verdict> {
+fn set(ctx: &XdpContext, m: *mut XdpMeta, backup: u8) -> Option<Step> {
     if !chain::well_formed(m) {
         return None;
     }
@@ -62,13 +61,11 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, backup: u8) -> Option<Verdict> {
             };
             let c = csum::replace(t.be16(16), word(b), word(nb));
             if !store(ctx, s.at(prio) + 2, &nb, 1) || !store_be16(ctx, s.l4 + 16, c) {
-                stats::bump(ROW, Outcome::Error);
-                return Some(Verdict::Return(xdp_action::XDP_DROP));
+                return Some(Step::error(Verdict::Return(xdp_action::XDP_DROP)));
             }
             stats::event(FlowStat::MpPrioRewritten);
         }
-        stats::bump(ROW, Outcome::Applied);
-        return Some(Verdict::Next);
+        return Some(Step::applied(Verdict::Next));
     }
     let sent = prio_sent(m);
     if let Some(p) = &sent
@@ -100,21 +97,14 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, backup: u8) -> Option<Verdict> {
                 (*m).n_mptcp = (*m).n_mptcp.saturating_add(1);
             }
             stats::event(FlowStat::MpPrioInserted);
-            stats::bump(ROW, Outcome::Applied);
-            Some(Verdict::Next)
+            Some(Step::applied(Verdict::Next))
         }
         Insert::Refused => {
             stats::event(FlowStat::MpPrioNoRoom);
             None
         }
-        Insert::Unchanged => {
-            stats::bump(ROW, Outcome::Error);
-            Some(Verdict::Next)
-        }
-        Insert::Damaged => {
-            stats::bump(ROW, Outcome::Error);
-            Some(Verdict::Return(xdp_action::XDP_DROP))
-        }
+        Insert::Unchanged => Some(Step::error(Verdict::Next)),
+        Insert::Damaged => Some(Step::error(Verdict::Return(xdp_action::XDP_DROP))),
     }
 }
 

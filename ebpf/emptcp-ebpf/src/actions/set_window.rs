@@ -20,13 +20,12 @@
 //! `window_scale_unknown` counts it, so put record_flow before set_window.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use emptcp_common::{
-    Action, FLOW_SERVER, FLOW_SHIFT_SETTLED, FlowStat, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN,
-    Outcome, XdpMeta,
+    Action, FLOW_SERVER, FLOW_SHIFT_SETTLED, FlowStat, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, XdpMeta,
 };
 
 use crate::{
     action_program,
-    chain::{self, Verdict},
+    chain::{self, Step, Verdict},
     csum,
     flow::{self, Conn},
     options::{RST, SYN, Seg, key, load, store},
@@ -35,15 +34,13 @@ use crate::{
 
 action_program!(set_window, Action::SetWindow, run);
 
-const ROW: u32 = Action::SetWindow as u32;
-
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
-    chain::or_passed(ROW, set(ctx, m, chain::arg(m)))
+fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Step {
+    chain::or_passed(set(ctx, m, chain::arg(m)))
 }
 
 #[inline(always)]
-fn set(ctx: &XdpContext, m: *mut XdpMeta, bytes: u32) -> Option<Verdict> {
+fn set(ctx: &XdpContext, m: *mut XdpMeta, bytes: u32) -> Option<Step> {
     if !chain::well_formed(m) {
         return None;
     }
@@ -75,13 +72,11 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, bytes: u32) -> Option<Verdict> {
         b[..2].copy_from_slice(&new.to_be_bytes());
         b[2..].copy_from_slice(&c.to_be_bytes());
         if !store(ctx, s.l4 + 14, b.as_ptr(), 4) {
-            stats::bump(ROW, Outcome::Error);
-            return Some(Verdict::Return(xdp_action::XDP_PASS));
+            return Some(Step::error(Verdict::Return(xdp_action::XDP_PASS)));
         }
         stats::event(FlowStat::WindowRewritten);
     }
-    stats::bump(ROW, Outcome::Applied);
-    Some(Verdict::Next)
+    Some(Step::applied(Verdict::Next))
 }
 
 /// The shift of the window field the remote sends on the packet's subflow

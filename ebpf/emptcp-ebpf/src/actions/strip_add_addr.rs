@@ -13,11 +13,11 @@
 //! the device (CHECKSUM_PARTIAL, over veth or tun from a local sender),
 //! which a NOP rewrite leaves as it is (`csum::Form`).
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use emptcp_common::{ADD_ADDR_MAX_LEN, Action, FlowStat, OptRef, Outcome, XdpMeta};
+use emptcp_common::{ADD_ADDR_MAX_LEN, Action, FlowStat, OptRef, XdpMeta};
 
 use crate::{
     action_program,
-    chain::{self, Verdict},
+    chain::{self, Step, Verdict},
     csum, flow,
     maps::THRESHOLDS,
     options::{FIN, RST, SYN, Seg, bounded, key, load_be16, store, store_be16},
@@ -26,16 +26,14 @@ use crate::{
 
 action_program!(strip_add_addr, Action::StripAddAddr, run);
 
-const ROW: u32 = Action::StripAddAddr as u32;
-
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Verdict {
-    chain::or_passed(ROW, strip(ctx, m))
+fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Step {
+    chain::or_passed(strip(ctx, m))
 }
 
 /// `None`: not for this action, the packet passes untouched.
 #[inline(always)]
-fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
+fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
     if crate::idle::strip(m) {
         return None;
     }
@@ -46,8 +44,7 @@ fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     let c = flow::resolve(&sub, true)?;
     let (key, f) = (c.key, c.f);
     let Some(th) = (unsafe { THRESHOLDS.get(s.chain) }) else {
-        stats::bump(ROW, Outcome::Error);
-        return Some(Verdict::Next);
+        return Some(Step::error(Verdict::Next));
     };
     if f.bytes >= th.remove_below {
         return None;
@@ -74,8 +71,7 @@ fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     if pure_ack && s.n_mptcp < 2 {
         f.add_addr_dropped = f.add_addr_dropped.saturating_add(1);
         stats::event(FlowStat::AddAddrDroppedPureAck);
-        stats::bump(ROW, Outcome::Applied);
-        return Some(Verdict::Return(xdp_action::XDP_DROP));
+        return Some(Step::applied(Verdict::Return(xdp_action::XDP_DROP)));
     }
 
     let old_csum = load_be16(ctx, s.l4 + 16)?;
@@ -91,8 +87,7 @@ fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     if !store_nops(ctx, s.at(h), len) || !store_be16(ctx, s.l4 + 16, tcp_csum) {
         // Each store is all or nothing; a failed checksum write after the
         // NOPs would pass a corrupt segment, so drop it.
-        stats::bump(ROW, Outcome::Error);
-        return Some(Verdict::Return(xdp_action::XDP_DROP));
+        return Some(Step::error(Verdict::Return(xdp_action::XDP_DROP)));
     }
     // The description follows the packet: the option is gone. (The
     // metadata pointer is taken again: helpers that write the packet
@@ -105,8 +100,7 @@ fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Verdict> {
     }
     f.add_addr_nopped = f.add_addr_nopped.saturating_add(1);
     stats::event(FlowStat::AddAddrNopped);
-    stats::bump(ROW, Outcome::Applied);
-    Some(Verdict::Next)
+    Some(Step::applied(Verdict::Next))
 }
 
 /// Checksum contribution of the option `aa` (`len` bytes, even) at `off`. The

@@ -89,7 +89,7 @@ fn try_entry(ctx: &TcContext, sent: &mut Packet, ifc: &IfaceChains, track: bool)
     // chain still runs.
     unsafe { EGRESS_PROGS.tail_call(ctx, EGRESS_CAPTURE_SLOT) };
     stats::bump(ROW, Outcome::Error);
-    super::jump(ctx, m, 0, ROW);
+    super::jump(ctx, m, 0);
     Some(())
 }
 
@@ -136,5 +136,5 @@ pub fn egress_capture(ctx: TcContext) -> i32 {
     };
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     capture::capture(&ctx, m, ifindex);
-    super::jump(&ctx, m, 0, ROW)
+    super::jump(&ctx, m, 0)
 }

@@ -14,11 +14,11 @@
 //! attached after ours still run. Only a packet an action damaged half-way
 //! is dropped ([`SHOT`]); a malformed one always passes untouched.
 use aya_ebpf::programs::TcContext;
-use emptcp_common::{META_MAGIC, Outcome, XdpMeta};
+use emptcp_common::{META_MAGIC, Outcome, STATS_ROW_EGRESS, XdpMeta};
 
 use crate::{
     maps::{EGRESS_META, EGRESS_PROGS},
-    stats,
+    stats::{self, Ran},
 };
 
 mod capture;
@@ -51,23 +51,24 @@ pub fn meta(ctx: &TcContext) -> Option<*mut XdpMeta> {
 pub use crate::chain::{arg, well_formed};
 
 /// Tail-calls step `pos` of the chain; returns [`PASS`] when the chain is
-/// done or the call fails (counted as an error of `row`).
+/// done or the call fails (counted as an error of the step that could not
+/// run).
 #[inline(always)]
-pub fn jump(ctx: &TcContext, m: *mut XdpMeta, pos: u32, row: u32) -> i32 {
+pub fn jump(ctx: &TcContext, m: *mut XdpMeta, pos: u32) -> i32 {
     let Some(action) = crate::chain::step_action(m, pos) else {
         return PASS;
     };
     unsafe { (*m).pos = pos as u8 };
     unsafe { EGRESS_PROGS.tail_call(ctx, action) };
-    stats::bump(row, Outcome::Error);
+    stats::bump(STATS_ROW_EGRESS + action, Outcome::Error);
     PASS
 }
 
 /// Continue with the step after the current one.
 #[inline(always)]
-pub fn next(ctx: &TcContext, m: *mut XdpMeta, row: u32) -> i32 {
+pub fn next(ctx: &TcContext, m: *mut XdpMeta) -> i32 {
     let pos = unsafe { (*m).pos } as u32 + 1;
-    jump(ctx, m, pos, row)
+    jump(ctx, m, pos)
 }
 
 pub use crate::stats::egress_event as event;
@@ -78,35 +79,37 @@ pub enum Verdict {
     Return(i32),
 }
 
-/// An egress action's verdict when its work found nothing to do (`None`):
-/// the packet goes on untouched, counted as `passed` of `row`.
+/// One run of an egress action: its outcome and verdict.
+pub type Step = Ran<Verdict>;
+
+/// An egress action's run when its work found nothing to do (`None`): the
+/// packet goes on untouched, counted as `passed`.
 #[inline(always)]
-pub fn or_passed(row: u32, v: Option<Verdict>) -> Verdict {
-    v.unwrap_or_else(|| {
-        stats::bump(row, Outcome::Passed);
-        Verdict::Next
-    })
+pub fn or_passed(v: Option<Step>) -> Step {
+    v.unwrap_or(Ran::passed(Verdict::Next))
 }
 
 /// Defines an egress action program `$name` for `$action`, whose work is
-/// `$body(ctx, meta) -> Verdict`.
+/// `$body(ctx, meta) -> Step`; the program counts the step's outcome, once
+/// per run (`stats`).
 #[macro_export]
 macro_rules! egress_program {
     ($name:ident, $action:expr, $body:path) => {
         #[aya_ebpf::macros::classifier]
         pub fn $name(ctx: aya_ebpf::programs::TcContext) -> i32 {
             let row = emptcp_common::STATS_ROW_EGRESS + $action as u32;
-            $crate::stats::bump(row, emptcp_common::Outcome::Seen);
             let Some(m) = $crate::egress::meta(&ctx) else {
                 // Not sent here by our entry program: leave it alone.
                 $crate::identity::reference();
                 $crate::stats::bump(row, emptcp_common::Outcome::Error);
                 return $crate::egress::PASS;
             };
-            match $body(&ctx, m) {
+            let ran: $crate::egress::Step = $body(&ctx, m);
+            $crate::stats::bump(row, ran.outcome);
+            match ran.verdict {
                 // The description lives in a map, not in the packet: it
                 // stays valid whatever the action did to the skb.
-                $crate::egress::Verdict::Next => $crate::egress::next(&ctx, m, row),
+                $crate::egress::Verdict::Next => $crate::egress::next(&ctx, m),
                 $crate::egress::Verdict::Return(v) => v,
             }
         }

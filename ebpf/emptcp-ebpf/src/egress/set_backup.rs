@@ -20,31 +20,29 @@
 use aya_ebpf::{
     bindings::BPF_F_PSEUDO_HDR, helpers::generated::bpf_skb_change_tail, programs::TcContext,
 };
-use emptcp_common::{Action, EgressStat, OPTS_EOL, OptRef, Outcome, STATS_ROW_EGRESS, XdpMeta};
+use emptcp_common::{Action, EgressStat, OPTS_EOL, OptRef, Outcome, XdpMeta};
 
-use super::{SHOT, Verdict, event};
+use super::{SHOT, Step, Verdict, event};
 use crate::{
     egress::{arg, well_formed},
     egress_program,
     maps::SUBFLOWS,
     options::{KIND_MPTCP, KIND_NOP, OPT_MAX, RST, SYN, Seg, TCP_HLEN, key},
     parse::Frame,
-    stats,
 };
 
 egress_program!(egress_set_backup, Action::SetBackup, run);
 
-const ROW: u32 = STATS_ROW_EGRESS + Action::SetBackup as u32;
 /// Subtype 5 in the high nibble; the B flag is bit 0.
 const MP_PRIO_B2: u8 = 0x50;
 
 #[inline(always)]
-fn run(ctx: &TcContext, m: *mut XdpMeta) -> Verdict {
-    super::or_passed(ROW, set(ctx, m, (arg(m) != 0) as u8))
+fn run(ctx: &TcContext, m: *mut XdpMeta) -> Step {
+    super::or_passed(set(ctx, m, (arg(m) != 0) as u8))
 }
 
 #[inline(always)]
-fn set(ctx: &TcContext, m: *mut XdpMeta, backup: u8) -> Option<Verdict> {
+fn set(ctx: &TcContext, m: *mut XdpMeta, backup: u8) -> Option<Step> {
     if !well_formed(m) {
         return None;
     }
@@ -77,7 +75,7 @@ fn set(ctx: &TcContext, m: *mut XdpMeta, backup: u8) -> Option<Verdict> {
         return None;
     }
     let v = insert(ctx, &s, m, backup);
-    if let (Verdict::Next, Some(f)) = (&v, sub) {
+    if let (Outcome::Applied, Some(f)) = (v.outcome, sub) {
         unsafe { (*f).prio_sent = backup + 1 };
     }
     Some(v)
@@ -85,14 +83,13 @@ fn set(ctx: &TcContext, m: *mut XdpMeta, backup: u8) -> Option<Verdict> {
 
 /// Rewrites the B flag of the MP_PRIO in place.
 #[inline(always)]
-fn rewrite(ctx: &TcContext, s: &Seg, backup: u8) -> Verdict {
+fn rewrite(ctx: &TcContext, s: &Seg, backup: u8) -> Step {
     // The flag byte, within its 16-bit checksum word (TCP-relative parity).
     let rel = TCP_HLEN + s.prio.off as u32 + 2;
     let word_at = s.l4 + (rel & !1);
     let mut w = [0u8; 2];
     if !ctx.load_into(word_at, w.as_mut_ptr(), 2) {
-        stats::bump(ROW, Outcome::Error);
-        return Verdict::Next;
+        return Step::error(Verdict::Next);
     }
     // The flag (bit 0 of the byte) is bit 8 of the big-endian word for a
     // byte at an even offset, bit 0 for an odd one. Shifts, not an index:
@@ -104,34 +101,30 @@ fn rewrite(ctx: &TcContext, s: &Seg, backup: u8) -> Verdict {
     if nv != v {
         let nw = nv.to_be_bytes();
         if ctx.store(word_at as usize, &nw, 0).is_err() {
-            stats::bump(ROW, Outcome::Error);
-            return Verdict::Next;
+            return Step::error(Verdict::Next);
         }
         let (from, to) = (u16::from_ne_bytes(w) as u64, u16::from_ne_bytes(nw) as u64);
         if ctx
             .l4_csum_replace(s.l4 as usize + 16, from, to, 2)
             .is_err()
         {
-            stats::bump(ROW, Outcome::Error);
-            return Verdict::Return(SHOT);
+            return Step::error(Verdict::Return(SHOT));
         }
         event(EgressStat::MpPrioRewritten);
     }
-    stats::bump(ROW, Outcome::Applied);
-    Verdict::Next
+    Step::applied(Verdict::Next)
 }
 
 /// Appends `NOP, MP_PRIO(3)` after the options of a pure ACK.
 #[inline(always)]
-fn insert(ctx: &TcContext, s: &Seg, m: *mut XdpMeta, backup: u8) -> Verdict {
+fn insert(ctx: &TcContext, s: &Seg, m: *mut XdpMeta, backup: u8) -> Step {
     let len = ctx.len();
     let end = s.l4 + s.seg_len;
     // Nothing may follow the segment (no trailer), or the option would
     // land after it.
     if end != len {
         event(EgressStat::Malformed);
-        stats::bump(ROW, Outcome::Passed);
-        return Verdict::Next;
+        return Step::passed(Verdict::Next);
     }
     // Everything the fix-ups need is read before the skb changes.
     let mut doff = [0u8; 2];
@@ -140,8 +133,7 @@ fn insert(ctx: &TcContext, s: &Seg, m: *mut XdpMeta, backup: u8) -> Verdict {
     if !ctx.load_into(s.l4 + 12, doff.as_mut_ptr(), 2)
         || !ctx.load_into(len_at, iplen.as_mut_ptr(), 2)
     {
-        stats::bump(ROW, Outcome::Error);
-        return Verdict::Next;
+        return Step::error(Verdict::Next);
     }
     let mut new_doff = doff;
     new_doff[0] = doff[0].wrapping_add(1 << 4);
@@ -151,8 +143,7 @@ fn insert(ctx: &TcContext, s: &Seg, m: *mut XdpMeta, backup: u8) -> Verdict {
     let opt = [KIND_NOP, KIND_MPTCP, 3, MP_PRIO_B2 | backup];
 
     if unsafe { bpf_skb_change_tail(ctx.skb.skb, len + 4, 0) } != 0 {
-        stats::bump(ROW, Outcome::Error);
-        return Verdict::Next;
+        return Step::error(Verdict::Next);
     }
     let ne16 = |b: [u8; 2]| u16::from_ne_bytes(b) as u64;
     let csum = s.l4 as usize + 16;
@@ -179,8 +170,7 @@ fn insert(ctx: &TcContext, s: &Seg, m: *mut XdpMeta, backup: u8) -> Verdict {
                 .is_ok());
     if !ok {
         // The skb grew but is not consistent: never send it.
-        stats::bump(ROW, Outcome::Error);
-        return Verdict::Return(SHOT);
+        return Step::error(Verdict::Return(SHOT));
     }
     // The description follows the packet.
     unsafe {
@@ -193,6 +183,5 @@ fn insert(ctx: &TcContext, s: &Seg, m: *mut XdpMeta, backup: u8) -> Verdict {
         (*m).n_mptcp = (*m).n_mptcp.saturating_add(1);
     }
     event(EgressStat::MpPrioInserted);
-    stats::bump(ROW, Outcome::Applied);
-    Verdict::Next
+    Step::applied(Verdict::Next)
 }

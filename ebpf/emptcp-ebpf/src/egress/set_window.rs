@@ -28,10 +28,10 @@
 use aya_ebpf::programs::TcContext;
 use emptcp_common::{
     Action, EgressStat, FLOW_PEER_WSCALE, FLOW_SERVER, FlowKey, JOIN_SYN_ACK_SEEN,
-    JOIN_WSCALE_SEEN, Outcome, SF_WSCALE_AGREED, SF_WSCALE_SEEN, STATS_ROW_EGRESS, XdpMeta,
+    JOIN_WSCALE_SEEN, SF_WSCALE_AGREED, SF_WSCALE_SEEN, XdpMeta,
 };
 
-use super::{Verdict, event};
+use super::{Step, Verdict, event};
 use crate::{
     atomic,
     egress::{arg, well_formed},
@@ -39,20 +39,17 @@ use crate::{
     maps::SUBFLOWS,
     options::{RST, SYN, Seg, key},
     parse::Frame,
-    stats,
 };
 
 egress_program!(egress_set_window, Action::SetWindow, run);
 
-const ROW: u32 = STATS_ROW_EGRESS + Action::SetWindow as u32;
-
 #[inline(always)]
-fn run(ctx: &TcContext, m: *mut XdpMeta) -> Verdict {
-    super::or_passed(ROW, set(ctx, m, arg(m)))
+fn run(ctx: &TcContext, m: *mut XdpMeta) -> Step {
+    super::or_passed(set(ctx, m, arg(m)))
 }
 
 #[inline(always)]
-fn set(ctx: &TcContext, m: *mut XdpMeta, bytes: u32) -> Option<Verdict> {
+fn set(ctx: &TcContext, m: *mut XdpMeta, bytes: u32) -> Option<Step> {
     if !well_formed(m) {
         return None;
     }
@@ -79,8 +76,7 @@ fn set(ctx: &TcContext, m: *mut XdpMeta, bytes: u32) -> Option<Verdict> {
         let nb = new.to_be_bytes();
         if ctx.store(s.l4 as usize + 14, &nb, 0).is_err() {
             // Nothing was written.
-            stats::bump(ROW, Outcome::Error);
-            return Some(Verdict::Next);
+            return Some(Step::error(Verdict::Next));
         }
         let (from, to) = (u16::from_ne_bytes(w) as u64, u16::from_ne_bytes(nb) as u64);
         if ctx
@@ -88,14 +84,12 @@ fn set(ctx: &TcContext, m: *mut XdpMeta, bytes: u32) -> Option<Verdict> {
             .is_err()
         {
             // A new window with the old checksum: never send that.
-            stats::bump(ROW, Outcome::Error);
-            return Some(Verdict::Return(super::SHOT));
+            return Some(Step::error(Verdict::Return(super::SHOT)));
         }
         unsafe { (*m).window = new };
         event(EgressStat::WindowRewritten);
     }
-    stats::bump(ROW, Outcome::Applied);
-    Some(Verdict::Next)
+    Some(Step::applied(Verdict::Next))
 }
 
 /// The shift of the window field the local end sends on subflow `key`;
