@@ -1140,6 +1140,27 @@ mod tests {
         assert_eq!(size_of::<SubflowEvent>(), 72);
     }
 
+    /// The datapath changes shared bit sets with 64-bit atomic or/and
+    /// (ebpf/emptcp-ebpf/src/atomic.rs), which need an 8-aligned word (map
+    /// values start 8-aligned).
+    #[test]
+    fn atomically_updated_words_are_8_aligned() {
+        use core::mem::offset_of;
+        assert_eq!(offset_of!(FlowState, flags) % 8, 0);
+        assert_eq!(offset_of!(FlowState, stored) % 8, 0);
+        assert_eq!(
+            offset_of!(FlowState, recovered),
+            offset_of!(FlowState, stored) + 4
+        );
+        assert_eq!(offset_of!(FlowState, confirmed) % 8, 0);
+        assert_eq!(offset_of!(JoinState, token) % 8, 0);
+        assert_eq!(
+            offset_of!(JoinState, flags),
+            offset_of!(JoinState, token) + 4
+        );
+        assert_eq!(offset_of!(SubflowState, flags) % 8, 0);
+    }
+
     #[test]
     fn egress_stat_names_cover_every_counter() {
         assert_eq!(EGRESS_STAT_NAMES.len() as u32, EGRESS_STATS_LEN);

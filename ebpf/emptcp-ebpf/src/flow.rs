@@ -184,6 +184,31 @@ pub fn clear_flags(f: &mut FlowState, bits: u32) {
     atomic::and_u64(flags_word(f), !(bits as u64));
 }
 
+/// Sets `JOIN_*` bits of a joined subflow atomically, if one is missing:
+/// record_flow (receive CPU) and the egress hook (transmit CPU) both
+/// write them.
+#[inline(always)]
+pub fn set_join_flags(j: &mut JoinState, bits: u32) {
+    if j.flags & bits != bits {
+        atomic::or_u64(join_word(j), (bits as u64) << 32);
+    }
+}
+
+/// Clears `JOIN_*` bits atomically, if one is set.
+#[inline(always)]
+pub fn clear_join_flags(j: &mut JoinState, bits: u32) {
+    if j.flags & bits != 0 {
+        atomic::and_u64(join_word(j), !((bits as u64) << 32));
+    }
+}
+
+/// The 8-aligned word of `token` (low half, never changed after the
+/// mapping) + `flags` (high half).
+#[inline(always)]
+fn join_word(j: &mut JoinState) -> *mut u64 {
+    (&raw mut j.token).cast()
+}
+
 /// The 8-aligned word of `flags` (+ `_flags_hi`).
 #[inline(always)]
 fn flags_word(f: &mut FlowState) -> *mut u64 {

@@ -275,10 +275,10 @@ fn join_accepted(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
     };
     if let Some(w) = peer_wscale(ctx, s) {
         j.wscale = w;
-        j.flags |= JOIN_WSCALE_SEEN;
+        flow::set_join_flags(j, JOIN_WSCALE_SEEN);
     }
-    j.flags |= JOIN_SEQ_SEEN | JOIN_SYN_ACK_SEEN;
     j.rcv_nxt = s.seq.wrapping_add(1);
+    flow::set_join_flags(j, JOIN_SEQ_SEEN | JOIN_SYN_ACK_SEEN);
     true
 }
 
@@ -370,7 +370,7 @@ fn note_join(s: &Seg, j: &mut emptcp_common::JoinState) {
     let end = s.seq.wrapping_add(s.payload());
     if j.flags & JOIN_SEQ_SEEN == 0 || (end.wrapping_sub(j.rcv_nxt) as i32) > 0 {
         j.rcv_nxt = end;
-        j.flags |= JOIN_SEQ_SEEN;
+        flow::set_join_flags(j, JOIN_SEQ_SEEN);
     }
 }
 
@@ -386,14 +386,20 @@ fn note_segment(s: &Seg, f: &mut FlowState) {
     if f.flags & FLOW_SEQ_SEEN != 0 && (end.wrapping_sub(f.rcv_nxt) as i32) < 0 {
         return;
     }
-    f.flags |= FLOW_SEQ_SEEN;
     f.rcv_nxt = end;
     f.ack = s.ack;
     f.window = s.window;
+    let mut seen = FLOW_SEQ_SEEN;
     if s.ts.len != 0 {
         f.tsval = s.tsval;
         f.tsecr = s.tsecr;
-        f.flags |= FLOW_TS_SEEN;
+        seen |= FLOW_TS_SEEN;
+    }
+    // The flag word is shared with other CPUs' atomic updates (a plain
+    // read-modify-write here, on every segment, lost their bits): written
+    // only while one of these is missing, after the fields it vouches for.
+    if f.flags & seen != seen {
+        flow::set_flags(f, seen);
     }
 }
 

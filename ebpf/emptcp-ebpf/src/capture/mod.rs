@@ -7,13 +7,19 @@
 //!   entries that exist: when data was last received, the MP_CAPABLE keys
 //!   (server role), the peer's FIN or RST.
 //!
-//! Both read the keys and report and close a subflow here.
+//! Both read the keys and report and close a subflow here. Both write
+//! an entry's `flags` at once (the transmit and the receive CPU), so its
+//! bits change only through [`set_flags`]/[`clear_flags`]: atomic, and
+//! only while a bit differs (no store on the per-packet path once set).
+//! The other fields are plain stores, each owned by one side.
 use emptcp_common::{
     EgressStat, FlowKey, SF_CLOSED, SF_LOCAL_KEY, SF_REMOTE_KEY, SUBFLOW_EV_CLOSED, SubflowEvent,
     SubflowState,
 };
 
-use crate::{maps::SUBFLOW_EVENTS, options::Seg, parse::Frame, stats::egress_event as event};
+use crate::{
+    atomic, maps::SUBFLOW_EVENTS, options::Seg, parse::Frame, stats::egress_event as event,
+};
 
 pub mod ingress;
 
@@ -54,9 +60,32 @@ pub fn emit(key: &FlowKey, f: &SubflowState, kind: u32, now: u64) {
 /// the same 4-tuple starts it over.
 #[inline(always)]
 pub fn close(key: &FlowKey, f: &mut SubflowState, how: u32, now: u64) {
-    f.flags |= how;
+    set_flags(f, how);
     emit(key, f, SUBFLOW_EV_CLOSED, now);
     event(EgressStat::SubflowsClosed);
+}
+
+/// Sets `SF_*` bits atomically, if one is missing.
+#[inline(always)]
+pub fn set_flags(f: &mut SubflowState, bits: u32) {
+    if f.flags & bits != bits {
+        atomic::or_u64(flags_word(f), bits as u64);
+    }
+}
+
+/// Clears `SF_*` bits atomically, if one is set.
+#[inline(always)]
+pub fn clear_flags(f: &mut SubflowState, bits: u32) {
+    if f.flags & bits != 0 {
+        atomic::and_u64(flags_word(f), !(bits as u64));
+    }
+}
+
+/// The 8-aligned word of `flags` (the high half, `window` and `vlan_tci`,
+/// is left as it is by both operations).
+#[inline(always)]
+fn flags_word(f: &mut SubflowState) -> *mut u64 {
+    (&raw mut f.flags).cast()
 }
 
 /// Whether the entry is a closed subflow's tombstone.
@@ -102,5 +131,5 @@ fn set_key(f: &mut SubflowState, which: u32, v: u64) {
     } else {
         f.remote_key = v;
     }
-    f.flags |= which;
+    set_flags(f, which);
 }

@@ -24,7 +24,7 @@ use emptcp_common::{
 
 use super::event;
 use crate::{
-    capture::{Sender, close, closed, emit, keys},
+    capture::{Sender, clear_flags, close, closed, emit, keys, set_flags},
     maps::SUBFLOWS,
     options::{ACK, FIN, RST, SYN, Seg, key},
     parse::bytes_at,
@@ -92,7 +92,7 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
     if f.flags & SF_SEQ_SEEN == 0 || (end.wrapping_sub(f.snd_nxt) as i32) > 0 {
         f.snd_nxt = end;
     }
-    f.flags |= SF_SEQ_SEEN;
+    set_flags(f, SF_SEQ_SEEN);
     if s.flags & ACK != 0 {
         if f.flags & SF_ACK_SEEN == 0 {
             f.rcv_nxt = s.ack;
@@ -100,25 +100,25 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
             f.rcv_nxt = s.ack;
             f.last_ack_advance_ns = now;
         }
-        f.flags |= SF_ACK_SEEN;
+        set_flags(f, SF_ACK_SEEN);
     }
     f.window = s.window;
     if s.ts.len != 0 {
         f.tsval = s.tsval;
         f.tsecr = s.tsecr;
-        f.flags |= SF_TS_SEEN;
+        set_flags(f, SF_TS_SEEN);
     }
     if payload != 0 {
         f.last_data_tx_ns = now;
     }
     if s.flags & SYN != 0 {
-        f.flags |= SF_SYN_SEEN | SF_WSCALE_SEEN;
+        set_flags(f, SF_SYN_SEEN | SF_WSCALE_SEEN);
         // The local SYN-ACK settles the shift; after a local SYN the
         // peer's answer does (see `SF_WSCALE_AGREED`).
         if s.flags & ACK != 0 {
-            f.flags |= SF_WSCALE_AGREED;
+            set_flags(f, SF_WSCALE_AGREED);
         } else {
-            f.flags &= !SF_WSCALE_AGREED;
+            clear_flags(f, SF_WSCALE_AGREED);
         }
         let mut wb = [0u8; 8];
         // RFC 7323: a shift above 14 is used as 14; none announced = 0.
@@ -129,13 +129,13 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
         };
     }
     if s.join.len != 0 {
-        f.flags |= SF_JOIN;
+        set_flags(f, SF_JOIN);
         // The local end's MP_JOIN SYN (12 bytes) names the connection by
         // the peer's token.
         let mut o = [0u8; 16];
         if s.flags & (SYN | ACK) == SYN && s.join.len == 12 && s.read(ctx, s.join, &mut o) {
             f.peer_token = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
-            f.flags |= SF_PEER_TOKEN;
+            set_flags(f, SF_PEER_TOKEN);
         }
     }
     if s.capable.len != 0 {
@@ -186,7 +186,7 @@ fn data_ack(ctx: &TcContext, s: &Seg, f: &mut SubflowState) {
     };
     if f.flags & SF_DATA_ACK_SEEN == 0 {
         f.data_ack = v;
-        f.flags |= SF_DATA_ACK_SEEN;
+        set_flags(f, SF_DATA_ACK_SEEN);
         return;
     }
     let d = (v as u32).wrapping_sub(f.data_ack as u32) as i32;

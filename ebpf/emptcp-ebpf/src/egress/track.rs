@@ -76,10 +76,10 @@ fn answered(key: &FlowKey, scales: bool) {
     // SYN (ingress) wrote the entry before this SYN-ACK left.
     let j = unsafe { &mut *j };
     if !scales {
-        j.flags &= !JOIN_WSCALE_SEEN;
+        flow::clear_join_flags(j, JOIN_WSCALE_SEEN);
         j.wscale = 0;
     }
-    j.flags |= JOIN_SYN_ACK_SEEN;
+    flow::set_join_flags(j, JOIN_SYN_ACK_SEEN);
 }
 
 /// The local end answers, with its MP_CAPABLE SYN-ACK, the connection
