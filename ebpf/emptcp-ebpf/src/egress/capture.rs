@@ -45,7 +45,7 @@ pub fn capture(ctx: &TcContext, m: *const XdpMeta, ifindex: u32) {
     if let Some(f) = SUBFLOWS.get_ptr_mut(&key) {
         let f = unsafe { &mut *f };
         if !closed(f) {
-            update(ctx, &s, f, now, ifindex);
+            update(ctx, &s, f, now, ifindex, Entry::Shared);
             if s.flags & (FIN | RST) != 0 {
                 let how = if s.flags & RST != 0 { SF_RST } else { SF_FIN };
                 close(&key, f, how, now);
@@ -59,7 +59,7 @@ pub fn capture(ctx: &TcContext, m: *const XdpMeta, ifindex: u32) {
             return;
         }
         *f = SubflowState::default();
-        update(ctx, &s, f, now, ifindex);
+        update(ctx, &s, f, now, ifindex, Entry::Shared);
         event(EgressStat::SubflowsCreated);
         emit(&key, f, SUBFLOW_EV_NEW, now);
         return;
@@ -69,7 +69,7 @@ pub fn capture(ctx: &TcContext, m: *const XdpMeta, ifindex: u32) {
         return;
     }
     let mut f = SubflowState::default();
-    update(ctx, &s, &mut f, now, ifindex);
+    update(ctx, &s, &mut f, now, ifindex, Entry::New);
     if SUBFLOWS.insert(&key, &f, 0).is_err() {
         event(EgressStat::SubflowInsertFailed);
         return;
@@ -78,8 +78,22 @@ pub fn capture(ctx: &TcContext, m: *const XdpMeta, ifindex: u32) {
     emit(&key, &f, SUBFLOW_EV_NEW, now);
 }
 
+/// Where the entry `update` writes lives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// In `SUBFLOWS`: the ingress capture may change its flags at once.
+    Shared,
+    /// Built on the stack, not inserted yet.
+    New,
+}
+
+/// Notes a sent segment in the subflow's entry. The `SF_*` bits it
+/// changes are collected and written once at the end: atomically, and
+/// only if one differs, on a `Shared` entry (capture/mod.rs).
 #[inline(always)]
-fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32) {
+fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32, entry: Entry) {
+    let mut set = 0u32;
+    let mut clear = 0u32;
     f.last_seen_ns = now;
     f.chain = s.chain;
     f.ifindex = ifindex;
@@ -92,7 +106,7 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
     if f.flags & SF_SEQ_SEEN == 0 || (end.wrapping_sub(f.snd_nxt) as i32) > 0 {
         f.snd_nxt = end;
     }
-    set_flags(f, SF_SEQ_SEEN);
+    set |= SF_SEQ_SEEN;
     if s.flags & ACK != 0 {
         if f.flags & SF_ACK_SEEN == 0 {
             f.rcv_nxt = s.ack;
@@ -100,25 +114,25 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
             f.rcv_nxt = s.ack;
             f.last_ack_advance_ns = now;
         }
-        set_flags(f, SF_ACK_SEEN);
+        set |= SF_ACK_SEEN;
     }
     f.window = s.window;
     if s.ts.len != 0 {
         f.tsval = s.tsval;
         f.tsecr = s.tsecr;
-        set_flags(f, SF_TS_SEEN);
+        set |= SF_TS_SEEN;
     }
     if payload != 0 {
         f.last_data_tx_ns = now;
     }
     if s.flags & SYN != 0 {
-        set_flags(f, SF_SYN_SEEN | SF_WSCALE_SEEN);
+        set |= SF_SYN_SEEN | SF_WSCALE_SEEN;
         // The local SYN-ACK settles the shift; after a local SYN the
         // peer's answer does (see `SF_WSCALE_AGREED`).
         if s.flags & ACK != 0 {
-            set_flags(f, SF_WSCALE_AGREED);
+            set |= SF_WSCALE_AGREED;
         } else {
-            clear_flags(f, SF_WSCALE_AGREED);
+            clear |= SF_WSCALE_AGREED;
         }
         let mut wb = [0u8; 8];
         // RFC 7323: a shift above 14 is used as 14; none announced = 0.
@@ -129,20 +143,20 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
         };
     }
     if s.join.len != 0 {
-        set_flags(f, SF_JOIN);
+        set |= SF_JOIN;
         // The local end's MP_JOIN SYN (12 bytes) names the connection by
         // the peer's token.
         let mut o = [0u8; 16];
         if s.flags & (SYN | ACK) == SYN && s.join.len == 12 && s.read(ctx, s.join, &mut o) {
             f.peer_token = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
-            set_flags(f, SF_PEER_TOKEN);
+            set |= SF_PEER_TOKEN;
         }
     }
     if s.capable.len != 0 {
         keys(ctx, s, f, Sender::Local);
     }
     if s.dss.len != 0 {
-        data_ack(ctx, s, f);
+        set |= data_ack(ctx, s, f);
     }
     // A raw-IP link (L3 at 0) has no MACs: a forged packet needs none.
     if let Some(eth) = bytes_at(ctx, 0, 16).filter(|_| s.l3 >= 14) {
@@ -157,26 +171,34 @@ fn update(ctx: &TcContext, s: &Seg, f: &mut SubflowState, now: u64, ifindex: u32
             0
         };
     }
+    match entry {
+        Entry::Shared => {
+            set_flags(f, set);
+            clear_flags(f, clear);
+        }
+        Entry::New => f.flags = (f.flags | set) & !clear,
+    }
 }
 
 /// The data ACK of the DSS, kept 64-bit: an 8-byte form is taken as is, a
 /// 4-byte one moves the last value forward by its wrap-aware delta (the
 /// low 32 bits both forms share). A value at or behind the last one (a
-/// reordered segment) is ignored.
+/// reordered segment) is ignored. Returns the `SF_*` bit to set (the
+/// first data ACK's), 0 otherwise.
 #[inline(always)]
-fn data_ack(ctx: &TcContext, s: &Seg, f: &mut SubflowState) {
+fn data_ack(ctx: &TcContext, s: &Seg, f: &mut SubflowState) -> u32 {
     let mut o = [0u8; 16];
     if !s.read(ctx, s.dss, &mut o) {
-        return;
+        return 0;
     }
     let fl = o[3];
     if fl & DSS_A == 0 {
-        return;
+        return 0;
     }
     let len8 = fl & DSS_A8 != 0;
     if s.dss.len < if len8 { 12 } else { 8 } {
         event(EgressStat::Malformed);
-        return;
+        return 0;
     }
     let be32 = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]) as u64;
     let v = if len8 {
@@ -186,16 +208,16 @@ fn data_ack(ctx: &TcContext, s: &Seg, f: &mut SubflowState) {
     };
     if f.flags & SF_DATA_ACK_SEEN == 0 {
         f.data_ack = v;
-        set_flags(f, SF_DATA_ACK_SEEN);
-        return;
+        return SF_DATA_ACK_SEEN;
     }
     let d = (v as u32).wrapping_sub(f.data_ack as u32) as i32;
     if d <= 0 {
-        return;
+        return 0;
     }
     f.data_ack = if len8 {
         v
     } else {
         f.data_ack.wrapping_add(d as u64)
     };
+    0
 }
