@@ -20,6 +20,25 @@ pub fn and_u64(p: *mut u64, v: u64) {
     unsafe { atomic_and::<u64, u64, { AtomicOrdering::SeqCst }>(p, v) };
 }
 
+/// Sets `bits` of the 32-bit half at `shift` (0 or 32) of the word `p`,
+/// whose current value there is `now`, unless all are set already: the
+/// shared flag words of the datapath are stored to only when a bit
+/// changes, never on the per-packet path once set.
+#[inline(always)]
+pub fn set_bits(p: *mut u64, now: u32, bits: u32, shift: u32) {
+    if now & bits != bits {
+        or_u64(p, (bits as u64) << shift);
+    }
+}
+
+/// Clears `bits` of that half, unless none is set.
+#[inline(always)]
+pub fn clear_bits(p: *mut u64, now: u32, bits: u32, shift: u32) {
+    if now & bits != 0 {
+        and_u64(p, !((bits as u64) << shift));
+    }
+}
+
 /// `*p += v` (wrapping; `v` may be a two's complement negative), atomically.
 #[inline(always)]
 pub fn add_u64(p: *mut u64, v: u64) {

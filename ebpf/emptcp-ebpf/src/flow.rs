@@ -172,16 +172,16 @@ pub fn gauge(g: &aya_ebpf::maps::Array<u64>) -> u64 {
 }
 
 /// Sets `FLOW_*` bits atomically (ingress and egress hooks of two CPUs
-/// may update one connection's flags at once).
+/// may update one connection's flags at once), if one is missing.
 #[inline(always)]
 pub fn set_flags(f: &mut FlowState, bits: u32) {
-    atomic::or_u64(flags_word(f), bits as u64);
+    atomic::set_bits(flags_word(f), f.flags, bits, 0);
 }
 
-/// Clears `FLOW_*` bits atomically.
+/// Clears `FLOW_*` bits atomically, if one is set.
 #[inline(always)]
 pub fn clear_flags(f: &mut FlowState, bits: u32) {
-    atomic::and_u64(flags_word(f), !(bits as u64));
+    atomic::clear_bits(flags_word(f), f.flags, bits, 0);
 }
 
 /// Sets `JOIN_*` bits of a joined subflow atomically, if one is missing:
@@ -189,17 +189,13 @@ pub fn clear_flags(f: &mut FlowState, bits: u32) {
 /// write them.
 #[inline(always)]
 pub fn set_join_flags(j: &mut JoinState, bits: u32) {
-    if j.flags & bits != bits {
-        atomic::or_u64(join_word(j), (bits as u64) << 32);
-    }
+    atomic::set_bits(join_word(j), j.flags, bits, 32);
 }
 
 /// Clears `JOIN_*` bits atomically, if one is set.
 #[inline(always)]
 pub fn clear_join_flags(j: &mut JoinState, bits: u32) {
-    if j.flags & bits != 0 {
-        atomic::and_u64(join_word(j), !((bits as u64) << 32));
-    }
+    atomic::clear_bits(join_word(j), j.flags, bits, 32);
 }
 
 /// The 8-aligned word of `token` (low half, never changed after the

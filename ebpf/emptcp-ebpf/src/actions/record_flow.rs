@@ -396,11 +396,9 @@ fn note_segment(s: &Seg, f: &mut FlowState) {
         seen |= FLOW_TS_SEEN;
     }
     // The flag word is shared with other CPUs' atomic updates (a plain
-    // read-modify-write here, on every segment, lost their bits): written
-    // only while one of these is missing, after the fields it vouches for.
-    if f.flags & seen != seen {
-        flow::set_flags(f, seen);
-    }
+    // read-modify-write here, on every segment, lost their bits): set
+    // after the fields it vouches for, stored only while a bit is missing.
+    flow::set_flags(f, seen);
 }
 
 /// REMOVE_ADDR forgets the stored addresses it names (the first four:
@@ -456,7 +454,7 @@ fn describe_flow(ctx: &XdpContext, f: Option<&FlowState>) {
 #[inline(always)]
 fn account_dss(f: &mut FlowState, o: &[u8; 32], len: u32) {
     let fl = o[3];
-    if fl & DSS_F != 0 && f.flags & FLOW_DATA_FIN == 0 {
+    if fl & DSS_F != 0 {
         flow::set_flags(f, FLOW_DATA_FIN);
     }
     let ack_len = if fl & DSS_A == 0 {
@@ -480,9 +478,7 @@ fn account_dss(f: &mut FlowState, o: &[u8; 32], len: u32) {
         stats::event(FlowStat::Malformed);
         return;
     }
-    if f.flags & FLOW_ESTABLISHED == 0 {
-        flow::set_flags(f, FLOW_ESTABLISHED);
-    }
+    flow::set_flags(f, FLOW_ESTABLISHED);
     // The size not explained by the two counters (0 for a connection
     // created here; the size it had when it was tracked without them): the
     // first counter seen starts from it.

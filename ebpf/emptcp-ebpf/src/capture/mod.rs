@@ -68,17 +68,13 @@ pub fn close(key: &FlowKey, f: &mut SubflowState, how: u32, now: u64) {
 /// Sets `SF_*` bits atomically, if one is missing.
 #[inline(always)]
 pub fn set_flags(f: &mut SubflowState, bits: u32) {
-    if f.flags & bits != bits {
-        atomic::or_u64(flags_word(f), bits as u64);
-    }
+    atomic::set_bits(flags_word(f), f.flags, bits, 0);
 }
 
 /// Clears `SF_*` bits atomically, if one is set.
 #[inline(always)]
 pub fn clear_flags(f: &mut SubflowState, bits: u32) {
-    if f.flags & bits != 0 {
-        atomic::and_u64(flags_word(f), !(bits as u64));
-    }
+    atomic::clear_bits(flags_word(f), f.flags, bits, 0);
 }
 
 /// The 8-aligned word of `flags` (the high half, `window` and `vlan_tci`,
