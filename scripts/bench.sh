@@ -3,6 +3,10 @@
 # in one run, on the machine it runs on. Needs root.
 #   scripts/bench.sh              everything
 #   scripts/bench.sh reconcile|watch|datapath|throughput|sender|recovery
+#   scripts/bench.sh reconcile|watch|sender [--write-docs]
+#     (apply and no-op reconcile; the watch daemon's latency, idle CPU and RSS;
+#      the packet-copy sender's rates and trigger latency; --write-docs rewrites
+#      the section's generated region of docs/benchmarks.md)
 #   scripts/bench.sh recovery [--write-docs] [--runs N]
 #     (recovery latency of a pure download: in-kernel path vs the agent;
 #      --write-docs rewrites its generated region of docs/benchmarks.md)
@@ -194,19 +198,22 @@ effect() {
         --svg docs/effect-fct.svg --host "$host"
 }
 
-recovery() {
-    local args=()
+# Runs "$@" with `--write-docs` naming the file it rewrites
+# (docs/benchmarks.md); every other argument goes through as it is.
+with_docs() {
+    local cmd=()
     for a in "$@"; do
-        case $a in --write-docs) args+=(--write-docs docs/benchmarks.md) ;; *) args+=("$a") ;; esac
+        case $a in --write-docs) cmd+=(--write-docs docs/benchmarks.md) ;; *) cmd+=("$a") ;; esac
     done
-    python3 tests/mptcp/recovery_latency.py --emptcp "$PWD/target/release/emptcp" "${args[@]}"
+    "${cmd[@]}"
+}
+
+recovery() {
+    with_docs python3 tests/mptcp/recovery_latency.py --emptcp "$PWD/target/release/emptcp" "$@"
 }
 
 prior_art() {
-    local args=() pkgs=()
-    for a in "$@"; do
-        case $a in --write-docs) args+=(--write-docs docs/benchmarks.md) ;; *) args+=("$a") ;; esac
-    done
+    local pkgs=()
     command -v clang >/dev/null || pkgs+=(clang)
     [[ -f /usr/include/bpf/bpf_helpers.h ]] || pkgs+=(libbpf-dev)
     if ((${#pkgs[@]})); then
@@ -215,7 +222,7 @@ prior_art() {
         apt-get update -qq >/dev/null
         apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
     fi
-    python3 tests/mptcp/prior_art.py --emptcp "$PWD/target/release/emptcp" "${args[@]}"
+    with_docs python3 tests/mptcp/prior_art.py --emptcp "$PWD/target/release/emptcp" "$@"
 }
 
 profile() {
@@ -254,10 +261,10 @@ profile() {
 }
 
 case $what in
-    reconcile) ./target/release/emptcp-bench ;;
-    watch) ./target/release/emptcp-bench --watch ;;
+    reconcile) with_docs ./target/release/emptcp-bench "${@:2}" ;;
+    watch) with_docs ./target/release/emptcp-bench --watch "${@:2}" ;;
     datapath) ./target/release/emptcp-bench-datapath "${@:2}" ;;
-    sender) ./target/release/emptcp-bench-sender ;;
+    sender) with_docs ./target/release/emptcp-bench-sender "${@:2}" ;;
     simulate) ./target/release/emptcp-bench-simulate "${@:2}" ;;
     throughput) echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput ;;
     segment-cost) segment_cost "${@:2}" ;;
@@ -266,11 +273,11 @@ case $what in
     profile) profile "${@:2}" ;;
     effect) effect ;;
     all)
-        ./target/release/emptcp-bench; echo
-        ./target/release/emptcp-bench --watch; echo
         status=0
+        ./target/release/emptcp-bench || status=1; echo
+        ./target/release/emptcp-bench --watch || status=1; echo
         ./target/release/emptcp-bench-datapath || status=1; echo
-        ./target/release/emptcp-bench-sender; echo
+        ./target/release/emptcp-bench-sender || status=1; echo
         ./target/release/emptcp-bench-simulate || status=1; echo
         recovery || status=1; echo
         echo "| measurement | result | ratio | target |"; echo "|---|---|---|---|"; throughput || status=1

@@ -35,6 +35,46 @@ impl Region {
     }
 }
 
+/// "N vCPU MODEL, kernel RELEASE": the machine a table was measured on
+/// (online CPUs of the machine, whatever CPU the process is pinned to).
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    format!("{n} vCPU {cpu}, kernel {kernel}")
+}
+
+/// The 1-minute load average, as `/proc/loadavg` prints it.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().next().unwrap_or("?").to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Now, "YYYY-MM-DD HH:MM UTC".
+pub fn now_utc() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The target column of a table row: what was asked and whether it was met.
+pub fn verdict(target: &str, met: bool) -> String {
+    format!("{target} — {}", if met { "met" } else { "**MISSED**" })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,20 +186,10 @@ fn verdict(met: bool) -> &'static str {
 }
 
 fn machine(cpu: usize) -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map_or("unknown CPU".into(), |m| m.trim().to_string());
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!(
-        "{cpus} vCPU {model}, kernel {kernel}, replay pinned to CPU {cpu}, load average {} at the start",
-        load.split_whitespace().next().unwrap_or("?")
+        "{}, replay pinned to CPU {cpu}, load average {} at the start",
+        emptcp_bench::machine(),
+        emptcp_bench::loadavg()
     )
 }
 

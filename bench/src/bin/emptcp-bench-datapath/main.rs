@@ -369,7 +369,7 @@ fn main() -> anyhow::Result<()> {
         return hold(prog, &args[2..]);
     }
     let args = parse_args(&args)?;
-    let load_start = report::loadavg();
+    let load_start = emptcp_bench::loadavg();
     let id = std::process::id();
     let ns = format!("emptcp-bdp{id}");
     let root = PathBuf::from(format!("/sys/fs/bpf/emptcp-bdp{id}"));
@@ -477,7 +477,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let memory = memory_table(&layout, &object, id)?;
-    let load_end = report::loadavg();
+    let load_end = emptcp_bench::loadavg();
     let text = report::render(&args, &rows, &memory, &load_start, &load_end);
     // Not print!: a closed stdout (`| head`) must not abort before the
     // cleanup.

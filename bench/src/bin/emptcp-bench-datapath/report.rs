@@ -174,37 +174,6 @@ pub fn bare_of(rows: &[Row], hook: Hook) -> f64 {
     }
 }
 
-pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().next().unwrap_or("?").to_string())
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    // Online CPUs of the machine (the process itself is pinned to one).
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    format!("{n} vCPU {cpu}, kernel {kernel}")
-}
-
-fn today() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 pub fn render(args: &Args, rows: &[Row], memory: &str, load_start: &str, load_end: &str) -> String {
     let mut o = String::new();
     let bare = |h: Hook| bare_of(rows, h);
@@ -222,8 +191,8 @@ pub fn render(args: &Args, rows: &[Row], memory: &str, load_start: &str, load_en
         "Measured {} on {} (release build; load average {load_start} at the start, {load_end} at \
 the end), {} rounds over all paths, median round. Bare XDP_PASS: {bx:.0} ns per run with repeat \
 10^6, {:.0} ns as a single run; bare TC program: {bt:.0} / {:.0} ns.\n",
-        today(),
-        machine(),
+        emptcp_bench::now_utc(),
+        emptcp_bench::machine(),
         args.rounds,
         single(Hook::Xdp),
         single(Hook::Tc),
