@@ -1,7 +1,7 @@
 //! Incremental Internet checksums (RFC 1624): the actions change a few
 //! header bytes and adjust the checksum from the old and new words, never
 //! summing the payload.
-use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_md, helpers::generated::bpf_csum_diff, programs::XdpContext};
 use emptcp_common::FlowKey;
 
 use crate::{
@@ -76,13 +76,51 @@ pub enum Form {
 /// its last 4-byte word: a pure ACK costs one 60-byte sum, not a 512-byte
 /// one. (A variable size inside the loop made every pass a new state for
 /// the verifier: six times the verified instructions.)
+///
+/// The work is [`emptcp_tcp_check`], a global function: the verifier
+/// checks it once, on its own, not once per state of its caller (strip's
+/// paths multiplied this loop: ~60 % of strip_add_addr's verified
+/// instructions). One call per ADD_ADDR kept, which is rare.
 #[inline(always)]
 pub fn tcp_check(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> Option<Form> {
-    let len = s.seg_len;
+    match emptcp_tcp_check(ctx.ctx, s.l4, s.seg_len, key) {
+        CHECK_FULL => Some(Form::Full),
+        CHECK_PARTIAL => Some(Form::Partial),
+        _ => None,
+    }
+}
+
+/// [`emptcp_tcp_check`]'s answers (a global function returns a scalar).
+const CHECK_NONE: u32 = 0;
+const CHECK_FULL: u32 = 1;
+const CHECK_PARTIAL: u32 = 2;
+
+/// [`tcp_check`] of the segment at `l4` (`seg_len` bytes) of the XDP
+/// packet `ctx`, from `key.remote` to `key.local`: `CHECK_*`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn emptcp_tcp_check(
+    ctx: *mut xdp_md,
+    l4: u32,
+    seg_len: u32,
+    key: *const FlowKey,
+) -> u32 {
+    if key.is_null() {
+        return CHECK_NONE;
+    }
+    match check(&XdpContext::new(ctx), l4, seg_len, unsafe { &*key }) {
+        Some(Form::Full) => CHECK_FULL,
+        Some(Form::Partial) => CHECK_PARTIAL,
+        None => CHECK_NONE,
+    }
+}
+
+#[inline(always)]
+fn check(ctx: &XdpContext, l4: u32, len: u32, key: &FlowKey) -> Option<Form> {
     if len < 20 || len > CHUNK * CHUNKS {
         return None;
     }
-    let field = load_be16(ctx, s.l4 + 16)?;
+    let field = load_be16(ctx, l4 + 16)?;
     let pseudo = pseudo_sum(key, len);
     let buf = CSUM_SCRATCH.get_ptr_mut(0)? as *mut u32;
     let full = len / CHUNK;
@@ -91,7 +129,7 @@ pub fn tcp_check(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> Option<Form> {
         if i >= full {
             break;
         }
-        if !load(ctx, s.l4 + i * CHUNK, buf as *mut u8, CHUNK) {
+        if !load(ctx, l4 + i * CHUNK, buf as *mut u8, CHUNK) {
             return None;
         }
         sum += chunk_sum(buf, CHUNK)? as u64;
@@ -104,7 +142,7 @@ pub fn tcp_check(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> Option<Form> {
         // missing bytes add nothing (and pad an odd length as the
         // checksum rule says).
         unsafe { core::ptr::write_volatile(buf.add(words as usize - 1), 0) };
-        if !load(ctx, s.l4 + full * CHUNK, buf as *mut u8, n) {
+        if !load(ctx, l4 + full * CHUNK, buf as *mut u8, n) {
             return None;
         }
         sum += chunk_sum(buf, words * 4)? as u64;

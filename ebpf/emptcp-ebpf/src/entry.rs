@@ -112,6 +112,10 @@ fn try_entry<const CAPTURE: bool>(
         }
         addresses(ctx, pkt)?;
     }
+    let m = chain::slot();
+    if let Some(m) = m {
+        forget_offsets(m, pkt);
+    }
     let pkt: &Packet = pkt;
     let found = first_chain(ifc, pkt);
     // The chain, or none (zero steps) for a captured packet no chain takes.
@@ -132,7 +136,7 @@ fn try_entry<const CAPTURE: bool>(
     let Some(nums) = tcp_numbers(ctx, pkt.l4_off) else {
         return None;
     };
-    let Some(m) = chain::slot() else {
+    let Some(m) = m else {
         stats::bump(STATS_ROW_ENTRY, Outcome::Error);
         return Some(());
     };
@@ -153,6 +157,26 @@ fn try_entry<const CAPTURE: bool>(
     }
     chain::jump(ctx, m, 0);
     Some(())
+}
+
+/// Makes the header offsets of `pkt` opaque to the verifier: they go
+/// through the per-CPU description slot `m` (memory it does not track)
+/// and come back bounded by masks (Ethernet + two tags: L3 at 22 at most;
+/// + 60 bytes of IPv4 header: L4 at 82). Each way through the parser
+/// (raw IP, Ethernet with zero, one or two tags, IPv4 with or without
+/// options) left its own constant offsets, and the verifier walked the
+/// chain selection and the option scan once per combination: ~100 k of
+/// the entry's verified instructions. Every later access checks its
+/// bounds against the packet again. Two stores and two loads to a cache
+/// line the description writes next anyway.
+#[inline(always)]
+pub(crate) fn forget_offsets(m: *mut XdpMeta, pkt: &mut Packet) {
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*m).l3_off, pkt.l3_off as u16);
+        core::ptr::write_volatile(&raw mut (*m).l4_off, pkt.l4_off as u16);
+        pkt.l3_off = (core::ptr::read_volatile(&raw const (*m).l3_off) & 0x1f) as usize;
+        pkt.l4_off = (core::ptr::read_volatile(&raw const (*m).l4_off) & 0x7f) as usize;
+    }
 }
 
 /// `XdpMeta::chain` of a packet described without a chain (zero steps).

@@ -12,7 +12,7 @@ use emptcp_common::{
 
 use super::{PASS, capture, track};
 use crate::{
-    entry::{describe, first_chain, may_hold},
+    entry::{describe, first_chain, forget_offsets, may_hold},
     maps::{CHAINS, EGRESS_IFACES, EGRESS_META, EGRESS_PROGS},
     parse::{Packet, addresses, parse_tcp, tcp_numbers},
     stats,
@@ -33,7 +33,7 @@ pub fn egress_entry(ctx: TcContext) -> i32 {
     };
     // The connection table looks at MP_JOIN SYNs and, while deliveries
     // await confirmation, at every sent packet (`track.rs`).
-    let track = ifc.flags & IFACE_TRACK != 0 && track::wanted(pkt.flags);
+    let track = wants_track(ifc, pkt.flags);
     if !track && ifc.n_chains == 0 {
         return PASS;
     }
@@ -41,6 +41,13 @@ pub fn egress_entry(ctx: TcContext) -> i32 {
         stats::bump(ROW, Outcome::Passed);
     }
     PASS
+}
+
+/// Does the connection table (`track.rs`) want a look at this packet?
+#[inline(always)]
+fn wants_track(ifc: &IfaceChains, tcp_flags: u8) -> bool {
+    let flags = unsafe { core::ptr::read_volatile(&ifc.flags) };
+    flags & IFACE_TRACK != 0 && track::wanted(tcp_flags)
 }
 
 /// `Some` when a chain was started (and failed to tail call), `None` when
@@ -51,7 +58,11 @@ fn try_entry(ctx: &TcContext, sent: &mut Packet, ifc: &IfaceChains, track: bool)
     // The parser leaves the addresses out (most ingress packets never need
     // them); every egress packet of a listed interface does.
     addresses(ctx, sent)?;
-    let pkt = flipped(sent);
+    let mut pkt = flipped(sent);
+    let w = EGRESS_META.get_ptr_mut(0);
+    if let Some(w) = w {
+        forget_offsets(unsafe { &raw mut (*w).meta }, &mut pkt);
+    }
     let found = select(ifc, &pkt);
     if found.is_none() && !track {
         return None;
@@ -67,16 +78,24 @@ fn try_entry(ctx: &TcContext, sent: &mut Packet, ifc: &IfaceChains, track: bool)
         None => None,
     };
     let nums = tcp_numbers(ctx, pkt.l4_off)?;
-    let Some(w) = EGRESS_META.get_ptr_mut(0) else {
+    let Some(w) = w else {
         stats::bump(ROW, Outcome::Error);
         return Some(());
     };
     let m = unsafe { &raw mut (*w).meta };
     describe(ctx, m, &pkt, nums, found.unwrap_or(0), def);
-    if track {
+    // Neither `track` nor `def` is kept across the option scan inside
+    // `describe`: the verifier would walk the scan once per combination
+    // of the two (~100 k verified instructions). Both are read again, the
+    // chain from the description, `track` from the interface (the
+    // awaiting gauge may have moved in between: then this packet is
+    // looked at, or not, as the next one would be).
+    if wants_track(ifc, pkt.flags) {
         track::track(ctx, m);
     }
-    def?;
+    if unsafe { core::ptr::read_volatile(&raw const (*m).n_steps) } == 0 {
+        return None;
+    }
     // A new serial for this packet, in the slot and in the skb.
     unsafe {
         let serial = (*w).serial.wrapping_add(1);

@@ -127,17 +127,28 @@ fn confirm_by_address(conn: &FlowKey, f: &mut FlowState, sub: &FlowKey) {
             continue;
         };
         // The address follows kind, length, subtype and id: 4 bytes for
-        // IPv4 (option length 16 or 18), 16 for IPv6 (28 or 30).
-        let n = if v.len >= 28 { 16 } else { 4 };
-        let mut same = true;
-        for i in 0..16 {
-            if i < n && v.bytes[4 + i] != sub.remote[i] {
-                same = false;
-            }
-        }
-        if same {
+        // IPv4 (option length 16 or 18), 16 for IPv6 (28 or 30). Compared
+        // as two words, without a branch per byte (each was a verifier
+        // state: ~30 k of this program's verified instructions).
+        let stored: [u8; 16] = core::array::from_fn(|i| v.bytes[4 + i]);
+        let (lo, hi) = (words(&stored), words(&sub.remote));
+        let (d0, d1) = (lo.0 ^ hi.0, lo.1 ^ hi.1);
+        let diff = if v.len >= 28 {
+            d0 | d1
+        } else {
+            d0 & 0xffff_ffff
+        };
+        if diff == 0 {
             flow::confirm(f, f.addr_ids[(slot & (ADDR_SLOTS - 1)) as usize]);
             return;
         }
     }
+}
+
+/// The 16 bytes of an address as two native-endian words (IPv4: the low
+/// 32 bits of the first).
+#[inline(always)]
+fn words(a: &[u8; 16]) -> (u64, u64) {
+    let w = |o: usize| u64::from_ne_bytes(core::array::from_fn(|i| a[o + i]));
+    (w(0), w(8))
 }
