@@ -9,7 +9,9 @@ use std::{
     path::Path,
 };
 
+const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
@@ -63,6 +65,30 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let mut attr = Attr::new();
     attr.u64_at(0, c.as_ptr() as u64);
     bpf(BPF_OBJ_GET, &mut attr).map(fd_result)
+}
+
+/// Creates a map as aya would for a definition without BTF (`name`: at
+/// most 15 bytes are kept, as the kernel keeps them).
+pub fn map_create(def: &crate::object::MapDef, name: &str) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, def.map_type)
+        .u32_at(4, def.key_size)
+        .u32_at(8, def.value_size)
+        .u32_at(12, def.max_entries)
+        .u32_at(16, def.flags);
+    let n = name.len().min(15);
+    attr.0[28..28 + n].copy_from_slice(&name.as_bytes()[..n]);
+    bpf(BPF_MAP_CREATE, &mut attr).map(fd_result)
+}
+
+/// Pins the object `fd` at `path` (bpffs).
+pub fn obj_pin(fd: &OwnedFd, path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let mut attr = Attr::new();
+    attr.u64_at(0, c.as_ptr() as u64)
+        .u32_at(8, fd.as_raw_fd() as u32);
+    bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
 }
 
 /// What a link reports about itself.

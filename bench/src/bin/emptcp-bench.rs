@@ -41,6 +41,9 @@ fn sh(cmd: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pause between removing a root and the next apply (see its use).
+const SETTLE: Duration = Duration::from_secs(1);
+
 fn percentile(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -214,6 +217,11 @@ fn bench_reconcile() -> anyhow::Result<Report> {
     let mut warm = Vec::new();
     for i in 0..11 {
         let _ = std::fs::remove_dir_all(&bed.root);
+        // The kernel frees the removed root's maps (~450 MB of
+        // preallocated tables at the default sizing) in a worker after the
+        // last reference goes: started at once, the next apply would
+        // share the CPUs with that and time the previous run's teardown.
+        std::thread::sleep(SETTLE);
         let t = Instant::now();
         converge(&layout, &object, &quick).context("quickstart apply")?;
         let e = t.elapsed();
