@@ -483,7 +483,7 @@ impl<'a> Applier<'a> {
         let queue = std::sync::Mutex::new(todo);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let layout = self.layout;
-        let results: Vec<Result<(), StepError>> = std::thread::scope(|s| {
+        std::thread::scope(|s| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     s.spawn(|| -> Result<(), StepError> {
@@ -497,18 +497,8 @@ impl<'a> Applier<'a> {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(StepError::Other("a loader thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
-        results
-            .into_iter()
-            .collect::<Result<Vec<()>, StepError>>()?;
+            join_all(handles, "a loader thread")
+        })?;
         self.loaded = Some(ebpf);
         Ok(())
     }
@@ -553,16 +543,8 @@ impl<'a> Applier<'a> {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(StepError::Other("a map-creating thread panicked".into()))
-                    })
-                })
-                .collect::<Result<Vec<()>, StepError>>()
-        })?;
-        Ok(())
+            join_all(handles, "a map-creating thread")
+        })
     }
 
     fn attach(&mut self, iface: &str, ifindex: u32, mode: XdpMode) -> Result<(), StepError> {
@@ -638,6 +620,19 @@ impl Applier<'_> {
             .map_err(|e| StepError::Other(format!("pinning link {}: {e}", pin.display())))?;
         Ok(())
     }
+}
+
+/// Waits for every thread of a scope; the first error (a panic is one,
+/// named `who`) is the result.
+fn join_all(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<(), StepError>>>,
+    who: &str,
+) -> Result<(), StepError> {
+    // The scope joins any thread left after an error.
+    handles.into_iter().try_for_each(|h| {
+        h.join()
+            .unwrap_or_else(|_| Err(StepError::Other(format!("{who} panicked"))))
+    })
 }
 
 /// Preallocated bytes from which a hash table is created on a thread of
