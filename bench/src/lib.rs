@@ -70,6 +70,40 @@ pub fn now_utc() -> String {
         .unwrap_or_default()
 }
 
+/// What one run of a benchmark measured: its tables, whether every target
+/// in them was met, and the load average when it started.
+pub struct Run {
+    pub tables: String,
+    pub met: bool,
+    pub load_start: String,
+}
+
+impl Run {
+    /// Prints the tables under a line naming when and on what they were
+    /// measured, writes the same text into `region` of `docs` when given,
+    /// and exits 1 when a target was missed (`who` names the benchmark).
+    pub fn publish(self, who: &str, region: &Region, docs: Option<&Path>) -> anyhow::Result<()> {
+        let text = format!(
+            "Measured {} on {} (release build; load average {} at the start, {} at the end).\n\n{}",
+            now_utc(),
+            machine(),
+            self.load_start,
+            loadavg(),
+            self.tables
+        );
+        print!("{text}");
+        if let Some(f) = docs {
+            region.write(f, &text)?;
+            println!("\nwrote the generated region of {}", f.display());
+        }
+        if !self.met {
+            eprintln!("{who}: a target was missed (the table says which)");
+            std::process::exit(1);
+        }
+        Ok(())
+    }
+}
+
 /// The target column of a table row: what was asked and whether it was met.
 pub fn verdict(target: &str, met: bool) -> String {
     format!("{target} — {}", if met { "met" } else { "**MISSED**" })

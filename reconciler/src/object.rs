@@ -53,6 +53,11 @@ pub enum ObjectError {
     Parse(#[from] aya_obj::ParseError),
 }
 
+/// `bpf_map_type` values emptcp names (include/uapi/linux/bpf.h).
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+
 /// Definition of a map as the kernel reports it; compared with the pinned
 /// map before reuse (aya does not check, see TOOLCHAIN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -180,22 +180,12 @@ fn main() -> anyhow::Result<()> {
     }
     let load_start = emptcp_bench::loadavg();
     let (tables, met) = measure()?;
-    let text = format!(
-        "Measured {} on {} (release build; load average {load_start} at the start, {} at the end).\n\n{tables}",
-        emptcp_bench::now_utc(),
-        emptcp_bench::machine(),
-        emptcp_bench::loadavg(),
-    );
-    print!("{text}");
-    if let Some(f) = docs {
-        DOCS.write(&f, &text)?;
-        println!("\nwrote the generated region of {}", f.display());
+    emptcp_bench::Run {
+        tables,
+        met,
+        load_start,
     }
-    if !met {
-        eprintln!("emptcp-bench-sender: a target was missed (the table says which)");
-        std::process::exit(1);
-    }
-    Ok(())
+    .publish("emptcp-bench-sender", &DOCS, docs.as_deref())
 }
 
 /// The rate tables and the latency table, and whether the latency target

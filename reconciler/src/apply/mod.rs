@@ -522,14 +522,13 @@ impl<'a> Applier<'a> {
                 (n.clone(), d)
             })
             .filter(|(n, d)| {
-                matches!(d.map_type, BPF_MAP_TYPE_HASH | BPF_MAP_TYPE_LRU_HASH)
-                    && u64::from(d.max_entries) * u64::from(d.key_size + d.value_size) >= BIG_TABLE
+                matches!(
+                    d.map_type,
+                    crate::object::BPF_MAP_TYPE_HASH | crate::object::BPF_MAP_TYPE_LRU_HASH
+                ) && u64::from(d.max_entries) * u64::from(d.key_size + d.value_size) >= BIG_TABLE
                     && !self.layout.map(n).exists()
             })
             .collect();
-        if big.len() < 2 {
-            return Ok(());
-        }
         let layout = self.layout;
         std::thread::scope(|s| {
             let handles: Vec<_> = big
@@ -638,8 +637,6 @@ fn join_all(
 /// Preallocated bytes from which a hash table is created on a thread of
 /// its own ([`Applier::create_big_tables`]).
 const BIG_TABLE: u64 = 16 << 20;
-const BPF_MAP_TYPE_HASH: u32 = 1;
-const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 
 /// Verification cost rank of a program, from the verified instructions
 /// docs/datapath.md lists ("Verifier notes"): the heaviest are loaded first

@@ -4,11 +4,12 @@
 use std::collections::BTreeSet;
 
 use super::{APPEND_ONLY_MAPS, CONFIG_MAPS, PlanError, PlanOptions, Planning, Step, Steps};
-use crate::{desired::Desired, layout::OLD_PREFIX, object::MapDef, observe::Observed};
-
-const BPF_MAP_TYPE_HASH: u32 = 1;
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
-const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+use crate::{
+    desired::Desired,
+    layout::OLD_PREFIX,
+    object::{BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, MapDef},
+    observe::Observed,
+};
 
 /// The maps the next load creates, and the pinned ones it replaces.
 pub(super) struct MapChanges<'d> {
