@@ -83,10 +83,20 @@ fn a_short_connection_joins_no_address_a_long_one_joins_both() {
     no_damage(&d);
 
     // Long: both stored addresses come back once the connection crosses
-    // recover_at, and both joins are established.
+    // recover_at, and both joins are established. The upload waits 0.3 s
+    // after one NOP exchange: the server's path manager announces from a
+    // worker, and on a loaded machine an upload started at once had passed
+    // remove_below (1 MiB, < 1 ms here) before the first announcement, which
+    // then passed unstripped (right for a long connection, but nothing was
+    // left to recover). 0.3 s is orders of magnitude above a worker's
+    // scheduling delay, and the `add_addr_stored` assertion below names
+    // the cause if it ever is not.
+    let stored_before = flow_stat(&status_json(lab.root(), &lab.tb.cli), "add_addr_stored");
     let (res, d) = run(
         &lab,
         &[
+            "--idle-before",
+            "0.3",
             "--upload",
             "20M",
             "--wait-subflows",
@@ -103,6 +113,14 @@ fn a_short_connection_joins_no_address_a_long_one_joins_both() {
     assert_eq!(d(JOIN), 2, "long connection: both joins established: {res}");
     no_damage(&d);
     let st = status_json(lab.root(), &lab.tb.cli);
+    // The first address is announced while the connection is small and
+    // stored; the second follows the client's echo of the recovered first
+    // (the path manager announces one at a time), when the connection is
+    // long and keeps it.
+    assert!(
+        flow_stat(&st, "add_addr_stored") > stored_before,
+        "the long connection's first announcement was not held back: {st}"
+    );
     // The client's stack echoed each delivered ADD_ADDR (or joined it):
     // seen leaving on the egress hook, so each delivery is confirmed.
     let confirmed = flow_stat(&st, "add_addr_confirmed");
