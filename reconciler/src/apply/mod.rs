@@ -452,11 +452,20 @@ impl<'a> Applier<'a> {
         }
         let names: Vec<String> = self.object.maps.keys().cloned().collect();
         let paths: Vec<PathBuf> = names.iter().map(|n| self.layout.map(n)).collect();
-        self.create_big_tables(max_entries)?;
+        // aya's loader reads and parses the kernel's BTF when it is made
+        // (5 MB from sysfs, 60-140 ms): on a thread of its own, while the
+        // kernel allocates the connection tables.
+        let (loader, tables) = std::thread::scope(|s| {
+            let loader = s.spawn(EbpfLoader::new);
+            let tables = self.create_big_tables(max_entries);
+            (loader.join(), tables)
+        });
+        tables?;
+        let mut loader =
+            loader.map_err(|_| StepError::Other("the BTF-reading thread panicked".into()))?;
         // Every program carries the object's identity (crate::identity):
         // observe reads it back to tell what runs, whatever the pins say.
         let stamp = crate::identity::stamp(&self.object.sha256);
-        let mut loader = EbpfLoader::new();
         loader.override_global(crate::identity::GLOBAL, &stamp, true);
         for (n, p) in names.iter().zip(&paths) {
             loader.map_pin_path(n.as_str(), p.as_path());
