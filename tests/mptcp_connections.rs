@@ -83,28 +83,20 @@ fn a_short_connection_joins_no_address_a_long_one_joins_both() {
     no_damage(&d);
 
     // Long: both stored addresses come back once the connection crosses
-    // recover_at, and both joins are established. The upload waits 0.3 s
-    // after one NOP exchange: the server's path manager announces from a
-    // worker, and on a loaded machine an upload started at once had passed
-    // remove_below (1 MiB, < 1 ms here) before the first announcement, which
-    // then passed unstripped (right for a long connection, but nothing was
-    // left to recover). 0.3 s is orders of magnitude above a worker's
-    // scheduling delay, and the `add_addr_stored` assertion below names
-    // the cause if it ever is not.
+    // recover_at, and both joins are established. The upload waits for the
+    // first announcement (`settled`; an upload started at once passed
+    // remove_below before it, once, under the suite's load); the
+    // `add_addr_stored` assertion below names that cause if it ever recurs.
     let stored_before = flow_stat(&status_json(lab.root(), &lab.tb.cli), "add_addr_stored");
-    let (res, d) = run(
-        &lab,
-        &[
-            "--idle-before",
-            "0.3",
-            "--upload",
-            "20M",
-            "--wait-subflows",
-            "2",
-            "--wait-timeout",
-            "4",
-        ],
-    );
+    let long = settled(&[
+        "--upload",
+        "20M",
+        "--wait-subflows",
+        "2",
+        "--wait-timeout",
+        "4",
+    ]);
+    let (res, d) = run(&lab, &long);
     assert_eq!(
         d(ADD_ADDR),
         2,

@@ -128,17 +128,15 @@ fn cell(name: &str, link: &str, ipv6: bool) {
 
     // Long upload: the client's data ACKs pass recover_at, an incoming
     // pure ACK has room, the stored option is re-inserted into it.
-    let (res, d) = run(
-        &lab,
-        &[
-            "--upload",
-            "20M",
-            "--wait-subflows",
-            "1",
-            "--wait-timeout",
-            "3",
-        ],
-    );
+    let long = settled(&[
+        "--upload",
+        "20M",
+        "--wait-subflows",
+        "1",
+        "--wait-timeout",
+        "3",
+    ]);
+    let (res, d) = run(&lab, &long);
     assert!(
         d(ADD_ADDR) >= 1,
         "long upload: ADD_ADDR not delivered: {res}"
@@ -149,13 +147,19 @@ fn cell(name: &str, link: &str, ipv6: bool) {
     // Pure download. The subflow count is read right after the last byte
     // arrived, before the client closes: a join counts only if it came
     // during the download (recover_at = 1 MiB of 100 MB).
-    let dl = ["--download", "100M"];
+    let dl = settled(&["--download", "100M"]);
     let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
     // Control: stripped and stored, nothing recovers it.
     lab.apply(&policy(false));
+    let stored = datapath_event(&lab, "add_addr_stored");
     let (res, d) = run(&lab, &dl);
     assert_eq!(subflows(&res), 0, "control joined without recovery: {res}");
     assert_eq!(d(JOIN), 0, "control: {res}");
+    // Held back while the connection was small: what the control is about.
+    assert!(
+        datapath_event(&lab, "add_addr_stored") > stored,
+        "control: the announcement came after remove_below"
+    );
     no_damage(&d);
     // `apply` only: the in-kernel recovery builds the duplicate ACK.
     lab.apply(&policy(true));
@@ -217,7 +221,7 @@ fn agent_cell(name: &str, ipv6: bool) {
         &[("LINK_A", "tun"), ("IPV6", if ipv6 { "1" } else { "0" })],
     );
     no_server_add_addr_retransmissions(&lab);
-    let dl = ["--download", "100M"];
+    let dl = settled(&["--download", "100M"]);
     let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
     lab.apply(&policy(false));
     let (res, d) = run(&lab, &dl);
