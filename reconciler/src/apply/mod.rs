@@ -452,9 +452,9 @@ impl<'a> Applier<'a> {
         }
         let names: Vec<String> = self.object.maps.keys().cloned().collect();
         let paths: Vec<PathBuf> = names.iter().map(|n| self.layout.map(n)).collect();
-        // aya's loader reads and parses the kernel's BTF when it is made
-        // (5 MB from sysfs, 60-140 ms): on a thread of its own, while the
-        // kernel allocates the connection tables.
+        // aya's loader reads and parses the kernel's BTF (5 MB) when it is
+        // made, though this object has no CO-RE relocation to use it for:
+        // on a thread of its own, while the kernel allocates the tables.
         let (loader, tables) = std::thread::scope(|s| {
             let loader = s.spawn(EbpfLoader::new);
             let tables = self.create_big_tables(max_entries);
