@@ -205,7 +205,7 @@ fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
     }
     let lab = Lab::new("dl");
     no_server_add_addr_retransmissions(&lab);
-    let args = settled(&["--download", "100M"]);
+    let args = ["--download", "100M"];
     let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
 
     // 1. Control: the address is stripped and stored, nothing recovers it.
@@ -279,7 +279,7 @@ fn pure_download_recovers_in_the_kernel_in_skb_mode_with_the_servers_tx_checksum
     no_server_add_addr_retransmissions(&lab);
     lab.tb.run(&["csum-offload", "on"]);
     let failures = hw_csum_failures();
-    let args = settled(&["--download", "100M"]);
+    let args = ["--download", "100M"];
     let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
 
     let full = policy("skb", "512KiB", "1MiB");
@@ -447,7 +447,7 @@ fn a_lost_recovery_carrier_is_sent_again_and_the_client_joins() {
     lab.apply(&policy("native", "512KiB", "1MiB"));
     // 400 MB: a few seconds here, more than the 0.2 + 0.4 + 0.8 s of the
     // retries; the subflow count is read right after the last byte.
-    let args = settled(&["--download", "400M"]);
+    let args = ["--download", "400M"];
     let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
 
     // Control: every carrier lost.

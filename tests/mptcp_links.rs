@@ -147,19 +147,32 @@ fn cell(name: &str, link: &str, ipv6: bool) {
     // Pure download. The subflow count is read right after the last byte
     // arrived, before the client closes: a join counts only if it came
     // during the download (recover_at = 1 MiB of 100 MB).
-    let dl = settled(&["--download", "100M"]);
+    let dl = ["--download", "100M"];
     let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
     // Control: stripped and stored, nothing recovers it.
     lab.apply(&policy(false));
     let stored = datapath_event(&lab, "add_addr_stored");
-    let (res, d) = run(&lab, &dl);
+    let (mut res, mut d) = run(&lab, &dl);
+    // The control is about an address held back. On a loaded machine the
+    // server's path manager (a kernel worker) can announce after the
+    // download passed remove_below (1 MiB: 1-7 ms here); the address then
+    // passes, as it should for a long connection, and the run proves
+    // nothing: once more, counted. (A pause before the download avoids it
+    // but made the kernel receive deadlock below several times likelier.)
+    let mut held = datapath_event(&lab, "add_addr_stored");
+    if held == stored {
+        crate::common::record_retry(
+            "control",
+            &format!("{dl:?}: the announcement came after remove_below"),
+        );
+        (res, d) = run(&lab, &dl);
+        let again = datapath_event(&lab, "add_addr_stored");
+        assert!(again > held, "control: the announcement came late twice");
+        held = again;
+    }
+    assert!(held > stored);
     assert_eq!(subflows(&res), 0, "control joined without recovery: {res}");
     assert_eq!(d(JOIN), 0, "control: {res}");
-    // Held back while the connection was small: what the control is about.
-    assert!(
-        datapath_event(&lab, "add_addr_stored") > stored,
-        "control: the announcement came after remove_below"
-    );
     no_damage(&d);
     // `apply` only: the in-kernel recovery builds the duplicate ACK.
     lab.apply(&policy(true));
@@ -221,7 +234,7 @@ fn agent_cell(name: &str, ipv6: bool) {
         &[("LINK_A", "tun"), ("IPV6", if ipv6 { "1" } else { "0" })],
     );
     no_server_add_addr_retransmissions(&lab);
-    let dl = settled(&["--download", "100M"]);
+    let dl = ["--download", "100M"];
     let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
     lab.apply(&policy(false));
     let (res, d) = run(&lab, &dl);

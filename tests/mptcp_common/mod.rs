@@ -128,15 +128,16 @@ fn last_report(out: &str) -> serde_json::Result<serde_json::Value> {
     serde_json::from_str(out.lines().last().unwrap_or_default())
 }
 
-/// mptcp_xfer.py client args that hold a connection's payload until the
-/// server has announced its addresses: one NOP exchange, then 0.3 s idle,
-/// then `payload`. The server's path manager announces from a kernel
-/// worker once the connection is fully established; a payload started at
-/// once can pass remove_below (1 MiB: 1-7 ms here) before that worker ran
-/// on a loaded machine, and the announcement then passes unstripped. That
-/// is right for a long connection, but a control then joins (seen once in
-/// 5 flake runs: "control joined without recovery") and a recovery has
-/// nothing to recover. 0.3 s is orders of magnitude above that delay.
+/// mptcp_xfer.py client args that hold an upload until the server has
+/// announced its addresses: one NOP exchange, then 0.3 s idle, then
+/// `payload`. The server's path manager announces from a kernel worker
+/// once the connection is fully established; an upload started at once
+/// can pass remove_below (1 MiB, under 1 ms here) before that worker ran
+/// on a loaded machine, and the announcement then passes unstripped: right
+/// for a long connection, but there is nothing left to recover. Not for
+/// downloads: the pause made the kernel's receive deadlock
+/// (deadlock.rs) several times likelier (2 retries in one suite run and a
+/// double, i.e. a failure, in the next, against 1 retry in 6 runs without).
 pub fn settled<'a>(payload: &[&'a str]) -> Vec<&'a str> {
     ["--idle-before", "0.3"]
         .into_iter()
