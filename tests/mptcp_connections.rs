@@ -88,14 +88,7 @@ fn a_short_connection_joins_no_address_a_long_one_joins_both() {
     // remove_below before it, once, under the suite's load); the
     // `add_addr_stored` assertion below names that cause if it ever recurs.
     let stored_before = flow_stat(&status_json(lab.root(), &lab.tb.cli), "add_addr_stored");
-    let long = settled(&[
-        "--upload",
-        "20M",
-        "--wait-subflows",
-        "2",
-        "--wait-timeout",
-        "4",
-    ]);
+    let long = settled(&long_upload("2", "4"));
     let (res, d) = run(&lab, &long);
     assert_eq!(
         d(ADD_ADDR),

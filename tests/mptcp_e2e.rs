@@ -94,17 +94,7 @@ fn short_and_long(mode: &str) {
     assert!(held.join().unwrap().status.success());
 
     // Long upload: the stored ADD_ADDR is re-inserted and the join happens.
-    let (_, d) = run(
-        &lab,
-        &[
-            "--upload",
-            "20M",
-            "--wait-subflows",
-            "1",
-            "--wait-timeout",
-            "3",
-        ],
-    );
+    let (_, d) = run(&lab, &long_upload("1", "3"));
     assert!(d(ADD_ADDR) >= 1, "long upload: ADD_ADDR not delivered");
     assert_eq!(d(JOIN), 1, "long upload: second subflow not established");
     no_damage(&d);
@@ -549,17 +539,7 @@ fn offload_on(mode: &str) {
     assert_eq!(n(&ev["malformed"]), 0, "a segment was refused: {st}");
 
     // A long upload gets the stored address back and joins.
-    let (_, d) = run(
-        &lab,
-        &[
-            "--upload",
-            "20M",
-            "--wait-subflows",
-            "1",
-            "--wait-timeout",
-            "3",
-        ],
-    );
+    let (_, d) = run(&lab, &long_upload("1", "3"));
     assert!(d(ADD_ADDR) >= 1, "long upload: ADD_ADDR not delivered");
     assert_eq!(d(JOIN), 1, "long upload: second subflow not established");
     no_damage(&d);

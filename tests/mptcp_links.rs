@@ -128,14 +128,7 @@ fn cell(name: &str, link: &str, ipv6: bool) {
 
     // Long upload: the client's data ACKs pass recover_at, an incoming
     // pure ACK has room, the stored option is re-inserted into it.
-    let long = settled(&[
-        "--upload",
-        "20M",
-        "--wait-subflows",
-        "1",
-        "--wait-timeout",
-        "3",
-    ]);
+    let long = settled(&long_upload("1", "3"));
     let (res, d) = run(&lab, &long);
     assert!(
         d(ADD_ADDR) >= 1,

@@ -145,6 +145,19 @@ pub fn settled<'a>(payload: &[&'a str]) -> Vec<&'a str> {
         .collect()
 }
 
+/// mptcp_xfer.py client args of a long (20 MB) upload that then waits up
+/// to `timeout` s for `joins` extra subflows.
+pub fn long_upload<'a>(joins: &'a str, timeout: &'a str) -> [&'a str; 6] {
+    [
+        "--upload",
+        "20M",
+        "--wait-subflows",
+        joins,
+        "--wait-timeout",
+        timeout,
+    ]
+}
+
 /// mptcp_xfer.py client args of a short (100 KB) download that gives the
 /// server's announcement time to be joined, `joins` extra subflows at most:
 /// one NOP exchange, a wait of up to 2 s for the joins, the download, then
@@ -252,7 +265,7 @@ pub const CSUM: &str = "TcpInCsumErrors";
 /// Runs one client connection: asserts the data was verified and nothing
 /// fell back, returns its JSON and the client counter deltas.
 #[track_caller]
-pub fn run(lab: &Lab, args: &[&str]) -> (serde_json::Value, impl Fn(&str) -> i64) {
+pub fn run(lab: &Lab, args: &[&str]) -> (serde_json::Value, impl Fn(&str) -> i64 + use<>) {
     let mut before = lab.tb.counters("cli");
     let (mut res, mut server) = lab.tb.xfer_report(args);
     // The kernel's receive deadlock (deadlock.rs), recognised by every
