@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use emptcp::policy::{self, Policy, PolicyErrors};
+use emptcp_policy::{self as policy, Policy, PolicyErrors};
 use libfuzzer_sys::fuzz_target;
 
 const DIR_MARK: &[u8] = b"%%dir\n";

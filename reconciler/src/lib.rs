@@ -21,7 +21,6 @@ pub mod object;
 pub mod observe;
 pub mod packet;
 pub mod plan;
-pub mod policy;
 pub mod privilege;
 pub mod simulate;
 pub mod state;
@@ -29,3 +28,7 @@ pub mod status;
 pub mod sys;
 pub mod watch;
 pub mod xsk;
+
+/// The policy stage is the crate `emptcp-policy` (policy/): it depends on
+/// nothing of the reconciler.
+pub use emptcp_policy as policy;

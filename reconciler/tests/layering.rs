@@ -6,9 +6,12 @@
 //! foundation -> policy -> desired -> observe -> plan -> apply ->
 //! beside the pipeline -> drivers (watch, simulate) -> status -> cli.
 //!
-//! `emptcp-common` (the types shared with the kernel) depends on nothing
-//! of the reconciler. A module that is in no layer fails the check: a new
-//! module has to be placed on purpose.
+//! `emptcp-common` (the types shared with the kernel) and `emptcp-policy`
+//! (the policy stage, re-exported as `emptcp::policy`) are crates of their
+//! own that depend on nothing of the reconciler: Cargo enforces that, and
+//! an import of `crate::policy` from any module here looks down. A module
+//! that is in no layer fails the check: a new module has to be placed on
+//! purpose.
 //!
 //! Imports are read from the text (`crate::x`, `use crate::{x, y::z}`,
 //! `super::` that reaches the crate root, `emptcp::x` in the binaries),
@@ -37,7 +40,6 @@ const LAYERS: &[(&str, &[&str])] = &[
             "privilege",
         ],
     ),
-    ("policy", &["policy"]),
     ("desired", &["desired"]),
     ("observe", &["observe", "counters"]),
     ("plan", &["plan"]),
@@ -449,6 +451,43 @@ fn emptcp_common_depends_on_nothing_of_the_reconciler() {
             assert!(
                 first_segments(&code, root).is_empty(),
                 "{}: uses `{root}::`; emptcp-common imports nothing of the reconciler or the kernel crate",
+                file.display()
+            );
+        }
+    }
+}
+
+/// The policy stage, a crate of its own, stands on the shared types alone:
+/// what reads a policy (the fuzz target, CI tooling) never builds the
+/// reconciler, aya or the eBPF object.
+#[test]
+fn emptcp_policy_depends_on_the_shared_types_alone() {
+    let policy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policy");
+    let manifest = std::fs::read_to_string(policy.join("Cargo.toml")).unwrap();
+    let mut section = String::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_string();
+        } else if section.contains("dependencies") {
+            assert!(
+                !line.starts_with("emptcp") || line.starts_with("emptcp-common "),
+                "policy/Cargo.toml {section}: `{line}`: the policy crate depends on no emptcp crate but emptcp-common"
+            );
+            assert!(
+                !line.starts_with("aya"),
+                "policy/Cargo.toml {section}: `{line}`: the policy crate needs no kernel library"
+            );
+        }
+    }
+    let mut files = Vec::new();
+    rust_files(&policy.join("src"), &mut files);
+    assert!(files.len() > 10, "policy/src holds the policy stage");
+    for file in files {
+        let code = code_only(&std::fs::read_to_string(&file).unwrap());
+        for root in ["emptcp", "emptcp_ebpf", "aya"] {
+            assert!(
+                first_segments(&code, root).is_empty(),
+                "{}: uses `{root}::`; emptcp-policy imports nothing of the reconciler or the kernel",
                 file.display()
             );
         }

@@ -106,7 +106,7 @@ pub(crate) mod test_support {
     //! Helpers for the rule tests: load a policy from text and look at the
     //! errors it produces.
 
-    use crate::policy::{PolicyError, load_str};
+    use crate::{PolicyError, load_str};
 
     /// Loads `text` and returns its errors (empty when valid).
     pub(crate) fn errors(text: &str) -> Vec<PolicyError> {

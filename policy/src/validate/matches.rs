@@ -2,9 +2,9 @@
 //! ranges, and at most 1024 ports per chain.
 
 use super::Ctx;
-use crate::policy::locate::Spot;
-use crate::policy::model::Chain;
-use crate::policy::units::PortRange;
+use crate::locate::Spot;
+use crate::model::Chain;
+use crate::units::PortRange;
 use ipnet::IpNet;
 
 /// Ports one chain may match (remote_ports + local_ports): each port is an
@@ -111,7 +111,7 @@ fn check_range(
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::validate::test_support::*;
+    use crate::validate::test_support::*;
 
     fn with_match(m: &str) -> String {
         format!("version: 1\nchains:\n  - name: c\n    actions: [count]\n    match:\n{m}")

@@ -108,7 +108,7 @@ fn snippet(line: usize, column: usize, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::error::Pos;
+    use crate::error::Pos;
 
     fn at(line: usize, column: usize) -> PolicyError {
         PolicyError::new("p.yaml", "bad value")
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn a_cr_only_file_shows_the_line_the_loader_names() {
         let text = "version: 1\rinterfaces: []\rchains:\r  - name: x\r    actions: [count, frob]\r";
-        let errors = crate::policy::load_str("p.yaml", text).unwrap_err();
+        let errors = crate::load_str("p.yaml", text).unwrap_err();
         let out = render_snippets(&errors, |_| Some(text.to_string()));
         assert!(
             out.starts_with("p.yaml:5:22: ")

@@ -1,7 +1,7 @@
 //! Names: their syntax, and that each is defined once across all files.
 
 use super::{Ctx, List};
-use crate::policy::locate::Spot;
+use crate::locate::Spot;
 use emptcp_common::{CHAIN_NAME_LEN, IFNAME_LEN};
 use std::collections::HashMap;
 
@@ -133,7 +133,7 @@ fn check_unique<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::validate::test_support::*;
+    use crate::validate::test_support::*;
 
     #[test]
     fn identifier_syntax() {

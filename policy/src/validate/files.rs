@@ -1,7 +1,7 @@
 //! File-level rules: the version of every file, and `settings`.
 
 use super::Ctx;
-use crate::policy::model::{MAX_FLOW_CAPACITY, MIN_FLOW_CAPACITY, POLICY_VERSION};
+use crate::model::{MAX_FLOW_CAPACITY, MIN_FLOW_CAPACITY, POLICY_VERSION};
 
 pub(super) fn check(ctx: &mut Ctx<'_>) {
     check_versions(ctx);
@@ -66,7 +66,7 @@ fn check_settings(ctx: &mut Ctx<'_>) {
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::validate::test_support::*;
+    use crate::validate::test_support::*;
 
     #[test]
     fn version_must_be_1() {

@@ -234,7 +234,7 @@ fn second_document(text: &str) -> Option<Pos> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::model::Policy;
+    use crate::model::Policy;
 
     fn error_for(text: &str) -> PolicyError {
         let err = yaml_serde::from_str::<Policy>(text).unwrap_err();

@@ -39,10 +39,7 @@ impl UnitError {
     /// The error as a serde error, with the hint carried along (see
     /// `error::message_with_hint`).
     pub(crate) fn into_de<E: serde::de::Error>(self) -> E {
-        E::custom(crate::policy::error::message_with_hint(
-            &self.message,
-            &self.hint,
-        ))
+        E::custom(crate::error::message_with_hint(&self.message, &self.hint))
     }
 }
 

@@ -2,9 +2,9 @@
 //! and the trigger and option are sane.
 
 use super::Ctx;
-use crate::policy::model::{PacketCopy, Send, Trigger};
-use crate::policy::suggest::hint_for_unknown;
-use crate::policy::units::Duration;
+use crate::model::{PacketCopy, Send, Trigger};
+use crate::suggest::hint_for_unknown;
+use crate::units::Duration;
 use std::time::Duration as StdDuration;
 
 /// Bounds of `subflow_idle` and `other_subflows_idle`: below a millisecond is not idleness, above an
@@ -122,7 +122,7 @@ fn check_send(ctx: &mut Ctx<'_>, i: usize, rule: &PacketCopy) {
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::validate::test_support::*;
+    use crate::validate::test_support::*;
 
     fn with_rule(rule: &str) -> String {
         format!("{BASE}packet_copy:\n  - name: r\n{rule}")

@@ -2,8 +2,8 @@
 //! what an egress action needs from the interface's ingress chains.
 
 use super::Ctx;
-use crate::policy::model::{Action, Hook, Policy};
-use crate::policy::suggest::hint_for_unknown;
+use crate::model::{Action, Hook, Policy};
+use crate::suggest::hint_for_unknown;
 use emptcp_common::MAX_CHAINS_PER_IFACE;
 
 pub(super) fn check(ctx: &mut Ctx<'_>) {
@@ -81,7 +81,7 @@ fn egress_window_without_record_flow(policy: &Policy, listed: &[String], chain: 
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::validate::test_support::*;
+    use crate::validate::test_support::*;
 
     #[test]
     fn dangling_chain_reference_suggests() {

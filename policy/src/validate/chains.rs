@@ -1,9 +1,9 @@
 //! Chain rules: the action list (length, order, hook), and thresholds.
 
 use super::Ctx;
-use crate::policy::locate::Spot;
-use crate::policy::model::{Action, Chain, Decider, Hook, Thresholds};
-use crate::policy::units::Duration;
+use crate::locate::Spot;
+use crate::model::{Action, Chain, Decider, Hook, Thresholds};
+use crate::units::Duration;
 use emptcp_common::{MAX_CHAINS, MAX_STEPS};
 use std::time::Duration as StdDuration;
 
@@ -196,7 +196,7 @@ fn check_threshold_values(ctx: &mut Ctx<'_>, spot: Spot<'_>, name: &str, t: &Thr
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::validate::test_support::*;
+    use crate::validate::test_support::*;
 
     fn chain(actions: &str, extra: &str) -> String {
         format!("version: 1\nchains:\n  - name: c\n{extra}    actions: {actions}\n")
