@@ -3,8 +3,8 @@
 # (cargo deny), then every test tier.
 #   unit + scenario tests (no kernel), datapath tests (BPF_PROG_TEST_RUN) and
 #   integration tests (namespaces, veth, MPTCP; the packet fuzzer), a short
-#   run of the policy fuzz target, then the datapath tests on
-#   a second kernel in a QEMU guest (scripts/vm.sh).
+#   run of the policy fuzz target, and the datapath tests on a second kernel
+#   in a QEMU guest (scripts/vm.sh), which run beside the host's kernel tests.
 # Kernel tests need CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN and FAIL without
 # them. EMPTCP_ALLOW_SKIP=1 turns that into a skip: each skipped test is
 # recorded, and this script prints at the end how many and why.
@@ -72,36 +72,63 @@ else
 fi
 phase "tests"
 cargo test --locked --release --no-run 2>&1 | grep -vE '^\s+(Executable|Compiling|Finished)|^warning: emptcp@' || true
-# The fuzz target's instrumented build (minutes when cold) runs beside the
-# kernel tests, which leave CPU idle while they wait on the network; its
-# own target directory keeps cargo's locks apart.
-fuzz_log=target/fuzz/build.log
-mkdir -p target/fuzz
-setsid ./scripts/fuzz.sh build >"$fuzz_log" 2>&1 &
-fuzz_build=$!
-# Its own process group (setsid): a failing run stops the whole build. The
-# kill finds no group once the build ended; `|| true`, or errexit (which
-# holds inside the trap) would turn a passing run into exit 1.
-trap 'rc=$?; kill -- -"$fuzz_build" 2>/dev/null || true; (exit $rc); report_skips' EXIT
+# Two side jobs run one after the other in the background while the kernel
+# tests run, on the CPU those leave idle while they wait on the network (a
+# load the suite is built to bear: it passes with a CPU hog per core,
+# scripts/flake.sh): the fuzz target's instrumented build (its own
+# target directory keeps cargo's locks apart), then the datapath tier on a
+# second kernel (Debian's 6.12 LTS in a QEMU guest, scripts/vm.sh; about
+# 5.5 min alone plus 2.5 min to build the cached image the first time).
+# Each writes its log and exit code under target/side-jobs.
+side=target/side-jobs
+rm -rf "$side"
+mkdir -p "$side" target/fuzz
+guest_skip=
+if [[ ${EMPTCP_VM:-1} == 0 ]]; then
+    guest_skip="EMPTCP_VM=0"
+elif [[ $(id -u) != 0 && ! -f ${EMPTCP_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/emptcp/vm}/image.stamp ]]; then
+    guest_skip="building the guest image needs root"
+fi
+setsid bash -c '
+    ./scripts/fuzz.sh build >"$1/fuzz-build.log" 2>&1
+    echo $? >"$1/fuzz-build.rc"
+    [[ -n $2 ]] && exit 0
+    ./scripts/vm.sh test datapath >"$1/guest.log" 2>&1
+    echo $? >"$1/guest.rc"
+' side-jobs "$side" "$guest_skip" &
+side_jobs=$!
+# Its own process group (setsid): a failing run stops the side jobs (and the
+# guest's QEMU). The kill finds no group once they ended; `|| true`, or
+# errexit (which holds inside the trap) would turn a passing run into exit 1.
+trap 'rc=$?; kill -- -"$side_jobs" 2>/dev/null || true; (exit $rc); report_skips' EXIT
+# The exit code of side job $1, once it wrote one (empty if the jobs died).
+side_rc() {
+    while [[ ! -f $side/$1.rc ]] && kill -0 "$side_jobs" 2>/dev/null; do sleep 1; done
+    cat "$side/$1.rc" 2>/dev/null || true
+}
 # Tests run in parallel: each has its own namespaces and bpffs root.
 cargo test --locked --release -- --test-threads "${EMPTCP_TEST_THREADS:-4}"
 # The policy loader under cargo-fuzz for a short, fixed budget (the 10^6
 # run is `scripts/fuzz.sh policy`, docs/development.md "Fuzzing"); a crash
 # fails the command. The packet fuzzer ran above (tests/datapath_fuzz.rs).
 phase "fuzz policy (50000 inputs)"
-wait "$fuzz_build" || { tail -40 "$fuzz_log"; echo "fuzz policy: the build failed (log: $fuzz_log)"; exit 1; }
+if [[ $(side_rc fuzz-build) != 0 ]]; then
+    tail -40 "$side/fuzz-build.log"
+    echo "fuzz policy: the build failed (log: $side/fuzz-build.log)"
+    exit 1
+fi
 ./scripts/fuzz.sh policy --runs "${EMPTCP_FUZZ_RUNS:-50000}"
 phase "leftovers"
 ./scripts/check-clean.sh
-# The datapath tier again on a second kernel (Debian's 6.12 LTS in a QEMU
-# guest, about 5.5 min plus 2.5 min to build the cached image the first time);
-# scripts/vm.sh runs the other tiers too (docs/development.md).
+# The datapath tier on 6.12, started after the fuzz build (above); its
+# output once it ends. scripts/vm.sh runs the other tiers too
+# (docs/development.md).
 phase "datapath on 6.12 (guest)"
-if [[ ${EMPTCP_VM:-1} == 0 ]]; then
-    echo "SKIPPED guest datapath tier: EMPTCP_VM=0"
-elif [[ $(id -u) != 0 && ! -f ${EMPTCP_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/emptcp/vm}/image.stamp ]]; then
-    echo "SKIPPED guest datapath tier: building the guest image needs root"
+if [[ -n $guest_skip ]]; then
+    echo "SKIPPED guest datapath tier: $guest_skip"
 else
-    ./scripts/vm.sh test datapath
+    guest_rc=$(side_rc guest)
+    cat "$side/guest.log"
+    [[ $guest_rc == 0 ]] || { echo "guest datapath tier: FAILED (exit ${guest_rc:-none}, log: $side/guest.log)"; exit 1; }
 fi
 phase done
