@@ -377,6 +377,75 @@ fn datapath_state_survives_reapply_and_restart() {
     assert_eq!(c3, c2 + 1, "counting stopped after upgrade");
 }
 
+/// A pinned map is reused only when the layout recorded at its creation
+/// (`layouts/<MAP>@<fingerprint>`) is the new object's: a record of another
+/// layout with the same sizes (what a build that swapped two fields
+/// leaves) makes the plan refuse to reuse it. Control: the untouched
+/// record, reused with its counts.
+#[test]
+fn a_state_map_recorded_with_another_layout_is_not_reused() {
+    if !kernel_or_skip("a_state_map_recorded_with_another_layout_is_not_reused") {
+        return;
+    }
+    let t = tag("layout");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let f = policy_file(&dir, "p.yaml", &policy(&pair.dev_b, "1MiB", None));
+    let file = f.to_str().unwrap();
+    apply_ok(&root.path, ns, file);
+    let fingerprint = |m: &str| emptcp_common::layouts::map_layout(m).unwrap().fingerprint();
+    let layouts = root.path.join("layouts");
+    let record = |m: &str, fp: u64| layouts.join(format!("{m}@{fp:016x}"));
+    for m in ["CHAIN_STATS", "FLOWS", "IFACES"] {
+        assert!(record(m, fingerprint(m)).exists(), "{m}: no layout record");
+    }
+    let packets = || {
+        status_json(&root.path, ns)["chains"][0]["packets"]
+            .as_u64()
+            .unwrap()
+    };
+    tcp_syns(&pair, 8001, 3);
+    assert_eq!(packets(), 3);
+    // Control: a re-apply with the records as they are keeps the counts.
+    expect_plan_exit(&root.path, ns, file, 0);
+    apply_ok(&root.path, ns, file);
+    assert_eq!(packets(), 3, "a re-apply lost the counters");
+
+    let good = record("CHAIN_STATS", fingerprint("CHAIN_STATS"));
+    let bad = record("CHAIN_STATS", 0xbad);
+    std::fs::remove_file(&good).unwrap();
+    must(&format!(
+        "bpftool map pin pinned {} {}",
+        root.path.join("maps/CHAIN_STATS").display(),
+        bad.display()
+    ));
+    let out = emptcp(&root.path, Some(ns), &["apply", "-f", file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("map CHAIN_STATS") && err.contains("layout 0000000000000bad ->"),
+        "{err}"
+    );
+    assert_eq!(packets(), 3, "a refused apply changed the map");
+
+    emptcp_ok(
+        &root.path,
+        Some(ns),
+        &["apply", "--allow-state-loss", "-f", file],
+        0,
+    );
+    expect_plan_exit(&root.path, ns, file, 0);
+    assert!(good.exists() && !bad.exists(), "records not converged");
+    assert!(!root.path.join("maps/old-CHAIN_STATS").exists());
+    assert_eq!(packets(), 0, "the map of the other layout was reused");
+    tcp_syns(&pair, 8001, 1);
+    assert_eq!(packets(), 1, "counting stopped after the replacement");
+    emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
+    assert!(!root.path.exists(), "destroy left the layout records");
+}
+
 #[test]
 fn removed_interface_is_detached_and_destroy_cleans_all() {
     if !kernel_or_skip("removed_interface_is_detached_and_destroy_cleans_all") {

@@ -65,7 +65,15 @@ fn apply_attaches(pair: &Pair, root: &Path, policy: &Path) {
         has_xdp(&pair.b, &pair.dev_b),
         "control apply attached nothing"
     );
-    for d in ["", "maps", "progs", "links", "links/xdp", "links/tc"] {
+    for d in [
+        "",
+        "maps",
+        "layouts",
+        "progs",
+        "links",
+        "links/xdp",
+        "links/tc",
+    ] {
         assert_eq!(
             mode_owner(&root.join(d)),
             (0o700, 0),

@@ -4,6 +4,11 @@
 //! ```text
 //! <root>/maps/<MAP>        pinned maps (reused on every load)
 //! <root>/maps/old-<MAP>    a map being migrated (definition changed)
+//! <root>/layouts/<MAP>@<fingerprint>
+//!                          a second pin of <MAP>: the layout fingerprint
+//!                          of its key and value (emptcp_common::layouts),
+//!                          recorded when the map was created; bound to the
+//!                          map itself, so a replaced map never inherits it
 //! <root>/progs/<prog>      pinned programs of the loaded object
 //! <root>/links/xdp/<if>    pinned XDP links (one per interface)
 //! <root>/links/tc/<if>     pinned TCX egress links (interfaces with an
@@ -62,6 +67,14 @@ impl Layout {
     pub fn maps_dir(&self) -> PathBuf {
         self.root.join("maps")
     }
+    pub fn layouts_dir(&self) -> PathBuf {
+        self.root.join("layouts")
+    }
+    /// The record of map `map`'s layout `fingerprint`.
+    pub fn layout_record(&self, map: &str, fingerprint: u64) -> PathBuf {
+        self.layouts_dir()
+            .join(layout_record_name(map, fingerprint))
+    }
     pub fn progs_dir(&self) -> PathBuf {
         self.root.join("progs")
     }
@@ -97,9 +110,10 @@ impl Layout {
         self.tc_hook_dir(hook).join(ifname)
     }
     /// Every directory of the layout, children before their parent.
-    pub fn all_dirs(&self) -> [PathBuf; 6] {
+    pub fn all_dirs(&self) -> [PathBuf; 7] {
         [
             self.maps_dir(),
+            self.layouts_dir(),
             self.progs_dir(),
             self.xdp_links_dir(),
             self.tc_links_dir(),
@@ -107,6 +121,21 @@ impl Layout {
             self.root.join("links"),
         ]
     }
+}
+
+/// The file name of a layout record: `<MAP>@<fingerprint as 16 hex digits>`
+/// (bpffs refuses dots in names).
+pub fn layout_record_name(map: &str, fingerprint: u64) -> String {
+    format!("{map}@{fingerprint:016x}")
+}
+
+/// The map and fingerprint a layout record's file name names.
+pub fn parse_layout_record(name: &str) -> Option<(&str, u64)> {
+    let (map, hex) = name.rsplit_once('@')?;
+    if hex.len() != 16 {
+        return None;
+    }
+    Some((map, u64::from_str_radix(hex, 16).ok()?))
 }
 
 /// File names in `dir`, sorted; an absent directory is empty.

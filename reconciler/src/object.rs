@@ -58,8 +58,9 @@ pub const BPF_MAP_TYPE_HASH: u32 = 1;
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 
-/// Definition of a map as the kernel reports it; compared with the pinned
-/// map before reuse (aya does not check, see TOOLCHAIN.md).
+/// Definition of a map as the kernel reports it, and the fingerprint of
+/// its key and value layouts; compared with the pinned map before reuse
+/// (aya does not check, see TOOLCHAIN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapDef {
     pub map_type: u32,
@@ -67,6 +68,40 @@ pub struct MapDef {
     pub value_size: u32,
     pub max_entries: u32,
     pub flags: u32,
+    /// `emptcp_common::layouts` fingerprint: the object's for a desired
+    /// map; for a pinned one, the one recorded when it was created (its
+    /// `layouts/` pin). None: no shared struct in it, or not recorded (a
+    /// root written before records existed, or a crash before the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<u64>,
+}
+
+impl std::fmt::Display for MapDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "type {}, key {} B, value {} B, {} entries, flags {:#x}, layout {}",
+            self.map_type,
+            self.key_size,
+            self.value_size,
+            self.max_entries,
+            self.flags,
+            self.layout
+                .map_or_else(|| "not recorded".to_string(), |l| format!("{l:016x}"))
+        )
+    }
+}
+
+impl MapDef {
+    /// Whether a pinned map `self` can be reused as `want`: the kernel's
+    /// definition is equal and the layouts are, where both are known (an
+    /// unrecorded map is taken to have the layout its sizes allow, as
+    /// before records existed).
+    pub fn reusable_as(&self, want: &MapDef) -> bool {
+        let kernel = |d: &MapDef| (d.map_type, d.key_size, d.value_size, d.max_entries, d.flags);
+        kernel(self) == kernel(want)
+            && (self.layout.is_none() || want.layout.is_none() || self.layout == want.layout)
+    }
 }
 
 /// The object to load: bytes, hash, programs and map definitions.
@@ -111,6 +146,8 @@ impl Object {
                         value_size: m.value_size(),
                         max_entries: m.max_entries(),
                         flags: m.map_flags(),
+                        layout: emptcp_common::layouts::map_layout(name)
+                            .map(emptcp_common::layouts::MapLayout::fingerprint),
                     },
                 )
             })
@@ -130,5 +167,70 @@ impl Object {
             .iter()
             .map(String::as_str)
             .filter(|p| is_action_program(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use emptcp_common::layouts::MAP_LAYOUTS;
+
+    use super::*;
+
+    /// Maps of the object without a layout: no shared struct in them, or
+    /// nothing that outlives a packet.
+    const NO_LAYOUT: &[&str] = &[
+        // Program arrays (the kernel's own value: a program).
+        "PROGS",
+        "EGRESS_PROGS",
+        // Ring buffers (records read once by user space).
+        "EVENTS",
+        "SUBFLOW_EVENTS",
+        // u64 counters indexed by an enum (APPEND_ONLY where they grow).
+        "STATS",
+        "FLOW_STATS",
+        "EGRESS_STATS",
+        // u64 gauges.
+        "AWAITING",
+        "PENDING",
+        // Per-CPU scratch, written before every read within one packet.
+        "NEW_FLOW",
+        "XDP_DESC",
+        "SCRATCH",
+        "CSUM_SCRATCH",
+        "EGRESS_META",
+    ];
+
+    #[test]
+    fn every_map_of_the_object_has_its_layout_or_needs_none() {
+        let o = Object::load().expect("the embedded object");
+        for l in MAP_LAYOUTS {
+            let d = o
+                .maps
+                .get(l.map)
+                .unwrap_or_else(|| panic!("{} not in the object", l.map));
+            assert_eq!(
+                (d.key_size as usize, d.value_size as usize),
+                (l.key.size, l.value.size),
+                "{}: the layout's key/value sizes are not the map's: is its type in MAP_LAYOUTS the one in ebpf/emptcp-ebpf/src/maps.rs?",
+                l.map
+            );
+            assert_eq!(d.layout, Some(l.fingerprint()), "{}", l.map);
+        }
+        let listed: BTreeSet<&str> = MAP_LAYOUTS
+            .iter()
+            .map(|l| l.map)
+            .chain(NO_LAYOUT.iter().copied())
+            .collect();
+        for name in o.maps.keys() {
+            assert!(
+                listed.contains(name.as_str()),
+                "map {name} is neither in emptcp_common::layouts::MAP_LAYOUTS nor in NO_LAYOUT: list its key/value layout there (or say why it needs none)"
+            );
+        }
+        for name in NO_LAYOUT {
+            assert_eq!(o.maps[*name].layout, None, "{name}");
+        }
     }
 }

@@ -111,6 +111,11 @@ pub struct Observed {
     /// behind a link. A program without the stamp is absent.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub objects: BTreeMap<u32, String>,
+    /// File names under `layouts/` (records of map layouts, see
+    /// [`Layout::layout_record`]); the ones bound to a pinned map set its
+    /// `MapDef::layout`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layout_records: Vec<String>,
 }
 
 impl Observed {
@@ -168,14 +173,16 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
         return Ok(o);
     }
     for name in layout::list(&layout.root).map_err(io_err(&layout.root))? {
-        if !matches!(name.as_str(), "maps" | "progs" | "links") {
+        if !matches!(name.as_str(), "maps" | "layouts" | "progs" | "links") {
             o.unknown.push(layout.root.join(name));
         }
     }
     let maps_dir = layout.maps_dir();
+    let mut map_ids = BTreeMap::new();
     for name in layout::list(&maps_dir).map_err(io_err(&maps_dir))? {
         let p = maps_dir.join(&name);
         let info = MapInfo::from_pin(&p).map_err(|e| pin_err("map", &p, e))?;
+        map_ids.insert(info.id(), name.clone());
         o.maps.insert(
             name,
             MapDef {
@@ -184,9 +191,11 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
                 value_size: info.value_size(),
                 max_entries: info.max_entries(),
                 flags: info.map_flags(),
+                layout: None,
             },
         );
     }
+    read_layout_records(layout, &map_ids, &mut o)?;
     let progs_dir = layout.progs_dir();
     for name in layout::list(&progs_dir).map_err(io_err(&progs_dir))? {
         let p = progs_dir.join(&name);
@@ -288,6 +297,37 @@ fn read_links(dir: &Path) -> Result<BTreeMap<String, ObservedLink>, ObserveError
         );
     }
     Ok(links)
+}
+
+/// Binds each layout record to the map it pins, if that map is the
+/// record's `<MAP>` or the `old-<MAP>` it was retired to (a record left by
+/// a replaced map names an id no pin holds: it binds nothing).
+fn read_layout_records(
+    layout: &Layout,
+    map_ids: &BTreeMap<u32, String>,
+    o: &mut Observed,
+) -> Result<(), ObserveError> {
+    let dir = layout.layouts_dir();
+    for name in layout::list(&dir).map_err(io_err(&dir))? {
+        let p = dir.join(&name);
+        o.layout_records.push(name.clone());
+        let Some((map, fingerprint)) = layout::parse_layout_record(&name) else {
+            continue;
+        };
+        // Not a map (not ours to read): bound to nothing, replaced.
+        let Ok(info) = MapInfo::from_pin(&p) else {
+            continue;
+        };
+        let Some(pinned_as) = map_ids.get(&info.id()) else {
+            continue;
+        };
+        if (pinned_as == map || pinned_as.strip_prefix(layout::OLD_PREFIX) == Some(map))
+            && let Some(def) = o.maps.get_mut(pinned_as)
+        {
+            def.layout = Some(fingerprint);
+        }
+    }
+    Ok(())
 }
 
 fn read_slots(layout: &Layout, o: &mut Observed) -> Result<(), ObserveError> {

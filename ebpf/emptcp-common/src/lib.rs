@@ -1,10 +1,14 @@
 //! Types shared by the emptcp eBPF programs (kernel side) and the reconciler
 //! (user side). Every type here is `#[repr(C)]`, has no implicit padding, and
 //! is a key or value of a pinned map, so its layout is an ABI: changing it
-//! changes the map definition, which the planner detects and migrates.
+//! changes the map definition (its sizes, or the field layout listed in
+//! [`layouts`], whose fingerprint is recorded with the pinned map), which
+//! the planner detects and migrates or replaces.
 //!
 //! With the `user` feature the types implement `aya::Pod`.
 #![no_std]
+
+pub mod layouts;
 
 /// Version of the pinned map layout. Bump when a key/value layout changes.
 pub const LAYOUT_VERSION: u32 = 7;

@@ -238,6 +238,7 @@ impl<'a> Applier<'a> {
                 }
             }
             LoadObject { max_entries, .. } => self.load(max_entries)?,
+            RecordLayouts { records } => self.record_layouts(records)?,
             CopyMap { name } => {
                 let old = self.layout.old_map(name);
                 if old.exists() {
@@ -509,6 +510,21 @@ impl<'a> Applier<'a> {
             join_all(handles, "a loader thread")
         })?;
         self.loaded = Some(ebpf);
+        Ok(())
+    }
+
+    /// Pins each map a second time as `layouts/<MAP>@<fingerprint>` (see
+    /// [`crate::layout`]): the record is bound to the map object, so a map
+    /// replaced later never carries it.
+    fn record_layouts(&self, records: &BTreeMap<String, u64>) -> Result<(), StepError> {
+        create_private(&self.layout.layouts_dir())?;
+        for (map, fingerprint) in records {
+            let from = self.layout.map(map);
+            let fd = sys::obj_get(&from).map_err(io("opening", &from))?;
+            let record = self.layout.layout_record(map, *fingerprint);
+            remove_if_present(&record)?;
+            sys::obj_pin(&fd, &record).map_err(io("pinning layout record", &record))?;
+        }
         Ok(())
     }
 

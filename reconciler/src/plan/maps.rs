@@ -1,12 +1,12 @@
 //! The map phase: which pinned maps the object reuses, which it creates,
 //! which are replaced by a new definition (moved aside as `old-NAME`, their
 //! entries copied when key, value and type allow) and which are unpinned.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{APPEND_ONLY_MAPS, CONFIG_MAPS, PlanError, PlanOptions, Planning, Step, Steps};
 use crate::{
     desired::Desired,
-    layout::OLD_PREFIX,
+    layout::{OLD_PREFIX, layout_record_name},
     object::{BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, MapDef},
     observe::Observed,
 };
@@ -34,7 +34,7 @@ pub(super) fn replace_changed_maps<'d>(
     for (name, want) in &d.maps {
         match o.maps.get(name) {
             None => creates.push(name.clone()),
-            Some(have) if have == want => {}
+            Some(have) if have.reusable_as(want) => {}
             Some(have) => {
                 let config = CONFIG_MAPS.contains(&name.as_str());
                 let migrate = !config && migratable(name, have, want);
@@ -105,7 +105,8 @@ pub(super) fn unpin_maps_not_in_object(d: &Desired, o: &Observed, s: &mut Steps)
 pub(super) fn migratable(name: &str, before: &MapDef, after: &MapDef) -> bool {
     let value_ok = before.value_size == after.value_size
         || (APPEND_ONLY_MAPS.contains(&name) && before.value_size < after.value_size);
-    before.map_type == after.map_type
+    layouts_carry_over(name, before, after)
+        && before.map_type == after.map_type
         && before.key_size == after.key_size
         && value_ok
         && before.flags == after.flags
@@ -113,6 +114,56 @@ pub(super) fn migratable(name: &str, before: &MapDef, after: &MapDef) -> bool {
             after.map_type,
             BPF_MAP_TYPE_HASH | BPF_MAP_TYPE_ARRAY | BPF_MAP_TYPE_LRU_HASH
         )
+}
+
+/// Whether entries written with `before`'s layout read right with
+/// `after`'s: the same fingerprint, or (a map that grows by appending)
+/// `after`'s layout cut to `before`'s value size has `before`'s
+/// fingerprint. Unknown on either side: as the sizes allow.
+fn layouts_carry_over(name: &str, before: &MapDef, after: &MapDef) -> bool {
+    let (Some(was), Some(will)) = (before.layout, after.layout) else {
+        return true;
+    };
+    was == will
+        || (APPEND_ONLY_MAPS.contains(&name)
+            && before.value_size < after.value_size
+            && emptcp_common::layouts::map_layout(name).is_some_and(|l| {
+                l.fingerprint() == will
+                    && l.fingerprint_of_value_prefix(before.value_size as usize) == was
+            }))
+}
+
+/// Layout records: every map of the object with a layout fingerprint gets
+/// its record (a second pin, `layouts/<MAP>@<fingerprint>`) once the load
+/// created it, or when the pinned map has none (a root from before
+/// records, or a crash between load and record); every other record (of a
+/// replaced or removed map, or a fingerprint no map has) is unpinned.
+pub(super) fn record_layouts(d: &Desired, o: &Observed, creates: &[String], s: &mut Steps) {
+    let mut keep = BTreeSet::new();
+    let mut records = BTreeMap::new();
+    for (name, want) in &d.maps {
+        let Some(fingerprint) = want.layout else {
+            continue;
+        };
+        let record = layout_record_name(name, fingerprint);
+        let recorded = o.maps.get(name).and_then(|m| m.layout) == Some(fingerprint)
+            && o.layout_records.contains(&record);
+        if creates.contains(name) || !recorded {
+            records.insert(name.clone(), fingerprint);
+        }
+        keep.insert(record);
+    }
+    if !records.is_empty() {
+        s.records.push(Step::RecordLayouts { records });
+    }
+    for record in &o.layout_records {
+        if !keep.contains(record) {
+            s.unpin.push(Step::Unpin {
+                path: format!("layouts/{record}"),
+                what: "layout record of a map replaced or no longer in the object".into(),
+            });
+        }
+    }
 }
 
 pub(super) fn unpin_map(name: &str) -> Step {

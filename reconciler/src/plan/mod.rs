@@ -111,7 +111,7 @@ pub enum PlanError {
         mode: AttachMode,
     },
     #[error(
-        "map {name} holds datapath state and its definition changed ({before:?} -> {after:?}) in a way that cannot be migrated; re-run with --allow-state-loss to replace it (its contents are lost)"
+        "map {name} holds datapath state and its definition changed ({before} -> {after}) in a way that cannot be migrated (a new key or value layout reads the old entries wrong); re-run with --allow-state-loss to replace it (its contents are lost)"
     )]
     StateLoss {
         name: String,
@@ -193,6 +193,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
     let mut p = Planning::default();
     object::one_namespace_per_root(o, &mut p)?;
     let maps = maps::replace_changed_maps(d, o, opts, &mut p);
+    maps::record_layouts(d, o, &maps.creates, &mut p.steps);
     let need_load = object::load_unless_pinned(d, o, maps.creates, &mut p);
     maps::finish_interrupted_migrations(d, o, &maps.retired, &mut p.steps);
     maps::unpin_maps_not_in_object(d, o, &mut p.steps);
@@ -255,6 +256,12 @@ pub fn destroy(o: &Observed) -> Plan {
     for name in o.maps.keys() {
         steps.push(maps::unpin_map(name));
     }
+    for record in &o.layout_records {
+        steps.push(Step::Unpin {
+            path: format!("layouts/{record}"),
+            what: "layout record".into(),
+        });
+    }
     if o.root.exists() || !steps.is_empty() {
         steps.push(Step::RemoveRoot {
             path: o.root.display().to_string(),
@@ -276,6 +283,7 @@ pub fn destroy(o: &Observed) -> Plan {
 struct Steps {
     retire: Vec<Step>,
     load: Vec<Step>,
+    records: Vec<Step>,
     copy: Vec<Step>,
     slots: Vec<Step>,
     puts: Vec<Step>,
@@ -295,6 +303,7 @@ impl Steps {
         [
             self.retire,
             self.load,
+            self.records,
             self.copy,
             self.slots,
             self.puts,

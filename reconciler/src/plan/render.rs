@@ -29,6 +29,7 @@ pub fn describe(step: &Step) -> String {
     match step {
         RetireMap { .. }
         | LoadObject { .. }
+        | RecordLayouts { .. }
         | CopyMap { .. }
         | Unpin { .. }
         | RemoveRoot { .. }
@@ -70,13 +71,17 @@ fn describe_object(step: &Step) -> String {
             after,
             migrate,
         } => format!(
-            "map {name}: definition changes (entries {} -> {}, key {} -> {}, value {} -> {}): {}",
+            "map {name}: definition changes (entries {} -> {}, key {} -> {}, value {} -> {}{}): {}",
             before.max_entries,
             after.max_entries,
             before.key_size,
             after.key_size,
             before.value_size,
             after.value_size,
+            match (before.layout, after.layout) {
+                (Some(b), Some(a)) if a != b => format!(", layout {b:016x} -> {a:016x}"),
+                _ => String::new(),
+            },
             if *migrate {
                 "migrate entries to a new map"
             } else {
@@ -97,6 +102,14 @@ fn describe_object(step: &Step) -> String {
             }
             s
         }
+        RecordLayouts { records } => format!(
+            "record the key/value layouts of maps {}",
+            records
+                .iter()
+                .map(|(m, f)| format!("{m} ({f:016x})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         CopyMap { name } => format!("map {name}: copy entries from the old map"),
         Unpin { path, what } => format!("unpin {path} ({what})"),
         RemoveRoot { path } => format!("remove {path}"),
@@ -313,6 +326,10 @@ fn step_lines(steps: &[Step], opts: TextOptions) -> Vec<StepLine> {
                 "load eBPF object {} (creates {} maps; -v names them)",
                 &object_sha256[..object_sha256.len().min(12)],
                 creates_maps.len()
+            ),
+            Step::RecordLayouts { records } if !opts.verbose && records.len() > 1 => format!(
+                "record the key/value layouts of {} maps (-v names them)",
+                records.len()
             ),
             step => describe(step),
         };

@@ -34,6 +34,12 @@ pub enum Step {
         #[serde(default)]
         max_entries: std::collections::BTreeMap<String, u32>,
     },
+    /// Record the layout fingerprint of each map (map -> fingerprint) by
+    /// pinning it again as `layouts/<MAP>@<fingerprint>`, replacing a
+    /// record of that name bound to another map.
+    RecordLayouts {
+        records: std::collections::BTreeMap<String, u64>,
+    },
     /// Copy entries from `maps/old-NAME` into the new map (existing keys win).
     CopyMap {
         name: String,
@@ -205,6 +211,7 @@ impl Step {
         use Step::*;
         match self {
             LoadObject { .. }
+            | RecordLayouts { .. }
             | Attach { .. }
             | AttachTc { .. }
             | PutPrefix { .. }

@@ -26,13 +26,25 @@ fn def(map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> MapDe
         value_size,
         max_entries,
         flags: 0,
+        layout: None,
     }
 }
+
+/// A map definition with a layout fingerprint.
+fn with_layout(d: MapDef, fingerprint: u64) -> MapDef {
+    MapDef {
+        layout: Some(fingerprint),
+        ..d
+    }
+}
+
+const CHAINS_LAYOUT: u64 = 0xc4a1;
+const FLOWS_LAYOUT: u64 = 0xf105;
 
 fn object_maps() -> BTreeMap<String, MapDef> {
     [
         ("PROGS", def(3, 4, 4, 16)),
-        ("CHAINS", def(2, 4, 120, 256)),
+        ("CHAINS", with_layout(def(2, 4, 120, 256), CHAINS_LAYOUT)),
         ("THRESHOLDS", def(1, 4, 16, 256)),
         ("SELECTORS", def(1, 4, 8, 256)),
         ("SEL_V4", def(11, 16, 1, 16384)),
@@ -42,7 +54,10 @@ fn object_maps() -> BTreeMap<String, MapDef> {
         ("META", def(2, 4, 40, 1)),
         ("STATS", def(6, 4, 8, 64)),
         ("CHAIN_STATS", def(6, 4, 16, 256)),
-        ("FLOWS", def(9, 40, 64, 1_000_000)),
+        (
+            "FLOWS",
+            with_layout(def(9, 40, 64, 1_000_000), FLOWS_LAYOUT),
+        ),
     ]
     .into_iter()
     .map(|(n, d)| (n.to_string(), d))
@@ -234,8 +249,11 @@ fn play_object(s: &Step, d: &Desired, o: &mut Observed, id: &mut dyn FnMut() -> 
             }
         }
         Step::LoadObject { .. } => {
+            // A new map has no layout record until RecordLayouts.
             for (n, m) in &d.maps {
-                o.maps.entry(n.clone()).or_insert(*m);
+                o.maps
+                    .entry(n.clone())
+                    .or_insert(MapDef { layout: None, ..*m });
             }
             for p in &d.programs {
                 let prog = ObservedProg {
@@ -247,6 +265,19 @@ fn play_object(s: &Step, d: &Desired, o: &mut Observed, id: &mut dyn FnMut() -> 
                 o.objects
                     .insert(prog.id, crate::identity::object_id(&d.object_sha256));
                 o.programs.insert(p.clone(), prog);
+            }
+        }
+        Step::RecordLayouts { records } => {
+            for (map, fingerprint) in records {
+                // The record's name moves to the new map: an old-NAME it
+                // was bound to loses it.
+                unbind_record(o, map, *fingerprint);
+                o.maps.get_mut(map).unwrap().layout = Some(*fingerprint);
+                let name = crate::layout::layout_record_name(map, *fingerprint);
+                if !o.layout_records.contains(&name) {
+                    o.layout_records.push(name);
+                    o.layout_records.sort();
+                }
             }
         }
         Step::CopyMap { .. } => {}
@@ -267,6 +298,10 @@ fn play_object(s: &Step, d: &Desired, o: &mut Observed, id: &mut dyn FnMut() -> 
                 o.maps.remove(m);
             } else if let Some(p) = path.strip_prefix("progs/") {
                 o.programs.remove(p);
+            } else if let Some(r) = path.strip_prefix("layouts/") {
+                o.layout_records.retain(|x| x != r);
+                let (map, fingerprint) = crate::layout::parse_layout_record(r).unwrap();
+                unbind_record(o, map, fingerprint);
             }
         }
         Step::RemoveRoot { .. } => {}
@@ -279,6 +314,18 @@ fn play_object(s: &Step, d: &Desired, o: &mut Observed, id: &mut dyn FnMut() -> 
             });
         }
         _ => unreachable!("{s:?} is an entry or link step"),
+    }
+}
+
+/// The map (`map` or `old-map`) the record `map@fingerprint` is bound to
+/// loses it.
+fn unbind_record(o: &mut Observed, map: &str, fingerprint: u64) {
+    for name in [map.to_string(), format!("{OLD_PREFIX}{map}")] {
+        if let Some(m) = o.maps.get_mut(&name)
+            && m.layout == Some(fingerprint)
+        {
+            m.layout = None;
+        }
     }
 }
 
@@ -421,7 +468,8 @@ fn text_folds_slots_and_the_map_list_unless_verbose() {
     assert!(slots >= 2, "{:?}", p.steps);
     let folded = text(&p);
     assert_eq!(folded.matches("tail-call slot").count(), 1, "{folded}");
-    let fold = format!("2-{}. + tail-call slots 1-", slots + 1);
+    // 1: the load, 2: the layout records, then the slots.
+    let fold = format!("3-{}. + tail-call slots 1-", slots + 2);
     assert!(
         folded.lines().any(|l| l.trim_start().starts_with(&fold)),
         "{folded}"
@@ -592,7 +640,11 @@ fn capacity_change_migrates_state_map() {
     );
     let p = converge(&desired(&bigger), &mut o, PlanOptions::default());
     let k = kinds(&p);
-    assert_eq!(&k[..3], ["retire_map", "load_object", "copy_map"], "{k:?}");
+    assert_eq!(
+        &k[..4],
+        ["retire_map", "load_object", "record_layouts", "copy_map"],
+        "{k:?}"
+    );
     assert!(
         p.steps
             .iter()
@@ -1344,6 +1396,8 @@ fn skb_mode_on_a_decapsulating_tunnel_skips_ipv4_inserts() {
 }
 
 // ---- property: convergence from random desired states and crash points ------
+
+mod layouts;
 
 mod convergence {
     //! For random sequences of desired states (chains, thresholds,
