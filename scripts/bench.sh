@@ -22,8 +22,10 @@
 #     (ns per segment of the attached XDP program in a GRO download, from
 #      kernel.bpf_stats_enabled: the bare program, then each policy; default
 #      the quickstart; EMPTCP_SEGMENT_ROUNDS rounds, default 3)
-#   scripts/bench.sh datapath [--write-docs] [--samples N] [--rounds R]
-#     (--write-docs rewrites the generated region of docs/benchmarks.md)
+#   scripts/bench.sh datapath [--write-docs] [--samples N] [--rounds R] [--flow-capacity N]
+#     (--write-docs rewrites the generated region of docs/benchmarks.md;
+#      --flow-capacity sizes the connection tables as settings.flow_capacity
+#      does, not with --write-docs: the docs and targets are at the default)
 #   scripts/bench.sh prior-art --checkout DIR [--write-docs] [--rounds R]
 #     (not part of "everything": emptcp's data chain against the prior art's
 #      C programs, eMPTCP 2022, on the same frame; DIR is a checkout of

@@ -7,7 +7,7 @@
 //! markdown; `--write-docs [FILE]` also rewrites the generated region of
 //! docs/benchmarks.md.
 //!
-//! Usage: emptcp-bench-datapath [--samples N] [--rounds R] [--write-docs [FILE]]
+//! Usage: emptcp-bench-datapath [--samples N] [--rounds R] [--flow-capacity N] [--write-docs [FILE]]
 //!        emptcp-bench-datapath --hold-pass|--hold-meta NETNS IFACE...
 mod frames;
 mod measure;
@@ -105,6 +105,9 @@ fn hold(prog: OwnedFd, ifaces: &[String]) -> anyhow::Result<()> {
 struct Args {
     samples: u32,
     rounds: usize,
+    /// `settings.flow_capacity` of the policy (None: the product's
+    /// default, at which the targets and the docs are).
+    flow_capacity: Option<u32>,
     write_docs: Option<PathBuf>,
 }
 
@@ -112,6 +115,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
     let mut a = Args {
         samples: 5000,
         rounds: 7,
+        flow_capacity: None,
         write_docs: None,
     };
     let mut it = args.iter().peekable();
@@ -125,14 +129,20 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
         match arg.as_str() {
             "--samples" => a.samples = num("--samples")? as u32,
             "--rounds" => a.rounds = num("--rounds")? as usize,
+            "--flow-capacity" => {
+                a.flow_capacity = Some(u32::try_from(num("--flow-capacity")?)?);
+            }
             "--write-docs" => {
                 let file = it.next_if(|v| !v.starts_with("--"));
                 a.write_docs = Some(file.map_or("docs/benchmarks.md".into(), PathBuf::from));
             }
             other => bail!(
-                "unknown argument {other:?}; usage: emptcp-bench-datapath [--samples N] [--rounds R] [--write-docs [FILE]]"
+                "unknown argument {other:?}; usage: emptcp-bench-datapath [--samples N] [--rounds R] [--flow-capacity N] [--write-docs [FILE]]"
             ),
         }
+    }
+    if a.flow_capacity.is_some() && a.write_docs.is_some() {
+        bail!("--write-docs writes the figures at the default sizing: leave out --flow-capacity");
     }
     Ok(a)
 }
@@ -400,7 +410,7 @@ fn main() -> anyhow::Result<()> {
     netns::enter(&ns)?;
     let object = Object::load()?;
     let layout = Layout::new(&root);
-    converge(&layout, &object, &paths::policy())?;
+    converge(&layout, &object, &paths::policy(args.flow_capacity))?;
     let ifindex =
         |name: &str| nix::net::if_::if_nametoindex(name).with_context(|| name.to_string());
     let pin = |name: &str| -> anyhow::Result<aya::programs::ProgramFd> {
@@ -476,7 +486,7 @@ fn main() -> anyhow::Result<()> {
             rows[i].relative = Some(report::Relative::of(&rounds[i], &rounds[j]));
         }
     }
-    let memory = memory_table(&layout, &object, id)?;
+    let memory = memory_table(&layout, &object, id, args.flow_capacity)?;
     let load_end = emptcp_bench::loadavg();
     let text = report::render(&args, &rows, &memory, &load_start, &load_end);
     // Not print!: a closed stdout (`| head`) must not abort before the
@@ -500,7 +510,12 @@ fn main() -> anyhow::Result<()> {
 /// Memory per connection and per joined subflow (the LRU maps preallocate
 /// every entry: the kernel's memlock of each map, divided by its
 /// capacity) and the cost of creating a 10^6-flow table at apply.
-fn memory_table(layout: &Layout, object: &Object, id: u32) -> anyhow::Result<String> {
+fn memory_table(
+    layout: &Layout,
+    object: &Object,
+    id: u32,
+    flow_capacity: Option<u32>,
+) -> anyhow::Result<String> {
     use std::fmt::Write as _;
     let mut out = String::new();
     // A pinned map's memlock, capacity, key and value size.
@@ -517,7 +532,10 @@ fn memory_table(layout: &Layout, object: &Object, id: u32) -> anyhow::Result<Str
     };
     writeln!(
         out,
-        "| memory (kernel memlock of each map, this run's default sizing) | value |\n|---|---|"
+        "| memory (kernel memlock of each map, this run's {}) | value |\n|---|---|",
+        flow_capacity.map_or("default sizing".to_string(), |c| format!(
+            "sizing, flow_capacity {c}"
+        ))
     )?;
     let flows = map("FLOWS")?;
     let mut per_conn = 0.0;
@@ -542,7 +560,10 @@ fn memory_table(layout: &Layout, object: &Object, id: u32) -> anyhow::Result<Str
     let joins = map("JOINS")?;
     writeln!(
         out,
-        "| per tracked connection at the default sizing (the four maps over FLOWS' capacity; target 245 B, docs/datapath.md \"Memory per flow\" says why it is exceeded) | {per_conn:.0} B |"
+        "| per tracked connection at {} (the four maps over FLOWS' capacity; target 245 B, docs/datapath.md \"Memory per flow\" says why it is exceeded) | {per_conn:.0} B |",
+        flow_capacity.map_or("the default sizing".to_string(), |c| format!(
+            "flow_capacity {c}"
+        ))
     )?;
     writeln!(
         out,

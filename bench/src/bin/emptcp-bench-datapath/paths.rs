@@ -39,7 +39,9 @@ pub const RECOVER_AT: u32 = 4 << 20;
 
 /// The policy: every chain selects the remote 192.0.2.0/24 port 5201 (the
 /// frames' server side).
-pub fn policy() -> String {
+/// The policy of the run; `flow_capacity` sets `settings.flow_capacity`
+/// (None: the default).
+pub fn policy(flow_capacity: Option<u32>) -> String {
     let m = "match: {remote: [192.0.2.0/24], remote_ports: [5201]}";
     let th = "thresholds: {remove_below: 1MiB, recover_at: 4MiB}";
     let chain = |name: &str, hook: &str, actions: &str, th: &str| {
@@ -47,7 +49,11 @@ pub fn policy() -> String {
     };
     let ing = |i: &str, c: &str| format!("  - {{name: {i}, xdp_mode: skb, chains: [{c}]}}\n");
     let data = "record_flow, strip_add_addr, recover_add_addr";
-    let mut p = String::from("version: 1\ninterfaces:\n");
+    let mut p = String::from("version: 1\n");
+    if let Some(c) = flow_capacity {
+        p += &format!("settings: {{flow_capacity: {c}}}\n");
+    }
+    p += "interfaces:\n";
     for (i, c) in [
         (DATA, "data"),
         (RECORD, "record"),

@@ -189,11 +189,15 @@ pub fn render(args: &Args, rows: &[Row], memory: &str, load_start: &str, load_en
     let _ = writeln!(
         o,
         "Measured {} on {} (release build; load average {load_start} at the start, {load_end} at \
-the end), {} rounds over all paths, median round. Bare XDP_PASS: {bx:.0} ns per run with repeat \
+the end), {} rounds over all paths, median round, {}. Bare XDP_PASS: {bx:.0} ns per run with repeat \
 10^6, {:.0} ns as a single run; bare TC program: {bt:.0} / {:.0} ns.\n",
         emptcp_bench::now_utc(),
         emptcp_bench::machine(),
         args.rounds,
+        args.flow_capacity.map_or(
+            "connection tables at their default capacity".to_string(),
+            |c| { format!("connection tables sized by flow_capacity {c} (not the default)") }
+        ),
         single(Hook::Xdp),
         single(Hook::Tc),
     );
