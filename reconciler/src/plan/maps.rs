@@ -138,27 +138,38 @@ fn layouts_carry_over(name: &str, before: &MapDef, after: &MapDef) -> bool {
 /// created it, or when the pinned map has none (a root from before
 /// records, or a crash between load and record); every other record (of a
 /// replaced or removed map, or a fingerprint no map has) is unpinned.
-pub(super) fn record_layouts(d: &Desired, o: &Observed, creates: &[String], s: &mut Steps) {
+pub(super) fn record_layouts(d: &Desired, o: &Observed, creates: &[String], p: &mut Planning) {
     let mut keep = BTreeSet::new();
     let mut records = BTreeMap::new();
+    let mut assumed = Vec::new();
     for (name, want) in &d.maps {
         let Some(fingerprint) = want.layout else {
             continue;
         };
         let record = layout_record_name(name, fingerprint);
-        let recorded = o.maps.get(name).and_then(|m| m.layout) == Some(fingerprint)
-            && o.layout_records.contains(&record);
+        let have = o.maps.get(name);
+        let recorded =
+            have.and_then(|m| m.layout) == Some(fingerprint) && o.layout_records.contains(&record);
         if creates.contains(name) || !recorded {
             records.insert(name.clone(), fingerprint);
         }
+        if !creates.contains(name) && have.is_some_and(|m| m.layout.is_none()) {
+            assumed.push(name.as_str());
+        }
         keep.insert(record);
     }
+    if !assumed.is_empty() {
+        p.notes.push(format!(
+            "map(s) {} have no layout record (a root written by a build before records, or an apply stopped between load and record): reused as their sizes allow, and recorded now",
+            assumed.join(", ")
+        ));
+    }
     if !records.is_empty() {
-        s.records.push(Step::RecordLayouts { records });
+        p.steps.records.push(Step::RecordLayouts { records });
     }
     for record in &o.layout_records {
         if !keep.contains(record) {
-            s.unpin.push(Step::Unpin {
+            p.steps.unpin.push(Step::Unpin {
                 path: format!("layouts/{record}"),
                 what: "layout record of a map replaced or no longer in the object".into(),
             });

@@ -193,7 +193,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
     let mut p = Planning::default();
     object::one_namespace_per_root(o, &mut p)?;
     let maps = maps::replace_changed_maps(d, o, opts, &mut p);
-    maps::record_layouts(d, o, &maps.creates, &mut p.steps);
+    maps::record_layouts(d, o, &maps.creates, &mut p);
     let need_load = object::load_unless_pinned(d, o, maps.creates, &mut p);
     maps::finish_interrupted_migrations(d, o, &maps.retired, &mut p.steps);
     maps::unpin_maps_not_in_object(d, o, &mut p.steps);

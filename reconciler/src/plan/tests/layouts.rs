@@ -45,6 +45,11 @@ fn a_fresh_install_records_every_layout_once() {
         o.layout_records,
         ["CHAINS@000000000000c4a1", "FLOWS@000000000000f105"]
     );
+    assert!(
+        !p.notes.iter().any(|n| n.contains("layout record")),
+        "{:?}",
+        p.notes
+    );
 }
 
 #[test]
@@ -99,6 +104,13 @@ fn an_unrecorded_map_of_the_right_sizes_is_kept_and_recorded() {
     }
     let p = converge(&desired(BASE), &mut o, PlanOptions::default());
     assert_eq!(kinds(&p), ["record_layouts"]);
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.starts_with("map(s) CHAINS, FLOWS have no layout record")),
+        "{:?}",
+        p.notes
+    );
 }
 
 #[test]
