@@ -148,8 +148,8 @@ pub(super) fn record_layouts(d: &Desired, o: &Observed, creates: &[String], p: &
         };
         let record = layout_record_name(name, fingerprint);
         let have = o.maps.get(name);
-        let recorded =
-            have.and_then(|m| m.layout) == Some(fingerprint) && o.layout_records.contains(&record);
+        // Observe sets a map's layout only from a record bound to it.
+        let recorded = have.and_then(|m| m.layout) == Some(fingerprint);
         if creates.contains(name) || !recorded {
             records.insert(name.clone(), fingerprint);
         }
