@@ -724,6 +724,68 @@ fn flow_table_capacity_change_migrates_its_entries() {
     expect_plan_exit(&root.path, ns, f2.to_str().unwrap(), 0);
 }
 
+/// A policy whose chains record no flows keeps the four connection tables
+/// at the least capacity (nothing fills them; at the default flow_capacity
+/// they would lock ~450 MB); the control: the same root with a chain that
+/// records flows gets them sized from flow_capacity, migrated in place.
+#[test]
+fn connection_tables_take_memory_only_while_a_chain_records_flows() {
+    if !kernel_or_skip("connection_tables_take_memory_only_while_a_chain_records_flows") {
+        return;
+    }
+    let t = tag("ctsize");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let capacities = || {
+        ["FLOWS", "TOKENS", "JOINS", "FLOW_ADDRS"].map(|m| {
+            aya::maps::MapInfo::from_pin(root.path.join("maps").join(m))
+                .unwrap_or_else(|e| panic!("{m}: {e}"))
+                .max_entries()
+        })
+    };
+    let tracking = policy(&pair.dev_b, "1MiB", None);
+    let counting = format!(
+        r#"version: 1
+settings: {{flow_capacity: 16384}}
+interfaces:
+  - name: {dev}
+    chains: [count-tcp]
+chains:
+  - name: count-tcp
+    match: {{remote: [192.0.2.0/24], local_ports: [5201]}}
+    actions: [count]
+"#,
+        dev = pair.dev_b
+    );
+    let f1 = policy_file(&dir, "count.yaml", &counting);
+    apply_ok(&root.path, ns, f1.to_str().unwrap());
+    assert_eq!(
+        capacities(),
+        [1024; 4],
+        "tables of a policy that records no flows"
+    );
+    let f2 = policy_file(&dir, "track.yaml", &tracking);
+    apply_ok(&root.path, ns, f2.to_str().unwrap());
+    // flow_capacity 16384: a token per connection, a quarter of that for
+    // joined subflows and stored addresses.
+    assert_eq!(
+        capacities(),
+        [16384, 16384, 4096, 4096],
+        "tables of a policy that records flows"
+    );
+    expect_plan_exit(&root.path, ns, f2.to_str().unwrap(), 0);
+    apply_ok(&root.path, ns, f1.to_str().unwrap());
+    assert_eq!(
+        capacities(),
+        [1024; 4],
+        "the last chain that records flows removed"
+    );
+    expect_plan_exit(&root.path, ns, f1.to_str().unwrap(), 0);
+    emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
+}
+
 /// An egress chain gets the TC egress program on a TCX link, pinned under
 /// links/tc/; it counts what the namespace sends; removing the chain
 /// detaches and unpins it, and the XDP side is left alone.

@@ -131,6 +131,66 @@ pub fn slot_of(a: &Action) -> (Slot, u32) {
     }
 }
 
+/// Capacity of a table no chain of the policy fills: the least
+/// `flow_capacity` allows (a preallocated LRU table of the default size
+/// would lock ~450 MB of kernel memory for the four connection tables).
+pub const UNUSED_TABLE_CAPACITY: u32 = policy::MIN_FLOW_CAPACITY;
+
+/// Whether a chain some interface runs on ingress tracks MPTCP
+/// connections (`record_flow`): only then do the connection tables fill.
+pub fn tracks_connections(policy: &Policy) -> bool {
+    policy.interfaces.iter().any(|i| {
+        i.chains.iter().any(|c| {
+            policy.chain(c).is_some_and(|c| {
+                c.hook == Hook::Ingress && c.actions.iter().any(|a| matches!(a, Action::RecordFlow))
+            })
+        })
+    })
+}
+
+/// Sizes the tables whose capacity depends on the policy in `maps`, and
+/// returns those capacities. Each table gets its share of
+/// `flow_capacity` only while a chain fills it, else
+/// [`UNUSED_TABLE_CAPACITY`]: adding the first chain that fills a table
+/// then migrates it (empty) to its full size, removing the last one
+/// migrates it back (keeping what fits).
+fn size_tables(policy: &Policy, maps: &mut BTreeMap<String, MapDef>) -> BTreeMap<String, u32> {
+    let flows = if tracks_connections(policy) {
+        policy.settings.flow_capacity
+    } else {
+        UNUSED_TABLE_CAPACITY
+    };
+    // Captured subflows: only egress chains fill the table; with one it
+    // holds as many subflows as the flow table holds flows, up to the
+    // object's default.
+    let subflows = if policy.chains.iter().any(|c| c.hook == Hook::Egress) {
+        policy.settings.flow_capacity.clamp(
+            UNUSED_TABLE_CAPACITY,
+            emptcp_common::DEFAULT_SUBFLOW_CAPACITY,
+        )
+    } else {
+        UNUSED_TABLE_CAPACITY
+    };
+    // The token index holds one entry per connection. Joined subflows and
+    // stored ADD_ADDRs are fewer (most connections never join or store
+    // one): a quarter of the flow table, the datapath's default ratio.
+    let quarter = (flows / 4).max(UNUSED_TABLE_CAPACITY);
+    let mut overrides = BTreeMap::new();
+    for (name, n) in [
+        (FLOWS_MAP, flows),
+        (TOKENS_MAP, flows),
+        (JOINS_MAP, quarter),
+        (FLOW_ADDRS_MAP, quarter),
+        (SUBFLOWS_MAP, subflows),
+    ] {
+        if let Some(m) = maps.get_mut(name) {
+            m.max_entries = n;
+            overrides.insert(name.to_string(), n);
+        }
+    }
+    overrides
+}
+
 impl Desired {
     pub fn new(policy: &Policy, object: &Object) -> Result<Desired, Vec<DesiredError>> {
         Desired::build(policy, &object.sha256, &object.programs, &object.maps)
@@ -146,46 +206,7 @@ impl Desired {
     ) -> Result<Desired, Vec<DesiredError>> {
         let mut errors = Vec::new();
         let mut maps = object_maps.clone();
-        let mut map_overrides = BTreeMap::new();
-        if let Some(flows) = maps.get_mut(FLOWS_MAP) {
-            flows.max_entries = policy.settings.flow_capacity;
-            map_overrides.insert(FLOWS_MAP.to_string(), policy.settings.flow_capacity);
-        }
-        // Captured subflows: only egress chains fill the table. Without
-        // one it keeps the minimum (preallocating ~52 MB for nothing costs
-        // ~100 ms per fresh apply); with one it holds as many subflows as
-        // the flow table holds flows, up to the object's default. Adding
-        // the first egress chain then migrates the (empty) table.
-        if let Some(subs) = maps.get_mut(SUBFLOWS_MAP) {
-            let n = if policy.chains.iter().any(|c| c.hook == Hook::Egress) {
-                policy
-                    .settings
-                    .flow_capacity
-                    .clamp(1024, emptcp_common::DEFAULT_SUBFLOW_CAPACITY)
-            } else {
-                1024
-            };
-            subs.max_entries = n;
-            map_overrides.insert(SUBFLOWS_MAP.to_string(), n);
-        }
-        // Stored ADD_ADDRs: most flows store none; a quarter of the flow
-        // table (the datapath's default ratio) scales with it.
-        // The token index holds one entry per connection; joined
-        // subflows are fewer (most connections never join).
-        for (map, n) in [
-            (TOKENS_MAP, policy.settings.flow_capacity),
-            (JOINS_MAP, (policy.settings.flow_capacity / 4).max(1024)),
-        ] {
-            if let Some(m) = maps.get_mut(map) {
-                m.max_entries = n;
-                map_overrides.insert(map.to_string(), n);
-            }
-        }
-        if let Some(addrs) = maps.get_mut(FLOW_ADDRS_MAP) {
-            let n = (policy.settings.flow_capacity / 4).max(1024);
-            addrs.max_entries = n;
-            map_overrides.insert(FLOW_ADDRS_MAP.to_string(), n);
-        }
+        let map_overrides = size_tables(policy, &mut maps);
         // Ingress actions are programs named after the action, egress ones
         // `egress_<action>` (the entries themselves are not actions).
         let (egress, ingress): (Vec<&str>, Vec<&str>) = programs

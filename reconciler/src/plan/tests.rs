@@ -9,7 +9,7 @@ use emptcp_common::LAYOUT_VERSION;
 
 use super::*;
 use crate::{
-    desired::XdpMode,
+    desired::{UNUSED_TABLE_CAPACITY, XdpMode},
     layout::OLD_PREFIX,
     netdev::{NetDev, XdpAttachment},
     observe::{ObservedLink, ObservedMeta, ObservedProg},
@@ -549,7 +549,8 @@ fn chain_ids_are_stable_when_chains_are_added_and_removed() {
             .0
     };
     let (short, bulk) = (id_of(&o, "short"), id_of(&o, "bulk"));
-    // A new chain first in policy order, and `short` removed.
+    // A new chain first in policy order, and `short` removed (`fresh`
+    // records flows as `short` did: the connection tables keep their size).
     let text = r#"
 version: 1
 interfaces:
@@ -558,7 +559,7 @@ interfaces:
 chains:
   - name: fresh
     match: {local_ports: [80]}
-    actions: [drop]
+    actions: [record_flow, drop]
   - name: bulk
     match: {remote_ports: [5201]}
     actions: [count]
@@ -651,6 +652,47 @@ fn capacity_change_migrates_state_map() {
             .any(|s| matches!(s, Step::Unpin { path, .. } if path == "maps/old-FLOWS"))
     );
     assert_eq!(o.maps["FLOWS"].max_entries, 2_000_000);
+}
+
+/// The connection tables take `flow_capacity` only while an interface
+/// runs a chain with `record_flow`: without one they keep the least
+/// capacity (nothing fills them), and the first such chain migrates them.
+#[test]
+fn connection_tables_are_sized_only_while_a_chain_records_flows() {
+    let count_only = r#"
+version: 1
+interfaces:
+  - name: eth0
+    chains: [bulk]
+chains:
+  - name: bulk
+    match: {remote_ports: [5201]}
+    actions: [count]
+  - name: unused
+    actions: [record_flow]
+"#;
+    let mut o = fresh();
+    converge(&desired(count_only), &mut o, PlanOptions::default());
+    assert_eq!(
+        o.maps["FLOWS"].max_entries, UNUSED_TABLE_CAPACITY,
+        "a chain no interface runs fills nothing"
+    );
+    let p = converge(&desired(BASE), &mut o, PlanOptions::default());
+    assert!(
+        p.steps
+            .iter()
+            .any(|s| matches!(s, Step::RetireMap { name, migrate: true, .. } if name == "FLOWS"))
+    );
+    assert_eq!(o.maps["FLOWS"].max_entries, 1_000_000);
+    // The last chain that records flows removed: back to the least, the
+    // entries that fit copied.
+    let p = converge(&desired(count_only), &mut o, PlanOptions::default());
+    assert!(
+        p.steps
+            .iter()
+            .any(|s| matches!(s, Step::CopyMap { name } if name == "FLOWS"))
+    );
+    assert_eq!(o.maps["FLOWS"].max_entries, UNUSED_TABLE_CAPACITY);
 }
 
 #[test]

@@ -570,26 +570,45 @@ fn memory_table(
         "| per joined subflow (a JOINS entry; its connection's own share above) | {:.0} B |",
         joins.0 / f64::from(joins.1)
     )?;
-    // A fresh apply creates and preallocates the table: 10^6 flows against
-    // 1024.
+    // A fresh apply creates and preallocates the connection tables: 10^6
+    // flows against 1024 (a chain that records flows, so they are sized
+    // from flow_capacity), then a policy that records none at the default
+    // flow_capacity, whose tables keep the least size.
     let mut times = Vec::new();
-    for cap in [1024u32, 1_000_000] {
-        let root2 = PathBuf::from(format!("/sys/fs/bpf/emptcp-bdp{id}-c{cap}"));
+    let mut unused_tables = 0.0;
+    for (cap, actions) in [
+        (1024u32, "[record_flow, count]"),
+        (1_000_000, "[record_flow, count]"),
+        (1_000_000, "[count]"),
+    ] {
+        let root2 = PathBuf::from(format!("/sys/fs/bpf/emptcp-bdp{id}-c{}", times.len()));
         let _c = Cleanup(vec![format!("rm -rf {}", root2.display())]);
+        let layout2 = Layout::new(&root2);
         let t = Instant::now();
         converge(
-            &Layout::new(&root2),
+            &layout2,
             object,
             &format!(
-                "version: 1\nsettings: {{flow_capacity: {cap}}}\ninterfaces: [{{name: bd0p, xdp_mode: skb, chains: [c]}}]\nchains: [{{name: c, actions: [count]}}]\n"
+                "version: 1\nsettings: {{flow_capacity: {cap}}}\ninterfaces: [{{name: bd0p, xdp_mode: skb, chains: [c]}}]\nchains: [{{name: c, actions: {actions}}}]\n"
             ),
         )?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
+        unused_tables = 0.0;
+        for name in ["FLOWS", "TOKENS", "JOINS", "FLOW_ADDRS"] {
+            let m = aya::maps::MapData::from_pin(layout2.map(name))?;
+            unused_tables += memlock(m.fd().as_fd().as_raw_fd())? as f64;
+        }
     }
     writeln!(
         out,
         "| first apply with a 10^6-flow table vs a 1024-flow table | {:.0} ms vs {:.0} ms |",
         times[1], times[0]
+    )?;
+    writeln!(
+        out,
+        "| a policy that records no flows (`count` only, default flow_capacity): the four connection tables, first apply | {:.0} KiB, {:.0} ms |",
+        unused_tables / 1024.0,
+        times[2]
     )?;
     Ok(out)
 }
