@@ -725,7 +725,7 @@ fn flow_table_capacity_change_migrates_its_entries() {
 }
 
 /// A policy whose chains record no flows keeps the four connection tables
-/// at the least capacity (nothing fills them; at the default flow_capacity
+/// and the handshakes' window scales (`SYN_SHIFTS`) at the least capacity (nothing fills them; at the default flow_capacity
 /// they would lock ~450 MB); the control: the same root with a chain that
 /// records flows gets them sized from flow_capacity, migrated in place.
 #[test]
@@ -739,7 +739,7 @@ fn connection_tables_take_memory_only_while_a_chain_records_flows() {
     let dir = tempfile::tempdir().unwrap();
     let ns = pair.b.name.as_str();
     let capacities = || {
-        ["FLOWS", "TOKENS", "JOINS", "FLOW_ADDRS"].map(|m| {
+        ["FLOWS", "TOKENS", "JOINS", "FLOW_ADDRS", "SYN_SHIFTS"].map(|m| {
             aya::maps::MapInfo::from_pin(root.path.join("maps").join(m))
                 .unwrap_or_else(|e| panic!("{m}: {e}"))
                 .max_entries()
@@ -763,23 +763,23 @@ chains:
     apply_ok(&root.path, ns, f1.to_str().unwrap());
     assert_eq!(
         capacities(),
-        [1024; 4],
+        [1024; 5],
         "tables of a policy that records no flows"
     );
     let f2 = policy_file(&dir, "track.yaml", &tracking);
     apply_ok(&root.path, ns, f2.to_str().unwrap());
     // flow_capacity 16384: a token per connection, a quarter of that for
-    // joined subflows and stored addresses.
+    // joined subflows and stored addresses; handshakes in flight fixed.
     assert_eq!(
         capacities(),
-        [16384, 16384, 4096, 4096],
+        [16384, 16384, 4096, 4096, emptcp_common::SYN_SHIFT_CAPACITY],
         "tables of a policy that records flows"
     );
     expect_plan_exit(&root.path, ns, f2.to_str().unwrap(), 0);
     apply_ok(&root.path, ns, f1.to_str().unwrap());
     assert_eq!(
         capacities(),
-        [1024; 4],
+        [1024; 5],
         "the last chain that records flows removed"
     );
     expect_plan_exit(&root.path, ns, f1.to_str().unwrap(), 0);

@@ -24,6 +24,8 @@ pub const FLOW_ADDRS_MAP: &str = "FLOW_ADDRS";
 /// Connection tokens and joined subflows, sized from the flow table.
 pub const TOKENS_MAP: &str = "TOKENS";
 pub const JOINS_MAP: &str = "JOINS";
+/// Window scales of handshakes in flight, sized like the connections.
+pub const SYN_SHIFTS_MAP: &str = "SYN_SHIFTS";
 /// The egress capture (`SUBFLOWS`), sized by the policy's egress chains.
 pub const SUBFLOWS_MAP: &str = "SUBFLOWS";
 
@@ -155,7 +157,8 @@ pub fn tracks_connections(policy: &Policy) -> bool {
 /// then migrates it (empty) to its full size, removing the last one
 /// migrates it back (keeping what fits).
 fn size_tables(policy: &Policy, maps: &mut BTreeMap<String, MapDef>) -> BTreeMap<String, u32> {
-    let flows = if tracks_connections(policy) {
+    let tracks = tracks_connections(policy);
+    let flows = if tracks {
         policy.settings.flow_capacity
     } else {
         UNUSED_TABLE_CAPACITY
@@ -175,12 +178,20 @@ fn size_tables(policy: &Policy, maps: &mut BTreeMap<String, MapDef>) -> BTreeMap
     // stored ADD_ADDRs are fewer (most connections never join or store
     // one): a quarter of the flow table, the datapath's default ratio.
     let quarter = (flows / 4).max(UNUSED_TABLE_CAPACITY);
+    // Handshakes in flight (the window scales of connections the peer
+    // opens): a fixed capacity, not a share of the flow table.
+    let handshakes = if tracks {
+        emptcp_common::SYN_SHIFT_CAPACITY
+    } else {
+        UNUSED_TABLE_CAPACITY
+    };
     let mut overrides = BTreeMap::new();
     for (name, n) in [
         (FLOWS_MAP, flows),
         (TOKENS_MAP, flows),
         (JOINS_MAP, quarter),
         (FLOW_ADDRS_MAP, quarter),
+        (SYN_SHIFTS_MAP, handshakes),
         (SUBFLOWS_MAP, subflows),
     ] {
         if let Some(m) = maps.get_mut(name) {
