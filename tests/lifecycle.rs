@@ -934,7 +934,24 @@ chains:
         .iter()
         .map(|s| s["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["put_iface", "attach"], "{p:#}");
+    // The XDP entry and the ingress capture are loaded alone, beside the
+    // pinned egress programs, whose link stays (checked below).
+    assert_eq!(
+        kinds,
+        [
+            "load_object",
+            "set_slot",
+            "put_iface",
+            "attach",
+            "write_meta"
+        ],
+        "{p:#}"
+    );
+    assert_eq!(
+        p["steps"][0]["programs"],
+        serde_json::json!(["entry", "ingress_capture"]),
+        "{p:#}"
+    );
     apply_ok(&root.path, ns, fs);
     expect_plan_exit(&root.path, ns, fs, 0);
     assert!(xdp_pin.exists(), "XDP link pin missing");

@@ -230,7 +230,11 @@ fn a_program_replaced_by_hand_is_reported_and_healed() {
     let ns = pair.b.name.as_str();
     let dev = pair.dev_b.clone();
     let dir = tempfile::tempdir().unwrap();
-    let f = policy_file(&dir, "p.yaml", &base(&dev, "native"));
+    // `count` and `drop` in use: only the programs a policy uses are
+    // loaded (and pinned, and in their slots).
+    let policy = base(&dev, "native").replace("chains: [a]", "chains: [a, z]")
+        + "  - name: z\n    match: {local_ports: [5999]}\n    actions: [drop]\n";
+    let f = policy_file(&dir, "p.yaml", &policy);
     let f = f.to_str().unwrap();
     apply_ok(&root.path, ns, f);
     let drop_slot = emptcp_common::Action::Drop as u32;
@@ -246,26 +250,25 @@ fn a_program_replaced_by_hand_is_reported_and_healed() {
     let out = expect_plan_exit(&root.path, ns, f, 2);
     assert!(out.contains("tail-call slot 2 (drop)"), "{out}");
 
-    // 2. The pin of `set_window` now holds a bare XDP program (bpftool
+    // 2. The pin of `drop` now holds an unstamped program (bpftool
     //    loads one from no object: use the `drop` program of another
     //    load instead, made here with aya, unstamped).
     let mut other = aya::Ebpf::load(emptcp::object::embedded()).unwrap();
-    let prog: &mut aya::programs::Xdp =
-        other.program_mut("set_window").unwrap().try_into().unwrap();
+    let prog: &mut aya::programs::Xdp = other.program_mut("drop").unwrap().try_into().unwrap();
     prog.load().unwrap();
-    let pin = root.path.join("progs/set_window");
+    let pin = root.path.join("progs/drop");
     std::fs::remove_file(&pin).unwrap();
     prog.pin(&pin).unwrap();
     let out = expect_plan_exit(&root.path, ns, f, 2);
     assert!(out.contains("load eBPF object"), "{out}");
     assert!(
-        out.contains("no emptcp object") && out.contains("set_window"),
+        out.contains("no emptcp object") && out.contains("drop"),
         "{out}"
     );
     let st = status_json(&root.path, ns);
     assert_eq!(st["consistent"], false, "{st}");
     let why = st["inconsistencies"].to_string();
-    assert!(why.contains("progs/set_window"), "{st}");
+    assert!(why.contains("progs/drop"), "{st}");
     drop(other);
 
     // 3. The daemon's drift pass heals both.

@@ -214,15 +214,13 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// The fd of a program: from this run's load, else from its pin.
+    /// The fd of a program: from this run's load if it loaded it, else
+    /// from its pin.
     fn prog_fd(&self, name: &str) -> Result<aya::programs::ProgramFd, StepError> {
         if let Some(ebpf) = &self.loaded
-            && let Some(p) = ebpf.program(name)
+            && let Some(Ok(fd)) = ebpf.program(name).map(|p| p.fd())
         {
-            return p
-                .fd()?
-                .try_clone()
-                .map_err(io("cloning fd of", Path::new(name)));
+            return fd.try_clone().map_err(io("cloning fd of", Path::new(name)));
         }
         Ok(ProgramInfo::from_pin(self.layout.prog(name))?.fd()?)
     }
@@ -237,7 +235,11 @@ impl<'a> Applier<'a> {
                     std::fs::rename(&from, &to).map_err(io("retiring map", &from))?;
                 }
             }
-            LoadObject { max_entries, .. } => self.load(max_entries)?,
+            LoadObject {
+                max_entries,
+                programs,
+                ..
+            } => self.load(max_entries, programs)?,
             RecordLayouts { records } => self.record_layouts(records)?,
             CopyMap { name } => {
                 let old = self.layout.old_map(name);
@@ -446,8 +448,13 @@ impl<'a> Applier<'a> {
     }
 
     /// Loads the object with every map pinned under maps/ (existing pins are
-    /// reused, so their contents survive), verifies and pins each program.
-    fn load(&mut self, max_entries: &BTreeMap<String, u32>) -> Result<(), StepError> {
+    /// reused, so their contents survive), verifies and pins each of
+    /// `programs` (the object's others are not loaded).
+    fn load(
+        &mut self,
+        max_entries: &BTreeMap<String, u32>,
+        programs: &[String],
+    ) -> Result<(), StepError> {
         for d in self.layout.all_dirs() {
             create_private(&d)?;
         }
@@ -480,13 +487,19 @@ impl<'a> Applier<'a> {
         // worker takes the next program; the biggest go first).
         let mut todo: Vec<(String, &mut Program)> = ebpf
             .programs_mut()
-            .filter(|(n, _)| self.object.programs.iter().any(|p| p == n))
+            .filter(|(n, _)| programs.iter().any(|p| p == n))
             .map(|(n, p)| (n.to_string(), p))
             .collect();
-        if todo.len() != self.object.programs.len() {
-            return Err(StepError::Other(
-                "a program is missing from the object".into(),
-            ));
+        if todo.len() != programs.len() {
+            let missing: Vec<&str> = programs
+                .iter()
+                .map(String::as_str)
+                .filter(|p| !todo.iter().any(|(n, _)| n == p))
+                .collect();
+            return Err(StepError::Other(format!(
+                "the object has no program {} (a plan made for another build?)",
+                missing.join(", ")
+            )));
         }
         // Workers pop from the end: the heaviest last in the list.
         todo.sort_by_key(|(n, _)| program_weight(n));

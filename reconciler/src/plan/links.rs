@@ -3,7 +3,7 @@
 //! when the mode changes, a foreign program refused or, with `--force`,
 //! removed) and its TCX links; links of interfaces no longer wanted are
 //! detached.
-use super::{PlanError, PlanOptions, Planning, Step, Steps};
+use super::{PlanError, PlanOptions, Planning, Step, Steps, object::Load};
 use crate::{
     desired::{Desired, XdpMode},
     layout::TcHook,
@@ -54,7 +54,7 @@ pub(super) fn xdp_links(
     d: &Desired,
     o: &Observed,
     opts: PlanOptions,
-    need_load: bool,
+    load: &Load,
     p: &mut Planning,
 ) {
     let xdp_ifaces = || d.interfaces.iter().filter(|(_, i)| i.wants_xdp());
@@ -63,7 +63,7 @@ pub(super) fn xdp_links(
             continue; // noted in desired_entries
         };
         let mode = effective_mode(iface.mode, dev);
-        if !keep_xdp_link(o, name, dev, mode, need_load, p) {
+        if !keep_xdp_link(o, name, dev, mode, load, p) {
             attach_xdp(o, name, dev, mode, opts, p);
         }
     }
@@ -85,7 +85,7 @@ fn keep_xdp_link(
     name: &str,
     dev: &NetDev,
     mode: XdpMode,
-    need_load: bool,
+    load: &Load,
     p: &mut Planning,
 ) -> bool {
     let Some(link) = o.links.get(name) else {
@@ -97,7 +97,7 @@ fn keep_xdp_link(
     let mode_ok = dev.xdp.as_ref().is_some_and(|x| mode_matches(mode, x.mode));
     if attached_here && mode_ok {
         let entry_prog = o.programs.get(ENTRY_PROGRAM).map(|p| p.id);
-        if need_load || Some(link.prog_id) != entry_prog {
+        if load.loads(ENTRY_PROGRAM) || Some(link.prog_id) != entry_prog {
             p.steps.links.push(Step::UpdateLink {
                 iface: name.into(),
                 link_id: link.id,
@@ -159,15 +159,15 @@ fn attach_xdp(
 /// recovery). TCX links coexist with other programs on the hook
 /// (multi-program), so there is no foreign-program check: ours is
 /// recognised by its pin.
-pub(super) fn tc_links(d: &Desired, o: &Observed, need_load: bool, s: &mut Steps) {
+pub(super) fn tc_links(d: &Desired, o: &Observed, load: &Load, s: &mut Steps) {
     for hook in TcHook::ALL {
-        tc_links_of(d, o, need_load, hook, s);
+        tc_links_of(d, o, load, hook, s);
     }
 }
 
 /// The TCX links of `hook`: attached where wanted, updated to the loaded
 /// program, replaced on a re-created interface, detached where unwanted.
-fn tc_links_of(d: &Desired, o: &Observed, need_load: bool, hook: TcHook, s: &mut Steps) {
+fn tc_links_of(d: &Desired, o: &Observed, load: &Load, hook: TcHook, s: &mut Steps) {
     let prog = o.programs.get(hook.program()).map(|p| p.id);
     let links = o.tc_links_of(hook);
     let ours = |link: &crate::observe::ObservedLink, dev: &NetDev| {
@@ -185,7 +185,7 @@ fn tc_links_of(d: &Desired, o: &Observed, need_load: bool, hook: TcHook, s: &mut
         };
         match links.get(name) {
             Some(link) if ours(link, dev) => {
-                if need_load || Some(link.prog_id) != prog {
+                if load.loads(hook.program()) || Some(link.prog_id) != prog {
                     s.links.push(Step::UpdateTcLink {
                         iface: name.clone(),
                         link_id: link.id,

@@ -194,16 +194,16 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Vec<Pl
     object::one_namespace_per_root(o, &mut p)?;
     let maps = maps::replace_changed_maps(d, o, opts, &mut p);
     maps::record_layouts(d, o, &maps.creates, &mut p);
-    let need_load = object::load_unless_pinned(d, o, maps.creates, &mut p);
+    let load = object::load_unless_pinned(d, o, maps.creates, &mut p);
     maps::finish_interrupted_migrations(d, o, &maps.retired, &mut p.steps);
     maps::unpin_maps_not_in_object(d, o, &mut p.steps);
-    slots::fill_tail_call_slots(d, o, need_load, &maps.retired, &mut p.steps);
+    slots::fill_tail_call_slots(d, o, &load, &maps.retired, &mut p.steps);
     entries::converge_entries(d, o, &maps.retired, &mut p);
     links::link_types(d, o, &mut p);
-    links::xdp_links(d, o, opts, need_load, &mut p);
-    links::tc_links(d, o, need_load, &mut p.steps);
-    object::unpin_programs_not_in_object(d, o, &mut p.steps);
-    object::write_meta_unless_current(d, o, need_load, &mut p.steps);
+    links::xdp_links(d, o, opts, &load, &mut p);
+    links::tc_links(d, o, &load, &mut p.steps);
+    object::unpin_programs_not_used(d, o, &mut p.steps);
+    object::write_meta_unless_current(d, o, &load, &mut p.steps);
     if !p.errors.is_empty() {
         return Err(p.errors);
     }

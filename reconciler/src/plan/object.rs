@@ -1,45 +1,75 @@
 //! The object phase: whether the eBPF object is loaded again (decided by
 //! what the pinned programs are, read from the programs themselves), which
 //! pinned programs of an older object go, and whether META is written.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use emptcp_common::LAYOUT_VERSION;
 
 use super::{PlanError, Planning, Step, Steps};
 use crate::{desired::Desired, observe::Observed};
 
-/// Plans the load when a program pin disagrees with the desired object or a
-/// map must be created; returns whether it is loaded. Whether the object
-/// must be loaded is decided by what the pins hold (read from the
-/// programs), not by META: META says what the last finished apply
-/// converged to, and a load killed after pinning leaves pins that disagree
-/// with it. A layout change comes with a new object.
+/// What the plan's load step loads: nothing (no step), or the programs it
+/// verifies and pins (their slots and links then take the new programs).
+#[derive(Debug, Default)]
+pub(super) struct Load {
+    /// A load step is planned (it may load no program and only create maps).
+    pub planned: bool,
+    pub programs: BTreeSet<String>,
+}
+
+impl Load {
+    /// The step loads `program` anew.
+    pub fn loads(&self, program: &str) -> bool {
+        self.programs.contains(program)
+    }
+}
+
+/// Plans the load when a map must be created or a program the policy uses
+/// is not pinned as the desired object's. Whether a program is pinned right
+/// is decided by what the pins hold (read from the programs), not by META:
+/// META says what the last finished apply converged to, and a load killed
+/// after pinning leaves pins that disagree with it. A new map or a pin of
+/// another object (an upgrade, an interrupted load, a swap by hand) loads
+/// every program the policy uses, so all of them use the same maps and
+/// object; a program the policy starts to use is loaded alone, beside the
+/// pinned ones (the same object: the same maps, by their pins).
 pub(super) fn load_unless_pinned(
     d: &Desired,
     o: &Observed,
     creates: Vec<String>,
     p: &mut Planning,
-) -> bool {
-    let progs_ok = pins_hold_the_object(d, o, &mut p.notes);
-    let need_load = !progs_ok || !creates.is_empty();
-    if need_load {
+) -> Load {
+    let pins = pinned_programs(d, o, &mut p.notes);
+    let programs: BTreeSet<String> = if pins.stale || !creates.is_empty() {
+        d.programs.iter().cloned().collect()
+    } else {
+        pins.missing.into_iter().collect()
+    };
+    let planned = !programs.is_empty() || !creates.is_empty();
+    if planned {
         p.steps.load.push(Step::LoadObject {
             object_sha256: d.object_sha256.clone(),
             creates_maps: creates,
             max_entries: d.map_overrides.clone(),
+            programs: d
+                .programs
+                .iter()
+                .filter(|n| programs.contains(*n))
+                .cloned()
+                .collect(),
         });
     }
-    need_load
+    Load { planned, programs }
 }
 
-/// Pinned programs the object does not have (an older object's) are
-/// unpinned.
-pub(super) fn unpin_programs_not_in_object(d: &Desired, o: &Observed, s: &mut Steps) {
+/// Pinned programs the desired state does not run (an older object's, or
+/// one no chain or interface of the policy uses any more) are unpinned.
+pub(super) fn unpin_programs_not_used(d: &Desired, o: &Observed, s: &mut Steps) {
     for name in o.programs.keys() {
         if !d.programs.contains(name) {
             s.unpin.push(Step::Unpin {
                 path: format!("progs/{name}"),
-                what: "program of an older object".into(),
+                what: "program the policy does not use".into(),
             });
         }
     }
@@ -72,39 +102,49 @@ pub(super) fn one_namespace_per_root(o: &Observed, p: &mut Planning) -> Result<(
 
 /// META is written last when the object was loaded or META records
 /// another object, layout or network namespace.
-pub(super) fn write_meta_unless_current(d: &Desired, o: &Observed, need_load: bool, s: &mut Steps) {
+pub(super) fn write_meta_unless_current(d: &Desired, o: &Observed, load: &Load, s: &mut Steps) {
     let meta_ok = o.meta.as_ref().is_some_and(|m| {
         m.object_sha256 == d.object_sha256
             && m.layout_version == LAYOUT_VERSION
             && (o.netns == 0 || m.netns == o.netns)
     });
-    if need_load || !meta_ok {
+    if load.planned || !meta_ok {
         s.meta.push(Step::WriteMeta {
             object_sha256: d.object_sha256.clone(),
         });
     }
 }
 
-/// Whether every program of the desired object is pinned and the pinned
-/// program is the desired object's (its stamp, read from the program, not
-/// the pin's name or META). Pins that disagree with META are what an
-/// interrupted load leaves (it pinned programs of the object it was
-/// loading) or what a hand-made replacement looks like: they are noted, one
-/// line per object they hold, and the object is loaded again.
-fn pins_hold_the_object(d: &Desired, o: &Observed, notes: &mut Vec<String>) -> bool {
+/// The pins of the programs the policy uses: which are missing, and
+/// whether one holds another object's program (or another program).
+struct PinnedPrograms {
+    missing: Vec<String>,
+    stale: bool,
+}
+
+/// Reads the pin of every program of the desired state: a pin that holds
+/// a program of another object than the desired one, or another program
+/// of it, is stale; pins that disagree with META are what an interrupted
+/// load leaves (it pinned programs of the object it was loading) or what a
+/// hand-made replacement looks like: they are noted, one line per object
+/// they hold, and the object is loaded again.
+fn pinned_programs(d: &Desired, o: &Observed, notes: &mut Vec<String>) -> PinnedPrograms {
     use crate::identity::object_id;
     let want = object_id(&d.object_sha256);
     let recorded = o.meta.as_ref().map(|m| object_id(&m.object_sha256));
-    let mut ok = true;
+    let mut pins = PinnedPrograms {
+        missing: Vec::new(),
+        stale: false,
+    };
     let mut disagree: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for name in &d.programs {
         let Some(pin) = o.programs.get(name) else {
-            ok = false;
+            pins.missing.push(name.clone());
             continue;
         };
         let have = o.object_of(pin.id);
         // The right object but another of its programs: a swap by hand.
-        ok &= have == Some(want.as_str()) && pin.is_named(name);
+        pins.stale |= have != Some(want.as_str()) || !pin.is_named(name);
         if !pin.is_named(name) {
             notes.push(format!(
                 "progs/{name} holds program {} named {:?}: the object is loaded again",
@@ -123,5 +163,5 @@ fn pins_hold_the_object(d: &Desired, o: &Observed, notes: &mut Vec<String>) -> b
             names.join(", ")
         ));
     }
-    ok
+    pins
 }

@@ -91,11 +91,13 @@ fn describe_object(step: &Step) -> String {
         LoadObject {
             object_sha256,
             creates_maps,
+            programs,
             ..
         } => {
             let mut s = format!(
-                "load eBPF object {}",
-                &object_sha256[..object_sha256.len().min(12)]
+                "load eBPF object {}: {}",
+                &object_sha256[..object_sha256.len().min(12)],
+                programs_loaded(programs)
             );
             if !creates_maps.is_empty() {
                 let _ = write!(s, " (creates maps {})", creates_maps.join(", "));
@@ -321,10 +323,12 @@ fn step_lines(steps: &[Step], opts: TextOptions) -> Vec<StepLine> {
             Step::LoadObject {
                 object_sha256,
                 creates_maps,
+                programs,
                 ..
             } if !opts.verbose && !creates_maps.is_empty() => format!(
-                "load eBPF object {} (creates {} maps; -v names them)",
+                "load eBPF object {}: {} (creates {} maps; -v names them)",
                 &object_sha256[..object_sha256.len().min(12)],
+                programs_loaded(programs),
                 creates_maps.len()
             ),
             Step::RecordLayouts { records } if !opts.verbose && records.len() > 1 => format!(
@@ -503,4 +507,13 @@ pub fn render_text_with(plan: &Plan, opts: TextOptions) -> String {
 
 pub fn render_json(plan: &Plan) -> String {
     serde_json::to_string_pretty(plan).unwrap_or_default()
+}
+
+/// The programs a load verifies, for the plan's text.
+fn programs_loaded(programs: &[String]) -> String {
+    match programs {
+        [] => "no program".into(),
+        [one] => format!("program {one}"),
+        many => format!("programs {}", many.join(", ")),
+    }
 }

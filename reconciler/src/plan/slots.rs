@@ -5,15 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use emptcp_common::{Action, EGRESS_SLOTS};
 
-use super::{Step, Steps};
+use super::{Step, Steps, object::Load};
 use crate::{desired::Desired, observe::Observed};
 
 /// Sets every slot whose program is not the pinned program of its name
-/// (all of them after a load, whose programs are new), clears the rest.
+/// (or is loaded anew by the plan), clears the rest.
 pub(super) fn fill_tail_call_slots(
     d: &Desired,
     o: &Observed,
-    need_load: bool,
+    load: &Load,
     retired: &BTreeSet<&str>,
     s: &mut Steps,
 ) {
@@ -24,7 +24,7 @@ pub(super) fn fill_tail_call_slots(
     let fill = SlotFill {
         d,
         o,
-        need_load,
+        load,
         retired,
     };
     fill.steps(
@@ -57,7 +57,7 @@ pub(super) fn fill_tail_call_slots(
 struct SlotFill<'a> {
     d: &'a Desired,
     o: &'a Observed,
-    need_load: bool,
+    load: &'a Load,
     retired: &'a BTreeSet<&'a str>,
 }
 
@@ -88,7 +88,7 @@ impl SlotFill<'_> {
                 have.get(&slot).copied()
             };
             let pinned = self.o.programs.get(program).map(|p| p.id);
-            if self.need_load || before.is_none() || before != pinned {
+            if self.load.loads(program) || before.is_none() || before != pinned {
                 s.slots.push(set(program, slot, before));
             }
         }

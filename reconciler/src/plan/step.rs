@@ -26,13 +26,17 @@ pub enum Step {
         migrate: bool,
     },
     /// Load the eBPF object: reuse pinned maps, create and pin missing ones,
-    /// pin every program (replacing older pins atomically by rename).
+    /// verify and pin `programs` (replacing older pins atomically by
+    /// rename); the object's other programs are not loaded.
     LoadObject {
         object_sha256: String,
         creates_maps: Vec<String>,
         /// Capacities that differ from the object's (e.g. FLOWS).
         #[serde(default)]
         max_entries: std::collections::BTreeMap<String, u32>,
+        /// The programs loaded, in the object's order.
+        #[serde(default)]
+        programs: Vec<String>,
     },
     /// Record the layout fingerprint of each map (map -> fingerprint) by
     /// pinning it again as `layouts/<MAP>@<fingerprint>`, replacing a

@@ -248,14 +248,14 @@ fn play_object(s: &Step, d: &Desired, o: &mut Observed, id: &mut dyn FnMut() -> 
                 o.maps.insert(format!("{OLD_PREFIX}{name}"), m);
             }
         }
-        Step::LoadObject { .. } => {
+        Step::LoadObject { programs, .. } => {
             // A new map has no layout record until RecordLayouts.
             for (n, m) in &d.maps {
                 o.maps
                     .entry(n.clone())
                     .or_insert(MapDef { layout: None, ..*m });
             }
-            for p in &d.programs {
+            for p in programs {
                 let prog = ObservedProg {
                     id: id(),
                     tag: "t".into(),
@@ -469,7 +469,7 @@ fn text_folds_slots_and_the_map_list_unless_verbose() {
     let folded = text(&p);
     assert_eq!(folded.matches("tail-call slot").count(), 1, "{folded}");
     // 1: the load, 2: the layout records, then the slots.
-    let fold = format!("3-{}. + tail-call slots 1-", slots + 2);
+    let fold = format!("3-{}. + tail-call slots ", slots + 2);
     assert!(
         folded.lines().any(|l| l.trim_start().starts_with(&fold)),
         "{folded}"
@@ -909,7 +909,8 @@ fn egress_chain_fresh_install_then_empty() {
     // XDP only where there are ingress chains; TC on both.
     assert_eq!(k.iter().filter(|k| *k == "attach").count(), 1, "{k:?}");
     assert_eq!(k.iter().filter(|k| *k == "attach_tc").count(), 2, "{k:?}");
-    assert_eq!(k.iter().filter(|k| *k == "set_egress_slot").count(), 4);
+    // The capture and the two actions the chain uses (not set_window).
+    assert_eq!(k.iter().filter(|k| *k == "set_egress_slot").count(), 3);
     assert_eq!(k.iter().filter(|k| *k == "put_egress_iface").count(), 2);
     // Entries and slots before any link; links before META.
     let first_link = k.iter().position(|k| k.starts_with("attach")).unwrap();
@@ -1183,11 +1184,41 @@ fn adding_and_removing_packet_copy_plans_the_capture_and_the_xdp_link() {
         &mut o,
         PlanOptions::default(),
     );
-    assert_eq!(kinds(&p), ["put_iface", "attach"], "{}", text(&p));
+    // The capture's program is loaded alone, beside the pinned ones.
+    assert_eq!(
+        kinds(&p),
+        [
+            "load_object",
+            "set_slot",
+            "put_iface",
+            "attach",
+            "write_meta"
+        ],
+        "{}",
+        text(&p)
+    );
+    assert!(
+        p.steps
+            .iter()
+            .any(|s| matches!(s, Step::LoadObject { programs, .. }
+            if programs == &[emptcp_common::INGRESS_CAPTURE.to_string()])),
+        "{}",
+        text(&p)
+    );
+    assert_eq!(
+        o.links["eth0"].id, eth0_link,
+        "the entry's link was touched"
+    );
 
     let p = converge(&plain, &mut o, PlanOptions::default());
-    assert_eq!(kinds(&p), ["delete_iface", "detach"], "{}", text(&p));
+    assert_eq!(
+        kinds(&p),
+        ["delete_iface", "clear_slot", "detach", "unpin"],
+        "{}",
+        text(&p)
+    );
     assert!(!o.links.contains_key("eth1"));
+    assert!(!o.programs.contains_key(emptcp_common::INGRESS_CAPTURE));
     assert_eq!(o.links["eth0"].id, eth0_link, "eth0 untouched");
 
     // On an interface with ingress chains the rule only flips the flag,
@@ -1199,7 +1230,12 @@ fn adding_and_removing_packet_copy_plans_the_capture_and_the_xdp_link() {
         &mut o,
         PlanOptions::default(),
     );
-    assert_eq!(kinds(&p), ["put_iface"], "{}", text(&p));
+    assert_eq!(
+        kinds(&p),
+        ["load_object", "set_slot", "put_iface", "write_meta"],
+        "{}",
+        text(&p)
+    );
     assert!(o.entries.ifaces[&2].capture);
     assert_eq!(o.entries.ifaces[&2].filter.require, 0);
     assert_eq!(o.links["eth0"].id, eth0_link);
@@ -1379,13 +1415,13 @@ fn a_pin_replaced_by_hand_is_drift() {
     let d = desired(BASE);
     let mut o = fresh();
     converge(&d, &mut o, PlanOptions::default());
-    // Another program of the same object under the pin of `drop`.
+    // Another program of the same object under the pin of `strip_add_addr`.
     let count = o.programs["count"].clone();
-    o.programs.insert("drop".into(), count);
+    o.programs.insert("strip_add_addr".into(), count);
     let p = plan(&d, &o, PlanOptions::default()).unwrap();
     assert_eq!(kinds(&p).first().map(String::as_str), Some("load_object"));
     assert!(
-        p.notes.iter().any(|n| n.contains("progs/drop")),
+        p.notes.iter().any(|n| n.contains("progs/strip_add_addr")),
         "{:?}",
         p.notes
     );
@@ -1409,8 +1445,8 @@ fn a_slot_replaced_by_hand_is_set_back() {
     let mut o = fresh();
     converge(&d, &mut o, PlanOptions::default());
     let count = o.programs["count"].id;
-    let drop_slot = emptcp_common::Action::Drop as u32;
-    o.prog_slots.insert(drop_slot, count);
+    let strip_slot = emptcp_common::Action::StripAddAddr as u32;
+    o.prog_slots.insert(strip_slot, count);
     let p = plan(&d, &o, PlanOptions::default()).unwrap();
     assert_eq!(kinds(&p), ["set_slot"]);
     converge(&d, &mut o, PlanOptions::default());

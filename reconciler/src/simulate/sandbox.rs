@@ -113,10 +113,14 @@ pub struct Sandbox {
     /// The observed state after apply (chain ids -> names for the report).
     pub observed: Observed,
     /// The applied entry programs, opened from their pins: packets are
-    /// run through them with aya's `TestRun` (BPF_PROG_TEST_RUN).
+    /// run through them with aya's `TestRun` (BPF_PROG_TEST_RUN). A policy
+    /// with no egress chain and no `record_flow` loads no egress entry.
     entry: Xdp,
-    egress_entry: SchedClassifier,
+    egress_entry: Option<SchedClassifier>,
 }
+
+/// `TCX_NEXT` (`TC_ACT_UNSPEC`): the packet goes on.
+const TCX_NEXT: i32 = -1;
 
 /// `struct xdp_md` as a test-run context: data, data_end, data_meta,
 /// ingress_ifindex, rx_queue_index, egress_ifindex. On the way out the
@@ -201,8 +205,12 @@ impl Sandbox {
         };
         let entry = Xdp::from_pin(layout.prog(ENTRY_PROGRAM), XdpAttachType::Interface)
             .map_err(opened(ENTRY_PROGRAM))?;
-        let egress_entry =
-            SchedClassifier::from_pin(layout.prog(EGRESS_ENTRY)).map_err(opened(EGRESS_ENTRY))?;
+        let egress_entry = observed
+            .programs
+            .contains_key(EGRESS_ENTRY)
+            .then(|| SchedClassifier::from_pin(layout.prog(EGRESS_ENTRY)))
+            .transpose()
+            .map_err(opened(EGRESS_ENTRY))?;
         Ok(Sandbox {
             entry,
             egress_entry,
@@ -243,17 +251,23 @@ impl Sandbox {
     }
 
     /// Runs the TC egress entry on `data` as an skb sent by `ifindex`; the
-    /// frame it leaves goes to `out`. Returns the program's return code.
+    /// frame it leaves goes to `out`. Returns the program's return code
+    /// (`TCX_NEXT` with the frame untouched where the policy loads none).
     pub fn run_skb(
         &self,
         data: &[u8],
         ifindex: u32,
         out: &mut Vec<u8>,
     ) -> Result<i32, ProgramError> {
+        let Some(egress_entry) = &self.egress_entry else {
+            out.clear();
+            out.extend_from_slice(data);
+            return Ok(TCX_NEXT);
+        };
         let mut ctx = [0u8; SKB_CTX_LEN];
         ctx[SKB_CTX_IFINDEX..SKB_CTX_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
         out.resize(data.len() + HEADROOM, 0);
-        let r = self.egress_entry.test_run(TestRunOptions {
+        let r = egress_entry.test_run(TestRunOptions {
             data_in: Some(data),
             data_out: Some(out),
             ctx_in: Some(&ctx),
