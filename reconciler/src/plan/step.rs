@@ -34,8 +34,8 @@ pub enum Step {
         /// Capacities that differ from the object's (e.g. FLOWS).
         #[serde(default)]
         max_entries: std::collections::BTreeMap<String, u32>,
-        /// The programs loaded, in the object's order.
-        #[serde(default)]
+        /// The programs loaded, in the object's order. Required: a plan
+        /// saved before loads named their programs cannot say which to load.
         programs: Vec<String>,
     },
     /// Record the layout fingerprint of each map (map -> fingerprint) by
