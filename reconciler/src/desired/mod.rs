@@ -10,6 +10,13 @@ use emptcp_common::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod programs;
+mod tables;
+
+use programs::used_programs;
+pub use tables::UNUSED_TABLE_CAPACITY;
+use tables::size_tables;
+
 use crate::{
     layout::TcHook,
     object::{MapDef, Object},
@@ -131,119 +138,6 @@ pub fn slot_of(a: &Action) -> (Slot, u32) {
         Action::Count => (Slot::Count, 0),
         Action::Drop => (Slot::Drop, 0),
     }
-}
-
-/// The programs of the object the desired state runs, in the object's
-/// order: the entry of each hook an interface uses, the program of each
-/// action of the policy's chains, and what those programs hand packets to
-/// (`record_flow_setup` behind `record_flow`, the egress capture in front
-/// of every egress chain). Only these are loaded: the verifier's time is
-/// most of a load's, and a program no packet reaches costs it for nothing.
-fn used_programs(
-    interfaces: &BTreeMap<String, DesiredIface>,
-    chain_programs: &BTreeMap<&str, Vec<&str>>,
-    object: &[String],
-) -> Vec<String> {
-    let mut used: BTreeSet<&str> = BTreeSet::new();
-    let any = |f: fn(&DesiredIface) -> bool| interfaces.values().any(f);
-    if any(DesiredIface::wants_xdp) {
-        used.insert(crate::object::ENTRY_PROGRAM);
-    }
-    if any(|i| i.capture) {
-        used.insert(emptcp_common::INGRESS_CAPTURE);
-    }
-    if any(|i| i.wants_tc(TcHook::Egress)) {
-        used.insert(crate::object::EGRESS_ENTRY);
-    }
-    if any(|i| i.wants_tc(TcHook::Ingress)) {
-        used.insert(crate::object::INGRESS_RECOVER);
-    }
-    if any(|i| !i.egress_chains.is_empty()) {
-        used.insert(emptcp_common::EGRESS_CAPTURE);
-    }
-    let run = interfaces
-        .values()
-        .flat_map(|i| i.chains.iter().chain(&i.egress_chains));
-    for program in run.flat_map(|c| chain_programs.get(c.as_str()).into_iter().flatten()) {
-        used.insert(program);
-        if *program == Slot::RecordFlow.name() {
-            used.insert(emptcp_common::RECORD_SETUP);
-        }
-    }
-    object
-        .iter()
-        .filter(|p| used.contains(p.as_str()))
-        .cloned()
-        .collect()
-}
-
-/// Capacity of a table no chain of the policy fills: the least
-/// `flow_capacity` allows (a preallocated LRU table of the default size
-/// would lock ~450 MB of kernel memory for the four connection tables).
-pub const UNUSED_TABLE_CAPACITY: u32 = policy::MIN_FLOW_CAPACITY;
-
-/// Whether a chain some interface runs on ingress tracks MPTCP
-/// connections (`record_flow`): only then do the connection tables fill.
-pub fn tracks_connections(policy: &Policy) -> bool {
-    policy.interfaces.iter().any(|i| {
-        i.chains.iter().any(|c| {
-            policy.chain(c).is_some_and(|c| {
-                c.hook == Hook::Ingress && c.actions.iter().any(|a| matches!(a, Action::RecordFlow))
-            })
-        })
-    })
-}
-
-/// Sizes the tables whose capacity depends on the policy in `maps`, and
-/// returns those capacities. Each table gets its share of
-/// `flow_capacity` only while a chain fills it, else
-/// [`UNUSED_TABLE_CAPACITY`]: adding the first chain that fills a table
-/// then migrates it (empty) to its full size, removing the last one
-/// migrates it back (keeping what fits).
-fn size_tables(policy: &Policy, maps: &mut BTreeMap<String, MapDef>) -> BTreeMap<String, u32> {
-    let tracks = tracks_connections(policy);
-    let flows = if tracks {
-        policy.settings.flow_capacity
-    } else {
-        UNUSED_TABLE_CAPACITY
-    };
-    // Captured subflows: only egress chains fill the table; with one it
-    // holds as many subflows as the flow table holds flows, up to the
-    // object's default.
-    let subflows = if policy.chains.iter().any(|c| c.hook == Hook::Egress) {
-        policy.settings.flow_capacity.clamp(
-            UNUSED_TABLE_CAPACITY,
-            emptcp_common::DEFAULT_SUBFLOW_CAPACITY,
-        )
-    } else {
-        UNUSED_TABLE_CAPACITY
-    };
-    // The token index holds one entry per connection. Joined subflows and
-    // stored ADD_ADDRs are fewer (most connections never join or store
-    // one): a quarter of the flow table, the datapath's default ratio.
-    let quarter = (flows / 4).max(UNUSED_TABLE_CAPACITY);
-    // Handshakes in flight (the window scales of connections the peer
-    // opens): a fixed capacity, not a share of the flow table.
-    let handshakes = if tracks {
-        emptcp_common::SYN_SHIFT_CAPACITY
-    } else {
-        UNUSED_TABLE_CAPACITY
-    };
-    let mut overrides = BTreeMap::new();
-    for (name, n) in [
-        (FLOWS_MAP, flows),
-        (TOKENS_MAP, flows),
-        (JOINS_MAP, quarter),
-        (FLOW_ADDRS_MAP, quarter),
-        (SYN_SHIFTS_MAP, handshakes),
-        (SUBFLOWS_MAP, subflows),
-    ] {
-        if let Some(m) = maps.get_mut(name) {
-            m.max_entries = n;
-            overrides.insert(name.to_string(), n);
-        }
-    }
-    overrides
 }
 
 impl Desired {
@@ -423,65 +317,5 @@ fn chain_of(c: &policy::Chain, steps: Vec<StepEntry>) -> DesiredChain {
         selector_flags: flags,
         prefixes,
         ports,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    /// The programs the desired state of an example policy loads, with the
-    /// embedded object.
-    fn programs_of(example: &str) -> Vec<String> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples/policies")
-            .join(example);
-        let policy = policy::load_file(&path).unwrap_or_else(|e| panic!("{example}: {e}"));
-        let object = Object::load().expect("the embedded object");
-        Desired::new(&policy, &object)
-            .unwrap_or_else(|e| panic!("{example}: {e:?}"))
-            .programs
-    }
-
-    #[test]
-    fn only_the_programs_a_policy_uses_are_loaded() {
-        let mut quickstart = programs_of("quickstart.yaml");
-        quickstart.sort();
-        // The data chain, the connection set-up behind record_flow, the
-        // egress hook that maps the joins sent, the in-kernel recovery.
-        assert_eq!(
-            quickstart,
-            [
-                "count",
-                "egress_entry",
-                "entry",
-                "ingress_recover",
-                "record_flow",
-                "record_flow_setup",
-                "recover_add_addr",
-                "strip_add_addr",
-            ]
-        );
-        assert_eq!(programs_of("count-only.yaml"), ["count", "entry"]);
-        // Egress chains bring the capture in front of them; packet copy
-        // the ingress capture.
-        let full = programs_of("full.yaml");
-        for p in ["egress_capture", "egress_entry", "ingress_capture", "drop"] {
-            assert!(full.iter().any(|f| f == p), "{p} not in {full:?}");
-        }
-        let object = Object::load().unwrap();
-        let unused: Vec<&String> = object
-            .programs
-            .iter()
-            .filter(|p| !full.contains(p))
-            .collect();
-        assert!(
-            unused
-                .iter()
-                .all(|p| p.contains("set_") || p.as_str() == "egress_count"),
-            "full.yaml leaves out {unused:?}"
-        );
     }
 }

@@ -1,0 +1,112 @@
+//! Which programs of the object the desired state runs (the only ones
+//! apply loads).
+use std::collections::{BTreeMap, BTreeSet};
+
+use emptcp_common::Action as Slot;
+
+use super::DesiredIface;
+use crate::layout::TcHook;
+
+/// The programs of the object the desired state runs, in the object's
+/// order: the entry of each hook an interface uses, the program of each
+/// action of the policy's chains, and what those programs hand packets to
+/// (`record_flow_setup` behind `record_flow`, the egress capture in front
+/// of every egress chain). Only these are loaded: the verifier's time is
+/// most of a load's, and a program no packet reaches costs it for nothing.
+pub(super) fn used_programs(
+    interfaces: &BTreeMap<String, DesiredIface>,
+    chain_programs: &BTreeMap<&str, Vec<&str>>,
+    object: &[String],
+) -> Vec<String> {
+    let mut used: BTreeSet<&str> = BTreeSet::new();
+    let any = |f: fn(&DesiredIface) -> bool| interfaces.values().any(f);
+    if any(DesiredIface::wants_xdp) {
+        used.insert(crate::object::ENTRY_PROGRAM);
+    }
+    if any(|i| i.capture) {
+        used.insert(emptcp_common::INGRESS_CAPTURE);
+    }
+    if any(|i| i.wants_tc(TcHook::Egress)) {
+        used.insert(crate::object::EGRESS_ENTRY);
+    }
+    if any(|i| i.wants_tc(TcHook::Ingress)) {
+        used.insert(crate::object::INGRESS_RECOVER);
+    }
+    if any(|i| !i.egress_chains.is_empty()) {
+        used.insert(emptcp_common::EGRESS_CAPTURE);
+    }
+    let run = interfaces
+        .values()
+        .flat_map(|i| i.chains.iter().chain(&i.egress_chains));
+    for program in run.flat_map(|c| chain_programs.get(c.as_str()).into_iter().flatten()) {
+        used.insert(program);
+        if *program == Slot::RecordFlow.name() {
+            used.insert(emptcp_common::RECORD_SETUP);
+        }
+    }
+    object
+        .iter()
+        .filter(|p| used.contains(p.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::{desired::Desired, object::Object, policy};
+
+    /// The programs the desired state of an example policy loads, with the
+    /// embedded object.
+    fn programs_of(example: &str) -> Vec<String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/policies")
+            .join(example);
+        let policy = policy::load_file(&path).unwrap_or_else(|e| panic!("{example}: {e}"));
+        let object = Object::load().expect("the embedded object");
+        Desired::new(&policy, &object)
+            .unwrap_or_else(|e| panic!("{example}: {e:?}"))
+            .programs
+    }
+
+    #[test]
+    fn only_the_programs_a_policy_uses_are_loaded() {
+        let mut quickstart = programs_of("quickstart.yaml");
+        quickstart.sort();
+        // The data chain, the connection set-up behind record_flow, the
+        // egress hook that maps the joins sent, the in-kernel recovery.
+        assert_eq!(
+            quickstart,
+            [
+                "count",
+                "egress_entry",
+                "entry",
+                "ingress_recover",
+                "record_flow",
+                "record_flow_setup",
+                "recover_add_addr",
+                "strip_add_addr",
+            ]
+        );
+        assert_eq!(programs_of("count-only.yaml"), ["count", "entry"]);
+        // Egress chains bring the capture in front of them; packet copy
+        // the ingress capture.
+        let full = programs_of("full.yaml");
+        for p in ["egress_capture", "egress_entry", "ingress_capture", "drop"] {
+            assert!(full.iter().any(|f| f == p), "{p} not in {full:?}");
+        }
+        let object = Object::load().unwrap();
+        let unused: Vec<&String> = object
+            .programs
+            .iter()
+            .filter(|p| !full.contains(p))
+            .collect();
+        assert!(
+            unused
+                .iter()
+                .all(|p| p.contains("set_") || p.as_str() == "egress_count"),
+            "full.yaml leaves out {unused:?}"
+        );
+    }
+}
