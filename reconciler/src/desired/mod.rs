@@ -154,8 +154,6 @@ impl Desired {
         object_maps: &BTreeMap<String, MapDef>,
     ) -> Result<Desired, Vec<DesiredError>> {
         let mut errors = Vec::new();
-        let mut maps = object_maps.clone();
-        let map_overrides = size_tables(policy, &mut maps);
         // Ingress actions are programs named after the action, egress ones
         // `egress_<action>` (the entries themselves are not actions).
         let (egress, ingress): (Vec<&str>, Vec<&str>) = programs
@@ -258,6 +256,10 @@ impl Desired {
             })
             .collect();
         let programs = used_programs(&interfaces, &chain_programs, programs);
+        // The connection tables fill only where record_flow runs.
+        let tracks = programs.iter().any(|p| p == Slot::RecordFlow.name());
+        let mut maps = object_maps.clone();
+        let map_overrides = size_tables(policy, tracks, &mut maps);
         Ok(Desired {
             object_sha256: object_sha256.to_string(),
             programs,

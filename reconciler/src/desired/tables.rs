@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use super::{FLOW_ADDRS_MAP, FLOWS_MAP, JOINS_MAP, SUBFLOWS_MAP, SYN_SHIFTS_MAP, TOKENS_MAP};
 use crate::{
     object::MapDef,
-    policy::{self, Action, Hook, Policy},
+    policy::{self, Hook, Policy},
 };
 
 /// Capacity of a table no chain of the policy fills: the least
@@ -12,29 +12,18 @@ use crate::{
 /// would lock ~450 MB of kernel memory for the four connection tables).
 pub const UNUSED_TABLE_CAPACITY: u32 = policy::MIN_FLOW_CAPACITY;
 
-/// Whether a chain some interface runs on ingress tracks MPTCP
-/// connections (`record_flow`): only then do the connection tables fill.
-fn tracks_connections(policy: &Policy) -> bool {
-    policy.interfaces.iter().any(|i| {
-        i.chains.iter().any(|c| {
-            policy.chain(c).is_some_and(|c| {
-                c.hook == Hook::Ingress && c.actions.iter().any(|a| matches!(a, Action::RecordFlow))
-            })
-        })
-    })
-}
-
 /// Sizes the tables whose capacity depends on the policy in `maps`, and
-/// returns those capacities. Each table gets its share of
+/// returns those capacities; `tracks`: the desired state runs
+/// `record_flow`, the one action that fills the connection tables. Each table gets its share of
 /// `flow_capacity` only while a chain fills it, else
 /// [`UNUSED_TABLE_CAPACITY`]: adding the first chain that fills a table
 /// then migrates it (empty) to its full size, removing the last one
 /// migrates it back (keeping what fits).
 pub(super) fn size_tables(
     policy: &Policy,
+    tracks: bool,
     maps: &mut BTreeMap<String, MapDef>,
 ) -> BTreeMap<String, u32> {
-    let tracks = tracks_connections(policy);
     let flows = if tracks {
         policy.settings.flow_capacity
     } else {
