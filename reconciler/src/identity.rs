@@ -42,27 +42,39 @@ pub fn find_stamp(value: &[u8]) -> Option<String> {
     (id.iter().any(|b| *b != 0)).then(|| hex::encode(id))
 }
 
-/// The object the program with this id belongs to: `Ok(None)` when it
-/// carries no stamp (not loaded by emptcp), an error when the kernel
+/// What a loaded program says about itself: the object it belongs to
+/// (`None` when it carries no stamp: not loaded by emptcp) and the maps it
+/// uses, by id with the kernel's name of each (at most 15 bytes).
+#[derive(Debug, Default)]
+pub struct ProgramFacts {
+    pub object: Option<String>,
+    pub maps: Vec<(u32, String)>,
+}
+
+/// The facts of the program with this id; an error when the kernel
 /// refuses to say (the program is gone, or no privileges).
-pub fn program_object(prog_id: u32) -> io::Result<Option<String>> {
+pub fn program_facts(prog_id: u32) -> io::Result<ProgramFacts> {
     let prog = sys::prog_by_id(prog_id)?;
+    let mut facts = ProgramFacts::default();
     for map_id in sys::prog_map_ids(&prog)? {
         let Ok(map) = sys::map_by_id(map_id) else {
             continue;
         };
         let f = sys::map_facts(&map)?;
+        facts.maps.push((map_id, f.name.clone()));
         // Global data: `.rodata` (aya names the map after its section).
-        if f.map_type != ARRAY || !f.name.starts_with(".rodata") || f.key_size != 4 {
+        if facts.object.is_some()
+            || f.map_type != ARRAY
+            || !f.name.starts_with(".rodata")
+            || f.key_size != 4
+        {
             continue;
         }
         let mut value = vec![0u8; f.value_size as usize];
         sys::map_lookup(&map, &0u32.to_ne_bytes(), &mut value)?;
-        if let Some(id) = find_stamp(&value) {
-            return Ok(Some(id));
-        }
+        facts.object = find_stamp(&value);
     }
-    Ok(None)
+    Ok(facts)
 }
 
 #[cfg(test)]

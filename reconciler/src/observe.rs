@@ -53,6 +53,12 @@ pub struct ObservedProg {
     /// apart by it.
     #[serde(default)]
     pub kernel_name: String,
+    /// Maps the program uses that are not the ones pinned under their
+    /// names (the pin holds another map, or the program's map is pinned as
+    /// `old-NAME`): what a load interrupted while the object's maps were
+    /// being replaced leaves, a program still bound to a retired map.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unpinned_maps: Vec<String>,
 }
 
 impl ObservedProg {
@@ -206,6 +212,7 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
                 id: info.id(),
                 tag: format!("{:016x}", info.tag()),
                 kernel_name: info.name_as_str().unwrap_or_default().to_string(),
+                unpinned_maps: Vec::new(),
             },
         );
     }
@@ -214,12 +221,14 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
     o.tc_ingress_links = read_links(&layout.tc_ingress_links_dir())?;
     read_slots(layout, &mut o)?;
     read_entries(layout, &mut o)?;
-    read_objects(&mut o)?;
+    read_objects(&mut o, &map_ids)?;
     Ok(o)
 }
 
-/// The object of every program we hold (pins, slots, links).
-fn read_objects(o: &mut Observed) -> Result<(), ObserveError> {
+/// The object of every program we hold (pins, slots, links), and which
+/// maps of a pinned program are not the pinned ones (`map_ids`: the id of
+/// each pinned map -> its pin name).
+fn read_objects(o: &mut Observed, map_ids: &BTreeMap<u32, String>) -> Result<(), ObserveError> {
     let ids: std::collections::BTreeSet<u32> = o
         .programs
         .values()
@@ -230,12 +239,15 @@ fn read_objects(o: &mut Observed) -> Result<(), ObserveError> {
         .chain(o.tc_links.values().map(|l| l.prog_id))
         .chain(o.tc_ingress_links.values().map(|l| l.prog_id))
         .collect();
+    let mut maps_of = BTreeMap::new();
     for id in ids {
-        match identity::program_object(id) {
-            Ok(Some(obj)) => {
-                o.objects.insert(id, obj);
+        match identity::program_facts(id) {
+            Ok(f) => {
+                if let Some(obj) = f.object {
+                    o.objects.insert(id, obj);
+                }
+                maps_of.insert(id, f.maps);
             }
-            Ok(None) => {}
             // Unloaded since it was listed: nothing runs it any more.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => {
@@ -247,7 +259,39 @@ fn read_objects(o: &mut Observed) -> Result<(), ObserveError> {
             }
         }
     }
+    let pinned_names: Vec<&String> = o.maps.keys().collect();
+    for prog in o.programs.values_mut() {
+        let Some(maps) = maps_of.get(&prog.id) else {
+            continue;
+        };
+        prog.unpinned_maps = unpinned_maps(maps, map_ids, &pinned_names);
+    }
     Ok(())
+}
+
+/// Of the maps a program uses (id, kernel name), those whose pin under
+/// their name holds another map: the map is pinned under another name
+/// (`old-NAME`), or not at all while `NAME` is. Maps no pin is named after
+/// (global data, `.rodata`) are the program's own.
+fn unpinned_maps(
+    used: &[(u32, String)],
+    map_ids: &BTreeMap<u32, String>,
+    pinned: &[&String],
+) -> Vec<String> {
+    let kernel_name = |n: &str| n.as_bytes()[..n.len().min(15)].to_vec();
+    let mut out = Vec::new();
+    for (id, name) in used {
+        let wrong = match map_ids.get(id) {
+            Some(pin) => kernel_name(pin) != name.as_bytes(),
+            None => pinned.iter().any(|p| kernel_name(p) == name.as_bytes()),
+        };
+        if wrong {
+            out.push(name.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 impl Observed {

@@ -156,6 +156,8 @@ const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 /// Create only, never overwrite (map update flag).
 pub const BPF_NOEXIST: u64 = 1;
+/// Create or overwrite.
+pub const BPF_ANY: u64 = 0;
 
 /// Swaps the program behind a link atomically.
 pub fn link_update(link: &OwnedFd, prog: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
@@ -186,15 +188,22 @@ fn map_op(
 /// `plan::APPEND_ONLY_MAPS`), keeping entries `to` already has. Returns the
 /// number of entries copied. Values of per-CPU maps are not supported (the
 /// planner never migrates them).
+///
+/// An array has every index from its creation (an update with
+/// `BPF_NOEXIST` always fails there), so "already has" means a non-zero
+/// value: the programs wrote it since `to` was created, and it stays; an
+/// index still all zeros takes the old value.
 pub fn copy_entries(
     from: &OwnedFd,
     to: &OwnedFd,
     key_size: usize,
     value_size: usize,
 ) -> io::Result<u64> {
+    let array = map_facts(to)?.map_type == crate::object::BPF_MAP_TYPE_ARRAY;
     let mut key = vec![0u8; key_size];
     let mut next = vec![0u8; key_size];
     let mut value = vec![0u8; value_size];
+    let mut current = vec![0u8; value_size];
     let mut first = true;
     let mut copied = 0;
     loop {
@@ -224,12 +233,19 @@ pub fn copy_entries(
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(e),
         }
+        if array {
+            map_lookup(to, &key, &mut current)?;
+            if current.iter().any(|b| *b != 0) {
+                continue;
+            }
+        }
+        let flags = if array { BPF_ANY } else { BPF_NOEXIST };
         match map_op(
             BPF_MAP_UPDATE_ELEM,
             to,
             key.as_ptr(),
             value.as_ptr() as u64,
-            BPF_NOEXIST,
+            flags,
         ) {
             Ok(()) => copied += 1,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}

@@ -734,16 +734,33 @@ fn remove_if_present(p: &Path) -> Result<(), StepError> {
 
 /// Removes a program we did not attach (only reached with --force): a
 /// link-based attachment is detached by id, a netlink one through iproute2.
+/// The link must be this interface's: one program is often linked to
+/// several interfaces, and links are listed system-wide.
 fn detach_foreign(iface: &str, prog_id: u32, mode: AttachMode) -> Result<(), StepError> {
+    let ifindex = nix::net::if_::if_nametoindex(iface)
+        .map_err(|e| StepError::Other(format!("interface {iface}: {e}")))?;
+    let mut ours = Vec::new();
     for l in aya::programs::loaded_links().flatten() {
         if l.program_id() == prog_id
             && let Ok(fd) = sys::link_by_id(l.id())
             && let Ok(f) = sys::link_facts(&fd)
             && f.link_type == sys::LINK_TYPE_XDP
+            && f.ifindex == ifindex
         {
-            return sys::link_detach(&fd)
-                .map_err(io("detaching foreign link on", Path::new(iface)));
+            ours.push(fd);
         }
+    }
+    // Interface indexes are per namespace: two links of this program on
+    // interfaces with this index in two namespaces cannot be told apart.
+    if ours.len() > 1 {
+        return Err(StepError::Other(format!(
+            "{iface}: program {prog_id} has {} XDP links on interfaces with index {ifindex} \
+             (other namespaces); detach the foreign program by hand",
+            ours.len()
+        )));
+    }
+    if let Some(fd) = ours.pop() {
+        return sys::link_detach(&fd).map_err(io("detaching foreign link on", Path::new(iface)));
     }
     let m = match mode {
         AttachMode::Native => "xdpdrv",

@@ -151,6 +151,19 @@ fn pinned_programs(d: &Desired, o: &Observed, notes: &mut Vec<String>) -> Pinned
                 pin.id, pin.kernel_name
             ));
         }
+        // Bound to a map that is no longer the pinned one (a load killed
+        // or failed while the object's maps were replaced): it would keep
+        // reading and writing the retired map while the others use the
+        // new one.
+        if !pin.unpinned_maps.is_empty() {
+            pins.stale = true;
+            notes.push(format!(
+                "progs/{name} (program {}) uses maps that are not the pinned ones ({}): \
+                 the object is loaded again",
+                pin.id,
+                pin.unpinned_maps.join(", ")
+            ));
+        }
         if have != recorded.as_deref() {
             let what = have.map_or("no emptcp object".into(), |h| format!("object {h}"));
             disagree.entry(what).or_default().push(name);

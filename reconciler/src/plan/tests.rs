@@ -260,6 +260,7 @@ fn play_object(s: &Step, d: &Desired, o: &mut Observed, id: &mut dyn FnMut() -> 
                     id: id(),
                     tag: "t".into(),
                     kernel_name: p.chars().take(15).collect(),
+                    unpinned_maps: Vec::new(),
                 };
                 // The load stamps every program with the object.
                 o.objects
@@ -1642,6 +1643,7 @@ mod convergence {
                     id: *next_id,
                     tag: "t".into(),
                     kernel_name: p.chars().take(15).collect(),
+                    unpinned_maps: Vec::new(),
                 };
                 o.objects
                     .insert(prog.id, crate::identity::object_id(&d.object_sha256));
