@@ -242,6 +242,15 @@ fn a_sent_mp_join_syn_maps_the_subflow_on_the_egress_hook() {
     e.dp.entry(&syn_ack.frame());
     let j = e.dp.join(&joined().key()).unwrap();
     assert_eq!((j.wscale, j.flags & JOIN_WSCALE_SEEN != 0), (9, true));
+    // A second SYN-ACK (a spoof, or one with other numbers) changes nothing.
+    let again = syn_ack.with(|s| {
+        s.seq = s.seq.wrapping_add(1 << 30);
+        s.opts = opts(&[&wscale(2), &[30, 16, 0x10, 0], &[0; 12]]);
+    });
+    e.dp.entry(&again.frame());
+    let k = e.dp.join(&joined().key()).unwrap();
+    assert_eq!((k.wscale, k.rcv_nxt), (9, j.rcv_nxt));
+    assert_eq!(e.dp.event(FlowStat::SynAckIgnored), 1);
 }
 
 #[test]
@@ -299,6 +308,82 @@ fn spoofed_rst_fin_and_syn_ack_leave_the_connection() {
     dp.entry(&initial().with(|s| s.flags = RST).frame());
     assert!(dp.flow(&initial().key()).is_none());
     assert_eq!(dp.token(f.token), None, "token index cleaned");
+}
+
+/// Handshake packets no live state asked for, on a joined subflow's
+/// 4-tuple: an MP_JOIN SYN-ACK for a join the peer opened (it would reset
+/// the subflow's rcv_nxt, so that a RST chosen by the same sender passes
+/// the RST check), an MP_CAPABLE SYN-ACK or third ACK (it would create a
+/// connection under the subflow's 4-tuple and take it from its
+/// connection), and a new connection whose key collides with a live
+/// connection's token (it would take that connection's joins). Each is
+/// ignored and counted; the controls: the same RST at the real rcv_nxt
+/// ends the subflow, and a token nobody holds is registered.
+#[test]
+fn spoofed_handshakes_leave_a_joined_subflow_and_its_connection() {
+    need_kernel!();
+    let dp = dp_with(&EMPTCP);
+    let f = connected(&dp);
+    join_by_received_syn(&dp, f.token);
+    dp.entry(&pure_ack(&joined(), 100_000).frame());
+    let j = dp.join(&joined().key()).unwrap();
+    assert_eq!(j.rcv_nxt, joined().seq);
+
+    let x = 0x4000_0000u32;
+    let spoof_syn_ack = joined().with(|s| {
+        s.flags = SYN | ACK;
+        s.seq = x;
+        s.opts = opts(&[&wscale(14), &[30, 16, 0x10, 0], &[0; 12]]);
+    });
+    dp.entry(&spoof_syn_ack.frame());
+    let k = dp.join(&joined().key()).unwrap();
+    assert_eq!(
+        (k.rcv_nxt, k.wscale),
+        (j.rcv_nxt, j.wscale),
+        "join state kept"
+    );
+    assert_eq!(dp.event(FlowStat::SynAckIgnored), 1);
+    dp.entry(
+        &joined()
+            .with(|s| {
+                s.flags = RST;
+                s.seq = x.wrapping_add(1);
+            })
+            .frame(),
+    );
+    assert!(
+        dp.join(&joined().key()).is_some(),
+        "the spoofed RST ended the subflow"
+    );
+    assert_eq!(dp.event(FlowStat::CloseIgnored), 1);
+
+    for spoof in [
+        joined().with(|s| s.opts = opts(&[&ts(5, 6), &mp_capable_ack(0x77, 0x88)])),
+        syn_ack(&joined(), 0x4242),
+    ] {
+        dp.entry(&spoof.frame());
+        assert!(
+            dp.flow(&joined().key()).is_none(),
+            "a connection under the subflow"
+        );
+        assert_eq!(dp.join(&joined().key()).unwrap().conn, initial().key());
+    }
+    assert_eq!(dp.event(FlowStat::SynAckIgnored), 3);
+
+    // Another connection whose server key gives the same token.
+    let other = initial().with(|s| s.dport = 40009);
+    dp.entry(&syn_ack(&other, SERVER_KEY).frame());
+    assert!(dp.flow(&other.key()).is_some());
+    assert_eq!(dp.token(f.token), Some(initial().key()), "the token moved");
+    assert_eq!(dp.event(FlowStat::TokenInsertFailed), 1);
+
+    // Controls: a token nobody holds is registered, and the RST at the
+    // subflow's real rcv_nxt ends it.
+    let third = initial().with(|s| s.dport = 40010);
+    dp.entry(&syn_ack(&third, 0x5151).frame());
+    assert_eq!(dp.token(token_of(0x5151)), Some(third.key()));
+    dp.entry(&joined().with(|s| s.flags = RST).frame());
+    assert!(dp.join(&joined().key()).is_none(), "control: the real RST");
 }
 
 #[test]
@@ -368,17 +453,21 @@ fn a_delivery_is_repeated_until_the_stack_echoes_it_then_given_up() {
     assert!(!has_aa(&dp.entry(&carrier.frame())));
     assert_eq!(dp.event(FlowStat::AddAddrGivenUp), 1);
     assert_eq!(dp.flow(&initial().key()).unwrap().stored, 0);
-    // A packet that already carries an ADD_ADDR gets no second one.
+    // A packet that already carries an ADD_ADDR gets no second one, though
+    // it has room: the echo of the local end's announcement (Linux keeps
+    // the last ADD_ADDR it parses: an inserted one would hide the echo),
+    // or the peer's own (this connection is past remove_below: kept).
     stored_at_recover_at(&mut dp);
-    let other = add_addr(1, addr("203.0.113.7"), None, true);
-    let busy = initial().with(|s| s.opts = opts(&[&ts(1, 2), &dss(Some((2, 4)), None), &other]));
-    let r = dp.entry(&busy.frame());
-    assert!(!has_aa(&r));
-    assert_eq!(
-        dp.event(FlowStat::InsertSkippedHasAddAddr),
-        0,
-        "an echo is not ours to count"
-    );
+    for echo in [true, false] {
+        let other = add_addr(1, addr("203.0.113.7"), None, echo);
+        let busy = initial().with(|s| s.opts = opts(&[&dss(Some((2, 4)), None), &other]));
+        let r = dp.entry(&busy.frame());
+        assert!(!has_aa(&r), "echo {echo}");
+    }
+    assert_eq!(dp.event(FlowStat::InsertSkippedHasAddAddr), 2);
+    // The control: the same packet without them gets the stored option.
+    let free = initial().with(|s| s.opts = opts(&[&dss(Some((2, 4)), None)]));
+    assert!(has_aa(&dp.entry(&free.frame())));
 }
 
 #[test]

@@ -672,6 +672,9 @@ pub const JOIN_WSCALE_SEEN: u32 = 1 << 1;
 /// on the subflow, i.e. both SYNs carried it (RFC 7323 2.2; both
 /// `set_window`s scale only then).
 pub const JOIN_SYN_ACK_SEEN: u32 = 1 << 2;
+/// The peer opened the subflow (its MP_JOIN SYN was received): no SYN-ACK
+/// from the peer belongs to it.
+pub const JOIN_PEER_OPENED: u32 = 1 << 3;
 
 /// Value of `JOINS` (key: the joined subflow's [`FlowKey`], ingress
 /// orientation): which connection an MP_JOIN subflow belongs to. Created
@@ -758,8 +761,11 @@ pub enum FlowStat {
     JoinsMapped = 16,
     /// An MP_JOIN SYN carried a token no tracked connection has.
     JoinTokenUnknown = 17,
-    /// A SYN-ACK with MP_CAPABLE for a 4-tuple whose connection carries
-    /// data: unsolicited, ignored.
+    /// A handshake packet no live state asked for, ignored: a SYN-ACK with
+    /// MP_CAPABLE for a 4-tuple whose connection carries data, an
+    /// MP_CAPABLE SYN-ACK or third ACK on a joined subflow's 4-tuple, an
+    /// MP_JOIN SYN-ACK on a subflow the peer opened or whose SYN-ACK was
+    /// already seen.
     SynAckIgnored = 18,
     /// A FIN or RST outside the subflow's sequence (a spoof or a stale
     /// segment): the connection stays.
@@ -778,7 +784,8 @@ pub enum FlowStat {
     AddAddrGivenUp = 25,
     /// A packet already carrying an ADD_ADDR got no second one.
     InsertSkippedHasAddAddr = 26,
-    /// TOKENS or JOINS was full and the insert failed.
+    /// TOKENS or JOINS was full and the insert failed, or a new
+    /// connection's token is a live connection's (that one keeps it).
     TokenInsertFailed = 27,
     /// The in-kernel recovery could not clone a segment or complete its
     /// clone (the address was withdrawn meanwhile, the connection ended,

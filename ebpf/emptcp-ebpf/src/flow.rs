@@ -59,10 +59,10 @@ pub fn resolve(key: &FlowKey, maybe_join: bool) -> Option<Conn> {
 }
 
 /// Maps the joined subflow `sub` to the connection of `token` (its MP_JOIN
-/// SYN named it). A retransmitted SYN keeps the existing mapping. True if
-/// mapped (now or before).
+/// SYN named it; `peer_opened`: the peer sent that SYN). A retransmitted
+/// SYN keeps the existing mapping. True if mapped (now or before).
 #[inline(always)]
-pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>) -> bool {
+pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>, peer_opened: bool) -> bool {
     let Some(conn) = (unsafe { TOKENS.get(&token) }).copied() else {
         stats::event(FlowStat::JoinTokenUnknown);
         return false;
@@ -81,6 +81,10 @@ pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>) -> bool {
             emptcp_common::JOIN_WSCALE_SEEN
         } else {
             0
+        } | if peer_opened {
+            emptcp_common::JOIN_PEER_OPENED
+        } else {
+            0
         },
         rcv_nxt: 0,
         wscale: wscale.unwrap_or(0),
@@ -96,9 +100,18 @@ pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>) -> bool {
     true
 }
 
-/// Registers the token of a new connection `key`.
+/// Registers the token of a new connection `key`, unless a live connection
+/// under another 4-tuple has it: a token names one connection, and a key
+/// chosen to collide must not take the joins of the one that has it.
 #[inline(always)]
 pub fn map_token(token: u32, key: &FlowKey) {
+    if let Some(other) = unsafe { TOKENS.get(&token) }
+        && other != key
+        && get(other).is_some_and(|f| f.token == token)
+    {
+        stats::event(FlowStat::TokenInsertFailed);
+        return;
+    }
     if TOKENS.insert(&token, key, 0).is_err() {
         stats::event(FlowStat::TokenInsertFailed);
     }

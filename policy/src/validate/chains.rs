@@ -112,6 +112,27 @@ fn check_actions(ctx: &mut Ctx<'_>, spot: Spot<'_>, chain: &Chain) {
             );
         }
     }
+    // strip_add_addr stores an option only from a segment whose checksum
+    // it verifies, as received: a rewrite before it updates the checksum
+    // incrementally, which turns the pseudo-header-only checksum of an
+    // offloading sender into one that verifies as neither form.
+    if let Some(s) = strip {
+        for (i, a) in chain.actions.iter().enumerate().take(s) {
+            if let Action::SetWindow { .. } | Action::SetBackup { .. } = a {
+                ctx.report(
+                    at(i),
+                    format!(
+                        "{} before strip_add_addr in chain '{name}'",
+                        a.name()
+                    ),
+                    format!(
+                        "strip_add_addr checks the segment's checksum as it arrived: list it before {}",
+                        a.name()
+                    ),
+                );
+            }
+        }
+    }
     if let Some(p) = recover
         && strip.is_none_or(|s| s > p)
     {
@@ -260,6 +281,27 @@ mod tests {
         let text = chain("[strip_add_addr, record_flow]", TH);
         let e = one_error(&text, "strip_add_addr needs record_flow earlier");
         assert_at(&e, 5, 15);
+    }
+
+    #[test]
+    fn rewrites_come_after_strip() {
+        let text = chain(
+            "[record_flow, set_window: {bytes: 64KiB}, strip_add_addr]",
+            TH,
+        );
+        let e = one_error(&text, "set_window before strip_add_addr");
+        let hint = e.hint.unwrap_or_default();
+        assert!(hint.contains("list it before set_window"), "{hint}");
+        let text = chain(
+            "[record_flow, set_backup: {backup: true}, strip_add_addr]",
+            TH,
+        );
+        one_error(&text, "set_backup before strip_add_addr");
+        let ok = chain(
+            "[record_flow, strip_add_addr, set_backup: {backup: true}, set_window: {bytes: 64KiB}]",
+            TH,
+        );
+        assert_eq!(errors(&ok), vec![]);
     }
 
     #[test]

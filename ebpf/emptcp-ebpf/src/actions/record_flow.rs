@@ -27,16 +27,16 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use emptcp_common::{
     Action, FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_DATA_SEQ_SEEN, FLOW_ESTABLISHED,
     FLOW_INITIAL_CLOSED, FLOW_PEER_WSCALE, FLOW_SEQ_SEEN, FLOW_SERVER, FLOW_SHIFT_SETTLED,
-    FLOW_TS_SEEN, FlowKey, FlowStat, FlowState, JOIN_SEQ_SEEN, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN,
-    META_FLOW_TRACKED, META_FLOW_UNTRACKED, Outcome, RECORD_SETUP_SLOT, SYN_SHIFT_ANSWERED,
-    SYN_SHIFT_LOCAL, SYN_SHIFT_PEER, SynShift, XdpMeta,
+    FLOW_TS_SEEN, FlowKey, FlowStat, FlowState, JOIN_PEER_OPENED, JOIN_SEQ_SEEN, JOIN_SYN_ACK_SEEN,
+    JOIN_WSCALE_SEEN, META_FLOW_TRACKED, META_FLOW_UNTRACKED, Outcome, RECORD_SETUP_SLOT,
+    SYN_SHIFT_ANSWERED, SYN_SHIFT_LOCAL, SYN_SHIFT_PEER, SynShift, XdpMeta,
 };
 
 use crate::{
     action_program,
     chain::{self, Step, Verdict},
     flow::{self, Conn},
-    maps::{FLOWS, NEW_FLOW, PROGS, SYN_SHIFTS},
+    maps::{FLOWS, JOINS, NEW_FLOW, PROGS, SYN_SHIFTS},
     options::{ACK, FIN, RST, SYN, Seg, bounded, key, load},
     sha256, stats,
 };
@@ -153,6 +153,16 @@ fn established(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
 fn create(ctx: &XdpContext, m: *mut XdpMeta, key_at: usize, flags: u32) -> bool {
     let s = &Seg::of(m);
     let key = &key(m);
+    // A live joined subflow's 4-tuple is not a new connection: an
+    // MP_CAPABLE on it would take the subflow from its connection. A
+    // mapping its connection outlived (left to age out) goes.
+    if let Some(j) = unsafe { JOINS.get(key) } {
+        if flow::get(&j.conn).is_some_and(|f| f.token == j.token) {
+            stats::event(FlowStat::SynAckIgnored);
+            return false;
+        }
+        let _ = JOINS.remove(key);
+    }
     let mut o = [0u8; 32];
     if !s.read(ctx, s.capable, &mut o) {
         return false;
@@ -222,7 +232,7 @@ fn join_received(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
         return false;
     }
     let token = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
-    flow::map_join(key, token, peer_wscale(ctx, s))
+    flow::map_join(key, token, peer_wscale(ctx, s), true)
 }
 
 /// The peer's MP_CAPABLE SYN (the local end is the server): its window
@@ -273,6 +283,13 @@ fn join_accepted(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
     let Some(j) = c.join else {
         return false;
     };
+    // Only the first SYN-ACK of a join the local end opened: another one
+    // (spoofed, or for a subflow the peer opened) would reset rcv_nxt,
+    // the subflow's RST check, and its window scale.
+    if j.flags & (JOIN_SYN_ACK_SEEN | JOIN_PEER_OPENED) != 0 {
+        stats::event(FlowStat::SynAckIgnored);
+        return false;
+    }
     if let Some(w) = peer_wscale(ctx, s) {
         j.wscale = w;
         flow::set_join_flags(j, JOIN_WSCALE_SEEN);

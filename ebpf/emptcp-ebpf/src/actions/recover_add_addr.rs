@@ -68,8 +68,10 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
         return None;
     };
     // One ADD_ADDR per packet: a second in the same segment would be
-    // ignored by the receiver, and the first is the peer's own.
-    if s.add_addr.len != 0 {
+    // ignored by the receiver, and the first is the peer's own. An echo
+    // is one too: Linux keeps the last ADD_ADDR it parses, so the inserted
+    // option would hide the echo of the local end's announcement.
+    if (s.add_addr.len | s.echo.len) != 0 {
         stats::event(FlowStat::InsertSkippedHasAddAddr);
         return None;
     }

@@ -102,7 +102,7 @@ fn answered_connection(key: &FlowKey, scales: bool) {
 /// The local end opens subflow `key` to the connection of `token`.
 #[inline(always)]
 fn joined(key: &FlowKey, token: u32) {
-    if !flow::map_join(key, token, None) {
+    if !flow::map_join(key, token, None, false) {
         return;
     }
     let Some(c) = flow::resolve(key, true) else {
