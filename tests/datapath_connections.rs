@@ -10,8 +10,8 @@ mod datapath_common;
 
 use datapath_common::{egress::*, *};
 use emptcp_common::{
-    FLOW_DATA_ACK_SEEN, FLOW_ESTABLISHED, FLOW_INITIAL_CLOSED, FLOW_SERVER, FlowStat, FlowState,
-    IFACE_TRACK, IfaceChains, JOIN_WSCALE_SEEN, StoredAddAddr, VIA_INSERT,
+    FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_ESTABLISHED, FLOW_INITIAL_CLOSED, FLOW_SERVER,
+    FlowStat, FlowState, IFACE_TRACK, IfaceChains, JOIN_WSCALE_SEEN, StoredAddAddr, VIA_INSERT,
 };
 use sha2::{Digest, Sha256};
 
@@ -227,6 +227,16 @@ fn a_sent_mp_join_syn_maps_the_subflow_on_the_egress_hook() {
         s.ack = 0;
         s.opts = opts(&[&wscale(7), &mp_join_syn(f.token, 0)]);
     });
+    // The same SYN with a broken option after the MP_JOIN maps nothing:
+    // the positions of a walk that failed are not the options'.
+    let bad = sent.clone().with(|s| {
+        s.opts = opts(&[&wscale(7), &mp_join_syn(f.token, 0), &[8, 1]]);
+    });
+    assert_eq!(e.run(&bad.frame(), 0).0, PASS);
+    assert!(
+        e.dp.join(&joined().key()).is_none(),
+        "mapped from a malformed SYN"
+    );
     let (v, out) = e.run(&sent.frame(), 0);
     assert_eq!(v, PASS);
     assert_eq!(out, sent.frame(), "the SYN leaves untouched");
@@ -406,6 +416,29 @@ fn the_connection_ends_with_its_last_subflow_or_after_a_data_fin() {
     dp.entry(&joined().with(|s| s.flags = FIN | ACK).frame());
     assert!(dp.flow(&initial().key()).is_none());
     assert!(dp.join(&joined().key()).is_none());
+
+    // An F bit without a mapping, or in a DSS of the wrong length, is no
+    // DATA_FIN (one takes a data sequence number): the joined subflow's
+    // close then ends only that subflow.
+    let dp = dp_with(&EMPTCP);
+    let f = connected(&dp);
+    join_by_received_syn(&dp, f.token);
+    let mut no_map = dss(Some((10, 4)), None);
+    no_map[3] |= 0x10;
+    let mut short = dss(Some((10, 4)), Some((500, 4, 0, 1)));
+    short[3] |= 0x10;
+    short[1] -= 2;
+    short.truncate(short.len() - 2);
+    for bogus in [no_map, short] {
+        dp.entry(&initial().with(|s| s.opts = opts(&[&bogus])).frame());
+        assert_eq!(dp.flow(&initial().key()).unwrap().flags & FLOW_DATA_FIN, 0);
+    }
+    dp.entry(&joined().with(|s| s.flags = FIN | ACK).frame());
+    assert!(
+        dp.join(&joined().key()).is_none(),
+        "the joined subflow closed"
+    );
+    assert!(dp.flow(&initial().key()).is_some(), "the connection stays");
 
     // A DATA_FIN from the peer: the next subflow close ends everything.
     let dp = dp_with(&EMPTCP);

@@ -557,38 +557,44 @@ fn malformed_packets_pass_untouched() {
     let good = Seg::v4().with(|s| s.opts = opts(&[&dss(Some((1, 4)), None)]));
     let f = good.frame();
     let l4 = 14 + 20;
-    let mut corpus: Vec<(&str, Vec<u8>)> = Vec::new();
+    // Each with the count of `malformed` it moves on the egress hook: the
+    // frames the parser refuses never reach the option scan.
+    let mut corpus: Vec<(&str, Vec<u8>, u64)> = Vec::new();
     // Option length running past the header.
     let mut b = f.clone();
     b[l4 + 20 + 1] = 40;
-    corpus.push(("option past header", b));
+    corpus.push(("option past header", b, 1));
     // Option length 1.
     let mut b = f.clone();
     b[l4 + 20 + 1] = 1;
-    corpus.push(("option length 1", b));
+    corpus.push(("option length 1", b, 1));
     // Data offset beyond the frame.
     let mut b = f.clone();
     b[l4 + 12] = 0xf0;
-    corpus.push(("data offset beyond frame", b));
+    corpus.push(("data offset beyond frame", b, 0));
     // IP total length longer than the frame.
     let mut b = f.clone();
     b[16..18].copy_from_slice(&2000u16.to_be_bytes());
-    corpus.push(("IP length beyond frame", b));
+    corpus.push(("IP length beyond frame", b, 1));
     // Truncated in the TCP header.
-    corpus.push(("truncated", f[..l4 + 10].to_vec()));
+    corpus.push(("truncated", f[..l4 + 10].to_vec(), 0));
     // Fragment.
     let mut b = f.clone();
     b[20] = 0x20;
-    corpus.push(("fragment", b));
+    corpus.push(("fragment", b, 0));
     // Not TCP.
     let mut b = f.clone();
     b[23] = 17;
-    corpus.push(("UDP", b));
-    for (what, frame) in &corpus {
+    corpus.push(("UDP", b, 0));
+    for (what, frame, malformed) in &corpus {
+        let before = e.stat(EgressStat::Malformed);
         let (v, got) = e.run(frame, 0);
         assert_eq!(v, PASS, "{what}");
         assert_eq!(&got, frame, "{what} must pass untouched");
+        assert_eq!(e.stat(EgressStat::Malformed) - before, *malformed, "{what}");
     }
+    // The receive path's counter stays still: egress packets are not its.
+    assert_eq!(e.dp.event(FlowStat::Malformed), 0);
     for k in [
         EgressStat::MpPrioInserted,
         EgressStat::MpPrioRewritten,

@@ -10,10 +10,10 @@
 //! filter. Only candidates pay for hash and LPM lookups.
 use aya_ebpf::{bindings::xdp_action, macros::xdp, maps::lpm_trie::Key, programs::XdpContext};
 use emptcp_common::{
-    ChainDef, DIR_LOCAL, DIR_REMOTE, FlowKey, IFACE_CAPTURE, IFACE_RAW_IP, INGRESS_CAPTURE_SLOT,
-    INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6, MAX_CHAINS_PER_IFACE, MAX_STEPS,
-    META_FLOW_UNKNOWN, META_MAGIC, Outcome, PortKey, SEL_LOCAL, SEL_LOCAL_PORTS,
-    SEL_LOCAL_PORTS_INLINE, SEL_LOCAL_V4_INLINE, SEL_REMOTE, SEL_REMOTE_PORTS,
+    ChainDef, DIR_LOCAL, DIR_REMOTE, FlowKey, FlowStat, IFACE_CAPTURE, IFACE_RAW_IP,
+    INGRESS_CAPTURE_SLOT, INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6,
+    MAX_CHAINS_PER_IFACE, MAX_STEPS, META_FLOW_UNKNOWN, META_MAGIC, Outcome, PortKey, SEL_LOCAL,
+    SEL_LOCAL_PORTS, SEL_LOCAL_PORTS_INLINE, SEL_LOCAL_V4_INLINE, SEL_REMOTE, SEL_REMOTE_PORTS,
     SEL_REMOTE_PORTS_INLINE, SEL_REMOTE_V4_INLINE, STATS_ROW_ENTRY, XdpMeta, port_bucket,
 };
 
@@ -149,7 +149,9 @@ fn try_entry<const CAPTURE: bool>(
             Outcome::Passed
         },
     );
-    describe(ctx, m, pkt, nums, chain_id, def);
+    describe(ctx, m, pkt, nums, chain_id, def, || {
+        stats::event(FlowStat::Malformed)
+    });
     if CAPTURE {
         // Its own lookup: a flag or pointer kept across the option walk
         // would make the verifier walk it once per value.
@@ -207,7 +209,8 @@ pub(crate) fn flow_key(pkt: &Packet) -> FlowKey {
 }
 
 /// Writes the packet's description: chain steps (none without `def`),
-/// flow key, header offsets and the option scan.
+/// flow key, header offsets and the option scan; `malformed` counts a
+/// segment whose options or lengths do not hold, in the hook's counters.
 #[inline(always)]
 pub(crate) fn describe<C: crate::parse::Frame>(
     ctx: &C,
@@ -216,6 +219,7 @@ pub(crate) fn describe<C: crate::parse::Frame>(
     (seq, ack, window): (u32, u32, u16),
     chain_id: u32,
     def: Option<&ChainDef>,
+    malformed: impl Fn(),
 ) {
     let build = unsafe { core::ptr::read_volatile(&EMPTCP_BUILD_ID[15]) };
     crate::identity::reference();
@@ -252,7 +256,7 @@ pub(crate) fn describe<C: crate::parse::Frame>(
         (*m).flow = META_FLOW_UNKNOWN;
         (*m).flow_due = 0;
     }
-    scan::options(ctx, m, pkt);
+    scan::options(ctx, m, pkt, malformed);
 }
 
 /// The interface's first chain that selects the packet (both hooks).

@@ -125,7 +125,12 @@ pub fn remove(key: &FlowKey) -> bool {
     let Some(f) = get(key) else {
         return false;
     };
-    let stored = f.stored;
+    let (stored, flags, was_awaiting, token) = (f.stored, f.flags, awaiting(f), f.token);
+    // Only the CPU whose delete took the entry updates the gauges: two
+    // closes of one connection at once (two subflows) both reach here.
+    if FLOWS.remove(key).is_err() {
+        return false;
+    }
     let mut ak = AddrKey {
         flow: *key,
         slot: 0,
@@ -136,17 +141,16 @@ pub fn remove(key: &FlowKey) -> bool {
             let _ = FLOW_ADDRS.remove(&ak);
         }
     }
-    if f.flags & FLOW_RECOVER_PENDING != 0 {
+    if flags & FLOW_RECOVER_PENDING != 0 {
         gauge_add(&PENDING, -1);
     }
-    if awaiting(f) {
+    if was_awaiting {
         gauge_add(&AWAITING, -1);
     }
-    let token = f.token;
     if unsafe { TOKENS.get(&token) }.is_some_and(|k| k == key) {
         let _ = TOKENS.remove(&token);
     }
-    FLOWS.remove(key).is_ok()
+    true
 }
 
 /// Forgets the joined subflow `sub` of connection `c`; the connection ends

@@ -8,7 +8,7 @@
 //! offset so it is not linked to other registers; only the offset changes
 //! from round to round, and the recorded hits are stored, never branched on
 //! after the loop, so they stay imprecise and states prune.
-use emptcp_common::{FlowStat, OPTS_BAD, OPTS_EOL, OPTS_OK, OptRef, XdpMeta};
+use emptcp_common::{OPTS_BAD, OPTS_EOL, OPTS_OK, OptRef, XdpMeta};
 
 use crate::{
     options::{
@@ -16,13 +16,14 @@ use crate::{
         MP_DSS, MP_FASTCLOSE, MP_JOIN, MP_PRIO, MP_REMOVE_ADDR, OPT_MAX, TCP_HLEN, bounded,
     },
     parse::{Frame, Packet, bytes_at},
-    stats,
     words::load64,
 };
 
-/// Fills the option fields of `m` for the TCP header of `pkt`.
+/// Fills the option fields of `m` for the TCP header of `pkt`; a segment
+/// whose options or lengths do not hold is `OPTS_BAD` and `malformed`
+/// counts it (in the counters of the hook that saw it).
 #[inline(always)]
-pub fn options<C: Frame>(ctx: &C, m: *mut XdpMeta, pkt: &Packet) {
+pub fn options<C: Frame>(ctx: &C, m: *mut XdpMeta, pkt: &Packet, malformed: impl Fn()) {
     let opt_len = (pkt.doff as u32).wrapping_sub(TCP_HLEN);
     let pkt_len = ctx.frame_len();
     let seg = pkt.seg_len as u32;
@@ -43,7 +44,7 @@ pub fn options<C: Frame>(ctx: &C, m: *mut XdpMeta, pkt: &Packet) {
     // A segment longer than the frame (truncated, or a GSO packet with a
     // zero IP length) or shorter than its own header is not touched.
     if opt_len > OPT_MAX || seg < pkt.doff as u32 || pkt.l4_off as u32 + seg > pkt_len {
-        stats::event(FlowStat::Malformed);
+        malformed();
         unsafe { (*m).opt_state = OPTS_BAD };
         return;
     }
@@ -67,7 +68,7 @@ pub fn options<C: Frame>(ctx: &C, m: *mut XdpMeta, pkt: &Packet) {
     }
     let state = walk(&o, opt_len, m);
     if state == OPTS_BAD {
-        stats::event(FlowStat::Malformed);
+        malformed();
     }
     unsafe { (*m).opt_state = state };
 }

@@ -471,9 +471,6 @@ fn describe_flow(ctx: &XdpContext, f: Option<&FlowState>) {
 #[inline(always)]
 fn account_dss(f: &mut FlowState, o: &[u8; 32], len: u32) {
     let fl = o[3];
-    if fl & DSS_F != 0 {
-        flow::set_flags(f, FLOW_DATA_FIN);
-    }
     let ack_len = if fl & DSS_A == 0 {
         0
     } else if fl & DSS_A8 != 0 {
@@ -494,6 +491,12 @@ fn account_dss(f: &mut FlowState, o: &[u8; 32], len: u32) {
     if len != need && !(dsn_len != 0 && len == need + 2) {
         stats::event(FlowStat::Malformed);
         return;
+    }
+    // A DATA_FIN takes a data sequence number: it comes with a mapping
+    // (RFC 8684 3.3.3). Without one, or in a malformed DSS, the F bit
+    // would arm "the next close of any subflow ends the connection".
+    if fl & DSS_F != 0 && dsn_len != 0 {
+        flow::set_flags(f, FLOW_DATA_FIN);
     }
     flow::set_flags(f, FLOW_ESTABLISHED);
     // The size not explained by the two counters (0 for a connection

@@ -6,8 +6,8 @@
 //! and starts the chain.
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use emptcp_common::{
-    EGRESS_CAPTURE_SLOT, IFACE_RAW_IP, IFACE_TRACK, IfaceChains, Outcome, SEL_LOCAL_PORTS,
-    SEL_REMOTE_PORTS, STATS_ROW_EGRESS,
+    EGRESS_CAPTURE_SLOT, EgressStat, IFACE_RAW_IP, IFACE_TRACK, IfaceChains, Outcome,
+    SEL_LOCAL_PORTS, SEL_REMOTE_PORTS, STATS_ROW_EGRESS,
 };
 
 use super::{PASS, capture, track};
@@ -83,7 +83,9 @@ fn try_entry(ctx: &TcContext, sent: &mut Packet, ifc: &IfaceChains, track: bool)
         return Some(());
     };
     let m = unsafe { &raw mut (*w).meta };
-    describe(ctx, m, &pkt, nums, found.unwrap_or(0), def);
+    describe(ctx, m, &pkt, nums, found.unwrap_or(0), def, || {
+        super::event(EgressStat::Malformed)
+    });
     // Neither `track` nor `def` is kept across the option scan inside
     // `describe`: the verifier would walk the scan once per combination
     // of the two (~100 k verified instructions). Both are read again, the

@@ -17,7 +17,7 @@
 //! confirmation (`AWAITING`). The common packet pays one array read.
 use aya_ebpf::programs::TcContext;
 use emptcp_common::{
-    ADDR_SLOTS, AddrKey, FlowKey, FlowState, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN,
+    ADDR_SLOTS, AddrKey, FlowKey, FlowState, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, OPTS_BAD,
     SYN_SHIFT_ANSWERED, SYN_SHIFT_LOCAL, XdpMeta,
 };
 
@@ -38,6 +38,10 @@ pub fn wanted(flags: u8) -> bool {
 /// source), written by the entry.
 #[inline(always)]
 pub fn track(ctx: &TcContext, m: *const XdpMeta) {
+    // The positions of a walk that failed part way are not the options'.
+    if unsafe { (*m).opt_state } == OPTS_BAD {
+        return;
+    }
     let s = Seg::of(m);
     let k = key(m);
     if s.flags & (SYN | ACK) == SYN {
