@@ -160,6 +160,27 @@ fn a_root_serves_one_network_namespace() {
     let dir = tempfile::tempdir().unwrap();
     let fa = policy_file(&dir, "a.yaml", &policy(&a.dev_b, "1MiB", None));
     let fb = policy_file(&dir, "b.yaml", &policy(&b.dev_b, "1MiB", None));
+    // The first apply killed right after its first step (the load): META
+    // holds no object yet but names the namespace, so the second one is
+    // refused already, not handed the first one's pins and links.
+    let out = emptcp_env(
+        &root.path,
+        Some(&a.b.name),
+        &["apply", "-f", fa.to_str().unwrap()],
+        &[("EMPTCP_TEST_KILL_AFTER_STEP", "1")],
+    );
+    assert_ne!(out.status.code(), Some(0), "the kill hook did not fire");
+    assert!(root.path.join("maps/META").exists());
+    let out = emptcp(
+        &root.path,
+        Some(&b.b.name),
+        &["plan", "-f", fb.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() != Some(0) && err.contains("serves network namespace net:["),
+        "a root claimed by an unfinished apply: {err}"
+    );
     apply_ok(&root.path, &a.b.name, fa.to_str().unwrap());
 
     let out = emptcp(

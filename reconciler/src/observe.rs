@@ -125,6 +125,15 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The object (sha256) the last finished apply recorded in META; none
+    /// before one finished (a load records only the namespace at once).
+    pub fn recorded_object(&self) -> Option<&str> {
+        self.meta
+            .as_ref()
+            .map(|m| m.object_sha256.as_str())
+            .filter(|s| !s.is_empty())
+    }
+
     /// The object the program with this id belongs to, if it carries one.
     pub fn object_of(&self, prog_id: u32) -> Option<&str> {
         self.objects.get(&prog_id).map(String::as_str)
@@ -464,11 +473,17 @@ fn read_entries(layout: &Layout, o: &mut Observed) -> Result<(), ObserveError> {
         let a: Array<MapData, ObjectMeta> =
             Array::try_from(m).map_err(|e| pin_err("map", &p, e))?;
         let meta = a.get(&0, 0).map_err(|e| pin_err("map", &p, e))?;
-        if meta.layout_version != 0 {
+        // A load records the namespace at once; the rest is written by the
+        // apply's last step (layout 0 and no object until then).
+        if meta.layout_version != 0 || meta.netns != 0 {
             let other = meta.netns != 0 && meta.netns != o.netns;
             o.meta = Some(ObservedMeta {
                 layout_version: meta.layout_version,
-                object_sha256: hex::encode(meta.object_sha256),
+                object_sha256: if meta.object_sha256 == [0; 32] {
+                    String::new()
+                } else {
+                    hex::encode(meta.object_sha256)
+                },
                 netns: meta.netns,
                 netns_exists: !other || crate::netns::exists(meta.netns),
             });

@@ -382,7 +382,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
     let inconsistencies = inconsistencies(o);
     Status {
         root: layout.root.display().to_string(),
-        object_sha256: o.meta.as_ref().map(|m| m.object_sha256.clone()),
+        object_sha256: o.recorded_object().map(str::to_string),
         consistent: inconsistencies.is_empty(),
         inconsistencies,
         interfaces,
@@ -397,9 +397,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
 
 /// The object META records as applied (`identity::object_id`).
 fn applied_object(o: &Observed) -> Option<String> {
-    o.meta
-        .as_ref()
-        .map(|m| crate::identity::object_id(&m.object_sha256))
+    o.recorded_object().map(crate::identity::object_id)
 }
 
 fn runs(o: &Observed, prog_id: u32, slots: &BTreeMap<u32, u32>) -> Runs {

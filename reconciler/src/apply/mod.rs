@@ -482,6 +482,7 @@ impl<'a> Applier<'a> {
             loader.map_max_entries(n.as_str(), *size);
         }
         let mut ebpf = loader.load(&self.object.bytes)?;
+        claim_namespace(&mut ebpf)?;
         // The kernel verifies each program in the thread that loads it, and
         // verification is most of an apply's time: load on every CPU (each
         // worker takes the next program; the biggest go first).
@@ -730,6 +731,24 @@ fn remove_if_present(p: &Path) -> Result<(), StepError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// Records in META, as soon as the load has it, the network namespace this
+/// apply serves, unless META names one already: a run that stops before
+/// its last step (`WriteMeta`) leaves links keyed by this namespace's
+/// ifindexes, and an apply from another namespace must be refused, not
+/// take them for its own. The rest of META stays until `WriteMeta`.
+fn claim_namespace(ebpf: &mut aya::Ebpf) -> Result<(), StepError> {
+    let Some(map) = ebpf.map_mut("META") else {
+        return Ok(());
+    };
+    let mut a: Array<&mut aya::maps::MapData, ObjectMeta> = Array::try_from(map)?;
+    let mut meta = a.get(&0, 0)?;
+    if meta.netns == 0 {
+        meta.netns = crate::netns::current_inode().unwrap_or(0);
+        a.set(0, meta, 0)?;
+    }
+    Ok(())
 }
 
 /// Removes a program we did not attach (only reached with --force): a

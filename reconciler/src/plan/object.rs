@@ -131,7 +131,7 @@ struct PinnedPrograms {
 fn pinned_programs(d: &Desired, o: &Observed, notes: &mut Vec<String>) -> PinnedPrograms {
     use crate::identity::object_id;
     let want = object_id(&d.object_sha256);
-    let recorded = o.meta.as_ref().map(|m| object_id(&m.object_sha256));
+    let recorded = o.recorded_object().map(object_id);
     let mut pins = PinnedPrograms {
         missing: Vec::new(),
         stale: false,

@@ -171,7 +171,7 @@ impl View {
                 i.chains.iter().map(name).collect();
         }
         View {
-            object: o.meta.as_ref().map(|m| short(&m.object_sha256)),
+            object: o.recorded_object().map(short),
             interfaces,
             chains,
         }
