@@ -756,6 +756,94 @@ fn flow_table_capacity_change_migrates_its_entries() {
     expect_plan_exit(&root.path, ns, f2.to_str().unwrap(), 0);
 }
 
+/// A capacity change whose apply stopped between the new table's creation
+/// and the copy (old-FLOWS still holds the entries), then another capacity
+/// change: the plan finishes the interrupted copy before it retires the
+/// table again, so the entries of both tables arrive (retiring it first
+/// would pin it over old-FLOWS, the only copy of the older entries).
+#[test]
+fn a_capacity_change_during_an_unfinished_migration_keeps_every_entry() {
+    if !kernel_or_skip("a_capacity_change_during_an_unfinished_migration_keeps_every_entry") {
+        return;
+    }
+    let t = tag("remigr");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let cap = |n: u32| {
+        policy(&pair.dev_b, "1MiB", None)
+            .replace("flow_capacity: 16384", &format!("flow_capacity: {n}"))
+    };
+    let f1 = policy_file(&dir, "p1.yaml", &cap(16384));
+    apply_ok(&root.path, ns, f1.to_str().unwrap());
+    let flows = root.path.join("maps/FLOWS");
+    let key = |port: u16| {
+        let mut k = emptcp_common::FlowKey {
+            family: 4,
+            local_port: port,
+            remote_port: 5201,
+            ..Default::default()
+        };
+        k.local[..4].copy_from_slice(&[192, 0, 2, 2]);
+        k.remote[..4].copy_from_slice(&[192, 0, 2, 1]);
+        k
+    };
+    let table = |path: &std::path::Path| {
+        let md = aya::maps::MapData::from_pin(path).unwrap();
+        let m: aya::maps::HashMap<
+            aya::maps::MapData,
+            emptcp_common::FlowKey,
+            emptcp_common::FlowState,
+        > = aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(md).unwrap()).unwrap();
+        m
+    };
+    let state = |bytes: u64| emptcp_common::FlowState {
+        bytes,
+        ..Default::default()
+    };
+    table(&flows).insert(key(40000), state(111), 0).unwrap();
+
+    // The second change, killed right after its load step.
+    let f2 = policy_file(&dir, "p2.yaml", &cap(32768));
+    let plan = plan_json(&root.path, ns, &f2);
+    let steps = plan["steps"].as_array().unwrap();
+    let load = 1 + steps
+        .iter()
+        .position(|s| s["kind"] == "load_object")
+        .expect("a load");
+    assert!(
+        steps[load..].iter().any(|s| s["kind"] == "copy_map"),
+        "{plan:#}"
+    );
+    let out = emptcp_env(
+        &root.path,
+        Some(ns),
+        &["apply", "-f", f2.to_str().unwrap()],
+        &[("EMPTCP_TEST_KILL_AFTER_STEP", &load.to_string())],
+    );
+    assert_ne!(out.status.code(), Some(0), "the kill hook did not fire");
+    assert!(root.path.join("maps/old-FLOWS").exists());
+    // The datapath writes the new table meanwhile.
+    table(&flows).insert(key(40001), state(222), 0).unwrap();
+
+    let f3 = policy_file(&dir, "p3.yaml", &cap(65536));
+    apply_ok(&root.path, ns, f3.to_str().unwrap());
+    let m = table(&flows);
+    assert_eq!(
+        aya::maps::MapInfo::from_pin(&flows).unwrap().max_entries(),
+        65536
+    );
+    assert_eq!(
+        m.get(&key(40000), 0).map(|f| f.bytes).ok(),
+        Some(111),
+        "the entry the interrupted copy had not reached is lost"
+    );
+    assert_eq!(m.get(&key(40001), 0).map(|f| f.bytes).ok(), Some(222));
+    assert!(!root.path.join("maps/old-FLOWS").exists());
+    expect_plan_exit(&root.path, ns, f3.to_str().unwrap(), 0);
+}
+
 /// A load killed or failed while the object's maps were being replaced
 /// leaves pinned programs of the right object bound to a map that is no
 /// longer the one pinned under its name (they would go on using the

@@ -37,6 +37,20 @@ pub(super) fn replace_changed_maps<'d>(
             Some(have) if have.reusable_as(want) => {}
             Some(have) => {
                 let config = CONFIG_MAPS.contains(&name.as_str());
+                // An interrupted migration (old-NAME not copied yet) is
+                // finished first: retiring the map again pins it over
+                // old-NAME, the only copy of the entries not yet copied.
+                if let Some(old) = o.maps.get(&format!("{OLD_PREFIX}{name}"))
+                    && !config
+                {
+                    if migratable(name, old, have) {
+                        p.steps.retire.push(Step::CopyMap { name: name.clone() });
+                    } else if !opts.allow_state_loss {
+                        p.errors
+                            .push(PlanError::UnfinishedMigration { name: name.clone() });
+                        continue;
+                    }
+                }
                 let migrate = !config && migratable(name, have, want);
                 if !config && !migrate && !opts.allow_state_loss {
                     p.errors.push(PlanError::StateLoss {

@@ -119,6 +119,10 @@ pub enum PlanError {
         after: MapDef,
     },
     #[error(
+        "map {name} is still being migrated (maps/old-{name} holds entries an interrupted apply has not copied yet, in a layout the pinned {name} cannot take) and its definition changes again; apply a policy that leaves {name} as it is to finish the migration first, or re-run with --allow-state-loss to replace it (the entries not yet copied are lost)"
+    )]
+    UnfinishedMigration { name: String },
+    #[error(
         "more than {max} chains would be live (ids are kept for existing chains); apply a policy with fewer chains first"
     )]
     TooManyChains { max: u32 },

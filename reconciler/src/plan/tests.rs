@@ -748,6 +748,52 @@ fn interrupted_migration_is_finished() {
     assert_eq!(kinds(&p), ["copy_map", "unpin"]);
 }
 
+/// A map whose migration was interrupted (old-NAME not yet copied) and
+/// whose definition changes again is not retired over old-NAME, the only
+/// copy of the entries not yet migrated: the copy is finished first, then
+/// the map retired and migrated as usual. When old-NAME's layout cannot go
+/// into the pinned map, an error names the way out.
+#[test]
+fn a_map_changed_again_during_an_unfinished_migration_finishes_it_first() {
+    let mut o = fresh();
+    converge(&desired(BASE), &mut o, PlanOptions::default());
+    let flows = o.maps["FLOWS"];
+    o.maps.insert("old-FLOWS".into(), flows);
+    o.maps.get_mut("FLOWS").unwrap().max_entries = 500_000;
+    let d = desired(BASE);
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    let k = kinds(&p);
+    assert_eq!(&k[..2], ["copy_map", "retire_map"], "{k:?}");
+    converge(&d, &mut o, PlanOptions::default());
+    assert_eq!(o.maps["FLOWS"].max_entries, flows.max_entries);
+    assert!(!o.maps.contains_key("old-FLOWS"));
+
+    // old-FLOWS in a layout the pinned FLOWS cannot take.
+    o.maps.insert(
+        "old-FLOWS".into(),
+        MapDef {
+            key_size: flows.key_size + 8,
+            ..flows
+        },
+    );
+    o.maps.get_mut("FLOWS").unwrap().max_entries = 500_000;
+    let errs = plan(&d, &o, PlanOptions::default()).unwrap_err();
+    assert!(
+        matches!(&errs[0], PlanError::UnfinishedMigration { name } if name == "FLOWS"),
+        "{errs:?}"
+    );
+    assert!(errs[0].to_string().contains("--allow-state-loss"));
+    converge(
+        &d,
+        &mut o,
+        PlanOptions {
+            allow_state_loss: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(o.maps["FLOWS"].max_entries, flows.max_entries);
+}
+
 #[test]
 fn mode_change_reattaches_with_a_note() {
     let mut o = fresh();
