@@ -503,6 +503,45 @@ fn a_delivery_is_repeated_until_the_stack_echoes_it_then_given_up() {
     assert!(has_aa(&dp.entry(&free.frame())));
 }
 
+/// The `AWAITING` gauge (connections with a delivered address not yet
+/// confirmed; the egress hook looks at every sent segment while it is
+/// above 0).
+fn awaiting(dp: &Dp) -> u64 {
+    let a: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(dp.ebpf.map("AWAITING").unwrap()).unwrap();
+    a.get(&0, 0).unwrap()
+}
+
+/// A delivered address whose stored option was evicted from `FLOW_ADDRS`
+/// before its retry is forgotten then, and the connection stops counting
+/// as awaiting a confirmation: the gauge goes back to 0 (it stayed up, and
+/// the egress hook looked at every sent segment from then on).
+#[test]
+fn an_evicted_option_is_forgotten_with_its_gauge() {
+    need_kernel!();
+    let mut dp = dp_with(&EMPTCP);
+    stored_at_recover_at(&mut dp);
+    let carrier = pure_ack(&initial(), 1);
+    dp.entry(&carrier.frame());
+    assert_eq!(awaiting(&dp), 1, "control: delivered, awaiting");
+    {
+        let mut m: aya::maps::HashMap<_, emptcp_common::AddrKey, StoredAddAddr> =
+            aya::maps::HashMap::try_from(dp.ebpf.map_mut("FLOW_ADDRS").unwrap()).unwrap();
+        m.remove(&emptcp_common::AddrKey {
+            flow: initial().key(),
+            slot: 6,
+        })
+        .unwrap();
+    }
+    let mut g = dp.flow(&initial().key()).unwrap();
+    g.retry_at_ns = 1;
+    dp.put_flow(&initial().key(), &g);
+    dp.entry(&carrier.frame());
+    assert_eq!(dp.event(FlowStat::AddAddrLost), 1);
+    assert_eq!(dp.flow(&initial().key()).unwrap().stored, 0);
+    assert_eq!(awaiting(&dp), 0, "the gauge stayed up");
+}
+
 #[test]
 fn the_stacks_echo_on_egress_confirms_the_delivery() {
     need_kernel!();

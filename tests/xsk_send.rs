@@ -253,6 +253,39 @@ fn second_socket_on_a_queue_is_busy_and_missing_queue_is_an_error() {
     eprintln!("queue free again {:?} after close", start.elapsed());
 }
 
+/// An interface that is up without a carrier (a veth whose peer is down,
+/// an unplugged link) drops the frame in the kernel: the send is an error
+/// and counted failed, not sent; the control, the same socket with the
+/// carrier back, sends.
+#[test]
+fn a_frame_dropped_without_carrier_is_an_error() {
+    if !kernel_or_skip("a_frame_dropped_without_carrier_is_an_error") {
+        return;
+    }
+    let p = Pair::new(&tag("xsknocarrier"));
+    let frame = frames(&p).swap_remove(0);
+    let mut tx = in_netns(&p.a, || Sender::open(p.dev_a.as_str(), 0)).expect("open sender");
+    must(&format!("ip -n {} link set {} down", p.b.name, p.dev_b));
+    let e = tx.send(&frame).expect_err("send without carrier");
+    assert!(matches!(e, SendError::Dropped), "{e}");
+    assert_eq!((tx.counters().sent, tx.counters().failed), (0, 1));
+    must(&format!("ip -n {} link set {} up", p.b.name, p.dev_b));
+    let cap = in_netns(&p.b, || capture(ifindex(&p.b, &p.dev_b)));
+    // The carrier comes back with the peer, a moment after it is up.
+    let start = Instant::now();
+    loop {
+        match tx.send(&frame) {
+            Ok(()) => break,
+            Err(SendError::Dropped) if start.elapsed() < Duration::from_secs(2) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("send with the carrier back: {e}"),
+        }
+    }
+    assert!(tx.flush(Duration::from_secs(2)).unwrap());
+    assert!(received(&cap, Duration::from_millis(500)).contains(&frame));
+}
+
 #[test]
 fn deleted_interface_is_reported() {
     if !kernel_or_skip("deleted_interface_is_reported") {

@@ -251,7 +251,7 @@ fn mark_stored(f: &mut FlowState, bit: u32) {
 
 /// Slot bit `bit` holds nothing any more.
 #[inline(always)]
-pub fn clear_slot(f: &mut FlowState, bit: u32) {
+fn clear_slot(f: &mut FlowState, bit: u32) {
     atomic::and_u64(slots_word(f), !((bit as u64) | ((bit as u64) << 32)));
     atomic::and_u64(confirmed_word(f), !(bit as u64));
 }
@@ -335,13 +335,21 @@ pub fn forget_addr(key: &FlowKey, f: &mut FlowState, id: u8) -> bool {
     if f.stored & bit == 0 || f.addr_ids[slot as usize] != id {
         return false;
     }
-    let was_awaiting = awaiting(f);
     let _ = FLOW_ADDRS.remove(&AddrKey { flow: *key, slot });
+    drop_slot(f, bit);
+    true
+}
+
+/// Slot bit `bit` holds nothing any more (its option withdrawn, or gone
+/// from `FLOW_ADDRS`); the `AWAITING` gauge follows if the connection no
+/// longer waits for a confirmation.
+#[inline(always)]
+pub fn drop_slot(f: &mut FlowState, bit: u32) {
+    let was_awaiting = awaiting(f);
     clear_slot(f, bit);
     if was_awaiting && !awaiting(f) {
         gauge_add(&AWAITING, -1);
     }
-    true
 }
 
 /// Deliveries of one address before it is given up (the first + 3

@@ -31,6 +31,10 @@ pub enum SendError {
     InterfaceGone,
     #[error("the interface of this socket is down")]
     InterfaceDown,
+    #[error(
+        "the interface dropped the frame (no carrier: its link or, for a veth, its peer is down)"
+    )]
+    Dropped,
     #[error("TX ring full: {0} frames wait for the kernel to complete them; retry later")]
     RingFull(u32),
     #[error("frame of {len} bytes does not fit a UMEM frame of {max} bytes")]

@@ -80,6 +80,9 @@ pub struct Sender {
     ifindex: u32,
     queue: u32,
     counters: Counters,
+    /// Frames the device dropped (`EBUSY` at a kick) whose completion is
+    /// still to come: completed, but not sent.
+    dropped: u32,
 }
 
 // SAFETY: the raw pointers inside point into mappings the Sender owns;
@@ -172,6 +175,7 @@ impl Sender {
             ifindex,
             queue,
             counters: Counters::default(),
+            dropped: 0,
         })
     }
 
@@ -266,7 +270,11 @@ impl Sender {
     fn reap(&mut self) {
         let free = &mut self.free;
         let n = self.cq.drain(|addr| free.push(addr));
-        self.counters.sent += u64::from(n);
+        // Completions include the dropped frames' (the kernel completes
+        // them in the kick that failed): those are not counted as sent.
+        let dropped = n.min(self.dropped);
+        self.dropped -= dropped;
+        self.counters.sent += u64::from(n - dropped);
     }
 
     fn enqueue(&mut self, frame: &[u8]) -> Result<(), SendError> {
@@ -317,9 +325,16 @@ impl Sender {
             Err(e) => match e.raw_os_error() {
                 // The kernel could not take everything now (driver queue or
                 // completion ring full): the descriptors stay on the ring.
-                Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS) => {
+                Some(libc::EAGAIN | libc::ENOBUFS) => {
                     self.counters.busy_kicks += 1;
                     Ok(())
+                }
+                // Copy mode: the device took the frame and dropped it
+                // (`NET_XMIT_DROP`: no carrier, or its queue refused it);
+                // the descriptor is consumed, the frame is not on the wire.
+                Some(libc::EBUSY) => {
+                    self.dropped += 1;
+                    Err(SendError::Dropped)
                 }
                 // The netdev unregistered: the kernel unbound the socket.
                 Some(libc::ENXIO) => Err(SendError::InterfaceGone),

@@ -63,7 +63,7 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
     // Only the lengths strip stores (16, 18, 28, 30): padding is 0 or 2.
     let Some(v) = stored.filter(|v| matches!(v.len, 16 | 18 | 28 | 30)) else {
         // Evicted from FLOW_ADDRS (or never complete): nothing to insert.
-        flow::clear_slot(f, bit);
+        flow::drop_slot(f, bit);
         stats::event(FlowStat::AddAddrLost);
         return None;
     };
