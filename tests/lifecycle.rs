@@ -685,6 +685,37 @@ fn saved_plan_is_refused_when_stale_and_applied_when_fresh() {
     expect_plan_exit(&root.path, ns, f2.to_str().unwrap(), 0);
 }
 
+/// A tracked connection's key as the datapath writes it (local
+/// 192.0.2.2:`local_port`, remote 192.0.2.1:5201).
+fn flow_key(local_port: u16) -> emptcp_common::FlowKey {
+    let mut k = emptcp_common::FlowKey {
+        family: 4,
+        local_port,
+        remote_port: 5201,
+        ..Default::default()
+    };
+    k.local[..4].copy_from_slice(&[192, 0, 2, 2]);
+    k.remote[..4].copy_from_slice(&[192, 0, 2, 1]);
+    k
+}
+
+type FlowTable =
+    aya::maps::HashMap<aya::maps::MapData, emptcp_common::FlowKey, emptcp_common::FlowState>;
+
+/// The connection table pinned at `path`.
+fn flow_table(path: &std::path::Path) -> FlowTable {
+    let md = aya::maps::MapData::from_pin(path).unwrap();
+    aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(md).unwrap()).unwrap()
+}
+
+/// A connection entry of `bytes` (the rest zero).
+fn flow_of(bytes: u64) -> emptcp_common::FlowState {
+    emptcp_common::FlowState {
+        bytes,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn flow_table_capacity_change_migrates_its_entries() {
     if !kernel_or_skip("flow_table_capacity_change_migrates_its_entries") {
@@ -699,27 +730,8 @@ fn flow_table_capacity_change_migrates_its_entries() {
     apply_ok(&root.path, ns, f1.to_str().unwrap());
     // A tracked flow, as the datapath would have written it.
     let flows = root.path.join("maps/FLOWS");
-    let mut key = emptcp_common::FlowKey {
-        family: 4,
-        local_port: 40000,
-        remote_port: 5201,
-        ..Default::default()
-    };
-    key.local[..4].copy_from_slice(&[192, 0, 2, 2]);
-    key.remote[..4].copy_from_slice(&[192, 0, 2, 1]);
-    let value = emptcp_common::FlowState {
-        bytes: 12345,
-        ..Default::default()
-    };
-    {
-        let md = aya::maps::MapData::from_pin(&flows).unwrap();
-        let mut m: aya::maps::HashMap<
-            aya::maps::MapData,
-            emptcp_common::FlowKey,
-            emptcp_common::FlowState,
-        > = aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(md).unwrap()).unwrap();
-        m.insert(key, value, 0).unwrap();
-    }
+    let key = flow_key(40000);
+    flow_table(&flows).insert(key, flow_of(12345), 0).unwrap();
     let bigger =
         policy(&pair.dev_b, "1MiB", None).replace("flow_capacity: 16384", "flow_capacity: 32768");
     let f2 = policy_file(&dir, "p2.yaml", &bigger);
@@ -735,12 +747,7 @@ fn flow_table_capacity_change_migrates_its_entries() {
     apply_ok(&root.path, ns, f2.to_str().unwrap());
     let info = aya::maps::MapInfo::from_pin(&flows).unwrap();
     assert_eq!(info.max_entries(), 32768);
-    let md = aya::maps::MapData::from_pin(&flows).unwrap();
-    let m: aya::maps::HashMap<
-        aya::maps::MapData,
-        emptcp_common::FlowKey,
-        emptcp_common::FlowState,
-    > = aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(md).unwrap()).unwrap();
+    let m = flow_table(&flows);
     assert_eq!(
         m.get(&key, 0).unwrap().bytes,
         12345,
@@ -778,31 +785,9 @@ fn a_capacity_change_during_an_unfinished_migration_keeps_every_entry() {
     let f1 = policy_file(&dir, "p1.yaml", &cap(16384));
     apply_ok(&root.path, ns, f1.to_str().unwrap());
     let flows = root.path.join("maps/FLOWS");
-    let key = |port: u16| {
-        let mut k = emptcp_common::FlowKey {
-            family: 4,
-            local_port: port,
-            remote_port: 5201,
-            ..Default::default()
-        };
-        k.local[..4].copy_from_slice(&[192, 0, 2, 2]);
-        k.remote[..4].copy_from_slice(&[192, 0, 2, 1]);
-        k
-    };
-    let table = |path: &std::path::Path| {
-        let md = aya::maps::MapData::from_pin(path).unwrap();
-        let m: aya::maps::HashMap<
-            aya::maps::MapData,
-            emptcp_common::FlowKey,
-            emptcp_common::FlowState,
-        > = aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(md).unwrap()).unwrap();
-        m
-    };
-    let state = |bytes: u64| emptcp_common::FlowState {
-        bytes,
-        ..Default::default()
-    };
-    table(&flows).insert(key(40000), state(111), 0).unwrap();
+    flow_table(&flows)
+        .insert(flow_key(40000), flow_of(111), 0)
+        .unwrap();
 
     // The second change, killed right after its load step.
     let f2 = policy_file(&dir, "p2.yaml", &cap(32768));
@@ -825,21 +810,23 @@ fn a_capacity_change_during_an_unfinished_migration_keeps_every_entry() {
     assert_ne!(out.status.code(), Some(0), "the kill hook did not fire");
     assert!(root.path.join("maps/old-FLOWS").exists());
     // The datapath writes the new table meanwhile.
-    table(&flows).insert(key(40001), state(222), 0).unwrap();
+    flow_table(&flows)
+        .insert(flow_key(40001), flow_of(222), 0)
+        .unwrap();
 
     let f3 = policy_file(&dir, "p3.yaml", &cap(65536));
     apply_ok(&root.path, ns, f3.to_str().unwrap());
-    let m = table(&flows);
+    let m = flow_table(&flows);
     assert_eq!(
         aya::maps::MapInfo::from_pin(&flows).unwrap().max_entries(),
         65536
     );
     assert_eq!(
-        m.get(&key(40000), 0).map(|f| f.bytes).ok(),
+        m.get(&flow_key(40000), 0).map(|f| f.bytes).ok(),
         Some(111),
         "the entry the interrupted copy had not reached is lost"
     );
-    assert_eq!(m.get(&key(40001), 0).map(|f| f.bytes).ok(), Some(222));
+    assert_eq!(m.get(&flow_key(40001), 0).map(|f| f.bytes).ok(), Some(222));
     assert!(!root.path.join("maps/old-FLOWS").exists());
     expect_plan_exit(&root.path, ns, f3.to_str().unwrap(), 0);
 }
