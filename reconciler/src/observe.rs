@@ -65,8 +65,13 @@ impl ObservedProg {
     /// Whether the kernel's name of the program is `name` (as the kernel
     /// keeps it: at most 15 bytes).
     pub fn is_named(&self, name: &str) -> bool {
-        self.kernel_name.as_bytes() == &name.as_bytes()[..name.len().min(15)]
+        self.kernel_name.as_bytes() == kernel_name(name)
     }
+}
+
+/// A program's or map's name as the kernel keeps it: at most 15 bytes.
+fn kernel_name(name: &str) -> &[u8] {
+    &name.as_bytes()[..name.len().min(15)]
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,7 +292,6 @@ fn unpinned_maps(
     map_ids: &BTreeMap<u32, String>,
     pinned: &[&String],
 ) -> Vec<String> {
-    let kernel_name = |n: &str| n.as_bytes()[..n.len().min(15)].to_vec();
     let mut out = Vec::new();
     for (id, name) in used {
         let wrong = match map_ids.get(id) {

@@ -46,11 +46,17 @@ pub fn resolve(key: &FlowKey, maybe_join: bool) -> Option<Conn> {
     if !maybe_join {
         return None;
     }
-    let j = unsafe { &mut *JOINS.get_ptr_mut(key)? };
+    joined(key)
+}
+
+/// The live connection the joined subflow `sub` belongs to. A mapping
+/// outlives its connection only until the token check: the connection's
+/// key may have been reused by a new one.
+#[inline(always)]
+pub fn joined(sub: &FlowKey) -> Option<Conn> {
+    let j = unsafe { &mut *JOINS.get_ptr_mut(sub)? };
     let conn = crate::words::copy_key(&raw const j.conn);
-    // A mapping outlives its connection only until the token check: the
-    // connection's key may have been reused by a new one.
-    let f = get(&conn).filter(|f| f.token == j.token)?;
+    let f = get(&conn).filter(|f| names(j, f))?;
     Some(Conn {
         key: conn,
         f,
@@ -58,16 +64,36 @@ pub fn resolve(key: &FlowKey, maybe_join: bool) -> Option<Conn> {
     })
 }
 
+/// Whether `sub` has a live mapping, by [`joined`]'s rule but without a
+/// copy of the connection's key (for frames short of stack: the
+/// connection setup's, under the SHA-256's).
+#[inline(always)]
+pub fn has_live_join(sub: &FlowKey) -> bool {
+    unsafe { JOINS.get(sub) }.is_some_and(|j| get(&j.conn).is_some_and(|f| names(j, f)))
+}
+
+/// The mapping `j` still names `f` (not a new connection under its key).
+#[inline(always)]
+fn names(j: &JoinState, f: &FlowState) -> bool {
+    f.token == j.token
+}
+
+/// The live connection `token` names, with its key: `TOKENS` keeps a token
+/// its connection no longer has (evicted from `FLOWS`, or the key reused).
+#[inline(always)]
+fn owner_of(token: u32) -> Option<(&'static FlowKey, &'static mut FlowState)> {
+    // SAFETY: an LRU value stays valid for the program run (see `get`).
+    let conn = unsafe { TOKENS.get(&token) }?;
+    let f = get(conn).filter(|f| f.token == token)?;
+    Some((conn, f))
+}
+
 /// Maps the joined subflow `sub` to the connection of `token` (its MP_JOIN
 /// SYN named it; `peer_opened`: the peer sent that SYN). A retransmitted
 /// SYN keeps the existing mapping. True if mapped (now or before).
 #[inline(always)]
 pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>, peer_opened: bool) -> bool {
-    let Some(conn) = (unsafe { TOKENS.get(&token) }).copied() else {
-        stats::event(FlowStat::JoinTokenUnknown);
-        return false;
-    };
-    let Some(f) = get(&conn).filter(|f| f.token == token) else {
+    let Some((conn, f)) = owner_of(token) else {
         stats::event(FlowStat::JoinTokenUnknown);
         return false;
     };
@@ -75,7 +101,7 @@ pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>, peer_opened: bool
         return true;
     }
     let j = JoinState {
-        conn,
+        conn: *conn,
         token,
         flags: if wscale.is_some() {
             emptcp_common::JOIN_WSCALE_SEEN
@@ -105,10 +131,7 @@ pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>, peer_opened: bool
 /// chosen to collide must not take the joins of the one that has it.
 #[inline(always)]
 pub fn map_token(token: u32, key: &FlowKey) {
-    if let Some(other) = unsafe { TOKENS.get(&token) }
-        && other != key
-        && get(other).is_some_and(|f| f.token == token)
-    {
+    if owner_of(token).is_some_and(|(other, _)| other != key) {
         stats::event(FlowStat::TokenInsertFailed);
         return;
     }

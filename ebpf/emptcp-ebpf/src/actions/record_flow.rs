@@ -36,7 +36,7 @@ use crate::{
     action_program,
     chain::{self, Step, Verdict},
     flow::{self, Conn},
-    maps::{FLOWS, JOINS, NEW_FLOW, PROGS, SYN_SHIFTS},
+    maps::{FLOWS, NEW_FLOW, PROGS, SYN_SHIFTS},
     options::{ACK, FIN, RST, SYN, Seg, bounded, key, load},
     sha256, stats,
 };
@@ -154,14 +154,12 @@ fn create(ctx: &XdpContext, m: *mut XdpMeta, key_at: usize, flags: u32) -> bool 
     let s = &Seg::of(m);
     let key = &key(m);
     // A live joined subflow's 4-tuple is not a new connection: an
-    // MP_CAPABLE on it would take the subflow from its connection. A
-    // mapping its connection outlived (left to age out) goes.
-    if let Some(j) = unsafe { JOINS.get(key) } {
-        if flow::get(&j.conn).is_some_and(|f| f.token == j.token) {
-            stats::event(FlowStat::SynAckIgnored);
-            return false;
-        }
-        let _ = JOINS.remove(key);
+    // MP_CAPABLE on it would take the subflow from its connection. (A
+    // mapping its connection outlived is no obstacle: FLOWS, looked up
+    // first, then names the new connection.)
+    if flow::has_live_join(key) {
+        stats::event(FlowStat::SynAckIgnored);
+        return false;
     }
     let mut o = [0u8; 32];
     if !s.read(ctx, s.capable, &mut o) {
