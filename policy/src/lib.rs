@@ -44,7 +44,7 @@ mod validate;
 mod yaml_error;
 
 pub use error::{PolicyError, PolicyErrors};
-pub use load::MAX_FILE_BYTES;
+pub use load::{MAX_FILE_BYTES, open_nonblocking};
 pub use model::{
     Action, Chain, Decider, Hook, Interface, MAX_FLOW_CAPACITY, MIN_FLOW_CAPACITY, Match,
     POLICY_VERSION, PacketCopy, Policy, Send, Settings, Thresholds, Trigger, XdpMode,

@@ -32,11 +32,18 @@ pub(crate) fn read(path: &Path) -> Result<String, PolicyError> {
         };
         PolicyError::new(path, format!("cannot read policy file: {e}")).hint(hint)
     };
-    let file = std::fs::File::open(path).map_err(open_error)?;
+    let file = open_nonblocking(path).map_err(open_error)?;
     let metadata = file.metadata().map_err(open_error)?;
     if metadata.is_dir() {
         return Err(PolicyError::new(path, "is a directory, not a policy file")
             .hint("load a directory of drop-in files as a directory (emptcp --dir)"));
+    }
+    if !metadata.is_file() {
+        return Err(PolicyError::new(
+            path,
+            format!("is a {}, not a regular file", special_kind(&metadata)),
+        )
+        .hint("a policy is a regular file (or a symlink to one): remove this entry or replace it with a file"));
     }
     let too_large = |size: String| {
         PolicyError::new(
@@ -65,6 +72,32 @@ pub(crate) fn read(path: &Path) -> Result<String, PolicyError> {
             .at(Some(position_after(before)))
             .hint("save the file as UTF-8")
     })
+}
+
+/// Opens `path` for reading without blocking: opening a FIFO (a named pipe
+/// left in a drop-in directory) blocks until a writer comes, and would hang
+/// the daemon's reconcile loop there. Regular files read as usual.
+pub fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// What a path that is neither a file nor a directory is, for errors.
+fn special_kind(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = m.file_type();
+    if t.is_fifo() {
+        "FIFO (named pipe)"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else {
+        "special file"
+    }
 }
 
 /// The position just after `text` (1-based, columns in characters; lines
@@ -178,6 +211,39 @@ mod tests {
         let err = read(&path).unwrap_err();
         assert_eq!(err.message, "policy file is not valid UTF-8");
         assert_eq!((err.line, err.column), (Some(3), Some(11)));
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("10-pipe.yaml");
+        nix_mkfifo(&path);
+        // With a blocking open this would wait for a writer forever: run
+        // it on a thread and give it far more than a non-blocking open needs.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || tx.send(read(&p).map_err(|e| e.message)));
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO blocked");
+        assert_eq!(
+            got.unwrap_err(),
+            "is a FIFO (named pipe), not a regular file"
+        );
+        // The drop-in directory lists it, and loading the directory names it.
+        std::fs::write(dir.path().join("00-base.yaml"), "version: 1\n").unwrap();
+        let errs = crate::load_dir(dir.path()).unwrap_err();
+        assert!(
+            errs.0
+                .iter()
+                .any(|e| e.file == path && e.message.contains("FIFO")),
+            "{errs:?}"
+        );
+    }
+
+    fn nix_mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
     }
 
     #[test]

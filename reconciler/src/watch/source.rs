@@ -129,7 +129,15 @@ impl Source {
 
 fn hash_file(h: &mut Sha256, path: &Path) {
     let limit = policy::MAX_FILE_BYTES + 1;
-    match std::fs::File::open(path) {
+    // Non-blocking: a FIFO named like a drop-in file would block the open
+    // (and the daemon) until a writer came; `policy::load_dir` names it.
+    match policy::open_nonblocking(path).and_then(|f| {
+        if f.metadata()?.is_file() {
+            Ok(f)
+        } else {
+            Err(std::io::ErrorKind::InvalidInput.into())
+        }
+    }) {
         Ok(f) => {
             let mut bytes = Vec::new();
             match f.take(limit).read_to_end(&mut bytes) {
@@ -287,5 +295,22 @@ mod tests {
         let r = s.read();
         let e = r.result.unwrap_err();
         assert_eq!(e.0[0].line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_in_the_drop_in_directory_neither_blocks_nor_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("10-a.yaml"), A).unwrap();
+        let fifo = dir.path().join("20-pipe.yaml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR).unwrap();
+        let s = Source::Dir(dir.path().to_path_buf());
+        // A blocking open of the FIFO would wait for a writer forever.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(s.read()));
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading the drop-in directory blocked on a FIFO");
+        let e = r.result.unwrap_err();
+        assert!(e.0.iter().any(|e| e.file == fifo), "{e}");
     }
 }
