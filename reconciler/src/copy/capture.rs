@@ -1,7 +1,7 @@
 //! Reading the capture (`SUBFLOWS`: created and filled by the TC egress
 //! program, completed by the XDP ingress capture) into what the
 //! packet-copy runner needs per subflow.
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, Map, MapData, MapError};
 use emptcp_common::{
     FlowKey, FlowState, SF_ACK_SEEN, SF_CLOSED, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY,
     SF_PEER_TOKEN, SF_REMOTE_KEY, SF_SEQ_SEEN, SF_TS_SEEN, SubflowState,
@@ -148,19 +148,18 @@ impl Capture {
     /// (its SYN captured, no ACK sent yet): it has no view yet, and a round
     /// soon after shows it (else a connection shorter than a resolve period
     /// would close unseen, never counted as closed before its rule fired).
-    pub fn read_at(&self, since_ns: u64) -> (Vec<(SubflowView, Captured)>, bool) {
+    /// An error of the walk is returned, never a partial list: a subflow
+    /// missing from it would count as closed.
+    pub fn read_at(&self, since_ns: u64) -> Result<(Vec<(SubflowView, Captured)>, bool), MapError> {
         let mut handshaking = false;
-        let views = self
-            .subflows
-            .iter()
-            .flatten()
-            .filter_map(|(k, s)| {
-                let v = view(&k, &s, self.bytes(&k, &s));
-                handshaking |= v.is_none() && in_handshake(&s) && s.last_seen_ns >= since_ns;
-                v
-            })
-            .collect();
-        (views, handshaking)
+        let mut views = Vec::new();
+        for entry in self.subflows.iter() {
+            let (k, s) = entry?;
+            let v = view(&k, &s, self.bytes(&k, &s));
+            handshaking |= v.is_none() && in_handshake(&s) && s.last_seen_ns >= since_ns;
+            views.extend(v);
+        }
+        Ok((views, handshaking))
     }
 
     /// One subflow's capture as it is now; `None` when it is gone (closed,

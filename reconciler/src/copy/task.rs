@@ -21,9 +21,10 @@ use tokio::{io::unix::AsyncFd, sync::watch};
 
 use super::{
     capture::{Capture, monotonic_ns},
+    forge::Captured,
     rules::{Armed, Unarmed, resolve_with},
     runner::{RuleStatus, Runner},
-    trigger::When,
+    trigger::{SubflowView, When},
 };
 use crate::{codec, layout::Layout, policy::PacketCopy};
 
@@ -45,23 +46,61 @@ const HANDSHAKE_WINDOW: Duration = Duration::from_secs(3);
 /// armed (sizes move without a ring event).
 const BYTES_TICK: Duration = Duration::from_millis(100);
 
-/// The rules resolved against what is applied now.
-fn resolve(layout: &Layout, rules: &[PacketCopy]) -> (Vec<Armed>, Vec<Unarmed>) {
-    let chains: BTreeMap<String, u32> = MapData::from_pin(layout.map("CHAINS"))
-        .ok()
-        .and_then(|m| Map::from_map_data(m).ok())
-        .and_then(|m| Array::<MapData, ChainDef>::try_from(m).ok())
-        .and_then(|a| codec::chains_in(&a).ok())
-        .map(|m| {
-            m.into_iter()
-                .map(|(id, d)| (codec::chain_from_kernel(&d).name, id))
-                .collect()
-        })
-        .unwrap_or_default();
-    resolve_with(rules, &chains, &|name| {
+/// While the capture or the applied chains cannot be read (an apply is
+/// replacing the maps, or the root is being rebuilt), the next attempt.
+const UNREADABLE_RETRY: Duration = Duration::from_millis(100);
+
+/// The rules resolved against what is applied now; `None` when the applied
+/// chains cannot be read (which is not "no chain applied").
+fn resolve(layout: &Layout, rules: &[PacketCopy]) -> Option<(Vec<Armed>, Vec<Unarmed>)> {
+    Some(resolve_against(layout, rules, &applied_chains(layout)?))
+}
+
+/// The chain names of the applied `CHAINS` map, with their ids.
+fn applied_chains(layout: &Layout) -> Option<BTreeMap<String, u32>> {
+    let m = MapData::from_pin(layout.map("CHAINS")).ok()?;
+    let a = Array::<MapData, ChainDef>::try_from(Map::from_map_data(m).ok()?).ok()?;
+    let chains = codec::chains_in(&a).ok()?;
+    Some(
+        chains
+            .into_iter()
+            .map(|(id, d)| (codec::chain_from_kernel(&d).name, id))
+            .collect(),
+    )
+}
+
+fn resolve_against(
+    layout: &Layout,
+    rules: &[PacketCopy],
+    chains: &BTreeMap<String, u32>,
+) -> (Vec<Armed>, Vec<Unarmed>) {
+    resolve_with(rules, chains, &|name| {
         let ifindex = nix::net::if_::if_nametoindex(name).ok()?;
         Some((ifindex, raw_ip(layout, ifindex)))
     })
+}
+
+/// What a round decides on: the captured subflows (and whether one is in
+/// its handshake), or `None` when armed rules cannot see them. A round on
+/// an empty list instead would take every watched subflow for closed
+/// (counted "closed before firing") and forget what fired (sent again once
+/// the capture reads again).
+fn round_view(
+    capture: Option<&Capture>,
+    armed: &[Armed],
+    now: u64,
+) -> Option<(Vec<(SubflowView, Captured)>, bool)> {
+    if armed.is_empty() {
+        return Some((Vec::new(), false));
+    }
+    let since = now.saturating_sub(HANDSHAKE_WINDOW.as_nanos() as u64);
+    match capture?.read_at(since) {
+        Ok(view) => Some(view),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the capture; next round in {UNREADABLE_RETRY:?}");
+            None
+        }
+    }
 }
 
 /// Whether the datapath parses `ifindex` as raw IP: the `IFACE_RAW_IP`
@@ -183,10 +222,21 @@ async fn run(
             }
             continue;
         }
+        let mut chains_unreadable = false;
         if std::mem::take(&mut resolve_now)
             || resolved_at.is_none_or(|t| t.elapsed() >= RESOLVE_EVERY)
         {
-            (armed, unarmed) = resolve(&layout, &rules);
+            match resolve(&layout, &rules) {
+                Some(r) => (armed, unarmed) = r,
+                // Nothing armed, nothing to forget: every rule unarmed, with
+                // its reason (no chain applied).
+                None if armed.is_empty() => {
+                    (armed, unarmed) = resolve_against(&layout, &rules, &BTreeMap::new())
+                }
+                // The rules stay armed as they were; no round until the
+                // chains read again.
+                None => chains_unreadable = true,
+            }
             // The maps may have been replaced by an apply: re-open them.
             capture = Capture::open(&layout);
             ring = pinned_ring(&layout, ring.take());
@@ -194,9 +244,14 @@ async fn run(
             lost.check(&layout);
         }
         let now = monotonic_ns();
-        let (subs, handshaking) = match (&capture, armed.is_empty()) {
-            (Some(c), false) => c.read_at(now.saturating_sub(HANDSHAKE_WINDOW.as_nanos() as u64)),
-            _ => (Vec::new(), false),
+        let view = round_view(capture.as_ref(), &armed, now).filter(|_| !chains_unreadable);
+        let Some((subs, handshaking)) = view else {
+            resolve_now = true;
+            tokio::select! {
+                changed = rules_rx.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(UNREADABLE_RETRY) => {}
+            }
+            continue;
         };
         runner.round(
             &armed,
