@@ -24,7 +24,7 @@ use aya::programs::{
     LinkOrder, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, tc::TcAttachOptions,
 };
 use datapath_common::*;
-use emptcp_common::{FLOW_RECOVER_PENDING, FlowStat, RECOVER_MARK, VIA_KERNEL};
+use emptcp_common::{Action, FLOW_RECOVER_PENDING, FlowStat, RECOVER_MARK, VIA_KERNEL};
 
 /// `TCX_NEXT` / `TCX_DROP`.
 const PASS: i32 = -1;
@@ -113,6 +113,44 @@ fn the_clone_becomes_the_duplicate_ack_that_carries_the_stored_address() {
         assert_eq!(dp.event(FlowStat::AddAddrRecoveredKernel), 1, "{name}");
         assert_eq!(dp.event(FlowStat::KernelRecoveryFailed), 0, "{name}");
     }
+}
+
+/// With `set_window` in the chain, the duplicate ACK advertises the window
+/// the step writes, not the one the peer sent: the local stack takes the
+/// window of every ACK it accepts, so the peer's own (larger) window in a
+/// forged ACK would lift the cap until the next real segment.
+#[test]
+fn the_duplicate_ack_advertises_the_capped_window() {
+    need_kernel!();
+    let mut dp = dp_with(&EMPTCP);
+    let base = Seg::v4();
+    let aa = add_addr(2, addr("198.51.100.2"), None, false);
+    store_then_grow(&dp, &base, &aa);
+    // The chain gains set_window (after strip, as the policy requires):
+    // 20000 bytes at the SYN-ACK's shift of 7 is a field of 156.
+    let mut capped = EMPTCP.to_vec();
+    capped.push((Action::SetWindow, 20_000));
+    dp.chain(CHAIN, &capped, TH, LO);
+    assert_eq!(flow_of(&dp, &base).wscale, 7);
+    let newest = full_data(&base).with(|s| {
+        s.seq = base.seq + 100;
+        s.opts = opts(&[
+            &ts(1, 1),
+            &dss(Some((1 + RECOVER_AT, 8)), Some((1, 8, 1, 100))),
+        ]);
+    });
+    let r = dp.entry(&newest.frame());
+    assert_eq!(r.verdict, XDP_PASS);
+    assert_eq!(dp.event(FlowStat::WindowRewritten), 1);
+    assert_ne!(base.window, 156, "the control: the peer's window differs");
+    let (v, out, _) = run(&dp, &full_data(&base).frame(), RECOVER_MARK | 2);
+    assert_eq!(v, PASS);
+    let expected = duplicate_ack(&base, &aa).with(|s| {
+        s.seq = base.seq + 200;
+        s.window = 156;
+    });
+    assert_frame_eq(&out, &expected.frame(), "capped duplicate ACK");
+    assert_checksums_valid(&out);
 }
 
 #[test]

@@ -49,17 +49,26 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, bytes: u32) -> Option<Step> {
     if fl & RST != 0 {
         return None;
     }
+    let mut conn = None;
     let shift = if fl & SYN != 0 {
         0
     } else {
-        let wscale = flow::resolve(&key(m), true).and_then(|c| peer_shift(&c));
-        let Some(w) = wscale else {
+        conn = flow::resolve(&key(m), true);
+        let Some(w) = conn.as_ref().and_then(peer_shift) else {
             stats::event(FlowStat::WindowScaleUnknown);
             return None;
         };
         (w as u32).min(14)
     };
     let new = (bytes >> shift).min(0xffff) as u16;
+    // A duplicate ACK forged for the connection (the in-kernel recovery,
+    // the agent) copies the window of its newest segment, which
+    // record_flow kept as the peer sent it: it must advertise what this
+    // step lets through instead, or it would reopen the window it caps.
+    // Those are forged on the initial subflow only.
+    if let Some(c) = conn.filter(|c| c.join.is_none() && c.f.window != new) {
+        c.f.window = new;
+    }
     // Window and checksum are adjacent: one read, one write.
     let mut wc = [0u8; 4];
     if !load(ctx, s.l4 + 14, wc.as_mut_ptr(), 4) {
