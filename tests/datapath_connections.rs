@@ -171,8 +171,9 @@ fn a_received_mp_join_syn_maps_the_subflow_and_its_packets_act_on_the_connection
     assert_eq!((j.conn, j.token), (initial().key(), f.token));
     assert_ne!(j.flags & JOIN_WSCALE_SEEN, 0);
     assert_eq!(j.wscale, 5);
-    assert_eq!(dp.flow(&initial().key()).unwrap().joins, 1);
     assert_eq!(dp.event(FlowStat::JoinsMapped), 1);
+    // Counted in the connection once the peer's handshake goes on.
+    assert_eq!(dp.flow(&initial().key()).unwrap().joins, 0);
     // An unknown token maps nothing.
     let stray = joined().with(|s| {
         s.dport = 40002;
@@ -186,6 +187,7 @@ fn a_received_mp_join_syn_maps_the_subflow_and_its_packets_act_on_the_connection
     // DSS on the joined subflow grows the connection's size: the first
     // data ACK is the baseline, the next one 5000 bytes further.
     dp.entry(&pure_ack(&joined(), 100_000).frame());
+    assert_eq!(dp.flow(&initial().key()).unwrap().joins, 1);
     dp.entry(&pure_ack(&joined(), 105_000).frame());
     assert_eq!(dp.flow(&initial().key()).unwrap().bytes, 5000);
     // ... and so does the initial subflow's (connection-level numbers).
@@ -449,6 +451,61 @@ fn the_connection_ends_with_its_last_subflow_or_after_a_data_fin() {
     dp.entry(&initial().with(|s| s.opts = opts(&[&fin])).frame());
     dp.entry(&joined().with(|s| s.flags = FIN | ACK).frame());
     assert!(dp.flow(&initial().key()).is_none(), "ended after DATA_FIN");
+}
+
+/// A join that never got past its SYN (the local stack refused the peer's,
+/// or the peer never answered the local one) keeps no connection alive:
+/// the initial subflow's close ends it. The control in each case: the same
+/// join with its handshake gone on (the peer's ACK, or its SYN-ACK) keeps
+/// the connection after that close.
+#[test]
+fn a_join_that_never_got_past_its_syn_keeps_no_connection_alive() {
+    need_kernel!();
+    let close_initial = || initial().with(|s| s.flags = FIN | ACK);
+    // The peer's MP_JOIN SYN, then nothing more on the join.
+    for handshake_went_on in [false, true] {
+        let dp = dp_with(&EMPTCP);
+        let f = connected(&dp);
+        join_by_received_syn(&dp, f.token);
+        if handshake_went_on {
+            dp.entry(&pure_ack(&joined(), 1).frame());
+        }
+        dp.entry(&close_initial().frame());
+        assert_eq!(
+            dp.flow(&initial().key()).is_some(),
+            handshake_went_on,
+            "peer-opened join, handshake went on: {handshake_went_on}"
+        );
+    }
+    // The local end's MP_JOIN SYN (egress), then the peer's SYN-ACK or nothing.
+    for answered in [false, true] {
+        let e = tracked_egress();
+        let f = connected(&e.dp);
+        let sent = Seg::v4().with(|s| {
+            s.src = addr("198.51.100.1");
+            s.dst = addr("198.51.100.2");
+            s.sport = 40001;
+            s.dport = 443;
+            s.flags = SYN;
+            s.ack = 0;
+            s.opts = opts(&[&wscale(7), &mp_join_syn(f.token, 0)]);
+        });
+        assert_eq!(e.run(&sent.frame(), 0).0, PASS);
+        assert!(e.dp.join(&joined().key()).is_some(), "mapped");
+        if answered {
+            let syn_ack = joined().with(|s| {
+                s.flags = SYN | ACK;
+                s.opts = opts(&[&wscale(9), &[30, 16, 0x10, 0], &[0; 12]]);
+            });
+            e.dp.entry(&syn_ack.frame());
+        }
+        e.dp.entry(&close_initial().frame());
+        assert_eq!(
+            e.dp.flow(&initial().key()).is_some(),
+            answered,
+            "local-opened join, answered: {answered}"
+        );
+    }
 }
 
 #[test]

@@ -93,7 +93,7 @@ fn owner_of(token: u32) -> Option<(&'static FlowKey, &'static mut FlowState)> {
 /// SYN keeps the existing mapping. True if mapped (now or before).
 #[inline(always)]
 pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>, peer_opened: bool) -> bool {
-    let Some((conn, f)) = owner_of(token) else {
+    let Some((conn, _)) = owner_of(token) else {
         stats::event(FlowStat::JoinTokenUnknown);
         return false;
     };
@@ -121,9 +121,19 @@ pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>, peer_opened: bool
         stats::event(FlowStat::TokenInsertFailed);
         return false;
     }
-    f.joins = f.joins.saturating_add(1);
     stats::event(FlowStat::JoinsMapped);
     true
+}
+
+/// Counts the joined subflow `j` in its connection `f` once its handshake
+/// went on past the SYN (`JOIN_COUNTED`): a join the local stack refused
+/// or that was never answered leaves nothing to close.
+#[inline(always)]
+pub fn count_join(j: &mut JoinState, f: &mut FlowState) {
+    if j.flags & emptcp_common::JOIN_COUNTED == 0 {
+        set_join_flags(j, emptcp_common::JOIN_COUNTED);
+        f.joins = f.joins.saturating_add(1);
+    }
 }
 
 /// Registers the token of a new connection `key`, unless a live connection
@@ -176,11 +186,12 @@ pub fn remove(key: &FlowKey) -> bool {
     true
 }
 
-/// Forgets the joined subflow `sub` of connection `c`; the connection ends
-/// with it when it was the last subflow. True if the connection ended.
+/// Forgets the joined subflow `sub` of connection `c` (`counted` in its
+/// `joins`); the connection ends with it when it was the last subflow.
+/// True if the connection ended.
 #[inline(always)]
-pub fn remove_join(sub: &FlowKey, conn: &FlowKey, f: &mut FlowState) -> bool {
-    if JOINS.remove(sub).is_ok() {
+pub fn remove_join(sub: &FlowKey, conn: &FlowKey, f: &mut FlowState, counted: bool) -> bool {
+    if JOINS.remove(sub).is_ok() && counted {
         f.joins = f.joins.saturating_sub(1);
     }
     f.joins == 0 && f.flags & emptcp_common::FLOW_INITIAL_CLOSED != 0 && remove(conn)

@@ -27,9 +27,9 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use emptcp_common::{
     Action, FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_DATA_SEQ_SEEN, FLOW_ESTABLISHED,
     FLOW_INITIAL_CLOSED, FLOW_PEER_WSCALE, FLOW_SEQ_SEEN, FLOW_SERVER, FLOW_SHIFT_SETTLED,
-    FLOW_TS_SEEN, FlowKey, FlowStat, FlowState, JOIN_PEER_OPENED, JOIN_SEQ_SEEN, JOIN_SYN_ACK_SEEN,
-    JOIN_WSCALE_SEEN, META_FLOW_TRACKED, META_FLOW_UNTRACKED, Outcome, RECORD_SETUP_SLOT,
-    SYN_SHIFT_ANSWERED, SYN_SHIFT_LOCAL, SYN_SHIFT_PEER, SynShift, XdpMeta,
+    FLOW_TS_SEEN, FlowKey, FlowStat, FlowState, JOIN_COUNTED, JOIN_PEER_OPENED, JOIN_SEQ_SEEN,
+    JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, META_FLOW_TRACKED, META_FLOW_UNTRACKED, Outcome,
+    RECORD_SETUP_SLOT, SYN_SHIFT_ANSWERED, SYN_SHIFT_LOCAL, SYN_SHIFT_PEER, SynShift, XdpMeta,
 };
 
 use crate::{
@@ -278,7 +278,7 @@ fn join_accepted(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
     let Some(c) = flow::resolve(key, true) else {
         return false;
     };
-    let Some(j) = c.join else {
+    let (Some(j), f) = (c.join, c.f) else {
         return false;
     };
     // Only the first SYN-ACK of a join the local end opened: another one
@@ -294,6 +294,7 @@ fn join_accepted(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
     }
     j.rcv_nxt = s.seq.wrapping_add(1);
     flow::set_join_flags(j, JOIN_SEQ_SEEN | JOIN_SYN_ACK_SEEN);
+    flow::count_join(j, f);
     true
 }
 
@@ -318,7 +319,10 @@ fn segment(ctx: &XdpContext, s: &Seg, sub: &FlowKey, c: Conn) -> bool {
         account_dss(f, &o, s.dss.len as u32);
     }
     match join {
-        Some(j) => note_join(s, j),
+        Some(j) => {
+            flow::count_join(j, f);
+            note_join(s, j);
+        }
         None => note_segment(s, f),
     }
     if (s.remove_addr.len | s.fastclose.len) != 0 && other_options(ctx, s, &key, f) {
@@ -355,7 +359,7 @@ fn close(
     let data_fin = f.flags & FLOW_DATA_FIN != 0;
     let ended = match join {
         Some(_) if data_fin => flow::remove(key),
-        Some(_) => flow::remove_join(sub, key, f),
+        Some(j) => flow::remove_join(sub, key, f, j.flags & JOIN_COUNTED != 0),
         None if f.joins != 0 && !data_fin => {
             flow::set_flags(f, FLOW_INITIAL_CLOSED);
             false
