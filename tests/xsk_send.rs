@@ -286,6 +286,51 @@ fn a_frame_dropped_without_carrier_is_an_error() {
     assert!(received(&cap, Duration::from_millis(500)).contains(&frame));
 }
 
+/// A frame refused while the interface was down is never sent later: the
+/// kernel leaves it in the socket's TX ring (`xsk_xmit` returns ENETDOWN
+/// before it looks at the ring), and the next kick, after the interface
+/// came back, sent it ahead of the new frame with its stale seq/ack. The
+/// control: the new frame arrives.
+#[test]
+fn a_frame_refused_while_down_is_not_sent_when_the_interface_is_back() {
+    if !kernel_or_skip("a_frame_refused_while_down_is_not_sent_when_the_interface_is_back") {
+        return;
+    }
+    use emptcp::packet::{AfXdp, Transmit as _};
+    let p = Pair::new(&tag("xskstale"));
+    let [stale, fresh]: [Vec<u8>; 2] = frames(&p).try_into().unwrap();
+    let dev = ifindex(&p.a, &p.dev_a);
+    let mut tx = AfXdp::new(0);
+    in_netns(&p.a, || tx.prepare(dev)).expect("open sender");
+    must(&format!("ip -n {} link set {} down", p.a.name, p.dev_a));
+    tx.transmit(dev, &stale).expect_err("sent while down");
+    must(&format!("ip -n {} link set {} up", p.a.name, p.dev_a));
+    let cap = in_netns(&p.b, || capture(ifindex(&p.b, &p.dev_b)));
+    // The carrier comes back a moment after the interface is up. Waited
+    // for: a kick without it drops the ring's frames (EBUSY), which would
+    // hide the stale one from this test.
+    let start = Instant::now();
+    while !must(&format!("ip -n {} link show {}", p.a.name, p.dev_a)).contains("LOWER_UP") {
+        assert!(start.elapsed() < Duration::from_secs(5), "no carrier");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    in_netns(&p.a, || {
+        while let Err(e) = tx.transmit(dev, &fresh) {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "send with the interface back: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let got = received(&cap, Duration::from_millis(500));
+    assert!(got.contains(&fresh), "the new frame arrived");
+    assert!(
+        !got.contains(&stale),
+        "the frame refused while down was sent"
+    );
+}
+
 #[test]
 fn deleted_interface_is_reported() {
     if !kernel_or_skip("deleted_interface_is_reported") {

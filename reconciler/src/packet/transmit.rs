@@ -126,7 +126,15 @@ impl Transmit for AfXdp {
                 Err(SendError::InterfaceGone) if attempt == 0 => {
                     self.senders.remove(&ifindex);
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    // The socket is closed with its rings: a frame the
+                    // kernel left in the TX ring (the interface was down,
+                    // the ring busy) would otherwise leave with the next
+                    // kick, perhaps long after its seq/ack went stale. The
+                    // next send opens a fresh socket.
+                    self.senders.remove(&ifindex);
+                    return Err(e.into());
+                }
             }
         }
         Err(TransmitError::InterfaceGone)
