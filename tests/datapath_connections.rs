@@ -11,7 +11,8 @@ mod datapath_common;
 use datapath_common::{egress::*, *};
 use emptcp_common::{
     FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_ESTABLISHED, FLOW_INITIAL_CLOSED, FLOW_SERVER,
-    FlowStat, FlowState, IFACE_TRACK, IfaceChains, JOIN_WSCALE_SEEN, StoredAddAddr, VIA_INSERT,
+    FlowStat, FlowState, IFACE_TRACK, IfaceChains, JOIN_UNCOUNTED, JOIN_WSCALE_SEEN, StoredAddAddr,
+    VIA_INSERT,
 };
 use sha2::{Digest, Sha256};
 
@@ -506,6 +507,33 @@ fn a_join_that_never_got_past_its_syn_keeps_no_connection_alive() {
             "local-opened join, answered: {answered}"
         );
     }
+    // A mapping an older object made (counted at its SYN, without
+    // `JOIN_UNCOUNTED`) stays counted once, across an upgrade: the
+    // connection outlives its initial subflow and ends with that join.
+    let mut dp = dp_with(&EMPTCP);
+    let f = connected(&dp);
+    join_by_received_syn(&dp, f.token);
+    let mut j = dp.join(&joined().key()).unwrap();
+    assert_ne!(j.flags & JOIN_UNCOUNTED, 0, "a new mapping is uncounted");
+    j.flags &= !JOIN_UNCOUNTED;
+    dp.put_join(&joined().key(), &j);
+    let old = FlowState {
+        joins: 1,
+        ..dp.flow(&initial().key()).unwrap()
+    };
+    dp.put_flow(&initial().key(), &old);
+    dp.entry(&pure_ack(&joined(), 1).frame());
+    assert_eq!(dp.flow(&initial().key()).unwrap().joins, 1, "counted once");
+    dp.entry(&close_initial().frame());
+    assert!(
+        dp.flow(&initial().key()).is_some(),
+        "alive with the old join"
+    );
+    dp.entry(&joined().with(|s| s.flags = FIN | ACK).frame());
+    assert!(
+        dp.flow(&initial().key()).is_none(),
+        "ended with the old join"
+    );
 }
 
 #[test]

@@ -365,6 +365,12 @@ impl Dp {
         m.get(key, 0).ok()
     }
 
+    pub fn put_join(&mut self, key: &FlowKey, j: &emptcp_common::JoinState) {
+        let mut m: HashMap<_, FlowKey, emptcp_common::JoinState> =
+            HashMap::try_from(self.ebpf.map_mut("JOINS").unwrap()).unwrap();
+        m.insert(key, j, 0).unwrap();
+    }
+
     pub fn flow_addr(&self, key: &FlowKey, slot: u32) -> Option<StoredAddAddr> {
         let m: HashMap<_, AddrKey, StoredAddAddr> =
             HashMap::try_from(self.ebpf.map("FLOW_ADDRS").unwrap()).unwrap();

@@ -639,8 +639,8 @@ pub struct FlowState {
     pub _pad1: u8,
     /// Window scale shift the remote announced in its SYN-ACK (0 without).
     pub wscale: u8,
-    /// Joined subflows past their handshake's SYN (`JOIN_COUNTED`) and not
-    /// closed.
+    /// Joined subflows past their handshake's SYN (`JOIN_UNCOUNTED` clear)
+    /// and not closed.
     pub joins: u8,
     /// Deliveries of the oldest unconfirmed slot so far (bounded).
     pub attempts: u8,
@@ -676,12 +676,14 @@ pub const JOIN_SYN_ACK_SEEN: u32 = 1 << 2;
 /// The peer opened the subflow (its MP_JOIN SYN was received): no SYN-ACK
 /// from the peer belongs to it.
 pub const JOIN_PEER_OPENED: u32 = 1 << 3;
-/// The subflow counts in its connection's `FlowState::joins`: its
-/// handshake went on past the SYN (the peer's SYN-ACK of a join the local
-/// end opened, or any later segment of the peer). A SYN alone, refused or
-/// never answered, must not keep the connection alive after its last real
-/// subflow closed.
-pub const JOIN_COUNTED: u32 = 1 << 4;
+/// The subflow does not count in its connection's `FlowState::joins` yet:
+/// set at the mapping, cleared (and counted) once its handshake went on
+/// past the SYN (the peer's SYN-ACK of a join the local end opened, or any
+/// later segment of the peer). A SYN alone, refused or never answered,
+/// must not keep the connection alive after its last real subflow closed.
+/// A clear bit means counted, so a mapping an older object made (counted
+/// at its SYN, without this bit) stays counted across an upgrade.
+pub const JOIN_UNCOUNTED: u32 = 1 << 4;
 
 /// Value of `JOINS` (key: the joined subflow's [`FlowKey`], ingress
 /// orientation): which connection an MP_JOIN subflow belongs to. Created

@@ -111,7 +111,7 @@ pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>, peer_opened: bool
             emptcp_common::JOIN_PEER_OPENED
         } else {
             0
-        },
+        } | emptcp_common::JOIN_UNCOUNTED,
         rcv_nxt: 0,
         wscale: wscale.unwrap_or(0),
         prio_sent: 0,
@@ -126,12 +126,12 @@ pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>, peer_opened: bool
 }
 
 /// Counts the joined subflow `j` in its connection `f` once its handshake
-/// went on past the SYN (`JOIN_COUNTED`): a join the local stack refused
-/// or that was never answered leaves nothing to close.
+/// went on past the SYN (`JOIN_UNCOUNTED` cleared): a join the local stack
+/// refused or that was never answered leaves nothing to close.
 #[inline(always)]
 pub fn count_join(j: &mut JoinState, f: &mut FlowState) {
-    if j.flags & emptcp_common::JOIN_COUNTED == 0 {
-        set_join_flags(j, emptcp_common::JOIN_COUNTED);
+    if j.flags & emptcp_common::JOIN_UNCOUNTED != 0 {
+        clear_join_flags(j, emptcp_common::JOIN_UNCOUNTED);
         f.joins = f.joins.saturating_add(1);
     }
 }

@@ -27,8 +27,8 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use emptcp_common::{
     Action, FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_DATA_SEQ_SEEN, FLOW_ESTABLISHED,
     FLOW_INITIAL_CLOSED, FLOW_PEER_WSCALE, FLOW_SEQ_SEEN, FLOW_SERVER, FLOW_SHIFT_SETTLED,
-    FLOW_TS_SEEN, FlowKey, FlowStat, FlowState, JOIN_COUNTED, JOIN_PEER_OPENED, JOIN_SEQ_SEEN,
-    JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, META_FLOW_TRACKED, META_FLOW_UNTRACKED, Outcome,
+    FLOW_TS_SEEN, FlowKey, FlowStat, FlowState, JOIN_PEER_OPENED, JOIN_SEQ_SEEN, JOIN_SYN_ACK_SEEN,
+    JOIN_UNCOUNTED, JOIN_WSCALE_SEEN, META_FLOW_TRACKED, META_FLOW_UNTRACKED, Outcome,
     RECORD_SETUP_SLOT, SYN_SHIFT_ANSWERED, SYN_SHIFT_LOCAL, SYN_SHIFT_PEER, SynShift, XdpMeta,
 };
 
@@ -359,7 +359,7 @@ fn close(
     let data_fin = f.flags & FLOW_DATA_FIN != 0;
     let ended = match join {
         Some(_) if data_fin => flow::remove(key),
-        Some(j) => flow::remove_join(sub, key, f, j.flags & JOIN_COUNTED != 0),
+        Some(j) => flow::remove_join(sub, key, f, j.flags & JOIN_UNCOUNTED == 0),
         None if f.joins != 0 && !data_fin => {
             flow::set_flags(f, FLOW_INITIAL_CLOSED);
             false
