@@ -59,6 +59,20 @@ fn mp_join_syn(token: u32, id: u8) -> Vec<u8> {
     o
 }
 
+/// The client's MP_JOIN SYN of `joined()`, leaving on the second path
+/// (client -> server: the egress orientation).
+fn sent_join_syn(token: u32) -> Seg {
+    Seg::v4().with(|s| {
+        s.src = addr("198.51.100.1");
+        s.dst = addr("198.51.100.2");
+        s.sport = 40001;
+        s.dport = 443;
+        s.flags = SYN;
+        s.ack = 0;
+        s.opts = opts(&[&wscale(7), &mp_join_syn(token, 0)]);
+    })
+}
+
 /// REMOVE_ADDR of the address ids `ids`.
 fn remove_addr(ids: &[u8]) -> Vec<u8> {
     let mut o = vec![30, 3 + ids.len() as u8, 0x40];
@@ -220,16 +234,7 @@ fn a_sent_mp_join_syn_maps_the_subflow_on_the_egress_hook() {
     need_kernel!();
     let e = tracked_egress();
     let f = connected(&e.dp);
-    // The client's MP_JOIN SYN leaves on the second path: client -> server.
-    let sent = Seg::v4().with(|s| {
-        s.src = addr("198.51.100.1");
-        s.dst = addr("198.51.100.2");
-        s.sport = 40001;
-        s.dport = 443;
-        s.flags = SYN;
-        s.ack = 0;
-        s.opts = opts(&[&wscale(7), &mp_join_syn(f.token, 0)]);
-    });
+    let sent = sent_join_syn(f.token);
     // The same SYN with a broken option after the MP_JOIN maps nothing:
     // the positions of a walk that failed are not the options'.
     let bad = sent.clone().with(|s| {
@@ -482,15 +487,7 @@ fn a_join_that_never_got_past_its_syn_keeps_no_connection_alive() {
     for answered in [false, true] {
         let e = tracked_egress();
         let f = connected(&e.dp);
-        let sent = Seg::v4().with(|s| {
-            s.src = addr("198.51.100.1");
-            s.dst = addr("198.51.100.2");
-            s.sport = 40001;
-            s.dport = 443;
-            s.flags = SYN;
-            s.ack = 0;
-            s.opts = opts(&[&wscale(7), &mp_join_syn(f.token, 0)]);
-        });
+        let sent = sent_join_syn(f.token);
         assert_eq!(e.run(&sent.frame(), 0).0, PASS);
         assert!(e.dp.join(&joined().key()).is_some(), "mapped");
         if answered {
