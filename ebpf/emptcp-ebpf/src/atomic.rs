@@ -3,15 +3,29 @@
 //! egress hook runs on the transmit CPU; the gauges). `core::sync::atomic`
 //! has no atomic types for the BPF target; the intrinsics compile to the
 //! BPF atomic instructions. The object is built for the generic BPF CPU,
-//! whose LLVM backend has only the 64-bit forms: every atomic word is an
+//! for which LLVM emits only the 64-bit forms: every atomic word is an
 //! 8-aligned u64 (two u32 fields of a value, the low one first on this
-//! little-endian target), and no result is used (no BPF_FETCH form).
+//! little-endian target). A result is used only where it decides who
+//! counts a change (the `fetch_*` forms, BPF_FETCH: Linux 5.12 and
+//! later); the plain forms are cheaper.
 use core::intrinsics::{AtomicOrdering, atomic_and, atomic_or, atomic_xadd};
 
 /// `*p |= v`, atomically.
 #[inline(always)]
 pub fn or_u64(p: *mut u64, v: u64) {
     unsafe { atomic_or::<u64, u64, { AtomicOrdering::SeqCst }>(p, v) };
+}
+
+/// `*p |= v`, atomically; returns the value before.
+#[inline(always)]
+pub fn fetch_or_u64(p: *mut u64, v: u64) -> u64 {
+    unsafe { atomic_or::<u64, u64, { AtomicOrdering::SeqCst }>(p, v) }
+}
+
+/// `*p &= v`, atomically; returns the value before.
+#[inline(always)]
+pub fn fetch_and_u64(p: *mut u64, v: u64) -> u64 {
+    unsafe { atomic_and::<u64, u64, { AtomicOrdering::SeqCst }>(p, v) }
 }
 
 /// `*p &= v`, atomically.

@@ -200,7 +200,13 @@ pub fn remove_join(sub: &FlowKey, conn: &FlowKey, f: &mut FlowState, counted: bo
 /// Delivered addresses of `f` still wait for the stack's confirmation.
 #[inline(always)]
 pub fn awaiting(f: &FlowState) -> bool {
-    f.recovered & !f.confirmed & f.stored != 0
+    awaits(f.stored, f.recovered, f.confirmed)
+}
+
+/// [`awaiting`] of the given bit sets.
+#[inline(always)]
+fn awaits(stored: u32, recovered: u32, confirmed: u32) -> bool {
+    recovered & !confirmed & stored != 0
 }
 
 /// Adds `d` to a gauge (`PENDING`, `AWAITING`). A decrement of a gauge
@@ -227,12 +233,6 @@ pub fn gauge(g: &aya_ebpf::maps::Array<u64>) -> u64 {
 #[inline(always)]
 pub fn set_flags(f: &mut FlowState, bits: u32) {
     atomic::set_bits(flags_word(f), f.flags, bits, 0);
-}
-
-/// Clears `FLOW_*` bits atomically, if one is set.
-#[inline(always)]
-pub fn clear_flags(f: &mut FlowState, bits: u32) {
-    atomic::clear_bits(flags_word(f), f.flags, bits, 0);
 }
 
 /// Sets `JOIN_*` bits of a joined subflow atomically, if one is missing:
@@ -290,23 +290,29 @@ fn clear_slot(f: &mut FlowState, bit: u32) {
     atomic::and_u64(confirmed_word(f), !(bit as u64));
 }
 
-/// Slot bit `bit` was delivered.
+/// Slot bit `bit` was delivered; returns (stored, recovered) before.
 #[inline(always)]
-fn mark_recovered(f: &mut FlowState, bit: u32) {
-    atomic::or_u64(slots_word(f), (bit as u64) << 32);
+fn mark_recovered(f: &mut FlowState, bit: u32) -> (u32, u32) {
+    let before = atomic::fetch_or_u64(slots_word(f), (bit as u64) << 32);
+    (before as u32, (before >> 32) as u32)
 }
 
-/// Slot bit `bit` was confirmed by the local stack.
+/// Slot bit `bit` was confirmed by the local stack; returns `confirmed`
+/// before.
 #[inline(always)]
-fn mark_confirmed(f: &mut FlowState, bit: u32) {
-    atomic::or_u64(confirmed_word(f), bit as u64);
+fn mark_confirmed(f: &mut FlowState, bit: u32) -> u32 {
+    atomic::fetch_or_u64(confirmed_word(f), bit as u64) as u32
 }
 
 /// Marks recovery pending (once: the `PENDING` gauge counts connections).
+/// Of two CPUs that find the flag clear at once, only the one whose atomic
+/// update set it counts (the flag's value before, BPF_FETCH): a plain test
+/// then set let both add, and the gauge stayed above 0 for good, the TC
+/// recovery then parsing every received packet.
 #[inline(always)]
 pub fn set_pending(f: &mut FlowState) {
-    if f.flags & FLOW_RECOVER_PENDING == 0 {
-        set_flags(f, FLOW_RECOVER_PENDING);
+    let bit = FLOW_RECOVER_PENDING as u64;
+    if f.flags & FLOW_RECOVER_PENDING == 0 && atomic::fetch_or_u64(flags_word(f), bit) & bit == 0 {
         gauge_add(&PENDING, 1);
     }
 }
@@ -314,8 +320,9 @@ pub fn set_pending(f: &mut FlowState) {
 /// Recovery is no longer pending: the gauge and the event spacing reset.
 #[inline(always)]
 pub fn clear_pending(f: &mut FlowState) {
-    if f.flags & FLOW_RECOVER_PENDING != 0 {
-        clear_flags(f, FLOW_RECOVER_PENDING);
+    let bit = FLOW_RECOVER_PENDING as u64;
+    if f.flags & FLOW_RECOVER_PENDING != 0 && atomic::fetch_and_u64(flags_word(f), !bit) & bit != 0
+    {
         gauge_add(&PENDING, -1);
     }
     if f.pending_packets != 0 {
@@ -450,8 +457,15 @@ fn lowest(v: u32) -> u32 {
 /// stack's confirmation until the next retry time.
 #[inline(always)]
 pub fn delivered(f: &mut FlowState, slot: u32, retry: bool, via: u8, now: u64) {
-    let was_awaiting = awaiting(f);
-    mark_recovered(f, 1 << (slot & 31));
+    // The gauge moves on the transition the atomic update made (the
+    // delivered bits before it): two CPUs delivering two slots of one
+    // connection at once count it once.
+    let bit = 1u32 << (slot & 31);
+    let (stored, before) = mark_recovered(f, bit);
+    let confirmed = f.confirmed;
+    if !awaits(stored, before, confirmed) && awaits(stored, before | bit, confirmed) {
+        gauge_add(&AWAITING, 1);
+    }
     if retry {
         f.add_addr_retried = f.add_addr_retried.saturating_add(1);
         stats::event(FlowStat::AddAddrRetried);
@@ -462,9 +476,6 @@ pub fn delivered(f: &mut FlowState, slot: u32, retry: bool, via: u8, now: u64) {
     f.retry_at_ns = now + (RETRY_NS << ((f.attempts.saturating_sub(1)) & 7));
     f.recovered_via |= via;
     f.add_addr_recovered = f.add_addr_recovered.saturating_add(1);
-    if !was_awaiting && awaiting(f) {
-        gauge_add(&AWAITING, 1);
-    }
 }
 
 /// The local stack showed it has the stored address with id `id` (its
@@ -478,11 +489,16 @@ pub fn confirm(f: &mut FlowState, id: u8) -> bool {
     if f.stored & !f.confirmed & bit == 0 || f.addr_ids[slot as usize] != id {
         return false;
     }
-    let was_awaiting = awaiting(f);
-    mark_confirmed(f, bit);
+    // The gauge moves on the transition the atomic update made (the
+    // confirmed bits before it): two CPUs confirming at once count once.
+    let before = mark_confirmed(f, bit);
+    if before & bit != 0 {
+        return false;
+    }
     f.attempts = 0;
     f.retry_at_ns = 0;
-    if was_awaiting && !awaiting(f) {
+    let (stored, recovered) = (f.stored, f.recovered);
+    if awaits(stored, recovered, before) && !awaits(stored, recovered, before | bit) {
         gauge_add(&AWAITING, -1);
     }
     stats::event(FlowStat::AddAddrConfirmed);
