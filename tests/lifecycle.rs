@@ -716,6 +716,75 @@ fn flow_of(bytes: u64) -> emptcp_common::FlowState {
     }
 }
 
+/// The packet-copy task's walk of `SUBFLOWS` removes a closed subflow's
+/// tombstone once it is older than TIME_WAIT plus margin, and keeps a
+/// recent tombstone and a live subflow: under connection churn the table
+/// otherwise filled with tombstones (the LRU evicts only a full table), and
+/// every round walked all of them.
+#[test]
+fn the_capture_walk_removes_expired_tombstones() {
+    if !kernel_or_skip("the_capture_walk_removes_expired_tombstones") {
+        return;
+    }
+    use emptcp::copy::capture::{Capture, TOMBSTONE_TTL_NS, monotonic_ns};
+    use emptcp_common::{SF_ACK_SEEN, SF_CLOSED, SF_FIN, SF_SEQ_SEEN, SubflowState};
+    let t = tag("tomb");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "version: 1
+settings: {{flow_capacity: 16384}}
+interfaces:
+  - {{name: {dev}, chains: [count-out]}}
+chains:
+  - name: count-out
+    hook: egress
+    match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}
+    actions: [count]
+packet_copy:
+  - name: revive
+    interface: {dev}
+    chain: count-out
+    when: {{subflow_idle: 500ms}}
+    send: {{mp_prio: {{backup: false}}}}
+",
+        dev = pair.dev_b
+    );
+    let f = policy_file(&dir, "p.yaml", &policy);
+    apply_ok(&root.path, pair.b.name.as_str(), f.to_str().unwrap());
+    let md = aya::maps::MapData::from_pin(root.path.join("maps/SUBFLOWS")).unwrap();
+    let mut subflows: aya::maps::HashMap<_, emptcp_common::FlowKey, SubflowState> =
+        aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(md).unwrap()).unwrap();
+    let now = monotonic_ns();
+    let entry = |flags, age_ns: u64| SubflowState {
+        flags,
+        last_seen_ns: now - age_ns,
+        ..Default::default()
+    };
+    let (live, recent, expired) = (flow_key(40001), flow_key(40002), flow_key(40003));
+    let open = SF_SEQ_SEEN | SF_ACK_SEEN;
+    let closed = open | SF_FIN | SF_CLOSED;
+    subflows
+        .insert(live, entry(open, 200 * 1_000_000_000), 0)
+        .unwrap();
+    subflows
+        .insert(recent, entry(closed, 1_000_000_000), 0)
+        .unwrap();
+    let old = TOMBSTONE_TTL_NS + 1_000_000_000;
+    subflows.insert(expired, entry(closed, old), 0).unwrap();
+    let layout = emptcp::layout::Layout::new(&root.path);
+    let mut capture = Capture::open(&layout).expect("the capture maps");
+    let (views, _) = capture.read_at(now, monotonic_ns()).unwrap();
+    assert_eq!(views.len(), 1, "the live subflow is the only view");
+    assert!(subflows.get(&live, 0).is_ok(), "the live subflow stays");
+    assert!(subflows.get(&recent, 0).is_ok(), "a recent tombstone stays");
+    assert!(
+        subflows.get(&expired, 0).is_err(),
+        "the expired tombstone was removed"
+    );
+}
+
 #[test]
 fn flow_table_capacity_change_migrates_its_entries() {
     if !kernel_or_skip("flow_table_capacity_change_migrates_its_entries") {

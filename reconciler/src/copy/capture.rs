@@ -62,6 +62,12 @@ pub fn view(
     Some((v, c))
 }
 
+/// A closed subflow's tombstone whose last segment is older than
+/// [`TOMBSTONE_TTL_NS`].
+fn tombstone_expired(s: &SubflowState, now_ns: u64) -> bool {
+    s.flags & SF_CLOSED != 0 && now_ns.saturating_sub(s.last_seen_ns) > TOMBSTONE_TTL_NS
+}
+
 /// Its SYN was captured, no ACK sent yet, not closed.
 fn in_handshake(s: &SubflowState) -> bool {
     s.flags & (SF_SEQ_SEEN | SF_ACK_SEEN) == SF_SEQ_SEEN && s.flags & SF_CLOSED == 0
@@ -126,6 +132,15 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// How long the task keeps a closed subflow's tombstone (`SF_CLOSED`, see
+/// the datapath's `capture::close`) after its last segment: Linux's
+/// TIME_WAIT (60 s), after which the local stack sends nothing more for
+/// the connection, plus margin. Older tombstones are removed during the
+/// walk: the LRU evicts only a full table, so under connection churn the
+/// walk each round makes would grow to the table's capacity (two system
+/// calls an entry) with entries nothing is ever sent for.
+pub const TOMBSTONE_TTL_NS: u64 = 90_000_000_000;
+
 /// The capture maps, opened once per resolve (an apply that resizes
 /// `SUBFLOWS` replaces the pinned map; the next open follows it).
 pub struct Capture {
@@ -149,15 +164,37 @@ impl Capture {
     /// soon after shows it (else a connection shorter than a resolve period
     /// would close unseen, never counted as closed before its rule fired).
     /// An error of the walk is returned, never a partial list: a subflow
-    /// missing from it would count as closed.
-    pub fn read_at(&self, since_ns: u64) -> Result<(Vec<(SubflowView, Captured)>, bool), MapError> {
+    /// missing from it would count as closed. Tombstones older than
+    /// [`TOMBSTONE_TTL_NS`] at `now_ns` are removed after the walk.
+    pub fn read_at(
+        &mut self,
+        since_ns: u64,
+        now_ns: u64,
+    ) -> Result<(Vec<(SubflowView, Captured)>, bool), MapError> {
         let mut handshaking = false;
         let mut views = Vec::new();
+        let mut expired = Vec::new();
         for entry in self.subflows.iter() {
             let (k, s) = entry?;
+            if tombstone_expired(&s, now_ns) {
+                expired.push(k);
+                continue;
+            }
             let v = view(&k, &s, self.bytes(&k, &s));
             handshaking |= v.is_none() && in_handshake(&s) && s.last_seen_ns >= since_ns;
             views.extend(v);
+        }
+        // Removed after the walk (a removal during it restarts the kernel's
+        // key iteration), each checked again: a SYN on the same 4-tuple may
+        // have started the entry over meanwhile.
+        for k in expired {
+            if self
+                .subflows
+                .get(&k, 0)
+                .is_ok_and(|s| tombstone_expired(&s, now_ns))
+            {
+                let _ = self.subflows.remove(&k);
+            }
         }
         Ok((views, handshaking))
     }

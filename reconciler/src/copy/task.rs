@@ -86,7 +86,7 @@ fn resolve_against(
 /// (counted "closed before firing") and forget what fired (sent again once
 /// the capture reads again).
 fn round_view(
-    capture: Option<&Capture>,
+    capture: Option<&mut Capture>,
     armed: &[Armed],
     now: u64,
 ) -> Option<(Vec<(SubflowView, Captured)>, bool)> {
@@ -94,7 +94,7 @@ fn round_view(
         return Some((Vec::new(), false));
     }
     let since = now.saturating_sub(HANDSHAKE_WINDOW.as_nanos() as u64);
-    match capture?.read_at(since) {
+    match capture?.read_at(since, now) {
         Ok(view) => Some(view),
         Err(e) => {
             tracing::debug!(error = %e, "cannot read the capture; next round in {UNREADABLE_RETRY:?}");
@@ -244,7 +244,7 @@ async fn run(
             lost.check(&layout);
         }
         let now = monotonic_ns();
-        let view = round_view(capture.as_ref(), &armed, now).filter(|_| !chains_unreadable);
+        let view = round_view(capture.as_mut(), &armed, now).filter(|_| !chains_unreadable);
         let Some((subs, handshaking)) = view else {
             resolve_now = true;
             tokio::select! {
