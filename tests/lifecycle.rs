@@ -716,6 +716,34 @@ fn flow_of(bytes: u64) -> emptcp_common::FlowState {
     }
 }
 
+/// A policy counting what `dev` sends to 192.0.2.0/24 port 5201 (an egress
+/// chain, `count-out`), with a `packet_copy` rule on it when `copy`.
+fn count_out_policy(dev: &str, copy: bool) -> String {
+    let rule = format!(
+        "packet_copy:
+  - name: revive
+    interface: {dev}
+    chain: count-out
+    when: {{subflow_idle: 500ms}}
+    send: {{mp_prio: {{backup: false}}}}
+"
+    );
+    format!(
+        r#"version: 1
+settings: {{flow_capacity: 16384}}
+interfaces:
+  - name: {dev}
+    chains: [count-out]
+chains:
+  - name: count-out
+    hook: egress
+    match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}
+    actions: [count]
+{}"#,
+        if copy { rule.as_str() } else { "" }
+    )
+}
+
 /// The packet-copy task's walk of `SUBFLOWS` removes a closed subflow's
 /// tombstone once it is older than TIME_WAIT plus margin, and keeps a
 /// recent tombstone and a live subflow: under connection churn the table
@@ -732,25 +760,7 @@ fn the_capture_walk_removes_expired_tombstones() {
     let pair = Pair::new(&t);
     let root = BpfRoot::new(&t);
     let dir = tempfile::tempdir().unwrap();
-    let policy = format!(
-        "version: 1
-settings: {{flow_capacity: 16384}}
-interfaces:
-  - {{name: {dev}, chains: [count-out]}}
-chains:
-  - name: count-out
-    hook: egress
-    match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}
-    actions: [count]
-packet_copy:
-  - name: revive
-    interface: {dev}
-    chain: count-out
-    when: {{subflow_idle: 500ms}}
-    send: {{mp_prio: {{backup: false}}}}
-",
-        dev = pair.dev_b
-    );
+    let policy = count_out_policy(&pair.dev_b, true);
     let f = policy_file(&dir, "p.yaml", &policy);
     apply_ok(&root.path, pair.b.name.as_str(), f.to_str().unwrap());
     let md = aya::maps::MapData::from_pin(root.path.join("maps/SUBFLOWS")).unwrap();
@@ -1172,30 +1182,8 @@ fn packet_copy_attaches_the_ingress_capture() {
     let root = BpfRoot::new(&t);
     let dir = tempfile::tempdir().unwrap();
     let ns = pair.b.name.as_str();
-    let without = format!(
-        r#"version: 1
-settings: {{flow_capacity: 16384}}
-interfaces:
-  - name: {dev}
-    chains: [count-out]
-chains:
-  - name: count-out
-    hook: egress
-    match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}
-    actions: [count]
-"#,
-        dev = pair.dev_b
-    );
-    let with = format!(
-        "{without}packet_copy:
-  - name: revive
-    interface: {dev}
-    chain: count-out
-    when: {{subflow_idle: 500ms}}
-    send: {{mp_prio: {{backup: false}}}}
-",
-        dev = pair.dev_b
-    );
+    let without = count_out_policy(&pair.dev_b, false);
+    let with = count_out_policy(&pair.dev_b, true);
     let f = policy_file(&dir, "p.yaml", &without);
     let fs = f.to_str().unwrap();
     apply_ok(&root.path, ns, fs);
