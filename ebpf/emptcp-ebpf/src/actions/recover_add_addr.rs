@@ -16,7 +16,7 @@
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use emptcp_common::{
     ADD_ADDR_MAX_LEN, Action, AddrKey, FlowKey, FlowStat, FlowState, OPTS_EOL, OptRef,
-    RecoverEvent, VIA_AGENT, VIA_INSERT, XdpMeta,
+    RecoverEvent, VIA_INSERT, XdpMeta,
 };
 
 use crate::{
@@ -78,7 +78,7 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
     let len = v.len as u32;
     let n = (len + 3) & !3;
     if s.opt_state == OPTS_EOL || !has_room(&s, n) {
-        pending(f, &key, slot, retry, now);
+        pending(f, &key, slot);
         return None;
     }
     // NOPs first (two when the length is 18 or 30), like Linux pads its
@@ -110,7 +110,7 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
             Some(Step::applied(Verdict::Next))
         }
         Insert::Refused => {
-            pending(f, &key, slot, retry, now);
+            pending(f, &key, slot);
             None
         }
         Insert::Unchanged => Some(Step::error(Verdict::Next)),
@@ -118,43 +118,28 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
     }
 }
 
-/// Pending packets between two events for user space (the agent).
-const AGENT_EVERY: u16 = 16;
-/// The pending packet of the last event of one handoff to the agent.
-const AGENT_LAST: u16 = 8 * AGENT_EVERY;
-
 /// The packet cannot carry the option (no room, or it must not grow): the
 /// connection is marked pending, for the in-kernel duplicate ACK
 /// (`ingress_recover`, which clones this very segment at TC ingress and
 /// ends the pending state). User space (the agent) is told only when the
 /// state outlives 16 such packets, i.e. where the kernel path is not
 /// attached or cannot serve the connection (its data arrives on joined
-/// subflows only): an event every 16th such packet, eight in all (the
-/// agent answers each a little further ahead, `agent::AHEAD`). The last
-/// one ends the handoff as one delivery attempt (`VIA_AGENT`): confirmed
-/// by the stack's echo like any other, else retried with the same backoff
-/// (a new handoff) and given up after the last attempt, so a slot the
-/// agent never delivers (none running, its frame lost) is not pending for
-/// good (the TC path would parse every packet while it is).
+/// subflows only); spaced out and bounded, a handful of events per
+/// connection, not one per packet.
 #[inline(always)]
-fn pending(f: &mut FlowState, key: &FlowKey, slot: u32, retry: bool, now: u64) {
+fn pending(f: &mut FlowState, key: &FlowKey, slot: u32) {
     flow::set_pending(f);
     stats::event(FlowStat::RecoverPendingNoRoom);
     let c = f.pending_packets;
     f.pending_packets = c.saturating_add(1);
-    if c == 0 || c % AGENT_EVERY != 0 || c > AGENT_LAST {
-        return;
-    }
-    let ev = RecoverEvent {
-        key: *key,
-        slot,
-        ifindex: f.ifindex,
-    };
-    if EVENTS.output::<RecoverEvent>(&ev, 0).is_err() {
-        stats::event(FlowStat::RecoverEventLost);
-    }
-    if c == AGENT_LAST {
-        flow::delivered(f, slot, retry, VIA_AGENT, now);
-        flow::clear_pending(f);
+    if c != 0 && c % 16 == 0 && c <= 128 {
+        let ev = RecoverEvent {
+            key: *key,
+            slot,
+            ifindex: f.ifindex,
+        };
+        if EVENTS.output::<RecoverEvent>(&ev, 0).is_err() {
+            stats::event(FlowStat::RecoverEventLost);
+        }
     }
 }
