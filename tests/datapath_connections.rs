@@ -10,9 +10,9 @@ mod datapath_common;
 
 use datapath_common::{egress::*, *};
 use emptcp_common::{
-    FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_ESTABLISHED, FLOW_INITIAL_CLOSED, FLOW_SERVER,
-    FlowStat, FlowState, IFACE_TRACK, IfaceChains, JOIN_UNCOUNTED, JOIN_WSCALE_SEEN, StoredAddAddr,
-    VIA_INSERT,
+    FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_ESTABLISHED, FLOW_INITIAL_CLOSED, FLOW_RECOVER_PENDING,
+    FLOW_SERVER, FlowStat, FlowState, IFACE_TRACK, IfaceChains, JOIN_UNCOUNTED, JOIN_WSCALE_SEEN,
+    StoredAddAddr, VIA_AGENT, VIA_INSERT,
 };
 use sha2::{Digest, Sha256};
 
@@ -583,6 +583,112 @@ fn a_delivery_is_repeated_until_the_stack_echoes_it_then_given_up() {
     // The control: the same packet without them gets the stored option.
     let free = initial().with(|s| s.opts = opts(&[&dss(Some((2, 4)), None)]));
     assert!(has_aa(&dp.entry(&free.frame())));
+}
+
+/// The events for user space (the agent) the datapath queued since the
+/// last call.
+fn agent_events(dp: &mut Dp) -> Vec<emptcp_common::RecoverEvent> {
+    let mut ring = aya::maps::RingBuf::try_from(dp.ebpf.map_mut("EVENTS").unwrap()).unwrap();
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        // SAFETY: the datapath writes whole RecoverEvent records.
+        out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+    }
+    out
+}
+
+/// The `PENDING` gauge (connections waiting for a packet with room; the TC
+/// recovery parses every received packet while it is above 0).
+fn pending_gauge(dp: &Dp) -> u64 {
+    let a: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(dp.ebpf.map("PENDING").unwrap()).unwrap();
+    a.get(&0, 0).unwrap()
+}
+
+/// Where no packet has room and the in-kernel path does not serve the
+/// connection, the address is handed to the agent: an event every 16th
+/// such packet, eight in all. Once the connection has also been pending
+/// for 200 ms (the in-kernel path, where attached, had its turn), the
+/// handoff is one delivery attempt (`VIA_AGENT`) like an insert: the
+/// connection stops being pending, the slot is retried with backoff
+/// unless the stack confirms it, and given up after the last attempt.
+/// Before, the events stopped after eight and the connection stayed
+/// pending for good, never retried nor given up. The control in each
+/// attempt: the same 129 packets inside the 200 ms leave it pending.
+#[test]
+fn a_handoff_to_the_agent_is_a_delivery_attempt_retried_then_given_up() {
+    need_kernel!();
+    let mut dp = dp_with(&EMPTCP);
+    stored_at_recover_at(&mut dp);
+    // A server segment with a full option space: no room.
+    let full = full_data(&initial());
+    // 129 packets without room, the state's start moved by `shift` units
+    // (2^20 ns) after the first: into the future, the 200 ms have not
+    // passed whatever the machine's speed; 10 s back, they have.
+    let handoff = |dp: &mut Dp, shift: i32| {
+        assert_eq!(dp.entry(&full.frame()).verdict, XDP_PASS);
+        let mut g = dp.flow(&initial().key()).unwrap();
+        g.pending_since = g.pending_since.wrapping_add_signed(shift);
+        dp.put_flow(&initial().key(), &g);
+        for _ in 0..128 {
+            assert_eq!(dp.entry(&full.frame()).verdict, XDP_PASS);
+        }
+        agent_events(dp)
+    };
+    const LATER: i32 = 10_000;
+    for attempt in 1..=4u8 {
+        let events = handoff(&mut dp, LATER);
+        assert_eq!(events.len(), 8, "attempt {attempt}: events");
+        assert!(
+            events
+                .iter()
+                .all(|e| e.key == initial().key() && e.slot == 6),
+            "attempt {attempt}"
+        );
+        let g = dp.flow(&initial().key()).unwrap();
+        assert_ne!(
+            g.flags & FLOW_RECOVER_PENDING,
+            0,
+            "attempt {attempt}: ended before the kernel path's turn"
+        );
+        assert_eq!(g.attempts, attempt - 1, "attempt {attempt}: counted early");
+        // The 200 ms have passed: the next packet ends the handoff.
+        let mut g = g;
+        g.pending_since = g.pending_since.wrapping_sub(2 * LATER as u32);
+        dp.put_flow(&initial().key(), &g);
+        assert_eq!(dp.entry(&full.frame()).verdict, XDP_PASS);
+        assert!(agent_events(&mut dp).is_empty(), "attempt {attempt}");
+        let g = dp.flow(&initial().key()).unwrap();
+        assert_eq!(
+            g.flags & FLOW_RECOVER_PENDING,
+            0,
+            "attempt {attempt}: still pending"
+        );
+        assert_eq!(pending_gauge(&dp), 0, "attempt {attempt}");
+        assert_eq!(
+            (g.recovered, g.attempts, g.recovered_via),
+            (1 << 6, attempt, VIA_AGENT),
+            "attempt {attempt}"
+        );
+        assert_eq!(dp.event(FlowStat::AddAddrRetried), u64::from(attempt - 1));
+        // Before its retry time: no new handoff.
+        assert!(
+            handoff(&mut dp, -LATER).is_empty(),
+            "attempt {attempt}: waits"
+        );
+        // Its retry time passed (set in the past).
+        let mut g = dp.flow(&initial().key()).unwrap();
+        g.retry_at_ns = 1;
+        dp.put_flow(&initial().key(), &g);
+    }
+    // Out of attempts: given up, forgotten, nothing more handed off.
+    assert!(
+        handoff(&mut dp, -LATER).is_empty(),
+        "handed off after the last attempt"
+    );
+    assert_eq!(dp.event(FlowStat::AddAddrGivenUp), 1);
+    assert_eq!(dp.flow(&initial().key()).unwrap().stored, 0);
+    assert_eq!(pending_gauge(&dp), 0);
 }
 
 /// The `AWAITING` gauge (connections with a delivered address not yet

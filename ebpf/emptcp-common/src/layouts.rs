@@ -210,7 +210,7 @@ pub const FLOW_STATE: TypeLayout = layout!(FlowState {
     add_addr_retried,
     prio_sent,
     recovered_via,
-    _pad,
+    pending_since,
 });
 pub const JOIN_STATE: TypeLayout = layout!(JoinState {
     conn => FLOW_KEY,

@@ -660,7 +660,12 @@ pub struct FlowState {
     pub prio_sent: u8,
     /// `VIA_*` bits: how stored options reached the local stack.
     pub recovered_via: u8,
-    pub _pad: [u8; 4],
+    /// When recovery became pending (the first packet without room since
+    /// it last was not), in units of 2^20 ns (about 1 ms) of
+    /// `bpf_ktime_get_ns`, wrapping: a handoff to the agent ends as a
+    /// delivery attempt only once the state outlived the in-kernel path's
+    /// chance to serve it (`recover_add_addr::HANDOFF_AFTER`).
+    pub pending_since: u32,
 }
 
 /// `JoinState::flags`: `rcv_nxt` holds a segment of the remote.

@@ -16,7 +16,7 @@
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use emptcp_common::{
     ADD_ADDR_MAX_LEN, Action, AddrKey, FlowKey, FlowStat, FlowState, OPTS_EOL, OptRef,
-    RecoverEvent, VIA_INSERT, XdpMeta,
+    RecoverEvent, VIA_AGENT, VIA_INSERT, XdpMeta,
 };
 
 use crate::{
@@ -78,7 +78,7 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
     let len = v.len as u32;
     let n = (len + 3) & !3;
     if s.opt_state == OPTS_EOL || !has_room(&s, n) {
-        pending(f, &key, slot);
+        pending(f, &key, slot, retry, now);
         return None;
     }
     // NOPs first (two when the length is 18 or 30), like Linux pads its
@@ -110,7 +110,7 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
             Some(Step::applied(Verdict::Next))
         }
         Insert::Refused => {
-            pending(f, &key, slot);
+            pending(f, &key, slot, retry, now);
             None
         }
         Insert::Unchanged => Some(Step::error(Verdict::Next)),
@@ -118,21 +118,47 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
     }
 }
 
+/// Pending packets between two events for user space (the agent).
+const AGENT_EVERY: u16 = 16;
+/// The pending packet of the last event of one handoff to the agent.
+const AGENT_LAST: u16 = 8 * AGENT_EVERY;
+/// How long a connection stays pending before the handoff to the agent
+/// counts as a delivery attempt. Where the in-kernel path serves the
+/// connection it ends the pending state within one NAPI poll of the clone's
+/// backlog (microseconds; milliseconds on a loaded host), but a burst can
+/// bring far more than `AGENT_LAST` packets before it runs: counted in
+/// packets alone, the handoff ended the pending state first and the kernel
+/// path never got its turn.
+const HANDOFF_AFTER_NS: u64 = 200_000_000;
+/// Units of `FlowState::pending_since`: 2^20 ns.
+const SINCE_SHIFT: u32 = 20;
+
 /// The packet cannot carry the option (no room, or it must not grow): the
 /// connection is marked pending, for the in-kernel duplicate ACK
 /// (`ingress_recover`, which clones this very segment at TC ingress and
 /// ends the pending state). User space (the agent) is told only when the
 /// state outlives 16 such packets, i.e. where the kernel path is not
 /// attached or cannot serve the connection (its data arrives on joined
-/// subflows only); spaced out and bounded, a handful of events per
-/// connection, not one per packet.
+/// subflows only): an event every 16th such packet, eight in all (the
+/// agent answers each a little further ahead, `agent::AHEAD`). Once the
+/// eight went out and the state outlived `HANDOFF_AFTER_NS`, the handoff
+/// ends as one delivery attempt (`VIA_AGENT`): confirmed by the stack's
+/// echo like any other, else retried with the same backoff (a new handoff)
+/// and given up after the last attempt, so a slot the agent never delivers
+/// (none running, its frame lost) is not pending for good (the TC path
+/// would parse every packet while it is).
 #[inline(always)]
-fn pending(f: &mut FlowState, key: &FlowKey, slot: u32) {
+fn pending(f: &mut FlowState, key: &FlowKey, slot: u32, retry: bool, now: u64) {
     flow::set_pending(f);
     stats::event(FlowStat::RecoverPendingNoRoom);
     let c = f.pending_packets;
     f.pending_packets = c.saturating_add(1);
-    if c != 0 && c % 16 == 0 && c <= 128 {
+    let units = (now >> SINCE_SHIFT) as u32;
+    if c == 0 {
+        f.pending_since = units;
+        return;
+    }
+    if c % AGENT_EVERY == 0 && c <= AGENT_LAST {
         let ev = RecoverEvent {
             key: *key,
             slot,
@@ -141,5 +167,14 @@ fn pending(f: &mut FlowState, key: &FlowKey, slot: u32) {
         if EVENTS.output::<RecoverEvent>(&ev, 0).is_err() {
             stats::event(FlowStat::RecoverEventLost);
         }
+    }
+    // Signed: a start another CPU wrote a moment later reads as not yet.
+    let pending_for = units.wrapping_sub(f.pending_since) as i32;
+    if c >= AGENT_LAST
+        && pending_for >= 0
+        && (pending_for as u64) << SINCE_SHIFT >= HANDOFF_AFTER_NS
+    {
+        flow::delivered(f, slot, retry, VIA_AGENT, now);
+        flow::clear_pending(f);
     }
 }
