@@ -821,6 +821,58 @@ fn two_cpus_updating_one_connection_keep_its_size_and_bits_exact() {
     assert_eq!(dp.event(FlowStat::AddAddrStored), 6, "each id stored once");
 }
 
+/// Two CPUs open and close joined subflows of one connection at once (the
+/// peer's MP_JOIN SYN, its ACK, its RST), each its own 4-tuple, over and
+/// over: the connection's count of live joins ends exact (0), so closing
+/// the initial subflow ends the connection. A count updated with a plain
+/// read and write loses an increment or a decrement when the two CPUs meet
+/// in it; a leaked one kept the connection alive after its last subflow.
+#[test]
+fn two_cpus_joining_and_closing_at_once_keep_the_join_count_exact() {
+    need_kernel!();
+    let dp = dp_with(&EMPTCP);
+    let token = connected(&dp).token;
+    dp.entry(&pure_ack(&initial(), 1_000).frame());
+    const N: usize = 5000;
+    let dp = std::sync::Arc::new(dp);
+    let run = |cpu: usize, dport: u16| {
+        let dp = dp.clone();
+        std::thread::spawn(move || {
+            pin_to(cpu);
+            let sub = joined().with(|s| s.dport = dport);
+            let syn = sub.clone().with(|s| {
+                s.flags = SYN;
+                s.seq = sub.seq.wrapping_sub(1);
+                s.ack = 0;
+                s.opts = opts(&[&wscale(5), &mp_join_syn(token, 2)]);
+            });
+            let ack = pure_ack(&sub, 1_000).frame();
+            let rst = sub.clone().with(|s| s.flags = RST).frame();
+            let (syn, mut closed) = (syn.frame(), 0);
+            for _ in 0..N {
+                dp.entry(&syn);
+                dp.entry(&ack);
+                dp.entry(&rst);
+                closed += usize::from(dp.join(&sub.key()).is_none());
+            }
+            closed
+        })
+    };
+    let a = run(0, 40001);
+    let b = run(1, 40002);
+    assert_eq!(a.join().unwrap(), N, "every join closed (CPU 0)");
+    assert_eq!(b.join().unwrap(), N, "every join closed (CPU 1)");
+    let g = dp
+        .flow(&initial().key())
+        .expect("the connection outlived its joins");
+    assert_eq!(g.joins, 0, "joins left counted after all closed");
+    dp.entry(&initial().with(|s| s.flags = FIN | ACK).frame());
+    assert!(
+        dp.flow(&initial().key()).is_none(),
+        "the connection outlived its last subflow"
+    );
+}
+
 /// Pins the calling thread to `cpu` (BPF_PROG_TEST_RUN runs on it).
 fn pin_to(cpu: usize) {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -130,10 +130,32 @@ pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>, peer_opened: bool
 /// refused or that was never answered leaves nothing to close.
 #[inline(always)]
 pub fn count_join(j: &mut JoinState, f: &mut FlowState) {
-    if j.flags & emptcp_common::JOIN_UNCOUNTED != 0 {
-        clear_join_flags(j, emptcp_common::JOIN_UNCOUNTED);
-        f.joins = f.joins.saturating_add(1);
+    let bit = (emptcp_common::JOIN_UNCOUNTED as u64) << 32;
+    // Counted by the CPU whose update cleared the bit, once.
+    if j.flags & emptcp_common::JOIN_UNCOUNTED != 0
+        && atomic::fetch_and_u64(join_word(j), !bit) & bit != 0
+        && f.joins != u8::MAX
+    {
+        atomic::add_u64(joins_word(f), 1 << JOINS_SHIFT);
     }
+}
+
+/// Byte offset of the 8-aligned word holding `FlowState::joins`, and the
+/// shift of `joins` in it: the subflows of one connection open and close
+/// on different CPUs (RPS, the egress hook), and a plain read and write
+/// of the count lost updates when two met (a leaked join kept the
+/// connection alive after its last subflow). The neighbours in the word
+/// are plain byte stores that the add never carries into: `joins` stays
+/// below 255 (checked before adding) and above 0 (checked before taking).
+const JOINS_WORD: usize = core::mem::offset_of!(FlowState, joins) & !7;
+const JOINS_SHIFT: u32 = ((core::mem::offset_of!(FlowState, joins) & 7) * 8) as u32;
+
+#[inline(always)]
+fn joins_word(f: &mut FlowState) -> *mut u64 {
+    (f as *mut FlowState)
+        .cast::<u8>()
+        .wrapping_add(JOINS_WORD)
+        .cast()
 }
 
 /// Registers the token of a new connection `key`, unless a live connection
@@ -191,8 +213,8 @@ pub fn remove(key: &FlowKey) -> bool {
 /// True if the connection ended.
 #[inline(always)]
 pub fn remove_join(sub: &FlowKey, conn: &FlowKey, f: &mut FlowState, counted: bool) -> bool {
-    if JOINS.remove(sub).is_ok() && counted {
-        f.joins = f.joins.saturating_sub(1);
+    if JOINS.remove(sub).is_ok() && counted && f.joins != 0 {
+        atomic::add_u64(joins_word(f), (-(1i64 << JOINS_SHIFT)) as u64);
     }
     f.joins == 0 && f.flags & emptcp_common::FLOW_INITIAL_CLOSED != 0 && remove(conn)
 }
