@@ -328,6 +328,114 @@ fn spoofed_rst_fin_and_syn_ack_leave_the_connection() {
     assert_eq!(dp.token(f.token), None, "token index cleaned");
 }
 
+/// A segment of the peer's ends at most one receive window past the
+/// subflow's rcv_nxt: the local end's largest, 2^(16 + the shift its SYN or
+/// SYN-ACK announced), which the egress hook reads as they leave. A blind
+/// sender that knows the 4-tuple sends a segment far ahead, then a RST at
+/// its end: neither moves rcv_nxt nor ends the connection (before, any
+/// forward segment was followed, so one try in two set rcv_nxt to the
+/// sender's choice). The controls: a segment inside the window is
+/// followed and a RST at its end closes; without the local SYN seen the
+/// bound is RFC 7323's largest (2^30).
+#[test]
+fn a_segment_beyond_the_local_window_is_not_followed_and_a_rst_there_ignored() {
+    need_kernel!();
+    const SHIFT: u8 = 7;
+    const WND_LOG2: u8 = 16 + SHIFT;
+    let beyond = (1u32 << WND_LOG2) + 1_000;
+    let inside = 1u32 << 20;
+    // The peer's segment `ahead` bytes past rcv_nxt on `sub`, then a RST
+    // at its end: (rcv_nxt followed, the subflow still tracked).
+    let try_spoof = |dp: &Dp, sub: &Seg, ahead: u32| {
+        let rcv_nxt = |dp: &Dp| match dp.join(&sub.key()) {
+            Some(j) => Some(j.rcv_nxt),
+            None => dp.flow(&sub.key()).map(|f| f.rcv_nxt),
+        };
+        let before = rcv_nxt(dp).expect("tracked");
+        let at = before.wrapping_add(ahead);
+        // With a DSS: a joined subflow's segments are looked up only
+        // when they carry an MPTCP option (or FIN/RST).
+        let far = sub.clone().with(|s| {
+            s.seq = at;
+            s.opts = opts(&[&ts(9, 9), &dss(Some((1, 4)), None)]);
+        });
+        assert_eq!(dp.entry(&far.frame()).verdict, XDP_PASS);
+        let followed = rcv_nxt(dp) == Some(at);
+        let rst = sub.clone().with(|s| {
+            s.flags = RST;
+            s.seq = at;
+        });
+        dp.entry(&rst.frame());
+        (followed, rcv_nxt(dp).is_some())
+    };
+
+    // The local end opened the connection: its SYN leaves (egress hook).
+    let e = tracked_egress();
+    let syn = sent_by_client(&initial()).with(|s| {
+        s.flags = SYN;
+        s.seq = initial().ack.wrapping_sub(1);
+        s.ack = 0;
+        s.opts = opts(&[&wscale(SHIFT), &mp_capable(0x1111)]);
+    });
+    assert_eq!(e.run(&syn.frame(), 0).0, PASS);
+    assert_eq!(
+        connected(&e.dp).rcv_wnd_log2,
+        WND_LOG2,
+        "from the local SYN"
+    );
+    assert_eq!(try_spoof(&e.dp, &initial(), beyond), (false, true));
+    assert_eq!(e.dp.event(FlowStat::SeqBeyondWindow), 1);
+    assert_eq!(e.dp.event(FlowStat::CloseIgnored), 1);
+
+    // A join the peer opens, answered by the local SYN-ACK (egress).
+    let token = e.dp.flow(&initial().key()).unwrap().token;
+    join_by_received_syn(&e.dp, token);
+    let syn_ack = sent_by_client(&joined()).with(|s| {
+        s.flags = SYN | ACK;
+        s.seq = joined().ack.wrapping_sub(1);
+        s.opts = opts(&[&wscale(SHIFT), &[30, 16, 0x10, 0], &[0; 12]]);
+    });
+    assert_eq!(e.run(&syn_ack.frame(), 0).0, PASS);
+    e.dp.entry(&pure_ack(&joined(), 1).frame());
+    assert_eq!(e.dp.join(&joined().key()).unwrap().rcv_wnd_log2, WND_LOG2);
+    assert_eq!(try_spoof(&e.dp, &joined(), beyond), (false, true));
+    assert_eq!(e.dp.event(FlowStat::SeqBeyondWindow), 2);
+    // Controls: inside the window, followed, and the RST there closes.
+    assert_eq!(try_spoof(&e.dp, &joined(), inside), (true, false));
+    assert_eq!(try_spoof(&e.dp, &initial(), inside), (true, false));
+
+    // The peer opened the connection: the local SYN-ACK carries the shift.
+    let e = tracked_egress();
+    let peer_syn = initial().with(|s| {
+        s.flags = SYN;
+        s.seq = initial().seq.wrapping_sub(1);
+        s.ack = 0;
+        s.opts = opts(&[&wscale(9), &mp_capable(0x2222)]);
+    });
+    e.dp.entry(&peer_syn.frame());
+    let local_syn_ack = sent_by_client(&initial()).with(|s| {
+        s.flags = SYN | ACK;
+        s.seq = initial().ack.wrapping_sub(1);
+        s.opts = opts(&[&wscale(SHIFT), &mp_capable(0x1111)]);
+    });
+    assert_eq!(e.run(&local_syn_ack.frame(), 0).0, PASS);
+    let third = initial().with(|s| s.opts = opts(&[&ts(5, 6), &mp_capable_ack(0x2222, 0x1111)]));
+    e.dp.entry(&third.frame());
+    let f =
+        e.dp.flow(&initial().key())
+            .expect("created by the third ACK");
+    assert_ne!(f.flags & FLOW_SERVER, 0);
+    assert_eq!(f.rcv_wnd_log2, WND_LOG2, "from the local SYN-ACK");
+    assert_eq!(try_spoof(&e.dp, &initial(), beyond), (false, true));
+
+    // Without the egress hook the local window is unknown: 2^30.
+    let dp = dp_with(&EMPTCP);
+    assert_eq!(connected(&dp).rcv_wnd_log2, 0);
+    let past_any = (1u32 << 30) + 1_000;
+    assert_eq!(try_spoof(&dp, &initial(), past_any), (false, true));
+    assert_eq!(try_spoof(&dp, &initial(), beyond), (true, false));
+}
+
 /// Handshake packets no live state asked for, on a joined subflow's
 /// 4-tuple: an MP_JOIN SYN-ACK for a join the peer opened (it would reset
 /// the subflow's rcv_nxt, so that a RST chosen by the same sender passes

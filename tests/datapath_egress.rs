@@ -80,16 +80,6 @@ fn set_backup_skips_gso_and_data_segments_and_counts_them() {
     e.assert_untouched(&Seg::v4(), 0, "plain TCP");
 }
 
-/// The segment `base` (server -> client) turned around: what the client
-/// sends on the same subflow.
-fn sent_by_client(base: &Seg) -> Seg {
-    base.clone().with(|s| {
-        (s.src, s.dst) = (base.dst, base.src);
-        (s.sport, s.dport) = (base.dport, base.sport);
-        (s.seq, s.ack) = (base.ack, base.seq);
-    })
-}
-
 /// The egress chain `steps` plus an ingress chain with record_flow on the
 /// same interface (it sees the peer's SYN-ACKs), and the tracking of the
 /// egress hook (it maps the joins the local end opens).

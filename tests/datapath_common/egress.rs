@@ -142,6 +142,16 @@ pub fn ekey(s: &Seg) -> FlowKey {
     }
 }
 
+/// The segment `base` (server -> client) turned around: what the client
+/// sends on the same subflow.
+pub fn sent_by_client(base: &Seg) -> Seg {
+    base.clone().with(|s| {
+        (s.src, s.dst) = (base.dst, base.src);
+        (s.sport, s.dport) = (base.dport, base.sport);
+        (s.seq, s.ack) = (base.ack, base.seq);
+    })
+}
+
 /// MP_CAPABLE of the third ACK (v1): the sender's then the receiver's key.
 pub fn mp_capable_ack(local: u64, remote: u64) -> Vec<u8> {
     let mut o = vec![30, 20, 0x01, 0x81];

@@ -199,7 +199,7 @@ pub const FLOW_STATE: TypeLayout = layout!(FlowState {
     vlan_tci,
     mac,
     addr_ids,
-    _pad1,
+    rcv_wnd_log2,
     wscale,
     joins,
     attempts,
@@ -219,9 +219,15 @@ pub const JOIN_STATE: TypeLayout = layout!(JoinState {
     rcv_nxt,
     wscale,
     prio_sent,
+    rcv_wnd_log2,
     _pad,
 });
-pub const SYN_SHIFT: TypeLayout = layout!(SynShift { peer, flags, _pad });
+pub const SYN_SHIFT: TypeLayout = layout!(SynShift {
+    peer,
+    flags,
+    local_wnd_log2,
+    _pad
+});
 pub const ADDR_KEY: TypeLayout = layout!(AddrKey {
     flow => FLOW_KEY,
     slot

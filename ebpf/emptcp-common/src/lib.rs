@@ -527,7 +527,11 @@ pub struct SynShift {
     pub peer: u8,
     /// `SYN_SHIFT_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 2],
+    /// The local end's window bound (`FlowState::rcv_wnd_log2`) from its
+    /// SYN-ACK (a connection the peer opens) or its SYN (one it opens: the
+    /// entry then waits for the peer's SYN-ACK); 0 not seen.
+    pub local_wnd_log2: u8,
+    pub _pad: u8,
 }
 
 /// `SynShift::flags`: the peer's SYN carried the window scale option.
@@ -636,7 +640,12 @@ pub struct FlowState {
     pub mac: [u8; 12],
     /// Address id of the option in each slot (slot = id % 16).
     pub addr_ids: [u8; ADDR_SLOTS as usize],
-    pub _pad1: u8,
+    /// The local end's receive window stays below `1 << rcv_wnd_log2`: 16
+    /// plus the window scale shift its SYN or SYN-ACK announced (16
+    /// without the option), from the egress hook; 0 when it was not seen
+    /// (then RFC 7323's largest, 2^30). A segment ending further than that
+    /// past `rcv_nxt` cannot be the peer's (`seq_beyond_window`).
+    pub rcv_wnd_log2: u8,
     /// Window scale shift the remote announced in its SYN-ACK (0 without).
     pub wscale: u8,
     /// Joined subflows past their handshake's SYN (`JOIN_UNCOUNTED` clear)
@@ -710,7 +719,9 @@ pub struct JoinState {
     pub wscale: u8,
     /// As `FlowState::prio_sent`, for this subflow.
     pub prio_sent: u8,
-    pub _pad: [u8; 2],
+    /// As `FlowState::rcv_wnd_log2`, for this subflow.
+    pub rcv_wnd_log2: u8,
+    pub _pad: u8,
 }
 
 /// Default capacity of `JOINS`: a quarter of the flow table (most
@@ -807,8 +818,12 @@ pub enum FlowStat {
     KernelRecoveryFailed = 28,
     /// A recovery event for user space was lost (the `EVENTS` ring full).
     RecoverEventLost = 29,
+    /// A segment ending further past the subflow's rcv_nxt than the local
+    /// end's largest receive window: not the peer's (a blind spoof, or
+    /// state that missed segments); rcv_nxt does not follow it.
+    SeqBeyondWindow = 30,
 }
-pub const FLOW_STATS_LEN: u32 = 30;
+pub const FLOW_STATS_LEN: u32 = 31;
 /// Names of the `FlowStat` counters, indexed by `FlowStat as u32`.
 pub const FLOW_STAT_NAMES: [&str; FLOW_STATS_LEN as usize] = [
     "flows_created",
@@ -841,6 +856,7 @@ pub const FLOW_STAT_NAMES: [&str; FLOW_STATS_LEN as usize] = [
     "token_insert_failed",
     "kernel_recovery_failed",
     "recover_event_lost",
+    "seq_beyond_window",
 ];
 
 /// Name prefix of the TC egress programs: `egress_entry` and one
@@ -1205,7 +1221,7 @@ mod tests {
     #[test]
     fn flow_stat_names_cover_every_counter() {
         assert_eq!(FLOW_STAT_NAMES.len() as u32, FLOW_STATS_LEN);
-        assert_eq!(FlowStat::RecoverEventLost as u32, FLOW_STATS_LEN - 1);
+        assert_eq!(FlowStat::SeqBeyondWindow as u32, FLOW_STATS_LEN - 1);
     }
 
     #[test]

@@ -89,10 +89,17 @@ fn owner_of(token: u32) -> Option<(&'static FlowKey, &'static mut FlowState)> {
 }
 
 /// Maps the joined subflow `sub` to the connection of `token` (its MP_JOIN
-/// SYN named it; `peer_opened`: the peer sent that SYN). A retransmitted
-/// SYN keeps the existing mapping. True if mapped (now or before).
+/// SYN named it; `peer_opened`: the peer sent that SYN, else the local end,
+/// whose window bound it carried: `rcv_wnd_log2`). A retransmitted SYN
+/// keeps the existing mapping. True if mapped (now or before).
 #[inline(always)]
-pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>, peer_opened: bool) -> bool {
+pub fn map_join(
+    sub: &FlowKey,
+    token: u32,
+    wscale: Option<u8>,
+    peer_opened: bool,
+    rcv_wnd_log2: u8,
+) -> bool {
     let Some((conn, _)) = owner_of(token) else {
         stats::event(FlowStat::JoinTokenUnknown);
         return false;
@@ -115,7 +122,8 @@ pub fn map_join(sub: &FlowKey, token: u32, wscale: Option<u8>, peer_opened: bool
         rcv_nxt: 0,
         wscale: wscale.unwrap_or(0),
         prio_sent: 0,
-        _pad: [0; 2],
+        rcv_wnd_log2,
+        _pad: 0,
     };
     if JOINS.insert(sub, &j, 0).is_err() {
         stats::event(FlowStat::TokenInsertFailed);
@@ -217,6 +225,41 @@ pub fn remove_join(sub: &FlowKey, conn: &FlowKey, f: &mut FlowState, counted: bo
         atomic::add_u64(joins_word(f), (-(1i64 << JOINS_SHIFT)) as u64);
     }
     f.joins == 0 && f.flags & emptcp_common::FLOW_INITIAL_CLOSED != 0 && remove(conn)
+}
+
+/// Where a segment ending at `end` stands against a subflow's `rcv_nxt`.
+pub enum Seq {
+    /// At or before it (a retransmission, or in order without payload).
+    NotAhead,
+    /// Past it, inside the local end's largest receive window.
+    Ahead,
+    /// Further than any window the local end can advertise: not the
+    /// peer's (counted `seq_beyond_window`).
+    Beyond,
+}
+
+/// [`Seq`] of a segment ending at `end`, for a subflow whose local end's
+/// window stays below `1 << rcv_wnd_log2` (0: unknown, RFC 7323's largest
+/// 2^30). Following any forward segment let a blind sender that knows the
+/// 4-tuple move rcv_nxt to a value it chose with one segment in two, and
+/// then end the connection with a RST there; with the bound, one in 512 at
+/// Linux's default shift of 7.
+#[inline(always)]
+pub fn seq_of(end: u32, rcv_nxt: u32, rcv_wnd_log2: u8) -> Seq {
+    let d = end.wrapping_sub(rcv_nxt);
+    if d == 0 || (d as i32) < 0 {
+        return Seq::NotAhead;
+    }
+    let log2 = if rcv_wnd_log2 == 0 {
+        30
+    } else {
+        rcv_wnd_log2.min(30)
+    };
+    if d > 1u32 << log2 {
+        stats::event(FlowStat::SeqBeyondWindow);
+        return Seq::Beyond;
+    }
+    Seq::Ahead
 }
 
 /// Delivered addresses of `f` still wait for the stack's confirmation.

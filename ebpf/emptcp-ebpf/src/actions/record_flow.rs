@@ -35,7 +35,7 @@ use emptcp_common::{
 use crate::{
     action_program,
     chain::{self, Step, Verdict},
-    flow::{self, Conn},
+    flow::{self, Conn, Seq},
     maps::{FLOWS, NEW_FLOW, PROGS, SYN_SHIFTS},
     options::{ACK, FIN, RST, SYN, Seg, bounded, key, load},
     sha256, stats,
@@ -197,9 +197,12 @@ fn create(ctx: &XdpContext, m: *mut XdpMeta, key_at: usize, flags: u32) -> bool 
     // RFC 7323: a shift above 14 is used as 14.
     if flags & FLOW_SERVER != 0 {
         settle_server_shift(key, f);
-    } else if let Some(w) = peer_wscale(ctx, s) {
-        f.wscale = w;
-        f.flags |= FLOW_PEER_WSCALE;
+    } else {
+        take_local_window(key, f);
+        if let Some(w) = peer_wscale(ctx, s) {
+            f.wscale = w;
+            f.flags |= FLOW_PEER_WSCALE;
+        }
     }
     let mut eth = [0u8; 16];
     // A raw-IP link (L3 at 0) has no MACs: a forged packet needs none.
@@ -230,7 +233,8 @@ fn join_received(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
         return false;
     }
     let token = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
-    flow::map_join(key, token, peer_wscale(ctx, s), true)
+    // The local end's window bound comes with its SYN-ACK (egress hook).
+    flow::map_join(key, token, peer_wscale(ctx, s), true, 0)
 }
 
 /// The peer's MP_CAPABLE SYN (the local end is the server): its window
@@ -262,10 +266,22 @@ fn settle_server_shift(key: &FlowKey, f: &mut FlowState) {
     if v.flags & SYN_SHIFT_ANSWERED == 0 {
         return;
     }
+    f.rcv_wnd_log2 = v.local_wnd_log2;
     f.flags |= FLOW_SHIFT_SETTLED;
     if v.flags & (SYN_SHIFT_PEER | SYN_SHIFT_LOCAL) == SYN_SHIFT_PEER | SYN_SHIFT_LOCAL {
         f.wscale = v.peer;
         f.flags |= FLOW_PEER_WSCALE;
+    }
+}
+
+/// A connection the local end opened takes its window bound from its SYN
+/// (`SYN_SHIFTS`, written by the egress hook as the SYN left); unknown
+/// without it.
+#[inline(always)]
+fn take_local_window(key: &FlowKey, f: &mut FlowState) {
+    if let Some(v) = unsafe { SYN_SHIFTS.get(key) } {
+        f.rcv_wnd_log2 = v.local_wnd_log2;
+        let _ = SYN_SHIFTS.remove(key);
     }
 }
 
@@ -387,7 +403,9 @@ fn in_sequence(s: &Seg, rcv_nxt: u32) -> bool {
 #[inline(always)]
 fn note_join(s: &Seg, j: &mut emptcp_common::JoinState) {
     let end = s.seq.wrapping_add(s.payload());
-    if j.flags & JOIN_SEQ_SEEN == 0 || (end.wrapping_sub(j.rcv_nxt) as i32) > 0 {
+    if j.flags & JOIN_SEQ_SEEN == 0
+        || matches!(flow::seq_of(end, j.rcv_nxt, j.rcv_wnd_log2), Seq::Ahead)
+    {
         j.rcv_nxt = end;
         flow::set_join_flags(j, JOIN_SEQ_SEEN);
     }
@@ -402,8 +420,13 @@ fn note_segment(s: &Seg, f: &mut FlowState) {
         .seq
         .wrapping_add(s.payload())
         .wrapping_add((s.flags & (SYN | FIN) != 0) as u32);
-    if f.flags & FLOW_SEQ_SEEN != 0 && (end.wrapping_sub(f.rcv_nxt) as i32) < 0 {
-        return;
+    if f.flags & FLOW_SEQ_SEEN != 0 {
+        match flow::seq_of(end, f.rcv_nxt, f.rcv_wnd_log2) {
+            Seq::Beyond => return,
+            // Older than the newest: its ack and timestamps are too.
+            Seq::NotAhead if end != f.rcv_nxt => return,
+            _ => {}
+        }
     }
     f.rcv_nxt = end;
     f.ack = s.ack;

@@ -18,7 +18,7 @@
 use aya_ebpf::programs::TcContext;
 use emptcp_common::{
     ADDR_SLOTS, AddrKey, FlowKey, FlowState, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, OPTS_BAD,
-    SYN_SHIFT_ANSWERED, SYN_SHIFT_LOCAL, XdpMeta,
+    SYN_SHIFT_ANSWERED, SYN_SHIFT_LOCAL, SynShift, XdpMeta,
 };
 
 use crate::{
@@ -45,17 +45,21 @@ pub fn track(ctx: &TcContext, m: *const XdpMeta) {
     let s = Seg::of(m);
     let k = key(m);
     if s.flags & (SYN | ACK) == SYN {
+        let wnd = window_log2(ctx, &s);
         let mut o = [0u8; 16];
         if s.join.len == 12 && s.read(ctx, s.join, &mut o) {
-            joined(&k, u32::from_be_bytes([o[4], o[5], o[6], o[7]]));
+            joined(&k, u32::from_be_bytes([o[4], o[5], o[6], o[7]]), wnd);
+        } else if s.capable.len != 0 {
+            opened_connection(&k, wnd);
         }
         return;
     }
     if s.flags & SYN != 0 {
+        let wnd = window_log2(ctx, &s);
         if s.join.len != 0 {
-            answered(&k, s.wscale.len != 0);
+            answered(&k, s.wscale.len != 0, wnd);
         } else if s.capable.len != 0 {
-            answered_connection(&k, s.wscale.len != 0);
+            answered_connection(&k, s.wscale.len != 0, wnd);
         }
         return;
     }
@@ -72,7 +76,7 @@ pub fn track(ctx: &TcContext, m: *const XdpMeta) {
 /// scale). Scaling is in effect only if this SYN-ACK carries the option
 /// too (RFC 7323 2.2): ingress set_window waits for this answer.
 #[inline(always)]
-fn answered(key: &FlowKey, scales: bool) {
+fn answered(key: &FlowKey, scales: bool, wnd: u8) {
     let Some(j) = JOINS.get_ptr_mut(key) else {
         return;
     };
@@ -83,6 +87,7 @@ fn answered(key: &FlowKey, scales: bool) {
         flow::clear_join_flags(j, JOIN_WSCALE_SEEN);
         j.wscale = 0;
     }
+    j.rcv_wnd_log2 = wnd;
     flow::set_join_flags(j, JOIN_SYN_ACK_SEEN);
 }
 
@@ -91,22 +96,48 @@ fn answered(key: &FlowKey, scales: bool) {
 /// whether this SYN-ACK scales too settles the connection's shift when its
 /// third ACK creates it.
 #[inline(always)]
-fn answered_connection(key: &FlowKey, scales: bool) {
+fn answered_connection(key: &FlowKey, scales: bool, wnd: u8) {
     let Some(v) = SYN_SHIFTS.get_ptr_mut(key) else {
         return;
     };
     // SAFETY: an LRU value stays valid for the program run.
     let v = unsafe { &mut *v };
     v.flags |= SYN_SHIFT_ANSWERED;
+    v.local_wnd_log2 = wnd;
     if scales {
         v.flags |= SYN_SHIFT_LOCAL;
     }
 }
 
+/// The local end opens connection `key` with its MP_CAPABLE SYN: its
+/// window bound waits in `SYN_SHIFTS` for the peer's SYN-ACK, which
+/// creates the connection (record_flow).
+#[inline(always)]
+fn opened_connection(key: &FlowKey, wnd: u8) {
+    let v = SynShift {
+        local_wnd_log2: wnd,
+        ..SynShift::default()
+    };
+    let _ = SYN_SHIFTS.insert(key, &v, 0);
+}
+
+/// The largest receive window the sender of SYN `s` can advertise, as a
+/// power of two: 16 plus the shift of its window scale option (RFC 7323:
+/// at most 14), 16 without one.
+#[inline(always)]
+fn window_log2(ctx: &TcContext, s: &Seg) -> u8 {
+    let mut wb = [0u8; 8];
+    if s.wscale.len != 0 && s.read(ctx, s.wscale, &mut wb) {
+        16 + wb[2].min(14)
+    } else {
+        16
+    }
+}
+
 /// The local end opens subflow `key` to the connection of `token`.
 #[inline(always)]
-fn joined(key: &FlowKey, token: u32) {
-    if !flow::map_join(key, token, None, false) {
+fn joined(key: &FlowKey, token: u32, wnd: u8) {
+    if !flow::map_join(key, token, None, false, wnd) {
         return;
     }
     let Some(c) = flow::resolve(key, true) else {
