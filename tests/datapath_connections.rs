@@ -981,6 +981,92 @@ fn two_cpus_joining_and_closing_at_once_keep_the_join_count_exact() {
     );
 }
 
+/// Two CPUs find one connection's recovery due and no room in their
+/// segments at the same moment, round after round: the `PENDING` gauge
+/// (connections pending; the TC recovery parses every received packet
+/// while it is above 0) moves by one per round, not two. Moving it on a
+/// plain test of the flag before an atomic or let both CPUs add when both
+/// found the flag clear, and the gauge never came back to 0. The rounds
+/// start on a spinning flag, not a sleeping barrier, so the two runs
+/// meet within a fraction of a microsecond; on a machine so loaded that
+/// 20 000 rounds take longer than 10 s, the rounds run by then are judged.
+#[test]
+fn two_cpus_marking_one_connection_pending_count_it_once() {
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    need_kernel!();
+    let mut dp = dp_with(&EMPTCP);
+    stored_at_recover_at(&mut dp);
+    const ROUNDS: u64 = 20_000;
+    let dp = std::sync::Arc::new(std::sync::RwLock::new(dp));
+    // `go`: the round CPU 0 started; `done`: the last round CPU 1 ran.
+    let (go, done) = (
+        std::sync::Arc::new(AtomicU64::new(0)),
+        std::sync::Arc::new(AtomicU64::new(0)),
+    );
+    let frame = full_data(&initial()).frame();
+    const STOP: u64 = u64::MAX;
+    let coordinator = {
+        let (dp, go, done, frame) = (dp.clone(), go.clone(), done.clone(), frame.clone());
+        std::thread::spawn(move || {
+            pin_to(0);
+            let budget = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            for round in 1..=ROUNDS {
+                while done.load(SeqCst) != round - 1 {
+                    std::hint::spin_loop();
+                }
+                {
+                    // Not pending again: the state the round starts from.
+                    let mut dp = dp.write().unwrap();
+                    let mut g = dp.flow(&initial().key()).unwrap();
+                    g.flags &= !FLOW_RECOVER_PENDING;
+                    g.pending_packets = 0;
+                    dp.put_flow(&initial().key(), &g);
+                }
+                go.store(round, SeqCst);
+                assert_eq!(dp.read().unwrap().entry(&frame).verdict, XDP_PASS);
+                if round == ROUNDS || std::time::Instant::now() > budget {
+                    while done.load(SeqCst) != round {
+                        std::hint::spin_loop();
+                    }
+                    go.store(STOP, SeqCst);
+                    return round;
+                }
+            }
+            unreachable!()
+        })
+    };
+    let other = {
+        let (dp, go, done) = (dp.clone(), go.clone(), done.clone());
+        std::thread::spawn(move || {
+            pin_to(1);
+            for round in 1.. {
+                let g = loop {
+                    let g = go.load(SeqCst);
+                    if g == round || g == STOP {
+                        break g;
+                    }
+                    std::hint::spin_loop();
+                };
+                if g == STOP {
+                    return;
+                }
+                assert_eq!(dp.read().unwrap().entry(&frame).verdict, XDP_PASS);
+                done.store(round, SeqCst);
+            }
+        })
+    };
+    let rounds = coordinator.join().unwrap();
+    other.join().unwrap();
+    eprintln!("{rounds} rounds");
+    assert!(rounds >= 100, "only {rounds} rounds in 10 s");
+    let dp = dp.read().unwrap();
+    assert_ne!(
+        dp.flow(&initial().key()).unwrap().flags & FLOW_RECOVER_PENDING,
+        0
+    );
+    assert_eq!(pending_gauge(&dp), rounds, "one per round");
+}
+
 /// Pins the calling thread to `cpu` (BPF_PROG_TEST_RUN runs on it).
 fn pin_to(cpu: usize) {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
