@@ -475,3 +475,50 @@ fn the_ingress_chain_runs_after_the_capture() {
     receive(&e, &rst, "RST, no chain");
     assert!(e.subflow(&key).is_none());
 }
+
+/// The capture walk reads `SUBFLOWS` a batch of entries per system call:
+/// every entry of an LRU hash comes exactly once with its value, also when
+/// the first batch is too small for one bucket (the room grows), and an
+/// empty map reads as empty.
+#[test]
+fn the_batched_walk_reads_every_entry_once() {
+    need_kernel!();
+    use std::os::fd::AsFd as _;
+    const N: u64 = 5000;
+    let def = emptcp::object::MapDef {
+        map_type: 9, // BPF_MAP_TYPE_LRU_HASH, as SUBFLOWS
+        key_size: size_of::<emptcp_common::FlowKey>() as u32,
+        value_size: 8,
+        max_entries: 8192,
+        flags: 0,
+        layout: None,
+    };
+    let fd = emptcp::sys::map_create(&def, "walk_test").expect("create the map");
+    let walk = |room: usize| {
+        let mut seen = std::collections::HashMap::new();
+        emptcp::sys::hash_entries(fd.as_fd(), def.key_size as usize, 8, room, |k, v| {
+            let at = std::mem::offset_of!(emptcp_common::FlowKey, remote) + 8;
+            let key = u64::from_ne_bytes(k[at..at + 8].try_into().unwrap());
+            let value = u64::from_ne_bytes(v.try_into().unwrap());
+            *seen.entry((key, value)).or_insert(0u32) += 1;
+        })
+        .expect("walk");
+        seen
+    };
+    assert!(walk(emptcp::sys::BATCH_ENTRIES).is_empty(), "empty map");
+    let md = aya::maps::MapData::from_fd(fd.try_clone().unwrap()).unwrap();
+    let mut m: aya::maps::HashMap<_, emptcp_common::FlowKey, u64> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(md)).unwrap();
+    for i in 0..N {
+        let mut key = emptcp_common::FlowKey::default();
+        key.remote[8..16].copy_from_slice(&i.to_ne_bytes());
+        m.insert(key, i * 3, 0).unwrap();
+    }
+    for room in [emptcp::sys::BATCH_ENTRIES, 1] {
+        let seen = walk(room);
+        assert_eq!(seen.len() as u64, N, "room {room}: entries");
+        for i in 0..N {
+            assert_eq!(seen.get(&(i, i * 3)), Some(&1), "room {room}: entry {i}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! The few bpf(2) commands aya 0.14 does not expose: the XDP ifindex of a
-//! link, the program id in a PROG_ARRAY slot, and link detach; and
+//! link, the program id in a PROG_ARRAY slot, link detach, batched map
+//! reads; and
 //! BPF_PROG_TEST_RUN of programs aya holds no handle of (see `test_run`). The attribute
 //! layouts are the kernel's stable UAPI (include/uapi/linux/bpf.h).
 use std::{
@@ -587,6 +588,71 @@ pub fn map_lookup(map: &OwnedFd, key: &[u8], value: &mut [u8]) -> io::Result<()>
         value.as_mut_ptr() as u64,
         0,
     )
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// Entries a batched read asks for at first: a few pages of keys and
+/// values per system call.
+pub const BATCH_ENTRIES: usize = 256;
+
+/// Calls `each(key, value)` for every entry of the hash map `map` (key and
+/// value sizes as given), reading a batch of entries per system call
+/// (BPF_MAP_LOOKUP_BATCH, Linux 5.6) instead of two per entry (next key,
+/// then lookup): a walk of 10^5 entries once a second was 2x10^5 system
+/// calls. The kernel walks the map bucket by bucket, so an entry added or
+/// deleted meanwhile may or may not be seen, but none is seen twice (a
+/// next-key walk whose current key is deleted starts over from the first
+/// bucket). `room`: entries asked for per call ([`BATCH_ENTRIES`]; it
+/// doubles when one bucket holds more).
+pub fn hash_entries(
+    map: std::os::fd::BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    room: usize,
+    mut each: impl FnMut(&[u8], &[u8]),
+) -> io::Result<()> {
+    let mut room = room.max(1);
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    // The position after the last bucket read (a u32 for hash maps; 8
+    // bytes of room); none before the first call.
+    let (mut at, mut next) = ([0u8; 8], [0u8; 8]);
+    let mut first = true;
+    loop {
+        keys.resize(room * key_size, 0);
+        values.resize(room * value_size, 0);
+        let mut attr = Attr::new();
+        attr.u64_at(0, if first { 0 } else { at.as_ptr() as u64 })
+            .u64_at(8, next.as_mut_ptr() as u64)
+            .u64_at(16, keys.as_mut_ptr() as u64)
+            .u64_at(24, values.as_mut_ptr() as u64)
+            .u32_at(32, room as u32)
+            .u32_at(36, map.as_raw_fd() as u32);
+        let r = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        // The kernel writes back how many entries it copied, also with
+        // ENOENT (the last batch).
+        let n = u32::from_ne_bytes(attr.0[32..36].try_into().unwrap()) as usize;
+        let done = match r {
+            Ok(_) => false,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+            // One bucket holds more entries than the room: more room.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && n == 0 => {
+                room *= 2;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for i in 0..n.min(room) {
+            each(
+                &keys[i * key_size..(i + 1) * key_size],
+                &values[i * value_size..(i + 1) * value_size],
+            );
+        }
+        if done {
+            return Ok(());
+        }
+        at = next;
+        first = false;
+    }
 }
 
 /// Size of `struct __sk_buff` (UAPI) as a test-run context, and the offset

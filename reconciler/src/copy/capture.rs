@@ -1,6 +1,8 @@
 //! Reading the capture (`SUBFLOWS`: created and filled by the TC egress
 //! program, completed by the XDP ingress capture) into what the
 //! packet-copy runner needs per subflow.
+use std::os::fd::{AsFd as _, OwnedFd};
+
 use aya::maps::{HashMap, Map, MapData, MapError};
 use emptcp_common::{
     FlowKey, FlowState, SF_ACK_SEEN, SF_CLOSED, SF_DATA_ACK_SEEN, SF_JOIN, SF_LOCAL_KEY,
@@ -145,14 +147,19 @@ pub const TOMBSTONE_TTL_NS: u64 = 90_000_000_000;
 /// `SUBFLOWS` replaces the pinned map; the next open follows it).
 pub struct Capture {
     subflows: HashMap<MapData, FlowKey, SubflowState>,
+    /// The same map, for the batched walk (aya reads one entry at a time).
+    subflows_fd: OwnedFd,
     flows: Option<HashMap<MapData, FlowKey, FlowState>>,
 }
 
 impl Capture {
     /// `None` while no policy with an egress chain was applied.
     pub fn open(layout: &Layout) -> Option<Capture> {
+        let md = MapData::from_pin(layout.map("SUBFLOWS")).ok()?;
+        let subflows_fd = md.fd().as_fd().try_clone_to_owned().ok()?;
         Some(Capture {
-            subflows: open(layout, "SUBFLOWS")?,
+            subflows: HashMap::try_from(Map::from_map_data(md).ok()?).ok()?,
+            subflows_fd,
             flows: open(layout, "FLOWS"),
         })
     }
@@ -174,8 +181,29 @@ impl Capture {
         let mut handshaking = false;
         let mut views = Vec::new();
         let mut expired = Vec::new();
-        for entry in self.subflows.iter() {
-            let (k, s) = entry?;
+        let mut entries = Vec::new();
+        crate::sys::hash_entries(
+            self.subflows_fd.as_fd(),
+            size_of::<FlowKey>(),
+            size_of::<SubflowState>(),
+            crate::sys::BATCH_ENTRIES,
+            |k, v| {
+                // SAFETY: both are plain-old-data of exactly these sizes.
+                entries.push(unsafe {
+                    (
+                        std::ptr::read_unaligned(k.as_ptr().cast::<FlowKey>()),
+                        std::ptr::read_unaligned(v.as_ptr().cast::<SubflowState>()),
+                    )
+                })
+            },
+        )
+        .map_err(|io_error| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_batch",
+                io_error,
+            })
+        })?;
+        for (k, s) in entries {
             if tombstone_expired(&s, now_ns) {
                 expired.push(k);
                 continue;
