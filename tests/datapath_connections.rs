@@ -705,11 +705,14 @@ fn agent_events(dp: &mut Dp) -> Vec<emptcp_common::RecoverEvent> {
     out
 }
 
-/// The `PENDING` gauge (connections waiting for a packet with room; the TC
-/// recovery parses every received packet while it is above 0).
-fn pending_gauge(dp: &Dp) -> u64 {
+/// A gauge's value: `PENDING` (connections waiting for a packet with
+/// room; the TC recovery parses every received packet while it is above
+/// 0) or `AWAITING` (connections with a delivered address not yet
+/// confirmed; the egress hook looks at every sent segment while it is
+/// above 0).
+fn gauge(dp: &Dp, name: &str) -> u64 {
     let a: aya::maps::Array<_, u64> =
-        aya::maps::Array::try_from(dp.ebpf.map("PENDING").unwrap()).unwrap();
+        aya::maps::Array::try_from(dp.ebpf.map(name).unwrap()).unwrap();
     a.get(&0, 0).unwrap()
 }
 
@@ -772,7 +775,7 @@ fn a_handoff_to_the_agent_is_a_delivery_attempt_retried_then_given_up() {
             0,
             "attempt {attempt}: still pending"
         );
-        assert_eq!(pending_gauge(&dp), 0, "attempt {attempt}");
+        assert_eq!(gauge(&dp, "PENDING"), 0, "attempt {attempt}");
         assert_eq!(
             (g.recovered, g.attempts, g.recovered_via),
             (1 << 6, attempt, VIA_AGENT),
@@ -796,16 +799,7 @@ fn a_handoff_to_the_agent_is_a_delivery_attempt_retried_then_given_up() {
     );
     assert_eq!(dp.event(FlowStat::AddAddrGivenUp), 1);
     assert_eq!(dp.flow(&initial().key()).unwrap().stored, 0);
-    assert_eq!(pending_gauge(&dp), 0);
-}
-
-/// The `AWAITING` gauge (connections with a delivered address not yet
-/// confirmed; the egress hook looks at every sent segment while it is
-/// above 0).
-fn awaiting(dp: &Dp) -> u64 {
-    let a: aya::maps::Array<_, u64> =
-        aya::maps::Array::try_from(dp.ebpf.map("AWAITING").unwrap()).unwrap();
-    a.get(&0, 0).unwrap()
+    assert_eq!(gauge(&dp, "PENDING"), 0);
 }
 
 /// A delivered address whose stored option was evicted from `FLOW_ADDRS`
@@ -819,7 +813,7 @@ fn an_evicted_option_is_forgotten_with_its_gauge() {
     stored_at_recover_at(&mut dp);
     let carrier = pure_ack(&initial(), 1);
     dp.entry(&carrier.frame());
-    assert_eq!(awaiting(&dp), 1, "control: delivered, awaiting");
+    assert_eq!(gauge(&dp, "AWAITING"), 1, "control: delivered, awaiting");
     {
         let mut m: aya::maps::HashMap<_, emptcp_common::AddrKey, StoredAddAddr> =
             aya::maps::HashMap::try_from(dp.ebpf.map_mut("FLOW_ADDRS").unwrap()).unwrap();
@@ -835,7 +829,7 @@ fn an_evicted_option_is_forgotten_with_its_gauge() {
     dp.entry(&carrier.frame());
     assert_eq!(dp.event(FlowStat::AddAddrLost), 1);
     assert_eq!(dp.flow(&initial().key()).unwrap().stored, 0);
-    assert_eq!(awaiting(&dp), 0, "the gauge stayed up");
+    assert_eq!(gauge(&dp, "AWAITING"), 0, "the gauge stayed up");
 }
 
 #[test]
@@ -1064,7 +1058,7 @@ fn two_cpus_marking_one_connection_pending_count_it_once() {
         dp.flow(&initial().key()).unwrap().flags & FLOW_RECOVER_PENDING,
         0
     );
-    assert_eq!(pending_gauge(&dp), rounds, "one per round");
+    assert_eq!(gauge(&dp, "PENDING"), rounds, "one per round");
 }
 
 /// Pins the calling thread to `cpu` (BPF_PROG_TEST_RUN runs on it).
