@@ -785,7 +785,7 @@ fn the_capture_walk_removes_expired_tombstones() {
     subflows.insert(expired, entry(closed, old), 0).unwrap();
     let layout = emptcp::layout::Layout::new(&root.path);
     let mut capture = Capture::open(&layout).expect("the capture maps");
-    let (views, _) = capture.read_at(now, monotonic_ns()).unwrap();
+    let (views, _) = capture.read_at(now, monotonic_ns(), |_| true).unwrap();
     assert_eq!(views.len(), 1, "the live subflow is the only view");
     assert!(subflows.get(&live, 0).is_ok(), "the live subflow stays");
     assert!(subflows.get(&recent, 0).is_ok(), "a recent tombstone stays");

@@ -165,7 +165,9 @@ impl Capture {
     }
 
     /// Every captured subflow with enough state, with the connection size
-    /// from `FLOWS` for initial subflows (joins have none); and whether a
+    /// from `FLOWS` for initial subflows of the chains `sized` names (the
+    /// chains of a rule that fires on the size: a lookup, one system call,
+    /// per subflow; joins have none); and whether a
     /// subflow last seen at or after `since_ns` is still in its handshake
     /// (its SYN captured, no ACK sent yet): it has no view yet, and a round
     /// soon after shows it (else a connection shorter than a resolve period
@@ -177,6 +179,7 @@ impl Capture {
         &mut self,
         since_ns: u64,
         now_ns: u64,
+        sized: impl Fn(u32) -> bool,
     ) -> Result<(Vec<(SubflowView, Captured)>, bool), MapError> {
         let mut handshaking = false;
         let mut views = Vec::new();
@@ -208,7 +211,12 @@ impl Capture {
                 expired.push(k);
                 continue;
             }
-            let v = view(&k, &s, self.bytes(&k, &s));
+            let bytes = if sized(s.chain) {
+                self.bytes(&k, &s)
+            } else {
+                None
+            };
+            let v = view(&k, &s, bytes);
             handshaking |= v.is_none() && in_handshake(&s) && s.last_seen_ns >= since_ns;
             views.extend(v);
         }

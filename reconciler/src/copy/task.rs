@@ -94,7 +94,13 @@ fn round_view(
         return Some((Vec::new(), false));
     }
     let since = now.saturating_sub(HANDSHAKE_WINDOW.as_nanos() as u64);
-    match capture?.read_at(since, now) {
+    // Only a rule on the connection's size needs it from FLOWS.
+    let sized: Vec<u32> = armed
+        .iter()
+        .filter(|a| matches!(a.rule.when, When::FlowBytesAt { .. }))
+        .map(|a| a.rule.chain)
+        .collect();
+    match capture?.read_at(since, now, |chain| sized.contains(&chain)) {
         Ok(view) => Some(view),
         Err(e) => {
             tracing::debug!(error = %e, "cannot read the capture; next round in {UNREADABLE_RETRY:?}");
