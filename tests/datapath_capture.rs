@@ -496,11 +496,12 @@ fn the_batched_walk_reads_every_entry_once() {
     let fd = emptcp::sys::map_create(&def, "walk_test").expect("create the map");
     let walk = |room: usize| {
         let mut seen = std::collections::HashMap::new();
-        emptcp::sys::hash_entries(fd.as_fd(), def.key_size as usize, 8, room, |k, v| {
+        emptcp::sys::map_entries(fd.as_fd(), def.key_size as usize, 8, room, |k, v| {
             let at = std::mem::offset_of!(emptcp_common::FlowKey, remote) + 8;
             let key = u64::from_ne_bytes(k[at..at + 8].try_into().unwrap());
             let value = u64::from_ne_bytes(v.try_into().unwrap());
             *seen.entry((key, value)).or_insert(0u32) += 1;
+            Ok(true)
         })
         .expect("walk");
         seen

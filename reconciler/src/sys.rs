@@ -153,7 +153,6 @@ pub fn link_detach(fd: &OwnedFd) -> io::Result<()> {
 }
 
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 /// Create only, never overwrite (map update flag).
 pub const BPF_NOEXIST: u64 = 1;
@@ -200,60 +199,70 @@ pub fn copy_entries(
     key_size: usize,
     value_size: usize,
 ) -> io::Result<u64> {
+    use std::os::fd::AsFd as _;
     let array = map_facts(to)?.map_type == crate::object::BPF_MAP_TYPE_ARRAY;
-    let mut key = vec![0u8; key_size];
-    let mut next = vec![0u8; key_size];
+    let from_size = map_facts(from)?.value_size as usize;
+    if from_size > value_size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("old values of {from_size} bytes do not fit new ones of {value_size}"),
+        ));
+    }
+    // Past the old value's bytes the buffer stays zero.
     let mut value = vec![0u8; value_size];
     let mut current = vec![0u8; value_size];
-    let mut first = true;
     let mut copied = 0;
-    loop {
-        let cur = if first {
-            std::ptr::null()
-        } else {
-            key.as_ptr()
-        };
-        match map_op(BPF_MAP_GET_NEXT_KEY, from, cur, next.as_mut_ptr() as u64, 0) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(copied),
-            Err(e) => return Err(e),
-        }
-        first = false;
-        key.copy_from_slice(&next);
-        // The lookup writes `from`'s value size: the rest stays zero.
-        value.fill(0);
-        match map_op(
-            BPF_MAP_LOOKUP_ELEM,
-            from,
-            key.as_ptr(),
-            value.as_mut_ptr() as u64,
-            0,
-        ) {
-            Ok(()) => {}
-            // Deleted meanwhile (LRU eviction): skip it.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(e) => return Err(e),
-        }
-        if array {
-            map_lookup(to, &key, &mut current)?;
-            if current.iter().any(|b| *b != 0) {
-                continue;
+    let each = |key: &[u8], old: &[u8]| {
+        value[..from_size].copy_from_slice(old);
+        Ok(match put_entry(to, array, key, &value, &mut current)? {
+            Put::Copied => {
+                copied += 1;
+                true
             }
+            Put::Kept => true,
+            Put::Full => false,
+        })
+    };
+    map_entries(from.as_fd(), key_size, from_size, BATCH_ENTRIES, each)?;
+    Ok(copied)
+}
+
+/// What [`put_entry`] did.
+enum Put {
+    Copied,
+    /// `to` has the entry already: kept.
+    Kept,
+    /// `to` is full (a smaller capacity): the copy stops.
+    Full,
+}
+
+/// Writes `key` -> `value` into `to` unless it has the key (an array: a
+/// non-zero value at the index; `current` is a buffer of its value size).
+fn put_entry(
+    to: &OwnedFd,
+    array: bool,
+    key: &[u8],
+    value: &[u8],
+    current: &mut [u8],
+) -> io::Result<Put> {
+    if array {
+        map_lookup(to, key, current)?;
+        if current.iter().any(|b| *b != 0) {
+            return Ok(Put::Kept);
         }
-        let flags = if array { BPF_ANY } else { BPF_NOEXIST };
-        match map_op(
-            BPF_MAP_UPDATE_ELEM,
-            to,
-            key.as_ptr(),
-            value.as_ptr() as u64,
-            flags,
-        ) {
-            Ok(()) => copied += 1,
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            // E2BIG: the new map is full (smaller capacity); stop copying.
-            Err(e) if e.raw_os_error() == Some(libc::E2BIG) => return Ok(copied),
-            Err(e) => return Err(e),
-        }
+    }
+    let flags = if array { BPF_ANY } else { BPF_NOEXIST };
+    match map_op(
+        BPF_MAP_UPDATE_ELEM,
+        to,
+        key.as_ptr(),
+        value.as_ptr() as u64,
+        flags,
+    ) {
+        Ok(()) => Ok(Put::Copied),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(Put::Kept),
+        Err(e) if e.raw_os_error() == Some(libc::E2BIG) => Ok(Put::Full),
+        Err(e) => Err(e),
     }
 }
 
@@ -595,26 +604,27 @@ const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// values per system call.
 pub const BATCH_ENTRIES: usize = 256;
 
-/// Calls `each(key, value)` for every entry of the hash map `map` (key and
-/// value sizes as given), reading a batch of entries per system call
-/// (BPF_MAP_LOOKUP_BATCH, Linux 5.6) instead of two per entry (next key,
-/// then lookup): a walk of 10^5 entries once a second was 2x10^5 system
-/// calls. The kernel walks the map bucket by bucket, so an entry added or
-/// deleted meanwhile may or may not be seen, but none is seen twice (a
-/// next-key walk whose current key is deleted starts over from the first
-/// bucket). `room`: entries asked for per call ([`BATCH_ENTRIES`]; it
-/// doubles when one bucket holds more).
-pub fn hash_entries(
+/// Calls `each(key, value)` for every entry of the hash map or array `map`
+/// (key and value sizes as given) until it returns false, reading a batch
+/// of entries per system call (BPF_MAP_LOOKUP_BATCH, Linux 5.6) instead of
+/// two per entry (next key, then lookup): a walk of 10^5 entries once a
+/// second was 2x10^5 system calls. The kernel walks a hash map bucket by
+/// bucket, so an entry added or deleted meanwhile may or may not be seen,
+/// but none is seen twice (a next-key walk whose current key is deleted
+/// starts over from the first bucket). `room`: entries asked for per call
+/// ([`BATCH_ENTRIES`]; it doubles when one bucket holds more). An error of
+/// `each` ends the walk and is returned.
+pub fn map_entries(
     map: std::os::fd::BorrowedFd<'_>,
     key_size: usize,
     value_size: usize,
     room: usize,
-    mut each: impl FnMut(&[u8], &[u8]),
+    mut each: impl FnMut(&[u8], &[u8]) -> io::Result<bool>,
 ) -> io::Result<()> {
     let mut room = room.max(1);
     let (mut keys, mut values) = (Vec::new(), Vec::new());
-    // The position after the last bucket read (a u32 for hash maps; 8
-    // bytes of room); none before the first call.
+    // The position after the last bucket read (a u32 for hash maps, the
+    // key of an array: 8 bytes of room); none before the first call.
     let (mut at, mut next) = ([0u8; 8], [0u8; 8]);
     let mut first = true;
     loop {
@@ -642,10 +652,13 @@ pub fn hash_entries(
             Err(e) => return Err(e),
         };
         for i in 0..n.min(room) {
-            each(
+            let go_on = each(
                 &keys[i * key_size..(i + 1) * key_size],
                 &values[i * value_size..(i + 1) * value_size],
-            );
+            )?;
+            if !go_on {
+                return Ok(());
+            }
         }
         if done {
             return Ok(());

@@ -318,7 +318,7 @@ const WALK_TARGET: Duration = Duration::from_millis(100);
 
 /// What reading the capture costs a packet-copy round: `SUBFLOWS` (an LRU
 /// hash of the capture's key and value) with 10^5 subflows, read whole
-/// the way the packet-copy task reads it (`sys::hash_entries`, a batch
+/// the way the packet-copy task reads it (`sys::map_entries`, a batch
 /// of entries per system call) and, as the baseline, one entry at a time
 /// (aya's iterator: next key, then lookup), in alternating order, the
 /// median of 5 each.
@@ -357,7 +357,7 @@ fn capture_walk() -> anyhow::Result<(String, bool)> {
     for _ in 0..ROUNDS {
         let start = Instant::now();
         let mut n = 0u64;
-        emptcp::sys::hash_entries(
+        emptcp::sys::map_entries(
             fd.as_fd(),
             def.key_size as usize,
             def.value_size as usize,
@@ -365,6 +365,7 @@ fn capture_walk() -> anyhow::Result<(String, bool)> {
             |k, v| {
                 std::hint::black_box((k, v));
                 n += 1;
+                Ok(true)
             },
         )?;
         batched.push(start.elapsed().as_secs_f64());

@@ -185,7 +185,7 @@ impl Capture {
         let mut views = Vec::new();
         let mut expired = Vec::new();
         let mut entries = Vec::new();
-        crate::sys::hash_entries(
+        crate::sys::map_entries(
             self.subflows_fd.as_fd(),
             size_of::<FlowKey>(),
             size_of::<SubflowState>(),
@@ -197,7 +197,8 @@ impl Capture {
                         std::ptr::read_unaligned(k.as_ptr().cast::<FlowKey>()),
                         std::ptr::read_unaligned(v.as_ptr().cast::<SubflowState>()),
                     )
-                })
+                });
+                Ok(true)
             },
         )
         .map_err(|io_error| {
