@@ -516,10 +516,14 @@ pub const FLOW_SERVER: u32 = 1 << 8;
 pub const FLOW_SHIFT_SETTLED: u32 = 1 << 10;
 
 /// Value of `SYN_SHIFTS` (key: the subflow's [`FlowKey`], ingress
-/// orientation): the window scale of a connection the peer opens, kept
-/// from its MP_CAPABLE SYN until its third ACK creates the connection
-/// (which carries no option of its own), so ingress `set_window` knows the
-/// shift of the local end's own initial subflow. 4 bytes.
+/// orientation): what a handshake's SYNs announced, kept until the
+/// connection is created. For a connection the peer opens: the peer's
+/// window scale, from its MP_CAPABLE SYN until its third ACK creates the
+/// connection (which carries no option of its own), so ingress
+/// `set_window` knows the shift of the local end's own initial subflow,
+/// and the local SYN-ACK's window bound. For one the local end opens: its
+/// SYN's window bound, until the peer's SYN-ACK creates the connection
+/// (the RST check's bound on rcv_nxt, `FlowState::rcv_wnd_log2`). 4 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SynShift {

@@ -93,9 +93,10 @@ pub static TOKENS: LruHashMap<u32, FlowKey> =
 pub static JOINS: LruHashMap<FlowKey, JoinState> =
     LruHashMap::with_max_entries(DEFAULT_JOIN_CAPACITY, 0);
 
-/// Handshakes the peer opens (ingress-oriented key) -> their window scale
-/// (`emptcp_common::SynShift`), from the peer's MP_CAPABLE SYN to the
-/// third ACK that creates the connection.
+/// Handshakes in flight (ingress-oriented key) -> what their SYNs announced
+/// (`emptcp_common::SynShift`): from the peer's MP_CAPABLE SYN to the
+/// third ACK that creates the connection, or from the local end's SYN to
+/// the peer's SYN-ACK.
 #[map]
 pub static SYN_SHIFTS: LruHashMap<FlowKey, SynShift> =
     LruHashMap::with_max_entries(SYN_SHIFT_CAPACITY, 0);
