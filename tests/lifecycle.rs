@@ -297,6 +297,22 @@ fn program_upgrade_is_atomic_and_hitless() {
     let rx = in_netns(&pair.b, || UdpSocket::bind("192.0.2.2:7000").unwrap());
     rx.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
+    // Room for the whole stream (~2000 datagrams of ~1 KiB truesize): the
+    // count must judge the hook, not a receiver thread that the apply's
+    // verification (both CPUs) kept off the CPU while the default buffer
+    // (~270 datagrams, 50 ms of the stream) overflowed.
+    let rcvbuf: i32 = 16 << 20;
+    // SAFETY: setsockopt on an open socket with an i32 value.
+    let r = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&rx),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&rcvbuf as *const i32).cast(),
+            size_of::<i32>() as u32,
+        )
+    };
+    assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
     let tx = in_netns(&pair.a, || UdpSocket::bind("192.0.2.1:0").unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
