@@ -184,7 +184,6 @@ impl Capture {
         let mut handshaking = false;
         let mut views = Vec::new();
         let mut expired = Vec::new();
-        let mut entries = Vec::new();
         crate::sys::map_entries(
             self.subflows_fd.as_fd(),
             size_of::<FlowKey>(),
@@ -192,12 +191,24 @@ impl Capture {
             crate::sys::BATCH_ENTRIES,
             |k, v| {
                 // SAFETY: both are plain-old-data of exactly these sizes.
-                entries.push(unsafe {
+                let (k, s) = unsafe {
                     (
                         std::ptr::read_unaligned(k.as_ptr().cast::<FlowKey>()),
                         std::ptr::read_unaligned(v.as_ptr().cast::<SubflowState>()),
                     )
-                });
+                };
+                if tombstone_expired(&s, now_ns) {
+                    expired.push(k);
+                    return Ok(true);
+                }
+                let bytes = if sized(s.chain) {
+                    self.bytes(&k, &s)
+                } else {
+                    None
+                };
+                let v = view(&k, &s, bytes);
+                handshaking |= v.is_none() && in_handshake(&s) && s.last_seen_ns >= since_ns;
+                views.extend(v);
                 Ok(true)
             },
         )
@@ -207,23 +218,8 @@ impl Capture {
                 io_error,
             })
         })?;
-        for (k, s) in entries {
-            if tombstone_expired(&s, now_ns) {
-                expired.push(k);
-                continue;
-            }
-            let bytes = if sized(s.chain) {
-                self.bytes(&k, &s)
-            } else {
-                None
-            };
-            let v = view(&k, &s, bytes);
-            handshaking |= v.is_none() && in_handshake(&s) && s.last_seen_ns >= since_ns;
-            views.extend(v);
-        }
-        // Removed after the walk (a removal during it restarts the kernel's
-        // key iteration), each checked again: a SYN on the same 4-tuple may
-        // have started the entry over meanwhile.
+        // Removed after the walk, each checked again: a SYN on the same
+        // 4-tuple may have started the entry over meanwhile.
         for k in expired {
             if self
                 .subflows

@@ -44,19 +44,16 @@ pub fn track(ctx: &TcContext, m: *const XdpMeta) {
     }
     let s = Seg::of(m);
     let k = key(m);
-    if s.flags & (SYN | ACK) == SYN {
-        let wnd = window_log2(ctx, &s);
-        let mut o = [0u8; 16];
-        if s.join.len == 12 && s.read(ctx, s.join, &mut o) {
-            joined(&k, u32::from_be_bytes([o[4], o[5], o[6], o[7]]), wnd);
-        } else if s.capable.len != 0 {
-            opened_connection(&k, wnd);
-        }
-        return;
-    }
     if s.flags & SYN != 0 {
         let wnd = window_log2(ctx, &s);
-        if s.join.len != 0 {
+        if s.flags & ACK == 0 {
+            let mut o = [0u8; 16];
+            if s.join.len == 12 && s.read(ctx, s.join, &mut o) {
+                joined(&k, u32::from_be_bytes([o[4], o[5], o[6], o[7]]), wnd);
+            } else if s.capable.len != 0 {
+                opened_connection(&k, wnd);
+            }
+        } else if s.join.len != 0 {
             answered(&k, s.wscale.len != 0, wnd);
         } else if s.capable.len != 0 {
             answered_connection(&k, s.wscale.len != 0, wnd);
