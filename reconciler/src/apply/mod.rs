@@ -549,7 +549,7 @@ impl<'a> Applier<'a> {
     /// sizing the four connection tables (~450 MB preallocated) took
     /// ~130 ms of an apply, FLOWS alone ~65 ms.
     fn create_big_tables(&self, max_entries: &BTreeMap<String, u32>) -> Result<(), StepError> {
-        let big: Vec<(String, crate::object::MapDef)> = self
+        let mut big: Vec<(String, crate::object::MapDef)> = self
             .object
             .maps
             .iter()
@@ -568,6 +568,13 @@ impl<'a> Applier<'a> {
                     && !self.layout.map(n).exists()
             })
             .collect();
+        // Largest first: the threads outnumber the CPUs, and a table whose
+        // thread is spawned last waits for a CPU behind the others (TOKENS,
+        // the second largest, last in name order, started ~60 ms late on 2
+        // CPUs). Spawned in this order, the biggest two run side by side.
+        big.sort_by_key(|(_, d)| {
+            std::cmp::Reverse(u64::from(d.max_entries) * u64::from(d.key_size + d.value_size))
+        });
         let layout = self.layout;
         std::thread::scope(|s| {
             let handles: Vec<_> = big
@@ -677,15 +684,22 @@ fn join_all(
 /// its own ([`Applier::create_big_tables`]).
 const BIG_TABLE: u64 = 16 << 20;
 
-/// Verification cost rank of a program, from the verified instructions
-/// docs/datapath.md lists ("Verifier notes"): the heaviest are loaded first
-/// so the loader threads finish together.
+/// Verification cost of a program, in ms of one CPU (an apply's loads on
+/// 2 vCPU AMD EPYC, kernel 6.18; docs/datapath.md "Verifier notes" lists
+/// the verified instructions): the heaviest are loaded first, so the loader
+/// threads finish together (longest-processing-time first). Only the order
+/// matters; a program not listed is light.
 fn program_weight(name: &str) -> u32 {
     match name {
-        "ingress_capture" | "egress_entry" | "entry" => 3,
-        "strip_add_addr" => 2,
-        "egress_capture" | "record_flow" | "record_flow_setup" => 1,
-        _ => 0,
+        "egress_entry" | "ingress_capture" => 100,
+        "entry" => 95,
+        "record_flow" => 70,
+        "strip_add_addr" => 45,
+        "egress_capture" => 30,
+        "record_flow_setup" => 25,
+        "recover_add_addr" => 12,
+        "ingress_recover" | "set_backup" => 8,
+        _ => 1,
     }
 }
 
