@@ -880,6 +880,13 @@ pub fn malformed_tcp(s: &Seg) -> Vec<(String, Vec<u8>)> {
             with_opts(s, &[30, 2, 1, 1, 30, 8, 0x20, 1, 0, 0, 0, 1]),
         ),
         ("timestamp length 1", with_opts(s, &[8, 1, 1, 1])),
+        // Linux's NOP, NOP, TS start (the scan reads it in one word) with
+        // the header ending 4 bytes into the timestamp values: the bytes
+        // after it are payload, not the option's.
+        (
+            "timestamps cut by the end of the header",
+            with_opts(s, &[1, 1, 8, 10, 0, 0, 0, 1]),
+        ),
         (
             "MSS length 0 before a DSS",
             with_opts(s, &[2, 0, 30, 8, 0x20, 1, 0, 0, 0, 1]),
