@@ -484,9 +484,8 @@ impl<'a> Applier<'a> {
         let mut ebpf = loader.load(&self.object.bytes)?;
         claim_namespace(&mut ebpf)?;
         // The kernel verifies each program in the thread that loads it, and
-        // verification is most of an apply's time: load on every CPU (each
-        // worker takes the next program; the biggest go first).
-        let mut todo: Vec<(String, &mut Program)> = ebpf
+        // verification is most of an apply's time: load on every CPU.
+        let todo: Vec<(String, &mut Program)> = ebpf
             .programs_mut()
             .filter(|(n, _)| programs.iter().any(|p| p == n))
             .map(|(n, p)| (n.to_string(), p))
@@ -502,27 +501,13 @@ impl<'a> Applier<'a> {
                 missing.join(", ")
             )));
         }
-        // Workers pop from the end: the heaviest last in the list.
-        todo.sort_by_key(|(n, _)| program_weight(n));
-        let queue = std::sync::Mutex::new(todo);
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let layout = self.layout;
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    s.spawn(|| -> Result<(), StepError> {
-                        loop {
-                            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                            let Some((name, prog)) = next else {
-                                return Ok(());
-                            };
-                            load_and_pin(layout, &name, prog)?;
-                        }
-                    })
-                })
-                .collect();
-            join_all(handles, "a loader thread")
-        })?;
+        longest_first(
+            todo,
+            |(n, _)| u64::from(program_weight(n)),
+            |(name, prog)| load_and_pin(layout, &name, prog),
+            "a loader thread",
+        )?;
         self.loaded = Some(ebpf);
         Ok(())
     }
@@ -542,14 +527,14 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// Creates and pins, side by side (one thread each), the hash tables
+    /// Creates and pins, on every CPU (the largest first), the hash tables
     /// of the object that preallocate more than [`BIG_TABLE`] bytes and
     /// are not pinned yet; aya's load then finds them pinned and reuses
     /// them. aya creates maps one after the other, and at the default
     /// sizing the four connection tables (~450 MB preallocated) took
     /// ~130 ms of an apply, FLOWS alone ~65 ms.
     fn create_big_tables(&self, max_entries: &BTreeMap<String, u32>) -> Result<(), StepError> {
-        let mut big: Vec<(String, crate::object::MapDef)> = self
+        let big: Vec<(String, crate::object::MapDef)> = self
             .object
             .maps
             .iter()
@@ -568,28 +553,18 @@ impl<'a> Applier<'a> {
                     && !self.layout.map(n).exists()
             })
             .collect();
-        // Largest first: the threads outnumber the CPUs, and a table whose
-        // thread is spawned last waits for a CPU behind the others (TOKENS,
-        // the second largest, last in name order, started ~60 ms late on 2
-        // CPUs). Spawned in this order, the biggest two run side by side.
-        big.sort_by_key(|(_, d)| {
-            std::cmp::Reverse(u64::from(d.max_entries) * u64::from(d.key_size + d.value_size))
-        });
         let layout = self.layout;
-        std::thread::scope(|s| {
-            let handles: Vec<_> = big
-                .iter()
-                .map(|(name, def)| {
-                    s.spawn(move || -> Result<(), StepError> {
-                        let path = layout.map(name);
-                        let fd = crate::sys::map_create(def, name)
-                            .map_err(io("creating map", Path::new(name)))?;
-                        crate::sys::obj_pin(&fd, &path).map_err(io("pinning map", &path))
-                    })
-                })
-                .collect();
-            join_all(handles, "a map-creating thread")
-        })
+        longest_first(
+            big,
+            |(_, d)| u64::from(d.max_entries) * u64::from(d.key_size + d.value_size),
+            |(name, def)| {
+                let path = layout.map(&name);
+                let fd = crate::sys::map_create(&def, &name)
+                    .map_err(io("creating map", Path::new(&name)))?;
+                crate::sys::obj_pin(&fd, &path).map_err(io("pinning map", &path))
+            },
+            "a map-creating thread",
+        )
     }
 
     fn attach(&mut self, iface: &str, ifindex: u32, mode: XdpMode) -> Result<(), StepError> {
@@ -680,25 +655,67 @@ fn join_all(
     })
 }
 
+/// Runs `work` on every item, on one thread per CPU (at most 8), each
+/// thread taking the costliest item left (by `cost`): the longest jobs
+/// start first and the threads finish together. One thread per job
+/// instead left a CPU idle on 2 vCPUs: jobs spawned last waited behind
+/// the others, and the largest shared its CPU until the end. The first
+/// error (a panic is one, named `who`) is the result; the other threads
+/// stop taking items.
+fn longest_first<T: Send>(
+    mut items: Vec<T>,
+    cost: impl Fn(&T) -> u64,
+    work: impl Fn(T) -> Result<(), StepError> + Sync,
+    who: &str,
+) -> Result<(), StepError> {
+    // Threads pop from the end: the costliest last.
+    items.sort_by_key(|t| cost(t));
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get().min(8))
+        .min(items.len());
+    let queue = std::sync::Mutex::new(items);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<(), StepError> {
+                    while !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                        let Some(item) = next else {
+                            return Ok(());
+                        };
+                        if let Err(e) = work(item) {
+                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        join_all(handles, who)
+    })
+}
+
 /// Preallocated bytes from which a hash table is created on a thread of
 /// its own ([`Applier::create_big_tables`]).
 const BIG_TABLE: u64 = 16 << 20;
 
-/// Verification cost of a program, in ms of one CPU (an apply's loads on
-/// 2 vCPU AMD EPYC, kernel 6.18; docs/datapath.md "Verifier notes" lists
-/// the verified instructions): the heaviest are loaded first, so the loader
-/// threads finish together (longest-processing-time first). Only the order
-/// matters; a program not listed is light.
+/// Load time of a program (verification and JIT), in ms of one CPU: its
+/// `BPF_PROG_LOAD` in an apply on 2 vCPU AMD EPYC, kernel 6.18 (strace -T;
+/// docs/datapath.md "Verifier notes" lists the verified instructions). The
+/// loader threads take the longest first ([`longest_first`]); only the
+/// order matters, and a program not listed is light.
 fn program_weight(name: &str) -> u32 {
     match name {
-        "egress_entry" | "ingress_capture" => 100,
-        "entry" => 95,
-        "record_flow" => 70,
-        "strip_add_addr" => 45,
-        "egress_capture" => 30,
-        "record_flow_setup" => 25,
-        "recover_add_addr" => 12,
-        "ingress_recover" | "set_backup" => 8,
+        "egress_entry" => 80,
+        "ingress_capture" => 75,
+        "entry" => 68,
+        "record_flow_setup" => 18,
+        "record_flow" => 17,
+        "strip_add_addr" => 9,
+        "recover_add_addr" | "egress_capture" => 8,
+        "ingress_recover" | "set_backup" => 6,
         _ => 1,
     }
 }
