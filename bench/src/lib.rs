@@ -109,6 +109,41 @@ pub fn verdict(target: &str, met: bool) -> String {
     format!("{target} — {}", if met { "met" } else { "**MISSED**" })
 }
 
+/// Shell commands that undo what a benchmark created (its namespace, its
+/// bpffs root with ~450 MB of preallocated tables), run in reverse when
+/// SIGINT, SIGTERM or SIGHUP stops the process: the binaries clean up on
+/// drop, which a signal skips, and an interrupted run left all of it
+/// behind. The first call blocks those signals in the calling thread and
+/// every thread it spawns later (call it before spawning any) and starts
+/// the thread that takes them; child processes start with no signal
+/// blocked (Rust's `Command` clears the mask).
+pub fn undo_on_signal(cmd: impl Into<String>) {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    static UNDO: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static WAITER: std::sync::Once = std::sync::Once::new();
+    WAITER.call_once(|| {
+        let mut set = SigSet::empty();
+        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            set.add(s);
+        }
+        if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).is_err() {
+            return;
+        }
+        std::thread::spawn(move || {
+            let Ok(sig) = set.wait() else { return };
+            eprintln!("{sig}: removing what this benchmark created");
+            let undo = UNDO.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for c in undo.iter().rev() {
+                let _ = std::process::Command::new("sh").arg("-c").arg(c).output();
+            }
+            std::process::exit(128 + sig as i32);
+        });
+    });
+    UNDO.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(cmd.into());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -196,6 +196,7 @@ fn measure() -> anyhow::Result<(String, bool)> {
         "needs root (namespaces, AF_XDP)"
     );
     let ns = Ns(format!("emptcp-bsend-{}", std::process::id()));
+    emptcp_bench::undo_on_signal(format!("ip netns del {}", ns.0));
     sh(&format!("ip netns add {}", ns.0))?;
     // No IPv6 in the namespace: its neighbour discovery and MLD frames
     // would make the peer's receive count differ from what we sent.

@@ -66,6 +66,8 @@ impl Bed {
     /// A namespace `name` with 16 interfaces (8 veth pairs bench0..bench15)
     /// and a bpffs root of the same name; both removed on drop.
     fn sixteen_veths(name: &str) -> anyhow::Result<Bed> {
+        emptcp_bench::undo_on_signal(format!("ip netns del {name} 2>/dev/null"));
+        emptcp_bench::undo_on_signal(format!("rm -rf /sys/fs/bpf/{name}"));
         let bed = Bed {
             ns: name.to_string(),
             root: PathBuf::from(format!("/sys/fs/bpf/{name}")),

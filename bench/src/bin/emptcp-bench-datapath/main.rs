@@ -387,6 +387,9 @@ fn main() -> anyhow::Result<()> {
         format!("ip netns del {ns}"),
         format!("rm -rf {}", root.display()),
     ];
+    for c in &undo {
+        emptcp_bench::undo_on_signal(c.clone());
+    }
     // Release builds abort on panic (no unwinding, so no Drop): the hook
     // removes the namespace and the root first.
     let on_panic = undo.clone();

@@ -79,9 +79,7 @@ fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
     // change: the device (or the stack, which trusts such an skb) sums the
     // segment as it is then. A full checksum follows the option bytes.
     let tcp_csum = match form {
-        csum::Form::Full => {
-            csum::replace(old_csum, region_sum(&aa, h.off as u32), nop_sum(len))
-        }
+        csum::Form::Full => csum::replace(old_csum, region_sum(&aa, h.off as u32), nop_sum(len)),
         csum::Form::Partial => old_csum,
     };
     if !store_nops(ctx, s.at(h), len) || !store_be16(ctx, s.l4 + 16, tcp_csum) {
