@@ -4,6 +4,7 @@
 //! process killed between two steps leaves a state the next plan converges
 //! from.
 mod lock;
+mod parallel;
 
 use std::{
     collections::BTreeMap,
@@ -502,7 +503,7 @@ impl<'a> Applier<'a> {
             )));
         }
         let layout = self.layout;
-        longest_first(
+        parallel::longest_first(
             todo,
             |(n, _)| u64::from(program_weight(n)),
             |(name, prog)| load_and_pin(layout, &name, prog),
@@ -554,7 +555,7 @@ impl<'a> Applier<'a> {
             })
             .collect();
         let layout = self.layout;
-        longest_first(
+        parallel::longest_first(
             big,
             |(_, d)| u64::from(d.max_entries) * u64::from(d.key_size + d.value_size),
             |(name, def)| {
@@ -642,69 +643,14 @@ impl Applier<'_> {
     }
 }
 
-/// Waits for every thread of a scope; the first error (a panic is one,
-/// named `who`) is the result.
-fn join_all(
-    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<(), StepError>>>,
-    who: &str,
-) -> Result<(), StepError> {
-    // The scope joins any thread left after an error.
-    handles.into_iter().try_for_each(|h| {
-        h.join()
-            .unwrap_or_else(|_| Err(StepError::Other(format!("{who} panicked"))))
-    })
-}
-
-/// Runs `work` on every item, on one thread per CPU (at most 8), each
-/// thread taking the costliest item left (by `cost`): the longest jobs
-/// start first and the threads finish together. One thread per job
-/// instead left a CPU idle on 2 vCPUs: jobs spawned last waited behind
-/// the others, and the largest shared its CPU until the end. The first
-/// error (a panic is one, named `who`) is the result; the other threads
-/// stop taking items.
-fn longest_first<T: Send>(
-    mut items: Vec<T>,
-    cost: impl Fn(&T) -> u64,
-    work: impl Fn(T) -> Result<(), StepError> + Sync,
-    who: &str,
-) -> Result<(), StepError> {
-    // Threads pop from the end: the costliest last.
-    items.sort_by_key(|t| cost(t));
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get().min(8))
-        .min(items.len());
-    let queue = std::sync::Mutex::new(items);
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| -> Result<(), StepError> {
-                    while !failed.load(std::sync::atomic::Ordering::Relaxed) {
-                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                        let Some(item) = next else {
-                            return Ok(());
-                        };
-                        if let Err(e) = work(item) {
-                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                            return Err(e);
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        join_all(handles, who)
-    })
-}
-
-/// Preallocated bytes from which a hash table is created on a thread of
-/// its own ([`Applier::create_big_tables`]).
+/// Preallocated bytes from which a hash table is created before aya's load,
+/// beside the others ([`Applier::create_big_tables`]).
 const BIG_TABLE: u64 = 16 << 20;
 
 /// Load time of a program (verification and JIT), in ms of one CPU: its
 /// `BPF_PROG_LOAD` in an apply on 2 vCPU AMD EPYC, kernel 6.18 (strace -T;
 /// docs/datapath.md "Verifier notes" lists the verified instructions). The
-/// loader threads take the longest first ([`longest_first`]); only the
+/// loader threads take the longest first ([`parallel::longest_first`]); only the
 /// order matters, and a program not listed is light.
 fn program_weight(name: &str) -> u32 {
     match name {
