@@ -550,14 +550,14 @@ impl<'a> Applier<'a> {
                 matches!(
                     d.map_type,
                     crate::object::BPF_MAP_TYPE_HASH | crate::object::BPF_MAP_TYPE_LRU_HASH
-                ) && u64::from(d.max_entries) * u64::from(d.key_size + d.value_size) >= BIG_TABLE
+                ) && preallocated(d) >= BIG_TABLE
                     && !self.layout.map(n).exists()
             })
             .collect();
         let layout = self.layout;
         parallel::longest_first(
             big,
-            |(_, d)| u64::from(d.max_entries) * u64::from(d.key_size + d.value_size),
+            |(_, d)| preallocated(d),
             |(name, def)| {
                 let path = layout.map(&name);
                 let fd = crate::sys::map_create(&def, &name)
@@ -641,6 +641,11 @@ impl Applier<'_> {
             .map_err(|e| StepError::Other(format!("pinning link {}: {e}", pin.display())))?;
         Ok(())
     }
+}
+
+/// Bytes a hash table of `d` preallocates for its keys and values.
+fn preallocated(d: &crate::object::MapDef) -> u64 {
+    u64::from(d.max_entries) * u64::from(d.key_size + d.value_size)
 }
 
 /// Preallocated bytes from which a hash table is created before aya's load,
