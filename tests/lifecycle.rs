@@ -143,6 +143,66 @@ fn apply_attaches_pins_and_converges() {
     );
 }
 
+/// `xdp_mode: auto` follows the driver, read before the attach: a veth
+/// (native XDP, `netdev` family's xdp-features) is attached natively; a
+/// bridge (none) in generic mode, and as a device that may hand generic
+/// XDP CHECKSUM_COMPLETE skbs it gets `IFACE_SKB` (no IPv4 insert at XDP)
+/// in the same apply: the second plan is empty. The veth is the control:
+/// same policy, same run, not flagged.
+#[test]
+fn auto_mode_follows_the_drivers_xdp_features() {
+    if !kernel_or_skip("auto_mode_follows_the_drivers_xdp_features") {
+        return;
+    }
+    let t = tag("automode");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let ns = pair.b.name.as_str();
+    pair.b.exec("ip link add br0 type bridge");
+    pair.b.exec("ip link set br0 up");
+    let devs = in_netns(&pair.b, emptcp::netdev::list).expect("netdevs");
+    let (veth, br) = (&devs[&pair.dev_b], &devs["br0"]);
+    assert_eq!(veth.kind.as_deref(), Some("veth"));
+    assert_eq!(veth.native_xdp, Some(true), "veth advertises native XDP");
+    assert_eq!(br.kind.as_deref(), Some("bridge"));
+    assert_eq!(br.native_xdp, Some(false), "a bridge runs no native XDP");
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = policy(&pair.dev_b, "1MiB", None)
+        .replace("xdp_mode: native", "xdp_mode: auto")
+        .replace(
+            "chains:\n  - name: count-tcp",
+            "  - name: br0\n    chains: [count-tcp]\nchains:\n  - name: count-tcp",
+        );
+    let f = policy_file(&dir, "p.yaml", &text);
+    let fs = f.to_str().unwrap();
+    let plan = expect_plan_exit(&root.path, ns, fs, 2);
+    assert!(
+        plan.contains("br0: XDP in skb mode (its driver has no native XDP) on a bridge device"),
+        "{plan}"
+    );
+    apply_ok(&root.path, ns, fs);
+    expect_plan_exit(&root.path, ns, fs, 0);
+    let st = status_json(&root.path, ns);
+    let (v, b) = (iface(&st, &pair.dev_b), iface(&st, "br0"));
+    assert_eq!(
+        (&v["mode"], &v["attached"]),
+        (&"native".into(), &true.into())
+    );
+    assert_eq!((&b["mode"], &b["attached"]), (&"skb".into(), &true.into()));
+    assert_eq!(b["no_ipv4_inserts"], true, "{b}");
+    assert_eq!(b["kind"], "bridge");
+    assert!(v.get("no_ipv4_inserts").is_none(), "{v}");
+    let text_status = emptcp_ok(&root.path, Some(ns), &["status"], 0);
+    assert!(
+        text_status
+            .lines()
+            .any(|l| l.contains("br0") && l.contains("no-ipv4-inserts")),
+        "{text_status}"
+    );
+    emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
+}
+
 /// One bpffs root serves one network namespace: its maps are keyed by
 /// ifindex and 4-tuple, which another namespace reuses. A second namespace
 /// applying to the same root is refused before anything changes, with an

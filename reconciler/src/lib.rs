@@ -27,6 +27,7 @@ pub mod state;
 pub mod status;
 pub mod sys;
 pub mod watch;
+pub mod xdp_features;
 pub mod xsk;
 
 /// The policy stage is the crate `emptcp-policy` (policy/): it depends on

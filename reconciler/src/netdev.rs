@@ -21,7 +21,7 @@ pub struct XdpAttachment {
     pub mode: AttachMode,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetDev {
     pub ifindex: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,6 +31,15 @@ pub struct NetDev {
     /// ...). Absent in older snapshots: taken as Ethernet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_type: Option<String>,
+    /// The device kind (`ip -details`' `linkinfo.info_kind`: `veth`,
+    /// `bridge`, `tun`, ...); absent for a NIC's own device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Whether its driver runs native XDP: the `netdev` family's
+    /// xdp-features (`xdp_features.rs`), or a program attached natively.
+    /// Unknown before Linux 6.3 and in older snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_xdp: Option<bool>,
 }
 
 /// Where the datapath finds the IP header on a link.
@@ -70,6 +79,8 @@ pub enum NetdevError {
     Failed(String),
     #[error("cannot parse `ip -json` output")]
     Parse(#[from] serde_json::Error),
+    #[error("reading the interfaces' XDP features (netlink, `netdev` family)")]
+    Features(#[source] std::io::Error),
 }
 
 #[derive(Deserialize)]
@@ -80,6 +91,14 @@ struct IpLink {
     xdp: Option<IpXdp>,
     #[serde(default)]
     link_type: Option<String>,
+    #[serde(default)]
+    linkinfo: Option<IpLinkInfo>,
+}
+
+#[derive(Deserialize)]
+struct IpLinkInfo {
+    #[serde(default)]
+    info_kind: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -124,7 +143,25 @@ pub fn list() -> Result<BTreeMap<String, NetDev>, NetdevError> {
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ));
     }
-    parse(&out.stdout)
+    let mut devs = parse(&out.stdout)?;
+    let features = crate::xdp_features::by_ifindex().map_err(NetdevError::Features)?;
+    for dev in devs.values_mut() {
+        let advertised = features
+            .as_ref()
+            .and_then(|f| f.get(&dev.ifindex))
+            .map(|f| f & crate::xdp_features::XDP_ACT_BASIC != 0);
+        dev.native_xdp = native_xdp(advertised, dev.xdp.as_ref());
+    }
+    Ok(devs)
+}
+
+/// Native XDP: advertised by the driver, or seen attached (a driver that
+/// runs a program natively has it, whatever it advertises).
+pub(crate) fn native_xdp(advertised: Option<bool>, xdp: Option<&XdpAttachment>) -> Option<bool> {
+    if xdp.is_some_and(|x| x.mode == AttachMode::Native) {
+        return Some(true);
+    }
+    advertised
 }
 
 fn parse(json: &[u8]) -> Result<BTreeMap<String, NetDev>, NetdevError> {
@@ -152,6 +189,8 @@ fn parse(json: &[u8]) -> Result<BTreeMap<String, NetDev>, NetdevError> {
                     ifindex: l.ifindex,
                     xdp,
                     link_type: l.link_type,
+                    kind: l.linkinfo.and_then(|i| i.info_kind),
+                    native_xdp: None,
                 },
             )
         })

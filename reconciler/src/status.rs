@@ -38,6 +38,13 @@ pub struct IfaceStatus {
     /// Parsed as raw IP (no Ethernet header, `IFACE_RAW_IP`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub raw_ip: bool,
+    /// The device kind (`veth`, `bridge`, ...; absent for a NIC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Generic XDP on a device that may deliver CHECKSUM_COMPLETE: no
+    /// option is inserted into IPv4 segments at XDP (`IFACE_SKB`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_ipv4_inserts: bool,
     /// The pinned TCX egress link (interfaces with egress chains).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressLinkStatus>,
@@ -347,6 +354,8 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
                 .map(|i| i.chains.iter().map(chain_name).collect())
                 .unwrap_or_default(),
             capture: e.ifaces.values().any(|i| &i.name == name && i.capture),
+            no_ipv4_inserts: e.ifaces.values().any(|i| &i.name == name && i.skb),
+            kind: dev.and_then(|d| d.kind.clone()),
             runs: link.map(|l| runs(o, l.prog_id, &o.prog_slots)),
             link_type: dev.and_then(|d| d.link_type.clone()),
             raw_ip: dev.is_some_and(|d| d.framing() == Ok(crate::netdev::Framing::RawIp)),
@@ -526,7 +535,7 @@ pub fn render_text(s: &Status) -> String {
     for i in &s.interfaces {
         let _ = writeln!(
             out,
-            "  {:<12} {:<9} mode={:<6} link={:<6} prog={:<6} chains=[{}]{}{}{}",
+            "  {:<12} {:<9} mode={:<6} link={:<6} prog={:<6} chains=[{}]{}{}{}{}",
             i.name,
             if i.attached { "attached" } else { "DETACHED" },
             i.mode
@@ -545,6 +554,12 @@ pub fn render_text(s: &Status) -> String {
                 format!(" raw-ip ({})", i.link_type.as_deref().unwrap_or("?"))
             } else {
                 String::new()
+            },
+            // Generic XDP where CHECKSUM_COMPLETE may arrive (plan note).
+            if i.no_ipv4_inserts {
+                " no-ipv4-inserts"
+            } else {
+                ""
             }
         );
         if let Some(g) = &i.egress {

@@ -129,6 +129,7 @@ packet_copy:
                     ifindex: 9,
                     xdp: None,
                     link_type: None,
+                    ..Default::default()
                 },
             );
         }

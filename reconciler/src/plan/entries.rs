@@ -6,12 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use emptcp_common::MAX_CHAINS;
 
-use super::{
-    PlanError, Planning, Step, Steps,
-    links::{effective_mode, may_csum_complete},
-};
+use super::{PlanError, Planning, Step, Steps, links::generic_complete};
 use crate::{
-    desired::{Desired, XdpMode},
+    desired::Desired,
     layout::TcHook,
     netdev::Framing,
     observe::Observed,
@@ -139,7 +136,7 @@ fn iface_entries(
                 chains,
                 capture: false,
                 raw_ip: dev.framing() == Ok(Framing::RawIp),
-                skb: effective_mode(iface.mode, dev) == XdpMode::Skb && may_csum_complete(dev),
+                skb: generic_complete(iface.mode, dev),
                 track: false,
             }
         };

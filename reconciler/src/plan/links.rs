@@ -42,7 +42,34 @@ pub(super) fn link_types(d: &Desired, o: &Observed, p: &mut Planning) {
                 link_type: t.to_string(),
             }),
         }
+        if iface.wants_xdp() && generic_complete(iface.mode, dev) {
+            p.notes.push(format!(
+                "{name}: XDP in skb mode ({}) on a {} that may deliver CHECKSUM_COMPLETE: no option is inserted into an IPv4 segment at XDP there (recover_add_addr delivers through TC ingress, ingress set_backup counts mp_prio_no_room)",
+                if iface.mode == XdpMode::Skb {
+                    "xdp_mode: skb"
+                } else {
+                    "its driver has no native XDP"
+                },
+                what_device(dev),
+            ));
+        }
     }
+}
+
+/// How the plan names a device: its kind, a tunnel by its link type, else
+/// a NIC (an Ethernet device without a kind).
+fn what_device(dev: &NetDev) -> String {
+    match (dev.kind.as_deref(), dev.link_type.as_deref()) {
+        (Some(k), _) => format!("{k} device"),
+        (None, Some(t)) if t != "ether" => format!("{t} link"),
+        _ => "NIC".into(),
+    }
+}
+
+/// Generic XDP on a link that may hand it CHECKSUM_COMPLETE skbs: the
+/// datapath then inserts no option into IPv4 segments (`IFACE_SKB`).
+pub(super) fn generic_complete(want: XdpMode, dev: &NetDev) -> bool {
+    effective_mode(want, dev) == XdpMode::Skb && may_csum_complete(dev)
 }
 
 /// The XDP link of every interface that wants one: kept and updated in
@@ -222,31 +249,45 @@ fn tc_links_of(d: &Desired, o: &Observed, load: &Load, hook: TcHook, s: &mut Ste
     }
 }
 
-/// The XDP mode to attach with. `auto` on a raw-IP link is generic
-/// (skb): tun runs a native program only in TAP mode (an IFF_TUN packet
-/// would never meet it), and the other raw-IP drivers (WireGuard, wwan,
-/// tunnels) have no native XDP at all.
+/// The XDP mode to attach with. `auto` is what the kernel would choose,
+/// made explicit where the plan can tell: generic (skb) on a raw-IP link
+/// (tun runs a native program only in TAP mode, where an IFF_TUN packet
+/// would never meet it; WireGuard, wwan and tunnels have no native XDP)
+/// and on a device whose driver advertises no native XDP (`NetDev::
+/// native_xdp`). The entry must know before the attach which mode the
+/// packets will meet (`may_csum_complete`).
 pub(super) fn effective_mode(want: XdpMode, dev: &NetDev) -> XdpMode {
-    if want == XdpMode::Auto && dev.framing() == Ok(Framing::RawIp) {
+    let generic = dev.framing() == Ok(Framing::RawIp) || dev.native_xdp == Some(false);
+    if want == XdpMode::Auto && generic {
         XdpMode::Skb
     } else {
         want
     }
 }
 
+/// Device kinds that hand generic XDP only skbs their peer sent from this
+/// host (CHECKSUM_PARTIAL or verified, never COMPLETE): a veth or netkit
+/// pair, and a TAP (`tun` kind with an Ethernet link type), whose packets
+/// come from a process with at most a virtio header (partial or valid).
+const NEVER_COMPLETE_KINDS: &[&str] = &["veth", "netkit", "tun"];
+
 /// Does this link hand generic XDP skbs with CHECKSUM_COMPLETE (which an
 /// IPv4 insert would break, `IFACE_SKB`)? Decapsulating IP tunnels keep
-/// the outer packet's. Not a `none` link: tun's virtio header only says
-/// partial or verified, WireGuard marks what it decrypted verified, wwan
-/// raw-ip leaves it unchecked. Ethernet is not flagged yet: a veth (never
-/// COMPLETE, where skb-mode recovery must keep working) and a NIC (may be
-/// COMPLETE) share the link type; telling them apart needs the device
-/// kind (docs/datapath.md).
+/// the outer packet's; a NIC's driver may compute it, and a bridge, bond,
+/// VLAN or macvlan device passes on its lower device's. Not a `none` link
+/// (tun's virtio header only says partial or verified, WireGuard marks
+/// what it decrypted verified, wwan raw-ip leaves it unchecked), nor the
+/// kinds above, nor loopback. A snapshot without the link type (older
+/// than it) is not flagged.
 pub(super) fn may_csum_complete(dev: &NetDev) -> bool {
-    matches!(
-        dev.link_type.as_deref(),
-        Some("ipip" | "tunnel6" | "sit" | "gre" | "gre6")
-    )
+    match dev.link_type.as_deref() {
+        Some("ipip" | "tunnel6" | "sit" | "gre" | "gre6") => true,
+        Some("ether") => !dev
+            .kind
+            .as_deref()
+            .is_some_and(|k| NEVER_COMPLETE_KINDS.contains(&k)),
+        _ => false,
+    }
 }
 
 fn mode_matches(want: XdpMode, have: AttachMode) -> bool {

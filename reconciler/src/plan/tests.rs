@@ -101,6 +101,7 @@ fn fresh() -> Observed {
                 ifindex: i,
                 xdp: None,
                 link_type: None,
+                ..Default::default()
             },
         );
     }
@@ -821,6 +822,7 @@ fn missing_interface_is_a_note_not_an_error() {
             ifindex: 9,
             xdp: None,
             link_type: None,
+            ..Default::default()
         },
     );
     let p = converge(&desired(BASE), &mut o, PlanOptions::default());
@@ -839,6 +841,7 @@ fn recreated_interface_gets_a_new_link() {
             ifindex: 12,
             xdp: None,
             link_type: None,
+            ..Default::default()
         },
     );
     let p = converge(&desired(BASE), &mut o, PlanOptions::default());
@@ -870,6 +873,7 @@ fn observed_hash_ignores_unrelated_interfaces() {
             ifindex: 40,
             xdp: None,
             link_type: None,
+            ..Default::default()
         },
     );
     assert_eq!(h, observed_hash(&o, &["eth0".to_string()]));
@@ -1060,6 +1064,7 @@ fn recreated_interface_gets_a_new_tc_link() {
             ifindex: 13,
             xdp: None,
             link_type: None,
+            ..Default::default()
         },
     );
     let p = converge(
@@ -1518,6 +1523,97 @@ fn skb_mode_on_a_decapsulating_tunnel_skips_ipv4_inserts() {
     let skb = BASE.replace("xdp_mode: native", "xdp_mode: skb");
     converge(&desired(&skb), &mut o, PlanOptions::default());
     assert!(o.entries.ifaces[&2].skb && o.entries.ifaces[&2].raw_ip);
+}
+
+/// eth0 as `ip -details` and the `netdev` family show it: Ethernet of
+/// `kind` (None: a NIC), with or without native XDP (None: kernel < 6.3).
+fn ethernet(o: &mut Observed, kind: Option<&str>, native_xdp: Option<bool>) {
+    let dev = o.netdevs.get_mut("eth0").unwrap();
+    dev.link_type = Some("ether".into());
+    dev.kind = kind.map(Into::into);
+    dev.native_xdp = native_xdp;
+}
+
+fn attach_mode(p: &Plan, name: &str) -> Option<XdpMode> {
+    p.steps.iter().find_map(|s| match s {
+        Step::Attach { iface, mode, .. } if iface == name => Some(*mode),
+        _ => None,
+    })
+}
+
+#[test]
+fn auto_on_a_nic_without_native_xdp_is_generic_and_skips_ipv4_inserts() {
+    let auto = BASE.replace("xdp_mode: native", "xdp_mode: auto");
+    let mut o = fresh();
+    ethernet(&mut o, None, Some(false));
+    let p = converge(&desired(&auto), &mut o, PlanOptions::default());
+    // The kernel would choose generic mode: the plan says so, and the
+    // entry tells the datapath before the link exists.
+    assert_eq!(attach_mode(&p, "eth0"), Some(XdpMode::Skb));
+    assert!(
+        o.entries.ifaces[&2].skb,
+        "IFACE_SKB on a NIC in generic mode"
+    );
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("eth0: XDP in skb mode (its driver has no native XDP) on a NIC")),
+        "{:?}",
+        p.notes
+    );
+    assert!(
+        converge(&desired(&auto), &mut o, PlanOptions::default())
+            .steps
+            .is_empty()
+    );
+}
+
+#[test]
+fn generic_xdp_is_flagged_only_where_checksum_complete_may_arrive() {
+    let auto = BASE.replace("xdp_mode: native", "xdp_mode: auto");
+    let skb = BASE.replace("xdp_mode: native", "xdp_mode: skb");
+    // (policy, kind, native XDP) -> (attach mode, IFACE_SKB)
+    let cases = [
+        (&auto, None, Some(true), XdpMode::Auto, false),
+        (&auto, Some("veth"), Some(true), XdpMode::Auto, false),
+        (&skb, Some("veth"), Some(true), XdpMode::Skb, false),
+        (&skb, Some("tun"), Some(false), XdpMode::Skb, false),
+        (&skb, None, Some(true), XdpMode::Skb, true),
+        (&auto, Some("bridge"), Some(false), XdpMode::Skb, true),
+        // Before Linux 6.3 nobody can tell: the kernel chooses.
+        (&auto, None, None, XdpMode::Auto, false),
+    ];
+    for (policy, kind, native, mode, flagged) in cases {
+        let mut o = fresh();
+        ethernet(&mut o, kind, native);
+        let p = converge(&desired(policy), &mut o, PlanOptions::default());
+        let case = format!("{kind:?} native={native:?} {policy:.0}");
+        assert_eq!(attach_mode(&p, "eth0"), Some(mode), "{case}");
+        assert_eq!(o.entries.ifaces[&2].skb, flagged, "{case}");
+        assert_eq!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("may deliver CHECKSUM_COMPLETE")),
+            flagged,
+            "{case}: {:?}",
+            p.notes
+        );
+    }
+}
+
+#[test]
+fn a_native_attachment_proves_native_xdp() {
+    let attached = Some(XdpAttachment {
+        prog_id: 1,
+        prog_name: "x".into(),
+        mode: AttachMode::Native,
+    });
+    assert_eq!(
+        crate::netdev::native_xdp(Some(false), attached.as_ref()),
+        Some(true)
+    );
+    assert_eq!(crate::netdev::native_xdp(None, None), None);
+    assert_eq!(crate::netdev::native_xdp(Some(false), None), Some(false));
 }
 
 // ---- property: convergence from random desired states and crash points ------
