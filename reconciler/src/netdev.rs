@@ -161,7 +161,7 @@ pub fn list() -> Result<BTreeMap<String, NetDev>, NetdevError> {
 
 /// Native XDP: advertised by the driver, or seen attached (a driver that
 /// runs a program natively has it, whatever it advertises).
-pub(crate) fn native_xdp(advertised: Option<bool>, xdp: Option<&XdpAttachment>) -> Option<bool> {
+fn native_xdp(advertised: Option<bool>, xdp: Option<&XdpAttachment>) -> Option<bool> {
     if xdp.is_some_and(|x| x.mode == AttachMode::Native) {
         return Some(true);
     }
@@ -215,6 +215,33 @@ mod tests {
         assert_eq!(m["veth0"].xdp.as_ref().unwrap().prog_id, 42);
         assert_eq!(m["veth0"].xdp.as_ref().unwrap().mode, AttachMode::Skb);
         assert_eq!(m["veth1"].xdp.as_ref().unwrap().mode, AttachMode::Native);
+    }
+
+    #[test]
+    fn a_native_attachment_proves_native_xdp() {
+        let attached = XdpAttachment {
+            prog_id: 1,
+            prog_name: "x".into(),
+            mode: AttachMode::Native,
+        };
+        assert_eq!(native_xdp(Some(false), Some(&attached)), Some(true));
+        let generic = XdpAttachment {
+            mode: AttachMode::Skb,
+            ..attached
+        };
+        assert_eq!(native_xdp(Some(false), Some(&generic)), Some(false));
+        assert_eq!(native_xdp(None, None), None);
+    }
+
+    #[test]
+    fn the_device_kind_comes_from_linkinfo() {
+        let j = br#"[{"ifindex":2,"ifname":"eth0","link_type":"ether"},
+            {"ifindex":3,"ifname":"br0","link_type":"ether","linkinfo":{"info_kind":"bridge"}},
+            {"ifindex":4,"ifname":"tap0","link_type":"ether","linkinfo":{"info_kind":"tun","info_data":{"type":"tap"}}}]"#;
+        let m = parse(j).unwrap();
+        assert_eq!(m["eth0"].kind, None);
+        assert_eq!(m["br0"].kind.as_deref(), Some("bridge"));
+        assert_eq!(m["tap0"].kind.as_deref(), Some("tun"));
     }
 
     #[test]

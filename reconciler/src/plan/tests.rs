@@ -1601,21 +1601,6 @@ fn generic_xdp_is_flagged_only_where_checksum_complete_may_arrive() {
     }
 }
 
-#[test]
-fn a_native_attachment_proves_native_xdp() {
-    let attached = Some(XdpAttachment {
-        prog_id: 1,
-        prog_name: "x".into(),
-        mode: AttachMode::Native,
-    });
-    assert_eq!(
-        crate::netdev::native_xdp(Some(false), attached.as_ref()),
-        Some(true)
-    );
-    assert_eq!(crate::netdev::native_xdp(None, None), None);
-    assert_eq!(crate::netdev::native_xdp(Some(false), None), Some(false));
-}
-
 // ---- property: convergence from random desired states and crash points ------
 
 mod layouts;
