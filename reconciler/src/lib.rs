@@ -17,6 +17,7 @@ pub mod kernel;
 pub mod layout;
 pub mod netdev;
 pub mod netns;
+pub mod nlmsg;
 pub mod object;
 pub mod observe;
 pub mod packet;

@@ -13,11 +13,12 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
+use crate::nlmsg::{NLMSG_HDRLEN, attrs, messages};
+
 /// `NETDEV_XDP_ACT_BASIC`: the driver runs XDP programs itself (native
 /// mode; XDP_ABORTED, DROP, PASS, TX).
 pub const XDP_ACT_BASIC: u64 = 1;
 
-const NLMSG_HDRLEN: usize = 16;
 const GENL_HDRLEN: usize = 4;
 const NLA_HDRLEN: usize = 4;
 const NLMSG_ERROR: u16 = 2;
@@ -103,8 +104,8 @@ fn recv(fd: &OwnedFd) -> std::io::Result<Vec<u8>> {
 }
 
 /// One generic netlink request: header, genl header, attributes.
-fn request(ty: u16, flags: u16, cmd: u8, version: u8, attrs: &[u8]) -> Vec<u8> {
-    let len = NLMSG_HDRLEN + GENL_HDRLEN + attrs.len();
+fn request(ty: u16, flags: u16, cmd: u8, version: u8, payload: &[u8]) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + GENL_HDRLEN + payload.len();
     let mut m = Vec::with_capacity(len);
     m.extend_from_slice(&(len as u32).to_ne_bytes());
     m.extend_from_slice(&ty.to_ne_bytes());
@@ -112,7 +113,7 @@ fn request(ty: u16, flags: u16, cmd: u8, version: u8, attrs: &[u8]) -> Vec<u8> {
     m.extend_from_slice(&1u32.to_ne_bytes()); // sequence
     m.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel fills it
     m.extend_from_slice(&[cmd, version, 0, 0]);
-    m.extend_from_slice(attrs);
+    m.extend_from_slice(payload);
     m
 }
 
@@ -124,33 +125,6 @@ fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
     a.extend_from_slice(payload);
     a.resize(a.len().next_multiple_of(4), 0);
     a
-}
-
-/// The messages of one datagram: (type, payload after the netlink header).
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut off = 0;
-    std::iter::from_fn(move || {
-        let hdr = buf.get(off..off + NLMSG_HDRLEN)?;
-        let len = u32::from_ne_bytes(hdr[0..4].try_into().ok()?) as usize;
-        let ty = u16::from_ne_bytes(hdr[4..6].try_into().ok()?);
-        let body = buf.get(off + NLMSG_HDRLEN..off + len.max(NLMSG_HDRLEN))?;
-        off += len.max(NLMSG_HDRLEN).next_multiple_of(4);
-        Some((ty, body))
-    })
-}
-
-/// The attributes after a genl header: (type, payload).
-fn attrs(body: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut off = GENL_HDRLEN;
-    std::iter::from_fn(move || {
-        let hdr = body.get(off..off + NLA_HDRLEN)?;
-        let len = u16::from_ne_bytes([hdr[0], hdr[1]]) as usize;
-        // NLA_F_NESTED and NLA_F_NET_BYTEORDER are flags, not the type.
-        let ty = u16::from_ne_bytes([hdr[2], hdr[3]]) & 0x3fff;
-        let payload = body.get(off + NLA_HDRLEN..off + len.max(NLA_HDRLEN))?;
-        off += len.max(NLA_HDRLEN).next_multiple_of(4);
-        Some((ty, payload))
-    })
 }
 
 /// An NLMSG_ERROR's error code (0 is the acknowledgement).
@@ -168,7 +142,9 @@ fn family_id(buf: &[u8]) -> std::io::Result<Option<u16>> {
             NLMSG_ERROR if error_of(body) == -libc::ENOENT => return Ok(None),
             NLMSG_ERROR => return Err(std::io::Error::from_raw_os_error(-error_of(body))),
             GENL_ID_CTRL => {
-                if let Some((_, id)) = attrs(body).find(|(t, _)| *t == CTRL_ATTR_FAMILY_ID) {
+                if let Some((_, id)) =
+                    attrs(body, GENL_HDRLEN).find(|(t, _)| *t == CTRL_ATTR_FAMILY_ID)
+                {
                     return Ok(id.get(0..2).map(|b| u16::from_ne_bytes([b[0], b[1]])));
                 }
             }
@@ -194,7 +170,7 @@ fn devices(buf: &[u8], out: &mut BTreeMap<u32, u64>) -> std::io::Result<bool> {
             NLMSG_ERROR => return Err(std::io::Error::from_raw_os_error(-error_of(body))),
             _ => {
                 let (mut ifindex, mut features) = (None, 0u64);
-                for (t, p) in attrs(body) {
+                for (t, p) in attrs(body, GENL_HDRLEN) {
                     match (t, p.len()) {
                         (NETDEV_A_DEV_IFINDEX, 4) => {
                             ifindex = Some(u32::from_ne_bytes([p[0], p[1], p[2], p[3]]))

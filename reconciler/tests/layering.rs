@@ -30,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "sys",
             "netns",
             "netdev",
+            "nlmsg",
             "xdp_features",
             "kernel",
             "identity",

@@ -7,9 +7,10 @@ use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
+use crate::nlmsg::{attrs, messages};
+
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
-const NLMSG_HDRLEN: usize = 16;
 const IFINFOMSG_LEN: usize = 16;
 const IFLA_IFNAME: u16 = 3;
 const RTMGRP_LINK: u32 = 1;
@@ -52,44 +53,21 @@ fn open() -> std::io::Result<OwnedFd> {
 
 /// Parses one datagram of netlink messages into link events.
 pub fn parse(buf: &[u8]) -> Vec<LinkEvent> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off + NLMSG_HDRLEN <= buf.len() {
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or_default()) as usize;
-        let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap_or_default());
-        if len < NLMSG_HDRLEN || off + len > buf.len() {
-            break;
-        }
-        if ty == RTM_NEWLINK || ty == RTM_DELLINK {
-            let body = &buf[off + NLMSG_HDRLEN..off + len];
-            if let Some(name) = ifname(body) {
-                out.push(LinkEvent::Link {
-                    name,
-                    deleted: ty == RTM_DELLINK,
-                });
-            }
-        }
-        off += (len + 3) & !3;
-    }
-    out
+    messages(buf)
+        .filter(|(ty, _)| *ty == RTM_NEWLINK || *ty == RTM_DELLINK)
+        .filter_map(|(ty, body)| {
+            Some(LinkEvent::Link {
+                name: ifname(body)?,
+                deleted: ty == RTM_DELLINK,
+            })
+        })
+        .collect()
 }
 
 fn ifname(body: &[u8]) -> Option<String> {
-    let mut off = IFINFOMSG_LEN;
-    while off + 4 <= body.len() {
-        let len = u16::from_ne_bytes(body[off..off + 2].try_into().ok()?) as usize;
-        let ty = u16::from_ne_bytes(body[off + 2..off + 4].try_into().ok()?) & 0x3fff;
-        if len < 4 || off + len > body.len() {
-            return None;
-        }
-        if ty == IFLA_IFNAME {
-            let v = &body[off + 4..off + len];
-            let v = v.split(|b| *b == 0).next().unwrap_or_default();
-            return Some(String::from_utf8_lossy(v).into_owned());
-        }
-        off += (len + 3) & !3;
-    }
-    None
+    let (_, v) = attrs(body, IFINFOMSG_LEN).find(|(ty, _)| *ty == IFLA_IFNAME)?;
+    let v = v.split(|b| *b == 0).next().unwrap_or_default();
+    Some(String::from_utf8_lossy(v).into_owned())
 }
 
 /// Forwards link events to `tx` until the receiver is gone. Returns an
@@ -146,6 +124,7 @@ pub fn spawn(tx: mpsc::Sender<LinkEvent>) -> std::io::Result<tokio::task::JoinHa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nlmsg::NLMSG_HDRLEN;
 
     fn msg(ty: u16, name: &str) -> Vec<u8> {
         let mut attr = Vec::new();
