@@ -203,7 +203,7 @@ fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
     // 1. Control: the address is stripped and stored, nothing recovers it.
     let full = policy("native", "512KiB", "1MiB");
     lab.apply(&full.replace(", recover_add_addr", ""));
-    let (res, d) = run(&lab, &args);
+    let (res, d) = run_with_the_address_held(&lab, &args, "control, strip only");
     assert_eq!(subflows(&res), 0, "control joined without recovery: {res}");
     assert_eq!(d(JOIN), 0, "control: {res}");
     assert!(
@@ -223,7 +223,7 @@ fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
         );
     }
     let inserted = datapath_event(&lab, "add_addr_recovered");
-    let (res, d) = run(&lab, &args);
+    let (res, d) = run_with_the_address_held(&lab, &args, "kernel path");
     eprintln!(
         "kernel: {}",
         status_json(lab.root(), &lab.tb.cli)["datapath_events"]
@@ -276,13 +276,15 @@ fn pure_download_recovers_in_the_kernel_in_skb_mode_with_the_servers_tx_checksum
 
     let full = policy("skb", "512KiB", "1MiB");
     lab.apply(&full.replace(", recover_add_addr", ""));
-    let (res, d) = run(&lab, &args);
+    let (res, d) = run_with_the_address_held(&lab, &args, "control, strip only");
     assert_eq!(subflows(&res), 0, "control joined without recovery: {res}");
     assert_eq!(d(JOIN), 0, "control: {res}");
     no_damage(&d);
 
+    // The address must be held back (stored) for the kernel path to have
+    // anything to deliver: once more, counted, when it came late.
     lab.apply(&full);
-    let (res, d) = run(&lab, &args);
+    let (res, d) = run_with_the_address_held(&lab, &args, "kernel path");
     assert_eq!(
         subflows(&res),
         1,
