@@ -569,6 +569,7 @@ pub struct MapFacts {
     pub map_type: u32,
     pub key_size: u32,
     pub value_size: u32,
+    pub max_entries: u32,
     pub name: String,
 }
 
@@ -584,6 +585,7 @@ pub fn map_facts(map: &OwnedFd) -> io::Result<MapFacts> {
         map_type: u(0),
         key_size: u(8),
         value_size: u(12),
+        max_entries: u(16),
         name: String::from_utf8_lossy(&name[..end]).into_owned(),
     })
 }

@@ -12,6 +12,7 @@
 mod frames;
 mod measure;
 mod paths;
+mod references;
 mod report;
 
 use std::{
@@ -39,6 +40,7 @@ use emptcp::{
 use crate::{
     measure::{Hook, Round},
     paths::{Counter, Path},
+    references::Under,
 };
 
 /// Repeat count of the runs on one frame (paths marked `hot`).
@@ -154,15 +156,24 @@ struct Progs {
     entry: aya::programs::ProgramFd,
     egress_entry: aya::programs::ProgramFd,
     parse_only: std::os::fd::OwnedFd,
+    floor: std::os::fd::OwnedFd,
 }
 
 impl Progs {
     /// The program a path times: emptcp's, or the reference program.
     fn under_test(&self, p: &Path) -> BorrowedFd<'_> {
-        if p.reference {
-            self.parse_only.as_fd()
-        } else {
-            self.emptcp(p.hook)
+        match p.under {
+            Under::Emptcp => self.emptcp(p.hook),
+            Under::ParseOnly => self.parse_only.as_fd(),
+            Under::LookupFloor => self.floor.as_fd(),
+        }
+    }
+    /// The program a path's set-up frame of `hook` runs through: emptcp's
+    /// of that hook, or the path's reference program.
+    fn setup(&self, p: &Path, hook: Hook) -> BorrowedFd<'_> {
+        match p.under {
+            Under::Emptcp => self.emptcp(hook),
+            _ => self.under_test(p),
         }
     }
     fn emptcp(&self, hook: Hook) -> BorrowedFd<'_> {
@@ -211,7 +222,7 @@ fn round_of(
         .collect();
     for s in &samples {
         for f in &s.setup {
-            measure::run(p.hook, progs.emptcp(p.hook), f, ifindex, 1)?;
+            measure::run(p.hook, progs.setup(p, p.hook), f, ifindex, 1)?;
         }
     }
     let frames: Vec<Vec<u8>> = samples.into_iter().map(|s| s.frame).collect();
@@ -288,7 +299,7 @@ fn profile(paths: &mut [Path], which: &str, progs: &Progs) -> anyhow::Result<()>
         // The hot variant: one frame, repeat 10^6 (hot paths only).
         let f = (p.sample)(1).frame;
         while t.elapsed().as_secs() < 10 {
-            measure::run(p.hook, progs.emptcp(p.hook), &f, ifindex, REPEAT)?;
+            measure::run(p.hook, progs.under_test(p), &f, ifindex, REPEAT)?;
         }
         return Ok(());
     }
@@ -301,46 +312,16 @@ fn profile(paths: &mut [Path], which: &str, progs: &Progs) -> anyhow::Result<()>
             .collect();
         for s in &samples {
             for f in &s.setup {
-                measure::run(p.hook, progs.emptcp(p.hook), f, ifindex, 1)?;
+                measure::run(p.hook, progs.setup(p, p.hook), f, ifindex, 1)?;
             }
         }
         for s in &samples {
-            measure::run(p.hook, progs.emptcp(p.hook), &s.frame, ifindex, 1)?;
+            measure::run(p.hook, progs.under_test(p), &s.frame, ifindex, 1)?;
         }
         n += 1000;
     }
     eprintln!("{n} frames");
     Ok(())
-}
-
-/// The reference for the cheapest useful program: Ethernet, IPv4 (with
-/// its IHL) and the TCP ports read with direct packet access, each header
-/// bounds-checked, as the parsing helpers of xdp-tools do; XDP_PASS.
-fn parse_only_program() -> Vec<u8> {
-    let i = emptcp::sys::insn;
-    // Jumps go to `pass` (17): offset = 17 - (pc + 1).
-    [
-        i(0x61, 2, 1, 0, 0),       // 0: r2 = ctx->data
-        i(0x61, 3, 1, 4, 0),       // 1: r3 = ctx->data_end
-        i(0xbf, 4, 2, 0, 0),       // 2: r4 = r2
-        i(0x07, 4, 0, 0, 34),      // 3: r4 += 14 + 20
-        i(0x2d, 4, 3, 12, 0),      // 4: if r4 > r3 goto pass
-        i(0x69, 5, 2, 12, 0),      // 5: r5 = eth->h_proto
-        i(0x55, 5, 0, 10, 0x0008), // 6: if r5 != htons(ETH_P_IP) goto pass
-        i(0x71, 5, 2, 23, 0),      // 7: r5 = ip->protocol
-        i(0x55, 5, 0, 8, 6),       // 8: if r5 != IPPROTO_TCP goto pass
-        i(0x71, 5, 2, 14, 0),      // 9: r5 = ip->version_ihl
-        i(0x57, 5, 0, 0, 0x0f),    // 10: r5 &= 0xf
-        i(0x67, 5, 0, 0, 2),       // 11: r5 <<= 2 (IHL in bytes)
-        i(0x0f, 2, 5, 0, 0),       // 12: r2 += r5 (r2 + 14: the TCP header)
-        i(0xbf, 4, 2, 0, 0),       // 13: r4 = r2
-        i(0x07, 4, 0, 0, 14 + 20), // 14: r4 += 14 + sizeof(tcphdr)
-        i(0x2d, 4, 3, 1, 0),       // 15: if r4 > r3 goto pass
-        i(0x69, 6, 2, 16, 0),      // 16: r6 = tcp->dest (read, as a filter would)
-        i(0xb7, 0, 0, 0, 2),       // 17: pass: r0 = XDP_PASS
-        i(0x95, 0, 0, 0, 0),       // 18: exit
-    ]
-    .concat()
 }
 
 /// Binds the process to the CPU it runs on: the two runs of a pair then
@@ -433,15 +414,28 @@ fn main() -> anyhow::Result<()> {
         sys::XDP_FLAGS_SKB_MODE,
     )
     .context("attach the bare XDP_PASS program")?;
-    let parse_only = sys::load_xdp_insns("bench_parse", &parse_only_program())?;
+    let parse_only = sys::load_xdp_insns("bench_parse", &references::parse_only_program())?;
     let _parse_link = sys::xdp_link_create(
         parse_only.as_fd(),
         ifindex(paths::REFERENCE)?,
         sys::XDP_FLAGS_SKB_MODE,
     )
     .context("attach the parse-only program")?;
+    let floor_table = references::floor_table(&sys::obj_get(&layout.map("FLOWS"))?)?;
+    let floor = sys::load_xdp_insns(
+        "bench_floor",
+        &references::lookup_floor_program(floor_table.as_fd()),
+    )
+    .context("load the lookup-floor program")?;
+    let _floor_link = sys::xdp_link_create(
+        floor.as_fd(),
+        ifindex(paths::FLOOR)?,
+        sys::XDP_FLAGS_SKB_MODE,
+    )
+    .context("attach the lookup-floor program")?;
     let progs = Progs {
         parse_only,
+        floor,
         bare_xdp,
         bare_tc: sys::load_tc_verdict("bench_tc_next", -1)?,
         entry: pin("entry")?,
@@ -452,7 +446,7 @@ fn main() -> anyhow::Result<()> {
     for p in &paths {
         let i = ifindex(p.iface)?;
         for (hook, f) in &p.init {
-            measure::run(*hook, progs.emptcp(*hook), f, i, 1)?;
+            measure::run(*hook, progs.setup(p, *hook), f, i, 1)?;
         }
     }
     pin_to_this_cpu()?;
@@ -472,6 +466,15 @@ fn main() -> anyhow::Result<()> {
                 hot[i].push(hot_round(p, &mut ks[i], &progs, &layout, idx)?);
             }
         }
+    }
+    // Every timed frame of the floor hit its flow: a miss would have
+    // inserted one more entry.
+    let floor_entries = references::floor_entries(&floor_table)?;
+    if floor_entries != paths::STREAM_FLOWS as usize {
+        bail!(
+            "the lookup floor's table holds {floor_entries} entries, not the stream's {} flows: some timed frames missed",
+            paths::STREAM_FLOWS
+        );
     }
     let mut rows: Vec<report::Row> = paths
         .iter()

@@ -11,6 +11,7 @@ use crate::{
         server_key, syn_out, synack, synack_keyed, ts,
     },
     measure::Hook,
+    references::Under,
 };
 
 /// Interfaces (veth unless said) and their chains.
@@ -29,9 +30,10 @@ pub const TUN: &str = "bdt0"; // tun (raw IP): the data chain
 pub const BARE: &str = "bd11"; // the bare XDP_PASS program
 pub const COUNT_PORT: &str = "bd12"; // count, selected by port only (no prefix)
 pub const REFERENCE: &str = "bd13"; // the parse-only reference program
-pub const VETHS: [&str; 14] = [
+pub const FLOOR: &str = "bd14"; // the lookup-floor reference program
+pub const VETHS: [&str; 15] = [
     DATA, RECORD, STRIP, COUNT, DROP, BACKUP, WINDOW, CAPTURE, E_COUNT, E_BACKUP, E_WINDOW, BARE,
-    COUNT_PORT, REFERENCE,
+    COUNT_PORT, REFERENCE, FLOOR,
 ];
 
 /// Thresholds of the chains with strip/recover (the quickstart's).
@@ -154,8 +156,8 @@ pub struct Path {
     /// frame or in the state it meets changes): also timed with repeat
     /// 10^6 on one frame, the code hot.
     pub hot: bool,
-    /// Times the parse-only reference program instead of emptcp.
-    pub reference: bool,
+    /// The program timed against the bare one: emptcp's, or a reference.
+    pub under: Under,
     /// Frames to run once before the first round (a stream's flows), each
     /// through emptcp's program of its hook.
     pub init: Vec<(Hook, Vec<u8>)>,
@@ -171,7 +173,7 @@ pub fn new_flow() -> u32 {
 
 /// Flows a stream spreads its segments over (more than fit in the L1
 /// cache's worth of map entries, fewer than a round's samples).
-const STREAM_FLOWS: u32 = 1024;
+pub const STREAM_FLOWS: u32 = 1024;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -220,6 +222,10 @@ const JOIN_SUBFLOW: u32 = 8_000_000;
 /// [`INITIAL_DATA`] in the same run.
 pub const JOINED_DATA: &str = "MPTCP data segment on a JOINED subflow of a tracked connection (1400 B) through record_flow + strip + recover";
 
+/// The lookup-floor reference row: the same stream as [`INITIAL_DATA`]
+/// through one lookup in a table of FLOWS' shape.
+pub const FLOOR_ROW: &str = "reference, not emptcp: one lookup of the data segment's 4-tuple in a table shaped as FLOWS (LRU hash, same key, value and capacity; 1024 flows) and one field of the entry written";
+
 /// The initial-subflow data row (above), against which the joined row is judged.
 pub const INITIAL_DATA: &str =
     "MPTCP data segment of a tracked flow (1400 B) through record_flow + strip + recover";
@@ -263,7 +269,7 @@ pub fn paths() -> Vec<Path> {
             relative_to: None,
             acts,
             hot: false,
-            reference: false,
+            under: Under::Emptcp,
             init,
             sample,
         });
@@ -674,6 +680,21 @@ pub fn paths() -> Vec<Path> {
         vec![],
         fresh(|id| data(id, 1)),
     );
+    // The stream's first segments insert its flows into the floor's table
+    // (run through the floor program before the rounds); then every
+    // timed segment hits (main.rs checks the table still holds just them).
+    let (init, next) = stream(|id| vec![data(id, 0)], data, false);
+    add(
+        Ingress,
+        FLOOR_ROW,
+        x,
+        FLOOR,
+        XDP_PASS,
+        None,
+        vec![],
+        init,
+        next,
+    );
     // Frames that change nothing when run again: no flow, nothing
     // written into the packet (count and drop only count).
     for p in &mut v {
@@ -683,7 +704,13 @@ pub fn paths() -> Vec<Path> {
             || p.name.contains("repeated")
             || p.name.starts_with("drop alone")
             || p.name.starts_with("reference");
-        p.reference = p.name.starts_with("reference");
+        if p.name.starts_with("reference") {
+            p.under = if p.iface == FLOOR {
+                Under::LookupFloor
+            } else {
+                Under::ParseOnly
+            };
+        }
         if p.name == JOINED_DATA {
             p.relative_to = Some(INITIAL_DATA);
         }

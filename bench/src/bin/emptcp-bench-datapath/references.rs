@@ -1,0 +1,161 @@
+//! The programs a row can time instead of emptcp's (`Under`), built from
+//! raw instructions: what any program doing that much pays on this
+//! machine, measured the same way in the same run.
+use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd};
+
+use anyhow::Context as _;
+use emptcp::{object::MapDef, sys};
+
+/// What a path's frames run through besides the bare program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Under {
+    /// emptcp's entry program of the path's hook.
+    Emptcp,
+    /// [`parse_only_program`].
+    ParseOnly,
+    /// [`lookup_floor_program`] over its own table.
+    LookupFloor,
+}
+
+/// The reference for the cheapest useful program: Ethernet, IPv4 (with
+/// its IHL) and the TCP ports read with direct packet access, each header
+/// bounds-checked, as the parsing helpers of xdp-tools do; XDP_PASS.
+pub fn parse_only_program() -> Vec<u8> {
+    let i = emptcp::sys::insn;
+    // Jumps go to `pass` (17): offset = 17 - (pc + 1).
+    [
+        i(0x61, 2, 1, 0, 0),       // 0: r2 = ctx->data
+        i(0x61, 3, 1, 4, 0),       // 1: r3 = ctx->data_end
+        i(0xbf, 4, 2, 0, 0),       // 2: r4 = r2
+        i(0x07, 4, 0, 0, 34),      // 3: r4 += 14 + 20
+        i(0x2d, 4, 3, 12, 0),      // 4: if r4 > r3 goto pass
+        i(0x69, 5, 2, 12, 0),      // 5: r5 = eth->h_proto
+        i(0x55, 5, 0, 10, 0x0008), // 6: if r5 != htons(ETH_P_IP) goto pass
+        i(0x71, 5, 2, 23, 0),      // 7: r5 = ip->protocol
+        i(0x55, 5, 0, 8, 6),       // 8: if r5 != IPPROTO_TCP goto pass
+        i(0x71, 5, 2, 14, 0),      // 9: r5 = ip->version_ihl
+        i(0x57, 5, 0, 0, 0x0f),    // 10: r5 &= 0xf
+        i(0x67, 5, 0, 0, 2),       // 11: r5 <<= 2 (IHL in bytes)
+        i(0x0f, 2, 5, 0, 0),       // 12: r2 += r5 (r2 + 14: the TCP header)
+        i(0xbf, 4, 2, 0, 0),       // 13: r4 = r2
+        i(0x07, 4, 0, 0, 14 + 20), // 14: r4 += 14 + sizeof(tcphdr)
+        i(0x2d, 4, 3, 1, 0),       // 15: if r4 > r3 goto pass
+        i(0x69, 6, 2, 16, 0),      // 16: r6 = tcp->dest (read, as a filter would)
+        i(0xb7, 0, 0, 0, 2),       // 17: pass: r0 = XDP_PASS
+        i(0x95, 0, 0, 0, 0),       // 18: exit
+    ]
+    .concat()
+}
+
+/// `BPF_MAP_TYPE_LRU_HASH`.
+const LRU_HASH: u32 = 9;
+
+/// A table shaped as emptcp's connection table `flows` is in this run
+/// (LRU hash, its key and value sizes, its capacity), for
+/// [`lookup_floor_program`].
+pub fn floor_table(flows: &OwnedFd) -> anyhow::Result<OwnedFd> {
+    let f = sys::map_facts(flows).context("read FLOWS' definition")?;
+    let def = MapDef {
+        map_type: LRU_HASH,
+        key_size: f.key_size,
+        value_size: f.value_size,
+        max_entries: f.max_entries,
+        flags: 0,
+        layout: None,
+    };
+    sys::map_create(&def, "bench_floor").context("create the floor's table")
+}
+
+/// Key and value sizes [`lookup_floor_program`] builds on its stack: those
+/// of emptcp's `FlowKey` and `FlowState`.
+const KEY: i16 = size_of::<emptcp_common::FlowKey>() as i16;
+const VALUE: i16 = size_of::<emptcp_common::FlowState>() as i16;
+
+/// The floor of any datapath that keeps state per connection in a hash
+/// table: Ethernet + IPv4 (IHL 5) + TCP read with direct packet access,
+/// the 4-tuple put in a zeroed key of `FlowKey`'s size, one lookup in
+/// `table` (emptcp's FLOWS shape: [`floor_table`]), and on a hit one
+/// field of the entry written (the segment's sequence number: any
+/// tracker updates its entry); on a miss the entry is inserted (the
+/// stream's first segments, run before the rounds). XDP_PASS.
+pub fn lookup_floor_program(table: BorrowedFd<'_>) -> Vec<u8> {
+    let i = sys::insn;
+    let fd = table.as_raw_fd();
+    // `lddw r1, table` (the map's fd, BPF_PSEUDO_MAP_FD): two slots.
+    let map = [i(0x18, 1, 1, 0, fd), i(0, 0, 0, 0, 0)];
+    let mut p: Vec<[u8; 8]> = Vec::new();
+    // Jumps to `pass` are patched at the end: (slot, opcode, dst, imm).
+    let mut to_pass: Vec<(usize, u8, u8, u8, i32)> = Vec::new();
+    let mut jump_pass = |p: &mut Vec<[u8; 8]>, code: u8, dst: u8, src: u8, imm: i32| {
+        to_pass.push((p.len(), code, dst, src, imm));
+        p.push([0; 8]);
+    };
+    p.push(i(0x61, 2, 1, 0, 0)); // r2 = ctx->data
+    p.push(i(0x61, 3, 1, 4, 0)); // r3 = ctx->data_end
+    p.push(i(0xbf, 4, 2, 0, 0)); // r4 = r2
+    p.push(i(0x07, 4, 0, 0, 14 + 20 + 20)); // r4 += eth + ip + tcp
+    jump_pass(&mut p, 0x2d, 4, 3, 0); // if r4 > r3 goto pass
+    p.push(i(0x69, 5, 2, 12, 0)); // r5 = eth->h_proto
+    jump_pass(&mut p, 0x55, 5, 0, 0x0008); // != htons(ETH_P_IP)
+    p.push(i(0x71, 5, 2, 14, 0)); // r5 = ip->version_ihl
+    jump_pass(&mut p, 0x55, 5, 0, 0x45); // IPv4 without options only
+    p.push(i(0x71, 5, 2, 23, 0)); // r5 = ip->protocol
+    jump_pass(&mut p, 0x55, 5, 0, 6); // != IPPROTO_TCP
+    p.push(i(0xb7, 0, 0, 0, 0)); // r0 = 0
+    for off in (-KEY..0).step_by(8) {
+        p.push(i(0x7b, 10, 0, off, 0)); // zero the key
+    }
+    p.push(i(0x61, 5, 2, 26, 0)); // r5 = saddr
+    p.push(i(0x63, 10, 5, -KEY, 0));
+    p.push(i(0x61, 5, 2, 30, 0)); // r5 = daddr
+    p.push(i(0x63, 10, 5, -KEY + 16, 0));
+    p.push(i(0x61, 5, 2, 34, 0)); // r5 = both ports
+    p.push(i(0x63, 10, 5, -KEY + 32, 0));
+    p.push(i(0x61, 6, 2, 38, 0)); // r6 = seq (kept across the call)
+    p.extend(map);
+    p.push(i(0xbf, 2, 10, 0, 0)); // r2 = fp
+    p.push(i(0x07, 2, 0, 0, -i32::from(KEY))); // r2 = &key
+    p.push(i(0x85, 0, 0, 0, 1)); // call bpf_map_lookup_elem
+    p.push(i(0x15, 0, 0, 2, 0)); // if r0 == 0 goto insert
+    p.push(i(0x7b, 0, 6, 0, 0)); // entry->[0] = seq
+    jump_pass(&mut p, 0x05, 0, 0, 0); // goto pass
+    // insert: a zeroed value of FlowState's size after the key.
+    let value_at = -KEY - VALUE;
+    p.push(i(0xb7, 7, 0, 0, 0)); // r7 = 0
+    for off in (value_at..-KEY).step_by(8) {
+        p.push(i(0x7b, 10, 7, off, 0));
+    }
+    p.extend(map);
+    p.push(i(0xbf, 2, 10, 0, 0));
+    p.push(i(0x07, 2, 0, 0, -i32::from(KEY))); // r2 = &key
+    p.push(i(0xbf, 3, 10, 0, 0));
+    p.push(i(0x07, 3, 0, 0, i32::from(value_at))); // r3 = &value
+    p.push(i(0xb7, 4, 0, 0, 0)); // r4 = BPF_ANY
+    p.push(i(0x85, 0, 0, 0, 2)); // call bpf_map_update_elem
+    let pass = p.len();
+    p.push(i(0xb7, 0, 0, 0, 2)); // pass: r0 = XDP_PASS
+    p.push(i(0x95, 0, 0, 0, 0)); // exit
+    for (at, code, dst, src, imm) in to_pass {
+        let off = i16::try_from(pass - at - 1).expect("a short program");
+        p[at] = i(code, dst, src, off, imm);
+    }
+    p.concat()
+}
+
+/// Entries in the floor's table: the stream's flows, once each, when every
+/// timed frame hit (a miss would have inserted one more).
+pub fn floor_entries(table: &OwnedFd) -> anyhow::Result<usize> {
+    let f = sys::map_facts(table)?;
+    let mut n = 0;
+    sys::map_entries(
+        std::os::fd::AsFd::as_fd(table),
+        f.key_size as usize,
+        f.value_size as usize,
+        256,
+        |_, _| {
+            n += 1;
+            Ok(true)
+        },
+    )?;
+    Ok(n)
+}
