@@ -1,4 +1,4 @@
-# Helpers of the guest link checks (vlan_check.sh, wg_check.sh): sourced, not run.
+# Helpers of the guest link checks (vlan_check.sh, tunnel_check.sh): sourced, not run.
 #
 # The caller sets E (the emptcp binary), LAB_ID and the testbed's LINK_*/IPV6
 # (exported, for testbed.sh), then sources this file, which sets CLI, ROOT (the

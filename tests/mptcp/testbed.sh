@@ -42,6 +42,10 @@
 #      on 203.0.113.201|202/30 (path B: .205|.206/30), UDP port 51820 (path B: 51821); keys
 #      made per `up` with wg(8) under $RUN. Needs the wireguard module and wireguard-tools
 #      (the guest of scripts/vm.sh has both; the 6.18 host has neither).
+#      "ipip" and "gre" make that path a point-to-point IP tunnel of that kind (raw IP: link
+#      type ipip or gre, same names) over the same underlay veth pair and /30 as "wg"; ipip
+#      carries IPv4 only, gre IPv4 and IPv6. Needs the ipip or ip_gre module (the guest has
+#      both; the 6.18 host has neither).
 #      IPV6 (0): 1 enables IPv6 in both namespaces and adds 2001:db8:a::1|2/64 on path A and
 #      2001:db8:b::1|2/64 on path B (nodad) beside the IPv4 addresses; the server then announces
 #      2001:db8:b::2 (not 198.51.100.2), listens on [::] and `xfer` connects to 2001:db8:a::2.
@@ -161,7 +165,7 @@ up() {
     return 0
 }
 
-# link_path CLI_DEV SRV_DEV veth|vlan|tun|wg: one path's two ends.
+# link_path CLI_DEV SRV_DEV veth|vlan|tun|wg|ipip|gre: one path's two ends.
 link_path() {
     local c=$1 s=$2
     case $3 in
@@ -181,8 +185,33 @@ link_path() {
             start_tunfwd "$c" "$s"
             ;;
         wg) wg_path "$c" "$s" ;;
-        *) die "LINK_A/LINK_B must be veth, vlan, tun or wg, not '$3'" ;;
+        ipip | gre) ip_tunnel_path "$c" "$s" "$3" ;;
+        *) die "LINK_A/LINK_B must be veth, vlan, tun, wg, ipip or gre, not '$3'" ;;
     esac
+}
+
+# underlay CLI_DEV SRV_DEV: the veth pair a tunnel path runs over (CLI_DEVu/SRV_DEVu),
+# up, on its own /30 per path (203.0.113.201|202 for path A, .205|.206 for path B);
+# sets UC and US to the two ends' addresses.
+underlay() {
+    local c=$1 s=$2 n=${1: -1}
+    UC=203.0.113.$((201 + 4 * n)) US=203.0.113.$((202 + 4 * n))
+    ip link add "${c}u" netns $CLI type veth peer name "${s}u" netns $SRV
+    nsx $CLI ip addr add "$UC/30" dev "${c}u"
+    nsx $SRV ip addr add "$US/30" dev "${s}u"
+    nsx $CLI ip link set "${c}u" up
+    nsx $SRV ip link set "${s}u" up
+}
+
+# ip_tunnel_path CLI_DEV SRV_DEV ipip|gre: a point-to-point tunnel of that kind between
+# the namespaces over its underlay. The kernel hands what it decapsulates to the
+# tunnel device starting at the inner IP header: a raw-IP link.
+ip_tunnel_path() {
+    local c=$1 s=$2 kind=$3
+    underlay "$c" "$s"
+    nsx $CLI ip link add "$c" type "$kind" local "$UC" remote "$US" ttl 64 2>/dev/null ||
+        die "no $kind devices on this kernel ($(uname -r)): the guest of scripts/vm.sh has the module"
+    nsx $SRV ip link add "$s" type "$kind" local "$US" remote "$UC" ttl 64
 }
 
 # wg_path CLI_DEV SRV_DEV: a WireGuard tunnel between the namespaces. Each end has
@@ -191,22 +220,18 @@ link_path() {
 # both paths can be WireGuard at once.
 wg_path() {
     local c=$1 s=$2 n=${1: -1}
-    local uc=203.0.113.$((201 + 4 * n)) us=203.0.113.$((202 + 4 * n)) port=$((51820 + n))
+    local port=$((51820 + n))
     nsx $CLI ip link add "$c" type wireguard 2>/dev/null ||
         die "no WireGuard devices on this kernel ($(uname -r)): the guest of scripts/vm.sh has the wireguard module"
     command -v wg >/dev/null ||
         die "no wg(8) to set WireGuard keys and peers: install wireguard-tools (the guest of scripts/vm.sh has it)"
     nsx $SRV ip link add "$s" type wireguard
-    ip link add "${c}u" netns $CLI type veth peer name "${s}u" netns $SRV
-    nsx $CLI ip addr add "$uc/30" dev "${c}u"
-    nsx $SRV ip addr add "$us/30" dev "${s}u"
-    nsx $CLI ip link set "${c}u" up
-    nsx $SRV ip link set "${s}u" up
+    underlay "$c" "$s"
     (umask 077 && wg genkey >"$RUN/wg-$c.key" && wg genkey >"$RUN/wg-$s.key")
     nsx $CLI wg set "$c" listen-port $port private-key "$RUN/wg-$c.key" \
-        peer "$(wg pubkey <"$RUN/wg-$s.key")" allowed-ips 0.0.0.0/0,::/0 endpoint "$us:$port"
+        peer "$(wg pubkey <"$RUN/wg-$s.key")" allowed-ips 0.0.0.0/0,::/0 endpoint "$US:$port"
     nsx $SRV wg set "$s" listen-port $port private-key "$RUN/wg-$s.key" \
-        peer "$(wg pubkey <"$RUN/wg-$c.key")" allowed-ips 0.0.0.0/0,::/0 endpoint "$uc:$port"
+        peer "$(wg pubkey <"$RUN/wg-$c.key")" allowed-ips 0.0.0.0/0,::/0 endpoint "$UC:$port"
 }
 
 # start_tunfwd CLI_DEV SRV_DEV: the forwarder that joins a TUN pair; its own session
@@ -230,12 +255,13 @@ v6_ready() {
         local busy=0
         for ns in $CLI $SRV; do
             [[ -n $(ip -n "$ns" -6 addr show tentative) ]] && busy=1
-            # A WireGuard device never reports carrier, so its operstate stays
-            # UNKNOWN: usable once it is up. Every other kind must say UP.
-            local up wg
+            # A WireGuard, ipip or GRE device has no operstate of its own, so it
+            # stays UNKNOWN: usable once it is up. Every other kind must say UP.
+            local up tunnels
             up=$(ip -n "$ns" -br link show | grep -cE '^(cli|srv)[01][@ ].* UP ' || true)
-            wg=$(ip -n "$ns" -br link show type wireguard | grep -cE '^(cli|srv)[01] .* UNKNOWN ' || true)
-            [[ $((up + wg)) == 2 ]] || busy=1
+            tunnels=$(for k in wireguard ipip gre; do ip -n "$ns" -br link show type $k; done |
+                grep -cE '^(cli|srv)[01][@ ].* UNKNOWN ' || true)
+            [[ $((up + tunnels)) == 2 ]] || busy=1
         done
         [[ $busy == 0 ]] && return 0
         sleep 0.02

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The short-flow policy over a WireGuard path (needs the wireguard module and
-# wg(8): run it in the guest,
-#   scripts/vm.sh run tests/mptcp/wg_check.sh "$PWD/target/release/emptcp").
+# The short-flow policy over a tunnel path: WireGuard, GRE, IP-in-IP (needs
+# their modules and wg(8): run it in the guest,
+#   scripts/vm.sh run tests/mptcp/tunnel_check.sh "$PWD/target/release/emptcp" [KIND...]
+# KIND: wg, gre, ipip; all three by default).
 #
 # Path A (the first subflow, where the server's ADD_ADDR arrives and the
-# download flows) is a WireGuard tunnel (testbed.sh LINK_A=wg: raw IP, link
-# type none), emptcp's XDP program on the client's WireGuard device in skb
-# (generic) mode, the only mode WireGuard has. For IPv4, then IPv6 (FAMILIES,
-# "4 6"), each in one testbed:
+# download flows) is a tunnel of that kind (testbed.sh LINK_A=KIND: raw IP,
+# link type none, gre or ipip), emptcp's XDP program on the client's tunnel
+# device in skb (generic) mode, the only mode these devices have. For IPv4,
+# then IPv6 (FAMILIES, "4 6"; ipip carries IPv4 only), each in one testbed:
 #
 # * control, no emptcp: a 100 KB download joins path B; the server's ADD_ADDR
-#   is in a capture on cli0 (the tunnel carried the traffic: wg counts it);
+#   is in a capture on cli0 (the tunnel carried the traffic: its device
+#   counted the bytes it decapsulated);
 # * emptcp: plan notes the raw-IP link, status shows it (none, skb, in-kernel
 #   recovery attached); a 100 KB download opens no subflow and does not fall
 #   back, no ADD_ADDR passes the XDP hook (the capture sees the packets after
@@ -24,13 +26,19 @@
 #
 # WireGuard marks decrypted packets CHECKSUM_UNNECESSARY, so the client's
 # stack does not verify the TCP checksum of a segment emptcp rewrote: the
-# TcpInCsumErrors check cannot fail here, and the capture's checksum check is
-# what verifies the rewritten pure ACKs. Exit 0 only if every check holds.
+# TcpInCsumErrors check cannot fail there, and the capture's checksum check
+# is what verifies the rewritten pure ACKs. GRE and IP-in-IP keep the
+# checksum state the underlay gave the packet: with the server's offload
+# off (`csum-offload off`) the client's stack verifies every segment.
+# Exit 0 only if every check holds.
 set -euo pipefail
-E=${1:?usage: wg_check.sh EMPTCP_BINARY}
+E=${1:?usage: tunnel_check.sh EMPTCP_BINARY [wg|gre|ipip ...]}
+shift
+KINDS=("$@")
+((${#KINDS[@]})) || KINDS=(wg gre ipip)
 # The server's ADD_ADDR is sent once (no retransmission that could reach the
 # client after the strip-only control).
-export LAB_ID=-wgchk LINK_A=wg ADD_ADDR_TIMEOUT=0
+export LAB_ID=-tunchk ADD_ADDR_TIMEOUT=0 LINK_A
 # shellcheck source=check_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/check_lib.sh"
 
@@ -63,15 +71,28 @@ pure_from_server() {
     fi
 }
 
-# family 4|6: every check of the header on one testbed.
+# The link type `ip link` (and emptcp's plan and status) gives a tunnel kind.
+link_type() {
+    case $1 in
+    wg) echo none ;;
+    *) echo "$1" ;;
+    esac
+}
+
+# Bytes the client's tunnel device received (what it decrypted or
+# decapsulated).
+tunnel_rx_bytes() { ip netns exec "$CLI" cat /sys/class/net/cli0/statistics/rx_bytes; }
+
+# family KIND 4|6: every check of the header on one testbed.
 family() {
-    local v=$1 t0=$SECONDS j f c s n
+    local kind=$1 v=$2 t0=$SECONDS j f c s n lt
+    lt=$(link_type "$kind")
     export IPV6=0
     [[ $v == 6 ]] && IPV6=1
-    echo "== IPv$v"
+    echo "== $kind, IPv$v"
     "$TB" up >/dev/null
     "$TB" csum-offload off
-    echo "path A: $(ip -n "$CLI" -d link show cli0 | grep -o wireguard) over $(ip -n "$CLI" -br addr show cli0u | awk '{print $3}')"
+    echo "path A: $(ip -n "$CLI" -d -j link show cli0 | python3 -c 'import json,sys; d=json.load(sys.stdin)[0]; print(d["linkinfo"]["info_kind"], "link type", d["link_type"])') over $(ip -n "$CLI" -br addr show cli0u | awk '{print $3}')"
     local csum_failures
     csum_failures=$(hw_csum_failures)
 
@@ -82,17 +103,18 @@ family() {
     n=$(capture_read cli0 "$(pure_from_server "$v")" | grep -c 'add-addr' || true)
     check_more "control: ADD_ADDR seen on cli0" "$n" 0
     # The join splits the download between the paths, but the server's first
-    # window (10 segments of ~1.3 KB: MSS under WireGuard's 1420 MTU) leaves on
-    # path A before a join can exist, so the tunnel decrypted over 10 KB.
-    n=$(ip netns exec "$CLI" wg show cli0 transfer | awk '{print $2}')
+    # window (10 segments of ~1.3-1.4 KB: MSS under the tunnel's MTU, 1420 for
+    # WireGuard, 1476 for GRE, 1480 for IP-in-IP) leaves on path A before a
+    # join can exist, so the tunnel carried over 10 KB.
+    n=$(tunnel_rx_bytes)
     check_more "control: bytes received through the tunnel" "$n" 10000
 
     policy 1 >"$DIR/recover.yaml"
     policy 0 >"$DIR/strip.yaml"
-    n=$(em plan -f "$DIR/recover.yaml" | grep -c 'cli0: raw-IP link (link type none)' || true)
+    n=$(em plan -f "$DIR/recover.yaml" | grep -c "cli0: raw-IP link (link type $lt)" || true)
     check "plan notes cli0 as a raw-IP link" "$n" 1
     em apply -f "$DIR/recover.yaml" >/dev/null
-    check "status of cli0: link type, raw IP, XDP mode, in-kernel recovery" "$(iface_status cli0)" "none True skb True"
+    check "status of cli0: link type, raw IP, XDP mode, in-kernel recovery" "$(iface_status cli0)" "$lt True skb True"
 
     capture_start cli0
     read -r j f c _ < <(download 100K --wait-subflows 1 --wait-timeout 2)
@@ -120,8 +142,19 @@ family() {
 
     em destroy >/dev/null
     "$TB" down
-    echo "IPv$v: $((SECONDS - t0)) s"
+    echo "$kind, IPv$v: $((SECONDS - t0)) s"
 }
 
-for v in ${FAMILIES:-4 6}; do family "$v"; done
+for kind in "${KINDS[@]}"; do
+    case $kind in
+    wg | gre) families=${FAMILIES:-4 6} ;;
+    ipip) families=${FAMILIES:-4} families=${families//6/} ;; # IPv4 in IPv4 only
+    *)
+        echo "unknown tunnel kind '$kind' (wg, gre, ipip)" >&2
+        exit 2
+        ;;
+    esac
+    LINK_A=$kind
+    for v in $families; do family "$kind" "$v"; done
+done
 finish
