@@ -42,10 +42,13 @@
 #      on 203.0.113.201|202/30 (path B: .205|.206/30), UDP port 51820 (path B: 51821); keys
 #      made per `up` with wg(8) under $RUN. Needs the wireguard module and wireguard-tools
 #      (the guest of scripts/vm.sh has both; the 6.18 host has neither).
-#      "ipip" and "gre" make that path a point-to-point IP tunnel of that kind (raw IP: link
-#      type ipip or gre, same names) over the same underlay veth pair and /30 as "wg"; ipip
-#      carries IPv4 only, gre IPv4 and IPv6. Needs the ipip or ip_gre module (the guest has
-#      both; the 6.18 host has neither).
+#      "ipip", "gre" and "sit" make that path a point-to-point IP tunnel of that kind (raw
+#      IP: link type ipip, gre or sit, same names) over the same underlay veth pair and /30
+#      as "wg"; ipip carries IPv4 only, gre and sit (mode any) IPv4 and IPv6. "ip6tnl" and
+#      "ip6gre" do the same over IPv6 (link type tunnel6 or gre6; mode any: IPv4 and IPv6
+#      inside), the underlay on 2001:db8:ff:N::1|2/64 (N the path, 0 or 1). Need the
+#      ipip, ip_gre, sit, ip6_tunnel or ip6_gre module (the guest loads them on demand; the
+#      6.18 host has none of them).
 #      IPV6 (0): 1 enables IPv6 in both namespaces and adds 2001:db8:a::1|2/64 on path A and
 #      2001:db8:b::1|2/64 on path B (nodad) beside the IPv4 addresses; the server then announces
 #      2001:db8:b::2 (not 198.51.100.2), listens on [::] and `xfer` connects to 2001:db8:a::2.
@@ -165,7 +168,7 @@ up() {
     return 0
 }
 
-# link_path CLI_DEV SRV_DEV veth|vlan|tun|wg|ipip|gre: one path's two ends.
+# link_path CLI_DEV SRV_DEV veth|vlan|tun|wg|ipip|gre|sit|ip6tnl|ip6gre: one path's two ends.
 link_path() {
     local c=$1 s=$2
     case $3 in
@@ -185,33 +188,51 @@ link_path() {
             start_tunfwd "$c" "$s"
             ;;
         wg) wg_path "$c" "$s" ;;
-        ipip | gre) ip_tunnel_path "$c" "$s" "$3" ;;
-        *) die "LINK_A/LINK_B must be veth, vlan, tun, wg, ipip or gre, not '$3'" ;;
+        ipip | gre | sit | ip6tnl | ip6gre) ip_tunnel_path "$c" "$s" "$3" ;;
+        *) die "LINK_A/LINK_B must be veth, vlan, tun, wg, ipip, gre, sit, ip6tnl or ip6gre, not '$3'" ;;
     esac
 }
 
-# underlay CLI_DEV SRV_DEV: the veth pair a tunnel path runs over (CLI_DEVu/SRV_DEVu),
-# up, on its own /30 per path (203.0.113.201|202 for path A, .205|.206 for path B);
-# sets UC and US to the two ends' addresses.
+# underlay CLI_DEV SRV_DEV [6]: the veth pair a tunnel path runs over
+# (CLI_DEVu/SRV_DEVu), up, on its own /30 per path (203.0.113.201|202 for path A,
+# .205|.206 for path B), or with 6 on its own /64 (2001:db8:ff:N::1|2, IPv6 enabled on
+# these two devices only, whatever IPV6 says); sets UC and US to the two ends' addresses.
 underlay() {
-    local c=$1 s=$2 n=${1: -1}
+    local c=$1 s=$2 n=${1: -1} len=30
     UC=203.0.113.$((201 + 4 * n)) US=203.0.113.$((202 + 4 * n))
     ip link add "${c}u" netns $CLI type veth peer name "${s}u" netns $SRV
-    nsx $CLI ip addr add "$UC/30" dev "${c}u"
-    nsx $SRV ip addr add "$US/30" dev "${s}u"
+    if [[ ${3:-} == 6 ]]; then
+        UC=2001:db8:ff:$n::1 US=2001:db8:ff:$n::2 len="64 nodad"
+        nsx $CLI sysctl -qw "net.ipv6.conf.${c}u.disable_ipv6=0"
+        nsx $SRV sysctl -qw "net.ipv6.conf.${s}u.disable_ipv6=0"
+    fi
+    # shellcheck disable=SC2086 # len carries nodad for IPv6
+    nsx $CLI ip addr add "$UC/"$len dev "${c}u"
+    # shellcheck disable=SC2086
+    nsx $SRV ip addr add "$US/"$len dev "${s}u"
     nsx $CLI ip link set "${c}u" up
     nsx $SRV ip link set "${s}u" up
 }
 
-# ip_tunnel_path CLI_DEV SRV_DEV ipip|gre: a point-to-point tunnel of that kind between
-# the namespaces over its underlay. The kernel hands what it decapsulates to the
-# tunnel device starting at the inner IP header: a raw-IP link.
+# ip_tunnel_path CLI_DEV SRV_DEV ipip|gre|sit|ip6tnl|ip6gre: a point-to-point tunnel of
+# that kind between the namespaces over its underlay (IPv6 for ip6tnl and ip6gre). The
+# kernel hands what it decapsulates to the tunnel device starting at the inner IP
+# header: a raw-IP link. sit and ip6tnl in mode any carry IPv4 and IPv6.
 ip_tunnel_path() {
-    local c=$1 s=$2 kind=$3
-    underlay "$c" "$s"
-    nsx $CLI ip link add "$c" type "$kind" local "$UC" remote "$US" ttl 64 2>/dev/null ||
+    local c=$1 s=$2 kind=$3 mode=() hops=(ttl 64)
+    case $kind in
+    sit | ip6tnl) mode=(mode any) ;;
+    esac
+    case $kind in
+    ip6tnl | ip6gre)
+        underlay "$c" "$s" 6
+        hops=(hoplimit 64)
+        ;;
+    *) underlay "$c" "$s" ;;
+    esac
+    nsx $CLI ip link add "$c" type "$kind" "${mode[@]}" local "$UC" remote "$US" "${hops[@]}" 2>/dev/null ||
         die "no $kind devices on this kernel ($(uname -r)): the guest of scripts/vm.sh has the module"
-    nsx $SRV ip link add "$s" type "$kind" local "$US" remote "$UC" ttl 64
+    nsx $SRV ip link add "$s" type "$kind" "${mode[@]}" local "$US" remote "$UC" "${hops[@]}"
 }
 
 # wg_path CLI_DEV SRV_DEV: a WireGuard tunnel between the namespaces. Each end has
@@ -255,11 +276,11 @@ v6_ready() {
         local busy=0
         for ns in $CLI $SRV; do
             [[ -n $(ip -n "$ns" -6 addr show tentative) ]] && busy=1
-            # A WireGuard, ipip or GRE device has no operstate of its own, so it
+            # A WireGuard device or an IP tunnel has no operstate of its own, so it
             # stays UNKNOWN: usable once it is up. Every other kind must say UP.
             local up tunnels
             up=$(ip -n "$ns" -br link show | grep -cE '^(cli|srv)[01][@ ].* UP ' || true)
-            tunnels=$(for k in wireguard ipip gre; do ip -n "$ns" -br link show type $k; done |
+            tunnels=$(for k in wireguard ipip gre sit ip6tnl ip6gre; do ip -n "$ns" -br link show type $k; done |
                 grep -cE '^(cli|srv)[01][@ ].* UNKNOWN ' || true)
             [[ $((up + tunnels)) == 2 ]] || busy=1
         done

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The short-flow policy over a tunnel path: WireGuard, GRE, IP-in-IP (needs
-# their modules and wg(8): run it in the guest,
+# The short-flow policy over a tunnel path: WireGuard and the kernel's IP
+# tunnels (needs their modules and wg(8): run it in the guest,
 #   scripts/vm.sh run tests/mptcp/tunnel_check.sh "$PWD/target/release/emptcp" [KIND...]
-# KIND: wg, gre, ipip; all three by default).
+# KIND: wg, gre, ipip, sit (over IPv4), ip6tnl, ip6gre (over IPv6); all by
+# default).
 #
 # Path A (the first subflow, where the server's ADD_ADDR arrives and the
 # download flows) is a tunnel of that kind (testbed.sh LINK_A=KIND: raw IP,
-# link type none, gre or ipip), emptcp's XDP program on the client's tunnel
-# device in skb (generic) mode, the only mode these devices have. For IPv4,
-# then IPv6 (FAMILIES, "4 6"; ipip carries IPv4 only), each in one testbed:
+# link type none, gre, ipip, sit, tunnel6 or gre6), emptcp's XDP program on
+# the client's tunnel device in skb (generic) mode, the only mode these
+# devices have. For IPv4, then IPv6 (FAMILIES, "4 6"; ipip carries IPv4
+# only), each in one testbed:
 #
 # * control, no emptcp: a 100 KB download joins path B; the server's ADD_ADDR
 #   is in a capture on cli0 (the tunnel carried the traffic: its device
@@ -32,10 +34,10 @@
 # off (`csum-offload off`) the client's stack verifies every segment.
 # Exit 0 only if every check holds.
 set -euo pipefail
-E=${1:?usage: tunnel_check.sh EMPTCP_BINARY [wg|gre|ipip ...]}
+E=${1:?usage: tunnel_check.sh EMPTCP_BINARY [wg|gre|ipip|sit|ip6tnl|ip6gre ...]}
 shift
 KINDS=("$@")
-((${#KINDS[@]})) || KINDS=(wg gre ipip)
+((${#KINDS[@]})) || KINDS=(wg gre ipip sit ip6tnl ip6gre)
 # The server's ADD_ADDR is sent once (no retransmission that could reach the
 # client after the strip-only control).
 export LAB_ID=-tunchk ADD_ADDR_TIMEOUT=0 LINK_A
@@ -75,6 +77,8 @@ pure_from_server() {
 link_type() {
     case $1 in
     wg) echo none ;;
+    ip6tnl) echo tunnel6 ;;
+    ip6gre) echo gre6 ;;
     *) echo "$1" ;;
     esac
 }
@@ -147,10 +151,10 @@ family() {
 
 for kind in "${KINDS[@]}"; do
     case $kind in
-    wg | gre) families=${FAMILIES:-4 6} ;;
+    wg | gre | sit | ip6tnl | ip6gre) families=${FAMILIES:-4 6} ;;
     ipip) families=${FAMILIES:-4} families=${families//6/} ;; # IPv4 in IPv4 only
     *)
-        echo "unknown tunnel kind '$kind' (wg, gre, ipip)" >&2
+        echo "unknown tunnel kind '$kind' (wg, gre, ipip, sit, ip6tnl, ip6gre)" >&2
         exit 2
         ;;
     esac
