@@ -159,7 +159,8 @@ pub struct Path {
     /// The program timed against the bare one: emptcp's, or a reference.
     pub under: Under,
     /// Frames to run once before the first round (a stream's flows), each
-    /// through emptcp's program of its hook.
+    /// through emptcp's program of its hook (a reference row's: through
+    /// its reference program).
     pub init: Vec<(Hook, Vec<u8>)>,
     pub sample: Sampler,
 }

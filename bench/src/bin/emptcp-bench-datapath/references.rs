@@ -50,7 +50,7 @@ pub fn parse_only_program() -> Vec<u8> {
 /// `BPF_MAP_TYPE_LRU_HASH`.
 const LRU_HASH: u32 = 9;
 
-/// A table shaped as emptcp's connection table `flows` is in this run
+/// A table shaped as emptcp's connection table `FLOWS` is in this run
 /// (LRU hash, its key and value sizes, its capacity), for
 /// [`lookup_floor_program`].
 pub fn floor_table(flows: &OwnedFd) -> anyhow::Result<OwnedFd> {
@@ -84,7 +84,7 @@ pub fn lookup_floor_program(table: BorrowedFd<'_>) -> Vec<u8> {
     // `lddw r1, table` (the map's fd, BPF_PSEUDO_MAP_FD): two slots.
     let map = [i(0x18, 1, 1, 0, fd), i(0, 0, 0, 0, 0)];
     let mut p: Vec<[u8; 8]> = Vec::new();
-    // Jumps to `pass` are patched at the end: (slot, opcode, dst, imm).
+    // Jumps to `pass`, patched at the end: (slot, opcode, dst, src, imm).
     let mut to_pass: Vec<(usize, u8, u8, u8, i32)> = Vec::new();
     let mut jump_pass = |p: &mut Vec<[u8; 8]>, code: u8, dst: u8, src: u8, imm: i32| {
         to_pass.push((p.len(), code, dst, src, imm));
