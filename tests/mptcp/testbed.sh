@@ -198,18 +198,16 @@ link_path() {
 # .205|.206 for path B), or with 6 on its own /64 (2001:db8:ff:N::1|2, IPv6 enabled on
 # these two devices only, whatever IPV6 says); sets UC and US to the two ends' addresses.
 underlay() {
-    local c=$1 s=$2 n=${1: -1} len=30
+    local c=$1 s=$2 n=${1: -1} plen=30 flags=()
     UC=203.0.113.$((201 + 4 * n)) US=203.0.113.$((202 + 4 * n))
     ip link add "${c}u" netns $CLI type veth peer name "${s}u" netns $SRV
     if [[ ${3:-} == 6 ]]; then
-        UC=2001:db8:ff:$n::1 US=2001:db8:ff:$n::2 len="64 nodad"
+        UC=2001:db8:ff:$n::1 US=2001:db8:ff:$n::2 plen=64 flags=(nodad)
         nsx $CLI sysctl -qw "net.ipv6.conf.${c}u.disable_ipv6=0"
         nsx $SRV sysctl -qw "net.ipv6.conf.${s}u.disable_ipv6=0"
     fi
-    # shellcheck disable=SC2086 # len carries nodad for IPv6
-    nsx $CLI ip addr add "$UC/"$len dev "${c}u"
-    # shellcheck disable=SC2086
-    nsx $SRV ip addr add "$US/"$len dev "${s}u"
+    nsx $CLI ip addr add "$UC/$plen" dev "${c}u" "${flags[@]}"
+    nsx $SRV ip addr add "$US/$plen" dev "${s}u" "${flags[@]}"
     nsx $CLI ip link set "${c}u" up
     nsx $SRV ip link set "${s}u" up
 }
