@@ -22,10 +22,12 @@
 #     (ns per segment of the attached XDP program in a GRO download, from
 #      kernel.bpf_stats_enabled: the bare program, then each policy; default
 #      the quickstart; EMPTCP_SEGMENT_ROUNDS rounds, default 3)
-#   scripts/bench.sh datapath [--write-docs] [--samples N] [--rounds R] [--flow-capacity N]
+#   scripts/bench.sh datapath [--write-docs] [--samples N] [--rounds R] [--flow-capacity N] [--only TEXT]...
 #     (--write-docs rewrites the generated region of docs/benchmarks.md;
 #      --flow-capacity sizes the connection tables as settings.flow_capacity
-#      does, not with --write-docs: the docs and targets are at the default)
+#      does, --only times the rows whose name contains TEXT (and a row that
+#      gives the bare program's figure); neither with --write-docs: the docs
+#      and targets are the whole table at the default sizing)
 #   scripts/bench.sh prior-art --checkout DIR [--write-docs] [--rounds R]
 #     (not part of "everything": emptcp's data chain against the prior art's
 #      C programs, eMPTCP 2022, on the same frame; DIR is a checkout of

@@ -7,7 +7,7 @@
 //! markdown; `--write-docs [FILE]` also rewrites the generated region of
 //! docs/benchmarks.md.
 //!
-//! Usage: emptcp-bench-datapath [--samples N] [--rounds R] [--flow-capacity N] [--write-docs [FILE]]
+//! Usage: emptcp-bench-datapath [--samples N] [--rounds R] [--flow-capacity N] [--only TEXT]... [--write-docs [FILE]]
 //!        emptcp-bench-datapath --hold-pass|--hold-meta NETNS IFACE...
 mod frames;
 mod measure;
@@ -110,6 +110,10 @@ struct Args {
     /// `settings.flow_capacity` of the policy (None: the product's
     /// default, at which the targets and the docs are).
     flow_capacity: Option<u32>,
+    /// `--only TEXT`: time only the paths whose name contains one of
+    /// these (with a small `--flow-capacity`, the other paths' flows
+    /// would not fit the tables).
+    only: Vec<String>,
     write_docs: Option<PathBuf>,
 }
 
@@ -118,6 +122,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
         samples: 5000,
         rounds: 7,
         flow_capacity: None,
+        only: Vec::new(),
         write_docs: None,
     };
     let mut it = args.iter().peekable();
@@ -134,19 +139,57 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
             "--flow-capacity" => {
                 a.flow_capacity = Some(u32::try_from(num("--flow-capacity")?)?);
             }
+            "--only" => a.only.push(
+                it.next()
+                    .filter(|v| !v.starts_with("--"))
+                    .context("--only needs part of a row's name")?
+                    .clone(),
+            ),
             "--write-docs" => {
                 let file = it.next_if(|v| !v.starts_with("--"));
                 a.write_docs = Some(file.map_or("docs/benchmarks.md".into(), PathBuf::from));
             }
             other => bail!(
-                "unknown argument {other:?}; usage: emptcp-bench-datapath [--samples N] [--rounds R] [--flow-capacity N] [--write-docs [FILE]]"
+                "unknown argument {other:?}; usage: emptcp-bench-datapath [--samples N] [--rounds R] [--flow-capacity N] [--only TEXT]... [--write-docs [FILE]]"
             ),
         }
     }
     if a.flow_capacity.is_some() && a.write_docs.is_some() {
         bail!("--write-docs writes the figures at the default sizing: leave out --flow-capacity");
     }
+    if !a.only.is_empty() && a.write_docs.is_some() {
+        bail!("--write-docs writes the whole table: leave out --only");
+    }
     Ok(a)
+}
+
+/// The paths `--only` names, and for each hook they run on whose bare
+/// figure no named path gives, the first path of that hook that does (the
+/// bare program's repeat figure, on which the emptcp column and the
+/// ratios rest, is timed beside the hot paths).
+fn only_these(paths: Vec<paths::Path>, only: &[String]) -> anyhow::Result<Vec<paths::Path>> {
+    let named = |p: &paths::Path| only.iter().any(|o| p.name.contains(o.as_str()));
+    let mut need: Vec<measure::Hook> = Vec::new();
+    for p in paths.iter().filter(|p| named(p)) {
+        if !need.contains(&p.hook) {
+            need.push(p.hook);
+        }
+    }
+    if need.is_empty() {
+        bail!("--only {only:?} names no row of the table");
+    }
+    need.retain(|h| !paths.iter().any(|p| named(p) && p.hot && p.hook == *h));
+    let mut kept = Vec::new();
+    for p in paths {
+        let baseline = p.hot && need.contains(&p.hook);
+        if baseline {
+            need.retain(|h| *h != p.hook);
+        }
+        if baseline || named(&p) {
+            kept.push(p);
+        }
+    }
+    Ok(kept)
 }
 
 /// The programs a path is timed with.
@@ -156,7 +199,8 @@ struct Progs {
     entry: aya::programs::ProgramFd,
     egress_entry: aya::programs::ProgramFd,
     parse_only: std::os::fd::OwnedFd,
-    floor: std::os::fd::OwnedFd,
+    floor: Floor,
+    small_floor: Floor,
 }
 
 impl Progs {
@@ -165,7 +209,8 @@ impl Progs {
         match p.under {
             Under::Emptcp => self.emptcp(p.hook),
             Under::ParseOnly => self.parse_only.as_fd(),
-            Under::LookupFloor => self.floor.as_fd(),
+            Under::LookupFloor => self.floor.prog.as_fd(),
+            Under::SmallLookupFloor => self.small_floor.prog.as_fd(),
         }
     }
     /// The program a path's set-up frame of `hook` runs through: emptcp's
@@ -187,6 +232,48 @@ impl Progs {
             Hook::Xdp => self.bare_xdp.as_fd(),
             Hook::Tc => self.bare_tc.as_fd(),
         }
+    }
+}
+
+/// A lookup-floor reference program attached to its interface, with
+/// its own table.
+struct Floor {
+    prog: std::os::fd::OwnedFd,
+    table: std::os::fd::OwnedFd,
+    _link: std::os::fd::OwnedFd,
+}
+
+impl Floor {
+    /// Loads the floor program over a new table of FLOWS' shape
+    /// (`capacity`: FLOWS' own if None) and attaches it to `iface`.
+    fn attach(
+        flows: &std::os::fd::OwnedFd,
+        capacity: Option<u32>,
+        iface: &str,
+    ) -> anyhow::Result<Self> {
+        let table = references::floor_table(flows, capacity)?;
+        let prog = sys::load_xdp_insns(
+            "bench_floor",
+            &references::lookup_floor_program(table.as_fd()),
+        )
+        .context("load the lookup-floor program")?;
+        let index = nix::net::if_::if_nametoindex(iface)?;
+        let _link = sys::xdp_link_create(prog.as_fd(), index, sys::XDP_FLAGS_SKB_MODE)
+            .with_context(|| format!("attach the lookup-floor program to {iface}"))?;
+        Ok(Self { prog, table, _link })
+    }
+
+    /// Every timed frame hit its flow: a miss would have inserted one
+    /// more entry than the stream's flows.
+    fn check_every_frame_hit(&self) -> anyhow::Result<()> {
+        let n = references::floor_entries(&self.table)?;
+        if n != paths::STREAM_FLOWS as usize {
+            bail!(
+                "a lookup floor's table holds {n} entries, not the stream's {} flows: some timed frames missed",
+                paths::STREAM_FLOWS
+            );
+        }
+        Ok(())
     }
 }
 
@@ -421,21 +508,17 @@ fn main() -> anyhow::Result<()> {
         sys::XDP_FLAGS_SKB_MODE,
     )
     .context("attach the parse-only program")?;
-    let floor_table = references::floor_table(&sys::obj_get(&layout.map("FLOWS"))?)?;
-    let floor = sys::load_xdp_insns(
-        "bench_floor",
-        &references::lookup_floor_program(floor_table.as_fd()),
-    )
-    .context("load the lookup-floor program")?;
-    let _floor_link = sys::xdp_link_create(
-        floor.as_fd(),
-        ifindex(paths::FLOOR)?,
-        sys::XDP_FLAGS_SKB_MODE,
-    )
-    .context("attach the lookup-floor program")?;
+    let flows = sys::obj_get(&layout.map("FLOWS"))?;
+    let floor = Floor::attach(&flows, None, paths::FLOOR)?;
+    let small_floor = Floor::attach(
+        &flows,
+        Some(references::SMALL_FLOOR_CAPACITY),
+        paths::SMALL_FLOOR,
+    )?;
     let progs = Progs {
         parse_only,
         floor,
+        small_floor,
         bare_xdp,
         bare_tc: sys::load_tc_verdict("bench_tc_next", -1)?,
         entry: pin("entry")?,
@@ -443,6 +526,9 @@ fn main() -> anyhow::Result<()> {
     };
 
     let mut paths = paths::paths();
+    if !args.only.is_empty() {
+        paths = only_these(paths, &args.only)?;
+    }
     for p in &paths {
         let i = ifindex(p.iface)?;
         for (hook, f) in &p.init {
@@ -467,14 +553,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    // Every timed frame of the floor hit its flow: a miss would have
-    // inserted one more entry.
-    let floor_entries = references::floor_entries(&floor_table)?;
-    if floor_entries != paths::STREAM_FLOWS as usize {
-        bail!(
-            "the lookup floor's table holds {floor_entries} entries, not the stream's {} flows: some timed frames missed",
-            paths::STREAM_FLOWS
-        );
+    for (under, floor) in [
+        (Under::LookupFloor, &progs.floor),
+        (Under::SmallLookupFloor, &progs.small_floor),
+    ] {
+        if paths.iter().any(|p| p.under == under) {
+            floor.check_every_frame_hit()?;
+        }
     }
     let mut rows: Vec<report::Row> = paths
         .iter()
@@ -483,6 +568,9 @@ fn main() -> anyhow::Result<()> {
         .collect();
     for (i, p) in paths.iter().enumerate() {
         if let Some(to) = p.relative_to {
+            if !args.only.is_empty() && !paths.iter().any(|q| q.name == to) {
+                continue; // --only left out the row it is judged against
+            }
             let j = paths.iter().position(|q| q.name == to).with_context(|| {
                 format!(
                     "path {:?} is judged against {to:?}, which is no path",
@@ -617,4 +705,37 @@ fn memory_table(
         times[2]
     )?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_keeps_the_named_rows_and_one_baseline_per_hook() {
+        let only = ["of a tracked flow (1400 B) through record_flow".to_string()];
+        let kept = only_these(paths::paths(), &only).unwrap();
+        let named: Vec<_> = kept.iter().filter(|p| p.name.contains(&only[0])).collect();
+        assert_eq!(named.len(), 1, "the data chain row");
+        let baselines: Vec<_> = kept.iter().filter(|p| !p.name.contains(&only[0])).collect();
+        assert_eq!(baselines.len(), 1, "one hot XDP row for the bare figure");
+        assert!(baselines[0].hot && baselines[0].hook == measure::Hook::Xdp);
+        assert!(kept.iter().all(|p| p.hook == measure::Hook::Xdp));
+    }
+
+    #[test]
+    fn only_adds_no_baseline_when_a_named_row_is_hot() {
+        let only = ["count alone: data segment".to_string()];
+        let kept = only_these(paths::paths(), &only).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].hot);
+    }
+
+    #[test]
+    fn only_naming_no_row_is_an_error() {
+        let Err(err) = only_these(paths::paths(), &["no such row".to_string()]) else {
+            panic!("a name of no row was taken");
+        };
+        assert!(err.to_string().contains("names no row"), "{err}");
+    }
 }

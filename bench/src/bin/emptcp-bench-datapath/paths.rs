@@ -31,9 +31,24 @@ pub const BARE: &str = "bd11"; // the bare XDP_PASS program
 pub const COUNT_PORT: &str = "bd12"; // count, selected by port only (no prefix)
 pub const REFERENCE: &str = "bd13"; // the parse-only reference program
 pub const FLOOR: &str = "bd14"; // the lookup-floor reference program
-pub const VETHS: [&str; 15] = [
-    DATA, RECORD, STRIP, COUNT, DROP, BACKUP, WINDOW, CAPTURE, E_COUNT, E_BACKUP, E_WINDOW, BARE,
-    COUNT_PORT, REFERENCE, FLOOR,
+pub const SMALL_FLOOR: &str = "bd15"; // the same over a small table
+pub const VETHS: [&str; 16] = [
+    DATA,
+    RECORD,
+    STRIP,
+    COUNT,
+    DROP,
+    BACKUP,
+    WINDOW,
+    CAPTURE,
+    E_COUNT,
+    E_BACKUP,
+    E_WINDOW,
+    BARE,
+    COUNT_PORT,
+    REFERENCE,
+    FLOOR,
+    SMALL_FLOOR,
 ];
 
 /// Thresholds of the chains with strip/recover (the quickstart's).
@@ -226,6 +241,10 @@ pub const JOINED_DATA: &str = "MPTCP data segment on a JOINED subflow of a track
 /// The lookup-floor reference row: the same stream as [`INITIAL_DATA`]
 /// through one lookup in a table of FLOWS' shape.
 pub const FLOOR_ROW: &str = "reference, not emptcp: one lookup of the data segment's 4-tuple in a table shaped as FLOWS (LRU hash, same key, value and capacity; 1024 flows) and one field of the entry written";
+
+/// The same stream and lookup as [`FLOOR_ROW`] in a table of
+/// [`crate::references::SMALL_FLOOR_CAPACITY`] entries.
+pub const SMALL_FLOOR_ROW: &str = "reference, not emptcp: the same lookup and write in a table of 4096 entries (same key and value; 1024 flows)";
 
 /// The initial-subflow data row (above), against which the joined row is judged.
 pub const INITIAL_DATA: &str =
@@ -684,18 +703,10 @@ pub fn paths() -> Vec<Path> {
     // The stream's first segments insert its flows into the floor's table
     // (run through the floor program before the rounds); then every
     // timed segment hits (main.rs checks the table still holds just them).
-    let (init, next) = stream(|id| vec![data(id, 0)], data, false);
-    add(
-        Ingress,
-        FLOOR_ROW,
-        x,
-        FLOOR,
-        XDP_PASS,
-        None,
-        vec![],
-        init,
-        next,
-    );
+    for (row, iface) in [(FLOOR_ROW, FLOOR), (SMALL_FLOOR_ROW, SMALL_FLOOR)] {
+        let (init, next) = stream(|id| vec![data(id, 0)], data, false);
+        add(Ingress, row, x, iface, XDP_PASS, None, vec![], init, next);
+    }
     // Frames that change nothing when run again: no flow, nothing
     // written into the packet (count and drop only count).
     for p in &mut v {
@@ -706,10 +717,10 @@ pub fn paths() -> Vec<Path> {
             || p.name.starts_with("drop alone")
             || p.name.starts_with("reference");
         if p.name.starts_with("reference") {
-            p.under = if p.iface == FLOOR {
-                Under::LookupFloor
-            } else {
-                Under::ParseOnly
+            p.under = match p.iface {
+                FLOOR => Under::LookupFloor,
+                SMALL_FLOOR => Under::SmallLookupFloor,
+                _ => Under::ParseOnly,
             };
         }
         if p.name == JOINED_DATA {

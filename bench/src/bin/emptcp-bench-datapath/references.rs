@@ -13,9 +13,17 @@ pub enum Under {
     Emptcp,
     /// [`parse_only_program`].
     ParseOnly,
-    /// [`lookup_floor_program`] over its own table.
+    /// [`lookup_floor_program`] over a table of FLOWS' capacity.
     LookupFloor,
+    /// [`lookup_floor_program`] over a table of [`SMALL_FLOOR_CAPACITY`]
+    /// entries: what the table's capacity adds to the same lookup.
+    SmallLookupFloor,
 }
+
+/// Capacity of the small floor table: 4x the stream's 1024 flows, so the
+/// LRU never evicts one of them, and a bucket array of 64 KiB (16 pages)
+/// where FLOWS' at the default 10^6 entries spans 16 MiB.
+pub const SMALL_FLOOR_CAPACITY: u32 = 4096;
 
 /// The reference for the cheapest useful program: Ethernet, IPv4 (with
 /// its IHL) and the TCP ports read with direct packet access, each header
@@ -51,15 +59,15 @@ pub fn parse_only_program() -> Vec<u8> {
 const LRU_HASH: u32 = 9;
 
 /// A table shaped as emptcp's connection table `FLOWS` is in this run
-/// (LRU hash, its key and value sizes, its capacity), for
-/// [`lookup_floor_program`].
-pub fn floor_table(flows: &OwnedFd) -> anyhow::Result<OwnedFd> {
+/// (LRU hash, its key and value sizes, and its capacity unless
+/// `capacity` says otherwise), for [`lookup_floor_program`].
+pub fn floor_table(flows: &OwnedFd, capacity: Option<u32>) -> anyhow::Result<OwnedFd> {
     let f = sys::map_facts(flows).context("read FLOWS' definition")?;
     let def = MapDef {
         map_type: LRU_HASH,
         key_size: f.key_size,
         value_size: f.value_size,
-        max_entries: f.max_entries,
+        max_entries: capacity.unwrap_or(f.max_entries),
         flags: 0,
         layout: None,
     };

@@ -183,7 +183,12 @@ pub fn render(args: &Args, rows: &[Row], memory: &str, load_start: &str, load_en
             .filter(|r| r.hook == h)
             .map(|r| r.bare_single)
             .collect();
-        measure::median(&v)
+        // No row of the hook (`--only`): nothing to print for it.
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            measure::median(&v)
+        }
     };
     let (bx, bt) = (bare(Hook::Xdp), bare(Hook::Tc));
     let _ = writeln!(
@@ -228,6 +233,9 @@ fresh). Each path's counters moved exactly once per measured frame (else the com
             Hook::Xdp,
         ),
     ] {
+        if !rows.iter().any(|r| r.table == table) {
+            continue; // `--only` left the whole table out
+        }
         let b = if h == Hook::Xdp { bx } else { bt };
         let _ = writeln!(
             o,
