@@ -70,6 +70,7 @@ fn short_and_long(mode: &str) {
         .tb
         .xfer_in_background(&["--download", "100K", "--linger", "2"]);
     let mut stored = serde_json::Value::Null;
+    let mut tables = serde_json::Value::Null;
     for _ in 0..30 {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let out = emptcp_ok(lab.root(), Some(&lab.tb.cli), &["-o", "json", "flows"], 0);
@@ -81,6 +82,8 @@ fn short_and_long(mode: &str) {
             .find(|f| !f["add_addrs"].as_array().unwrap().is_empty())
         {
             stored = f.clone();
+            // Read while the connection lingers: status counts it.
+            tables = status_json(lab.root(), &lab.tb.cli)["connection_tables"].clone();
             break;
         }
     }
@@ -93,6 +96,21 @@ fn short_and_long(mode: &str) {
         stored["remote"].as_str().unwrap().ends_with(":5201"),
         "{stored}"
     );
+    // `emptcp status` counts the live connection and its stored address
+    // in the tables, at the capacities the policy's flow_capacity set
+    // (FLOW_ADDRS a quarter of it).
+    let table = |name: &str| {
+        tables
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in status' connection_tables: {tables}"))
+    };
+    let (flows, addrs) = (table("FLOWS"), table("FLOW_ADDRS"));
+    assert_eq!(flows["capacity"], 16384, "{tables}");
+    assert_eq!(addrs["capacity"], 4096, "{tables}");
+    assert!(flows["entries"].as_u64().unwrap() >= 1, "{tables}");
+    assert!(addrs["entries"].as_u64().unwrap() >= 1, "{tables}");
     assert!(held.join().unwrap().status.success());
 
     // Long upload: the stored ADD_ADDR is re-inserted and the join happens.

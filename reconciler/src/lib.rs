@@ -27,6 +27,7 @@ pub mod simulate;
 pub mod state;
 pub mod status;
 pub mod sys;
+pub mod table_fill;
 pub mod watch;
 pub mod xdp_features;
 pub mod xsk;

@@ -13,6 +13,7 @@ use crate::{
     netdev::AttachMode,
     observe::Observed,
     state::ThresholdEntry,
+    table_fill::{self, TableFill},
     watch::state_file::{self, DaemonState, ErrorReport, fmt_utc, now_unix},
 };
 
@@ -125,6 +126,12 @@ pub struct Status {
     /// kernel), confirmed, retried, given up, and what was ignored.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub datapath_events: BTreeMap<String, u64>,
+    /// How full each pinned connection table is (crate::table_fill).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connection_tables: Vec<TableFill>,
+    /// A connection table that was pinned but could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_tables_error: Option<String>,
     /// The `emptcp watch` daemon of this root, when it has a status file.
     pub daemon: Option<DaemonStatus>,
     /// What the running kernel offers (probed by `emptcp status`).
@@ -389,6 +396,13 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
     let egress = counters::egress_counters(layout);
     let datapath_events = counters::datapath_events(layout);
     let inconsistencies = inconsistencies(o);
+    let (connection_tables, connection_tables_error) = match table_fill::connection_tables(layout) {
+        Ok(t) => (t, None),
+        Err(e) => (
+            Vec::new(),
+            Some(format!("reading the connection tables: {e}")),
+        ),
+    };
     Status {
         root: layout.root.display().to_string(),
         object_sha256: o.recorded_object().map(str::to_string),
@@ -399,6 +413,8 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
         programs,
         egress,
         datapath_events,
+        connection_tables,
+        connection_tables_error,
         daemon: None,
         kernel: None,
     }
@@ -623,6 +639,10 @@ pub fn render_text(s: &Status) -> String {
     }
     render_nonzero(&mut out, "egress", &s.egress);
     render_nonzero(&mut out, "datapath", &s.datapath_events);
+    table_fill::render(&mut out, &s.connection_tables);
+    if let Some(e) = &s.connection_tables_error {
+        let _ = writeln!(out, "connection tables: {e}");
+    }
     if let Some(d) = &s.daemon {
         render_daemon(&mut out, d);
     }
