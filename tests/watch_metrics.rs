@@ -34,6 +34,8 @@ fn metrics_are_served_and_move() {
         "emptcp_policy_valid",
         "emptcp_interfaces_missing",
         "emptcp_flows_tracked",
+        "emptcp_connection_table_entries{table=\"FLOWS\"}",
+        "emptcp_connection_table_entries{table=\"FLOW_ADDRS\"}",
         "emptcp_add_addr_stripped_total",
         "emptcp_add_addr_recovered_total",
         "emptcp_chain_packets_total{chain=\"a\"}",
@@ -62,6 +64,16 @@ fn metrics_are_served_and_move() {
         Some(1.0)
     );
     assert_eq!(metric(&m0, "emptcp_converged"), Some(1.0));
+    // A policy without record_flow keeps the connection tables at 1024
+    // entries (docs/datapath.md, "Maps"), and nothing is tracked in them.
+    for table in ["FLOWS", "TOKENS", "JOINS", "FLOW_ADDRS"] {
+        let capacity = format!("emptcp_connection_table_capacity{{table=\"{table}\"}}");
+        assert_eq!(metric(&m0, &capacity), Some(1024.0), "{capacity}\n{m0}");
+    }
+    assert_eq!(
+        metric(&m0, "emptcp_connection_table_entries{table=\"FLOWS\"}"),
+        Some(0.0)
+    );
 
     // Traffic moves the datapath counters.
     let seen0 = metric(

@@ -22,7 +22,11 @@ use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogra
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::{codec, layout::Layout};
+use crate::{
+    codec,
+    layout::Layout,
+    table_fill::{self, TableFill},
+};
 
 pub const RECONCILES: &str = "emptcp_reconciles_total";
 pub const RECONCILE_SECONDS: &str = "emptcp_reconcile_duration_seconds";
@@ -43,6 +47,8 @@ pub const PACKETS: &str = "emptcp_datapath_packets_total";
 pub const CHAIN_PACKETS: &str = "emptcp_chain_packets_total";
 pub const CHAIN_BYTES: &str = "emptcp_chain_bytes_total";
 pub const FLOWS: &str = "emptcp_flows_tracked";
+pub const TABLE_ENTRIES: &str = "emptcp_connection_table_entries";
+pub const TABLE_CAPACITY: &str = "emptcp_connection_table_capacity";
 pub const EVENTS: &str = "emptcp_datapath_events_total";
 pub const STRIPPED: &str = "emptcp_add_addr_stripped_total";
 pub const RECOVERED: &str = "emptcp_add_addr_recovered_total";
@@ -190,6 +196,14 @@ fn describe() {
         FLOWS,
         "Flows in the FLOWS table (0 without one); counted at most every 30 s."
     );
+    describe_gauge!(
+        TABLE_ENTRIES,
+        "Entries of each connection table (FLOWS, TOKENS, JOINS, FLOW_ADDRS); counted at most every 30 s."
+    );
+    describe_gauge!(
+        TABLE_CAPACITY,
+        "Capacity (max_entries) of each connection table; near it the LRU evicts tracked connections."
+    );
     describe_counter!(
         EVENTS,
         "Datapath events (FLOW_STATS map, summed over CPUs)."
@@ -239,10 +253,12 @@ impl Health {
 }
 
 /// Cached flow count (a key walk costs one syscall per flow).
+/// The connection tables' fill, counted at most every
+/// [`FLOW_COUNT_MAX_AGE`] (a count reads every entry).
 #[derive(Default)]
 struct FlowCount {
     at: Option<Instant>,
-    value: u64,
+    tables: Vec<TableFill>,
 }
 
 const FLOW_COUNT_MAX_AGE: Duration = Duration::from_secs(30);
@@ -307,65 +323,16 @@ fn collect_datapath(layout: &Layout, flows: &Mutex<FlowCount>) {
     }
     let mut fc = flows.lock().unwrap_or_else(|e| e.into_inner());
     if fc.at.is_none_or(|t| t.elapsed() >= FLOW_COUNT_MAX_AGE) {
-        fc.value = count_keys(layout, "FLOWS");
+        // An unreadable table shows as absent until the next count.
+        fc.tables = table_fill::connection_tables(layout).unwrap_or_default();
         fc.at = Some(Instant::now());
     }
-    gauge!(FLOWS).set(fc.value as f64);
-}
-
-/// Number of keys of a pinned hash map (0 when absent). Bounded by the
-/// map's capacity: a walk that restarts (its current key was evicted
-/// under it) cannot run forever.
-fn count_keys(layout: &Layout, name: &str) -> u64 {
-    let path = layout.map(name);
-    let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
-        return 0;
-    };
-    let Ok(fd) = crate::sys::obj_get(&path) else {
-        return 0;
-    };
-    let mut key = vec![0u8; info.key_size() as usize];
-    let mut next = vec![0u8; info.key_size() as usize];
-    let mut n: u64 = 0;
-    let mut first = true;
-    while n < u64::from(info.max_entries()) {
-        if !next_key(&fd, if first { None } else { Some(&key) }, &mut next) {
-            break;
-        }
-        first = false;
-        n += 1;
-        std::mem::swap(&mut key, &mut next);
+    let flows_tracked = fc.tables.iter().find(|t| t.name == "FLOWS");
+    gauge!(FLOWS).set(flows_tracked.map_or(0.0, |t| t.entries as f64));
+    for t in &fc.tables {
+        gauge!(TABLE_ENTRIES, "table" => t.name.clone()).set(t.entries as f64);
+        gauge!(TABLE_CAPACITY, "table" => t.name.clone()).set(f64::from(t.capacity));
     }
-    n
-}
-
-fn next_key(fd: &std::os::fd::OwnedFd, key: Option<&[u8]>, next: &mut [u8]) -> bool {
-    use std::os::fd::AsRawFd as _;
-    // union bpf_attr for BPF_MAP_GET_NEXT_KEY: map_fd, pad, key, next_key.
-    #[repr(C)]
-    struct Attr {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-        next_key: u64,
-    }
-    let attr = Attr {
-        map_fd: fd.as_raw_fd() as u32,
-        _pad: 0,
-        key: key.map_or(0, |k| k.as_ptr() as u64),
-        next_key: next.as_mut_ptr() as u64,
-    };
-    const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-    // SAFETY: attr points at buffers of the map's key size, alive for the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_GET_NEXT_KEY,
-            &attr as *const Attr,
-            size_of::<Attr>() as u32,
-        )
-    };
-    r == 0
 }
 
 /// Serves `/metrics`, `/healthz`, `/readyz` on `listener` until the task is
