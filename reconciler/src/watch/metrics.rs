@@ -252,7 +252,6 @@ impl Health {
     }
 }
 
-/// Cached flow count (a key walk costs one syscall per flow).
 /// The connection tables' fill, counted at most every
 /// [`FLOW_COUNT_MAX_AGE`] (a count reads every entry).
 #[derive(Default)]
