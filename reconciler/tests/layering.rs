@@ -43,7 +43,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("desired", &["desired"]),
-    ("observe", &["observe", "counters"]),
+    ("observe", &["observe", "counters", "table_fill"]),
     ("plan", &["plan"]),
     ("apply", &["apply"]),
     ("beside the pipeline", &["agent", "copy", "flows"]),
