@@ -5,7 +5,12 @@
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The manifest directory as cargo gives it to this run, not `env!`'s
+    // (fixed when the script was compiled): a build script compiled in
+    // another checkout that shares the target directory is reused as is,
+    // and would build and embed that checkout's eBPF object.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?;
+    let root = std::path::Path::new(&manifest)
         .parent()
         .ok_or_else(|| anyhow!("no workspace root"))?
         .to_path_buf();
