@@ -670,6 +670,25 @@ pub fn map_entries(
     }
 }
 
+/// Number of entries of the hash map `map` now (its key and value sizes
+/// read from the kernel), with [`map_entries`]' batched walk, `room`
+/// entries per system call.
+pub fn map_len(map: &OwnedFd, room: usize) -> io::Result<u64> {
+    let f = map_facts(map)?;
+    let mut n = 0u64;
+    map_entries(
+        std::os::fd::AsFd::as_fd(map),
+        f.key_size as usize,
+        f.value_size as usize,
+        room,
+        |_, _| {
+            n += 1;
+            Ok(true)
+        },
+    )?;
+    Ok(n)
+}
+
 /// Size of `struct __sk_buff` (UAPI) as a test-run context, and the offset
 /// of its `ifindex`: the device the skb is given (its egress chains apply).
 const SKB_CTX_SIZE: usize = 192;

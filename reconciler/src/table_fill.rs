@@ -3,8 +3,6 @@
 //! lose what their chain's thresholds do), and one far larger than its
 //! contents costs memory and, per packet, cache and TLB misses
 //! (docs/policy.md, `flow_capacity`). Read-only.
-use std::os::fd::AsFd as _;
-
 use serde::Serialize;
 
 use crate::{layout::Layout, sys};
@@ -48,22 +46,10 @@ pub fn connection_tables(layout: &Layout) -> std::io::Result<Vec<TableFill>> {
         let Ok(fd) = sys::obj_get(&layout.map(name)) else {
             continue;
         };
-        let facts = sys::map_facts(&fd)?;
-        let mut entries = 0u64;
-        sys::map_entries(
-            fd.as_fd(),
-            facts.key_size as usize,
-            facts.value_size as usize,
-            BATCH,
-            |_, _| {
-                entries += 1;
-                Ok(true)
-            },
-        )?;
         out.push(TableFill {
             name: name.to_string(),
-            entries,
-            capacity: facts.max_entries,
+            entries: sys::map_len(&fd, BATCH)?,
+            capacity: sys::map_facts(&fd)?.max_entries,
         });
     }
     Ok(out)

@@ -253,14 +253,14 @@ impl Health {
 }
 
 /// The connection tables' fill, counted at most every
-/// [`FLOW_COUNT_MAX_AGE`] (a count reads every entry).
+/// [`TABLE_FILL_MAX_AGE`] (a count reads every entry).
 #[derive(Default)]
-struct FlowCount {
+struct TableFillCache {
     at: Option<Instant>,
     tables: Vec<TableFill>,
 }
 
-const FLOW_COUNT_MAX_AGE: Duration = Duration::from_secs(30);
+const TABLE_FILL_MAX_AGE: Duration = Duration::from_secs(30);
 
 fn open(layout: &Layout, name: &str) -> Option<Map> {
     let md = MapData::from_pin(layout.map(name)).ok()?;
@@ -272,7 +272,7 @@ fn sum_row(m: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {
 }
 
 /// Reads the datapath counters into the registry. Blocking (map syscalls).
-fn collect_datapath(layout: &Layout, flows: &Mutex<FlowCount>) {
+fn collect_datapath(layout: &Layout, flows: &Mutex<TableFillCache>) {
     for (prog, outcomes) in crate::counters::program_counters(layout) {
         for (outcome, v) in outcomes {
             counter!(PACKETS, "program" => prog.clone(), "outcome" => outcome).absolute(v);
@@ -321,7 +321,7 @@ fn collect_datapath(layout: &Layout, flows: &Mutex<FlowCount>) {
         counter!(EGRESS_EVENTS, "event" => name).absolute(v);
     }
     let mut fc = flows.lock().unwrap_or_else(|e| e.into_inner());
-    if fc.at.is_none_or(|t| t.elapsed() >= FLOW_COUNT_MAX_AGE) {
+    if fc.at.is_none_or(|t| t.elapsed() >= TABLE_FILL_MAX_AGE) {
         // An unreadable table shows as absent until the next count.
         fc.tables = table_fill::connection_tables(layout).unwrap_or_default();
         fc.at = Some(Instant::now());
@@ -352,7 +352,7 @@ pub async fn serve(
             return;
         }
     };
-    let flows = Arc::new(Mutex::new(FlowCount::default()));
+    let flows = Arc::new(Mutex::new(TableFillCache::default()));
     // At most a few scrapes at once: a slow client cannot pile up tasks.
     let slots = Arc::new(tokio::sync::Semaphore::new(4));
     loop {
@@ -386,7 +386,7 @@ async fn respond(
     handle: PrometheusHandle,
     layout: Layout,
     health: Arc<Health>,
-    flows: Arc<Mutex<FlowCount>>,
+    flows: Arc<Mutex<TableFillCache>>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];

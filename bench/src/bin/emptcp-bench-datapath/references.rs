@@ -153,17 +153,5 @@ pub fn lookup_floor_program(table: BorrowedFd<'_>) -> Vec<u8> {
 /// Entries in the floor's table: the stream's flows, once each, when every
 /// timed frame hit (a miss would have inserted one more).
 pub fn floor_entries(table: &OwnedFd) -> anyhow::Result<usize> {
-    let f = sys::map_facts(table)?;
-    let mut n = 0;
-    sys::map_entries(
-        std::os::fd::AsFd::as_fd(table),
-        f.key_size as usize,
-        f.value_size as usize,
-        256,
-        |_, _| {
-            n += 1;
-            Ok(true)
-        },
-    )?;
-    Ok(n)
+    Ok(usize::try_from(sys::map_len(table, sys::BATCH_ENTRIES)?)?)
 }
