@@ -2,11 +2,10 @@
 //! per-CPU `XDP_DESC`, written once by the entry program) and the tail
 //! call to the next step. No map lookup but that one: the steps travel
 //! with the description.
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use emptcp_common::{Action, MAX_STEPS, META_MAGIC, Outcome, XdpMeta};
 
 use crate::{
-    maps::{PROGS, XDP_DESC},
+    hook::{Hook, Out},
     stats::{self, Ran},
 };
 
@@ -14,8 +13,8 @@ use crate::{
 /// packet is in a chain the entry started (see `XDP_DESC` for why a
 /// per-CPU slot describes the packet at hand).
 #[inline(always)]
-pub fn meta(_ctx: &XdpContext) -> Option<*mut XdpMeta> {
-    let m = XDP_DESC.get_ptr_mut(0)?;
+pub fn meta<H: Hook>(_ctx: &H) -> Option<*mut XdpMeta> {
+    let m = H::desc()?;
     if unsafe { (*m).magic } != META_MAGIC {
         return None;
     }
@@ -24,8 +23,8 @@ pub fn meta(_ctx: &XdpContext) -> Option<*mut XdpMeta> {
 
 /// This CPU's description slot, for the entry to write.
 #[inline(always)]
-pub fn slot() -> Option<*mut XdpMeta> {
-    XDP_DESC.get_ptr_mut(0)
+pub fn slot<H: Hook>(_ctx: &H) -> Option<*mut XdpMeta> {
+    H::desc()
 }
 
 /// The current step's argument (e.g. the backup flag, the window).
@@ -48,7 +47,7 @@ pub fn arg(m: *const XdpMeta) -> u32 {
 /// (`passed`), so the counters are those of a call, without the tail call
 /// and the program's own checks.
 #[inline(always)]
-pub fn jump(ctx: &XdpContext, m: *mut XdpMeta, pos: u32) -> u32 {
+pub fn jump<H: Hook>(ctx: &H, m: *mut XdpMeta, pos: u32) -> H::Code {
     let mut pos = pos;
     for _ in 0..MAX_STEPS {
         match step_action(m, pos) {
@@ -60,12 +59,12 @@ pub fn jump(ctx: &XdpContext, m: *mut XdpMeta, pos: u32) -> u32 {
         }
     }
     let Some(action) = step_action(m, pos) else {
-        return leave(ctx, xdp_action::XDP_PASS);
+        return leave(ctx, Out::Pass);
     };
     unsafe { (*m).pos = pos as u8 };
-    tail_call(ctx, action);
+    ctx.step(action);
     stats::bump(action, Outcome::Error);
-    leave(ctx, xdp_action::XDP_PASS)
+    leave(ctx, Out::Pass)
 }
 
 /// Would step `action` pass the packet untouched, whatever its flow? The
@@ -82,56 +81,17 @@ fn idle(m: *const XdpMeta, action: u32) -> bool {
     }
 }
 
-/// Tail-calls `PROGS[slot]` with the slot a constant at its call: the
-/// verifier then records one key per call instruction and the x86-64 JIT
-/// emits a direct jump (patched when the slot is written) instead of the
-/// indirect one a variable key needs, which goes through a retpoline where
-/// Spectre v2 mitigations are on (~10 ns per step measured). Slots outside
-/// the actions' are not called (as an empty slot).
-///
-/// Written in assembly: LLVM merges calls that differ only in a constant
-/// argument into one call with a variable one, which is exactly the
-/// indirect jump this avoids.
-#[inline(always)]
-pub fn tail_call(ctx: &XdpContext, slot: u32) {
-    macro_rules! by_constant {
-        ($($n:literal)*) => {
-            match slot {
-                $($n => unsafe {
-                    // bpf_tail_call(ctx, &PROGS, n): helper 12; it returns
-                    // only when the slot is empty, with r0-r5 clobbered.
-                    core::arch::asm!(
-                        "r2 = {map} ll",
-                        "r3 = {n}",
-                        "call 12",
-                        map = sym PROGS,
-                        n = const $n,
-                        inout("r1") ctx.ctx => _,
-                        out("r0") _,
-                        out("r2") _,
-                        out("r3") _,
-                        out("r4") _,
-                        out("r5") _,
-                    )
-                },)*
-                _ => {}
-            }
-        };
-    }
-    by_constant!(1 2 3 4 5 6 7);
-}
-
 /// Every way out of a chain: invalidates the description (an action
 /// program run later on this CPU without the entry, by a test or by
 /// anything else that can reach the slot, finds none) and returns
-/// `verdict`. Nothing is put in front of the packet, so the stack sees
+/// the hook's code for `out`. Nothing is put in front of the packet, so the stack sees
 /// it as it came (GRO merges only packets whose XDP metadata are equal).
 #[inline(always)]
-pub fn leave(_ctx: &XdpContext, verdict: u32) -> u32 {
-    if let Some(m) = XDP_DESC.get_ptr_mut(0) {
+pub fn leave<H: Hook>(_ctx: &H, out: Out) -> H::Code {
+    if let Some(m) = H::desc() {
         unsafe { (*m).magic = 0 };
     }
-    verdict
+    H::code(out)
 }
 
 /// The action of step `pos` of the described chain (both hooks), `None`
@@ -159,7 +119,7 @@ pub fn or_passed(v: Option<Step>) -> Step {
 
 /// Continue with the step after the current one.
 #[inline(always)]
-pub fn next(ctx: &XdpContext, m: *mut XdpMeta) -> u32 {
+pub fn next<H: Hook>(ctx: &H, m: *mut XdpMeta) -> H::Code {
     let pos = unsafe { (*m).pos } as u32 + 1;
     jump(ctx, m, pos)
 }
@@ -180,7 +140,7 @@ macro_rules! action_program {
                 // nothing in front of it.
                 $crate::identity::reference();
                 $crate::stats::bump(row, emptcp_common::Outcome::Error);
-                return $crate::chain::leave(&ctx, aya_ebpf::bindings::xdp_action::XDP_PASS);
+                return $crate::chain::leave(&ctx, $crate::hook::Out::Pass);
             };
             let ran: $crate::chain::Step = $body(&ctx, m);
             $crate::stats::bump(row, ran.outcome);
@@ -198,6 +158,6 @@ macro_rules! action_program {
 pub enum Verdict {
     /// Continue with the next step of the chain.
     Next,
-    /// Stop the chain with this XDP verdict.
-    Return(u32),
+    /// Stop the chain: the packet goes where this says.
+    Return(Out),
 }

@@ -5,8 +5,10 @@ use aya_ebpf::{bindings::xdp_md, helpers::generated::bpf_csum_diff, programs::Xd
 use emptcp_common::FlowKey;
 
 use crate::{
+    hook::Hook,
     maps::CSUM_SCRATCH,
     options::{Buf64, Seg, bounded, load, load_be16},
+    parse::Frame,
 };
 
 /// Bytes summed per `bpf_csum_diff` call (its limit is 512).
@@ -82,8 +84,14 @@ pub enum Form {
 /// paths multiplied this loop: ~60 % of strip_add_addr's verified
 /// instructions). One call per ADD_ADDR kept, which is rare.
 #[inline(always)]
-pub fn tcp_check(ctx: &XdpContext, s: &Seg, key: &FlowKey) -> Option<Form> {
-    match emptcp_tcp_check(ctx.ctx, s.l4, s.seg_len, key) {
+pub fn tcp_check<H: Hook>(ctx: &H, s: &Seg, key: &FlowKey) -> Option<Form> {
+    ctx.tcp_check(s, key)
+}
+
+/// A `CHECK_*` answer as a [`Form`].
+#[inline(always)]
+pub fn form(check: u32) -> Option<Form> {
+    match check {
         CHECK_FULL => Some(Form::Full),
         CHECK_PARTIAL => Some(Form::Partial),
         _ => None,
@@ -116,7 +124,7 @@ pub extern "C" fn emptcp_tcp_check(
 }
 
 #[inline(always)]
-fn check(ctx: &XdpContext, l4: u32, len: u32, key: &FlowKey) -> Option<Form> {
+fn check<C: Frame>(ctx: &C, l4: u32, len: u32, key: &FlowKey) -> Option<Form> {
     if len < 20 || len > CHUNK * CHUNKS {
         return None;
     }

@@ -8,7 +8,7 @@
 //! the parser; a TCP packet on an interface whose every chain lists ports
 //! leaves after one inlined array lookup when its ports are in no chain's
 //! filter. Only candidates pay for hash and LPM lookups.
-use aya_ebpf::{bindings::xdp_action, macros::xdp, maps::lpm_trie::Key, programs::XdpContext};
+use aya_ebpf::{macros::xdp, maps::lpm_trie::Key, programs::XdpContext};
 use emptcp_common::{
     ChainDef, DIR_LOCAL, DIR_REMOTE, FlowKey, FlowStat, IFACE_CAPTURE, IFACE_RAW_IP,
     INGRESS_CAPTURE_SLOT, INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6,
@@ -19,7 +19,8 @@ use emptcp_common::{
 
 use crate::{
     chain,
-    maps::{self, CHAINS, PORTS, PROGS, SEL_V4, SEL_V6, SUBFLOWS},
+    hook::{Hook, Out},
+    maps::{self, CHAINS, PORTS, SEL_V4, SEL_V6, SUBFLOWS},
     parse::{Packet, addresses, parse_tcp, tcp_numbers},
     scan, stats,
 };
@@ -31,7 +32,7 @@ use crate::{
 /// chain. Here, not in capture/, so the capture stays below the entry.
 #[xdp]
 pub fn ingress_capture(ctx: XdpContext) -> u32 {
-    run::<true>(&ctx)
+    run::<XdpContext, true>(&ctx)
 }
 
 /// Identifies the build of this object. Read on every matched packet so it
@@ -42,7 +43,7 @@ static EMPTCP_BUILD_ID: [u8; 16] = *b"emptcp-build-000";
 
 #[xdp]
 pub fn entry(ctx: XdpContext) -> u32 {
-    run::<false>(&ctx)
+    run::<XdpContext, false>(&ctx)
 }
 
 /// The entry program (`CAPTURE` false) or, on an interface with
@@ -53,24 +54,24 @@ pub fn entry(ctx: XdpContext) -> u32 {
 /// capture (a second path into the option walk, or a live flag across
 /// it, multiplied the entry's verified instructions by three).
 #[inline(always)]
-pub(crate) fn run<const CAPTURE: bool>(ctx: &XdpContext) -> u32 {
+pub(crate) fn run<H: Hook, const CAPTURE: bool>(ctx: &H) -> H::Code {
     // The interface first: it says where L3 starts (IFACE_RAW_IP).
-    let Some(ifc) = maps::iface(ctx.ingress_ifindex() as u32) else {
-        return xdp_action::XDP_PASS;
+    let Some(ifc) = maps::iface(ctx.ifindex()) else {
+        return H::code(Out::Pass);
     };
     let Some(mut pkt) = parse_tcp(ctx, ifc.flags & IFACE_RAW_IP != 0) else {
-        return xdp_action::XDP_PASS;
+        return H::code(Out::Pass);
     };
     // `seen` is not counted here (one lookup less per packet): status
     // reports it as applied + passed + error.
-    if try_entry::<CAPTURE>(ctx, &mut pkt, ifc).is_none() {
+    if try_entry::<H, CAPTURE>(ctx, &mut pkt, ifc).is_none() {
         stats::bump(STATS_ROW_ENTRY, Outcome::Passed);
         // Not ours: no description was written, nothing to invalidate.
-        return xdp_action::XDP_PASS;
+        return H::code(Out::Pass);
     }
     // A chain was started and its tail call failed, or the description
     // slot was missing: invalidate the description.
-    chain::leave(ctx, xdp_action::XDP_PASS)
+    chain::leave(ctx, Out::Pass)
 }
 
 /// Does the port filter `f` possibly hold `port`?
@@ -84,8 +85,8 @@ pub(crate) fn may_hold(f: &[u64; 4], port: u16) -> bool {
 /// call), `None` when the packet is not for us. Either way the packet
 /// passes.
 #[inline(always)]
-fn try_entry<const CAPTURE: bool>(
-    ctx: &XdpContext,
+fn try_entry<H: Hook, const CAPTURE: bool>(
+    ctx: &H,
     pkt: &mut Packet,
     ifc: &IfaceChains,
 ) -> Option<()> {
@@ -106,13 +107,13 @@ fn try_entry<const CAPTURE: bool>(
         // (apply writes `require` 0 there): the hot path of the others,
         // a packet of no chain, does not even test the flag.
         if ifc.flags & IFACE_CAPTURE != 0 {
-            unsafe { PROGS.tail_call(ctx, INGRESS_CAPTURE_SLOT) };
+            ctx.call_slot(INGRESS_CAPTURE_SLOT);
             // No capture program: the chains still run.
             stats::bump(STATS_ROW_ENTRY, Outcome::Error);
         }
         addresses(ctx, pkt)?;
     }
-    let m = chain::slot();
+    let m = chain::slot(ctx);
     if let Some(m) = m {
         forget_offsets(m, pkt);
     }
@@ -187,7 +188,7 @@ const NO_CHAIN: u32 = u32::MAX;
 /// Is the packet's subflow in `SUBFLOWS` (key: local = the packet's
 /// destination, as `describe` writes it)? Fills the addresses.
 #[inline(always)]
-fn known_subflow(ctx: &XdpContext, pkt: &mut Packet) -> Option<bool> {
+fn known_subflow<H: Hook>(ctx: &H, pkt: &mut Packet) -> Option<bool> {
     addresses(ctx, pkt)?;
     let key = flow_key(pkt);
     Some(unsafe { SUBFLOWS.get(&key) }.is_some())

@@ -1,5 +1,6 @@
-//! Appends an option to a received TCP header by growing the packet at the
-//! front (shared by recover_add_addr and set_backup).
+//! Appends an option to a received TCP header (shared by recover_add_addr
+//! and set_backup), each hook its own way ([`Hook::insert_option`]); on
+//! XDP by growing the packet at the front ([`at_head`]):
 //!
 //! `bpf_xdp_adjust_head(-n)` makes n bytes of room before the frame; the
 //! headers (Ethernet, VLAN tags, IP, TCP with its options) move n bytes to
@@ -17,6 +18,7 @@ use emptcp_common::{IFACE_SKB, XdpMeta};
 
 use crate::{
     chain, csum,
+    hook::Hook,
     maps::SCRATCH,
     options::{Buf64, Hdr, OPT_MAX, Seg, TCP_HLEN, load, load_be16, store, store_be16},
 };
@@ -63,7 +65,13 @@ pub fn has_room(s: &Seg, n: u32) -> bool {
 /// NOPs by the caller, bytes after n zero) after the options of `s`, whose
 /// fixed header is `t`.
 #[inline(always)]
-pub fn insert_option(ctx: &XdpContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
+pub fn insert_option<H: Hook>(ctx: &H, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
+    ctx.insert_option(s, t, opt, n)
+}
+
+/// [`insert_option`] on XDP: the headers move `n` bytes to the front.
+#[inline(always)]
+pub fn at_head(ctx: &XdpContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
     let w = s;
     let n = black_box(n);
     if n == 0 || n > OPT_MAX || n & 3 != 0 || !has_room(s, n) {

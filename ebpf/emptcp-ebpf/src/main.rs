@@ -28,6 +28,7 @@ mod csum;
 mod egress;
 mod entry;
 mod flow;
+mod hook;
 mod identity;
 mod idle;
 mod insert;

@@ -1,19 +1,16 @@
 //! What an action knows about its packet ([`Seg`], from the metadata the
 //! entry program wrote) and the packet access helpers.
 //!
-//! All packet access of the actions goes through `bpf_xdp_load_bytes` /
-//! `bpf_xdp_store_bytes` with offsets, so no packet pointer has to survive a
-//! head adjust, and a loop over packet pointers with a rewrite inside (which
+//! All packet access of the actions goes through the hook's load and store
+//! helpers (`bpf_xdp_load_bytes` / `bpf_xdp_store_bytes` on XDP) with
+//! offsets, so no packet pointer has to survive a head adjust, and a loop over packet pointers with a rewrite inside (which
 //! does not verify, TOOLCHAIN.md) is never needed.
 use core::hint::black_box;
 
-use aya_ebpf::{
-    helpers::generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
-    programs::XdpContext,
-};
 use emptcp_common::{FlowKey, OptRef, XdpMeta};
 
 use crate::{
+    hook::Hook,
     parse::{Frame, bytes_at},
     words::{copy_key, load64},
 };
@@ -212,26 +209,26 @@ pub fn bounded(len: u32, max: u32) -> u32 {
 
 /// Copies `len` packet bytes at `off` into `buf`; false when out of range.
 #[inline(always)]
-pub fn load(ctx: &XdpContext, off: u32, buf: *mut u8, len: u32) -> bool {
-    unsafe { bpf_xdp_load_bytes(ctx.ctx, off, buf as *mut _, len) == 0 }
+pub fn load<C: Frame>(ctx: &C, off: u32, buf: *mut u8, len: u32) -> bool {
+    ctx.load_into(off, buf, len)
 }
 
 /// Writes `len` bytes from `buf` at packet offset `off`.
 #[inline(always)]
-pub fn store(ctx: &XdpContext, off: u32, buf: *const u8, len: u32) -> bool {
-    unsafe { bpf_xdp_store_bytes(ctx.ctx, off, buf as *mut _, len) == 0 }
+pub fn store<H: Hook>(ctx: &H, off: u32, buf: *const u8, len: u32) -> bool {
+    ctx.store(off, buf, len)
 }
 
 /// Writes a big-endian u16 at packet offset `off`.
 #[inline(always)]
-pub fn store_be16(ctx: &XdpContext, off: u32, v: u16) -> bool {
+pub fn store_be16<H: Hook>(ctx: &H, off: u32, v: u16) -> bool {
     let b = v.to_be_bytes();
     store(ctx, off, b.as_ptr(), 2)
 }
 
 /// Reads a big-endian u16 at packet offset `off`.
 #[inline(always)]
-pub fn load_be16(ctx: &XdpContext, off: u32) -> Option<u16> {
+pub fn load_be16<C: Frame>(ctx: &C, off: u32) -> Option<u16> {
     let mut b = [0u8; 2];
     load(ctx, off, b.as_mut_ptr(), 2).then(|| u16::from_be_bytes(b))
 }

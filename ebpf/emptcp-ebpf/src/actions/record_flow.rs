@@ -23,7 +23,7 @@
 //!   close after the peer's DATA_FIN.
 //!
 //! Untracked flows and malformed packets pass untouched.
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{macros::xdp, programs::XdpContext};
 use emptcp_common::{
     Action, FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_DATA_SEQ_SEEN, FLOW_ESTABLISHED,
     FLOW_INITIAL_CLOSED, FLOW_PEER_WSCALE, FLOW_SEQ_SEEN, FLOW_SERVER, FLOW_SHIFT_SETTLED,
@@ -36,7 +36,8 @@ use crate::{
     action_program,
     chain::{self, Step, Verdict},
     flow::{self, Conn, Seq},
-    maps::{FLOWS, NEW_FLOW, PROGS, SYN_SHIFTS},
+    hook::{Hook, Out},
+    maps::{FLOWS, NEW_FLOW, SYN_SHIFTS},
     options::{ACK, FIN, RST, SYN, Seg, bounded, key, load},
     sha256, stats,
 };
@@ -55,7 +56,7 @@ const DSS_M8: u8 = 0x08;
 const DSS_F: u8 = 0x10;
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Step {
+fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {
     if !chain::well_formed(m) {
         return Step::passed(Verdict::Next);
     }
@@ -69,7 +70,7 @@ fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Step {
         || (fl & ACK != 0 && matches!(capable, 20 | 22 | 24) && flow::get(&key(m)).is_none());
     if setup {
         // On success `record_flow_setup` counts the run.
-        unsafe { PROGS.tail_call(ctx, RECORD_SETUP_SLOT) };
+        ctx.call_slot(RECORD_SETUP_SLOT);
         return Step::error(Verdict::Next);
     }
     if established(ctx, m) {
@@ -87,7 +88,7 @@ pub fn record_flow_setup(ctx: XdpContext) -> u32 {
     let Some(m) = chain::meta(&ctx) else {
         crate::identity::reference();
         stats::bump(ROW, Outcome::Error);
-        return chain::leave(&ctx, xdp_action::XDP_PASS);
+        return chain::leave(&ctx, Out::Pass);
     };
     let done = setup(&ctx, m);
     stats::bump(
@@ -100,7 +101,7 @@ pub fn record_flow_setup(ctx: XdpContext) -> u32 {
     );
     match chain::meta(&ctx) {
         Some(m) => chain::next(&ctx, m),
-        None => chain::leave(&ctx, xdp_action::XDP_PASS),
+        None => chain::leave(&ctx, Out::Pass),
     }
 }
 
@@ -108,7 +109,7 @@ pub fn record_flow_setup(ctx: XdpContext) -> u32 {
 /// joined subflow. Each case reads the description itself (a copy here
 /// would sit in this frame under the SHA-256's).
 #[inline(always)]
-fn setup(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
+fn setup<H: Hook>(ctx: &H, m: *mut XdpMeta) -> bool {
     let (flags, capable, join) = unsafe { ((*m).tcp_flags, (*m).capable.len, (*m).join.len) };
     if flags & SYN == 0 {
         // The peer's third ACK (or first data) echoes both keys: the
@@ -131,7 +132,7 @@ fn setup(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
 /// Any other segment: of a tracked connection (any subflow), or not.
 /// A subprogram: the frames of the program's paths stay apart.
 #[inline(never)]
-fn established(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
+fn established<H: Hook>(ctx: &H, m: *mut XdpMeta) -> bool {
     let s = Seg::of(m);
     let key = key(m);
     match flow::resolve(&key, s.n_mptcp != 0 || s.flags & (FIN | RST) != 0) {
@@ -150,7 +151,7 @@ fn established(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
 /// built in the per-CPU `NEW_FLOW` value, not on the stack. A
 /// subprogram: its frame and the SHA-256's stay apart from the caller's.
 #[inline(never)]
-fn create(ctx: &XdpContext, m: *mut XdpMeta, key_at: usize, flags: u32) -> bool {
+fn create<H: Hook>(ctx: &H, m: *mut XdpMeta, key_at: usize, flags: u32) -> bool {
     let s = &Seg::of(m);
     let key = &key(m);
     // A live joined subflow's 4-tuple is not a new connection: an
@@ -191,7 +192,7 @@ fn create(ctx: &XdpContext, m: *mut XdpMeta, key_at: usize, flags: u32) -> bool 
         &mut *fp
     };
     f.chain = s.chain;
-    f.ifindex = ctx.ingress_ifindex() as u32;
+    f.ifindex = ctx.ifindex();
     f.token = token;
     f.flags = flags;
     // RFC 7323: a shift above 14 is used as 14.
@@ -225,7 +226,7 @@ fn create(ctx: &XdpContext, m: *mut XdpMeta, key_at: usize, flags: u32) -> bool 
 /// An MP_JOIN SYN from the peer (the local end is the server): the
 /// subflow joins the connection its token names.
 #[inline(never)]
-fn join_received(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
+fn join_received<H: Hook>(ctx: &H, m: *mut XdpMeta) -> bool {
     let s = &Seg::of(m);
     let key = &key(m);
     let mut o = [0u8; 16];
@@ -242,7 +243,7 @@ fn join_received(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
 /// none (set_window needs it); the egress hook adds whether the local
 /// SYN-ACK scales too.
 #[inline(never)]
-fn syn_received(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
+fn syn_received<H: Hook>(ctx: &H, m: *mut XdpMeta) -> bool {
     let s = &Seg::of(m);
     let mut v = SynShift::default();
     if let Some(w) = peer_wscale(ctx, s) {
@@ -288,7 +289,7 @@ fn take_local_window(key: &FlowKey, f: &mut FlowState) {
 /// The peer's SYN-ACK of a subflow the local end joined: its window scale
 /// is this subflow's (set_window needs it).
 #[inline(never)]
-fn join_accepted(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
+fn join_accepted<H: Hook>(ctx: &H, m: *mut XdpMeta) -> bool {
     let s = &Seg::of(m);
     let key = &key(m);
     let Some(c) = flow::resolve(key, true) else {
@@ -316,14 +317,14 @@ fn join_accepted(ctx: &XdpContext, m: *mut XdpMeta) -> bool {
 
 /// The window scale option of a SYN or SYN-ACK (RFC 7323: at most 14).
 #[inline(always)]
-fn peer_wscale(ctx: &XdpContext, s: &Seg) -> Option<u8> {
+fn peer_wscale<H: Hook>(ctx: &H, s: &Seg) -> Option<u8> {
     let mut wb = [0u8; 8];
     s.read(ctx, s.wscale, &mut wb).then(|| wb[2].min(14))
 }
 
 /// A segment of a tracked connection, on its initial or a joined subflow.
 #[inline(always)]
-fn segment(ctx: &XdpContext, s: &Seg, sub: &FlowKey, c: Conn) -> bool {
+fn segment<H: Hook>(ctx: &H, s: &Seg, sub: &FlowKey, c: Conn) -> bool {
     let Conn { key, f, join } = c;
     if s.flags & (FIN | RST) != 0 {
         return close(ctx, s, sub, &key, f, join);
@@ -355,8 +356,8 @@ fn segment(ctx: &XdpContext, s: &Seg, sub: &FlowKey, c: Conn) -> bool {
 /// order (it starts at or before rcv_nxt and ends at or after it); else it
 /// is a spoof or stale, and the connection stays.
 #[inline(always)]
-fn close(
-    ctx: &XdpContext,
+fn close<H: Hook>(
+    ctx: &H,
     s: &Seg,
     sub: &FlowKey,
     key: &FlowKey,
@@ -446,7 +447,7 @@ fn note_segment(s: &Seg, f: &mut FlowState) {
 /// REMOVE_ADDR forgets the stored addresses it names (the first four:
 /// Linux sends one per option); MP_FASTCLOSE ends the connection (true).
 #[inline(always)]
-fn other_options(ctx: &XdpContext, s: &Seg, key: &FlowKey, f: &mut FlowState) -> bool {
+fn other_options<H: Hook>(ctx: &H, s: &Seg, key: &FlowKey, f: &mut FlowState) -> bool {
     if s.fastclose.len != 0 {
         flow::remove(key);
         stats::event(FlowStat::FastClose);
@@ -476,7 +477,7 @@ fn other_options(ctx: &XdpContext, s: &Seg, key: &FlowKey, f: &mut FlowState) ->
 /// Tells the later steps what this one found (they skip their own lookup
 /// of an untracked flow or one with nothing to re-insert).
 #[inline(always)]
-fn describe_flow(ctx: &XdpContext, f: Option<&FlowState>) {
+fn describe_flow<H: Hook>(ctx: &H, f: Option<&FlowState>) {
     let Some(m) = chain::meta(ctx) else {
         return;
     };

@@ -13,7 +13,7 @@
 //! program `ingress_recover` then builds a duplicate ACK carrying the option
 //! in the kernel, from a clone of the next data segment; user space (the
 //! agent) is told on `EVENTS` for links where that path is not attached.
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use emptcp_common::{
     ADD_ADDR_MAX_LEN, Action, AddrKey, FlowKey, FlowStat, FlowState, OPTS_EOL, OptRef,
     RecoverEvent, VIA_AGENT, VIA_INSERT, XdpMeta,
@@ -23,6 +23,7 @@ use crate::{
     action_program,
     chain::{self, Step, Verdict},
     flow::{self, Due},
+    hook::{Hook, Out},
     insert::{Insert, has_room, insert_option},
     maps::{EVENTS, FLOW_ADDRS, THRESHOLDS},
     options::{Buf64, KIND_NOP, Seg, key},
@@ -32,13 +33,13 @@ use crate::{
 action_program!(recover_add_addr, Action::RecoverAddAddr, run);
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Step {
+fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {
     chain::or_passed(recover(ctx, m))
 }
 
 /// `None`: nothing to do, the packet passes untouched.
 #[inline(always)]
-fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
+fn recover<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Option<Step> {
     if crate::idle::recover(m) {
         return None;
     }
@@ -114,7 +115,7 @@ fn recover(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
             None
         }
         Insert::Unchanged => Some(Step::error(Verdict::Next)),
-        Insert::Damaged => Some(Step::error(Verdict::Return(xdp_action::XDP_DROP))),
+        Insert::Damaged => Some(Step::error(Verdict::Return(Out::Drop))),
     }
 }
 

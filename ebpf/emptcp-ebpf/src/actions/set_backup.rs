@@ -11,13 +11,13 @@
 //! entry for a joined one), and its later segments pass untouched until
 //! the chain asks for the other value. An untracked subflow has nowhere
 //! to remember it: each of its segments with room gets one.
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use emptcp_common::{Action, FlowStat, OPTS_EOL, OptRef, XdpMeta};
 
 use crate::{
     action_program,
     chain::{self, Step, Verdict},
     csum, flow,
+    hook::{Hook, Out},
     insert::{Insert, has_room, insert_option},
     options::{Buf64, KIND_MPTCP, KIND_NOP, RST, SYN, Seg, key, store, store_be16},
     stats,
@@ -29,12 +29,12 @@ action_program!(set_backup, Action::SetBackup, run);
 const MP_PRIO_B2: u8 = 0x50;
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Step {
+fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {
     chain::or_passed(set(ctx, m, (chain::arg(m) != 0) as u8))
 }
 
 #[inline(always)]
-fn set(ctx: &XdpContext, m: *mut XdpMeta, backup: u8) -> Option<Step> {
+fn set<H: Hook>(ctx: &H, m: *mut XdpMeta, backup: u8) -> Option<Step> {
     if !chain::well_formed(m) {
         return None;
     }
@@ -61,7 +61,7 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, backup: u8) -> Option<Step> {
             };
             let c = csum::replace(t.be16(16), word(b), word(nb));
             if !store(ctx, s.at(prio) + 2, &nb, 1) || !store_be16(ctx, s.l4 + 16, c) {
-                return Some(Step::error(Verdict::Return(xdp_action::XDP_DROP)));
+                return Some(Step::error(Verdict::Return(Out::Drop)));
             }
             stats::event(FlowStat::MpPrioRewritten);
         }
@@ -104,7 +104,7 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, backup: u8) -> Option<Step> {
             None
         }
         Insert::Unchanged => Some(Step::error(Verdict::Next)),
-        Insert::Damaged => Some(Step::error(Verdict::Return(xdp_action::XDP_DROP))),
+        Insert::Damaged => Some(Step::error(Verdict::Return(Out::Drop))),
     }
 }
 

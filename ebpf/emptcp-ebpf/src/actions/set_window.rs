@@ -18,7 +18,6 @@
 //! connection's outstanding data, whichever subflows carry it. Segments with SYN are never scaled (shift 0). For an untracked
 //! flow the shift is unknown: the packet passes untouched and
 //! `window_scale_unknown` counts it, so put record_flow before set_window.
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use emptcp_common::{
     Action, FLOW_SERVER, FLOW_SHIFT_SETTLED, FlowStat, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, XdpMeta,
 };
@@ -28,6 +27,7 @@ use crate::{
     chain::{self, Step, Verdict},
     csum,
     flow::{self, Conn},
+    hook::{Hook, Out},
     options::{RST, SYN, Seg, key, load, store},
     stats,
 };
@@ -35,12 +35,12 @@ use crate::{
 action_program!(set_window, Action::SetWindow, run);
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Step {
+fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {
     chain::or_passed(set(ctx, m, chain::arg(m)))
 }
 
 #[inline(always)]
-fn set(ctx: &XdpContext, m: *mut XdpMeta, bytes: u32) -> Option<Step> {
+fn set<H: Hook>(ctx: &H, m: *mut XdpMeta, bytes: u32) -> Option<Step> {
     if !chain::well_formed(m) {
         return None;
     }
@@ -81,7 +81,7 @@ fn set(ctx: &XdpContext, m: *mut XdpMeta, bytes: u32) -> Option<Step> {
         b[..2].copy_from_slice(&new.to_be_bytes());
         b[2..].copy_from_slice(&c.to_be_bytes());
         if !store(ctx, s.l4 + 14, b.as_ptr(), 4) {
-            return Some(Step::error(Verdict::Return(xdp_action::XDP_PASS)));
+            return Some(Step::error(Verdict::Return(Out::Pass)));
         }
         stats::event(FlowStat::WindowRewritten);
     }

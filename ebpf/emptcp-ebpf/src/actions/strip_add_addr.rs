@@ -12,13 +12,13 @@
 //! or the pseudo-header sum a sender with TX checksum offload leaves for
 //! the device (CHECKSUM_PARTIAL, over veth or tun from a local sender),
 //! which a NOP rewrite leaves as it is (`csum::Form`).
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use emptcp_common::{ADD_ADDR_MAX_LEN, Action, FlowStat, OptRef, XdpMeta};
 
 use crate::{
     action_program,
     chain::{self, Step, Verdict},
     csum, flow,
+    hook::{Hook, Out},
     maps::THRESHOLDS,
     options::{FIN, RST, SYN, Seg, bounded, key, load_be16, store, store_be16},
     stats,
@@ -27,13 +27,13 @@ use crate::{
 action_program!(strip_add_addr, Action::StripAddAddr, run);
 
 #[inline(always)]
-fn run(ctx: &XdpContext, m: *mut XdpMeta) -> Step {
+fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {
     chain::or_passed(strip(ctx, m))
 }
 
 /// `None`: not for this action, the packet passes untouched.
 #[inline(always)]
-fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
+fn strip<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Option<Step> {
     if crate::idle::strip(m) {
         return None;
     }
@@ -71,7 +71,7 @@ fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
     if pure_ack && s.n_mptcp < 2 {
         f.add_addr_dropped = f.add_addr_dropped.saturating_add(1);
         stats::event(FlowStat::AddAddrDroppedPureAck);
-        return Some(Step::applied(Verdict::Return(xdp_action::XDP_DROP)));
+        return Some(Step::applied(Verdict::Return(Out::Drop)));
     }
 
     let old_csum = load_be16(ctx, s.l4 + 16)?;
@@ -85,7 +85,7 @@ fn strip(ctx: &XdpContext, m: *mut XdpMeta) -> Option<Step> {
     if !store_nops(ctx, s.at(h), len) || !store_be16(ctx, s.l4 + 16, tcp_csum) {
         // Each store is all or nothing; a failed checksum write after the
         // NOPs would pass a corrupt segment, so drop it.
-        return Some(Step::error(Verdict::Return(xdp_action::XDP_DROP)));
+        return Some(Step::error(Verdict::Return(Out::Drop)));
     }
     // The description follows the packet: the option is gone. (The
     // metadata pointer is taken again: helpers that write the packet
@@ -126,7 +126,7 @@ fn nop_sum(len: u32) -> u16 {
 
 /// Overwrites `len` packet bytes at `off` with NOPs.
 #[inline(always)]
-fn store_nops(ctx: &XdpContext, off: u32, len: u32) -> bool {
+fn store_nops<H: Hook>(ctx: &H, off: u32, len: u32) -> bool {
     let nops = [0x0101_0101_0101_0101u64; 8];
     (1..=64).contains(&len) && store(ctx, off, nops.as_ptr() as *const u8, bounded(len, 64))
 }

@@ -18,11 +18,12 @@
 //! timestamps, DSS data ACK, MACs, chain, interface): a forged packet
 //! carries what the local stack actually sent. Malformed packets
 //! (`OPTS_BAD`) are not captured. The packet is never changed.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use emptcp_common::{OPTS_BAD, SF_PEER_FIN, SF_PEER_RST, XdpMeta};
 
 use super::{Sender, close, closed, keys};
 use crate::{
+    hook::Hook,
     maps::SUBFLOWS,
     options::{FIN, RST, Seg, key},
 };
@@ -30,7 +31,7 @@ use crate::{
 /// Records what the described packet tells about its subflow, if the
 /// capture has it.
 #[inline(always)]
-pub fn capture(ctx: &XdpContext, m: *const XdpMeta) {
+pub fn capture<H: Hook>(ctx: &H, m: *const XdpMeta) {
     let s = Seg::of(m);
     if s.opt_state == OPTS_BAD {
         return;
