@@ -102,6 +102,10 @@ fn every_program_passes_the_verifier() {
     want.push(emptcp_common::RECORD_SETUP);
     // The in-kernel recovery (TC ingress).
     want.push(emptcp_common::INGRESS_RECOVER);
+    // The TC ingress hook: its entry and every action's variant.
+    want.push(emptcp_common::TC_ENTRY);
+    want.push(emptcp_common::TC_RECORD_SETUP);
+    want.extend(Action::ALL.iter().map(|a| emptcp_common::tc_program(*a)));
     want.extend(
         emptcp_common::EGRESS_ACTIONS
             .iter()
@@ -119,7 +123,7 @@ fn every_program_passes_the_verifier() {
             .verified_instruction_count()
             .expect("the kernel reports verified_insns (Linux 5.16+)");
         println!(
-            "{n:>17}: verified {verified:>6} insns ({:>2} % of the budget), {:>5} translated bytes",
+            "{n:>20}: verified {verified:>6} insns ({:>2} % of the budget), {:>5} translated bytes",
             u64::from(verified) * 100 / VERIFIER_BUDGET,
             info.size_translated().unwrap_or(0)
         );

@@ -8,6 +8,7 @@
 pub mod egress;
 #[path = "../common/gate.rs"]
 mod gate;
+pub mod tc_ingress;
 pub use gate::kernel_or_skip;
 
 use std::net::IpAddr;
@@ -97,14 +98,16 @@ pub struct Run {
 }
 
 /// Programs a test loads only when it uses them ([`Dp::need`]): the
-/// ingress capture (an interface with `IFACE_CAPTURE`) and the TC egress
-/// programs (the egress harness). Verifying them is ~70 % of loading the
+/// ingress capture (an interface with `IFACE_CAPTURE`), the TC egress
+/// programs (the egress harness) and the TC ingress ones (`tc_*`, the TC
+/// ingress harness). Verifying them is ~70 % of loading the
 /// whole object (~0.9 of ~1.3 s on the development machine, several times
 /// that in the guest kernel under TCG), and most tests load a fresh object
 /// for every case. `every_program_passes_the_verifier` loads them all.
 fn on_demand(name: &str) -> bool {
     name == emptcp_common::INGRESS_CAPTURE
         || name == "egress_entry"
+        || name.starts_with("tc_")
         || emptcp_common::EGRESS_SLOTS.iter().any(|(n, _)| *n == name)
 }
 

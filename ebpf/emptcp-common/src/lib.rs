@@ -884,6 +884,29 @@ pub const fn egress_program(a: Action) -> &'static str {
     }
 }
 
+/// The entry program of the TC ingress hook (an interface whose ingress
+/// chains run after GRO, `ingress_hook: tc`), attached with a TCX ingress
+/// link; it runs the chain through `TC_PROGS`, whose slots are those of
+/// `PROGS`.
+pub const TC_ENTRY: &str = "tc_entry";
+
+/// `record_flow_setup` on the TC ingress hook (slot [`RECORD_SETUP_SLOT`]
+/// of `TC_PROGS`).
+pub const TC_RECORD_SETUP: &str = "tc_record_flow_setup";
+
+/// The TC ingress program of action `a` (every ingress action has one).
+pub const fn tc_program(a: Action) -> &'static str {
+    match a {
+        Action::Count => "tc_count",
+        Action::Drop => "tc_drop",
+        Action::RecordFlow => "tc_record_flow",
+        Action::StripAddAddr => "tc_strip_add_addr",
+        Action::RecoverAddAddr => "tc_recover_add_addr",
+        Action::SetBackup => "tc_set_backup",
+        Action::SetWindow => "tc_set_window",
+    }
+}
+
 /// The capture program (`egress_capture`), tail-called by `egress_entry`
 /// before the chain's first step, sits in this slot of `EGRESS_PROGS` (the
 /// actions use `Action as u32`, which starts at 1).

@@ -126,30 +126,45 @@ pub fn next<H: Hook>(ctx: &H, m: *mut XdpMeta) -> H::Code {
 
 pub use crate::idle::well_formed;
 
-/// Defines an action program: `$name` is the program (and policy) name,
-/// `$action` the action, `$body(ctx, meta) -> Step` its work; the
-/// program counts the step's outcome, once per run (`stats`).
+/// One run of an action program on hook `H`: its work `body` on the
+/// packet's description, the step's outcome counted once in row `row`
+/// (`stats`), then the next step or the verdict.
+#[inline(always)]
+pub fn run_step<H: Hook>(
+    ctx: &H,
+    row: u32,
+    body: impl FnOnce(&H, *mut XdpMeta) -> Step,
+) -> H::Code {
+    let Some(m) = meta(ctx) else {
+        // Not sent here by our entry program: pass it on.
+        crate::identity::reference();
+        stats::bump(row, Outcome::Error);
+        return leave(ctx, Out::Pass);
+    };
+    let ran = body(ctx, m);
+    stats::bump(row, ran.outcome);
+    match ran.verdict {
+        // The description lives in a map, not in the packet: it stays
+        // valid whatever the action did to the frame.
+        Verdict::Next => next(ctx, m),
+        Verdict::Return(v) => leave(ctx, v),
+    }
+}
+
+/// Defines the programs of an action: `$name` on XDP (the program and
+/// policy name) and `$tc_name` on TC ingress, both for `$action`, whose
+/// work is `$body(ctx, meta) -> Step`, generic over the hook.
 #[macro_export]
 macro_rules! action_program {
-    ($name:ident, $action:expr, $body:path) => {
+    ($name:ident, $tc_name:ident, $action:expr, $body:path) => {
         #[aya_ebpf::macros::xdp]
         pub fn $name(ctx: aya_ebpf::programs::XdpContext) -> u32 {
-            let row = $action as u32;
-            let Some(m) = $crate::chain::meta(&ctx) else {
-                // Not sent here by our entry program: pass it on, with
-                // nothing in front of it.
-                $crate::identity::reference();
-                $crate::stats::bump(row, emptcp_common::Outcome::Error);
-                return $crate::chain::leave(&ctx, $crate::hook::Out::Pass);
-            };
-            let ran: $crate::chain::Step = $body(&ctx, m);
-            $crate::stats::bump(row, ran.outcome);
-            match ran.verdict {
-                // The description lives in a map, not in the packet: it
-                // stays valid whatever the action did to the frame.
-                $crate::chain::Verdict::Next => $crate::chain::next(&ctx, m),
-                $crate::chain::Verdict::Return(v) => $crate::chain::leave(&ctx, v),
-            }
+            $crate::chain::run_step(&ctx, $action as u32, $body)
+        }
+
+        #[aya_ebpf::macros::classifier]
+        pub fn $tc_name(ctx: aya_ebpf::programs::TcContext) -> i32 {
+            $crate::chain::run_step(&ctx, $action as u32, $body)
         }
     };
 }

@@ -1,7 +1,11 @@
 //! Incremental Internet checksums (RFC 1624): the actions change a few
 //! header bytes and adjust the checksum from the old and new words, never
 //! summing the payload.
-use aya_ebpf::{bindings::xdp_md, helpers::generated::bpf_csum_diff, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{__sk_buff, xdp_md},
+    helpers::generated::bpf_csum_diff,
+    programs::{TcContext, XdpContext},
+};
 use emptcp_common::FlowKey;
 
 use crate::{
@@ -117,6 +121,26 @@ pub extern "C" fn emptcp_tcp_check(
         return CHECK_NONE;
     }
     match check(&XdpContext::new(ctx), l4, seg_len, unsafe { &*key }) {
+        Some(Form::Full) => CHECK_FULL,
+        Some(Form::Partial) => CHECK_PARTIAL,
+        None => CHECK_NONE,
+    }
+}
+
+/// [`emptcp_tcp_check`] of an skb (the TC ingress hook): the same work
+/// through `bpf_skb_load_bytes`, which also reaches an skb's page fragments.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn emptcp_tcp_check_skb(
+    skb: *mut __sk_buff,
+    l4: u32,
+    seg_len: u32,
+    key: *const FlowKey,
+) -> u32 {
+    if key.is_null() {
+        return CHECK_NONE;
+    }
+    match check(&TcContext::new(skb), l4, seg_len, unsafe { &*key }) {
         Some(Form::Full) => CHECK_FULL,
         Some(Form::Partial) => CHECK_PARTIAL,
         None => CHECK_NONE,

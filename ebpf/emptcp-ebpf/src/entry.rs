@@ -8,7 +8,11 @@
 //! the parser; a TCP packet on an interface whose every chain lists ports
 //! leaves after one inlined array lookup when its ports are in no chain's
 //! filter. Only candidates pay for hash and LPM lookups.
-use aya_ebpf::{macros::xdp, maps::lpm_trie::Key, programs::XdpContext};
+use aya_ebpf::{
+    macros::{classifier, xdp},
+    maps::lpm_trie::Key,
+    programs::{TcContext, XdpContext},
+};
 use emptcp_common::{
     ChainDef, DIR_LOCAL, DIR_REMOTE, FlowKey, FlowStat, IFACE_CAPTURE, IFACE_RAW_IP,
     INGRESS_CAPTURE_SLOT, INLINE_PORTS, IfaceChains, LPM_FIXED_BITS, LpmV4, LpmV6,
@@ -44,6 +48,14 @@ static EMPTCP_BUILD_ID: [u8; 16] = *b"emptcp-build-000";
 #[xdp]
 pub fn entry(ctx: XdpContext) -> u32 {
     run::<XdpContext, false>(&ctx)
+}
+
+/// The entry of the TC ingress hook (a TCX ingress link), for interfaces
+/// whose chains run after GRO: the same path as `entry`, once per skb.
+/// (No capture variant: packet copy needs the XDP hook.)
+#[classifier]
+pub fn tc_entry(ctx: TcContext) -> i32 {
+    run::<TcContext, false>(&ctx)
 }
 
 /// The entry program (`CAPTURE` false) or, on an interface with

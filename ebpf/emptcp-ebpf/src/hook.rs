@@ -6,15 +6,20 @@
 //!
 //! * XDP (`XdpContext`): before the stack builds an skb, once per received
 //!   frame, so before GRO merges the segments of a bulk transfer.
+//! * TC ingress (`TcContext`, a TCX ingress link): after GRO, once per skb,
+//!   so once per merged burst of a bulk transfer (`tc_entry` and the
+//!   `tc_*` variant of each action, chained through `TC_PROGS`).
 use aya_ebpf::{
-    bindings::xdp_action, helpers::generated::bpf_xdp_store_bytes, programs::XdpContext,
+    bindings::xdp_action,
+    helpers::generated::{bpf_skb_store_bytes, bpf_xdp_store_bytes},
+    programs::{TcContext, XdpContext},
 };
 use emptcp_common::{FlowKey, INGRESS_CAPTURE_SLOT, RECORD_SETUP_SLOT, XdpMeta};
 
 use crate::{
     csum::{self, Form},
     insert::{self, Insert},
-    maps::XDP_DESC,
+    maps::{TC_DESC, XDP_DESC},
     options::{Buf64, Hdr, Seg},
     parse::Frame,
 };
@@ -145,5 +150,66 @@ impl Hook for XdpContext {
     #[inline(always)]
     fn tcp_check(&self, s: &Seg, key: &FlowKey) -> Option<Form> {
         csum::form(csum::emptcp_tcp_check(self.ctx, s.l4, s.seg_len, key))
+    }
+}
+
+/// `TCX_NEXT` (`TC_ACT_UNSPEC`): the next program attached after ours, then
+/// the stack.
+pub const TC_PASS: i32 = -1;
+/// `TC_ACT_SHOT`.
+pub const TC_DROP: i32 = 2;
+
+impl Hook for TcContext {
+    type Code = i32;
+
+    #[inline(always)]
+    fn code(out: Out) -> i32 {
+        match out {
+            Out::Pass => TC_PASS,
+            Out::Drop => TC_DROP,
+        }
+    }
+
+    #[inline(always)]
+    fn desc() -> Option<*mut XdpMeta> {
+        TC_DESC.get_ptr_mut(0)
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        unsafe { (*self.skb.skb).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn step(&self, action: u32) {
+        tail_call_by_constant!(crate::maps::TC_PROGS, self.skb.skb, action, 1 2 3 4 5 6 7);
+    }
+
+    #[inline(always)]
+    fn call_slot(&self, slot: u32) {
+        tail_call_by_constant!(crate::maps::TC_PROGS, self.skb.skb, slot, 0 8);
+    }
+
+    #[inline(always)]
+    fn store(&self, off: u32, buf: *const u8, len: u32) -> bool {
+        // No BPF_F_RECOMPUTE_CSUM: every change is paid for in the TCP (or
+        // IPv4 header) checksum, so the packet's one's complement sum, and
+        // with it a CHECKSUM_COMPLETE skb's `csum`, stays what it was.
+        unsafe { bpf_skb_store_bytes(self.skb.skb as *mut _, off, buf as *const _, len, 0) == 0 }
+    }
+
+    #[inline(always)]
+    fn insert_option(&self, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
+        insert::after_mac(self, s, t, opt, n)
+    }
+
+    #[inline(always)]
+    fn tcp_check(&self, s: &Seg, key: &FlowKey) -> Option<Form> {
+        csum::form(csum::emptcp_tcp_check_skb(
+            self.skb.skb as *mut _,
+            s.l4,
+            s.seg_len,
+            key,
+        ))
     }
 }

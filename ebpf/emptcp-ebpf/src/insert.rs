@@ -12,7 +12,11 @@
 //!   parity (n is a multiple of 4), so its sum is unchanged.
 use core::hint::black_box;
 
-use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
+use aya_ebpf::{
+    bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+    helpers::generated::{bpf_csum_update, bpf_skb_adjust_room, bpf_xdp_adjust_head},
+    programs::{TcContext, XdpContext},
+};
 
 use emptcp_common::{IFACE_SKB, XdpMeta};
 
@@ -21,6 +25,7 @@ use crate::{
     hook::Hook,
     maps::SCRATCH,
     options::{Buf64, Hdr, OPT_MAX, Seg, TCP_HLEN, load, load_be16, store, store_be16},
+    parse::Frame,
 };
 
 pub use crate::shared::HDR_MAX;
@@ -32,8 +37,9 @@ pub enum Insert {
     /// Nothing was changed (the head could not grow, or no room).
     Unchanged,
     /// Nothing was changed, on purpose: the packet must not grow (its IP
-    /// length would pass 65535, or an IPv4 insert in generic XDP would
-    /// break the skb's CHECKSUM_COMPLETE, `IFACE_SKB`). Like no room.
+    /// length would pass 65535, an IPv4 insert in generic XDP would break
+    /// the skb's CHECKSUM_COMPLETE, `IFACE_SKB`, or the skb is a GSO
+    /// super-packet). Like no room.
     Refused,
     /// The head grew but a later write failed: the packet is inconsistent
     /// and must not be passed on.
@@ -69,20 +75,38 @@ pub fn insert_option<H: Hook>(ctx: &H, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) ->
     ctx.insert_option(s, t, opt, n)
 }
 
-/// [`insert_option`] on XDP: the headers move `n` bytes to the front.
-#[inline(always)]
-pub fn at_head(ctx: &XdpContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
-    let w = s;
-    let n = black_box(n);
-    if n == 0 || n > OPT_MAX || n & 3 != 0 || !has_room(s, n) {
-        return Insert::Unchanged;
-    }
-    let h = black_box(w.l4 + TCP_HLEN + s.opt_len);
-    if h > HDR_MAX || h == 0 {
-        return Insert::Unchanged;
-    }
+/// What an insert writes besides the option, computed from the packet as
+/// it is before it grows (both hooks).
+struct Fixups {
+    /// Bytes from the start of the frame to the end of the TCP options.
+    h: u32,
+    /// Offset of the IP length field and its new value.
+    len_off: u32,
+    new_len: u16,
+    /// IPv4 header checksum (unused for IPv6).
+    ip_csum: u16,
+    new_doff: u16,
+    tcp_csum: u16,
+}
 
-    // Everything is computed before the head moves, from the copies.
+/// The fix-ups of an `n`-byte insert into `s` (fixed header `t`) of a
+/// frame of `frame_len` bytes, or why there is none.
+#[inline(always)]
+fn fixups<C: Frame>(
+    ctx: &C,
+    s: &Seg,
+    t: &Hdr,
+    opt: &Buf64,
+    n: u32,
+    frame_len: u32,
+) -> Result<Fixups, Insert> {
+    if n == 0 || n > OPT_MAX || n & 3 != 0 || !has_room(s, n) {
+        return Err(Insert::Unchanged);
+    }
+    let h = black_box(s.l4 + TCP_HLEN + s.opt_len);
+    if h > HDR_MAX || h == 0 {
+        return Err(Insert::Unchanged);
+    }
     let old_doff = t.be16(12);
     let new_doff = old_doff.wrapping_add(((n / 4) as u16) << 12);
     let tcp_csum = csum::replace(
@@ -92,48 +116,44 @@ pub fn at_head(ctx: &XdpContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Inser
         // low word of a 32-bit one in IPv6: same one's complement sum).
         csum::fold(new_doff as u64 + n as u64 + csum::sum40(opt) as u64),
     );
-    let (len_off, old_len) = if w.family == 4 {
-        (w.l3 + 2, load_be16(ctx, w.l3 + 2))
-    } else {
-        (w.l3 + 4, load_be16(ctx, w.l3 + 4))
-    };
-    let Some(old_len) = old_len else {
-        return Insert::Unchanged;
+    let len_off = if s.family == 4 { s.l3 + 2 } else { s.l3 + 4 };
+    let Some(old_len) = load_be16(ctx, len_off) else {
+        return Err(Insert::Unchanged);
     };
     // Never wrap a length: the parser only takes packets whose IP length
     // covers the TCP header (not BIG TCP's 0), and none may pass 65535,
     // nor may the frame, whatever its IP length says.
-    if old_len as u32 + n > 0xffff || frame_len(ctx) + n > 0xffff {
-        return Insert::Refused;
-    }
-    if w.family == 4 && skb_mode(ctx) {
-        return Insert::Refused;
+    if old_len as u32 + n > 0xffff || frame_len + n > 0xffff {
+        return Err(Insert::Refused);
     }
     let new_len = old_len.wrapping_add(n as u16);
-    let ip_csum = if w.family == 4 {
-        match load_be16(ctx, w.l3 + 10) {
+    let ip_csum = if s.family == 4 {
+        match load_be16(ctx, s.l3 + 10) {
             Some(c) => csum::replace(c, old_len, new_len),
-            None => return Insert::Unchanged,
+            None => return Err(Insert::Unchanged),
         }
     } else {
         0
     };
+    Ok(Fixups {
+        h,
+        len_off,
+        new_len,
+        ip_csum,
+        new_doff,
+        tcp_csum,
+    })
+}
 
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(n as i32)) } != 0 {
-        return Insert::Unchanged;
-    }
-    // From here on the old offsets are shifted by n; only offsets are used.
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return Insert::Damaged;
-    };
-    let buf = scratch as *mut u8;
-    let ok = load(ctx, n, buf, h)
-        && store(ctx, 0, buf, h)
-        && store(ctx, h, opt.0.as_ptr(), n)
-        && store_be16(ctx, len_off, new_len)
-        && (w.family != 4 || store_be16(ctx, w.l3 + 10, ip_csum))
-        && store_be16(ctx, w.l4 + 12, new_doff)
-        && store_be16(ctx, w.l4 + 16, tcp_csum);
+/// Writes the option at `f.h` and the fix-ups, once the headers have moved
+/// to make room; then the description follows the packet.
+#[inline(always)]
+fn finish<H: Hook>(ctx: &H, s: &Seg, f: &Fixups, opt: &Buf64, n: u32) -> Insert {
+    let ok = store(ctx, f.h, opt.0.as_ptr(), n)
+        && store_be16(ctx, f.len_off, f.new_len)
+        && (s.family != 4 || store_be16(ctx, s.l3 + 10, f.ip_csum))
+        && store_be16(ctx, s.l4 + 12, f.new_doff)
+        && store_be16(ctx, s.l4 + 16, f.tcp_csum);
     if !ok {
         return Insert::Damaged;
     }
@@ -145,4 +165,82 @@ pub fn at_head(ctx: &XdpContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Inser
         (*m).seg_len = (s.seg_len + n) as u16;
     }
     Insert::Done { at: s.opt_len, m }
+}
+
+/// [`insert_option`] on XDP: the headers (Ethernet, VLAN tags, IP, TCP
+/// with its options) move `n` bytes to the front.
+#[inline(always)]
+pub fn at_head(ctx: &XdpContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
+    let n = black_box(n);
+    let f = match fixups(ctx, s, t, opt, n, frame_len(ctx)) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    if s.family == 4 && skb_mode(ctx) {
+        return Insert::Refused;
+    }
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(n as i32)) } != 0 {
+        return Insert::Unchanged;
+    }
+    // From here on the old offsets are shifted by n; only offsets are used.
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Insert::Damaged;
+    };
+    let buf = scratch as *mut u8;
+    if !(load(ctx, n, buf, f.h) && store(ctx, 0, buf, f.h)) {
+        return Insert::Damaged;
+    }
+    finish(ctx, s, &f, opt, n)
+}
+
+/// [`insert_option`] on TC ingress: `bpf_skb_adjust_room` opens `n` zero
+/// bytes after the link-layer header (none on a raw-IP link; VLAN tags
+/// are out of the packet by then), the IP and TCP headers move into
+/// them, and the option fills the gap they leave before the payload,
+/// which never moves. GSO super-packets (GRO merged them) never grow.
+///
+/// An skb whose driver summed the packet (CHECKSUM_COMPLETE, from L3 on)
+/// gets that sum corrected with `bpf_csum_update` (a no-op on any other
+/// skb): the inserted bytes and the header fix-ups change it by -n for
+/// IPv4 (the segment sums to minus the pseudo-header, whose length grew
+/// by n; the IPv4 header checksum cancels the header's own change) and by
+/// 0 for IPv6 (its payload length, in the summed header, cancels the
+/// segment's -n). See docs/datapath.md, "Generic (skb) XDP and
+/// CHECKSUM_COMPLETE".
+#[inline(always)]
+pub fn after_mac(ctx: &TcContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
+    let n = black_box(n);
+    if unsafe { (*ctx.skb.skb).gso_size } != 0 {
+        return Insert::Refused;
+    }
+    let f = match fixups(ctx, s, t, opt, n, ctx.len()) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    // The IP header starts right after the link-layer header the room
+    // follows: nothing between them may move with the room.
+    let mac_len = s.l3;
+    // black_box: the bound below must hold for the very register passed
+    // to the helper (LLVM would test a 32-bit copy of the difference).
+    let moved = black_box(f.h.wrapping_sub(mac_len));
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Insert::Unchanged;
+    };
+    let buf = scratch as *mut u8;
+    if moved == 0 || moved > HDR_MAX || !load(ctx, mac_len, buf, moved) {
+        return Insert::Unchanged;
+    }
+    if unsafe { bpf_skb_adjust_room(ctx.skb.skb, n as i32, BPF_ADJ_ROOM_MAC, 0) } != 0 {
+        return Insert::Unchanged;
+    }
+    if !store(ctx, mac_len, buf, moved) {
+        return Insert::Damaged;
+    }
+    let done = finish(ctx, s, &f, opt, n);
+    if s.family == 4 && matches!(done, Insert::Done { .. }) {
+        // -n in one's complement; fails (and changes nothing) unless the
+        // skb is CHECKSUM_COMPLETE.
+        unsafe { bpf_csum_update(ctx.skb.skb, !n) };
+    }
+    done
 }

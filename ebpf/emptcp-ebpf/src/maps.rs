@@ -141,6 +141,20 @@ pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_STA
 #[map]
 pub static XDP_DESC: PerCpuArray<emptcp_common::XdpMeta> = PerCpuArray::with_max_entries(1, 0);
 
+/// The description of the packet at hand on the TC ingress hook
+/// (`tc_entry` and its chain): `XDP_DESC`'s twin, for the same reasons
+/// (a TC ingress program also runs to completion in softirq on one CPU,
+/// tail calls included). Its own slot: nothing of one hook's chain can be
+/// read by the other's.
+#[map]
+pub static TC_DESC: PerCpuArray<emptcp_common::XdpMeta> = PerCpuArray::with_max_entries(1, 0);
+
+/// Tail-call targets of the TC ingress hook: slot `Action as u32` holds the
+/// `tc_*` variant of that action (a program array holds programs of one
+/// type: the XDP ones are in `PROGS`).
+#[map]
+pub static TC_PROGS: ProgramArray = ProgramArray::with_max_entries(PROG_SLOTS, 0);
+
 /// Per-CPU scratch space for the header block moved by an option insert:
 /// too big for the 512-byte BPF stack next to the option copies. XDP runs
 /// one program at a time per CPU, so one slot per CPU is enough.

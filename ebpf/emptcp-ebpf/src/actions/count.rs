@@ -8,7 +8,7 @@ use crate::{
     maps::CHAIN_STATS,
 };
 
-action_program!(count, Action::Count, run);
+action_program!(count, tc_count, Action::Count, run);
 
 #[inline(always)]
 fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {

@@ -7,7 +7,7 @@ use crate::{
     hook::{Hook, Out},
 };
 
-action_program!(drop, Action::Drop, run);
+action_program!(drop, tc_drop, Action::Drop, run);
 
 #[inline(always)]
 fn run<H: Hook>(_ctx: &H, _m: *mut XdpMeta) -> Step {

@@ -23,7 +23,10 @@
 //!   close after the peer's DATA_FIN.
 //!
 //! Untracked flows and malformed packets pass untouched.
-use aya_ebpf::{macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use emptcp_common::{
     Action, FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_DATA_SEQ_SEEN, FLOW_ESTABLISHED,
     FLOW_INITIAL_CLOSED, FLOW_PEER_WSCALE, FLOW_SEQ_SEEN, FLOW_SERVER, FLOW_SHIFT_SETTLED,
@@ -42,7 +45,7 @@ use crate::{
     sha256, stats,
 };
 
-action_program!(record_flow, Action::RecordFlow, run);
+action_program!(record_flow, tc_record_flow, Action::RecordFlow, run);
 
 const ROW: u32 = Action::RecordFlow as u32;
 
@@ -85,12 +88,24 @@ fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {
 /// goes on with the chain's next step.
 #[xdp]
 pub fn record_flow_setup(ctx: XdpContext) -> u32 {
-    let Some(m) = chain::meta(&ctx) else {
+    setup_program(&ctx)
+}
+
+/// `record_flow_setup` on TC ingress (slot `RECORD_SETUP_SLOT` of
+/// `TC_PROGS`).
+#[classifier]
+pub fn tc_record_flow_setup(ctx: TcContext) -> i32 {
+    setup_program(&ctx)
+}
+
+#[inline(always)]
+fn setup_program<H: Hook>(ctx: &H) -> H::Code {
+    let Some(m) = chain::meta(ctx) else {
         crate::identity::reference();
         stats::bump(ROW, Outcome::Error);
-        return chain::leave(&ctx, Out::Pass);
+        return chain::leave(ctx, Out::Pass);
     };
-    let done = setup(&ctx, m);
+    let done = setup(ctx, m);
     stats::bump(
         ROW,
         if done {
@@ -99,9 +114,9 @@ pub fn record_flow_setup(ctx: XdpContext) -> u32 {
             Outcome::Passed
         },
     );
-    match chain::meta(&ctx) {
-        Some(m) => chain::next(&ctx, m),
-        None => chain::leave(&ctx, Out::Pass),
+    match chain::meta(ctx) {
+        Some(m) => chain::next(ctx, m),
+        None => chain::leave(ctx, Out::Pass),
     }
 }
 

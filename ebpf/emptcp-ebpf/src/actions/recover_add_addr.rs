@@ -30,7 +30,12 @@ use crate::{
     stats,
 };
 
-action_program!(recover_add_addr, Action::RecoverAddAddr, run);
+action_program!(
+    recover_add_addr,
+    tc_recover_add_addr,
+    Action::RecoverAddAddr,
+    run
+);
 
 #[inline(always)]
 fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {

@@ -23,7 +23,7 @@ use crate::{
     stats,
 };
 
-action_program!(set_backup, Action::SetBackup, run);
+action_program!(set_backup, tc_set_backup, Action::SetBackup, run);
 
 /// Subtype 5 in the high nibble; the B flag is bit 0.
 const MP_PRIO_B2: u8 = 0x50;

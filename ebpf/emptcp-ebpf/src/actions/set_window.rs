@@ -32,7 +32,7 @@ use crate::{
     stats,
 };
 
-action_program!(set_window, Action::SetWindow, run);
+action_program!(set_window, tc_set_window, Action::SetWindow, run);
 
 #[inline(always)]
 fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {

@@ -24,7 +24,7 @@ use crate::{
     stats,
 };
 
-action_program!(strip_add_addr, Action::StripAddAddr, run);
+action_program!(strip_add_addr, tc_strip_add_addr, Action::StripAddAddr, run);
 
 #[inline(always)]
 fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {

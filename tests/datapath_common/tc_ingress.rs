@@ -1,0 +1,114 @@
+//! The TC ingress hook of the datapath tests: the object with its chains run
+//! by `tc_entry` and the `tc_*` action programs (through `TC_PROGS`), an skb
+//! per run (BPF_PROG_TEST_RUN), so the same frames can go through either
+//! hook and their results be compared.
+use aya::{
+    maps::{MapData, PerCpuArray, ProgramArray},
+    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+};
+
+use super::*;
+
+/// `TCX_NEXT` and `TC_ACT_SHOT`, what the TC ingress programs return.
+pub const TC_PASS: i32 = -1;
+pub const TC_DROP: i32 = 2;
+/// Offsets in `struct __sk_buff` (UAPI) of the fields a run sets.
+const SKB_INGRESS_IFINDEX_OFF: usize = 36;
+const SKB_GSO_SIZE_OFF: usize = 176;
+const SKB_SIZE: usize = 192;
+
+/// The object with its ingress chains on the TC hook.
+pub struct Tc {
+    pub dp: Dp,
+    /// Keeps the tail-call slots alive.
+    _tc_progs: ProgramArray<MapData>,
+}
+
+/// The object with [`CHAIN`] = `steps` on the loopback interface, run on the
+/// TC ingress hook.
+pub fn tc_with(steps: &[(Action, u32)]) -> Tc {
+    Tc::on(dp_with(steps))
+}
+
+impl Tc {
+    /// `dp`'s chains on the TC hook: `tc_entry` and every `tc_*` action
+    /// program loaded, `TC_PROGS` filled as apply fills it.
+    pub fn on(mut dp: Dp) -> Tc {
+        dp.need(emptcp_common::TC_ENTRY);
+        let mut progs = ProgramArray::try_from(dp.ebpf.take_map("TC_PROGS").unwrap()).unwrap();
+        let slots = Action::ALL.iter().map(|a| (a.name(), *a as u32)).chain([(
+            emptcp_common::RECORD_SETUP,
+            emptcp_common::RECORD_SETUP_SLOT,
+        )]);
+        for (name, slot) in slots {
+            let tc = format!("tc_{name}");
+            dp.need(&tc);
+            let p: &SchedClassifier = dp.ebpf.program(&tc).unwrap().try_into().unwrap();
+            progs.set(slot, p.fd().unwrap(), 0).unwrap();
+        }
+        Tc {
+            dp,
+            _tc_progs: progs,
+        }
+    }
+
+    /// Runs `frame` through `tc_entry` (the whole chain), arrived on the
+    /// loopback interface; `gso_size` non-zero makes the skb a GSO one.
+    /// The verdict is given as the XDP one it stands for (`TCX_NEXT` as
+    /// XDP_PASS, `TC_ACT_SHOT` as XDP_DROP), so a result compares with the
+    /// XDP hook's.
+    pub fn entry_gso(&self, frame: &[u8], gso_size: u32) -> Run {
+        self.run(emptcp_common::TC_ENTRY, frame, gso_size)
+    }
+
+    pub fn entry(&self, frame: &[u8]) -> Run {
+        self.entry_gso(frame, 0)
+    }
+
+    /// Runs `frame` through one action's TC program with the description
+    /// the entry would have written for step `pos` of chain `chain` in
+    /// `TC_DESC` (invalidated again after the run).
+    pub fn action(&mut self, a: Action, chain: u32, pos: u32, frame: &[u8]) -> Run {
+        let meta = describe(frame, chain, pos, &self.dp.steps[&chain]);
+        self.set_description(meta);
+        let r = self.run(emptcp_common::tc_program(a), frame, 0);
+        self.set_description(XdpMeta::default());
+        r
+    }
+
+    fn set_description(&mut self, m: XdpMeta) {
+        let mut d: PerCpuArray<_, XdpMeta> =
+            PerCpuArray::try_from(self.dp.ebpf.map_mut("TC_DESC").unwrap()).unwrap();
+        let n = aya::util::nr_cpus().expect("number of CPUs");
+        d.set(0, aya::maps::PerCpuValues::try_from(vec![m; n]).unwrap(), 0)
+            .unwrap();
+    }
+
+    fn run(&self, prog: &str, frame: &[u8], gso_size: u32) -> Run {
+        let p: &SchedClassifier = self.dp.ebpf.program(prog).unwrap().try_into().unwrap();
+        let mut ctx = [0u8; SKB_SIZE];
+        ctx[SKB_INGRESS_IFINDEX_OFF..SKB_INGRESS_IFINDEX_OFF + 4]
+            .copy_from_slice(&LO.to_ne_bytes());
+        ctx[SKB_GSO_SIZE_OFF..SKB_GSO_SIZE_OFF + 4].copy_from_slice(&gso_size.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 512];
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx[..]),
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("test_run {prog}: {e:?}"));
+        out.truncate(r.data_size_out as usize);
+        let verdict = match r.return_value as i32 {
+            TC_PASS => XDP_PASS,
+            TC_DROP => XDP_DROP,
+            v => panic!("{prog} returned {v}, neither TCX_NEXT nor TC_ACT_SHOT"),
+        };
+        Run {
+            verdict,
+            frame: out,
+            meta_left: 0,
+        }
+    }
+}
