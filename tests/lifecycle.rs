@@ -1556,3 +1556,92 @@ fn tun_device_is_served_as_raw_ip() {
     assert_eq!(st["chains"][0]["packets"].as_u64(), Some(6), "{st}");
     emptcp_ok(&root.path, Some(name), &["destroy"], 0);
 }
+
+/// `ingress_hook: tc` runs the interface's ingress chains at TC ingress:
+/// `tc_entry` behind a pinned TCX ingress link, no XDP program on the
+/// interface; the chain counts exactly the SYNs its port selects (the SYNs
+/// to another port, same run, are the control). Moving the chains back to
+/// XDP swaps the links in one apply, and each second plan is empty.
+#[test]
+fn ingress_chains_run_on_the_tc_hook() {
+    if !kernel_or_skip("ingress_chains_run_on_the_tc_hook") {
+        return;
+    }
+    let t = tag("tcin");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let on = |hook: &str| {
+        format!(
+            r#"version: 1
+settings: {{flow_capacity: 16384}}
+interfaces:
+  - name: {dev}
+    ingress_hook: {hook}
+    chains: [count-in]
+chains:
+  - name: count-in
+    match: {{remote: [192.0.2.0/24], local_ports: [5201]}}
+    actions: [record_flow, count]
+"#,
+            dev = pair.dev_b
+        )
+    };
+    let f = policy_file(&dir, "p.yaml", &on("tc"));
+    let fs = f.to_str().unwrap();
+    expect_plan_exit(&root.path, ns, fs, 2);
+    apply_ok(&root.path, ns, fs);
+    expect_plan_exit(&root.path, ns, fs, 0);
+    let pin = root.path.join("links/tc-chains").join(&pair.dev_b);
+    assert!(pin.exists(), "TCX ingress link pin missing");
+    let tcx = || {
+        in_netns(&pair.b, || {
+            aya::programs::SchedClassifier::query_tcx(
+                &pair.dev_b,
+                aya::programs::TcAttachType::Ingress,
+            )
+            .expect("query tcx")
+            .1
+            .iter()
+            .map(|p| p.name_as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(tcx(), ["tc_entry"]);
+    let link = pair.b.exec(&format!("ip -d link show dev {}", pair.dev_b));
+    assert!(!link.contains("prog/xdp"), "an XDP program: {link}");
+    let st = status_json(&root.path, ns);
+    let i = iface(&st, &pair.dev_b);
+    assert_eq!(i["ingress_hook"], "tc", "{st}");
+    assert_eq!(i["attached"], true, "{st}");
+    assert_eq!(i["program"], "tc_entry");
+    assert!(i["mode"].is_null(), "{st}");
+    assert_eq!(i["runs"]["slots_agree"], true, "{st}");
+    assert_eq!(i["runs"]["is_applied"], true, "{st}");
+
+    let packets = |st: &Value| st["chains"][0]["packets"].as_u64().unwrap();
+    tcp_syns(&pair, 5201, 3);
+    tcp_syns(&pair, 9999, 2); // not selected: the control
+    let st = status_json(&root.path, ns);
+    assert_eq!(packets(&st), 3, "only the 3 SYNs to 5201 match: {st}");
+    assert_eq!(st["programs"]["count"]["applied"], 3, "{st}");
+
+    // Back to XDP: one apply swaps the links, the counters carry on.
+    std::fs::write(&f, on("xdp")).unwrap();
+    apply_ok(&root.path, ns, fs);
+    expect_plan_exit(&root.path, ns, fs, 0);
+    assert!(!pin.exists(), "TCX ingress link pin left behind");
+    assert!(tcx().is_empty(), "tc_entry left attached");
+    let st = status_json(&root.path, ns);
+    let i = iface(&st, &pair.dev_b);
+    assert_eq!(
+        (&i["ingress_hook"], &i["program"]),
+        (&"xdp".into(), &"entry".into())
+    );
+    assert_eq!(i["attached"], true, "{st}");
+    tcp_syns(&pair, 5201, 2);
+    assert_eq!(packets(&status_json(&root.path, ns)), 5);
+    emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
+    assert!(!root.path.exists(), "destroy left the root behind");
+}

@@ -46,8 +46,8 @@ mod yaml_error;
 pub use error::{PolicyError, PolicyErrors};
 pub use load::{MAX_FILE_BYTES, open_nonblocking};
 pub use model::{
-    Action, Chain, Decider, Hook, Interface, MAX_FLOW_CAPACITY, MIN_FLOW_CAPACITY, Match,
-    POLICY_VERSION, PacketCopy, Policy, Send, Settings, Thresholds, Trigger, XdpMode,
+    Action, Chain, Decider, Hook, IngressHook, Interface, MAX_FLOW_CAPACITY, MIN_FLOW_CAPACITY,
+    Match, POLICY_VERSION, PacketCopy, Policy, Send, Settings, Thresholds, Trigger, XdpMode,
 };
 pub use snippet::render_snippets;
 pub use strict::{MAX_WINDOW_BYTES, MIN_WINDOW_BYTES};

@@ -100,12 +100,40 @@ pub struct Interface {
     /// How the XDP program is attached: auto (default), native or skb.
     #[serde(default)]
     pub xdp_mode: XdpMode,
+    /// Where the interface's ingress chains run: xdp (default; before the
+    /// stack, once per received frame) or tc (TC ingress, after GRO: once
+    /// per merged burst of a bulk transfer).
+    #[serde(default)]
+    pub ingress_hook: IngressHook,
     /// Names of the chains evaluated for this interface's packets, in order:
     /// the first chain whose `match` matches a packet runs its actions. 1 to
     /// 8 chains, each listed once.
     #[serde(deserialize_with = "strict::names")]
     #[schemars(length(min = 1, max = 8), inner(regex(pattern = CHAIN_NAME_PATTERN)))]
     pub chains: Vec<String>,
+}
+
+/// The hook an interface's ingress chains run at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IngressHook {
+    /// XDP: before the kernel builds a socket buffer, once per received
+    /// frame (so before GRO merges the segments of a transfer).
+    #[default]
+    Xdp,
+    /// TC ingress (a TCX link, Linux 6.6+): after GRO, once per socket
+    /// buffer, so once per merged burst of a bulk transfer. No packet copy.
+    Tc,
+}
+
+impl IngressHook {
+    /// The policy spelling (`xdp`, `tc`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            IngressHook::Xdp => "xdp",
+            IngressHook::Tc => "tc",
+        }
+    }
 }
 
 /// XDP attach mode.

@@ -30,16 +30,21 @@ pub enum TcHook {
     Egress,
     /// `ingress_recover`: the in-kernel recovery.
     Ingress,
+    /// `tc_entry`: the ingress chains of an interface with `ingress_hook:
+    /// tc` (TCX ingress, after GRO).
+    #[serde(rename = "ingress_chains")]
+    IngressChains,
 }
 
 impl TcHook {
-    pub const ALL: [TcHook; 2] = [TcHook::Egress, TcHook::Ingress];
+    pub const ALL: [TcHook; 3] = [TcHook::Egress, TcHook::Ingress, TcHook::IngressChains];
 
     /// The program the hook's links run.
     pub fn program(self) -> &'static str {
         match self {
             TcHook::Egress => crate::object::EGRESS_ENTRY,
             TcHook::Ingress => crate::object::INGRESS_RECOVER,
+            TcHook::IngressChains => emptcp_common::TC_ENTRY,
         }
     }
 
@@ -47,6 +52,7 @@ impl TcHook {
         match self {
             TcHook::Egress => "egress",
             TcHook::Ingress => "ingress",
+            TcHook::IngressChains => "ingress chains",
         }
     }
 }
@@ -87,11 +93,15 @@ impl Layout {
     pub fn tc_ingress_links_dir(&self) -> PathBuf {
         self.root.join("links/tc-ingress")
     }
+    pub fn tc_chain_links_dir(&self) -> PathBuf {
+        self.root.join("links/tc-chains")
+    }
     /// The directory of the TCX links of `hook`.
     pub fn tc_hook_dir(&self, hook: TcHook) -> PathBuf {
         match hook {
             TcHook::Egress => self.tc_links_dir(),
             TcHook::Ingress => self.tc_ingress_links_dir(),
+            TcHook::IngressChains => self.tc_chain_links_dir(),
         }
     }
     pub fn map(&self, name: &str) -> PathBuf {
@@ -110,7 +120,7 @@ impl Layout {
         self.tc_hook_dir(hook).join(ifname)
     }
     /// Every directory of the layout, children before their parent.
-    pub fn all_dirs(&self) -> [PathBuf; 7] {
+    pub fn all_dirs(&self) -> [PathBuf; 8] {
         [
             self.maps_dir(),
             self.layouts_dir(),
@@ -118,6 +128,7 @@ impl Layout {
             self.xdp_links_dir(),
             self.tc_links_dir(),
             self.tc_ingress_links_dir(),
+            self.tc_chain_links_dir(),
             self.root.join("links"),
         ]
     }

@@ -36,6 +36,8 @@ pub fn is_action_program(program: &str) -> bool {
         emptcp_common::EGRESS_CAPTURE,
         emptcp_common::INGRESS_CAPTURE,
         emptcp_common::RECORD_SETUP,
+        emptcp_common::TC_ENTRY,
+        emptcp_common::TC_RECORD_SETUP,
     ]
     .contains(&program)
 }
@@ -184,6 +186,7 @@ mod tests {
         // Program arrays (the kernel's own value: a program).
         "PROGS",
         "EGRESS_PROGS",
+        "TC_PROGS",
         // Ring buffers (records read once by user space).
         "EVENTS",
         "SUBFLOW_EVENTS",
@@ -197,6 +200,7 @@ mod tests {
         // Per-CPU scratch, written before every read within one packet.
         "NEW_FLOW",
         "XDP_DESC",
+        "TC_DESC",
         "SCRATCH",
         "CSUM_SCRATCH",
         "EGRESS_META",

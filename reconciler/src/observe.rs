@@ -103,6 +103,9 @@ pub struct Observed {
     /// EGRESS_PROGS slot -> program id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub egress_prog_slots: BTreeMap<u32, u32>,
+    /// TC_PROGS slot -> program id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tc_prog_slots: BTreeMap<u32, u32>,
     /// Pinned XDP links by interface name.
     pub links: BTreeMap<String, ObservedLink>,
     /// Pinned TCX egress links by interface name.
@@ -111,6 +114,10 @@ pub struct Observed {
     /// Pinned TCX ingress links (the in-kernel recovery) by interface name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tc_ingress_links: BTreeMap<String, ObservedLink>,
+    /// Pinned TCX ingress links of the ingress chains (`ingress_hook: tc`)
+    /// by interface name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tc_chain_links: BTreeMap<String, ObservedLink>,
     /// Interfaces of the network namespace.
     pub netdevs: BTreeMap<String, NetDev>,
     /// Entries of the configuration maps.
@@ -233,6 +240,7 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
     o.links = read_links(&layout.xdp_links_dir())?;
     o.tc_links = read_links(&layout.tc_links_dir())?;
     o.tc_ingress_links = read_links(&layout.tc_ingress_links_dir())?;
+    o.tc_chain_links = read_links(&layout.tc_chain_links_dir())?;
     read_slots(layout, &mut o)?;
     read_entries(layout, &mut o)?;
     read_objects(&mut o, &map_ids)?;
@@ -249,9 +257,11 @@ fn read_objects(o: &mut Observed, map_ids: &BTreeMap<u32, String>) -> Result<(),
         .map(|p| p.id)
         .chain(o.prog_slots.values().copied())
         .chain(o.egress_prog_slots.values().copied())
+        .chain(o.tc_prog_slots.values().copied())
         .chain(o.links.values().map(|l| l.prog_id))
         .chain(o.tc_links.values().map(|l| l.prog_id))
         .chain(o.tc_ingress_links.values().map(|l| l.prog_id))
+        .chain(o.tc_chain_links.values().map(|l| l.prog_id))
         .collect();
     let mut maps_of = BTreeMap::new();
     for id in ids {
@@ -325,6 +335,7 @@ impl Observed {
         match hook {
             TcHook::Egress => &self.tc_links,
             TcHook::Ingress => &self.tc_ingress_links,
+            TcHook::IngressChains => &self.tc_chain_links,
         }
     }
 
@@ -332,6 +343,7 @@ impl Observed {
         match hook {
             TcHook::Egress => &mut self.tc_links,
             TcHook::Ingress => &mut self.tc_ingress_links,
+            TcHook::IngressChains => &mut self.tc_chain_links,
         }
     }
 }
@@ -391,6 +403,7 @@ fn read_slots(layout: &Layout, o: &mut Observed) -> Result<(), ObserveError> {
     for (map, slots) in [
         ("PROGS", &mut o.prog_slots),
         ("EGRESS_PROGS", &mut o.egress_prog_slots),
+        ("TC_PROGS", &mut o.tc_prog_slots),
     ] {
         if !o.maps.contains_key(map) {
             continue;

@@ -21,6 +21,10 @@ use crate::{
 pub struct IfaceStatus {
     pub name: String,
     pub ifindex: Option<u32>,
+    /// Where the ingress chains run: `xdp`, or `tc` (a TCX ingress link of
+    /// `tc_entry`, after GRO: `mode` is then absent and `attached`,
+    /// `link_id`, `program_id` and `runs` are that link's).
+    pub ingress_hook: &'static str,
     pub attached: bool,
     pub mode: Option<AttachMode>,
     pub link_id: Option<u32>,
@@ -333,6 +337,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
         .tc_links
         .keys()
         .chain(o.tc_ingress_links.keys())
+        .chain(o.tc_chain_links.keys())
         .chain(e.ifaces.values().map(|i| &i.name))
         .chain(e.egress_ifaces.values().map(|i| &i.name))
     {
@@ -342,18 +347,33 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
     }
     names.sort();
     for name in names {
-        let link = o.links.get(name);
         let dev = o.netdevs.get(name);
         let xdp = dev.and_then(|d| d.xdp.as_ref());
-        let attached = matches!((link, xdp), (Some(l), Some(x)) if l.prog_id == x.prog_id);
+        let tc = o.tc_chain_links.get(name);
+        let (link, attached, slots) = match tc {
+            Some(l) => (
+                Some(l),
+                Some(l.ifindex) == dev.map(|d| d.ifindex),
+                &o.tc_prog_slots,
+            ),
+            None => {
+                let link = o.links.get(name);
+                let attached = matches!((link, xdp), (Some(l), Some(x)) if l.prog_id == x.prog_id);
+                (link, attached, &o.prog_slots)
+            }
+        };
         interfaces.push(IfaceStatus {
             name: name.clone(),
             ifindex: dev.map(|d| d.ifindex),
+            ingress_hook: if tc.is_some() { "tc" } else { "xdp" },
             attached,
-            mode: xdp.map(|x| x.mode),
+            mode: xdp.filter(|_| tc.is_none()).map(|x| x.mode),
             link_id: link.map(|l| l.id),
             program_id: link.map(|l| l.prog_id),
-            program: xdp.map(|x| x.prog_name.clone()),
+            program: match tc {
+                Some(_) => Some(emptcp_common::TC_ENTRY.to_string()),
+                None => xdp.map(|x| x.prog_name.clone()),
+            },
             chains: e
                 .ifaces
                 .values()
@@ -363,7 +383,7 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
             capture: e.ifaces.values().any(|i| &i.name == name && i.capture),
             no_ipv4_inserts: e.ifaces.values().any(|i| &i.name == name && i.skb),
             kind: dev.and_then(|d| d.kind.clone()),
-            runs: link.map(|l| runs(o, l.prog_id, &o.prog_slots)),
+            runs: link.map(|l| runs(o, l.prog_id, slots)),
             link_type: dev.and_then(|d| d.link_type.clone()),
             raw_ip: dev.is_some_and(|d| d.framing() == Ok(crate::netdev::Framing::RawIp)),
             egress: egress_status(o, name, dev.map(|d| d.ifindex), &chain_name),
@@ -458,6 +478,9 @@ fn inconsistencies(o: &Observed) -> Vec<String> {
     for (slot, id) in &o.egress_prog_slots {
         check(format!("EGRESS_PROGS[{slot}]"), *id);
     }
+    for (slot, id) in &o.tc_prog_slots {
+        check(format!("TC_PROGS[{slot}]"), *id);
+    }
     for (name, l) in &o.links {
         check(format!("links/xdp/{name}"), l.prog_id);
     }
@@ -466,6 +489,9 @@ fn inconsistencies(o: &Observed) -> Vec<String> {
     }
     for (name, l) in &o.tc_ingress_links {
         check(format!("links/tc-ingress/{name}"), l.prog_id);
+    }
+    for (name, l) in &o.tc_chain_links {
+        check(format!("links/tc-chains/{name}"), l.prog_id);
     }
     out
 }
@@ -554,9 +580,10 @@ pub fn render_text(s: &Status) -> String {
             "  {:<12} {:<9} mode={:<6} link={:<6} prog={:<6} chains=[{}]{}{}{}{}",
             i.name,
             if i.attached { "attached" } else { "DETACHED" },
-            i.mode
-                .map(|m| format!("{m:?}").to_lowercase())
-                .unwrap_or_else(|| "-".into()),
+            match i.mode {
+                Some(m) => format!("{m:?}").to_lowercase(),
+                None => (if i.ingress_hook == "tc" { "tc" } else { "-" }).into(),
+            },
             i.link_id
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into()),

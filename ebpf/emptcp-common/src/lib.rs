@@ -866,6 +866,8 @@ pub const FLOW_STAT_NAMES: [&str; FLOW_STATS_LEN as usize] = [
 /// Name prefix of the TC egress programs: `egress_entry` and one
 /// `egress_<action>` per action allowed on egress.
 pub const EGRESS_PREFIX: &str = "egress_";
+/// Prefix of the TC ingress variants of the actions ([`tc_program`]).
+pub const TC_PREFIX: &str = "tc_";
 
 /// The actions that have an egress (TC) program.
 pub const EGRESS_ACTIONS: [Action; 3] = [Action::Count, Action::SetBackup, Action::SetWindow];

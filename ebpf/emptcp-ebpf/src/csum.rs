@@ -9,7 +9,6 @@ use aya_ebpf::{
 use emptcp_common::FlowKey;
 
 use crate::{
-    hook::Hook,
     maps::CSUM_SCRATCH,
     options::{Buf64, Seg, bounded, load, load_be16},
     parse::Frame,
@@ -88,13 +87,38 @@ pub enum Form {
 /// paths multiplied this loop: ~60 % of strip_add_addr's verified
 /// instructions). One call per ADD_ADDR kept, which is rare.
 #[inline(always)]
-pub fn tcp_check<H: Hook>(ctx: &H, s: &Seg, key: &FlowKey) -> Option<Form> {
+pub fn tcp_check<C: TcpCheck>(ctx: &C, s: &Seg, key: &FlowKey) -> Option<Form> {
     ctx.tcp_check(s, key)
+}
+
+/// [`tcp_check`] on each hook's context: one global function per context
+/// type (a global function's arguments are typed for the verifier).
+pub trait TcpCheck {
+    fn tcp_check(&self, s: &Seg, key: &FlowKey) -> Option<Form>;
+}
+
+impl TcpCheck for XdpContext {
+    #[inline(always)]
+    fn tcp_check(&self, s: &Seg, key: &FlowKey) -> Option<Form> {
+        form(emptcp_tcp_check(self.ctx, s.l4, s.seg_len, key))
+    }
+}
+
+impl TcpCheck for TcContext {
+    #[inline(always)]
+    fn tcp_check(&self, s: &Seg, key: &FlowKey) -> Option<Form> {
+        form(emptcp_tcp_check_skb(
+            self.skb.skb as *mut _,
+            s.l4,
+            s.seg_len,
+            key,
+        ))
+    }
 }
 
 /// A `CHECK_*` answer as a [`Form`].
 #[inline(always)]
-pub fn form(check: u32) -> Option<Form> {
+fn form(check: u32) -> Option<Form> {
     match check {
         CHECK_FULL => Some(Form::Full),
         CHECK_PARTIAL => Some(Form::Partial),

@@ -14,13 +14,10 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_store_bytes, bpf_xdp_store_bytes},
     programs::{TcContext, XdpContext},
 };
-use emptcp_common::{FlowKey, INGRESS_CAPTURE_SLOT, RECORD_SETUP_SLOT, XdpMeta};
+use emptcp_common::{INGRESS_CAPTURE_SLOT, RECORD_SETUP_SLOT, XdpMeta};
 
 use crate::{
-    csum::{self, Form},
-    insert::{self, Insert},
     maps::{TC_DESC, XDP_DESC},
-    options::{Buf64, Hdr, Seg},
     parse::Frame,
 };
 
@@ -97,13 +94,6 @@ pub trait Hook: Frame {
     /// Writes `len` bytes from `buf` at packet offset `off` (all or
     /// nothing).
     fn store(&self, off: u32, buf: *const u8, len: u32) -> bool;
-
-    /// Appends the first `n` bytes of `opt` after the options of `s`,
-    /// whose fixed header is `t` (`insert.rs`).
-    fn insert_option(&self, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert;
-
-    /// Does the TCP checksum of `s` hold, and in which form (`csum.rs`)?
-    fn tcp_check(&self, s: &Seg, key: &FlowKey) -> Option<Form>;
 }
 
 impl Hook for XdpContext {
@@ -140,16 +130,6 @@ impl Hook for XdpContext {
     #[inline(always)]
     fn store(&self, off: u32, buf: *const u8, len: u32) -> bool {
         unsafe { bpf_xdp_store_bytes(self.ctx, off, buf as *mut _, len) == 0 }
-    }
-
-    #[inline(always)]
-    fn insert_option(&self, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
-        insert::at_head(self, s, t, opt, n)
-    }
-
-    #[inline(always)]
-    fn tcp_check(&self, s: &Seg, key: &FlowKey) -> Option<Form> {
-        csum::form(csum::emptcp_tcp_check(self.ctx, s.l4, s.seg_len, key))
     }
 }
 
@@ -196,20 +176,5 @@ impl Hook for TcContext {
         // IPv4 header) checksum, so the packet's one's complement sum, and
         // with it a CHECKSUM_COMPLETE skb's `csum`, stays what it was.
         unsafe { bpf_skb_store_bytes(self.skb.skb as *mut _, off, buf as *const _, len, 0) == 0 }
-    }
-
-    #[inline(always)]
-    fn insert_option(&self, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
-        insert::after_mac(self, s, t, opt, n)
-    }
-
-    #[inline(always)]
-    fn tcp_check(&self, s: &Seg, key: &FlowKey) -> Option<Form> {
-        csum::form(csum::emptcp_tcp_check_skb(
-            self.skb.skb as *mut _,
-            s.l4,
-            s.seg_len,
-            key,
-        ))
     }
 }

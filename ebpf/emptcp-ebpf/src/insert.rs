@@ -1,6 +1,6 @@
 //! Appends an option to a received TCP header (shared by recover_add_addr
-//! and set_backup), each hook its own way ([`Hook::insert_option`]); on
-//! XDP by growing the packet at the front ([`at_head`]):
+//! and set_backup), each hook its own way ([`InsertOption`]); on XDP by
+//! growing the packet at the front ([`at_head`]):
 //!
 //! `bpf_xdp_adjust_head(-n)` makes n bytes of room before the frame; the
 //! headers (Ethernet, VLAN tags, IP, TCP with its options) move n bytes to
@@ -22,7 +22,6 @@ use emptcp_common::{IFACE_SKB, XdpMeta};
 
 use crate::{
     chain, csum,
-    hook::Hook,
     maps::SCRATCH,
     options::{Buf64, Hdr, OPT_MAX, Seg, TCP_HLEN, load, load_be16, store, store_be16},
     parse::Frame,
@@ -71,8 +70,27 @@ pub fn has_room(s: &Seg, n: u32) -> bool {
 /// NOPs by the caller, bytes after n zero) after the options of `s`, whose
 /// fixed header is `t`.
 #[inline(always)]
-pub fn insert_option<H: Hook>(ctx: &H, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
+pub fn insert_option<H: InsertOption>(ctx: &H, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
     ctx.insert_option(s, t, opt, n)
+}
+
+/// [`insert_option`] on each hook.
+pub trait InsertOption: crate::hook::Hook {
+    fn insert_option(&self, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert;
+}
+
+impl InsertOption for XdpContext {
+    #[inline(always)]
+    fn insert_option(&self, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
+        at_head(self, s, t, opt, n)
+    }
+}
+
+impl InsertOption for TcContext {
+    #[inline(always)]
+    fn insert_option(&self, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
+        after_mac(self, s, t, opt, n)
+    }
 }
 
 /// What an insert writes besides the option, computed from the packet as
@@ -148,7 +166,7 @@ fn fixups<C: Frame>(
 /// Writes the option at `f.h` and the fix-ups, once the headers have moved
 /// to make room; then the description follows the packet.
 #[inline(always)]
-fn finish<H: Hook>(ctx: &H, s: &Seg, f: &Fixups, opt: &Buf64, n: u32) -> Insert {
+fn finish<H: crate::hook::Hook>(ctx: &H, s: &Seg, f: &Fixups, opt: &Buf64, n: u32) -> Insert {
     let ok = store(ctx, f.h, opt.0.as_ptr(), n)
         && store_be16(ctx, f.len_off, f.new_len)
         && (s.family != 4 || store_be16(ctx, s.l3 + 10, f.ip_csum))
@@ -170,7 +188,7 @@ fn finish<H: Hook>(ctx: &H, s: &Seg, f: &Fixups, opt: &Buf64, n: u32) -> Insert 
 /// [`insert_option`] on XDP: the headers (Ethernet, VLAN tags, IP, TCP
 /// with its options) move `n` bytes to the front.
 #[inline(always)]
-pub fn at_head(ctx: &XdpContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
+fn at_head(ctx: &XdpContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
     let n = black_box(n);
     let f = match fixups(ctx, s, t, opt, n, frame_len(ctx)) {
         Ok(f) => f,
@@ -208,7 +226,7 @@ pub fn at_head(ctx: &XdpContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Inser
 /// segment's -n). See docs/datapath.md, "Generic (skb) XDP and
 /// CHECKSUM_COMPLETE".
 #[inline(always)]
-pub fn after_mac(ctx: &TcContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
+fn after_mac(ctx: &TcContext, s: &Seg, t: &Hdr, opt: &Buf64, n: u32) -> Insert {
     let n = black_box(n);
     if unsafe { (*ctx.skb.skb).gso_size } != 0 {
         return Insert::Refused;

@@ -2,7 +2,7 @@
 //! what an egress action needs from the interface's ingress chains.
 
 use super::Ctx;
-use crate::model::{Action, Hook, Policy};
+use crate::model::{Action, Hook, IngressHook, Policy, XdpMode};
 use crate::suggest::hint_for_unknown;
 use emptcp_common::MAX_CHAINS_PER_IFACE;
 
@@ -17,6 +17,16 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
                 list,
                 format!("interface '{name}' lists no chains"),
                 "list the chains to run on it, e.g. `chains: [count-mptcp]`, or remove the interface",
+            );
+        }
+        if iface.ingress_hook == IngressHook::Tc && iface.xdp_mode != XdpMode::Auto {
+            ctx.report(
+                ctx.interface(i).get("xdp_mode"),
+                format!(
+                    "interface '{name}' sets xdp_mode {} but runs its ingress chains at the tc hook (ingress_hook: tc)",
+                    iface.xdp_mode.as_str()
+                ),
+                "xdp_mode says how the XDP entry is attached, and a tc interface has none: remove xdp_mode, or set `ingress_hook: xdp`",
             );
         }
         if iface.chains.len() > MAX_CHAINS_PER_IFACE {
@@ -82,6 +92,28 @@ fn egress_window_without_record_flow(policy: &Policy, listed: &[String], chain: 
 #[cfg(test)]
 mod tests {
     use crate::validate::test_support::*;
+
+    #[test]
+    fn the_tc_ingress_hook_takes_no_xdp_mode() {
+        let tc = BASE.replace("    chains: [c1]", "    ingress_hook: tc\n    chains: [c1]");
+        assert_eq!(errors(&tc), vec![]);
+        assert_eq!(
+            errors(&tc.replace("ingress_hook: tc", "ingress_hook: tc\n    xdp_mode: auto")),
+            vec![]
+        );
+        let e = one_error(
+            &tc.replace("ingress_hook: tc", "ingress_hook: tc\n    xdp_mode: native"),
+            "interface 'eth0' sets xdp_mode native but runs its ingress chains at the tc hook",
+        );
+        assert_at(&e, 5, 15);
+        one_error(
+            &BASE.replace(
+                "    chains: [c1]",
+                "    ingress_hook: bpf\n    chains: [c1]",
+            ),
+            "ingress_hook",
+        );
+    }
 
     #[test]
     fn dangling_chain_reference_suggests() {

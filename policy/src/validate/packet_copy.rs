@@ -47,6 +47,17 @@ fn check_refs(ctx: &mut Ctx<'_>, i: usize, rule: &PacketCopy) {
             hint_for_unknown(&rule.chain, "chain", defined),
         );
     } else if let Some(iface) = iface
+        && iface.ingress_hook == crate::model::IngressHook::Tc
+    {
+        ctx.report(
+            spot.get("interface"),
+            format!(
+                "packet_copy '{name}': interface '{}' runs its ingress chains at the tc hook (ingress_hook: tc)",
+                iface.name
+            ),
+            "packet copy completes what it knows of a subflow from what the XDP entry sees arrive (the ingress capture), and sends through AF_XDP: set `ingress_hook: xdp` on the interface, or remove the rule",
+        );
+    } else if let Some(iface) = iface
         && !iface.chains.contains(&rule.chain)
     {
         ctx.report(
@@ -148,6 +159,17 @@ mod tests {
         assert_eq!(e.hint.as_deref(), Some("did you mean 'eth0'?"));
         let e = one_error(&text, "refers to unknown chain 'c9'");
         assert_at(&e, 11, 12);
+    }
+
+    #[test]
+    fn no_packet_copy_on_a_tc_ingress_interface() {
+        let base = BASE.replace("    chains: [c1]", "    ingress_hook: tc\n    chains: [c1]");
+        let text = format!("{base}packet_copy:\n  - name: r\n{OK}");
+        let e = one_error(
+            &text,
+            "packet_copy 'r': interface 'eth0' runs its ingress chains at the tc hook",
+        );
+        assert_at(&e, 11, 16);
     }
 
     #[test]

@@ -269,11 +269,16 @@ impl<'a> Applier<'a> {
                 let mut progs = ProgramArray::try_from(self.map("EGRESS_PROGS")?)?;
                 progs.set(*slot, &fd, 0)?;
             }
-            ClearSlot { slot, .. } | ClearEgressSlot { slot, .. } => {
-                let map = if matches!(step, ClearSlot { .. }) {
-                    "PROGS"
-                } else {
-                    "EGRESS_PROGS"
+            SetTcSlot { program, slot, .. } => {
+                let fd = self.prog_fd(program)?;
+                let mut progs = ProgramArray::try_from(self.map("TC_PROGS")?)?;
+                progs.set(*slot, &fd, 0)?;
+            }
+            ClearSlot { slot, .. } | ClearEgressSlot { slot, .. } | ClearTcSlot { slot, .. } => {
+                let map = match step {
+                    ClearSlot { .. } => "PROGS",
+                    ClearEgressSlot { .. } => "EGRESS_PROGS",
+                    _ => "TC_PROGS",
                 };
                 let mut progs = ProgramArray::try_from(self.map(map)?)?;
                 match progs.clear_index(slot) {
@@ -600,7 +605,8 @@ impl<'a> Applier<'a> {
 }
 
 impl Applier<'_> {
-    /// Attaches the program of `hook` (`egress_entry`, `ingress_recover`)
+    /// Attaches the program of `hook` (`egress_entry`, `ingress_recover`,
+    /// `tc_entry`)
     /// to that TC hook of `iface` with a TCX link and pins the link.
     fn attach_tc(&mut self, iface: &str, ifindex: u32, hook: TcHook) -> Result<(), StepError> {
         let pin = self.layout.tc_link(hook, iface);
@@ -621,7 +627,7 @@ impl Applier<'_> {
         let mut prog = SchedClassifier::from_pin(self.layout.prog(hook.program()))?;
         let at = match hook {
             TcHook::Egress => TcAttachType::Egress,
-            TcHook::Ingress => TcAttachType::Ingress,
+            TcHook::Ingress | TcHook::IngressChains => TcAttachType::Ingress,
         };
         let id = prog
             .attach_with_options(iface, at, TcAttachOptions::TcxOrder(LinkOrder::default()))

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use emptcp_common::{
     Action as Slot, EGRESS_PREFIX, SEL_LOCAL, SEL_LOCAL_PORTS, SEL_REMOTE, SEL_REMOTE_PORTS,
-    egress_program,
+    TC_PREFIX, egress_program, tc_program,
 };
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,23 @@ pub enum XdpMode {
     Skb,
 }
 
+/// Where an interface's ingress chains run (`ingress_hook`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngressHook {
+    /// The XDP entry (`entry`, an XDP link).
+    #[default]
+    Xdp,
+    /// The TC ingress entry (`tc_entry`, a TCX link), after GRO.
+    Tc,
+}
+
+impl IngressHook {
+    fn is_xdp(&self) -> bool {
+        *self == IngressHook::Xdp
+    }
+}
+
 /// One interface: its ingress chains (XDP entry, IFACES) and its egress
 /// chains (TC egress entry, EGRESS_IFACES), each in policy order, and
 /// whether the XDP entry captures what the peer sends for packet copy.
@@ -52,6 +69,9 @@ pub enum XdpMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredIface {
     pub mode: XdpMode,
+    /// Where `chains` run.
+    #[serde(default, skip_serializing_if = "IngressHook::is_xdp")]
+    pub ingress_hook: IngressHook,
     pub chains: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_chains: Vec<String>,
@@ -76,7 +96,12 @@ pub struct DesiredIface {
 impl DesiredIface {
     /// The XDP entry is attached to the interface.
     pub fn wants_xdp(&self) -> bool {
-        !self.chains.is_empty() || self.capture
+        (!self.chains.is_empty() && self.ingress_hook == IngressHook::Xdp) || self.capture
+    }
+
+    /// The interface's ingress chains run at TC ingress (`tc_entry`).
+    pub fn chains_on_tc(&self) -> bool {
+        !self.chains.is_empty() && self.ingress_hook == IngressHook::Tc
     }
 
     /// The TCX program of `hook` is attached to the interface.
@@ -84,6 +109,7 @@ impl DesiredIface {
         match hook {
             TcHook::Egress => !self.egress_chains.is_empty() || self.track,
             TcHook::Ingress => self.recover,
+            TcHook::IngressChains => self.chains_on_tc(),
         }
     }
 }
@@ -155,11 +181,15 @@ impl Desired {
     ) -> Result<Desired, Vec<DesiredError>> {
         let mut errors = Vec::new();
         // Ingress actions are programs named after the action, egress ones
-        // `egress_<action>` (the entries themselves are not actions).
-        let (egress, ingress): (Vec<&str>, Vec<&str>) = programs
+        // `egress_<action>`, the TC ingress variants `tc_<action>` (the
+        // entries themselves are not actions).
+        let (tc, programs_xdp_egress): (Vec<&str>, Vec<&str>) = programs
             .iter()
             .map(String::as_str)
             .filter(|p| crate::object::is_action_program(p))
+            .partition(|p| p.starts_with(TC_PREFIX));
+        let (egress, ingress): (Vec<&str>, Vec<&str>) = programs_xdp_egress
+            .into_iter()
             .partition(|p| p.starts_with(EGRESS_PREFIX));
         let mut chains = BTreeMap::new();
         // The program each chain's steps tail-call, by chain.
@@ -190,6 +220,36 @@ impl Desired {
                 });
             }
             chains.insert(c.name.clone(), chain_of(c, steps));
+        }
+        // An interface whose ingress chains run at TC needs the TC variant
+        // of each of their actions.
+        for i in &policy.interfaces {
+            if i.ingress_hook != policy::IngressHook::Tc {
+                continue;
+            }
+            for c in i.chains.iter().filter_map(|n| policy.chain(n)) {
+                if c.hook != Hook::Ingress {
+                    continue;
+                }
+                for a in &c.actions {
+                    let (slot, _) = slot_of(a);
+                    if !tc.contains(&tc_program(slot)) {
+                        errors.push(DesiredError::UnsupportedAction {
+                            chain: c.name.clone(),
+                            action: format!(
+                                "{} (hook ingress, interface {} with ingress_hook: tc)",
+                                slot.name(),
+                                i.name
+                            ),
+                            available: tc
+                                .iter()
+                                .map(|p| p.strip_prefix(TC_PREFIX).unwrap_or(p))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        });
+                    }
+                }
+            }
         }
         // The triggers read the capture (SUBFLOWS), whose entries the
         // egress capture creates for the subflows an egress chain matches;
@@ -246,6 +306,10 @@ impl Desired {
                     i.name.clone(),
                     DesiredIface {
                         mode,
+                        ingress_hook: match i.ingress_hook {
+                            policy::IngressHook::Xdp => IngressHook::Xdp,
+                            policy::IngressHook::Tc => IngressHook::Tc,
+                        },
                         chains,
                         egress_chains,
                         capture,

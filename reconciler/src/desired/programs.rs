@@ -32,16 +32,31 @@ pub(super) fn used_programs(
     if any(|i| i.wants_tc(TcHook::Ingress)) {
         used.insert(crate::object::INGRESS_RECOVER);
     }
+    if any(|i| i.wants_tc(TcHook::IngressChains)) {
+        used.insert(emptcp_common::TC_ENTRY);
+    }
     if any(|i| !i.egress_chains.is_empty()) {
         used.insert(emptcp_common::EGRESS_CAPTURE);
     }
-    let run = interfaces
-        .values()
-        .flat_map(|i| i.chains.iter().chain(&i.egress_chains));
-    for program in run.flat_map(|c| chain_programs.get(c.as_str()).into_iter().flatten()) {
-        used.insert(program);
-        if *program == Slot::RecordFlow.name() {
-            used.insert(emptcp_common::RECORD_SETUP);
+    let programs_of = |c: &String| chain_programs.get(c.as_str()).into_iter().flatten();
+    for i in interfaces.values() {
+        for program in i.egress_chains.iter().flat_map(programs_of) {
+            used.insert(program);
+        }
+        let on_tc = i.ingress_hook == super::IngressHook::Tc;
+        for program in i.chains.iter().flat_map(programs_of) {
+            // On TC the same action runs as its `tc_` variant.
+            let (program, setup) = match Slot::ALL.iter().find(|a| a.name() == *program) {
+                Some(a) if on_tc => (
+                    emptcp_common::tc_program(*a),
+                    emptcp_common::TC_RECORD_SETUP,
+                ),
+                _ => (*program, emptcp_common::RECORD_SETUP),
+            };
+            used.insert(program);
+            if program.ends_with(Slot::RecordFlow.name()) {
+                used.insert(setup);
+            }
         }
     }
     object
@@ -90,6 +105,22 @@ mod tests {
             ]
         );
         assert_eq!(programs_of("count-only.yaml"), ["count", "entry"]);
+        // The same chain at TC ingress: the tc_ variants, no XDP entry.
+        let mut after_gro = programs_of("after-gro.yaml");
+        after_gro.sort();
+        assert_eq!(
+            after_gro,
+            [
+                "egress_entry",
+                "ingress_recover",
+                "tc_count",
+                "tc_entry",
+                "tc_record_flow",
+                "tc_record_flow_setup",
+                "tc_recover_add_addr",
+                "tc_strip_add_addr",
+            ]
+        );
         // Egress chains bring the capture in front of them; packet copy
         // the ingress capture.
         let full = programs_of("full.yaml");
@@ -103,9 +134,9 @@ mod tests {
             .filter(|p| !full.contains(p))
             .collect();
         assert!(
-            unused
-                .iter()
-                .all(|p| p.contains("set_") || p.as_str() == "egress_count"),
+            unused.iter().all(|p| p.contains("set_")
+                || p.as_str() == "egress_count"
+                || p.starts_with(emptcp_common::TC_PREFIX)),
             "full.yaml leaves out {unused:?}"
         );
     }

@@ -111,7 +111,8 @@ fn chain_entries(d: &Desired, ids: &BTreeMap<String, u32>, e: &mut Entries) {
     }
 }
 
-/// Each existing policy interface's chain list (XDP and TC egress), with
+/// Each existing policy interface's chain list (ingress, read by the XDP
+/// or the TC ingress entry, and TC egress), with
 /// the filter summarising its chains' selectors (already in `e`); a missing
 /// interface is noted.
 fn iface_entries(
@@ -140,8 +141,11 @@ fn iface_entries(
                 track: false,
             }
         };
-        if iface.wants_xdp() {
+        if iface.wants_xdp() || iface.chains_on_tc() {
             let mut v = entry(&iface.chains, e);
+            // The generic-XDP checksum caveat is XDP's: the TC insert keeps
+            // a CHECKSUM_COMPLETE skb's sum right (insert.rs, after_mac).
+            v.skb &= iface.wants_xdp();
             if iface.capture {
                 v.capture = true;
                 // The capture looks every TCP packet up before selecting

@@ -57,12 +57,15 @@ pub const CONFIG_MAPS: &[&str] = &[
     "META",
     "EGRESS_PROGS",
     "EGRESS_IFACES",
+    "TC_PROGS",
     // Per-CPU scratch of the egress description: nothing outlives a packet.
     "EGRESS_META",
     // Per-CPU buffer of the TCP checksum check: nothing outlives a packet.
     "CSUM_SCRATCH",
     // Per-CPU XDP description: nothing outlives a packet.
     "XDP_DESC",
+    // Per-CPU TC ingress description: nothing outlives a packet.
+    "TC_DESC",
 ];
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -146,11 +149,15 @@ pub fn observed_hash(o: &Observed, interfaces: &[String]) -> String {
         prog_slots: &'a BTreeMap<u32, u32>,
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         egress_prog_slots: &'a BTreeMap<u32, u32>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        tc_prog_slots: &'a BTreeMap<u32, u32>,
         links: &'a BTreeMap<String, crate::observe::ObservedLink>,
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         tc_links: &'a BTreeMap<String, crate::observe::ObservedLink>,
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         tc_ingress_links: &'a BTreeMap<String, crate::observe::ObservedLink>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        tc_chain_links: &'a BTreeMap<String, crate::observe::ObservedLink>,
         entries: &'a Entries,
         netdevs: BTreeMap<&'a String, &'a NetDev>,
     }
@@ -160,9 +167,11 @@ pub fn observed_hash(o: &Observed, interfaces: &[String]) -> String {
         programs: &o.programs,
         prog_slots: &o.prog_slots,
         egress_prog_slots: &o.egress_prog_slots,
+        tc_prog_slots: &o.tc_prog_slots,
         links: &o.links,
         tc_links: &o.tc_links,
         tc_ingress_links: &o.tc_ingress_links,
+        tc_chain_links: &o.tc_chain_links,
         entries: &o.entries,
         netdevs: o
             .netdevs
@@ -172,6 +181,7 @@ pub fn observed_hash(o: &Observed, interfaces: &[String]) -> String {
                     || o.links.contains_key(*n)
                     || o.tc_links.contains_key(*n)
                     || o.tc_ingress_links.contains_key(*n)
+                    || o.tc_chain_links.contains_key(*n)
             })
             .collect(),
     };

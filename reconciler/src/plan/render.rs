@@ -34,9 +34,12 @@ pub fn describe(step: &Step) -> String {
         | Unpin { .. }
         | RemoveRoot { .. }
         | WriteMeta { .. } => describe_object(step),
-        SetSlot { .. } | SetEgressSlot { .. } | ClearSlot { .. } | ClearEgressSlot { .. } => {
-            describe_slot(step)
-        }
+        SetSlot { .. }
+        | SetEgressSlot { .. }
+        | SetTcSlot { .. }
+        | ClearSlot { .. }
+        | ClearEgressSlot { .. }
+        | ClearTcSlot { .. } => describe_slot(step),
         PutThresholds { .. }
         | PutChain { .. }
         | PutPrefix { .. }
@@ -145,9 +148,22 @@ fn describe_slot(step: &Step) -> String {
             Some(id) => format!("egress tail-call slot {slot} ({program}): program {id} -> new"),
             None => format!("egress tail-call slot {slot} ({program})"),
         },
+        SetTcSlot {
+            program,
+            slot,
+            before,
+        } => match before {
+            Some(id) => {
+                format!("tc ingress tail-call slot {slot} ({program}): program {id} -> new")
+            }
+            None => format!("tc ingress tail-call slot {slot} ({program})"),
+        },
         ClearSlot { slot, before } => format!("tail-call slot {slot} (program {before})"),
         ClearEgressSlot { slot, before } => {
             format!("egress tail-call slot {slot} (program {before})")
+        }
+        ClearTcSlot { slot, before } => {
+            format!("tc ingress tail-call slot {slot} (program {before})")
         }
         _ => unreachable!("describe dispatches by kind"),
     }
@@ -262,6 +278,13 @@ fn describe_link(step: &Step) -> String {
         } => format!(
             "attach TC ingress recovery to {iface} (TCX link: stored ADD_ADDRs reach a pure download without a daemon)"
         ),
+        AttachTc {
+            iface,
+            hook: TcHook::IngressChains,
+            ..
+        } => format!(
+            "attach TC ingress entry to {iface} (TCX link: the ingress chains run after GRO, ingress_hook: tc)"
+        ),
         UpdateTcLink {
             iface,
             link_id,
@@ -356,6 +379,8 @@ fn slot_kind(step: &Step) -> Option<(&'static str, bool)> {
         Step::ClearSlot { .. } => Some(("tail-call", false)),
         Step::SetEgressSlot { .. } => Some(("egress tail-call", true)),
         Step::ClearEgressSlot { .. } => Some(("egress tail-call", false)),
+        Step::SetTcSlot { .. } => Some(("tc ingress tail-call", true)),
+        Step::ClearTcSlot { .. } => Some(("tc ingress tail-call", false)),
         _ => None,
     }
 }
@@ -377,12 +402,19 @@ fn fold_slots(run: &[Step]) -> String {
                 program: name,
                 slot,
                 before,
+            }
+            | Step::SetTcSlot {
+                program: name,
+                slot,
+                before,
             } => {
                 slots.push(*slot);
                 what.push(name.clone());
                 replaced.extend(before.map(|id| id.to_string()));
             }
-            Step::ClearSlot { slot, before } | Step::ClearEgressSlot { slot, before } => {
+            Step::ClearSlot { slot, before }
+            | Step::ClearEgressSlot { slot, before }
+            | Step::ClearTcSlot { slot, before } => {
                 slots.push(*slot);
                 what.push(format!("program {before}"));
             }

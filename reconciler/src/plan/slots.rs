@@ -1,6 +1,7 @@
 //! The tail-call slot phase: each action program in its slot of `PROGS`,
-//! the ingress capture in its own, the egress programs in `EGRESS_PROGS`;
-//! slots no program wants are cleared.
+//! the ingress capture in its own, the egress programs in `EGRESS_PROGS`,
+//! the TC ingress variants in `TC_PROGS`; slots no program wants are
+//! cleared.
 use std::collections::{BTreeMap, BTreeSet};
 
 use emptcp_common::{Action, EGRESS_SLOTS};
@@ -49,6 +50,25 @@ pub(super) fn fill_tail_call_slots(
             before,
         },
         |slot, before| Step::ClearEgressSlot { slot, before },
+        s,
+    );
+    let tc_slots = Action::ALL
+        .iter()
+        .map(|a| (emptcp_common::tc_program(*a), *a as u32))
+        .chain([(
+            emptcp_common::TC_RECORD_SETUP,
+            emptcp_common::RECORD_SETUP_SLOT,
+        )]);
+    fill.steps(
+        "TC_PROGS",
+        tc_slots,
+        &o.tc_prog_slots,
+        |program, slot, before| Step::SetTcSlot {
+            program: program.into(),
+            slot,
+            before,
+        },
+        |slot, before| Step::ClearTcSlot { slot, before },
         s,
     );
 }

@@ -61,6 +61,13 @@ pub enum Step {
         slot: u32,
         before: Option<u32>,
     },
+    /// Point slot `slot` of the TC ingress tail-call array (TC_PROGS) at
+    /// the pinned TC program `program` (`tc_<action>`).
+    SetTcSlot {
+        program: String,
+        slot: u32,
+        before: Option<u32>,
+    },
     PutThresholds {
         id: u32,
         chain: String,
@@ -172,6 +179,10 @@ pub enum Step {
         slot: u32,
         before: u32,
     },
+    ClearTcSlot {
+        slot: u32,
+        before: u32,
+    },
     /// Detach by removing our link pin (and BPF_LINK_DETACH).
     Detach {
         iface: String,
@@ -220,7 +231,9 @@ impl Step {
             | AttachTc { .. }
             | PutPrefix { .. }
             | PutPorts { .. } => Change::Add,
-            SetSlot { before, .. } | SetEgressSlot { before, .. } => opt(before),
+            SetSlot { before, .. } | SetEgressSlot { before, .. } | SetTcSlot { before, .. } => {
+                opt(before)
+            }
             PutThresholds { before, .. } => opt(before),
             PutChain { before, .. } => opt(before),
             PutSelector { before, .. } => opt(before),
@@ -240,6 +253,7 @@ impl Step {
             | DeleteChain { .. }
             | ClearSlot { .. }
             | ClearEgressSlot { .. }
+            | ClearTcSlot { .. }
             | Detach { .. }
             | DetachTc { .. }
             | Unpin { .. }

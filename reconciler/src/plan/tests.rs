@@ -295,6 +295,12 @@ fn play_object(s: &Step, d: &Desired, o: &mut Observed, id: &mut dyn FnMut() -> 
         Step::ClearEgressSlot { slot, .. } => {
             o.egress_prog_slots.remove(slot);
         }
+        Step::SetTcSlot { program, slot, .. } => {
+            o.tc_prog_slots.insert(*slot, o.programs[program].id);
+        }
+        Step::ClearTcSlot { slot, .. } => {
+            o.tc_prog_slots.remove(slot);
+        }
         Step::Unpin { path, .. } => {
             if let Some(m) = path.strip_prefix("maps/") {
                 o.maps.remove(m);
@@ -1980,4 +1986,123 @@ fn inline_v4_prefixes_encode_and_round_trip() {
             i
         );
     }
+}
+
+// ---- TC ingress hook (ingress_hook: tc) -------------------------------------
+
+fn tc_programs() -> Vec<String> {
+    let mut p = egress_programs();
+    p.extend(
+        [
+            "tc_count",
+            "tc_drop",
+            "tc_entry",
+            "tc_record_flow",
+            "tc_record_flow_setup",
+            "tc_recover_add_addr",
+            "tc_strip_add_addr",
+            "record_flow_setup",
+            "ingress_recover",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    p.sort();
+    p
+}
+
+fn tc_desired_with(text: &str, sha: &str) -> Desired {
+    let mut maps = egress_object_maps();
+    for (n, d) in [
+        ("TC_PROGS", def(3, 4, 4, 16)),
+        ("TC_DESC", def(6, 4, 152, 1)),
+    ] {
+        maps.insert(n.to_string(), d);
+    }
+    let p = policy::load_str("policy.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+    Desired::build(&p, sha, &tc_programs(), &maps).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// BASE with eth0's ingress chains at TC ingress.
+fn on_tc(text: &str) -> String {
+    text.replace("    xdp_mode: native\n", "    ingress_hook: tc\n")
+}
+
+#[test]
+fn tc_ingress_hook_attaches_tc_entry_and_fills_tc_progs() {
+    let d = tc_desired_with(&on_tc(BASE), SHA_A);
+    assert!(!d.interfaces["eth0"].wants_xdp());
+    assert!(d.interfaces["eth0"].wants_tc(TcHook::IngressChains));
+    for p in [
+        "tc_entry",
+        "tc_record_flow",
+        "tc_record_flow_setup",
+        "tc_count",
+    ] {
+        assert!(d.programs.iter().any(|x| x == p), "{p} in {:?}", d.programs);
+    }
+    for p in ["entry", "record_flow", "record_flow_setup", "count"] {
+        assert!(
+            !d.programs.iter().any(|x| x == p),
+            "{p} in {:?}",
+            d.programs
+        );
+    }
+    let mut o = fresh();
+    let p = converge(&d, &mut o, PlanOptions::default());
+    insta::assert_snapshot!("tc_ingress_fresh_install", text(&p));
+    let k = kinds(&p);
+    assert_eq!(k.iter().filter(|k| *k == "attach").count(), 0, "{k:?}");
+    assert!(p.steps.iter().any(|s| matches!(
+        s,
+        Step::AttachTc {
+            hook: TcHook::IngressChains,
+            iface,
+            ..
+        } if iface == "eth0"
+    )));
+    // Four actions and the set-up half of record_flow, none in PROGS.
+    assert_eq!(k.iter().filter(|k| *k == "set_tc_slot").count(), 5, "{k:?}");
+    assert_eq!(k.iter().filter(|k| *k == "set_slot").count(), 0, "{k:?}");
+    // The entry reads the interface's chains from IFACES, as on XDP.
+    assert_eq!(o.entries.ifaces.len(), 1);
+    assert!(!o.entries.ifaces[&2].skb, "the generic-XDP caveat is XDP's");
+    assert_eq!(o.tc_chain_links.len(), 1);
+    assert!(o.links.is_empty());
+}
+
+#[test]
+fn moving_the_chains_between_hooks_swaps_the_links() {
+    let xdp = tc_desired_with(BASE, SHA_A);
+    let tc = tc_desired_with(&on_tc(BASE), SHA_A);
+    let mut o = fresh();
+    converge(&xdp, &mut o, PlanOptions::default());
+    assert_eq!((o.links.len(), o.tc_chain_links.len()), (1, 0));
+    let p = converge(&tc, &mut o, PlanOptions::default());
+    assert_eq!((o.links.len(), o.tc_chain_links.len()), (0, 1));
+    let k = kinds(&p);
+    assert!(k.contains(&"detach".to_string()), "{k:?}");
+    assert!(k.contains(&"clear_slot".to_string()), "{k:?}");
+    converge(&xdp, &mut o, PlanOptions::default());
+    assert_eq!((o.links.len(), o.tc_chain_links.len()), (1, 0));
+    assert!(o.tc_prog_slots.is_empty(), "TC_PROGS emptied");
+    // A crash after any step of either move converges.
+    converges_after_every_prefix(Some(&xdp), &tc, |o, k| {
+        assert_eq!(o.tc_chain_links.len(), 1, "after step {k}");
+    });
+    converges_after_every_prefix(Some(&tc), &xdp, |o, k| {
+        assert!(o.tc_chain_links.is_empty(), "after step {k}");
+    });
+}
+
+#[test]
+fn an_object_without_the_tc_variants_refuses_the_tc_hook() {
+    let p = policy::load_str("policy.yaml", &on_tc(BASE)).unwrap();
+    let errors = Desired::build(&p, SHA_A, &egress_programs(), &egress_object_maps())
+        .expect_err("no tc_ programs");
+    let text = format!("{errors:?}");
+    assert!(
+        text.contains("interface eth0 with ingress_hook: tc"),
+        "{text}"
+    );
 }

@@ -25,8 +25,11 @@ pub struct View {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewIface {
-    /// Ingress (XDP) chains.
+    /// Ingress chains (XDP, or TC ingress with `ingress_hook: tc`).
     pub chains: Vec<String>,
+    /// `tc` where the ingress chains run at TC ingress (absent: XDP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_hook: Option<String>,
     /// Egress (TC) chains.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_chains: Vec<String>,
@@ -108,6 +111,7 @@ impl View {
                         n.clone(),
                         ViewIface {
                             chains: i.chains.clone(),
+                            ingress_hook: i.chains_on_tc().then(|| "tc".to_string()),
                             egress_chains: i.egress_chains.clone(),
                             capture: i.capture,
                         },
@@ -157,10 +161,15 @@ impl View {
         // An interface is live on a hook when it has both its entry and
         // our link there.
         let mut interfaces: BTreeMap<String, ViewIface> = BTreeMap::new();
-        for i in e.ifaces.values().filter(|i| o.links.contains_key(&i.name)) {
+        for i in e.ifaces.values() {
+            let tc = o.tc_chain_links.contains_key(&i.name);
+            if !tc && !o.links.contains_key(&i.name) {
+                continue;
+            }
             let v = interfaces.entry(i.name.clone()).or_default();
             v.chains = i.chains.iter().map(name).collect();
             v.capture = i.capture;
+            v.ingress_hook = tc.then(|| "tc".to_string());
         }
         for i in e
             .egress_ifaces

@@ -23,8 +23,8 @@ use crate::{
     action_program,
     chain::{self, Step, Verdict},
     flow::{self, Due},
-    hook::{Hook, Out},
-    insert::{Insert, has_room, insert_option},
+    hook::Out,
+    insert::{Insert, InsertOption, has_room, insert_option},
     maps::{EVENTS, FLOW_ADDRS, THRESHOLDS},
     options::{Buf64, KIND_NOP, Seg, key},
     stats,
@@ -38,13 +38,13 @@ action_program!(
 );
 
 #[inline(always)]
-fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {
+fn run<H: InsertOption>(ctx: &H, m: *mut XdpMeta) -> Step {
     chain::or_passed(recover(ctx, m))
 }
 
 /// `None`: nothing to do, the packet passes untouched.
 #[inline(always)]
-fn recover<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Option<Step> {
+fn recover<H: InsertOption>(ctx: &H, m: *mut XdpMeta) -> Option<Step> {
     if crate::idle::recover(m) {
         return None;
     }

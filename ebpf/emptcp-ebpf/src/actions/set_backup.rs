@@ -17,8 +17,8 @@ use crate::{
     action_program,
     chain::{self, Step, Verdict},
     csum, flow,
-    hook::{Hook, Out},
-    insert::{Insert, has_room, insert_option},
+    hook::Out,
+    insert::{Insert, InsertOption, has_room, insert_option},
     options::{Buf64, KIND_MPTCP, KIND_NOP, RST, SYN, Seg, key, store, store_be16},
     stats,
 };
@@ -29,12 +29,12 @@ action_program!(set_backup, tc_set_backup, Action::SetBackup, run);
 const MP_PRIO_B2: u8 = 0x50;
 
 #[inline(always)]
-fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {
+fn run<H: InsertOption>(ctx: &H, m: *mut XdpMeta) -> Step {
     chain::or_passed(set(ctx, m, (chain::arg(m) != 0) as u8))
 }
 
 #[inline(always)]
-fn set<H: Hook>(ctx: &H, m: *mut XdpMeta, backup: u8) -> Option<Step> {
+fn set<H: InsertOption>(ctx: &H, m: *mut XdpMeta, backup: u8) -> Option<Step> {
     if !chain::well_formed(m) {
         return None;
     }

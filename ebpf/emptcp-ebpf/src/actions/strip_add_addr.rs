@@ -17,7 +17,8 @@ use emptcp_common::{ADD_ADDR_MAX_LEN, Action, FlowStat, OptRef, XdpMeta};
 use crate::{
     action_program,
     chain::{self, Step, Verdict},
-    csum, flow,
+    csum::{self, TcpCheck},
+    flow,
     hook::{Hook, Out},
     maps::THRESHOLDS,
     options::{FIN, RST, SYN, Seg, bounded, key, load_be16, store, store_be16},
@@ -27,13 +28,13 @@ use crate::{
 action_program!(strip_add_addr, tc_strip_add_addr, Action::StripAddAddr, run);
 
 #[inline(always)]
-fn run<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Step {
+fn run<H: Hook + TcpCheck>(ctx: &H, m: *mut XdpMeta) -> Step {
     chain::or_passed(strip(ctx, m))
 }
 
 /// `None`: not for this action, the packet passes untouched.
 #[inline(always)]
-fn strip<H: Hook>(ctx: &H, m: *mut XdpMeta) -> Option<Step> {
+fn strip<H: Hook + TcpCheck>(ctx: &H, m: *mut XdpMeta) -> Option<Step> {
     if crate::idle::strip(m) {
         return None;
     }
