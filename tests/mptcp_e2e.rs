@@ -6,7 +6,8 @@
 //! * long flows (>= recover_at): the stored ADD_ADDR reaches the client, the
 //!   second subflow is established, data verified byte for byte;
 //! * a threshold change applied while a flow is live takes effect on it;
-//! * in native and generic (skb) XDP mode;
+//! * in native and generic (skb) XDP mode, and at the TC ingress hook
+//!   (`ingress_hook: tc`) with GRO on, where the chain meets merged skbs;
 //! * with the server's TX checksum offload on (the veth default): segments
 //!   arrive with only the pseudo-header sum in their checksum field, and a
 //!   short flow still stays single-path while a long one joins; also in
@@ -20,13 +21,19 @@ use std::collections::BTreeMap;
 use common::*;
 use mptcp_common::*;
 
+/// The data chain on both client interfaces; `mode` is an XDP mode
+/// (`native`, `skb`) or `tc` (`ingress_hook: tc`).
 fn policy(mode: &str, remove_below: &str, recover_at: &str) -> String {
+    let hook = match mode {
+        "tc" => "ingress_hook: tc".to_string(),
+        m => format!("xdp_mode: {m}"),
+    };
     format!(
         r#"version: 1
 settings: {{flow_capacity: 16384}}
 interfaces:
-  - {{name: cli0, xdp_mode: {mode}, chains: [mptcp]}}
-  - {{name: cli1, xdp_mode: {mode}, chains: [mptcp]}}
+  - {{name: cli0, {hook}, chains: [mptcp]}}
+  - {{name: cli1, {hook}, chains: [mptcp]}}
 chains:
   - name: mptcp
     match: {{remote: [192.0.2.0/24, 198.51.100.0/24], remote_ports: [5201]}}
@@ -42,6 +49,9 @@ const ADD_ADDR: &str = "MPTcpExtAddAddr";
 
 fn short_and_long(mode: &str) {
     let lab = Lab::new(&format!("sl{mode}"));
+    if mode == "tc" {
+        gro_on(&lab);
+    }
     // Baseline in the same run: without emptcp, even a short flow joins.
     let short = short_download("1");
     let (_, d) = run(&lab, &short);
@@ -147,6 +157,24 @@ fn short_and_long(mode: &str) {
 fn short_flow_single_path_long_flow_joins_native() {
     if kernel_or_skip("short_flow_single_path_long_flow_joins_native") {
         short_and_long("native");
+    }
+}
+
+/// GRO on the client's veths: their NAPI poll merges the segments of a
+/// flow before TC ingress sees them.
+fn gro_on(lab: &Lab) {
+    for dev in ["cli0", "cli1"] {
+        must(&format!(
+            "ip netns exec {} ethtool -K {dev} gro on",
+            lab.tb.cli
+        ));
+    }
+}
+
+#[test]
+fn short_flow_single_path_long_flow_joins_tc() {
+    if kernel_or_skip("short_flow_single_path_long_flow_joins_tc") {
+        short_and_long("tc");
     }
 }
 
@@ -268,6 +296,63 @@ fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
     //    interface where it cannot run): the datapath reports the pending
     //    connection to user space, and the agent delivers.
     agent_recovers_download(&lab, &args);
+    lab.destroy();
+}
+
+/// A pure download at the TC ingress hook with GRO on: the data segments
+/// reach the chain merged (GSO skbs, which recover never grows), so the
+/// connection goes pending and the in-kernel duplicate ACK delivers the
+/// stored address; the client joins during the download. Control in the
+/// same run: strip only, at the same hook, stays single-path.
+#[test]
+fn pure_download_recovers_at_the_tc_hook_with_gro_on() {
+    if !kernel_or_skip("pure_download_recovers_at_the_tc_hook_with_gro_on") {
+        return;
+    }
+    let lab = Lab::new("dltc");
+    no_server_add_addr_retransmissions(&lab);
+    gro_on(&lab);
+    let failures = hw_csum_failures();
+    let args = ["--download", "100M"];
+    let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
+
+    let full = policy("tc", "512KiB", "1MiB");
+    lab.apply(&full.replace(", recover_add_addr", ""));
+    let (res, d) = run_with_the_address_held(&lab, &args, "control, strip only");
+    assert_eq!(subflows(&res), 0, "control joined without recovery: {res}");
+    assert_eq!(d(JOIN), 0, "control: {res}");
+    assert!(
+        datapath_event(&lab, "add_addr_stored") >= 1,
+        "control stored nothing"
+    );
+    no_damage(&d);
+
+    lab.apply(&full);
+    let st = status_json(lab.root(), &lab.tb.cli);
+    for i in st["interfaces"].as_array().unwrap() {
+        assert_eq!(i["ingress_hook"], "tc", "{i}");
+        assert_eq!(i["attached"], true, "{i}");
+    }
+    let (res, d) = run_with_the_address_held(&lab, &args, "kernel path");
+    assert_eq!(
+        subflows(&res),
+        1,
+        "no join during the download at the tc hook: {res}"
+    );
+    assert_eq!(d(JOIN), 1, "second subflow not established: {res}");
+    no_damage(&d);
+    assert!(
+        datapath_event(&lab, "add_addr_recovered_kernel")
+            + datapath_event(&lab, "add_addr_recovered")
+            >= 1,
+        "status shows no delivery"
+    );
+    assert_eq!(datapath_event(&lab, "kernel_recovery_failed"), 0);
+    assert_eq!(
+        hw_csum_failures(),
+        failures,
+        "the kernel log reports hw csum failures"
+    );
     lab.destroy();
 }
 

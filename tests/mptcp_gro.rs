@@ -163,6 +163,61 @@ fn matched_segments_are_merged_again_by_gro() {
     );
 }
 
+/// At the TC ingress hook (`ingress_hook: tc`) the chain runs after GRO:
+/// once per merged skb, not once per wire segment. Same download, same run,
+/// at each hook: at XDP `count` sees every wire segment (the control), at
+/// TC about one packet per skb the client's IP layer receives, while the
+/// segments still merge as many per skb.
+#[test]
+fn the_tc_hook_runs_the_chain_once_per_merged_skb() {
+    if !kernel_or_skip("the_tc_hook_runs_the_chain_once_per_merged_skb") {
+        return;
+    }
+    let lab = Lab::new("grotc");
+    for dev in IFACES {
+        must(&format!(
+            "ip netns exec {} ethtool -K {dev} gro on",
+            lab.tb.cli
+        ));
+    }
+    // Control: the chain at XDP, before GRO.
+    lab.apply(&policy());
+    let before = chain_packets(&lab);
+    let xdp = download(&lab);
+    let at_xdp = chain_packets(&lab) - before;
+    // The same chain at TC ingress (the XDP program goes: the veth peer
+    // then keeps GSO and hands over whole GSO skbs, merged already).
+    lab.apply(&policy().replace("xdp_mode: native", "ingress_hook: tc"));
+    let before = chain_packets(&lab);
+    let tc = download(&lab);
+    let at_tc = chain_packets(&lab) - before;
+    eprintln!(
+        "chain runs: at XDP {at_xdp} for {xdp:?}, at TC {at_tc} for {tc:?} ({:.1} segments per run)",
+        tc.segments as f64 / at_tc.max(1) as f64
+    );
+    // Margins. At XDP the chain runs once per wire segment (as in the test
+    // above). At TC it runs once per skb that reaches ingress, each
+    // merged skb once: no more runs than the skbs the IP layer counts plus
+    // the other direction's few (the client's own ACKs are egress), so
+    // 1.1 x skbs holds; and far fewer runs than segments: measured
+    // segments per skb are in the tens here, 8 leaves a wide margin.
+    assert!(
+        at_xdp >= xdp.segments * 99 / 100,
+        "control: at XDP the chain saw {at_xdp} of {} segments",
+        xdp.segments
+    );
+    assert!(
+        at_tc <= tc.skbs * 11 / 10,
+        "at TC the chain ran {at_tc} times for {} skbs",
+        tc.skbs
+    );
+    assert!(
+        tc.segments >= at_tc * 8,
+        "at TC the chain ran once per wire segment ({at_tc} runs, {tc:?})"
+    );
+    lab.destroy();
+}
+
 /// Packets the chain's last step (`count`) saw.
 fn chain_packets(lab: &Lab) -> i64 {
     let st = status_json(lab.root(), &lab.tb.cli);

@@ -664,6 +664,8 @@ const BIG_TABLE: u64 = 16 << 20;
 /// loader threads take the longest first ([`parallel::longest_first`]); only the
 /// order matters, and a program not listed is light.
 fn program_weight(name: &str) -> u32 {
+    // A TC ingress variant verifies like its XDP twin (the same code).
+    let name = name.strip_prefix(emptcp_common::TC_PREFIX).unwrap_or(name);
     match name {
         "egress_entry" => 80,
         "ingress_capture" => 75,

@@ -437,7 +437,7 @@ fn run_simulate(cli: Cli) -> anyhow::Result<i32> {
     simulate::sandbox::check_privileges()?;
     let object = Object::load()?;
     let new_policy = load_policy(source.file.as_deref(), source.dir.as_deref(), cli.output)?;
-    let new_desired = desired(&new_policy, &object)?;
+    let new_desired = desired(&simulate::replayed(&new_policy), &object)?;
     let new_name = source
         .file
         .as_deref()
@@ -501,7 +501,7 @@ fn against_policy(
     };
     Ok((
         path.display().to_string(),
-        desired(&p, object)?,
+        desired(&crate::simulate::replayed(&p), object)?,
         p.packet_copy.clone(),
     ))
 }

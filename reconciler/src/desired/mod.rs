@@ -321,7 +321,9 @@ impl Desired {
             .collect();
         let programs = used_programs(&interfaces, &chain_programs, programs);
         // The connection tables fill only where record_flow runs.
-        let tracks = programs.iter().any(|p| p == Slot::RecordFlow.name());
+        let tracks = programs
+            .iter()
+            .any(|p| p == Slot::RecordFlow.name() || p == tc_program(Slot::RecordFlow));
         let mut maps = object_maps.clone();
         let map_overrides = size_tables(policy, tracks, &mut maps);
         Ok(Desired {

@@ -2069,6 +2069,9 @@ fn tc_ingress_hook_attaches_tc_entry_and_fills_tc_progs() {
     assert!(!o.entries.ifaces[&2].skb, "the generic-XDP caveat is XDP's");
     assert_eq!(o.tc_chain_links.len(), 1);
     assert!(o.links.is_empty());
+    // record_flow runs (as tc_record_flow): the connection tables get the
+    // policy's capacity, not the idle one.
+    assert_eq!(d.maps["FLOWS"].max_entries, 1_000_000);
 }
 
 #[test]

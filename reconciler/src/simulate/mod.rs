@@ -111,6 +111,20 @@ pub fn parse_local(s: &str) -> Result<Local, SimError> {
     Ok(Local { net, iface })
 }
 
+/// The policy as the replay runs it: every interface's ingress chains at
+/// the XDP hook. A trace holds wire segments, which is what XDP sees; at
+/// `ingress_hook: tc` the same chains meet them merged by GRO, and do to
+/// each packet what they do at XDP (tests/datapath_tc_ingress.rs compares
+/// the hooks packet by packet), so the replay's verdicts, rewrites and
+/// counters are the policy's either way.
+pub fn replayed(p: &crate::policy::Policy) -> crate::policy::Policy {
+    let mut p = p.clone();
+    for i in &mut p.interfaces {
+        i.ingress_hook = crate::policy::IngressHook::Xdp;
+    }
+    p
+}
+
 /// Runs one policy over the trace.
 pub fn simulate(o: &Options<'_>) -> Result<Report, SimError> {
     let ifaces: Vec<String> = o.desired.interfaces.keys().cloned().collect();
