@@ -1,6 +1,7 @@
 //! Chain plumbing shared by every action: the packet's description (the
-//! per-CPU `XDP_DESC`, written once by the entry program) and the tail
-//! call to the next step. No map lookup but that one: the steps travel
+//! hook's per-CPU slot, `XDP_DESC` or `TC_DESC`, written once by the
+//! entry program) and the tail call to the next step, on either ingress
+//! hook (`hook.rs`). No map lookup but that one: the steps travel
 //! with the description.
 use emptcp_common::{Action, MAX_STEPS, META_MAGIC, Outcome, XdpMeta};
 
@@ -83,9 +84,10 @@ fn idle(m: *const XdpMeta, action: u32) -> bool {
 
 /// Every way out of a chain: invalidates the description (an action
 /// program run later on this CPU without the entry, by a test or by
-/// anything else that can reach the slot, finds none) and returns
-/// the hook's code for `out`. Nothing is put in front of the packet, so the stack sees
-/// it as it came (GRO merges only packets whose XDP metadata are equal).
+/// anything else that can reach the slot, finds none) and returns the
+/// hook's code for `out`. Nothing is put in front of the packet, so the
+/// stack sees it as it came (GRO merges only packets whose XDP metadata
+/// are equal).
 #[inline(always)]
 pub fn leave<H: Hook>(_ctx: &H, out: Out) -> H::Code {
     if let Some(m) = H::desc() {
