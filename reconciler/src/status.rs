@@ -370,8 +370,14 @@ pub fn status(layout: &Layout, o: &Observed) -> Status {
             mode: xdp.filter(|_| tc.is_none()).map(|x| x.mode),
             link_id: link.map(|l| l.id),
             program_id: link.map(|l| l.prog_id),
+            // What the link runs: the kernel's own answer for XDP, the
+            // pinned program behind the TCX link (none: not one of ours).
             program: match tc {
-                Some(_) => Some(emptcp_common::TC_ENTRY.to_string()),
+                Some(l) => o
+                    .programs
+                    .iter()
+                    .find(|(_, p)| p.id == l.prog_id)
+                    .map(|(n, _)| n.clone()),
                 None => xdp.map(|x| x.prog_name.clone()),
             },
             chains: e
