@@ -226,6 +226,26 @@ fn live_threshold_change_takes_effect_on_a_live_flow() {
     lab.destroy();
 }
 
+/// Subflows the client's MPTCP connection had when the last byte arrived.
+fn subflows(res: &serde_json::Value) -> u64 {
+    res["mptcp_info"]["subflows"].as_u64().unwrap_or(0)
+}
+
+/// The control of the pure-download tests: `full` without
+/// recover_add_addr stores the held-back address and recovers nothing, so
+/// the download stays single-path.
+fn strip_only_stays_single_path(lab: &Lab, full: &str, args: &[&str]) {
+    lab.apply(&full.replace(", recover_add_addr", ""));
+    let (res, d) = run_with_the_address_held(lab, args, "control, strip only");
+    assert_eq!(subflows(&res), 0, "control joined without recovery: {res}");
+    assert_eq!(d(JOIN), 0, "control: {res}");
+    assert!(
+        datapath_event(lab, "add_addr_stored") >= 1,
+        "control stored nothing"
+    );
+    no_damage(&d);
+}
+
 fn n(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"))
 }
@@ -244,19 +264,10 @@ fn pure_download_recovers_in_the_kernel_or_through_the_agent() {
     let lab = Lab::new("dl");
     no_server_add_addr_retransmissions(&lab);
     let args = ["--download", "100M"];
-    let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
 
     // 1. Control: the address is stripped and stored, nothing recovers it.
     let full = policy("native", "512KiB", "1MiB");
-    lab.apply(&full.replace(", recover_add_addr", ""));
-    let (res, d) = run_with_the_address_held(&lab, &args, "control, strip only");
-    assert_eq!(subflows(&res), 0, "control joined without recovery: {res}");
-    assert_eq!(d(JOIN), 0, "control: {res}");
-    assert!(
-        datapath_event(&lab, "add_addr_stored") >= 1,
-        "control stored nothing"
-    );
-    no_damage(&d);
+    strip_only_stays_single_path(&lab, &full, &args);
 
     // 2. `apply` only, no daemon: the kernel path delivers and the stack
     //    confirms (its echo, or the join to the address).
@@ -314,18 +325,9 @@ fn pure_download_recovers_at_the_tc_hook_with_gro_on() {
     gro_on(&lab);
     let failures = hw_csum_failures();
     let args = ["--download", "100M"];
-    let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
 
     let full = policy("tc", "512KiB", "1MiB");
-    lab.apply(&full.replace(", recover_add_addr", ""));
-    let (res, d) = run_with_the_address_held(&lab, &args, "control, strip only");
-    assert_eq!(subflows(&res), 0, "control joined without recovery: {res}");
-    assert_eq!(d(JOIN), 0, "control: {res}");
-    assert!(
-        datapath_event(&lab, "add_addr_stored") >= 1,
-        "control stored nothing"
-    );
-    no_damage(&d);
+    strip_only_stays_single_path(&lab, &full, &args);
 
     lab.apply(&full);
     let st = status_json(lab.root(), &lab.tb.cli);
@@ -375,14 +377,9 @@ fn pure_download_recovers_in_the_kernel_in_skb_mode_with_the_servers_tx_checksum
     lab.tb.run(&["csum-offload", "on"]);
     let failures = hw_csum_failures();
     let args = ["--download", "100M"];
-    let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
 
     let full = policy("skb", "512KiB", "1MiB");
-    lab.apply(&full.replace(", recover_add_addr", ""));
-    let (res, d) = run_with_the_address_held(&lab, &args, "control, strip only");
-    assert_eq!(subflows(&res), 0, "control joined without recovery: {res}");
-    assert_eq!(d(JOIN), 0, "control: {res}");
-    no_damage(&d);
+    strip_only_stays_single_path(&lab, &full, &args);
 
     // The address must be held back (stored) for the kernel path to have
     // anything to deliver: once more, counted, when it came late.
@@ -596,7 +593,6 @@ fn a_lost_recovery_carrier_is_sent_again_and_the_client_joins() {
     // 400 MB: a few seconds here, more than the 0.2 + 0.4 + 0.8 s of the
     // retries; the subflow count is read right after the last byte.
     let args = ["--download", "400M"];
-    let subflows = |res: &serde_json::Value| res["mptcp_info"]["subflows"].as_u64().unwrap_or(0);
 
     // Control: every carrier lost. Its announcement must have been held
     // back (else the client joins through it and the control proves

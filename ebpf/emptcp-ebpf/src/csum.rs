@@ -144,11 +144,7 @@ pub extern "C" fn emptcp_tcp_check(
     if key.is_null() {
         return CHECK_NONE;
     }
-    match check(&XdpContext::new(ctx), l4, seg_len, unsafe { &*key }) {
-        Some(Form::Full) => CHECK_FULL,
-        Some(Form::Partial) => CHECK_PARTIAL,
-        None => CHECK_NONE,
-    }
+    answer(check(&XdpContext::new(ctx), l4, seg_len, unsafe { &*key }))
 }
 
 /// [`emptcp_tcp_check`] of an skb (the TC ingress hook): the same work
@@ -164,7 +160,13 @@ pub extern "C" fn emptcp_tcp_check_skb(
     if key.is_null() {
         return CHECK_NONE;
     }
-    match check(&TcContext::new(skb), l4, seg_len, unsafe { &*key }) {
+    answer(check(&TcContext::new(skb), l4, seg_len, unsafe { &*key }))
+}
+
+/// A [`Form`] as the scalar a global function returns (`CHECK_*`).
+#[inline(always)]
+fn answer(f: Option<Form>) -> u32 {
+    match f {
         Some(Form::Full) => CHECK_FULL,
         Some(Form::Partial) => CHECK_PARTIAL,
         None => CHECK_NONE,
