@@ -10,9 +10,9 @@ mod datapath_common;
 
 use datapath_common::{egress::*, *};
 use emptcp_common::{
-    FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_ESTABLISHED, FLOW_INITIAL_CLOSED, FLOW_RECOVER_PENDING,
-    FLOW_SERVER, FlowStat, FlowState, IFACE_TRACK, IfaceChains, JOIN_UNCOUNTED, JOIN_WSCALE_SEEN,
-    StoredAddAddr, VIA_AGENT, VIA_INSERT,
+    FLOW_DATA_ACK_SEEN, FLOW_DATA_FIN, FLOW_ESTABLISHED, FLOW_FIRST_ADDR, FLOW_INITIAL_CLOSED,
+    FLOW_RECOVER_PENDING, FLOW_SERVER, FlowStat, FlowState, IFACE_TRACK, IfaceChains,
+    JOIN_UNCOUNTED, JOIN_WSCALE_SEEN, StoredAddAddr, VIA_AGENT, VIA_INSERT,
 };
 use sha2::{Digest, Sha256};
 
@@ -290,6 +290,64 @@ fn remove_addr_forgets_the_stored_address() {
     assert!(dp.flow_addr(&initial().key(), 4).is_none());
     assert!(dp.flow_addr(&initial().key(), 5).is_some());
     assert_eq!(dp.event(FlowStat::RemoveAddrCleared), 1);
+}
+
+/// The first option a connection stores is kept in its `FLOWS` entry (no
+/// table insert on the path), later ones in `FLOW_ADDRS`; a withdrawn first
+/// one frees the entry's place for the next, and the connection's end
+/// takes both kinds with it.
+#[test]
+fn the_first_option_is_kept_in_the_entry_the_others_in_the_table() {
+    need_kernel!();
+    let dp = dp_with(&EMPTCP);
+    connected(&dp);
+    let store = |id: u8| {
+        let s =
+            initial().with(|s| s.opts = opts(&[&add_addr(id, addr("203.0.113.9"), None, false)]));
+        assert_eq!(
+            dp.entry(&s.frame()).verdict,
+            XDP_DROP,
+            "id {id} stored and dropped"
+        );
+    };
+    store(4);
+    store(5);
+    let f = dp.flow(&initial().key()).unwrap();
+    assert_eq!(f.stored, 0b11 << 4);
+    assert_eq!(f.held_slot(), Some(4), "the first in the entry");
+    let first = add_addr(4, addr("203.0.113.9"), None, false);
+    assert_eq!(f.first_addr.bytes[..first.len()], first[..], "as received");
+    assert!(dp.table_addr(&initial().key(), 4).is_none(), "not twice");
+    assert_eq!(
+        dp.table_addr(&initial().key(), 5).unwrap().bytes[3],
+        5,
+        "the second in the table"
+    );
+    assert_eq!(dp.table_addr_count(), 1);
+    // The same option again (a retransmission) stays where it is.
+    store(4);
+    assert_eq!(dp.event(FlowStat::AddAddrDuplicate), 1);
+    assert_eq!(dp.table_addr_count(), 1);
+
+    let withdraw = initial()
+        .with(|s| s.opts = opts(&[&ts(7, 8), &dss(Some((1, 4)), None), &remove_addr(&[4])]));
+    assert_eq!(dp.entry(&withdraw.frame()).verdict, XDP_PASS);
+    let f = dp.flow(&initial().key()).unwrap();
+    assert_eq!((f.stored, f.held_slot()), (1 << 5, None), "id 4 forgotten");
+    assert_eq!(f.flags & FLOW_FIRST_ADDR, 0, "its place freed");
+    store(7);
+    let f = dp.flow(&initial().key()).unwrap();
+    assert_eq!(f.held_slot(), Some(7), "the next one takes the place");
+    assert_eq!(dp.table_addr_count(), 1);
+
+    // The initial subflow's FIN (no joined one) ends the connection: both
+    // kinds go with it.
+    dp.entry(&initial().with(|s| s.flags = FIN | ACK).frame());
+    assert!(
+        dp.flow(&initial().key()).is_none(),
+        "control: the connection ended"
+    );
+    assert_eq!(dp.flow_addr_count(), 0);
 }
 
 #[test]
@@ -919,7 +977,13 @@ fn two_cpus_updating_one_connection_keep_its_size_and_bits_exact() {
     );
     for id in 1..7u8 {
         assert_eq!(g.addr_ids[id as usize], id);
+        let v = dp.flow_addr(&initial().key(), id as u32);
+        assert_eq!(v.map(|v| v.bytes[3]), Some(id), "id {id}'s option kept");
     }
+    // The two CPUs raced for the entry's own place: one option won it, the
+    // other five are in the table (none in both, none lost).
+    assert!(g.held_slot().is_some());
+    assert_eq!(dp.table_addr_count(), 5);
     assert_eq!(dp.event(FlowStat::AddAddrStored), 6, "each id stored once");
 }
 

@@ -119,7 +119,7 @@ pub enum NoFrame {
 }
 
 /// The frame answering recovery event `ev`, built from the newest state in
-/// `FLOWS` and the option in `FLOW_ADDRS`, this attempt counted in
+/// `FLOWS` and the stored option (`flows::stored_option`), this attempt counted in
 /// `attempts`; with the flow's state (its interface, its size). The agent
 /// and `emptcp simulate` both answer through it.
 pub fn answer(
@@ -132,11 +132,8 @@ pub fn answer(
         attempts.forget(&ev.key);
         return Err(NoFrame::Stale);
     };
-    let addr = AddrKey {
-        flow: ev.key,
-        slot: ev.slot,
-    };
-    let opt = addrs.get(&addr, 0).map_err(|_| NoFrame::Stale)?;
+    let opt =
+        crate::flows::stored_option(&ev.key, &flow, Some(addrs), ev.slot).ok_or(NoFrame::Stale)?;
     let option = &opt.bytes[..usize::from(opt.len).min(opt.bytes.len())];
     let ahead = attempts.next_ahead(&ev.key, ev.slot);
     let frame = frame_for(&ev.key, &flow, option, ahead).ok_or(NoFrame::Unbuildable)?;

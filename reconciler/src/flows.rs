@@ -117,6 +117,21 @@ fn open<K: aya::Pod, V: aya::Pod>(layout: &Layout, name: &str) -> Option<HashMap
     HashMap::try_from(Map::from_map_data(md).ok()?).ok()
 }
 
+/// The option stored in `slot` of the connection `key` (entry `f`), where
+/// the datapath keeps it: the entry's own place (the first one stored,
+/// `FlowState::held_addr`) or `FLOW_ADDRS` (`addrs`).
+pub fn stored_option(
+    key: &FlowKey,
+    f: &FlowState,
+    addrs: Option<&HashMap<MapData, AddrKey, StoredAddAddr>>,
+    slot: u32,
+) -> Option<StoredAddAddr> {
+    if let Some(v) = f.held_addr(slot) {
+        return Some(*v);
+    }
+    addrs?.get(&AddrKey { flow: *key, slot }, 0).ok()
+}
+
 /// Every tracked flow, sorted by local then remote endpoint.
 pub fn list(layout: &Layout, o: &Observed) -> Vec<Flow> {
     let Some(flows) = open::<FlowKey, FlowState>(layout, "FLOWS") else {
@@ -142,8 +157,7 @@ pub fn list(layout: &Layout, o: &Observed) -> Vec<Flow> {
             if f.stored & (1 << slot) == 0 {
                 continue;
             }
-            let key = AddrKey { flow: k, slot };
-            let Some(opt) = addrs.as_ref().and_then(|m| m.get(&key, 0).ok()) else {
+            let Some(opt) = stored_option(&k, &f, addrs.as_ref(), slot) else {
                 continue;
             };
             let raw = &opt.bytes[..usize::from(opt.len).min(opt.bytes.len())];

@@ -374,7 +374,15 @@ impl Dp {
         m.insert(key, j, 0).unwrap();
     }
 
+    /// The option stored in `slot` of the connection `key`, wherever the
+    /// datapath keeps it (the entry's own place, or `FLOW_ADDRS`).
     pub fn flow_addr(&self, key: &FlowKey, slot: u32) -> Option<StoredAddAddr> {
+        let held = self.flow(key).and_then(|f| f.held_addr(slot).copied());
+        held.or_else(|| self.table_addr(key, slot))
+    }
+
+    /// The option of `slot` in `FLOW_ADDRS` only.
+    pub fn table_addr(&self, key: &FlowKey, slot: u32) -> Option<StoredAddAddr> {
         let m: HashMap<_, AddrKey, StoredAddAddr> =
             HashMap::try_from(self.ebpf.map("FLOW_ADDRS").unwrap()).unwrap();
         m.get(&AddrKey { flow: *key, slot }, 0).ok()
@@ -386,7 +394,19 @@ impl Dp {
         m.insert(AddrKey { flow: *key, slot }, v, 0).unwrap();
     }
 
+    /// Stored options of all connections: the entries' own and `FLOW_ADDRS`'.
     pub fn flow_addr_count(&self) -> usize {
+        let flows: HashMap<_, FlowKey, FlowState> =
+            HashMap::try_from(self.ebpf.map("FLOWS").unwrap()).unwrap();
+        let held = flows
+            .iter()
+            .filter(|e| e.as_ref().unwrap().1.held_slot().is_some())
+            .count();
+        held + self.table_addr_count()
+    }
+
+    /// Entries of `FLOW_ADDRS`.
+    pub fn table_addr_count(&self) -> usize {
         let m: HashMap<_, AddrKey, StoredAddAddr> =
             HashMap::try_from(self.ebpf.map("FLOW_ADDRS").unwrap()).unwrap();
         m.keys().count()

@@ -211,6 +211,7 @@ pub const FLOW_STATE: TypeLayout = layout!(FlowState {
     prio_sent,
     recovered_via,
     pending_since,
+    first_addr => STORED_ADD_ADDR,
 });
 pub const JOIN_STATE: TypeLayout = layout!(JoinState {
     conn => FLOW_KEY,
@@ -496,29 +497,39 @@ mod tests {
 
     #[test]
     fn appending_fields_keeps_the_fingerprint_of_the_old_prefix() {
-        let subs = map_layout("SUBFLOWS").unwrap();
-        // SubflowState grew from 104 to 112 bytes by appending peer_token.
-        let old_fields: Vec<Field> = SUBFLOW_STATE
-            .fields
-            .iter()
-            .filter(|f| f.offset + f.size <= 104)
-            .map(|f| Field {
-                name: f.name,
-                offset: f.offset,
-                size: f.size,
-                inner: f.inner,
-            })
-            .collect();
-        let old = TypeLayout {
-            size: 104,
-            fields: Box::leak(old_fields.into_boxed_slice()),
-        };
-        let old = MapLayout {
-            map: "SUBFLOWS",
-            key: &FLOW_KEY,
-            value: Box::leak(Box::new(old)),
-        };
-        assert_eq!(subs.fingerprint_of_value_prefix(104), old.fingerprint());
-        assert_ne!(subs.fingerprint(), old.fingerprint());
+        // SubflowState grew from 104 to 112 bytes by appending peer_token,
+        // FlowState from 152 to 184 by appending first_addr.
+        for (name, value, old_size) in [
+            ("SUBFLOWS", &SUBFLOW_STATE, 104),
+            ("FLOWS", &FLOW_STATE, 152),
+        ] {
+            let now = map_layout(name).unwrap();
+            let old_fields: Vec<Field> = value
+                .fields
+                .iter()
+                .filter(|f| f.offset + f.size <= old_size)
+                .map(|f| Field {
+                    name: f.name,
+                    offset: f.offset,
+                    size: f.size,
+                    inner: f.inner,
+                })
+                .collect();
+            let old = TypeLayout {
+                size: old_size,
+                fields: Box::leak(old_fields.into_boxed_slice()),
+            };
+            let old = MapLayout {
+                map: name,
+                key: &FLOW_KEY,
+                value: Box::leak(Box::new(old)),
+            };
+            assert_eq!(
+                now.fingerprint_of_value_prefix(old_size),
+                old.fingerprint(),
+                "{name}"
+            );
+            assert_ne!(now.fingerprint(), old.fingerprint(), "{name}");
+        }
     }
 }

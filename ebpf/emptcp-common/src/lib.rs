@@ -11,7 +11,7 @@
 pub mod layouts;
 
 /// Version of the pinned map layout. Bump when a key/value layout changes.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Chains an interface can list (evaluated in order, first match wins).
 pub const MAX_CHAINS_PER_IFACE: usize = 8;
@@ -514,6 +514,10 @@ pub const FLOW_SERVER: u32 = 1 << 8;
 /// `FLOW_PEER_WSCALE` says whether window scaling is in effect (both SYNs
 /// carried it) and `wscale` is the peer's shift.
 pub const FLOW_SHIFT_SETTLED: u32 = 1 << 10;
+/// `FlowState::first_addr` is taken (or being filled) by one slot: claimed
+/// with an atomic or, so two CPUs storing different ids at once never both
+/// write it (the second one's option goes to `FLOW_ADDRS`).
+pub const FLOW_FIRST_ADDR: u32 = 1 << 11;
 
 /// Value of `SYN_SHIFTS` (key: the subflow's [`FlowKey`], ingress
 /// orientation): what a handshake's SYNs announced, kept until the
@@ -679,6 +683,30 @@ pub struct FlowState {
     /// delivery attempt only once the state outlived the in-kernel path's
     /// chance to serve it (`recover_add_addr::HANDOFF_AFTER`).
     pub pending_since: u32,
+    /// The first option stored (`FLOW_FIRST_ADDR`), kept in the entry: most
+    /// connections store one or none, and a write into the entry the chain
+    /// already holds costs a fraction of an insert into `FLOW_ADDRS` (a
+    /// cold bucket, an LRU node and its lock). Its slot is its address id
+    /// % 16; the other slots' options live in `FLOW_ADDRS`. Read it with
+    /// [`FlowState::held_addr`].
+    pub first_addr: StoredAddAddr,
+}
+
+impl FlowState {
+    /// The slot whose option the entry itself holds (`first_addr`, filled),
+    /// if any: its address id (the option's 4th byte) % 16.
+    #[inline(always)]
+    pub fn held_slot(&self) -> Option<u32> {
+        let a = &self.first_addr;
+        (a.len != 0).then_some(a.bytes[3] as u32 & (ADDR_SLOTS - 1))
+    }
+
+    /// The option of `slot` when the entry itself holds it; `None`: look
+    /// in `FLOW_ADDRS`.
+    #[inline(always)]
+    pub fn held_addr(&self, slot: u32) -> Option<&StoredAddAddr> {
+        (self.held_slot() == Some(slot)).then_some(&self.first_addr)
+    }
 }
 
 /// `JoinState::flags`: `rcv_nxt` holds a segment of the remote.
@@ -1201,7 +1229,7 @@ mod tests {
         assert_eq!(size_of::<XdpMeta>(), 152);
         assert_eq!(size_of::<ObjectMeta>(), 40);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FlowState>(), 152);
+        assert_eq!(size_of::<FlowState>(), 184);
         assert_eq!(size_of::<JoinState>(), 56);
         assert_eq!(size_of::<SynShift>(), 4);
         assert_eq!(size_of::<AddrKey>(), 44);

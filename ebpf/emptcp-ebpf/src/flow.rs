@@ -3,8 +3,8 @@
 //! stored options, and the per-connection ring of ADD_ADDR options
 //! (de-duplicated by address id).
 use emptcp_common::{
-    ADD_ADDR_MAX_LEN, ADDR_SLOTS, AddrKey, FLOW_RECOVER_PENDING, FlowKey, FlowStat, FlowState,
-    JoinState, StoredAddAddr,
+    ADD_ADDR_MAX_LEN, ADDR_SLOTS, AddrKey, FLOW_FIRST_ADDR, FLOW_RECOVER_PENDING, FlowKey,
+    FlowStat, FlowState, JoinState, StoredAddAddr,
 };
 
 use crate::{
@@ -188,7 +188,9 @@ pub fn remove(key: &FlowKey) -> bool {
     let Some(f) = get(key) else {
         return false;
     };
-    let (stored, flags, was_awaiting, token) = (f.stored, f.flags, awaiting(f), f.token);
+    let (flags, was_awaiting, token) = (f.flags, awaiting(f), f.token);
+    // The entry's own option goes with it.
+    let stored = f.stored & !f.held_slot().map_or(0, |slot| 1u32 << slot);
     // Only the CPU whose delete took the entry updates the gauges: two
     // closes of one connection at once (two subflows) both reach here.
     if FLOWS.remove(key).is_err() {
@@ -399,7 +401,8 @@ pub fn clear_pending(f: &mut FlowState) {
 /// slot of its address id (`id % 16`): a retransmit overwrites its own
 /// slot, and two CPUs storing different ids never pick the same slot (no
 /// allocation to race on). Ids 16 apart share a slot; the newer replaces
-/// the older, as a full ring would.
+/// the older, as a full ring would. The first option goes into the entry
+/// itself (`FlowState::first_addr`), the others into `FLOW_ADDRS`.
 #[inline(always)]
 pub fn store_add_addr(key: &FlowKey, f: &mut FlowState, aa: &[u8; 32], len: u32) {
     let id = aa[3];
@@ -413,8 +416,12 @@ pub fn store_add_addr(key: &FlowKey, f: &mut FlowState, aa: &[u8; 32], len: u32)
     };
     // `aa` holds `len` bytes and zeros after them.
     v.bytes.copy_from_slice(&aa[..ADD_ADDR_MAX_LEN]);
-    let ak = AddrKey { flow: *key, slot };
-    if FLOW_ADDRS.insert(&ak, &v, 0).is_err() {
+    if f.held_addr(slot).is_some() || claim_first_addr(f) {
+        f.first_addr = v;
+    } else if FLOW_ADDRS
+        .insert(&AddrKey { flow: *key, slot }, &v, 0)
+        .is_err()
+    {
         stats::event(FlowStat::AddAddrLost);
         return;
     }
@@ -432,6 +439,24 @@ pub fn store_add_addr(key: &FlowKey, f: &mut FlowState, aa: &[u8; 32], len: u32)
     stats::event(FlowStat::AddAddrStored);
 }
 
+/// Takes the entry's own option place for the caller, if no other slot
+/// has it (`FLOW_FIRST_ADDR`, set atomically: one CPU wins).
+#[inline(always)]
+fn claim_first_addr(f: &mut FlowState) -> bool {
+    let bit = FLOW_FIRST_ADDR as u64;
+    f.flags & FLOW_FIRST_ADDR == 0 && atomic::fetch_or_u64(flags_word(f), bit) & bit == 0
+}
+
+/// The option stored in `slot` of the connection `key` (`f`): in the
+/// entry, or in `FLOW_ADDRS` (absent when evicted from there).
+#[inline(always)]
+pub fn stored_addr<'a>(key: &FlowKey, f: &'a FlowState, slot: u32) -> Option<&'a StoredAddAddr> {
+    match f.held_addr(slot) {
+        Some(v) => Some(v),
+        None => unsafe { FLOW_ADDRS.get(&AddrKey { flow: *key, slot }) },
+    }
+}
+
 /// Forgets the stored address with id `id` (the peer withdrew it with
 /// REMOVE_ADDR); true if one was stored.
 #[inline(always)]
@@ -441,7 +466,14 @@ pub fn forget_addr(key: &FlowKey, f: &mut FlowState, id: u8) -> bool {
     if f.stored & bit == 0 || f.addr_ids[slot as usize] != id {
         return false;
     }
-    let _ = FLOW_ADDRS.remove(&AddrKey { flow: *key, slot });
+    if f.held_addr(slot).is_some() {
+        // Emptied before the claim goes: a store racing with this one
+        // claims a place no reader takes for its slot any more.
+        f.first_addr.len = 0;
+        atomic::and_u64(flags_word(f), !(FLOW_FIRST_ADDR as u64));
+    } else {
+        let _ = FLOW_ADDRS.remove(&AddrKey { flow: *key, slot });
+    }
     drop_slot(f, bit);
     true
 }

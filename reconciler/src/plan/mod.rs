@@ -197,6 +197,9 @@ pub const APPEND_ONLY_MAPS: &[&str] = &[
     // SubflowState: 96 -> 104 bytes (last_rx_data_ns, layout 3), 104 -> 112
     // (peer_token, layout 6).
     "SUBFLOWS",
+    // FlowState: 152 -> 184 bytes (first_addr, layout 8; an older entry's
+    // zeros hold no option there, so its options stay in FLOW_ADDRS).
+    "FLOWS",
 ];
 
 /// Computes the plan. Pure. Phase by phase, in the order their decisions

@@ -1313,37 +1313,46 @@ fn capture_plans_converge_from_every_prefix() {
     }
 }
 
-/// SUBFLOWS grew (last_rx_data_ns appended): its entries are migrated,
-/// zero-extended, without --allow-state-loss. Any other value change of a
-/// state map still needs it.
+/// SUBFLOWS and FLOWS grew by appended fields (last_rx_data_ns; the
+/// entry's own stored option): their entries are migrated, zero-extended,
+/// without --allow-state-loss. A shrinking value still needs it.
 #[test]
-fn subflows_value_growth_migrates_its_entries() {
-    let mut o = fresh();
-    converge(
-        &egress_desired_with(EGRESS, SHA_A),
-        &mut o,
-        PlanOptions::default(),
-    );
-    o.maps.insert("SUBFLOWS".into(), def(9, 40, 96, 262_144));
-    let p = converge(
-        &egress_desired_with(EGRESS, SHA_B),
-        &mut o,
-        PlanOptions::default(),
-    );
-    assert!(p.steps.iter().any(|s| matches!(s,
-        Step::RetireMap { name, migrate: true, .. } if name == "SUBFLOWS")));
-    assert!(
-        p.steps
-            .iter()
-            .any(|s| matches!(s, Step::CopyMap { name } if name == "SUBFLOWS"))
-    );
-    // A shrinking value, or another state map growing, is not a migration.
-    for (name, d) in [
-        ("SUBFLOWS", def(9, 40, 120, 262_144)),
-        ("FLOWS", def(9, 40, 56, 1_000_000)),
+fn append_only_value_growth_migrates_its_entries() {
+    for (name, older, bigger) in [
+        (
+            "SUBFLOWS",
+            def(9, 40, 96, 262_144),
+            def(9, 40, 120, 262_144),
+        ),
+        (
+            "FLOWS",
+            with_layout(def(9, 40, 56, 1_000_000), FLOWS_LAYOUT),
+            def(9, 40, 72, 1_000_000),
+        ),
     ] {
-        let mut o2 = o.clone();
-        o2.maps.insert(name.into(), d);
+        let mut o = fresh();
+        converge(
+            &egress_desired_with(EGRESS, SHA_A),
+            &mut o,
+            PlanOptions::default(),
+        );
+        let current = o.clone();
+        o.maps.insert(name.into(), older);
+        let p = converge(
+            &egress_desired_with(EGRESS, SHA_B),
+            &mut o,
+            PlanOptions::default(),
+        );
+        assert!(p.steps.iter().any(|s| matches!(s,
+            Step::RetireMap { name: n, migrate: true, .. } if n == name)));
+        assert!(
+            p.steps
+                .iter()
+                .any(|s| matches!(s, Step::CopyMap { name: n } if n == name))
+        );
+        // A shrinking value is not a migration.
+        let mut o2 = current;
+        o2.maps.insert(name.into(), bigger);
         let errs = plan(
             &egress_desired_with(EGRESS, SHA_A),
             &o2,
@@ -1352,7 +1361,7 @@ fn subflows_value_growth_migrates_its_entries() {
         .unwrap_err();
         assert!(
             matches!(&errs[0], PlanError::StateLoss { name: n, .. } if n == name),
-            "{errs:?}"
+            "{name}: {errs:?}"
         );
     }
 }

@@ -15,8 +15,8 @@
 //! agent) is told on `EVENTS` for links where that path is not attached.
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use emptcp_common::{
-    ADD_ADDR_MAX_LEN, Action, AddrKey, FlowKey, FlowStat, FlowState, OPTS_EOL, OptRef,
-    RecoverEvent, VIA_AGENT, VIA_INSERT, XdpMeta,
+    ADD_ADDR_MAX_LEN, Action, FlowKey, FlowStat, FlowState, OPTS_EOL, OptRef, RecoverEvent,
+    VIA_AGENT, VIA_INSERT, XdpMeta,
 };
 
 use crate::{
@@ -25,7 +25,7 @@ use crate::{
     flow::{self, Due},
     hook::Out,
     insert::{Insert, InsertOption, has_room, insert_option},
-    maps::{EVENTS, FLOW_ADDRS, THRESHOLDS},
+    maps::{EVENTS, THRESHOLDS},
     options::{Buf64, KIND_NOP, Seg, key},
     stats,
 };
@@ -64,8 +64,7 @@ fn recover<H: InsertOption>(ctx: &H, m: *mut XdpMeta) -> Option<Step> {
         return None;
     };
     let bit = 1u32 << slot;
-    let ak = AddrKey { flow: key, slot };
-    let stored = unsafe { FLOW_ADDRS.get(&ak) }.copied();
+    let stored = flow::stored_addr(&key, f, slot).copied();
     // Only the lengths strip stores (16, 18, 28, 30): padding is 0 or 2.
     let Some(v) = stored.filter(|v| matches!(v.len, 16 | 18 | 28 | 30)) else {
         // Evicted from FLOW_ADDRS (or never complete): nothing to insert.

@@ -17,13 +17,13 @@
 //! confirmation (`AWAITING`). The common packet pays one array read.
 use aya_ebpf::programs::TcContext;
 use emptcp_common::{
-    ADDR_SLOTS, AddrKey, FlowKey, FlowState, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, OPTS_BAD,
+    ADDR_SLOTS, FlowKey, FlowState, JOIN_SYN_ACK_SEEN, JOIN_WSCALE_SEEN, OPTS_BAD,
     SYN_SHIFT_ANSWERED, SYN_SHIFT_LOCAL, SynShift, XdpMeta,
 };
 
 use crate::{
     flow,
-    maps::{AWAITING, FLOW_ADDRS, JOINS, SYN_SHIFTS},
+    maps::{AWAITING, JOINS, SYN_SHIFTS},
     options::{ACK, SYN, Seg, key},
 };
 
@@ -155,7 +155,7 @@ fn confirm_by_address(conn: &FlowKey, f: &mut FlowState, sub: &FlowKey) {
         if waiting & (1 << slot) == 0 {
             continue;
         }
-        let Some(v) = (unsafe { FLOW_ADDRS.get(&AddrKey { flow: *conn, slot }) }) else {
+        let Some(v) = flow::stored_addr(conn, f, slot) else {
             continue;
         };
         // The address follows kind, length, subtype and id: 4 bytes for

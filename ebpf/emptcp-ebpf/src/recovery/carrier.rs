@@ -20,12 +20,11 @@ use aya_ebpf::{
     helpers::generated::{bpf_csum_diff, bpf_skb_change_tail, bpf_skb_store_bytes},
     programs::TcContext,
 };
-use emptcp_common::{ADD_ADDR_MAX_LEN, AddrKey, FLOW_TS_SEEN, FlowKey, FlowStat, FlowState};
+use emptcp_common::{ADD_ADDR_MAX_LEN, FLOW_TS_SEEN, FlowKey, FlowStat, FlowState};
 
 use super::{DROP, PASS, segment};
 use crate::{
     csum::fold,
-    maps::FLOW_ADDRS,
     options::{ACK, Buf64, KIND_NOP, KIND_TS},
     parse::Packet,
     stats,
@@ -52,7 +51,7 @@ fn build(ctx: &TcContext, slot: u32) -> Option<()> {
     if f.stored & (1 << slot) == 0 {
         return None;
     }
-    let v = unsafe { FLOW_ADDRS.get(&AddrKey { flow: key, slot }) }?;
+    let v = crate::flow::stored_addr(&key, f, slot)?;
     if !matches!(v.len, 16 | 18 | 28 | 30) {
         return None;
     }
