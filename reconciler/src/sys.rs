@@ -693,18 +693,35 @@ pub fn map_len(map: &OwnedFd, room: usize) -> io::Result<u64> {
 /// of its `ifindex`: the device the skb is given (its egress chains apply).
 const SKB_CTX_SIZE: usize = 192;
 const SKB_CTX_IFINDEX: usize = 40;
+/// Offset of `ingress_ifindex` in `struct __sk_buff`.
+const SKB_CTX_INGRESS_IFINDEX: usize = 36;
+
+/// Which way a test-run skb goes through its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkbWay {
+    /// Leaving: `ifindex` is the device, `ingress_ifindex` 0 (a local
+    /// sender's skb).
+    Egress,
+    /// Arriving: both are the device.
+    Ingress,
+}
 
 /// Runs a TC (sched_cls) program `repeat` times on the Ethernet frame
-/// `data` as an skb of device `ifindex`; the verdict is the program's
-/// return code as an i32 bit pattern.
+/// `data` as an skb of device `ifindex` going `way`; the verdict is the
+/// program's return code as an i32 bit pattern.
 pub fn test_run_skb(
     prog: std::os::fd::BorrowedFd<'_>,
     data: &[u8],
     ifindex: u32,
+    way: SkbWay,
     repeat: u32,
 ) -> io::Result<TestRun> {
     let mut ctx = [0u8; SKB_CTX_SIZE];
     ctx[SKB_CTX_IFINDEX..SKB_CTX_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+    if way == SkbWay::Ingress {
+        ctx[SKB_CTX_INGRESS_IFINDEX..SKB_CTX_INGRESS_IFINDEX + 4]
+            .copy_from_slice(&ifindex.to_ne_bytes());
+    }
     let r = test_run(prog, data, Some(&ctx[..]), repeat, 0)?;
     Ok(TestRun {
         retval: r.retval,

@@ -198,6 +198,7 @@ struct Progs {
     bare_tc: std::os::fd::OwnedFd,
     entry: aya::programs::ProgramFd,
     egress_entry: aya::programs::ProgramFd,
+    tc_entry: aya::programs::ProgramFd,
     parse_only: std::os::fd::OwnedFd,
     floor: Floor,
     small_floor: Floor,
@@ -225,12 +226,13 @@ impl Progs {
         match hook {
             Hook::Xdp => self.entry.as_fd(),
             Hook::Tc => self.egress_entry.as_fd(),
+            Hook::TcIngress => self.tc_entry.as_fd(),
         }
     }
     fn bare(&self, hook: Hook) -> BorrowedFd<'_> {
         match hook {
             Hook::Xdp => self.bare_xdp.as_fd(),
-            Hook::Tc => self.bare_tc.as_fd(),
+            Hook::Tc | Hook::TcIngress => self.bare_tc.as_fd(),
         }
     }
 }
@@ -523,6 +525,7 @@ fn main() -> anyhow::Result<()> {
         bare_tc: sys::load_tc_verdict("bench_tc_next", -1)?,
         entry: pin("entry")?,
         egress_entry: pin("egress_entry")?,
+        tc_entry: pin("tc_entry")?,
     };
 
     let mut paths = paths::paths();

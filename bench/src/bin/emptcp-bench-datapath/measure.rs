@@ -17,12 +17,13 @@ use std::os::fd::BorrowedFd;
 use anyhow::{Context as _, bail};
 use emptcp::sys;
 
-/// Where a program runs: XDP (an `xdp_md` of the ingress interface) or TC
-/// (an skb of the device).
+/// Where a program runs: XDP (an `xdp_md` of the ingress interface), TC
+/// egress or TC ingress (`ingress_hook: tc`; both an skb of the device).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
     Xdp,
     Tc,
+    TcIngress,
 }
 
 /// One BPF_PROG_TEST_RUN: (verdict, kernel ns per run).
@@ -35,7 +36,8 @@ pub fn run(
 ) -> anyhow::Result<(u32, u32)> {
     let r = match hook {
         Hook::Xdp => sys::test_run_xdp(prog, frame, ifindex, repeat, 0),
-        Hook::Tc => sys::test_run_skb(prog, frame, ifindex, repeat),
+        Hook::Tc => sys::test_run_skb(prog, frame, ifindex, sys::SkbWay::Egress, repeat),
+        Hook::TcIngress => sys::test_run_skb(prog, frame, ifindex, sys::SkbWay::Ingress, repeat),
     }
     .context("BPF_PROG_TEST_RUN")?;
     Ok((r.retval, r.duration_ns))

@@ -32,7 +32,8 @@ pub const COUNT_PORT: &str = "bd12"; // count, selected by port only (no prefix)
 pub const REFERENCE: &str = "bd13"; // the parse-only reference program
 pub const FLOOR: &str = "bd14"; // the lookup-floor reference program
 pub const SMALL_FLOOR: &str = "bd15"; // the same over a small table
-pub const VETHS: [&str; 16] = [
+pub const TC_DATA: &str = "bd16"; // the data chain at TC ingress (`ingress_hook: tc`)
+pub const VETHS: [&str; 17] = [
     DATA,
     RECORD,
     STRIP,
@@ -49,6 +50,7 @@ pub const VETHS: [&str; 16] = [
     REFERENCE,
     FLOOR,
     SMALL_FLOOR,
+    TC_DATA,
 ];
 
 /// Thresholds of the chains with strip/recover (the quickstart's).
@@ -90,6 +92,7 @@ pub fn policy(flow_capacity: Option<u32>) -> String {
     ] {
         p += &ing(i, c);
     }
+    p += &format!("  - {{name: {TC_DATA}, ingress_hook: tc, chains: [data]}}\n");
     p += "chains:\n";
     let th = format!(", {th}");
     p += &chain("data", "", data, &th);
@@ -146,6 +149,7 @@ pub enum Table {
     Ingress,
     Egress,
     Capture,
+    TcIngress,
 }
 
 /// Builds sample `k` of a path (k counts on across rounds).
@@ -192,6 +196,8 @@ pub fn new_flow() -> u32 {
 pub const STREAM_FLOWS: u32 = 1024;
 
 const XDP_DROP: u32 = 1;
+/// `TC_ACT_SHOT`.
+const TC_SHOT: u32 = 2;
 const XDP_PASS: u32 = 2;
 /// `TCX_NEXT` as the test run reports it.
 const TCX_NEXT: u32 = -1i32 as u32;
@@ -227,6 +233,14 @@ fn stream(
             .frame())
     };
     (init, Box::new(next))
+}
+
+/// A stream's set-up frames for the TC ingress hook: what would run at XDP
+/// runs through `tc_entry` (egress frames stay at egress).
+fn at_tc(init: Vec<(Hook, Vec<u8>)>) -> Vec<(Hook, Vec<u8>)> {
+    init.into_iter()
+        .map(|(h, f)| (if h == Hook::Xdp { Hook::TcIngress } else { h }, f))
+        .collect()
 }
 
 /// Subflow ids of joined subflows: connection `id`'s join is `id +
@@ -700,6 +714,72 @@ pub fn paths() -> Vec<Path> {
         vec![],
         fresh(|id| data(id, 1)),
     );
+    // ---- ingress at TC (`ingress_hook: tc`): the same data chain on an
+    // skb of the device, against the bare TC program on the same skbs.
+    let ti = Hook::TcIngress;
+    add(
+        TcIngress,
+        "TC ingress: TCP packet matching no chain",
+        ti,
+        TC_DATA,
+        TCX_NEXT,
+        None,
+        vec![Prog("entry", "passed")],
+        vec![],
+        fresh(unlisted),
+    );
+    let (init, next) = stream(|id| vec![synack(id)], data, false);
+    add(
+        TcIngress,
+        "TC ingress: MPTCP data segment of a tracked connection (1400 B) through the data chain",
+        ti,
+        TC_DATA,
+        TCX_NEXT,
+        None,
+        vec![
+            Prog("record_flow", "applied"),
+            Prog("recover_add_addr", "seen"),
+        ],
+        at_tc(init),
+        next,
+    );
+    add(
+        TcIngress,
+        "TC ingress: ADD_ADDR pure ACK through the data chain: stored, dropped",
+        ti,
+        TC_DATA,
+        TC_SHOT,
+        None,
+        vec![Flow("add_addr_dropped_pure_ack"), Flow("add_addr_stored")],
+        vec![],
+        Box::new(|_| {
+            let id = new_flow();
+            Sample {
+                setup: vec![synack(id).frame()],
+                frame: add_addr_ack(id).frame(),
+            }
+        }),
+    );
+    add(
+        TcIngress,
+        "TC ingress: pure ACK through the data chain: stored ADD_ADDR re-inserted (flow at recover_at)",
+        ti,
+        TC_DATA,
+        TCX_NEXT,
+        None,
+        vec![Flow("add_addr_recovered")],
+        vec![],
+        Box::new(|_| {
+            let id = new_flow();
+            let stored = Seg::new(id)
+                .with(|s| s.options = opts(&[&ts(10, 20), &add_addr_v4(), &dss_ack(100)]));
+            Sample {
+                setup: vec![synack(id).frame(), stored.frame()],
+                frame: mptcp_ack(id, 100 + RECOVER_AT).frame(),
+            }
+        }),
+    );
+
     // The stream's first segments insert its flows into the floor's table
     // (run through the floor program before the rounds); then every
     // timed segment hits (main.rs checks the table still holds just them).

@@ -191,6 +191,7 @@ pub fn render(args: &Args, rows: &[Row], memory: &str, load_start: &str, load_en
         }
     };
     let (bx, bt) = (bare(Hook::Xdp), bare(Hook::Tc));
+    let bti = bare(Hook::TcIngress);
     let _ = writeln!(
         o,
         "Measured {} on {} (release build; load average {load_start} at the start, {load_end} at \
@@ -232,11 +233,20 @@ fresh). Each path's counters moved exactly once per measured frame (else the com
             "ingress, interface with the ingress capture (packet_copy); bare XDP_PASS",
             Hook::Xdp,
         ),
+        (
+            Table::TcIngress,
+            "ingress at TC (`ingress_hook: tc`, after GRO); bare TC program (`TCX_NEXT`) on the same skbs",
+            Hook::TcIngress,
+        ),
     ] {
         if !rows.iter().any(|r| r.table == table) {
             continue; // `--only` left the whole table out
         }
-        let b = if h == Hook::Xdp { bx } else { bt };
+        let b = match h {
+            Hook::Xdp => bx,
+            Hook::Tc => bt,
+            Hook::TcIngress => bti,
+        };
         let _ = writeln!(
             o,
             "| {title} {b:.0} ns | added, fresh | added, repeat | emptcp | ratio | target |\n|---|---|---|---|---|---|"
