@@ -284,6 +284,37 @@ fn data_with_add_addr(id: u32) -> Seg {
 }
 
 /// A pure ACK of an MPTCP connection: timestamps and a DSS data ACK.
+/// A new flow's ADD_ADDR pure ACK, after its SYN-ACK.
+fn add_addr_ack_of_new_flow() -> Sample {
+    let id = new_flow();
+    Sample {
+        setup: vec![synack(id).frame()],
+        frame: add_addr_ack(id).frame(),
+    }
+}
+
+/// A new flow's data segment carrying ADD_ADDR, after its SYN-ACK.
+fn add_addr_data_of_new_flow() -> Sample {
+    let id = new_flow();
+    Sample {
+        setup: vec![synack(id).frame()],
+        frame: data_with_add_addr(id).frame(),
+    }
+}
+
+/// A new flow's pure ACK that takes it to recover_at: the ADD_ADDR is
+/// stored first (NOP-ed beside a DSS whose data ACK is the flow's first,
+/// counted 0); the measured ACK then acknowledges recover_at more bytes.
+fn reinsert_into_new_flow() -> Sample {
+    let id = new_flow();
+    let stored =
+        Seg::new(id).with(|s| s.options = opts(&[&ts(10, 20), &add_addr_v4(), &dss_ack(100)]));
+    Sample {
+        setup: vec![synack(id).frame(), stored.frame()],
+        frame: mptcp_ack(id, 100 + RECOVER_AT).frame(),
+    }
+}
+
 fn mptcp_ack(id: u32, data_ack: u32) -> Seg {
     Seg::new(id).with(|s| s.options = opts(&[&ts(30, 40), &dss_ack(data_ack)]))
 }
@@ -435,13 +466,7 @@ pub fn paths() -> Vec<Path> {
         Some(150.0),
         vec![Flow("add_addr_dropped_pure_ack"), Flow("add_addr_stored")],
         vec![],
-        Box::new(|_| {
-            let id = new_flow();
-            Sample {
-                setup: vec![synack(id).frame()],
-                frame: add_addr_ack(id).frame(),
-            }
-        }),
+        Box::new(|_| add_addr_ack_of_new_flow()),
     );
     add(
         Ingress,
@@ -452,13 +477,7 @@ pub fn paths() -> Vec<Path> {
         Some(150.0),
         vec![Flow("add_addr_nopped"), Flow("add_addr_stored")],
         vec![],
-        Box::new(|_| {
-            let id = new_flow();
-            Sample {
-                setup: vec![synack(id).frame()],
-                frame: data_with_add_addr(id).frame(),
-            }
-        }),
+        Box::new(|_| add_addr_data_of_new_flow()),
     );
     add(
         Ingress,
@@ -469,18 +488,7 @@ pub fn paths() -> Vec<Path> {
         Some(300.0),
         vec![Flow("add_addr_recovered")],
         vec![],
-        Box::new(|_| {
-            let id = new_flow();
-            // The ADD_ADDR is stored (NOP-ed beside a DSS whose data ACK
-            // is the flow's first, counted 0); the measured ACK then
-            // acknowledges recover_at more bytes.
-            let stored = Seg::new(id)
-                .with(|s| s.options = opts(&[&ts(10, 20), &add_addr_v4(), &dss_ack(100)]));
-            Sample {
-                setup: vec![synack(id).frame(), stored.frame()],
-                frame: mptcp_ack(id, 100 + RECOVER_AT).frame(),
-            }
-        }),
+        Box::new(|_| reinsert_into_new_flow()),
     );
     let (init, next) = stream(|id| vec![synack(id)], data, true);
     add(
@@ -566,13 +574,7 @@ pub fn paths() -> Vec<Path> {
         None,
         vec![Flow("add_addr_dropped_pure_ack")],
         vec![],
-        Box::new(|_| {
-            let id = new_flow();
-            Sample {
-                setup: vec![synack(id).frame()],
-                frame: add_addr_ack(id).frame(),
-            }
-        }),
+        Box::new(|_| add_addr_ack_of_new_flow()),
     );
     add(
         Ingress,
@@ -583,13 +585,7 @@ pub fn paths() -> Vec<Path> {
         None,
         vec![Flow("add_addr_nopped")],
         vec![],
-        Box::new(|_| {
-            let id = new_flow();
-            Sample {
-                setup: vec![synack(id).frame()],
-                frame: data_with_add_addr(id).frame(),
-            }
-        }),
+        Box::new(|_| add_addr_data_of_new_flow()),
     );
     add(
         Ingress,
@@ -752,13 +748,7 @@ pub fn paths() -> Vec<Path> {
         None,
         vec![Flow("add_addr_dropped_pure_ack"), Flow("add_addr_stored")],
         vec![],
-        Box::new(|_| {
-            let id = new_flow();
-            Sample {
-                setup: vec![synack(id).frame()],
-                frame: add_addr_ack(id).frame(),
-            }
-        }),
+        Box::new(|_| add_addr_ack_of_new_flow()),
     );
     add(
         TcIngress,
@@ -769,15 +759,7 @@ pub fn paths() -> Vec<Path> {
         None,
         vec![Flow("add_addr_recovered")],
         vec![],
-        Box::new(|_| {
-            let id = new_flow();
-            let stored = Seg::new(id)
-                .with(|s| s.options = opts(&[&ts(10, 20), &add_addr_v4(), &dss_ack(100)]));
-            Sample {
-                setup: vec![synack(id).frame(), stored.frame()],
-                frame: mptcp_ack(id, 100 + RECOVER_AT).frame(),
-            }
-        }),
+        Box::new(|_| reinsert_into_new_flow()),
     );
 
     // The stream's first segments insert its flows into the floor's table
