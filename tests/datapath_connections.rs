@@ -335,6 +335,10 @@ fn the_first_option_is_kept_in_the_entry_the_others_in_the_table() {
     let f = dp.flow(&initial().key()).unwrap();
     assert_eq!((f.stored, f.held_slot()), (1 << 5, None), "id 4 forgotten");
     assert_eq!(f.flags & FLOW_FIRST_ADDR, 0, "its place freed");
+    // id 5 again (a retransmission) stays in the table, where it is.
+    store(5);
+    assert_eq!(dp.flow(&initial().key()).unwrap().held_slot(), None);
+    assert_eq!(dp.table_addr_count(), 1);
     store(7);
     let f = dp.flow(&initial().key()).unwrap();
     assert_eq!(f.held_slot(), Some(7), "the next one takes the place");

@@ -416,7 +416,11 @@ pub fn store_add_addr(key: &FlowKey, f: &mut FlowState, aa: &[u8; 32], len: u32)
     };
     // `aa` holds `len` bytes and zeros after them.
     v.bytes.copy_from_slice(&aa[..ADD_ADDR_MAX_LEN]);
-    if f.held_addr(slot).is_some() || claim_first_addr(f) {
+    // A slot stays where it was first stored: one already in the table
+    // (the place was taken then) is updated there, never copied into a
+    // place freed since, which would leave its table entry behind.
+    let in_entry = f.held_addr(slot).is_some() || (f.stored & bit == 0 && claim_first_addr(f));
+    if in_entry {
         f.first_addr = v;
     } else if FLOW_ADDRS
         .insert(&AddrKey { flow: *key, slot }, &v, 0)
