@@ -1351,20 +1351,9 @@ fn subflows_of_the_older_layout_migrate_zero_extended() {
         "bpftool map create {} type lru_hash key 40 value 96 entries 16384 name SUBFLOWS",
         pin.display()
     ));
-    let hex = |b: &[u8]| {
-        b.iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     let key: Vec<u8> = (1..=40).collect();
     let old_value = [0xabu8; 96];
-    must(&format!(
-        "bpftool map update pinned {} key hex {} value hex {}",
-        pin.display(),
-        hex(&key),
-        hex(&old_value)
-    ));
+    put_pinned(&pin, &key, &old_value);
     let policy = format!(
         r#"version: 1
 settings: {{flow_capacity: 16384}}
@@ -1380,28 +1369,8 @@ chains:
         dev = pair.dev_b
     );
     let f = policy_file(&dir, "p.yaml", &policy);
-    let p = plan_json(&root.path, ns, &f);
-    let retire = p["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["kind"] == "retire_map" && s["name"] == "SUBFLOWS")
-        .unwrap_or_else(|| panic!("{p:#}"));
-    assert_eq!(retire["migrate"], true, "{retire}");
-    apply_ok(&root.path, ns, f.to_str().unwrap());
-    expect_plan_exit(&root.path, ns, f.to_str().unwrap(), 0);
-    let out = must(&format!(
-        "bpftool -j map lookup pinned {} key hex {}",
-        pin.display(),
-        hex(&key)
-    ));
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let value: Vec<u8> = v["value"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{v}"))
-        .iter()
-        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
-        .collect();
+    migrates_and_converges(&root.path, ns, &f, "SUBFLOWS");
+    let value = pinned_value(&pin, &key);
     assert_eq!(value.len(), size_of::<emptcp_common::SubflowState>());
     assert_eq!(&value[..96], &old_value[..], "old bytes kept");
     assert!(
@@ -1409,6 +1378,127 @@ chains:
         "the fields appended since (last_rx_data_ns, peer_token) not zero"
     );
     assert!(!maps.join("old-SUBFLOWS").exists(), "old map unpinned");
+    emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
+}
+
+/// The plan for policy `f` migrates the pinned map `name` (no
+/// --allow-state-loss), and applying it converges.
+fn migrates_and_converges(root: &std::path::Path, ns: &str, f: &std::path::Path, name: &str) {
+    let p = plan_json(root, ns, f);
+    let retire = p["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "retire_map" && s["name"] == name)
+        .unwrap_or_else(|| panic!("{p:#}"));
+    assert_eq!(retire["migrate"], true, "{retire}");
+    apply_ok(root, ns, f.to_str().unwrap());
+    expect_plan_exit(root, ns, f.to_str().unwrap(), 0);
+}
+
+/// Bytes as bpftool's `hex` arguments take them.
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Writes `key` -> `value` into the map pinned at `pin` (bpftool: no
+/// program or typed handle of this build's layout needed).
+fn put_pinned(pin: &std::path::Path, key: &[u8], value: &[u8]) {
+    must(&format!(
+        "bpftool map update pinned {} key hex {} value hex {}",
+        pin.display(),
+        hex(key),
+        hex(value)
+    ));
+}
+
+/// The value of `key` in the map pinned at `pin`, as bytes.
+fn pinned_value(pin: &std::path::Path, key: &[u8]) -> Vec<u8> {
+    let out = must(&format!(
+        "bpftool -j map lookup pinned {} key hex {}",
+        pin.display(),
+        hex(key)
+    ));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect()
+}
+
+/// A plain-old-data value's bytes.
+fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+    // SAFETY: the shared types are repr(C) without implicit padding.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+}
+
+/// An upgrade from a layout whose FLOWS value was 152 bytes (before the
+/// first stored option moved into the entry): the plan migrates the map
+/// without --allow-state-loss, the connection keeps its bytes with the
+/// new place empty, and its stored option, which that build kept in
+/// FLOW_ADDRS, is still found there (`emptcp flows` lists it).
+#[test]
+fn flows_of_the_older_layout_migrate_with_their_stored_options() {
+    if !kernel_or_skip("flows_of_the_older_layout_migrate_with_their_stored_options") {
+        return;
+    }
+    let t = tag("flmig");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let maps = root.path.join("maps");
+    std::fs::create_dir_all(&maps).unwrap();
+    // The tables the policy's flow_capacity (16384) sizes, FLOWS with the
+    // old value size.
+    let (flows, addrs) = (maps.join("FLOWS"), maps.join("FLOW_ADDRS"));
+    must(&format!(
+        "bpftool map create {} type lru_hash key 40 value 152 entries 16384 name FLOWS",
+        flows.display()
+    ));
+    must(&format!(
+        "bpftool map create {} type lru_hash key 44 value 32 entries 4096 name FLOW_ADDRS",
+        addrs.display()
+    ));
+    let key = flow_key(40000);
+    let mut old = flow_of(123_456);
+    old.stored = 1 << 6;
+    old.addr_ids[6] = 6;
+    let old = bytes_of(&old);
+    assert!(old[152..].iter().all(|b| *b == 0), "a 152-byte value");
+    put_pinned(&flows, &bytes_of(&key), &old[..152]);
+    // ADD_ADDR id 6, 198.51.100.7, with its 8-byte HMAC.
+    let mut opt = emptcp_common::StoredAddAddr {
+        len: 16,
+        ..Default::default()
+    };
+    opt.bytes[..8].copy_from_slice(&[30, 16, 0x30, 6, 198, 51, 100, 7]);
+    opt.bytes[8..16].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    let akey = emptcp_common::AddrKey { flow: key, slot: 6 };
+    put_pinned(&addrs, &bytes_of(&akey), &bytes_of(&opt));
+
+    let f = policy_file(&dir, "p.yaml", &policy(&pair.dev_b, "1MiB", None));
+    migrates_and_converges(&root.path, ns, &f, "FLOWS");
+
+    let value = pinned_value(&flows, &bytes_of(&key));
+    assert_eq!(value.len(), size_of::<emptcp_common::FlowState>());
+    assert_eq!(&value[..152], &old[..152], "old bytes kept");
+    assert!(
+        value[152..].iter().all(|b| *b == 0),
+        "the entry's place empty"
+    );
+    let out = emptcp_ok(&root.path, Some(ns), &["-o", "json", "flows"], 0);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let conn = &listed.as_array().unwrap_or_else(|| panic!("{listed}"))[0];
+    assert_eq!(conn["bytes"], 123_456, "{conn}");
+    assert_eq!(conn["add_addrs"][0]["address"], "198.51.100.7", "{conn}");
+    assert_eq!(conn["add_addrs"][0]["id"], 6, "{conn}");
+    assert!(!maps.join("old-FLOWS").exists(), "old map unpinned");
     emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
 }
 
