@@ -1735,3 +1735,128 @@ chains:
     emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
     assert!(!root.path.exists(), "destroy left the root behind");
 }
+
+/// A SYN-ACK with MP_CAPABLE from 192.0.2.1:5201 to 192.0.2.2:`local_port`,
+/// with an 802.1Q tag of TCI `tci` when given.
+fn syn_ack_frame(local_port: u16, tci: Option<u16>) -> Vec<u8> {
+    let mp_capable = [30, 12, 0x01, 0x81, 1, 2, 3, 4, 5, 6, 7, 8];
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
+        .tcp(5201, local_port, 7, 64240)
+        .syn()
+        .ack(1)
+        .options_raw(&mp_capable)
+        .unwrap()
+        .write(&mut out, &[])
+        .unwrap();
+    if let Some(t) = tci {
+        // TPID and TCI after the MACs; the IPv4 ethertype follows them.
+        let tag = [0x81, 0x00, (t >> 8) as u8, t as u8];
+        out.splice(12..12, tag);
+    }
+    out
+}
+
+/// Sends `frame` as it is out of `dev` in `ns` (a packet socket).
+fn send_frame(ns: &Netns, dev: &str, frame: &[u8]) {
+    in_netns(ns, || {
+        let ifindex = netdev_index(dev);
+        // SAFETY: plain socket calls on a zeroed sockaddr_ll; the fd is
+        // closed before returning.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut to: libc::sockaddr_ll = std::mem::zeroed();
+            to.sll_family = libc::AF_PACKET as u16;
+            to.sll_ifindex = ifindex as i32;
+            to.sll_halen = 6;
+            to.sll_addr[..6].copy_from_slice(&frame[..6]);
+            let n = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const to).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            );
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            assert_eq!(n, frame.len() as isize, "sendto: {err}");
+        }
+    });
+}
+
+/// The index of `dev` in the calling thread's namespace.
+fn netdev_index(dev: &str) -> u32 {
+    let name = std::ffi::CString::new(dev).unwrap();
+    // SAFETY: a valid NUL-terminated name.
+    let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert_ne!(i, 0, "no interface {dev}");
+    i
+}
+
+/// The connection's VLAN tag is recorded at either ingress hook: at XDP
+/// from the frame, at TC ingress (where the stack has already taken the
+/// tag out of the frame, `skb_vlan_untag`, as a NIC with receive VLAN
+/// offload does) from the skb. The controls: an untagged SYN-ACK records
+/// none, and the tagged one at TC would record none if the tag were read
+/// from the frame only.
+#[test]
+fn both_ingress_hooks_record_the_vlan_tag_of_the_syn_ack() {
+    if !kernel_or_skip("both_ingress_hooks_record_the_vlan_tag_of_the_syn_ack") {
+        return;
+    }
+    let t = tag("vtag");
+    let pair = Pair::new(&t);
+    let root = BpfRoot::new(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = pair.b.name.as_str();
+    let on = |hook: &str| {
+        format!(
+            r#"version: 1
+settings: {{flow_capacity: 16384}}
+interfaces:
+  - name: {dev}
+    ingress_hook: {hook}
+    chains: [track]
+chains:
+  - name: track
+    match: {{remote: [192.0.2.0/24], remote_ports: [5201]}}
+    actions: [record_flow]
+"#,
+            dev = pair.dev_b
+        )
+    };
+    let f = policy_file(&dir, "p.yaml", "");
+    let fs = f.to_str().unwrap();
+    // PCP 5, VID 100.
+    let tci = (5 << 13) | 100;
+    for (hook, tagged, untagged) in [("tc", 40000, 40001), ("xdp", 40002, 40003)] {
+        std::fs::write(&f, on(hook)).unwrap();
+        apply_ok(&root.path, ns, fs);
+        send_frame(&pair.a, &pair.dev_a, &syn_ack_frame(tagged, Some(tci)));
+        send_frame(&pair.a, &pair.dev_a, &syn_ack_frame(untagged, None));
+        let table = flow_table(&root.path.join("maps/FLOWS"));
+        let vlan_of = |port: u16| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                if let Ok(f) = table.get(&flow_key(port), 0) {
+                    return f.vlan_tci;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{hook}: no connection for local port {port}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        assert_eq!(vlan_of(untagged), 0, "{hook}: control, untagged");
+        assert_eq!(vlan_of(tagged), tci, "{hook}: the SYN-ACK's tag");
+    }
+    emptcp_ok(&root.path, Some(ns), &["destroy"], 0);
+}

@@ -83,6 +83,11 @@ pub trait Hook: Frame {
     /// The interface the packet arrived on.
     fn ifindex(&self) -> u32;
 
+    /// The VLAN tag (TCI) taken out of the frame before the program ran
+    /// (by the NIC's receive offload or the stack's `skb_vlan_untag`) and
+    /// kept beside the packet; 0 without one.
+    fn offloaded_vlan_tci(&self) -> u16;
+
     /// Tail-calls the program of chain step `action` (an action's slot of
     /// the hook's program array); returns only when the slot is empty.
     fn step(&self, action: u32);
@@ -115,6 +120,14 @@ impl Hook for XdpContext {
     #[inline(always)]
     fn ifindex(&self) -> u32 {
         self.ingress_ifindex() as u32
+    }
+
+    /// XDP could read it only through the RX metadata kfunc, from a program
+    /// bound to one device, which cannot use a program array
+    /// (docs/datapath.md, "VLAN tags stripped by the NIC").
+    #[inline(always)]
+    fn offloaded_vlan_tci(&self) -> u16 {
+        0
     }
 
     #[inline(always)]
@@ -158,6 +171,16 @@ impl Hook for TcContext {
     #[inline(always)]
     fn ifindex(&self) -> u32 {
         unsafe { (*self.skb.skb).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn offloaded_vlan_tci(&self) -> u16 {
+        let skb = self.skb.skb;
+        if unsafe { (*skb).vlan_present } != 0 {
+            unsafe { (*skb).vlan_tci as u16 }
+        } else {
+            0
+        }
     }
 
     #[inline(always)]

@@ -224,9 +224,12 @@ fn create<H: Hook>(ctx: &H, m: *mut XdpMeta, key_at: usize, flags: u32) -> bool 
     // A raw-IP link (L3 at 0) has no MACs: a forged packet needs none.
     if s.l3 >= 14 && load(ctx, 0, eth.as_mut_ptr(), 16) {
         f.mac.copy_from_slice(&eth[..12]);
-        if s.l3 > 14 {
-            f.vlan_tci = u16::from_be_bytes([eth[14], eth[15]]);
-        }
+        // The first tag: one already taken out of the frame (TC ingress:
+        // by the NIC or the stack) was outside any the frame still holds.
+        f.vlan_tci = match ctx.offloaded_vlan_tci() {
+            0 if s.l3 > 14 => u16::from_be_bytes([eth[14], eth[15]]),
+            tci => tci,
+        };
     }
     note_segment(s, f);
     if FLOWS.insert(key, f, 0).is_err() {
