@@ -1090,7 +1090,7 @@ fn migrated_array_takes_the_old_values() {
 
 /// A policy whose chains record no flows keeps the four connection tables
 /// and the handshakes' window scales (`SYN_SHIFTS`) at the least capacity (nothing fills them; at the default flow_capacity
-/// they would lock ~450 MB); the control: the same root with a chain that
+/// they would lock ~480 MB); the control: the same root with a chain that
 /// records flows gets them sized from flow_capacity, migrated in place.
 #[test]
 fn connection_tables_take_memory_only_while_a_chain_records_flows() {
@@ -1761,7 +1761,8 @@ fn syn_ack_frame(local_port: u16, tci: Option<u16>) -> Vec<u8> {
 /// Sends `frame` as it is out of `dev` in `ns` (a packet socket).
 fn send_frame(ns: &Netns, dev: &str, frame: &[u8]) {
     in_netns(ns, || {
-        let ifindex = netdev_index(dev);
+        let ifindex = nix::net::if_::if_nametoindex(dev)
+            .unwrap_or_else(|e| panic!("no interface {dev}: {e}"));
         // SAFETY: plain socket calls on a zeroed sockaddr_ll; the fd is
         // closed before returning.
         unsafe {
@@ -1789,15 +1790,6 @@ fn send_frame(ns: &Netns, dev: &str, frame: &[u8]) {
             assert_eq!(n, frame.len() as isize, "sendto: {err}");
         }
     });
-}
-
-/// The index of `dev` in the calling thread's namespace.
-fn netdev_index(dev: &str) -> u32 {
-    let name = std::ffi::CString::new(dev).unwrap();
-    // SAFETY: a valid NUL-terminated name.
-    let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    assert_ne!(i, 0, "no interface {dev}");
-    i
 }
 
 /// The connection's VLAN tag is recorded at either ingress hook: at XDP
