@@ -98,6 +98,7 @@ fn every_program_passes_the_verifier() {
     want.push("egress_entry");
     want.push("egress_capture");
     want.push("ingress_capture");
+    want.push(emptcp_common::TC_INGRESS_CAPTURE);
     // The connection-setup half of record_flow (its own stack).
     want.push(emptcp_common::RECORD_SETUP);
     // The in-kernel recovery (TC ingress).

@@ -74,17 +74,31 @@ fn backup_b(prefix: &str) -> String {
     )
 }
 
-fn policy(revive: bool, b: &PathB) -> String {
+/// Where the client's ingress (and with it the rule's ingress capture)
+/// runs on path B.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ingress {
+    Xdp,
+    /// `ingress_hook: tc`: `tc_entry` -> `tc_ingress_capture`, no XDP
+    /// program on cli1.
+    Tc,
+}
+
+fn policy(revive: bool, b: &PathB, ingress: Ingress) -> String {
     let rule = if revive {
         revive_b("revive", "subflow_idle: 300ms")
     } else {
         String::new()
     };
+    let hook = match ingress {
+        Ingress::Xdp => "",
+        Ingress::Tc => ", ingress_hook: tc",
+    };
     format!(
         "version: 1
 settings: {{flow_capacity: 16384}}
 interfaces:
-  - {{name: cli1, chains: [backup-b]}}
+  - {{name: cli1{hook}, chains: [backup-b]}}
 chains:
 {chain}{rule}",
         chain = backup_b(b.prefix)
@@ -281,6 +295,18 @@ fn an_idle_backup_subflow_is_revived_by_a_forged_mp_prio() {
     }
 }
 
+/// The same with cli1's ingress at the TC hook (`ingress_hook: tc`, the
+/// choice for links with GRO): the rule's ingress capture runs there
+/// (`tc_ingress_capture`, tests/datapath_capture.rs runs the capture's
+/// cases on both hooks), cli1 has no XDP program, and the forged packet
+/// still leaves through the TX-only AF_XDP socket, which needs none.
+#[test]
+fn an_idle_backup_subflow_is_revived_with_the_capture_at_tc() {
+    if kernel_or_skip("an_idle_backup_subflow_is_revived_with_the_capture_at_tc") {
+        revive_idle_backup_at("copytc", &[], &PATH_B4, Ingress::Tc);
+    }
+}
+
 /// The same over a raw-IP path B (a TUN pair, no Ethernet header): the
 /// egress chain and the capture parse raw IP, and the forged MP_PRIO goes
 /// out of the TUN device as a bare IP packet (an Ethernet frame there
@@ -368,11 +394,32 @@ fn assert_revived(
     );
 }
 
+/// cli1 with the rule: its ingress (and the capture) at TC, as status
+/// says, and no XDP program on the device.
+fn captured_at_tc(lab: &Lab) {
+    let st = status_json(lab.root(), &lab.tb.cli);
+    let cli1 = st["interfaces"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == "cli1"))
+        .unwrap_or_else(|| panic!("cli1 not in status: {st:#}"));
+    assert_eq!(cli1["ingress_hook"], "tc", "{cli1:#}");
+    assert_eq!(cli1["program"], "tc_entry", "{cli1:#}");
+    assert_eq!(cli1["attached"], true, "{cli1:#}");
+    assert_eq!(cli1["capture"], true, "{cli1:#}");
+    let link = must(&format!("ip -n {} -d link show dev cli1", lab.tb.cli));
+    assert!(!link.contains("prog/xdp"), "an XDP program on cli1: {link}");
+}
+
 /// Control (no rule: subflow B stays backup) and revival (the rule's forged
 /// MP_PRIO clears it) on a testbed with `options` (testbed.sh).
 fn revive_idle_backup(name: &str, options: &[(&str, &str)], b: &PathB) {
+    revive_idle_backup_at(name, options, b, Ingress::Xdp)
+}
+
+/// [`revive_idle_backup`] with cli1's ingress on `ingress`.
+fn revive_idle_backup_at(name: &str, options: &[(&str, &str)], b: &PathB, ingress: Ingress) {
     let lab = Lab::with(name, options);
-    let file = policy_file(&lab.dir, "p.yaml", &policy(false, b));
+    let file = policy_file(&lab.dir, "p.yaml", &policy(false, b, ingress));
     let daemon = Daemon::start(lab.root(), &lab.tb.cli, &["-f", file.to_str().unwrap()]);
     daemon.wait_state("converged", Duration::from_secs(30), |s| {
         s["last_reconcile"]["converged"] == true
@@ -402,10 +449,13 @@ fn revive_idle_backup(name: &str, options: &[(&str, &str)], b: &PathB) {
     no_damage(&d);
 
     // With the rule: the idle subflow B gets MP_PRIO(backup=0) from AF_XDP.
-    std::fs::write(&file, policy(true, b)).unwrap();
+    std::fs::write(&file, policy(true, b, ingress)).unwrap();
     daemon.wait_state("rule armed", Duration::from_secs(10), |s| {
         s["packet_copy"][0]["armed"] == true
     });
+    if ingress == Ingress::Tc {
+        captured_at_tc(&lab);
+    }
     let (res, d, srv, until_revived, seen) = observed(&lab, b, IDLE_DOWNLOAD);
     assert_eq!(res["joined_before"], true, "no join before the idle: {res}");
     let b_with = received_on(&res, b.client);

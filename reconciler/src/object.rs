@@ -35,6 +35,7 @@ pub fn is_action_program(program: &str) -> bool {
         INGRESS_RECOVER,
         emptcp_common::EGRESS_CAPTURE,
         emptcp_common::INGRESS_CAPTURE,
+        emptcp_common::TC_INGRESS_CAPTURE,
         emptcp_common::RECORD_SETUP,
         emptcp_common::TC_ENTRY,
         emptcp_common::TC_RECORD_SETUP,

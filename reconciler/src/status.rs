@@ -31,8 +31,8 @@ pub struct IfaceStatus {
     pub program_id: Option<u32>,
     pub program: Option<String>,
     pub chains: Vec<String>,
-    /// The XDP entry captures the peer's side of the subflows for packet
-    /// copy (`IFACE_CAPTURE`).
+    /// The ingress entry (XDP, or TC with `ingress_hook: tc`) captures the
+    /// peer's side of the subflows for packet copy (`IFACE_CAPTURE`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub capture: bool,
     /// What the XDP link runs (absent without a link).

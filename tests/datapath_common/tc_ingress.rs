@@ -34,18 +34,7 @@ impl Tc {
     /// `dp`'s chains on the TC hook: `tc_entry` and every `tc_*` action
     /// program loaded, `TC_PROGS` filled as apply fills it.
     pub fn on(mut dp: Dp) -> Tc {
-        dp.need(emptcp_common::TC_ENTRY);
-        let mut progs = ProgramArray::try_from(dp.ebpf.take_map("TC_PROGS").unwrap()).unwrap();
-        let slots = Action::ALL.iter().map(|a| (a.name(), *a as u32)).chain([(
-            emptcp_common::RECORD_SETUP,
-            emptcp_common::RECORD_SETUP_SLOT,
-        )]);
-        for (name, slot) in slots {
-            let tc = format!("tc_{name}");
-            dp.need(&tc);
-            let p: &SchedClassifier = dp.ebpf.program(&tc).unwrap().try_into().unwrap();
-            progs.set(slot, p.fd().unwrap(), 0).unwrap();
-        }
+        let progs = tc_progs(&mut dp, false);
         Tc {
             dp,
             _tc_progs: progs,
@@ -85,30 +74,61 @@ impl Tc {
     }
 
     fn run(&self, prog: &str, frame: &[u8], gso_size: u32) -> Run {
-        let p: &SchedClassifier = self.dp.ebpf.program(prog).unwrap().try_into().unwrap();
-        let mut ctx = [0u8; SKB_SIZE];
-        ctx[SKB_INGRESS_IFINDEX_OFF..SKB_INGRESS_IFINDEX_OFF + 4]
-            .copy_from_slice(&LO.to_ne_bytes());
-        ctx[SKB_GSO_SIZE_OFF..SKB_GSO_SIZE_OFF + 4].copy_from_slice(&gso_size.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 512];
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx[..]),
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|e| panic!("test_run {prog}: {e:?}"));
-        out.truncate(r.data_size_out as usize);
-        let verdict = match r.return_value as i32 {
-            TC_PASS => XDP_PASS,
-            TC_DROP => XDP_DROP,
-            v => panic!("{prog} returned {v}, neither TCX_NEXT nor TC_ACT_SHOT"),
-        };
-        Run {
-            verdict,
-            frame: out,
-            meta_left: 0,
-        }
+        run_tc(&self.dp, prog, frame, gso_size)
+    }
+}
+
+/// `tc_entry` and every `tc_*` action program of `dp` loaded, `TC_PROGS`
+/// filled as apply fills it (with `capture`, `tc_ingress_capture` in its
+/// slot too); the slots live as long as the array returned.
+pub fn tc_progs(dp: &mut Dp, capture: bool) -> ProgramArray<MapData> {
+    dp.need(emptcp_common::TC_ENTRY);
+    let mut progs = ProgramArray::try_from(dp.ebpf.take_map("TC_PROGS").unwrap()).unwrap();
+    let slots = Action::ALL
+        .iter()
+        .map(|a| (emptcp_common::tc_program(*a), *a as u32))
+        .chain([(
+            emptcp_common::TC_RECORD_SETUP,
+            emptcp_common::RECORD_SETUP_SLOT,
+        )])
+        .chain(capture.then_some((
+            emptcp_common::TC_INGRESS_CAPTURE,
+            emptcp_common::INGRESS_CAPTURE_SLOT,
+        )));
+    for (name, slot) in slots {
+        dp.need(name);
+        let p: &SchedClassifier = dp.ebpf.program(name).unwrap().try_into().unwrap();
+        progs.set(slot, p.fd().unwrap(), 0).unwrap();
+    }
+    progs
+}
+
+/// Runs `frame` through the TC ingress program `prog` of `dp` as an skb
+/// arrived on the loopback interface; `gso_size` non-zero makes it a GSO
+/// skb. The verdict is given as the XDP one it stands for.
+pub fn run_tc(dp: &Dp, prog: &str, frame: &[u8], gso_size: u32) -> Run {
+    let p: &SchedClassifier = dp.ebpf.program(prog).unwrap().try_into().unwrap();
+    let mut ctx = [0u8; SKB_SIZE];
+    ctx[SKB_INGRESS_IFINDEX_OFF..SKB_INGRESS_IFINDEX_OFF + 4].copy_from_slice(&LO.to_ne_bytes());
+    ctx[SKB_GSO_SIZE_OFF..SKB_GSO_SIZE_OFF + 4].copy_from_slice(&gso_size.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 512];
+    let r = p
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx[..]),
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("test_run {prog}: {e:?}"));
+    out.truncate(r.data_size_out as usize);
+    let verdict = match r.return_value as i32 {
+        TC_PASS => XDP_PASS,
+        TC_DROP => XDP_DROP,
+        v => panic!("{prog} returned {v}, neither TCX_NEXT nor TC_ACT_SHOT"),
+    };
+    Run {
+        verdict,
+        frame: out,
+        meta_left: 0,
     }
 }

@@ -949,6 +949,10 @@ pub const EGRESS_CAPTURE: &str = "egress_capture";
 /// starts at 1).
 pub const INGRESS_CAPTURE_SLOT: u32 = 0;
 pub const INGRESS_CAPTURE: &str = "ingress_capture";
+/// The same capture on the TC ingress hook (`tc_entry` of an interface
+/// with [`IFACE_CAPTURE`] and `ingress_hook: tc` tail-calls it), in slot
+/// [`INGRESS_CAPTURE_SLOT`] of `TC_PROGS`.
+pub const TC_INGRESS_CAPTURE: &str = "tc_ingress_capture";
 
 /// `record_flow_setup` (the connection-setup half of `record_flow`, which
 /// tail-calls it for SYNs and the peer's MP_CAPABLE third ACK) sits in this

@@ -52,10 +52,19 @@ pub fn entry(ctx: XdpContext) -> u32 {
 
 /// The entry of the TC ingress hook (a TCX ingress link), for interfaces
 /// whose chains run after GRO: the same path as `entry`, once per skb.
-/// (No capture variant: packet copy needs the XDP hook.)
 #[classifier]
 pub fn tc_entry(ctx: TcContext) -> i32 {
     run::<TcContext, false>(&ctx)
+}
+
+/// `ingress_capture` on the TC ingress hook: `tc_entry` of an interface
+/// with `IFACE_CAPTURE` hands it every TCP skb (slot 0 of `TC_PROGS`).
+/// The capture's records (data received, the peer's keys, its FIN or RST)
+/// are the same per skb as per segment: GRO merges only in-order data of
+/// one subflow, and flushes on FIN, RST and option changes.
+#[classifier]
+pub fn tc_ingress_capture(ctx: TcContext) -> i32 {
+    run::<TcContext, true>(&ctx)
 }
 
 /// The entry program (`CAPTURE` false) or, on an interface with

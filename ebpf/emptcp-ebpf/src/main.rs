@@ -5,10 +5,13 @@
 //!   position into XDP metadata and tail-calls the chain's first action;
 //! * each action (`actions/*.rs`) does its one job and tail-calls the next
 //!   step through the pinned `PROGS` array, or returns XDP_PASS at the end;
-//! * `ingress_capture` (`capture/`) records what the peer sends on the
-//!   subflows packet copy tracks, before the chain (interfaces with
-//!   `IFACE_CAPTURE`); the TC egress hook (`egress/`) records what the
-//!   local end sends.
+//! * `tc_entry` and the `tc_` variants of the actions run the same chains
+//!   at TC ingress, after GRO (interfaces with `ingress_hook: tc`), through
+//!   `TC_PROGS`;
+//! * `ingress_capture` (`capture/`; `tc_ingress_capture` at TC) records
+//!   what the peer sends on the subflows packet copy tracks, before the
+//!   chain (interfaces with `IFACE_CAPTURE`); the TC egress hook
+//!   (`egress/`) records what the local end sends.
 //! * `ingress_recover` (`recovery/`, TC ingress) builds the duplicate ACK
 //!   that delivers a stored ADD_ADDR when no received packet has room.
 //!

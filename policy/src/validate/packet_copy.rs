@@ -47,17 +47,6 @@ fn check_refs(ctx: &mut Ctx<'_>, i: usize, rule: &PacketCopy) {
             hint_for_unknown(&rule.chain, "chain", defined),
         );
     } else if let Some(iface) = iface
-        && iface.ingress_hook == crate::model::IngressHook::Tc
-    {
-        ctx.report(
-            spot.get("interface"),
-            format!(
-                "packet_copy '{name}': interface '{}' runs its ingress chains at the tc hook (ingress_hook: tc)",
-                iface.name
-            ),
-            "packet copy completes what it knows of a subflow from what the XDP entry sees arrive (the ingress capture), and sends through AF_XDP: set `ingress_hook: xdp` on the interface, or remove the rule",
-        );
-    } else if let Some(iface) = iface
         && !iface.chains.contains(&rule.chain)
     {
         ctx.report(
@@ -161,15 +150,13 @@ mod tests {
         assert_at(&e, 11, 12);
     }
 
+    /// The capture runs on either ingress hook (`tc_ingress_capture` at
+    /// TC), and AF_XDP sends without an XDP program.
     #[test]
-    fn no_packet_copy_on_a_tc_ingress_interface() {
+    fn packet_copy_on_a_tc_ingress_interface() {
         let base = BASE.replace("    chains: [c1]", "    ingress_hook: tc\n    chains: [c1]");
         let text = format!("{base}packet_copy:\n  - name: r\n{OK}");
-        let e = one_error(
-            &text,
-            "packet_copy 'r': interface 'eth0' runs its ingress chains at the tc hook",
-        );
-        assert_at(&e, 11, 16);
+        assert_eq!(errors(&text), vec![]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use emptcp_common::{
     Action as Slot, EGRESS_PREFIX, SEL_LOCAL, SEL_LOCAL_PORTS, SEL_REMOTE, SEL_REMOTE_PORTS,
-    TC_PREFIX, egress_program, tc_program,
+    TC_INGRESS_CAPTURE, TC_PREFIX, egress_program, tc_program,
 };
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -61,11 +61,12 @@ impl IngressHook {
     }
 }
 
-/// One interface: its ingress chains (XDP entry, IFACES) and its egress
-/// chains (TC egress entry, EGRESS_IFACES), each in policy order, and
-/// whether the XDP entry captures what the peer sends for packet copy.
-/// The XDP program is attached when `chains` is not empty or `capture` is
-/// set, the TC one when `egress_chains` is not empty or `track` is set.
+/// One interface: its ingress chains (the XDP entry, or `tc_entry` with
+/// `ingress_hook: tc`; IFACES) and its egress chains (TC egress entry,
+/// EGRESS_IFACES), each in policy order, and whether the ingress entry
+/// captures what the peer sends for packet copy. The ingress entry is
+/// attached when `chains` is not empty or `capture` is set, the TC egress
+/// one when `egress_chains` is not empty or `track` is set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredIface {
     pub mode: XdpMode,
@@ -75,7 +76,7 @@ pub struct DesiredIface {
     pub chains: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_chains: Vec<String>,
-    /// A `packet_copy` rule names the interface: the XDP entry records the
+    /// A `packet_copy` rule names the interface: the ingress entry records the
     /// peer's side of its captured subflows (`IFACE_CAPTURE`): received
     /// data, the MP_CAPABLE keys of the server role, the peer's FIN/RST.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -96,12 +97,13 @@ pub struct DesiredIface {
 impl DesiredIface {
     /// The XDP entry is attached to the interface.
     pub fn wants_xdp(&self) -> bool {
-        (!self.chains.is_empty() && self.ingress_hook == IngressHook::Xdp) || self.capture
+        self.ingress_hook == IngressHook::Xdp && (!self.chains.is_empty() || self.capture)
     }
 
-    /// The interface's ingress chains run at TC ingress (`tc_entry`).
+    /// The interface's ingress chains, or its packet-copy capture, run at
+    /// TC ingress (`tc_entry`).
     pub fn chains_on_tc(&self) -> bool {
-        !self.chains.is_empty() && self.ingress_hook == IngressHook::Tc
+        self.ingress_hook == IngressHook::Tc && (!self.chains.is_empty() || self.capture)
     }
 
     /// The TCX program of `hook` is attached to the interface.
@@ -151,6 +153,14 @@ pub enum DesiredError {
         "packet_copy '{rule}': chain '{chain}' runs on ingress, and the subflows packet copy forges for are captured by the egress hook (the ingress capture only completes them); give the rule a chain with `hook: egress` that matches the same traffic (e.g. actions: [count])"
     )]
     PacketCopyNeedsEgress { rule: String, chain: String },
+    #[error(
+        "packet_copy '{rule}': interface '{interface}' runs its ingress at the tc hook (ingress_hook: tc), and this build's eBPF object has no {program} (the ingress capture at TC): use an emptcp build that has it, or set `ingress_hook: xdp` on the interface"
+    )]
+    NoTcCapture {
+        rule: String,
+        interface: String,
+        program: &'static str,
+    },
 }
 
 /// The slot (tail-call index) and argument of a policy action.
@@ -253,7 +263,7 @@ impl Desired {
         }
         // The triggers read the capture (SUBFLOWS), whose entries the
         // egress capture creates for the subflows an egress chain matches;
-        // the XDP entry of the rule's interface adds what the peer sends
+        // the ingress entry of the rule's interface adds what the peer sends
         // (`DesiredIface::capture`). The rules themselves run in `emptcp
         // watch` (reconciler/src/copy/).
         for pc in &policy.packet_copy {
@@ -264,6 +274,16 @@ impl Desired {
                 errors.push(DesiredError::PacketCopyNeedsEgress {
                     rule: pc.name.clone(),
                     chain: pc.chain.clone(),
+                });
+            }
+            let on_tc = policy
+                .interface(&pc.interface)
+                .is_some_and(|i| i.ingress_hook == policy::IngressHook::Tc);
+            if on_tc && !programs.iter().any(|p| p == TC_INGRESS_CAPTURE) {
+                errors.push(DesiredError::NoTcCapture {
+                    rule: pc.name.clone(),
+                    interface: pc.interface.clone(),
+                    program: TC_INGRESS_CAPTURE,
                 });
             }
         }

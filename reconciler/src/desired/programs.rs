@@ -23,8 +23,11 @@ pub(super) fn used_programs(
     if any(DesiredIface::wants_xdp) {
         used.insert(crate::object::ENTRY_PROGRAM);
     }
-    if any(|i| i.capture) {
+    if any(|i| i.capture && i.ingress_hook == super::IngressHook::Xdp) {
         used.insert(emptcp_common::INGRESS_CAPTURE);
+    }
+    if any(|i| i.capture && i.ingress_hook == super::IngressHook::Tc) {
+        used.insert(emptcp_common::TC_INGRESS_CAPTURE);
     }
     if any(|i| i.wants_tc(TcHook::Egress)) {
         used.insert(crate::object::EGRESS_ENTRY);

@@ -1,6 +1,6 @@
 //! The tail-call slot phase: each action program in its slot of `PROGS`,
 //! the ingress capture in its own, the egress programs in `EGRESS_PROGS`,
-//! the TC ingress variants in `TC_PROGS`; slots no program wants are
+//! the TC ingress variants (and the TC capture) in `TC_PROGS`; slots no program wants are
 //! cleared.
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,10 +55,16 @@ pub(super) fn fill_tail_call_slots(
     let tc_slots = Action::ALL
         .iter()
         .map(|a| (emptcp_common::tc_program(*a), *a as u32))
-        .chain([(
-            emptcp_common::TC_RECORD_SETUP,
-            emptcp_common::RECORD_SETUP_SLOT,
-        )]);
+        .chain([
+            (
+                emptcp_common::TC_RECORD_SETUP,
+                emptcp_common::RECORD_SETUP_SLOT,
+            ),
+            (
+                emptcp_common::TC_INGRESS_CAPTURE,
+                emptcp_common::INGRESS_CAPTURE_SLOT,
+            ),
+        ]);
     fill.steps(
         "TC_PROGS",
         tc_slots,

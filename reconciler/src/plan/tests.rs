@@ -2010,6 +2010,7 @@ fn tc_programs() -> Vec<String> {
             "tc_record_flow_setup",
             "tc_recover_add_addr",
             "tc_strip_add_addr",
+            "tc_ingress_capture",
             "record_flow_setup",
             "ingress_recover",
         ]
@@ -2115,6 +2116,92 @@ fn an_object_without_the_tc_variants_refuses_the_tc_hook() {
     let text = format!("{errors:?}");
     assert!(
         text.contains("interface eth0 with ingress_hook: tc"),
+        "{text}"
+    );
+}
+
+/// `copy_policy` with eth1's ingress at TC.
+fn copy_policy_on_tc() -> String {
+    copy_policy().replace(
+        "  - name: eth1\n    chains: [bulk-out]\n",
+        "  - name: eth1\n    ingress_hook: tc\n    chains: [bulk-out]\n",
+    )
+}
+
+/// A packet-copy rule on a `tc` interface: the capture runs there as
+/// `tc_ingress_capture` in slot 0 of `TC_PROGS`, behind the TCX link of
+/// `tc_entry`; no XDP program, no PROGS slot. Removing the rule takes all
+/// of it away again, and a crash after any step converges.
+#[test]
+fn packet_copy_on_a_tc_interface_captures_at_tc() {
+    let policy = copy_policy_on_tc();
+    assert!(policy.contains("ingress_hook: tc"), "{policy}");
+    let d = tc_desired_with(&policy, SHA_A);
+    let eth1 = &d.interfaces["eth1"];
+    assert!(eth1.capture && !eth1.wants_xdp());
+    assert!(eth1.wants_tc(TcHook::IngressChains));
+    assert!(d.programs.iter().any(|p| p == "tc_ingress_capture"));
+    assert!(!d.programs.iter().any(|p| p == "ingress_capture"));
+    let mut o = fresh();
+    let p = converge(&d, &mut o, PlanOptions::default());
+    assert!(
+        p.steps
+            .iter()
+            .any(|s| matches!(s, Step::SetTcSlot { program, slot, .. }
+            if program == emptcp_common::TC_INGRESS_CAPTURE
+                && *slot == emptcp_common::INGRESS_CAPTURE_SLOT)),
+        "{}",
+        text(&p)
+    );
+    // eth0's ingress chain still fills PROGS; the XDP capture is not there.
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s, Step::SetSlot { action, .. }
+        if action == emptcp_common::INGRESS_CAPTURE))
+    );
+    assert!(p.steps.iter().any(|s| matches!(
+        s,
+        Step::AttachTc { hook: TcHook::IngressChains, iface, .. } if iface == "eth1"
+    )));
+    assert!(!o.links.contains_key("eth1"), "no XDP link on eth1");
+    let e = &o.entries.ifaces[&3];
+    assert!(e.chains.is_empty() && e.capture, "{e:?}");
+    let plain = tc_desired_with(EGRESS, SHA_A);
+    converge(&plain, &mut o, PlanOptions::default());
+    assert!(o.tc_prog_slots.is_empty() && o.tc_chain_links.is_empty());
+    assert!(!o.programs.contains_key(emptcp_common::TC_INGRESS_CAPTURE));
+    for (from, to) in [(None, &d), (Some(&plain), &d), (Some(&d), &plain)] {
+        converges_after_every_prefix(from, to, |o, k| {
+            let captured = o.entries.ifaces.get(&3).is_some_and(|i| i.capture);
+            assert_eq!(captured, to.interfaces["eth1"].capture, "after step {k}");
+            assert_eq!(
+                o.tc_chain_links.contains_key("eth1"),
+                captured,
+                "after step {k}"
+            );
+        });
+    }
+}
+
+#[test]
+fn an_object_without_the_tc_capture_refuses_packet_copy_on_tc() {
+    let p = policy::load_str("policy.yaml", &copy_policy_on_tc()).unwrap();
+    let programs: Vec<String> = tc_programs()
+        .into_iter()
+        .filter(|p| p != "tc_ingress_capture")
+        .collect();
+    let mut maps = egress_object_maps();
+    maps.insert("TC_PROGS".into(), def(3, 4, 4, 16));
+    let errors = Desired::build(&p, SHA_A, &programs, &maps).expect_err("no tc_ingress_capture");
+    let text = errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("packet_copy 'revive': interface 'eth1' runs its ingress at the tc hook")
+            && text.contains("no tc_ingress_capture"),
         "{text}"
     );
 }
