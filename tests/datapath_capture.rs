@@ -85,16 +85,33 @@ impl Cap {
 /// `flags`, and the ingress `count` chain [`IN_CHAIN`] with `in_chain`.
 fn setup(hook: Hook, in_chain: bool, flags: u32) -> Cap {
     eprintln!("ingress hook: {hook:?}");
-    let e = setup_egress(in_chain, flags);
+    let dp = match hook {
+        Hook::Xdp => Dp::load(),
+        // No XDP program: verifying them is most of a case's time in the
+        // emulated guest.
+        Hook::Tc => Dp::load_lazily(),
+    };
+    let e = setup_egress(dp, in_chain, flags);
     let mut cap = Cap { e, hook, _tc: None };
     if let Hook::Tc = hook {
-        cap._tc = Some(tc_ingress::tc_progs(&mut cap.e.dp, true));
+        // The capture and the ingress chain's one action.
+        let slots = [
+            (
+                emptcp_common::TC_INGRESS_CAPTURE,
+                emptcp_common::INGRESS_CAPTURE_SLOT,
+            ),
+            (
+                emptcp_common::tc_program(Action::Count),
+                Action::Count as u32,
+            ),
+        ];
+        cap._tc = Some(tc_ingress::tc_slots(&mut cap.e.dp, slots));
     }
     cap
 }
 
-fn setup_egress(in_chain: bool, flags: u32) -> Eg {
-    let mut e = eg(&[(Action::Count, 0)]);
+fn setup_egress(dp: Dp, in_chain: bool, flags: u32) -> Eg {
+    let mut e = eg_on(dp, &[(Action::Count, 0)]);
     let chains: &[u32] = if in_chain {
         // Its own IFACES entry is on an ifindex nothing uses.
         e.dp.chain(

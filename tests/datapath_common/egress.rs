@@ -29,7 +29,11 @@ pub struct Eg {
 }
 
 pub fn eg(steps: &[(Action, u32)]) -> Eg {
-    let mut dp = Dp::load();
+    eg_on(Dp::load(), steps)
+}
+
+/// [`eg`] on the object `dp`.
+pub fn eg_on(mut dp: Dp, steps: &[(Action, u32)]) -> Eg {
     // CHAINS and SELECTORS; its IFACES entry is on an ifindex nothing uses.
     dp.chain(CHAIN, steps, Thresholds::default(), 999_999);
     let mut chains = [0u32; MAX_CHAINS_PER_IFACE];

@@ -112,7 +112,30 @@ fn on_demand(name: &str) -> bool {
 }
 
 impl Dp {
+    /// The object with its XDP programs loaded and in their `PROGS` slots
+    /// (the others on demand, [`Dp::need`]).
     pub fn load() -> Dp {
+        let mut dp = Dp::load_lazily();
+        let names: Vec<String> = dp.ebpf.programs().map(|(n, _)| n.to_string()).collect();
+        for n in names.iter().filter(|n| !on_demand(n)) {
+            load_program(&mut dp.ebpf, n);
+        }
+        let slots = Action::ALL
+            .iter()
+            .map(|a| (a.name(), *a as u32))
+            .chain(emptcp_common::PROGS_EXTRA)
+            .filter(|(n, _)| !on_demand(n));
+        for (name, slot) in slots {
+            let p: &Xdp = dp.ebpf.program(name).unwrap().try_into().unwrap();
+            let fd: &ProgramFd = p.fd().unwrap();
+            dp.progs.set(slot, fd, 0).unwrap();
+        }
+        dp
+    }
+
+    /// The object with no program loaded: every one on demand (a harness of
+    /// the TC hooks only, which verifies none of the XDP programs).
+    pub fn load_lazily() -> Dp {
         let ebpf = EbpfLoader::new()
             // Small tables: every test loads its own copy.
             .map_max_entries("FLOWS", 4096)
@@ -122,21 +145,7 @@ impl Dp {
             .load(emptcp::object::embedded())
             .expect("load object");
         let mut ebpf = ebpf;
-        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-        for n in names.iter().filter(|n| !on_demand(n)) {
-            load_program(&mut ebpf, n);
-        }
-        let mut progs = ProgramArray::try_from(ebpf.take_map("PROGS").unwrap()).unwrap();
-        let slots = Action::ALL
-            .iter()
-            .map(|a| (a.name(), *a as u32))
-            .chain(emptcp_common::PROGS_EXTRA)
-            .filter(|(n, _)| !on_demand(n));
-        for (name, slot) in slots {
-            let p: &Xdp = ebpf.program(name).unwrap().try_into().unwrap();
-            let fd: &ProgramFd = p.fd().unwrap();
-            progs.set(slot, fd, 0).unwrap();
-        }
+        let progs = ProgramArray::try_from(ebpf.take_map("PROGS").unwrap()).unwrap();
         Dp {
             ebpf,
             progs,
@@ -215,7 +224,10 @@ impl Dp {
     /// `IFACES[ifindex]` = `chains` in order (each set with [`Dp::chain`])
     /// with `IfaceChains::flags` = `flags`.
     pub fn iface(&mut self, ifindex: u32, chains: &[u32], flags: u32) {
-        if flags & emptcp_common::IFACE_CAPTURE != 0 {
+        // The XDP capture, where the XDP entry is loaded (not in a harness
+        // of the TC hooks only, `Dp::load_lazily`).
+        let xdp = self.ebpf.program("entry").unwrap().fd().is_ok();
+        if xdp && flags & emptcp_common::IFACE_CAPTURE != 0 {
             self.need(emptcp_common::INGRESS_CAPTURE);
         }
         let mut ids = [0u32; MAX_CHAINS_PER_IFACE];

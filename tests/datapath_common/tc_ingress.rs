@@ -34,7 +34,7 @@ impl Tc {
     /// `dp`'s chains on the TC hook: `tc_entry` and every `tc_*` action
     /// program loaded, `TC_PROGS` filled as apply fills it.
     pub fn on(mut dp: Dp) -> Tc {
-        let progs = tc_progs(&mut dp, false);
+        let progs = tc_progs(&mut dp);
         Tc {
             dp,
             _tc_progs: progs,
@@ -79,22 +79,27 @@ impl Tc {
 }
 
 /// `tc_entry` and every `tc_*` action program of `dp` loaded, `TC_PROGS`
-/// filled as apply fills it (with `capture`, `tc_ingress_capture` in its
-/// slot too); the slots live as long as the array returned.
-pub fn tc_progs(dp: &mut Dp, capture: bool) -> ProgramArray<MapData> {
-    dp.need(emptcp_common::TC_ENTRY);
-    let mut progs = ProgramArray::try_from(dp.ebpf.take_map("TC_PROGS").unwrap()).unwrap();
+/// filled as apply fills it; the slots live as long as the array returned.
+pub fn tc_progs(dp: &mut Dp) -> ProgramArray<MapData> {
     let slots = Action::ALL
         .iter()
         .map(|a| (emptcp_common::tc_program(*a), *a as u32))
         .chain([(
             emptcp_common::TC_RECORD_SETUP,
             emptcp_common::RECORD_SETUP_SLOT,
-        )])
-        .chain(capture.then_some((
-            emptcp_common::TC_INGRESS_CAPTURE,
-            emptcp_common::INGRESS_CAPTURE_SLOT,
-        )));
+        )]);
+    tc_slots(dp, slots)
+}
+
+/// `tc_entry` loaded and the programs `slots` names in their slots of
+/// `TC_PROGS` (only these: verifying the others is most of a test's time
+/// in the emulated guest).
+pub fn tc_slots<'a>(
+    dp: &mut Dp,
+    slots: impl IntoIterator<Item = (&'a str, u32)>,
+) -> ProgramArray<MapData> {
+    dp.need(emptcp_common::TC_ENTRY);
+    let mut progs = ProgramArray::try_from(dp.ebpf.take_map("TC_PROGS").unwrap()).unwrap();
     for (name, slot) in slots {
         dp.need(name);
         let p: &SchedClassifier = dp.ebpf.program(name).unwrap().try_into().unwrap();
