@@ -33,7 +33,8 @@ pub const REFERENCE: &str = "bd13"; // the parse-only reference program
 pub const FLOOR: &str = "bd14"; // the lookup-floor reference program
 pub const SMALL_FLOOR: &str = "bd15"; // the same over a small table
 pub const TC_DATA: &str = "bd16"; // the data chain at TC ingress (`ingress_hook: tc`)
-pub const VETHS: [&str; 17] = [
+pub const TC_CAPTURE: &str = "bd17"; // TC_DATA + a packet_copy rule (the capture at TC)
+pub const VETHS: [&str; 18] = [
     DATA,
     RECORD,
     STRIP,
@@ -51,6 +52,7 @@ pub const VETHS: [&str; 17] = [
     FLOOR,
     SMALL_FLOOR,
     TC_DATA,
+    TC_CAPTURE,
 ];
 
 /// Thresholds of the chains with strip/recover (the quickstart's).
@@ -93,6 +95,7 @@ pub fn policy(flow_capacity: Option<u32>) -> String {
         p += &ing(i, c);
     }
     p += &format!("  - {{name: {TC_DATA}, ingress_hook: tc, chains: [data]}}\n");
+    p += &format!("  - {{name: {TC_CAPTURE}, ingress_hook: tc, chains: [data, cap]}}\n");
     p += "chains:\n";
     let th = format!(", {th}");
     p += &chain("data", "", data, &th);
@@ -118,9 +121,12 @@ pub fn policy(flow_capacity: Option<u32>) -> String {
         "{set_window: {bytes: 1MiB}}",
         "",
     );
-    p += &format!(
-        "packet_copy:\n  - {{name: revive, interface: {CAPTURE}, chain: cap, when: {{subflow_idle: 1s}}, send: {{mp_prio: {{backup: false}}}}}}\n"
-    );
+    p += "packet_copy:\n";
+    for (name, i) in [("revive", CAPTURE), ("revive_tc", TC_CAPTURE)] {
+        p += &format!(
+            "  - {{name: {name}, interface: {i}, chain: cap, when: {{subflow_idle: 1s}}, send: {{mp_prio: {{backup: false}}}}}}\n"
+        );
+    }
     p
 }
 
@@ -760,6 +766,33 @@ pub fn paths() -> Vec<Path> {
         vec![Flow("add_addr_recovered")],
         vec![],
         Box::new(|_| reinsert_into_new_flow()),
+    );
+    // The capture at TC (a packet_copy rule on a `tc` interface).
+    add(
+        TcIngress,
+        "TC ingress, interface with the capture: TCP packet of no captured subflow, matching no chain",
+        ti,
+        TC_CAPTURE,
+        TCX_NEXT,
+        None,
+        vec![Prog("entry", "passed")],
+        vec![],
+        fresh(unlisted),
+    );
+    let (init, next) = stream(|id| vec![syn_out(id), synack(id)], data, false);
+    add(
+        TcIngress,
+        "TC ingress, interface with the capture: MPTCP data segment of a captured subflow: capture + the data chain",
+        ti,
+        TC_CAPTURE,
+        TCX_NEXT,
+        None,
+        vec![
+            Prog("record_flow", "applied"),
+            Prog("recover_add_addr", "seen"),
+        ],
+        at_tc(init),
+        next,
     );
 
     // The stream's first segments insert its flows into the floor's table
