@@ -1,7 +1,7 @@
 //! The tail-call slot phase: each action program in its slot of `PROGS`,
 //! the ingress capture in its own, the egress programs in `EGRESS_PROGS`,
-//! the TC ingress variants (and the TC capture) in `TC_PROGS`; slots no program wants are
-//! cleared.
+//! the TC ingress variants and the TC capture in `TC_PROGS`; slots no
+//! program wants are cleared.
 use std::collections::{BTreeMap, BTreeSet};
 
 use emptcp_common::{Action, EGRESS_SLOTS};
