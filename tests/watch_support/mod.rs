@@ -237,11 +237,38 @@ impl Drop for Daemon {
         if let Some(c) = self.child.as_mut() {
             let _ = c.kill();
             let _ = c.wait();
+            wait_for_the_lock(&self.root);
         }
         if std::thread::panicking() {
             eprintln!("--- emptcp watch log ---\n{}", self.log_text());
         }
     }
+}
+
+/// Waits (at most 10 s) until nothing holds the apply lock of `root` (an
+/// flock on the directory). The daemon's death does not free it at once
+/// when it was killed inside a reconcile: a child it had just forked (the
+/// `ip` that observe runs), still between fork and exec on a loaded
+/// machine, holds a copy of the locked file until its exec closes it. A
+/// clean-checkout CI run met that window: the `destroy` right after the
+/// drop failed with "another emptcp apply holds the lock". (systemd and
+/// container runtimes stop the daemon's whole cgroup, children included.)
+fn wait_for_the_lock(root: &Path) {
+    let Ok(dir) = std::fs::File::open(root) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if dir.try_lock().is_ok() {
+            let _ = dir.unlock();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "the apply lock of {} is still held 10 s after the daemon died",
+        root.display()
+    );
 }
 
 /// The value of one series in Prometheus text (`name{labels}` exactly as
