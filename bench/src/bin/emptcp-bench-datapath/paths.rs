@@ -676,35 +676,6 @@ pub fn paths() -> Vec<Path> {
         next,
     );
 
-    // ---- an interface with the ingress capture (a packet_copy rule)
-    add(
-        Capture,
-        "TCP packet of no captured subflow, matching no chain",
-        x,
-        CAPTURE,
-        XDP_PASS,
-        None,
-        vec![Prog("entry", "passed")],
-        vec![],
-        fresh(unlisted),
-    );
-    // The subflows exist: the local end's SYN went out through the egress
-    // chain `cap` of the same interface.
-    let (init, next) = stream(|id| vec![syn_out(id), synack(id)], data, false);
-    add(
-        Capture,
-        "MPTCP data segment of a captured subflow: capture + the data chain",
-        x,
-        CAPTURE,
-        XDP_PASS,
-        None,
-        vec![
-            Prog("record_flow", "applied"),
-            Prog("recover_add_addr", "seen"),
-        ],
-        init,
-        next,
-    );
     add(
         Ingress,
         "reference, not emptcp: a parse-only XDP program (Ethernet, IPv4, TCP ports; xdp-tools style) on a data segment",
@@ -767,33 +738,61 @@ pub fn paths() -> Vec<Path> {
         vec![],
         Box::new(|_| reinsert_into_new_flow()),
     );
-    // The capture at TC (a packet_copy rule on a `tc` interface).
-    add(
-        TcIngress,
-        "TC ingress, interface with the capture: TCP packet of no captured subflow, matching no chain",
-        ti,
-        TC_CAPTURE,
-        TCX_NEXT,
-        None,
-        vec![Prog("entry", "passed")],
-        vec![],
-        fresh(unlisted),
-    );
-    let (init, next) = stream(|id| vec![syn_out(id), synack(id)], data, false);
-    add(
-        TcIngress,
-        "TC ingress, interface with the capture: MPTCP data segment of a captured subflow: capture + the data chain",
-        ti,
-        TC_CAPTURE,
-        TCX_NEXT,
-        None,
-        vec![
-            Prog("record_flow", "applied"),
-            Prog("recover_add_addr", "seen"),
-        ],
-        at_tc(init),
-        next,
-    );
+    // ---- an interface with the ingress capture (a packet_copy rule), at
+    // XDP and at TC (`ingress_hook: tc`, after the TC rows of its table).
+    for (table, hook, iface, pass, [unknown, captured], on_tc) in [
+        (
+            Capture,
+            x,
+            CAPTURE,
+            XDP_PASS,
+            [
+                "TCP packet of no captured subflow, matching no chain",
+                "MPTCP data segment of a captured subflow: capture + the data chain",
+            ],
+            false,
+        ),
+        (
+            TcIngress,
+            ti,
+            TC_CAPTURE,
+            TCX_NEXT,
+            [
+                "TC ingress, interface with the capture: TCP packet of no captured subflow, matching no chain",
+                "TC ingress, interface with the capture: MPTCP data segment of a captured subflow: capture + the data chain",
+            ],
+            true,
+        ),
+    ] {
+        add(
+            table,
+            unknown,
+            hook,
+            iface,
+            pass,
+            None,
+            vec![Prog("entry", "passed")],
+            vec![],
+            fresh(unlisted),
+        );
+        // The subflows exist: the local end's SYN went out through the
+        // egress chain `cap` of the same interface.
+        let (init, next) = stream(|id| vec![syn_out(id), synack(id)], data, false);
+        add(
+            table,
+            captured,
+            hook,
+            iface,
+            pass,
+            None,
+            vec![
+                Prog("record_flow", "applied"),
+                Prog("recover_add_addr", "seen"),
+            ],
+            if on_tc { at_tc(init) } else { init },
+            next,
+        );
+    }
 
     // The stream's first segments insert its flows into the floor's table
     // (run through the floor program before the rounds); then every
