@@ -20,44 +20,27 @@ mod datapath_common;
 
 use std::{net::IpAddr, time::Duration};
 
-use aya::programs::{
-    LinkOrder, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, tc::TcAttachOptions,
-};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, tc::TcAttachOptions};
 use datapath_common::*;
 use emptcp_common::{Action, FLOW_RECOVER_PENDING, FlowStat, RECOVER_MARK, VIA_KERNEL};
 
 /// `TCX_NEXT` / `TCX_DROP`.
 const PASS: i32 = -1;
 const DROP: i32 = 2;
-/// Offset of `mark` in `struct __sk_buff` (UAPI), and its size.
-const SKB_MARK_OFF: usize = 8;
-const SKB_SIZE: usize = 192;
 
 /// Runs `ingress_recover` once on `frame` with `skb->mark` = `mark`;
 /// returns the verdict, the frame it left and the mark it left.
 fn run(dp: &Dp, frame: &[u8], mark: u32) -> (i32, Vec<u8>, u32) {
-    let p: &SchedClassifier = dp
-        .ebpf
-        .program("ingress_recover")
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let mut ctx = [0u8; SKB_SIZE];
-    ctx[SKB_MARK_OFF..SKB_MARK_OFF + 4].copy_from_slice(&mark.to_ne_bytes());
-    let mut ctx_out = [0u8; SKB_SIZE];
-    let mut out = vec![0u8; frame.len() + 256];
-    let r = p
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx[..]),
-            ctx_out: Some(&mut ctx_out[..]),
-            ..TestRunOptions::default()
-        })
-        .unwrap_or_else(|e| panic!("test_run ingress_recover: {e:?}"));
-    out.truncate(r.data_size_out as usize);
-    let mark = u32::from_ne_bytes(ctx_out[SKB_MARK_OFF..SKB_MARK_OFF + 4].try_into().unwrap());
-    (r.return_value as i32, out, mark)
+    let r = skb::run_skb(
+        dp,
+        "ingress_recover",
+        frame,
+        skb::Skb {
+            mark,
+            ..skb::Skb::default()
+        },
+    );
+    (r.ret, r.frame, r.mark)
 }
 
 /// The duplicate ACK the server would have sent: seq = the client's

@@ -2,22 +2,16 @@
 //! chain on the loopback interface, run through `egress_entry` with an skb
 //! (BPF_PROG_TEST_RUN), and the capture (`SUBFLOWS`, `SUBFLOW_EVENTS`,
 //! `EGRESS_STATS`) read back.
-use aya::{
-    maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{SchedClassifier, TestRun as _, TestRunOptions},
-};
+use aya::maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf};
 use emptcp_common::{
     EGRESS_SLOTS, EgressStat, FlowKey, IfaceChains, MAX_CHAINS_PER_IFACE, SF_CLOSED, SubflowEvent,
     SubflowState, Thresholds,
 };
 
-use super::*;
+use super::{skb::*, *};
 
 /// `TCX_NEXT`: what the egress programs return for every passed packet.
 pub const PASS: i32 = -1;
-/// Offset and size of `gso_size` in `struct __sk_buff` (UAPI).
-const SKB_GSO_SIZE_OFF: usize = 176;
-const SKB_SIZE: usize = 192;
 
 /// The object with one egress chain on the loopback interface (the device
 /// BPF_PROG_TEST_RUN gives an skb).
@@ -65,26 +59,12 @@ pub fn eg_on(mut dp: Dp, steps: &[(Action, u32)]) -> Eg {
 impl Eg {
     /// Runs `frame` through `egress_entry`; `gso_size` marks the skb GSO.
     pub fn run(&self, frame: &[u8], gso_size: u32) -> (i32, Vec<u8>) {
-        let p: &SchedClassifier = self
-            .dp
-            .ebpf
-            .program("egress_entry")
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut ctx = [0u8; SKB_SIZE];
-        ctx[SKB_GSO_SIZE_OFF..SKB_GSO_SIZE_OFF + 4].copy_from_slice(&gso_size.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: (gso_size != 0).then_some(&ctx[..]),
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|e| panic!("test_run egress_entry: {e:?}"));
-        out.truncate(r.data_size_out as usize);
-        (r.return_value as i32, out)
+        let skb = Skb {
+            gso_size,
+            ..Skb::default()
+        };
+        let r = run_skb(&self.dp, "egress_entry", frame, skb);
+        (r.ret, r.frame)
     }
 
     /// The live (not closed) capture entry of `key`.

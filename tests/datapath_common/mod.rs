@@ -8,6 +8,7 @@
 pub mod egress;
 #[path = "../common/gate.rs"]
 mod gate;
+pub mod skb;
 pub mod tc_ingress;
 pub use gate::kernel_or_skip;
 

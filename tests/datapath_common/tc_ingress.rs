@@ -4,18 +4,14 @@
 //! hook and their results be compared.
 use aya::{
     maps::{MapData, PerCpuArray, ProgramArray},
-    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+    programs::SchedClassifier,
 };
 
-use super::*;
+use super::{skb::*, *};
 
 /// `TCX_NEXT` and `TC_ACT_SHOT`, what the TC ingress programs return.
 pub const TC_PASS: i32 = -1;
 pub const TC_DROP: i32 = 2;
-/// Offsets in `struct __sk_buff` (UAPI) of the fields a run sets.
-const SKB_INGRESS_IFINDEX_OFF: usize = 36;
-const SKB_GSO_SIZE_OFF: usize = 176;
-const SKB_SIZE: usize = 192;
 
 /// The object with its ingress chains on the TC hook.
 pub struct Tc {
@@ -112,28 +108,20 @@ pub fn tc_slots<'a>(
 /// arrived on the loopback interface; `gso_size` non-zero makes it a GSO
 /// skb. The verdict is given as the XDP one it stands for.
 pub fn run_tc(dp: &Dp, prog: &str, frame: &[u8], gso_size: u32) -> Run {
-    let p: &SchedClassifier = dp.ebpf.program(prog).unwrap().try_into().unwrap();
-    let mut ctx = [0u8; SKB_SIZE];
-    ctx[SKB_INGRESS_IFINDEX_OFF..SKB_INGRESS_IFINDEX_OFF + 4].copy_from_slice(&LO.to_ne_bytes());
-    ctx[SKB_GSO_SIZE_OFF..SKB_GSO_SIZE_OFF + 4].copy_from_slice(&gso_size.to_ne_bytes());
-    let mut out = vec![0u8; frame.len() + 512];
-    let r = p
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx[..]),
-            ..TestRunOptions::default()
-        })
-        .unwrap_or_else(|e| panic!("test_run {prog}: {e:?}"));
-    out.truncate(r.data_size_out as usize);
-    let verdict = match r.return_value as i32 {
+    let skb = Skb {
+        ingress_ifindex: LO,
+        gso_size,
+        ..Skb::default()
+    };
+    let r = run_skb(dp, prog, frame, skb);
+    let verdict = match r.ret {
         TC_PASS => XDP_PASS,
         TC_DROP => XDP_DROP,
         v => panic!("{prog} returned {v}, neither TCX_NEXT nor TC_ACT_SHOT"),
     };
     Run {
         verdict,
-        frame: out,
+        frame: r.frame,
         meta_left: 0,
     }
 }
