@@ -3,8 +3,9 @@
 # (cargo deny), then every test tier.
 #   unit + scenario tests (no kernel), datapath tests (BPF_PROG_TEST_RUN) and
 #   integration tests (namespaces, veth, MPTCP; the packet fuzzer), a short
-#   run of the policy fuzz target, and the datapath tests on a second kernel
-#   in a QEMU guest (scripts/vm.sh), which run beside the host's kernel tests.
+#   run of the policy fuzz target, and on a second kernel in a QEMU guest
+#   (scripts/vm.sh), beside the host's kernel tests: the datapath tests and
+#   the link checks over WireGuard and VLAN (devices this host lacks).
 # Kernel tests need CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN and FAIL without
 # them. EMPTCP_ALLOW_SKIP=1 turns that into a skip: each skipped test is
 # recorded, and this script prints at the end how many and why.
@@ -41,14 +42,10 @@ report_skips() {
          r != "" && /fn / { n = $0; sub(/.*fn /, "", n); sub(/\(.*/, "", n);
                              printf "   IGNORED %s (%s): %s\n", n, FILENAME, r; r = "" }' tests/*.rs |
         { mapfile -t ign; ((${#ign[@]})) && { echo; echo "== ${#ign[@]} tests ignored in the source (not run):"; printf '%s\n' "${ign[@]}"; }; true; }
-    # The guest link checks (shell scripts over the testbed, devices the host
-    # kernel lacks) are not part of this command: said, so a green run does
+    # The guest link checks run here over WireGuard and VLAN (`scripts/vm.sh
+    # test links`); their IP tunnel cells do not: said, so a green run does
     # not read as covering them (docs/development.md has their last runs).
-    local checks=() f
-    for f in tests/mptcp/*_check.sh; do [[ -e $f ]] && checks+=("${f##*/}"); done
-    if ((${#checks[@]})); then
-        printf '\n== not run by this command: the guest link checks %s (by hand: scripts/vm.sh run tests/mptcp/NAME "$PWD/target/release/emptcp")\n' "${checks[*]}"
-    fi
+    printf '\n== not run by this command: tunnel_check.sh over gre, ipip, sit, ip6tnl, ip6gre (by hand: scripts/vm.sh test tunnel_check)\n'
     exit "$rc"
 }
 trap report_skips EXIT
@@ -84,9 +81,10 @@ cargo test --locked --release --no-run 2>&1 | grep -vE '^\s+(Executable|Compilin
 # tests run, on the CPU those leave idle while they wait on the network (a
 # load the suite is built to bear: it passes with a CPU hog per core,
 # scripts/flake.sh): the fuzz target's instrumented build (its own
-# target directory keeps cargo's locks apart), then the datapath tier on a
-# second kernel (Debian's 6.12 LTS in a QEMU guest, scripts/vm.sh; about
-# 5.5 min alone plus 2.5 min to build the cached image the first time).
+# target directory keeps cargo's locks apart), then, in one boot of a second
+# kernel (Debian's 6.12 LTS in a QEMU guest, scripts/vm.sh), the datapath
+# tier and the link checks over WireGuard and VLAN (about 5 and 4 min
+# alone, plus 2.5 min to build the cached image the first time).
 # Each writes its log and exit code under target/side-jobs.
 side=target/side-jobs
 rm -rf "$side"
@@ -101,7 +99,7 @@ setsid bash -c '
     ./scripts/fuzz.sh build >"$1/fuzz-build.log" 2>&1
     echo $? >"$1/fuzz-build.rc"
     [[ -n $2 ]] && exit 0
-    ./scripts/vm.sh test datapath >"$1/guest.log" 2>&1
+    ./scripts/vm.sh test datapath links >"$1/guest.log" 2>&1
     echo $? >"$1/guest.rc"
 ' side-jobs "$side" "$guest_skip" &
 side_jobs=$!
@@ -128,15 +126,15 @@ fi
 ./scripts/fuzz.sh policy --runs "${EMPTCP_FUZZ_RUNS:-50000}"
 phase "leftovers"
 ./scripts/check-clean.sh
-# The datapath tier on 6.12, started after the fuzz build (above); its
-# output once it ends. scripts/vm.sh runs the other tiers too
-# (docs/development.md).
-phase "datapath on 6.12 (guest)"
+# The datapath tier and the link checks on 6.12, started after the fuzz
+# build (above); their output once they end. scripts/vm.sh runs the other
+# tiers too (docs/development.md).
+phase "datapath and link checks on 6.12 (guest)"
 if [[ -n $guest_skip ]]; then
-    echo "SKIPPED guest datapath tier: $guest_skip"
+    echo "SKIPPED guest datapath tier and link checks: $guest_skip"
 else
     guest_rc=$(side_rc guest)
     cat "$side/guest.log"
-    [[ $guest_rc == 0 ]] || { echo "guest datapath tier: FAILED (exit ${guest_rc:-none}, log: $side/guest.log)"; exit 1; }
+    [[ $guest_rc == 0 ]] || { echo "guest tier: FAILED (exit ${guest_rc:-none}, log: $side/guest.log)"; exit 1; }
 fi
 phase done

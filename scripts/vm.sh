@@ -10,9 +10,12 @@
 #   scripts/vm.sh clean           remove the cache
 #
 # SET: datapath (tests/datapath_*.rs), lifecycle (lifecycle, crash, watch_*),
-#      e2e (mptcp_*, xsk_send), all (the three), or a test target name
-#      (datapath_egress); NAME:FILTER passes FILTER to that binary
-#      (datapath_egress:ipv6).  Default: datapath.
+#      e2e (mptcp_*, xsk_send), links (the guest link checks the test command
+#      runs: tests/mptcp/vlan_check.sh, and tunnel_check.sh over WireGuard),
+#      all (datapath, lifecycle, e2e), a test target name (datapath_egress),
+#      or a link check's name (tunnel_check); NAME:FILTER passes FILTER to that
+#      binary (datapath_egress:ipv6), NAME:A,B passes A B to a link check
+#      (tunnel_check:gre,ip6gre).  Default: datapath.
 #
 # How: the kernel package (linux-image-6.12.*-amd64-unsigned) is fetched with
 # `apt-get download`; the guest root is a debootstrap'ed Debian 12 (glibc 2.36
@@ -202,21 +205,45 @@ targets_of() {
     ) | tr ' ' '\n' ;;
     e2e) (cd "$ROOT/tests" && ls mptcp_*.rs xsk_send.rs) | sed 's/\.rs$//' ;;
     all) targets_of datapath && targets_of lifecycle && targets_of e2e ;;
+    # WireGuard (both families) and VLAN: the link kinds of the field this
+    # host cannot create; the IP tunnels' cells run by hand (tunnel_check).
+    links) printf '%s\n' vlan_check tunnel_check:wg ;;
     *)
-        [[ -f $ROOT/tests/${1%%:*}.rs ]] || die "unknown test set or target '$1' (datapath, lifecycle, e2e, all, or a tests/NAME.rs)"
+        [[ -f $ROOT/tests/${1%%:*}.rs ]] || is_link_check "$1" ||
+            die "unknown test set or target '$1' (datapath, lifecycle, e2e, links, all, a tests/NAME.rs or a tests/mptcp/NAME.sh link check)"
         echo "$1"
         ;;
     esac
 }
 
+# Is target $1 a guest link check (tests/mptcp/*_check.sh: a shell script
+# over the testbed, run with the emptcp binary) rather than a test binary?
+is_link_check() {
+    local name=${1%%:*}
+    [[ $name == *_check && -f $ROOT/tests/mptcp/$name.sh ]]
+}
+
 # Builds the selected test binaries (release, like the host suite) and prints
-# "name path" lines.
+# "name path" lines; a link check's line names its script, after the emptcp
+# binary it runs is built.
 build_tests() {
-    local args=() t
-    for t in "$@"; do args+=(--test "${t%%:*}"); done
-    (cd "$ROOT" && cargo test --release --locked --no-run --message-format=json "${args[@]}") |
-        jq -r 'select(.reason=="compiler-artifact" and .target.kind==["test"] and .executable!=null)
-               | "\(.target.name) \(.executable)"'
+    local args=() checks=() t
+    for t in "$@"; do
+        if is_link_check "$t"; then
+            checks+=("${t%%:*}")
+        else
+            args+=(--test "${t%%:*}")
+        fi
+    done
+    if ((${#args[@]})); then
+        (cd "$ROOT" && cargo test --release --locked --no-run --message-format=json "${args[@]}") |
+            jq -r 'select(.reason=="compiler-artifact" and .target.kind==["test"] and .executable!=null)
+                   | "\(.target.name) \(.executable)"'
+    fi
+    if ((${#checks[@]})); then
+        (cd "$ROOT" && cargo build --release --locked --quiet -p emptcp --bin emptcp) >&2
+        for t in "${checks[@]}"; do echo "$t $ROOT/tests/mptcp/$t.sh"; done
+    fi
 }
 
 # --- boot ------------------------------------------------------------------------
@@ -359,13 +386,18 @@ cmd_test() {
 # The guest script's part for the given targets (each target's log and
 # exit status into /vm-io), the leftover check last.
 guest_test_body() {
-    local t name filter threads=${EMPTCP_VM_TEST_THREADS:-2}
+    local t name filter cmd threads=${EMPTCP_VM_TEST_THREADS:-2}
     for t in "$@"; do
         name=${t%%:*}
         filter=""
         [[ $t == *:* ]] && filter=${t#*:}
+        if is_link_check "$t"; then
+            cmd="${exe[$name]} $ROOT/target/release/emptcp ${filter//,/ }"
+        else
+            cmd="${exe[$name]} --test-threads $threads $filter"
+        fi
         echo "s=\$SECONDS; echo \"guest: running $t\"
-${exe[$name]} --test-threads $threads $filter >/vm-io/logs/$name.log 2>&1; rc=\$?
+$cmd >/vm-io/logs/$name.log 2>&1; rc=\$?
 echo \$rc >/vm-io/rc/$name; echo \"guest: $t rc=\$rc in \$((SECONDS-s)) s\""
     done
     echo 'echo "== leftovers" >/vm-io/logs/leftovers.log
@@ -432,7 +464,7 @@ summarize() {
         name=${t%%:*}
         rc=$(cat "$RUN_DIR/rc/$name" 2>/dev/null || echo missing)
         if [[ $rc == 0 ]]; then
-            printf '  ok    %-22s %s\n' "$t" "$(grep -h '^test result:' "$RUN_DIR/logs/$name.log" 2>/dev/null | tail -1)"
+            printf '  ok    %-22s %s\n' "$t" "$(verdict_line "$t" "$RUN_DIR/logs/$name.log")"
         else
             fail=1
             printf '  FAIL  %-22s rc=%s\n' "$t" "$rc"
@@ -447,6 +479,16 @@ summarize() {
     rm -rf "$keep" && cp -r "$RUN_DIR" "$keep"
     echo "logs: $keep/logs (console: $keep/console.log)"
     return "$fail"
+}
+
+# The line that says what a passing target ran: a test binary's "test
+# result:", a link check's count of checks (each "ok" line of its log).
+verdict_line() {
+    if is_link_check "$1"; then
+        echo "$(grep -c '^ok ' "$2" 2>/dev/null || echo 0) checks passed"
+    else
+        grep -h '^test result:' "$2" 2>/dev/null | tail -1
+    fi
 }
 
 # The guest's retried steps, listed here and added to the host's retry log

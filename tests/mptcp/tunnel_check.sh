@@ -89,7 +89,7 @@ tunnel_rx_bytes() { ip netns exec "$CLI" cat /sys/class/net/cli0/statistics/rx_b
 
 # family KIND 4|6: every check of the header on one testbed.
 family() {
-    local kind=$1 v=$2 t0=$SECONDS j f c s n lt
+    local kind=$1 v=$2 t0=$SECONDS j f c s n lt stored malformed recovered failed
     lt=$(link_type "$kind")
     export IPV6=0
     [[ $v == 6 ]] && IPV6=1
@@ -101,7 +101,7 @@ family() {
     csum_failures=$(hw_csum_failures)
 
     capture_start cli0
-    read -r j _ _ _ < <(download 100K --wait-subflows 1 --wait-timeout 2)
+    read -r j _ _ _ < <(short_download)
     capture_stop
     check "control, no emptcp: 100 KB download joins B" "$j" 1
     n=$(capture_read cli0 "$(pure_from_server "$v")" | grep -c 'add-addr' || true)
@@ -121,7 +121,7 @@ family() {
     check "status of cli0: link type, raw IP, XDP mode, in-kernel recovery" "$(iface_status cli0)" "$lt True skb True"
 
     capture_start cli0
-    read -r j f c _ < <(download 100K --wait-subflows 1 --wait-timeout 2)
+    read -r j f c _ < <(short_download)
     capture_stop
     check "100 KB download: joins / fallbacks / csum errors" "$j $f $c" "0 0 0"
     capture_read cli0 "$(pure_from_server "$v")" >"$DIR/pure.txt"
@@ -129,19 +129,21 @@ family() {
     check_more "100 KB download: pure segments from the server with a valid TCP checksum" \
         "$(grep -c '(correct)' "$DIR/pure.txt" || true)" 0
     check "100 KB download: pure segments with a bad checksum" "$(grep -cE 'incorrect|bad cksum' "$DIR/pure.txt" || true)" 0
-    check_more "addresses stored" "$(datapath_event add_addr_stored)" 0
-    check "segments refused as malformed" "$(datapath_event malformed)" 0
+    read -r stored malformed < <(datapath_events add_addr_stored malformed)
+    check_more "addresses stored" "$stored" 0
+    check "segments refused as malformed" "$malformed" 0
 
     em apply -f "$DIR/strip.yaml" >/dev/null
     read -r j f c s < <(download 20M)
     check "20 MB download, strip only: joins / fallbacks / csum errors / subflows at the last byte" "$j $f $c $s" "0 0 0 0"
 
     em apply -f "$DIR/recover.yaml" >/dev/null
-    n=$(datapath_event add_addr_recovered_kernel)
+    n=$(datapath_events add_addr_recovered_kernel)
     read -r j f c s < <(download 20M)
     check "20 MB download, apply alone: joins / fallbacks / csum errors / subflows at the last byte" "$j $f $c $s" "1 0 0 1"
-    check_more "add_addr_recovered_kernel" "$(datapath_event add_addr_recovered_kernel)" "$n"
-    check "kernel_recovery_failed" "$(datapath_event kernel_recovery_failed)" 0
+    read -r recovered failed < <(datapath_events add_addr_recovered_kernel kernel_recovery_failed)
+    check_more "add_addr_recovered_kernel" "$recovered" "$n"
+    check "kernel_recovery_failed" "$failed" 0
     check "new \"hw csum failure\" lines in the kernel log" "$(($(hw_csum_failures) - csum_failures))" 0
 
     em destroy >/dev/null

@@ -34,14 +34,14 @@ EOP
 "$TB" csum-offload off
 echo "path A: $(ip -n "$CLI" -d link show cli0 | grep -o 'vlan protocol [^ ]* id [0-9]*')"
 
-read -r j _ _ _ < <(download 100K --wait-subflows 1 --wait-timeout 2)
+read -r j _ _ _ < <(short_download)
 check "control, no emptcp: 100 KB download joins B" "$j" 1
 
 for attach in "cli0v native" "cli0 skb"; do
     read -r dev mode <<<"$attach"
     policy "$dev" "$mode" >"$DIR/p.yaml"
     em apply -f "$DIR/p.yaml" >/dev/null
-    read -r j f c _ < <(download 100K --wait-subflows 1 --wait-timeout 2)
+    read -r j f c _ < <(short_download)
     check "XDP on $dev ($mode): 100 KB download, joins / fallbacks / csum errors" "$j $f $c" "0 0 0"
     em agent 2>"$DIR/agent.log" &
     AGENT=$!
