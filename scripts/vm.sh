@@ -463,6 +463,10 @@ summarize() {
     for t in "$@" leftovers; do
         name=${t%%:*}
         rc=$(cat "$RUN_DIR/rc/$name" 2>/dev/null || echo missing)
+        # A link check that exits 0 without one check that held tested nothing.
+        if [[ $rc == 0 ]] && is_link_check "$t" && [[ $(checks_held "$RUN_DIR/logs/$name.log") == 0 ]]; then
+            rc="0 but no check held"
+        fi
         if [[ $rc == 0 ]]; then
             printf '  ok    %-22s %s\n' "$t" "$(verdict_line "$t" "$RUN_DIR/logs/$name.log")"
         else
@@ -485,10 +489,17 @@ summarize() {
 # result:", a link check's count of checks (each "ok" line of its log).
 verdict_line() {
     if is_link_check "$1"; then
-        echo "$(grep -c '^ok ' "$2" 2>/dev/null || echo 0) checks passed"
+        echo "$(checks_held "$2") checks passed"
     else
         grep -h '^test result:' "$2" 2>/dev/null | tail -1
     fi
+}
+
+# The number of "ok" lines in link check log $1.
+checks_held() {
+    local n
+    n=$(grep -c '^ok ' "$1" 2>/dev/null) || true
+    echo "${n:-0}"
 }
 
 # The guest's retried steps, listed here and added to the host's retry log
