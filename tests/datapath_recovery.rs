@@ -21,12 +21,11 @@ mod datapath_common;
 use std::{net::IpAddr, time::Duration};
 
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, tc::TcAttachOptions};
-use datapath_common::*;
+use datapath_common::{
+    skb::{TC_ACT_SHOT as DROP, TCX_NEXT as PASS},
+    *,
+};
 use emptcp_common::{Action, FLOW_RECOVER_PENDING, FlowStat, RECOVER_MARK, VIA_KERNEL};
-
-/// `TCX_NEXT` / `TCX_DROP`.
-const PASS: i32 = -1;
-const DROP: i32 = 2;
 
 /// Runs `ingress_recover` once on `frame` with `skb->mark` = `mark`;
 /// returns the verdict, the frame it left and the mark it left.

@@ -10,8 +10,8 @@ use emptcp_common::{
 
 use super::{skb::*, *};
 
-/// `TCX_NEXT`: what the egress programs return for every passed packet.
-pub const PASS: i32 = -1;
+/// What the egress programs return for a packet they pass on.
+pub use super::skb::TCX_NEXT as PASS;
 
 /// The object with one egress chain on the loopback interface (the device
 /// BPF_PROG_TEST_RUN gives an skb).

@@ -13,6 +13,11 @@ const INGRESS_IFINDEX_OFF: usize = 36;
 const GSO_SIZE_OFF: usize = 176;
 const SKB_SIZE: usize = 192;
 
+/// What the TC programs return: pass on (`TCX_NEXT`, the next program of
+/// the hook or the stack) and drop (`TC_ACT_SHOT`).
+pub const TCX_NEXT: i32 = -1;
+pub const TC_ACT_SHOT: i32 = 2;
+
 /// The skb a run starts from: the fields left 0 keep the kernel's default.
 #[derive(Clone, Copy, Default)]
 pub struct Skb {

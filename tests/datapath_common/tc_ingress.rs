@@ -9,10 +9,6 @@ use aya::{
 
 use super::{skb::*, *};
 
-/// `TCX_NEXT` and `TC_ACT_SHOT`, what the TC ingress programs return.
-pub const TC_PASS: i32 = -1;
-pub const TC_DROP: i32 = 2;
-
 /// The object with its ingress chains on the TC hook.
 pub struct Tc {
     pub dp: Dp,
@@ -115,8 +111,8 @@ pub fn run_tc(dp: &Dp, prog: &str, frame: &[u8], gso_size: u32) -> Run {
     };
     let r = run_skb(dp, prog, frame, skb);
     let verdict = match r.ret {
-        TC_PASS => XDP_PASS,
-        TC_DROP => XDP_DROP,
+        TCX_NEXT => XDP_PASS,
+        TC_ACT_SHOT => XDP_DROP,
         v => panic!("{prog} returned {v}, neither TCX_NEXT nor TC_ACT_SHOT"),
     };
     Run {
