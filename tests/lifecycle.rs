@@ -1522,11 +1522,9 @@ fn status_reports_the_kernels_probed_features() {
     assert_eq!(k["tcx"], true, "{k}");
     assert!(!emptcp::sys::attach_type_known(1, 0xffff).unwrap());
 
-    // Live frames: accepted; a flag bit no kernel defines is refused.
-    assert_eq!(k["xdp_live_frames"], true, "{k}");
-    let p = emptcp::sys::load_xdp_verdict("emptcp_probe", emptcp::sys::XDP_DROP).unwrap();
-    let bogus = emptcp::sys::test_run_xdp(std::os::fd::AsFd::as_fd(&p), &[0; 64], 0, 1, 1 << 31);
-    assert_eq!(bogus.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    // Nothing else is probed: the agent's injector (a TC program's
+    // bpf_clone_redirect) needs no feature TCX does not imply.
+    assert_eq!(k.as_object().map(|o| o.len()), Some(2), "{k}");
 
     let text = emptcp_ok(&root.path, Some(&ns.name), &["status"], 0);
     assert!(

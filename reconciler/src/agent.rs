@@ -6,10 +6,10 @@
 //! agent reads the flow's newest state from `FLOWS` (the client's rcv_nxt,
 //! the ack, window, timestamps and MACs of the newest server segment), forges
 //! the duplicate ACK the server would have sent with the option in it
-//! (`packet::build_control`), and hands it to the local stack with
-//! BPF_PROG_RUN live frames (`packet::LiveFrames`): an XDP_PASS program run
-//! on the frame with `ingress_ifindex` = the flow's interface injects it as
-//! if received there.
+//! (`packet::build_control`), and hands it to the local stack as if the
+//! flow's interface had received it (`packet::Ingress`: BPF_PROG_RUN of a
+//! TC program that clones the frame's skb into that device's receive
+//! path).
 //!
 //! The client takes a segment only when its sequence number lies between
 //! the last point it acknowledged (rcv_wup) and the right edge of the window
@@ -44,7 +44,7 @@ use emptcp_common::{AddrKey, FLOW_TS_SEEN, FlowKey, FlowState, RecoverEvent, Sto
 use crate::{
     layout::Layout,
     packet::{
-        ControlAck, Flow, LiveFrames, Signal, StoredOption, Timestamps, Transmit, build_control,
+        ControlAck, Flow, Ingress, Signal, StoredOption, Timestamps, Transmit, build_control,
     },
 };
 
@@ -62,7 +62,7 @@ pub struct AgentStats {
 pub enum AgentError {
     #[error("opening pinned map {0}: is the datapath applied under this bpffs root?")]
     Map(String, #[source] aya::maps::MapError),
-    #[error("loading the live-frame injector program")]
+    #[error("loading the injector program (a TC classifier: needs CAP_BPF and CAP_NET_ADMIN)")]
     Injector(#[source] io::Error),
 }
 
@@ -160,11 +160,11 @@ pub fn frame_for(key: &FlowKey, f: &FlowState, option: &[u8], ahead: u32) -> Opt
         sport: key.remote_port,
         dport: key.local_port,
         vlan_tci: (f.vlan_tci != 0).then_some(f.vlan_tci),
-        // Always Ethernet, whatever the link: a live frame that passes is
-        // handed to the stack through eth_type_trans() on every device. On
-        // a raw-IP link no MACs are recorded, and the all-zero destination
-        // equals the device's (zero) address: the stack takes it as sent
-        // to this host.
+        // Always Ethernet, whatever the link: the test run makes the skb
+        // through eth_type_trans() on every device, and on a raw-IP device
+        // (no link-layer header) the redirect takes the header off again.
+        // On such a link no MACs are recorded; the all-zero destination
+        // equals the device's (zero) address: sent to this host.
         raw_ip: false,
         ttl: 64,
     };
@@ -183,8 +183,8 @@ pub fn frame_for(key: &FlowKey, f: &FlowState, option: &[u8], ahead: u32) -> Opt
     build_control(&flow, &ack).ok()
 }
 
-/// The agent, sending its frames through `T` (live frames in the product).
-pub struct Agent<T = LiveFrames> {
+/// The agent, sending its frames through `T` (`Ingress` in the product).
+pub struct Agent<T = Ingress> {
     events: RingBuf<MapData>,
     flows: HashMap<MapData, FlowKey, FlowState>,
     addrs: HashMap<MapData, AddrKey, StoredAddAddr>,
@@ -218,14 +218,15 @@ impl Maps {
     }
 }
 
-impl Agent<LiveFrames> {
-    /// The agent of the datapath under `layout`, injecting live frames.
+impl Agent<Ingress> {
+    /// The agent of the datapath under `layout`, injecting on the receive
+    /// path.
     /// The maps first: before an apply they are missing, and the agent
     /// thread retries without loading an injector each time.
     pub fn open(layout: &Layout) -> Result<Agent, AgentError> {
         let maps = Maps::open(layout)?;
-        let live = LiveFrames::new().map_err(AgentError::Injector)?;
-        Ok(Agent::from_maps(maps, live))
+        let ingress = Ingress::new().map_err(AgentError::Injector)?;
+        Ok(Agent::from_maps(maps, ingress))
     }
 }
 

@@ -2,9 +2,8 @@
 //! calls that change nothing, not by reading version numbers: distribution
 //! kernels backport features and leave others out.
 //!
-//! - TCX links: the egress hook attaches through one (Linux 6.6).
-//! - `BPF_F_TEST_XDP_LIVE_FRAMES`: packet copy injects its copies that way
-//!   (Linux 5.18).
+//! - TCX links: the egress hook and the in-kernel recovery attach through
+//!   them (Linux 6.6).
 use std::io;
 
 use serde::Serialize;
@@ -19,16 +18,13 @@ pub struct KernelFeatures {
     pub release: String,
     /// `BPF_PROG_QUERY` knows the TCX attach points.
     pub tcx: Option<bool>,
-    /// `BPF_PROG_TEST_RUN` accepts `BPF_F_TEST_XDP_LIVE_FRAMES`.
-    pub xdp_live_frames: Option<bool>,
 }
 
-/// Probes the running kernel (a few program loads and test runs, no attach).
+/// Probes the running kernel (queries only, no attach).
 pub fn probe() -> KernelFeatures {
     KernelFeatures {
         release: release(),
         tcx: known(sys::attach_type_known(LOOPBACK, sys::BPF_TCX_INGRESS)),
-        xdp_live_frames: known(probe_live_frames()),
     }
 }
 
@@ -47,26 +43,6 @@ fn release() -> String {
 /// Every network namespace has `lo` at ifindex 1.
 const LOOPBACK: u32 = 1;
 
-/// A frame big enough for any XDP test run (Ethernet header and more).
-const PROBE_FRAME: [u8; 64] = [0; 64];
-
-/// A live-frames run of a program that drops: accepted means the flag is
-/// known; the frame goes nowhere.
-fn probe_live_frames() -> io::Result<bool> {
-    let prog = sys::load_xdp_verdict("emptcp_probe", sys::XDP_DROP)?;
-    match sys::test_run_xdp(
-        std::os::fd::AsFd::as_fd(&prog),
-        &PROBE_FRAME,
-        0,
-        1,
-        sys::BPF_F_TEST_XDP_LIVE_FRAMES,
-    ) {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 impl KernelFeatures {
     /// One line per feature, for `emptcp status`.
     pub fn render(&self) -> String {
@@ -76,10 +52,9 @@ impl KernelFeatures {
             None => "unknown (needs root or CAP_BPF)".to_string(),
         };
         format!(
-            "kernel: {}\n  tcx links:        {} (egress hook, in-kernel recovery; Linux 6.6 or later)\n  xdp live frames:  {} (packet copy; Linux 5.18 or later)\n",
+            "kernel: {}\n  tcx links:        {} (egress hook, in-kernel recovery; Linux 6.6 or later)\n",
             self.release,
             yes_no(self.tcx),
-            yes_no(self.xdp_live_frames)
         )
     }
 }

@@ -269,10 +269,6 @@ fn put_entry(
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_TYPE_XDP: u32 = 6;
-/// `BPF_PROG_RUN` flag: frames returned with XDP_PASS enter the stack of
-/// `ctx.ingress_ifindex` (in the caller's network namespace), XDP_TX ones
-/// leave through it.
-pub const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
 /// XDP verdicts (`enum xdp_action`).
 pub const XDP_DROP: u32 = 1;
@@ -307,8 +303,8 @@ pub fn load_xdp_verdict(name: &str, verdict: u32) -> io::Result<OwnedFd> {
     load_insns(BPF_PROG_TYPE_XDP, &insns, name)
 }
 
-/// Loads `r0 = XDP_PASS; exit`: the injector for live frames, and the
-/// "bare XDP_PASS program" benchmarks compare against.
+/// Loads `r0 = XDP_PASS; exit`: the "bare XDP_PASS program" benchmarks
+/// compare against.
 pub fn load_xdp_pass(name: &str) -> io::Result<OwnedFd> {
     load_xdp_verdict(name, XDP_PASS)
 }
@@ -326,26 +322,50 @@ pub fn load_tc_verdict(name: &str, verdict: i32) -> io::Result<OwnedFd> {
     load_insns(BPF_PROG_TYPE_SCHED_CLS, &insns, name)
 }
 
+/// `bpf_clone_redirect`'s helper number and its flag for the receive path.
+const BPF_FUNC_CLONE_REDIRECT: i32 = 13;
+const BPF_F_INGRESS: i32 = 1;
+
+/// Loads the injector of [`inject_ingress`]: a TC classifier that clones
+/// its skb into the receive path of the skb's own device
+/// (`bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS)`) and returns
+/// the helper's result.
+pub fn load_ingress_injector(name: &str) -> io::Result<OwnedFd> {
+    let i = insn;
+    let insns = [
+        i(0x61, 2, 1, SKB_CTX_IFINDEX as i16, 0), // r2 = skb->ifindex
+        i(0xb7, 3, 0, 0, BPF_F_INGRESS),          // r3 = BPF_F_INGRESS
+        i(0x85, 0, 0, 0, BPF_FUNC_CLONE_REDIRECT), // r0 = bpf_clone_redirect(r1, r2, r3)
+        i(0x95, 0, 0, 0, 0),                      // exit
+    ]
+    .concat();
+    load_insns(BPF_PROG_TYPE_SCHED_CLS, &insns, name)
+}
+
+/// Hands the Ethernet frame `data` to the local stack as if device
+/// `ifindex` had received it: one BPF_PROG_TEST_RUN of `injector`
+/// ([`load_ingress_injector`]) on the frame as an skb of that device (the
+/// device is looked up in the caller's network namespace). The test run's
+/// own skb is freed; its clone goes through `netif_rx` like a received
+/// packet: the device's generic XDP and TC ingress programs, then the
+/// stack. On a device without a link-layer header (raw IP: tun, wwan) the
+/// kernel takes the Ethernet header off before the redirect.
+pub fn inject_ingress(
+    injector: std::os::fd::BorrowedFd<'_>,
+    data: &[u8],
+    ifindex: u32,
+) -> io::Result<()> {
+    let r = test_run_skb(injector, data, ifindex, SkbWay::Ingress, 1)?;
+    match r.retval as i32 {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(-e)),
+    }
+}
+
 /// Loads a TC classifier from raw instructions (8 bytes each, no map
 /// references): small probes and test programs beside ours.
 pub fn load_tc_insns(name: &str, insns: &[u8]) -> io::Result<OwnedFd> {
     load_insns(BPF_PROG_TYPE_SCHED_CLS, insns, name)
-}
-
-/// Loads a program that asks for `len` bytes of XDP metadata and returns
-/// XDP_PASS when `bpf_xdp_adjust_meta` granted them, XDP_DROP when not.
-pub fn load_xdp_adjust_meta(len: u32) -> io::Result<OwnedFd> {
-    let d = (-(len as i32)).to_le_bytes();
-    let insns: [u8; 56] = [
-        0xb7, 0x02, 0x00, 0x00, d[0], d[1], d[2], d[3], // mov r2, -len (r1 = ctx)
-        0x85, 0x00, 0x00, 0x00, 0x36, 0x00, 0x00, 0x00, // call bpf_xdp_adjust_meta (54)
-        0x15, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, // if r0 == 0 goto +2
-        0xb7, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, // mov r0, XDP_DROP
-        0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // exit
-        0xb7, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, // mov r0, XDP_PASS
-        0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // exit
-    ];
-    load_insns(BPF_PROG_TYPE_XDP, &insns, "emptcp_probe")
 }
 
 /// One eBPF instruction (8 bytes): opcode, destination and source
@@ -467,7 +487,7 @@ struct RunOut {
 // runs a test through its `TestRun` trait, implemented on its program types
 // (`Xdp`, `SchedClassifier`, ...), which it builds only for programs it
 // loaded from an object or opened by pin or `ProgramInfo`. The runs below
-// are of programs loaded here from raw instructions (the live-frame
+// are of programs loaded here from raw instructions (the agent's ingress
 // injector, the feature probes of `kernel`, the bare XDP_PASS/TC programs
 // the benchmarks compare against), which aya cannot load, and of any
 // program fd the benchmarks hold. Programs of the object are run through
@@ -502,7 +522,7 @@ fn test_run<T>(
 }
 
 /// Runs an XDP program on `data`. `ingress_ifindex` (with `flags`) selects
-/// the device for live frames; `repeat` runs it that many times.
+/// the device (`xdp_md.ingress_ifindex`); `repeat` runs it that many times.
 pub fn test_run_xdp(
     prog: std::os::fd::BorrowedFd<'_>,
     data: &[u8],

@@ -6,7 +6,7 @@
 //! control frames, [`build_ack`] their wire encoding; both are pure, and
 //! tests compare every byte with packets built independently (etherparse,
 //! options written by hand). [`Transmit`] is where a built frame goes:
-//! live-frame injection into the local stack (the agent), an AF_XDP socket
+//! injection into the local stack's receive path (the agent), an AF_XDP socket
 //! (packet copy) or a recorder (tests).
 mod add_addr;
 mod checksum;
@@ -22,4 +22,4 @@ pub use control::{
 };
 pub use frame::{ACK, AckSpec, ForgeError, SYN, build_ack};
 pub use mptcp::{DataAck, KIND_MPTCP, dss_data_ack, mp_prio, token};
-pub use transmit::{AfXdp, LiveFrames, Recorder, Transmit, TransmitError};
+pub use transmit::{AfXdp, Ingress, Recorder, Transmit, TransmitError};

@@ -1,9 +1,10 @@
 //! Where a built frame goes. The frame builder does not know; the sender
 //! chosen by its user does:
 //!
-//! * [`LiveFrames`]: into the local stack as if received on the interface
-//!   (BPF_PROG_RUN with live frames on an XDP_PASS program). The recovery
-//!   agent delivers a stored ADD_ADDR to the client this way: the frame is
+//! * [`Ingress`]: into the local stack as if received on the interface
+//!   (BPF_PROG_RUN of a TC program that clones the frame's skb into the
+//!   device's receive path, `sys::inject_ingress`). The recovery agent
+//!   delivers a stored ADD_ADDR to the client this way: the frame is
 //!   addressed from the peer to the local end.
 //! * [`AfXdp`]: out of the interface to the peer, through a TX-only AF_XDP
 //!   socket per interface (`crate::xsk`). Packet copy sends this way: the
@@ -43,35 +44,31 @@ pub enum TransmitError {
     Xsk(#[from] SendError),
     #[error("interface gone")]
     InterfaceGone,
-    #[error("injecting a live frame (BPF_PROG_RUN)")]
-    Live(#[source] io::Error),
+    #[error("injecting a frame on the receive path (BPF_PROG_RUN, bpf_clone_redirect)")]
+    Ingress(#[source] io::Error),
 }
 
-/// Into the local stack, as received on the interface.
-pub struct LiveFrames {
+/// Into the local stack, as received on the interface. Not BPF_PROG_RUN's
+/// live frames (an XDP_PASS program run with `BPF_F_TEST_XDP_LIVE_FRAMES`):
+/// some kernels refuse that mode with EPERM even to root (seen on a
+/// hardened 6.18 build), while a TC program's `bpf_clone_redirect` works
+/// on every kernel emptcp supports (the in-kernel recovery relies on it).
+pub struct Ingress {
     injector: OwnedFd,
 }
 
-impl LiveFrames {
-    /// Loads the XDP_PASS program frames are run through.
-    pub fn new() -> io::Result<LiveFrames> {
-        Ok(LiveFrames {
-            injector: sys::load_xdp_pass("emptcp_inject")?,
+impl Ingress {
+    /// Loads the TC program frames are cloned into the stack through.
+    pub fn new() -> io::Result<Ingress> {
+        Ok(Ingress {
+            injector: sys::load_ingress_injector("emptcp_inject")?,
         })
     }
 }
 
-impl Transmit for LiveFrames {
+impl Transmit for Ingress {
     fn transmit(&mut self, ifindex: u32, frame: &[u8]) -> Result<(), TransmitError> {
-        sys::test_run_xdp(
-            self.injector.as_fd(),
-            frame,
-            ifindex,
-            1,
-            sys::BPF_F_TEST_XDP_LIVE_FRAMES,
-        )
-        .map(drop)
-        .map_err(TransmitError::Live)
+        sys::inject_ingress(self.injector.as_fd(), frame, ifindex).map_err(TransmitError::Ingress)
     }
 }
 
