@@ -6,6 +6,10 @@
 #                                 inside, print a summary; exit 0 only if all passed
 #   scripts/vm.sh run CMD...      boot the guest and run one shell command in the
 #                                 worktree (e.g. `scripts/vm.sh run uname -r`)
+#   scripts/vm.sh untested [SET...]
+#                                 the link checks (tests/mptcp/NAME_check.sh) and
+#                                 their kinds SET does not run, as targets
+#                                 (tunnel_check:gre,ipip); nothing is built or booted
 #   scripts/vm.sh image           fetch/build the cached kernel and guest root only
 #   scripts/vm.sh clean           remove the cache
 #
@@ -530,8 +534,34 @@ cmd_run() {
     return "$rc"
 }
 
+# `untested SET...`: each link check SET leaves out, as a target: NAME when
+# it runs no part of a check without kinds, NAME:K1,K2 for the kinds it
+# leaves out of one with kinds (`NAME_check.sh --kinds` lists them).
+cmd_untested() {
+    local targets=() f name t kinds covered whole left k
+    for t in "$@"; do mapfile -t -O "${#targets[@]}" targets < <(targets_of "$t"); done
+    for f in "$ROOT"/tests/mptcp/*_check.sh; do
+        name=$(basename "$f" .sh) covered=" " whole=0
+        for t in "${targets[@]}"; do
+            [[ ${t%%:*} == "$name" ]] || continue
+            [[ $t == *:* ]] && covered+="${t#*:} " || whole=1
+        done
+        ((whole)) && continue
+        if ! grep -q -- '--kinds' "$f"; then
+            [[ $covered == " " ]] && echo "$name"
+            continue
+        fi
+        kinds=$("$f" --kinds) left=
+        for k in $kinds; do
+            [[ ${covered//,/ } == *" $k "* ]] || left+=${left:+,}$k
+        done
+        [[ -z $left ]] || echo "$name:$left"
+    done
+}
+
 case ${1:-} in
 test) shift && cmd_test "$@" ;;
+untested) shift && cmd_untested "$@" ;;
 run) shift && cmd_run "$@" ;;
 image)
     host_packages

@@ -88,6 +88,16 @@ impl Rx {
     }
 }
 
+/// GRO `on` or `off` on the client's interfaces.
+fn set_gro(lab: &Lab, on: &str) {
+    for dev in IFACES {
+        must(&format!(
+            "ip netns exec {} ethtool -K {dev} gro {on}",
+            lab.tb.cli
+        ));
+    }
+}
+
 /// A verified 100 MB download; the client's receive counters around it.
 fn download(lab: &Lab) -> Rx {
     let before = lab.tb.counters("cli");
@@ -114,19 +124,38 @@ fn matched_segments_are_merged_again_by_gro() {
         return;
     }
     let lab = Lab::new("gro");
-    for dev in IFACES {
-        must(&format!(
-            "ip netns exec {} ethtool -K {dev} gro on",
-            lab.tb.cli
-        ));
-    }
+    set_gro(&lab, "on");
 
     // Control, same testbed: metadata that differ per packet defeat GRO.
-    let meta = emptcp::sys::load_xdp_per_packet_meta("gro_meta_ctl")
-        .expect("load the metadata control program");
-    let links = Attached::native(&lab.tb.cli, &meta, &IFACES);
-    let control = download(&lab);
-    drop(links);
+    let control = match emptcp::sys::load_xdp_per_packet_meta("gro_meta_ctl") {
+        Ok(meta) => {
+            let links = Attached::native(&lab.tb.cli, &meta, &IFACES);
+            let rx = download(&lab);
+            drop(links);
+            rx
+        }
+        // A kernel that gives XDP programs no bpf_xdp_adjust_meta (the
+        // verifier: "cannot use helper"; seen on a hardened 6.18 host
+        // build) puts no metadata in front of any packet, so the datapath
+        // before the fix cannot be rebuilt on it. The stand-in shows the
+        // measurement still tells unmerged skbs from merged ones: a bare
+        // XDP_PASS program with GRO off. The guest tier (6.12) runs the
+        // real control.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            record_stand_in(
+                "matched_segments_are_merged_again_by_gro",
+                "no bpf_xdp_adjust_meta for XDP on this kernel: the control is GRO off, not per-packet metadata",
+            );
+            let pass = emptcp::sys::load_xdp_pass("gro_pass_ctl").expect("load XDP_PASS");
+            let links = Attached::native(&lab.tb.cli, &pass, &IFACES);
+            set_gro(&lab, "off");
+            let rx = download(&lab);
+            set_gro(&lab, "on");
+            drop(links);
+            rx
+        }
+        Err(e) => panic!("load the metadata control program: {e}"),
+    };
 
     // The same download through emptcp's chain.
     lab.apply(&policy());
@@ -150,7 +179,7 @@ fn matched_segments_are_merged_again_by_gro() {
     // merging the chain's segments.
     assert!(
         control.per_skb() < 1.05,
-        "control: per-packet metadata should defeat GRO: {control:?}"
+        "control: per-packet metadata (or, standing in, GRO off) should leave one segment per skb: {control:?}"
     );
     assert!(
         chain.per_skb() >= 8.0,
@@ -174,12 +203,7 @@ fn the_tc_hook_runs_the_chain_once_per_merged_skb() {
         return;
     }
     let lab = Lab::new("grotc");
-    for dev in IFACES {
-        must(&format!(
-            "ip netns exec {} ethtool -K {dev} gro on",
-            lab.tb.cli
-        ));
-    }
+    set_gro(&lab, "on");
     // Control: the chain at XDP, before GRO.
     lab.apply(&policy());
     let before = chain_packets(&lab);

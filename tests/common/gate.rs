@@ -16,6 +16,7 @@ use std::io::Write as _;
 pub const ALLOW_SKIP_ENV: &str = "EMPTCP_ALLOW_SKIP";
 pub const SKIP_LOG_ENV: &str = "EMPTCP_SKIP_LOG";
 pub const RETRY_LOG_ENV: &str = "EMPTCP_RETRY_LOG";
+pub const STAND_IN_LOG_ENV: &str = "EMPTCP_STAND_IN_LOG";
 
 /// Why kernel tests cannot run here; None when they can.
 fn why_not() -> Option<String> {
@@ -82,6 +83,16 @@ pub fn record_retry(test: &str, reason: &str) {
     let test = label(test);
     eprintln!("RETRIED {test}: {reason}");
     append(RETRY_LOG_ENV, &test, reason);
+}
+
+/// A control the running kernel cannot build, replaced by a stand-in the
+/// test names: recorded like a retry, in the file named by
+/// `EMPTCP_STAND_IN_LOG`, which scripts/test.sh prints at the end, so a
+/// green run shows which controls were not the real one.
+pub fn record_stand_in(test: &str, reason: &str) {
+    let test = label(test);
+    eprintln!("STAND-IN {test}: {reason}");
+    append(STAND_IN_LOG_ENV, &test, reason);
 }
 
 /// Appends "test<TAB>reason" to the file named by `env`, if set.

@@ -15,7 +15,7 @@ use std::{
 
 mod gate;
 #[allow(unused_imports)] // skip_or_fail: only some binaries have non-kernel skips
-pub use gate::{kernel_or_skip, record_retry, skip_or_fail};
+pub use gate::{kernel_or_skip, record_retry, record_stand_in, skip_or_fail};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

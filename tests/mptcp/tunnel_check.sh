@@ -34,10 +34,14 @@
 # off (`csum-offload off`) the client's stack verifies every segment.
 # Exit 0 only if every check holds.
 set -euo pipefail
-E=${1:?usage: tunnel_check.sh EMPTCP_BINARY [wg|gre|ipip|sit|ip6tnl|ip6gre ...]}
+ALL_KINDS=(wg gre ipip sit ip6tnl ip6gre)
+# `--kinds`: the kinds a run without KIND covers (scripts/vm.sh reads them
+# to say which of them a test set leaves out).
+[[ ${1:-} == --kinds ]] && { echo "${ALL_KINDS[*]}"; exit 0; }
+E=${1:?usage: tunnel_check.sh EMPTCP_BINARY [wg|gre|ipip|sit|ip6tnl|ip6gre ...] | --kinds}
 shift
 KINDS=("$@")
-((${#KINDS[@]})) || KINDS=(wg gre ipip sit ip6tnl ip6gre)
+((${#KINDS[@]})) || KINDS=("${ALL_KINDS[@]}")
 # The server's ADD_ADDR is sent once (no retransmission that could reach the
 # client after the strip-only control).
 export LAB_ID=-tunchk ADD_ADDR_TIMEOUT=0 LINK_A
