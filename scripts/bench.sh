@@ -56,7 +56,11 @@ download_mbit() { "$TB" xfer --download 200M | python3 -c 'import json,sys; prin
 hold_start() {
     ./target/release/emptcp-bench-datapath "$1" "$cli" cli0 cli1 >"$hold" &
     holder=$!
-    for _ in $(seq 50); do grep -q ready "$hold" 2>/dev/null && return 0; sleep 0.1; done
+    for _ in $(seq 50); do
+        grep -q ready "$hold" 2>/dev/null && return 0
+        kill -0 "$holder" 2>/dev/null || break
+        sleep 0.1
+    done
     echo "bench: $1 did not attach" >&2; return 1
 }
 hold_stop() { kill "$holder"; wait "$holder" 2>/dev/null || true; holder=; }
@@ -124,15 +128,18 @@ if hooks != {"cli0": "tc", "cli1": "tc"} or ran < 1000:
         for k in 0 1 2; do "${order[(r + k) % 3]}"; done
     done
     # A kernel that gives XDP programs no bpf_xdp_adjust_meta (the verifier
-    # refuses the helper: seen on a hardened 6.18 host build) cannot hold
-    # the metadata program: that row says so instead of a figure.
-    local meta_row="| GRO on, per-packet XDP metadata (the datapath's description before 2026-12: GRO merges nothing) | not measured: this kernel gives XDP programs no bpf_xdp_adjust_meta | | |"
+    # refuses the helper: seen on a hardened 6.18 host build) cannot load
+    # the metadata program: the holder says so and that row says why
+    # instead of a figure. Any other failure to attach fails the command.
+    local meta_row
     if hold_start --hold-meta 2>/dev/null; then
         gm=("$(run)")
         hold_stop
     else
         wait "$holder" 2>/dev/null || true
         holder=
+        grep -q '^unsupported' "$hold" || { echo "bench: the metadata program did not attach" >&2; return 1; }
+        meta_row="| GRO on, per-packet XDP metadata (the datapath's description before 2026-12: GRO merges nothing) | not measured: $(sed 's/^unsupported: //' "$hold") | | |"
     fi
     local gpass gchain gtc
     gpass=$(median "${gp[@]}"); gchain=$(median "${gc[@]}"); gtc=$(median "${gt[@]}")
