@@ -98,6 +98,13 @@ fn set_gro(lab: &Lab, on: &str) {
     }
 }
 
+/// [`download`] with `prog` attached in native mode to the client's
+/// interfaces, detached afterwards.
+fn download_behind(lab: &Lab, prog: &OwnedFd) -> Rx {
+    let _links = Attached::native(&lab.tb.cli, prog, &IFACES);
+    download(lab)
+}
+
 /// A verified 100 MB download; the client's receive counters around it.
 fn download(lab: &Lab) -> Rx {
     let before = lab.tb.counters("cli");
@@ -128,12 +135,7 @@ fn matched_segments_are_merged_again_by_gro() {
 
     // Control, same testbed: metadata that differ per packet defeat GRO.
     let control = match emptcp::sys::load_xdp_per_packet_meta("gro_meta_ctl") {
-        Ok(meta) => {
-            let links = Attached::native(&lab.tb.cli, &meta, &IFACES);
-            let rx = download(&lab);
-            drop(links);
-            rx
-        }
+        Ok(meta) => download_behind(&lab, &meta),
         // A kernel that gives XDP programs no bpf_xdp_adjust_meta (the
         // verifier: "cannot use helper"; seen on a hardened 6.18 host
         // build) puts no metadata in front of any packet, so the datapath
@@ -147,11 +149,9 @@ fn matched_segments_are_merged_again_by_gro() {
                 "no bpf_xdp_adjust_meta for XDP on this kernel: the control is GRO off, not per-packet metadata",
             );
             let pass = emptcp::sys::load_xdp_pass("gro_pass_ctl").expect("load XDP_PASS");
-            let links = Attached::native(&lab.tb.cli, &pass, &IFACES);
             set_gro(&lab, "off");
-            let rx = download(&lab);
+            let rx = download_behind(&lab, &pass);
             set_gro(&lab, "on");
-            drop(links);
             rx
         }
         Err(e) => panic!("load the metadata control program: {e}"),

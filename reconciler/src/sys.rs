@@ -384,7 +384,8 @@ pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
 /// for GRO comparisons: 4 bytes of metadata in front of every packet, a
 /// different random number each (`bpf_get_prandom_u32`), then XDP_PASS.
 /// GRO never merges packets whose metadata differ (`skb_metadata_differs`),
-/// so behind it every segment reaches TCP alone.
+/// so behind it every segment reaches TCP alone. EINVAL: the verifier
+/// refused it (a kernel that gives XDP programs no `bpf_xdp_adjust_meta`).
 pub fn load_xdp_per_packet_meta(name: &str) -> io::Result<OwnedFd> {
     let i = insn;
     let insns = [
