@@ -11,7 +11,7 @@
 pub mod layouts;
 
 /// Version of the pinned map layout. Bump when a key/value layout changes.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Chains an interface can list (evaluated in order, first match wins).
 pub const MAX_CHAINS_PER_IFACE: usize = 8;
@@ -575,12 +575,8 @@ pub const RECOVER_MARK_SLOT: u32 = 0xf;
 pub const INGRESS_RECOVER: &str = "ingress_recover";
 
 /// Value of `FLOWS`: what the datapath knows about one tracked MPTCP
-/// CONNECTION, keyed by its initial subflow (184 bytes; docs/datapath.md
-/// has the memory per connection). The fields every data segment reads or
-/// writes (size, flags, slot words, token, seq/ack/window/timestamps) come
-/// first, in the 88 bytes after the key: a lookup of a connection not in
-/// the cache then fetches two lines of the entry fewer (measured with
-/// `scripts/bench.sh datapath`, docs/benchmarks.md). The connection-level fields (size,
+/// CONNECTION, keyed by its initial subflow (152 bytes; docs/datapath.md
+/// has the memory per connection). The connection-level fields (size,
 /// stored addresses, their delivery) count every subflow: a joined subflow
 /// maps to its connection through `JOINS`. The per-subflow fields (seq,
 /// ack, window, timestamps, MACs) are the initial subflow's.
@@ -609,6 +605,9 @@ pub struct FlowState {
     /// The first `data_ack` / `data_end` seen (the size counts from them).
     pub ack_base: u64,
     pub end_base: u64,
+    /// `bpf_ktime_get_ns` before which no new delivery of an unconfirmed
+    /// stored address is tried (0: any time).
+    pub retry_at_ns: u64,
     /// `FLOW_*` bits (the low half of an atomically updated word).
     pub flags: u32,
     pub _flags_hi: u32,
@@ -626,6 +625,10 @@ pub struct FlowState {
     /// token every MP_JOIN SYN of the connection carries. `TOKENS` maps it
     /// back to this entry.
     pub token: u32,
+    /// Chain that created the flow.
+    pub chain: u32,
+    /// Interface the flow's packets arrive on.
+    pub ifindex: u32,
     /// Of the newest segment of the remote (wrap-aware): sequence + payload
     /// length, i.e. the local host's rcv_nxt. A forged duplicate ACK uses it.
     pub rcv_nxt: u32,
@@ -634,8 +637,17 @@ pub struct FlowState {
     /// Its TCP timestamps (valid with `FLOW_TS_SEEN`).
     pub tsval: u32,
     pub tsecr: u32,
+    /// The skb mark of the data segment a recovery clone was made from,
+    /// restored on the clone.
+    pub mark: u32,
     /// Its raw (scaled) window field.
     pub window: u16,
+    /// First 802.1Q/802.1ad tag (TCI) of the SYN-ACK, 0 without one.
+    pub vlan_tci: u16,
+    /// Ethernet destination then source of the SYN-ACK, as received.
+    pub mac: [u8; 12],
+    /// Address id of the option in each slot (slot = id % 16).
+    pub addr_ids: [u8; ADDR_SLOTS as usize],
     /// The local end's receive window stays below `1 << rcv_wnd_log2`: 16
     /// plus the window scale shift its SYN or SYN-ACK announced (16
     /// without the option), from the egress hook; 0 when it was not seen
@@ -649,33 +661,6 @@ pub struct FlowState {
     pub joins: u8,
     /// Deliveries of the oldest unconfirmed slot so far (bounded).
     pub attempts: u8,
-    /// The MP_PRIO ingress `set_backup` inserted on the initial subflow: 0
-    /// none, 1 backup=0, 2 backup=1 (one signal per change, like Linux).
-    pub prio_sent: u8,
-    /// `VIA_*` bits: how stored options reached the local stack.
-    pub recovered_via: u8,
-    /// `bpf_ktime_get_ns` before which no new delivery of an unconfirmed
-    /// stored address is tried (0: any time).
-    pub retry_at_ns: u64,
-    /// Chain that created the flow.
-    pub chain: u32,
-    /// Interface the flow's packets arrive on.
-    pub ifindex: u32,
-    /// The skb mark of the data segment a recovery clone was made from,
-    /// restored on the clone.
-    pub mark: u32,
-    /// When recovery became pending (the first packet without room since
-    /// it last was not), in units of 2^20 ns (about 1 ms) of
-    /// `bpf_ktime_get_ns`, wrapping: a handoff to the agent ends as a
-    /// delivery attempt only once the state outlived the in-kernel path's
-    /// chance to serve it (`recover_add_addr::HANDOFF_AFTER`).
-    pub pending_since: u32,
-    /// First 802.1Q/802.1ad tag (TCI) of the SYN-ACK, 0 without one.
-    pub vlan_tci: u16,
-    /// Ethernet destination then source of the SYN-ACK, as received.
-    pub mac: [u8; 12],
-    /// Address id of the option in each slot (slot = id % 16).
-    pub addr_ids: [u8; ADDR_SLOTS as usize],
     /// ADD_ADDR options overwritten with NOPs, dropped with their pure ACK,
     /// and delivered, for this connection (saturating).
     pub add_addr_nopped: u16,
@@ -687,6 +672,17 @@ pub struct FlowState {
     pub pending_packets: u16,
     /// Deliveries repeated because the previous one was not confirmed.
     pub add_addr_retried: u16,
+    /// The MP_PRIO ingress `set_backup` inserted on the initial subflow: 0
+    /// none, 1 backup=0, 2 backup=1 (one signal per change, like Linux).
+    pub prio_sent: u8,
+    /// `VIA_*` bits: how stored options reached the local stack.
+    pub recovered_via: u8,
+    /// When recovery became pending (the first packet without room since
+    /// it last was not), in units of 2^20 ns (about 1 ms) of
+    /// `bpf_ktime_get_ns`, wrapping: a handoff to the agent ends as a
+    /// delivery attempt only once the state outlived the in-kernel path's
+    /// chance to serve it (`recover_add_addr::HANDOFF_AFTER`).
+    pub pending_since: u32,
     /// The first option stored (`FLOW_FIRST_ADDR`), kept in the entry: most
     /// connections store one or none, and a write into the entry the chain
     /// already holds costs a fraction of an insert into `FLOW_ADDRS` (a

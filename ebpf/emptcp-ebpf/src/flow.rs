@@ -153,8 +153,7 @@ pub fn count_join(j: &mut JoinState, f: &mut FlowState) {
 /// on different CPUs (RPS, the egress hook), and a plain read and write
 /// of the count lost updates when two met (a leaked join kept the
 /// connection alive after its last subflow). The neighbours in the word
-/// (`window` and single bytes) are plain stores, never read-modify-writes
-/// of the word, and the add never carries into them: `joins` stays
+/// are plain byte stores that the add never carries into: `joins` stays
 /// below 255 (checked before adding) and above 0 (checked before taking).
 const JOINS_WORD: usize = core::mem::offset_of!(FlowState, joins) & !7;
 const JOINS_SHIFT: u32 = ((core::mem::offset_of!(FlowState, joins) & 7) * 8) as u32;
