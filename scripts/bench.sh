@@ -28,6 +28,13 @@
 #      does, --only times the rows whose name contains TEXT (and a row that
 #      gives the bare program's figure); neither with --write-docs: the docs
 #      and targets are the whole table at the default sizing)
+#   scripts/bench.sh compare REV [--pairs N] [--only TEXT]...
+#     (not part of "everything", no target: whether this worktree's build
+#      moved the datapath rows against revision REV's, beyond the noise:
+#      the two datapath benches alternated N times (default 4), each row's
+#      runs, medians and a verdict (scripts/bench_compare.py); REV's build
+#      is kept in target/compare, so comparing with it again rebuilds
+#      nothing)
 #   scripts/bench.sh prior-art --checkout DIR [--write-docs] [--rounds R]
 #     (not part of "everything": emptcp's data chain against the prior art's
 #      C programs, eMPTCP 2022, on the same frame; DIR is a checkout of
@@ -318,6 +325,29 @@ profile() {
     return "$status"
 }
 
+compare() {
+    local rev=${1:?usage: scripts/bench.sh compare REV [--pairs N] [--only TEXT]...}
+    shift
+    local sha dir=target/compare
+    sha=$(git rev-parse --verify "$rev^{commit}")
+    # A worktree and a target directory of its own: REV's build never
+    # touches this one's, and stays for the next comparison.
+    if [[ -e $dir/src/.git ]]; then
+        git -C "$dir/src" checkout -q --detach "$sha"
+    else
+        mkdir -p "$dir"
+        git worktree add -q --detach "$dir/src" "$sha"
+    fi
+    echo "bench: building $rev (${sha:0:12}) in $dir (the first time: a few minutes)" >&2
+    (cd "$dir/src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --locked \
+        -p emptcp-bench --bin emptcp-bench-datapath 2>&1 | grep -E '^error' -A5 || true)
+    local base=$dir/target/release/emptcp-bench-datapath
+    [[ -x $base ]] || { echo "bench: $rev has no datapath bench to compare with" >&2; return 1; }
+    python3 scripts/bench_compare.py --base "$base" --base-name "$rev (${sha:0:10})" \
+        --head ./target/release/emptcp-bench-datapath \
+        --head-name "this worktree ($(git describe --always --dirty))" "$@"
+}
+
 # The throughput table with its header line (machine, kernel, load); with
 # --write-docs also into its generated region of docs/benchmarks.md. The
 # status is the table's: 1 when a target is missed.
@@ -363,6 +393,7 @@ case $what in
     recovery) recovery "${@:2}" ;;
     prior-art) prior_art "${@:2}" ;;
     profile) profile "${@:2}" ;;
+    compare) compare "${@:2}" ;;
     effect) effect ;;
     all)
         status=0

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Whether a change moved the datapath's per-packet cost, beyond the noise.
+
+Runs two builds of emptcp-bench-datapath alternately, PAIRS times each
+(which goes first alternates too, so neither always meets the machine in
+the same state), and prints per row the fresh "added" figure of every run
+of both, their medians, and a verdict: "faster" or "slower" only when
+every run of one build is below every run of the other (with 4 pairs and
+no difference between the builds, a chance of 1 in 35 for either
+verdict), else "within the spread".
+
+One run of the datapath bench on a shared VM moves its rows by +-15-25 ns
+from run to run; a claimed gain smaller than that, read from one run of
+each build, is noise. scripts/bench.sh compare REV builds REV's bench in
+a worktree of its own and calls this script.
+
+Usage: bench_compare.py --base BIN --head BIN [--pairs N] [--only TEXT]...
+"""
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+
+# A row of the bench's tables: "| name | **123 ns** (100–130) | ...".
+ROW = re.compile(r"^\| (?P<name>[^|]+?) \| \*\*(?P<ns>-?\d+) ns\*\*")
+
+
+def one_run(binary, only):
+    args = [binary]
+    for o in only:
+        args += ["--only", o]
+    # The bench exits 1 when a target is missed: its figures still count.
+    out = subprocess.run(args, capture_output=True, text=True)
+    rows = {}
+    for line in out.stdout.splitlines():
+        m = ROW.match(line)
+        if m:
+            rows[m["name"]] = int(m["ns"])
+    if not rows:
+        sys.exit(f"bench_compare: {binary} printed no rows:\n{out.stdout}\n{out.stderr}")
+    return rows
+
+
+def verdict(base, head):
+    if max(head) < min(base):
+        return "faster"
+    if min(head) > max(base):
+        return "slower"
+    return "within the spread"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", required=True, help="the bench binary of the base build")
+    ap.add_argument("--head", required=True, help="the bench binary of the build under test")
+    ap.add_argument("--base-name", default="base")
+    ap.add_argument("--head-name", default="head")
+    ap.add_argument("--pairs", type=int, default=4)
+    ap.add_argument("--only", action="append", default=[])
+    a = ap.parse_args()
+    runs = {"base": [], "head": []}
+    for i in range(a.pairs):
+        order = ["base", "head"] if i % 2 == 0 else ["head", "base"]
+        for which in order:
+            binary = a.base if which == "base" else a.head
+            runs[which].append(one_run(binary, a.only))
+            print(f"pair {i + 1}/{a.pairs}: {which} done", file=sys.stderr)
+    names = [n for n in runs["head"][0] if all(n in r for r in runs["base"] + runs["head"])]
+    print(f"| row (ns added, fresh; {a.pairs} alternated pairs) | {a.base_name}: runs, median "
+          f"| {a.head_name}: runs, median | difference of medians | verdict |")
+    print("|---|---|---|---|---|")
+    moved = 0
+    for n in names:
+        b = [r[n] for r in runs["base"]]
+        h = [r[n] for r in runs["head"]]
+        mb, mh = statistics.median(b), statistics.median(h)
+        v = verdict(b, h)
+        moved += v != "within the spread"
+        print(f"| {n} | {' '.join(map(str, b))}: {mb:.0f} | {' '.join(map(str, h))}: {mh:.0f} "
+              f"| {mh - mb:+.0f} ns | {v} |")
+    print(f"\n{moved} of {len(names)} rows moved beyond the spread of {a.pairs} pairs.")
+
+
+if __name__ == "__main__":
+    main()
