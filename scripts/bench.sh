@@ -123,7 +123,7 @@ throughput() {
     echo "| rounds without GRO, Mbit/s: bare ${xp[*]}; chain ${xc[*]} | | per round: $(per_round "${xp[*]}" "${xc[*]}") | |"
     [[ $verdict == met ]] || status=1
 
-    # GRO on: 5 rounds, each one download with the bare program, one with
+    # GRO on: ROUNDS rounds, each one download with the bare program, one with
     # the chain at XDP (before GRO, per wire segment) and one with the same
     # chain at TC ingress (after GRO, per merged skb: ingress_hook: tc,
     # examples/policies/after-gro.yaml) behind the same bare XDP_PASS, so
@@ -325,10 +325,12 @@ profile() {
     return "$status"
 }
 
+# The datapath bench of revision REV against this worktree's, alternated
+# (scripts/bench_compare.py): whether a change moved a row beyond the noise.
 compare() {
     local rev=${1:?usage: scripts/bench.sh compare REV [--pairs N] [--only TEXT]...}
     shift
-    local sha dir=target/compare
+    local sha dir=target/compare log
     sha=$(git rev-parse --verify "$rev^{commit}")
     # A worktree and a target directory of its own: REV's build never
     # touches this one's, and stays for the next comparison.
@@ -339,10 +341,17 @@ compare() {
         git worktree add -q --detach "$dir/src" "$sha"
     fi
     echo "bench: building $rev (${sha:0:12}) in $dir (the first time: a few minutes)" >&2
-    (cd "$dir/src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --locked \
-        -p emptcp-bench --bin emptcp-bench-datapath 2>&1 | grep -E '^error' -A5 || true)
+    log=$(mktemp)
+    # A failed build must not leave an older REV's binary to be compared.
+    if ! (cd "$dir/src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --locked \
+        -p emptcp-bench --bin emptcp-bench-datapath) >"$log" 2>&1; then
+        grep -E '^error' -A5 "$log" >&2 || tail -20 "$log" >&2
+        rm -f "$log"
+        echo "bench: $rev's datapath bench did not build" >&2
+        return 1
+    fi
+    rm -f "$log"
     local base=$dir/target/release/emptcp-bench-datapath
-    [[ -x $base ]] || { echo "bench: $rev has no datapath bench to compare with" >&2; return 1; }
     python3 scripts/bench_compare.py --base "$base" --base-name "$rev (${sha:0:10})" \
         --head ./target/release/emptcp-bench-datapath \
         --head-name "this worktree ($(git describe --always --dirty))" "$@"

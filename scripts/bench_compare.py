@@ -17,10 +17,15 @@ a worktree of its own and calls this script.
 Usage: bench_compare.py --base BIN --head BIN [--pairs N] [--only TEXT]...
 """
 import argparse
+import math
 import re
 import statistics
 import subprocess
 import sys
+
+# Below 4 pairs a verdict would be a coin toss: with 2 pairs, one build's
+# runs all fall below the other's by chance one time in 3.
+MIN_PAIRS = 4
 
 # A row of the bench's tables: "| name | **123 ns** (100–130) | ...".
 ROW = re.compile(r"^\| (?P<name>[^|]+?) \| \*\*(?P<ns>-?\d+) ns\*\*")
@@ -30,8 +35,11 @@ def one_run(binary, only):
     args = [binary]
     for o in only:
         args += ["--only", o]
-    # The bench exits 1 when a target is missed: its figures still count.
     out = subprocess.run(args, capture_output=True, text=True)
+    # The bench exits 1 when a target is missed (its figures still count)
+    # and on any other failure (they do not: a run cut short).
+    if out.returncode != 0 and "target missed" not in out.stderr:
+        sys.exit(f"bench_compare: {binary} failed:\n{out.stdout}\n{out.stderr}")
     rows = {}
     for line in out.stdout.splitlines():
         m = ROW.match(line)
@@ -43,6 +51,8 @@ def one_run(binary, only):
 
 
 def verdict(base, head):
+    if len(base) < MIN_PAIRS:
+        return f"none (fewer than {MIN_PAIRS} pairs)"
     if max(head) < min(base):
         return "faster"
     if min(head) > max(base):
@@ -66,7 +76,9 @@ def main():
             binary = a.base if which == "base" else a.head
             runs[which].append(one_run(binary, a.only))
             print(f"pair {i + 1}/{a.pairs}: {which} done", file=sys.stderr)
-    names = [n for n in runs["head"][0] if all(n in r for r in runs["base"] + runs["head"])]
+    every = runs["base"] + runs["head"]
+    names = [n for n in runs["head"][0] if all(n in r for r in every)]
+    only_one = sorted({n for r in every for n in r} - set(names))
     print(f"| row (ns added, fresh; {a.pairs} alternated pairs) | {a.base_name}: runs, median "
           f"| {a.head_name}: runs, median | difference of medians | verdict |")
     print("|---|---|---|---|---|")
@@ -76,10 +88,16 @@ def main():
         h = [r[n] for r in runs["head"]]
         mb, mh = statistics.median(b), statistics.median(h)
         v = verdict(b, h)
-        moved += v != "within the spread"
+        moved += v in ("faster", "slower")
         print(f"| {n} | {' '.join(map(str, b))}: {mb:.0f} | {' '.join(map(str, h))}: {mh:.0f} "
               f"| {mh - mb:+.0f} ns | {v} |")
-    print(f"\n{moved} of {len(names)} rows moved beyond the spread of {a.pairs} pairs.")
+    # Under no difference every interleaving of the 2n runs is as likely:
+    # one build entirely below the other in 2 of C(2n, n).
+    chance = math.comb(2 * a.pairs, a.pairs) / 2
+    print(f"\n{moved} of {len(names)} rows moved beyond the spread of {a.pairs} pairs "
+          f"(a row with no real difference gets a verdict 1 time in {chance:.0f}).")
+    if only_one:
+        print("Rows not in every run (a row one build lacks), not compared: " + "; ".join(only_one))
 
 
 if __name__ == "__main__":
