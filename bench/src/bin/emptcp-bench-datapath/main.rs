@@ -202,6 +202,7 @@ struct Progs {
     parse_only: std::os::fd::OwnedFd,
     floor: Floor,
     small_floor: Floor,
+    v4_floor: Floor,
 }
 
 impl Progs {
@@ -212,6 +213,7 @@ impl Progs {
             Under::ParseOnly => self.parse_only.as_fd(),
             Under::LookupFloor => self.floor.prog.as_fd(),
             Under::SmallLookupFloor => self.small_floor.prog.as_fd(),
+            Under::V4LookupFloor => self.v4_floor.prog.as_fd(),
         }
     }
     /// The program a path's set-up frame of `hook` runs through: emptcp's
@@ -247,16 +249,18 @@ struct Floor {
 
 impl Floor {
     /// Loads the floor program over a new table of FLOWS' shape
-    /// (`capacity`: FLOWS' own if None) and attaches it to `iface`.
+    /// (`capacity`: FLOWS' own if None) with keys `key` and attaches it
+    /// to `iface`.
     fn attach(
         flows: &std::os::fd::OwnedFd,
         capacity: Option<u32>,
+        key: references::FloorKey,
         iface: &str,
     ) -> anyhow::Result<Self> {
-        let table = references::floor_table(flows, capacity)?;
+        let table = references::floor_table(flows, capacity, key)?;
         let prog = sys::load_xdp_insns(
             "bench_floor",
-            &references::lookup_floor_program(table.as_fd()),
+            &references::lookup_floor_program(table.as_fd(), key),
         )
         .context("load the lookup-floor program")?;
         let index = nix::net::if_::if_nametoindex(iface)?;
@@ -521,16 +525,20 @@ fn main() -> anyhow::Result<()> {
     )
     .context("attach the parse-only program")?;
     let flows = sys::obj_get(&layout.map("FLOWS"))?;
-    let floor = Floor::attach(&flows, None, paths::FLOOR)?;
+    use references::FloorKey;
+    let floor = Floor::attach(&flows, None, FloorKey::Flow, paths::FLOOR)?;
     let small_floor = Floor::attach(
         &flows,
         Some(references::SMALL_FLOOR_CAPACITY),
+        FloorKey::Flow,
         paths::SMALL_FLOOR,
     )?;
+    let v4_floor = Floor::attach(&flows, None, FloorKey::V4, paths::V4_FLOOR)?;
     let progs = Progs {
         parse_only,
         floor,
         small_floor,
+        v4_floor,
         bare_xdp,
         bare_tc: sys::load_tc_verdict("bench_tc_next", -1)?,
         entry: pin("entry")?,
@@ -569,6 +577,7 @@ fn main() -> anyhow::Result<()> {
     for (under, floor) in [
         (Under::LookupFloor, &progs.floor),
         (Under::SmallLookupFloor, &progs.small_floor),
+        (Under::V4LookupFloor, &progs.v4_floor),
     ] {
         if paths.iter().any(|p| p.under == under) {
             floor.check_every_frame_hit()?;

@@ -34,7 +34,8 @@ pub const FLOOR: &str = "bd14"; // the lookup-floor reference program
 pub const SMALL_FLOOR: &str = "bd15"; // the same over a small table
 pub const TC_DATA: &str = "bd16"; // the data chain at TC ingress (`ingress_hook: tc`)
 pub const TC_CAPTURE: &str = "bd17"; // TC_DATA + a packet_copy rule (the capture at TC)
-pub const VETHS: [&str; 18] = [
+pub const V4_FLOOR: &str = "bd18"; // the lookup floor with 12-byte IPv4 keys
+pub const VETHS: [&str; 19] = [
     DATA,
     RECORD,
     STRIP,
@@ -53,6 +54,7 @@ pub const VETHS: [&str; 18] = [
     SMALL_FLOOR,
     TC_DATA,
     TC_CAPTURE,
+    V4_FLOOR,
 ];
 
 /// Thresholds of the chains with strip/recover (the quickstart's).
@@ -265,6 +267,11 @@ pub const FLOOR_ROW: &str = "reference, not emptcp: one lookup of the data segme
 /// The same stream and lookup as [`FLOOR_ROW`] in a table of
 /// [`crate::references::SMALL_FLOOR_CAPACITY`] entries.
 pub const SMALL_FLOOR_ROW: &str = "reference, not emptcp: the same lookup and write in a table of 4096 entries (same key and value; 1024 flows)";
+
+/// The same stream and lookup as [`FLOOR_ROW`] keyed by the IPv4 4-tuple
+/// alone (12 bytes): what a connection table per address family would
+/// save on the hash and the entry.
+pub const V4_FLOOR_ROW: &str = "reference, not emptcp: the same lookup and write with the IPv4 4-tuple as a 12-byte key (a table per address family; same value and capacity; 1024 flows)";
 
 /// The initial-subflow data row (above), against which the joined row is judged.
 pub const INITIAL_DATA: &str =
@@ -797,7 +804,11 @@ pub fn paths() -> Vec<Path> {
     // The stream's first segments insert its flows into the floor's table
     // (run through the floor program before the rounds); then every
     // timed segment hits (main.rs checks the table still holds just them).
-    for (row, iface) in [(FLOOR_ROW, FLOOR), (SMALL_FLOOR_ROW, SMALL_FLOOR)] {
+    for (row, iface) in [
+        (FLOOR_ROW, FLOOR),
+        (SMALL_FLOOR_ROW, SMALL_FLOOR),
+        (V4_FLOOR_ROW, V4_FLOOR),
+    ] {
         let (init, next) = stream(|id| vec![data(id, 0)], data, false);
         add(Ingress, row, x, iface, XDP_PASS, None, vec![], init, next);
     }
@@ -814,6 +825,7 @@ pub fn paths() -> Vec<Path> {
             p.under = match p.iface {
                 FLOOR => Under::LookupFloor,
                 SMALL_FLOOR => Under::SmallLookupFloor,
+                V4_FLOOR => Under::V4LookupFloor,
                 _ => Under::ParseOnly,
             };
         }

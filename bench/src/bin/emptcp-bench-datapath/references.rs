@@ -18,6 +18,37 @@ pub enum Under {
     /// [`lookup_floor_program`] over a table of [`SMALL_FLOOR_CAPACITY`]
     /// entries: what the table's capacity adds to the same lookup.
     SmallLookupFloor,
+    /// [`lookup_floor_program`] with a [`FloorKey::V4`] key, FLOWS'
+    /// capacity and value: what a table per address family would save.
+    V4LookupFloor,
+}
+
+/// The key a lookup-floor table and program use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloorKey {
+    /// emptcp's `FlowKey` (40 bytes: family, ports, two 16-byte addresses).
+    Flow,
+    /// The IPv4 4-tuple alone: source, destination, both ports (12 bytes),
+    /// as a table holding IPv4 connections only would key them.
+    V4,
+}
+
+impl FloorKey {
+    fn size(self) -> i16 {
+        match self {
+            FloorKey::Flow => size_of::<emptcp_common::FlowKey>() as i16,
+            FloorKey::V4 => 12,
+        }
+    }
+    /// Where source address, destination address and the two ports go in
+    /// the key (`FlowKey`: remote at 24, local at 8, ports at 4; any
+    /// fixed places serve a floor).
+    fn places(self) -> [i16; 3] {
+        match self {
+            FloorKey::Flow => [0, 16, 32],
+            FloorKey::V4 => [0, 4, 8],
+        }
+    }
 }
 
 /// Capacity of the small floor table: 4x the stream's 1024 flows, so the
@@ -59,13 +90,17 @@ pub fn parse_only_program() -> Vec<u8> {
 const LRU_HASH: u32 = 9;
 
 /// A table shaped as emptcp's connection table `FLOWS` is in this run
-/// (LRU hash, its key and value sizes, and its capacity unless
-/// `capacity` says otherwise), for [`lookup_floor_program`].
-pub fn floor_table(flows: &OwnedFd, capacity: Option<u32>) -> anyhow::Result<OwnedFd> {
+/// (LRU hash, its value size, and its capacity unless `capacity` says
+/// otherwise) with keys `key`, for [`lookup_floor_program`].
+pub fn floor_table(
+    flows: &OwnedFd,
+    capacity: Option<u32>,
+    key: FloorKey,
+) -> anyhow::Result<OwnedFd> {
     let f = sys::map_facts(flows).context("read FLOWS' definition")?;
     let def = MapDef {
         map_type: LRU_HASH,
-        key_size: f.key_size,
+        key_size: key.size() as u32,
         value_size: f.value_size,
         max_entries: capacity.unwrap_or(f.max_entries),
         flags: 0,
@@ -74,20 +109,22 @@ pub fn floor_table(flows: &OwnedFd, capacity: Option<u32>) -> anyhow::Result<Own
     sys::map_create(&def, "bench_floor").context("create the floor's table")
 }
 
-/// Key and value sizes [`lookup_floor_program`] builds on its stack: those
-/// of emptcp's `FlowKey` and `FlowState`.
-const KEY: i16 = size_of::<emptcp_common::FlowKey>() as i16;
+/// Value size [`lookup_floor_program`] builds on its stack: emptcp's
+/// `FlowState`.
 const VALUE: i16 = size_of::<emptcp_common::FlowState>() as i16;
 
 /// The floor of any datapath that keeps state per connection in a hash
 /// table: Ethernet + IPv4 (IHL 5) + TCP read with direct packet access,
-/// the 4-tuple put in a zeroed key of `FlowKey`'s size, one lookup in
+/// the 4-tuple put in a zeroed key of `key`'s size, one lookup in
 /// `table` (emptcp's FLOWS shape: [`floor_table`]), and on a hit one
 /// field of the entry written (the segment's sequence number: any
 /// tracker updates its entry); on a miss the entry is inserted (the
 /// stream's first segments, run before the rounds). XDP_PASS.
-pub fn lookup_floor_program(table: BorrowedFd<'_>) -> Vec<u8> {
+pub fn lookup_floor_program(table: BorrowedFd<'_>, key: FloorKey) -> Vec<u8> {
     let i = sys::insn;
+    #[allow(non_snake_case)]
+    let KEY = key.size();
+    let [src_at, dst_at, ports_at] = key.places();
     let fd = table.as_raw_fd();
     // `lddw r1, table` (the map's fd, BPF_PSEUDO_MAP_FD): two slots.
     let map = [i(0x18, 1, 1, 0, fd), i(0, 0, 0, 0, 0)];
@@ -110,15 +147,15 @@ pub fn lookup_floor_program(table: BorrowedFd<'_>) -> Vec<u8> {
     p.push(i(0x71, 5, 2, 23, 0)); // r5 = ip->protocol
     jump_pass(&mut p, 0x55, 5, 0, 6); // != IPPROTO_TCP
     p.push(i(0xb7, 0, 0, 0, 0)); // r0 = 0
-    for off in (-KEY..0).step_by(8) {
-        p.push(i(0x7b, 10, 0, off, 0)); // zero the key
+    for off in (-KEY..0).step_by(4) {
+        p.push(i(0x62, 10, 0, off, 0)); // zero the key (4-byte stores: 12 is no multiple of 8)
     }
     p.push(i(0x61, 5, 2, 26, 0)); // r5 = saddr
-    p.push(i(0x63, 10, 5, -KEY, 0));
+    p.push(i(0x63, 10, 5, -KEY + src_at, 0));
     p.push(i(0x61, 5, 2, 30, 0)); // r5 = daddr
-    p.push(i(0x63, 10, 5, -KEY + 16, 0));
+    p.push(i(0x63, 10, 5, -KEY + dst_at, 0));
     p.push(i(0x61, 5, 2, 34, 0)); // r5 = both ports
-    p.push(i(0x63, 10, 5, -KEY + 32, 0));
+    p.push(i(0x63, 10, 5, -KEY + ports_at, 0));
     p.push(i(0x61, 6, 2, 38, 0)); // r6 = seq (kept across the call)
     p.extend(map);
     p.push(i(0xbf, 2, 10, 0, 0)); // r2 = fp
@@ -128,9 +165,11 @@ pub fn lookup_floor_program(table: BorrowedFd<'_>) -> Vec<u8> {
     p.push(i(0x7b, 0, 6, 0, 0)); // entry->[0] = seq
     jump_pass(&mut p, 0x05, 0, 0, 0); // goto pass
     // insert: a zeroed value of FlowState's size after the key.
-    let value_at = -KEY - VALUE;
+    // Stack accesses must be aligned to their size: the value's 8-byte
+    // stores start at a multiple of 8 below the key.
+    let value_at = -((KEY + 7) & !7) - VALUE;
     p.push(i(0xb7, 7, 0, 0, 0)); // r7 = 0
-    for off in (value_at..-KEY).step_by(8) {
+    for off in (value_at..value_at + VALUE).step_by(8) {
         p.push(i(0x7b, 10, 7, off, 0));
     }
     p.extend(map);
