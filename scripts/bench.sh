@@ -337,6 +337,8 @@ compare() {
     if [[ -e $dir/src/.git ]]; then
         git -C "$dir/src" checkout -q --detach "$sha"
     else
+        # A worktree removed with target/ (cargo clean) is still registered.
+        git worktree prune
         mkdir -p "$dir"
         git worktree add -q --detach "$dir/src" "$sha"
     fi

@@ -94,8 +94,11 @@ def main():
     # Under no difference every interleaving of the 2n runs is as likely:
     # one build entirely below the other in 2 of C(2n, n).
     chance = math.comb(2 * a.pairs, a.pairs) / 2
-    print(f"\n{moved} of {len(names)} rows moved beyond the spread of {a.pairs} pairs "
-          f"(a row with no real difference gets a verdict 1 time in {chance:.0f}).")
+    if a.pairs < MIN_PAIRS:
+        print(f"\nNo verdicts: {a.pairs} pairs (at least {MIN_PAIRS} needed).")
+    else:
+        print(f"\n{moved} of {len(names)} rows moved beyond the spread of {a.pairs} pairs "
+              f"(a row with no real difference gets a verdict 1 time in {chance:.0f}).")
     if only_one:
         print("Rows not in every run (a row one build lacks), not compared: " + "; ".join(only_one))
 
