@@ -239,9 +239,6 @@ print("%.1f ns over %d segments, %s Mbit/s" % (t / n, n, sys.argv[2]))' "$prog" 
     done
 }
 
-# "met" or "**MISSED**": whether $1/$2 >= $3.
-met() { python3 -c "print('met' if $1/$2 >= $3 else '**MISSED**')"; }
-
 effect() {
     # Shaped paths need netem, which the host kernel lacks: the workload
     # runs in Debian's 6.12 kernel under QEMU (scripts/vm.sh, image cached),
