@@ -79,12 +79,12 @@ phase "layering"; cargo test --locked --release -p emptcp --test layering
 # (the guest) overlap them too.
 phase "test build"
 cargo test --locked --release --no-run 2>&1 | grep -vE '^\s+(Executable|Compiling|Finished)|^warning: emptcp@' || true
-# Two side jobs run in the background, on the CPU the kernel tests leave
-# idle while they wait on the network (a load the suite is built to bear:
-# it passes with a CPU hog per core, scripts/flake.sh): the fuzz target's
-# instrumented build, once clippy and cargo deny are done (its own target
-# directory keeps cargo's locks apart; niced, as nothing waits on it
-# before the suite ends), and, from now on, beside the lint too,
+# Two side jobs run in the background beside clippy, cargo deny and the
+# kernel tests, on the CPU those leave idle (the tests wait on the network
+# most of their time; a load the suite is built to bear: it passes with a
+# CPU hog per core, scripts/flake.sh): the
+# fuzz target's instrumented build (its own target directory keeps cargo's
+# locks apart; niced, as nothing waits on it before the suite ends), and,
 # in one boot of a second kernel (Debian's 6.12 LTS in a QEMU guest,
 # scripts/vm.sh), the datapath tier, the link checks over WireGuard and
 # VLAN and mptcp_gro (about 5, 4 and 1 min alone, plus 2.5 min to build the
@@ -102,8 +102,6 @@ elif [[ $(id -u) != 0 && ! -f ${EMPTCP_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}
 fi
 setsid bash -c '
     {
-        # After the lint: a compiler beside clippy doubled its time.
-        while [[ ! -f $1/lint-done ]]; do sleep 1; done
         nice -n 10 ./scripts/fuzz.sh build >"$1/fuzz-build.log" 2>&1
         echo $? >"$1/fuzz-build.rc"
     } &
@@ -123,9 +121,7 @@ side_rc() {
     while [[ ! -f $side/$1.rc ]] && kill -0 "$side_jobs" 2>/dev/null; do sleep 1; done
     cat "$side/$1.rc" 2>/dev/null || true
 }
-# In a target directory of its own: in the shared one clippy held cargo's
-# lock while the guest job waited on it to list the test binaries.
-phase "clippy"; CARGO_TARGET_DIR=target/clippy cargo clippy --all-targets --locked -- -D warnings
+phase "clippy"; cargo clippy --all-targets --locked -- -D warnings
 # Dependencies (deny.toml): licences, duplicate versions, sources, in
 # seconds; RustSec advisories too when its database can be fetched (it
 # lives on GitHub: a machine that reaches only the package registries
@@ -142,7 +138,6 @@ else
     echo "advisories NOT checked: the RustSec advisory database cannot be fetched here"
     cargo deny --locked --offline check licenses bans sources
 fi
-touch "$side/lint-done"
 phase "tests"
 # Tests run in parallel: each has its own namespaces and bpffs root.
 cargo test --locked --release -- --test-threads "${EMPTCP_TEST_THREADS:-4}"
