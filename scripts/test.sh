@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): set-up, the test build (the guest tier
-# starts on it, in the background), lint, dependency checks
+# The test command (README, .ci/run): set-up, lint, dependency checks
 # (cargo deny), then every test tier.
 #   unit + scenario tests (no kernel), datapath tests (BPF_PROG_TEST_RUN) and
 #   integration tests (namespaces, veth, MPTCP; the packet fuzzer), a short
@@ -74,15 +73,28 @@ phase fmt; cargo fmt --all -- --check
 # No module imports a higher layer, no import circles (docs/architecture.md):
 # seconds, so it fails before the long tiers; the full run repeats it.
 phase "layering"; cargo test --locked --release -p emptcp --test layering
-# The test binaries first: the guest side job runs them, and starting it
-# before clippy and cargo deny lets the longest job of the command
-# (the guest) overlap them too.
-phase "test build"
+phase "clippy"; cargo clippy --all-targets --locked -- -D warnings
+# Dependencies (deny.toml): licences, duplicate versions, sources, in
+# seconds; RustSec advisories too when its database can be fetched (it
+# lives on GitHub: a machine that reaches only the package registries
+# checks the other three and says so).
+phase "cargo deny"
+# cargo-deny reads the metadata of every crate in Cargo.lock, for every
+# target (Windows-only ones too) and the fuzz target's: a build fetches only
+# what it compiles, so a fresh machine has not downloaded the rest, and the
+# offline check below cannot run without them.
+cargo fetch --locked --quiet
+if cargo deny fetch db >/dev/null 2>&1; then
+    cargo deny --locked check licenses bans sources advisories
+else
+    echo "advisories NOT checked: the RustSec advisory database cannot be fetched here"
+    cargo deny --locked --offline check licenses bans sources
+fi
+phase "tests"
 cargo test --locked --release --no-run 2>&1 | grep -vE '^\s+(Executable|Compiling|Finished)|^warning: emptcp@' || true
-# Two side jobs run in the background beside clippy, cargo deny and the
-# kernel tests, on the CPU those leave idle (the tests wait on the network
-# most of their time; a load the suite is built to bear: it passes with a
-# CPU hog per core, scripts/flake.sh): the
+# Two side jobs run in the background beside the kernel tests, on the CPU
+# those leave idle while they wait on the network (a load the suite is
+# built to bear: it passes with a CPU hog per core, scripts/flake.sh): the
 # fuzz target's instrumented build (its own target directory keeps cargo's
 # locks apart; niced, as nothing waits on it before the suite ends), and,
 # in one boot of a second kernel (Debian's 6.12 LTS in a QEMU guest,
@@ -121,24 +133,6 @@ side_rc() {
     while [[ ! -f $side/$1.rc ]] && kill -0 "$side_jobs" 2>/dev/null; do sleep 1; done
     cat "$side/$1.rc" 2>/dev/null || true
 }
-phase "clippy"; cargo clippy --all-targets --locked -- -D warnings
-# Dependencies (deny.toml): licences, duplicate versions, sources, in
-# seconds; RustSec advisories too when its database can be fetched (it
-# lives on GitHub: a machine that reaches only the package registries
-# checks the other three and says so).
-phase "cargo deny"
-# cargo-deny reads the metadata of every crate in Cargo.lock, for every
-# target (Windows-only ones too) and the fuzz target's: a build fetches only
-# what it compiles, so a fresh machine has not downloaded the rest, and the
-# offline check below cannot run without them.
-cargo fetch --locked --quiet
-if cargo deny fetch db >/dev/null 2>&1; then
-    cargo deny --locked check licenses bans sources advisories
-else
-    echo "advisories NOT checked: the RustSec advisory database cannot be fetched here"
-    cargo deny --locked --offline check licenses bans sources
-fi
-phase "tests"
 # Tests run in parallel: each has its own namespaces and bpffs root.
 cargo test --locked --release -- --test-threads "${EMPTCP_TEST_THREADS:-4}"
 # The policy loader under cargo-fuzz for a short, fixed budget (the 10^6
