@@ -122,8 +122,7 @@ const VALUE: i16 = size_of::<emptcp_common::FlowState>() as i16;
 /// stream's first segments, run before the rounds). XDP_PASS.
 pub fn lookup_floor_program(table: BorrowedFd<'_>, key: FloorKey) -> Vec<u8> {
     let i = sys::insn;
-    #[allow(non_snake_case)]
-    let KEY = key.size();
+    let key_len = key.size();
     let [src_at, dst_at, ports_at] = key.places();
     let fd = table.as_raw_fd();
     // `lddw r1, table` (the map's fd, BPF_PSEUDO_MAP_FD): two slots.
@@ -147,19 +146,19 @@ pub fn lookup_floor_program(table: BorrowedFd<'_>, key: FloorKey) -> Vec<u8> {
     p.push(i(0x71, 5, 2, 23, 0)); // r5 = ip->protocol
     jump_pass(&mut p, 0x55, 5, 0, 6); // != IPPROTO_TCP
     p.push(i(0xb7, 0, 0, 0, 0)); // r0 = 0
-    for off in (-KEY..0).step_by(4) {
+    for off in (-key_len..0).step_by(4) {
         p.push(i(0x62, 10, 0, off, 0)); // zero the key (4-byte stores: 12 is no multiple of 8)
     }
     p.push(i(0x61, 5, 2, 26, 0)); // r5 = saddr
-    p.push(i(0x63, 10, 5, -KEY + src_at, 0));
+    p.push(i(0x63, 10, 5, -key_len + src_at, 0));
     p.push(i(0x61, 5, 2, 30, 0)); // r5 = daddr
-    p.push(i(0x63, 10, 5, -KEY + dst_at, 0));
+    p.push(i(0x63, 10, 5, -key_len + dst_at, 0));
     p.push(i(0x61, 5, 2, 34, 0)); // r5 = both ports
-    p.push(i(0x63, 10, 5, -KEY + ports_at, 0));
+    p.push(i(0x63, 10, 5, -key_len + ports_at, 0));
     p.push(i(0x61, 6, 2, 38, 0)); // r6 = seq (kept across the call)
     p.extend(map);
     p.push(i(0xbf, 2, 10, 0, 0)); // r2 = fp
-    p.push(i(0x07, 2, 0, 0, -i32::from(KEY))); // r2 = &key
+    p.push(i(0x07, 2, 0, 0, -i32::from(key_len))); // r2 = &key
     p.push(i(0x85, 0, 0, 0, 1)); // call bpf_map_lookup_elem
     p.push(i(0x15, 0, 0, 2, 0)); // if r0 == 0 goto insert
     p.push(i(0x7b, 0, 6, 0, 0)); // entry->[0] = seq
@@ -167,14 +166,14 @@ pub fn lookup_floor_program(table: BorrowedFd<'_>, key: FloorKey) -> Vec<u8> {
     // insert: a zeroed value of FlowState's size after the key.
     // Stack accesses must be aligned to their size: the value's 8-byte
     // stores start at a multiple of 8 below the key.
-    let value_at = -((KEY + 7) & !7) - VALUE;
+    let value_at = -((key_len + 7) & !7) - VALUE;
     p.push(i(0xb7, 7, 0, 0, 0)); // r7 = 0
     for off in (value_at..value_at + VALUE).step_by(8) {
         p.push(i(0x7b, 10, 7, off, 0));
     }
     p.extend(map);
     p.push(i(0xbf, 2, 10, 0, 0));
-    p.push(i(0x07, 2, 0, 0, -i32::from(KEY))); // r2 = &key
+    p.push(i(0x07, 2, 0, 0, -i32::from(key_len))); // r2 = &key
     p.push(i(0xbf, 3, 10, 0, 0));
     p.push(i(0x07, 3, 0, 0, i32::from(value_at))); // r3 = &value
     p.push(i(0xb7, 4, 0, 0, 0)); // r4 = BPF_ANY
