@@ -203,6 +203,7 @@ struct Progs {
     floor: Floor,
     small_floor: Floor,
     v4_floor: Floor,
+    two_table_floor: Floor,
 }
 
 impl Progs {
@@ -214,6 +215,7 @@ impl Progs {
             Under::LookupFloor => self.floor.prog.as_fd(),
             Under::SmallLookupFloor => self.small_floor.prog.as_fd(),
             Under::V4LookupFloor => self.v4_floor.prog.as_fd(),
+            Under::TwoTableFloor => self.two_table_floor.prog.as_fd(),
         }
     }
     /// The program a path's set-up frame of `hook` runs through: emptcp's
@@ -240,10 +242,10 @@ impl Progs {
 }
 
 /// A lookup-floor reference program attached to its interface, with
-/// its own table.
+/// its own tables.
 struct Floor {
     prog: std::os::fd::OwnedFd,
-    table: std::os::fd::OwnedFd,
+    tables: Vec<std::os::fd::OwnedFd>,
     _link: std::os::fd::OwnedFd,
 }
 
@@ -258,26 +260,42 @@ impl Floor {
         iface: &str,
     ) -> anyhow::Result<Self> {
         let table = references::floor_table(flows, capacity, key)?;
-        let prog = sys::load_xdp_insns(
-            "bench_floor",
-            &references::lookup_floor_program(table.as_fd(), key),
-        )
-        .context("load the lookup-floor program")?;
+        let insns = references::lookup_floor_program(table.as_fd(), key);
+        Self::load(&insns, vec![table], iface)
+    }
+
+    /// The two-table floor (`references::two_table_floor_program`) over
+    /// new tables of FLOWS' capacity, attached to `iface`.
+    fn attach_two_tables(flows: &std::os::fd::OwnedFd, iface: &str) -> anyhow::Result<Self> {
+        let [subs, conns] = references::two_tables(flows)?;
+        let insns = references::two_table_floor_program(subs.as_fd(), conns.as_fd());
+        Self::load(&insns, vec![subs, conns], iface)
+    }
+
+    fn load(insns: &[u8], tables: Vec<OwnedFd>, iface: &str) -> anyhow::Result<Self> {
+        let prog =
+            sys::load_xdp_insns("bench_floor", insns).context("load the lookup-floor program")?;
         let index = nix::net::if_::if_nametoindex(iface)?;
         let _link = sys::xdp_link_create(prog.as_fd(), index, sys::XDP_FLAGS_SKB_MODE)
             .with_context(|| format!("attach the lookup-floor program to {iface}"))?;
-        Ok(Self { prog, table, _link })
+        Ok(Self {
+            prog,
+            tables,
+            _link,
+        })
     }
 
     /// Every timed frame hit its flow: a miss would have inserted one
-    /// more entry than the stream's flows.
+    /// more entry than the stream's flows (in each table).
     fn check_every_frame_hit(&self) -> anyhow::Result<()> {
-        let n = references::floor_entries(&self.table)?;
-        if n != paths::STREAM_FLOWS as usize {
-            bail!(
-                "a lookup floor's table holds {n} entries, not the stream's {} flows: some timed frames missed",
-                paths::STREAM_FLOWS
-            );
+        for table in &self.tables {
+            let n = references::floor_entries(table)?;
+            if n != paths::STREAM_FLOWS as usize {
+                bail!(
+                    "a lookup floor's table holds {n} entries, not the stream's {} flows: some timed frames missed",
+                    paths::STREAM_FLOWS
+                );
+            }
         }
         Ok(())
     }
@@ -534,11 +552,13 @@ fn main() -> anyhow::Result<()> {
         paths::SMALL_FLOOR,
     )?;
     let v4_floor = Floor::attach(&flows, None, FloorKey::V4, paths::V4_FLOOR)?;
+    let two_table_floor = Floor::attach_two_tables(&flows, paths::TWO_TABLE_FLOOR)?;
     let progs = Progs {
         parse_only,
         floor,
         small_floor,
         v4_floor,
+        two_table_floor,
         bare_xdp,
         bare_tc: sys::load_tc_verdict("bench_tc_next", -1)?,
         entry: pin("entry")?,
@@ -578,6 +598,7 @@ fn main() -> anyhow::Result<()> {
         (Under::LookupFloor, &progs.floor),
         (Under::SmallLookupFloor, &progs.small_floor),
         (Under::V4LookupFloor, &progs.v4_floor),
+        (Under::TwoTableFloor, &progs.two_table_floor),
     ] {
         if paths.iter().any(|p| p.under == under) {
             floor.check_every_frame_hit()?;
@@ -602,7 +623,13 @@ fn main() -> anyhow::Result<()> {
             rows[i].relative = Some(report::Relative::of(&rounds[i], &rounds[j]));
         }
     }
-    let memory = memory_table(&layout, &object, id, args.flow_capacity)?;
+    let memory = memory_table(
+        &layout,
+        &object,
+        id,
+        args.flow_capacity,
+        &progs.two_table_floor.tables,
+    )?;
     let load_end = emptcp_bench::loadavg();
     let text = report::render(&args, &rows, &memory, &load_start, &load_end);
     // Not print!: a closed stdout (`| head`) must not abort before the
@@ -625,12 +652,15 @@ fn main() -> anyhow::Result<()> {
 
 /// Memory per connection and per joined subflow (the LRU maps preallocate
 /// every entry: the kernel's memlock of each map, divided by its
-/// capacity) and the cost of creating a 10^6-flow table at apply.
+/// capacity), the same for the two-table design of the reference row
+/// (`two_tables`: its subflow and connection tables), and the cost of
+/// creating a 10^6-flow table at apply.
 fn memory_table(
     layout: &Layout,
     object: &Object,
     id: u32,
     flow_capacity: Option<u32>,
+    two_tables: &[OwnedFd],
 ) -> anyhow::Result<String> {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -686,6 +716,27 @@ fn memory_table(
         "| per joined subflow (a JOINS entry; its connection's own share above) | {:.0} B |",
         joins.0 / f64::from(joins.1)
     )?;
+    // The two-table design keeps a subflow entry per subflow (the
+    // initial one too, and room for joined ones as JOINS has today) and
+    // a connection entry keyed by token (TOKENS' role, so no TOKENS),
+    // FLOW_ADDRS as today.
+    let per_entry = |fd: &OwnedFd| -> anyhow::Result<f64> {
+        let cap = sys::map_facts(fd)?.max_entries;
+        Ok(memlock(fd.as_raw_fd())? as f64 / f64::from(cap))
+    };
+    if let [subs, conns] = two_tables {
+        let (sub, conn) = (per_entry(subs)?, per_entry(conns)?);
+        let addrs = map("FLOW_ADDRS")?;
+        writeln!(
+            out,
+            "| the two-table design of the reference row (per connection: a subflow entry, key 40 B + value {} B, plus JOINS' share of them for joined subflows, a connection entry, key 4 B + value {} B, and FLOW_ADDRS' share as today): per connection / per joined subflow | {:.0} B / {sub:.0} B |",
+            references::SUBFLOW_VALUE,
+            flows.3,
+            sub * (1.0 + f64::from(joins.1) / f64::from(flows.1))
+                + conn
+                + addrs.0 / f64::from(flows.1),
+        )?;
+    }
     // A fresh apply creates and preallocates the connection tables: 10^6
     // flows against 1024 (a chain that records flows, so they are sized
     // from flow_capacity), then a policy that records none at the default

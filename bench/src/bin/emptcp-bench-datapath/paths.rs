@@ -35,7 +35,8 @@ pub const SMALL_FLOOR: &str = "bd15"; // the same over a small table
 pub const TC_DATA: &str = "bd16"; // the data chain at TC ingress (`ingress_hook: tc`)
 pub const TC_CAPTURE: &str = "bd17"; // TC_DATA + a packet_copy rule (the capture at TC)
 pub const V4_FLOOR: &str = "bd18"; // the lookup floor with 12-byte IPv4 keys
-pub const VETHS: [&str; 19] = [
+pub const TWO_TABLE_FLOOR: &str = "bd19"; // subflow table -> connection by token
+pub const VETHS: [&str; 20] = [
     DATA,
     RECORD,
     STRIP,
@@ -55,6 +56,7 @@ pub const VETHS: [&str; 19] = [
     TC_DATA,
     TC_CAPTURE,
     V4_FLOOR,
+    TWO_TABLE_FLOOR,
 ];
 
 /// Thresholds of the chains with strip/recover (the quickstart's).
@@ -272,6 +274,12 @@ pub const SMALL_FLOOR_ROW: &str = "reference, not emptcp: the same lookup and wr
 /// alone (12 bytes): what a connection table per address family would
 /// save on the hash and the entry.
 pub const V4_FLOOR_ROW: &str = "reference, not emptcp: the same lookup and write with the IPv4 4-tuple as a 12-byte key (a table per address family; same value and capacity; 1024 flows)";
+
+/// The same stream through two lookups, as every subflow would reach its
+/// connection if all subflows (the initial one too) named it by token:
+/// a subflow table keyed like FLOWS, then a connection table keyed by the
+/// token (`references::two_table_floor_program`).
+pub const TWO_TABLE_FLOOR_ROW: &str = "reference, not emptcp: the 4-tuple looked up in a subflow table (same key and capacity, a 16-byte value), its token in a connection table (4-byte key, FLOWS' value and capacity), a field of each written: any subflow's cost if every subflow named its connection by token";
 
 /// The initial-subflow data row (above), against which the joined row is judged.
 pub const INITIAL_DATA: &str =
@@ -808,6 +816,7 @@ pub fn paths() -> Vec<Path> {
         (FLOOR_ROW, FLOOR),
         (SMALL_FLOOR_ROW, SMALL_FLOOR),
         (V4_FLOOR_ROW, V4_FLOOR),
+        (TWO_TABLE_FLOOR_ROW, TWO_TABLE_FLOOR),
     ] {
         let (init, next) = stream(|id| vec![data(id, 0)], data, false);
         add(Ingress, row, x, iface, XDP_PASS, None, vec![], init, next);
@@ -826,6 +835,7 @@ pub fn paths() -> Vec<Path> {
                 FLOOR => Under::LookupFloor,
                 SMALL_FLOOR => Under::SmallLookupFloor,
                 V4_FLOOR => Under::V4LookupFloor,
+                TWO_TABLE_FLOOR => Under::TwoTableFloor,
                 _ => Under::ParseOnly,
             };
         }

@@ -21,6 +21,9 @@ pub enum Under {
     /// [`lookup_floor_program`] with a [`FloorKey::V4`] key, FLOWS'
     /// capacity and value: what a table per address family would save.
     V4LookupFloor,
+    /// [`two_table_floor_program`]: every subflow through a subflow table
+    /// to its connection by token.
+    TwoTableFloor,
 }
 
 /// The key a lookup-floor table and program use.
@@ -192,4 +195,138 @@ pub fn lookup_floor_program(table: BorrowedFd<'_>, key: FloorKey) -> Vec<u8> {
 /// timed frame hit (a miss would have inserted one more).
 pub fn floor_entries(table: &OwnedFd) -> anyhow::Result<usize> {
     Ok(usize::try_from(sys::map_len(table, sys::BATCH_ENTRIES)?)?)
+}
+
+/// Value size of [`two_table_floor_program`]'s subflow table: what a
+/// subflow would keep of its own if every subflow (the initial one too)
+/// named its connection by token (`JoinState` without the connection's
+/// key: token, flags, rcv_nxt, window scale and prio bytes).
+pub const SUBFLOW_VALUE: u32 = 16;
+
+/// The two tables of [`two_table_floor_program`], both of FLOWS'
+/// capacity: subflows (FLOWS' key, [`SUBFLOW_VALUE`]) and connections
+/// by token (a 4-byte key, FLOWS' value).
+pub fn two_tables(flows: &OwnedFd) -> anyhow::Result<[OwnedFd; 2]> {
+    let f = sys::map_facts(flows).context("read FLOWS' definition")?;
+    let table = |key_size: u32, value_size: u32, name: &str| {
+        let def = MapDef {
+            map_type: LRU_HASH,
+            key_size,
+            value_size,
+            max_entries: f.max_entries,
+            flags: 0,
+            layout: None,
+        };
+        sys::map_create(&def, name).with_context(|| format!("create the floor's table {name}"))
+    };
+    Ok([
+        table(f.key_size, SUBFLOW_VALUE, "bench_subs")?,
+        table(4, f.value_size, "bench_conns")?,
+    ])
+}
+
+/// The floor of a connection table in which every subflow, the initial
+/// one as a joined one, reaches its connection the same way: the 4-tuple
+/// (FlowKey-shaped, as [`lookup_floor_program`] builds it) looked up in
+/// `subs`, the token read from its entry and looked up in `conns`; the
+/// segment's sequence number written into both entries. Against
+/// [`lookup_floor_program`] on FLOWS' shape (one lookup, the initial
+/// subflow's cost today) it measures what that design would add to the
+/// initial subflow and take off a joined one (which today pays a missed
+/// FLOWS lookup, JOINS and FLOWS). A miss in `subs` inserts both entries
+/// (the stream's first segments), with the token `saddr ^ ports` (unique
+/// over a stream's flows; main.rs checks both tables hold each flow
+/// once); a miss in `conns` after a hit returns XDP_DROP, which the
+/// bench reports as a wrong verdict.
+pub fn two_table_floor_program(subs: BorrowedFd<'_>, conns: BorrowedFd<'_>) -> Vec<u8> {
+    let i = sys::insn;
+    let key_len = size_of::<emptcp_common::FlowKey>() as i16;
+    let [src_at, dst_at, ports_at] = FloorKey::Flow.places();
+    let lddw = |fd: BorrowedFd<'_>| [i(0x18, 1, 1, 0, fd.as_raw_fd()), i(0, 0, 0, 0, 0)];
+    // The token's stack slot below the key; the two values below it.
+    let token_at = -key_len - 8;
+    let sub_at = token_at - SUBFLOW_VALUE as i16;
+    let conn_at = sub_at - VALUE;
+    let mut p: Vec<[u8; 8]> = Vec::new();
+    // Jumps patched at the end to `pass` (or `drop`): (slot, opcode, dst, src, imm, to drop).
+    let mut jumps: Vec<(usize, u8, u8, u8, i32, bool)> = Vec::new();
+    let mut jump = |p: &mut Vec<[u8; 8]>, code: u8, dst: u8, src: u8, imm: i32, drop: bool| {
+        jumps.push((p.len(), code, dst, src, imm, drop));
+        p.push([0; 8]);
+    };
+    p.push(i(0x61, 2, 1, 0, 0)); // r2 = ctx->data
+    p.push(i(0x61, 3, 1, 4, 0)); // r3 = ctx->data_end
+    p.push(i(0xbf, 4, 2, 0, 0)); // r4 = r2
+    p.push(i(0x07, 4, 0, 0, 14 + 20 + 20)); // r4 += eth + ip + tcp
+    jump(&mut p, 0x2d, 4, 3, 0, false); // if r4 > r3 goto pass
+    p.push(i(0x69, 5, 2, 12, 0)); // r5 = eth->h_proto
+    jump(&mut p, 0x55, 5, 0, 0x0008, false); // != htons(ETH_P_IP)
+    p.push(i(0x71, 5, 2, 14, 0)); // r5 = ip->version_ihl
+    jump(&mut p, 0x55, 5, 0, 0x45, false); // IPv4 without options only
+    p.push(i(0x71, 5, 2, 23, 0)); // r5 = ip->protocol
+    jump(&mut p, 0x55, 5, 0, 6, false); // != IPPROTO_TCP
+    p.push(i(0xb7, 0, 0, 0, 0)); // r0 = 0
+    for off in (token_at..0).step_by(8) {
+        p.push(i(0x7b, 10, 0, off, 0)); // zero the key and the token's slot
+    }
+    p.push(i(0x61, 5, 2, 26, 0)); // r5 = saddr
+    p.push(i(0x63, 10, 5, -key_len + src_at, 0));
+    p.push(i(0xbf, 8, 5, 0, 0)); // r8 = saddr (the token, kept across calls)
+    p.push(i(0x61, 5, 2, 30, 0)); // r5 = daddr
+    p.push(i(0x63, 10, 5, -key_len + dst_at, 0));
+    p.push(i(0x61, 5, 2, 34, 0)); // r5 = both ports
+    p.push(i(0x63, 10, 5, -key_len + ports_at, 0));
+    p.push(i(0xaf, 8, 5, 0, 0)); // r8 ^= ports
+    p.push(i(0x61, 6, 2, 38, 0)); // r6 = seq (kept across calls)
+    p.extend(lddw(subs));
+    p.push(i(0xbf, 2, 10, 0, 0)); // r2 = fp
+    p.push(i(0x07, 2, 0, 0, -i32::from(key_len))); // r2 = &key
+    p.push(i(0x85, 0, 0, 0, 1)); // call bpf_map_lookup_elem
+    let to_insert = p.len();
+    p.push([0; 8]); // if r0 == 0 goto insert (patched below)
+    p.push(i(0x63, 0, 6, 8, 0)); // subflow->[8] = seq
+    p.push(i(0x61, 1, 0, 0, 0)); // r1 = subflow->token
+    p.push(i(0x63, 10, 1, token_at, 0));
+    p.extend(lddw(conns));
+    p.push(i(0xbf, 2, 10, 0, 0));
+    p.push(i(0x07, 2, 0, 0, i32::from(token_at))); // r2 = &token
+    p.push(i(0x85, 0, 0, 0, 1)); // call bpf_map_lookup_elem
+    jump(&mut p, 0x15, 0, 0, 0, true); // if r0 == 0 goto drop
+    p.push(i(0x7b, 0, 6, 0, 0)); // conn->[0] = seq
+    jump(&mut p, 0x05, 0, 0, 0, false); // goto pass
+    // insert: the subflow (its token first) and its connection, zeroed.
+    let insert = p.len();
+    p.push(i(0xb7, 7, 0, 0, 0)); // r7 = 0
+    for off in (conn_at..token_at).step_by(8) {
+        p.push(i(0x7b, 10, 7, off, 0));
+    }
+    p.push(i(0x63, 10, 8, sub_at, 0)); // subflow.token = r8
+    p.push(i(0x63, 10, 8, token_at, 0)); // the connection's key = r8
+    for (fd, key_at, value_at) in [(subs, -key_len, sub_at), (conns, token_at, conn_at)] {
+        p.extend(lddw(fd));
+        p.push(i(0xbf, 2, 10, 0, 0));
+        p.push(i(0x07, 2, 0, 0, i32::from(key_at))); // r2 = &key
+        p.push(i(0xbf, 3, 10, 0, 0));
+        p.push(i(0x07, 3, 0, 0, i32::from(value_at))); // r3 = &value
+        p.push(i(0xb7, 4, 0, 0, 0)); // r4 = BPF_ANY
+        p.push(i(0x85, 0, 0, 0, 2)); // call bpf_map_update_elem
+    }
+    let pass = p.len();
+    p.push(i(0xb7, 0, 0, 0, 2)); // pass: r0 = XDP_PASS
+    p.push(i(0x95, 0, 0, 0, 0)); // exit
+    let drop = p.len();
+    p.push(i(0xb7, 0, 0, 0, 1)); // drop: r0 = XDP_DROP
+    p.push(i(0x95, 0, 0, 0, 0)); // exit
+    let off = |from: usize, to: usize| i16::try_from(to - from - 1).expect("a short program");
+    p[to_insert] = i(0x15, 0, 0, off(to_insert, insert), 0);
+    for (at, code, dst, src, imm, to_drop) in jumps {
+        p[at] = i(
+            code,
+            dst,
+            src,
+            off(at, if to_drop { drop } else { pass }),
+            imm,
+        );
+    }
+    p.concat()
 }
