@@ -116,6 +116,118 @@ pub fn floor_table(
 /// `FlowState`.
 const VALUE: i16 = size_of::<emptcp_common::FlowState>() as i16;
 
+/// Where a floor program's forward jumps go, placed by [`Asm::place`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Label {
+    Insert,
+    Pass,
+    Drop,
+}
+
+/// A reference program being written: its instructions, and its forward
+/// jumps to labels, patched once every label is placed.
+#[derive(Default)]
+struct Asm {
+    p: Vec<[u8; 8]>,
+    /// (slot, opcode, dst, src, imm, label).
+    jumps: Vec<(usize, u8, u8, u8, i32, Label)>,
+    places: Vec<(Label, usize)>,
+}
+
+impl Asm {
+    fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+        self.p.push(sys::insn(code, dst, src, off, imm));
+    }
+    /// `lddw r1, map` (the map's fd, BPF_PSEUDO_MAP_FD): two slots.
+    fn map(&mut self, fd: BorrowedFd<'_>) {
+        self.op(0x18, 1, 1, 0, fd.as_raw_fd());
+        self.op(0, 0, 0, 0, 0);
+    }
+    fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: Label) {
+        self.jumps.push((self.p.len(), code, dst, src, imm, to));
+        self.p.push([0; 8]);
+    }
+    fn place(&mut self, label: Label) {
+        self.places.push((label, self.p.len()));
+    }
+    /// `call helper(r1 = map, r2 = fp + key_at[, r3 = fp + value_at, r4 =
+    /// BPF_ANY])`: a lookup when `value_at` is None, else an update.
+    fn call(&mut self, map: BorrowedFd<'_>, key_at: i16, value_at: Option<i16>) {
+        self.map(map);
+        self.op(0xbf, 2, 10, 0, 0); // r2 = fp
+        self.op(0x07, 2, 0, 0, i32::from(key_at)); // r2 = &key
+        if let Some(v) = value_at {
+            self.op(0xbf, 3, 10, 0, 0);
+            self.op(0x07, 3, 0, 0, i32::from(v)); // r3 = &value
+            self.op(0xb7, 4, 0, 0, 0); // r4 = BPF_ANY
+        }
+        self.op(0x85, 0, 0, 0, if value_at.is_some() { 2 } else { 1 });
+    }
+    /// Ethernet + IPv4 (IHL 5) + TCP, bounds-checked with direct packet
+    /// access (r2 = data, r3 = data_end after it); anything else passes.
+    fn ipv4_tcp(&mut self) {
+        self.op(0x61, 2, 1, 0, 0); // r2 = ctx->data
+        self.op(0x61, 3, 1, 4, 0); // r3 = ctx->data_end
+        self.op(0xbf, 4, 2, 0, 0); // r4 = r2
+        self.op(0x07, 4, 0, 0, 14 + 20 + 20); // r4 += eth + ip + tcp
+        self.jump(0x2d, 4, 3, 0, Label::Pass); // if r4 > r3 goto pass
+        self.op(0x69, 5, 2, 12, 0); // r5 = eth->h_proto
+        self.jump(0x55, 5, 0, 0x0008, Label::Pass); // != htons(ETH_P_IP)
+        self.op(0x71, 5, 2, 14, 0); // r5 = ip->version_ihl
+        self.jump(0x55, 5, 0, 0x45, Label::Pass); // IPv4 without options only
+        self.op(0x71, 5, 2, 23, 0); // r5 = ip->protocol
+        self.jump(0x55, 5, 0, 6, Label::Pass); // != IPPROTO_TCP
+    }
+    /// Zeroes the stack from `from` (a multiple of 8, negative) to the
+    /// frame's top `to`, with r7 = 0.
+    fn zero(&mut self, from: i16, to: i16) {
+        self.op(0xb7, 7, 0, 0, 0); // r7 = 0
+        for off in (from..to).step_by(8) {
+            self.op(0x7b, 10, 7, off, 0);
+        }
+    }
+    /// The 4-tuple into the `key`-shaped key below the frame's top
+    /// (source, destination, ports: 4-byte stores; 12 is no multiple of
+    /// 8). Leaves saddr ^ ports in r8 (a token, kept across calls) and
+    /// the sequence number in r6 (kept across calls).
+    fn tuple(&mut self, key: FloorKey) {
+        let len = key.size();
+        let [src_at, dst_at, ports_at] = key.places();
+        self.op(0x61, 5, 2, 26, 0); // r5 = saddr
+        self.op(0x63, 10, 5, -len + src_at, 0);
+        self.op(0xbf, 8, 5, 0, 0); // r8 = saddr
+        self.op(0x61, 5, 2, 30, 0); // r5 = daddr
+        self.op(0x63, 10, 5, -len + dst_at, 0);
+        self.op(0x61, 5, 2, 34, 0); // r5 = both ports
+        self.op(0x63, 10, 5, -len + ports_at, 0);
+        self.op(0xaf, 8, 5, 0, 0); // r8 ^= ports
+        self.op(0x61, 6, 2, 38, 0); // r6 = seq
+    }
+    /// `pass` (XDP_PASS) placed at the end, then `drop` (XDP_DROP) if a
+    /// jump goes there (the verifier refuses unreachable code), every
+    /// jump patched.
+    fn finish(mut self) -> Vec<u8> {
+        self.place(Label::Pass);
+        self.op(0xb7, 0, 0, 0, 2); // r0 = XDP_PASS
+        self.op(0x95, 0, 0, 0, 0); // exit
+        if self.jumps.iter().any(|j| j.5 == Label::Drop) {
+            self.place(Label::Drop);
+            self.op(0xb7, 0, 0, 0, 1); // r0 = XDP_DROP
+            self.op(0x95, 0, 0, 0, 0); // exit
+        }
+        for &(at, code, dst, src, imm, to) in &self.jumps {
+            let (_, target) = *self
+                .places
+                .iter()
+                .find(|(l, _)| *l == to)
+                .expect("every label a jump names is placed");
+            let off = i16::try_from(target - at - 1).expect("a short program");
+            self.p[at] = sys::insn(code, dst, src, off, imm);
+        }
+        self.p.concat()
+    }
+}
+
 /// The floor of any datapath that keeps state per connection in a hash
 /// table: Ethernet + IPv4 (IHL 5) + TCP read with direct packet access,
 /// the 4-tuple put in a zeroed key of `key`'s size, one lookup in
@@ -124,77 +236,23 @@ const VALUE: i16 = size_of::<emptcp_common::FlowState>() as i16;
 /// tracker updates its entry); on a miss the entry is inserted (the
 /// stream's first segments, run before the rounds). XDP_PASS.
 pub fn lookup_floor_program(table: BorrowedFd<'_>, key: FloorKey) -> Vec<u8> {
-    let i = sys::insn;
-    let key_len = key.size();
-    let [src_at, dst_at, ports_at] = key.places();
-    let fd = table.as_raw_fd();
-    // `lddw r1, table` (the map's fd, BPF_PSEUDO_MAP_FD): two slots.
-    let map = [i(0x18, 1, 1, 0, fd), i(0, 0, 0, 0, 0)];
-    let mut p: Vec<[u8; 8]> = Vec::new();
-    // Jumps to `pass`, patched at the end: (slot, opcode, dst, src, imm).
-    let mut to_pass: Vec<(usize, u8, u8, u8, i32)> = Vec::new();
-    let mut jump_pass = |p: &mut Vec<[u8; 8]>, code: u8, dst: u8, src: u8, imm: i32| {
-        to_pass.push((p.len(), code, dst, src, imm));
-        p.push([0; 8]);
-    };
-    p.push(i(0x61, 2, 1, 0, 0)); // r2 = ctx->data
-    p.push(i(0x61, 3, 1, 4, 0)); // r3 = ctx->data_end
-    p.push(i(0xbf, 4, 2, 0, 0)); // r4 = r2
-    p.push(i(0x07, 4, 0, 0, 14 + 20 + 20)); // r4 += eth + ip + tcp
-    jump_pass(&mut p, 0x2d, 4, 3, 0); // if r4 > r3 goto pass
-    p.push(i(0x69, 5, 2, 12, 0)); // r5 = eth->h_proto
-    jump_pass(&mut p, 0x55, 5, 0, 0x0008); // != htons(ETH_P_IP)
-    p.push(i(0x71, 5, 2, 14, 0)); // r5 = ip->version_ihl
-    jump_pass(&mut p, 0x55, 5, 0, 0x45); // IPv4 without options only
-    p.push(i(0x71, 5, 2, 23, 0)); // r5 = ip->protocol
-    jump_pass(&mut p, 0x55, 5, 0, 6); // != IPPROTO_TCP
-    p.push(i(0xb7, 0, 0, 0, 0)); // r0 = 0
-    for off in (-key_len..0).step_by(4) {
-        p.push(i(0x62, 10, 0, off, 0)); // zero the key (4-byte stores: 12 is no multiple of 8)
-    }
-    p.push(i(0x61, 5, 2, 26, 0)); // r5 = saddr
-    p.push(i(0x63, 10, 5, -key_len + src_at, 0));
-    p.push(i(0x61, 5, 2, 30, 0)); // r5 = daddr
-    p.push(i(0x63, 10, 5, -key_len + dst_at, 0));
-    p.push(i(0x61, 5, 2, 34, 0)); // r5 = both ports
-    p.push(i(0x63, 10, 5, -key_len + ports_at, 0));
-    p.push(i(0x61, 6, 2, 38, 0)); // r6 = seq (kept across the call)
-    p.extend(map);
-    p.push(i(0xbf, 2, 10, 0, 0)); // r2 = fp
-    p.push(i(0x07, 2, 0, 0, -i32::from(key_len))); // r2 = &key
-    p.push(i(0x85, 0, 0, 0, 1)); // call bpf_map_lookup_elem
-    p.push(i(0x15, 0, 0, 2, 0)); // if r0 == 0 goto insert
-    p.push(i(0x7b, 0, 6, 0, 0)); // entry->[0] = seq
-    jump_pass(&mut p, 0x05, 0, 0, 0); // goto pass
-    // insert: a zeroed value of FlowState's size after the key.
+    let key_at = -key.size();
     // Stack accesses must be aligned to their size: the value's 8-byte
     // stores start at a multiple of 8 below the key.
-    let value_at = -((key_len + 7) & !7) - VALUE;
-    p.push(i(0xb7, 7, 0, 0, 0)); // r7 = 0
-    for off in (value_at..value_at + VALUE).step_by(8) {
-        p.push(i(0x7b, 10, 7, off, 0));
-    }
-    p.extend(map);
-    p.push(i(0xbf, 2, 10, 0, 0));
-    p.push(i(0x07, 2, 0, 0, -i32::from(key_len))); // r2 = &key
-    p.push(i(0xbf, 3, 10, 0, 0));
-    p.push(i(0x07, 3, 0, 0, i32::from(value_at))); // r3 = &value
-    p.push(i(0xb7, 4, 0, 0, 0)); // r4 = BPF_ANY
-    p.push(i(0x85, 0, 0, 0, 2)); // call bpf_map_update_elem
-    let pass = p.len();
-    p.push(i(0xb7, 0, 0, 0, 2)); // pass: r0 = XDP_PASS
-    p.push(i(0x95, 0, 0, 0, 0)); // exit
-    for (at, code, dst, src, imm) in to_pass {
-        let off = i16::try_from(pass - at - 1).expect("a short program");
-        p[at] = i(code, dst, src, off, imm);
-    }
-    p.concat()
-}
-
-/// Entries in the floor's table: the stream's flows, once each, when every
-/// timed frame hit (a miss would have inserted one more).
-pub fn floor_entries(table: &OwnedFd) -> anyhow::Result<usize> {
-    Ok(usize::try_from(sys::map_len(table, sys::BATCH_ENTRIES)?)?)
+    let value_at = -((key.size() + 7) & !7) - VALUE;
+    let mut a = Asm::default();
+    a.ipv4_tcp();
+    a.zero(key_at & !7, 0);
+    a.tuple(key);
+    a.call(table, key_at, None);
+    a.jump(0x15, 0, 0, 0, Label::Insert); // if r0 == 0 goto insert
+    a.op(0x7b, 0, 6, 0, 0); // entry->[0] = seq
+    a.jump(0x05, 0, 0, 0, Label::Pass);
+    // insert: a zeroed value of FlowState's size after the key.
+    a.place(Label::Insert);
+    a.zero(value_at, value_at + VALUE);
+    a.call(table, key_at, Some(value_at));
+    a.finish()
 }
 
 /// Value size of [`two_table_floor_program`]'s subflow table: what a
@@ -239,94 +297,36 @@ pub fn two_tables(flows: &OwnedFd) -> anyhow::Result<[OwnedFd; 2]> {
 /// once); a miss in `conns` after a hit returns XDP_DROP, which the
 /// bench reports as a wrong verdict.
 pub fn two_table_floor_program(subs: BorrowedFd<'_>, conns: BorrowedFd<'_>) -> Vec<u8> {
-    let i = sys::insn;
-    let key_len = size_of::<emptcp_common::FlowKey>() as i16;
-    let [src_at, dst_at, ports_at] = FloorKey::Flow.places();
-    let lddw = |fd: BorrowedFd<'_>| [i(0x18, 1, 1, 0, fd.as_raw_fd()), i(0, 0, 0, 0, 0)];
+    let key_at = -FloorKey::Flow.size();
     // The token's stack slot below the key; the two values below it.
-    let token_at = -key_len - 8;
+    let token_at = key_at - 8;
     let sub_at = token_at - SUBFLOW_VALUE as i16;
     let conn_at = sub_at - VALUE;
-    let mut p: Vec<[u8; 8]> = Vec::new();
-    // Jumps patched at the end to `pass` (or `drop`): (slot, opcode, dst, src, imm, to drop).
-    let mut jumps: Vec<(usize, u8, u8, u8, i32, bool)> = Vec::new();
-    let mut jump = |p: &mut Vec<[u8; 8]>, code: u8, dst: u8, src: u8, imm: i32, drop: bool| {
-        jumps.push((p.len(), code, dst, src, imm, drop));
-        p.push([0; 8]);
-    };
-    p.push(i(0x61, 2, 1, 0, 0)); // r2 = ctx->data
-    p.push(i(0x61, 3, 1, 4, 0)); // r3 = ctx->data_end
-    p.push(i(0xbf, 4, 2, 0, 0)); // r4 = r2
-    p.push(i(0x07, 4, 0, 0, 14 + 20 + 20)); // r4 += eth + ip + tcp
-    jump(&mut p, 0x2d, 4, 3, 0, false); // if r4 > r3 goto pass
-    p.push(i(0x69, 5, 2, 12, 0)); // r5 = eth->h_proto
-    jump(&mut p, 0x55, 5, 0, 0x0008, false); // != htons(ETH_P_IP)
-    p.push(i(0x71, 5, 2, 14, 0)); // r5 = ip->version_ihl
-    jump(&mut p, 0x55, 5, 0, 0x45, false); // IPv4 without options only
-    p.push(i(0x71, 5, 2, 23, 0)); // r5 = ip->protocol
-    jump(&mut p, 0x55, 5, 0, 6, false); // != IPPROTO_TCP
-    p.push(i(0xb7, 0, 0, 0, 0)); // r0 = 0
-    for off in (token_at..0).step_by(8) {
-        p.push(i(0x7b, 10, 0, off, 0)); // zero the key and the token's slot
-    }
-    p.push(i(0x61, 5, 2, 26, 0)); // r5 = saddr
-    p.push(i(0x63, 10, 5, -key_len + src_at, 0));
-    p.push(i(0xbf, 8, 5, 0, 0)); // r8 = saddr (the token, kept across calls)
-    p.push(i(0x61, 5, 2, 30, 0)); // r5 = daddr
-    p.push(i(0x63, 10, 5, -key_len + dst_at, 0));
-    p.push(i(0x61, 5, 2, 34, 0)); // r5 = both ports
-    p.push(i(0x63, 10, 5, -key_len + ports_at, 0));
-    p.push(i(0xaf, 8, 5, 0, 0)); // r8 ^= ports
-    p.push(i(0x61, 6, 2, 38, 0)); // r6 = seq (kept across calls)
-    p.extend(lddw(subs));
-    p.push(i(0xbf, 2, 10, 0, 0)); // r2 = fp
-    p.push(i(0x07, 2, 0, 0, -i32::from(key_len))); // r2 = &key
-    p.push(i(0x85, 0, 0, 0, 1)); // call bpf_map_lookup_elem
-    let to_insert = p.len();
-    p.push([0; 8]); // if r0 == 0 goto insert (patched below)
-    p.push(i(0x63, 0, 6, 8, 0)); // subflow->[8] = seq
-    p.push(i(0x61, 1, 0, 0, 0)); // r1 = subflow->token
-    p.push(i(0x63, 10, 1, token_at, 0));
-    p.extend(lddw(conns));
-    p.push(i(0xbf, 2, 10, 0, 0));
-    p.push(i(0x07, 2, 0, 0, i32::from(token_at))); // r2 = &token
-    p.push(i(0x85, 0, 0, 0, 1)); // call bpf_map_lookup_elem
-    jump(&mut p, 0x15, 0, 0, 0, true); // if r0 == 0 goto drop
-    p.push(i(0x7b, 0, 6, 0, 0)); // conn->[0] = seq
-    jump(&mut p, 0x05, 0, 0, 0, false); // goto pass
+    let mut a = Asm::default();
+    a.ipv4_tcp();
+    a.zero(token_at, 0);
+    a.tuple(FloorKey::Flow);
+    a.call(subs, key_at, None);
+    a.jump(0x15, 0, 0, 0, Label::Insert); // if r0 == 0 goto insert
+    a.op(0x63, 0, 6, 8, 0); // subflow->[8] = seq
+    a.op(0x61, 1, 0, 0, 0); // r1 = subflow->token
+    a.op(0x63, 10, 1, token_at, 0);
+    a.call(conns, token_at, None);
+    a.jump(0x15, 0, 0, 0, Label::Drop); // if r0 == 0 goto drop
+    a.op(0x7b, 0, 6, 0, 0); // conn->[0] = seq
+    a.jump(0x05, 0, 0, 0, Label::Pass);
     // insert: the subflow (its token first) and its connection, zeroed.
-    let insert = p.len();
-    p.push(i(0xb7, 7, 0, 0, 0)); // r7 = 0
-    for off in (conn_at..token_at).step_by(8) {
-        p.push(i(0x7b, 10, 7, off, 0));
-    }
-    p.push(i(0x63, 10, 8, sub_at, 0)); // subflow.token = r8
-    p.push(i(0x63, 10, 8, token_at, 0)); // the connection's key = r8
-    for (fd, key_at, value_at) in [(subs, -key_len, sub_at), (conns, token_at, conn_at)] {
-        p.extend(lddw(fd));
-        p.push(i(0xbf, 2, 10, 0, 0));
-        p.push(i(0x07, 2, 0, 0, i32::from(key_at))); // r2 = &key
-        p.push(i(0xbf, 3, 10, 0, 0));
-        p.push(i(0x07, 3, 0, 0, i32::from(value_at))); // r3 = &value
-        p.push(i(0xb7, 4, 0, 0, 0)); // r4 = BPF_ANY
-        p.push(i(0x85, 0, 0, 0, 2)); // call bpf_map_update_elem
-    }
-    let pass = p.len();
-    p.push(i(0xb7, 0, 0, 0, 2)); // pass: r0 = XDP_PASS
-    p.push(i(0x95, 0, 0, 0, 0)); // exit
-    let drop = p.len();
-    p.push(i(0xb7, 0, 0, 0, 1)); // drop: r0 = XDP_DROP
-    p.push(i(0x95, 0, 0, 0, 0)); // exit
-    let off = |from: usize, to: usize| i16::try_from(to - from - 1).expect("a short program");
-    p[to_insert] = i(0x15, 0, 0, off(to_insert, insert), 0);
-    for (at, code, dst, src, imm, to_drop) in jumps {
-        p[at] = i(
-            code,
-            dst,
-            src,
-            off(at, if to_drop { drop } else { pass }),
-            imm,
-        );
-    }
-    p.concat()
+    a.place(Label::Insert);
+    a.zero(conn_at, token_at);
+    a.op(0x63, 10, 8, sub_at, 0); // subflow.token = r8
+    a.op(0x63, 10, 8, token_at, 0); // the connection's key = r8
+    a.call(subs, key_at, Some(sub_at));
+    a.call(conns, token_at, Some(conn_at));
+    a.finish()
+}
+
+/// Entries in the floor's table: the stream's flows, once each, when every
+/// timed frame hit (a miss would have inserted one more).
+pub fn floor_entries(table: &OwnedFd) -> anyhow::Result<usize> {
+    Ok(usize::try_from(sys::map_len(table, sys::BATCH_ENTRIES)?)?)
 }
