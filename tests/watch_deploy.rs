@@ -28,7 +28,10 @@ fn systemd_unit_verifies() {
         "WatchdogSec=",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "KillMode=mixed",
-        "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN CAP_SYS_ADMIN",
+        "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN CAP_SYS_ADMIN CAP_NET_RAW",
+        // packet_copy's AF_XDP socket (tests/watch_errors.rs: without
+        // CAP_NET_RAW its rules stay unarmed).
+        "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6 AF_XDP",
         "ProtectSystem=strict",
         "ReadWritePaths=/sys/fs/bpf",
         "NoNewPrivileges=yes",
@@ -106,7 +109,7 @@ fn kubernetes_manifests_have_what_a_node_agent_needs() {
     sorted.sort();
     assert_eq!(
         sorted,
-        ["BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"],
+        ["BPF", "NET_ADMIN", "NET_RAW", "PERFMON", "SYS_ADMIN"],
         "only the needed capabilities"
     );
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");

@@ -202,3 +202,68 @@ fn a_foreign_program_is_a_plan_error_until_it_is_gone() {
         s["last_reconcile"]["converged"] == true
     });
 }
+
+/// A policy with an egress chain on `dev` and a packet_copy rule on it.
+fn copy_policy(dev: &str) -> String {
+    format!(
+        "version: 1
+interfaces:
+  - {{name: {dev}, chains: [e]}}
+chains:
+  - name: e
+    hook: egress
+    match: {{remote_ports: [5201]}}
+    actions: [count]
+packet_copy:
+  - name: revive
+    interface: {dev}
+    chain: e
+    when: {{subflow_idle: 500ms}}
+    send: {{mp_prio: {{backup: false}}}}
+"
+    )
+}
+
+/// packet_copy sends through an AF_XDP socket, which needs CAP_NET_RAW. A
+/// daemon without it converges the policy but leaves the rule unarmed,
+/// saying why and what to change (status, log), instead of arming a rule
+/// whose every firing would fail. Control, in the same run: the same
+/// policy under a daemon that holds CAP_NET_RAW arms the rule.
+#[test]
+fn a_copy_rule_the_daemon_cannot_send_for_is_unarmed_and_says_why() {
+    if !kernel_or_skip("a_copy_rule_the_daemon_cannot_send_for_is_unarmed_and_says_why") {
+        return;
+    }
+    let lab = WatchLab::with_base("wraw");
+    std::fs::remove_file(lab.d().join("10-base.yaml")).unwrap();
+    std::fs::write(lab.d().join("10-copy.yaml"), copy_policy(&lab.pair.dev_b)).unwrap();
+    let args = ["-d", lab.d().to_str().unwrap()];
+    let armed = |s: &serde_json::Value| s["packet_copy"][0]["armed"].clone();
+    {
+        let daemon = Daemon::start(&lab.root.path, lab.ns(), &args);
+        daemon.wait_state("the rule armed (control)", Duration::from_secs(30), |s| {
+            s["last_reconcile"]["converged"] == true && armed(s) == true
+        });
+    }
+    let daemon = Daemon::start_under(
+        &lab.root.path,
+        lab.ns(),
+        &args,
+        &[],
+        &["setpriv", "--bounding-set", "-net_raw"],
+    );
+    let st = daemon.wait_state("the rule unarmed", Duration::from_secs(30), |s| {
+        s["last_reconcile"]["converged"] == true && armed(s) == false
+    });
+    assert_eq!(st["packet_copy"][0]["interface"], *lab.pair.dev_b, "{st:#}");
+    let reason = st["packet_copy"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("CAP_NET_RAW") && reason.contains("AmbientCapabilities"),
+        "{st:#}"
+    );
+    assert!(
+        daemon.log_text().contains("packet_copy rule not armed"),
+        "{}",
+        daemon.log_text()
+    );
+}

@@ -24,6 +24,9 @@ pub struct Daemon {
     pub log: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// A command the daemon runs under (`setpriv ...`, which then execs
+    /// it: the same pid), empty for none.
+    pub wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -35,6 +38,18 @@ impl Daemon {
     }
 
     pub fn start_env(root: &Path, ns: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_under(root, ns, args, env, &[])
+    }
+
+    /// [`Daemon::start_env`] with the daemon run by `wrapper`, a command
+    /// that execs its arguments (e.g. `setpriv --bounding-set -net_raw`).
+    pub fn start_under(
+        root: &Path,
+        ns: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Daemon {
         let state_dir = tempfile::tempdir().unwrap();
         let log = state_dir.path().join("daemon.log");
         let mut d = Daemon {
@@ -48,6 +63,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
         };
         d.spawn();
         d.wait_ready();
@@ -61,7 +77,14 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut c = Command::new(emptcp_bin());
+        let mut c = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(emptcp_bin());
+                c
+            }
+            None => Command::new(emptcp_bin()),
+        };
         c.arg("--bpffs-root")
             .arg(&self.root)
             .arg("--netns")

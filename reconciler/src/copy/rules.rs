@@ -30,6 +30,8 @@ pub struct Armed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unarmed {
     pub name: String,
+    /// The rule's interface (which may not exist).
+    pub interface: String,
     pub reason: String,
 }
 
@@ -61,6 +63,7 @@ pub fn resolve_with(
         let Some((ifindex, raw_ip)) = iface(&r.interface) else {
             unarmed.push(Unarmed {
                 name: r.name.clone(),
+                interface: r.interface.clone(),
                 reason: format!("interface {} does not exist", r.interface),
             });
             continue;
@@ -68,6 +71,7 @@ pub fn resolve_with(
         let Some(&chain) = chains.get(&r.chain) else {
             unarmed.push(Unarmed {
                 name: r.name.clone(),
+                interface: r.interface.clone(),
                 reason: format!("chain {} is not applied", r.chain),
             });
             continue;
@@ -95,6 +99,21 @@ pub fn resolve_with(
         });
     }
     (armed, unarmed)
+}
+
+/// `armed` unarmed, every rule, for `reason`: what keeps all of them
+/// from sending (the process cannot open the socket they send through).
+pub fn unarm(
+    armed: Vec<Armed>,
+    mut unarmed: Vec<Unarmed>,
+    reason: &str,
+) -> (Vec<Armed>, Vec<Unarmed>) {
+    unarmed.extend(armed.into_iter().map(|a| Unarmed {
+        name: a.rule.name,
+        interface: a.interface,
+        reason: reason.to_string(),
+    }));
+    (Vec::new(), unarmed)
 }
 
 #[cfg(test)]
@@ -168,6 +187,25 @@ packet_copy:
                 id: 2,
                 port: None
             }
+        );
+    }
+
+    #[test]
+    fn unarm_keeps_every_rule_with_its_interface_and_the_reason() {
+        let p = crate::policy::load_str("p.yaml", POLICY).unwrap();
+        let (armed, unarmed) = resolve(&p, &observed(true, true));
+        let (armed, unarmed) = unarm(armed, unarmed, "no socket");
+        assert!(armed.is_empty());
+        let got: Vec<_> = unarmed
+            .iter()
+            .map(|u| (u.name.as_str(), u.interface.as_str(), u.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("revive", "cli1", "no socket"),
+                ("announce", "cli1", "no socket")
+            ]
         );
     }
 

@@ -229,7 +229,11 @@ impl<T: Transmit> Runner<T> {
         }
         for u in unarmed {
             let mut s = self.status.remove(&u.name).unwrap_or_default();
+            if s.reason.as_deref() != Some(u.reason.as_str()) {
+                tracing::warn!(rule = %u.name, reason = %u.reason, "packet_copy rule not armed");
+            }
             s.name = u.name.clone();
+            s.interface = u.interface.clone();
             s.armed = false;
             s.reason = Some(u.reason.clone());
             next.insert(s.name.clone(), s);

@@ -22,7 +22,7 @@ use tokio::{io::unix::AsyncFd, sync::watch};
 use super::{
     capture::{Capture, monotonic_ns},
     forge::Captured,
-    rules::{Armed, Unarmed, resolve_with},
+    rules::{self, Armed, Unarmed, resolve_with},
     runner::{RuleStatus, Runner},
     trigger::{SubflowView, When},
 };
@@ -74,10 +74,16 @@ fn resolve_against(
     rules: &[PacketCopy],
     chains: &BTreeMap<String, u32>,
 ) -> (Vec<Armed>, Vec<Unarmed>) {
-    resolve_with(rules, chains, &|name| {
+    let (armed, unarmed) = resolve_with(rules, chains, &|name| {
         let ifindex = nix::net::if_::if_nametoindex(name).ok()?;
         Some((ifindex, raw_ip(layout, ifindex)))
-    })
+    });
+    // A rule that could never send is not armed, and says why (status, the
+    // log), instead of counting a failure per firing.
+    match (armed.is_empty(), crate::xsk::unavailable()) {
+        (false, Some(reason)) => rules::unarm(armed, unarmed, &reason),
+        _ => (armed, unarmed),
+    }
 }
 
 /// What a round decides on: the captured subflows (and whether one is in

@@ -64,6 +64,19 @@ pub struct KernelStats {
     pub tx_ring_empty_descs: u64,
 }
 
+/// Why this process cannot open an AF_XDP socket (None: it can). One
+/// socket opened and closed: the kernel's own answer covers the
+/// capability, a sandbox's address-family filter and a kernel built
+/// without AF_XDP alike.
+pub fn unavailable() -> Option<String> {
+    let e = sys::socket().err()?;
+    Some(match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => "sending needs CAP_NET_RAW (for an AF_XDP socket), which this process lacks; give it to the daemon (systemd: CAP_NET_RAW in CapabilityBoundingSet and AmbientCapabilities; Kubernetes: NET_RAW in securityContext.capabilities.add)".to_string(),
+        Some(libc::EAFNOSUPPORT) => "AF_XDP sockets are not available to this process: the kernel lacks CONFIG_XDP_SOCKETS, or a sandbox restricts address families (systemd: add AF_XDP to RestrictAddressFamilies)".to_string(),
+        _ => format!("cannot open an AF_XDP socket: {e}"),
+    })
+}
+
 /// One TX-only AF_XDP socket on (interface, queue).
 pub struct Sender {
     // Field order is drop order: rings first, then the socket (which
