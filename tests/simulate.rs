@@ -1258,3 +1258,45 @@ fn ipv6_connections_are_withheld_and_recovered() {
     let (aa0, _) = v6_add_addrs(&std::fs::read(&out0).unwrap());
     assert_eq!(aa0, 2, "each connection's ADD_ADDR reaches the stack");
 }
+
+/// The CI job of a policy repository,
+/// examples/deploy/ci/simulate.sh: a change of `recover_at` over the
+/// reference capture is reported (exit 0, or 2 with
+/// `EMPTCP_CI_FAIL_ON_CHANGES=1`) with the difference in the markdown
+/// summary; the policy against itself (the control) is "no behavioural
+/// difference" and exit 0 even with the gate on.
+#[test]
+fn the_ci_simulate_script_reports_a_change_and_gates_on_it() {
+    if !kernel_or_skip("the_ci_simulate_script_reports_a_change_and_gates_on_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(quickstart())
+        .unwrap()
+        .replace("recover_at: 4MiB", "recover_at: 1MiB");
+    let new = policy_file(&dir, "new.yaml", &text);
+    let summary = dir.path().join("summary.md");
+    let run = |new: &Path, gate: bool| {
+        let o = Command::new(repo().join("examples/deploy/ci/simulate.sh"))
+            .args([new, &quickstart(), &capture(), &summary])
+            .env("EMPTCP", emptcp_bin())
+            .env("EMPTCP_SIM_LOCAL", "192.0.2.0/24=cli0 198.51.100.0/24=cli1")
+            .env("EMPTCP_CI_FAIL_ON_CHANGES", if gate { "1" } else { "0" })
+            .output()
+            .expect("run simulate.sh");
+        assert_nothing_left();
+        let text = std::fs::read_to_string(&summary).unwrap_or_default();
+        (o.status.code(), text, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (rc, text, err) = run(&new, false);
+    assert_eq!(rc, Some(0), "{text}\n{err}");
+    assert!(
+        text.contains("alters what happens to traffic") && text.contains("second_path"),
+        "{text}"
+    );
+    let (rc, _, err) = run(&new, true);
+    assert_eq!(rc, Some(2), "the gate: {err}");
+    let (rc, text, err) = run(&quickstart(), true);
+    assert_eq!(rc, Some(0), "{text}\n{err}");
+    assert!(text.contains("No behavioural difference"), "{text}");
+}

@@ -122,7 +122,8 @@ pub enum IngressHook {
     #[default]
     Xdp,
     /// TC ingress (a TCX link, Linux 6.6+): after GRO, once per socket
-    /// buffer, so once per merged burst of a bulk transfer. No packet copy.
+    /// buffer, so once per merged burst of a bulk transfer. Packet copy's
+    /// ingress capture runs there too.
     Tc,
 }
 
@@ -307,7 +308,7 @@ pub enum Action {
     /// Track the MPTCP connection: created on a SYN-ACK carrying
     /// MP_CAPABLE, joined subflows mapped to it by their token, ended with
     /// its last subflow; counts its bytes. Ingress only. Must come before
-    /// strip_add_addr and recover_add_addr.
+    /// strip_add_addr, recover_add_addr and (on ingress) set_window.
     RecordFlow,
     /// Remove ADD_ADDR options from the flow's packets while it is below
     /// `thresholds.remove_below`, storing them for recovery. Ingress only;
@@ -323,10 +324,11 @@ pub enum Action {
         /// The B flag: true makes the subflow a backup path.
         backup: bool,
     },
-    /// Rewrite the TCP receive window.
+    /// Rewrite the TCP receive window. On ingress, needs record_flow
+    /// earlier in the chain (the window scale of the handshake).
     SetWindow {
-        /// Window in bytes: a size (64KiB) or a plain integer, 1 to
-        /// 1073725440 (65535 << 14).
+        /// Window in bytes: a size (64KiB) or a plain integer, 16384
+        /// (16KiB) to 1073725440 (65535 << 14).
         #[serde(
             deserialize_with = "strict::window_bytes",
             serialize_with = "strict::serialize_window_bytes"

@@ -3,8 +3,10 @@
 //!
 //! All packet access of the actions goes through the hook's load and store
 //! helpers (`bpf_xdp_load_bytes` / `bpf_xdp_store_bytes` on XDP) with
-//! offsets, so no packet pointer has to survive a head adjust, and a loop over packet pointers with a rewrite inside (which
-//! does not verify, TOOLCHAIN.md) is never needed.
+//! offsets, so no packet pointer has to survive a head adjust, and a loop
+//! over packet pointers with a rewrite inside (which the verifier refuses:
+//! a store invalidates every packet pointer it was tracking) is never
+//! needed.
 use core::hint::black_box;
 
 use emptcp_common::{FlowKey, OptRef, XdpMeta};
