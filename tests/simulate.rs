@@ -1286,7 +1286,11 @@ fn the_ci_simulate_script_reports_a_change_and_gates_on_it() {
             .expect("run simulate.sh");
         assert_nothing_left();
         let text = std::fs::read_to_string(&summary).unwrap_or_default();
-        (o.status.code(), text, String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code(),
+            text,
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     let (rc, text, err) = run(&new, false);
     assert_eq!(rc, Some(0), "{text}\n{err}");

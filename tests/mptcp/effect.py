@@ -606,11 +606,11 @@ def summarize(cfg):
 
 # Targets (justified in docs/benchmarks.md, "Effect"). The FCT margin: the
 # policy adds nothing to a short flow's packets but its XDP pass, so a short
-# flow should finish like plain TCP; 10 % is twice the 5 %, for the
+# flow should finish like plain TCP; 10 % is twice the 5 % target, for the
 # XDP pass the emulated CPU pays on every packet (run-to-run noise in the
 # guest is larger still: read several runs together).
 SHORT_P50_MARGIN = 1.10
-# The p99 target, as asked: the 3rd slowest of 240 short flows is
+# The p99 target, as set (within 5 %): the 3rd slowest of 240 short flows is
 # set by bursts and by the emulated CPU's stalls, so on a loaded host it
 # misses by noise (docs/benchmarks.md: 2.56x and 1.69x there, 0.69x and
 # 0.74x on a quiet one) and the command then fails: run it on a quiet host.

@@ -41,7 +41,7 @@ Before timing, each side must be seen to act: the prior art's per-flow
 packet counter moves once per run and its rm_add_addr NOPs an ADD_ADDR;
 emptcp's record_flow counts every run as applied (its status). Exit 1 when
 either side did not act, or when emptcp's chain adds more than the prior
-art's by either method, judged on the rounds paired (issue 10: cheaper than
+art's by either method, judged on the rounds paired (the target: cheaper than
 the prior art while doing all it does).
 
   prior_art.py --emptcp BIN --checkout DIR [--rounds 7] [--write-docs FILE]

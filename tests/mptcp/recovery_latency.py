@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Recovery latency of a pure download (issue 11), `scripts/bench.sh recovery`.
+"""Recovery latency of a pure download, `scripts/bench.sh recovery`.
 
 On the two-path testbed (testbed.sh), a client downloads 20 MB over path A
 with emptcp's strip + recover chain on the client (remove_below 512 KiB,

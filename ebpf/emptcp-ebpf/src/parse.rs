@@ -215,7 +215,7 @@ pub fn parse_tcp<C: Frame>(ctx: &C, raw: bool) -> Option<Packet> {
             if unsafe { *ip } >> 4 != 6 {
                 return None;
             }
-            // Extension headers are passed untouched (issue: never guess).
+            // Extension headers are passed untouched: never guess where TCP starts.
             if unsafe { *ip.add(6) } != IPPROTO_TCP {
                 return None;
             }

@@ -1,5 +1,5 @@
 //! When a packet-copy rule fires: a pure decision over snapshots of the
-//! subflows the datapath captured, so every rule of the issue ("once per
+//! subflows the datapath captured, so every rule of firing ("once per
 //! subflow per condition, rate-limited, stops when the connection ends") is
 //! a unit test, not a kernel experiment.
 //!

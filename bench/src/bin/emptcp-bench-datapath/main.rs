@@ -2,8 +2,8 @@
 //! by path, over a bare program measured in the same run (XDP_PASS for
 //! ingress, a bare TC program for egress), on frames each path really acts
 //! on (a fresh frame per run, checked with the datapath's own counters);
-//! then the memory per tracked flow. Exits non-zero when a target of issue
-//! 10 is missed or a path did not act on every frame. Needs root. Prints
+//! then the memory per tracked flow. Exits non-zero when a per-packet target
+//! is missed or a path did not act on every frame. Needs root. Prints
 //! markdown; `--write-docs [FILE]` also rewrites the generated region of
 //! docs/benchmarks.md.
 //!

@@ -172,12 +172,12 @@ pub struct Path {
     pub iface: &'static str,
     /// emptcp's verdict on every measured frame.
     pub verdict: u32,
-    /// At most this many ns added over the bare program (issue 10).
+    /// At most this many ns added over the bare program.
     pub target: Option<f64>,
     /// At most this many times the bare program's own time, emptcp's
-    /// figure over the bare one of the same run (issue 12: raw-IP frames).
+    /// figure over the bare one of the same run (raw-IP frames).
     pub ratio_target: Option<f64>,
-    /// No worse than the path of this name in the same run (issue 11),
+    /// No worse than the path of this name in the same run (a joined subflow),
     /// judged on the rounds' paired differences (report.rs).
     pub relative_to: Option<&'static str>,
     pub acts: Vec<Counter>,
@@ -258,7 +258,7 @@ fn at_tc(init: Vec<(Hook, Vec<u8>)>) -> Vec<(Hook, Vec<u8>)> {
 /// far below it; `Seg::new` repeats a 4-tuple only after 1.5·10^7).
 const JOIN_SUBFLOW: u32 = 8_000_000;
 
-/// A data segment on a joined subflow (issue 11's row): no worse than
+/// A data segment on a joined subflow: no worse than
 /// [`INITIAL_DATA`] in the same run.
 pub const JOINED_DATA: &str = "MPTCP data segment on a JOINED subflow of a tracked connection (1400 B) through record_flow + strip + recover";
 
@@ -429,7 +429,7 @@ pub fn paths() -> Vec<Path> {
         init,
         next,
     );
-    // The same segment on a joined subflow (issue 11): each connection
+    // The same segment on a joined subflow: each connection
     // (its own server key, so its own token) opened, then a subflow the
     // local end joins (its MP_JOIN SYN through the egress hook, which maps
     // it by the token; the peer's SYN-ACK through the chain), then data

@@ -25,7 +25,7 @@ pub struct Row {
     bare_single: f64,
     target: Option<f64>,
     ratio_target: Option<f64>,
-    /// Judged against another row of the same run (issue 11).
+    /// Judged against another row of the same run (the joined subflow's).
     pub relative: Option<Relative>,
 }
 
