@@ -129,9 +129,18 @@ enum Label {
 #[derive(Default)]
 struct Asm {
     p: Vec<[u8; 8]>,
-    /// (slot, opcode, dst, src, imm, label).
-    jumps: Vec<(usize, u8, u8, u8, i32, Label)>,
+    jumps: Vec<Jump>,
     places: Vec<(Label, usize)>,
+}
+
+/// A forward jump at instruction `at` to `to`, its offset not yet known.
+struct Jump {
+    at: usize,
+    code: u8,
+    dst: u8,
+    src: u8,
+    imm: i32,
+    to: Label,
 }
 
 impl Asm {
@@ -144,7 +153,14 @@ impl Asm {
         self.op(0, 0, 0, 0, 0);
     }
     fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: Label) {
-        self.jumps.push((self.p.len(), code, dst, src, imm, to));
+        self.jumps.push(Jump {
+            at: self.p.len(),
+            code,
+            dst,
+            src,
+            imm,
+            to,
+        });
         self.p.push([0; 8]);
     }
     fn place(&mut self, label: Label) {
@@ -210,19 +226,19 @@ impl Asm {
         self.place(Label::Pass);
         self.op(0xb7, 0, 0, 0, 2); // r0 = XDP_PASS
         self.op(0x95, 0, 0, 0, 0); // exit
-        if self.jumps.iter().any(|j| j.5 == Label::Drop) {
+        if self.jumps.iter().any(|j| j.to == Label::Drop) {
             self.place(Label::Drop);
             self.op(0xb7, 0, 0, 0, 1); // r0 = XDP_DROP
             self.op(0x95, 0, 0, 0, 0); // exit
         }
-        for &(at, code, dst, src, imm, to) in &self.jumps {
+        for j in &self.jumps {
             let (_, target) = *self
                 .places
                 .iter()
-                .find(|(l, _)| *l == to)
+                .find(|(l, _)| *l == j.to)
                 .expect("every label a jump names is placed");
-            let off = i16::try_from(target - at - 1).expect("a short program");
-            self.p[at] = sys::insn(code, dst, src, off, imm);
+            let off = i16::try_from(target - j.at - 1).expect("a short program");
+            self.p[j.at] = sys::insn(j.code, j.dst, j.src, off, j.imm);
         }
         self.p.concat()
     }
