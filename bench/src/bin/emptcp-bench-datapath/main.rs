@@ -273,8 +273,12 @@ impl Floor {
     }
 
     fn load(insns: &[u8], tables: Vec<OwnedFd>, iface: &str) -> anyhow::Result<Self> {
-        let prog =
-            sys::load_xdp_insns("bench_floor", insns).context("load the lookup-floor program")?;
+        let prog = sys::load_xdp_insns("bench_floor", insns).with_context(|| {
+            format!(
+                "load the lookup-floor program; the verifier's log ends:\n{}",
+                sys::xdp_verifier_log("bench_floor", insns)
+            )
+        })?;
         let index = nix::net::if_::if_nametoindex(iface)?;
         let _link = sys::xdp_link_create(prog.as_fd(), index, sys::XDP_FLAGS_SKB_MODE)
             .with_context(|| format!("attach the lookup-floor program to {iface}"))?;
