@@ -177,17 +177,23 @@ fn control_policy_without_strip_delivers_every_add_addr() {
     assert_eq!(n(&r["packets"], "dropped"), 0);
 }
 
+/// The quickstart with `recover_at: 1MiB` (new.yaml in `dir`): a change
+/// that moves exactly the connections between 1 and 4 MiB.
+fn recover_at_1mib(dir: &tempfile::TempDir) -> PathBuf {
+    let text = std::fs::read_to_string(quickstart())
+        .unwrap()
+        .replace("recover_at: 4MiB", "recover_at: 1MiB");
+    assert!(text.contains("recover_at: 1MiB"));
+    policy_file(dir, "new.yaml", &text)
+}
+
 #[test]
 fn against_marks_exactly_the_connections_between_thresholds() {
     if !kernel_or_skip("against_marks_exactly_the_connections_between_thresholds") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(quickstart())
-        .unwrap()
-        .replace("recover_at: 4MiB", "recover_at: 1MiB");
-    assert!(text.contains("recover_at: 1MiB"));
-    let new = policy_file(&dir, "new.yaml", &text);
+    let new = recover_at_1mib(&dir);
     let (cap, qs) = (capture(), quickstart());
     let mut args = vec![
         "-o",
@@ -1271,10 +1277,7 @@ fn the_ci_simulate_script_reports_a_change_and_gates_on_it() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(quickstart())
-        .unwrap()
-        .replace("recover_at: 4MiB", "recover_at: 1MiB");
-    let new = policy_file(&dir, "new.yaml", &text);
+    let new = recover_at_1mib(&dir);
     let summary = dir.path().join("summary.md");
     let run = |new: &Path, gate: bool| {
         let o = Command::new(repo().join("examples/deploy/ci/simulate.sh"))

@@ -275,16 +275,24 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 
 /// Loads a program of `prog_type` from raw instructions (8 bytes each).
-fn load_insns(prog_type: u32, insns: &[u8], name: &str) -> io::Result<OwnedFd> {
-    let license = b"GPL\0";
+/// The license every program here is loaded under (GPL helpers).
+const LICENSE: &[u8] = b"GPL\0";
+
+/// `BPF_PROG_LOAD`'s attributes for `insns` of `prog_type` named `name`
+/// (the kernel keeps 15 bytes of it), no log.
+fn prog_load_attr(prog_type: u32, insns: &[u8], name: &str) -> Attr {
     let mut attr = Attr::new();
     attr.u32_at(0, prog_type)
         .u32_at(4, (insns.len() / 8) as u32)
         .u64_at(8, insns.as_ptr() as u64)
-        .u64_at(16, license.as_ptr() as u64);
+        .u64_at(16, LICENSE.as_ptr() as u64);
     let n = name.len().min(15);
     attr.0[48..48 + n].copy_from_slice(&name.as_bytes()[..n]);
-    bpf(BPF_PROG_LOAD, &mut attr).map(fd_result)
+    attr
+}
+
+fn load_insns(prog_type: u32, insns: &[u8], name: &str) -> io::Result<OwnedFd> {
+    bpf(BPF_PROG_LOAD, &mut prog_load_attr(prog_type, insns, name)).map(fd_result)
 }
 
 /// The end of the verifier's log for the XDP program `insns` (which a
@@ -293,18 +301,11 @@ fn load_insns(prog_type: u32, insns: &[u8], name: &str) -> io::Result<OwnedFd> {
 /// apart from [`load_xdp_insns`], whose error keeps its errno for callers
 /// that tell a missing helper from a bug.
 pub fn xdp_verifier_log(name: &str, insns: &[u8]) -> String {
-    let license = b"GPL\0";
     let mut log = vec![0u8; 1 << 16];
-    let mut attr = Attr::new();
-    attr.u32_at(0, BPF_PROG_TYPE_XDP)
-        .u32_at(4, (insns.len() / 8) as u32)
-        .u64_at(8, insns.as_ptr() as u64)
-        .u64_at(16, license.as_ptr() as u64)
-        .u32_at(24, 1) // log_level
+    let mut attr = prog_load_attr(BPF_PROG_TYPE_XDP, insns, name);
+    attr.u32_at(24, 1) // log_level
         .u32_at(28, log.len() as u32)
         .u64_at(32, log.as_mut_ptr() as u64);
-    let n = name.len().min(15);
-    attr.0[48..48 + n].copy_from_slice(&name.as_bytes()[..n]);
     if let Ok(fd) = bpf(BPF_PROG_LOAD, &mut attr) {
         drop(fd_result(fd));
         return "(it loads with the log on)".to_string();
