@@ -208,7 +208,11 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
     let mut map_ids = BTreeMap::new();
     for name in layout::list(&maps_dir).map_err(io_err(&maps_dir))? {
         let p = maps_dir.join(&name);
-        let info = MapInfo::from_pin(&p).map_err(|e| pin_err("map", &p, e))?;
+        let Some(info) =
+            still_pinned(&p, MapInfo::from_pin(&p)).map_err(|e| pin_err("map", &p, e))?
+        else {
+            continue;
+        };
         map_ids.insert(info.id(), name.clone());
         o.maps.insert(
             name,
@@ -226,7 +230,11 @@ pub fn observe(layout: &Layout) -> Result<Observed, ObserveError> {
     let progs_dir = layout.progs_dir();
     for name in layout::list(&progs_dir).map_err(io_err(&progs_dir))? {
         let p = progs_dir.join(&name);
-        let info = ProgramInfo::from_pin(&p).map_err(|e| pin_err("program", &p, e))?;
+        let Some(info) =
+            still_pinned(&p, ProgramInfo::from_pin(&p)).map_err(|e| pin_err("program", &p, e))?
+        else {
+            continue;
+        };
         o.programs.insert(
             name,
             ObservedProg {
@@ -350,11 +358,27 @@ impl Observed {
 
 /// The pinned links of one directory (XDP or TCX; both report their
 /// interface in the same place of `bpf_link_info`).
+/// `opened` (the pin `p` listed a moment ago, opened), or None when it
+/// failed because the pin is gone: an apply in another process (the
+/// daemon healing a link, an unpin) changed the tree between the listing
+/// and the open, and the pin is observed as absent, as a listing a moment
+/// later would have it. Any other failure stays an error.
+fn still_pinned<T, E>(p: &Path, opened: Result<T, E>) -> Result<Option<T>, E> {
+    match opened {
+        Ok(v) => Ok(Some(v)),
+        Err(_) if std::fs::symlink_metadata(p).is_err() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn read_links(dir: &Path) -> Result<BTreeMap<String, ObservedLink>, ObserveError> {
     let mut links = BTreeMap::new();
     for name in layout::list(dir).map_err(io_err(dir))? {
         let p = dir.join(&name);
-        let fd = sys::obj_get(&p).map_err(|e| pin_err("link", &p, e))?;
+        let Some(fd) = still_pinned(&p, sys::obj_get(&p)).map_err(|e| pin_err("link", &p, e))?
+        else {
+            continue;
+        };
         let f = sys::link_facts(&fd).map_err(|e| pin_err("link", &p, e))?;
         links.insert(
             name,
@@ -508,4 +532,23 @@ fn read_entries(layout: &Layout, o: &mut Observed) -> Result<(), ObserveError> {
     }
     o.entries = e;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::still_pinned;
+
+    /// A pin that vanished between the listing and the open is absent; a
+    /// pin that is there but cannot be opened is an error.
+    #[test]
+    fn a_pin_gone_since_the_listing_is_absent_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("vb0");
+        let r: Result<Option<u32>, &str> = still_pinned(&gone, Err("ENOENT"));
+        assert_eq!(r, Ok(None));
+        let there = dir.path().join("vb1");
+        std::fs::write(&there, b"").unwrap();
+        assert_eq!(still_pinned::<u32, _>(&there, Err("EPERM")), Err("EPERM"));
+        assert_eq!(still_pinned::<u32, &str>(&there, Ok(7)), Ok(Some(7)));
+    }
 }
